@@ -1,0 +1,144 @@
+//! Wire types of the HTTP API (`/v1`), shared by the server and the client crate so the two
+//! cannot drift apart. Request bodies reject unknown fields: a typo in a request is an error,
+//! not a silently ignored setting.
+
+use bulkhead_core::access::{PlatformRole, TenantRole};
+use bulkhead_core::model::{Isolation, Labels, Placement, TenantStatus};
+use bulkhead_core::schema::FieldSpec;
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{CollectionName, DomainName, FieldName, KeyId, TenantId, TierName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use bulkhead_core::model::{DomainSpec, TierSpec};
+pub use bulkhead_core::schema::CollectionSpec;
+
+/// Header a platform admin uses to name the tenant whose data it reaches.
+pub const TENANT_HEADER: &str = "bulkhead-tenant";
+/// Header carrying the request id (echoed back on every response).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// `{"error": {...}}`, the only error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+/// A page of a listing; pass `next_cursor` back as `cursor` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub id: TenantId,
+    pub name: String,
+    pub tier: TierName,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TenantStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    pub tier: TierName,
+    pub status: TenantStatus,
+    pub labels: Labels,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierView {
+    pub name: TierName,
+    #[serde(flatten)]
+    pub spec: TierSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainView {
+    pub name: DomainName,
+    #[serde(flatten)]
+    pub spec: DomainSpec,
+    /// Tenants placed on the domain, by isolation model.
+    pub tenants: BTreeMap<Isolation, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionView {
+    pub name: CollectionName,
+    pub version: i64,
+    pub fields: BTreeMap<FieldName, FieldSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: TenantRole,
+    /// Seconds until the key stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlatformKey {
+    pub name: String,
+    pub role: PlatformRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A key as listed: never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: KeyId,
+    pub name: String,
+    /// `owner`/`admin`/`member`/`viewer` for tenant keys, `admin`/`operator` for platform keys.
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    pub created_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
+}
+
+/// Answer to a key creation: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,211 @@
+//! Validated identifiers. A bare `String` never crosses a service boundary: every id is parsed
+//! once, here, and its grammar is what makes it safe to use in file names and SQL identifiers
+//! (which are always quoted as well).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $code:literal, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(raw: &str) -> Result<Self, Error> {
+                match $check(raw) {
+                    Ok(()) => Ok($name(raw.to_owned())),
+                    Err(why) => Err(Error::bad_request(
+                        $code,
+                        format!("invalid {} {:?}: {}", $what, truncate(raw), why),
+                    )),
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                $name::parse(&raw).map_err(|e| serde::de::Error::custom(e.message))
+            }
+        }
+    };
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(80).collect()
+}
+
+/// `[a-z0-9][a-z0-9-]{1,62}`: a slug that is safe in paths, file names and identifiers.
+fn check_slug(raw: &str) -> Result<(), &'static str> {
+    let bytes = raw.as_bytes();
+    if bytes.len() < 2 || bytes.len() > 63 {
+        return Err("must be 2 to 63 characters");
+    }
+    if !(bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit()) {
+        return Err("must start with a lowercase letter or a digit");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
+        return Err("may contain only lowercase letters, digits and '-'");
+    }
+    Ok(())
+}
+
+/// `[a-z][a-z0-9_]{0,62}`: a name usable as part of a SQL identifier.
+fn check_snake(raw: &str) -> Result<(), &'static str> {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() || bytes.len() > 63 {
+        return Err("must be 1 to 63 characters");
+    }
+    if !bytes[0].is_ascii_lowercase() {
+        return Err("must start with a lowercase letter");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+    {
+        return Err("may contain only lowercase letters, digits and '_'");
+    }
+    Ok(())
+}
+
+/// `[A-Za-z0-9_-]{1,128}`: client-chosen or generated record ids.
+fn check_record_id(raw: &str) -> Result<(), &'static str> {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() || bytes.len() > 128 {
+        return Err("must be 1 to 128 characters");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+    {
+        return Err("may contain only letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
+/// `k` followed by 16 lowercase hex digits.
+fn check_key_id(raw: &str) -> Result<(), &'static str> {
+    let bytes = raw.as_bytes();
+    if bytes.len() != 17 || bytes[0] != b'k' {
+        return Err("must be 'k' followed by 16 hex digits");
+    }
+    if !bytes[1..]
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err("must be 'k' followed by 16 hex digits");
+    }
+    Ok(())
+}
+
+id_type!(
+    /// A tenant's immutable id.
+    TenantId, "tenant id", "invalid_tenant_id", check_slug
+);
+id_type!(
+    /// A tier's name (`free`, `standard`, `premium`, or one an operator defines).
+    TierName, "tier name", "invalid_tier_name", check_slug
+);
+id_type!(
+    /// A storage domain's name.
+    DomainName, "domain name", "invalid_domain_name", check_slug
+);
+id_type!(
+    /// A collection's name.
+    CollectionName, "collection name", "invalid_collection_name", check_snake
+);
+id_type!(
+    /// A field's name inside a collection.
+    FieldName, "field name", "invalid_field_name", check_snake
+);
+id_type!(
+    /// A record's id, unique per tenant and collection.
+    RecordId, "record id", "invalid_record_id", check_record_id
+);
+id_type!(
+    /// The public id of an API key (the secret part is never stored).
+    KeyId, "key id", "invalid_key_id", check_key_id
+);
+
+impl RecordId {
+    /// A fresh, time-ordered id (UUIDv7, 32 hex digits), so new records append to the index.
+    pub fn generate() -> Self {
+        RecordId(uuid::Uuid::now_v7().simple().to_string())
+    }
+}
+
+impl KeyId {
+    pub(crate) fn from_random(bytes: [u8; 8]) -> Self {
+        KeyId(format!("k{}", hex::encode(bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_follow_the_slug_grammar() {
+        for ok in ["acme", "a1", "0x", "acme-corp", &"a".repeat(63)] {
+            assert!(TenantId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Acme",
+            "-acme",
+            "acme_corp",
+            "acme corp",
+            "ac/me",
+            &"a".repeat(64),
+            "é1",
+        ] {
+            let err = TenantId::parse(bad).unwrap_err();
+            assert_eq!(err.code, "invalid_tenant_id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_record_ids_are_valid_and_ordered() {
+        let a = RecordId::generate();
+        let b = RecordId::generate();
+        assert!(RecordId::parse(a.as_str()).is_ok());
+        assert!(a < b);
+    }
+
+    #[test]
+    fn field_names_are_snake_case() {
+        assert!(FieldName::parse("created_by").is_ok());
+        assert!(FieldName::parse("1x").is_err());
+        assert!(FieldName::parse("a\"b").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Bulkhead's domain: identifiers, tenants, tiers, placements, collection schemas, records,
+//! credentials and the access decision that produces a [`access::TenantScope`].
+//!
+//! This crate does no I/O and knows no database driver or async runtime. Every other crate
+//! speaks in these types, so the invariants they carry (a validated tenant id, a record that
+//! matches its schema, a scope that only the access layer can mint) hold everywhere.
+
+pub mod access;
+pub mod error;
+pub mod filter;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod record;
+pub mod schema;
+pub mod time;
+
+pub use error::{Error, ErrorKind};
+pub use ids::{CollectionName, DomainName, FieldName, KeyId, RecordId, TenantId, TierName};

@@ -1,0 +1,519 @@
+//! The embedded engine: placements in SQLite files under one local directory.
+//!
+//! Pool and bridge files stay open for the life of the engine; silo files are opened on demand
+//! and kept in an LRU with a fixed cap, so ten thousand silo tenants need a bounded number of
+//! open files. Each file has one writer connection and a small read pool (see [`db`]). All
+//! SQLite calls run on tokio's blocking pool, never on the async runtime.
+
+mod db;
+mod layout;
+mod sql;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bulkhead_core::access::TenantScope;
+use bulkhead_core::model::Isolation;
+use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
+use bulkhead_core::schema::Collection;
+use bulkhead_core::time::Clock;
+use bulkhead_core::{FieldName, RecordId, TenantId};
+use bulkhead_engine::{Engine, EngineError, EngineResult, EngineStats, ListQuery, PlacementRef};
+use lru::LruCache;
+use parking_lot::Mutex;
+use rusqlite::params_from_iter;
+
+use db::{Db, DbOptions};
+use layout::{TableName, bridge_prefix, db_path};
+use sql::{RecordSql, ensure_table};
+
+/// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database file {0} does not exist")]
+    Missing(String),
+    #[error("namespace {0:?} does not name a placement of this engine")]
+    BadNamespace(String),
+    #[error("stored data does not match its schema: {0}")]
+    Corrupt(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StorageError> for EngineError {
+    fn from(err: StorageError) -> Self {
+        use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+        match err {
+            StorageError::Engine(e) => e,
+            StorageError::Missing(what) => EngineError::PlacementMissing(what),
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, msg)) => {
+                match (e.extended_code, msg) {
+                    (SQLITE_CONSTRAINT_PRIMARYKEY, _) => EngineError::DuplicateId,
+                    (SQLITE_CONSTRAINT_UNIQUE, Some(msg)) => unique_field(&msg).map_or_else(
+                        || EngineError::Storage(msg.clone()),
+                        EngineError::UniqueViolation,
+                    ),
+                    (_, Some(msg)) if msg.starts_with("no such table") => {
+                        EngineError::PlacementMissing(msg)
+                    }
+                    (_, msg) => EngineError::Storage(format!("{e}: {}", msg.unwrap_or_default())),
+                }
+            }
+            other => EngineError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// `UNIQUE constraint failed: c_items.tenant_id, c_items.f_sku` → `sku`.
+fn unique_field(msg: &str) -> Option<FieldName> {
+    let last = msg.rsplit(", ").next()?;
+    let column = last.rsplit('.').next()?;
+    FieldName::parse(column.strip_prefix("f_")?).ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The domain's directory.
+    pub dir: PathBuf,
+    pub fsync: bool,
+    /// Silo files kept open at once.
+    pub silo_handle_cap: usize,
+    pub readers_per_db: usize,
+    pub busy_timeout: Duration,
+}
+
+impl SqliteConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            dir: dir.into(),
+            fsync: false,
+            silo_handle_cap: 256,
+            readers_per_db: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct SqliteEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SqliteConfig,
+    clock: Arc<dyn Clock>,
+    /// Pool and bridge files, keyed by path.
+    shared: Mutex<HashMap<PathBuf, Arc<Db>>>,
+    silos: Mutex<LruCache<PathBuf, Arc<Db>>>,
+}
+
+impl SqliteEngine {
+    pub fn open(config: SqliteConfig, clock: Arc<dyn Clock>) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(config.dir.join("silos"))?;
+        let cap = NonZeroUsize::new(config.silo_handle_cap.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Ok(SqliteEngine {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                shared: Mutex::new(HashMap::new()),
+                silos: Mutex::new(LruCache::new(cap)),
+            }),
+        })
+    }
+
+    /// Runs blocking work on the blocking pool and flattens its errors.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    ) -> EngineResult<T> {
+        let inner = Arc::clone(&self.inner);
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(result) => result.map_err(EngineError::from),
+            Err(join) => Err(EngineError::Storage(format!("storage task failed: {join}"))),
+        }
+    }
+}
+
+impl Inner {
+    fn options(&self, isolation: Isolation) -> DbOptions {
+        DbOptions {
+            fsync: self.config.fsync,
+            // Shared files must not keep a purged tenant's bytes in free pages.
+            secure_delete: isolation != Isolation::Silo,
+            busy_timeout: self.config.busy_timeout,
+            max_readers: self.config.readers_per_db,
+        }
+    }
+
+    /// The open database of a placement; `create` only when provisioning.
+    fn db(
+        &self,
+        isolation: Isolation,
+        namespace: &str,
+        tenant: &TenantId,
+        create: bool,
+    ) -> Result<Arc<Db>, StorageError> {
+        let path = db_path(&self.config.dir, isolation, namespace, tenant)?;
+        if isolation != Isolation::Silo {
+            let mut shared = self.shared.lock();
+            if let Some(db) = shared.get(&path) {
+                return Ok(Arc::clone(db));
+            }
+            let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
+            shared.insert(path, Arc::clone(&db));
+            return Ok(db);
+        }
+        let mut silos = self.silos.lock();
+        if let Some(db) = silos.get(&path) {
+            return Ok(Arc::clone(db));
+        }
+        let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
+        if silos.len() >= silos.cap().get() {
+            // Prefer closing an idle handle. Closing a busy one is still safe: its request
+            // finishes on it, and SQLite's file locks serialise the brief second writer.
+            let idle = silos
+                .iter()
+                .rev()
+                .find(|(_, db)| Arc::strong_count(db) == 1)
+                .map(|(k, _)| k.clone());
+            match idle {
+                Some(key) => drop(silos.pop(&key)),
+                None => drop(silos.pop_lru()),
+            }
+        }
+        silos.put(path, Arc::clone(&db));
+        Ok(db)
+    }
+
+    fn scoped_db(&self, scope: &TenantScope) -> Result<Arc<Db>, StorageError> {
+        let p = scope.placement();
+        self.db(p.isolation, &p.namespace, scope.tenant(), false)
+    }
+
+    fn destroy(&self, target: &PlacementRef) -> Result<(), StorageError> {
+        let path = db_path(
+            &self.config.dir,
+            target.isolation,
+            &target.namespace,
+            &target.tenant,
+        )?;
+        match target.isolation {
+            Isolation::Silo => {
+                // Close our handle first; then remove the file and its WAL and shared memory.
+                self.silos.lock().pop(&path);
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+            Isolation::Pool | Isolation::Bridge => {
+                if !path.exists() {
+                    return Ok(());
+                }
+                let db = self.db(target.isolation, &target.namespace, &target.tenant, false)?;
+                db.write(|tx| {
+                    let tables: Vec<String> = {
+                        let mut stmt =
+                            tx.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+                        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                        rows.collect::<Result<_, _>>()?
+                    };
+                    let prefix = bridge_prefix(&target.tenant);
+                    for table in tables {
+                        if target.isolation == Isolation::Pool && table.starts_with("c_") {
+                            tx.execute(
+                                &format!("DELETE FROM \"{table}\" WHERE tenant_id = ?1"),
+                                [target.tenant.as_str()],
+                            )?;
+                        } else if target.isolation == Isolation::Bridge
+                            && table.starts_with(&prefix)
+                        {
+                            tx.execute_batch(&format!("DROP TABLE \"{table}\""))?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                // Zeroed pages reach the main file and the WAL is emptied, so no copy of the
+                // tenant's rows is left in either.
+                db.checkpoint()
+            }
+        }
+    }
+}
+
+fn check_write(scope: &TenantScope) -> Result<(), StorageError> {
+    if scope.allows_write() {
+        Ok(())
+    } else {
+        Err(EngineError::ReadOnlyScope.into())
+    }
+}
+
+fn table_of(scope: &TenantScope, collection: &Collection) -> TableName {
+    TableName::new(
+        scope.placement().isolation,
+        scope.tenant(),
+        &collection.name,
+    )
+}
+
+fn fetch(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &RecordSql<'_>,
+    id: &RecordId,
+) -> Result<Option<Record>, StorageError> {
+    let (text, params) = sql.get(id);
+    let mut stmt = tx.prepare_cached(&text)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    match rows.next()? {
+        Some(row) => Ok(Some(sql.decode(row)?)),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Engine for SqliteEngine {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn provision(
+        &self,
+        target: &PlacementRef,
+        collections: &[Collection],
+    ) -> EngineResult<()> {
+        let (target, collections) = (target.clone(), collections.to_vec());
+        self.blocking(move |inner| {
+            let db = inner.db(target.isolation, &target.namespace, &target.tenant, true)?;
+            for collection in &collections {
+                let table = TableName::new(target.isolation, &target.tenant, &collection.name);
+                db.with_writer(|conn| ensure_table(conn, &table, collection))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ensure_collection(
+        &self,
+        target: &PlacementRef,
+        collection: &Collection,
+    ) -> EngineResult<()> {
+        let (target, collection) = (target.clone(), collection.clone());
+        self.blocking(move |inner| {
+            let db = inner.db(target.isolation, &target.namespace, &target.tenant, false)?;
+            let table = TableName::new(target.isolation, &target.tenant, &collection.name);
+            db.with_writer(|conn| ensure_table(conn, &table, &collection))
+        })
+        .await
+    }
+
+    async fn destroy(&self, target: &PlacementRef) -> EngineResult<()> {
+        let target = target.clone();
+        self.blocking(move |inner| inner.destroy(&target)).await
+    }
+
+    async fn insert(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        records: Vec<NewRecord>,
+    ) -> EngineResult<Vec<Record>> {
+        let (scope, collection) = (scope.clone(), collection.clone());
+        self.blocking(move |inner| {
+            check_write(&scope)?;
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let now = inner.clock.now();
+            db.write(|tx| {
+                let mut out = Vec::with_capacity(records.len());
+                for record in records {
+                    let (text, params) = sql.insert(&record.id, now, &record.fields);
+                    tx.prepare_cached(&text)?
+                        .execute(params_from_iter(params))?;
+                    out.push(Record {
+                        id: record.id,
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                        fields: record.fields,
+                    });
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> EngineResult<Option<Record>> {
+        let (scope, collection, id) = (scope.clone(), collection.clone(), id.clone());
+        self.blocking(move |inner| {
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            db.read(|tx| fetch(tx, &sql, &id))
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+        change: RecordChange,
+        expected_version: Option<i64>,
+    ) -> EngineResult<Record> {
+        let (scope, collection, id) = (scope.clone(), collection.clone(), id.clone());
+        self.blocking(move |inner| {
+            check_write(&scope)?;
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let now = inner.clock.now();
+            db.write(|tx| {
+                let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
+                if expected_version.is_some_and(|v| v != current.version) {
+                    return Err(EngineError::VersionMismatch {
+                        current: current.version,
+                    }
+                    .into());
+                }
+                let fields = apply_change(&current.fields, change);
+                let version = current.version + 1;
+                let (text, params) = sql.update(&id, now, version, &fields);
+                tx.prepare_cached(&text)?
+                    .execute(params_from_iter(params))?;
+                Ok(Record {
+                    id,
+                    created_at: current.created_at,
+                    updated_at: now,
+                    version,
+                    fields,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+        expected_version: Option<i64>,
+    ) -> EngineResult<()> {
+        let (scope, collection, id) = (scope.clone(), collection.clone(), id.clone());
+        self.blocking(move |inner| {
+            check_write(&scope)?;
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            db.write(|tx| {
+                if let Some(expected) = expected_version {
+                    let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
+                    if current.version != expected {
+                        return Err(EngineError::VersionMismatch {
+                            current: current.version,
+                        }
+                        .into());
+                    }
+                }
+                let (text, params) = sql.delete(&id);
+                let deleted = tx
+                    .prepare_cached(&text)?
+                    .execute(params_from_iter(params))?;
+                if deleted == 0 {
+                    Err(EngineError::NotFound.into())
+                } else {
+                    Ok(())
+                }
+            })
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query: &ListQuery,
+    ) -> EngineResult<Vec<Record>> {
+        let (scope, collection, query) = (scope.clone(), collection.clone(), query.clone());
+        self.blocking(move |inner| {
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            db.read(|tx| {
+                let (text, params) = sql.list(&query);
+                let mut stmt = tx.prepare_cached(&text)?;
+                let mut rows = stmt.query(params_from_iter(params))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(sql.decode(row)?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            open_handles: self.inner.shared.lock().len() + self.inner.silos.lock().len(),
+        }
+    }
+
+    async fn shutdown(&self) {
+        let result = self
+            .blocking(|inner| {
+                let shared: Vec<_> = inner.shared.lock().drain().map(|(_, db)| db).collect();
+                let silos: Vec<_> = {
+                    let mut lru = inner.silos.lock();
+                    let mut all = Vec::new();
+                    while let Some((_, db)) = lru.pop_lru() {
+                        all.push(db);
+                    }
+                    all
+                };
+                for db in shared.iter().chain(silos.iter()) {
+                    if let Err(e) = db.checkpoint() {
+                        tracing::warn!(path = %db.path().display(), error = %e, "checkpoint at shutdown failed");
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "engine shutdown failed");
+        }
+    }
+}
+
+/// Exposed for benchmarks: where a placement's file is.
+pub fn placement_file(
+    dir: &Path,
+    isolation: Isolation,
+    namespace: &str,
+    tenant: &TenantId,
+) -> Option<PathBuf> {
+    db_path(dir, isolation, namespace, tenant).ok()
+}

@@ -1,1 +1,82 @@
-fn main() {}
+//! The `bulkhead` binary: `serve` runs the server; every other subcommand is the operator CLI
+//! talking to a server over HTTP; `bench` measures.
+
+mod bench;
+mod config;
+mod serve;
+
+use bulkhead_cli::{ClientCommand, ClientOptions};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "A multi-tenant data server for B2B SaaS"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: ClientOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Measure throughput and latency (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn init_logging(config: &config::Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match config.log_format {
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let admin_key = std::env::var("BULKHEAD_ADMIN_KEY").ok();
+            let config = config::Config::load(&args, cli.options.data_dir.as_deref(), admin_key)?;
+            init_logging(&config);
+            serve::run(config).await
+        }
+        Command::Bench(args) => bench::run(args).await,
+        Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(run(cli)) {
+        // Human-readable chain, never a debug dump or a backtrace.
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

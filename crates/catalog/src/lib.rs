@@ -1,1 +1,352 @@
-//! placeholder
+//! The control plane: tenants, tiers, domains, the routing table, collections, keys, audit,
+//! and the transport-agnostic operations the HTTP layer calls (one function per endpoint).
+//!
+//! Invariants kept here: every data operation resolves its tenant through the routing table
+//! and reaches an engine only with a `TenantScope` from the access layer (1); a foreign tenant
+//! looks exactly like a missing one (2); every control-plane change, every denial and every
+//! platform-admin data access is audited (5).
+
+mod audit;
+mod collections;
+mod keys;
+mod records;
+mod store;
+mod tenants;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use bulkhead_core::access::{self, StoredKey, TenantRoute, VerifiedPrincipal};
+use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+use bulkhead_core::schema::Collection;
+use bulkhead_core::time::Clock;
+use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
+use bulkhead_engine::Engine;
+use parking_lot::RwLock;
+
+pub use audit::{AuditEvent, AuditQueue};
+pub use records::{ListParams, parse_if_match};
+pub use store::StoreError;
+
+/// Who is asking, and the id of the request (carried into audit records and logs).
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: VerifiedPrincipal,
+    pub request_id: String,
+}
+
+/// The engines serving each domain. Built by the binary, the only place that knows concrete
+/// engine types.
+#[derive(Clone, Default)]
+pub struct Engines {
+    by_domain: HashMap<DomainName, (DomainSpec, Arc<dyn Engine>)>,
+}
+
+impl Engines {
+    pub fn register(&mut self, name: DomainName, spec: DomainSpec, engine: Arc<dyn Engine>) {
+        self.by_domain.insert(name, (spec, engine));
+    }
+
+    fn get(&self, domain: &DomainName) -> Result<&Arc<dyn Engine>, Error> {
+        self.by_domain.get(domain).map(|(_, e)| e).ok_or_else(|| {
+            tracing::error!(%domain, "no engine serves this domain");
+            Error::new(
+                ErrorKind::Unavailable,
+                "domain_unavailable",
+                "the tenant's storage domain is not available",
+            )
+        })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (&DomainName, &Arc<dyn Engine>)> {
+        self.by_domain
+            .iter()
+            .map(|(name, (_, engine))| (name, engine))
+    }
+}
+
+/// A routing-table entry as cached in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteEntry {
+    pub route: TenantRoute,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    pub fsync: bool,
+    /// SHA-256 of `BULKHEAD_ADMIN_KEY`, when the operator provides the admin credential.
+    pub bootstrap_admin_hash: Option<String>,
+}
+
+/// Handle to the catalog; cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<store::Store>,
+    pub clock: Arc<dyn Clock>,
+    pub engines: Engines,
+    pub options: CatalogOptions,
+    /// The routing table's cache. Entries only move forward in epoch (see `publish_route`).
+    pub routes: RwLock<HashMap<TenantId, Arc<RouteEntry>>>,
+    pub collections: RwLock<Arc<BTreeMap<CollectionName, Arc<Collection>>>>,
+    /// Verified keys by id; revocation updates it in the same step as the catalog row.
+    pub keys: RwLock<HashMap<KeyId, StoredKey>>,
+    /// Serialises provisioning and schema rollouts, so every placement ends up with every
+    /// collection at its latest version.
+    pub schema_lock: tokio::sync::Mutex<()>,
+    pub audit: AuditQueue,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path`, seeds default tiers and registers the
+    /// engines' domains, then finishes any provisioning or deletion a crash interrupted.
+    pub async fn open(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        engines: Engines,
+        options: CatalogOptions,
+    ) -> Result<Catalog, Error> {
+        let path = path.to_owned();
+        let fsync = options.fsync;
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || store::Store::open(&path, fsync))
+                .await
+                .map_err(|e| {
+                    Error::internal().with_message(format!("catalog open task failed: {e}"))
+                })??,
+        );
+        let audit = audit::spawn_writer(Arc::clone(&store));
+        let catalog = Catalog {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                engines,
+                options,
+                routes: RwLock::new(HashMap::new()),
+                collections: RwLock::new(Arc::new(BTreeMap::new())),
+                keys: RwLock::new(HashMap::new()),
+                schema_lock: tokio::sync::Mutex::new(()),
+                audit,
+            }),
+        };
+        catalog.seed().await?;
+        catalog.load_collections().await?;
+        catalog.reconcile().await?;
+        Ok(catalog)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Runs catalog I/O on the blocking pool.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&store::Store) -> store::StoreResult<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = Arc::clone(&self.inner.store);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(e) => {
+                tracing::error!(error = %e, "catalog task failed");
+                Err(Error::internal())
+            }
+        }
+    }
+
+    async fn seed(&self) -> Result<(), Error> {
+        let now = self.inner.clock.now();
+        let domains: Vec<(DomainName, DomainSpec)> = self
+            .inner
+            .engines
+            .by_domain
+            .iter()
+            .map(|(n, (s, _))| (n.clone(), s.clone()))
+            .collect();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                for (name, isolation, price) in
+                    [("free", Isolation::Pool, 0.0), ("standard", Isolation::Bridge, 49.0), ("premium", Isolation::Silo, 499.0)]
+                {
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new() };
+                    tx.execute(
+                        "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                        rusqlite::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],
+                    )?;
+                }
+                for (name, spec) in &domains {
+                    tx.execute(
+                        "INSERT INTO domains (name, spec) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                        rusqlite::params![name.as_str(), serde_json::to_string(spec).map_err(store::malformed)?],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// True until [`Catalog::mark_initialized`] has run once for this catalog.
+    pub async fn is_initialized(&self) -> Result<bool, Error> {
+        self.blocking(|store| store.read(|tx| Ok(store::get_meta(tx, "initialized")?.is_some())))
+            .await
+    }
+
+    pub async fn mark_initialized(&self) -> Result<(), Error> {
+        self.blocking(|store| store.write(|tx| store::set_meta(tx, "initialized", "1")))
+            .await
+    }
+
+    /// Verifies a bearer credential and returns who is calling. Failures are audited.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        request_id: &str,
+    ) -> Result<VerifiedPrincipal, Error> {
+        let unauthenticated = |code: &'static str, msg: &str| {
+            Error::new(ErrorKind::Unauthenticated, code, msg.to_owned())
+        };
+        let Some(token) = token else {
+            return Err(unauthenticated(
+                "missing_credentials",
+                "send a credential as 'Authorization: Bearer <key>'",
+            ));
+        };
+        if let Some(hash) = &self.inner.options.bootstrap_admin_hash {
+            if let Some(principal) = access::verify_bootstrap_key(token, hash) {
+                return Ok(principal);
+            }
+        }
+        let outcome = match bulkhead_core::keys::parse_token(token) {
+            Some((id, secret)) => match self.stored_key(&id).await? {
+                Some(stored) => access::verify_key(secret, &stored, self.inner.clock.now())
+                    .map_err(|r| r.to_string()),
+                None => Err("unknown key".to_owned()),
+            },
+            None => Err("not a Bulkhead key".to_owned()),
+        };
+        outcome.map_err(|why| {
+            self.audit_denied(
+                "-",
+                "authenticate",
+                "credential",
+                None,
+                "invalid_credentials",
+                request_id,
+                Some(why),
+            );
+            unauthenticated("invalid_credentials", "the credential is not valid")
+        })
+    }
+
+    /// Queues an audit record of a denied request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit_denied(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        tenant: Option<&TenantId>,
+        code: &str,
+        request_id: &str,
+        detail: Option<String>,
+    ) {
+        self.inner.audit.record(AuditEvent {
+            at: self.inner.clock.now(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            tenant: tenant.cloned(),
+            outcome: format!("denied:{code}"),
+            request_id: request_id.to_owned(),
+            detail,
+        });
+    }
+
+    /// Audits `err` as a denial when it is one (authorization, not-found on a named tenant),
+    /// and passes it on unchanged.
+    pub(crate) fn denied(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        target: &str,
+        tenant: Option<&TenantId>,
+        err: Error,
+    ) -> Error {
+        if matches!(
+            err.kind,
+            ErrorKind::Forbidden | ErrorKind::NotFound | ErrorKind::Unauthenticated
+        ) {
+            self.audit_denied(
+                ctx.principal.actor(),
+                action,
+                target,
+                tenant,
+                &err.code,
+                &ctx.request_id,
+                None,
+            );
+        }
+        err
+    }
+
+    pub(crate) fn event(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        target: &str,
+        tenant: Option<&TenantId>,
+        detail: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.inner.clock.now(),
+            actor: ctx.principal.actor().to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            tenant: tenant.cloned(),
+            outcome: "ok".into(),
+            request_id: ctx.request_id.clone(),
+            detail,
+        }
+    }
+
+    /// The audit log, oldest first, optionally for one tenant. Flushes queued events first.
+    pub async fn audit_log(&self, tenant: Option<TenantId>) -> Result<Vec<AuditEvent>, Error> {
+        self.flush_audit().await;
+        self.blocking(move |store| store.read(|tx| audit::read_all(tx, tenant.as_ref())))
+            .await
+    }
+
+    /// Waits until every audit event queued so far is committed.
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await;
+    }
+
+    /// Drains the audit queue, closes engines and checkpoints the catalog.
+    pub async fn shutdown(&self) {
+        self.flush_audit().await;
+        for (_, engine) in self.inner.engines.all() {
+            engine.shutdown().await;
+        }
+        if let Err(e) = self.blocking(|store| store.checkpoint()).await {
+            tracing::warn!(error = %e, "catalog checkpoint at shutdown failed");
+        }
+    }
+
+    pub(crate) fn engine(&self, domain: &DomainName) -> Result<&Arc<dyn Engine>, Error> {
+        self.inner.engines.get(domain)
+    }
+
+    pub(crate) fn tier_spec_from(raw: &str) -> Result<TierSpec, StoreError> {
+        serde_json::from_str(raw).map_err(store::malformed)
+    }
+
+    pub(crate) fn tier_name(raw: &str) -> Result<TierName, StoreError> {
+        TierName::parse(raw).map_err(|e| store::malformed(e.message))
+    }
+}

@@ -56,7 +56,11 @@ impl From<EngineError> for Error {
                 "placement_unavailable",
                 "tenant storage is not available",
             ),
-            EngineError::Storage(_) => Error::internal(),
+            EngineError::Storage(detail) => {
+                // The caller sees a generic error; the detail is logged once, here.
+                tracing::error!(error = %detail, "storage failure");
+                Error::internal()
+            }
         }
     }
 }

@@ -1,1 +1,170 @@
-//! placeholder
+//! The HTTP layer: axum routes, extractors and middleware over the catalog's operations.
+//!
+//! Every request gets an id (echoed in `x-request-id` and in every error body) and a tracing
+//! span carrying it and, once known, the tenant. Every route has a body limit and a timeout;
+//! any error a layer produces (timeout, panic, 405) still leaves with the standard error body.
+
+pub mod error;
+pub mod extract;
+mod routes;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bulkhead_api::{Health, REQUEST_ID_HEADER};
+use bulkhead_catalog::Catalog;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+use crate::error::{REQUEST_ID, error_response, kind_of};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted (413 beyond).
+    pub body_limit: usize,
+    /// Longest a request may run before it is answered with an error.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Handles shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Catalog,
+    pub config: ServerConfig,
+}
+
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(routes::control::router())
+        .merge(routes::records::router())
+        .fallback(|| async {
+            error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+        })
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(middleware::from_fn(normalise_errors))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.catalog.is_initialized().await {
+        Ok(true) => axum::Json(Health {
+            status: "ready".into(),
+        })
+        .into_response(),
+        _ => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the catalog is not ready",
+        ),
+    }
+}
+
+fn request_id_from(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned)
+}
+
+/// Gives the request its id and span, logs one line when it ends, and echoes the id.
+async fn request_context(request: Request, next: Next) -> Response {
+    let request_id = request_id_from(&request);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        tenant = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let id = request_id.clone();
+    let mut response = REQUEST_ID
+        .scope(
+            request_id,
+            async move {
+                let response = next.run(request).await;
+                tracing::info!(
+                    status = response.status().as_u16(),
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "request done"
+                );
+                response
+            }
+            .instrument(span),
+        )
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Error responses made by layers (timeouts, panics, wrong methods) get the standard body.
+async fn normalise_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (_, code, message) = kind_of(status);
+        let mut normalised = error_response(status, code, message);
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            normalised
+                .headers_mut()
+                .insert(header::ALLOW, allow.clone());
+        }
+        return normalised;
+    }
+    response
+}
+
+/// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

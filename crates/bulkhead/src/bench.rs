@@ -1,0 +1,362 @@
+//! `bulkhead bench`: measurements recorded in BENCHMARKS.md. Everything compared runs side by
+//! side in one process and one run, and results are reported as ratios too, because this
+//! machine is noisy.
+//!
+//! - `bench engine`: batched creates through the SQLite engine vs the same rows inserted with
+//!   raw rusqlite into an identical table (DDL copied from the engine's), same batch size.
+//! - `bench http`: single-record create and get-by-id through HTTP on pool, bridge and silo,
+//!   against an in-process server on a loopback port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bulkhead_api::{CreateKey, CreateTenant};
+use bulkhead_client::Client;
+use bulkhead_core::access::{DataAction, TenantRole};
+use bulkhead_core::model::Isolation;
+use bulkhead_core::record::{NewRecord, validate_full};
+use bulkhead_core::schema::{CollectionSpec, plan_change};
+use bulkhead_core::time::SystemClock;
+use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
+use bulkhead_engine::Engine;
+use bulkhead_engine::conformance;
+use bulkhead_engine_sqlite::{SqliteConfig, SqliteEngine};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchKind,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchKind {
+    /// Batched creates: engine vs raw rusqlite.
+    Engine {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
+    /// Single-record create and get-by-id over HTTP, per isolation model.
+    Http {
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchKind::Engine { records, batch } => engine_bench(records, batch.max(1)).await,
+        BenchKind::Http {
+            requests,
+            concurrency,
+        } => http_bench(requests, concurrency.max(1)).await,
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collection> {
+    let spec: CollectionSpec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "text", "required": true},
+        "n": {"type": "integer", "index": true},
+        "score": {"type": "float"}
+    }}))?;
+    Ok(plan_change(&CollectionName::parse("bench")?, None, &spec)?.collection)
+}
+
+fn row(i: usize) -> serde_json::Value {
+    json!({"id": format!("r{i:09}"), "title": format!("record number {i} with some text"), "n": i as i64 % 1000, "score": i as f64 * 0.5})
+}
+
+async fn engine_bench(records: usize, batch: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = SqliteEngine::open(
+        SqliteConfig::new(dir.path().join("engine")),
+        Arc::new(SystemClock),
+    )?;
+    let collection = bench_collection()?;
+    println!("batched creates: {records} records, {batch} per transaction\n");
+    println!(
+        "{:<24} {:>12} {:>14} {:>10}",
+        "path", "seconds", "records/s", "vs raw"
+    );
+
+    let raw_rate = raw_rusqlite(dir.path(), &engine, &collection, records, batch).await?;
+    println!(
+        "{:<24} {:>12.3} {:>14.0} {:>10}",
+        "raw rusqlite",
+        records as f64 / raw_rate,
+        raw_rate,
+        "1.00"
+    );
+    for model in [Isolation::Pool, Isolation::Silo] {
+        let tenant = TenantId::parse(&format!("bench-{model}"))?;
+        engine
+            .provision(
+                &conformance::target(&tenant, model),
+                std::slice::from_ref(&collection),
+            )
+            .await?;
+        let scope = conformance::scope(&tenant, model, DataAction::Write);
+        let progress = bar(records, &format!("engine {model}"));
+        let started = Instant::now();
+        for chunk_start in (0..records).step_by(batch) {
+            let end = (chunk_start + batch).min(records);
+            let mut rows = Vec::with_capacity(end - chunk_start);
+            for i in chunk_start..end {
+                let (id, fields, _) = validate_full(&collection, &row(i), None)?;
+                rows.push(NewRecord {
+                    id: id.unwrap_or_else(RecordId::generate),
+                    fields,
+                });
+            }
+            engine.insert(&scope, &collection, rows).await?;
+            progress.inc((end - chunk_start) as u64);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        progress.finish_and_clear();
+        let rate = records as f64 / elapsed;
+        println!(
+            "{:<24} {:>12.3} {:>14.0} {:>10.2}",
+            format!("engine ({model})"),
+            elapsed,
+            rate,
+            rate / raw_rate
+        );
+    }
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// Inserts the same rows with plain rusqlite into a table created with the engine's own DDL.
+async fn raw_rusqlite(
+    dir: &std::path::Path,
+    engine: &SqliteEngine,
+    collection: &bulkhead_core::schema::Collection,
+    records: usize,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let tenant = TenantId::parse("bench-ddl")?;
+    engine
+        .provision(
+            &conformance::target(&tenant, Isolation::Pool),
+            std::slice::from_ref(collection),
+        )
+        .await?;
+    let pool_file = dir.join("engine").join("pool.db");
+    let ddl: Vec<String> = {
+        let conn = rusqlite::Connection::open(&pool_file)?;
+        let mut stmt = conn.prepare(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name = 'c_bench'",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let raw_path = dir.join("raw.db");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let mut conn = rusqlite::Connection::open(&raw_path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        for statement in &ddl {
+            conn.execute_batch(statement)?;
+        }
+        let progress = bar(records, "raw rusqlite");
+        let started = Instant::now();
+        for chunk_start in (0..records).step_by(batch) {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO c_bench (tenant_id, id, created_at, updated_at, version, f_n, f_score, f_title) VALUES (?1, ?2, ?3, ?3, 1, ?4, ?5, ?6)",
+                )?;
+                for i in chunk_start..(chunk_start + batch).min(records) {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+                    stmt.execute(rusqlite::params![
+                        "bench-raw",
+                        format!("r{i:09}"),
+                        now,
+                        i as i64 % 1000,
+                        i as f64 * 0.5,
+                        format!("record number {i} with some text")
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            progress.inc(batch.min(records - chunk_start) as u64);
+        }
+        progress.finish_and_clear();
+        Ok(records as f64 / started.elapsed().as_secs_f64())
+    })
+    .await
+    .context("raw rusqlite task")?
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+async fn timed<F, Fut>(
+    total: usize,
+    concurrency: usize,
+    what: &str,
+    op: F,
+) -> anyhow::Result<(f64, Vec<Duration>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let progress = bar(total, what);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (op, next, progress) = (Arc::clone(&op), Arc::clone(&next), progress.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                latencies.push(t.elapsed());
+                progress.inc(1);
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    progress.finish_and_clear();
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    Ok((rate, all))
+}
+
+async fn http_bench(requests: usize, concurrency: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let args = crate::config::ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let config = crate::config::Config::load(
+        &args,
+        Some(dir.path()),
+        Some("bench-admin-key-0123456789".into()),
+    )?;
+    let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bulkhead_server::serve(
+        listener,
+        node.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let admin = Client::new(&url, "bench-admin-key-0123456789")?;
+    admin.put_collection(&CollectionName::parse("bench")?, &serde_json::from_value(json!({"fields": {
+        "title": {"type": "text", "required": true}, "n": {"type": "integer", "index": true}, "score": {"type": "float"}
+    }}))?).await?;
+    println!(
+        "HTTP single-record operations: {requests} requests per row, {concurrency} concurrent clients\n"
+    );
+    println!(
+        "{:<8} {:<8} {:>10} {:>10} {:>10}",
+        "model", "op", "req/s", "p50 ms", "p99 ms"
+    );
+    for (tier, model) in [
+        ("free", "pool"),
+        ("standard", "bridge"),
+        ("premium", "silo"),
+    ] {
+        let tenant = TenantId::parse(&format!("bench-{model}"))?;
+        admin
+            .create_tenant(&CreateTenant {
+                id: tenant.clone(),
+                name: model.into(),
+                tier: TierName::parse(tier)?,
+                labels: Default::default(),
+            })
+            .await?;
+        let key = admin
+            .create_key(
+                &tenant,
+                &CreateKey {
+                    name: "bench".into(),
+                    role: TenantRole::Member,
+                    expires_in: None,
+                },
+            )
+            .await?;
+        let client = Client::new(&url, key.key)?;
+        let collection = CollectionName::parse("bench")?;
+        let (c, coll) = (client.clone(), collection.clone());
+        let (rate, lat) = timed(
+            requests,
+            concurrency,
+            &format!("{model} create"),
+            move |i| {
+                let (c, coll) = (c.clone(), coll.clone());
+                async move {
+                    c.create_record(&coll, &row(i)).await?;
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+        println!(
+            "{:<8} {:<8} {:>10.0} {:>10.2} {:>10.2}",
+            model,
+            "create",
+            rate,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+        let (c, coll) = (client.clone(), collection.clone());
+        let (rate, lat) = timed(requests, concurrency, &format!("{model} get"), move |i| {
+            let (c, coll) = (c.clone(), coll.clone());
+            async move {
+                c.get_record(&coll, &RecordId::parse(&format!("r{i:09}"))?)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "{:<8} {:<8} {:>10.0} {:>10.2} {:>10.2}",
+            model,
+            "get",
+            rate,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    let _ = stop.send(());
+    server.await??;
+    node.catalog.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Configuration in two stages: [`FileConfig`] (what a TOML file may say, unknown keys
+//! rejected, every key optional) and [`Config`] (validated, real types). Precedence:
+//! defaults < file < `BULKHEAD_*` environment < command-line flags; clap reads the environment
+//! and the flags, so [`ServeArgs`] already holds the top two layers merged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub storage: StorageFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    pub fsync: Option<bool>,
+    pub silo_handle_cap: Option<usize>,
+    pub readers_per_db: Option<usize>,
+    pub bridge_tenants_per_file: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub body_limit_bytes: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+}
+
+/// `bulkhead serve` flags; each also reads its `BULKHEAD_*` variable.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (unknown keys are rejected).
+    #[arg(long, env = "BULKHEAD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "BULKHEAD_LISTEN")]
+    pub listen: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `bulkhead=debug` [default: info].
+    #[arg(long, env = "BULKHEAD_LOG")]
+    pub log_level: Option<String>,
+    /// fsync every commit, for durability across power loss (not only process crashes).
+    #[arg(long, env = "BULKHEAD_FSYNC")]
+    pub fsync: Option<bool>,
+    /// Silo database files kept open at once [default: 256].
+    #[arg(long, env = "BULKHEAD_SILO_HANDLE_CAP")]
+    pub silo_handle_cap: Option<usize>,
+    /// Bridge tenants per database file before a new file is used [default: 1000].
+    #[arg(long, env = "BULKHEAD_BRIDGE_TENANTS_PER_FILE")]
+    pub bridge_tenants_per_file: Option<u32>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "BULKHEAD_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub fsync: bool,
+    pub silo_handle_cap: usize,
+    pub readers_per_db: usize,
+    pub bridge_tenants_per_file: u32,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub admin_key: Option<Secret>,
+}
+
+impl Config {
+    /// Merges the layers. `data_dir` comes from the shared `--data-dir`/`BULKHEAD_DATA_DIR`.
+    pub fn load(
+        args: &ServeArgs,
+        data_dir: Option<&Path>,
+        admin_key: Option<String>,
+    ) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address {listen_text:?} is not HOST:PORT with a numeric host")
+        })?;
+        let config = Config {
+            data_dir: data_dir
+                .map(Path::to_path_buf)
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./bulkhead-data")),
+            listen,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            fsync: args.fsync.or(file.storage.fsync).unwrap_or(false),
+            silo_handle_cap: args
+                .silo_handle_cap
+                .or(file.storage.silo_handle_cap)
+                .unwrap_or(256),
+            readers_per_db: file.storage.readers_per_db.unwrap_or(4),
+            bridge_tenants_per_file: args
+                .bridge_tenants_per_file
+                .or(file.storage.bridge_tenants_per_file)
+                .unwrap_or(1000),
+            body_limit: args
+                .body_limit
+                .or(file.limits.body_limit_bytes)
+                .unwrap_or(1024 * 1024),
+            request_timeout: Duration::from_secs(file.limits.request_timeout_secs.unwrap_or(30)),
+            admin_key: admin_key.filter(|k| !k.is_empty()).map(Secret),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.silo_handle_cap == 0 {
+            bail!("silo_handle_cap must be at least 1");
+        }
+        if self.readers_per_db == 0 {
+            bail!("storage.readers_per_db must be at least 1");
+        }
+        if self.bridge_tenants_per_file == 0 {
+            bail!("bridge_tenants_per_file must be at least 1");
+        }
+        if self.body_limit < 1024 {
+            bail!("body limit must be at least 1024 bytes");
+        }
+        if self.request_timeout.is_zero() {
+            bail!("limits.request_timeout_secs must be at least 1");
+        }
+        if let Some(key) = &self.admin_key {
+            if key.expose().len() < 16 {
+                bail!("BULKHEAD_ADMIN_KEY must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file =
+            write("listen = \"127.0.0.1:9000\"\n[storage]\nfsync = true\nsilo_handle_cap = 7\n");
+        let args = ServeArgs {
+            config: Some(file.path().to_owned()),
+            silo_handle_cap: Some(9),
+            ..Default::default()
+        };
+        let config = Config::load(&args, None, None).expect("valid");
+        assert_eq!(config.listen.port(), 9000, "file over default");
+        assert!(config.fsync, "file over default");
+        assert_eq!(config.silo_handle_cap, 9, "flag over file");
+        assert_eq!(config.data_dir, PathBuf::from("./bulkhead-data"), "default");
+        let config = Config::load(&args, Some(Path::new("/tmp/x")), None).expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_their_name() {
+        let file = write("[storage]\nfsnyc = true\n");
+        let args = ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::load(&args, None, None).unwrap_err());
+        assert!(err.contains("fsnyc"), "{err}");
+        let args = ServeArgs {
+            listen: Some("localhost:x".into()),
+            ..Default::default()
+        };
+        assert!(
+            format!("{:#}", Config::load(&args, None, None).unwrap_err())
+                .contains("listen address")
+        );
+        let err = format!(
+            "{:#}",
+            Config::load(&ServeArgs::default(), None, Some("short".into())).unwrap_err()
+        );
+        assert!(err.contains("BULKHEAD_ADMIN_KEY"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::load(
+            &ServeArgs::default(),
+            None,
+            Some("a-very-long-admin-secret".into()),
+        )
+        .expect("valid");
+        assert!(!format!("{config:?}").contains("a-very-long-admin-secret"));
+    }
+}

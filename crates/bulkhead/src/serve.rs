@@ -1,0 +1,183 @@
+//! `bulkhead serve`: the only place that wires a concrete engine in. Opens the data
+//! directory (locked against a second server), the local SQLite domain and the catalog,
+//! creates the first admin key on first start, serves until SIGINT/SIGTERM, drains, closes.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bulkhead_catalog::{Catalog, CatalogOptions, Engines};
+use bulkhead_core::DomainName;
+use bulkhead_core::model::DomainSpec;
+use bulkhead_core::time::{Clock, SystemClock};
+use bulkhead_engine_sqlite::{SqliteConfig, SqliteEngine};
+use bulkhead_server::{AppState, ServerConfig};
+
+use crate::config::Config;
+
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+pub const LOCAL_DOMAIN: &str = "local";
+
+/// A running data directory: the lock that keeps other servers out, and the catalog.
+pub struct Node {
+    pub catalog: Catalog,
+    pub state: AppState,
+    _lock: File,
+}
+
+/// Opens everything under `config.data_dir`. Prints the first admin key, once.
+pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let lock = lock_data_dir(&config.data_dir)?;
+
+    let mut engine_config = SqliteConfig::new(config.data_dir.join("domains").join(LOCAL_DOMAIN));
+    engine_config.fsync = config.fsync;
+    engine_config.silo_handle_cap = config.silo_handle_cap;
+    engine_config.readers_per_db = config.readers_per_db;
+    let engine = SqliteEngine::open(engine_config, Arc::clone(&clock))
+        .context("opening the local SQLite domain")?;
+    let mut engines = Engines::default();
+    let spec = DomainSpec {
+        engine: "sqlite".into(),
+        bridge_tenants_per_file: config.bridge_tenants_per_file,
+        max_dedicated_tenants: 0,
+        monthly_cost: 0.0,
+    };
+    engines.register(DomainName::parse(LOCAL_DOMAIN)?, spec, Arc::new(engine));
+
+    let options = CatalogOptions {
+        fsync: config.fsync,
+        bootstrap_admin_hash: config
+            .admin_key
+            .as_ref()
+            .map(|k| bulkhead_core::keys::hash_secret(k.expose())),
+    };
+    let catalog = Catalog::open(&config.data_dir.join("catalog.db"), clock, engines, options)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the catalog: {e}"))?;
+
+    if !catalog
+        .is_initialized()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        if config.admin_key.is_none() {
+            let key = catalog
+                .create_first_admin_key()
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the admin key: {e}"))?;
+            let path = write_admin_key(&config.data_dir, &key.key)?;
+            println!(
+                "Platform admin key (shown once; also saved to {}):\n\n    {}\n",
+                path.display(),
+                key.key
+            );
+        }
+        catalog
+            .mark_initialized()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let state = AppState {
+        catalog: catalog.clone(),
+        config: ServerConfig {
+            body_limit: config.body_limit,
+            request_timeout: config.request_timeout,
+        },
+    };
+    Ok(Node {
+        catalog,
+        state,
+        _lock: lock,
+    })
+}
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another bulkhead server is using {}; stop it or choose another --data-dir",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Writes the key with mode 0600 from the start (never world-readable, not even briefly).
+fn write_admin_key(dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(ADMIN_KEY_FILE);
+    let mut options = File::options();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(format!("{key}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(path)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// `bulkhead serve`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let node = open(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "bulkhead is serving");
+    eprintln!(
+        "bulkhead listening on http://{address} (data in {})",
+        config.data_dir.display()
+    );
+    bulkhead_server::serve(listener, node.state.clone(), shutdown_signal()).await?;
+    node.catalog.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! API keys: platform keys (admin, operator) and tenant keys (owner, admin, member, viewer).
+//!
+//! Only the hash of a key's secret is stored, and the secret is returned once, at creation.
+//! Verified keys are cached in memory; revoking a key updates the cache in the same step as
+//! the catalog row, so a revoked key fails on the very next request.
+
+use bulkhead_api::{CreateKey, CreatePlatformKey, CreatedKey, KeyView, Page};
+use bulkhead_core::access::{self, ControlAction, KeyOwner, PlatformRole, StoredKey, TenantRole};
+use bulkhead_core::error::Error;
+use bulkhead_core::keys;
+use bulkhead_core::model::TenantStatus;
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{KeyId, TenantId};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::store::{StoreResult, malformed};
+use crate::{Catalog, Ctx, audit};
+
+/// Longest lifetime a key may be given: ten years.
+const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+
+const KEY_COLUMNS: &str =
+    "id, name, secret_hash, tenant_id, role, created_at, expires_at, revoked_at";
+
+struct KeyRow {
+    stored: StoredKey,
+    name: String,
+    created_at: Timestamp,
+}
+
+fn read_key(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+type RawKey = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn decode(
+    (id, name, secret_hash, tenant, role, created_at, expires_at, revoked_at): RawKey,
+) -> StoreResult<KeyRow> {
+    let owner = match tenant {
+        Some(tenant) => KeyOwner::Tenant(
+            TenantId::parse(&tenant).map_err(|e| malformed(e.message))?,
+            role.parse::<TenantRole>()
+                .map_err(|e| malformed(e.message))?,
+        ),
+        None => KeyOwner::Platform(
+            role.parse::<PlatformRole>()
+                .map_err(|e| malformed(e.message))?,
+        ),
+    };
+    Ok(KeyRow {
+        stored: StoredKey {
+            id: KeyId::parse(&id).map_err(|e| malformed(e.message))?,
+            secret_hash,
+            owner,
+            expires_at: expires_at.map(Timestamp::from_micros),
+            revoked: revoked_at.is_some(),
+        },
+        name,
+        created_at: Timestamp::from_micros(created_at),
+    })
+}
+
+fn key_view(row: KeyRow) -> KeyView {
+    let (role, tenant) = match &row.stored.owner {
+        KeyOwner::Platform(role) => (role.as_str().to_owned(), None),
+        KeyOwner::Tenant(tenant, role) => (role.as_str().to_owned(), Some(tenant.clone())),
+    };
+    KeyView {
+        id: row.stored.id,
+        name: row.name,
+        role,
+        tenant,
+        created_at: row.created_at,
+        expires_at: row.stored.expires_at,
+        revoked: row.stored.revoked,
+    }
+}
+
+fn insert_key(tx: &Connection, row: &KeyRow) -> StoreResult<()> {
+    let (tenant, role) = match &row.stored.owner {
+        KeyOwner::Platform(role) => (None, role.as_str()),
+        KeyOwner::Tenant(tenant, role) => (Some(tenant.as_str()), role.as_str()),
+    };
+    tx.execute(
+        &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"),
+        rusqlite::params![
+            row.stored.id.as_str(),
+            row.name,
+            row.stored.secret_hash,
+            tenant,
+            role,
+            row.created_at.as_micros(),
+            row.stored.expires_at.map(Timestamp::as_micros)
+        ],
+    )?;
+    Ok(())
+}
+
+fn validate_key_name(name: &str) -> Result<(), Error> {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "invalid_name",
+            "key name must be 1-100 bytes of printable text",
+        ));
+    }
+    Ok(())
+}
+
+fn expiry(now: Timestamp, expires_in: Option<u64>) -> Result<Option<Timestamp>, Error> {
+    match expires_in {
+        None => Ok(None),
+        Some(0) => Err(Error::bad_request(
+            "invalid_expiry",
+            "expires_in must be at least 1 second",
+        )),
+        Some(s) if s > MAX_EXPIRES_IN => Err(Error::bad_request(
+            "invalid_expiry",
+            format!("expires_in must be at most {MAX_EXPIRES_IN} seconds"),
+        )),
+        Some(s) => Ok(Some(now.plus_seconds(s as i64))),
+    }
+}
+
+impl Catalog {
+    /// A key by id: from the cache, or from the catalog (then cached).
+    pub(crate) async fn stored_key(&self, id: &KeyId) -> Result<Option<StoredKey>, Error> {
+        if let Some(key) = self.inner().keys.read().get(id) {
+            return Ok(Some(key.clone()));
+        }
+        let row = self.read_key_row(id).await?;
+        // Never overwrite: a revocation that raced this read has already put the newer row.
+        Ok(row.map(|row| {
+            self.inner()
+                .keys
+                .write()
+                .entry(id.clone())
+                .or_insert(row.stored)
+                .clone()
+        }))
+    }
+
+    async fn read_key_row(&self, id: &KeyId) -> Result<Option<KeyRow>, Error> {
+        let key_id = id.clone();
+        self.blocking(move |store| {
+            store.read(|tx| {
+                let raw = tx
+                    .query_row(
+                        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                        [key_id.as_str()],
+                        read_key,
+                    )
+                    .optional()?;
+                raw.map(decode).transpose()
+            })
+        })
+        .await
+    }
+
+    async fn insert_new_key(
+        &self,
+        ctx: Option<&Ctx>,
+        owner: KeyOwner,
+        name: String,
+        expires_in: Option<u64>,
+    ) -> Result<CreatedKey, Error> {
+        validate_key_name(&name)?;
+        let now = self.inner().clock.now();
+        let expires_at = expiry(now, expires_in)?;
+        let generated = keys::generate()?;
+        let row = KeyRow {
+            stored: StoredKey {
+                id: generated.id,
+                secret_hash: generated.secret_hash,
+                owner,
+                expires_at,
+                revoked: false,
+            },
+            name,
+            created_at: now,
+        };
+        let tenant = match &row.stored.owner {
+            KeyOwner::Tenant(t, _) => Some(t.clone()),
+            KeyOwner::Platform(_) => None,
+        };
+        let event = match ctx {
+            Some(ctx) => self.event(
+                ctx,
+                "key.create",
+                row.stored.id.as_str(),
+                tenant.as_ref(),
+                Some(row.name.clone()),
+            ),
+            None => crate::AuditEvent {
+                at: now,
+                actor: "system".into(),
+                action: "key.create".into(),
+                target: row.stored.id.to_string(),
+                tenant: None,
+                outcome: "ok".into(),
+                request_id: String::new(),
+                detail: Some("first-start platform admin key".into()),
+            },
+        };
+        let view = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    if let Some(tenant) = &tenant {
+                        let status: Option<String> = tx
+                            .query_row(
+                                "SELECT status FROM tenants WHERE id = ?1",
+                                [tenant.as_str()],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        if status.is_none_or(|s| s == TenantStatus::Deleting.as_str()) {
+                            return Err(
+                                Error::not_found("tenant_not_found", "tenant not found").into()
+                            );
+                        }
+                    }
+                    insert_key(tx, &row)?;
+                    audit::insert(tx, &event)?;
+                    Ok(key_view(row))
+                })
+            })
+            .await?;
+        Ok(CreatedKey {
+            view,
+            key: generated.token,
+        })
+    }
+
+    /// Creates the first platform admin key (first start with no operator-provided key).
+    pub async fn create_first_admin_key(&self) -> Result<CreatedKey, Error> {
+        self.insert_new_key(
+            None,
+            KeyOwner::Platform(PlatformRole::Admin),
+            "first-start admin".into(),
+            None,
+        )
+        .await
+    }
+
+    pub async fn create_tenant_key(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+        request: CreateKey,
+    ) -> Result<CreatedKey, Error> {
+        access::authorize_tenant_keys(&ctx.principal, tenant)
+            .map_err(|e| self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), e))?;
+        // A tenant key may not mint a key more powerful than itself.
+        if let KeyOwner::Tenant(_, own) = ctx.principal.owner() {
+            if request.role > *own {
+                let err = Error::forbidden(
+                    "forbidden",
+                    format!(
+                        "a {} key cannot create a {} key",
+                        own.as_str(),
+                        request.role.as_str()
+                    ),
+                );
+                return Err(self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), err));
+            }
+        }
+        self.insert_new_key(
+            Some(ctx),
+            KeyOwner::Tenant(tenant.clone(), request.role),
+            request.name,
+            request.expires_in,
+        )
+        .await
+    }
+
+    pub async fn create_platform_key(
+        &self,
+        ctx: &Ctx,
+        request: CreatePlatformKey,
+    ) -> Result<CreatedKey, Error> {
+        access::authorize_control(&ctx.principal, ControlAction::ManagePlatformKeys)
+            .map_err(|e| self.denied(ctx, "platform_key.create", "platform-keys", None, e))?;
+        self.insert_new_key(
+            Some(ctx),
+            KeyOwner::Platform(request.role),
+            request.name,
+            request.expires_in,
+        )
+        .await
+    }
+
+    async fn list_keys_where(&self, tenant: Option<TenantId>) -> Result<Page<KeyView>, Error> {
+        let items = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    let sql = format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL AND tenant_id IS NULL) OR tenant_id = ?1 ORDER BY created_at, id"
+                    );
+                    let mut stmt = tx.prepare(&sql)?;
+                    let rows = stmt.query_map([tenant.as_ref().map(TenantId::as_str)], read_key)?;
+                    rows.map(|r| decode(r?).map(key_view)).collect::<StoreResult<Vec<_>>>()
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    pub async fn list_tenant_keys(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+    ) -> Result<Page<KeyView>, Error> {
+        access::authorize_tenant_keys(&ctx.principal, tenant)
+            .map_err(|e| self.denied(ctx, "key.list", tenant.as_str(), Some(tenant), e))?;
+        self.route(tenant).await?;
+        self.list_keys_where(Some(tenant.clone())).await
+    }
+
+    pub async fn list_platform_keys(&self, ctx: &Ctx) -> Result<Page<KeyView>, Error> {
+        access::authorize_control(&ctx.principal, ControlAction::ManagePlatformKeys)
+            .map_err(|e| self.denied(ctx, "platform_key.list", "platform-keys", None, e))?;
+        self.list_keys_where(None).await
+    }
+
+    async fn revoke(&self, ctx: &Ctx, tenant: Option<&TenantId>, id: &KeyId) -> Result<(), Error> {
+        let not_found = || Error::not_found("key_not_found", "key not found");
+        let event = self.event(ctx, "key.revoke", id.as_str(), tenant, None);
+        let now = self.inner().clock.now();
+        let (key_id, owner_tenant) = (id.clone(), tenant.cloned());
+        self.blocking(move |store| {
+            store.write(|tx| {
+                let changed = tx.execute(
+                    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?3) WHERE id = ?1 AND \
+                     ((?2 IS NULL AND tenant_id IS NULL) OR tenant_id = ?2)",
+                    rusqlite::params![
+                        key_id.as_str(),
+                        owner_tenant.as_ref().map(TenantId::as_str),
+                        now.as_micros()
+                    ],
+                )?;
+                if changed == 0 {
+                    return Err(not_found().into());
+                }
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        // Replace the cached entry with the committed row, so the next request sees the revocation.
+        if let Some(row) = self.read_key_row(id).await? {
+            self.inner().keys.write().insert(id.clone(), row.stored);
+        }
+        Ok(())
+    }
+
+    pub async fn revoke_tenant_key(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+        id: &KeyId,
+    ) -> Result<(), Error> {
+        access::authorize_tenant_keys(&ctx.principal, tenant)
+            .map_err(|e| self.denied(ctx, "key.revoke", tenant.as_str(), Some(tenant), e))?;
+        self.revoke(ctx, Some(tenant), id).await
+    }
+
+    pub async fn revoke_platform_key(&self, ctx: &Ctx, id: &KeyId) -> Result<(), Error> {
+        access::authorize_control(&ctx.principal, ControlAction::ManagePlatformKeys)
+            .map_err(|e| self.denied(ctx, "platform_key.revoke", id.as_str(), None, e))?;
+        self.revoke(ctx, None, id).await
+    }
+}

@@ -1,0 +1,765 @@
+//! Tenants, tiers, domains and the routing table.
+//!
+//! Creating a tenant allocates its placement (domain, namespace) inside the same catalog
+//! transaction that records it, so two concurrent creates cannot overfill a bridge file.
+//! Provisioning and deletion are two-step (catalog state first, then storage), and
+//! [`Catalog::reconcile`] finishes whatever a crash interrupted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bulkhead_api::{CreateTenant, DomainView, Page, TenantView, TierView, UpdateTenant};
+use bulkhead_core::access::{self, ControlAction, KeyOwner, TenantRoute};
+use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::model::{
+    DomainSpec, Isolation, Placement, Tenant, TenantStatus, TierSpec, WriteState,
+    validate_display_name, validate_labels,
+};
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{DomainName, TenantId, TierName};
+use bulkhead_engine::PlacementRef;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::store::{StoreResult, malformed};
+use crate::{Catalog, Ctx, RouteEntry, audit};
+
+pub const MAX_PAGE: u32 = 1000;
+pub const DEFAULT_PAGE: u32 = 50;
+
+fn tenant_not_found() -> Error {
+    Error::not_found("tenant_not_found", "tenant not found")
+}
+
+fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult<T> {
+    raw.parse().map_err(|e: Error| malformed(e.message))
+}
+
+const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
+     p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version";
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<[String; 13]> {
+    let mut out: [String; 13] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = match row.get_ref(i)? {
+            rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            _ => String::new(),
+        };
+    }
+    Ok(out)
+}
+
+fn decode(raw: [String; 13]) -> StoreResult<(Tenant, Placement)> {
+    let int = |s: &str| s.parse::<i64>().map_err(malformed);
+    let tenant = Tenant {
+        id: TenantId::parse(&raw[0]).map_err(|e| malformed(e.message))?,
+        name: raw[1].clone(),
+        tier: Catalog::tier_name(&raw[2])?,
+        status: parse(&raw[3])?,
+        labels: serde_json::from_str(&raw[4]).map_err(malformed)?,
+        created_at: Timestamp::from_micros(int(&raw[5])?),
+        updated_at: Timestamp::from_micros(int(&raw[6])?),
+    };
+    let placement = Placement {
+        domain: DomainName::parse(&raw[7]).map_err(|e| malformed(e.message))?,
+        isolation: parse(&raw[8])?,
+        namespace: raw[9].clone(),
+        write_state: parse(&raw[10])?,
+        epoch: int(&raw[11])?,
+        schema_version: int(&raw[12])?,
+    };
+    Ok((tenant, placement))
+}
+
+pub(crate) fn read_tenant(
+    tx: &Connection,
+    id: &TenantId,
+) -> StoreResult<Option<(Tenant, Placement)>> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE t.id = ?1"
+    );
+    let raw = tx.query_row(&sql, [id.as_str()], read_row).optional()?;
+    raw.map(decode).transpose()
+}
+
+pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
+    TenantView {
+        id: tenant.id,
+        name: tenant.name,
+        tier: tenant.tier,
+        status: tenant.status,
+        labels: tenant.labels,
+        created_at: tenant.created_at,
+        updated_at: tenant.updated_at,
+        placement,
+    }
+}
+
+fn read_tier(tx: &Connection, name: &TierName) -> StoreResult<Option<TierSpec>> {
+    let raw: Option<String> = tx
+        .query_row(
+            "SELECT spec FROM tiers WHERE name = ?1",
+            [name.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
+}
+
+fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
+    let mut stmt = tx.prepare("SELECT name, spec FROM domains ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, spec) = row?;
+        out.push((
+            DomainName::parse(&name).map_err(|e| malformed(e.message))?,
+            serde_json::from_str(&spec).map_err(malformed)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Chooses the domain and namespace for a new placement, inside the creating transaction.
+fn allocate(
+    tx: &Connection,
+    tenant: &TenantId,
+    tier: &TierSpec,
+    schema_version: i64,
+) -> StoreResult<Placement> {
+    let domains = read_domains(tx)?;
+    let candidates: Vec<_> = if tier.domains.is_empty() {
+        domains
+    } else {
+        tier.domains
+            .iter()
+            .filter_map(|d| domains.iter().find(|(n, _)| n == d).cloned())
+            .collect()
+    };
+    for (domain, spec) in candidates {
+        if tier.isolation != Isolation::Pool && spec.max_dedicated_tenants > 0 {
+            let used: i64 = tx.query_row(
+                "SELECT count(*) FROM placements WHERE domain = ?1 AND isolation != 'pool'",
+                [domain.as_str()],
+                |r| r.get(0),
+            )?;
+            if used >= i64::from(spec.max_dedicated_tenants) {
+                continue;
+            }
+        }
+        let namespace = match tier.isolation {
+            Isolation::Pool => "pool".to_owned(),
+            Isolation::Silo => format!("silo-{tenant}"),
+            Isolation::Bridge => bridge_namespace(tx, &domain, spec.bridge_tenants_per_file)?,
+        };
+        return Ok(Placement {
+            domain,
+            isolation: tier.isolation,
+            namespace,
+            write_state: WriteState::Open,
+            epoch: 1,
+            schema_version,
+        });
+    }
+    Err(Error::new(
+        ErrorKind::QuotaExceeded,
+        "no_capacity",
+        "no domain allowed by the tier has room for another tenant",
+    )
+    .into())
+}
+
+/// The lowest-numbered bridge file with room, or the next new one.
+fn bridge_namespace(tx: &Connection, domain: &DomainName, per_file: u32) -> StoreResult<String> {
+    let mut stmt = tx.prepare(
+        "SELECT namespace, count(*) FROM placements WHERE domain = ?1 AND isolation = 'bridge' GROUP BY namespace ORDER BY namespace",
+    )?;
+    let rows = stmt.query_map([domain.as_str()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut highest = 0u32;
+    for row in rows {
+        let (namespace, count) = row?;
+        let n: u32 = namespace
+            .strip_prefix("bridge-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| malformed(&namespace))?;
+        if count < i64::from(per_file.max(1)) {
+            return Ok(namespace);
+        }
+        highest = highest.max(n);
+    }
+    Ok(format!("bridge-{:04}", highest + 1))
+}
+
+fn write_placement(tx: &Connection, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
+         isolation = excluded.isolation, namespace = excluded.namespace, write_state = excluded.write_state, \
+         epoch = excluded.epoch, schema_version = excluded.schema_version",
+        rusqlite::params![
+            tenant.as_str(),
+            p.domain.as_str(),
+            p.isolation.as_str(),
+            p.namespace,
+            p.write_state.as_str(),
+            p.epoch,
+            p.schema_version
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_status(
+    tx: &Connection,
+    tenant: &TenantId,
+    status: TenantStatus,
+    now: Timestamp,
+) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE tenants SET status = ?2, updated_at = ?3 WHERE id = ?1",
+        rusqlite::params![tenant.as_str(), status.as_str(), now.as_micros()],
+    )?;
+    tx.execute(
+        "UPDATE placements SET epoch = epoch + 1 WHERE tenant_id = ?1",
+        [tenant.as_str()],
+    )?;
+    Ok(())
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Error> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let bad = || Error::bad_request("invalid_cursor", "cursor is not one this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let after = String::from_utf8(bytes).map_err(|_| bad())?;
+    let after = after.strip_prefix("tenants:").ok_or_else(bad)?;
+    Ok(Some(after.to_owned()))
+}
+
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(Error::bad_request(
+            "invalid_limit",
+            "limit must be at least 1",
+        )),
+        Some(n) if n > MAX_PAGE => Err(Error::bad_request(
+            "invalid_limit",
+            format!("limit must be at most {MAX_PAGE}"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+impl Catalog {
+    fn authorize(
+        &self,
+        ctx: &Ctx,
+        action: ControlAction,
+        name: &str,
+        target: &str,
+        tenant: Option<&TenantId>,
+    ) -> Result<(), Error> {
+        access::authorize_control(&ctx.principal, action)
+            .map_err(|e| self.denied(ctx, name, target, tenant, e))
+    }
+
+    /// `POST /v1/tenants`: creates the tenant and provisions its placement. Returns `false`
+    /// with the existing tenant when an identical one already exists (idempotent replay).
+    pub async fn create_tenant(
+        &self,
+        ctx: &Ctx,
+        request: CreateTenant,
+    ) -> Result<(TenantView, bool), Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ManageTenants,
+            "tenant.create",
+            request.id.as_str(),
+            Some(&request.id),
+        )?;
+        validate_display_name(&request.name)?;
+        validate_labels(&request.labels)?;
+        let _schema = self.inner().schema_lock.lock().await;
+        let collections: Vec<_> = self
+            .collections_snapshot()
+            .values()
+            .map(|c| (**c).clone())
+            .collect();
+        let now = self.inner().clock.now();
+        let event = self.event(
+            ctx,
+            "tenant.create",
+            request.id.as_str(),
+            Some(&request.id),
+            None,
+        );
+        let req = request.clone();
+        let created = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    if let Some((tenant, placement)) = read_tenant(tx, &req.id)? {
+                        let same = tenant.name == req.name && tenant.tier == req.tier && tenant.labels == req.labels;
+                        return if same && tenant.status != TenantStatus::Deleting {
+                            Ok(Err(view(tenant, placement)))
+                        } else {
+                            Err(Error::conflict("tenant_exists", format!("tenant '{}' already exists with other settings", req.id)).into())
+                        };
+                    }
+                    let tier = read_tier(tx, &req.tier)?
+                        .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{}' does not exist", req.tier)))?;
+                    let generation = crate::collections::generation(tx)?;
+                    let placement = allocate(tx, &req.id, &tier, generation)?;
+                    tx.execute(
+                        "INSERT INTO tenants (id, name, tier, status, labels, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        rusqlite::params![
+                            req.id.as_str(),
+                            req.name,
+                            req.tier.as_str(),
+                            TenantStatus::Provisioning.as_str(),
+                            serde_json::to_string(&req.labels).map_err(malformed)?,
+                            now.as_micros()
+                        ],
+                    )?;
+                    write_placement(tx, &req.id, &placement)?;
+                    audit::insert(tx, &event)?;
+                    Ok(Ok(placement))
+                })
+            })
+            .await?;
+        let placement = match created {
+            Err(existing) => return Ok((existing, false)),
+            Ok(placement) => placement,
+        };
+        let target = PlacementRef::of(&request.id, &placement);
+        if let Err(e) = self
+            .engine(&placement.domain)?
+            .provision(&target, &collections)
+            .await
+        {
+            tracing::error!(tenant = %request.id, error = %e, "provisioning failed; the tenant stays in provisioning and is retried at start");
+            return Err(e.into());
+        }
+        self.finish_provisioning(&request.id).await?;
+        let tenant = self
+            .load_tenant(&request.id)
+            .await?
+            .ok_or_else(tenant_not_found)?;
+        Ok((view(tenant.0, tenant.1), true))
+    }
+
+    async fn finish_provisioning(&self, id: &TenantId) -> Result<(), Error> {
+        let (id, now) = (id.clone(), self.inner().clock.now());
+        self.blocking(move |store| {
+            store.write(|tx| set_status(tx, &id, TenantStatus::Active, now))
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn load_tenant(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<(Tenant, Placement)>, Error> {
+        let id = id.clone();
+        let found = self
+            .blocking(move |store| store.read(|tx| read_tenant(tx, &id)))
+            .await?;
+        if let Some((tenant, placement)) = &found {
+            self.publish_route(TenantRoute {
+                tenant: tenant.id.clone(),
+                status: tenant.status,
+                placement: placement.clone(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Stores a routing entry in the cache unless a newer epoch is already there.
+    pub(crate) fn publish_route(&self, route: TenantRoute) {
+        let mut routes = self.inner().routes.write();
+        let newer = routes
+            .get(&route.tenant)
+            .is_none_or(|cached| cached.route.placement.epoch <= route.placement.epoch);
+        if newer {
+            routes.insert(route.tenant.clone(), Arc::new(RouteEntry { route }));
+        }
+    }
+
+    /// Resolves a tenant's routing entry: from the cache, or from the catalog.
+    pub(crate) async fn route(&self, tenant: &TenantId) -> Result<TenantRoute, Error> {
+        if let Some(entry) = self.inner().routes.read().get(tenant) {
+            return Ok(entry.route.clone());
+        }
+        let (tenant_row, placement) = self
+            .load_tenant(tenant)
+            .await?
+            .ok_or_else(tenant_not_found)?;
+        Ok(TenantRoute {
+            tenant: tenant_row.id,
+            status: tenant_row.status,
+            placement,
+        })
+    }
+
+    /// Re-reads a tenant from the catalog and publishes its route (after a change).
+    async fn refresh(&self, id: &TenantId) -> Result<TenantView, Error> {
+        let (tenant, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
+        Ok(view(tenant, placement))
+    }
+
+    pub async fn get_tenant(&self, ctx: &Ctx, id: &TenantId) -> Result<TenantView, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ReadTenants,
+            "tenant.get",
+            id.as_str(),
+            Some(id),
+        )?;
+        let (tenant, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
+        Ok(view(tenant, placement))
+    }
+
+    pub async fn list_tenants(
+        &self,
+        ctx: &Ctx,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<TenantView>, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ReadTenants,
+            "tenant.list",
+            "tenants",
+            None,
+        )?;
+        let limit = page_limit(limit)?;
+        let after = decode_cursor(cursor)?.unwrap_or_default();
+        let rows = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    let sql = format!(
+                        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                         WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
+                    );
+                    let mut stmt = tx.prepare(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params![after, i64::from(limit) + 1], read_row)?;
+                    rows.map(|r| decode(r?)).collect::<StoreResult<Vec<_>>>()
+                })
+            })
+            .await?;
+        let more = rows.len() > limit as usize;
+        let items: Vec<_> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|(t, p)| view(t, p))
+            .collect();
+        let next_cursor = more
+            .then(|| {
+                items.last().map(|t| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(format!("tenants:{}", t.id))
+                })
+            })
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// `PATCH /v1/tenants/{id}`: name, labels, suspend/resume. A tier change that keeps the
+    /// isolation model is applied; one that needs a different model needs a live move.
+    pub async fn update_tenant(
+        &self,
+        ctx: &Ctx,
+        id: &TenantId,
+        update: UpdateTenant,
+    ) -> Result<TenantView, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ManageTenants,
+            "tenant.update",
+            id.as_str(),
+            Some(id),
+        )?;
+        if let Some(name) = &update.name {
+            validate_display_name(name)?;
+        }
+        if let Some(labels) = &update.labels {
+            validate_labels(labels)?;
+        }
+        let now = self.inner().clock.now();
+        let detail = serde_json::to_string(&update).ok();
+        let event = self.event(ctx, "tenant.update", id.as_str(), Some(id), detail);
+        let tenant = id.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                let (current, placement) = read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                if current.status == TenantStatus::Deleting {
+                    return Err(tenant_not_found().into());
+                }
+                if let Some(status) = update.status {
+                    let allowed = matches!(
+                        (current.status, status),
+                        (TenantStatus::Active | TenantStatus::Suspended, TenantStatus::Active | TenantStatus::Suspended)
+                    );
+                    if !allowed {
+                        return Err(Error::conflict(
+                            "invalid_status_change",
+                            format!("status can change between active and suspended only; tenant is {}", current.status),
+                        )
+                        .into());
+                    }
+                    if status != current.status {
+                        set_status(tx, &tenant, status, now)?;
+                    }
+                }
+                if let Some(tier_name) = &update.tier {
+                    let tier = read_tier(tx, tier_name)?
+                        .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{tier_name}' does not exist")))?;
+                    if tier.isolation != placement.isolation {
+                        return Err(Error::conflict(
+                            "move_required",
+                            format!(
+                                "tier '{tier_name}' places tenants in {} but this tenant is in {}; changing it needs a \
+                                 live move, which this server version does not perform yet",
+                                tier.isolation, placement.isolation
+                            ),
+                        )
+                        .into());
+                    }
+                    tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", [tenant.as_str(), tier_name.as_str()])?;
+                }
+                if let Some(name) = &update.name {
+                    tx.execute("UPDATE tenants SET name = ?2 WHERE id = ?1", [tenant.as_str(), name.as_str()])?;
+                }
+                if let Some(labels) = &update.labels {
+                    let labels = serde_json::to_string(labels).map_err(malformed)?;
+                    tx.execute("UPDATE tenants SET labels = ?2 WHERE id = ?1", [tenant.as_str(), labels.as_str()])?;
+                }
+                tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", rusqlite::params![tenant.as_str(), now.as_micros()])?;
+                audit::insert(tx, &event)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.refresh(id).await
+    }
+
+    /// `DELETE /v1/tenants/{id}`: marks the tenant deleting (requests stop at once), purges its
+    /// storage, then removes its catalog rows and keys.
+    pub async fn delete_tenant(&self, ctx: &Ctx, id: &TenantId) -> Result<(), Error> {
+        self.authorize(
+            ctx,
+            ControlAction::DeleteTenants,
+            "tenant.delete",
+            id.as_str(),
+            Some(id),
+        )?;
+        let now = self.inner().clock.now();
+        let event = self.event(ctx, "tenant.delete", id.as_str(), Some(id), None);
+        let tenant = id.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                set_status(tx, &tenant, TenantStatus::Deleting, now)?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        self.load_tenant(id).await?;
+        self.finish_deletion(id).await
+    }
+
+    async fn finish_deletion(&self, id: &TenantId) -> Result<(), Error> {
+        let (_, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
+        self.engine(&placement.domain)?
+            .destroy(&PlacementRef::of(id, &placement))
+            .await?;
+        let tenant = id.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                tx.execute(
+                    "DELETE FROM api_keys WHERE tenant_id = ?1",
+                    [tenant.as_str()],
+                )?;
+                tx.execute(
+                    "DELETE FROM placements WHERE tenant_id = ?1",
+                    [tenant.as_str()],
+                )?;
+                tx.execute("DELETE FROM tenants WHERE id = ?1", [tenant.as_str()])?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.inner()
+            .keys
+            .write()
+            .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
+        // The route stays cached as `deleting` (a higher epoch than any live one) until evicted,
+        // so a request racing the deletion still sees "not found".
+        Ok(())
+    }
+
+    /// Finishes work a crash interrupted: provisioning tenants are provisioned (storage
+    /// creation is idempotent), deleting tenants are purged.
+    pub(crate) async fn reconcile(&self) -> Result<(), Error> {
+        let pending: Vec<(TenantId, TenantStatus)> = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    let mut stmt = tx.prepare("SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting')")?;
+                    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                    let mut out = Vec::new();
+                    for row in rows {
+                        let (id, status) = row?;
+                        out.push((TenantId::parse(&id).map_err(|e| malformed(e.message))?, parse(&status)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        for (id, status) in pending {
+            tracing::info!(tenant = %id, %status, "resuming interrupted tenant operation");
+            match status {
+                TenantStatus::Deleting => self.finish_deletion(&id).await?,
+                _ => {
+                    let (_, placement) =
+                        self.load_tenant(&id).await?.ok_or_else(tenant_not_found)?;
+                    let collections: Vec<_> = self
+                        .collections_snapshot()
+                        .values()
+                        .map(|c| (**c).clone())
+                        .collect();
+                    self.engine(&placement.domain)?
+                        .provision(&PlacementRef::of(&id, &placement), &collections)
+                        .await?;
+                    self.finish_provisioning(&id).await?;
+                }
+            }
+        }
+        self.rollout_pending().await
+    }
+
+    pub async fn list_tiers(&self, ctx: &Ctx) -> Result<Page<TierView>, Error> {
+        self.authorize(ctx, ControlAction::ReadCatalog, "tier.list", "tiers", None)?;
+        let items = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    let mut stmt = tx.prepare("SELECT name, spec FROM tiers ORDER BY name")?;
+                    let rows = stmt
+                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                    let mut out = Vec::new();
+                    for row in rows {
+                        let (name, spec) = row?;
+                        out.push(TierView {
+                            name: Catalog::tier_name(&name)?,
+                            spec: Catalog::tier_spec_from(&spec)?,
+                        });
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    /// `PUT /v1/tiers/{name}`: creates or updates a tier. Changing an existing tier's isolation
+    /// model is refused while tenants use it (that is a move per tenant).
+    pub async fn put_tier(
+        &self,
+        ctx: &Ctx,
+        name: &TierName,
+        spec: TierSpec,
+    ) -> Result<TierView, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ManageTiers,
+            "tier.put",
+            name.as_str(),
+            None,
+        )?;
+        if !(spec.monthly_price.is_finite() && spec.monthly_price >= 0.0) {
+            return Err(Error::bad_request(
+                "invalid_tier",
+                "monthly_price must be a non-negative number",
+            ));
+        }
+        let now = self.inner().clock.now();
+        let event = self.event(
+            ctx,
+            "tier.put",
+            name.as_str(),
+            None,
+            serde_json::to_string(&spec).ok(),
+        );
+        let (tier, stored) = (name.clone(), spec.clone());
+        self.blocking(move |store| {
+            store.write(|tx| {
+                let known: Vec<DomainName> = read_domains(tx)?.into_iter().map(|(n, _)| n).collect();
+                if let Some(unknown) = stored.domains.iter().find(|d| !known.contains(d)) {
+                    return Err(Error::bad_request("unknown_domain", format!("domains: '{unknown}' does not exist")).into());
+                }
+                if let Some(old) = read_tier(tx, &tier)? {
+                    let used: i64 = tx.query_row("SELECT count(*) FROM tenants WHERE tier = ?1", [tier.as_str()], |r| r.get(0))?;
+                    if old.isolation != stored.isolation && used > 0 {
+                        return Err(Error::conflict(
+                            "tier_in_use",
+                            format!("{used} tenants use tier '{tier}'; its isolation model cannot change under them"),
+                        )
+                        .into());
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                    rusqlite::params![tier.as_str(), serde_json::to_string(&stored).map_err(malformed)?, now.as_micros()],
+                )?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        Ok(TierView {
+            name: name.clone(),
+            spec,
+        })
+    }
+
+    pub async fn list_domains(&self, ctx: &Ctx) -> Result<Page<DomainView>, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ReadCatalog,
+            "domain.list",
+            "domains",
+            None,
+        )?;
+        let items = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    let mut out = Vec::new();
+                    for (name, spec) in read_domains(tx)? {
+                        let mut stmt = tx.prepare("SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation")?;
+                        let rows = stmt.query_map([name.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                        let mut tenants = BTreeMap::new();
+                        for row in rows {
+                            let (isolation, count) = row?;
+                            tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
+                        }
+                        out.push(DomainView { name, spec, tenants });
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+}

@@ -1,0 +1,374 @@
+//! The command line grammar: global connection options and one subcommand per resource.
+//! Values are parsed into validated domain types here (tenant ids, roles, field specs), so a
+//! typo is reported by the CLI with the offending argument named, before any request is sent.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use bulkhead_core::access::{PlatformRole, TenantRole};
+use bulkhead_core::model::Isolation;
+use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::input::{FieldArg, parse_field, parse_label};
+
+/// Where the server is and who is calling. All of these may also come after the subcommand.
+#[derive(Clone, Args)]
+pub struct ClientOptions {
+    /// Base URL of the Bulkhead server.
+    #[arg(
+        long,
+        env = "BULKHEAD_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub url: String,
+    /// Credential sent as a bearer token [default: the platform admin key in <DATA_DIR>/admin.key].
+    #[arg(long, env = "BULKHEAD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory [default: ./bulkhead-data]. `serve` keeps its data there; client commands
+    /// read <DATA_DIR>/admin.key from it when no token is given.
+    #[arg(long, env = "BULKHEAD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Tenant whose data a platform admin's record commands touch (sent as bulkhead-tenant).
+    #[arg(long, env = "BULKHEAD_TENANT", global = true, value_parser = TenantId::parse)]
+    pub tenant: Option<TenantId>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The token is a secret: debug output shows only whether one was given.
+/// Where the server keeps its data when nothing else is configured.
+pub const DEFAULT_DATA_DIR: &str = "./bulkhead-data";
+
+impl ClientOptions {
+    /// The data directory given by flag or environment, else the default.
+    pub fn data_dir_or_default(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("tenant", &self.tenant)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+/// Commands that talk to a running server.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Create, inspect, suspend and delete tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// List and define tiers (isolation model, domains, price).
+    #[command(subcommand)]
+    Tier(TierCmd),
+    /// List storage domains.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Define and inspect collection schemas.
+    #[command(subcommand)]
+    Collection(CollectionCmd),
+    /// Manage a tenant's API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Manage platform (admin/operator) keys.
+    #[command(subcommand)]
+    PlatformKey(PlatformKeyCmd),
+    /// Create, read, change and list records.
+    #[command(subcommand)]
+    Record(RecordCmd),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantCmd {
+    /// Onboard a tenant on a tier.
+    Create {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = TierName::parse)]
+        tier: TierName,
+        /// A label, as key=value; repeat for more.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// List tenants (all of them, unless --limit is given).
+    List(ListArgs),
+    /// Show one tenant and its placement.
+    Get {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+    },
+    /// Change a tenant's name, tier (starts a move) or labels.
+    Update {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+        #[arg(long)]
+        name: Option<String>,
+        /// Move the tenant to another tier; its data moves live.
+        #[arg(long, value_parser = TierName::parse)]
+        tier: Option<TierName>,
+        /// A label, as key=value; when any is given, they replace all existing labels.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Suspend a tenant: its credentials stop working until resumed.
+    Suspend {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+    },
+    /// Delete a tenant and purge every byte of its data.
+    Delete {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+        /// Confirm that every byte of the tenant's data is to be purged.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Paging of list commands.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Return one page of at most this many items instead of everything.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Continue from the cursor a previous limited listing printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TierCmd {
+    /// List tiers.
+    List,
+    /// Create or replace a tier.
+    Put {
+        #[arg(value_parser = TierName::parse)]
+        name: TierName,
+        #[arg(long, value_enum)]
+        isolation: IsolationArg,
+        /// A domain the tier's tenants may be placed on, in order of preference; repeat for
+        /// more (none: any domain).
+        #[arg(long = "domain", value_parser = DomainName::parse)]
+        domains: Vec<DomainName>,
+        /// Monthly price of one tenant on this tier, for cost attribution.
+        #[arg(long, default_value_t = 0.0)]
+        price: f64,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DomainCmd {
+    /// List storage domains with their capacity and tenant counts.
+    List,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CollectionCmd {
+    /// Create a collection or roll out an additive change to it.
+    #[command(group = clap::ArgGroup::new("definition").required(true).args(["file", "fields"]))]
+    Put {
+        #[arg(value_parser = CollectionName::parse)]
+        name: CollectionName,
+        /// JSON definition, {"fields": {...}}; '-' reads standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A field, as name:type[:required][:unique][:index]; repeat for more. Types: string,
+        /// text, integer, float, boolean, timestamp, json.
+        #[arg(long = "field", value_name = "NAME:TYPE[:FLAG]...", value_parser = parse_field)]
+        fields: Vec<FieldArg>,
+    },
+    /// Show a collection's fields.
+    Get {
+        #[arg(value_parser = CollectionName::parse)]
+        name: CollectionName,
+    },
+    /// List collections.
+    List,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCmd {
+    /// Create an API key for a tenant; the secret is printed once.
+    Create {
+        #[arg(long, value_parser = TenantId::parse)]
+        tenant_id: TenantId,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: TenantRoleArg,
+        /// Seconds until the key stops working (default: never).
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<u64>,
+    },
+    /// List a tenant's keys (never their secrets).
+    List {
+        #[arg(long, value_parser = TenantId::parse)]
+        tenant_id: TenantId,
+    },
+    /// Revoke one of a tenant's keys.
+    Revoke {
+        #[arg(long, value_parser = TenantId::parse)]
+        tenant_id: TenantId,
+        #[arg(value_parser = KeyId::parse)]
+        key_id: KeyId,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PlatformKeyCmd {
+    /// Create a platform key; the secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: PlatformRoleArg,
+        /// Seconds until the key stops working (default: never).
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<u64>,
+    },
+    /// List platform keys (never their secrets).
+    List,
+    /// Revoke a platform key.
+    Revoke {
+        #[arg(value_parser = KeyId::parse)]
+        key_id: KeyId,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RecordCmd {
+    /// Create a record.
+    Create {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// The record: inline JSON, @path to read a file, or - for standard input.
+        #[arg(value_name = "JSON")]
+        body: String,
+    },
+    /// Show one record.
+    Get {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        #[arg(value_parser = RecordId::parse)]
+        id: RecordId,
+    },
+    /// List records (all matching ones, unless --limit is given).
+    List {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// Filter expression, e.g. 'status = "open" and priority > 2'.
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// Change some fields of a record.
+    Patch {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        #[arg(value_parser = RecordId::parse)]
+        id: RecordId,
+        /// The fields to change: inline JSON, @path, or - for standard input.
+        #[arg(value_name = "JSON")]
+        body: String,
+        /// Only apply if the record is still at this version.
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<i64>,
+    },
+    /// Replace a whole record.
+    Replace {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        #[arg(value_parser = RecordId::parse)]
+        id: RecordId,
+        /// The new record: inline JSON, @path, or - for standard input.
+        #[arg(value_name = "JSON")]
+        body: String,
+        /// Only apply if the record is still at this version.
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<i64>,
+    },
+    /// Delete a record.
+    Delete {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        #[arg(value_parser = RecordId::parse)]
+        id: RecordId,
+        /// Only delete if the record is still at this version.
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<i64>,
+    },
+}
+
+/// `clap` mirrors of the core enums, so `--help` lists the possible values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    Pool,
+    Bridge,
+    Silo,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::Pool => Isolation::Pool,
+            IsolationArg::Bridge => Isolation::Bridge,
+            IsolationArg::Silo => Isolation::Silo,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TenantRoleArg {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl From<TenantRoleArg> for TenantRole {
+    fn from(arg: TenantRoleArg) -> Self {
+        match arg {
+            TenantRoleArg::Owner => TenantRole::Owner,
+            TenantRoleArg::Admin => TenantRole::Admin,
+            TenantRoleArg::Member => TenantRole::Member,
+            TenantRoleArg::Viewer => TenantRole::Viewer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlatformRoleArg {
+    Admin,
+    Operator,
+}
+
+impl From<PlatformRoleArg> for PlatformRole {
+    fn from(arg: PlatformRoleArg) -> Self {
+        match arg {
+            PlatformRoleArg::Admin => PlatformRole::Admin,
+            PlatformRoleArg::Operator => PlatformRole::Operator,
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Runs one parsed command against the server and prints its result. Each arm turns arguments
+//! into a request body, makes one client call (or follows the pages of a listing) and hands
+//! the answer to `output`.
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use anyhow::bail;
+use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, TierSpec, UpdateTenant};
+use bulkhead_client::{Client, ClientError, ListRecords};
+use bulkhead_core::model::TenantStatus;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::args::{
+    ClientCommand, CollectionCmd, DomainCmd, KeyCmd, ListArgs, PlatformKeyCmd, RecordCmd,
+    TenantCmd, TierCmd,
+};
+use crate::input::{labels_from, load_collection_spec, load_json_object, spec_from_fields};
+use crate::output;
+
+/// Prints either the JSON of a value or its table.
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn show<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", output::json(value)?);
+        } else {
+            println!("{}", table(value));
+        }
+        Ok(())
+    }
+
+    /// A listing: JSON keeps the API's page shape; a table is followed by a hint on stderr
+    /// when a limited listing has more.
+    fn page<T: Serialize>(
+        &self,
+        page: &Page<T>,
+        table: impl FnOnce(&[T]) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", output::json(page)?);
+        } else {
+            println!("{}", table(&page.items));
+            if let Some(cursor) = &page.next_cursor {
+                eprintln!("more results: repeat the command with --cursor {cursor}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of a deletion, which has no body to show.
+    fn done(&self, what: &str, id: &str) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", output::json(&json!({ "deleted": what, "id": id }))?);
+        } else {
+            println!("deleted {what} {id}");
+        }
+        Ok(())
+    }
+}
+
+pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow::Result<()> {
+    let out = Printer { json };
+    match command {
+        ClientCommand::Tenant(cmd) => tenant(client, &out, cmd).await,
+        ClientCommand::Tier(cmd) => tier(client, &out, cmd).await,
+        ClientCommand::Domain(DomainCmd::List) => {
+            out.page(&client.list_domains().await?, output::domains)
+        }
+        ClientCommand::Collection(cmd) => collection(client, &out, cmd).await,
+        ClientCommand::Key(cmd) => key(client, &out, cmd).await,
+        ClientCommand::PlatformKey(cmd) => platform_key(client, &out, cmd).await,
+        ClientCommand::Record(cmd) => record(client, &out, cmd).await,
+    }
+}
+
+async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Create {
+            id,
+            name,
+            tier,
+            labels,
+        } => {
+            let request = CreateTenant {
+                id,
+                name,
+                tier,
+                labels: labels_from(&labels)?,
+            };
+            out.show(&client.create_tenant(&request).await?, output::tenant)
+        }
+        TenantCmd::List(page) => {
+            let tenants = all_pages(&page, |limit, cursor| async move {
+                client.list_tenants(limit, cursor.as_deref()).await
+            })
+            .await?;
+            out.page(&tenants, output::tenants)
+        }
+        TenantCmd::Get { id } => out.show(&client.get_tenant(&id).await?, output::tenant),
+        TenantCmd::Update {
+            id,
+            name,
+            tier,
+            labels,
+        } => {
+            if name.is_none() && tier.is_none() && labels.is_empty() {
+                bail!("nothing to update: give --name, --tier or --label");
+            }
+            let labels = if labels.is_empty() {
+                None
+            } else {
+                Some(labels_from(&labels)?)
+            };
+            let update = UpdateTenant {
+                name,
+                tier,
+                status: None,
+                labels,
+            };
+            out.show(&client.update_tenant(&id, &update).await?, output::tenant)
+        }
+        TenantCmd::Suspend { id } => set_status(client, out, &id, TenantStatus::Suspended).await,
+        TenantCmd::Resume { id } => set_status(client, out, &id, TenantStatus::Active).await,
+        TenantCmd::Delete { id, yes } => {
+            if !yes {
+                bail!(
+                    "refusing to delete tenant {id} without --yes: deleting purges every byte of \
+                     the tenant's data and cannot be undone"
+                );
+            }
+            client.delete_tenant(&id).await?;
+            out.done("tenant", id.as_str())
+        }
+    }
+}
+
+async fn set_status(
+    client: &Client,
+    out: &Printer,
+    id: &bulkhead_core::TenantId,
+    status: TenantStatus,
+) -> anyhow::Result<()> {
+    let update = UpdateTenant {
+        status: Some(status),
+        ..UpdateTenant::default()
+    };
+    out.show(&client.update_tenant(id, &update).await?, output::tenant)
+}
+
+async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()> {
+    match cmd {
+        TierCmd::List => out.page(&client.list_tiers().await?, output::tiers),
+        TierCmd::Put {
+            name,
+            isolation,
+            domains,
+            price,
+            description,
+        } => {
+            if !price.is_finite() || price < 0.0 {
+                bail!("--price must be a non-negative number, got {price}");
+            }
+            let spec = TierSpec {
+                isolation: isolation.into(),
+                domains,
+                monthly_price: price,
+                description,
+            };
+            let tier = client.put_tier(&name, &spec).await?;
+            out.show(&tier, |t| output::tiers(std::slice::from_ref(t)))
+        }
+    }
+}
+
+async fn collection(client: &Client, out: &Printer, cmd: CollectionCmd) -> anyhow::Result<()> {
+    match cmd {
+        CollectionCmd::Put { name, file, fields } => {
+            let spec = match file {
+                Some(path) => load_collection_spec(&path, &mut std::io::stdin().lock())?,
+                None => spec_from_fields(&fields)?,
+            };
+            out.show(
+                &client.put_collection(&name, &spec).await?,
+                output::collection,
+            )
+        }
+        CollectionCmd::Get { name } => {
+            out.show(&client.get_collection(&name).await?, output::collection)
+        }
+        CollectionCmd::List => out.page(&client.list_collections().await?, output::collections),
+    }
+}
+
+async fn key(client: &Client, out: &Printer, cmd: KeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeyCmd::Create {
+            tenant_id,
+            name,
+            role,
+            expires_in,
+        } => {
+            let request = CreateKey {
+                name,
+                role: role.into(),
+                expires_in,
+            };
+            out.show(
+                &client.create_key(&tenant_id, &request).await?,
+                output::created_key,
+            )
+        }
+        KeyCmd::List { tenant_id } => out.page(&client.list_keys(&tenant_id).await?, output::keys),
+        KeyCmd::Revoke { tenant_id, key_id } => {
+            client.revoke_key(&tenant_id, &key_id).await?;
+            out.done("key", key_id.as_str())
+        }
+    }
+}
+
+async fn platform_key(client: &Client, out: &Printer, cmd: PlatformKeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PlatformKeyCmd::Create {
+            name,
+            role,
+            expires_in,
+        } => {
+            let request = CreatePlatformKey {
+                name,
+                role: role.into(),
+                expires_in,
+            };
+            out.show(
+                &client.create_platform_key(&request).await?,
+                output::created_key,
+            )
+        }
+        PlatformKeyCmd::List => out.page(&client.list_platform_keys().await?, output::keys),
+        PlatformKeyCmd::Revoke { key_id } => {
+            client.revoke_platform_key(&key_id).await?;
+            out.done("platform key", key_id.as_str())
+        }
+    }
+}
+
+async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Result<()> {
+    match cmd {
+        RecordCmd::Create { collection, body } => {
+            let body = load_json_object(&body, &mut std::io::stdin().lock())?;
+            out.show(
+                &client.create_record(&collection, &body).await?,
+                output::record,
+            )
+        }
+        RecordCmd::Get { collection, id } => {
+            out.show(&client.get_record(&collection, &id).await?, output::record)
+        }
+        RecordCmd::List {
+            collection,
+            filter,
+            page,
+        } => {
+            let collection = &collection;
+            let filter = &filter;
+            let records = all_pages(&page, |limit, cursor| async move {
+                let query = ListRecords {
+                    filter: filter.clone(),
+                    limit,
+                    cursor,
+                };
+                client.list_records(collection, &query).await
+            })
+            .await?;
+            out.page(&records, output::records)
+        }
+        RecordCmd::Patch {
+            collection,
+            id,
+            body,
+            if_match,
+        } => {
+            let body = load_json_object(&body, &mut std::io::stdin().lock())?;
+            let record = client
+                .patch_record(&collection, &id, &body, if_match)
+                .await?;
+            out.show(&record, output::record)
+        }
+        RecordCmd::Replace {
+            collection,
+            id,
+            body,
+            if_match,
+        } => {
+            let body = load_json_object(&body, &mut std::io::stdin().lock())?;
+            let record = client
+                .replace_record(&collection, &id, &body, if_match)
+                .await?;
+            out.show(&record, output::record)
+        }
+        RecordCmd::Delete {
+            collection,
+            id,
+            if_match,
+        } => {
+            client.delete_record(&collection, &id, if_match).await?;
+            out.done("record", id.as_str())
+        }
+    }
+}
+
+/// With `--limit`, one page (its `next_cursor` kept so the caller can say there is more);
+/// without, every page, following `next_cursor` until the server has no more.
+async fn all_pages<T, F, Fut>(page: &ListArgs, mut fetch: F) -> anyhow::Result<Page<T>>
+where
+    F: FnMut(Option<u32>, Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, ClientError>>,
+{
+    if page.limit.is_some() {
+        return Ok(fetch(page.limit, page.cursor.clone()).await?);
+    }
+    let mut items = Vec::new();
+    let mut cursor = page.cursor.clone();
+    let mut seen = HashSet::new();
+    loop {
+        let next = fetch(None, cursor.clone()).await?;
+        items.extend(next.items);
+        match next.next_cursor {
+            None => {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            // A server that hands back a cursor it already gave would keep us here forever.
+            Some(c) if !seen.insert(c.clone()) => {
+                bail!("the server returned cursor {c:?} twice; stopping the listing")
+            }
+            Some(c) => cursor = Some(c),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn pages(limit: Option<u32>) -> ListArgs {
+        ListArgs {
+            limit,
+            cursor: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_without_a_limit_follows_every_cursor() {
+        let calls = RefCell::new(Vec::new());
+        let all = all_pages(&pages(None), |limit, cursor| {
+            calls.borrow_mut().push((limit, cursor.clone()));
+            async move {
+                Ok(match cursor.as_deref() {
+                    None => Page {
+                        items: vec![1, 2],
+                        next_cursor: Some("c1".into()),
+                    },
+                    Some("c1") => Page {
+                        items: vec![3],
+                        next_cursor: None,
+                    },
+                    Some(other) => panic!("unexpected cursor {other}"),
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(all.items, vec![1, 2, 3]);
+        assert_eq!(
+            calls.into_inner(),
+            vec![(None, None), (None, Some("c1".into()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_with_a_limit_fetches_one_page_and_keeps_its_cursor() {
+        let page = all_pages(&pages(Some(2)), |limit, _| async move {
+            assert_eq!(limit, Some(2));
+            Ok(Page {
+                items: vec![1, 2],
+                next_cursor: Some("more".into()),
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(page.next_cursor.as_deref(), Some("more"));
+    }
+
+    #[tokio::test]
+    async fn a_repeating_cursor_stops_the_listing_with_an_error() {
+        let result: anyhow::Result<Page<u8>> = all_pages(&pages(None), |_, _| async {
+            Ok(Page {
+                items: vec![],
+                next_cursor: Some("same".into()),
+            })
+        })
+        .await;
+        assert!(result.unwrap_err().to_string().contains("twice"));
+    }
+}

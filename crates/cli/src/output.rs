@@ -1,0 +1,343 @@
+//! How results look on a terminal: one table per resource (comfy-table), or pretty JSON with
+//! `--json`. Functions here only format; `commands` decides what to print.
+
+use std::collections::BTreeSet;
+
+use bulkhead_api::{CollectionView, CreatedKey, DomainView, KeyView, TenantView, TierView};
+use bulkhead_core::model::{Isolation, Labels};
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Longest cell shown for a record value before it is cut with "…".
+const MAX_CELL_CHARS: usize = 60;
+
+/// Fields every record has; listed after the collection's own fields.
+const RECORD_SYSTEM_FIELDS: [&str; 4] = ["id", "version", "created_at", "updated_at"];
+
+pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)?)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+/// A two-column property sheet for one object.
+fn sheet(rows: Vec<(&str, String)>) -> String {
+    let mut table = table(&["property", "value"]);
+    for (name, value) in rows {
+        table.add_row(vec![name.to_owned(), value]);
+    }
+    table.to_string()
+}
+
+fn labels_cell(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A JSON value as a table cell: strings as they are, `null` as nothing, anything else as
+/// compact JSON; long values are shortened.
+fn value_cell(value: &Value) -> String {
+    let text = match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(MAX_CELL_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+pub fn empty(what: &str) -> String {
+    format!("no {what}")
+}
+
+pub fn tenants(tenants: &[TenantView]) -> String {
+    if tenants.is_empty() {
+        return empty("tenants");
+    }
+    let mut table = table(&[
+        "id",
+        "name",
+        "tier",
+        "status",
+        "isolation",
+        "namespace",
+        "labels",
+    ]);
+    for t in tenants {
+        table.add_row(vec![
+            t.id.to_string(),
+            t.name.clone(),
+            t.tier.to_string(),
+            t.status.to_string(),
+            t.placement.isolation.to_string(),
+            t.placement.namespace.clone(),
+            labels_cell(&t.labels),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn tenant(t: &TenantView) -> String {
+    let p = &t.placement;
+    sheet(vec![
+        ("id", t.id.to_string()),
+        ("name", t.name.clone()),
+        ("tier", t.tier.to_string()),
+        ("status", t.status.to_string()),
+        ("labels", labels_cell(&t.labels)),
+        ("created_at", t.created_at.to_string()),
+        ("updated_at", t.updated_at.to_string()),
+        ("domain", p.domain.to_string()),
+        ("isolation", p.isolation.to_string()),
+        ("namespace", p.namespace.clone()),
+        ("write_state", p.write_state.to_string()),
+        ("epoch", p.epoch.to_string()),
+        ("schema_version", p.schema_version.to_string()),
+    ])
+}
+
+pub fn tiers(tiers: &[TierView]) -> String {
+    if tiers.is_empty() {
+        return empty("tiers");
+    }
+    let mut table = table(&[
+        "name",
+        "isolation",
+        "domains",
+        "monthly price",
+        "description",
+    ]);
+    for t in tiers {
+        let domains = if t.spec.domains.is_empty() {
+            "any".to_owned()
+        } else {
+            t.spec
+                .domains
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.add_row(vec![
+            t.name.to_string(),
+            t.spec.isolation.to_string(),
+            domains,
+            format!("{:.2}", t.spec.monthly_price),
+            t.spec.description.clone(),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn domains(domains: &[DomainView]) -> String {
+    if domains.is_empty() {
+        return empty("domains");
+    }
+    let mut table = table(&[
+        "name",
+        "engine",
+        "pool",
+        "bridge",
+        "silo",
+        "max dedicated",
+        "bridge per file",
+        "monthly cost",
+    ]);
+    for d in domains {
+        let count = |isolation| d.tenants.get(&isolation).copied().unwrap_or(0).to_string();
+        let max = match d.spec.max_dedicated_tenants {
+            0 => "unlimited".to_owned(),
+            n => n.to_string(),
+        };
+        table.add_row(vec![
+            d.name.to_string(),
+            d.spec.engine.clone(),
+            count(Isolation::Pool),
+            count(Isolation::Bridge),
+            count(Isolation::Silo),
+            max,
+            d.spec.bridge_tenants_per_file.to_string(),
+            format!("{:.2}", d.spec.monthly_cost),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn collections(collections: &[CollectionView]) -> String {
+    if collections.is_empty() {
+        return empty("collections");
+    }
+    let mut table = table(&["name", "version", "fields"]);
+    for c in collections {
+        let fields = c
+            .fields
+            .keys()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        table.add_row(vec![c.name.to_string(), c.version.to_string(), fields]);
+    }
+    table.to_string()
+}
+
+pub fn collection(c: &CollectionView) -> String {
+    let mut table = table(&["field", "type", "required", "unique", "index", "default"]);
+    let mark = |on: bool| if on { "yes" } else { "" }.to_owned();
+    for (name, f) in &c.fields {
+        table.add_row(vec![
+            name.to_string(),
+            f.field_type.to_string(),
+            mark(f.required),
+            mark(f.unique),
+            mark(f.indexed()),
+            f.default.as_ref().map(value_cell).unwrap_or_default(),
+        ]);
+    }
+    format!("collection {} (version {})\n{table}", c.name, c.version)
+}
+
+pub fn keys(keys: &[KeyView]) -> String {
+    if keys.is_empty() {
+        return empty("keys");
+    }
+    let mut table = table(&[
+        "id", "name", "role", "tenant", "created", "expires", "revoked",
+    ]);
+    for k in keys {
+        table.add_row(vec![
+            k.id.to_string(),
+            k.name.clone(),
+            k.role.clone(),
+            k.tenant
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            k.created_at.to_string(),
+            k.expires_at
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "never".to_owned()),
+            if k.revoked { "yes" } else { "" }.to_owned(),
+        ]);
+    }
+    table.to_string()
+}
+
+/// The one time a secret is shown: set apart on its own line so it is hard to miss.
+pub fn created_key(created: &CreatedKey) -> String {
+    let k = &created.view;
+    let owner = match &k.tenant {
+        Some(tenant) => format!("tenant {tenant}"),
+        None => "platform".to_owned(),
+    };
+    let expires = k
+        .expires_at
+        .map(|t| format!(", expires {t}"))
+        .unwrap_or_default();
+    format!(
+        "created key {} ({:?}, role {}, {owner}{expires})\n\n    {}\n\n\
+         this secret will not be shown again: store it now",
+        k.id, k.name, k.role, created.key
+    )
+}
+
+pub fn records(records: &[Value]) -> String {
+    if records.is_empty() {
+        return empty("records");
+    }
+    let mut fields = BTreeSet::new();
+    for record in records {
+        if let Value::Object(map) = record {
+            fields.extend(
+                map.keys()
+                    .filter(|k| !RECORD_SYSTEM_FIELDS.contains(&k.as_str()))
+                    .cloned(),
+            );
+        }
+    }
+    let mut columns = vec!["id".to_owned()];
+    columns.extend(fields);
+    columns.extend(["version".to_owned(), "updated_at".to_owned()]);
+    let mut table = table(&columns.iter().map(String::as_str).collect::<Vec<_>>());
+    for record in records {
+        table.add_row(
+            columns
+                .iter()
+                .map(|c| record.get(c).map(value_cell).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        );
+    }
+    table.to_string()
+}
+
+pub fn record(record: &Value) -> String {
+    let Value::Object(map) = record else {
+        return value_cell(record);
+    };
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    let system = RECORD_SYSTEM_FIELDS
+        .iter()
+        .filter_map(|k| map.get_key_value(*k));
+    let own = map
+        .iter()
+        .filter(|(k, _)| !RECORD_SYSTEM_FIELDS.contains(&k.as_str()));
+    for (name, value) in system.chain(own) {
+        rows.push((name.as_str(), value_cell(value)));
+    }
+    sheet(rows)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn record_cells_show_strings_plainly_and_other_values_as_compact_json() {
+        assert_eq!(value_cell(&json!("plain")), "plain");
+        assert_eq!(value_cell(&json!(null)), "");
+        assert_eq!(value_cell(&json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+        let long = value_cell(&json!("x".repeat(100)));
+        assert_eq!(long.chars().count(), MAX_CELL_CHARS + 1);
+    }
+
+    #[test]
+    fn a_record_table_has_id_then_every_field_of_any_record() {
+        let out = records(&[
+            json!({"id": "r1", "title": "first", "version": 1, "updated_at": "t"}),
+            json!({"id": "r2", "n": 5, "version": 2, "updated_at": "t"}),
+        ]);
+        let header = out.lines().nth(1).unwrap();
+        let positions: Vec<usize> = ["id", "n", "title", "version", "updated_at"]
+            .iter()
+            .map(|c| header.find(c).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{header}");
+        assert!(out.contains("first") && out.contains('5'));
+    }
+
+    #[test]
+    fn the_created_key_secret_stands_on_its_own_line_with_a_warning() {
+        let created: CreatedKey = serde_json::from_value(json!({
+            "id": "k0123456789abcdef", "name": "ci", "role": "admin", "tenant": "acme",
+            "created_at": "2025-01-01T00:00:00.000000Z", "revoked": false, "key": "bk_secret"
+        }))
+        .unwrap();
+        let out = created_key(&created);
+        assert!(out.lines().any(|l| l.trim() == "bk_secret"), "{out}");
+        assert!(out.contains("will not be shown again"));
+    }
+}

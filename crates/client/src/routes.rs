@@ -1,0 +1,278 @@
+//! One method per API route: the control plane (tenants, tiers, domains, collections, keys)
+//! and the data plane (records). Each names its path once, here.
+
+use bulkhead_api::{
+    CollectionSpec, CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey,
+    DomainView, Health, KeyView, Page, TenantView, TierSpec, TierView, UpdateTenant,
+};
+use bulkhead_core::{CollectionName, KeyId, RecordId, TenantId, TierName};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::{Client, ClientError, json_body};
+
+/// Query of `GET /v1/collections/{c}/records`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListRecords {
+    /// A filter expression in the server's filter language.
+    pub filter: Option<String>,
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Client {
+    // ----- health -----------------------------------------------------------------------
+
+    /// `GET /healthz`: the process is up.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, self.url(&["healthz"], &[])?, None, None)
+            .await
+    }
+
+    /// `GET /readyz`: the process can serve requests (catalog reachable).
+    pub async fn ready(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, self.url(&["readyz"], &[])?, None, None)
+            .await
+    }
+
+    // ----- tenants ----------------------------------------------------------------------
+
+    /// `POST /v1/tenants`: 201 when created, 200 when an identical tenant already existed.
+    pub async fn create_tenant(&self, tenant: &CreateTenant) -> Result<TenantView, ClientError> {
+        let url = self.url(&["v1", "tenants"], &[])?;
+        self.call(Method::POST, url, json_body(tenant)?, None).await
+    }
+
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantView, ClientError> {
+        let url = self.url(&["v1", "tenants", id.as_str()], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// One page of tenants; pass the page's `next_cursor` back as `cursor` for the next one.
+    pub async fn list_tenants(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<TenantView>, ClientError> {
+        let query = [
+            ("limit", limit.map(|l| l.to_string())),
+            ("cursor", cursor.map(str::to_owned)),
+        ];
+        let url = self.url(&["v1", "tenants"], &query)?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `PATCH /v1/tenants/{id}`; a tier change starts a move (the server answers 202).
+    pub async fn update_tenant(
+        &self,
+        id: &TenantId,
+        update: &UpdateTenant,
+    ) -> Result<TenantView, ClientError> {
+        let url = self.url(&["v1", "tenants", id.as_str()], &[])?;
+        self.call(Method::PATCH, url, json_body(update)?, None)
+            .await
+    }
+
+    /// `DELETE /v1/tenants/{id}`: purges every byte of the tenant's data.
+    pub async fn delete_tenant(&self, id: &TenantId) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "tenants", id.as_str()], &[])?;
+        self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
+    // ----- tiers and domains ------------------------------------------------------------
+
+    pub async fn list_tiers(&self) -> Result<Page<TierView>, ClientError> {
+        self.call(Method::GET, self.url(&["v1", "tiers"], &[])?, None, None)
+            .await
+    }
+
+    /// `PUT /v1/tiers/{name}`: creates or replaces a tier.
+    pub async fn put_tier(
+        &self,
+        name: &TierName,
+        spec: &TierSpec,
+    ) -> Result<TierView, ClientError> {
+        let url = self.url(&["v1", "tiers", name.as_str()], &[])?;
+        self.call(Method::PUT, url, json_body(spec)?, None).await
+    }
+
+    pub async fn list_domains(&self) -> Result<Page<DomainView>, ClientError> {
+        self.call(Method::GET, self.url(&["v1", "domains"], &[])?, None, None)
+            .await
+    }
+
+    // ----- collections ------------------------------------------------------------------
+
+    /// `PUT /v1/collections/{name}`: creates a collection or rolls out an additive change.
+    pub async fn put_collection(
+        &self,
+        name: &CollectionName,
+        spec: &CollectionSpec,
+    ) -> Result<CollectionView, ClientError> {
+        let url = self.url(&["v1", "collections", name.as_str()], &[])?;
+        self.call(Method::PUT, url, json_body(spec)?, None).await
+    }
+
+    pub async fn get_collection(
+        &self,
+        name: &CollectionName,
+    ) -> Result<CollectionView, ClientError> {
+        let url = self.url(&["v1", "collections", name.as_str()], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    pub async fn list_collections(&self) -> Result<Page<CollectionView>, ClientError> {
+        self.call(
+            Method::GET,
+            self.url(&["v1", "collections"], &[])?,
+            None,
+            None,
+        )
+        .await
+    }
+
+    // ----- keys -------------------------------------------------------------------------
+
+    /// `POST /v1/tenants/{tenant}/keys`: the answer is the only time the secret is shown.
+    pub async fn create_key(
+        &self,
+        tenant: &TenantId,
+        key: &CreateKey,
+    ) -> Result<CreatedKey, ClientError> {
+        let url = self.url(&["v1", "tenants", tenant.as_str(), "keys"], &[])?;
+        self.call(Method::POST, url, json_body(key)?, None).await
+    }
+
+    pub async fn list_keys(&self, tenant: &TenantId) -> Result<Page<KeyView>, ClientError> {
+        let url = self.url(&["v1", "tenants", tenant.as_str(), "keys"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    pub async fn revoke_key(&self, tenant: &TenantId, key: &KeyId) -> Result<(), ClientError> {
+        let url = self.url(
+            &["v1", "tenants", tenant.as_str(), "keys", key.as_str()],
+            &[],
+        )?;
+        self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
+    /// `POST /v1/platform-keys`: the answer is the only time the secret is shown.
+    pub async fn create_platform_key(
+        &self,
+        key: &CreatePlatformKey,
+    ) -> Result<CreatedKey, ClientError> {
+        let url = self.url(&["v1", "platform-keys"], &[])?;
+        self.call(Method::POST, url, json_body(key)?, None).await
+    }
+
+    pub async fn list_platform_keys(&self) -> Result<Page<KeyView>, ClientError> {
+        self.call(
+            Method::GET,
+            self.url(&["v1", "platform-keys"], &[])?,
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn revoke_platform_key(&self, key: &KeyId) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "platform-keys", key.as_str()], &[])?;
+        self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
+    // ----- records ----------------------------------------------------------------------
+
+    /// `POST /v1/collections/{c}/records`: returns the stored record with its system fields.
+    pub async fn create_record(
+        &self,
+        collection: &CollectionName,
+        record: &Value,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&["v1", "collections", collection.as_str(), "records"], &[])?;
+        self.call(Method::POST, url, json_body(record)?, None).await
+    }
+
+    pub async fn get_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+    ) -> Result<Value, ClientError> {
+        self.call(Method::GET, self.record_url(collection, id)?, None, None)
+            .await
+    }
+
+    /// `PUT`: replaces the whole record. With `if_match`, the server refuses (412) unless the
+    /// stored version is that one.
+    pub async fn replace_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        record: &Value,
+        if_match: Option<i64>,
+    ) -> Result<Value, ClientError> {
+        let url = self.record_url(collection, id)?;
+        self.call(Method::PUT, url, json_body(record)?, if_match)
+            .await
+    }
+
+    /// `PATCH`: merges the given fields into the record.
+    pub async fn patch_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        patch: &Value,
+        if_match: Option<i64>,
+    ) -> Result<Value, ClientError> {
+        let url = self.record_url(collection, id)?;
+        self.call(Method::PATCH, url, json_body(patch)?, if_match)
+            .await
+    }
+
+    pub async fn delete_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        if_match: Option<i64>,
+    ) -> Result<(), ClientError> {
+        let url = self.record_url(collection, id)?;
+        self.send(Method::DELETE, url, None, if_match)
+            .await
+            .map(drop)
+    }
+
+    /// One page of records; pass the page's `next_cursor` back in `query.cursor`.
+    pub async fn list_records(
+        &self,
+        collection: &CollectionName,
+        query: &ListRecords,
+    ) -> Result<Page<Value>, ClientError> {
+        let pairs = [
+            ("filter", query.filter.clone()),
+            ("limit", query.limit.map(|l| l.to_string())),
+            ("cursor", query.cursor.clone()),
+        ];
+        let url = self.url(
+            &["v1", "collections", collection.as_str(), "records"],
+            &pairs,
+        )?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    fn record_url(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+    ) -> Result<reqwest::Url, ClientError> {
+        self.url(
+            &[
+                "v1",
+                "collections",
+                collection.as_str(),
+                "records",
+                id.as_str(),
+            ],
+            &[],
+        )
+    }
+}

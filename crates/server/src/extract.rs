@@ -1,0 +1,164 @@
+//! Request extractors. Authentication runs from the request head, before any body is read
+//! (a credential that may not write is refused before its upload is accepted), and body
+//! rejections become the standard error body with a message naming the problem.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use bulkhead_api::TENANT_HEADER;
+use bulkhead_catalog::Ctx;
+use bulkhead_core::TenantId;
+use bulkhead_core::access::{KeyOwner, PlatformRole, TenantRole};
+use bulkhead_core::error::{Error, ErrorKind};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, current_request_id};
+
+/// The verified caller and the request id.
+pub struct Auth(pub Ctx);
+
+fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        Error::new(
+            ErrorKind::Unauthenticated,
+            "invalid_credentials",
+            "the credential is not valid",
+        )
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(Error::new(
+            ErrorKind::Unauthenticated,
+            "invalid_credentials",
+            "use 'Authorization: Bearer <key>'",
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id = current_request_id();
+        let token = bearer(parts)?;
+        let principal = state.catalog.authenticate(token, &request_id).await?;
+        Ok(Auth(Ctx {
+            principal,
+            request_id,
+        }))
+    }
+}
+
+/// A caller about to write records. Credentials that can never write are refused from the
+/// request head, before the body is read; the full decision is still made per tenant later.
+pub struct Writer(pub Ctx);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
+        let read_only = match ctx.principal.owner() {
+            KeyOwner::Tenant(_, role) => *role < TenantRole::Member,
+            KeyOwner::Platform(role) => *role == PlatformRole::Operator,
+        };
+        if read_only {
+            let tenant = ctx.principal.home_tenant();
+            state.catalog.audit_denied(
+                ctx.principal.actor(),
+                "record.write",
+                parts.uri.path(),
+                tenant,
+                "forbidden",
+                &ctx.request_id,
+                None,
+            );
+            return Err(Error::forbidden("forbidden", "this credential may only read").into());
+        }
+        Ok(Writer(ctx))
+    }
+}
+
+/// The tenant a platform admin names with the `Bulkhead-Tenant` header, if any.
+pub struct NamedTenant(pub Option<TenantId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for NamedTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(TENANT_HEADER) else {
+            return Ok(NamedTenant(None));
+        };
+        let raw = value.to_str().map_err(|_| {
+            Error::bad_request("invalid_tenant_id", "Bulkhead-Tenant header is not text")
+        })?;
+        Ok(NamedTenant(Some(TenantId::parse(raw.trim())?)))
+    }
+}
+
+/// JSON body with rejections mapped to the standard error body.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(ApiError(json_rejection(rejection))),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Error::new(
+            ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+            "send the body with 'Content-Type: application/json'",
+        ),
+        JsonRejection::JsonSyntaxError(e) => Error::bad_request(
+            "invalid_json",
+            format!("body is not valid JSON: {}", source_text(&e)),
+        ),
+        JsonRejection::JsonDataError(e) => Error::bad_request(
+            "invalid_body",
+            format!(
+                "body does not match the expected shape: {}",
+                source_text(&e)
+            ),
+        ),
+        JsonRejection::BytesRejection(e) if e.status().as_u16() == 413 => Error::new(
+            ErrorKind::PayloadTooLarge,
+            "payload_too_large",
+            "the request body exceeds the size limit",
+        ),
+        other => Error::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+/// serde's message (field path, line and column) without axum's prefix.
+fn source_text(err: &dyn std::error::Error) -> String {
+    let mut source = err.source();
+    let mut text = err.to_string();
+    while let Some(inner) = source {
+        text = inner.to_string();
+        source = inner.source();
+    }
+    text
+}

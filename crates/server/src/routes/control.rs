@@ -1,0 +1,208 @@
+//! Control-plane routes: tenants, tiers, domains, collections, keys. Each handler extracts,
+//! calls one catalog operation and maps the result.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, UpdateTenant};
+use bulkhead_core::model::TierSpec;
+use bulkhead_core::schema::CollectionSpec;
+use bulkhead_core::{CollectionName, KeyId, TenantId, TierName};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
+        .route("/v1/tenants/{tenant}/keys", get(list_keys).post(create_key))
+        .route("/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
+        .route(
+            "/v1/platform-keys",
+            get(list_platform_keys).post(create_platform_key),
+        )
+        .route("/v1/platform-keys/{key}", delete(revoke_platform_key))
+        .route("/v1/tiers", get(list_tiers))
+        .route("/v1/tiers/{tier}", put(put_tier))
+        .route("/v1/domains", get(list_domains))
+        .route("/v1/collections", get(list_collections))
+        .route(
+            "/v1/collections/{collection}",
+            get(get_collection).put(put_collection),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Json(body): Json<CreateTenant>,
+) -> ApiResult<Response> {
+    let (tenant, created) = state.catalog.create_tenant(&ctx, body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(tenant)).into_response())
+}
+
+async fn list_tenants(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    let page = state
+        .catalog
+        .list_tenants(&ctx, query.limit, query.cursor.as_deref())
+        .await?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn get_tenant(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    Ok(axum::Json(state.catalog.get_tenant(&ctx, &tenant).await?).into_response())
+}
+
+async fn update_tenant(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+    Json(body): Json<UpdateTenant>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    Ok(axum::Json(state.catalog.update_tenant(&ctx, &tenant, body).await?).into_response())
+}
+
+async fn delete_tenant(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId::parse(&tenant)?;
+    state.catalog.delete_tenant(&ctx, &tenant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+    Json(body): Json<CreateKey>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    let key = state.catalog.create_tenant_key(&ctx, &tenant, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    Ok(axum::Json(state.catalog.list_tenant_keys(&ctx, &tenant).await?).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((tenant, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId::parse(&tenant)?;
+    let key = KeyId::parse(&key)?;
+    state.catalog.revoke_tenant_key(&ctx, &tenant, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_platform_key(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Json(body): Json<CreatePlatformKey>,
+) -> ApiResult<Response> {
+    let key = state.catalog.create_platform_key(&ctx, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+}
+
+async fn list_platform_keys(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.list_platform_keys(&ctx).await?).into_response())
+}
+
+async fn revoke_platform_key(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    let key = KeyId::parse(&key)?;
+    state.catalog.revoke_platform_key(&ctx, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tiers(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.list_tiers(&ctx).await?).into_response())
+}
+
+async fn put_tier(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tier): Path<String>,
+    Json(spec): Json<TierSpec>,
+) -> ApiResult<Response> {
+    let tier = TierName::parse(&tier)?;
+    Ok(axum::Json(state.catalog.put_tier(&ctx, &tier, spec).await?).into_response())
+}
+
+async fn list_domains(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.list_domains(&ctx).await?).into_response())
+}
+
+async fn put_collection(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(collection): Path<String>,
+    Json(spec): Json<CollectionSpec>,
+) -> ApiResult<Response> {
+    let collection = CollectionName::parse(&collection)?;
+    let (view, created) = state
+        .catalog
+        .put_collection(&ctx, &collection, spec)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view)).into_response())
+}
+
+async fn get_collection(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(collection): Path<String>,
+) -> ApiResult<Response> {
+    let collection = CollectionName::parse(&collection)?;
+    Ok(axum::Json(state.catalog.get_collection(&ctx, &collection).await?).into_response())
+}
+
+async fn list_collections(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.list_collections(&ctx).await?).into_response())
+}

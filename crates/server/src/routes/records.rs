@@ -1,0 +1,172 @@
+//! Data-plane routes: records of a collection, for the tenant the credential implies (or the
+//! tenant a platform admin names explicitly).
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bulkhead_api::Page;
+use bulkhead_catalog::ListParams;
+use bulkhead_core::record::Record;
+use bulkhead_core::{CollectionName, RecordId};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Json, NamedTenant, Writer};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/collections/{collection}/records",
+            get(list).post(create),
+        )
+        .route(
+            "/v1/collections/{collection}/records/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    filter: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn with_etag(status: StatusCode, record: &Record) -> Response {
+    let mut response = (status, axum::Json(record.to_json())).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        bulkhead_core::Error::bad_request("invalid_if_match", "If-Match is not text")
+    })?;
+    Ok(bulkhead_catalog::parse_if_match(text)?)
+}
+
+fn ids(collection: &str, id: &str) -> ApiResult<(CollectionName, RecordId)> {
+    Ok((CollectionName::parse(collection)?, RecordId::parse(id)?))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let collection = CollectionName::parse(&collection)?;
+    let record = state
+        .catalog
+        .create_record(&ctx, named.as_ref(), &collection, &body)
+        .await?;
+    let mut response = with_etag(StatusCode::CREATED, &record);
+    if let Ok(location) = HeaderValue::from_str(&format!(
+        "/v1/collections/{collection}/records/{}",
+        record.id
+    )) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (collection, id) = ids(&collection, &id)?;
+    let record = state
+        .catalog
+        .get_record(&ctx, named.as_ref(), &collection, &id)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let (collection, id) = ids(&collection, &id)?;
+    let expected = if_match(&headers)?;
+    let record = state
+        .catalog
+        .replace_record(&ctx, named.as_ref(), &collection, &id, &body, expected)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let (collection, id) = ids(&collection, &id)?;
+    let expected = if_match(&headers)?;
+    let record = state
+        .catalog
+        .patch_record(&ctx, named.as_ref(), &collection, &id, &body, expected)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let (collection, id) = ids(&collection, &id)?;
+    let expected = if_match(&headers)?;
+    state
+        .catalog
+        .delete_record(&ctx, named.as_ref(), &collection, &id, expected)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    let collection = CollectionName::parse(&collection)?;
+    let params = ListParams {
+        filter: query.filter,
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let page = state
+        .catalog
+        .list_records(&ctx, named.as_ref(), &collection, params)
+        .await?;
+    let body = Page {
+        items: page.items.iter().map(Record::to_json).collect::<Vec<_>>(),
+        next_cursor: page.next_cursor,
+    };
+    Ok(axum::Json(body).into_response())
+}

@@ -21,12 +21,14 @@ use std::time::Duration;
 
 use bulkhead_api::{REQUEST_ID_HEADER, TENANT_HEADER};
 use bulkhead_core::TenantId;
+use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH};
-use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
+/// HTTP methods for [`Client::raw`].
+pub use reqwest::Method;
 pub use routes::ListRecords;
 
 /// How long to wait for a TCP connection before reporting the server unreachable. There is no

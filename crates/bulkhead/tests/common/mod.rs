@@ -1,0 +1,186 @@
+//! Test harness: starts the real `bulkhead` binary on a free loopback port with a temporary
+//! data directory, and talks to it through the client crate (so the client is tested too).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bulkhead_api::{CreateKey, CreateTenant};
+use bulkhead_client::Client;
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::{CollectionName, TenantId, TierName};
+use serde_json::json;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+
+pub struct Server {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub child: Child,
+    log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_bulkhead")
+}
+
+impl Server {
+    /// Starts a server on a fresh temporary directory.
+    pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[(&str, &str)]) -> Server {
+        let data_dir = dir.join("data");
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("server-{n}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("BULKHEAD_ADMIN_KEY", ADMIN_KEY)
+            .env("BULKHEAD_LOG", "warn")
+            .env_remove("BULKHEAD_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap().to_owned();
+                return Server {
+                    url,
+                    data_dir,
+                    child,
+                    log,
+                };
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, ADMIN_KEY).unwrap()
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, token).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the graceful shutdown to finish.
+    pub fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tid(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+pub fn items() -> CollectionName {
+    CollectionName::parse("items").unwrap()
+}
+
+/// The collection most tests use.
+pub async fn put_items(admin: &Client) {
+    let spec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "text", "required": true},
+        "sku": {"type": "string", "unique": true},
+        "n": {"type": "integer", "index": true},
+        "done": {"type": "boolean", "default": false}
+    }}))
+    .unwrap();
+    admin.put_collection(&items(), &spec).await.unwrap();
+}
+
+pub async fn create_tenant(admin: &Client, id: &str, tier: &str) {
+    admin
+        .create_tenant(&CreateTenant {
+            id: tid(id),
+            name: format!("{id} inc"),
+            tier: TierName::parse(tier).unwrap(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn key(admin: &Client, tenant: &str, role: TenantRole) -> String {
+    admin
+        .create_key(
+            &tid(tenant),
+            &CreateKey {
+                name: format!("{role:?}"),
+                role,
+                expires_in: None,
+            },
+        )
+        .await
+        .unwrap()
+        .key
+}
+
+/// Reads the audit log straight from the catalog file (querying it over HTTP comes later).
+/// Retries briefly, because denials are written by a background writer.
+pub fn audit_rows(
+    data_dir: &Path,
+    predicate: impl Fn(&(String, String, String, Option<String>, String)) -> bool,
+) -> Vec<(String, String, String, Option<String>, String)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let conn = rusqlite::Connection::open_with_flags(
+            data_dir.join("catalog.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT actor, action, target, tenant_id, outcome FROM audit ORDER BY seq")
+            .unwrap();
+        let rows: Vec<_> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|row| predicate(row))
+            .collect();
+        if !rows.is_empty() || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,350 @@
+//! Tenant lifecycle through the API: create (idempotent), list with cursors, update,
+//! suspend/resume, tiers and domains, delete — and deletion purging every byte.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use bulkhead_api::{CreateTenant, UpdateTenant};
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::model::{Isolation, TenantStatus, TierSpec};
+use bulkhead_core::{RecordId, TierName};
+use common::{Server, create_tenant, items, key, put_items, tid};
+use serde_json::json;
+
+#[tokio::test]
+async fn creating_a_tenant_is_idempotent_for_the_same_body_and_conflicts_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let request = CreateTenant {
+        id: tid("acme"),
+        name: "Acme".into(),
+        tier: TierName::parse("free").unwrap(),
+        labels: [("region".to_owned(), "eu".to_owned())].into(),
+    };
+    let first = admin.create_tenant(&request).await.unwrap();
+    assert_eq!(first.status, TenantStatus::Active);
+    assert_eq!(first.placement.isolation, Isolation::Pool);
+    let again = admin
+        .raw(
+            bulkhead_client::Method::POST,
+            "/v1/tenants",
+            Some(serde_json::to_vec(&request).unwrap()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 200, "identical replay");
+    let other = CreateTenant {
+        name: "Other".into(),
+        ..request.clone()
+    };
+    let err = admin.create_tenant(&other).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(409), Some("tenant_exists"))
+    );
+    let bad_tier = CreateTenant {
+        id: tid("nope"),
+        tier: TierName::parse("gold").unwrap(),
+        ..request
+    };
+    assert_eq!(
+        admin.create_tenant(&bad_tier).await.unwrap_err().code(),
+        Some("unknown_tier")
+    );
+}
+
+#[tokio::test]
+async fn tenants_list_in_pages_and_update_and_suspend() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    for i in 0..5 {
+        create_tenant(&admin, &format!("t{i}"), "free").await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = admin
+            .list_tenants(Some(2), cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|t| t.id.to_string()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4"]);
+
+    let updated = admin
+        .update_tenant(
+            &tid("t1"),
+            &UpdateTenant {
+                name: Some("Renamed".into()),
+                labels: Some([("plan".to_owned(), "x".to_owned())].into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.labels["plan"].as_str()),
+        ("Renamed", "x")
+    );
+
+    let token = key(&admin, "t1", TenantRole::Member).await;
+    let member = server.client(&token);
+    member
+        .create_record(&items(), &json!({"id": "r", "title": "before"}))
+        .await
+        .unwrap();
+    let suspended = admin
+        .update_tenant(
+            &tid("t1"),
+            &UpdateTenant {
+                status: Some(TenantStatus::Suspended),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        suspended.placement.epoch > updated.placement.epoch,
+        "routing epoch moves with every change"
+    );
+    let err = member
+        .create_record(&items(), &json!({"title": "during"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(403), Some("tenant_suspended"))
+    );
+    assert_eq!(
+        member
+            .get_record(&items(), &RecordId::parse("r").unwrap())
+            .await
+            .unwrap()["title"],
+        "before",
+        "reads still work"
+    );
+    admin
+        .update_tenant(
+            &tid("t1"),
+            &UpdateTenant {
+                status: Some(TenantStatus::Active),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    member
+        .create_record(&items(), &json!({"title": "after"}))
+        .await
+        .unwrap();
+
+    let err = admin
+        .update_tenant(
+            &tid("t1"),
+            &UpdateTenant {
+                status: Some(TenantStatus::Moving),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("invalid_status_change"));
+    let err = admin
+        .update_tenant(
+            &tid("t1"),
+            &UpdateTenant {
+                tier: Some(TierName::parse("premium").unwrap()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some("move_required"),
+        "a tier with another isolation model needs a move"
+    );
+}
+
+#[tokio::test]
+async fn tiers_can_be_defined_and_domains_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let tiers = admin.list_tiers().await.unwrap();
+    let names: Vec<_> = tiers
+        .items
+        .iter()
+        .map(|t| (t.name.to_string(), t.spec.isolation))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("free".into(), Isolation::Pool),
+            ("premium".into(), Isolation::Silo),
+            ("standard".into(), Isolation::Bridge)
+        ]
+    );
+    let gold = TierSpec {
+        isolation: Isolation::Silo,
+        domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
+        monthly_price: 999.0,
+        description: "gold".into(),
+    };
+    admin
+        .put_tier(&TierName::parse("gold").unwrap(), &gold)
+        .await
+        .unwrap();
+    create_tenant(&admin, "rich", "gold").await;
+    assert_eq!(
+        admin
+            .get_tenant(&tid("rich"))
+            .await
+            .unwrap()
+            .placement
+            .isolation,
+        Isolation::Silo
+    );
+    let pooled = TierSpec {
+        isolation: Isolation::Pool,
+        ..gold.clone()
+    };
+    let err = admin
+        .put_tier(&TierName::parse("gold").unwrap(), &pooled)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("tier_in_use"));
+    let bad = TierSpec {
+        domains: vec![bulkhead_core::DomainName::parse("mars").unwrap()],
+        ..gold
+    };
+    assert_eq!(
+        admin
+            .put_tier(&TierName::parse("x1").unwrap(), &bad)
+            .await
+            .unwrap_err()
+            .code(),
+        Some("unknown_domain")
+    );
+    let domains = admin.list_domains().await.unwrap();
+    assert_eq!(domains.items.len(), 1);
+    assert_eq!(domains.items[0].tenants.get(&Isolation::Silo), Some(&1));
+}
+
+#[tokio::test]
+async fn bridge_tenants_fill_a_file_up_to_its_capacity_then_use_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_BRIDGE_TENANTS_PER_FILE", "2")]);
+    let admin = server.admin();
+    let mut namespaces = Vec::new();
+    for i in 0..5 {
+        create_tenant(&admin, &format!("b{i}"), "standard").await;
+        namespaces.push(
+            admin
+                .get_tenant(&tid(&format!("b{i}")))
+                .await
+                .unwrap()
+                .placement
+                .namespace,
+        );
+    }
+    assert_eq!(
+        namespaces,
+        [
+            "bridge-0001",
+            "bridge-0001",
+            "bridge-0002",
+            "bridge-0002",
+            "bridge-0003"
+        ]
+    );
+}
+
+/// Every file under `dir`, read whole (database, WAL and shared-memory files alike).
+fn bytes_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((
+                    path.display().to_string(),
+                    std::fs::read(&path).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    bytes_under(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    let cases = [
+        ("gone-pool", "keep-pool", "free"),
+        ("gone-bridge", "keep-bridge", "standard"),
+        ("gone-silo", "keep-silo", "premium"),
+    ];
+    for (gone, keep, tier) in cases {
+        for tenant in [gone, keep] {
+            create_tenant(&admin, tenant, tier).await;
+            let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
+            for i in 0..50 {
+                let marker = format!("MARKER-{tenant}-{i:03}-{}", "x".repeat(40));
+                client
+                    .create_record(&items(), &json!({"title": marker, "n": i}))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    for (gone, keep, _) in cases {
+        assert!(
+            !files_containing(&server.data_dir, &format!("MARKER-{gone}-")).is_empty(),
+            "{gone}: data is on disk before"
+        );
+        admin.delete_tenant(&tid(gone)).await.unwrap();
+        let left = files_containing(&server.data_dir, &format!("MARKER-{gone}-"));
+        assert!(left.is_empty(), "{gone}: bytes left in {left:?}");
+        assert!(
+            !files_containing(&server.data_dir, &format!("MARKER-{keep}-")).is_empty(),
+            "{keep}: neighbour kept"
+        );
+        let err = admin.get_tenant(&tid(gone)).await.unwrap_err();
+        assert_eq!(err.code(), Some("tenant_not_found"));
+    }
+    assert!(
+        !server
+            .data_dir
+            .join("domains/local/silos/gone-silo.db")
+            .exists()
+    );
+    // The deleted tenant's keys are gone with it.
+    let audit = common::audit_rows(&server.data_dir, |row| row.1 == "tenant.delete");
+    assert_eq!(audit.len(), 3);
+}

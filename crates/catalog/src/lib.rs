@@ -217,10 +217,11 @@ impl Catalog {
                 "send a credential as 'Authorization: Bearer <key>'",
             ));
         };
-        if let Some(hash) = &self.inner.options.bootstrap_admin_hash {
-            if let Some(principal) = access::verify_bootstrap_key(token, hash) {
-                return Ok(principal);
-            }
+        let bootstrap = self.inner.options.bootstrap_admin_hash.as_deref();
+        if let Some(principal) =
+            bootstrap.and_then(|hash| access::verify_bootstrap_key(token, hash))
+        {
+            return Ok(principal);
         }
         let outcome = match bulkhead_core::keys::parse_token(token) {
             Some((id, secret)) => match self.stored_key(&id).await? {
@@ -293,6 +294,11 @@ impl Catalog {
             );
         }
         err
+    }
+
+    /// Names the tenant on the current request span, for logs.
+    pub(crate) fn tag_tenant(tenant: &TenantId) {
+        tracing::Span::current().record("tenant", tenant.as_str());
     }
 
     pub(crate) fn event(

@@ -82,7 +82,7 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         let scope = access::authorize_data(&ctx.principal, &route, action)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
-        tracing::Span::current().record("tenant", tenant.as_str());
+        Catalog::tag_tenant(&tenant);
         if scope.is_platform_admin_access() {
             let event = self.event(
                 ctx,

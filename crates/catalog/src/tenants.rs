@@ -158,7 +158,7 @@ fn allocate(
             isolation: tier.isolation,
             namespace,
             write_state: WriteState::Open,
-            epoch: 1,
+            epoch: next_epoch(tx)?,
             schema_version,
         });
     }
@@ -193,6 +193,18 @@ fn bridge_namespace(tx: &Connection, domain: &DomainName, per_file: u32) -> Stor
     Ok(format!("bridge-{:04}", highest + 1))
 }
 
+/// Routing epochs come from one catalog-wide counter, so every change to any routing entry
+/// gets a higher epoch than anything before it — including the entries of a deleted tenant
+/// whose id is later reused. Caches compare epochs and so never keep a stale entry.
+fn next_epoch(tx: &Connection) -> StoreResult<i64> {
+    let current: i64 = crate::store::get_meta(tx, "routing_epoch")?
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let next = current + 1;
+    crate::store::set_meta(tx, "routing_epoch", &next.to_string())?;
+    Ok(next)
+}
+
 fn write_placement(tx: &Connection, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version) \
@@ -223,8 +235,8 @@ fn set_status(
         rusqlite::params![tenant.as_str(), status.as_str(), now.as_micros()],
     )?;
     tx.execute(
-        "UPDATE placements SET epoch = epoch + 1 WHERE tenant_id = ?1",
-        [tenant.as_str()],
+        "UPDATE placements SET epoch = ?2 WHERE tenant_id = ?1",
+        rusqlite::params![tenant.as_str(), next_epoch(tx)?],
     )?;
     Ok(())
 }
@@ -266,6 +278,9 @@ impl Catalog {
         target: &str,
         tenant: Option<&TenantId>,
     ) -> Result<(), Error> {
+        if let Some(tenant) = tenant {
+            Catalog::tag_tenant(tenant);
+        }
         access::authorize_control(&ctx.principal, action)
             .map_err(|e| self.denied(ctx, name, target, tenant, e))
     }
@@ -600,8 +615,9 @@ impl Catalog {
             .keys
             .write()
             .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
-        // The route stays cached as `deleting` (a higher epoch than any live one) until evicted,
-        // so a request racing the deletion still sees "not found".
+        // The route stays cached as `deleting`, so a request racing the deletion still sees
+        // "not found"; a tenant created later under the same id has a higher epoch and
+        // replaces it.
         Ok(())
     }
 

@@ -28,9 +28,7 @@ struct KeyRow {
     created_at: Timestamp,
 }
 
-fn read_key(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
+type RawKey = (
     String,
     String,
     String,
@@ -39,7 +37,9 @@ fn read_key(
     i64,
     Option<i64>,
     Option<i64>,
-)> {
+);
+
+fn read_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawKey> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -51,17 +51,6 @@ fn read_key(
         row.get(7)?,
     ))
 }
-
-type RawKey = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
 
 fn decode(
     (id, name, secret_hash, tenant, role, created_at, expires_at, revoked_at): RawKey,
@@ -280,18 +269,16 @@ impl Catalog {
         access::authorize_tenant_keys(&ctx.principal, tenant)
             .map_err(|e| self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), e))?;
         // A tenant key may not mint a key more powerful than itself.
-        if let KeyOwner::Tenant(_, own) = ctx.principal.owner() {
-            if request.role > *own {
-                let err = Error::forbidden(
-                    "forbidden",
-                    format!(
-                        "a {} key cannot create a {} key",
-                        own.as_str(),
-                        request.role.as_str()
-                    ),
-                );
-                return Err(self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), err));
-            }
+        if let KeyOwner::Tenant(_, own) = ctx.principal.owner()
+            && request.role > *own
+        {
+            let message = format!(
+                "a {} key cannot create a {} key",
+                own.as_str(),
+                request.role.as_str()
+            );
+            let err = Error::forbidden("forbidden", message);
+            return Err(self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), err));
         }
         self.insert_new_key(
             Some(ctx),
@@ -392,6 +379,21 @@ impl Catalog {
     ) -> Result<(), Error> {
         access::authorize_tenant_keys(&ctx.principal, tenant)
             .map_err(|e| self.denied(ctx, "key.revoke", tenant.as_str(), Some(tenant), e))?;
+        // A tenant key may not revoke a key more powerful than itself (as it may not mint one).
+        if let KeyOwner::Tenant(_, own) = ctx.principal.owner()
+            && let Some(KeyOwner::Tenant(owner, role)) =
+                self.read_key_row(id).await?.map(|r| r.stored.owner)
+            && owner == *tenant
+            && role > *own
+        {
+            let message = format!(
+                "a {} key cannot revoke a {} key",
+                own.as_str(),
+                role.as_str()
+            );
+            let err = Error::forbidden("forbidden", message);
+            return Err(self.denied(ctx, "key.revoke", id.as_str(), Some(tenant), err));
+        }
         self.revoke(ctx, Some(tenant), id).await
     }
 

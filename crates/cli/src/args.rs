@@ -124,7 +124,7 @@ pub enum TenantCmd {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// Suspend a tenant: its credentials stop working until resumed.
+    /// Suspend a tenant: its writes are refused (403 tenant_suspended) until resumed; reads work.
     Suspend {
         #[arg(value_parser = TenantId::parse)]
         id: TenantId,

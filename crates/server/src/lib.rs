@@ -137,25 +137,40 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Error responses made by layers (timeouts, panics, wrong methods) get the standard body.
+/// Error responses made by layers or by axum's own rejections (timeouts, panics, wrong
+/// methods, undecodable paths) get the standard body. A short plain-text message from axum is
+/// kept, since it names the problem.
 async fn normalise_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let (_, code, message) = kind_of(status);
-        let mut normalised = error_response(status, code, message);
-        if let Some(allow) = response.headers().get(header::ALLOW) {
-            normalised
-                .headers_mut()
-                .insert(header::ALLOW, allow.clone());
-        }
-        return normalised;
+        .map(|v| v.as_bytes().to_vec());
+    let is_json = content_type
+        .as_deref()
+        .is_some_and(|v| v.starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
-    response
+    let (_, code, default_message) = kind_of(status);
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let is_text = content_type
+        .as_deref()
+        .is_some_and(|v| v.starts_with(b"text/plain"));
+    let message = if is_text && status.is_client_error() {
+        match axum::body::to_bytes(response.into_body(), 2048).await {
+            Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => default_message.to_owned(),
+        }
+    } else {
+        default_message.to_owned()
+    };
+    let mut normalised = error_response(status, code, &message);
+    if let Some(allow) = allow {
+        normalised.headers_mut().insert(header::ALLOW, allow);
+    }
+    normalised
 }
 
 /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.

@@ -182,10 +182,12 @@ impl Config {
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");
         }
-        if let Some(key) = &self.admin_key {
-            if key.expose().len() < 16 {
-                bail!("BULKHEAD_ADMIN_KEY must be at least 16 characters");
-            }
+        if self
+            .admin_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < 16)
+        {
+            bail!("BULKHEAD_ADMIN_KEY must be at least 16 characters");
         }
         Ok(())
     }

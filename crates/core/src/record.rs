@@ -182,10 +182,8 @@ fn take_system_fields(
             .as_str()
             .ok_or_else(|| validation("id", "expected a string"))?;
         let parsed = RecordId::parse(raw).map_err(|e| validation("id", e.message))?;
-        if let Some(expected) = expected_id {
-            if &parsed != expected {
-                return Err(validation("id", "does not match the id in the path"));
-            }
+        if expected_id.is_some_and(|expected| expected != &parsed) {
+            return Err(validation("id", "does not match the id in the path"));
         }
         id = Some(parsed);
     }

@@ -31,6 +31,8 @@ impl Server {
         Server::start_with(dir, &[])
     }
 
+    // The child is waited for by `Drop for Server`, or killed and waited for on timeout.
+    #[allow(clippy::zombie_processes)]
     pub fn start_with(dir: &Path, extra: &[(&str, &str)]) -> Server {
         let data_dir = dir.join("data");
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -49,7 +51,7 @@ impl Server {
         for (k, v) in extra {
             command.env(k, v);
         }
-        let child = command.spawn().unwrap();
+        let mut child = command.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -62,7 +64,11 @@ impl Server {
                     log,
                 };
             }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not start:\n{text}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

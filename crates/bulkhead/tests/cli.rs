@@ -1,0 +1,415 @@
+//! The operator CLI, run as a user runs it: the real binary, a real server, credentials from
+//! `BULKHEAD_TOKEN` or from the admin key the server wrote into its data directory.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bulkhead_core::access::TenantRole;
+use common::{Server, tid};
+use serde_json::Value;
+
+/// Environment variables the CLI reads; cleared so the caller's shell cannot leak in.
+const CLI_ENV: [&str; 6] = [
+    "BULKHEAD_URL",
+    "BULKHEAD_TOKEN",
+    "BULKHEAD_DATA_DIR",
+    "BULKHEAD_TENANT",
+    "BULKHEAD_ADMIN_KEY",
+    "BULKHEAD_CONFIG",
+];
+
+/// The CLI as a user on some machine runs it: a server URL, maybe a token, a working
+/// directory where the default `./bulkhead-data` does not exist.
+struct Cli<'a> {
+    cwd: &'a Path,
+    url: &'a str,
+    token: Option<&'a str>,
+}
+
+impl Cli<'_> {
+    /// Runs `bulkhead <args>`; `args` is split on whitespace.
+    fn run(&self, args: &str) -> Output {
+        self.run_args(&args.split_whitespace().collect::<Vec<_>>())
+    }
+
+    fn run_args(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(common::binary());
+        command
+            .args(args)
+            .current_dir(self.cwd)
+            .stdin(Stdio::null());
+        for name in CLI_ENV {
+            command.env_remove(name);
+        }
+        command.env("BULKHEAD_URL", self.url);
+        if let Some(token) = self.token {
+            command.env("BULKHEAD_TOKEN", token);
+        }
+        command.output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &str) -> String {
+        ok(&self.run(args))
+    }
+
+    /// Runs a command that must fail; returns its stderr after checking it is for humans.
+    fn fails(&self, args: &str) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "{args} succeeded: {}",
+            stdout(&output)
+        );
+        assert_eq!(output.status.code(), Some(1), "{args}");
+        let err = stderr(&output);
+        for bad in [
+            "Error {",
+            "Api {",
+            "backtrace",
+            "panicked",
+            "RUST_BACKTRACE",
+        ] {
+            assert!(!err.contains(bad), "stderr shows {bad:?}:\n{err}");
+        }
+        err
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Asserts success and returns stdout.
+fn ok(output: &Output) -> String {
+    let (out, err) = (stdout(output), stderr(output));
+    assert!(output.status.success(), "{}:\n{out}\n{err}", output.status);
+    out
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+#[tokio::test]
+async fn an_operator_defines_a_collection_onboards_a_tenant_and_works_with_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let (cwd, url) = (dir.path(), server.url.as_str());
+    let operator = Cli {
+        cwd,
+        url,
+        token: Some(common::ADMIN_KEY),
+    };
+
+    let out = operator.ok("collection put items --field title:text:required");
+    assert!(out.contains("title"), "{out}");
+    let collection = admin.get_collection(&common::items()).await.unwrap();
+    assert_eq!(collection.fields.len(), 1);
+    assert!(collection.fields.values().all(|f| f.required));
+
+    operator.ok("tenant create acme --name Acme --tier free");
+    let tenant = admin.get_tenant(&tid("acme")).await.unwrap();
+    assert_eq!(
+        [tenant.name.as_str(), tenant.tier.as_str()],
+        ["Acme", "free"]
+    );
+    let table = operator.ok("tenant list");
+    let row = table
+        .lines()
+        .find(|l| l.contains("acme"))
+        .unwrap_or_default();
+    for cell in ["Acme", "free", "active", "pool"] {
+        assert!(row.contains(cell), "{cell} missing:\n{table}");
+    }
+
+    let created = json(&operator.ok("key create --tenant-id acme --name app --role member --json"));
+    assert_eq!([&created["role"], &created["tenant"]], ["member", "acme"]);
+    assert_eq!(created["name"], "app");
+    let member = created["key"].as_str().unwrap();
+    let app = Cli {
+        cwd,
+        url,
+        token: Some(member),
+    };
+
+    let hello = json(&app.ok(r#"record create items {"title":"hello"} --json"#));
+    assert_eq!(hello["title"], "hello");
+    assert_eq!(hello["version"], 1);
+    let id = hello["id"].as_str().unwrap();
+    app.ok(r#"record create items {"title":"other"} --json"#);
+
+    let sheet = app.ok(&format!("record get items {id}"));
+    assert!(sheet.contains(id) && sheet.contains("hello"), "{sheet}");
+    assert!(!sheet.contains("other"), "{sheet}");
+
+    let filter = ["record", "list", "items", "--filter", r#"title = "hello""#];
+    let page = json(&ok(&app.run_args(&[&filter[..], &["--json"]].concat())));
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!([&items[0]["id"], &items[0]["title"]], [id, "hello"]);
+    let table = ok(&app.run_args(&filter));
+    assert!(
+        table.contains("hello") && !table.contains("other"),
+        "{table}"
+    );
+
+    // The key the CLI minted is a tenant key: the control plane is closed to it.
+    let err = app.fails("tenant list");
+    assert!(err.contains("forbidden"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_command_exits_non_zero_with_the_servers_message_and_code_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_items(&admin).await;
+    common::create_tenant(&admin, "acme", "free").await;
+    let member = common::key(&admin, "acme", TenantRole::Member).await;
+    let (cwd, url) = (dir.path(), server.url.as_str());
+    let app = Cli {
+        cwd,
+        url,
+        token: Some(&member),
+    };
+
+    let output = app.run("record get items missing");
+    assert_eq!(stdout(&output), "");
+    let err = app.fails("record get items missing");
+    for part in ["record not found", "record_not_found", "404"] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
+
+    // A bad credential and an unreachable server are explained too.
+    let forged = Cli {
+        cwd,
+        url,
+        token: Some("bk_not_a_key"),
+    };
+    let err = forged.fails("tenant list");
+    assert!(err.contains("invalid_credentials"), "{err}");
+    let nowhere = Cli {
+        cwd,
+        url: "http://127.0.0.1:9",
+        token: Some(&member),
+    };
+    let err = nowhere.fails("tenant list");
+    assert!(err.contains("cannot reach the Bulkhead server"), "{err}");
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_without_yes_is_refused_and_the_tenant_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::create_tenant(&admin, "acme", "free").await;
+    let (cwd, url) = (dir.path(), server.url.as_str());
+    let operator = Cli {
+        cwd,
+        url,
+        token: Some(common::ADMIN_KEY),
+    };
+
+    let err = operator.fails("tenant delete acme");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(
+        admin.get_tenant(&tid("acme")).await.unwrap().id,
+        tid("acme")
+    );
+
+    let done = operator.ok("tenant delete acme --yes");
+    assert!(done.contains("deleted tenant acme"), "{done}");
+    let gone = admin.get_tenant(&tid("acme")).await.unwrap_err();
+    assert_eq!(gone.code(), Some("tenant_not_found"));
+}
+
+#[tokio::test]
+async fn a_tenant_deleted_and_onboarded_again_under_the_same_id_starts_empty_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    common::put_items(&server.admin()).await;
+    let (cwd, url) = (dir.path(), server.url.as_str());
+    let operator = Cli {
+        cwd,
+        url,
+        token: Some(common::ADMIN_KEY),
+    };
+    let mint = "key create --tenant-id acme --name app --role member --json";
+
+    operator.ok("tenant create acme --name Acme --tier free");
+    let first = json(&operator.ok(mint));
+    let app = Cli {
+        cwd,
+        url,
+        token: first["key"].as_str(),
+    };
+    app.ok(r#"record create items {"title":"before"} --json"#);
+    operator.ok("tenant delete acme --yes");
+    // The old key went with the tenant.
+    assert!(
+        app.fails("record list items")
+            .contains("invalid_credentials")
+    );
+
+    operator.ok("tenant create acme --name Acme --tier free");
+    let second = json(&operator.ok(mint));
+    let app = Cli {
+        cwd,
+        url,
+        token: second["key"].as_str(),
+    };
+    let listed = app.run("record list items --json");
+    let (out, err) = (stdout(&listed), stderr(&listed));
+    assert!(
+        listed.status.success(),
+        "the new acme is unreachable:\n{out}{err}"
+    );
+    assert_eq!(
+        json(&out)["items"],
+        serde_json::json!([]),
+        "old data survived"
+    );
+    let created = json(&app.ok(r#"record create items {"title":"after"} --json"#));
+    assert_eq!(created["title"], "after");
+}
+
+/// A server started without `BULKHEAD_ADMIN_KEY`, its stdout kept in a file.
+struct FirstStart {
+    child: Child,
+    url: String,
+    stdout: PathBuf,
+}
+
+impl FirstStart {
+    fn start(dir: &Path, data: &Path, n: usize) -> FirstStart {
+        let stdout = dir.join(format!("stdout-{n}.txt"));
+        let stderr = dir.join(format!("stderr-{n}.txt"));
+        let mut command = Command::new(common::binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("BULKHEAD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for name in CLI_ENV {
+            command.env_remove(name);
+        }
+        // Owned by the guard at once, so a failed start still kills and reaps it.
+        let child = command.spawn().unwrap();
+        let mut server = FirstStart {
+            child,
+            url: String::new(),
+            stdout,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                server.url = rest.split_whitespace().next().unwrap().to_owned();
+                return server;
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap()
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FirstStart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_first_start_prints_and_saves_a_private_admin_key_the_cli_uses_without_a_token() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let mut server = FirstStart::start(dir.path(), &data, 0);
+
+    let key_file = data.join("admin.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "admin.key mode is {:o}", mode & 0o777);
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(key.len() >= 16, "{key:?}");
+    let printed = server.stdout();
+    assert_eq!(printed.matches(key.as_str()).count(), 1, "{printed}");
+
+    // No token anywhere: the CLI falls back to <data-dir>/admin.key.
+    let (cwd, url) = (dir.path(), server.url.clone());
+    let local = Cli {
+        cwd,
+        url: &url,
+        token: None,
+    };
+    local.ok(&format!(
+        "tenant create acme --name Acme --tier free --data-dir {data_arg}"
+    ));
+    let table = local.ok(&format!("tenant list --data-dir {data_arg}"));
+    assert!(table.contains("acme"), "{table}");
+    // The key is a real platform admin key over HTTP too.
+    let admin = bulkhead_client::Client::new(&url, key.as_str()).unwrap();
+    assert_eq!(admin.list_tenants(None, None).await.unwrap().items.len(), 1);
+
+    // Without a token and without a key file, the CLI says what to do instead of guessing.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let err = local.fails(&format!("tenant list --data-dir {}", elsewhere.display()));
+    assert!(
+        err.contains("no credentials") && err.contains("BULKHEAD_TOKEN"),
+        "{err}"
+    );
+
+    // A restart neither prints nor replaces the key.
+    server.stop();
+    drop(server);
+    let restarted = FirstStart::start(dir.path(), &data, 1);
+    let printed = restarted.stdout();
+    assert!(!printed.contains(key.as_str()), "{printed}");
+    assert!(!printed.contains("admin key"), "{printed}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key);
+    let local = Cli {
+        cwd,
+        url: &restarted.url,
+        token: None,
+    };
+    let table = local.ok(&format!("tenant list --data-dir {data_arg}"));
+    assert!(table.contains("acme"), "{table}");
+}

@@ -338,12 +338,16 @@ impl Engine for SqliteEngine {
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
             let now = inner.clock.now();
+            let text = sql.insert_sql();
             db.write(|tx| {
                 let mut out = Vec::with_capacity(records.len());
+                let mut stmt = tx.prepare_cached(&text)?;
                 for record in records {
-                    let (text, params) = sql.insert(&record.id, now, &record.fields);
-                    tx.prepare_cached(&text)?
-                        .execute(params_from_iter(params))?;
+                    stmt.execute(params_from_iter(sql.insert_params(
+                        &record.id,
+                        now,
+                        &record.fields,
+                    )))?;
                     out.push(Record {
                         id: record.id,
                         created_at: now,

@@ -199,18 +199,31 @@ impl<'a> RecordSql<'a> {
         }
     }
 
-    pub fn insert(
-        &self,
-        id: &RecordId,
-        now: Timestamp,
-        fields: &Fields,
-    ) -> (String, Vec<SqlValue>) {
-        let (_, mut params) = self.scoped();
+    /// The INSERT statement, the same for every row of a batch.
+    pub fn insert_sql(&self) -> String {
         let mut cols = String::new();
         if self.table.pooled {
             cols.push_str("tenant_id, ");
         }
         cols.push_str("id, created_at, updated_at, version");
+        for field in self.collection.fields.keys() {
+            cols.push_str(", ");
+            cols.push_str(&column(field));
+        }
+        let count = 4 + usize::from(self.table.pooled) + self.collection.fields.len();
+        let marks = (1..=count)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks})",
+            self.table.quoted()
+        )
+    }
+
+    /// Parameters for [`RecordSql::insert_sql`], tenant first on pooled tables.
+    pub fn insert_params(&self, id: &RecordId, now: Timestamp, fields: &Fields) -> Vec<SqlValue> {
+        let (_, mut params) = self.scoped();
         params.extend([
             SqlValue::Text(id.as_str().to_owned()),
             SqlValue::Integer(now.as_micros()),
@@ -218,21 +231,9 @@ impl<'a> RecordSql<'a> {
             SqlValue::Integer(1),
         ]);
         for field in self.collection.fields.keys() {
-            cols.push_str(", ");
-            cols.push_str(&column(field));
             params.push(fields.get(field).map_or(SqlValue::Null, to_sql));
         }
-        let marks = (1..=params.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (
-            format!(
-                "INSERT INTO {} ({cols}) VALUES ({marks})",
-                self.table.quoted()
-            ),
-            params,
-        )
+        params
     }
 
     pub fn get(&self, id: &RecordId) -> (String, Vec<SqlValue>) {

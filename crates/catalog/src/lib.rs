@@ -12,6 +12,7 @@ mod keys;
 mod records;
 mod store;
 mod tenants;
+mod tiers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,7 +28,7 @@ use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
-pub use records::{ListParams, parse_if_match};
+pub use records::{ListParams, UpdateKind, parse_if_match};
 pub use store::StoreError;
 
 /// Who is asking, and the id of the request (carried into audit records and logs).

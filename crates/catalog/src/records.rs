@@ -16,6 +16,13 @@ use serde_json::Value;
 use crate::tenants::page_limit;
 use crate::{Catalog, Ctx, audit};
 
+/// Whether an update replaces the record (PUT) or patches it (PATCH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    Replace,
+    Patch,
+}
+
 /// Query parameters of a record listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListParams {
@@ -151,71 +158,42 @@ impl Catalog {
             .ok_or_else(|| Error::not_found("record_not_found", "record not found"))
     }
 
-    /// PUT: replaces every field. `if_match` comes from the `If-Match` header.
-    pub async fn replace_record(
+    /// PUT (`Replace`: every field) or PATCH (`Patch`: JSON merge-patch at the top level, `null`
+    /// removes an optional field). `if_match` comes from the `If-Match` header; a `version` in
+    /// the body acts the same way.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_record(
         &self,
         ctx: &Ctx,
         named: Option<&TenantId>,
         collection: &CollectionName,
         id: &RecordId,
+        kind: UpdateKind,
         body: &Value,
         if_match: Option<i64>,
     ) -> Result<Record, Error> {
+        let op = match kind {
+            UpdateKind::Replace => "record.replace",
+            UpdateKind::Patch => "record.patch",
+        };
         let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Write,
-                "record.replace",
-                collection.as_str(),
-            )
+            .data_scope(ctx, named, DataAction::Write, op, collection.as_str())
             .await?;
         let collection = self.collection(collection)?;
-        let (_, fields, pre) = validate_full(&collection, body, Some(id))?;
+        let (change, pre) = match kind {
+            UpdateKind::Replace => {
+                let (_, fields, pre) = validate_full(&collection, body, Some(id))?;
+                (RecordChange::Replace(fields), pre)
+            }
+            UpdateKind::Patch => {
+                let (patch, pre) = validate_patch(&collection, body, id)?;
+                (RecordChange::Patch(patch), pre)
+            }
+        };
         let expected = precondition(if_match, pre.version)?;
         let engine = self.engine(&scope.placement().domain)?;
         Ok(engine
-            .update(
-                &scope,
-                &collection,
-                id,
-                RecordChange::Replace(fields),
-                expected,
-            )
-            .await?)
-    }
-
-    /// PATCH: JSON merge-patch at the top level; `null` removes an optional field.
-    pub async fn patch_record(
-        &self,
-        ctx: &Ctx,
-        named: Option<&TenantId>,
-        collection: &CollectionName,
-        id: &RecordId,
-        body: &Value,
-        if_match: Option<i64>,
-    ) -> Result<Record, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Write,
-                "record.patch",
-                collection.as_str(),
-            )
-            .await?;
-        let collection = self.collection(collection)?;
-        let (patch, pre) = validate_patch(&collection, body, id)?;
-        let expected = precondition(if_match, pre.version)?;
-        let engine = self.engine(&scope.placement().domain)?;
-        Ok(engine
-            .update(
-                &scope,
-                &collection,
-                id,
-                RecordChange::Patch(patch),
-                expected,
-            )
+            .update(&scope, &collection, id, change, expected)
             .await?)
     }
 

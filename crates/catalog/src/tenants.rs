@@ -5,23 +5,23 @@
 //! Provisioning and deletion are two-step (catalog state first, then storage), and
 //! [`Catalog::reconcile`] finishes whatever a crash interrupted.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bulkhead_api::{CreateTenant, DomainView, Page, TenantView, TierView, UpdateTenant};
+use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
 use bulkhead_core::access::{self, ControlAction, KeyOwner, TenantRoute};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{
-    DomainSpec, Isolation, Placement, Tenant, TenantStatus, TierSpec, WriteState,
-    validate_display_name, validate_labels,
+    Isolation, Placement, Tenant, TenantStatus, TierSpec, WriteState, validate_display_name,
+    validate_labels,
 };
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId, TierName};
+use bulkhead_core::{DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::store::{StoreResult, malformed};
+use crate::tiers::{read_domains, read_tier};
 use crate::{Catalog, Ctx, RouteEntry, audit};
 
 pub const MAX_PAGE: u32 = 1000;
@@ -31,7 +31,7 @@ fn tenant_not_found() -> Error {
     Error::not_found("tenant_not_found", "tenant not found")
 }
 
-fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult<T> {
+pub(crate) fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult<T> {
     raw.parse().map_err(|e: Error| malformed(e.message))
 }
 
@@ -94,31 +94,6 @@ pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
         updated_at: tenant.updated_at,
         placement,
     }
-}
-
-fn read_tier(tx: &Connection, name: &TierName) -> StoreResult<Option<TierSpec>> {
-    let raw: Option<String> = tx
-        .query_row(
-            "SELECT spec FROM tiers WHERE name = ?1",
-            [name.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
-}
-
-fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
-    let mut stmt = tx.prepare("SELECT name, spec FROM domains ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, spec) = row?;
-        out.push((
-            DomainName::parse(&name).map_err(|e| malformed(e.message))?,
-            serde_json::from_str(&spec).map_err(malformed)?,
-        ));
-    }
-    Ok(out)
 }
 
 /// Chooses the domain and namespace for a new placement, inside the creating transaction.
@@ -270,7 +245,7 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
 }
 
 impl Catalog {
-    fn authorize(
+    pub(crate) fn authorize(
         &self,
         ctx: &Ctx,
         action: ControlAction,
@@ -658,124 +633,5 @@ impl Catalog {
             }
         }
         self.rollout_pending().await
-    }
-
-    pub async fn list_tiers(&self, ctx: &Ctx) -> Result<Page<TierView>, Error> {
-        self.authorize(ctx, ControlAction::ReadCatalog, "tier.list", "tiers", None)?;
-        let items = self
-            .blocking(|store| {
-                store.read(|tx| {
-                    let mut stmt = tx.prepare("SELECT name, spec FROM tiers ORDER BY name")?;
-                    let rows = stmt
-                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-                    let mut out = Vec::new();
-                    for row in rows {
-                        let (name, spec) = row?;
-                        out.push(TierView {
-                            name: Catalog::tier_name(&name)?,
-                            spec: Catalog::tier_spec_from(&spec)?,
-                        });
-                    }
-                    Ok(out)
-                })
-            })
-            .await?;
-        Ok(Page {
-            items,
-            next_cursor: None,
-        })
-    }
-
-    /// `PUT /v1/tiers/{name}`: creates or updates a tier. Changing an existing tier's isolation
-    /// model is refused while tenants use it (that is a move per tenant).
-    pub async fn put_tier(
-        &self,
-        ctx: &Ctx,
-        name: &TierName,
-        spec: TierSpec,
-    ) -> Result<TierView, Error> {
-        self.authorize(
-            ctx,
-            ControlAction::ManageTiers,
-            "tier.put",
-            name.as_str(),
-            None,
-        )?;
-        if !(spec.monthly_price.is_finite() && spec.monthly_price >= 0.0) {
-            return Err(Error::bad_request(
-                "invalid_tier",
-                "monthly_price must be a non-negative number",
-            ));
-        }
-        let now = self.inner().clock.now();
-        let event = self.event(
-            ctx,
-            "tier.put",
-            name.as_str(),
-            None,
-            serde_json::to_string(&spec).ok(),
-        );
-        let (tier, stored) = (name.clone(), spec.clone());
-        self.blocking(move |store| {
-            store.write(|tx| {
-                let known: Vec<DomainName> = read_domains(tx)?.into_iter().map(|(n, _)| n).collect();
-                if let Some(unknown) = stored.domains.iter().find(|d| !known.contains(d)) {
-                    return Err(Error::bad_request("unknown_domain", format!("domains: '{unknown}' does not exist")).into());
-                }
-                if let Some(old) = read_tier(tx, &tier)? {
-                    let used: i64 = tx.query_row("SELECT count(*) FROM tenants WHERE tier = ?1", [tier.as_str()], |r| r.get(0))?;
-                    if old.isolation != stored.isolation && used > 0 {
-                        return Err(Error::conflict(
-                            "tier_in_use",
-                            format!("{used} tenants use tier '{tier}'; its isolation model cannot change under them"),
-                        )
-                        .into());
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                    rusqlite::params![tier.as_str(), serde_json::to_string(&stored).map_err(malformed)?, now.as_micros()],
-                )?;
-                audit::insert(tx, &event)
-            })
-        })
-        .await?;
-        Ok(TierView {
-            name: name.clone(),
-            spec,
-        })
-    }
-
-    pub async fn list_domains(&self, ctx: &Ctx) -> Result<Page<DomainView>, Error> {
-        self.authorize(
-            ctx,
-            ControlAction::ReadCatalog,
-            "domain.list",
-            "domains",
-            None,
-        )?;
-        let items = self
-            .blocking(|store| {
-                store.read(|tx| {
-                    let mut out = Vec::new();
-                    for (name, spec) in read_domains(tx)? {
-                        let mut stmt = tx.prepare("SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation")?;
-                        let rows = stmt.query_map([name.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                        let mut tenants = BTreeMap::new();
-                        for row in rows {
-                            let (isolation, count) = row?;
-                            tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
-                        }
-                        out.push(DomainView { name, spec, tenants });
-                    }
-                    Ok(out)
-                })
-            })
-            .await?;
-        Ok(Page {
-            items,
-            next_cursor: None,
-        })
     }
 }

@@ -8,9 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bulkhead_api::Page;
-use bulkhead_catalog::ListParams;
+use bulkhead_catalog::{Ctx, ListParams, UpdateKind};
 use bulkhead_core::record::Record;
-use bulkhead_core::{CollectionName, RecordId};
+use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -96,21 +96,41 @@ async fn read(
     Ok(with_etag(StatusCode::OK, &record))
 }
 
-async fn replace(
-    State(state): State<AppState>,
-    Writer(ctx): Writer,
-    NamedTenant(named): NamedTenant,
+async fn update(
+    state: AppState,
+    ctx: Ctx,
+    named: Option<TenantId>,
     headers: HeaderMap,
-    Path((collection, id)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    (collection, id): (String, String),
+    kind: UpdateKind,
+    body: Value,
 ) -> ApiResult<Response> {
     let (collection, id) = ids(&collection, &id)?;
     let expected = if_match(&headers)?;
     let record = state
         .catalog
-        .replace_record(&ctx, named.as_ref(), &collection, &id, &body, expected)
+        .update_record(
+            &ctx,
+            named.as_ref(),
+            &collection,
+            &id,
+            kind,
+            &body,
+            expected,
+        )
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    headers: HeaderMap,
+    Path(path): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    update(state, ctx, named, headers, path, UpdateKind::Replace, body).await
 }
 
 async fn patch(
@@ -118,16 +138,10 @@ async fn patch(
     Writer(ctx): Writer,
     NamedTenant(named): NamedTenant,
     headers: HeaderMap,
-    Path((collection, id)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
-    let (collection, id) = ids(&collection, &id)?;
-    let expected = if_match(&headers)?;
-    let record = state
-        .catalog
-        .patch_record(&ctx, named.as_ref(), &collection, &id, &body, expected)
-        .await?;
-    Ok(with_etag(StatusCode::OK, &record))
+    update(state, ctx, named, headers, path, UpdateKind::Patch, body).await
 }
 
 async fn remove(

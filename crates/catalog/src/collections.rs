@@ -124,35 +124,27 @@ impl Catalog {
         Ok((view(&collection), created))
     }
 
+    /// Collections are application schema shared by all tenants, so tenant credentials may
+    /// read them as well as platform credentials with catalog read access.
+    fn authorize_schema_read(&self, ctx: &Ctx, action: &str, target: &str) -> Result<(), Error> {
+        if ctx.principal.home_tenant().is_some() {
+            return Ok(());
+        }
+        access::authorize_control(&ctx.principal, ControlAction::ReadCatalog)
+            .map_err(|e| self.denied(ctx, action, target, None, e))
+    }
+
     pub async fn get_collection(
         &self,
         ctx: &Ctx,
         name: &CollectionName,
     ) -> Result<CollectionView, Error> {
-        access::authorize_control(&ctx.principal, ControlAction::ReadCatalog)
-            .or_else(|e| {
-                if ctx.principal.home_tenant().is_some() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| self.denied(ctx, "collection.get", name.as_str(), None, e))?;
+        self.authorize_schema_read(ctx, "collection.get", name.as_str())?;
         Ok(view(&*self.collection(name)?))
     }
 
-    /// Collections are application schema shared by all tenants, so tenant credentials may
-    /// read them too.
     pub async fn list_collections(&self, ctx: &Ctx) -> Result<Page<CollectionView>, Error> {
-        access::authorize_control(&ctx.principal, ControlAction::ReadCatalog)
-            .or_else(|e| {
-                if ctx.principal.home_tenant().is_some() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| self.denied(ctx, "collection.list", "collections", None, e))?;
+        self.authorize_schema_read(ctx, "collection.list", "collections")?;
         Ok(Page {
             items: self
                 .collections_snapshot()

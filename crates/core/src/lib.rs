@@ -7,10 +7,10 @@
 
 pub mod access;
 pub mod error;
-pub mod filter;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod query;
 pub mod record;
 pub mod schema;
 pub mod time;

@@ -120,6 +120,7 @@ impl Catalog {
             })
         })
         .await?;
+        self.inner().tier_limits.write().remove(name);
         Ok(TierView {
             name: name.clone(),
             spec,

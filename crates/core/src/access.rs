@@ -13,7 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
-use crate::ids::{KeyId, TenantId};
+use crate::ids::{KeyId, TenantId, TierName};
 use crate::keys;
 use crate::model::{Placement, TenantStatus, WriteState};
 use crate::time::Timestamp;
@@ -283,6 +283,7 @@ pub fn data_tenant(
 #[derive(Debug, Clone)]
 pub struct TenantRoute {
     pub tenant: TenantId,
+    pub tier: TierName,
     pub status: TenantStatus,
     pub placement: Placement,
 }
@@ -292,6 +293,7 @@ pub struct TenantRoute {
 #[derive(Debug, Clone)]
 pub struct TenantScope {
     tenant: TenantId,
+    tier: TierName,
     placement: Placement,
     actor: String,
     action: DataAction,
@@ -305,6 +307,11 @@ impl TenantScope {
 
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// The tenant's tier, whose limits apply to this request.
+    pub fn tier(&self) -> &TierName {
+        &self.tier
     }
 
     pub fn actor(&self) -> &str {
@@ -371,6 +378,7 @@ pub fn authorize_data(
     }
     Ok(TenantScope {
         tenant: route.tenant.clone(),
+        tier: route.tier.clone(),
         placement: route.placement.clone(),
         actor: principal.actor().to_owned(),
         action,
@@ -400,6 +408,7 @@ mod tests {
     fn route(tenant: &str, status: TenantStatus) -> TenantRoute {
         TenantRoute {
             tenant: TenantId::parse(tenant).unwrap(),
+            tier: TierName::parse("free").unwrap(),
             status,
             placement: Placement {
                 domain: DomainName::parse("local").unwrap(),

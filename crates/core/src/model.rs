@@ -118,6 +118,31 @@ pub struct TierSpec {
     pub monthly_price: f64,
     #[serde(default)]
     pub description: String,
+    /// Limits on what one request of this tier's tenants may cost; unset limits take the
+    /// server's defaults.
+    #[serde(default, skip_serializing_if = "TierLimits::is_empty")]
+    pub limits: TierLimits,
+}
+
+/// Per-tier request limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    /// Wall-clock budget of one query (list, search, aggregation), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_time_ms: Option<u64>,
+    /// Rows one query may examine, matching or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_rows_examined: Option<u64>,
+    /// Largest bulk-ingest body, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_max_bytes: Option<u64>,
+}
+
+impl TierLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == TierLimits::default()
+    }
 }
 
 /// A storage target placements live in.

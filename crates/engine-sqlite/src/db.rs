@@ -5,10 +5,97 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use bulkhead_engine::{BudgetHit, EngineError, QueryBudget};
 use parking_lot::Mutex;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::StorageError;
+
+/// Name of the SQL function every budgeted query calls once per row it examines.
+pub const EXAMINE_FN: &str = "bk_examine";
+
+/// VM instructions between two checks of the time budget.
+const PROGRESS_STEPS: i32 = 2_000;
+
+/// The budget of the query running on one read connection. Unlimited between queries.
+struct Budget {
+    rows_left: AtomicI64,
+    rows_limit: AtomicI64,
+    deadline: Mutex<Option<(Instant, Duration)>>,
+    hit: Mutex<Option<BudgetHit>>,
+}
+
+impl Budget {
+    fn unlimited() -> Self {
+        Budget {
+            rows_left: AtomicI64::new(i64::MAX),
+            rows_limit: AtomicI64::new(i64::MAX),
+            deadline: Mutex::new(None),
+            hit: Mutex::new(None),
+        }
+    }
+
+    fn arm(&self, budget: &QueryBudget) {
+        let rows = i64::try_from(budget.rows_examined).unwrap_or(i64::MAX);
+        self.rows_left.store(rows, Ordering::Relaxed);
+        self.rows_limit.store(rows, Ordering::Relaxed);
+        *self.deadline.lock() = Some((Instant::now() + budget.time, budget.time));
+        *self.hit.lock() = None;
+    }
+
+    fn disarm(&self) -> Option<BudgetHit> {
+        self.rows_left.store(i64::MAX, Ordering::Relaxed);
+        *self.deadline.lock() = None;
+        self.hit.lock().take()
+    }
+}
+
+/// A read-only connection with its query budget installed.
+struct Reader {
+    conn: Connection,
+    budget: Arc<Budget>,
+}
+
+impl Reader {
+    fn open(path: &Path, options: &DbOptions) -> Result<Reader, StorageError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        configure(&conn, options)?;
+        let budget = Arc::new(Budget::unlimited());
+        let rows = Arc::clone(&budget);
+        // Not deterministic, so SQLite calls it for every row the loop visits.
+        conn.create_scalar_function(EXAMINE_FN, 1, FunctionFlags::SQLITE_UTF8, move |_| {
+            if rows.rows_left.fetch_sub(1, Ordering::Relaxed) <= 0 {
+                let limit = rows.rows_limit.load(Ordering::Relaxed);
+                *rows.hit.lock() = Some(BudgetHit::RowsExamined(limit.max(0) as u64));
+                return Err(rusqlite::Error::UserFunctionError(
+                    "rows-examined budget exhausted".into(),
+                ));
+            }
+            Ok(1i64)
+        })?;
+        let clock = Arc::clone(&budget);
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                let deadline = *clock.deadline.lock();
+                match deadline {
+                    Some((at, limit)) if Instant::now() >= at => {
+                        *clock.hit.lock() = Some(BudgetHit::Time(limit));
+                        true
+                    }
+                    _ => false,
+                }
+            }),
+        )?;
+        Ok(Reader { conn, budget })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct DbOptions {
@@ -26,7 +113,7 @@ pub struct Db {
     path: PathBuf,
     options: DbOptions,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Reader>>,
 }
 
 impl Db {
@@ -79,27 +166,42 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        self.read_within(None, f)
+    }
+
+    /// Like [`Db::read`], but the queries `f` runs are stopped once they use up `budget`:
+    /// the time, or the rows counted by [`EXAMINE_FN`]. Then the result is
+    /// [`EngineError::TooExpensive`], whatever error SQLite reported.
+    pub fn read_within<T>(
+        &self,
+        budget: Option<&QueryBudget>,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let pooled = self.readers.lock().pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let conn = Connection::open_with_flags(&self.path, flags)?;
-                configure(&conn, &self.options)?;
-                conn
-            }
+        let mut reader = match pooled {
+            Some(reader) => reader,
+            None => Reader::open(&self.path, &self.options)?,
         };
+        if let Some(budget) = budget {
+            reader.budget.arm(budget);
+        }
         let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let tx = reader
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
             let out = f(&tx)?;
             tx.finish()?;
             Ok(out)
         })();
+        let hit = reader.budget.disarm();
         let mut readers = self.readers.lock();
         if readers.len() < self.options.max_readers {
-            readers.push(conn);
+            readers.push(reader);
         }
-        result
+        match (result, hit) {
+            (Err(_), Some(hit)) => Err(EngineError::TooExpensive(hit).into()),
+            (result, _) => result,
+        }
     }
 
     /// Writes the WAL back into the main file and truncates it (after purges, at shutdown).

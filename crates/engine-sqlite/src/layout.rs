@@ -70,6 +70,16 @@ impl TableName {
         format!("\"{}\"", self.raw)
     }
 
+    /// The table's full-text index (FTS5). `-` cannot occur in a collection name, so this
+    /// never collides with a record table; bridge names keep the tenant's prefix.
+    pub fn fts_raw(&self) -> String {
+        format!("{}-fts", self.raw)
+    }
+
+    pub fn fts_quoted(&self) -> String {
+        format!("\"{}\"", self.fts_raw())
+    }
+
     /// Prefix of every index this table owns.
     pub fn index_prefix(&self) -> String {
         format!("{}__ix__", self.raw)

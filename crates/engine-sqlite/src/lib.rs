@@ -6,6 +6,7 @@
 //! SQLite calls run on tokio's blocking pool, never on the async runtime.
 
 mod db;
+mod dialect;
 mod layout;
 mod sql;
 
@@ -22,14 +23,17 @@ use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
 use bulkhead_core::{FieldName, RecordId, TenantId};
-use bulkhead_engine::{Engine, EngineError, EngineResult, EngineStats, ListQuery, PlacementRef};
+use bulkhead_engine::{
+    AggregateQuery, BulkOp, BulkOutcome, Engine, EngineError, EngineResult, EngineStats, GroupRow,
+    Hit, ListQuery, PlacementRef,
+};
 use lru::LruCache;
 use parking_lot::Mutex;
 use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
 use layout::{TableName, bridge_prefix, db_path};
-use sql::{RecordSql, ensure_table};
+use sql::{RecordSql, ensure_table, next_seq};
 
 /// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
 #[derive(Debug, thiserror::Error)]
@@ -231,17 +235,46 @@ impl Inner {
                         rows.collect::<Result<_, _>>()?
                     };
                     let prefix = bridge_prefix(&target.tenant);
-                    for table in tables {
-                        if target.isolation == Isolation::Pool && table.starts_with("c_") {
-                            tx.execute(
-                                &format!("DELETE FROM \"{table}\" WHERE tenant_id = ?1"),
-                                [target.tenant.as_str()],
-                            )?;
-                        } else if target.isolation == Isolation::Bridge
-                            && table.starts_with(&prefix)
-                        {
-                            tx.execute_batch(&format!("DROP TABLE \"{table}\""))?;
+                    let exists = |name: &str| tables.iter().any(|t| t == name);
+                    match target.isolation {
+                        Isolation::Pool => {
+                            // Record tables are `c_<collection>`; `-` marks search indexes.
+                            for table in tables
+                                .iter()
+                                .filter(|t| t.starts_with("c_") && !t.contains('-'))
+                            {
+                                let fts = format!("{table}-fts");
+                                if exists(&fts) {
+                                    tx.execute(
+                                        &format!(
+                                            "DELETE FROM \"{fts}\" WHERE rowid IN \
+                                             (SELECT seq FROM \"{table}\" WHERE tenant_id = ?1)"
+                                        ),
+                                        [target.tenant.as_str()],
+                                    )?;
+                                }
+                                tx.execute(
+                                    &format!("DELETE FROM \"{table}\" WHERE tenant_id = ?1"),
+                                    [target.tenant.as_str()],
+                                )?;
+                            }
                         }
+                        Isolation::Bridge => {
+                            // Search indexes first: dropping one drops its shadow tables.
+                            let mut own: Vec<&String> =
+                                tables.iter().filter(|t| t.starts_with(&prefix)).collect();
+                            own.sort_by_key(|t| !t.ends_with("-fts"));
+                            for table in own {
+                                tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{table}\""))?;
+                            }
+                            if exists("bk_fts_fields") {
+                                tx.execute(
+                                    "DELETE FROM bk_fts_fields WHERE substr(tbl, 1, length(?1)) = ?1",
+                                    [&prefix],
+                                )?;
+                            }
+                        }
+                        Isolation::Silo => {}
                     }
                     Ok(())
                 })?;
@@ -281,6 +314,118 @@ fn fetch(
         Some(row) => Ok(Some(sql.decode(row)?)),
         None => Ok(None),
     }
+}
+
+/// Inserts one record (and its search tokens) inside a write transaction.
+fn create(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &RecordSql<'_>,
+    insert_text: &str,
+    record: NewRecord,
+    now: bulkhead_core::time::Timestamp,
+    seq: &mut i64,
+) -> Result<Record, StorageError> {
+    tx.prepare_cached(insert_text)?
+        .execute(params_from_iter(sql.insert_params(
+            &record.id,
+            now,
+            &record.fields,
+            Some(*seq),
+        )))?;
+    if sql.search {
+        sql.reindex(tx, *seq, Some(&record.fields), false)?;
+        *seq += 1;
+    }
+    Ok(Record {
+        id: record.id,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        fields: record.fields,
+    })
+}
+
+/// Writes new fields over an existing record, one version up, and re-indexes its text.
+fn replace(
+    tx: &rusqlite::Transaction<'_>,
+    table: &TableName,
+    sql: &RecordSql<'_>,
+    current: Record,
+    fields: bulkhead_core::record::Fields,
+    now: bulkhead_core::time::Timestamp,
+) -> Result<Record, StorageError> {
+    let version = current.version + 1;
+    let (text, params) = sql.update(&current.id, now, version, &fields);
+    tx.prepare_cached(&text)?
+        .execute(params_from_iter(params))?;
+    if sql.search {
+        let (text, params) = sql.seq(&current.id);
+        let seq: Option<i64> = tx
+            .prepare_cached(&text)?
+            .query_row(params_from_iter(params), |r| r.get(0))?;
+        match seq {
+            Some(seq) => sql.reindex(tx, seq, Some(&fields), true)?,
+            None => {
+                // Numbered when the table became searchable; this is only a safety net.
+                let seq = next_seq(tx, table)?;
+                let set = format!(
+                    "UPDATE {} SET seq = ?1 WHERE id = ?2{}",
+                    table.quoted(),
+                    if table.pooled {
+                        " AND tenant_id = ?3"
+                    } else {
+                        ""
+                    }
+                );
+                let mut values = vec![
+                    rusqlite::types::Value::Integer(seq),
+                    rusqlite::types::Value::Text(current.id.as_str().to_owned()),
+                ];
+                if table.pooled {
+                    values.push(rusqlite::types::Value::Text(sql.tenant().to_owned()));
+                }
+                tx.execute(&set, params_from_iter(values))?;
+                sql.reindex(tx, seq, Some(&fields), false)?;
+            }
+        }
+    }
+    Ok(Record {
+        id: current.id,
+        created_at: current.created_at,
+        updated_at: now,
+        version,
+        fields,
+    })
+}
+
+/// Deletes a record and its search tokens.
+fn remove(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &RecordSql<'_>,
+    id: &RecordId,
+) -> Result<(), StorageError> {
+    let seq = if sql.search {
+        let (text, params) = sql.seq(id);
+        let mut stmt = tx.prepare_cached(&text)?;
+        let mut rows = stmt.query(params_from_iter(params))?;
+        match rows.next()? {
+            Some(row) => row.get::<_, Option<i64>>(0)?,
+            None => return Err(EngineError::NotFound.into()),
+        }
+    } else {
+        None
+    };
+    let (text, params) = sql.delete(id);
+    let deleted = tx
+        .prepare_cached(&text)?
+        .execute(params_from_iter(params))?;
+    if deleted == 0 {
+        return Err(EngineError::NotFound.into());
+    }
+    if let Some(seq) = seq {
+        sql.reindex(tx, seq, None, true)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -342,12 +487,18 @@ impl Engine for SqliteEngine {
             db.write(|tx| {
                 let mut out = Vec::with_capacity(records.len());
                 let mut stmt = tx.prepare_cached(&text)?;
+                let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 for record in records {
                     stmt.execute(params_from_iter(sql.insert_params(
                         &record.id,
                         now,
                         &record.fields,
+                        Some(seq),
                     )))?;
+                    if sql.search {
+                        sql.reindex(tx, seq, Some(&record.fields), false)?;
+                        seq += 1;
+                    }
                     out.push(Record {
                         id: record.id,
                         created_at: now,
@@ -402,17 +553,7 @@ impl Engine for SqliteEngine {
                     .into());
                 }
                 let fields = apply_change(&current.fields, change);
-                let version = current.version + 1;
-                let (text, params) = sql.update(&id, now, version, &fields);
-                tx.prepare_cached(&text)?
-                    .execute(params_from_iter(params))?;
-                Ok(Record {
-                    id,
-                    created_at: current.created_at,
-                    updated_at: now,
-                    version,
-                    fields,
-                })
+                replace(tx, &table, &sql, current, fields, now)
             })
         })
         .await
@@ -441,15 +582,7 @@ impl Engine for SqliteEngine {
                         .into());
                     }
                 }
-                let (text, params) = sql.delete(&id);
-                let deleted = tx
-                    .prepare_cached(&text)?
-                    .execute(params_from_iter(params))?;
-                if deleted == 0 {
-                    Err(EngineError::NotFound.into())
-                } else {
-                    Ok(())
-                }
+                remove(tx, &sql, &id)
             })
         })
         .await
@@ -460,19 +593,95 @@ impl Engine for SqliteEngine {
         scope: &TenantScope,
         collection: &Collection,
         query: &ListQuery,
-    ) -> EngineResult<Vec<Record>> {
+    ) -> EngineResult<Vec<Hit>> {
         let (scope, collection, query) = (scope.clone(), collection.clone(), query.clone());
         self.blocking(move |inner| {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
-            db.read(|tx| {
-                let (text, params) = sql.list(&query);
-                let mut stmt = tx.prepare_cached(&text)?;
-                let mut rows = stmt.query(params_from_iter(params))?;
+            let statement = sql.list(&query)?;
+            db.read_within(Some(&query.budget), |tx| {
+                let mut stmt = tx.prepare_cached(&statement.sql)?;
+                let mut rows = stmt.query(params_from_iter(statement.params.iter()))?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
-                    out.push(sql.decode(row)?);
+                    out.push(sql.decode_hit(row, &statement, &query)?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn aggregate(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query: &AggregateQuery,
+    ) -> EngineResult<Vec<GroupRow>> {
+        let (scope, collection, query) = (scope.clone(), collection.clone(), query.clone());
+        self.blocking(move |inner| {
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let (text, params) = sql.aggregate(&query);
+            db.read_within(Some(&query.budget), |tx| {
+                let mut stmt = tx.prepare_cached(&text)?;
+                let mut rows = stmt.query(params_from_iter(params.iter()))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(sql.decode_group(row, &query.plan)?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn bulk(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        ops: Vec<BulkOp>,
+    ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>> {
+        let (scope, collection) = (scope.clone(), collection.clone());
+        self.blocking(move |inner| {
+            check_write(&scope)?;
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let now = inner.clock.now();
+            let insert_text = sql.insert_sql();
+            db.write(|tx| {
+                let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    // A failed statement rolls back only itself in SQLite; the transaction
+                    // and the other operations go on.
+                    let result = match op {
+                        BulkOp::Create(record) => {
+                            create(tx, &sql, &insert_text, record, now, &mut seq)
+                                .map(BulkOutcome::Created)
+                        }
+                        BulkOp::Upsert(record) => match fetch(tx, &sql, &record.id)? {
+                            Some(current) => replace(tx, &table, &sql, current, record.fields, now)
+                                .map(BulkOutcome::Updated),
+                            None => create(tx, &sql, &insert_text, record, now, &mut seq)
+                                .map(BulkOutcome::Created),
+                        },
+                        BulkOp::Delete(id) => {
+                            remove(tx, &sql, &id).map(|()| BulkOutcome::Deleted(id))
+                        }
+                    };
+                    match result {
+                        Ok(outcome) => out.push(Ok(outcome)),
+                        Err(err) => match EngineError::from(err) {
+                            e @ (EngineError::NotFound
+                            | EngineError::DuplicateId
+                            | EngineError::UniqueViolation(_)) => out.push(Err(e)),
+                            other => return Err(other.into()),
+                        },
+                    }
                 }
                 Ok(out)
             })
@@ -509,6 +718,33 @@ impl Engine for SqliteEngine {
         if let Err(e) = result {
             tracing::warn!(error = %e, "engine shutdown failed");
         }
+    }
+}
+
+impl SqliteEngine {
+    /// SQLite's plan for a list query (`EXPLAIN QUERY PLAN`), one line per step: how tests
+    /// show that indexed filters and sorts never scan other tenants' rows.
+    pub async fn explain_list(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query: &ListQuery,
+    ) -> EngineResult<Vec<String>> {
+        let (scope, collection, query) = (scope.clone(), collection.clone(), query.clone());
+        self.blocking(move |inner| {
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let statement = sql.list(&query)?;
+            db.read(|tx| {
+                let mut stmt = tx.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?;
+                let rows = stmt.query_map(params_from_iter(statement.params.iter()), |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+        })
+        .await
     }
 }
 

@@ -5,15 +5,92 @@
 
 use std::collections::BTreeSet;
 
-use bulkhead_core::RecordId;
+use bulkhead_core::query::aggregate::AggregatePlan;
+use bulkhead_core::query::search::tokenize;
+use bulkhead_core::query::{Column, SearchQuery, SearchTerm, SortKey, SystemField};
 use bulkhead_core::record::{FieldValue, Fields, Record};
 use bulkhead_core::schema::{Collection, FieldSpec, FieldType};
 use bulkhead_core::time::Timestamp;
+use bulkhead_core::{FieldName, RecordId};
+use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
+use bulkhead_engine::{AggregateQuery, Keyset, ListQuery};
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, Row, Transaction};
 
 use crate::StorageError;
+use crate::db::EXAMINE_FN;
+use crate::dialect::Sqlite;
 use crate::layout::{TableName, column};
+
+/// Whether a collection has full-text search: any `text` field.
+pub fn searchable(collection: &Collection) -> bool {
+    collection
+        .fields
+        .values()
+        .any(|spec| spec.field_type == FieldType::Text)
+}
+
+/// The `text` fields a collection's search index covers, as stored in `bk_fts_fields`.
+fn text_fields(collection: &Collection) -> String {
+    collection
+        .fields
+        .iter()
+        .filter(|(_, spec)| spec.field_type == FieldType::Text)
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The tokens a record puts in the search index: every `text` field through the shared
+/// tokenizer. In a pooled table each token carries its tenant (`acme_word`), so a lookup
+/// finds only that tenant's rows: the tenant is part of the full-text match itself.
+pub fn search_tokens(collection: &Collection, fields: &Fields, tenant: Option<&str>) -> String {
+    let mut out = String::new();
+    for (name, spec) in &collection.fields {
+        if spec.field_type != FieldType::Text {
+            continue;
+        }
+        if let Some(FieldValue::Text(text)) = fields.get(name) {
+            for token in tokenize(text) {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                if let Some(tenant) = tenant {
+                    out.push_str(tenant);
+                    out.push('_');
+                }
+                out.push_str(&token);
+            }
+        }
+    }
+    out
+}
+
+/// The FTS5 query for a search: each term a quoted phrase of (tenant-qualified) tokens.
+/// Tokens are letters and digits only, so nothing in them needs escaping.
+pub fn match_expression(search: &SearchQuery, tenant: Option<&str>) -> String {
+    let qualify = |token: &str| match tenant {
+        Some(t) => format!("{t}_{token}"),
+        None => token.to_owned(),
+    };
+    search
+        .terms
+        .iter()
+        .map(|term| match term {
+            SearchTerm::Word(w) => format!("\"{}\"", qualify(w)),
+            SearchTerm::Prefix(p) => format!("\"{}\"*", qualify(p)),
+            SearchTerm::Phrase(words) => format!(
+                "\"{}\"",
+                words
+                    .iter()
+                    .map(|w| qualify(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
 
 fn sql_type(field_type: FieldType) -> &'static str {
     match field_type {
@@ -104,6 +181,10 @@ pub fn ensure_table(
         columns.push_str(", ");
         columns.push_str(&column_def(field, spec)?);
     }
+    let search = searchable(collection);
+    if search {
+        columns.push_str(", seq INTEGER");
+    }
     tx.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {} ({tenant_col}id TEXT NOT NULL, created_at INTEGER NOT NULL, \
          updated_at INTEGER NOT NULL, version INTEGER NOT NULL{columns}, PRIMARY KEY ({key})) WITHOUT ROWID",
@@ -118,6 +199,12 @@ pub fn ensure_table(
         let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
         names.collect::<Result<_, _>>()?
     };
+    if search && !existing.contains("seq") {
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN seq INTEGER",
+            table.quoted()
+        ))?;
+    }
     for (field, spec) in &collection.fields {
         if !existing.contains(&format!("f_{field}")) {
             tx.execute_batch(&format!(
@@ -154,11 +241,172 @@ pub fn ensure_table(
         }
         wanted.insert(name);
     }
+    if search {
+        let name = format!("{}seq", table.index_prefix());
+        tx.execute_batch(&format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS \"{name}\" ON {} (seq)",
+            table.quoted()
+        ))?;
+        wanted.insert(name);
+    }
     for name in present.difference(&wanted) {
         tx.execute_batch(&format!("DROP INDEX IF EXISTS \"{name}\""))?;
     }
+    if search {
+        ensure_search_index(&tx, table, collection)?;
+    }
+    planner_hints(&tx, table, &wanted)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Tells SQLite's planner what our indexes are for, so plans do not depend on statistics a
+/// young or skewed table does not have: in a pool a tenant holds many rows (the primary key's
+/// tenant prefix selects ~1000) and an indexed value selects few (~10). Without this, SQLite
+/// may walk a tenant's whole primary key to return rows in id order instead of using the index
+/// on the filtered field. Written into `sqlite_stat1` the way the SQLite docs describe.
+fn planner_hints(
+    tx: &Transaction<'_>,
+    table: &TableName,
+    indexes: &BTreeSet<String>,
+) -> Result<(), StorageError> {
+    // Creates sqlite_stat1 when missing without analysing any record table.
+    tx.execute_batch("ANALYZE sqlite_schema")?;
+    tx.execute("DELETE FROM sqlite_stat1 WHERE tbl = ?1", [&table.raw])?;
+    let (pk, unique, plain) = if table.pooled {
+        ("1000000 1000 1", "1000000 1000 1", "1000000 1000 10")
+    } else {
+        ("100000 1", "100000 1", "100000 10")
+    };
+    let mut insert = tx.prepare("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?1, ?2, ?3)")?;
+    insert.execute([table.raw.as_str(), table.raw.as_str(), pk])?;
+    for index in indexes {
+        let stat = if index.ends_with("__ix__seq") {
+            if table.pooled {
+                "1000000 1"
+            } else {
+                "100000 1"
+            }
+        } else if index.contains("__ix__u_") {
+            unique
+        } else {
+            plain
+        };
+        insert.execute([table.raw.as_str(), index.as_str(), stat])?;
+    }
+    Ok(())
+}
+
+/// Creates the table's FTS5 index, and rebuilds it when the set of `text` fields changed (a
+/// new text field may come with a default that existing rows now have).
+///
+/// The index is contentless (it keeps tokens, not text) with `secure-delete`, so deleting a
+/// row removes its tokens from the index at once; a purged tenant leaves none behind.
+fn ensure_search_index(
+    tx: &Transaction<'_>,
+    table: &TableName,
+    collection: &Collection,
+) -> Result<(), StorageError> {
+    let fts = table.fts_quoted();
+    tx.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(body, content='', \
+         contentless_delete=1, tokenize=\"unicode61 remove_diacritics 2 tokenchars '-_'\");
+         INSERT INTO {fts}({fts}, rank) VALUES ('secure-delete', 1);
+         CREATE TABLE IF NOT EXISTS bk_fts_fields (tbl TEXT PRIMARY KEY, fields TEXT NOT NULL);"
+    ))?;
+    let indexed: Option<String> = tx
+        .query_row(
+            "SELECT fields FROM bk_fts_fields WHERE tbl = ?1",
+            [&table.raw],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let wanted = text_fields(collection);
+    if indexed.as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    tx.execute_batch(&format!("INSERT INTO {fts}({fts}) VALUES ('delete-all')"))?;
+    let tenant_col = if table.pooled { "tenant_id" } else { "NULL" };
+    // Rows from before the table was searchable get their sequence numbers first.
+    let unnumbered: Vec<(Option<String>, String)> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {tenant_col}, id FROM {} WHERE seq IS NULL",
+            table.quoted()
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let first = next_seq(tx, table)?;
+    for (next, (tenant, id)) in (first..).zip(unnumbered) {
+        let sql = format!(
+            "UPDATE {} SET seq = ?1 WHERE id = ?2{}",
+            table.quoted(),
+            if table.pooled {
+                " AND tenant_id = ?3"
+            } else {
+                ""
+            }
+        );
+        match tenant {
+            Some(t) => tx.execute(&sql, rusqlite::params![next, id, t])?,
+            None => tx.execute(&sql, rusqlite::params![next, id])?,
+        };
+    }
+    let texts: Vec<(FieldName, usize)> = collection
+        .fields
+        .iter()
+        .filter(|(_, s)| s.field_type == FieldType::Text)
+        .enumerate()
+        .map(|(i, (f, _))| (f.clone(), i + 2))
+        .collect();
+    let cols: Vec<String> = texts.iter().map(|(f, _)| column(f)).collect();
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {tenant_col}, seq, {} FROM {}",
+        cols.join(", "),
+        table.quoted()
+    ))?;
+    let mut insert = tx.prepare(&format!("INSERT INTO {fts}(rowid, body) VALUES (?1, ?2)"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let tenant: Option<String> = row.get(0)?;
+        let seq: i64 = row.get(1)?;
+        let mut fields = Fields::new();
+        for (field, i) in &texts {
+            if let Some(text) = row.get::<_, Option<String>>(*i)? {
+                fields.insert(field.clone(), FieldValue::Text(text));
+            }
+        }
+        let body = search_tokens(collection, &fields, tenant.as_deref());
+        insert.execute(rusqlite::params![seq, body])?;
+    }
+    tx.execute(
+        "INSERT INTO bk_fts_fields (tbl, fields) VALUES (?1, ?2) \
+         ON CONFLICT (tbl) DO UPDATE SET fields = excluded.fields",
+        [&table.raw, &wanted],
+    )?;
+    Ok(())
+}
+
+/// The next free sequence number of a searchable table.
+pub fn next_seq(tx: &Transaction<'_>, table: &TableName) -> Result<i64, StorageError> {
+    let max: Option<i64> = tx
+        .prepare_cached(&format!("SELECT max(seq) FROM {}", table.quoted()))?
+        .query_row([], |r| r.get(0))?;
+    Ok(max.unwrap_or(0) + 1)
+}
+
+/// Converts a shared-compiler parameter for rusqlite.
+pub fn sql_value(param: SqlParam) -> SqlValue {
+    match param {
+        SqlParam::Null => SqlValue::Null,
+        SqlParam::Text(s) => SqlValue::Text(s),
+        SqlParam::Integer(i) => SqlValue::Integer(i),
+        SqlParam::Float(f) => SqlValue::Real(f),
+    }
 }
 
 /// Record statements for one table, bound to one tenant.
@@ -166,6 +414,8 @@ pub struct RecordSql<'a> {
     table: &'a TableName,
     tenant: &'a str,
     collection: &'a Collection,
+    /// The table has a search index to keep in step.
+    pub search: bool,
 }
 
 /// The select list shared by every read, in the order [`RecordSql::decode`] expects.
@@ -184,7 +434,12 @@ impl<'a> RecordSql<'a> {
             table,
             tenant,
             collection,
+            search: searchable(collection),
         }
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.tenant
     }
 
     /// The scope predicate and its parameters; everything else is appended after it.
@@ -210,7 +465,13 @@ impl<'a> RecordSql<'a> {
             cols.push_str(", ");
             cols.push_str(&column(field));
         }
-        let count = 4 + usize::from(self.table.pooled) + self.collection.fields.len();
+        if self.search {
+            cols.push_str(", seq");
+        }
+        let count = 4
+            + usize::from(self.table.pooled)
+            + self.collection.fields.len()
+            + usize::from(self.search);
         let marks = (1..=count)
             .map(|i| format!("?{i}"))
             .collect::<Vec<_>>()
@@ -221,8 +482,15 @@ impl<'a> RecordSql<'a> {
         )
     }
 
-    /// Parameters for [`RecordSql::insert_sql`], tenant first on pooled tables.
-    pub fn insert_params(&self, id: &RecordId, now: Timestamp, fields: &Fields) -> Vec<SqlValue> {
+    /// Parameters for [`RecordSql::insert_sql`], tenant first on pooled tables; `seq` only for
+    /// searchable tables.
+    pub fn insert_params(
+        &self,
+        id: &RecordId,
+        now: Timestamp,
+        fields: &Fields,
+        seq: Option<i64>,
+    ) -> Vec<SqlValue> {
         let (_, mut params) = self.scoped();
         params.extend([
             SqlValue::Text(id.as_str().to_owned()),
@@ -232,6 +500,9 @@ impl<'a> RecordSql<'a> {
         ]);
         for field in self.collection.fields.keys() {
             params.push(fields.get(field).map_or(SqlValue::Null, to_sql));
+        }
+        if self.search {
+            params.push(seq.map_or(SqlValue::Null, SqlValue::Integer));
         }
         params
     }
@@ -292,24 +563,244 @@ impl<'a> RecordSql<'a> {
         )
     }
 
-    pub fn list(&self, query: &bulkhead_engine::ListQuery) -> (String, Vec<SqlValue>) {
+    /// The row's sequence number in the search index.
+    pub fn seq(&self, id: &RecordId) -> (String, Vec<SqlValue>) {
         let (pred, mut params) = self.scoped();
-        let mut sql = format!(
-            "SELECT {} FROM {} WHERE {pred}",
-            select_list(self.collection),
-            self.table.quoted()
-        );
+        params.push(SqlValue::Text(id.as_str().to_owned()));
+        let n = params.len();
+        (
+            format!(
+                "SELECT seq FROM {} WHERE {pred} AND id = ?{n}",
+                self.table.quoted()
+            ),
+            params,
+        )
+    }
+
+    /// Keeps the search index in step with a written row (`fields: None` after a delete).
+    pub fn reindex(
+        &self,
+        tx: &Transaction<'_>,
+        seq: i64,
+        fields: Option<&Fields>,
+        replacing: bool,
+    ) -> Result<(), StorageError> {
+        let fts = self.table.fts_quoted();
+        if replacing {
+            tx.prepare_cached(&format!("DELETE FROM {fts} WHERE rowid = ?1"))?
+                .execute([seq])?;
+        }
+        if let Some(fields) = fields {
+            let tenant = self.table.pooled.then_some(self.tenant);
+            let body = search_tokens(self.collection, fields, tenant);
+            tx.prepare_cached(&format!("INSERT INTO {fts}(rowid, body) VALUES (?1, ?2)"))?
+                .execute(rusqlite::params![seq, body])?;
+        }
+        Ok(())
+    }
+
+    /// Starts the parameters and WHERE terms of a query over the table aliased `r`: the tenant
+    /// first (as `?1`), then the row counter of the query budget.
+    fn query_scope(&self) -> (Params, Vec<String>) {
+        let mut params = Params::new(Sqlite.placeholder());
+        let mut terms = Vec::new();
+        if self.table.pooled {
+            let t = params.bind(SqlParam::Text(self.tenant.to_owned()));
+            terms.push(format!("r.tenant_id = {t}"));
+        }
+        terms.push(format!("{EXAMINE_FN}(r.id)"));
+        (params, terms)
+    }
+
+    /// A page of a list query. Returns the SQL, its parameters and the fields selected (the
+    /// projection plus the sort fields), in the order [`RecordSql::decode_hit`] expects.
+    pub fn list(&self, query: &ListQuery) -> Result<ListStatement, StorageError> {
+        let d = Sqlite;
+        let (mut params, mut terms) = self.query_scope();
+        let mut with = String::new();
+        let mut from = format!("{} AS r", self.table.quoted());
+        let ranked = query.search.is_some();
+        if let Some(search) = &query.search {
+            if !self.search {
+                return Err(StorageError::Corrupt(
+                    "search on a collection without text fields".into(),
+                ));
+            }
+            let fts = self.table.fts_quoted();
+            let tenant = self.table.pooled.then_some(self.tenant);
+            let m = params.bind(SqlParam::Text(match_expression(search, tenant)));
+            with = format!(
+                "WITH hits AS MATERIALIZED (SELECT rowid AS seq, -bm25({fts}) AS score \
+                 FROM {fts} WHERE {fts} MATCH {m}) "
+            );
+            from = format!("hits JOIN {} AS r ON r.seq = hits.seq", self.table.quoted());
+        }
+        if let Some(filter) = &query.filter {
+            terms.push(q::predicate(&d, &mut params, "r", filter));
+        }
+        let mut keys: Vec<OrderKey> = query.sort.iter().map(|k| OrderKey::of("r", k)).collect();
+        if keys.is_empty() && ranked {
+            keys.push(OrderKey {
+                expr: "hits.score".into(),
+                descending: true,
+                not_null: true,
+            });
+        }
+        let tie_descending = keys.last().is_some_and(|k| k.descending);
+        keys.push(OrderKey {
+            expr: "r.id".into(),
+            descending: tie_descending,
+            not_null: true,
+        });
         if let Some(after) = &query.after {
-            params.push(SqlValue::Text(after.as_str().to_owned()));
-            sql.push_str(&format!(" AND id > ?{}", params.len()));
+            let values = keyset_params(&d, query, after)?;
+            terms.push(q::keyset_after(&mut params, &keys, &values));
         }
-        for (field, value) in &query.filter.terms {
-            params.push(to_sql(value));
-            sql.push_str(&format!(" AND {} = ?{}", column(field), params.len()));
+        let selected = self.selected(query.fields.as_deref(), &query.sort);
+        let mut cols = String::from("r.id, r.created_at, r.updated_at, r.version");
+        for (field, _) in &selected {
+            cols.push_str(", r.");
+            cols.push_str(&column(field));
         }
-        params.push(SqlValue::Integer(i64::from(query.limit)));
-        sql.push_str(&format!(" ORDER BY id LIMIT ?{}", params.len()));
-        (sql, params)
+        if ranked {
+            cols.push_str(", hits.score");
+        }
+        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
+        let sql = format!(
+            "{with}SELECT {cols} FROM {from} WHERE {} ORDER BY {} LIMIT {limit}",
+            terms.join(" AND "),
+            q::order_by(&d, &keys)
+        );
+        Ok(ListStatement {
+            sql,
+            params: params.values.into_iter().map(sql_value).collect(),
+            selected,
+            ranked,
+        })
+    }
+
+    /// Fields a list reads: the projection (or all) plus sort fields, in schema order.
+    fn selected(
+        &self,
+        projection: Option<&[FieldName]>,
+        sort: &[SortKey],
+    ) -> Vec<(FieldName, FieldType)> {
+        self.collection
+            .fields
+            .iter()
+            .filter(|(name, _)| {
+                projection.is_none_or(|p| p.contains(name))
+                    || sort.iter().any(|k| k.column.name() == name.as_str())
+            })
+            .map(|(name, spec)| (name.clone(), spec.field_type))
+            .collect()
+    }
+
+    /// Turns a row of [`RecordSql::list`] into a hit: the record (with only the projected
+    /// fields), its sort-key values and its score.
+    pub fn decode_hit(
+        &self,
+        row: &Row<'_>,
+        statement: &ListStatement,
+        query: &ListQuery,
+    ) -> Result<bulkhead_engine::Hit, StorageError> {
+        let id: String = row.get(0)?;
+        let mut fields = Fields::new();
+        for (i, (field, field_type)) in statement.selected.iter().enumerate() {
+            if let Some(value) = from_sql(*field_type, row.get_ref(i + 4)?)? {
+                fields.insert(field.clone(), value);
+            }
+        }
+        let score = if statement.ranked {
+            Some(row.get::<_, f64>(4 + statement.selected.len())?)
+        } else {
+            None
+        };
+        let mut record = Record {
+            id: RecordId::parse(&id).map_err(|e| StorageError::Corrupt(e.message))?,
+            created_at: Timestamp::from_micros(row.get(1)?),
+            updated_at: Timestamp::from_micros(row.get(2)?),
+            version: row.get(3)?,
+            fields,
+        };
+        let sort_values = query
+            .sort
+            .iter()
+            .map(|k| sort_value(&record, &k.column))
+            .collect();
+        if let Some(projection) = &query.fields {
+            record.fields.retain(|name, _| projection.contains(name));
+        }
+        Ok(bulkhead_engine::Hit {
+            record,
+            sort_values,
+            score,
+        })
+    }
+
+    /// An aggregation page: group keys then metrics, in plan order.
+    pub fn aggregate(&self, query: &AggregateQuery) -> (String, Vec<SqlValue>) {
+        let d = Sqlite;
+        let plan: &AggregatePlan = &query.plan;
+        let (mut params, mut terms) = self.query_scope();
+        if let Some(filter) = &plan.filter {
+            terms.push(q::predicate(&d, &mut params, "r", filter));
+        }
+        let keys: Vec<OrderKey> = plan
+            .groups
+            .iter()
+            .map(|g| OrderKey {
+                expr: q::group_expr(&d, "r", g),
+                descending: false,
+                not_null: q::group_not_null(g),
+            })
+            .collect();
+        if let Some(after) = &query.after {
+            let values: Vec<SqlParam> = after
+                .iter()
+                .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
+                .collect();
+            terms.push(q::keyset_after(&mut params, &keys, &values));
+        }
+        let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
+        cols.extend(plan.metrics.iter().map(|m| q::metric_expr(&d, "r", m)));
+        let mut sql = format!(
+            "SELECT {} FROM {} AS r WHERE {}",
+            cols.join(", "),
+            self.table.quoted(),
+            terms.join(" AND ")
+        );
+        if !keys.is_empty() {
+            let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
+            sql.push_str(&format!(
+                " GROUP BY {} ORDER BY {}",
+                positions.join(", "),
+                positions.join(", ")
+            ));
+        }
+        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
+        sql.push_str(&format!(" LIMIT {limit}"));
+        (sql, params.values.into_iter().map(sql_value).collect())
+    }
+
+    /// Turns a row of [`RecordSql::aggregate`] into a group.
+    pub fn decode_group(
+        &self,
+        row: &Row<'_>,
+        plan: &AggregatePlan,
+    ) -> Result<bulkhead_engine::GroupRow, StorageError> {
+        let mut key = Vec::with_capacity(plan.groups.len());
+        for (i, g) in plan.groups.iter().enumerate() {
+            key.push(from_sql(g.value_type(), row.get_ref(i)?)?);
+        }
+        let mut metrics = Vec::with_capacity(plan.metrics.len());
+        for (i, m) in plan.metrics.iter().enumerate() {
+            metrics.push(from_sql(
+                m.value_type(),
+                row.get_ref(plan.groups.len() + i)?,
+            )?);
+        }
+        Ok(bulkhead_engine::GroupRow { key, metrics })
     }
 
     /// Turns a row of [`select_list`] into a record.
@@ -329,4 +820,50 @@ impl<'a> RecordSql<'a> {
             fields,
         })
     }
+}
+
+/// A compiled list query.
+pub struct ListStatement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+    pub selected: Vec<(FieldName, FieldType)>,
+    pub ranked: bool,
+}
+
+/// A record's value of a sort column.
+fn sort_value(record: &Record, column: &Column) -> Option<FieldValue> {
+    match column {
+        Column::System(SystemField::Id) => Some(FieldValue::Text(record.id.as_str().to_owned())),
+        Column::System(SystemField::CreatedAt) => Some(FieldValue::Timestamp(record.created_at)),
+        Column::System(SystemField::UpdatedAt) => Some(FieldValue::Timestamp(record.updated_at)),
+        Column::System(SystemField::Version) => Some(FieldValue::Integer(record.version)),
+        Column::Field { name, .. } => record.fields.get(name).cloned(),
+    }
+}
+
+/// The keyset values of a cursor, in the order of the query's keys: sort values, the score
+/// when ranked by relevance, the id.
+fn keyset_params(
+    d: &Sqlite,
+    query: &ListQuery,
+    after: &Keyset,
+) -> Result<Vec<SqlParam>, StorageError> {
+    if after.values.len() != query.sort.len() {
+        return Err(StorageError::Corrupt(
+            "cursor does not fit the query".into(),
+        ));
+    }
+    let mut values: Vec<SqlParam> = after
+        .values
+        .iter()
+        .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
+        .collect();
+    if query.sort.is_empty() && query.search.is_some() {
+        let score = after
+            .score
+            .ok_or_else(|| StorageError::Corrupt("cursor has no score".into()))?;
+        values.push(SqlParam::Float(score));
+    }
+    values.push(SqlParam::Text(after.id.as_str().to_owned()));
+    Ok(values)
 }

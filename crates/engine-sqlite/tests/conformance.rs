@@ -29,6 +29,13 @@ conformance_tests!(
     read_scopes_cannot_write,
     schema_changes_apply_live,
     destroy_removes_only_that_tenant,
+    filters_match_the_reference_semantics,
+    sorted_pages_visit_every_record_once,
+    search_ranks_within_the_tenant,
+    aggregations_match_the_reference,
+    calendar_buckets,
+    bulk_operations_fail_alone,
+    budgets_stop_expensive_queries,
 );
 
 #[tokio::test]
@@ -88,7 +95,67 @@ async fn many_silos_work_with_a_bounded_number_of_open_files() {
             .await
             .expect("list");
         assert_eq!(page.len(), 1);
-        assert_eq!(page[0].to_json()["title"], t.as_str());
+        assert_eq!(page[0].record.to_json()["title"], t.as_str());
     }
     assert!(engine.stats().open_handles <= 4);
+}
+
+#[tokio::test]
+async fn plans_use_the_tenant_leading_indexes() {
+    use bulkhead_core::access::DataAction;
+    use bulkhead_core::model::Isolation;
+    use bulkhead_core::query;
+    use bulkhead_core::query::sort::parse_sort;
+    use bulkhead_engine::{Engine, ListQuery};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir);
+    let c = conformance::items_collection();
+    for isolation in [Isolation::Pool, Isolation::Bridge, Isolation::Silo] {
+        let t = conformance::tenant(&format!("plan-{isolation}"));
+        engine
+            .provision(
+                &conformance::target(&t, isolation),
+                std::slice::from_ref(&c),
+            )
+            .await
+            .expect("provision");
+        let r = conformance::scope(&t, isolation, DataAction::Read);
+        for (filter, sort) in [("n = 3", ""), ("n > 3", "n"), ("n = 3", "-n"), ("", "-n")] {
+            let query = ListQuery {
+                filter: query::filter(filter, &c).expect("filter"),
+                sort: if sort.is_empty() {
+                    vec![]
+                } else {
+                    parse_sort(sort, &c).expect("sort")
+                },
+                ..Default::default()
+            };
+            let plan = engine
+                .explain_list(&r, &c, &query)
+                .await
+                .expect("explain")
+                .join(" | ");
+            eprintln!("{isolation} filter={filter:?} sort={sort:?}: {plan}");
+            assert!(
+                plan.contains("USING INDEX") && plan.contains("__ix__i_n"),
+                "{isolation} {filter} {sort}: {plan}"
+            );
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "{isolation} {filter} {sort}: the index orders: {plan}"
+            );
+            if isolation == Isolation::Pool {
+                // Never a scan of the shared table: the tenant leads every lookup.
+                assert!(
+                    plan.contains("tenant_id=?"),
+                    "pool: the tenant leads the index lookup: {plan}"
+                );
+                assert!(
+                    !plan.contains("SCAN"),
+                    "pool {filter} {sort}: no scan: {plan}"
+                );
+            }
+        }
+    }
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use bulkhead_core::access::{
     self, DataAction, KeyOwner, StoredKey, TenantRole, TenantRoute, TenantScope,
 };
-use bulkhead_core::filter::parse_equality;
 use bulkhead_core::keys;
 use bulkhead_core::model::{Isolation, Placement, TenantStatus, WriteState};
+use bulkhead_core::query;
 use bulkhead_core::record::{FieldValue, NewRecord, RecordChange, validate_full, validate_patch};
 use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
 use bulkhead_core::time::Timestamp;
@@ -19,6 +19,9 @@ use bulkhead_core::{CollectionName, DomainName, FieldName, RecordId, TenantId};
 use serde_json::{Value, json};
 
 use crate::{Engine, EngineError, ListQuery, PlacementRef};
+
+mod queries;
+pub use queries::*;
 
 /// Engine-neutral namespace for a tenant placed with `isolation` (the catalog's convention).
 pub fn namespace_for(isolation: Isolation, tenant: &TenantId) -> String {
@@ -63,6 +66,7 @@ pub fn scope(tenant: &TenantId, isolation: Isolation, action: DataAction) -> Ten
         access::verify_key(secret, &stored, Timestamp::from_micros(0)).expect("fresh key");
     let route = TenantRoute {
         tenant: tenant.clone(),
+        tier: bulkhead_core::TierName::parse("free").expect("tier"),
         status: TenantStatus::Active,
         placement: placement(tenant, isolation),
     };
@@ -222,15 +226,15 @@ pub async fn neighbours_in_a_shared_namespace_are_invisible(engine: &dyn Engine)
             .await
             .expect("list");
         assert_eq!(listed.len(), 1, "{model}: b sees only its own record");
-        assert_eq!(listed[0].to_json()["title"], "b");
+        assert_eq!(listed[0].record.to_json()["title"], "b");
         let filtered = engine
             .list(
                 &wb,
                 &c,
                 &ListQuery {
-                    filter: parse_equality("title = \"secret\"", &c).expect("f"),
+                    filter: query::filter("title = \"secret\"", &c).expect("f"),
                     limit: 100,
-                    after: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -405,12 +409,12 @@ pub async fn lists_page_in_id_order_with_filters(engine: &dyn Engine) {
             if page.is_empty() {
                 break;
             }
-            after = page.last().map(|r| r.id.clone());
-            seen.extend(page.into_iter().map(|r| r.id));
+            after = page.last().map(crate::Hit::keyset);
+            seen.extend(page.into_iter().map(|h| h.record.id));
         }
         let expected: Vec<_> = (0..25).map(|i| rid(&format!("r{i:03}"))).collect();
         assert_eq!(seen, expected, "{model}");
-        let filter = parse_equality("n = 1 && title = \"t\"", &c).expect("filter");
+        let filter = query::filter("n = 1 && title = \"t\"", &c).expect("filter");
         let ones = engine
             .list(
                 &w,
@@ -418,7 +422,7 @@ pub async fn lists_page_in_id_order_with_filters(engine: &dyn Engine) {
                 &ListQuery {
                     filter,
                     limit: 100,
-                    after: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -516,9 +520,9 @@ pub async fn schema_changes_apply_live(engine: &dyn Engine) {
                 &w2,
                 &v2,
                 &ListQuery {
-                    filter: parse_equality("color = \"blue\"", &v2).expect("f"),
+                    filter: query::filter("color = \"blue\"", &v2).expect("f"),
                     limit: 10,
-                    after: None,
+                    ..Default::default()
                 },
             )
             .await

@@ -8,15 +8,18 @@
 //! [`PlacementRef`] and are called only by the control plane.
 
 pub mod conformance;
+pub mod sql;
 
 use async_trait::async_trait;
 use bulkhead_core::access::TenantScope;
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::filter::EqualityFilter;
 use bulkhead_core::model::{Isolation, Placement};
-use bulkhead_core::record::{NewRecord, Record, RecordChange};
+use bulkhead_core::query::aggregate::AggregatePlan;
+use bulkhead_core::query::{Predicate, SearchQuery, SortKey};
+use bulkhead_core::record::{FieldValue, NewRecord, Record, RecordChange};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::{FieldName, RecordId, TenantId};
+use std::time::Duration;
 
 /// Errors an engine reports. `Storage` carries detail for the log, never for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +36,32 @@ pub enum EngineError {
     ReadOnlyScope,
     #[error("placement is not available: {0}")]
     PlacementMissing(String),
+    #[error("query stopped: {0}")]
+    TooExpensive(BudgetHit),
     #[error("storage failure: {0}")]
     Storage(String),
+}
+
+/// Which limit of a [`QueryBudget`] stopped a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetHit {
+    Time(Duration),
+    RowsExamined(u64),
+}
+
+impl std::fmt::Display for BudgetHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetHit::Time(limit) => write!(
+                f,
+                "it ran longer than the time budget of {} ms",
+                limit.as_millis()
+            ),
+            BudgetHit::RowsExamined(limit) => {
+                write!(f, "it examined more than the budget of {limit} rows")
+            }
+        }
+    }
 }
 
 impl From<EngineError> for Error {
@@ -55,6 +82,14 @@ impl From<EngineError> for Error {
                 ErrorKind::Unavailable,
                 "placement_unavailable",
                 "tenant storage is not available",
+            ),
+            EngineError::TooExpensive(hit) => Error::new(
+                ErrorKind::Unprocessable,
+                "query_too_expensive",
+                format!(
+                    "query stopped because {hit} (a limit of this tenant's tier); narrow it with a \
+                     filter on an indexed field, or use a smaller time range"
+                ),
             ),
             EngineError::Storage(detail) => {
                 // The caller sees a generic error; the detail is logged once, here.
@@ -86,12 +121,112 @@ impl PlacementRef {
     }
 }
 
-/// A page request: records after `after` (by id), matching `filter`, at most `limit`.
-#[derive(Debug, Clone, Default)]
+/// How much work one query may do before it is stopped: wall-clock time, and rows the
+/// engine looks at (matching or not). Comes from the tenant's tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBudget {
+    pub time: Duration,
+    pub rows_examined: u64,
+}
+
+impl Default for QueryBudget {
+    fn default() -> Self {
+        QueryBudget {
+            time: Duration::from_secs(5),
+            rows_examined: 2_000_000,
+        }
+    }
+}
+
+/// Where the previous page ended: the last row's sort-key values (in `sort` order, `None` for
+/// a missing value), its search score when ranked by relevance, and its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyset {
+    pub values: Vec<Option<FieldValue>>,
+    pub score: Option<f64>,
+    pub id: RecordId,
+}
+
+/// A page request. Rows are ordered by `sort`, then by id (in the direction of the last sort
+/// key); with a `search` and no `sort`, by relevance (best first), then id.
+#[derive(Debug, Clone)]
 pub struct ListQuery {
-    pub filter: EqualityFilter,
-    pub after: Option<RecordId>,
+    pub filter: Option<Predicate>,
+    pub search: Option<SearchQuery>,
+    pub sort: Vec<SortKey>,
+    pub after: Option<Keyset>,
     pub limit: u32,
+    /// Fields to return; `None` for all. System fields are always returned.
+    pub fields: Option<Vec<FieldName>>,
+    pub budget: QueryBudget,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            filter: None,
+            search: None,
+            sort: Vec::new(),
+            after: None,
+            limit: 50,
+            fields: None,
+            budget: QueryBudget::default(),
+        }
+    }
+}
+
+/// One row of a page, with what the next page's [`Keyset`] needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub record: Record,
+    /// The row's values of the query's sort keys, in order.
+    pub sort_values: Vec<Option<FieldValue>>,
+    /// Relevance (higher is better) when the query had a search.
+    pub score: Option<f64>,
+}
+
+impl Hit {
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            values: self.sort_values.clone(),
+            score: self.score,
+            id: self.record.id.clone(),
+        }
+    }
+}
+
+/// An aggregation: groups of `plan` in ascending group-key order, after `after` (the previous
+/// page's last group key), at most `limit`.
+#[derive(Debug, Clone)]
+pub struct AggregateQuery {
+    pub plan: AggregatePlan,
+    pub after: Option<Vec<Option<FieldValue>>>,
+    pub limit: u32,
+    pub budget: QueryBudget,
+}
+
+/// One group: its key values (in `plan.groups` order) and metric values (in `plan.metrics`
+/// order); `None` where there is no value (a missing group field, `min` of nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub key: Vec<Option<FieldValue>>,
+    pub metrics: Vec<Option<FieldValue>>,
+}
+
+/// One operation of a bulk request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkOp {
+    Create(NewRecord),
+    /// Creates the record, or replaces every field of the existing one.
+    Upsert(NewRecord),
+    Delete(RecordId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkOutcome {
+    Created(Record),
+    Updated(Record),
+    Deleted(RecordId),
 }
 
 /// Counts an engine reports about a placement, for tests and operators.
@@ -158,13 +293,31 @@ pub trait Engine: Send + Sync + 'static {
         expected_version: Option<i64>,
     ) -> EngineResult<()>;
 
-    /// Records in id order after `query.after`.
+    /// One page of records matching the query, at most `query.limit`.
     async fn list(
         &self,
         scope: &TenantScope,
         collection: &Collection,
         query: &ListQuery,
-    ) -> EngineResult<Vec<Record>>;
+    ) -> EngineResult<Vec<Hit>>;
+
+    /// Groups and metrics over the matching records (see [`AggregateQuery`]).
+    async fn aggregate(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query: &AggregateQuery,
+    ) -> EngineResult<Vec<GroupRow>>;
+
+    /// Applies operations in one transaction. An operation that fails (duplicate id, unique
+    /// value, missing record) fails alone and the others still commit; any other error fails
+    /// the whole call and commits nothing.
+    async fn bulk(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        ops: Vec<BulkOp>,
+    ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>>;
 
     fn stats(&self) -> EngineStats;
 

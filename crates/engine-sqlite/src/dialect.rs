@@ -1,0 +1,223 @@
+//! SQLite's side of the shared query compiler: `?N` placeholders, booleans as 0/1 and
+//! timestamps as microseconds, JSON through `json_type`/`json_extract`/`json_each`, and
+//! NULLs that already sort lowest.
+
+use bulkhead_core::query::aggregate::Interval;
+use bulkhead_core::query::{CmpOp, PathStep};
+use bulkhead_core::record::FieldValue;
+use bulkhead_engine::sql::{Dialect, JsonKind, Params, SqlParam};
+
+pub struct Sqlite;
+
+/// Monday 1969-12-29 00:00 UTC, in microseconds: weeks are counted from a Monday.
+const MONDAY_EPOCH: i64 = -3 * 86_400_000_000;
+
+/// `$."key"[3]`. Keys are `[A-Za-z0-9_]+` (the parser guarantees it), bound as a parameter
+/// all the same.
+fn json_path(path: &[PathStep]) -> SqlParam {
+    let mut text = String::from("$");
+    for step in path {
+        match step {
+            PathStep::Key(key) => {
+                text.push_str(".\"");
+                text.push_str(key);
+                text.push('"');
+            }
+            PathStep::Index(i) => text.push_str(&format!("[{i}]")),
+        }
+    }
+    SqlParam::Text(text)
+}
+
+/// The smallest string greater than every string that starts with `prefix` (code-point
+/// order, which is SQLite's BINARY order on UTF-8), if there is one.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn kind_test(kind: JsonKind, type_expr: &str) -> String {
+    match kind {
+        JsonKind::String => format!("{type_expr} = 'text'"),
+        JsonKind::Number => format!("{type_expr} IN ('integer', 'real')"),
+        JsonKind::True => format!("{type_expr} = 'true'"),
+        JsonKind::False => format!("{type_expr} = 'false'"),
+    }
+}
+
+/// A literal as it appears inside JSON: timestamps are strings there.
+fn json_param(value: &FieldValue) -> SqlParam {
+    match value {
+        FieldValue::Timestamp(t) => SqlParam::Text(t.to_rfc3339()),
+        other => Sqlite.param(other),
+    }
+}
+
+impl Dialect for Sqlite {
+    fn placeholder(&self) -> fn(usize) -> String {
+        |n| format!("?{n}")
+    }
+
+    fn param(&self, value: &FieldValue) -> SqlParam {
+        match value {
+            FieldValue::Text(s) => SqlParam::Text(s.clone()),
+            FieldValue::Integer(i) => SqlParam::Integer(*i),
+            FieldValue::Float(f) => SqlParam::Float(*f),
+            FieldValue::Boolean(b) => SqlParam::Integer(i64::from(*b)),
+            FieldValue::Timestamp(t) => SqlParam::Integer(t.as_micros()),
+            FieldValue::Json(v) => SqlParam::Text(v.to_string()),
+        }
+    }
+
+    fn distinct_from(&self, lhs: &str, rhs: &str) -> String {
+        format!("({lhs} IS NOT {rhs})")
+    }
+
+    fn starts_with(&self, params: &mut Params, lhs: &str, prefix: &str) -> String {
+        if prefix.is_empty() {
+            return format!("({lhs} IS NOT NULL)");
+        }
+        let low = params.bind(SqlParam::Text(prefix.to_owned()));
+        match prefix_upper_bound(prefix) {
+            Some(high) => {
+                let high = params.bind(SqlParam::Text(high));
+                format!("({lhs} >= {low} AND {lhs} < {high})")
+            }
+            None => format!("({lhs} >= {low} AND substr({lhs}, 1, length({low})) = {low})"),
+        }
+    }
+
+    fn contains_text(&self, params: &mut Params, lhs: &str, needle: &str) -> String {
+        let needle = params.bind(SqlParam::Text(needle.to_owned()));
+        format!("(instr({lhs}, {needle}) > 0)")
+    }
+
+    fn json_compare(
+        &self,
+        params: &mut Params,
+        column: &str,
+        path: &[PathStep],
+        op: CmpOp,
+        value: &FieldValue,
+    ) -> String {
+        let p = params.bind(json_path(path));
+        let kind = JsonKind::of(value);
+        let test = kind_test(kind, &format!("json_type({column}, {p})"));
+        match kind {
+            JsonKind::True | JsonKind::False => format!("({test})"),
+            JsonKind::String | JsonKind::Number => {
+                let v = params.bind(json_param(value));
+                format!(
+                    "({test} AND json_extract({column}, {p}) {} {v})",
+                    op.symbol()
+                )
+            }
+        }
+    }
+
+    fn json_exists(&self, params: &mut Params, column: &str, path: &[PathStep]) -> String {
+        let p = params.bind(json_path(path));
+        format!("(coalesce(json_type({column}, {p}), 'null') != 'null')")
+    }
+
+    fn json_contains_element(
+        &self,
+        params: &mut Params,
+        column: &str,
+        path: &[PathStep],
+        value: &FieldValue,
+    ) -> String {
+        let p = params.bind(json_path(path));
+        let kind = JsonKind::of(value);
+        let element = match kind {
+            JsonKind::True | JsonKind::False => kind_test(kind, "e.type"),
+            JsonKind::String | JsonKind::Number => {
+                let v = params.bind(json_param(value));
+                format!("{} AND e.value = {v}", kind_test(kind, "e.type"))
+            }
+        };
+        format!(
+            "(json_type({column}, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, {p}) AS e WHERE {element}))"
+        )
+    }
+
+    fn json_contains_text(
+        &self,
+        params: &mut Params,
+        column: &str,
+        path: &[PathStep],
+        needle: &str,
+    ) -> String {
+        let p = params.bind(json_path(path));
+        let n = params.bind(SqlParam::Text(needle.to_owned()));
+        format!(
+            "(json_type({column}, {p}) = 'text' AND instr(json_extract({column}, {p}), {n}) > 0)"
+        )
+    }
+
+    fn json_starts_with(
+        &self,
+        params: &mut Params,
+        column: &str,
+        path: &[PathStep],
+        prefix: &str,
+    ) -> String {
+        let p = params.bind(json_path(path));
+        let n = params.bind(SqlParam::Text(prefix.to_owned()));
+        format!(
+            "(json_type({column}, {p}) = 'text' AND substr(json_extract({column}, {p}), 1, length({n})) = {n})"
+        )
+    }
+
+    fn bucket(&self, column: &str, interval: Interval) -> String {
+        match interval.fixed_micros() {
+            Some(len) => {
+                let offset = if interval == Interval::Week {
+                    MONDAY_EPOCH
+                } else {
+                    0
+                };
+                // Floor towards minus infinity, also before 1970.
+                format!("({column} - ((({column} - ({offset})) % {len}) + {len}) % {len})")
+            }
+            None => {
+                let seconds = format!(
+                    "(({column} - ((({column} % 1000000) + 1000000) % 1000000)) / 1000000)"
+                );
+                format!("(unixepoch(strftime('%Y-%m-01', {seconds}, 'unixepoch')) * 1000000)")
+            }
+        }
+    }
+
+    fn order_term(&self, expr: &str, descending: bool) -> String {
+        // SQLite already sorts NULL lowest.
+        if descending {
+            format!("{expr} DESC")
+        } else {
+            expr.to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+}

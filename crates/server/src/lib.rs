@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -116,6 +116,17 @@ async fn request_context(request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let id = request_id.clone();
+    // A body the handler may have left unread makes hyper drop the connection after the
+    // response; saying so lets the client open a new one instead of reusing a dead one.
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let body_ignored = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    );
     let mut response = REQUEST_ID
         .scope(
             request_id,
@@ -133,6 +144,11 @@ async fn request_context(request: Request, next: Next) -> Response {
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if has_body && (body_ignored || !response.status().is_success()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

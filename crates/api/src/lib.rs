@@ -8,7 +8,10 @@ use bulkhead_core::schema::FieldSpec;
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{CollectionName, DomainName, FieldName, KeyId, TenantId, TierName};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+
+pub use bulkhead_core::query::aggregate::AggregateRequest;
 
 pub use bulkhead_core::model::{DomainSpec, TierSpec};
 pub use bulkhead_core::schema::CollectionSpec;
@@ -141,4 +144,41 @@ pub struct CreatedKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
+}
+
+/// A page of aggregation groups, each a flat object of group keys and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregatePage {
+    pub groups: Vec<Map<String, Value>>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a bulk request did, line by line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BulkReport {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub results: Vec<BulkLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkLine {
+    /// 1-based line number in the request body.
+    pub line: u64,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<LineError>,
+}
+
+/// Why a line failed: the error code and message a single request would have returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineError {
+    pub code: String,
+    pub message: String,
 }

@@ -44,6 +44,10 @@ pub struct StorageFile {
 pub struct LimitsFile {
     pub body_limit_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+    /// Defaults for tiers that set no limits of their own.
+    pub query_time_ms: Option<u64>,
+    pub query_rows_examined: Option<u64>,
+    pub bulk_max_bytes: Option<u64>,
 }
 
 /// `bulkhead serve` flags; each also reads its `BULKHEAD_*` variable.
@@ -73,6 +77,15 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "BULKHEAD_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Time budget of one query for tiers that set none, in milliseconds [default: 5000].
+    #[arg(long, env = "BULKHEAD_QUERY_TIME_MS")]
+    pub query_time_ms: Option<u64>,
+    /// Rows one query may examine, for tiers that set none [default: 2000000].
+    #[arg(long, env = "BULKHEAD_QUERY_ROWS_EXAMINED")]
+    pub query_rows_examined: Option<u64>,
+    /// Largest bulk-ingest body for tiers that set none, in bytes [default: 67108864].
+    #[arg(long, env = "BULKHEAD_BULK_MAX_BYTES")]
+    pub bulk_max_bytes: Option<u64>,
 }
 
 /// A secret that never prints.
@@ -103,6 +116,9 @@ pub struct Config {
     pub bridge_tenants_per_file: u32,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    pub query_time_ms: u64,
+    pub query_rows_examined: u64,
+    pub bulk_max_bytes: u64,
     pub admin_key: Option<Secret>,
 }
 
@@ -160,6 +176,18 @@ impl Config {
                 .or(file.limits.body_limit_bytes)
                 .unwrap_or(1024 * 1024),
             request_timeout: Duration::from_secs(file.limits.request_timeout_secs.unwrap_or(30)),
+            query_time_ms: args
+                .query_time_ms
+                .or(file.limits.query_time_ms)
+                .unwrap_or(5_000),
+            query_rows_examined: args
+                .query_rows_examined
+                .or(file.limits.query_rows_examined)
+                .unwrap_or(2_000_000),
+            bulk_max_bytes: args
+                .bulk_max_bytes
+                .or(file.limits.bulk_max_bytes)
+                .unwrap_or(64 * 1024 * 1024),
             admin_key: admin_key.filter(|k| !k.is_empty()).map(Secret),
         };
         config.validate()?;
@@ -178,6 +206,9 @@ impl Config {
         }
         if self.body_limit < 1024 {
             bail!("body limit must be at least 1024 bytes");
+        }
+        if self.query_time_ms == 0 || self.query_rows_examined == 0 || self.bulk_max_bytes == 0 {
+            bail!("query_time_ms, query_rows_examined and bulk_max_bytes must be at least 1");
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");

@@ -54,6 +54,11 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
             .admin_key
             .as_ref()
             .map(|k| bulkhead_core::keys::hash_secret(k.expose())),
+        query_budget: bulkhead_engine::QueryBudget {
+            time: std::time::Duration::from_millis(config.query_time_ms),
+            rows_examined: config.query_rows_examined,
+        },
+        bulk_max_bytes: config.bulk_max_bytes,
     };
     let catalog = Catalog::open(&config.data_dir.join("catalog.db"), clock, engines, options)
         .await

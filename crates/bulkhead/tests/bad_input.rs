@@ -57,6 +57,7 @@ fn query(filter: Option<&str>, limit: Option<u32>, cursor: Option<&str>) -> List
         filter,
         limit,
         cursor,
+        ..Default::default()
     }
 }
 
@@ -337,12 +338,17 @@ async fn an_invalid_tenant_id_is_a_400_naming_the_id() {
 }
 
 #[tokio::test]
-async fn a_filter_with_an_unsupported_operator_is_refused_with_its_position() {
+async fn a_filter_that_does_not_parse_or_type_is_refused_with_its_position() {
     let (_dir, _server, acme, _) = start(&[]).await;
     create(&acme, json!({"title": "a", "n": 2})).await;
-    let resp = get(&acme, &format!("{RECORDS}?filter=n%20%3E%201")).await;
+    // `n = true`: an integer compared with a boolean.
+    let resp = get(&acme, &format!("{RECORDS}?filter=n%20%3D%20true")).await;
     let message = error(&resp, 400, "invalid_filter");
-    assert!(message.contains("position 2"), "{message}");
+    assert!(message.contains("position 4"), "{message}");
+    // `n >> 1`: not an operator.
+    let resp = get(&acme, &format!("{RECORDS}?filter=n%20%3E%3E%201")).await;
+    let message = error(&resp, 400, "invalid_filter");
+    assert!(message.contains("position"), "{message}");
     let unknown = query(Some("nope = 1"), None, None);
     let err = acme.list_records(&items(), &unknown).await.unwrap_err();
     assert_eq!(

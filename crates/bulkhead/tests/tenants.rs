@@ -201,6 +201,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
         monthly_price: 999.0,
         description: "gold".into(),
+        limits: Default::default(),
     };
     admin
         .put_tier(&TierName::parse("gold").unwrap(), &gold)

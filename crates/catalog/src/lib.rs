@@ -9,6 +9,7 @@
 mod audit;
 mod collections;
 mod keys;
+mod query;
 mod records;
 mod store;
 mod tenants;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use bulkhead_core::access::{self, StoredKey, TenantRoute, VerifiedPrincipal};
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+use bulkhead_core::model::{DomainSpec, Isolation, TierLimits, TierSpec};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
 use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
@@ -28,7 +29,8 @@ use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
-pub use records::{ListParams, UpdateKind, parse_if_match};
+pub use query::{BulkResults, ListParams};
+pub use records::{UpdateKind, parse_if_match};
 pub use store::StoreError;
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
@@ -79,6 +81,21 @@ pub struct CatalogOptions {
     pub fsync: bool,
     /// SHA-256 of `BULKHEAD_ADMIN_KEY`, when the operator provides the admin credential.
     pub bootstrap_admin_hash: Option<String>,
+    /// Query budget of tiers that set none.
+    pub query_budget: bulkhead_engine::QueryBudget,
+    /// Largest bulk-ingest body of tiers that set none, in bytes.
+    pub bulk_max_bytes: u64,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        CatalogOptions {
+            fsync: false,
+            bootstrap_admin_hash: None,
+            query_budget: bulkhead_engine::QueryBudget::default(),
+            bulk_max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Handle to the catalog; cheap to clone.
@@ -101,6 +118,8 @@ pub(crate) struct Inner {
     /// collection at its latest version.
     pub schema_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
+    /// Limits of each tier, read once and dropped whenever a tier changes.
+    pub tier_limits: RwLock<HashMap<TierName, TierLimits>>,
 }
 
 impl Catalog {
@@ -133,6 +152,7 @@ impl Catalog {
                 keys: RwLock::new(HashMap::new()),
                 schema_lock: tokio::sync::Mutex::new(()),
                 audit,
+                tier_limits: RwLock::new(HashMap::new()),
             }),
         };
         catalog.seed().await?;
@@ -174,7 +194,7 @@ impl Catalog {
                 for (name, isolation, price) in
                     [("free", Isolation::Pool, 0.0), ("standard", Isolation::Bridge, 49.0), ("premium", Isolation::Silo, 499.0)]
                 {
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new() };
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new(), limits: TierLimits::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         rusqlite::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],

@@ -2,18 +2,12 @@
 //! gets a `TenantScope` from the access layer, and only then reaches the tenant's engine.
 //! Platform-admin access to tenant data is audited before the data is touched.
 
-use base64::Engine as _;
-use bulkhead_api::Page;
 use bulkhead_core::access::{self, DataAction, TenantScope};
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::filter::parse_equality;
-use bulkhead_core::keys::hash_secret;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, validate_full, validate_patch};
 use bulkhead_core::{CollectionName, RecordId, TenantId};
-use bulkhead_engine::ListQuery;
 use serde_json::Value;
 
-use crate::tenants::page_limit;
 use crate::{Catalog, Ctx, audit};
 
 /// Whether an update replaces the record (PUT) or patches it (PATCH).
@@ -21,43 +15,6 @@ use crate::{Catalog, Ctx, audit};
 pub enum UpdateKind {
     Replace,
     Patch,
-}
-
-/// Query parameters of a record listing.
-#[derive(Debug, Clone, Default)]
-pub struct ListParams {
-    pub filter: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
-/// A cursor names the tenant, collection and filter it belongs to, so it can never be replayed
-/// against another tenant or another query.
-fn cursor_binding(tenant: &TenantId, collection: &CollectionName, filter: &str) -> String {
-    let digest = hash_secret(&format!("{tenant}\u{0}{collection}\u{0}{filter}"));
-    digest[..16].to_owned()
-}
-
-fn encode_cursor(binding: &str, after: &RecordId) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("r1:{binding}:{after}"))
-}
-
-fn decode_cursor(binding: &str, cursor: &str) -> Result<RecordId, Error> {
-    let bad = |why: &str| Error::bad_request("invalid_cursor", format!("cursor {why}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad("is not one this server issued"))?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("is not one this server issued"))?;
-    let rest = text
-        .strip_prefix("r1:")
-        .ok_or_else(|| bad("is not one this server issued"))?;
-    let (bound, after) = rest
-        .split_once(':')
-        .ok_or_else(|| bad("is not one this server issued"))?;
-    if bound != binding {
-        return Err(bad("belongs to another tenant or query"));
-    }
-    RecordId::parse(after).map_err(|_| bad("is not one this server issued"))
 }
 
 fn precondition(header: Option<i64>, body: Option<i64>) -> Result<Option<i64>, Error> {
@@ -73,7 +30,7 @@ fn precondition(header: Option<i64>, body: Option<i64>) -> Result<Option<i64>, E
 impl Catalog {
     /// Resolves and authorizes the tenant a data request acts on. Denials are audited; so is
     /// every platform-admin access, synchronously, before any data is read or written.
-    async fn data_scope(
+    pub(crate) async fn data_scope(
         &self,
         ctx: &Ctx,
         named: Option<&TenantId>,
@@ -218,53 +175,6 @@ impl Catalog {
         let engine = self.engine(&scope.placement().domain)?;
         Ok(engine.delete(&scope, &collection, id, if_match).await?)
     }
-
-    pub async fn list_records(
-        &self,
-        ctx: &Ctx,
-        named: Option<&TenantId>,
-        collection: &CollectionName,
-        params: ListParams,
-    ) -> Result<Page<Record>, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "record.list",
-                collection.as_str(),
-            )
-            .await?;
-        let collection = self.collection(collection)?;
-        let limit = page_limit(params.limit)?;
-        let filter_text = params.filter.unwrap_or_default();
-        let filter = if filter_text.trim().is_empty() {
-            Default::default()
-        } else {
-            parse_equality(&filter_text, &collection)?
-        };
-        let binding = cursor_binding(scope.tenant(), &collection.name, filter_text.trim());
-        let after = params
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(&binding, c))
-            .transpose()?;
-        let engine = self.engine(&scope.placement().domain)?;
-        let query = ListQuery {
-            filter,
-            after,
-            limit: limit + 1,
-        };
-        let mut items = engine.list(&scope, &collection, &query).await?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_cursor = if more {
-            items.last().map(|r| encode_cursor(&binding, &r.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
-    }
 }
 
 /// Parses an `If-Match` value: `"3"`, `3` or `W/"3"`; `*` means "any version".
@@ -286,26 +196,6 @@ pub fn parse_if_match(raw: &str) -> Result<Option<i64>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_are_bound_to_tenant_collection_and_filter() {
-        let (a, b) = (
-            TenantId::parse("acme").unwrap(),
-            TenantId::parse("globex").unwrap(),
-        );
-        let items = CollectionName::parse("items").unwrap();
-        let binding = cursor_binding(&a, &items, "n = 1");
-        let cursor = encode_cursor(&binding, &RecordId::parse("r9").unwrap());
-        assert_eq!(decode_cursor(&binding, &cursor).unwrap().as_str(), "r9");
-        assert!(
-            decode_cursor(&cursor_binding(&b, &items, "n = 1"), &cursor)
-                .unwrap_err()
-                .message
-                .contains("another tenant")
-        );
-        assert!(decode_cursor(&cursor_binding(&a, &items, "n = 2"), &cursor).is_err());
-        assert!(decode_cursor(&binding, "garbage!").is_err());
-    }
 
     #[test]
     fn if_match_accepts_etag_forms() {

@@ -364,6 +364,7 @@ impl Catalog {
         if let Some((tenant, placement)) = &found {
             self.publish_route(TenantRoute {
                 tenant: tenant.id.clone(),
+                tier: tenant.tier.clone(),
                 status: tenant.status,
                 placement: placement.clone(),
             });
@@ -393,6 +394,7 @@ impl Catalog {
             .ok_or_else(tenant_not_found)?;
         Ok(TenantRoute {
             tenant: tenant_row.id,
+            tier: tenant_row.tier,
             status: tenant_row.status,
             placement,
         })

@@ -174,6 +174,15 @@ pub enum TierCmd {
         price: f64,
         #[arg(long, default_value = "")]
         description: String,
+        /// Time budget of one query, in milliseconds (default: the server's).
+        #[arg(long)]
+        query_time_ms: Option<u64>,
+        /// Rows one query may examine (default: the server's).
+        #[arg(long)]
+        query_rows_examined: Option<u64>,
+        /// Largest bulk-ingest body, in bytes (default: the server's).
+        #[arg(long)]
+        bulk_max_bytes: Option<u64>,
     },
 }
 
@@ -277,11 +286,42 @@ pub enum RecordCmd {
     List {
         #[arg(value_parser = CollectionName::parse)]
         collection: CollectionName,
-        /// Filter expression, e.g. 'status = "open" and priority > 2'.
+        /// Filter expression, e.g. 'status = "open" && priority > 2' (see docs/query.md).
         #[arg(long)]
         filter: Option<String>,
+        /// Sort keys, e.g. '-created_at,title' (id breaks ties).
+        #[arg(long)]
+        sort: Option<String>,
+        /// Full-text search over text fields: words, "phrases", prefix*.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only these fields (and id), e.g. 'title,n'.
+        #[arg(long)]
+        fields: Option<String>,
         #[command(flatten)]
         page: ListArgs,
+    },
+    /// Summarise records: groups, time buckets and metrics in one call, e.g.
+    /// '{"group_by": ["machine"], "bucket": {"field": "at", "interval": "hour"},
+    ///   "metrics": [{"op": "count"}, {"op": "avg", "field": "temp"}]}'.
+    Aggregate {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// The aggregation: inline JSON, @path to read a file, or - for standard input.
+        #[arg(value_name = "JSON")]
+        body: String,
+    },
+    /// Load records from an NDJSON file (each line a record to create, or
+    /// {"op": "create" | "upsert" | "delete", "id": …, "record": {…}}), with a progress bar.
+    /// Failed lines are listed with their line numbers; the others are kept.
+    Import {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// The NDJSON file, or - for standard input.
+        file: std::path::PathBuf,
+        /// Lines per request.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
     },
     /// Change some fields of a record.
     Patch {

@@ -9,6 +9,7 @@ use anyhow::bail;
 use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, TierSpec, UpdateTenant};
 use bulkhead_client::{Client, ClientError, ListRecords};
 use bulkhead_core::model::TenantStatus;
+use bulkhead_core::model::TierLimits;
 use serde::Serialize;
 use serde_json::json;
 
@@ -20,12 +21,12 @@ use crate::input::{labels_from, load_collection_spec, load_json_object, spec_fro
 use crate::output;
 
 /// Prints either the JSON of a value or its table.
-struct Printer {
-    json: bool,
+pub(crate) struct Printer {
+    pub(crate) json: bool,
 }
 
 impl Printer {
-    fn show<T: Serialize + ?Sized>(
+    pub(crate) fn show<T: Serialize + ?Sized>(
         &self,
         value: &T,
         table: impl FnOnce(&T) -> String,
@@ -165,6 +166,9 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             domains,
             price,
             description,
+            query_time_ms,
+            query_rows_examined,
+            bulk_max_bytes,
         } => {
             if !price.is_finite() || price < 0.0 {
                 bail!("--price must be a non-negative number, got {price}");
@@ -174,6 +178,11 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                 domains,
                 monthly_price: price,
                 description,
+                limits: TierLimits {
+                    query_time_ms,
+                    query_rows_examined,
+                    bulk_max_bytes,
+                },
             };
             let tier = client.put_tier(&name, &spec).await?;
             out.show(&tier, |t| output::tiers(std::slice::from_ref(t)))
@@ -266,21 +275,49 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
         RecordCmd::List {
             collection,
             filter,
+            sort,
+            search,
+            fields,
             page,
         } => {
             let collection = &collection;
-            let filter = &filter;
+            let base = &ListRecords {
+                filter,
+                sort,
+                q: search,
+                fields,
+                limit: None,
+                cursor: None,
+            };
             let records = all_pages(&page, |limit, cursor| async move {
                 let query = ListRecords {
-                    filter: filter.clone(),
                     limit,
                     cursor,
+                    ..base.clone()
                 };
                 client.list_records(collection, &query).await
             })
             .await?;
             out.page(&records, output::records)
         }
+        RecordCmd::Aggregate { collection, body } => {
+            let body = load_json_object(&body, &mut std::io::stdin().lock())?;
+            let request: bulkhead_api::AggregateRequest = serde_json::from_value(body)
+                .map_err(|e| anyhow::anyhow!("not an aggregation: {e}"))?;
+            let page = client.aggregate(&collection, &request).await?;
+            let groups: Vec<serde_json::Value> = page
+                .groups
+                .iter()
+                .cloned()
+                .map(serde_json::Value::Object)
+                .collect();
+            out.show(&page, |_| output::records(&groups))
+        }
+        RecordCmd::Import {
+            collection,
+            file,
+            batch,
+        } => crate::import::run(client, out, &collection, &file, batch.max(1)).await,
         RecordCmd::Patch {
             collection,
             id,

@@ -16,6 +16,12 @@ use crate::{Client, ClientError, json_body};
 pub struct ListRecords {
     /// A filter expression in the server's filter language.
     pub filter: Option<String>,
+    /// Sort keys, e.g. `-created_at,title`.
+    pub sort: Option<String>,
+    /// A full-text query: words, "phrases", prefix*.
+    pub q: Option<String>,
+    /// Fields to return, e.g. `title,n`.
+    pub fields: Option<String>,
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -249,6 +255,9 @@ impl Client {
     ) -> Result<Page<Value>, ClientError> {
         let pairs = [
             ("filter", query.filter.clone()),
+            ("sort", query.sort.clone()),
+            ("q", query.q.clone()),
+            ("fields", query.fields.clone()),
             ("limit", query.limit.map(|l| l.to_string())),
             ("cursor", query.cursor.clone()),
         ];
@@ -257,6 +266,36 @@ impl Client {
             &pairs,
         )?;
         self.call(Method::GET, url, None, None).await
+    }
+
+    /// `POST /v1/collections/{c}/aggregate`.
+    pub async fn aggregate(
+        &self,
+        collection: &CollectionName,
+        request: &bulkhead_api::AggregateRequest,
+    ) -> Result<bulkhead_api::AggregatePage, ClientError> {
+        let url = self.url(
+            &["v1", "collections", collection.as_str(), "aggregate"],
+            &[],
+        )?;
+        self.call(Method::POST, url, json_body(request)?, None)
+            .await
+    }
+
+    /// `POST /v1/collections/{c}/records:bulk` with an NDJSON body; `errors_only` asks for
+    /// the failed lines only.
+    pub async fn bulk(
+        &self,
+        collection: &CollectionName,
+        ndjson: Vec<u8>,
+        errors_only: bool,
+    ) -> Result<bulkhead_api::BulkReport, ClientError> {
+        let results = errors_only.then(|| "errors".to_owned());
+        let url = self.url(
+            &["v1", "collections", collection.as_str(), "records:bulk"],
+            &[("results", results)],
+        )?;
+        self.call(Method::POST, url, Some(ndjson), None).await
     }
 
     fn record_url(

@@ -6,9 +6,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bulkhead_api::Page;
-use bulkhead_catalog::{Ctx, ListParams, UpdateKind};
+use bulkhead_catalog::{BulkResults, Ctx, ListParams, UpdateKind};
+use bulkhead_core::query::aggregate::AggregateRequest;
 use bulkhead_core::record::Record;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde::Deserialize;
@@ -28,14 +29,26 @@ pub fn router() -> Router<AppState> {
             "/v1/collections/{collection}/records/{id}",
             get(read).put(replace).patch(patch).delete(remove),
         )
+        .route("/v1/collections/{collection}/records:bulk", post(bulk))
+        .route("/v1/collections/{collection}/aggregate", post(aggregate))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     filter: Option<String>,
+    sort: Option<String>,
+    q: Option<String>,
+    fields: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkQuery {
+    #[serde(default)]
+    results: BulkResults,
 }
 
 fn with_etag(status: StatusCode, record: &Record) -> Response {
@@ -171,6 +184,9 @@ async fn list(
     let collection = CollectionName::parse(&collection)?;
     let params = ListParams {
         filter: query.filter,
+        sort: query.sort,
+        q: query.q,
+        fields: query.fields,
         limit: query.limit,
         cursor: query.cursor,
     };
@@ -179,8 +195,58 @@ async fn list(
         .list_records(&ctx, named.as_ref(), &collection, params)
         .await?;
     let body = Page {
-        items: page.items.iter().map(Record::to_json).collect::<Vec<_>>(),
+        items: page
+            .items
+            .iter()
+            .map(|hit| hit.record.to_json())
+            .collect::<Vec<_>>(),
         next_cursor: page.next_cursor,
     };
     Ok(axum::Json(body).into_response())
+}
+
+async fn aggregate(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    Json(request): Json<AggregateRequest>,
+) -> ApiResult<Response> {
+    let collection = CollectionName::parse(&collection)?;
+    let page = state
+        .catalog
+        .aggregate_records(&ctx, named.as_ref(), &collection, &request)
+        .await?;
+    Ok(axum::Json(page).into_response())
+}
+
+/// NDJSON bulk ingest. The caller and its tier are resolved before the body is read, and the
+/// body is never read past the tier's size limit.
+async fn bulk(
+    State(state): State<AppState>,
+    Writer(ctx): Writer,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    query: Result<Query<BulkQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    let collection = CollectionName::parse(&collection)?;
+    let limit = state
+        .catalog
+        .bulk_limit(&ctx, named.as_ref(), &collection)
+        .await?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        bulkhead_core::Error::new(
+            bulkhead_core::ErrorKind::PayloadTooLarge,
+            "payload_too_large",
+            format!("a bulk body may be at most {limit} bytes on this tenant's tier; split it"),
+        )
+    })?;
+    let report = state
+        .catalog
+        .bulk_records(&ctx, named.as_ref(), &collection, &bytes, query.results)
+        .await?;
+    Ok(axum::Json(report).into_response())
 }

@@ -1,0 +1,605 @@
+//! Reading many records: list pages with filters, sorting, projection and full-text search;
+//! aggregations; and bulk ingest. Text from the caller is parsed and typed here (by
+//! `bulkhead_core::query`), so an engine only ever sees checked queries.
+//!
+//! Cursors are keyset positions (the last row's sort values and id), bound to the tenant and
+//! to the query that produced them: replaying one against another tenant or another query is a
+//! 400, never someone else's page.
+
+use base64::Engine as _;
+use bulkhead_api::{AggregatePage, BulkLine, BulkReport, LineError, Page};
+use bulkhead_core::access::{DataAction, TenantScope};
+use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::keys::hash_secret;
+use bulkhead_core::model::TierLimits;
+use bulkhead_core::query::aggregate::{self, AggregateRequest};
+use bulkhead_core::query::search::parse_search;
+use bulkhead_core::query::sort::{parse_fields, parse_sort};
+use bulkhead_core::query::{self, SortKey};
+use bulkhead_core::record::{FieldValue, NewRecord, coerce, validate_full};
+use bulkhead_core::schema::{Collection, FieldType};
+use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
+use bulkhead_engine::{AggregateQuery, BulkOp, BulkOutcome, Hit, Keyset, ListQuery, QueryBudget};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::tenants::page_limit;
+use crate::{Catalog, Ctx};
+
+pub const DEFAULT_GROUPS: u32 = 1000;
+pub const MAX_GROUPS_PAGE: u32 = 10_000;
+/// Operations per transaction of a bulk request.
+pub const BULK_CHUNK: usize = 1000;
+
+/// Query parameters of a record listing, as the caller wrote them.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub filter: Option<String>,
+    pub sort: Option<String>,
+    pub q: Option<String>,
+    pub fields: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Which lines a bulk report lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkResults {
+    #[default]
+    All,
+    Errors,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CursorBody {
+    /// The binding: tenant, collection and query.
+    b: String,
+    /// Sort-key values (or group-key values).
+    v: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+fn binding(tenant: &TenantId, collection: &CollectionName, query: &[&str]) -> String {
+    let mut text = format!("{tenant}\u{0}{collection}");
+    for part in query {
+        text.push('\u{0}');
+        text.push_str(part);
+    }
+    hash_secret(&text)[..24].to_owned()
+}
+
+fn encode_cursor(body: &CursorBody) -> Option<String> {
+    let json = serde_json::to_vec(body).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+}
+
+fn bad_cursor(why: &str) -> Error {
+    Error::bad_request("invalid_cursor", format!("cursor {why}"))
+}
+
+fn decode_cursor(binding: &str, cursor: &str) -> Result<CursorBody, Error> {
+    let foreign = || bad_cursor("is not one this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| foreign())?;
+    let body: CursorBody = serde_json::from_slice(&bytes).map_err(|_| foreign())?;
+    if body.b != binding {
+        return Err(bad_cursor("belongs to another tenant or another query"));
+    }
+    Ok(body)
+}
+
+/// Typed values of a cursor, one per key type.
+fn cursor_values(values: &[Value], types: &[FieldType]) -> Result<Vec<Option<FieldValue>>, Error> {
+    if values.len() != types.len() {
+        return Err(bad_cursor("does not fit this query"));
+    }
+    values
+        .iter()
+        .zip(types)
+        .map(|(v, t)| match v {
+            Value::Null => Ok(None),
+            v => coerce(*t, v)
+                .map(Some)
+                .map_err(|_| bad_cursor("does not fit this query")),
+        })
+        .collect()
+}
+
+fn value_json(value: &Option<FieldValue>) -> Value {
+    value.as_ref().map_or(Value::Null, FieldValue::to_json)
+}
+
+impl Catalog {
+    /// The limits of a tier (cached until the tier changes).
+    async fn tier_limits(&self, tier: &TierName) -> Result<TierLimits, Error> {
+        if let Some(limits) = self.inner().tier_limits.read().get(tier) {
+            return Ok(limits.clone());
+        }
+        let name = tier.clone();
+        let spec = self
+            .blocking(move |store| store.read(|tx| crate::tiers::read_tier(tx, &name)))
+            .await?;
+        let limits = spec.map(|s| s.limits).unwrap_or_default();
+        self.inner()
+            .tier_limits
+            .write()
+            .insert(tier.clone(), limits.clone());
+        Ok(limits)
+    }
+
+    /// The query budget of the scope's tenant: its tier's limits over the server's defaults.
+    pub(crate) async fn budget(&self, scope: &TenantScope) -> Result<QueryBudget, Error> {
+        let limits = self.tier_limits(scope.tier()).await?;
+        let default = self.inner().options.query_budget;
+        Ok(QueryBudget {
+            time: limits
+                .query_time_ms
+                .map_or(default.time, std::time::Duration::from_millis),
+            rows_examined: limits.query_rows_examined.unwrap_or(default.rows_examined),
+        })
+    }
+
+    /// Resolves the caller's tenant for a bulk request and returns its body size limit, so the
+    /// body is read only after the caller is known, and never beyond the tier's limit.
+    pub async fn bulk_limit(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+    ) -> Result<u64, Error> {
+        let scope = self
+            .data_scope(
+                ctx,
+                named,
+                DataAction::Write,
+                "record.bulk",
+                collection.as_str(),
+            )
+            .await?;
+        let limits = self.tier_limits(scope.tier()).await?;
+        Ok(limits
+            .bulk_max_bytes
+            .unwrap_or(self.inner().options.bulk_max_bytes))
+    }
+
+    pub async fn list_records(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+        params: ListParams,
+    ) -> Result<Page<Hit>, Error> {
+        let scope = self
+            .data_scope(
+                ctx,
+                named,
+                DataAction::Read,
+                "record.list",
+                collection.as_str(),
+            )
+            .await?;
+        let collection = self.collection(collection)?;
+        let limit = page_limit(params.limit)?;
+        let text = |s: &Option<String>| s.as_deref().unwrap_or("").trim().to_owned();
+        let (filter_text, sort_text, q_text) =
+            (text(&params.filter), text(&params.sort), text(&params.q));
+        let filter = query::filter(&filter_text, &collection)?;
+        let sort: Vec<SortKey> = if sort_text.is_empty() {
+            Vec::new()
+        } else {
+            parse_sort(&sort_text, &collection)?
+        };
+        let search = if q_text.is_empty() {
+            None
+        } else {
+            if !collection
+                .fields
+                .values()
+                .any(|s| s.field_type == FieldType::Text)
+            {
+                return Err(Error::bad_request(
+                    "invalid_search",
+                    format!(
+                        "collection '{}' has no text fields to search",
+                        collection.name
+                    ),
+                ));
+            }
+            Some(parse_search(&q_text)?)
+        };
+        let fields = params
+            .fields
+            .as_deref()
+            .map(|f| parse_fields(f, &collection))
+            .transpose()?;
+        let bound = binding(
+            scope.tenant(),
+            &collection.name,
+            &["list", &filter_text, &sort_text, &q_text],
+        );
+        let after = match params.cursor.as_deref() {
+            None => None,
+            Some(cursor) => {
+                let body = decode_cursor(&bound, cursor)?;
+                let types: Vec<FieldType> = sort.iter().map(|k| k.column.field_type()).collect();
+                let values = cursor_values(&body.v, &types)?;
+                let ranked = sort.is_empty() && search.is_some();
+                if ranked != body.s.is_some() {
+                    return Err(bad_cursor("does not fit this query"));
+                }
+                let id = body
+                    .id
+                    .as_deref()
+                    .and_then(|id| RecordId::parse(id).ok())
+                    .ok_or_else(|| bad_cursor("does not fit this query"))?;
+                Some(Keyset {
+                    values,
+                    score: body.s,
+                    id,
+                })
+            }
+        };
+        let query = ListQuery {
+            filter,
+            search,
+            sort,
+            after,
+            limit: limit + 1,
+            fields,
+            budget: self.budget(&scope).await?,
+        };
+        let engine = self.engine(&scope.placement().domain)?;
+        let mut items = engine.list(&scope, &collection, &query).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => encode_cursor(&CursorBody {
+                b: bound,
+                v: last.sort_values.iter().map(value_json).collect(),
+                s: if query.sort.is_empty() {
+                    last.score
+                } else {
+                    None
+                },
+                id: Some(last.record.id.as_str().to_owned()),
+            }),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn aggregate_records(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+        request: &AggregateRequest,
+    ) -> Result<AggregatePage, Error> {
+        let scope = self
+            .data_scope(
+                ctx,
+                named,
+                DataAction::Read,
+                "record.aggregate",
+                collection.as_str(),
+            )
+            .await?;
+        let collection = self.collection(collection)?;
+        let filter_text = request.filter.as_deref().unwrap_or("").trim().to_owned();
+        let filter = query::filter(&filter_text, &collection)?;
+        let plan = aggregate::check(request, filter, &collection)?;
+        let limit = match request.limit {
+            None => DEFAULT_GROUPS,
+            Some(n) if (1..=MAX_GROUPS_PAGE).contains(&n) => n,
+            Some(_) => {
+                return Err(Error::bad_request(
+                    "invalid_limit",
+                    format!("limit must be 1 to {MAX_GROUPS_PAGE}"),
+                ));
+            }
+        };
+        let shape = serde_json::to_string(&AggregateRequest {
+            limit: None,
+            cursor: None,
+            ..request.clone()
+        })
+        .unwrap_or_default();
+        let bound = binding(scope.tenant(), &collection.name, &["aggregate", &shape]);
+        let after = match request.cursor.as_deref() {
+            None => None,
+            Some(cursor) => {
+                let body = decode_cursor(&bound, cursor)?;
+                let types: Vec<FieldType> = plan.groups.iter().map(|g| g.value_type()).collect();
+                Some(cursor_values(&body.v, &types)?)
+            }
+        };
+        if after.is_some() && plan.groups.is_empty() {
+            return Err(bad_cursor("does not fit this query"));
+        }
+        let query = AggregateQuery {
+            plan,
+            after,
+            limit: limit + 1,
+            budget: self.budget(&scope).await?,
+        };
+        let engine = self.engine(&scope.placement().domain)?;
+        let mut rows = engine.aggregate(&scope, &collection, &query).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = match (more, rows.last()) {
+            (true, Some(last)) => encode_cursor(&CursorBody {
+                b: bound,
+                v: last.key.iter().map(value_json).collect(),
+                s: None,
+                id: None,
+            }),
+            _ => None,
+        };
+        let groups = rows
+            .iter()
+            .map(|row| {
+                let mut out = Map::new();
+                for (key, value) in query.plan.groups.iter().zip(&row.key) {
+                    out.insert(key.name().to_owned(), value_json(value));
+                }
+                for (metric, value) in query.plan.metrics.iter().zip(&row.metrics) {
+                    out.insert(metric.name.clone(), value_json(value));
+                }
+                out
+            })
+            .collect();
+        Ok(AggregatePage {
+            groups,
+            next_cursor,
+        })
+    }
+
+    /// Applies an NDJSON body: each line a record to create, or an envelope
+    /// `{"op": "create" | "upsert" | "delete", "id": …, "record": {…}}` (an envelope only when
+    /// the collection has no field named `op`). Lines are validated one by one; valid ones
+    /// commit in transactions of [`BULK_CHUNK`]; a bad line fails alone, with its number.
+    pub async fn bulk_records(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+        body: &[u8],
+        which: BulkResults,
+    ) -> Result<BulkReport, Error> {
+        let scope = self
+            .data_scope(
+                ctx,
+                named,
+                DataAction::Write,
+                "record.bulk",
+                collection.as_str(),
+            )
+            .await?;
+        let collection = self.collection(collection)?;
+        let engine = self.engine(&scope.placement().domain)?;
+        let mut report = BulkReport::default();
+        let mut pending: Vec<(u64, BulkOp)> = Vec::with_capacity(BULK_CHUNK);
+        let mut lines = Vec::new();
+        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
+            let line = i as u64 + 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match parse_line(&collection, raw) {
+                Ok(op) => pending.push((line, op)),
+                Err(e) => lines.push(failed(line, None, &e)),
+            }
+            if pending.len() >= BULK_CHUNK {
+                let chunk = std::mem::take(&mut pending);
+                self.apply_chunk(engine.as_ref(), &scope, &collection, chunk, &mut lines)
+                    .await;
+            }
+        }
+        if !pending.is_empty() {
+            self.apply_chunk(engine.as_ref(), &scope, &collection, pending, &mut lines)
+                .await;
+        }
+        lines.sort_by_key(|l| l.line);
+        for line in &lines {
+            match line.status {
+                201 => report.created += 1,
+                200 => report.updated += 1,
+                204 => report.deleted += 1,
+                _ => report.failed += 1,
+            }
+        }
+        report.results = match which {
+            BulkResults::All => lines,
+            BulkResults::Errors => lines.into_iter().filter(|l| l.status >= 400).collect(),
+        };
+        Ok(report)
+    }
+
+    async fn apply_chunk(
+        &self,
+        engine: &dyn bulkhead_engine::Engine,
+        scope: &TenantScope,
+        collection: &Collection,
+        chunk: Vec<(u64, BulkOp)>,
+        out: &mut Vec<BulkLine>,
+    ) {
+        let numbers: Vec<(u64, Option<String>)> = chunk
+            .iter()
+            .map(|(line, op)| {
+                let id = match op {
+                    BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.as_str(),
+                    BulkOp::Delete(id) => id.as_str(),
+                };
+                (*line, Some(id.to_owned()))
+            })
+            .collect();
+        let ops = chunk.into_iter().map(|(_, op)| op).collect();
+        match engine.bulk(scope, collection, ops).await {
+            Ok(results) => {
+                for ((line, id), result) in numbers.into_iter().zip(results) {
+                    out.push(match result {
+                        Ok(BulkOutcome::Created(r)) => done(line, 201, &r.id, Some(r.version)),
+                        Ok(BulkOutcome::Updated(r)) => done(line, 200, &r.id, Some(r.version)),
+                        Ok(BulkOutcome::Deleted(id)) => done(line, 204, &id, None),
+                        Err(e) => failed(line, id, &Error::from(e)),
+                    });
+                }
+            }
+            // The whole chunk rolled back: every line of it failed, and says why.
+            Err(e) => {
+                let error = Error::from(e);
+                for (line, id) in numbers {
+                    out.push(failed(line, id, &error));
+                }
+            }
+        }
+    }
+}
+
+fn done(line: u64, status: u16, id: &RecordId, version: Option<i64>) -> BulkLine {
+    BulkLine {
+        line,
+        status,
+        id: Some(id.as_str().to_owned()),
+        version,
+        error: None,
+    }
+}
+
+fn status_of(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::BadRequest => 400,
+        ErrorKind::Unauthenticated => 401,
+        ErrorKind::Forbidden => 403,
+        ErrorKind::NotFound => 404,
+        ErrorKind::MethodNotAllowed => 405,
+        ErrorKind::Conflict => 409,
+        ErrorKind::PreconditionFailed => 412,
+        ErrorKind::PayloadTooLarge => 413,
+        ErrorKind::UnsupportedMediaType => 415,
+        ErrorKind::Unprocessable => 422,
+        ErrorKind::TooManyRequests | ErrorKind::QuotaExceeded => 429,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::Internal => 500,
+    }
+}
+
+fn failed(line: u64, id: Option<String>, error: &Error) -> BulkLine {
+    BulkLine {
+        line,
+        status: status_of(error.kind),
+        id,
+        version: None,
+        error: Some(LineError {
+            code: error.code.to_string(),
+            message: format!("line {line}: {}", error.message),
+        }),
+    }
+}
+
+fn line_error(message: impl Into<String>) -> Error {
+    Error::bad_request("invalid_line", message)
+}
+
+/// One NDJSON line as an operation, validated against the collection.
+fn parse_line(collection: &Collection, raw: &[u8]) -> Result<BulkOp, Error> {
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|e| line_error(format!("not valid JSON: {e}")))?;
+    let Value::Object(object) = &value else {
+        return Err(line_error("expected a JSON object"));
+    };
+    let envelope =
+        object.contains_key("op") && !collection.fields.keys().any(|f| f.as_str() == "op");
+    if !envelope {
+        let (id, fields, _) = validate_full(collection, &value, None)?;
+        return Ok(BulkOp::Create(NewRecord {
+            id: id.unwrap_or_else(RecordId::generate),
+            fields,
+        }));
+    }
+    if let Some(key) = object
+        .keys()
+        .find(|k| !["op", "id", "record"].contains(&k.as_str()))
+    {
+        return Err(line_error(format!(
+            "unknown key '{key}' in an operation; expected op, id and record"
+        )));
+    }
+    let id = match object.get("id") {
+        None => None,
+        Some(Value::String(s)) => Some(RecordId::parse(s)?),
+        Some(_) => return Err(line_error("id must be a string")),
+    };
+    let record = object.get("record");
+    match object.get("op").and_then(Value::as_str) {
+        Some("create") => {
+            let record = record.ok_or_else(|| line_error("create needs a record"))?;
+            let (body_id, fields, _) = validate_full(collection, record, id.as_ref())?;
+            Ok(BulkOp::Create(NewRecord {
+                id: id.or(body_id).unwrap_or_else(RecordId::generate),
+                fields,
+            }))
+        }
+        Some("upsert") => {
+            let record = record.ok_or_else(|| line_error("upsert needs a record"))?;
+            let (body_id, fields, _) = validate_full(collection, record, id.as_ref())?;
+            let id = id
+                .or(body_id)
+                .ok_or_else(|| line_error("upsert needs an id"))?;
+            Ok(BulkOp::Upsert(NewRecord { id, fields }))
+        }
+        Some("delete") => {
+            if record.is_some() {
+                return Err(line_error("delete takes an id and no record"));
+            }
+            Ok(BulkOp::Delete(
+                id.ok_or_else(|| line_error("delete needs an id"))?,
+            ))
+        }
+        _ => Err(line_error(
+            "op must be \"create\", \"upsert\" or \"delete\"",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_bound_to_tenant_collection_and_query() {
+        let (a, b) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("globex").unwrap(),
+        );
+        let items = CollectionName::parse("items").unwrap();
+        let bound = binding(&a, &items, &["list", "n = 1", "", ""]);
+        let cursor = encode_cursor(&CursorBody {
+            b: bound.clone(),
+            v: vec![],
+            s: None,
+            id: Some("r9".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            decode_cursor(&bound, &cursor).unwrap().id.as_deref(),
+            Some("r9")
+        );
+        let other_tenant = binding(&b, &items, &["list", "n = 1", "", ""]);
+        assert!(
+            decode_cursor(&other_tenant, &cursor)
+                .unwrap_err()
+                .message
+                .contains("another tenant")
+        );
+        let other_query = binding(&a, &items, &["list", "n = 2", "", ""]);
+        assert!(decode_cursor(&other_query, &cursor).is_err());
+        assert!(decode_cursor(&bound, "garbage!").is_err());
+    }
+}

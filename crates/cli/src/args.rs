@@ -310,6 +310,12 @@ pub enum RecordCmd {
         /// The aggregation: inline JSON, @path to read a file, or - for standard input.
         #[arg(value_name = "JSON")]
         body: String,
+        /// Groups per page (overrides the body's `limit`).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page (overrides the body's `cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Load records from an NDJSON file (each line a record to create, or
     /// {"op": "create" | "upsert" | "delete", "id": …, "record": {…}}), with a progress bar.

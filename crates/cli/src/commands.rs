@@ -300,18 +300,23 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
             .await?;
             out.page(&records, output::records)
         }
-        RecordCmd::Aggregate { collection, body } => {
+        RecordCmd::Aggregate {
+            collection,
+            body,
+            limit,
+            cursor,
+        } => {
             let body = load_json_object(&body, &mut std::io::stdin().lock())?;
-            let request: bulkhead_api::AggregateRequest = serde_json::from_value(body)
+            let mut request: bulkhead_api::AggregateRequest = serde_json::from_value(body)
                 .map_err(|e| anyhow::anyhow!("not an aggregation: {e}"))?;
+            request.limit = limit.or(request.limit);
+            request.cursor = cursor.or(request.cursor);
             let page = client.aggregate(&collection, &request).await?;
-            let groups: Vec<serde_json::Value> = page
-                .groups
-                .iter()
-                .cloned()
-                .map(serde_json::Value::Object)
-                .collect();
-            out.show(&page, |_| output::records(&groups))
+            out.show(&page, |p| output::groups(&p.groups))?;
+            if let (false, Some(cursor)) = (out.json, &page.next_cursor) {
+                eprintln!("more groups: repeat the command with --cursor {cursor}");
+            }
+            Ok(())
         }
         RecordCmd::Import {
             collection,

@@ -282,6 +282,31 @@ pub fn records(records: &[Value]) -> String {
     table.to_string()
 }
 
+/// Aggregation groups: one column per group key and metric, nothing else.
+pub fn groups(groups: &[serde_json::Map<String, Value>]) -> String {
+    if groups.is_empty() {
+        return empty("groups");
+    }
+    let mut columns: Vec<&str> = Vec::new();
+    for group in groups {
+        for key in group.keys() {
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let mut table = table(&columns);
+    for group in groups {
+        table.add_row(
+            columns
+                .iter()
+                .map(|c| group.get(*c).map(value_cell).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        );
+    }
+    table.to_string()
+}
+
 pub fn record(record: &Value) -> String {
     let Value::Object(map) = record else {
         return value_cell(record);

@@ -49,6 +49,8 @@ enum BenchKind {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// HTTP create and filtered list: Bulkhead vs PocketBase, both pooled multi-tenant.
+    Pocketbase(crate::bench_pocketbase::PocketbaseArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -59,6 +61,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             requests,
             concurrency,
         } => http_bench(requests, concurrency.max(1)).await,
+        BenchKind::Pocketbase(args) => crate::bench_pocketbase::run(args).await,
     }
 }
 
@@ -336,7 +339,7 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e3
 }
 
-async fn timed<F, Fut>(
+pub(crate) async fn timed<F, Fut>(
     total: usize,
     concurrency: usize,
     what: &str,

@@ -2,6 +2,7 @@
 //! talking to a server over HTTP; `bench` measures.
 
 mod bench;
+mod bench_pocketbase;
 mod bench_query;
 mod config;
 mod serve;

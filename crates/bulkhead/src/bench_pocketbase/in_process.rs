@@ -1,0 +1,99 @@
+//! The Bulkhead side of `bench pocketbase`: the same in-process server as `bench http`
+//! (temporary data directory, `Config::load`, `serve::open`, `bulkhead_server::serve`), but on
+//! its own two-worker runtime in its own thread.
+//!
+//! Why its own runtime: PocketBase runs in another process with its own Go scheduler, while
+//! the load generator runs on the bench's runtime. Were Bulkhead served from that same runtime,
+//! server and generator would share two worker threads and the two systems would not be
+//! measured under the same conditions. Both still share the machine's two cores.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bulkhead_core::time::SystemClock;
+use tokio::sync::oneshot;
+
+pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+/// A Bulkhead server running on a dedicated runtime thread until [`InProcess::stop`].
+pub struct InProcess {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    pub async fn start() -> anyhow::Result<InProcess> {
+        let (ready, is_ready) = oneshot::channel::<anyhow::Result<String>>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("bulkhead-server".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name(super::machine::SERVER_THREAD_NAME)
+                    // Idle blocking threads stay, so their CPU time stays countable.
+                    .thread_keep_alive(std::time::Duration::from_secs(3600))
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(serve(ready, stopped))
+            })?;
+        let url = is_ready
+            .await
+            .context("the bulkhead server thread ended during start-up")??;
+        Ok(InProcess {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Drains the server, closes the catalog and joins the thread.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the bulkhead server thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+async fn serve(
+    ready: oneshot::Sender<anyhow::Result<String>>,
+    stopped: oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let started = async {
+        let dir = tempfile::tempdir()?;
+        let args = crate::config::ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let config = crate::config::Config::load(&args, Some(dir.path()), Some(ADMIN_KEY.into()))?;
+        let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        anyhow::Ok((dir, node, listener, url))
+    }
+    .await;
+    let (dir, node, listener, url) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(url));
+    let served = bulkhead_server::serve(listener, node.state.clone(), async {
+        let _ = stopped.await;
+    })
+    .await;
+    node.catalog.shutdown().await;
+    drop(node);
+    drop(dir);
+    served?;
+    Ok(())
+}

@@ -290,7 +290,7 @@ pub enum RecordCmd {
         #[arg(long)]
         filter: Option<String>,
         /// Sort keys, e.g. '-created_at,title' (id breaks ties).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sort: Option<String>,
         /// Full-text search over text fields: words, "phrases", prefix*.
         #[arg(long)]

@@ -300,6 +300,11 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// A word unique to a tenant, long enough to be found on disk: `Zqgonepoolzq…`.
+fn search_token(tenant: &str) -> String {
+    format!("Zq{}{}", tenant.replace('-', ""), "zq".repeat(12))
+}
+
 #[tokio::test]
 async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +321,12 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
             create_tenant(&admin, tenant, tier).await;
             let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
             for i in 0..50 {
-                let marker = format!("MARKER-{tenant}-{i:03}-{}", "x".repeat(40));
+                // The last word lands in the full-text index as a token of its own.
+                let marker = format!(
+                    "MARKER-{tenant}-{i:03}-{} {}",
+                    "x".repeat(40),
+                    search_token(tenant)
+                );
                 client
                     .create_record(&items(), &json!({"title": marker, "n": i}))
                     .await
@@ -329,9 +339,18 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
             !files_containing(&server.data_dir, &format!("MARKER-{gone}-")).is_empty(),
             "{gone}: data is on disk before"
         );
+        // The search index holds the token (lowercased, in the pool behind the tenant id).
+        let token = search_token(gone).to_lowercase();
+        let indexed = files_containing(&server.data_dir, &token);
+        assert!(
+            !indexed.is_empty(),
+            "{gone}: the token is in the search index before"
+        );
         admin.delete_tenant(&tid(gone)).await.unwrap();
         let left = files_containing(&server.data_dir, &format!("MARKER-{gone}-"));
         assert!(left.is_empty(), "{gone}: bytes left in {left:?}");
+        let left = files_containing(&server.data_dir, &token);
+        assert!(left.is_empty(), "{gone}: search tokens left in {left:?}");
         assert!(
             !files_containing(&server.data_dir, &format!("MARKER-{keep}-")).is_empty(),
             "{keep}: neighbour kept"

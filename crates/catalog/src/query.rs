@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use bulkhead_api::{AggregatePage, BulkLine, BulkReport, LineError, Page};
 use bulkhead_core::access::{DataAction, TenantScope};
-use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::error::Error;
 use bulkhead_core::keys::hash_secret;
 use bulkhead_core::model::TierLimits;
 use bulkhead_core::query::aggregate::{self, AggregateRequest};
@@ -197,11 +197,7 @@ impl Catalog {
         let search = if q_text.is_empty() {
             None
         } else {
-            if !collection
-                .fields
-                .values()
-                .any(|s| s.field_type == FieldType::Text)
-            {
+            if !collection.searchable() {
                 return Err(Error::bad_request(
                     "invalid_search",
                     format!(
@@ -472,28 +468,10 @@ fn done(line: u64, status: u16, id: &RecordId, version: Option<i64>) -> BulkLine
     }
 }
 
-fn status_of(kind: ErrorKind) -> u16 {
-    match kind {
-        ErrorKind::BadRequest => 400,
-        ErrorKind::Unauthenticated => 401,
-        ErrorKind::Forbidden => 403,
-        ErrorKind::NotFound => 404,
-        ErrorKind::MethodNotAllowed => 405,
-        ErrorKind::Conflict => 409,
-        ErrorKind::PreconditionFailed => 412,
-        ErrorKind::PayloadTooLarge => 413,
-        ErrorKind::UnsupportedMediaType => 415,
-        ErrorKind::Unprocessable => 422,
-        ErrorKind::TooManyRequests | ErrorKind::QuotaExceeded => 429,
-        ErrorKind::Unavailable => 503,
-        ErrorKind::Internal => 500,
-    }
-}
-
 fn failed(line: u64, id: Option<String>, error: &Error) -> BulkLine {
     BulkLine {
         line,
-        status: status_of(error.kind),
+        status: error.kind.status(),
         id,
         version: None,
         error: Some(LineError {

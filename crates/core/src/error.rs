@@ -35,6 +35,29 @@ pub struct Error {
     pub message: String,
 }
 
+impl ErrorKind {
+    /// The HTTP status of this kind: the one table, exhaustive on purpose. (Bulk requests
+    /// report it per line, so it lives here rather than in the server.)
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
+            ErrorKind::PreconditionFailed => 412,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Unprocessable => 422,
+            ErrorKind::TooManyRequests => 429,
+            ErrorKind::QuotaExceeded => 507,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
 impl Error {
     pub fn new(
         kind: ErrorKind,

@@ -84,6 +84,15 @@ pub struct Collection {
     pub fields: BTreeMap<FieldName, FieldSpec>,
 }
 
+impl Collection {
+    /// Whether records can be searched: the collection has a `text` field.
+    pub fn searchable(&self) -> bool {
+        self.fields
+            .values()
+            .any(|spec| spec.field_type == FieldType::Text)
+    }
+}
+
 impl CollectionSpec {
     /// Checks the definition on its own: field count, reserved names, defaults that match types.
     pub fn validate(&self) -> Result<(), Error> {

@@ -68,18 +68,23 @@ enum Read {
     Json(Value),
 }
 
+/// A record's value of a column (system fields always have one).
+pub fn column_value(record: &Record, column: &Column) -> Option<FieldValue> {
+    match column {
+        Column::System(SystemField::Id) => Some(FieldValue::Text(record.id.as_str().to_owned())),
+        Column::System(SystemField::CreatedAt) => Some(FieldValue::Timestamp(record.created_at)),
+        Column::System(SystemField::UpdatedAt) => Some(FieldValue::Timestamp(record.updated_at)),
+        Column::System(SystemField::Version) => Some(FieldValue::Integer(record.version)),
+        Column::Field { name, .. } => record.fields.get(name).cloned(),
+    }
+}
+
 fn read(operand: &Operand, record: &Record) -> Read {
     match operand {
-        Operand::Column(Column::System(s)) => Read::Column(match s {
-            SystemField::Id => FieldValue::Text(record.id.as_str().to_owned()),
-            SystemField::CreatedAt => FieldValue::Timestamp(record.created_at),
-            SystemField::UpdatedAt => FieldValue::Timestamp(record.updated_at),
-            SystemField::Version => FieldValue::Integer(record.version),
-        }),
-        Operand::Column(Column::Field { name, .. }) => match record.fields.get(name) {
+        Operand::Column(column) => match column_value(record, column) {
             None => Read::Missing,
-            Some(FieldValue::Json(v)) => Read::Json(v.clone()),
-            Some(v) => Read::Column(v.clone()),
+            Some(FieldValue::Json(v)) => Read::Json(v),
+            Some(v) => Read::Column(v),
         },
         Operand::JsonPath { field, path } => match record.fields.get(field) {
             Some(FieldValue::Json(v)) => match walk(v, path) {

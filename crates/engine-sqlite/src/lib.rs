@@ -8,7 +8,9 @@
 mod db;
 mod dialect;
 mod layout;
+mod search;
 mod sql;
+mod write;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -33,7 +35,9 @@ use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
 use layout::{TableName, bridge_prefix, db_path};
-use sql::{RecordSql, ensure_table, next_seq};
+use search::next_seq;
+use sql::{RecordSql, ensure_table};
+use write::{create, fetch, remove, replace};
 
 /// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
 #[derive(Debug, thiserror::Error)]
@@ -302,132 +306,6 @@ fn table_of(scope: &TenantScope, collection: &Collection) -> TableName {
     )
 }
 
-fn fetch(
-    tx: &rusqlite::Transaction<'_>,
-    sql: &RecordSql<'_>,
-    id: &RecordId,
-) -> Result<Option<Record>, StorageError> {
-    let (text, params) = sql.get(id);
-    let mut stmt = tx.prepare_cached(&text)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
-    match rows.next()? {
-        Some(row) => Ok(Some(sql.decode(row)?)),
-        None => Ok(None),
-    }
-}
-
-/// Inserts one record (and its search tokens) inside a write transaction.
-fn create(
-    tx: &rusqlite::Transaction<'_>,
-    sql: &RecordSql<'_>,
-    insert_text: &str,
-    record: NewRecord,
-    now: bulkhead_core::time::Timestamp,
-    seq: &mut i64,
-) -> Result<Record, StorageError> {
-    tx.prepare_cached(insert_text)?
-        .execute(params_from_iter(sql.insert_params(
-            &record.id,
-            now,
-            &record.fields,
-            Some(*seq),
-        )))?;
-    if sql.search {
-        sql.reindex(tx, *seq, Some(&record.fields), false)?;
-        *seq += 1;
-    }
-    Ok(Record {
-        id: record.id,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        fields: record.fields,
-    })
-}
-
-/// Writes new fields over an existing record, one version up, and re-indexes its text.
-fn replace(
-    tx: &rusqlite::Transaction<'_>,
-    table: &TableName,
-    sql: &RecordSql<'_>,
-    current: Record,
-    fields: bulkhead_core::record::Fields,
-    now: bulkhead_core::time::Timestamp,
-) -> Result<Record, StorageError> {
-    let version = current.version + 1;
-    let (text, params) = sql.update(&current.id, now, version, &fields);
-    tx.prepare_cached(&text)?
-        .execute(params_from_iter(params))?;
-    if sql.search {
-        let (text, params) = sql.seq(&current.id);
-        let seq: Option<i64> = tx
-            .prepare_cached(&text)?
-            .query_row(params_from_iter(params), |r| r.get(0))?;
-        match seq {
-            Some(seq) => sql.reindex(tx, seq, Some(&fields), true)?,
-            None => {
-                // Numbered when the table became searchable; this is only a safety net.
-                let seq = next_seq(tx, table)?;
-                let set = format!(
-                    "UPDATE {} SET seq = ?1 WHERE id = ?2{}",
-                    table.quoted(),
-                    if table.pooled {
-                        " AND tenant_id = ?3"
-                    } else {
-                        ""
-                    }
-                );
-                let mut values = vec![
-                    rusqlite::types::Value::Integer(seq),
-                    rusqlite::types::Value::Text(current.id.as_str().to_owned()),
-                ];
-                if table.pooled {
-                    values.push(rusqlite::types::Value::Text(sql.tenant().to_owned()));
-                }
-                tx.execute(&set, params_from_iter(values))?;
-                sql.reindex(tx, seq, Some(&fields), false)?;
-            }
-        }
-    }
-    Ok(Record {
-        id: current.id,
-        created_at: current.created_at,
-        updated_at: now,
-        version,
-        fields,
-    })
-}
-
-/// Deletes a record and its search tokens.
-fn remove(
-    tx: &rusqlite::Transaction<'_>,
-    sql: &RecordSql<'_>,
-    id: &RecordId,
-) -> Result<(), StorageError> {
-    let seq = if sql.search {
-        let (text, params) = sql.seq(id);
-        let mut stmt = tx.prepare_cached(&text)?;
-        let mut rows = stmt.query(params_from_iter(params))?;
-        match rows.next()? {
-            Some(row) => row.get::<_, Option<i64>>(0)?,
-            None => return Err(EngineError::NotFound.into()),
-        }
-    } else {
-        None
-    };
-    let (text, params) = sql.delete(id);
-    let deleted = tx
-        .prepare_cached(&text)?
-        .execute(params_from_iter(params))?;
-    if deleted == 0 {
-        return Err(EngineError::NotFound.into());
-    }
-    if let Some(seq) = seq {
-        sql.reindex(tx, seq, None, true)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Engine for SqliteEngine {
     fn kind(&self) -> &'static str {
@@ -485,29 +363,11 @@ impl Engine for SqliteEngine {
             let now = inner.clock.now();
             let text = sql.insert_sql();
             db.write(|tx| {
-                let mut out = Vec::with_capacity(records.len());
-                let mut stmt = tx.prepare_cached(&text)?;
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
-                for record in records {
-                    stmt.execute(params_from_iter(sql.insert_params(
-                        &record.id,
-                        now,
-                        &record.fields,
-                        Some(seq),
-                    )))?;
-                    if sql.search {
-                        sql.reindex(tx, seq, Some(&record.fields), false)?;
-                        seq += 1;
-                    }
-                    out.push(Record {
-                        id: record.id,
-                        created_at: now,
-                        updated_at: now,
-                        version: 1,
-                        fields: record.fields,
-                    });
-                }
-                Ok(out)
+                records
+                    .into_iter()
+                    .map(|record| create(tx, &sql, &text, record, now, &mut seq))
+                    .collect()
             })
         })
         .await

@@ -20,7 +20,11 @@ use serde_json::{Value, json};
 
 use crate::{Engine, EngineError, ListQuery, PlacementRef};
 
+mod aggregates;
+mod limits;
 mod queries;
+pub use aggregates::*;
+pub use limits::*;
 pub use queries::*;
 
 /// Engine-neutral namespace for a tenant placed with `isolation` (the catalog's convention).

@@ -5,24 +5,19 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use bulkhead_core::access::DataAction;
 use bulkhead_core::model::Isolation;
-use bulkhead_core::query::aggregate::{self, AggregateRequest};
 use bulkhead_core::query::search::parse_search;
 use bulkhead_core::query::sort::parse_sort;
-use bulkhead_core::query::{self, Column, SystemField, eval};
+use bulkhead_core::query::{self, eval};
 use bulkhead_core::record::{FieldValue, Record};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Timestamp;
 use serde_json::{Value, json};
 
 use super::{MODELS, items_collection, new_record, provision, rid, scope};
-use crate::{
-    AggregateQuery, BudgetHit, BulkOp, BulkOutcome, Engine, EngineError, Hit, ListQuery,
-    QueryBudget,
-};
+use crate::{Engine, Hit, ListQuery};
 
 /// A deterministic, varied record `i` for `tenant_shift` (0 for the tenant under test, 1 for
 /// its neighbour, whose values differ so a leak is visible).
@@ -70,7 +65,7 @@ fn varied(i: usize, shift: usize) -> Value {
     record
 }
 
-async fn seed(
+pub(super) async fn seed(
     engine: &dyn Engine,
     prefix: &str,
     isolation: Isolation,
@@ -89,7 +84,7 @@ async fn seed(
     (t, c)
 }
 
-async fn all_records(
+pub(super) async fn all_records(
     engine: &dyn Engine,
     t: &bulkhead_core::TenantId,
     isolation: Isolation,
@@ -189,16 +184,6 @@ pub async fn filters_match_the_reference_semantics(engine: &dyn Engine) {
     }
 }
 
-fn sort_value(record: &Record, column: &Column) -> Option<FieldValue> {
-    match column {
-        Column::System(SystemField::Id) => Some(FieldValue::Text(record.id.as_str().to_owned())),
-        Column::System(SystemField::CreatedAt) => Some(FieldValue::Timestamp(record.created_at)),
-        Column::System(SystemField::UpdatedAt) => Some(FieldValue::Timestamp(record.updated_at)),
-        Column::System(SystemField::Version) => Some(FieldValue::Integer(record.version)),
-        Column::Field { name, .. } => record.fields.get(name).cloned(),
-    }
-}
-
 /// Missing values lowest; values of one column compare by their type.
 fn compare(a: &Option<FieldValue>, b: &Option<FieldValue>) -> Ordering {
     match (a, b) {
@@ -240,7 +225,10 @@ pub async fn sorted_pages_visit_every_record_once(engine: &dyn Engine) {
             let tie_desc = sort.last().is_some_and(|k| k.descending);
             expected.sort_by(|a, b| {
                 for key in &sort {
-                    let ord = compare(&sort_value(a, &key.column), &sort_value(b, &key.column));
+                    let ord = compare(
+                        &eval::column_value(a, &key.column),
+                        &eval::column_value(b, &key.column),
+                    );
                     let ord = if key.descending { ord.reverse() } else { ord };
                     if ord != Ordering::Equal {
                         return ord;
@@ -448,493 +436,6 @@ pub async fn search_ranks_within_the_tenant(engine: &dyn Engine) {
         assert!(
             ids(search("nothing", None).await).is_empty(),
             "{isolation}: old text is gone"
-        );
-    }
-}
-
-/// Aggregations group, bucket and compute metrics exactly as the reference does.
-pub async fn aggregations_match_the_reference(engine: &dyn Engine) {
-    for isolation in MODELS {
-        let (t, c) = seed(engine, "agg", isolation, 60).await;
-        let own = all_records(engine, &t, isolation, &c).await;
-        let r = scope(&t, isolation, DataAction::Read);
-        let request: AggregateRequest = serde_json::from_value(json!({
-            "group_by": ["done"],
-            "bucket": {"field": "due", "interval": "day"},
-            "metrics": [{"op": "count"}, {"op": "sum", "field": "n"}, {"op": "avg", "field": "score"},
-                        {"op": "min", "field": "sku"}, {"op": "max", "field": "due"},
-                        {"op": "count_distinct", "field": "n"}]
-        }))
-        .expect("request");
-        let filter = query::filter("n != 6", &c).expect("filter");
-        let plan = aggregate::check(&request, filter.clone(), &c).expect("plan");
-        let mut pages = Vec::new();
-        let mut after = None;
-        loop {
-            let page = engine
-                .aggregate(
-                    &r,
-                    &c,
-                    &AggregateQuery {
-                        plan: plan.clone(),
-                        after: after.clone(),
-                        limit: 4,
-                        budget: QueryBudget::default(),
-                    },
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{isolation}: {e}"));
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|g| g.key.clone());
-            pages.extend(page);
-        }
-        // The reference: group in memory.
-        let day = 86_400_000_000i64;
-        let mut groups: BTreeMap<(Option<bool>, Option<i64>), Vec<&Record>> = BTreeMap::new();
-        for rec in own
-            .iter()
-            .filter(|rec| eval::matches(filter.as_ref().expect("f"), rec))
-        {
-            let done = match rec
-                .fields
-                .get(&bulkhead_core::FieldName::parse("done").expect("f"))
-            {
-                Some(FieldValue::Boolean(b)) => Some(*b),
-                _ => None,
-            };
-            let due = match rec
-                .fields
-                .get(&bulkhead_core::FieldName::parse("due").expect("f"))
-            {
-                Some(FieldValue::Timestamp(t)) => Some(t.as_micros().div_euclid(day) * day),
-                _ => None,
-            };
-            groups.entry((done, due)).or_default().push(rec);
-        }
-        assert_eq!(pages.len(), groups.len(), "{isolation}: group count");
-        for (row, ((done, due), recs)) in pages.iter().zip(&groups) {
-            assert_eq!(row.key[0], done.map(FieldValue::Boolean), "{isolation}");
-            assert_eq!(
-                row.key[1],
-                due.map(|d| FieldValue::Timestamp(Timestamp::from_micros(d))),
-                "{isolation}"
-            );
-            assert_eq!(
-                row.metrics[0],
-                Some(FieldValue::Integer(recs.len() as i64)),
-                "{isolation}: count"
-            );
-            let field = |r: &Record, f: &str| {
-                r.fields
-                    .get(&bulkhead_core::FieldName::parse(f).expect("f"))
-                    .cloned()
-            };
-            let ns: Vec<i64> = recs
-                .iter()
-                .filter_map(|r| match field(r, "n") {
-                    Some(FieldValue::Integer(n)) => Some(n),
-                    _ => None,
-                })
-                .collect();
-            let sum = if ns.is_empty() {
-                None
-            } else {
-                Some(FieldValue::Integer(ns.iter().sum()))
-            };
-            assert_eq!(row.metrics[1], sum, "{isolation}: sum");
-            let scores: Vec<f64> = recs
-                .iter()
-                .filter_map(|r| match field(r, "score") {
-                    Some(FieldValue::Float(s)) => Some(s),
-                    _ => None,
-                })
-                .collect();
-            match (&row.metrics[2], scores.is_empty()) {
-                (None, true) => {}
-                (Some(FieldValue::Float(avg)), false) => {
-                    let want = scores.iter().sum::<f64>() / scores.len() as f64;
-                    assert!(
-                        (avg - want).abs() < 1e-9,
-                        "{isolation}: avg {avg} vs {want}"
-                    );
-                }
-                (got, _) => panic!("{isolation}: avg {got:?} for {scores:?}"),
-            }
-            let min_sku = recs
-                .iter()
-                .filter_map(|r| match field(r, "sku") {
-                    Some(FieldValue::Text(s)) => Some(s),
-                    _ => None,
-                })
-                .min();
-            assert_eq!(
-                row.metrics[3],
-                min_sku.map(FieldValue::Text),
-                "{isolation}: min"
-            );
-            let max_due = recs
-                .iter()
-                .filter_map(|r| match field(r, "due") {
-                    Some(FieldValue::Timestamp(t)) => Some(t),
-                    _ => None,
-                })
-                .max();
-            assert_eq!(
-                row.metrics[4],
-                max_due.map(FieldValue::Timestamp),
-                "{isolation}: max"
-            );
-            let distinct: BTreeSet<i64> = ns.iter().copied().collect();
-            assert_eq!(
-                row.metrics[5],
-                Some(FieldValue::Integer(distinct.len() as i64)),
-                "{isolation}: count_distinct"
-            );
-        }
-        // Without groups: one row over everything, even when nothing matches.
-        let empty: AggregateRequest = serde_json::from_value(
-            json!({"metrics": [{"op": "count"}, {"op": "max", "field": "n"}]}),
-        )
-        .expect("r");
-        let none = query::filter("n > 1000", &c).expect("f");
-        let plan = aggregate::check(&empty, none, &c).expect("plan");
-        let rows = engine
-            .aggregate(
-                &r,
-                &c,
-                &AggregateQuery {
-                    plan,
-                    after: None,
-                    limit: 10,
-                    budget: QueryBudget::default(),
-                },
-            )
-            .await
-            .expect("aggregate");
-        assert_eq!(rows.len(), 1);
-        assert_eq!(
-            rows[0].metrics,
-            vec![Some(FieldValue::Integer(0)), None],
-            "{isolation}: neighbours' n > 100 are not counted"
-        );
-    }
-}
-
-/// Month and week buckets follow the calendar (UTC, weeks from Monday), also before 1970.
-pub async fn calendar_buckets(engine: &dyn Engine) {
-    let c = items_collection();
-    let t = super::provision(engine, "cal", Isolation::Silo, &c).await;
-    let w = scope(&t, Isolation::Silo, DataAction::Write);
-    let stamps = [
-        "1969-12-31T23:59:59.5Z",
-        "2024-02-29T12:00:00Z",
-        "2024-03-03T23:00:00Z",
-        "2024-03-04T00:00:00Z",
-    ];
-    let records = stamps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| new_record(&c, json!({"id": format!("c{i}"), "title": "t", "due": s})))
-        .collect();
-    engine.insert(&w, &c, records).await.expect("insert");
-    let r = scope(&t, Isolation::Silo, DataAction::Read);
-    for (interval, want) in [
-        (
-            "month",
-            vec![
-                "1969-12-01T00:00:00.000000Z",
-                "2024-02-01T00:00:00.000000Z",
-                "2024-03-01T00:00:00.000000Z",
-            ],
-        ),
-        (
-            "week",
-            vec![
-                "1969-12-29T00:00:00.000000Z",
-                "2024-02-26T00:00:00.000000Z",
-                "2024-03-04T00:00:00.000000Z",
-            ],
-        ),
-        (
-            "hour",
-            vec![
-                "1969-12-31T23:00:00.000000Z",
-                "2024-02-29T12:00:00.000000Z",
-                "2024-03-03T23:00:00.000000Z",
-                "2024-03-04T00:00:00.000000Z",
-            ],
-        ),
-    ] {
-        let request: AggregateRequest = serde_json::from_value(
-            json!({"bucket": {"field": "due", "interval": interval}, "metrics": [{"op": "count"}]}),
-        )
-        .expect("r");
-        let plan = aggregate::check(&request, None, &c).expect("plan");
-        let rows = engine
-            .aggregate(
-                &r,
-                &c,
-                &AggregateQuery {
-                    plan,
-                    after: None,
-                    limit: 10,
-                    budget: QueryBudget::default(),
-                },
-            )
-            .await
-            .expect("agg");
-        let got: Vec<String> = rows
-            .iter()
-            .filter_map(|g| match &g.key[0] {
-                Some(FieldValue::Timestamp(t)) => Some(t.to_rfc3339()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(got, want, "{interval}");
-    }
-}
-
-/// A bulk call applies what it can: a failing operation fails alone.
-pub async fn bulk_operations_fail_alone(engine: &dyn Engine) {
-    for isolation in MODELS {
-        let c = items_collection();
-        let t = super::provision(engine, "blk", isolation, &c).await;
-        let neighbour = super::provision(engine, "blkn", isolation, &c).await;
-        let wn = scope(&neighbour, isolation, DataAction::Write);
-        engine
-            .insert(
-                &wn,
-                &c,
-                vec![new_record(
-                    &c,
-                    json!({"id": "theirs", "title": "neighbour quick"}),
-                )],
-            )
-            .await
-            .expect("neighbour");
-        let w = scope(&t, isolation, DataAction::Write);
-        let ops = vec![
-            BulkOp::Create(new_record(
-                &c,
-                json!({"id": "a", "title": "quick one", "sku": "s1"}),
-            )),
-            BulkOp::Create(new_record(&c, json!({"id": "a", "title": "duplicate"}))),
-            BulkOp::Create(new_record(
-                &c,
-                json!({"id": "b", "title": "same sku", "sku": "s1"}),
-            )),
-            BulkOp::Upsert(new_record(
-                &c,
-                json!({"id": "a", "title": "quick replaced", "n": 2}),
-            )),
-            BulkOp::Upsert(new_record(&c, json!({"id": "c", "title": "upserted"}))),
-            BulkOp::Delete(rid("missing")),
-            BulkOp::Delete(rid("theirs")),
-            BulkOp::Create(new_record(&c, json!({"id": "d", "title": "doomed"}))),
-            BulkOp::Delete(rid("d")),
-        ];
-        let results = engine.bulk(&w, &c, ops).await.expect("bulk");
-        assert!(
-            matches!(&results[0], Ok(BulkOutcome::Created(r)) if r.version == 1),
-            "{isolation}"
-        );
-        assert!(
-            matches!(results[1], Err(EngineError::DuplicateId)),
-            "{isolation}: {:?}",
-            results[1]
-        );
-        assert!(
-            matches!(results[2], Err(EngineError::UniqueViolation(_))),
-            "{isolation}: {:?}",
-            results[2]
-        );
-        assert!(
-            matches!(&results[3], Ok(BulkOutcome::Updated(r)) if r.version == 2 && !r.fields.contains_key(&bulkhead_core::FieldName::parse("sku").expect("f"))),
-            "{isolation}: upsert replaces"
-        );
-        assert!(
-            matches!(&results[4], Ok(BulkOutcome::Created(_))),
-            "{isolation}"
-        );
-        assert!(
-            matches!(results[5], Err(EngineError::NotFound)),
-            "{isolation}"
-        );
-        assert!(
-            matches!(results[6], Err(EngineError::NotFound)),
-            "{isolation}: a neighbour's id is not ours"
-        );
-        assert!(
-            matches!(results[7], Ok(BulkOutcome::Created(_))),
-            "{isolation}"
-        );
-        assert!(
-            matches!(results[8], Ok(BulkOutcome::Deleted(_))),
-            "{isolation}"
-        );
-        let own = all_records(engine, &t, isolation, &c).await;
-        let ids: Vec<&str> = own.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, vec!["a", "c"], "{isolation}");
-        let rn = scope(&neighbour, isolation, DataAction::Read);
-        assert!(
-            engine
-                .get(&rn, &c, &rid("theirs"))
-                .await
-                .expect("get")
-                .is_some(),
-            "{isolation}"
-        );
-        // The search index followed the upsert.
-        let r = scope(&t, isolation, DataAction::Read);
-        let hits = engine
-            .list(
-                &r,
-                &c,
-                &ListQuery {
-                    search: Some(parse_search("quick").expect("q")),
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("search");
-        assert_eq!(
-            hits.iter()
-                .map(|h| h.record.id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["a"],
-            "{isolation}"
-        );
-        let read_only = scope(&t, isolation, DataAction::Read);
-        assert!(matches!(
-            engine
-                .bulk(&read_only, &c, vec![BulkOp::Delete(rid("a"))])
-                .await,
-            Err(EngineError::ReadOnlyScope)
-        ));
-    }
-}
-
-/// A query over its budget stops with the limit that was hit; within budget it runs.
-pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
-    for isolation in MODELS {
-        let (t, c) = seed(engine, "bdg", isolation, 400).await;
-        let r = scope(&t, isolation, DataAction::Read);
-        // `score` has no index: the engine must look at every row of the tenant.
-        let filter = query::filter("score > 2", &c).expect("f");
-        let run = |budget: QueryBudget| {
-            let (r, c, filter) = (r.clone(), c.clone(), filter.clone());
-            async move {
-                engine
-                    .list(
-                        &r,
-                        &c,
-                        &ListQuery {
-                            filter,
-                            limit: 10,
-                            budget,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-            }
-        };
-        let rows = run(QueryBudget {
-            time: Duration::from_secs(30),
-            rows_examined: 100,
-        })
-        .await;
-        assert!(
-            matches!(
-                rows,
-                Err(EngineError::TooExpensive(BudgetHit::RowsExamined(100)))
-            ),
-            "{isolation}: {rows:?}"
-        );
-        let time = run(QueryBudget {
-            time: Duration::ZERO,
-            rows_examined: 1_000_000,
-        })
-        .await;
-        assert!(
-            matches!(time, Err(EngineError::TooExpensive(BudgetHit::Time(_)))),
-            "{isolation}: {time:?}"
-        );
-        let fine = run(QueryBudget {
-            time: Duration::from_secs(30),
-            rows_examined: 1_000,
-        })
-        .await;
-        assert!(
-            matches!(&fine, Ok(v) if v.is_empty()),
-            "{isolation}: {fine:?}"
-        );
-        // An indexed lookup examines only its matches, so a small budget suffices.
-        let indexed = query::filter("n = 3", &c).expect("f");
-        let few = engine
-            .list(
-                &r,
-                &c,
-                &ListQuery {
-                    filter: indexed,
-                    limit: 100,
-                    budget: QueryBudget {
-                        time: Duration::from_secs(30),
-                        rows_examined: 80,
-                    },
-                    ..Default::default()
-                },
-            )
-            .await;
-        assert!(
-            matches!(&few, Ok(v) if !v.is_empty()),
-            "{isolation}: {few:?}"
-        );
-        // Aggregations are budgeted too, and the connection is usable afterwards.
-        let request: AggregateRequest =
-            serde_json::from_value(json!({"metrics": [{"op": "count"}]})).expect("r");
-        let plan = aggregate::check(&request, None, &c).expect("plan");
-        let agg = engine
-            .aggregate(
-                &r,
-                &c,
-                &AggregateQuery {
-                    plan: plan.clone(),
-                    after: None,
-                    limit: 1,
-                    budget: QueryBudget {
-                        time: Duration::from_secs(30),
-                        rows_examined: 50,
-                    },
-                },
-            )
-            .await;
-        assert!(
-            matches!(
-                agg,
-                Err(EngineError::TooExpensive(BudgetHit::RowsExamined(50)))
-            ),
-            "{isolation}: {agg:?}"
-        );
-        let agg = engine
-            .aggregate(
-                &r,
-                &c,
-                &AggregateQuery {
-                    plan,
-                    after: None,
-                    limit: 1,
-                    budget: QueryBudget::default(),
-                },
-            )
-            .await
-            .expect("agg");
-        assert_eq!(
-            agg[0].metrics[0],
-            Some(FieldValue::Integer(400)),
-            "{isolation}"
         );
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
 use bulkhead_api::{CreateKey, CreateTenant};
 use bulkhead_client::Client;
 use bulkhead_core::access::{DataAction, TenantRole};
@@ -154,7 +156,7 @@ async fn engine_bench(records: usize, batch: usize) -> anyhow::Result<()> {
         );
     }
     engine.shutdown().await;
-    let rate = http_bulk(records, raw_rate).await?;
+    let rate = http_bulk(records).await?;
     println!(
         "{:<24} {:>12.3} {:>14.0} {:>10.2}",
         "HTTP bulk NDJSON (pool)",
@@ -167,29 +169,10 @@ async fn engine_bench(records: usize, batch: usize) -> anyhow::Result<()> {
 
 /// The same rows through `POST /records:bulk` on an in-process server, 5,000 lines per
 /// request, two requests in flight: JSON parsing, validation and HTTP included.
-async fn http_bulk(records: usize, _raw_rate: f64) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let args = crate::config::ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        ..Default::default()
-    };
-    let config = crate::config::Config::load(
-        &args,
-        Some(dir.path()),
-        Some("bench-admin-key-0123456789".into()),
-    )?;
-    let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bulkhead_server::serve(
-        listener,
-        node.state.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let admin = Client::new(&url, "bench-admin-key-0123456789")?;
+async fn http_bulk(records: usize) -> anyhow::Result<f64> {
+    let server = InProcess::start().await?;
+    let url = server.url.clone();
+    let admin = Client::new(&url, ADMIN_KEY)?;
     let collection = CollectionName::parse("bench")?;
     let spec = bench_collection()?;
     admin
@@ -262,9 +245,7 @@ async fn http_bulk(records: usize, _raw_rate: f64) -> anyhow::Result<f64> {
     }
     let rate = records as f64 / started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let _ = stop.send(());
-    server.await??;
-    node.catalog.shutdown().await;
+    server.stop().await?;
     Ok(rate)
 }
 
@@ -381,31 +362,17 @@ where
 }
 
 async fn http_bench(requests: usize, concurrency: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let args = crate::config::ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        ..Default::default()
-    };
-    let config = crate::config::Config::load(
-        &args,
-        Some(dir.path()),
-        Some("bench-admin-key-0123456789".into()),
-    )?;
-    let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bulkhead_server::serve(
-        listener,
-        node.state.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let admin = Client::new(&url, "bench-admin-key-0123456789")?;
-    admin.put_collection(&CollectionName::parse("bench")?, &serde_json::from_value(json!({"fields": {
-        "title": {"type": "string", "required": true}, "n": {"type": "integer", "index": true}, "score": {"type": "float"}
-    }}))?).await?;
+    let server = InProcess::start().await?;
+    let url = server.url.clone();
+    let admin = Client::new(&url, ADMIN_KEY)?;
+    admin
+        .put_collection(
+            &CollectionName::parse("bench")?,
+            &CollectionSpec {
+                fields: bench_collection()?.fields,
+            },
+        )
+        .await?;
     println!(
         "HTTP single-record operations: {requests} requests per row, {concurrency} concurrent clients\n"
     );
@@ -480,8 +447,6 @@ async fn http_bench(requests: usize, concurrency: usize) -> anyhow::Result<()> {
             percentile(&lat, 0.99)
         );
     }
-    let _ = stop.send(());
-    server.await??;
-    node.catalog.shutdown().await;
+    server.stop().await?;
     Ok(())
 }

@@ -13,7 +13,7 @@
 //!   a probe checks that each system's filtered list returns what it should for each tenant,
 //!   and that PocketBase's rules reject a create into another tenant.
 
-mod in_process;
+pub(crate) mod in_process;
 mod load;
 mod machine;
 mod pocketbase;

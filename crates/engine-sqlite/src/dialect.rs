@@ -5,7 +5,7 @@
 use bulkhead_core::query::aggregate::Interval;
 use bulkhead_core::query::{CmpOp, PathStep};
 use bulkhead_core::record::FieldValue;
-use bulkhead_engine::sql::{Dialect, JsonKind, Params, SqlParam};
+use bulkhead_engine::sql::{Dialect, JsonKind, Params, SqlParam, prefix_upper_bound};
 
 pub struct Sqlite;
 
@@ -27,23 +27,6 @@ fn json_path(path: &[PathStep]) -> SqlParam {
         }
     }
     SqlParam::Text(text)
-}
-
-/// The smallest string greater than every string that starts with `prefix` (code-point
-/// order, which is SQLite's BINARY order on UTF-8), if there is one.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 fn kind_test(kind: JsonKind, type_expr: &str) -> String {
@@ -199,25 +182,12 @@ impl Dialect for Sqlite {
         }
     }
 
-    fn order_term(&self, expr: &str, descending: bool) -> String {
+    fn order_term(&self, expr: &str, descending: bool, _not_null: bool) -> String {
         // SQLite already sorts NULL lowest.
         if descending {
             format!("{expr} DESC")
         } else {
             expr.to_owned()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_bounds_cover_exactly_the_prefix() {
-        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
     }
 }

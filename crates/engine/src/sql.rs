@@ -126,7 +126,8 @@ pub trait Dialect {
     fn bucket(&self, column: &str, interval: Interval) -> String;
 
     /// An `ORDER BY` term where missing values sort lowest (first ascending, last descending).
-    fn order_term(&self, expr: &str, descending: bool) -> String;
+    /// `not_null` says the expression can never be NULL, so no NULL placement is needed.
+    fn order_term(&self, expr: &str, descending: bool, not_null: bool) -> String;
 
     /// The SQL aggregate for a metric over `column` (`None` only for a row count).
     fn metric(&self, op: MetricOp, column: Option<&str>) -> String {
@@ -141,6 +142,23 @@ pub trait Dialect {
             (_, None) => "count(*)".into(),
         }
     }
+}
+
+/// The smallest string greater than every string that starts with `prefix` (code-point
+/// order, which is SQLite's BINARY order on UTF-8), if there is one.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// The column of a record table, qualified by `alias`.
@@ -280,7 +298,7 @@ impl OrderKey {
 /// `ORDER BY` terms for `keys`.
 pub fn order_by(d: &dyn Dialect, keys: &[OrderKey]) -> String {
     keys.iter()
-        .map(|k| d.order_term(&k.expr, k.descending))
+        .map(|k| d.order_term(&k.expr, k.descending, k.not_null))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -308,6 +326,12 @@ pub fn keyset_after(params: &mut Params, keys: &[OrderKey], after: &[SqlParam]) 
     }
     let mut alternatives = Vec::new();
     for i in 0..keys.len().min(after.len()) {
+        let (key, value) = (&keys[i], &after[i]);
+        // Nothing sorts after a missing value in descending order: no alternative here (and
+        // no parameters bound for it — some databases reject a parameter no term uses).
+        if *value == SqlParam::Null && key.descending {
+            continue;
+        }
         let mut terms = Vec::new();
         for (key, value) in keys[..i].iter().zip(after) {
             terms.push(match value {
@@ -315,23 +339,18 @@ pub fn keyset_after(params: &mut Params, keys: &[OrderKey], after: &[SqlParam]) 
                 v => format!("{} = {}", key.expr, params.bind(v.clone())),
             });
         }
-        let (key, value) = (&keys[i], &after[i]);
-        let beyond = match (value, key.descending) {
-            (SqlParam::Null, false) => Some(format!("{} IS NOT NULL", key.expr)),
-            (SqlParam::Null, true) => None,
-            (v, false) => Some(format!("{} > {}", key.expr, params.bind(v.clone()))),
-            (v, true) if key.not_null => Some(format!("{} < {}", key.expr, params.bind(v.clone()))),
-            (v, true) => Some(format!(
+        terms.push(match (value, key.descending) {
+            (SqlParam::Null, _) => format!("{} IS NOT NULL", key.expr),
+            (v, false) => format!("{} > {}", key.expr, params.bind(v.clone())),
+            (v, true) if key.not_null => format!("{} < {}", key.expr, params.bind(v.clone())),
+            (v, true) => format!(
                 "({} < {} OR {} IS NULL)",
                 key.expr,
                 params.bind(v.clone()),
                 key.expr
-            )),
-        };
-        if let Some(beyond) = beyond {
-            terms.push(beyond);
-            alternatives.push(format!("({})", terms.join(" AND ")));
-        }
+            ),
+        });
+        alternatives.push(format!("({})", terms.join(" AND ")));
     }
     if alternatives.is_empty() {
         "(1 = 0)".into()
@@ -417,9 +436,17 @@ mod tests {
         fn bucket(&self, c: &str, _: Interval) -> String {
             c.into()
         }
-        fn order_term(&self, expr: &str, descending: bool) -> String {
+        fn order_term(&self, expr: &str, descending: bool, _: bool) -> String {
             format!("{expr}{}", if descending { " DESC" } else { "" })
         }
+    }
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
     }
 
     fn key(expr: &str, descending: bool, not_null: bool) -> OrderKey {

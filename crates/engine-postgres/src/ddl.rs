@@ -1,0 +1,337 @@
+//! Schema work, always as the owner role: Bulkhead's own schema and functions, placement
+//! schemas and databases, record tables with their indexes, row-level security and grants.
+//! Every step is idempotent and runs in a transaction holding an advisory lock, so several
+//! `bulkhead serve` processes (or a provisioning retried after a crash) can run it at once.
+//!
+//! Row-level security is enabled and forced on every record table, not only pooled ones:
+//! a pooled table compares each row's `tenant_id` with the transaction's tenant setting; a
+//! bridge or silo table compares the setting with the one tenant it belongs to. An empty or
+//! missing setting matches nothing.
+
+use std::collections::BTreeSet;
+
+use bulkhead_core::schema::{Collection, FieldSpec, FieldType};
+use bulkhead_core::{FieldName, TenantId};
+use tokio_postgres::GenericClient;
+
+use crate::PgError;
+use crate::names::{META_SCHEMA, Table, column, quote};
+use crate::records::SEARCH_COLUMN;
+use crate::search::Lexemes;
+use crate::value::{PgValue, refs, sql_literal, sql_type};
+
+/// Key of the advisory lock serialising Bulkhead's DDL within one database.
+const DDL_LOCK: i64 = 0x0b0c_6b68_6561_6401;
+
+/// The setting every data transaction carries (`set_config(.., true)`: transaction-local).
+pub const TENANT_SETTING: &str = "bulkhead.tenant_id";
+/// Name of the row-level security policy on every record table.
+pub const POLICY: &str = "bk_tenant_isolation";
+
+/// SQLSTATE raised when a query examines more rows than its budget.
+pub const ROWS_BUDGET_STATE: &str = "54B01";
+
+pub async fn lock(client: &impl GenericClient) -> Result<(), PgError> {
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+        .await?;
+    Ok(())
+}
+
+/// Bulkhead's schema in a database: the row counter of query budgets and the bookkeeping of
+/// search columns. The data role may call the function and nothing else here.
+pub async fn bootstrap_database(
+    client: &impl GenericClient,
+    data_role: &str,
+) -> Result<(), PgError> {
+    let role = quote(data_role);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {META_SCHEMA};
+             CREATE OR REPLACE FUNCTION {META_SCHEMA}.examine(budget bigint) RETURNS boolean
+             LANGUAGE plpgsql VOLATILE COST 0.0001 AS $fn$
+             DECLARE n bigint;
+             BEGIN
+               n := coalesce(nullif(pg_catalog.current_setting('bulkhead.examined', true), ''), '0')::bigint + 1;
+               IF n > budget THEN
+                 RAISE EXCEPTION USING ERRCODE = '{ROWS_BUDGET_STATE}',
+                   MESSAGE = 'query examined more rows than its budget allows';
+               END IF;
+               PERFORM pg_catalog.set_config('bulkhead.examined', n::text, true);
+               RETURN true;
+             END $fn$;
+             CREATE TABLE IF NOT EXISTS {META_SCHEMA}.search_fields (tbl text PRIMARY KEY, fields text NOT NULL);
+             REVOKE ALL ON {META_SCHEMA}.search_fields FROM PUBLIC;
+             GRANT USAGE ON SCHEMA {META_SCHEMA} TO {role};
+             GRANT EXECUTE ON FUNCTION {META_SCHEMA}.examine(bigint) TO {role};"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// A schema for record tables that the data role may use (not create in).
+pub async fn ensure_schema(
+    client: &impl GenericClient,
+    schema: &str,
+    data_role: &str,
+) -> Result<(), PgError> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; GRANT USAGE ON SCHEMA {s} TO {r};",
+            s = quote(schema),
+            r = quote(data_role)
+        ))
+        .await?;
+    Ok(())
+}
+
+fn column_def(field: &FieldName, spec: &FieldSpec) -> Result<String, PgError> {
+    let mut def = format!("{} {}", column(field), sql_type(spec.field_type));
+    if let Some(default) = &spec.default {
+        let value =
+            bulkhead_core::record::coerce(spec.field_type, default).map_err(PgError::Corrupt)?;
+        def.push_str(" DEFAULT ");
+        def.push_str(&sql_literal(&value));
+    }
+    Ok(def)
+}
+
+/// The policy's condition: a pooled row belongs to the transaction's tenant; every row of a
+/// dedicated table belongs to `tenant`.
+fn policy_condition(table: &Table, tenant: &TenantId) -> String {
+    let setting = format!("nullif((SELECT current_setting('{TENANT_SETTING}', true)), '')");
+    if table.pooled {
+        format!("tenant_id = {setting}")
+    } else {
+        // Tenant ids are `[a-z0-9-]`: nothing to escape.
+        format!("{setting} = '{tenant}'")
+    }
+}
+
+/// Makes the table match the collection: creates it, adds missing columns, creates wanted
+/// indexes and drops unwanted ones, enables and forces row-level security, grants the data
+/// role its four privileges and refreshes the search column when the text fields changed.
+/// Runs in the caller's transaction, so a crash leaves the old shape or the new one.
+pub async fn ensure_table(
+    client: &impl GenericClient,
+    table: &Table,
+    tenant: &TenantId,
+    collection: &Collection,
+    data_role: &str,
+) -> Result<(), PgError> {
+    let quoted = table.quoted();
+    let (tenant_col, key) = if table.pooled {
+        (
+            "tenant_id text COLLATE \"C\" NOT NULL CHECK (tenant_id <> ''), ",
+            "tenant_id, id",
+        )
+    } else {
+        ("", "id")
+    };
+    let mut columns = String::new();
+    for (field, spec) in &collection.fields {
+        columns.push_str(", ");
+        columns.push_str(&column_def(field, spec)?);
+    }
+    let search = collection.searchable();
+    if search {
+        columns.push_str(&format!(", {SEARCH_COLUMN} tsvector"));
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {quoted} ({tenant_col}id text COLLATE \"C\" NOT NULL, \
+             created_at bigint NOT NULL, updated_at bigint NOT NULL, version bigint NOT NULL{columns}, \
+             PRIMARY KEY ({key}))"
+        ))
+        .await?;
+
+    let existing: BTreeSet<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+            &[&table.schema, &table.name],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if search && !existing.contains(SEARCH_COLUMN) {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {quoted} ADD COLUMN {SEARCH_COLUMN} tsvector"
+            ))
+            .await?;
+    }
+    for (field, spec) in &collection.fields {
+        if !existing.contains(&format!("f_{field}")) {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {quoted} ADD COLUMN {}",
+                    column_def(field, spec)?
+                ))
+                .await?;
+        }
+    }
+
+    let present: BTreeSet<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND starts_with(indexname, $3)",
+            &[&table.schema, &table.name, &table.index_prefix()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut wanted = BTreeSet::new();
+    let lead = if table.pooled { "tenant_id, " } else { "" };
+    for (field, spec) in collection.fields.iter().filter(|(_, s)| s.indexed()) {
+        let name = table.index_name(field, spec.unique);
+        if !present.contains(&name) {
+            // Plain indexes end with the id, so a sorted page continues from the index alone;
+            // NULLs first, which is where missing values sort.
+            let cols = if spec.unique {
+                format!("{lead}{}", column(field))
+            } else {
+                format!("{lead}{} NULLS FIRST, id", column(field))
+            };
+            client
+                .batch_execute(&format!(
+                    "CREATE {}INDEX IF NOT EXISTS {} ON {quoted} ({cols})",
+                    if spec.unique { "UNIQUE " } else { "" },
+                    quote(&name)
+                ))
+                .await?;
+        }
+        wanted.insert(name);
+    }
+    if search {
+        let name = table.search_index_name();
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {quoted} USING gin ({SEARCH_COLUMN})",
+                quote(&name)
+            ))
+            .await?;
+        wanted.insert(name);
+    }
+    for name in present.difference(&wanted) {
+        client
+            .batch_execute(&format!(
+                "DROP INDEX IF EXISTS {}.{}",
+                quote(&table.schema),
+                quote(name)
+            ))
+            .await?;
+    }
+
+    let has_policy = client
+        .query_opt(
+            "SELECT 1 FROM pg_policies WHERE schemaname = $1 AND tablename = $2 AND policyname = $3",
+            &[&table.schema, &table.name, &POLICY],
+        )
+        .await?
+        .is_some();
+    if !has_policy {
+        let condition = policy_condition(table, tenant);
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {quoted} ENABLE ROW LEVEL SECURITY;
+                 ALTER TABLE {quoted} FORCE ROW LEVEL SECURITY;
+                 CREATE POLICY {POLICY} ON {quoted} AS PERMISSIVE FOR ALL TO PUBLIC
+                   USING ({condition}) WITH CHECK ({condition});
+                 REVOKE ALL ON {quoted} FROM PUBLIC;
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {quoted} TO {};",
+                quote(data_role)
+            ))
+            .await?;
+    }
+    if search {
+        refresh_search(client, table, collection).await?;
+    }
+    Ok(())
+}
+
+/// Recomputes the search column of every row when the set of text fields changed (a new text
+/// field may come with a default that existing rows now have). The owner is subject to the
+/// forced policy like anyone else, so it lifts the force for the length of this transaction;
+/// `ALTER TABLE` holds an exclusive lock until commit, so nobody sees the table unforced.
+async fn refresh_search(
+    client: &impl GenericClient,
+    table: &Table,
+    collection: &Collection,
+) -> Result<(), PgError> {
+    let text_fields: Vec<&FieldName> = collection
+        .fields
+        .iter()
+        .filter(|(_, s)| s.field_type == FieldType::Text)
+        .map(|(n, _)| n)
+        .collect();
+    let signature = text_fields
+        .iter()
+        .map(|f| f.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let key = format!("{}.{}", table.schema, table.name);
+    let stored: Option<String> = client
+        .query_opt(
+            &format!("SELECT fields FROM {META_SCHEMA}.search_fields WHERE tbl = $1"),
+            &[&key],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if stored.as_deref() == Some(signature.as_str()) {
+        return Ok(());
+    }
+    let quoted = table.quoted();
+    client
+        .batch_execute(&format!("ALTER TABLE {quoted} NO FORCE ROW LEVEL SECURITY"))
+        .await?;
+    let tenant_col = if table.pooled {
+        "tenant_id"
+    } else {
+        "''::text"
+    };
+    let cols: Vec<String> = text_fields.iter().map(|f| column(f)).collect();
+    let select = format!(
+        "SELECT {tenant_col}, id{}{} FROM {quoted}",
+        if cols.is_empty() { "" } else { ", " },
+        cols.join(", ")
+    );
+    let update = if table.pooled {
+        format!("UPDATE {quoted} SET {SEARCH_COLUMN} = $1 WHERE tenant_id = $2 AND id = $3")
+    } else {
+        format!("UPDATE {quoted} SET {SEARCH_COLUMN} = $1 WHERE $2::text = '' AND id = $3")
+    };
+    for row in client.query(&select, &[]).await? {
+        let tenant: String = row.try_get(0)?;
+        let id: String = row.try_get(1)?;
+        let mut fields = bulkhead_core::record::Fields::new();
+        for (i, name) in text_fields.iter().enumerate() {
+            if let Some(text) = row.try_get::<_, Option<String>>(i + 2)? {
+                fields.insert(
+                    (*name).clone(),
+                    bulkhead_core::record::FieldValue::Text(text),
+                );
+            }
+        }
+        let lexemes = Lexemes::of(collection, &fields, table.pooled.then_some(tenant.as_str()));
+        let values = [
+            PgValue::TsVector(lexemes),
+            PgValue::Text(tenant),
+            PgValue::Text(id),
+        ];
+        client.execute(&update, &refs(&values)).await?;
+    }
+    client
+        .batch_execute(&format!("ALTER TABLE {quoted} FORCE ROW LEVEL SECURITY"))
+        .await?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {META_SCHEMA}.search_fields (tbl, fields) VALUES ($1, $2) \
+                 ON CONFLICT (tbl) DO UPDATE SET fields = excluded.fields"
+            ),
+            &[&key, &signature],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,788 @@
+//! The [`Engine`] implementation: placements, transactions and record operations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bulkhead_core::access::TenantScope;
+use bulkhead_core::model::Isolation;
+use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
+use bulkhead_core::schema::{Collection, FieldType};
+use bulkhead_core::time::Clock;
+use bulkhead_core::{RecordId, TenantId};
+use bulkhead_engine::{
+    AggregateQuery, BudgetHit, BulkOp, BulkOutcome, Engine, EngineError, EngineResult, EngineStats,
+    GroupRow, Hit, ListQuery, PlacementRef, QueryBudget,
+};
+use deadpool_postgres::{Object, Transaction};
+use futures_util::pin_mut;
+use tokio_postgres::Row;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+use crate::conn::Pools;
+use crate::ddl::{self, ROWS_BUDGET_STATE, TENANT_SETTING};
+use crate::names::{self, POOL_SCHEMA, SILO_SCHEMA, Table, quote};
+use crate::records::{RecordSql, Statement};
+use crate::value::{PgValue, refs};
+use crate::{PgConfig, PgError};
+
+/// Batches of at least this many records are inserted with binary `COPY`.
+const COPY_THRESHOLD: usize = 16;
+
+pub struct PgEngine {
+    pools: Arc<Pools>,
+    clock: Arc<dyn Clock>,
+}
+
+fn check_write(scope: &TenantScope) -> Result<(), PgError> {
+    if scope.allows_write() {
+        Ok(())
+    } else {
+        Err(EngineError::ReadOnlyScope.into())
+    }
+}
+
+fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
+    Table::new(
+        scope.placement().isolation,
+        scope.tenant(),
+        &collection.name,
+    )
+}
+
+fn database_of(scope: &TenantScope) -> Option<String> {
+    names::database_of(scope.placement().isolation, scope.tenant())
+}
+
+fn schema_of(isolation: Isolation, tenant: &TenantId) -> String {
+    match isolation {
+        Isolation::Pool => POOL_SCHEMA.to_owned(),
+        Isolation::Bridge => names::bridge_schema(tenant),
+        Isolation::Silo => SILO_SCHEMA.to_owned(),
+    }
+}
+
+/// Runs one statement in a transaction, prepared through the cache or just for this call
+/// (then closed before the transaction ends, which a transaction-mode pooler requires).
+async fn query(tx: &Transaction<'_>, s: &Statement, cache: bool) -> Result<Vec<Row>, PgError> {
+    let stmt = if cache {
+        tx.prepare_cached(&s.sql).await?
+    } else {
+        tx.prepare(&s.sql).await?
+    };
+    Ok(tx.query(&stmt, &refs(&s.params)).await?)
+}
+
+async fn execute(tx: &Transaction<'_>, s: &Statement, cache: bool) -> Result<u64, PgError> {
+    let stmt = if cache {
+        tx.prepare_cached(&s.sql).await?
+    } else {
+        tx.prepare(&s.sql).await?
+    };
+    Ok(tx.execute(&stmt, &refs(&s.params)).await?)
+}
+
+/// Opens a data transaction for `tenant`: the tenant setting, a fresh row counter and the
+/// statement timeout, all transaction-local, in one statement before anything else.
+async fn begin<'a>(
+    client: &'a mut Object,
+    tenant: &TenantId,
+    timeout: Duration,
+    cache: bool,
+) -> Result<Transaction<'a>, PgError> {
+    let tx = client.transaction().await?;
+    let setup = Statement {
+        sql: format!(
+            "SELECT set_config('{TENANT_SETTING}', $1, true), set_config('bulkhead.examined', '0', true), \
+             set_config('statement_timeout', $2, true)"
+        ),
+        params: vec![
+            PgValue::Text(tenant.as_str().to_owned()),
+            PgValue::Text(timeout.as_millis().max(1).to_string()),
+        ],
+    };
+    query(&tx, &setup, cache).await?;
+    Ok(tx)
+}
+
+/// Maps the two ways PostgreSQL stops a query over its budget.
+fn budget_error(err: PgError, budget: &QueryBudget) -> PgError {
+    if let PgError::Db(e) = &err
+        && let Some(code) = e.code()
+    {
+        if *code == SqlState::QUERY_CANCELED {
+            return EngineError::TooExpensive(BudgetHit::Time(budget.time)).into();
+        }
+        if code.code() == ROWS_BUDGET_STATE {
+            return EngineError::TooExpensive(BudgetHit::RowsExamined(budget.rows_examined)).into();
+        }
+    }
+    err
+}
+
+fn copy_type(field_type: FieldType) -> Type {
+    match field_type {
+        FieldType::String | FieldType::Text => Type::TEXT,
+        FieldType::Integer | FieldType::Timestamp => Type::INT8,
+        FieldType::Float => Type::FLOAT8,
+        FieldType::Boolean => Type::BOOL,
+        FieldType::Json => Type::JSONB,
+    }
+}
+
+impl PgEngine {
+    /// Connects to the domain, checks the data role (never a superuser, never `BYPASSRLS`,
+    /// never the owner) and installs Bulkhead's schema in the domain's database.
+    pub async fn connect(config: PgConfig, clock: Arc<dyn Clock>) -> Result<PgEngine, PgError> {
+        let pools = Arc::new(Pools::new(&config)?);
+        let mut owner = pools.owner(None).await?;
+        let tx = owner.transaction().await?;
+        ddl::lock(&tx).await?;
+        let role = pools.data_role.clone();
+        let found = tx
+            .query_opt(
+                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await?;
+        match found {
+            Some(row) => {
+                let (superuser, bypass): (bool, bool) = (row.get(0), row.get(1));
+                if superuser || bypass {
+                    return Err(PgError::Config(format!(
+                        "the data role {role} is a superuser or has BYPASSRLS: row-level security would not apply to it"
+                    )));
+                }
+            }
+            None if config.data_url.is_none() => {
+                tx.batch_execute(&format!(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+                    quote(&role)
+                ))
+                .await?;
+            }
+            None => {
+                return Err(PgError::Config(format!(
+                    "the data role {role} does not exist"
+                )));
+            }
+        }
+        let database: String = tx
+            .query_one("SELECT current_database()::text", &[])
+            .await?
+            .get(0);
+        tx.batch_execute(&format!(
+            "GRANT CONNECT ON DATABASE {} TO {}",
+            quote(&database),
+            quote(&role)
+        ))
+        .await?;
+        ddl::bootstrap_database(&tx, &role).await?;
+        tx.commit().await?;
+        // The data role can log in and reach the database.
+        pools.data(None).await?.simple_query("SELECT 1").await?;
+        Ok(PgEngine { pools, clock })
+    }
+
+    /// The role tenant queries run as.
+    pub fn data_role(&self) -> &str {
+        &self.pools.data_role
+    }
+
+    fn cache(&self) -> bool {
+        self.pools.statement_cache()
+    }
+
+    /// Creates a silo database (when missing) that only the owner and the data role may
+    /// connect to.
+    async fn ensure_silo_database(&self, database: &str) -> Result<(), PgError> {
+        let owner = self.pools.owner(None).await?;
+        let exists = owner
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await?
+            .is_some();
+        if !exists {
+            let created = owner
+                .batch_execute(&format!(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'",
+                    quote(database)
+                ))
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        owner
+            .batch_execute(&format!(
+                "REVOKE CONNECT ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role};",
+                db = quote(database),
+                role = quote(&self.pools.data_role)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Brings the placement's schema and `collections` up to date, in one owner transaction.
+    async fn ensure(
+        &self,
+        target: &PlacementRef,
+        collections: &[Collection],
+        create: bool,
+    ) -> Result<(), PgError> {
+        let database = names::database_of(target.isolation, &target.tenant);
+        if let Some(db) = &database
+            && create
+        {
+            self.ensure_silo_database(db).await?;
+        }
+        let mut owner = self.pools.owner(database.as_deref()).await?;
+        let tx = owner.transaction().await?;
+        ddl::lock(&tx).await?;
+        let role = &self.pools.data_role;
+        if database.is_some() {
+            ddl::bootstrap_database(&tx, role).await?;
+        }
+        let schema = schema_of(target.isolation, &target.tenant);
+        if create {
+            ddl::ensure_schema(&tx, &schema, role).await?;
+        }
+        for collection in collections {
+            let table = Table::new(target.isolation, &target.tenant, &collection.name);
+            ddl::ensure_table(&tx, &table, &target.tenant, collection, role).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn destroy_placement(&self, target: &PlacementRef) -> Result<(), PgError> {
+        match target.isolation {
+            Isolation::Silo => {
+                let database = names::silo_database(&target.tenant);
+                self.pools.forget_silo(&database);
+                let owner = self.pools.owner(None).await?;
+                owner
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote(&database)
+                    ))
+                    .await?;
+            }
+            Isolation::Bridge => {
+                let schema = names::bridge_schema(&target.tenant);
+                let mut owner = self.pools.owner(None).await?;
+                let tx = owner.transaction().await?;
+                ddl::lock(&tx).await?;
+                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
+                    .await?;
+                tx.execute(
+                    "DELETE FROM bulkhead.search_fields WHERE starts_with(tbl, $1)",
+                    &[&format!("{schema}.")],
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            Isolation::Pool => {
+                // The owner is subject to the forced policy too: it deletes as the tenant.
+                let mut owner = self.pools.owner(None).await?;
+                let tx = owner.transaction().await?;
+                let tenant = target.tenant.as_str();
+                tx.execute(
+                    "SELECT set_config('bulkhead.tenant_id', $1, true)",
+                    &[&tenant],
+                )
+                .await?;
+                let tables: Vec<String> = tx
+                    .query(
+                        "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND starts_with(tablename, 'c_')",
+                        &[&POOL_SCHEMA],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for table in tables {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {}.{} WHERE tenant_id = $1",
+                            quote(POOL_SCHEMA),
+                            quote(&table)
+                        ),
+                        &[&tenant],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts one record; `Ok(None)` when the id or a unique value is taken (the savepoint
+    /// around it was rolled back and the transaction goes on).
+    async fn insert_rows(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &RecordSql<'_>,
+        records: &[NewRecord],
+        now: bulkhead_core::time::Timestamp,
+    ) -> Result<(), PgError> {
+        if records.len() >= COPY_THRESHOLD {
+            let mut types: Vec<Type> = Vec::new();
+            if sql.table.pooled {
+                types.push(Type::TEXT);
+            }
+            types.extend([Type::TEXT, Type::INT8, Type::INT8, Type::INT8]);
+            types.extend(sql.field_types().map(copy_type));
+            if sql.search {
+                types.push(Type::TS_VECTOR);
+            }
+            // PostgreSQL refuses COPY into a table under row-level security, so the rows are
+            // copied into a transaction-scoped staging table and moved with one INSERT, which
+            // the policy's WITH CHECK then vets like any other write.
+            let cols = sql.insert_columns().join(", ");
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS pg_temp.bk_stage; \
+                 CREATE TEMP TABLE bk_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+                sql.table.quoted()
+            ))
+            .await?;
+            let sink = tx
+                .copy_in(&format!(
+                    "COPY pg_temp.bk_stage ({cols}) FROM STDIN (FORMAT binary)"
+                ))
+                .await?;
+            let writer = BinaryCopyInWriter::new(sink, &types);
+            pin_mut!(writer);
+            for record in records {
+                let row = sql.insert_row(&record.id, now, &record.fields);
+                writer.as_mut().write(&refs(&row)).await?;
+            }
+            writer.finish().await?;
+            tx.batch_execute(&format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM pg_temp.bk_stage; DROP TABLE pg_temp.bk_stage",
+                sql.table.quoted()
+            ))
+            .await?;
+            return Ok(());
+        }
+        let text = sql.insert_sql();
+        for record in records {
+            let s = Statement {
+                sql: text.clone(),
+                params: sql.insert_row(&record.id, now, &record.fields),
+            };
+            execute(tx, &s, self.cache()).await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &RecordSql<'_>,
+        id: &RecordId,
+        for_update: bool,
+    ) -> Result<Option<Record>, PgError> {
+        let rows = query(tx, &sql.get(id, for_update), self.cache()).await?;
+        rows.first().map(|r| sql.decode(r)).transpose()
+    }
+
+    async fn replace(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &RecordSql<'_>,
+        current: Record,
+        fields: bulkhead_core::record::Fields,
+    ) -> Result<Record, PgError> {
+        let now = self.clock.now();
+        let version = current.version + 1;
+        execute(
+            tx,
+            &sql.update(&current.id, now, version, &fields),
+            self.cache(),
+        )
+        .await?;
+        Ok(Record {
+            id: current.id,
+            created_at: current.created_at,
+            updated_at: now,
+            version,
+            fields,
+        })
+    }
+
+    async fn remove(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &RecordSql<'_>,
+        id: &RecordId,
+    ) -> Result<(), PgError> {
+        if execute(tx, &sql.delete(id), self.cache()).await? == 0 {
+            return Err(EngineError::NotFound.into());
+        }
+        Ok(())
+    }
+
+    /// One bulk operation inside its own savepoint, so a failure rolls back only itself.
+    async fn bulk_op(
+        &self,
+        tx: &mut Transaction<'_>,
+        sql: &RecordSql<'_>,
+        op: BulkOp,
+    ) -> Result<BulkOutcome, PgError> {
+        let now = self.clock.now();
+        let sp = tx.savepoint("bk_op").await?;
+        let result = match op {
+            BulkOp::Create(record) => self
+                .insert_rows(&sp, sql, std::slice::from_ref(&record), now)
+                .await
+                .map(|()| BulkOutcome::Created(created(record, now))),
+            BulkOp::Upsert(record) => match self.fetch(&sp, sql, &record.id, true).await? {
+                Some(current) => self
+                    .replace(&sp, sql, current, record.fields)
+                    .await
+                    .map(BulkOutcome::Updated),
+                None => self
+                    .insert_rows(&sp, sql, std::slice::from_ref(&record), now)
+                    .await
+                    .map(|()| BulkOutcome::Created(created(record, now))),
+            },
+            BulkOp::Delete(id) => self
+                .remove(&sp, sql, &id)
+                .await
+                .map(|()| BulkOutcome::Deleted(id)),
+        };
+        match result {
+            Ok(outcome) => {
+                sp.commit().await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn created(record: NewRecord, now: bulkhead_core::time::Timestamp) -> Record {
+    Record {
+        id: record.id,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        fields: record.fields,
+    }
+}
+
+/// A time budget under a millisecond cannot run a query at all (PostgreSQL's statement
+/// timeout counts in milliseconds, and 0 would mean "no limit").
+fn check_time(budget: &QueryBudget) -> Result<(), PgError> {
+    if budget.time < Duration::from_millis(1) {
+        return Err(EngineError::TooExpensive(BudgetHit::Time(budget.time)).into());
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Engine for PgEngine {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn provision(
+        &self,
+        target: &PlacementRef,
+        collections: &[Collection],
+    ) -> EngineResult<()> {
+        Ok(self.ensure(target, collections, true).await?)
+    }
+
+    async fn ensure_collection(
+        &self,
+        target: &PlacementRef,
+        collection: &Collection,
+    ) -> EngineResult<()> {
+        Ok(self
+            .ensure(target, std::slice::from_ref(collection), false)
+            .await?)
+    }
+
+    async fn destroy(&self, target: &PlacementRef) -> EngineResult<()> {
+        Ok(self.destroy_placement(target).await?)
+    }
+
+    async fn insert(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        records: Vec<NewRecord>,
+    ) -> EngineResult<Vec<Record>> {
+        check_write(scope)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        let now = self.clock.now();
+        self.insert_rows(&tx, &sql, &records, now).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(records.into_iter().map(|r| created(r, now)).collect())
+    }
+
+    async fn get(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> EngineResult<Option<Record>> {
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        let record = self.fetch(&tx, &sql, id, false).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(record)
+    }
+
+    async fn update(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+        change: RecordChange,
+        expected_version: Option<i64>,
+    ) -> EngineResult<Record> {
+        check_write(scope)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        let current = self
+            .fetch(&tx, &sql, id, true)
+            .await?
+            .ok_or(EngineError::NotFound)?;
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Err(EngineError::VersionMismatch {
+                current: current.version,
+            });
+        }
+        let fields = apply_change(&current.fields, change);
+        let record = self.replace(&tx, &sql, current, fields).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(record)
+    }
+
+    async fn delete(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        id: &RecordId,
+        expected_version: Option<i64>,
+    ) -> EngineResult<()> {
+        check_write(scope)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        if let Some(expected) = expected_version {
+            let current = self
+                .fetch(&tx, &sql, id, true)
+                .await?
+                .ok_or(EngineError::NotFound)?;
+            if current.version != expected {
+                return Err(EngineError::VersionMismatch {
+                    current: current.version,
+                });
+            }
+        }
+        self.remove(&tx, &sql, id).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query_: &ListQuery,
+    ) -> EngineResult<Vec<Hit>> {
+        check_time(&query_.budget)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let list = sql.list(query_)?;
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            query_.budget.time,
+            self.cache(),
+        )
+        .await?;
+        let rows = query(&tx, &list.statement, self.cache())
+            .await
+            .map_err(|e| budget_error(e, &query_.budget))?;
+        let hits = rows
+            .iter()
+            .map(|row| sql.decode_hit(row, &list, query_))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(hits)
+    }
+
+    async fn aggregate(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        query_: &AggregateQuery,
+    ) -> EngineResult<Vec<GroupRow>> {
+        check_time(&query_.budget)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let statement = sql.aggregate(query_);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            query_.budget.time,
+            self.cache(),
+        )
+        .await?;
+        let rows = query(&tx, &statement, self.cache())
+            .await
+            .map_err(|e| budget_error(e, &query_.budget))?;
+        let groups = rows
+            .iter()
+            .map(|row| sql.decode_group(row, &query_.plan))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(groups)
+    }
+
+    async fn bulk(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        ops: Vec<BulkOp>,
+    ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>> {
+        check_write(scope)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self
+            .pools
+            .data(database_of(scope).as_deref())
+            .await
+            .map_err(PgError::from)?;
+        let mut tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        // A batch of creates goes in with one COPY when none of them fails; otherwise (or for
+        // mixed batches) operation by operation, each in its own savepoint.
+        if ops.len() >= COPY_THRESHOLD && ops.iter().all(|op| matches!(op, BulkOp::Create(_))) {
+            let records: Vec<NewRecord> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    BulkOp::Create(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            let now = self.clock.now();
+            let sp = tx.savepoint("bk_copy").await.map_err(PgError::from)?;
+            match self.insert_rows(&sp, &sql, &records, now).await {
+                Ok(()) => {
+                    sp.commit().await.map_err(PgError::from)?;
+                    tx.commit().await.map_err(PgError::from)?;
+                    return Ok(records
+                        .into_iter()
+                        .map(|r| Ok(BulkOutcome::Created(created(r, now))))
+                        .collect());
+                }
+                Err(e) => match EngineError::from(e) {
+                    EngineError::DuplicateId | EngineError::UniqueViolation(_) => {
+                        sp.rollback().await.map_err(PgError::from)?;
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            match self.bulk_op(&mut tx, &sql, op).await {
+                Ok(outcome) => out.push(Ok(outcome)),
+                Err(err) => match EngineError::from(err) {
+                    e @ (EngineError::NotFound
+                    | EngineError::DuplicateId
+                    | EngineError::UniqueViolation(_)) => out.push(Err(e)),
+                    other => return Err(other),
+                },
+            }
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(out)
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            open_handles: self.pools.open_pools(),
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.pools.close();
+    }
+}

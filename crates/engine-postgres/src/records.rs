@@ -1,0 +1,446 @@
+//! Record statements for one table, bound to one tenant. Every statement over a pooled table
+//! is built here with the tenant predicate first and the tenant as `$1` — on top of the
+//! row-level security policy that enforces the same thing inside PostgreSQL.
+
+use bulkhead_core::query::aggregate::{AggregatePlan, MetricOp};
+use bulkhead_core::query::{SortKey, eval};
+use bulkhead_core::record::{Fields, Record};
+use bulkhead_core::schema::{Collection, FieldType};
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{FieldName, RecordId};
+use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
+use bulkhead_engine::{AggregateQuery, GroupRow, Hit, Keyset, ListQuery};
+use tokio_postgres::Row;
+
+use crate::PgError;
+use crate::dialect::Postgres;
+use crate::names::{Table, column};
+use crate::search::{Lexemes, tsquery};
+use crate::value::{PgValue, decode, stored};
+
+/// Name of the search column of searchable tables.
+pub const SEARCH_COLUMN: &str = "bk_search";
+
+pub struct RecordSql<'a> {
+    pub table: &'a Table,
+    tenant: &'a str,
+    collection: &'a Collection,
+    /// The table has a search column to keep in step.
+    pub search: bool,
+}
+
+/// A statement and its parameters.
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<PgValue>,
+}
+
+fn select_list(alias: &str, collection: &Collection) -> String {
+    let mut cols = format!("{alias}.id, {alias}.created_at, {alias}.updated_at, {alias}.version");
+    for field in collection.fields.keys() {
+        cols.push_str(&format!(", {alias}.{}", column(field)));
+    }
+    cols
+}
+
+impl<'a> RecordSql<'a> {
+    pub fn new(table: &'a Table, tenant: &'a str, collection: &'a Collection) -> Self {
+        RecordSql {
+            table,
+            tenant,
+            collection,
+            search: collection.searchable(),
+        }
+    }
+
+    /// The scope predicate (over alias `r`) and its parameters; everything else follows.
+    fn scoped(&self) -> (String, Vec<PgValue>) {
+        if self.table.pooled {
+            (
+                "r.tenant_id = $1".into(),
+                vec![PgValue::Text(self.tenant.to_owned())],
+            )
+        } else {
+            ("true".into(), Vec::new())
+        }
+    }
+
+    fn lexemes(&self, fields: &Fields) -> PgValue {
+        PgValue::TsVector(Lexemes::of(
+            self.collection,
+            fields,
+            self.table.pooled.then_some(self.tenant),
+        ))
+    }
+
+    /// Column names of an insert, in [`RecordSql::insert_row`] order.
+    pub fn insert_columns(&self) -> Vec<String> {
+        let mut cols = Vec::new();
+        if self.table.pooled {
+            cols.push("tenant_id".to_owned());
+        }
+        cols.extend(["id", "created_at", "updated_at", "version"].map(str::to_owned));
+        cols.extend(self.collection.fields.keys().map(column));
+        if self.search {
+            cols.push(SEARCH_COLUMN.to_owned());
+        }
+        cols
+    }
+
+    /// The types of the collection's fields, in column order.
+    pub fn field_types(&self) -> impl Iterator<Item = FieldType> + '_ {
+        self.collection.fields.values().map(|s| s.field_type)
+    }
+
+    pub fn insert_sql(&self) -> String {
+        let cols = self.insert_columns();
+        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.table.quoted(),
+            cols.join(", "),
+            marks.join(", ")
+        )
+    }
+
+    /// The values of one inserted row.
+    pub fn insert_row(&self, id: &RecordId, now: Timestamp, fields: &Fields) -> Vec<PgValue> {
+        let mut row = Vec::with_capacity(self.collection.fields.len() + 6);
+        if self.table.pooled {
+            row.push(PgValue::Text(self.tenant.to_owned()));
+        }
+        row.extend([
+            PgValue::Text(id.as_str().to_owned()),
+            PgValue::Int(now.as_micros()),
+            PgValue::Int(now.as_micros()),
+            PgValue::Int(1),
+        ]);
+        for field in self.collection.fields.keys() {
+            row.push(fields.get(field).map_or(PgValue::Null, stored));
+        }
+        if self.search {
+            row.push(self.lexemes(fields));
+        }
+        row
+    }
+
+    pub fn get(&self, id: &RecordId, for_update: bool) -> Statement {
+        let (pred, mut params) = self.scoped();
+        params.push(PgValue::Text(id.as_str().to_owned()));
+        Statement {
+            sql: format!(
+                "SELECT {} FROM {} AS r WHERE {pred} AND r.id = ${}{}",
+                select_list("r", self.collection),
+                self.table.quoted(),
+                params.len(),
+                if for_update { " FOR UPDATE" } else { "" }
+            ),
+            params,
+        }
+    }
+
+    pub fn update(
+        &self,
+        id: &RecordId,
+        now: Timestamp,
+        version: i64,
+        fields: &Fields,
+    ) -> Statement {
+        let (pred, mut params) = self.scoped();
+        let mut sets = Vec::new();
+        params.push(PgValue::Int(now.as_micros()));
+        sets.push(format!("updated_at = ${}", params.len()));
+        params.push(PgValue::Int(version));
+        sets.push(format!("version = ${}", params.len()));
+        for field in self.collection.fields.keys() {
+            params.push(fields.get(field).map_or(PgValue::Null, stored));
+            sets.push(format!("{} = ${}", column(field), params.len()));
+        }
+        if self.search {
+            params.push(self.lexemes(fields));
+            sets.push(format!("{SEARCH_COLUMN} = ${}", params.len()));
+        }
+        params.push(PgValue::Text(id.as_str().to_owned()));
+        Statement {
+            sql: format!(
+                "UPDATE {} AS r SET {} WHERE {pred} AND r.id = ${}",
+                self.table.quoted(),
+                sets.join(", "),
+                params.len()
+            ),
+            params,
+        }
+    }
+
+    pub fn delete(&self, id: &RecordId) -> Statement {
+        let (pred, mut params) = self.scoped();
+        params.push(PgValue::Text(id.as_str().to_owned()));
+        Statement {
+            sql: format!(
+                "DELETE FROM {} AS r WHERE {pred} AND r.id = ${}",
+                self.table.quoted(),
+                params.len()
+            ),
+            params,
+        }
+    }
+
+    /// Parameters and WHERE terms of a query: the tenant first (as `$1`), then the row
+    /// counter of the query budget, which PostgreSQL evaluates before any other filter
+    /// because it is declared the cheapest.
+    fn query_scope(&self, rows_examined: u64) -> (Params, Vec<String>) {
+        let mut params = Params::new(Postgres.placeholder());
+        let mut terms = Vec::new();
+        if self.table.pooled {
+            let t = params.bind(SqlParam::Text(self.tenant.to_owned()));
+            terms.push(format!("r.tenant_id = {t}"));
+        }
+        let budget = params.bind(SqlParam::Integer(
+            i64::try_from(rows_examined).unwrap_or(i64::MAX),
+        ));
+        terms.push(format!("bulkhead.examine({budget})"));
+        (params, terms)
+    }
+
+    pub fn list(&self, query: &ListQuery) -> Result<ListStatement, PgError> {
+        let d = Postgres;
+        let (mut params, mut terms) = self.query_scope(query.budget.rows_examined);
+        let ranked = query.search.is_some();
+        let mut rank = String::new();
+        if let Some(search) = &query.search {
+            if !self.search {
+                return Err(PgError::Corrupt(
+                    "search on a collection without text fields".into(),
+                ));
+            }
+            let tenant = self.table.pooled.then_some(self.tenant);
+            let m = params.bind(SqlParam::Text(tsquery(search, tenant)));
+            terms.push(format!("r.{SEARCH_COLUMN} @@ ({m}::text)::tsquery"));
+            rank = format!("ts_rank(r.{SEARCH_COLUMN}, ({m}::text)::tsquery)::float8");
+        }
+        if let Some(filter) = &query.filter {
+            terms.push(q::predicate(&d, &mut params, "r", filter));
+        }
+        let mut keys: Vec<OrderKey> = query.sort.iter().map(|k| OrderKey::of("r", k)).collect();
+        if keys.is_empty() && ranked {
+            keys.push(OrderKey {
+                expr: rank.clone(),
+                descending: true,
+                not_null: true,
+            });
+        }
+        let tie_descending = keys.last().is_some_and(|k| k.descending);
+        keys.push(OrderKey {
+            expr: "r.id".into(),
+            descending: tie_descending,
+            not_null: true,
+        });
+        if let Some(after) = &query.after {
+            let values = keyset_params(query, after)?;
+            terms.push(q::keyset_after(&mut params, &keys, &values));
+        }
+        let selected = self.selected(query.fields.as_deref(), &query.sort);
+        let mut cols = String::from("r.id, r.created_at, r.updated_at, r.version");
+        for (field, _) in &selected {
+            cols.push_str(", r.");
+            cols.push_str(&column(field));
+        }
+        if ranked {
+            cols.push_str(", ");
+            cols.push_str(&rank);
+        }
+        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
+        let sql = format!(
+            "SELECT {cols} FROM {} AS r WHERE {} ORDER BY {} LIMIT {limit}",
+            self.table.quoted(),
+            terms.join(" AND "),
+            q::order_by(&d, &keys)
+        );
+        Ok(ListStatement {
+            statement: Statement {
+                sql,
+                params: params.values.into_iter().map(PgValue::from).collect(),
+            },
+            selected,
+            ranked,
+        })
+    }
+
+    fn selected(
+        &self,
+        projection: Option<&[FieldName]>,
+        sort: &[SortKey],
+    ) -> Vec<(FieldName, FieldType)> {
+        self.collection
+            .fields
+            .iter()
+            .filter(|(name, _)| {
+                projection.is_none_or(|p| p.contains(name))
+                    || sort.iter().any(|k| k.column.name() == name.as_str())
+            })
+            .map(|(name, spec)| (name.clone(), spec.field_type))
+            .collect()
+    }
+
+    pub fn decode_hit(
+        &self,
+        row: &Row,
+        list: &ListStatement,
+        query: &ListQuery,
+    ) -> Result<Hit, PgError> {
+        let mut fields = Fields::new();
+        for (i, (field, field_type)) in list.selected.iter().enumerate() {
+            if let Some(value) = decode(row, i + 4, *field_type)? {
+                fields.insert(field.clone(), value);
+            }
+        }
+        let score = if list.ranked {
+            Some(row.try_get::<_, f64>(4 + list.selected.len())?)
+        } else {
+            None
+        };
+        let mut record = head(row, fields)?;
+        let sort_values = query
+            .sort
+            .iter()
+            .map(|k| eval::column_value(&record, &k.column))
+            .collect();
+        if let Some(projection) = &query.fields {
+            record.fields.retain(|name, _| projection.contains(name));
+        }
+        Ok(Hit {
+            record,
+            sort_values,
+            score,
+        })
+    }
+
+    pub fn aggregate(&self, query: &AggregateQuery) -> Statement {
+        let d = Postgres;
+        let plan: &AggregatePlan = &query.plan;
+        let (mut params, mut terms) = self.query_scope(query.budget.rows_examined);
+        if let Some(filter) = &plan.filter {
+            terms.push(q::predicate(&d, &mut params, "r", filter));
+        }
+        let keys: Vec<OrderKey> = plan
+            .groups
+            .iter()
+            .map(|g| OrderKey {
+                expr: q::group_expr(&d, "r", g),
+                descending: false,
+                not_null: q::group_not_null(g),
+            })
+            .collect();
+        if let Some(after) = &query.after {
+            let values: Vec<SqlParam> = after
+                .iter()
+                .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
+                .collect();
+            terms.push(q::keyset_after(&mut params, &keys, &values));
+        }
+        let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
+        for m in &plan.metrics {
+            let column = m.column.as_ref().map(|c| q::column_sql("r", c));
+            let boolean = m
+                .column
+                .as_ref()
+                .is_some_and(|c| c.field_type() == FieldType::Boolean);
+            let expr = match (m.op, column.as_deref()) {
+                // PostgreSQL has no min/max over booleans; false < true makes them and/or.
+                (MetricOp::Min, Some(c)) if boolean => format!("bool_and({c})"),
+                (MetricOp::Max, Some(c)) if boolean => format!("bool_or({c})"),
+                (op, c) => d.metric(op, c),
+            };
+            // Sums and averages of bigints are numeric in PostgreSQL; bring them back.
+            cols.push(match m.value_type() {
+                FieldType::Integer => format!("({expr})::bigint"),
+                FieldType::Float => format!("({expr})::float8"),
+                _ => expr,
+            });
+        }
+        let mut sql = format!(
+            "SELECT {} FROM {} AS r WHERE {}",
+            cols.join(", "),
+            self.table.quoted(),
+            terms.join(" AND ")
+        );
+        if !keys.is_empty() {
+            let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
+            let order: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| d.order_term(&(i + 1).to_string(), false, k.not_null))
+                .collect();
+            sql.push_str(&format!(
+                " GROUP BY {} ORDER BY {}",
+                positions.join(", "),
+                order.join(", ")
+            ));
+        }
+        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
+        sql.push_str(&format!(" LIMIT {limit}"));
+        Statement {
+            sql,
+            params: params.values.into_iter().map(PgValue::from).collect(),
+        }
+    }
+
+    pub fn decode_group(&self, row: &Row, plan: &AggregatePlan) -> Result<GroupRow, PgError> {
+        let mut key = Vec::with_capacity(plan.groups.len());
+        for (i, g) in plan.groups.iter().enumerate() {
+            key.push(decode(row, i, g.value_type())?);
+        }
+        let mut metrics = Vec::with_capacity(plan.metrics.len());
+        for (i, m) in plan.metrics.iter().enumerate() {
+            metrics.push(decode(row, plan.groups.len() + i, m.value_type())?);
+        }
+        Ok(GroupRow { key, metrics })
+    }
+
+    /// Turns a row of the full select list into a record.
+    pub fn decode(&self, row: &Row) -> Result<Record, PgError> {
+        let mut fields = Fields::new();
+        for (i, (field, spec)) in self.collection.fields.iter().enumerate() {
+            if let Some(value) = decode(row, i + 4, spec.field_type)? {
+                fields.insert(field.clone(), value);
+            }
+        }
+        head(row, fields)
+    }
+}
+
+fn head(row: &Row, fields: Fields) -> Result<Record, PgError> {
+    let id: String = row.try_get(0)?;
+    Ok(Record {
+        id: RecordId::parse(&id).map_err(|e| PgError::Corrupt(e.message))?,
+        created_at: Timestamp::from_micros(row.try_get(1)?),
+        updated_at: Timestamp::from_micros(row.try_get(2)?),
+        version: row.try_get(3)?,
+        fields,
+    })
+}
+
+pub struct ListStatement {
+    pub statement: Statement,
+    pub selected: Vec<(FieldName, FieldType)>,
+    pub ranked: bool,
+}
+
+fn keyset_params(query: &ListQuery, after: &Keyset) -> Result<Vec<SqlParam>, PgError> {
+    if after.values.len() != query.sort.len() {
+        return Err(PgError::Corrupt("cursor does not fit the query".into()));
+    }
+    let mut values: Vec<SqlParam> = after
+        .values
+        .iter()
+        .map(|v| v.as_ref().map_or(SqlParam::Null, |v| Postgres.param(v)))
+        .collect();
+    if query.sort.is_empty() && query.search.is_some() {
+        let score = after
+            .score
+            .ok_or_else(|| PgError::Corrupt("cursor has no score".into()))?;
+        values.push(SqlParam::Float(score));
+    }
+    values.push(SqlParam::Text(after.id.as_str().to_owned()));
+    Ok(values)
+}

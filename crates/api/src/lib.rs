@@ -86,10 +86,15 @@ pub struct TierView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainView {
     pub name: DomainName,
+    /// The domain's spec with `url` and `data_url` redacted (passwords shown as `***`).
     #[serde(flatten)]
     pub spec: DomainSpec,
     /// Tenants placed on the domain, by isolation model.
     pub tenants: BTreeMap<Isolation, u64>,
+    /// Whether this server has the domain's engine open (false when it could not be reached
+    /// at start; its tenants get `503 domain_unavailable` until it is put again).
+    #[serde(default)]
+    pub available: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
-//! `bulkhead serve`: the only place that wires a concrete engine in. Opens the data
-//! directory (locked against a second server), the local SQLite domain and the catalog,
-//! creates the first admin key on first start, serves until SIGINT/SIGTERM, drains, closes.
+//! `bulkhead serve`: with `domains`, the only place that wires concrete engines in. Opens the
+//! data directory (locked against a second server), the local SQLite domain and the catalog
+//! (which reopens the domains put at runtime through `domains::open_engine`), creates the
+//! first admin key on first start, serves until SIGINT/SIGTERM, drains, closes.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,10 +13,11 @@ use bulkhead_catalog::{Catalog, CatalogOptions, Engines};
 use bulkhead_core::DomainName;
 use bulkhead_core::model::DomainSpec;
 use bulkhead_core::time::{Clock, SystemClock};
-use bulkhead_engine_sqlite::{SqliteConfig, SqliteEngine};
+use bulkhead_engine_sqlite::SqliteEngine;
 use bulkhead_server::{AppState, ServerConfig};
 
 use crate::config::Config;
+use crate::domains;
 
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 pub const LOCAL_DOMAIN: &str = "local";
@@ -33,20 +35,18 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
 
-    let mut engine_config = SqliteConfig::new(config.data_dir.join("domains").join(LOCAL_DOMAIN));
-    engine_config.fsync = config.fsync;
-    engine_config.silo_handle_cap = config.silo_handle_cap;
-    engine_config.readers_per_db = config.readers_per_db;
+    let engine_config =
+        domains::sqlite_config(config, config.data_dir.join("domains").join(LOCAL_DOMAIN));
     let engine = SqliteEngine::open(engine_config, Arc::clone(&clock))
         .context("opening the local SQLite domain")?;
     let mut engines = Engines::default();
     let spec = DomainSpec {
-        engine: "sqlite".into(),
         bridge_tenants_per_file: config.bridge_tenants_per_file,
-        max_dedicated_tenants: 0,
-        monthly_cost: 0.0,
+        ..DomainSpec::sqlite()
     };
     engines.register(DomainName::parse(LOCAL_DOMAIN)?, spec, Arc::new(engine));
+    // Domains put at runtime are stored in the catalog and reopened through this at start.
+    let factory = domains::BinaryEngineFactory::new(config.clone(), Arc::clone(&clock));
 
     let options = CatalogOptions {
         fsync: config.fsync,
@@ -59,6 +59,7 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
             rows_examined: config.query_rows_examined,
         },
         bulk_max_bytes: config.bulk_max_bytes,
+        engine_factory: Some(Arc::new(factory)),
     };
     let catalog = Catalog::open(&config.data_dir.join("catalog.db"), clock, engines, options)
         .await

@@ -8,7 +8,9 @@
 
 mod audit;
 mod collections;
+mod domains;
 mod keys;
+mod placement;
 mod query;
 mod records;
 mod store;
@@ -29,6 +31,7 @@ use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
+pub use domains::EngineFactory;
 pub use query::{BulkResults, ListParams};
 pub use records::{UpdateKind, parse_if_match};
 pub use store::StoreError;
@@ -40,8 +43,9 @@ pub struct Ctx {
     pub request_id: String,
 }
 
-/// The engines serving each domain. Built by the binary, the only place that knows concrete
-/// engine types.
+/// The engines the binary opens itself before the catalog (the `local` domain), with their
+/// specs. Their specs are written to the catalog at every start; domains registered at
+/// runtime are opened through [`EngineFactory`] instead.
 #[derive(Clone, Default)]
 pub struct Engines {
     by_domain: HashMap<DomainName, (DomainSpec, Arc<dyn Engine>)>,
@@ -52,17 +56,7 @@ impl Engines {
         self.by_domain.insert(name, (spec, engine));
     }
 
-    fn get(&self, domain: &DomainName) -> Result<&Arc<dyn Engine>, Error> {
-        self.by_domain.get(domain).map(|(_, e)| e).ok_or_else(|| {
-            tracing::error!(%domain, "no engine serves this domain");
-            Error::new(
-                ErrorKind::Unavailable,
-                "domain_unavailable",
-                "the tenant's storage domain is not available",
-            )
-        })
-    }
-
+    /// The pre-registered engines only; [`Catalog::shutdown`] also closes those added later.
     pub fn all(&self) -> impl Iterator<Item = (&DomainName, &Arc<dyn Engine>)> {
         self.by_domain
             .iter()
@@ -76,7 +70,7 @@ pub(crate) struct RouteEntry {
     pub route: TenantRoute,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CatalogOptions {
     pub fsync: bool,
     /// SHA-256 of `BULKHEAD_ADMIN_KEY`, when the operator provides the admin credential.
@@ -85,6 +79,24 @@ pub struct CatalogOptions {
     pub query_budget: bulkhead_engine::QueryBudget,
     /// Largest bulk-ingest body of tiers that set none, in bytes.
     pub bulk_max_bytes: u64,
+    /// Opens the engines of domains that are not pre-registered: those stored in the catalog
+    /// (at start) and those put at runtime. Without one, such domains stay unavailable.
+    pub engine_factory: Option<Arc<dyn EngineFactory>>,
+}
+
+impl std::fmt::Debug for CatalogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogOptions")
+            .field("fsync", &self.fsync)
+            .field(
+                "bootstrap_admin_hash",
+                &self.bootstrap_admin_hash.as_ref().map(|_| "<set>"),
+            )
+            .field("query_budget", &self.query_budget)
+            .field("bulk_max_bytes", &self.bulk_max_bytes)
+            .field("engine_factory", &self.engine_factory.is_some())
+            .finish()
+    }
 }
 
 impl Default for CatalogOptions {
@@ -94,6 +106,7 @@ impl Default for CatalogOptions {
             bootstrap_admin_hash: None,
             query_budget: bulkhead_engine::QueryBudget::default(),
             bulk_max_bytes: 64 * 1024 * 1024,
+            engine_factory: None,
         }
     }
 }
@@ -107,7 +120,10 @@ pub struct Catalog {
 pub(crate) struct Inner {
     pub store: Arc<store::Store>,
     pub clock: Arc<dyn Clock>,
-    pub engines: Engines,
+    /// The engine serving each domain now (pre-registered and runtime-added).
+    pub engines: domains::LiveEngines,
+    /// The engines the binary registered before opening the catalog, with their specs.
+    pub preconfigured: Engines,
     pub options: CatalogOptions,
     /// The routing table's cache. Entries only move forward in epoch (see `publish_route`).
     pub routes: RwLock<HashMap<TenantId, Arc<RouteEntry>>>,
@@ -117,6 +133,8 @@ pub(crate) struct Inner {
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
     /// collection at its latest version.
     pub schema_lock: tokio::sync::Mutex<()>,
+    /// Serialises `PUT /v1/domains/{name}` (taken before `schema_lock`, never after it).
+    pub domain_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
     /// Limits of each tier, read once and dropped whenever a tier changes.
     pub tier_limits: RwLock<HashMap<TierName, TierLimits>>,
@@ -124,7 +142,9 @@ pub(crate) struct Inner {
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path`, seeds default tiers and registers the
-    /// engines' domains, then finishes any provisioning or deletion a crash interrupted.
+    /// pre-registered engines' domains, opens the other stored domains through the engine
+    /// factory (one that fails stays unavailable), then finishes any provisioning or deletion
+    /// a crash interrupted.
     pub async fn open(
         path: &Path,
         clock: Arc<dyn Clock>,
@@ -145,17 +165,20 @@ impl Catalog {
             inner: Arc::new(Inner {
                 store,
                 clock,
-                engines,
+                engines: domains::LiveEngines::new(&engines),
+                preconfigured: engines,
                 options,
                 routes: RwLock::new(HashMap::new()),
                 collections: RwLock::new(Arc::new(BTreeMap::new())),
                 keys: RwLock::new(HashMap::new()),
                 schema_lock: tokio::sync::Mutex::new(()),
+                domain_lock: tokio::sync::Mutex::new(()),
                 audit,
                 tier_limits: RwLock::new(HashMap::new()),
             }),
         };
         catalog.seed().await?;
+        catalog.open_stored_domains().await?;
         catalog.load_collections().await?;
         catalog.reconcile().await?;
         Ok(catalog)
@@ -184,10 +207,10 @@ impl Catalog {
         let now = self.inner.clock.now();
         let domains: Vec<(DomainName, DomainSpec)> = self
             .inner
-            .engines
+            .preconfigured
             .by_domain
             .iter()
-            .map(|(n, (s, _))| (n.clone(), s.clone()))
+            .map(|(n, (s, _))| (n.clone(), s.clone().with_engine_defaults()))
             .collect();
         self.blocking(move |store| {
             store.write(|tx| {
@@ -357,7 +380,7 @@ impl Catalog {
     /// Drains the audit queue, closes engines and checkpoints the catalog.
     pub async fn shutdown(&self) {
         self.flush_audit().await;
-        for (_, engine) in self.inner.engines.all() {
+        for (_, engine) in self.inner.engines.snapshot() {
             engine.shutdown().await;
         }
         if let Err(e) = self.blocking(|store| store.checkpoint()).await {
@@ -365,7 +388,8 @@ impl Catalog {
         }
     }
 
-    pub(crate) fn engine(&self, domain: &DomainName) -> Result<&Arc<dyn Engine>, Error> {
+    /// The engine serving `domain`, or `503 domain_unavailable`.
+    pub(crate) fn engine(&self, domain: &DomainName) -> Result<Arc<dyn Engine>, Error> {
         self.inner.engines.get(domain)
     }
 

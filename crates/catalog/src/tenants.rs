@@ -10,18 +10,18 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
 use bulkhead_core::access::{self, ControlAction, KeyOwner, TenantRoute};
-use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::error::Error;
 use bulkhead_core::model::{
-    Isolation, Placement, Tenant, TenantStatus, TierSpec, WriteState, validate_display_name,
-    validate_labels,
+    Placement, Tenant, TenantStatus, validate_display_name, validate_labels,
 };
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::placement::allocate;
 use crate::store::{StoreResult, malformed};
-use crate::tiers::{read_domains, read_tier};
+use crate::tiers::read_tier;
 use crate::{Catalog, Ctx, RouteEntry, audit};
 
 pub const MAX_PAGE: u32 = 1000;
@@ -96,82 +96,10 @@ pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
     }
 }
 
-/// Chooses the domain and namespace for a new placement, inside the creating transaction.
-fn allocate(
-    tx: &Connection,
-    tenant: &TenantId,
-    tier: &TierSpec,
-    schema_version: i64,
-) -> StoreResult<Placement> {
-    let domains = read_domains(tx)?;
-    let candidates: Vec<_> = if tier.domains.is_empty() {
-        domains
-    } else {
-        tier.domains
-            .iter()
-            .filter_map(|d| domains.iter().find(|(n, _)| n == d).cloned())
-            .collect()
-    };
-    for (domain, spec) in candidates {
-        if tier.isolation != Isolation::Pool && spec.max_dedicated_tenants > 0 {
-            let used: i64 = tx.query_row(
-                "SELECT count(*) FROM placements WHERE domain = ?1 AND isolation != 'pool'",
-                [domain.as_str()],
-                |r| r.get(0),
-            )?;
-            if used >= i64::from(spec.max_dedicated_tenants) {
-                continue;
-            }
-        }
-        let namespace = match tier.isolation {
-            Isolation::Pool => "pool".to_owned(),
-            Isolation::Silo => format!("silo-{tenant}"),
-            Isolation::Bridge => bridge_namespace(tx, &domain, spec.bridge_tenants_per_file)?,
-        };
-        return Ok(Placement {
-            domain,
-            isolation: tier.isolation,
-            namespace,
-            write_state: WriteState::Open,
-            epoch: next_epoch(tx)?,
-            schema_version,
-        });
-    }
-    Err(Error::new(
-        ErrorKind::QuotaExceeded,
-        "no_capacity",
-        "no domain allowed by the tier has room for another tenant",
-    )
-    .into())
-}
-
-/// The lowest-numbered bridge file with room, or the next new one.
-fn bridge_namespace(tx: &Connection, domain: &DomainName, per_file: u32) -> StoreResult<String> {
-    let mut stmt = tx.prepare(
-        "SELECT namespace, count(*) FROM placements WHERE domain = ?1 AND isolation = 'bridge' GROUP BY namespace ORDER BY namespace",
-    )?;
-    let rows = stmt.query_map([domain.as_str()], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    let mut highest = 0u32;
-    for row in rows {
-        let (namespace, count) = row?;
-        let n: u32 = namespace
-            .strip_prefix("bridge-")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| malformed(&namespace))?;
-        if count < i64::from(per_file.max(1)) {
-            return Ok(namespace);
-        }
-        highest = highest.max(n);
-    }
-    Ok(format!("bridge-{:04}", highest + 1))
-}
-
 /// Routing epochs come from one catalog-wide counter, so every change to any routing entry
 /// gets a higher epoch than anything before it — including the entries of a deleted tenant
 /// whose id is later reused. Caches compare epochs and so never keep a stale entry.
-fn next_epoch(tx: &Connection) -> StoreResult<i64> {
+pub(crate) fn next_epoch(tx: &Connection) -> StoreResult<i64> {
     let current: i64 = crate::store::get_meta(tx, "routing_epoch")?
         .and_then(|e| e.parse().ok())
         .unwrap_or(0);
@@ -617,23 +545,39 @@ impl Catalog {
             .await?;
         for (id, status) in pending {
             tracing::info!(tenant = %id, %status, "resuming interrupted tenant operation");
-            match status {
-                TenantStatus::Deleting => self.finish_deletion(&id).await?,
-                _ => {
-                    let (_, placement) =
-                        self.load_tenant(&id).await?.ok_or_else(tenant_not_found)?;
-                    let collections: Vec<_> = self
-                        .collections_snapshot()
-                        .values()
-                        .map(|c| (**c).clone())
-                        .collect();
-                    self.engine(&placement.domain)?
-                        .provision(&PlacementRef::of(&id, &placement), &collections)
-                        .await?;
-                    self.finish_provisioning(&id).await?;
+            let resumed = match status {
+                TenantStatus::Deleting => self.finish_deletion(&id).await,
+                _ => self.resume_provisioning(&id).await,
+            };
+            match resumed {
+                // Its domain could not be opened: the tenant waits for it (retried when the
+                // domain is put again, or at the next start).
+                Err(e) if e.code == "domain_unavailable" => {
+                    tracing::warn!(tenant = %id, %status, "tenant's domain is unavailable; its operation waits for it");
                 }
+                other => other?,
             }
         }
-        self.rollout_pending().await
+        match self.rollout_pending().await {
+            // Each failed placement is logged; they are retried at the next change or start.
+            Err(e) if e.code == "rollout_incomplete" => {
+                tracing::warn!(error = %e, "schema rollout incomplete");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn resume_provisioning(&self, id: &TenantId) -> Result<(), Error> {
+        let (_, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
+        let collections: Vec<_> = self
+            .collections_snapshot()
+            .values()
+            .map(|c| (**c).clone())
+            .collect();
+        self.engine(&placement.domain)?
+            .provision(&PlacementRef::of(id, &placement), &collections)
+            .await?;
+        self.finish_provisioning(id).await
     }
 }

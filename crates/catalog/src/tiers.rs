@@ -1,16 +1,15 @@
-//! Tiers (the policy a tenant is placed and limited by) and domains (where placements live).
+//! Tiers: the policy a tenant is placed and limited by. (Domains, where placements live, are
+//! in `domains`.)
 
-use std::collections::BTreeMap;
-
-use bulkhead_api::{DomainView, Page, TierView};
+use bulkhead_api::{Page, TierView};
 use bulkhead_core::access::ControlAction;
 use bulkhead_core::error::Error;
-use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+use bulkhead_core::model::TierSpec;
 use bulkhead_core::{DomainName, TierName};
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::domains::read_domains;
 use crate::store::{StoreResult, malformed};
-use crate::tenants::parse;
 use crate::{Catalog, Ctx, audit};
 
 pub(crate) fn read_tier(tx: &Connection, name: &TierName) -> StoreResult<Option<TierSpec>> {
@@ -22,20 +21,6 @@ pub(crate) fn read_tier(tx: &Connection, name: &TierName) -> StoreResult<Option<
         )
         .optional()?;
     raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
-}
-
-pub(crate) fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
-    let mut stmt = tx.prepare("SELECT name, spec FROM domains ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, spec) = row?;
-        out.push((
-            DomainName::parse(&name).map_err(|e| malformed(e.message))?,
-            serde_json::from_str(&spec).map_err(malformed)?,
-        ));
-    }
-    Ok(out)
 }
 
 impl Catalog {
@@ -124,38 +109,6 @@ impl Catalog {
         Ok(TierView {
             name: name.clone(),
             spec,
-        })
-    }
-
-    pub async fn list_domains(&self, ctx: &Ctx) -> Result<Page<DomainView>, Error> {
-        self.authorize(
-            ctx,
-            ControlAction::ReadCatalog,
-            "domain.list",
-            "domains",
-            None,
-        )?;
-        let items = self
-            .blocking(|store| {
-                store.read(|tx| {
-                    let mut out = Vec::new();
-                    for (name, spec) in read_domains(tx)? {
-                        let mut stmt = tx.prepare("SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation")?;
-                        let rows = stmt.query_map([name.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                        let mut tenants = BTreeMap::new();
-                        for row in rows {
-                            let (isolation, count) = row?;
-                            tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
-                        }
-                        out.push(DomainView { name, spec, tenants });
-                    }
-                    Ok(out)
-                })
-            })
-            .await?;
-        Ok(Page {
-            items,
-            next_cursor: None,
         })
     }
 }

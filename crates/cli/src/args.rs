@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use bulkhead_core::access::{PlatformRole, TenantRole};
 use bulkhead_core::model::Isolation;
-use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
+use bulkhead_core::{
+    CollectionName, ConnectionUrl, DomainName, KeyId, RecordId, TenantId, TierName,
+};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::input::{FieldArg, parse_field, parse_label};
@@ -72,7 +74,7 @@ pub enum ClientCommand {
     /// List and define tiers (isolation model, domains, price).
     #[command(subcommand)]
     Tier(TierCmd),
-    /// List storage domains.
+    /// List and register storage domains.
     #[command(subcommand)]
     Domain(DomainCmd),
     /// Define and inspect collection schemas.
@@ -188,8 +190,78 @@ pub enum TierCmd {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DomainCmd {
-    /// List storage domains with their capacity and tenant counts.
+    /// List storage domains with their capacity and tenant counts (URLs redacted).
     List,
+    /// Register a storage domain, or change one (platform admin). The server opens it first
+    /// and refuses one it cannot reach.
+    Put {
+        #[arg(value_parser = DomainName::parse)]
+        name: DomainName,
+        #[arg(long, value_enum)]
+        engine: EngineArg,
+        /// postgres: connection as the owner role, postgres://user:password@host:5432/db. Best
+        /// given through the environment, so the password stays off command lines. (`--url`
+        /// is the Bulkhead server's address.)
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "BULKHEAD_DOMAIN_URL",
+            hide_env_values = true,
+            value_parser = parse_connection_url
+        )]
+        domain_url: Option<ConnectionUrl>,
+        /// postgres: connection as the data role that runs tenant queries.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "BULKHEAD_DOMAIN_DATA_URL",
+            hide_env_values = true,
+            value_parser = parse_connection_url
+        )]
+        data_url: Option<ConnectionUrl>,
+        /// Allow silo placements (one database per tenant); sqlite domains always allow them.
+        #[arg(long)]
+        silos: bool,
+        /// Reserve the domain for one tenant: only it is placed here (as a silo if its tier
+        /// says so).
+        #[arg(long, value_parser = TenantId::parse)]
+        dedicated_to: Option<TenantId>,
+        /// postgres: the data URL goes through a transaction-mode pooler (PgBouncer before
+        /// 1.21), so no prepared statements are kept across transactions.
+        #[arg(long)]
+        transaction_pooler: bool,
+        /// Most bridge/silo tenants the domain takes (default: unlimited for sqlite, 5000 for
+        /// postgres).
+        #[arg(long)]
+        capacity: Option<u32>,
+        /// Bridge tenants per shared database file.
+        #[arg(long, default_value_t = bulkhead_core::model::default_bridge_tenants_per_file())]
+        bridge_tenants_per_file: u32,
+        /// Monthly cost of the domain, for cost attribution.
+        #[arg(long, default_value_t = 0.0)]
+        monthly_cost: f64,
+    },
+}
+
+/// Any text: the server checks it. Parsed into a type whose debug output is redacted.
+fn parse_connection_url(raw: &str) -> Result<ConnectionUrl, String> {
+    Ok(ConnectionUrl::new(raw.trim()))
+}
+
+/// The engine kinds a domain may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Sqlite,
+    Postgres,
+}
+
+impl EngineArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineArg::Sqlite => bulkhead_core::model::ENGINE_SQLITE,
+            EngineArg::Postgres => bulkhead_core::model::ENGINE_POSTGRES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]

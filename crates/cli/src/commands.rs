@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use anyhow::bail;
-use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, TierSpec, UpdateTenant};
+use bulkhead_api::{
+    CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, Page, TierSpec, UpdateTenant,
+};
 use bulkhead_client::{Client, ClientError, ListRecords};
 use bulkhead_core::model::TenantStatus;
 use bulkhead_core::model::TierLimits;
@@ -73,9 +75,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
     match command {
         ClientCommand::Tenant(cmd) => tenant(client, &out, cmd).await,
         ClientCommand::Tier(cmd) => tier(client, &out, cmd).await,
-        ClientCommand::Domain(DomainCmd::List) => {
-            out.page(&client.list_domains().await?, output::domains)
-        }
+        ClientCommand::Domain(cmd) => domain(client, &out, cmd).await,
         ClientCommand::Collection(cmd) => collection(client, &out, cmd).await,
         ClientCommand::Key(cmd) => key(client, &out, cmd).await,
         ClientCommand::PlatformKey(cmd) => platform_key(client, &out, cmd).await,
@@ -186,6 +186,41 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             };
             let tier = client.put_tier(&name, &spec).await?;
             out.show(&tier, |t| output::tiers(std::slice::from_ref(t)))
+        }
+    }
+}
+
+async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Result<()> {
+    match cmd {
+        DomainCmd::List => out.page(&client.list_domains().await?, output::domains),
+        DomainCmd::Put {
+            name,
+            engine,
+            domain_url,
+            data_url,
+            silos,
+            dedicated_to,
+            transaction_pooler,
+            capacity,
+            bridge_tenants_per_file,
+            monthly_cost,
+        } => {
+            if !monthly_cost.is_finite() || monthly_cost < 0.0 {
+                bail!("--monthly-cost must be a non-negative number, got {monthly_cost}");
+            }
+            let spec = DomainSpec {
+                engine: engine.as_str().to_owned(),
+                url: domain_url,
+                data_url,
+                silos,
+                dedicated_to,
+                transaction_pooler,
+                bridge_tenants_per_file,
+                max_dedicated_tenants: capacity.unwrap_or(0),
+                monthly_cost,
+            };
+            let domain = client.put_domain(&name, &spec).await?;
+            out.show(&domain, |d| output::domains(std::slice::from_ref(d)))
         }
     }
 }

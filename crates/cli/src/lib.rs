@@ -213,6 +213,8 @@ mod tests {
             "tenant resume acme",
             "tier list",
             "domain list",
+            "domain put east --engine sqlite --capacity 10 --monthly-cost 12.5",
+            "domain put pg1 --engine postgres --domain-url postgres://o:pw@db/x --silos --dedicated-to acme",
             "collection get items",
             "collection list",
             "collection put items --file schema.json",
@@ -240,6 +242,17 @@ mod tests {
         assert_eq!(resolve_token(Some(" given "), &dir).unwrap(), "given");
         assert_eq!(resolve_token(Some(""), &dir).unwrap(), "bk_admin_secret");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn domain_urls_never_show_in_debug_output() {
+        let cli = parse("domain put pg1 --engine postgres --domain-url postgres://o:s3cret@db/x")
+            .unwrap();
+        assert!(!format!("{cli:?}").contains("s3cret"));
+        assert!(matches!(
+            cli.command,
+            ClientCommand::Domain(DomainCmd::Put { domain_url: Some(url), .. }) if url.expose() == "postgres://o:s3cret@db/x"
+        ));
     }
 
     #[test]

@@ -142,36 +142,72 @@ pub fn tiers(tiers: &[TierView]) -> String {
     table.to_string()
 }
 
+/// Domains; connection URLs arrive redacted from the server and get a column only when some
+/// domain has one, as does `dedicated to`.
 pub fn domains(domains: &[DomainView]) -> String {
     if domains.is_empty() {
         return empty("domains");
     }
-    let mut table = table(&[
-        "name",
-        "engine",
+    let with_url = domains.iter().any(|d| d.spec.url.is_some());
+    let with_dedicated = domains.iter().any(|d| d.spec.dedicated_to.is_some());
+    let mut header = vec!["name", "engine"];
+    if with_url {
+        header.push("url");
+    }
+    if with_dedicated {
+        header.push("dedicated to");
+    }
+    header.extend([
         "pool",
         "bridge",
         "silo",
+        "silos",
         "max dedicated",
         "bridge per file",
         "monthly cost",
+        "available",
     ]);
+    let mut table = table(&header);
     for d in domains {
         let count = |isolation| d.tenants.get(&isolation).copied().unwrap_or(0).to_string();
         let max = match d.spec.max_dedicated_tenants {
             0 => "unlimited".to_owned(),
             n => n.to_string(),
         };
-        table.add_row(vec![
-            d.name.to_string(),
-            d.spec.engine.clone(),
+        let yes_no = |on: bool| if on { "yes" } else { "no" }.to_owned();
+        let silos = d.spec.engine == bulkhead_core::model::ENGINE_SQLITE || d.spec.silos;
+        let mut row = vec![d.name.to_string(), d.spec.engine.clone()];
+        if with_url {
+            // Redacted by the server already; redacting again costs nothing and guards an
+            // older server.
+            row.push(
+                d.spec
+                    .url
+                    .as_ref()
+                    .map(|u| u.redacted())
+                    .unwrap_or_default(),
+            );
+        }
+        if with_dedicated {
+            row.push(
+                d.spec
+                    .dedicated_to
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+        }
+        row.extend([
             count(Isolation::Pool),
             count(Isolation::Bridge),
             count(Isolation::Silo),
+            yes_no(silos),
             max,
             d.spec.bridge_tenants_per_file.to_string(),
             format!("{:.2}", d.spec.monthly_cost),
+            yes_no(d.available),
         ]);
+        table.add_row(row);
     }
     table.to_string()
 }

@@ -3,9 +3,9 @@
 
 use bulkhead_api::{
     CollectionSpec, CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey,
-    DomainView, Health, KeyView, Page, TenantView, TierSpec, TierView, UpdateTenant,
+    DomainSpec, DomainView, Health, KeyView, Page, TenantView, TierSpec, TierView, UpdateTenant,
 };
-use bulkhead_core::{CollectionName, KeyId, RecordId, TenantId, TierName};
+use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -103,9 +103,21 @@ impl Client {
         self.call(Method::PUT, url, json_body(spec)?, None).await
     }
 
+    /// `GET /v1/domains`: connection URLs come back redacted.
     pub async fn list_domains(&self) -> Result<Page<DomainView>, ClientError> {
         self.call(Method::GET, self.url(&["v1", "domains"], &[])?, None, None)
             .await
+    }
+
+    /// `PUT /v1/domains/{name}`: registers or changes a storage domain (platform admin). The
+    /// server opens the domain first: an unreachable one is refused (422) and not stored.
+    pub async fn put_domain(
+        &self,
+        name: &DomainName,
+        spec: &DomainSpec,
+    ) -> Result<DomainView, ClientError> {
+        let url = self.url(&["v1", "domains", name.as_str()], &[])?;
+        self.call(Method::PUT, url, json_body(spec)?, None).await
     }
 
     // ----- collections ------------------------------------------------------------------

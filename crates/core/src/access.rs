@@ -198,6 +198,8 @@ pub enum ControlAction {
     DeleteTenants,
     ReadCatalog,
     ManageTiers,
+    /// Registering and changing storage domains (they hold connection credentials): admin only.
+    ManageDomains,
     ManageCollections,
     ManagePlatformKeys,
     ReadAudit,
@@ -511,6 +513,9 @@ mod tests {
             ErrorKind::Forbidden
         );
         assert!(authorize_control(&operator, ControlAction::ManagePlatformKeys).is_err());
+        assert!(authorize_control(&operator, ControlAction::ManageDomains).is_err());
+        assert!(authorize_control(&operator, ControlAction::ReadCatalog).is_ok());
+        assert!(authorize_control(&admin, ControlAction::ManageDomains).is_ok());
     }
 
     #[test]

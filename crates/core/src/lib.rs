@@ -6,6 +6,7 @@
 //! matches its schema, a scope that only the access layer can mint) hold everywhere.
 
 pub mod access;
+pub mod connection_url;
 pub mod error;
 pub mod ids;
 pub mod keys;
@@ -15,5 +16,6 @@ pub mod record;
 pub mod schema;
 pub mod time;
 
+pub use connection_url::ConnectionUrl;
 pub use error::{Error, ErrorKind};
 pub use ids::{CollectionName, DomainName, FieldName, KeyId, RecordId, TenantId, TierName};

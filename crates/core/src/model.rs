@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::connection_url::ConnectionUrl;
 use crate::error::Error;
 use crate::ids::{DomainName, TenantId, TierName};
 use crate::time::Timestamp;
@@ -145,24 +146,175 @@ impl TierLimits {
     }
 }
 
-/// A storage target placements live in.
+/// A storage target placements live in: a local data directory (`sqlite`) or a PostgreSQL
+/// server (`postgres`). Registered by the server at start (`local`) or with
+/// `PUT /v1/domains/{name}`; stored in the catalog with its connection URLs, which every view
+/// shows redacted ([`DomainSpec::redacted`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainSpec {
-    /// `sqlite` for a local data directory.
+    /// `sqlite` for a local data directory, `postgres` for a PostgreSQL server.
     pub engine: String,
+    /// `postgres`: how to reach the server as the role that owns the schemas (schema changes,
+    /// provisioning), `postgres://user:password@host:5432/db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<ConnectionUrl>,
+    /// `postgres`: an optional connection as the data role, which owns nothing and runs the
+    /// tenants' queries. Without it, the engine decides (it may derive one from `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_url: Option<ConnectionUrl>,
+    /// Whether the domain may hold silo placements (a database per tenant). `sqlite` domains
+    /// always may (stored as `true`); others only when this is set or the domain is dedicated
+    /// to the tenant.
+    #[serde(default)]
+    pub silos: bool,
+    /// A server registered for one tenant (premium): only that tenant is placed here, and it
+    /// may be placed as a silo whatever `silos` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_to: Option<TenantId>,
+    /// `postgres`: the data connection goes through a transaction-mode pooler that does not
+    /// track prepared statements (PgBouncer before 1.21), so none are kept across
+    /// transactions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transaction_pooler: bool,
     /// How many bridge tenants share one database file before a new file is started.
     #[serde(default = "default_bridge_tenants_per_file")]
     pub bridge_tenants_per_file: u32,
-    /// How many bridge/silo tenants the domain takes at most (0: unlimited).
+    /// How many bridge/silo tenants the domain takes at most (0: unlimited). A `postgres`
+    /// domain stored with 0 gets [`DEFAULT_POSTGRES_CAPACITY`]: each bridge schema costs
+    /// catalog-cache memory in every PostgreSQL backend that touches it, so a capacity bounds
+    /// it. Set another value explicitly to override, a large one included.
     #[serde(default)]
     pub max_dedicated_tenants: u32,
     #[serde(default)]
     pub monthly_cost: f64,
 }
 
+/// The engine kinds a domain may name.
+pub const ENGINE_SQLITE: &str = "sqlite";
+pub const ENGINE_POSTGRES: &str = "postgres";
+
+/// Capacity (bridge/silo tenants) a `postgres` domain gets when none is given.
+pub const DEFAULT_POSTGRES_CAPACITY: u32 = 5000;
+
 pub fn default_bridge_tenants_per_file() -> u32 {
     1000
+}
+
+fn invalid_domain(message: impl Into<String>) -> Error {
+    Error::bad_request("invalid_domain", message)
+}
+
+impl DomainSpec {
+    /// A `sqlite` domain with default settings.
+    pub fn sqlite() -> Self {
+        DomainSpec {
+            engine: ENGINE_SQLITE.to_owned(),
+            url: None,
+            data_url: None,
+            silos: true,
+            dedicated_to: None,
+            transaction_pooler: false,
+            bridge_tenants_per_file: default_bridge_tenants_per_file(),
+            max_dedicated_tenants: 0,
+            monthly_cost: 0.0,
+        }
+    }
+
+    /// Fills in per-engine defaults (a `postgres` domain's capacity, `silos` of a `sqlite`
+    /// domain); run before storing.
+    pub fn with_engine_defaults(mut self) -> Self {
+        match self.engine.as_str() {
+            ENGINE_POSTGRES if self.max_dedicated_tenants == 0 => {
+                self.max_dedicated_tenants = DEFAULT_POSTGRES_CAPACITY;
+            }
+            ENGINE_SQLITE => self.silos = true,
+            _ => {}
+        }
+        self
+    }
+
+    /// Checks the spec; errors name the field and never quote a URL.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self.engine.as_str() {
+            ENGINE_SQLITE => {
+                for (field, value) in [("url", &self.url), ("data_url", &self.data_url)] {
+                    if value.is_some() {
+                        return Err(invalid_domain(format!(
+                            "{field}: a sqlite domain lives in the server's data directory and takes no {field}"
+                        )));
+                    }
+                }
+            }
+            ENGINE_POSTGRES => {
+                let Some(url) = &self.url else {
+                    return Err(invalid_domain(
+                        "url: a postgres domain needs url (postgres://user:password@host:5432/db)",
+                    ));
+                };
+                for (field, value) in [("url", Some(url)), ("data_url", self.data_url.as_ref())] {
+                    let Some(value) = value else { continue };
+                    let text = value.expose();
+                    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                        return Err(invalid_domain(format!(
+                            "{field}: must start with postgres:// or postgresql://"
+                        )));
+                    }
+                    if text.len() > 4096 || text.chars().any(char::is_control) {
+                        return Err(invalid_domain(format!(
+                            "{field}: must be at most 4096 bytes of printable text"
+                        )));
+                    }
+                }
+            }
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(invalid_domain(format!(
+                    "engine: unknown engine {shown:?}; expected {ENGINE_SQLITE} or {ENGINE_POSTGRES}"
+                )));
+            }
+        }
+        if self.bridge_tenants_per_file == 0 {
+            return Err(invalid_domain(
+                "bridge_tenants_per_file: must be at least 1",
+            ));
+        }
+        if !(self.monthly_cost.is_finite() && self.monthly_cost >= 0.0) {
+            return Err(invalid_domain(
+                "monthly_cost: must be a non-negative number",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The spec with `url` and `data_url` redacted: what views and audit records show.
+    pub fn redacted(&self) -> DomainSpec {
+        DomainSpec {
+            url: self.url.as_ref().map(ConnectionUrl::to_redacted),
+            data_url: self.data_url.as_ref().map(ConnectionUrl::to_redacted),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `tenant` may be placed on this domain at all.
+    pub fn accepts(&self, tenant: &TenantId) -> bool {
+        self.dedicated_to
+            .as_ref()
+            .is_none_or(|owner| owner == tenant)
+    }
+
+    /// Whether `tenant` may be placed here as a silo.
+    pub fn allows_silo_for(&self, tenant: &TenantId) -> bool {
+        self.engine == ENGINE_SQLITE || self.silos || self.dedicated_to.as_ref() == Some(tenant)
+    }
+
+    /// Removes this spec's secrets from a text that may quote them (an engine's error).
+    pub fn scrub(&self, text: &str) -> String {
+        [&self.url, &self.data_url]
+            .into_iter()
+            .flatten()
+            .fold(text.to_owned(), |text, url| url.scrub(&text))
+    }
 }
 
 /// Validates a free-form label map: keys are short snake/slug words, values short strings.
@@ -204,4 +356,110 @@ pub fn validate_display_name(name: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> DomainSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn field_of(err: Error) -> String {
+        assert_eq!(err.code, "invalid_domain");
+        err.message.split(':').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn domain_specs_are_checked_field_by_field_without_quoting_urls() {
+        assert!(
+            spec(serde_json::json!({"engine": "sqlite"}))
+                .validate()
+                .is_ok()
+        );
+        let pg = spec(serde_json::json!({"engine": "postgres", "url": "postgres://o:pw@db/x"}));
+        assert!(pg.validate().is_ok());
+        let cases = [
+            (serde_json::json!({"engine": "mysql"}), "engine"),
+            (serde_json::json!({"engine": "postgres"}), "url"),
+            (
+                serde_json::json!({"engine": "postgres", "url": "mysql://o:pw@db"}),
+                "url",
+            ),
+            (
+                serde_json::json!({"engine": "postgres", "url": "postgres://db", "data_url": "o:pw@db"}),
+                "data_url",
+            ),
+            (
+                serde_json::json!({"engine": "sqlite", "url": "postgres://o:pw@db"}),
+                "url",
+            ),
+            (
+                serde_json::json!({"engine": "sqlite", "data_url": "postgres://o:pw@db"}),
+                "data_url",
+            ),
+            (
+                serde_json::json!({"engine": "sqlite", "bridge_tenants_per_file": 0}),
+                "bridge_tenants_per_file",
+            ),
+            (
+                serde_json::json!({"engine": "sqlite", "monthly_cost": -1.0}),
+                "monthly_cost",
+            ),
+        ];
+        for (json, field) in cases {
+            let err = spec(json.clone()).validate().unwrap_err();
+            assert!(!err.message.contains("pw"), "{json}: {}", err.message);
+            assert_eq!(field_of(err), field, "{json}");
+        }
+    }
+
+    #[test]
+    fn postgres_domains_get_a_default_capacity_and_views_are_redacted() {
+        let pg = spec(serde_json::json!({
+            "engine": "postgres", "url": "postgres://o:pw1@db/x", "data_url": "postgres://d:pw2@db/x"
+        }))
+        .with_engine_defaults();
+        assert_eq!(pg.max_dedicated_tenants, DEFAULT_POSTGRES_CAPACITY);
+        let explicit = DomainSpec {
+            max_dedicated_tenants: 1_000_000,
+            ..pg.clone()
+        };
+        assert_eq!(
+            explicit.with_engine_defaults().max_dedicated_tenants,
+            1_000_000
+        );
+        assert_eq!(
+            DomainSpec::sqlite()
+                .with_engine_defaults()
+                .max_dedicated_tenants,
+            0
+        );
+        let shown = serde_json::to_string(&pg.redacted()).unwrap();
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        assert!(serde_json::to_string(&pg).unwrap().contains("pw1"));
+        assert_eq!(
+            pg.scrub("login o:pw1 / pw2 failed"),
+            "login o:*** / *** failed"
+        );
+    }
+
+    #[test]
+    fn dedicated_domains_take_only_their_tenant_and_silos_follow_the_engine() {
+        let (acme, other) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("other").unwrap(),
+        );
+        let mut pg = spec(serde_json::json!({"engine": "postgres", "url": "postgres://db/x"}));
+        assert!(pg.accepts(&acme) && !pg.allows_silo_for(&acme));
+        pg.dedicated_to = Some(acme.clone());
+        assert!(pg.accepts(&acme) && !pg.accepts(&other));
+        assert!(pg.allows_silo_for(&acme) && !pg.allows_silo_for(&other));
+        pg.silos = true;
+        assert!(pg.allows_silo_for(&other));
+        assert!(DomainSpec::sqlite().allows_silo_for(&other));
+    }
 }

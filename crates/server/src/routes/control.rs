@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, UpdateTenant};
-use bulkhead_core::model::TierSpec;
+use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::CollectionSpec;
-use bulkhead_core::{CollectionName, KeyId, TenantId, TierName};
+use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tiers", get(list_tiers))
         .route("/v1/tiers/{tier}", put(put_tier))
         .route("/v1/domains", get(list_domains))
+        .route("/v1/domains/{domain}", put(put_domain))
         .route("/v1/collections", get(list_collections))
         .route(
             "/v1/collections/{collection}",
@@ -173,6 +174,16 @@ async fn put_tier(
 
 async fn list_domains(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_domains(&ctx).await?).into_response())
+}
+
+async fn put_domain(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(domain): Path<String>,
+    Json(spec): Json<DomainSpec>,
+) -> ApiResult<Response> {
+    let domain = DomainName::parse(&domain)?;
+    Ok(axum::Json(state.catalog.put_domain(&ctx, &domain, spec).await?).into_response())
 }
 
 async fn put_collection(

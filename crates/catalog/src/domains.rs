@@ -1,0 +1,351 @@
+//! Storage domains: the live engine of each domain, domains registered at runtime
+//! (`PUT /v1/domains/{name}`) and reopened at start through the binary's [`EngineFactory`].
+//!
+//! Invariants kept here: a domain is stored only after its engine opened (an unreachable
+//! server is refused, nothing half-registered); connection URLs leave the catalog only
+//! redacted — in views, audit records and error messages; a domain that cannot be opened at
+//! start does not stop the server, its tenants get `503 domain_unavailable` until it is
+//! reachable and put again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bulkhead_api::{DomainView, Page};
+use bulkhead_core::DomainName;
+use bulkhead_core::access::ControlAction;
+use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::model::{DomainSpec, Isolation};
+use bulkhead_engine::Engine;
+use parking_lot::RwLock;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::store::{StoreResult, malformed};
+use crate::tenants::parse;
+use crate::{Catalog, Ctx, Engines, audit};
+
+/// Opens the engine of a domain from its spec. The binary implements it: it alone knows
+/// concrete engines.
+#[async_trait::async_trait]
+pub trait EngineFactory: Send + Sync + 'static {
+    /// Opens (connects, checks) the engine for a domain. Errors are shown to the operator, so they must not contain credentials.
+    async fn open(&self, name: &DomainName, spec: &DomainSpec) -> Result<Arc<dyn Engine>, Error>;
+}
+
+/// The engine serving each domain right now. Read on every data request: a lookup clones an
+/// `Arc` under a read lock and nothing else.
+pub(crate) struct LiveEngines {
+    by_domain: RwLock<HashMap<DomainName, Arc<dyn Engine>>>,
+}
+
+impl LiveEngines {
+    pub(crate) fn new(engines: &Engines) -> Self {
+        LiveEngines {
+            by_domain: RwLock::new(
+                engines
+                    .all()
+                    .map(|(name, engine)| (name.clone(), Arc::clone(engine)))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn get(&self, domain: &DomainName) -> Result<Arc<dyn Engine>, Error> {
+        if let Some(engine) = self.by_domain.read().get(domain) {
+            return Ok(Arc::clone(engine));
+        }
+        tracing::error!(%domain, "no engine serves this domain");
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "domain_unavailable",
+            "the tenant's storage domain is not available",
+        ))
+    }
+
+    pub(crate) fn contains(&self, domain: &DomainName) -> bool {
+        self.by_domain.read().contains_key(domain)
+    }
+
+    /// Every live engine, the pre-registered ones and those added at runtime.
+    pub(crate) fn snapshot(&self) -> Vec<(DomainName, Arc<dyn Engine>)> {
+        self.by_domain
+            .read()
+            .iter()
+            .map(|(name, engine)| (name.clone(), Arc::clone(engine)))
+            .collect()
+    }
+
+    /// Installs `engine` for `domain`, returning the one it replaces.
+    fn swap(&self, domain: DomainName, engine: Arc<dyn Engine>) -> Option<Arc<dyn Engine>> {
+        self.by_domain.write().insert(domain, engine)
+    }
+}
+
+pub(crate) fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
+    let mut stmt = tx.prepare("SELECT name, spec FROM domains ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, spec) = row?;
+        out.push((
+            DomainName::parse(&name).map_err(|e| malformed(e.message))?,
+            serde_json::from_str(&spec).map_err(malformed)?,
+        ));
+    }
+    Ok(out)
+}
+
+fn read_domain(tx: &Connection, name: &DomainName) -> StoreResult<Option<DomainSpec>> {
+    let raw: Option<String> = tx
+        .query_row(
+            "SELECT spec FROM domains WHERE name = ?1",
+            [name.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    raw.map(|r| serde_json::from_str(&r).map_err(malformed))
+        .transpose()
+}
+
+/// A domain's engine kind may change only while no tenant is placed on it.
+fn engine_change_allowed(tx: &Connection, name: &DomainName, spec: &DomainSpec) -> StoreResult<()> {
+    let Some(old) = read_domain(tx, name)? else {
+        return Ok(());
+    };
+    if old.engine == spec.engine {
+        return Ok(());
+    }
+    let placed: i64 = tx.query_row(
+        "SELECT count(*) FROM placements WHERE domain = ?1",
+        [name.as_str()],
+        |r| r.get(0),
+    )?;
+    if placed > 0 {
+        return Err(Error::conflict(
+            "domain_in_use",
+            format!(
+                "{placed} tenants are placed on domain '{name}'; its engine cannot change from {} to {} under them",
+                old.engine, spec.engine
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Tenants placed on a domain, by isolation model.
+fn tenant_counts(tx: &Connection, name: &DomainName) -> StoreResult<BTreeMap<Isolation, u64>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation",
+    )?;
+    let rows = stmt.query_map([name.as_str()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut tenants = BTreeMap::new();
+    for row in rows {
+        let (isolation, count) = row?;
+        tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
+    }
+    Ok(tenants)
+}
+
+/// What an operator sees of a domain: never its credentials.
+fn view(
+    name: DomainName,
+    spec: &DomainSpec,
+    tenants: BTreeMap<Isolation, u64>,
+    available: bool,
+) -> DomainView {
+    DomainView {
+        name,
+        spec: spec.redacted(),
+        tenants,
+        available,
+    }
+}
+
+impl Catalog {
+    fn factory_open_error(name: &DomainName, spec: &DomainSpec, err: Error) -> Error {
+        Error::new(
+            ErrorKind::Unprocessable,
+            "domain_unreachable",
+            format!("cannot open domain '{name}': {}", spec.scrub(&err.message)),
+        )
+    }
+
+    async fn open_through_factory(
+        &self,
+        name: &DomainName,
+        spec: &DomainSpec,
+    ) -> Result<Arc<dyn Engine>, Error> {
+        match &self.inner().options.engine_factory {
+            Some(factory) => factory
+                .open(name, spec)
+                .await
+                .map_err(|e| Catalog::factory_open_error(name, spec, e)),
+            None => Err(Error::new(
+                ErrorKind::Unprocessable,
+                "domain_unreachable",
+                format!("cannot open domain '{name}': this server cannot open engines at runtime"),
+            )),
+        }
+    }
+
+    /// At start: opens every stored domain the binary did not pre-register. One that fails
+    /// is logged and left unavailable; the server starts anyway.
+    pub(crate) async fn open_stored_domains(&self) -> Result<(), Error> {
+        let stored = self
+            .blocking(|store| store.read(|tx| read_domains(tx)))
+            .await?;
+        for (name, spec) in stored {
+            if self.inner().engines.contains(&name) {
+                continue;
+            }
+            match self.open_through_factory(&name, &spec).await {
+                Ok(engine) => {
+                    self.inner().engines.swap(name.clone(), engine);
+                    tracing::info!(domain = %name, engine = %spec.engine, "domain opened");
+                }
+                Err(e) => tracing::error!(
+                    domain = %name,
+                    error = %e.message,
+                    "cannot open domain; its tenants get 503 until it is reachable and put again"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn list_domains(&self, ctx: &Ctx) -> Result<Page<DomainView>, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ReadCatalog,
+            "domain.list",
+            "domains",
+            None,
+        )?;
+        let rows = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    let mut out = Vec::new();
+                    for (name, spec) in read_domains(tx)? {
+                        let tenants = tenant_counts(tx, &name)?;
+                        out.push((name, spec, tenants));
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        let engines = &self.inner().engines;
+        let items = rows
+            .into_iter()
+            .map(|(name, spec, tenants)| {
+                let available = engines.contains(&name);
+                view(name, &spec, tenants, available)
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    /// `PUT /v1/domains/{name}`: registers or changes a storage domain. The engine is opened
+    /// (and so the server reached) before anything is stored; then the spec is stored with
+    /// its audit record and the new engine replaces the old one. A spec identical to the
+    /// stored one of a live domain keeps its engine (no reconnect).
+    pub async fn put_domain(
+        &self,
+        ctx: &Ctx,
+        name: &DomainName,
+        spec: DomainSpec,
+    ) -> Result<DomainView, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ManageDomains,
+            "domain.put",
+            name.as_str(),
+            None,
+        )?;
+        let spec = spec.with_engine_defaults();
+        spec.validate()?;
+        if self.inner().preconfigured.by_domain.contains_key(name) {
+            return Err(Error::conflict(
+                "domain_preconfigured",
+                format!(
+                    "domain '{name}' is configured by the server at start (its settings come from the server configuration)"
+                ),
+            ));
+        }
+        // One PUT of a domain at a time, so the stored spec and the live engine never come
+        // from two different requests.
+        let _domains = self.inner().domain_lock.lock().await;
+        let key = name.clone();
+        let probe = spec.clone();
+        // Checked again when storing; here it spares an engine connection that would be
+        // refused anyway.
+        let stored = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    engine_change_allowed(tx, &key, &probe)?;
+                    read_domain(tx, &key)
+                })
+            })
+            .await?;
+        let was_live = self.inner().engines.contains(name);
+        let opened = if was_live && stored.as_ref() == Some(&spec) {
+            None
+        } else {
+            Some(self.open_through_factory(name, &spec).await?)
+        };
+        let event = self.event(
+            ctx,
+            "domain.put",
+            name.as_str(),
+            None,
+            serde_json::to_string(&spec.redacted()).ok(),
+        );
+        // Tenant creation allocates and provisions under the schema lock: holding it while
+        // storing and swapping means no tenant is placed by the new spec on the old engine.
+        let schema = self.inner().schema_lock.lock().await;
+        let (key, stored_spec) = (name.clone(), spec.clone());
+        let written = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    engine_change_allowed(tx, &key, &stored_spec)?;
+                    let raw = serde_json::to_string(&stored_spec).map_err(malformed)?;
+                    tx.execute(
+                        "INSERT INTO domains (name, spec) VALUES (?1, ?2) \
+                         ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                        rusqlite::params![key.as_str(), raw],
+                    )?;
+                    audit::insert(tx, &event)?;
+                    tenant_counts(tx, &key)
+                })
+            })
+            .await;
+        let tenants = match written {
+            Ok(tenants) => tenants,
+            Err(e) => {
+                drop(schema);
+                if let Some(engine) = opened {
+                    engine.shutdown().await;
+                }
+                return Err(e);
+            }
+        };
+        let replaced = opened.and_then(|engine| self.inner().engines.swap(name.clone(), engine));
+        drop(schema);
+        if let Some(old) = replaced {
+            old.shutdown().await;
+        }
+        tracing::info!(domain = %name, engine = %spec.engine, "domain put");
+        if !was_live && stored.is_some() {
+            // The domain was stored but unreachable: finish what waited for it (provisioning,
+            // deletions, schema rollouts).
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(domain = %name, error = %e, "resuming work on a recovered domain failed; retried at the next start");
+            }
+        }
+        Ok(view(name.clone(), &spec, tenants, true))
+    }
+}

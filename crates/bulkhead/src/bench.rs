@@ -53,6 +53,8 @@ enum BenchKind {
     },
     /// HTTP create and filtered list: Bulkhead vs PocketBase, both pooled multi-tenant.
     Pocketbase(crate::bench_pocketbase::PocketbaseArgs),
+    /// PostgreSQL engine: RLS vs explicit WHERE, COPY ingest vs psql, bridge vs pool.
+    Postgres(crate::bench_postgres::PostgresArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -64,6 +66,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
         } => http_bench(requests, concurrency.max(1)).await,
         BenchKind::Pocketbase(args) => crate::bench_pocketbase::run(args).await,
+        BenchKind::Postgres(args) => crate::bench_postgres::run(args).await,
     }
 }
 

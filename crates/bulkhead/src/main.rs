@@ -3,8 +3,10 @@
 
 mod bench;
 mod bench_pocketbase;
+mod bench_postgres;
 mod bench_query;
 mod config;
+mod domains;
 mod serve;
 
 use bulkhead_cli::{ClientCommand, ClientOptions};

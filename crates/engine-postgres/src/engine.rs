@@ -525,11 +525,7 @@ impl Engine for PgEngine {
         check_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -551,11 +547,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<Option<Record>> {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -579,11 +571,7 @@ impl Engine for PgEngine {
         check_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -616,11 +604,7 @@ impl Engine for PgEngine {
         check_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -654,11 +638,7 @@ impl Engine for PgEngine {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let list = sql.list(query_)?;
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -687,11 +667,7 @@ impl Engine for PgEngine {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let statement = sql.aggregate(query_);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -719,11 +695,7 @@ impl Engine for PgEngine {
         check_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self
-            .pools
-            .data(database_of(scope).as_deref())
-            .await
-            .map_err(PgError::from)?;
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
         let mut tx = begin(
             &mut client,
             scope.tenant(),

@@ -1,0 +1,241 @@
+//! A PostgreSQL domain through the binary: registered with `PUT /v1/domains/{name}`, tiers
+//! placing tenants on it as pool (RLS), bridge (a schema each) and silo (a database each);
+//! records, queries, search, aggregations and bulk ingest over HTTP; every foreign id refused
+//! exactly like a missing one; the domain coming back after a restart; deletion purging the
+//! tenant's rows, schema or database.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bulkhead_api::AggregateRequest;
+use bulkhead_client::{ListRecords, Method};
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+use bulkhead_core::{ConnectionUrl, DomainName, RecordId, TierName};
+use common::{Server, create_tenant, items, key, put_items, tid};
+use serde_json::json;
+
+const MODELS: [(Isolation, &str); 3] = [
+    (Isolation::Pool, "pool"),
+    (Isolation::Bridge, "bridge"),
+    (Isolation::Silo, "silo"),
+];
+
+fn rid(id: &str) -> RecordId {
+    RecordId::parse(id).unwrap()
+}
+
+#[tokio::test]
+async fn every_model_on_a_postgres_domain_works_and_isolates() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_domain_over_http") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    let view = admin
+        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
+        .await
+        .unwrap_or_else(|e| panic!("put domain: {e}\n{}", server.log()));
+    assert!(view.available);
+    for (isolation, name) in MODELS {
+        let tier = TierSpec {
+            isolation,
+            domains: vec![DomainName::parse("pg").unwrap()],
+            monthly_price: 0.0,
+            description: String::new(),
+            limits: Default::default(),
+        };
+        admin
+            .put_tier(&TierName::parse(&format!("pg-{name}")).unwrap(), &tier)
+            .await
+            .unwrap();
+    }
+    put_items(&admin).await;
+    let mut keys = Vec::new();
+    for (isolation, name) in MODELS {
+        for owner in ["a", "b"] {
+            let tenant = format!("{owner}-{name}");
+            create_tenant(&admin, &tenant, &format!("pg-{name}")).await;
+            let t = admin.get_tenant(&tid(&tenant)).await.unwrap();
+            assert_eq!(
+                (t.placement.domain.as_str(), t.placement.isolation),
+                ("pg", isolation)
+            );
+            let client = server.client(&key(&admin, &tenant, TenantRole::Member).await);
+            for i in 0..5 {
+                client
+                    .create_record(
+                        &items(),
+                        &json!({"id": format!("{owner}{i}"), "title": format!("quick note {i} of {owner}"), "n": i, "sku": format!("s{i}")}),
+                    )
+                    .await
+                    .unwrap();
+            }
+            keys.push((tenant, client));
+        }
+    }
+    for pair in keys.chunks(2) {
+        let [(a_name, a), (b_name, b)] = pair else {
+            unreachable!()
+        };
+        // Own data: get, filter + sort, search, aggregate, bulk.
+        assert_eq!(
+            a.get_record(&items(), &rid("a1")).await.unwrap()["n"],
+            1,
+            "{a_name}"
+        );
+        let page = a
+            .list_records(
+                &items(),
+                &ListRecords {
+                    filter: Some("n >= 2".into()),
+                    sort: Some("-n".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page
+            .items
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a4", "a3", "a2"], "{a_name}");
+        let found = a
+            .list_records(
+                &items(),
+                &ListRecords {
+                    q: Some("quick not*".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            found.items.len(),
+            5,
+            "{a_name}: search finds only own records"
+        );
+        assert!(
+            found
+                .items
+                .iter()
+                .all(|r| r["id"].as_str().unwrap().starts_with('a'))
+        );
+        let request: AggregateRequest = serde_json::from_value(
+            json!({"metrics": [{"op": "count"}, {"op": "sum", "field": "n"}]}),
+        )
+        .unwrap();
+        let agg = a.aggregate(&items(), &request).await.unwrap();
+        let groups = serde_json::to_value(&agg.groups).unwrap();
+        assert_eq!(groups[0]["count"], 5, "{a_name}: {groups}");
+        assert_eq!(groups[0]["sum_n"], 10, "{a_name}: {groups}");
+        let body = (10..40)
+            .map(|i| json!({"id": format!("bulk{i}"), "title": "bulk", "n": i}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let report = a.bulk(&items(), body.into_bytes(), false).await.unwrap();
+        assert_eq!(report.created, 30, "{a_name}");
+        // Foreign ids: the same 404 as an id that exists nowhere, for every verb.
+        let missing = a.get_record(&items(), &rid("nowhere")).await.unwrap_err();
+        let foreign = a.get_record(&items(), &rid("b1")).await.unwrap_err();
+        assert_eq!(
+            (foreign.status(), foreign.code()),
+            (missing.status(), missing.code()),
+            "{a_name} reading {b_name}'s record"
+        );
+        assert_eq!(foreign.status(), Some(404));
+        for (method, body) in [
+            (Method::PATCH, Some(json!({"n": 99}))),
+            (Method::PUT, Some(json!({"title": "stolen"}))),
+            (Method::DELETE, None),
+        ] {
+            let response = a
+                .raw(
+                    method.clone(),
+                    "/v1/collections/items/records/b1",
+                    body.map(|b| serde_json::to_vec(&b).unwrap()),
+                    Some("application/json"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status, 404,
+                "{a_name}: {method} on {b_name}'s record"
+            );
+        }
+        assert_eq!(
+            b.get_record(&items(), &rid("b1")).await.unwrap()["n"],
+            1,
+            "{b_name}'s record is untouched"
+        );
+        let theirs = a
+            .list_records(
+                &items(),
+                &ListRecords {
+                    filter: Some("id = \"b1\"".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            theirs.items.is_empty(),
+            "{a_name}: a filter never reaches {b_name}"
+        );
+    }
+
+    // A restart reopens the domain from the catalog.
+    server.stop();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    for (tenant, _) in &keys {
+        let client = server.client(&key(&admin, tenant, TenantRole::Viewer).await);
+        let first = format!("{}1", &tenant[..1]);
+        assert_eq!(
+            client.get_record(&items(), &rid(&first)).await.unwrap()["n"],
+            1,
+            "{tenant} after restart"
+        );
+    }
+
+    // Deleting tenants purges their rows, schema or database, and nothing of their neighbours.
+    for (_, name) in MODELS {
+        admin
+            .delete_tenant(&tid(&format!("b-{name}")))
+            .await
+            .unwrap();
+    }
+    let sql = |q: &str| pg.psql("postgres", q).unwrap().trim().to_owned();
+    assert_eq!(
+        sql("SELECT count(*) FROM pg_database WHERE datname = 'bk_b-silo'"),
+        "0"
+    );
+    assert_eq!(
+        sql("SELECT count(*) FROM pg_database WHERE datname = 'bk_a-silo'"),
+        "1"
+    );
+    assert_eq!(
+        sql("SELECT count(*) FROM pg_namespace WHERE nspname = 't_b-bridge'"),
+        "0"
+    );
+    assert_eq!(
+        sql("SELECT count(*) FROM pg_namespace WHERE nspname = 't_a-bridge'"),
+        "1"
+    );
+    assert_eq!(
+        sql("SELECT count(*) FROM bk_pool.c_items WHERE tenant_id = 'b-pool'"),
+        "0"
+    );
+    assert_eq!(
+        sql("SELECT count(*) FROM bk_pool.c_items WHERE tenant_id = 'a-pool'"),
+        "35"
+    );
+}

@@ -81,7 +81,7 @@ pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collection> {
+pub(crate) fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collection> {
     // `title` is a string, not text: the raw baseline inserts into the same table and has no
     // search index to keep, so neither may the engine.
     let spec: CollectionSpec = serde_json::from_value(json!({"fields": {
@@ -92,7 +92,7 @@ fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collection> {
     Ok(plan_change(&CollectionName::parse("bench")?, None, &spec)?.collection)
 }
 
-fn row(i: usize) -> serde_json::Value {
+pub(crate) fn row(i: usize) -> serde_json::Value {
     json!({"id": format!("r{i:09}"), "title": format!("record number {i} with some text"), "n": i as i64 % 1000, "score": i as f64 * 0.5})
 }
 

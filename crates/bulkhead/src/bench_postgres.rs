@@ -9,7 +9,10 @@
 //! - `bridge`: many bridge tenants (one schema each) against a pool holding the same tenants,
 //!   an indexed page for a hot set of tenants, through the engine; server memory afterwards.
 //!
-//! Without `--url` a throwaway server is started (PostgreSQL binaries must be installed).
+//! - `http`: create, get by id and a filtered list over HTTP against an in-process server,
+//!   for a pooled tenant on the local SQLite domain and one on a PostgreSQL domain.
+//!
+//! Without `--pg-url` a throwaway server is started (PostgreSQL binaries must be installed).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -34,8 +37,8 @@ use crate::bench::{bar, percentile};
 pub struct PostgresArgs {
     /// Superuser URL of a server to use (default: start a throwaway one).
     #[arg(long)]
-    url: Option<String>,
-    /// Which measurement: rls, copy, bridge or all.
+    pg_url: Option<String>,
+    /// Which measurement: rls, copy, bridge, http or all.
     #[arg(long, default_value = "all")]
     only: String,
     /// rls: tenants in the pool and rows per tenant; queries per side.
@@ -48,6 +51,9 @@ pub struct PostgresArgs {
     /// copy: rows per round (three rounds each side).
     #[arg(long, default_value_t = 200_000)]
     copy_rows: usize,
+    /// copy: records per engine insert call.
+    #[arg(long, default_value_t = 10_000)]
+    copy_batch: usize,
     /// bridge: tenants (each one schema), rows per tenant, hot-set size.
     #[arg(long, default_value_t = 10_000)]
     bridge_tenants: usize,
@@ -55,6 +61,11 @@ pub struct PostgresArgs {
     bridge_rows: usize,
     #[arg(long, default_value_t = 100)]
     hot: usize,
+    /// http: requests per operation and side, concurrent clients.
+    #[arg(long, default_value_t = 5_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 fn collection(name: &str, fields: serde_json::Value) -> anyhow::Result<Collection> {
@@ -112,13 +123,13 @@ fn ratio_line(what: &str, a: &mut [Duration], b: &mut [Duration]) {
 }
 
 pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
-    let server = match &args.url {
+    let server = match &args.pg_url {
         Some(_) => None,
         None => Some(bulkhead_pg_testkit::PgServer::start().context(
-            "starting a throwaway PostgreSQL (install the server binaries, or pass --url)",
+            "starting a throwaway PostgreSQL (install the server binaries, or pass --pg-url)",
         )?),
     };
-    let url = match (&args.url, &server) {
+    let url = match (&args.pg_url, &server) {
         (Some(url), _) => url.clone(),
         (None, Some(s)) => s.url("postgres"),
         (None, None) => anyhow::bail!("no server"),
@@ -130,6 +141,9 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     }
     if all || args.only == "copy" {
         copy(&args, &engine, &url, server.as_ref()).await?;
+    }
+    if all || args.only == "http" {
+        http(&args, &url).await?;
     }
     if all || args.only == "bridge" {
         bridge(&args, &engine, &url).await?;
@@ -229,7 +243,7 @@ async fn copy(
     server: Option<&bulkhead_pg_testkit::PgServer>,
 ) -> anyhow::Result<()> {
     let Some(server) = server else {
-        println!("\ncopy: skipped (needs the throwaway server's psql; run without --url)");
+        println!("\ncopy: skipped (needs the throwaway server's psql; run without --pg-url)");
         return Ok(());
     };
     let c = collection(
@@ -253,7 +267,7 @@ async fn copy(
     );
     let (mut engine_rates, mut psql_rates) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        // Engine: batches of 10,000 records (binary COPY + INSERT under the policy).
+        // Engine: batches of `--copy-batch` records (binary COPY + INSERT under the policy).
         let tenant = TenantId::parse(&format!("ingest-engine-{round}"))?;
         let scope = conformance::scope(&tenant, Isolation::Pool, DataAction::Write);
         let mut records = Vec::with_capacity(args.copy_rows);
@@ -267,7 +281,7 @@ async fn copy(
         let t = Instant::now();
         let mut rest = records;
         while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(10_000));
+            let tail = rest.split_off(rest.len().min(args.copy_batch));
             engine.insert(&scope, &c, rest).await?;
             rest = tail;
         }
@@ -405,5 +419,125 @@ async fn bridge(args: &PostgresArgs, engine: &PgEngine, url: &str) -> anyhow::Re
         "server memory (RSS of all postgres processes): {:.0} MiB",
         server_memory()
     );
+    Ok(())
+}
+
+async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
+    use crate::bench::{bench_collection, row, timed};
+    use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+    use bulkhead_api::{CreateKey, CreateTenant};
+    use bulkhead_client::{Client, ListRecords};
+    use bulkhead_core::access::TenantRole;
+    use bulkhead_core::model::{DomainSpec, TierSpec};
+    use bulkhead_core::{ConnectionUrl, DomainName, TierName};
+
+    let server = InProcess::start().await?;
+    let admin = Client::new(&server.url, ADMIN_KEY)?;
+    let domain = DomainName::parse("pg")?;
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(ConnectionUrl::new(url)),
+        ..DomainSpec::sqlite()
+    };
+    admin.put_domain(&domain, &spec).await?;
+    let tier = TierSpec {
+        isolation: Isolation::Pool,
+        domains: vec![domain],
+        monthly_price: 0.0,
+        description: String::new(),
+        limits: Default::default(),
+    };
+    admin.put_tier(&TierName::parse("pg-free")?, &tier).await?;
+    let collection = CollectionName::parse("bench")?;
+    admin
+        .put_collection(
+            &collection,
+            &CollectionSpec {
+                fields: bench_collection()?.fields,
+            },
+        )
+        .await?;
+    let mut clients = Vec::new();
+    for (tenant, tier) in [("http-sqlite", "free"), ("http-pg", "pg-free")] {
+        let id = TenantId::parse(tenant)?;
+        admin
+            .create_tenant(&CreateTenant {
+                id: id.clone(),
+                name: tenant.into(),
+                tier: TierName::parse(tier)?,
+                labels: Default::default(),
+            })
+            .await?;
+        let key = admin
+            .create_key(
+                &id,
+                &CreateKey {
+                    name: "bench".into(),
+                    role: TenantRole::Member,
+                    expires_in: None,
+                },
+            )
+            .await?;
+        clients.push((tenant, Client::new(&server.url, key.key)?));
+    }
+    println!(
+        "\nHTTP, pooled tenant, {} requests per row, {} concurrent clients, same in-process server",
+        args.requests, args.concurrency
+    );
+    println!(
+        "{:<10} {:<14} {:>10} {:>8} {:>8}",
+        "engine", "op", "req/s", "p50 ms", "p99 ms"
+    );
+    let mut rates = std::collections::BTreeMap::new();
+    for op in ["create", "get", "filtered list"] {
+        for (tenant, client) in &clients {
+            let (c, coll) = (client.clone(), collection.clone());
+            let n = args.requests;
+            let (rate, lat) = timed(n, args.concurrency, &format!("{tenant} {op}"), move |i| {
+                let (c, coll) = (c.clone(), coll.clone());
+                async move {
+                    match op {
+                        "create" => drop(c.create_record(&coll, &row(i)).await?),
+                        "get" => drop(
+                            c.get_record(
+                                &coll,
+                                &RecordId::parse(&format!("r{:09}", (i * 7919) % n))?,
+                            )
+                            .await?,
+                        ),
+                        _ => {
+                            let q = ListRecords {
+                                filter: Some(format!("n = {}", i % 1000)),
+                                sort: Some("-n".into()),
+                                limit: Some(20),
+                                ..Default::default()
+                            };
+                            drop(c.list_records(&coll, &q).await?);
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+            let engine = if *tenant == "http-pg" {
+                "postgres"
+            } else {
+                "sqlite"
+            };
+            println!(
+                "{engine:<10} {op:<14} {rate:>10.0} {:>8.2} {:>8.2}",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
+            rates.insert((op, engine), rate);
+        }
+    }
+    for op in ["create", "get", "filtered list"] {
+        println!(
+            "{op:<14} postgres / sqlite throughput: {:.2}",
+            rates[&(op, "postgres")] / rates[&(op, "sqlite")]
+        );
+    }
+    server.stop().await?;
     Ok(())
 }

@@ -21,19 +21,19 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
+use crate::PgError;
 use crate::conn::Pools;
-use crate::ddl::{self, ROWS_BUDGET_STATE, TENANT_SETTING};
-use crate::names::{self, POOL_SCHEMA, SILO_SCHEMA, Table, quote};
+use crate::ddl::{ROWS_BUDGET_STATE, TENANT_SETTING};
+use crate::names::{self, POOL_SCHEMA, SILO_SCHEMA, Table};
 use crate::records::{RecordSql, Statement};
 use crate::value::{PgValue, refs};
-use crate::{PgConfig, PgError};
 
 /// Batches of at least this many records are inserted with binary `COPY`.
 const COPY_THRESHOLD: usize = 16;
 
 pub struct PgEngine {
-    pools: Arc<Pools>,
-    clock: Arc<dyn Clock>,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 fn check_write(scope: &TenantScope) -> Result<(), PgError> {
@@ -56,7 +56,7 @@ fn database_of(scope: &TenantScope) -> Option<String> {
     names::database_of(scope.placement().isolation, scope.tenant())
 }
 
-fn schema_of(isolation: Isolation, tenant: &TenantId) -> String {
+pub(crate) fn schema_of(isolation: Isolation, tenant: &TenantId) -> String {
     match isolation {
         Isolation::Pool => POOL_SCHEMA.to_owned(),
         Isolation::Bridge => names::bridge_schema(tenant),
@@ -133,196 +133,9 @@ fn copy_type(field_type: FieldType) -> Type {
 }
 
 impl PgEngine {
-    /// Connects to the domain, checks the data role (never a superuser, never `BYPASSRLS`,
-    /// never the owner) and installs Bulkhead's schema in the domain's database.
-    pub async fn connect(config: PgConfig, clock: Arc<dyn Clock>) -> Result<PgEngine, PgError> {
-        let pools = Arc::new(Pools::new(&config)?);
-        let mut owner = pools.owner(None).await?;
-        let tx = owner.transaction().await?;
-        ddl::lock(&tx).await?;
-        let role = pools.data_role.clone();
-        let found = tx
-            .query_opt(
-                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-                &[&role],
-            )
-            .await?;
-        match found {
-            Some(row) => {
-                let (superuser, bypass): (bool, bool) = (row.get(0), row.get(1));
-                if superuser || bypass {
-                    return Err(PgError::Config(format!(
-                        "the data role {role} is a superuser or has BYPASSRLS: row-level security would not apply to it"
-                    )));
-                }
-            }
-            None if config.data_url.is_none() => {
-                tx.batch_execute(&format!(
-                    "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
-                    quote(&role)
-                ))
-                .await?;
-            }
-            None => {
-                return Err(PgError::Config(format!(
-                    "the data role {role} does not exist"
-                )));
-            }
-        }
-        let database: String = tx
-            .query_one("SELECT current_database()::text", &[])
-            .await?
-            .get(0);
-        tx.batch_execute(&format!(
-            "GRANT CONNECT ON DATABASE {} TO {}",
-            quote(&database),
-            quote(&role)
-        ))
-        .await?;
-        ddl::bootstrap_database(&tx, &role).await?;
-        tx.commit().await?;
-        // The data role can log in and reach the database.
-        pools.data(None).await?.simple_query("SELECT 1").await?;
-        Ok(PgEngine { pools, clock })
-    }
-
-    /// The role tenant queries run as.
-    pub fn data_role(&self) -> &str {
-        &self.pools.data_role
-    }
-
-    fn cache(&self) -> bool {
-        self.pools.statement_cache()
-    }
-
-    /// Creates a silo database (when missing) that only the owner and the data role may
-    /// connect to.
-    async fn ensure_silo_database(&self, database: &str) -> Result<(), PgError> {
-        let owner = self.pools.owner(None).await?;
-        let exists = owner
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
-            .await?
-            .is_some();
-        if !exists {
-            let created = owner
-                .batch_execute(&format!(
-                    "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'",
-                    quote(database)
-                ))
-                .await;
-            match created {
-                Ok(()) => {}
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        owner
-            .batch_execute(&format!(
-                "REVOKE CONNECT ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role};",
-                db = quote(database),
-                role = quote(&self.pools.data_role)
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// Brings the placement's schema and `collections` up to date, in one owner transaction.
-    async fn ensure(
-        &self,
-        target: &PlacementRef,
-        collections: &[Collection],
-        create: bool,
-    ) -> Result<(), PgError> {
-        let database = names::database_of(target.isolation, &target.tenant);
-        if let Some(db) = &database
-            && create
-        {
-            self.ensure_silo_database(db).await?;
-        }
-        let mut owner = self.pools.owner(database.as_deref()).await?;
-        let tx = owner.transaction().await?;
-        ddl::lock(&tx).await?;
-        let role = &self.pools.data_role;
-        if database.is_some() {
-            ddl::bootstrap_database(&tx, role).await?;
-        }
-        let schema = schema_of(target.isolation, &target.tenant);
-        if create {
-            ddl::ensure_schema(&tx, &schema, role).await?;
-        }
-        for collection in collections {
-            let table = Table::new(target.isolation, &target.tenant, &collection.name);
-            ddl::ensure_table(&tx, &table, &target.tenant, collection, role).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn destroy_placement(&self, target: &PlacementRef) -> Result<(), PgError> {
-        match target.isolation {
-            Isolation::Silo => {
-                let database = names::silo_database(&target.tenant);
-                self.pools.forget_silo(&database);
-                let owner = self.pools.owner(None).await?;
-                owner
-                    .batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote(&database)
-                    ))
-                    .await?;
-            }
-            Isolation::Bridge => {
-                let schema = names::bridge_schema(&target.tenant);
-                let mut owner = self.pools.owner(None).await?;
-                let tx = owner.transaction().await?;
-                ddl::lock(&tx).await?;
-                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
-                    .await?;
-                tx.execute(
-                    "DELETE FROM bulkhead.search_fields WHERE starts_with(tbl, $1)",
-                    &[&format!("{schema}.")],
-                )
-                .await?;
-                tx.commit().await?;
-            }
-            Isolation::Pool => {
-                // The owner is subject to the forced policy too: it deletes as the tenant.
-                let mut owner = self.pools.owner(None).await?;
-                let tx = owner.transaction().await?;
-                let tenant = target.tenant.as_str();
-                tx.execute(
-                    "SELECT set_config('bulkhead.tenant_id', $1, true)",
-                    &[&tenant],
-                )
-                .await?;
-                let tables: Vec<String> = tx
-                    .query(
-                        "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND starts_with(tablename, 'c_')",
-                        &[&POOL_SCHEMA],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                for table in tables {
-                    tx.execute(
-                        &format!(
-                            "DELETE FROM {}.{} WHERE tenant_id = $1",
-                            quote(POOL_SCHEMA),
-                            quote(&table)
-                        ),
-                        &[&tenant],
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Inserts one record; `Ok(None)` when the id or a unique value is taken (the savepoint
-    /// around it was rolled back and the transaction goes on).
+    /// Inserts records in the caller's transaction: one prepared INSERT each, or binary COPY
+    /// through a staging table for batches of [`COPY_THRESHOLD`] or more. A duplicate id or
+    /// unique value fails the whole call (the caller's savepoint or transaction rolls back).
     async fn insert_rows(
         &self,
         tx: &Transaction<'_>,

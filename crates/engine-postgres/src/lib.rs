@@ -16,6 +16,7 @@ pub mod ddl;
 mod dialect;
 mod engine;
 pub mod names;
+mod placements;
 mod records;
 mod search;
 mod value;

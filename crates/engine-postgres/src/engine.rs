@@ -36,14 +36,6 @@ pub struct PgEngine {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-fn check_write(scope: &TenantScope) -> Result<(), PgError> {
-    if scope.allows_write() {
-        Ok(())
-    } else {
-        Err(EngineError::ReadOnlyScope.into())
-    }
-}
-
 fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
     Table::new(
         scope.placement().isolation,
@@ -335,7 +327,7 @@ impl Engine for PgEngine {
         collection: &Collection,
         records: Vec<NewRecord>,
     ) -> EngineResult<Vec<Record>> {
-        check_write(scope)?;
+        bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let mut client = self.pools.data(database_of(scope).as_deref()).await?;
@@ -381,7 +373,7 @@ impl Engine for PgEngine {
         change: RecordChange,
         expected_version: Option<i64>,
     ) -> EngineResult<Record> {
-        check_write(scope)?;
+        bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let mut client = self.pools.data(database_of(scope).as_deref()).await?;
@@ -414,7 +406,7 @@ impl Engine for PgEngine {
         id: &RecordId,
         expected_version: Option<i64>,
     ) -> EngineResult<()> {
-        check_write(scope)?;
+        bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let mut client = self.pools.data(database_of(scope).as_deref()).await?;
@@ -505,7 +497,7 @@ impl Engine for PgEngine {
         collection: &Collection,
         ops: Vec<BulkOp>,
     ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>> {
-        check_write(scope)?;
+        bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let mut client = self.pools.data(database_of(scope).as_deref()).await?;

@@ -3,13 +3,12 @@
 //! row-level security policy that enforces the same thing inside PostgreSQL.
 
 use bulkhead_core::query::aggregate::{AggregatePlan, MetricOp};
-use bulkhead_core::query::{SortKey, eval};
 use bulkhead_core::record::{Fields, Record};
 use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{FieldName, RecordId};
 use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
-use bulkhead_engine::{AggregateQuery, GroupRow, Hit, Keyset, ListQuery};
+use bulkhead_engine::{AggregateQuery, GroupRow, Hit, ListQuery};
 use tokio_postgres::Row;
 
 use crate::PgError;
@@ -236,10 +235,11 @@ impl<'a> RecordSql<'a> {
             not_null: true,
         });
         if let Some(after) = &query.after {
-            let values = keyset_params(query, after)?;
+            let values =
+                q::keyset_values(&d, query, after).map_err(|why| PgError::Corrupt(why.into()))?;
             terms.push(q::keyset_after(&mut params, &keys, &values));
         }
-        let selected = self.selected(query.fields.as_deref(), &query.sort);
+        let selected = query.read_fields(self.collection);
         let mut cols = String::from("r.id, r.created_at, r.updated_at, r.version");
         for (field, _) in &selected {
             cols.push_str(", r.");
@@ -266,22 +266,6 @@ impl<'a> RecordSql<'a> {
         })
     }
 
-    fn selected(
-        &self,
-        projection: Option<&[FieldName]>,
-        sort: &[SortKey],
-    ) -> Vec<(FieldName, FieldType)> {
-        self.collection
-            .fields
-            .iter()
-            .filter(|(name, _)| {
-                projection.is_none_or(|p| p.contains(name))
-                    || sort.iter().any(|k| k.column.name() == name.as_str())
-            })
-            .map(|(name, spec)| (name.clone(), spec.field_type))
-            .collect()
-    }
-
     pub fn decode_hit(
         &self,
         row: &Row,
@@ -299,20 +283,7 @@ impl<'a> RecordSql<'a> {
         } else {
             None
         };
-        let mut record = head(row, fields)?;
-        let sort_values = query
-            .sort
-            .iter()
-            .map(|k| eval::column_value(&record, &k.column))
-            .collect();
-        if let Some(projection) = &query.fields {
-            record.fields.retain(|name, _| projection.contains(name));
-        }
-        Ok(Hit {
-            record,
-            sort_values,
-            score,
-        })
+        Ok(Hit::of(head(row, fields)?, query, score))
     }
 
     pub fn aggregate(&self, query: &AggregateQuery) -> Statement {
@@ -424,23 +395,4 @@ pub struct ListStatement {
     pub statement: Statement,
     pub selected: Vec<(FieldName, FieldType)>,
     pub ranked: bool,
-}
-
-fn keyset_params(query: &ListQuery, after: &Keyset) -> Result<Vec<SqlParam>, PgError> {
-    if after.values.len() != query.sort.len() {
-        return Err(PgError::Corrupt("cursor does not fit the query".into()));
-    }
-    let mut values: Vec<SqlParam> = after
-        .values
-        .iter()
-        .map(|v| v.as_ref().map_or(SqlParam::Null, |v| Postgres.param(v)))
-        .collect();
-    if query.sort.is_empty() && query.search.is_some() {
-        let score = after
-            .score
-            .ok_or_else(|| PgError::Corrupt("cursor has no score".into()))?;
-        values.push(SqlParam::Float(score));
-    }
-    values.push(SqlParam::Text(after.id.as_str().to_owned()));
-    Ok(values)
 }

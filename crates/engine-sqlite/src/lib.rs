@@ -290,14 +290,6 @@ impl Inner {
     }
 }
 
-fn check_write(scope: &TenantScope) -> Result<(), StorageError> {
-    if scope.allows_write() {
-        Ok(())
-    } else {
-        Err(EngineError::ReadOnlyScope.into())
-    }
-}
-
 fn table_of(scope: &TenantScope, collection: &Collection) -> TableName {
     TableName::new(
         scope.placement().isolation,
@@ -356,7 +348,7 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<Vec<Record>> {
         let (scope, collection) = (scope.clone(), collection.clone());
         self.blocking(move |inner| {
-            check_write(&scope)?;
+            bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
@@ -399,7 +391,7 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<Record> {
         let (scope, collection, id) = (scope.clone(), collection.clone(), id.clone());
         self.blocking(move |inner| {
-            check_write(&scope)?;
+            bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
@@ -428,7 +420,7 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<()> {
         let (scope, collection, id) = (scope.clone(), collection.clone(), id.clone());
         self.blocking(move |inner| {
-            check_write(&scope)?;
+            bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
@@ -506,7 +498,7 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>> {
         let (scope, collection) = (scope.clone(), collection.clone());
         self.blocking(move |inner| {
-            check_write(&scope)?;
+            bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);

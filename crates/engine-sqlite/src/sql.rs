@@ -6,13 +6,12 @@
 use std::collections::BTreeSet;
 
 use bulkhead_core::query::aggregate::AggregatePlan;
-use bulkhead_core::query::{SortKey, eval};
 use bulkhead_core::record::{FieldValue, Fields, Record};
 use bulkhead_core::schema::{Collection, FieldSpec, FieldType};
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{FieldName, RecordId};
 use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
-use bulkhead_engine::{AggregateQuery, Keyset, ListQuery};
+use bulkhead_engine::{AggregateQuery, ListQuery};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, Row, Transaction};
 
@@ -481,10 +480,11 @@ impl<'a> RecordSql<'a> {
             not_null: true,
         });
         if let Some(after) = &query.after {
-            let values = keyset_params(&d, query, after)?;
+            let values = q::keyset_values(&d, query, after)
+                .map_err(|why| StorageError::Corrupt(why.into()))?;
             terms.push(q::keyset_after(&mut params, &keys, &values));
         }
-        let selected = self.selected(query.fields.as_deref(), &query.sort);
+        let selected = query.read_fields(self.collection);
         let mut cols = String::from("r.id, r.created_at, r.updated_at, r.version");
         for (field, _) in &selected {
             cols.push_str(", r.");
@@ -507,23 +507,6 @@ impl<'a> RecordSql<'a> {
         })
     }
 
-    /// Fields a list reads: the projection (or all) plus sort fields, in schema order.
-    fn selected(
-        &self,
-        projection: Option<&[FieldName]>,
-        sort: &[SortKey],
-    ) -> Vec<(FieldName, FieldType)> {
-        self.collection
-            .fields
-            .iter()
-            .filter(|(name, _)| {
-                projection.is_none_or(|p| p.contains(name))
-                    || sort.iter().any(|k| k.column.name() == name.as_str())
-            })
-            .map(|(name, spec)| (name.clone(), spec.field_type))
-            .collect()
-    }
-
     /// Turns a row of [`RecordSql::list`] into a hit: the record (with only the projected
     /// fields), its sort-key values and its score.
     pub fn decode_hit(
@@ -544,26 +527,14 @@ impl<'a> RecordSql<'a> {
         } else {
             None
         };
-        let mut record = Record {
+        let record = Record {
             id: RecordId::parse(&id).map_err(|e| StorageError::Corrupt(e.message))?,
             created_at: Timestamp::from_micros(row.get(1)?),
             updated_at: Timestamp::from_micros(row.get(2)?),
             version: row.get(3)?,
             fields,
         };
-        let sort_values = query
-            .sort
-            .iter()
-            .map(|k| eval::column_value(&record, &k.column))
-            .collect();
-        if let Some(projection) = &query.fields {
-            record.fields.retain(|name, _| projection.contains(name));
-        }
-        Ok(bulkhead_engine::Hit {
-            record,
-            sort_values,
-            score,
-        })
+        Ok(bulkhead_engine::Hit::of(record, query, score))
     }
 
     /// An aggregation page: group keys then metrics, in plan order.
@@ -656,31 +627,4 @@ pub struct ListStatement {
     pub params: Vec<SqlValue>,
     pub selected: Vec<(FieldName, FieldType)>,
     pub ranked: bool,
-}
-
-/// The keyset values of a cursor, in the order of the query's keys: sort values, the score
-/// when ranked by relevance, the id.
-fn keyset_params(
-    d: &Sqlite,
-    query: &ListQuery,
-    after: &Keyset,
-) -> Result<Vec<SqlParam>, StorageError> {
-    if after.values.len() != query.sort.len() {
-        return Err(StorageError::Corrupt(
-            "cursor does not fit the query".into(),
-        ));
-    }
-    let mut values: Vec<SqlParam> = after
-        .values
-        .iter()
-        .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
-        .collect();
-    if query.sort.is_empty() && query.search.is_some() {
-        let score = after
-            .score
-            .ok_or_else(|| StorageError::Corrupt("cursor has no score".into()))?;
-        values.push(SqlParam::Float(score));
-    }
-    values.push(SqlParam::Text(after.id.as_str().to_owned()));
-    Ok(values)
 }

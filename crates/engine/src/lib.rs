@@ -17,7 +17,7 @@ use bulkhead_core::model::{Isolation, Placement};
 use bulkhead_core::query::aggregate::AggregatePlan;
 use bulkhead_core::query::{Predicate, SearchQuery, SortKey};
 use bulkhead_core::record::{FieldValue, NewRecord, Record, RecordChange};
-use bulkhead_core::schema::Collection;
+use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::{FieldName, RecordId, TenantId};
 use std::time::Duration;
 
@@ -102,6 +102,15 @@ impl From<EngineError> for Error {
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// Refuses writes through a read-only scope.
+pub fn require_write(scope: &TenantScope) -> EngineResult<()> {
+    if scope.allows_write() {
+        Ok(())
+    } else {
+        Err(EngineError::ReadOnlyScope)
+    }
+}
+
 /// Names a placement for control-plane operations. For `pool`, schema operations act on the
 /// shared namespace (all pooled tenants at once) and `destroy` removes only this tenant's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +170,21 @@ pub struct ListQuery {
     pub budget: QueryBudget,
 }
 
+impl ListQuery {
+    /// Fields a page must read: the projection (or all) plus the sort fields, in schema order.
+    pub fn read_fields(&self, collection: &Collection) -> Vec<(FieldName, FieldType)> {
+        collection
+            .fields
+            .iter()
+            .filter(|(name, _)| {
+                self.fields.as_ref().is_none_or(|p| p.contains(name))
+                    || self.sort.iter().any(|k| k.column.name() == name.as_str())
+            })
+            .map(|(name, spec)| (name.clone(), spec.field_type))
+            .collect()
+    }
+}
+
 impl Default for ListQuery {
     fn default() -> Self {
         ListQuery {
@@ -186,6 +210,24 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// A hit for `query` from a record read with [`ListQuery::read_fields`]: its sort-key
+    /// values, then the record cut down to the projection.
+    pub fn of(mut record: Record, query: &ListQuery, score: Option<f64>) -> Hit {
+        let sort_values = query
+            .sort
+            .iter()
+            .map(|k| bulkhead_core::query::eval::column_value(&record, &k.column))
+            .collect();
+        if let Some(projection) = &query.fields {
+            record.fields.retain(|name, _| projection.contains(name));
+        }
+        Hit {
+            record,
+            sort_values,
+            score,
+        }
+    }
+
     pub fn keyset(&self) -> Keyset {
         Keyset {
             values: self.sort_values.clone(),

@@ -359,6 +359,28 @@ pub fn keyset_after(params: &mut Params, keys: &[OrderKey], after: &[SqlParam]) 
     }
 }
 
+/// The keyset values of a cursor, in the order of a list's keys: sort values, the score when
+/// ranked by relevance, the id. `Err` names what does not fit the query.
+pub fn keyset_values(
+    d: &dyn Dialect,
+    query: &crate::ListQuery,
+    after: &crate::Keyset,
+) -> Result<Vec<SqlParam>, &'static str> {
+    if after.values.len() != query.sort.len() {
+        return Err("cursor does not fit the query");
+    }
+    let mut values: Vec<SqlParam> = after
+        .values
+        .iter()
+        .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
+        .collect();
+    if query.sort.is_empty() && query.search.is_some() {
+        values.push(SqlParam::Float(after.score.ok_or("cursor has no score")?));
+    }
+    values.push(SqlParam::Text(after.id.as_str().to_owned()));
+    Ok(values)
+}
+
 /// The SQL expression of a group key over the table aliased `alias`.
 pub fn group_expr(d: &dyn Dialect, alias: &str, key: &GroupKey) -> String {
     match key {

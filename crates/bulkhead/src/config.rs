@@ -86,6 +86,15 @@ pub struct ServeArgs {
     /// Largest bulk-ingest body for tiers that set none, in bytes [default: 67108864].
     #[arg(long, env = "BULKHEAD_BULK_MAX_BYTES")]
     pub bulk_max_bytes: Option<u64>,
+    /// Where the catalog lives: a `postgres://` URL (an owner role; several servers may
+    /// share it, and the default domain `local` is then that database) [default: an SQLite
+    /// file in the data directory].
+    #[arg(long, env = "BULKHEAD_CATALOG", hide_env_values = true)]
+    pub catalog: Option<String>,
+    /// With a PostgreSQL catalog: the URL tenant queries of the `local` domain connect with
+    /// (a role without BYPASSRLS) [default: the catalog URL as user `bulkhead_data`].
+    #[arg(long, env = "BULKHEAD_CATALOG_DATA_URL", hide_env_values = true)]
+    pub catalog_data_url: Option<String>,
 }
 
 /// A secret that never prints.
@@ -120,6 +129,9 @@ pub struct Config {
     pub query_rows_examined: u64,
     pub bulk_max_bytes: u64,
     pub admin_key: Option<Secret>,
+    /// A PostgreSQL catalog's URL; `None` keeps the catalog in the data directory.
+    pub catalog_url: Option<Secret>,
+    pub catalog_data_url: Option<Secret>,
 }
 
 impl Config {
@@ -189,6 +201,12 @@ impl Config {
                 .or(file.limits.bulk_max_bytes)
                 .unwrap_or(64 * 1024 * 1024),
             admin_key: admin_key.filter(|k| !k.is_empty()).map(Secret),
+            catalog_url: args.catalog.clone().filter(|c| !c.is_empty()).map(Secret),
+            catalog_data_url: args
+                .catalog_data_url
+                .clone()
+                .filter(|c| !c.is_empty())
+                .map(Secret),
         };
         config.validate()?;
         Ok(config)
@@ -209,6 +227,17 @@ impl Config {
         }
         if self.query_time_ms == 0 || self.query_rows_examined == 0 || self.bulk_max_bytes == 0 {
             bail!("query_time_ms, query_rows_examined and bulk_max_bytes must be at least 1");
+        }
+        if let Some(url) = &self.catalog_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "--catalog must be a postgres:// URL (leave it unset for the embedded catalog)"
+                );
+            }
+        }
+        if self.catalog_data_url.is_some() && self.catalog_url.is_none() {
+            bail!("--catalog-data-url needs --catalog postgres://...");
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use bulkhead_catalog::{Catalog, CatalogOptions, Engines};
+use bulkhead_catalog::{Catalog, CatalogOptions, Engines, Location};
 use bulkhead_core::DomainName;
-use bulkhead_core::model::DomainSpec;
+use bulkhead_core::connection_url::ConnectionUrl;
+use bulkhead_core::model::{DomainSpec, ENGINE_POSTGRES};
 use bulkhead_core::time::{Clock, SystemClock};
+use bulkhead_engine::Engine;
 use bulkhead_engine_sqlite::SqliteEngine;
 use bulkhead_server::{AppState, ServerConfig};
 
@@ -35,16 +37,46 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
 
-    let engine_config =
-        domains::sqlite_config(config, config.data_dir.join("domains").join(LOCAL_DOMAIN));
-    let engine = SqliteEngine::open(engine_config, Arc::clone(&clock))
-        .context("opening the local SQLite domain")?;
-    let mut engines = Engines::default();
-    let spec = DomainSpec {
-        bridge_tenants_per_file: config.bridge_tenants_per_file,
-        ..DomainSpec::sqlite()
+    let local = DomainName::parse(LOCAL_DOMAIN)?;
+    let (location, spec, engine): (Location, DomainSpec, Arc<dyn Engine>) = match &config
+        .catalog_url
+    {
+        None => {
+            let engine_config =
+                domains::sqlite_config(config, config.data_dir.join("domains").join(LOCAL_DOMAIN));
+            let engine = SqliteEngine::open(engine_config, Arc::clone(&clock))
+                .context("opening the local SQLite domain")?;
+            let spec = DomainSpec {
+                bridge_tenants_per_file: config.bridge_tenants_per_file,
+                ..DomainSpec::sqlite()
+            };
+            let location = Location::Sqlite(config.data_dir.join("catalog.db"));
+            (location, spec, Arc::new(engine))
+        }
+        Some(url) => {
+            // The catalog's database is also the default domain, so every server
+            // sharing the catalog places and finds tenants alike.
+            let spec = DomainSpec {
+                engine: ENGINE_POSTGRES.to_owned(),
+                url: Some(ConnectionUrl::new(url.expose())),
+                data_url: config
+                    .catalog_data_url
+                    .as_ref()
+                    .map(|u| ConnectionUrl::new(u.expose())),
+                silos: true,
+                ..DomainSpec::sqlite()
+            }
+            .with_engine_defaults();
+            let engine = domains::open_engine(config, Arc::clone(&clock), &local, &spec)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("opening the local PostgreSQL domain: {}", e.message)
+                })?;
+            (Location::Postgres(url.expose().to_owned()), spec, engine)
+        }
     };
-    engines.register(DomainName::parse(LOCAL_DOMAIN)?, spec, Arc::new(engine));
+    let mut engines = Engines::default();
+    engines.register(local, spec, engine);
     // Domains put at runtime are stored in the catalog and reopened through this at start.
     let factory = domains::BinaryEngineFactory::new(config.clone(), Arc::clone(&clock));
 
@@ -61,31 +93,36 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         bulk_max_bytes: config.bulk_max_bytes,
         engine_factory: Some(Arc::new(factory)),
     };
-    let catalog = Catalog::open(&config.data_dir.join("catalog.db"), clock, engines, options)
+    let catalog = Catalog::open(&location, clock, engines, options)
         .await
-        .map_err(|e| anyhow::anyhow!("opening the catalog: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("opening the catalog: {}", e.message))?;
 
     if !catalog
         .is_initialized()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
+        // Once per catalog, even when several servers sharing it start together: only the
+        // one whose transaction marks the catalog initialized creates the key.
         if config.admin_key.is_none() {
-            let key = catalog
+            if let Some(key) = catalog
                 .create_first_admin_key()
                 .await
-                .map_err(|e| anyhow::anyhow!("creating the admin key: {e}"))?;
-            let path = write_admin_key(&config.data_dir, &key.key)?;
-            println!(
-                "Platform admin key (shown once; also saved to {}):\n\n    {}\n",
-                path.display(),
-                key.key
-            );
+                .map_err(|e| anyhow::anyhow!("creating the admin key: {e}"))?
+            {
+                let path = write_admin_key(&config.data_dir, &key.key)?;
+                println!(
+                    "Platform admin key (shown once; also saved to {}):\n\n    {}\n",
+                    path.display(),
+                    key.key
+                );
+            }
+        } else {
+            catalog
+                .mark_initialized()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        catalog
-            .mark_initialized()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let state = AppState {
         catalog: catalog.clone(),

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bulkhead_core::TenantId;
 use bulkhead_core::time::Timestamp;
-use rusqlite::Connection;
 use tokio::sync::mpsc;
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreResult, Tx, params};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -26,54 +25,44 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-pub(crate) fn insert(tx: &Connection, event: &AuditEvent) -> StoreResult<()> {
-    tx.prepare_cached(
+pub(crate) fn insert(tx: &dyn Tx, event: &AuditEvent) -> StoreResult<()> {
+    tx.execute(
         "INSERT INTO audit (at, actor, action, target, tenant_id, outcome, request_id, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(rusqlite::params![
-        event.at.as_micros(),
-        event.actor,
-        event.action,
-        event.target,
-        event.tenant.as_ref().map(TenantId::as_str),
-        event.outcome,
-        event.request_id,
-        event.detail,
-    ])?;
+        params![
+            event.at.as_micros(),
+            &event.actor,
+            &event.action,
+            &event.target,
+            event.tenant.as_ref().map(TenantId::as_str),
+            &event.outcome,
+            &event.request_id,
+            &event.detail,
+        ],
+    )?;
     Ok(())
 }
 
 /// Reads audit rows, newest last (used by tests and, later, the audit API).
-pub(crate) fn read_all(tx: &Connection, tenant: Option<&TenantId>) -> StoreResult<Vec<AuditEvent>> {
-    let mut stmt = tx.prepare(
+pub(crate) fn read_all(tx: &dyn Tx, tenant: Option<&TenantId>) -> StoreResult<Vec<AuditEvent>> {
+    let rows = tx.query(
         "SELECT at, actor, action, target, tenant_id, outcome, request_id, detail FROM audit \
-         WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY seq",
+         WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1 ORDER BY seq",
+        params![tenant.map(TenantId::as_str)],
     )?;
-    let rows = stmt.query_map([tenant.map(TenantId::as_str)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, Option<String>>(7)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (at, actor, action, target, tenant, outcome, request_id, detail) = row?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
         out.push(AuditEvent {
-            at: Timestamp::from_micros(at),
-            actor,
-            action,
-            target,
-            tenant: tenant.and_then(|t| TenantId::parse(&t).ok()),
-            outcome,
-            request_id,
-            detail,
+            at: Timestamp::from_micros(r.get(0)?),
+            actor: r.get(1)?,
+            action: r.get(2)?,
+            target: r.get(3)?,
+            tenant: r
+                .get::<Option<String>>(4)?
+                .and_then(|t| TenantId::parse(&t).ok()),
+            outcome: r.get(5)?,
+            request_id: r.get(6)?,
+            detail: r.get(7)?,
         });
     }
     Ok(out)

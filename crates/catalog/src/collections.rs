@@ -16,21 +16,20 @@ use bulkhead_core::model::{Isolation, Placement};
 use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
 use bulkhead_core::{CollectionName, DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
-use rusqlite::Connection;
 
-use crate::store::{StoreResult, malformed};
+use crate::store::{StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit, tenants};
 
-pub(crate) fn generation(tx: &Connection) -> StoreResult<i64> {
+pub(crate) fn generation(tx: &dyn Tx) -> StoreResult<i64> {
     Ok(crate::store::get_meta(tx, "schema_generation")?
         .and_then(|g| g.parse().ok())
         .unwrap_or(0))
 }
 
-fn read_collections(tx: &Connection) -> StoreResult<Vec<Collection>> {
-    let mut stmt = tx.prepare("SELECT spec FROM collections ORDER BY name")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    rows.map(|raw| serde_json::from_str(&raw?).map_err(malformed))
+fn read_collections(tx: &dyn Tx) -> StoreResult<Vec<Collection>> {
+    tx.query("SELECT spec FROM collections ORDER BY name", &[])?
+        .iter()
+        .map(|r| serde_json::from_str(&r.get::<String>(0)?).map_err(malformed))
         .collect()
 }
 
@@ -47,7 +46,10 @@ impl Catalog {
         Arc::clone(&self.inner().collections.read())
     }
 
+    /// Re-reads the collections. Not stored when a change from another server was applied
+    /// meanwhile: the reload that change triggers is newer.
     pub(crate) async fn load_collections(&self) -> Result<(), Error> {
+        let seen = self.remote_changes_seen();
         let all = self
             .blocking(|store| store.read(|tx| read_collections(tx)))
             .await?;
@@ -55,7 +57,10 @@ impl Catalog {
             .into_iter()
             .map(|c| (c.name.clone(), Arc::new(c)))
             .collect();
-        *self.inner().collections.write() = Arc::new(map);
+        let mut collections = self.inner().collections.write();
+        if self.remote_changes_seen() == seen {
+            *collections = Arc::new(map);
+        }
         Ok(())
     }
 
@@ -83,7 +88,7 @@ impl Catalog {
     ) -> Result<(CollectionView, bool), Error> {
         access::authorize_control(&ctx.principal, ControlAction::ManageCollections)
             .map_err(|e| self.denied(ctx, "collection.put", name.as_str(), None, e))?;
-        let _schema = self.inner().schema_lock.lock().await;
+        let _schema = self.lock_schema().await?;
         let current = self.collections_snapshot().get(name).cloned();
         let plan = plan_change(name, current.as_deref(), &spec)?;
         if !plan.changed {
@@ -105,7 +110,7 @@ impl Catalog {
                 tx.execute(
                     "INSERT INTO collections (name, version, spec, updated_at) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (name) DO UPDATE SET version = excluded.version, spec = excluded.spec, updated_at = excluded.updated_at",
-                    rusqlite::params![
+                    params![
                         stored.name.as_str(),
                         stored.version,
                         serde_json::to_string(&stored).map_err(malformed)?,
@@ -120,6 +125,7 @@ impl Catalog {
         .await?;
         let outcome = self.rollout_locked().await;
         self.load_collections().await?;
+        self.announce_collections().await?;
         outcome?;
         Ok((view(&collection), created))
     }
@@ -155,11 +161,23 @@ impl Catalog {
         })
     }
 
+    /// Tells servers sharing the catalog to reload the collections. Sent once the rollout
+    /// is done (not with the change itself), so they never use a definition whose tables
+    /// do not exist yet.
+    async fn announce_collections(&self) -> Result<(), Error> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        self.blocking(|store| store.write(|tx| crate::store::changed(tx, "collections", "*")))
+            .await
+    }
+
     /// Brings every placement behind the current schema generation up to date.
     pub(crate) async fn rollout_pending(&self) -> Result<(), Error> {
-        let _schema = self.inner().schema_lock.lock().await;
+        let _schema = self.lock_schema().await?;
         let outcome = self.rollout_locked().await;
         self.load_collections().await?;
+        self.announce_collections().await?;
         outcome
     }
 
@@ -170,14 +188,14 @@ impl Catalog {
                 store.read(|tx| {
                     let g = generation(tx)?;
                     let collections = read_collections(tx)?;
-                    let mut stmt = tx.prepare(
+                    let ids = tx.query(
                         "SELECT t.id FROM tenants t JOIN placements p ON p.tenant_id = t.id \
                          WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') ORDER BY t.id",
+                        params![g],
                     )?;
-                    let ids = stmt.query_map([g], |r| r.get::<_, String>(0))?;
                     let mut behind = Vec::new();
                     for id in ids {
-                        let id = TenantId::parse(&id?).map_err(|e| malformed(e.message))?;
+                        let id = TenantId::parse(&id.get::<String>(0)?).map_err(|e| malformed(e.message))?;
                         if let Some((_, placement)) = tenants::read_tenant(tx, &id)? {
                             behind.push((id, placement));
                         }
@@ -213,7 +231,7 @@ impl Catalog {
                 for tenant in &updated {
                     tx.execute(
                         "UPDATE placements SET schema_version = ?2 WHERE tenant_id = ?1 AND schema_version < ?2",
-                        rusqlite::params![tenant.as_str(), target_generation],
+                        params![tenant.as_str(), target_generation],
                     )?;
                 }
                 Ok(())

@@ -17,9 +17,8 @@ use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{DomainSpec, Isolation};
 use bulkhead_engine::Engine;
 use parking_lot::RwLock;
-use rusqlite::{Connection, OptionalExtension};
 
-use crate::store::{StoreResult, malformed};
+use crate::store::{StoreResult, Tx, malformed, params};
 use crate::tenants::parse;
 use crate::{Catalog, Ctx, Engines, audit};
 
@@ -35,6 +34,8 @@ pub trait EngineFactory: Send + Sync + 'static {
 /// `Arc` under a read lock and nothing else.
 pub(crate) struct LiveEngines {
     by_domain: RwLock<HashMap<DomainName, Arc<dyn Engine>>>,
+    /// The spec each runtime-opened engine was opened with.
+    specs: RwLock<HashMap<DomainName, DomainSpec>>,
 }
 
 impl LiveEngines {
@@ -46,6 +47,7 @@ impl LiveEngines {
                     .map(|(name, engine)| (name.clone(), Arc::clone(engine)))
                     .collect(),
             ),
+            specs: RwLock::new(HashMap::new()),
         }
     }
 
@@ -75,17 +77,26 @@ impl LiveEngines {
     }
 
     /// Installs `engine` for `domain`, returning the one it replaces.
-    fn swap(&self, domain: DomainName, engine: Arc<dyn Engine>) -> Option<Arc<dyn Engine>> {
-        self.by_domain.write().insert(domain, engine)
+    fn swap(
+        &self,
+        domain: DomainName,
+        spec: DomainSpec,
+        engine: Arc<dyn Engine>,
+    ) -> Option<Arc<dyn Engine>> {
+        let mut engines = self.by_domain.write();
+        self.specs.write().insert(domain.clone(), spec);
+        engines.insert(domain, engine)
+    }
+
+    fn spec(&self, domain: &DomainName) -> Option<DomainSpec> {
+        self.specs.read().get(domain).cloned()
     }
 }
 
-pub(crate) fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
-    let mut stmt = tx.prepare("SELECT name, spec FROM domains ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+pub(crate) fn read_domains(tx: &dyn Tx) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
     let mut out = Vec::new();
-    for row in rows {
-        let (name, spec) = row?;
+    for row in tx.query("SELECT name, spec FROM domains ORDER BY name", &[])? {
+        let (name, spec): (String, String) = (row.get(0)?, row.get(1)?);
         out.push((
             DomainName::parse(&name).map_err(|e| malformed(e.message))?,
             serde_json::from_str(&spec).map_err(malformed)?,
@@ -94,31 +105,32 @@ pub(crate) fn read_domains(tx: &Connection) -> StoreResult<Vec<(DomainName, Doma
     Ok(out)
 }
 
-fn read_domain(tx: &Connection, name: &DomainName) -> StoreResult<Option<DomainSpec>> {
+fn read_domain(tx: &dyn Tx, name: &DomainName) -> StoreResult<Option<DomainSpec>> {
     let raw: Option<String> = tx
-        .query_row(
+        .query_opt(
             "SELECT spec FROM domains WHERE name = ?1",
-            [name.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
+            params![name.as_str()],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     raw.map(|r| serde_json::from_str(&r).map_err(malformed))
         .transpose()
 }
 
 /// A domain's engine kind may change only while no tenant is placed on it.
-fn engine_change_allowed(tx: &Connection, name: &DomainName, spec: &DomainSpec) -> StoreResult<()> {
+fn engine_change_allowed(tx: &dyn Tx, name: &DomainName, spec: &DomainSpec) -> StoreResult<()> {
     let Some(old) = read_domain(tx, name)? else {
         return Ok(());
     };
     if old.engine == spec.engine {
         return Ok(());
     }
-    let placed: i64 = tx.query_row(
-        "SELECT count(*) FROM placements WHERE domain = ?1",
-        [name.as_str()],
-        |r| r.get(0),
-    )?;
+    let placed: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM placements WHERE domain = ?1",
+            params![name.as_str()],
+        )?
+        .get(0)?;
     if placed > 0 {
         return Err(Error::conflict(
             "domain_in_use",
@@ -133,16 +145,14 @@ fn engine_change_allowed(tx: &Connection, name: &DomainName, spec: &DomainSpec) 
 }
 
 /// Tenants placed on a domain, by isolation model.
-fn tenant_counts(tx: &Connection, name: &DomainName) -> StoreResult<BTreeMap<Isolation, u64>> {
-    let mut stmt = tx.prepare_cached(
+fn tenant_counts(tx: &dyn Tx, name: &DomainName) -> StoreResult<BTreeMap<Isolation, u64>> {
+    let rows = tx.query(
         "SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation",
+        params![name.as_str()],
     )?;
-    let rows = stmt.query_map([name.as_str()], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
     let mut tenants = BTreeMap::new();
     for row in rows {
-        let (isolation, count) = row?;
+        let (isolation, count): (String, i64) = (row.get(0)?, row.get(1)?);
         tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
     }
     Ok(tenants)
@@ -202,7 +212,9 @@ impl Catalog {
             }
             match self.open_through_factory(&name, &spec).await {
                 Ok(engine) => {
-                    self.inner().engines.swap(name.clone(), engine);
+                    self.inner()
+                        .engines
+                        .swap(name.clone(), spec.clone(), engine);
                     tracing::info!(domain = %name, engine = %spec.engine, "domain opened");
                 }
                 Err(e) => tracing::error!(
@@ -213,6 +225,45 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// After another server changed a domain: opens its engine with the stored spec when it
+    /// differs from the live one. A domain that cannot be opened keeps its old engine.
+    pub(crate) async fn refresh_domain(&self, name: &DomainName) {
+        if self.inner().preconfigured.by_domain.contains_key(name) {
+            return;
+        }
+        let _domains = self.inner().domain_lock.lock().await;
+        let key = name.clone();
+        let stored = match self
+            .blocking(move |store| store.read(|tx| read_domain(tx, &key)))
+            .await
+        {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(domain = %name, error = %e, "cannot read a changed domain");
+                return;
+            }
+        };
+        if self.inner().engines.spec(name).as_ref() == Some(&stored) {
+            return;
+        }
+        match self.open_through_factory(name, &stored).await {
+            Ok(engine) => {
+                let old = self
+                    .inner()
+                    .engines
+                    .swap(name.clone(), stored.clone(), engine);
+                tracing::info!(domain = %name, engine = %stored.engine, "domain opened after a change by another server");
+                if let Some(old) = old {
+                    old.shutdown().await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(domain = %name, error = %e.message, "cannot open a domain another server changed")
+            }
+        }
     }
 
     pub async fn list_domains(&self, ctx: &Ctx) -> Result<Page<DomainView>, Error> {
@@ -306,7 +357,7 @@ impl Catalog {
         );
         // Tenant creation allocates and provisions under the schema lock: holding it while
         // storing and swapping means no tenant is placed by the new spec on the old engine.
-        let schema = self.inner().schema_lock.lock().await;
+        let schema = self.lock_schema().await?;
         let (key, stored_spec) = (name.clone(), spec.clone());
         let written = self
             .blocking(move |store| {
@@ -316,8 +367,9 @@ impl Catalog {
                     tx.execute(
                         "INSERT INTO domains (name, spec) VALUES (?1, ?2) \
                          ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
-                        rusqlite::params![key.as_str(), raw],
+                        params![key.as_str(), raw],
                     )?;
+                    crate::store::changed(tx, "domain", key.as_str())?;
                     audit::insert(tx, &event)?;
                     tenant_counts(tx, &key)
                 })
@@ -333,7 +385,11 @@ impl Catalog {
                 return Err(e);
             }
         };
-        let replaced = opened.and_then(|engine| self.inner().engines.swap(name.clone(), engine));
+        let replaced = opened.and_then(|engine| {
+            self.inner()
+                .engines
+                .swap(name.clone(), spec.clone(), engine)
+        });
         drop(schema);
         if let Some(old) = replaced {
             old.shutdown().await;

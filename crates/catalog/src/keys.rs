@@ -11,9 +11,8 @@ use bulkhead_core::keys;
 use bulkhead_core::model::TenantStatus;
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{KeyId, TenantId};
-use rusqlite::{Connection, OptionalExtension};
 
-use crate::store::{StoreResult, malformed};
+use crate::store::{Row, StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit};
 
 /// Longest lifetime a key may be given: ten years.
@@ -39,7 +38,7 @@ type RawKey = (
     Option<i64>,
 );
 
-fn read_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawKey> {
+fn read_key(row: &Row) -> StoreResult<RawKey> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -95,17 +94,17 @@ fn key_view(row: KeyRow) -> KeyView {
     }
 }
 
-fn insert_key(tx: &Connection, row: &KeyRow) -> StoreResult<()> {
+fn insert_key(tx: &dyn Tx, row: &KeyRow) -> StoreResult<()> {
     let (tenant, role) = match &row.stored.owner {
         KeyOwner::Platform(role) => (None, role.as_str()),
         KeyOwner::Tenant(tenant, role) => (Some(tenant.as_str()), role.as_str()),
     };
     tx.execute(
         &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"),
-        rusqlite::params![
+        params![
             row.stored.id.as_str(),
-            row.name,
-            row.stored.secret_hash,
+            &row.name,
+            &row.stored.secret_hash,
             tenant,
             role,
             row.created_at.as_micros(),
@@ -146,15 +145,17 @@ impl Catalog {
         if let Some(key) = self.inner().keys.read().get(id) {
             return Ok(Some(key.clone()));
         }
+        let seen = self.remote_changes_seen();
         let row = self.read_key_row(id).await?;
-        // Never overwrite: a revocation that raced this read has already put the newer row.
+        // Cached only when no change from another server was applied meanwhile (it may have
+        // been this key's revocation, committed after the read). Never overwrite: a local
+        // revocation that raced this read has already put the newer row.
         Ok(row.map(|row| {
-            self.inner()
-                .keys
-                .write()
-                .entry(id.clone())
-                .or_insert(row.stored)
-                .clone()
+            let mut keys = self.inner().keys.write();
+            if self.remote_changes_seen() != seen {
+                return row.stored;
+            }
+            keys.entry(id.clone()).or_insert(row.stored).clone()
         }))
     }
 
@@ -162,14 +163,12 @@ impl Catalog {
         let key_id = id.clone();
         self.blocking(move |store| {
             store.read(|tx| {
-                let raw = tx
-                    .query_row(
-                        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
-                        [key_id.as_str()],
-                        read_key,
-                    )
-                    .optional()?;
-                raw.map(decode).transpose()
+                tx.query_opt(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                    params![key_id.as_str()],
+                )?
+                .map(|r| decode(read_key(&r)?))
+                .transpose()
             })
         })
         .await
@@ -181,7 +180,7 @@ impl Catalog {
         owner: KeyOwner,
         name: String,
         expires_in: Option<u64>,
-    ) -> Result<CreatedKey, Error> {
+    ) -> Result<Option<CreatedKey>, Error> {
         validate_key_name(&name)?;
         let now = self.inner().clock.now();
         let expires_at = expiry(now, expires_in)?;
@@ -201,6 +200,7 @@ impl Catalog {
             KeyOwner::Tenant(t, _) => Some(t.clone()),
             KeyOwner::Platform(_) => None,
         };
+        let first_start = ctx.is_none();
         let event = match ctx {
             Some(ctx) => self.event(
                 ctx,
@@ -223,14 +223,20 @@ impl Catalog {
         let view = self
             .blocking(move |store| {
                 store.write(|tx| {
+                    if first_start {
+                        if crate::store::get_meta(tx, "initialized")?.is_some() {
+                            return Ok(None);
+                        }
+                        crate::store::set_meta(tx, "initialized", "1")?;
+                    }
                     if let Some(tenant) = &tenant {
                         let status: Option<String> = tx
-                            .query_row(
+                            .query_opt(
                                 "SELECT status FROM tenants WHERE id = ?1",
-                                [tenant.as_str()],
-                                |r| r.get(0),
-                            )
-                            .optional()?;
+                                params![tenant.as_str()],
+                            )?
+                            .map(|r| r.get(0))
+                            .transpose()?;
                         if status.is_none_or(|s| s == TenantStatus::Deleting.as_str()) {
                             return Err(
                                 Error::not_found("tenant_not_found", "tenant not found").into()
@@ -239,18 +245,20 @@ impl Catalog {
                     }
                     insert_key(tx, &row)?;
                     audit::insert(tx, &event)?;
-                    Ok(key_view(row))
+                    Ok(Some(key_view(row)))
                 })
             })
             .await?;
-        Ok(CreatedKey {
+        Ok(view.map(|view| CreatedKey {
             view,
             key: generated.token,
-        })
+        }))
     }
 
-    /// Creates the first platform admin key (first start with no operator-provided key).
-    pub async fn create_first_admin_key(&self) -> Result<CreatedKey, Error> {
+    /// Creates the first platform admin key and marks the catalog initialized, in one
+    /// transaction; `None` when the catalog was already initialized (another server sharing
+    /// it got there first).
+    pub async fn create_first_admin_key(&self) -> Result<Option<CreatedKey>, Error> {
         self.insert_new_key(
             None,
             KeyOwner::Platform(PlatformRole::Admin),
@@ -286,7 +294,8 @@ impl Catalog {
             request.name,
             request.expires_in,
         )
-        .await
+        .await?
+        .ok_or_else(Error::internal)
     }
 
     pub async fn create_platform_key(
@@ -302,7 +311,8 @@ impl Catalog {
             request.name,
             request.expires_in,
         )
-        .await
+        .await?
+        .ok_or_else(Error::internal)
     }
 
     async fn list_keys_where(&self, tenant: Option<TenantId>) -> Result<Page<KeyView>, Error> {
@@ -310,11 +320,12 @@ impl Catalog {
             .blocking(move |store| {
                 store.read(|tx| {
                     let sql = format!(
-                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL AND tenant_id IS NULL) OR tenant_id = ?1 ORDER BY created_at, id"
+                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE (CAST(?1 AS TEXT) IS NULL AND tenant_id IS NULL) OR tenant_id = ?1 ORDER BY created_at, id"
                     );
-                    let mut stmt = tx.prepare(&sql)?;
-                    let rows = stmt.query_map([tenant.as_ref().map(TenantId::as_str)], read_key)?;
-                    rows.map(|r| decode(r?).map(key_view)).collect::<StoreResult<Vec<_>>>()
+                    tx.query(&sql, params![tenant.as_ref().map(TenantId::as_str)])?
+                        .iter()
+                        .map(|r| decode(read_key(r)?).map(key_view))
+                        .collect::<StoreResult<Vec<_>>>()
                 })
             })
             .await?;
@@ -350,8 +361,8 @@ impl Catalog {
             store.write(|tx| {
                 let changed = tx.execute(
                     "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?3) WHERE id = ?1 AND \
-                     ((?2 IS NULL AND tenant_id IS NULL) OR tenant_id = ?2)",
-                    rusqlite::params![
+                     ((CAST(?2 AS TEXT) IS NULL AND tenant_id IS NULL) OR tenant_id = ?2)",
+                    params![
                         key_id.as_str(),
                         owner_tenant.as_ref().map(TenantId::as_str),
                         now.as_micros()
@@ -360,6 +371,7 @@ impl Catalog {
                 if changed == 0 {
                     return Err(not_found().into());
                 }
+                crate::store::changed(tx, "key", key_id.as_str())?;
                 audit::insert(tx, &event)
             })
         })

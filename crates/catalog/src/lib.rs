@@ -14,12 +14,14 @@ mod placement;
 mod query;
 mod records;
 mod store;
+mod store_pg;
+mod sync;
 mod tenants;
 mod tiers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bulkhead_core::access::{self, StoredKey, TenantRoute, VerifiedPrincipal};
 use bulkhead_core::error::{Error, ErrorKind};
@@ -34,7 +36,7 @@ pub use audit::{AuditEvent, AuditQueue};
 pub use domains::EngineFactory;
 pub use query::{BulkResults, ListParams};
 pub use records::{UpdateKind, parse_if_match};
-pub use store::StoreError;
+pub use store::{Location, StoreError};
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
 #[derive(Debug, Clone)]
@@ -62,6 +64,13 @@ impl Engines {
             .iter()
             .map(|(name, (_, engine))| (name, engine))
     }
+}
+
+/// Held while provisioning or rolling out schema (see [`Catalog::lock_schema`]).
+pub(crate) struct SchemaGuard<'a> {
+    // Dropped first: the catalog-wide lock is released before this server's.
+    _shared: Option<store_pg::SchemaGuard>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
 }
 
 /// A routing-table entry as cached in memory.
@@ -131,8 +140,12 @@ pub(crate) struct Inner {
     /// Verified keys by id; revocation updates it in the same step as the catalog row.
     pub keys: RwLock<HashMap<KeyId, StoredKey>>,
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
-    /// collection at its latest version.
+    /// collection at its latest version. Taken through [`Catalog::lock_schema`], which also
+    /// takes the catalog-wide lock when servers share the catalog.
     pub schema_lock: tokio::sync::Mutex<()>,
+    /// How many changes made by other servers sharing the catalog were applied. A cache fill
+    /// that read the catalog while this moved may hold a stale row and is not kept.
+    pub remote_changes: AtomicU64,
     /// Serialises `PUT /v1/domains/{name}` (taken before `schema_lock`, never after it).
     pub domain_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
@@ -141,20 +154,21 @@ pub(crate) struct Inner {
 }
 
 impl Catalog {
-    /// Opens (creating if needed) the catalog at `path`, seeds default tiers and registers the
+    /// Opens (creating if needed) the catalog at `location`, seeds default tiers and registers the
     /// pre-registered engines' domains, opens the other stored domains through the engine
     /// factory (one that fails stays unavailable), then finishes any provisioning or deletion
     /// a crash interrupted.
     pub async fn open(
-        path: &Path,
+        location: &Location,
         clock: Arc<dyn Clock>,
         engines: Engines,
         options: CatalogOptions,
     ) -> Result<Catalog, Error> {
-        let path = path.to_owned();
+        let location = location.clone();
         let fsync = options.fsync;
+        let handle = tokio::runtime::Handle::current();
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || store::Store::open(&path, fsync))
+            tokio::task::spawn_blocking(move || store::Store::open(&location, fsync, handle))
                 .await
                 .map_err(|e| {
                     Error::internal().with_message(format!("catalog open task failed: {e}"))
@@ -172,20 +186,54 @@ impl Catalog {
                 collections: RwLock::new(Arc::new(BTreeMap::new())),
                 keys: RwLock::new(HashMap::new()),
                 schema_lock: tokio::sync::Mutex::new(()),
+                remote_changes: AtomicU64::new(0),
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
                 tier_limits: RwLock::new(HashMap::new()),
             }),
         };
         catalog.seed().await?;
+        let changes = sync::start(&catalog).await?;
         catalog.open_stored_domains().await?;
         catalog.load_collections().await?;
         catalog.reconcile().await?;
+        if let Some(changes) = changes {
+            changes.run();
+        }
         Ok(catalog)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// True when other servers may share this catalog.
+    pub fn is_shared(&self) -> bool {
+        self.inner.store.postgres().is_some()
+    }
+
+    /// See [`Inner::remote_changes`].
+    pub(crate) fn remote_changes_seen(&self) -> u64 {
+        self.inner.remote_changes.load(Ordering::Acquire)
+    }
+
+    /// Takes the schema lock: this server's, then (shared catalog) the catalog-wide one,
+    /// after which the collections are re-read so work done under the lock sees every
+    /// change another server committed.
+    pub(crate) async fn lock_schema(&self) -> Result<SchemaGuard<'_>, Error> {
+        let local = self.inner.schema_lock.lock().await;
+        let shared = match self.inner.store.postgres() {
+            Some(pg) => {
+                let guard = pg.lock_schema().await?;
+                self.load_collections().await?;
+                Some(guard)
+            }
+            None => None,
+        };
+        Ok(SchemaGuard {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// Runs catalog I/O on the blocking pool.
@@ -220,13 +268,13 @@ impl Catalog {
                     let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new(), limits: TierLimits::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                        rusqlite::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],
+                        store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],
                     )?;
                 }
                 for (name, spec) in &domains {
                     tx.execute(
                         "INSERT INTO domains (name, spec) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
-                        rusqlite::params![name.as_str(), serde_json::to_string(spec).map_err(store::malformed)?],
+                        store::params![name.as_str(), serde_json::to_string(spec).map_err(store::malformed)?],
                     )?;
                 }
                 Ok(())

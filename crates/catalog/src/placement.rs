@@ -12,15 +12,14 @@ use bulkhead_core::DomainName;
 use bulkhead_core::TenantId;
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement, TierSpec, WriteState};
-use rusqlite::Connection;
 
 use crate::domains::read_domains;
-use crate::store::{StoreResult, malformed};
+use crate::store::{StoreResult, Tx, malformed, params};
 use crate::tenants::next_epoch;
 
 /// Chooses the domain and namespace for a new placement, inside the creating transaction.
 pub(crate) fn allocate(
-    tx: &Connection,
+    tx: &dyn Tx,
     tenant: &TenantId,
     tier: &TierSpec,
     schema_version: i64,
@@ -44,11 +43,12 @@ pub(crate) fn allocate(
             continue;
         }
         if tier.isolation != Isolation::Pool && spec.max_dedicated_tenants > 0 {
-            let used: i64 = tx.query_row(
-                "SELECT count(*) FROM placements WHERE domain = ?1 AND isolation != 'pool'",
-                [domain.as_str()],
-                |r| r.get(0),
-            )?;
+            let used: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM placements WHERE domain = ?1 AND isolation != 'pool'",
+                    params![domain.as_str()],
+                )?
+                .get(0)?;
             if used >= i64::from(spec.max_dedicated_tenants) {
                 continue;
             }
@@ -77,16 +77,14 @@ pub(crate) fn allocate(
 }
 
 /// The lowest-numbered bridge file with room, or the next new one.
-fn bridge_namespace(tx: &Connection, domain: &DomainName, per_file: u32) -> StoreResult<String> {
-    let mut stmt = tx.prepare(
+fn bridge_namespace(tx: &dyn Tx, domain: &DomainName, per_file: u32) -> StoreResult<String> {
+    let rows = tx.query(
         "SELECT namespace, count(*) FROM placements WHERE domain = ?1 AND isolation = 'bridge' GROUP BY namespace ORDER BY namespace",
+        params![domain.as_str()],
     )?;
-    let rows = stmt.query_map([domain.as_str()], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
     let mut highest = 0u32;
     for row in rows {
-        let (namespace, count) = row?;
+        let (namespace, count): (String, i64) = (row.get(0)?, row.get(1)?);
         let n: u32 = namespace
             .strip_prefix("bridge-")
             .and_then(|n| n.parse().ok())

@@ -121,14 +121,15 @@ impl Catalog {
             return Ok(limits.clone());
         }
         let name = tier.clone();
+        let seen = self.remote_changes_seen();
         let spec = self
             .blocking(move |store| store.read(|tx| crate::tiers::read_tier(tx, &name)))
             .await?;
         let limits = spec.map(|s| s.limits).unwrap_or_default();
-        self.inner()
-            .tier_limits
-            .write()
-            .insert(tier.clone(), limits.clone());
+        let mut cache = self.inner().tier_limits.write();
+        if self.remote_changes_seen() == seen {
+            cache.insert(tier.clone(), limits.clone());
+        }
         Ok(limits)
     }
 

@@ -1,15 +1,21 @@
-//! The catalog's own SQLite database: schema, connection handling and row mapping.
+//! The catalog's storage, behind one small transaction interface ([`Tx`]) with two backends:
+//! an embedded SQLite file (one server owns it) and a PostgreSQL database that several
+//! servers share (see `store_pg`). Catalog code writes its SQL once, with `?N` parameters,
+//! in the subset both understand.
 //!
-//! Writes go through one writer connection in immediate transactions; reads use a small pool
-//! of read-only connections. `secure_delete` is on, so a deleted tenant's name and labels do
-//! not linger in free pages.
+//! SQLite: writes go through one writer connection in immediate transactions; reads use a
+//! small pool of read-only connections. `secure_delete` is on, so a deleted tenant's name and
+//! labels do not linger in free pages.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bulkhead_core::error::Error;
 use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::store_pg::PgStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,6 +46,8 @@ CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq);
 pub enum StoreError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error("catalog database: {0}")]
+    Postgres(String),
     #[error("catalog row is malformed: {0}")]
     Malformed(String),
     #[error(transparent)]
@@ -64,7 +72,202 @@ pub(crate) fn malformed(what: impl std::fmt::Display) -> StoreError {
     StoreError::Malformed(what.to_string())
 }
 
-pub struct Store {
+/// A parameter or a column value: the catalog stores only integers, text and nulls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Val {
+    fn from(n: i64) -> Self {
+        Val::Int(n)
+    }
+}
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Val::Text(s.to_owned())
+    }
+}
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Val::Text(s)
+    }
+}
+impl From<&String> for Val {
+    fn from(s: &String) -> Self {
+        Val::Text(s.clone())
+    }
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+impl From<&Option<String>> for Val {
+    fn from(v: &Option<String>) -> Self {
+        v.as_deref().into()
+    }
+}
+
+/// `params![a, b]`: a parameter slice for [`Tx`] methods.
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$($crate::store::Val::from($v)),*] as &[$crate::store::Val] };
+}
+pub(crate) use params;
+
+/// A value read from a column.
+pub trait FromVal: Sized {
+    fn from_val(v: &Val) -> StoreResult<Self>;
+}
+impl FromVal for i64 {
+    fn from_val(v: &Val) -> StoreResult<Self> {
+        match v {
+            Val::Int(n) => Ok(*n),
+            other => Err(malformed(format!("expected an integer, found {other:?}"))),
+        }
+    }
+}
+impl FromVal for String {
+    fn from_val(v: &Val) -> StoreResult<Self> {
+        match v {
+            Val::Text(s) => Ok(s.clone()),
+            other => Err(malformed(format!("expected text, found {other:?}"))),
+        }
+    }
+}
+impl<T: FromVal> FromVal for Option<T> {
+    fn from_val(v: &Val) -> StoreResult<Self> {
+        match v {
+            Val::Null => Ok(None),
+            other => T::from_val(other).map(Some),
+        }
+    }
+}
+
+/// One result row.
+#[derive(Debug)]
+pub struct Row(pub(crate) Vec<Val>);
+
+impl Row {
+    pub fn get<T: FromVal>(&self, i: usize) -> StoreResult<T> {
+        let v = self
+            .0
+            .get(i)
+            .ok_or_else(|| malformed(format!("no column {i}")))?;
+        T::from_val(v)
+    }
+
+    pub fn raw(&self, i: usize) -> Option<&Val> {
+        self.0.get(i)
+    }
+}
+
+/// An open catalog transaction. SQL uses `?N` parameters and the dialect subset SQLite and
+/// PostgreSQL share.
+pub trait Tx {
+    fn execute(&self, sql: &str, params: &[Val]) -> StoreResult<u64>;
+    fn query(&self, sql: &str, params: &[Val]) -> StoreResult<Vec<Row>>;
+    /// True when other servers share this catalog (and so must hear of cache changes).
+    fn shared(&self) -> bool;
+
+    fn query_opt(&self, sql: &str, params: &[Val]) -> StoreResult<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    fn query_one(&self, sql: &str, params: &[Val]) -> StoreResult<Row> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| malformed(format!("no row from: {sql}")))
+    }
+}
+
+/// Tells every server sharing the catalog that cached state of `kind` (`key`, `route`,
+/// `collections`, `tier`, `domain`) changed for `id`. Written in the changing transaction,
+/// so it is seen exactly when the change is. A no-op for a catalog one server owns.
+pub(crate) fn changed(tx: &dyn Tx, kind: &str, id: &str) -> StoreResult<()> {
+    if tx.shared() {
+        tx.execute(
+            "INSERT INTO changes (kind, id) VALUES (?1, ?2)",
+            params![kind, id],
+        )?;
+        tx.execute("SELECT pg_notify('bulkhead_catalog', '')", &[])?;
+    }
+    Ok(())
+}
+
+pub fn get_meta(tx: &dyn Tx, key: &str) -> StoreResult<Option<String>> {
+    tx.query_opt("SELECT value FROM meta WHERE key = ?1", params![key])?
+        .map(|r| r.get(0))
+        .transpose()
+}
+
+pub fn set_meta(tx: &dyn Tx, key: &str, value: &str) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An SQLite file one server owns.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (URL with credentials) several servers may share.
+    Postgres(String),
+}
+
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Opens the store. PostgreSQL needs `handle` (the runtime its connections run on);
+    /// call from a blocking thread.
+    pub fn open(
+        location: &Location,
+        fsync: bool,
+        handle: tokio::runtime::Handle,
+    ) -> StoreResult<Store> {
+        match location {
+            Location::Sqlite(path) => SqliteStore::open(path, fsync).map(Store::Sqlite),
+            Location::Postgres(url) => PgStore::open(url, handle).map(Store::Postgres),
+        }
+    }
+
+    pub fn write<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+        match self {
+            Store::Sqlite(s) => s.write(f),
+            Store::Postgres(s) => s.write(f),
+        }
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+        match self {
+            Store::Sqlite(s) => s.read(f),
+            Store::Postgres(s) => s.read(f),
+        }
+    }
+
+    pub fn checkpoint(&self) -> StoreResult<()> {
+        match self {
+            Store::Sqlite(s) => s.checkpoint(),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            Store::Postgres(s) => Some(s),
+            Store::Sqlite(_) => None,
+        }
+    }
+}
+
+pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
@@ -78,28 +281,76 @@ fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl Store {
-    pub fn open(path: &Path, fsync: bool) -> StoreResult<Store> {
+struct SqliteTx<'a>(&'a Connection);
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn execute(&self, sql: &str, params: &[Val]) -> StoreResult<u64> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
+    }
+
+    fn query(&self, sql: &str, params: &[Val]) -> StoreResult<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(n) => Val::Int(n),
+                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                    other => {
+                        return Err(malformed(format!(
+                            "unexpected {:?} in column {i}",
+                            other.data_type()
+                        )));
+                    }
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, fsync: bool) -> StoreResult<SqliteStore> {
         let writer = Connection::open(path)?;
         configure(&writer, fsync)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.execute_batch(SCHEMA)?;
-        Ok(Store {
+        Ok(SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
     }
 
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn write<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
+        let out = f(&SqliteTx(&tx))?;
         tx.commit()?;
         Ok(out)
     }
 
-    pub fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
         let pooled = self.readers.lock().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -112,7 +363,7 @@ impl Store {
         };
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let out = f(&tx)?;
+            let out = f(&SqliteTx(&tx))?;
             tx.finish()?;
             Ok(out)
         })();
@@ -123,25 +374,10 @@ impl Store {
         result
     }
 
-    pub fn checkpoint(&self) -> StoreResult<()> {
+    fn checkpoint(&self) -> StoreResult<()> {
         self.writer
             .lock()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
-}
-
-pub fn get_meta(tx: &Connection, key: &str) -> StoreResult<Option<String>> {
-    use rusqlite::OptionalExtension;
-    Ok(tx
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
-}
-
-pub fn set_meta(tx: &Connection, key: &str, value: &str) -> StoreResult<()> {
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )?;
-    Ok(())
 }

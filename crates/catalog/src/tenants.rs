@@ -17,10 +17,9 @@ use bulkhead_core::model::{
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
-use rusqlite::{Connection, OptionalExtension};
 
 use crate::placement::allocate;
-use crate::store::{StoreResult, malformed};
+use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
 use crate::tiers::read_tier;
 use crate::{Catalog, Ctx, RouteEntry, audit};
 
@@ -38,16 +37,16 @@ pub(crate) fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult
 const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
      p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version";
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<[String; 13]> {
+fn read_row(row: &Row) -> [String; 13] {
     let mut out: [String; 13] = Default::default();
     for (i, slot) in out.iter_mut().enumerate() {
-        *slot = match row.get_ref(i)? {
-            rusqlite::types::ValueRef::Integer(n) => n.to_string(),
-            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        *slot = match row.raw(i) {
+            Some(Val::Int(n)) => n.to_string(),
+            Some(Val::Text(t)) => t.clone(),
             _ => String::new(),
         };
     }
-    Ok(out)
+    out
 }
 
 fn decode(raw: [String; 13]) -> StoreResult<(Tenant, Placement)> {
@@ -72,15 +71,13 @@ fn decode(raw: [String; 13]) -> StoreResult<(Tenant, Placement)> {
     Ok((tenant, placement))
 }
 
-pub(crate) fn read_tenant(
-    tx: &Connection,
-    id: &TenantId,
-) -> StoreResult<Option<(Tenant, Placement)>> {
+pub(crate) fn read_tenant(tx: &dyn Tx, id: &TenantId) -> StoreResult<Option<(Tenant, Placement)>> {
     let sql = format!(
         "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE t.id = ?1"
     );
-    let raw = tx.query_row(&sql, [id.as_str()], read_row).optional()?;
-    raw.map(decode).transpose()
+    tx.query_opt(&sql, params![id.as_str()])?
+        .map(|r| decode(read_row(&r)))
+        .transpose()
 }
 
 pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
@@ -99,7 +96,7 @@ pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
 /// Routing epochs come from one catalog-wide counter, so every change to any routing entry
 /// gets a higher epoch than anything before it — including the entries of a deleted tenant
 /// whose id is later reused. Caches compare epochs and so never keep a stale entry.
-pub(crate) fn next_epoch(tx: &Connection) -> StoreResult<i64> {
+pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
     let current: i64 = crate::store::get_meta(tx, "routing_epoch")?
         .and_then(|e| e.parse().ok())
         .unwrap_or(0);
@@ -108,17 +105,17 @@ pub(crate) fn next_epoch(tx: &Connection) -> StoreResult<i64> {
     Ok(next)
 }
 
-fn write_placement(tx: &Connection, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
+fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
          isolation = excluded.isolation, namespace = excluded.namespace, write_state = excluded.write_state, \
          epoch = excluded.epoch, schema_version = excluded.schema_version",
-        rusqlite::params![
+        params![
             tenant.as_str(),
             p.domain.as_str(),
             p.isolation.as_str(),
-            p.namespace,
+            &p.namespace,
             p.write_state.as_str(),
             p.epoch,
             p.schema_version
@@ -128,19 +125,20 @@ fn write_placement(tx: &Connection, tenant: &TenantId, p: &Placement) -> StoreRe
 }
 
 fn set_status(
-    tx: &Connection,
+    tx: &dyn Tx,
     tenant: &TenantId,
     status: TenantStatus,
     now: Timestamp,
 ) -> StoreResult<()> {
     tx.execute(
         "UPDATE tenants SET status = ?2, updated_at = ?3 WHERE id = ?1",
-        rusqlite::params![tenant.as_str(), status.as_str(), now.as_micros()],
+        params![tenant.as_str(), status.as_str(), now.as_micros()],
     )?;
     tx.execute(
         "UPDATE placements SET epoch = ?2 WHERE tenant_id = ?1",
-        rusqlite::params![tenant.as_str(), next_epoch(tx)?],
+        params![tenant.as_str(), next_epoch(tx)?],
     )?;
+    crate::store::changed(tx, "route", tenant.as_str())?;
     Ok(())
 }
 
@@ -204,7 +202,7 @@ impl Catalog {
         )?;
         validate_display_name(&request.name)?;
         validate_labels(&request.labels)?;
-        let _schema = self.inner().schema_lock.lock().await;
+        let _schema = self.lock_schema().await?;
         let collections: Vec<_> = self
             .collections_snapshot()
             .values()
@@ -236,9 +234,9 @@ impl Catalog {
                     let placement = allocate(tx, &req.id, &tier, generation)?;
                     tx.execute(
                         "INSERT INTO tenants (id, name, tier, status, labels, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                        rusqlite::params![
+                        params![
                             req.id.as_str(),
-                            req.name,
+                            &req.name,
                             req.tier.as_str(),
                             TenantStatus::Provisioning.as_str(),
                             serde_json::to_string(&req.labels).map_err(malformed)?,
@@ -286,23 +284,32 @@ impl Catalog {
         id: &TenantId,
     ) -> Result<Option<(Tenant, Placement)>, Error> {
         let id = id.clone();
+        let seen = self.remote_changes_seen();
         let found = self
             .blocking(move |store| store.read(|tx| read_tenant(tx, &id)))
             .await?;
         if let Some((tenant, placement)) = &found {
-            self.publish_route(TenantRoute {
-                tenant: tenant.id.clone(),
-                tier: tenant.tier.clone(),
-                status: tenant.status,
-                placement: placement.clone(),
-            });
+            self.publish_route(
+                TenantRoute {
+                    tenant: tenant.id.clone(),
+                    tier: tenant.tier.clone(),
+                    status: tenant.status,
+                    placement: placement.clone(),
+                },
+                seen,
+            );
         }
         Ok(found)
     }
 
-    /// Stores a routing entry in the cache unless a newer epoch is already there.
-    pub(crate) fn publish_route(&self, route: TenantRoute) {
+    /// Stores a routing entry read from the catalog in the cache, unless a newer epoch is
+    /// already there or a change from another server was applied since the read began
+    /// (`seen`, from [`Catalog::remote_changes_seen`]).
+    pub(crate) fn publish_route(&self, route: TenantRoute, seen: u64) {
         let mut routes = self.inner().routes.write();
+        if self.remote_changes_seen() != seen {
+            return;
+        }
         let newer = routes
             .get(&route.tenant)
             .is_none_or(|cached| cached.route.placement.epoch <= route.placement.epoch);
@@ -368,9 +375,10 @@ impl Catalog {
                         "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
                          WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
                     );
-                    let mut stmt = tx.prepare(&sql)?;
-                    let rows = stmt.query_map(rusqlite::params![after, i64::from(limit) + 1], read_row)?;
-                    rows.map(|r| decode(r?)).collect::<StoreResult<Vec<_>>>()
+                    tx.query(&sql, params![after, i64::from(limit) + 1])?
+                        .iter()
+                        .map(|r| decode(read_row(r)))
+                        .collect::<StoreResult<Vec<_>>>()
                 })
             })
             .await?;
@@ -452,16 +460,17 @@ impl Catalog {
                         )
                         .into());
                     }
-                    tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", [tenant.as_str(), tier_name.as_str()])?;
+                    tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", params![tenant.as_str(), tier_name.as_str()])?;
                 }
                 if let Some(name) = &update.name {
-                    tx.execute("UPDATE tenants SET name = ?2 WHERE id = ?1", [tenant.as_str(), name.as_str()])?;
+                    tx.execute("UPDATE tenants SET name = ?2 WHERE id = ?1", params![tenant.as_str(), name.as_str()])?;
                 }
                 if let Some(labels) = &update.labels {
                     let labels = serde_json::to_string(labels).map_err(malformed)?;
-                    tx.execute("UPDATE tenants SET labels = ?2 WHERE id = ?1", [tenant.as_str(), labels.as_str()])?;
+                    tx.execute("UPDATE tenants SET labels = ?2 WHERE id = ?1", params![tenant.as_str(), labels.as_str()])?;
                 }
-                tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", rusqlite::params![tenant.as_str(), now.as_micros()])?;
+                tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
+                crate::store::changed(tx, "route", tenant.as_str())?;
                 audit::insert(tx, &event)?;
                 Ok(())
             })
@@ -492,7 +501,12 @@ impl Catalog {
         })
         .await?;
         self.load_tenant(id).await?;
-        self.finish_deletion(id).await
+        let _schema = self.lock_schema().await?;
+        match self.finish_deletion(id).await {
+            // Another server sharing the catalog finished it first.
+            Err(e) if e.code == "tenant_not_found" => Ok(()),
+            other => other,
+        }
     }
 
     async fn finish_deletion(&self, id: &TenantId) -> Result<(), Error> {
@@ -505,13 +519,17 @@ impl Catalog {
             store.write(|tx| {
                 tx.execute(
                     "DELETE FROM api_keys WHERE tenant_id = ?1",
-                    [tenant.as_str()],
+                    params![tenant.as_str()],
                 )?;
                 tx.execute(
                     "DELETE FROM placements WHERE tenant_id = ?1",
-                    [tenant.as_str()],
+                    params![tenant.as_str()],
                 )?;
-                tx.execute("DELETE FROM tenants WHERE id = ?1", [tenant.as_str()])?;
+                tx.execute(
+                    "DELETE FROM tenants WHERE id = ?1",
+                    params![tenant.as_str()],
+                )?;
+                crate::store::changed(tx, "tenant_keys", tenant.as_str())?;
                 Ok(())
             })
         })
@@ -528,15 +546,16 @@ impl Catalog {
 
     /// Finishes work a crash interrupted: provisioning tenants are provisioned (storage
     /// creation is idempotent), deleting tenants are purged.
+    /// Runs under the schema lock, which creation and deletion also hold: with a shared
+    /// catalog, what another live server is doing right now is not "interrupted".
     pub(crate) async fn reconcile(&self) -> Result<(), Error> {
+        let schema = self.lock_schema().await?;
         let pending: Vec<(TenantId, TenantStatus)> = self
             .blocking(|store| {
                 store.read(|tx| {
-                    let mut stmt = tx.prepare("SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting')")?;
-                    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
                     let mut out = Vec::new();
-                    for row in rows {
-                        let (id, status) = row?;
+                    for row in tx.query("SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting')", &[])? {
+                        let (id, status): (String, String) = (row.get(0)?, row.get(1)?);
                         out.push((TenantId::parse(&id).map_err(|e| malformed(e.message))?, parse(&status)?));
                     }
                     Ok(out)
@@ -558,6 +577,7 @@ impl Catalog {
                 other => other?,
             }
         }
+        drop(schema);
         match self.rollout_pending().await {
             // Each failed placement is logged; they are retried at the next change or start.
             Err(e) if e.code == "rollout_incomplete" => {

@@ -6,20 +6,19 @@ use bulkhead_core::access::ControlAction;
 use bulkhead_core::error::Error;
 use bulkhead_core::model::TierSpec;
 use bulkhead_core::{DomainName, TierName};
-use rusqlite::{Connection, OptionalExtension};
 
 use crate::domains::read_domains;
-use crate::store::{StoreResult, malformed};
+use crate::store::{StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit};
 
-pub(crate) fn read_tier(tx: &Connection, name: &TierName) -> StoreResult<Option<TierSpec>> {
+pub(crate) fn read_tier(tx: &dyn Tx, name: &TierName) -> StoreResult<Option<TierSpec>> {
     let raw: Option<String> = tx
-        .query_row(
+        .query_opt(
             "SELECT spec FROM tiers WHERE name = ?1",
-            [name.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
+            params![name.as_str()],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
 }
 
@@ -29,12 +28,9 @@ impl Catalog {
         let items = self
             .blocking(|store| {
                 store.read(|tx| {
-                    let mut stmt = tx.prepare("SELECT name, spec FROM tiers ORDER BY name")?;
-                    let rows = stmt
-                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
                     let mut out = Vec::new();
-                    for row in rows {
-                        let (name, spec) = row?;
+                    for row in tx.query("SELECT name, spec FROM tiers ORDER BY name", &[])? {
+                        let (name, spec): (String, String) = (row.get(0)?, row.get(1)?);
                         out.push(TierView {
                             name: Catalog::tier_name(&name)?,
                             spec: Catalog::tier_spec_from(&spec)?,
@@ -87,7 +83,7 @@ impl Catalog {
                     return Err(Error::bad_request("unknown_domain", format!("domains: '{unknown}' does not exist")).into());
                 }
                 if let Some(old) = read_tier(tx, &tier)? {
-                    let used: i64 = tx.query_row("SELECT count(*) FROM tenants WHERE tier = ?1", [tier.as_str()], |r| r.get(0))?;
+                    let used: i64 = tx.query_one("SELECT count(*) FROM tenants WHERE tier = ?1", params![tier.as_str()])?.get(0)?;
                     if old.isolation != stored.isolation && used > 0 {
                         return Err(Error::conflict(
                             "tier_in_use",
@@ -99,8 +95,9 @@ impl Catalog {
                 tx.execute(
                     "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                    rusqlite::params![tier.as_str(), serde_json::to_string(&stored).map_err(malformed)?, now.as_micros()],
+                    params![tier.as_str(), serde_json::to_string(&stored).map_err(malformed)?, now.as_micros()],
                 )?;
+                crate::store::changed(tx, "tier", tier.as_str())?;
                 audit::insert(tx, &event)
             })
         })

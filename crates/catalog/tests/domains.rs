@@ -71,7 +71,7 @@ async fn open(dir: &Path, factory: &Arc<FakeFactory>) -> (Catalog, Ctx) {
         ..CatalogOptions::default()
     };
     let catalog = Catalog::open(
-        &dir.join("catalog.db"),
+        &bulkhead_catalog::Location::Sqlite(dir.join("catalog.db")),
         Arc::new(SystemClock),
         engines,
         options,

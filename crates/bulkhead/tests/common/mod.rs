@@ -121,15 +121,19 @@ pub fn items() -> CollectionName {
     CollectionName::parse("items").unwrap()
 }
 
-/// The collection most tests use.
-pub async fn put_items(admin: &Client) {
-    let spec = serde_json::from_value(json!({"fields": {
+/// The spec of the collection most tests use.
+pub fn items_spec() -> serde_json::Value {
+    json!({"fields": {
         "title": {"type": "text", "required": true},
         "sku": {"type": "string", "unique": true},
         "n": {"type": "integer", "index": true},
         "done": {"type": "boolean", "default": false}
-    }}))
-    .unwrap();
+    }})
+}
+
+/// The collection most tests use.
+pub async fn put_items(admin: &Client) {
+    let spec = serde_json::from_value(items_spec()).unwrap();
     admin.put_collection(&items(), &spec).await.unwrap();
 }
 

@@ -235,7 +235,7 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        config.options("-c search_path=bulkhead_catalog");
+        config.options("-c search_path=bulkhead_catalog -c client_min_messages=warning");
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

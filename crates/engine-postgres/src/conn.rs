@@ -54,6 +54,8 @@ impl Pools {
             .map_err(|e| PgError::Config(format!("url: {e}")))?;
         owner.connect_timeout(config.connect_timeout);
         owner.application_name("bulkhead");
+        // DDL is idempotent ("IF NOT EXISTS"); its "already exists, skipping" notices are noise.
+        owner.options("-c client_min_messages=warning");
         let mut data = match &config.data_url {
             Some(url) => url
                 .parse::<tokio_postgres::Config>()

@@ -132,8 +132,7 @@ impl PgEngine {
         &self,
         tx: &Transaction<'_>,
         sql: &RecordSql<'_>,
-        records: &[NewRecord],
-        now: bulkhead_core::time::Timestamp,
+        records: &[Record],
     ) -> Result<(), PgError> {
         if records.len() >= COPY_THRESHOLD {
             let mut types: Vec<Type> = Vec::new();
@@ -163,7 +162,7 @@ impl PgEngine {
             let writer = BinaryCopyInWriter::new(sink, &types);
             pin_mut!(writer);
             for record in records {
-                let row = sql.insert_row(&record.id, now, &record.fields);
+                let row = sql.insert_row(record);
                 writer.as_mut().write(&refs(&row)).await?;
             }
             writer.finish().await?;
@@ -178,7 +177,7 @@ impl PgEngine {
         for record in records {
             let s = Statement {
                 sql: text.clone(),
-                params: sql.insert_row(&record.id, now, &record.fields),
+                params: sql.insert_row(record),
             };
             execute(tx, &s, self.cache()).await?;
         }
@@ -242,19 +241,23 @@ impl PgEngine {
         let now = self.clock.now();
         let sp = tx.savepoint("bk_op").await?;
         let result = match op {
-            BulkOp::Create(record) => self
-                .insert_rows(&sp, sql, std::slice::from_ref(&record), now)
-                .await
-                .map(|()| BulkOutcome::Created(created(record, now))),
+            BulkOp::Create(record) => {
+                let record = created(record, now);
+                self.insert_rows(&sp, sql, std::slice::from_ref(&record))
+                    .await
+                    .map(|()| BulkOutcome::Created(record))
+            }
             BulkOp::Upsert(record) => match self.fetch(&sp, sql, &record.id, true).await? {
                 Some(current) => self
                     .replace(&sp, sql, current, record.fields)
                     .await
                     .map(BulkOutcome::Updated),
-                None => self
-                    .insert_rows(&sp, sql, std::slice::from_ref(&record), now)
-                    .await
-                    .map(|()| BulkOutcome::Created(created(record, now))),
+                None => {
+                    let record = created(record, now);
+                    self.insert_rows(&sp, sql, std::slice::from_ref(&record))
+                        .await
+                        .map(|()| BulkOutcome::Created(record))
+                }
             },
             BulkOp::Delete(id) => self
                 .remove(&sp, sql, &id)
@@ -339,9 +342,34 @@ impl Engine for PgEngine {
         )
         .await?;
         let now = self.clock.now();
-        self.insert_rows(&tx, &sql, &records, now).await?;
+        let records: Vec<Record> = records.into_iter().map(|r| created(r, now)).collect();
+        self.insert_rows(&tx, &sql, &records).await?;
         tx.commit().await.map_err(PgError::from)?;
-        Ok(records.into_iter().map(|r| created(r, now)).collect())
+        Ok(records)
+    }
+
+    async fn restore(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        records: Vec<Record>,
+    ) -> EngineResult<()> {
+        bulkhead_engine::require_write(scope)?;
+        let table = table_of(scope, collection);
+        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
+        let tx = begin(
+            &mut client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await?;
+        let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
+        execute(&tx, &sql.delete_many(&ids), self.cache()).await?;
+        self.insert_rows(&tx, &sql, &records).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
     }
 
     async fn get(
@@ -511,22 +539,22 @@ impl Engine for PgEngine {
         // A batch of creates goes in with one COPY when none of them fails; otherwise (or for
         // mixed batches) operation by operation, each in its own savepoint.
         if ops.len() >= COPY_THRESHOLD && ops.iter().all(|op| matches!(op, BulkOp::Create(_))) {
-            let records: Vec<NewRecord> = ops
+            let now = self.clock.now();
+            let records: Vec<Record> = ops
                 .iter()
                 .filter_map(|op| match op {
-                    BulkOp::Create(r) => Some(r.clone()),
+                    BulkOp::Create(r) => Some(created(r.clone(), now)),
                     _ => None,
                 })
                 .collect();
-            let now = self.clock.now();
             let sp = tx.savepoint("bk_copy").await.map_err(PgError::from)?;
-            match self.insert_rows(&sp, &sql, &records, now).await {
+            match self.insert_rows(&sp, &sql, &records).await {
                 Ok(()) => {
                     sp.commit().await.map_err(PgError::from)?;
                     tx.commit().await.map_err(PgError::from)?;
                     return Ok(records
                         .into_iter()
-                        .map(|r| Ok(BulkOutcome::Created(created(r, now))))
+                        .map(|r| Ok(BulkOutcome::Created(r)))
                         .collect());
                 }
                 Err(e) => match EngineError::from(e) {

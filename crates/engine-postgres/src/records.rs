@@ -103,24 +103,41 @@ impl<'a> RecordSql<'a> {
     }
 
     /// The values of one inserted row.
-    pub fn insert_row(&self, id: &RecordId, now: Timestamp, fields: &Fields) -> Vec<PgValue> {
+    /// The values of one inserted row, its system fields as the record has them.
+    pub fn insert_row(&self, record: &Record) -> Vec<PgValue> {
         let mut row = Vec::with_capacity(self.collection.fields.len() + 6);
         if self.table.pooled {
             row.push(PgValue::Text(self.tenant.to_owned()));
         }
         row.extend([
-            PgValue::Text(id.as_str().to_owned()),
-            PgValue::Int(now.as_micros()),
-            PgValue::Int(now.as_micros()),
-            PgValue::Int(1),
+            PgValue::Text(record.id.as_str().to_owned()),
+            PgValue::Int(record.created_at.as_micros()),
+            PgValue::Int(record.updated_at.as_micros()),
+            PgValue::Int(record.version),
         ]);
         for field in self.collection.fields.keys() {
-            row.push(fields.get(field).map_or(PgValue::Null, stored));
+            row.push(record.fields.get(field).map_or(PgValue::Null, stored));
         }
         if self.search {
-            row.push(self.lexemes(fields));
+            row.push(self.lexemes(&record.fields));
         }
         row
+    }
+
+    /// Deletes the tenant's records with these ids (any that exist).
+    pub fn delete_many(&self, ids: &[&RecordId]) -> Statement {
+        let (pred, mut params) = self.scoped();
+        let n = params.len() + 1;
+        params.push(PgValue::TextArray(
+            ids.iter().map(|id| id.as_str().to_owned()).collect(),
+        ));
+        Statement {
+            sql: format!(
+                "DELETE FROM {} AS r WHERE {pred} AND r.id = ANY(${n})",
+                self.table.quoted()
+            ),
+            params,
+        }
     }
 
     pub fn get(&self, id: &RecordId, for_update: bool) -> Statement {

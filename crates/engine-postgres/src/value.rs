@@ -28,6 +28,8 @@ pub enum PgValue {
     Bool(bool),
     Json(serde_json::Value),
     TsVector(Lexemes),
+    /// A `text[]` (ids of a batch).
+    TextArray(Vec<String>),
 }
 
 impl From<SqlParam> for PgValue {
@@ -87,6 +89,7 @@ impl ToSql for PgValue {
                 l.write_binary(out)?;
                 Ok(IsNull::No)
             }
+            (PgValue::TextArray(a), &Type::TEXT_ARRAY) => a.to_sql(ty, out),
             (value, ty) => Err(mismatch(value, ty)),
         }
     }

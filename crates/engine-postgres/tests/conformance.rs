@@ -42,4 +42,5 @@ conformance_tests!(
     calendar_buckets,
     bulk_operations_fail_alone,
     budgets_stop_expensive_queries,
+    restore_keeps_system_fields_and_replaces_by_id,
 );

@@ -37,7 +37,7 @@ use db::{Db, DbOptions};
 use layout::{TableName, bridge_prefix, db_path};
 use search::next_seq;
 use sql::{RecordSql, ensure_table};
-use write::{create, fetch, remove, replace};
+use write::{create, create_exact, fetch, remove, replace};
 
 /// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +360,33 @@ impl Engine for SqliteEngine {
                     .into_iter()
                     .map(|record| create(tx, &sql, &text, record, now, &mut seq))
                     .collect()
+            })
+        })
+        .await
+    }
+
+    async fn restore(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        records: Vec<Record>,
+    ) -> EngineResult<()> {
+        let (scope, collection) = (scope.clone(), collection.clone());
+        self.blocking(move |inner| {
+            bulkhead_engine::require_write(&scope)?;
+            let db = inner.scoped_db(&scope)?;
+            let table = table_of(&scope, &collection);
+            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let text = sql.insert_sql();
+            db.write(|tx| {
+                let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
+                for record in records {
+                    if fetch(tx, &sql, &record.id)?.is_some() {
+                        remove(tx, &sql, &record.id)?;
+                    }
+                    create_exact(tx, &sql, &text, record, &mut seq)?;
+                }
+                Ok(())
             })
         })
         .await

@@ -311,19 +311,21 @@ impl<'a> RecordSql<'a> {
 
     /// Parameters for [`RecordSql::insert_sql`], tenant first on pooled tables; `seq` only for
     /// searchable tables.
-    pub fn insert_params(
+    /// Parameters for [`RecordSql::insert_sql`], tenant first on pooled tables; `seq` only for
+    /// searchable tables. The system fields are given: `(created_at, updated_at, version)`.
+    pub fn insert_params_exact(
         &self,
         id: &RecordId,
-        now: Timestamp,
+        (created_at, updated_at, version): (Timestamp, Timestamp, i64),
         fields: &Fields,
         seq: Option<i64>,
     ) -> Vec<SqlValue> {
         let (_, mut params) = self.scoped();
         params.extend([
             SqlValue::Text(id.as_str().to_owned()),
-            SqlValue::Integer(now.as_micros()),
-            SqlValue::Integer(now.as_micros()),
-            SqlValue::Integer(1),
+            SqlValue::Integer(created_at.as_micros()),
+            SqlValue::Integer(updated_at.as_micros()),
+            SqlValue::Integer(version),
         ]);
         for field in self.collection.fields.keys() {
             params.push(fields.get(field).map_or(SqlValue::Null, to_sql));

@@ -35,10 +35,28 @@ pub(crate) fn create(
     now: Timestamp,
     seq: &mut i64,
 ) -> Result<Record, StorageError> {
+    let record = Record {
+        id: record.id,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        fields: record.fields,
+    };
+    create_exact(tx, sql, insert_text, record, seq)
+}
+
+/// Inserts a record with its system fields as given (and its search tokens).
+pub(crate) fn create_exact(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &RecordSql<'_>,
+    insert_text: &str,
+    record: Record,
+    seq: &mut i64,
+) -> Result<Record, StorageError> {
     tx.prepare_cached(insert_text)?
-        .execute(params_from_iter(sql.insert_params(
+        .execute(params_from_iter(sql.insert_params_exact(
             &record.id,
-            now,
+            (record.created_at, record.updated_at, record.version),
             &record.fields,
             Some(*seq),
         )))?;
@@ -46,13 +64,7 @@ pub(crate) fn create(
         sql.reindex(tx, *seq, Some(&record.fields), false)?;
         *seq += 1;
     }
-    Ok(Record {
-        id: record.id,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        fields: record.fields,
-    })
+    Ok(record)
 }
 
 /// Writes new fields over an existing record, one version up, and re-indexes its text.

@@ -36,6 +36,7 @@ conformance_tests!(
     calendar_buckets,
     bulk_operations_fail_alone,
     budgets_stop_expensive_queries,
+    restore_keeps_system_fields_and_replaces_by_id,
 );
 
 #[tokio::test]

@@ -23,9 +23,11 @@ use crate::{Engine, EngineError, ListQuery, PlacementRef};
 mod aggregates;
 mod limits;
 mod queries;
+mod restore;
 pub use aggregates::*;
 pub use limits::*;
 pub use queries::*;
+pub use restore::*;
 
 /// Engine-neutral namespace for a tenant placed with `isolation` (the catalog's convention).
 pub fn namespace_for(isolation: Isolation, tenant: &TenantId) -> String {
@@ -584,4 +586,5 @@ pub async fn run_all(engine: &dyn Engine) {
     read_scopes_cannot_write(engine).await;
     schema_changes_apply_live(engine).await;
     destroy_removes_only_that_tenant(engine).await;
+    restore_keeps_system_fields_and_replaces_by_id(engine).await;
 }

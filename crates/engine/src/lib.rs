@@ -310,6 +310,16 @@ pub trait Engine: Send + Sync + 'static {
         records: Vec<NewRecord>,
     ) -> EngineResult<Vec<Record>>;
 
+    /// Writes records exactly as given — ids, timestamps, versions, fields — replacing any
+    /// record with the same id: how a move copies a tenant's records into its new placement.
+    /// All or none.
+    async fn restore(
+        &self,
+        scope: &TenantScope,
+        collection: &Collection,
+        records: Vec<Record>,
+    ) -> EngineResult<()>;
+
     async fn get(
         &self,
         scope: &TenantScope,

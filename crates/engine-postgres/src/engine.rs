@@ -125,6 +125,26 @@ fn copy_type(field_type: FieldType) -> Type {
 }
 
 impl PgEngine {
+    /// A pooled data-role connection to the database holding the scope's placement.
+    async fn client(&self, scope: &TenantScope) -> Result<Object, PgError> {
+        self.pools.data(database_of(scope).as_deref()).await
+    }
+
+    /// [`begin`] for the scope's tenant with the write timeout (record reads and writes).
+    async fn begin_writes<'a>(
+        &self,
+        client: &'a mut Object,
+        scope: &TenantScope,
+    ) -> Result<Transaction<'a>, PgError> {
+        begin(
+            client,
+            scope.tenant(),
+            self.pools.write_timeout(),
+            self.cache(),
+        )
+        .await
+    }
+
     /// Inserts records in the caller's transaction: one prepared INSERT each, or binary COPY
     /// through a staging table for batches of [`COPY_THRESHOLD`] or more. A duplicate id or
     /// unique value fails the whole call (the caller's savepoint or transaction rolls back).
@@ -333,14 +353,8 @@ impl Engine for PgEngine {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let tx = self.begin_writes(&mut client, scope).await?;
         let now = self.clock.now();
         let records: Vec<Record> = records.into_iter().map(|r| created(r, now)).collect();
         self.insert_rows(&tx, &sql, &records).await?;
@@ -357,14 +371,8 @@ impl Engine for PgEngine {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let tx = self.begin_writes(&mut client, scope).await?;
         let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         execute(&tx, &sql.delete_many(&ids), self.cache()).await?;
         self.insert_rows(&tx, &sql, &records).await?;
@@ -380,14 +388,8 @@ impl Engine for PgEngine {
     ) -> EngineResult<Option<Record>> {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let tx = self.begin_writes(&mut client, scope).await?;
         let record = self.fetch(&tx, &sql, id, false).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(record)
@@ -404,14 +406,8 @@ impl Engine for PgEngine {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let tx = self.begin_writes(&mut client, scope).await?;
         let current = self
             .fetch(&tx, &sql, id, true)
             .await?
@@ -437,14 +433,8 @@ impl Engine for PgEngine {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let tx = self.begin_writes(&mut client, scope).await?;
         if let Some(expected) = expected_version {
             let current = self
                 .fetch(&tx, &sql, id, true)
@@ -471,7 +461,7 @@ impl Engine for PgEngine {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let list = sql.list(query_)?;
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
+        let mut client = self.client(scope).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -500,7 +490,7 @@ impl Engine for PgEngine {
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
         let statement = sql.aggregate(query_);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
+        let mut client = self.client(scope).await?;
         let tx = begin(
             &mut client,
             scope.tenant(),
@@ -528,14 +518,8 @@ impl Engine for PgEngine {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
         let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
-        let mut client = self.pools.data(database_of(scope).as_deref()).await?;
-        let mut tx = begin(
-            &mut client,
-            scope.tenant(),
-            self.pools.write_timeout(),
-            self.cache(),
-        )
-        .await?;
+        let mut client = self.client(scope).await?;
+        let mut tx = self.begin_writes(&mut client, scope).await?;
         // A batch of creates goes in with one COPY when none of them fails; otherwise (or for
         // mixed batches) operation by operation, each in its own savepoint.
         if ops.len() >= COPY_THRESHOLD && ops.iter().all(|op| matches!(op, BulkOp::Create(_))) {

@@ -3,7 +3,7 @@
 //! not a silently ignored setting.
 
 use bulkhead_core::access::{PlatformRole, TenantRole};
-use bulkhead_core::model::{Isolation, Labels, Placement, TenantStatus};
+use bulkhead_core::model::{Isolation, Labels, MovePhase, Placement, TenantStatus};
 use bulkhead_core::schema::FieldSpec;
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{CollectionName, DomainName, FieldName, KeyId, TenantId, TierName};
@@ -186,4 +186,42 @@ pub struct BulkLine {
 pub struct LineError {
     pub code: String,
     pub message: String,
+}
+
+/// `POST /v1/tenants/{tenant}/moves`: where to move the tenant. At least one of the two; a
+/// missing one keeps the tenant's current value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartMove {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainName>,
+}
+
+/// A live move, as `GET /v1/moves/{move}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveView {
+    pub id: String,
+    pub tenant: TenantId,
+    pub phase: MovePhase,
+    pub source: Placement,
+    pub target: Placement,
+    /// The tier the tenant gets when the move switches (a move started by a tier change).
+    pub target_tier: Option<TierName>,
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    /// Rows copied per second since the copy began.
+    pub rate: f64,
+    /// Seconds until the copy is done at the current rate, while copying.
+    pub eta_seconds: Option<f64>,
+    /// How long writes were held while the move switched placements, in milliseconds.
+    pub freeze_ms: Option<u64>,
+    /// Records compared source against target (full pass, then again under the freeze).
+    pub rows_verified: u64,
+    /// Why the move rolled back.
+    pub error: Option<String>,
+    pub started_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }

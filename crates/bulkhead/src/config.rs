@@ -95,6 +95,17 @@ pub struct ServeArgs {
     /// (a role without BYPASSRLS) [default: the catalog URL as user `bulkhead_data`].
     #[arg(long, env = "BULKHEAD_CATALOG_DATA_URL", hide_env_values = true)]
     pub catalog_data_url: Option<String>,
+    /// How long a write to a moving tenant may wait while the move switches placement
+    /// before it gets 503 with Retry-After, in milliseconds [default: 5000].
+    #[arg(long, env = "BULKHEAD_MOVE_FREEZE_WAIT_MS")]
+    pub move_freeze_wait_ms: Option<u64>,
+    /// Most records a move copies per second, to spare neighbours [default: no limit].
+    #[arg(long, env = "BULKHEAD_MOVE_COPY_RATE")]
+    pub move_copy_rate: Option<u64>,
+    /// How long reads that began before a move's switch may still use the old placement
+    /// before it is removed, in milliseconds [default: 6000].
+    #[arg(long, env = "BULKHEAD_MOVE_DRAIN_GRACE_MS")]
+    pub move_drain_grace_ms: Option<u64>,
 }
 
 /// A secret that never prints.
@@ -132,6 +143,25 @@ pub struct Config {
     /// A PostgreSQL catalog's URL; `None` keeps the catalog in the data directory.
     pub catalog_url: Option<Secret>,
     pub catalog_data_url: Option<Secret>,
+    pub moves: bulkhead_catalog::MoveSettings,
+}
+
+/// `BULKHEAD_MOVE_HOLD=<phase>:<ms>`: a move pauses that long on entering that phase. For
+/// crash tests, which kill the server while a move is in a given phase.
+fn move_hold() -> anyhow::Result<Option<(bulkhead_core::model::MovePhase, Duration)>> {
+    let Ok(raw) = std::env::var("BULKHEAD_MOVE_HOLD") else {
+        return Ok(None);
+    };
+    let (phase, ms) = raw
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("BULKHEAD_MOVE_HOLD must be <phase>:<milliseconds>"))?;
+    let phase = phase
+        .parse()
+        .map_err(|e: bulkhead_core::Error| anyhow::anyhow!("BULKHEAD_MOVE_HOLD: {}", e.message))?;
+    let ms: u64 = ms.parse().map_err(|_| {
+        anyhow::anyhow!("BULKHEAD_MOVE_HOLD: {ms:?} is not a number of milliseconds")
+    })?;
+    Ok(Some((phase, Duration::from_millis(ms))))
 }
 
 impl Config {
@@ -207,6 +237,13 @@ impl Config {
                 .clone()
                 .filter(|c| !c.is_empty())
                 .map(Secret),
+            moves: bulkhead_catalog::MoveSettings {
+                freeze_wait: Duration::from_millis(args.move_freeze_wait_ms.unwrap_or(5_000)),
+                copy_rate: args.move_copy_rate.filter(|r| *r > 0),
+                drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
+                hold: move_hold()?,
+                ..Default::default()
+            },
         };
         config.validate()?;
         Ok(config)
@@ -235,6 +272,9 @@ impl Config {
                     "--catalog must be a postgres:// URL (leave it unset for the embedded catalog)"
                 );
             }
+        }
+        if self.moves.freeze_wait.is_zero() {
+            bail!("move_freeze_wait_ms must be at least 1");
         }
         if self.catalog_data_url.is_some() && self.catalog_url.is_none() {
             bail!("--catalog-data-url needs --catalog postgres://...");

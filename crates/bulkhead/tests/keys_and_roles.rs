@@ -284,7 +284,12 @@ async fn an_operator_manages_tenants_but_never_reaches_records_credentials_or_de
     let tenants = operator.list_tenants(None, None).await.unwrap();
     assert_eq!(tenants.items.len(), 2);
     let (globex, suspended) = (tid("globex"), status(TenantStatus::Suspended));
-    let view = operator.update_tenant(&globex, &suspended).await.unwrap();
+    let view = operator
+        .update_tenant(&globex, &suspended)
+        .await
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(view.status, TenantStatus::Suspended);
 
     let path = record_path(&record);
@@ -393,7 +398,12 @@ async fn a_suspended_tenant_refuses_writes_but_serves_reads_until_resumed() {
     let (_dir, server, member, record) = start().await;
     let admin = server.admin();
     let suspended = status(TenantStatus::Suspended);
-    let acme = admin.update_tenant(&tid("acme"), &suspended).await.unwrap();
+    let acme = admin
+        .update_tenant(&tid("acme"), &suspended)
+        .await
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(acme.status, TenantStatus::Suspended);
 
     let path = record_path(&record);
@@ -409,7 +419,12 @@ async fn a_suspended_tenant_refuses_writes_but_serves_reads_until_resumed() {
     assert_eq!(send(&member, "GET", &path, None).await.status, 200);
 
     let active = status(TenantStatus::Active);
-    let acme = admin.update_tenant(&tid("acme"), &active).await.unwrap();
+    let acme = admin
+        .update_tenant(&tid("acme"), &active)
+        .await
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(acme.status, TenantStatus::Active);
     let patched = send(&member, "PATCH", &path, Some(json!({"n": 2}))).await;
     assert_eq!(patched.status, 200);

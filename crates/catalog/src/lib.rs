@@ -10,6 +10,7 @@ mod audit;
 mod collections;
 mod domains;
 mod keys;
+mod moves;
 mod placement;
 mod query;
 mod records;
@@ -34,9 +35,11 @@ use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
 pub use domains::EngineFactory;
+pub use moves::MoveSettings;
 pub use query::{BulkResults, ListParams};
 pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
+pub use tenants::TenantUpdate;
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
 #[derive(Debug, Clone)]
@@ -91,6 +94,8 @@ pub struct CatalogOptions {
     /// Opens the engines of domains that are not pre-registered: those stored in the catalog
     /// (at start) and those put at runtime. Without one, such domains stay unavailable.
     pub engine_factory: Option<Arc<dyn EngineFactory>>,
+    /// How live moves run.
+    pub moves: MoveSettings,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -104,6 +109,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("query_budget", &self.query_budget)
             .field("bulk_max_bytes", &self.bulk_max_bytes)
             .field("engine_factory", &self.engine_factory.is_some())
+            .field("moves", &self.moves)
             .finish()
     }
 }
@@ -116,6 +122,7 @@ impl Default for CatalogOptions {
             query_budget: bulkhead_engine::QueryBudget::default(),
             bulk_max_bytes: 64 * 1024 * 1024,
             engine_factory: None,
+            moves: MoveSettings::default(),
         }
     }
 }
@@ -151,6 +158,8 @@ pub(crate) struct Inner {
     pub audit: AuditQueue,
     /// Limits of each tier, read once and dropped whenever a tier changes.
     pub tier_limits: RwLock<HashMap<TierName, TierLimits>>,
+    /// Write gates and the moves this server runs.
+    pub moves: moves::Registry,
 }
 
 impl Catalog {
@@ -190,6 +199,7 @@ impl Catalog {
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
                 tier_limits: RwLock::new(HashMap::new()),
+                moves: moves::Registry::default(),
             }),
         };
         catalog.seed().await?;
@@ -197,6 +207,7 @@ impl Catalog {
         catalog.open_stored_domains().await?;
         catalog.load_collections().await?;
         catalog.reconcile().await?;
+        catalog.recover_moves().await?;
         if let Some(changes) = changes {
             changes.run();
         }

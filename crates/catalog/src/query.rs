@@ -368,14 +368,8 @@ impl Catalog {
         body: &[u8],
         which: BulkResults,
     ) -> Result<BulkReport, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Write,
-                "record.bulk",
-                collection.as_str(),
-            )
+        let (scope, ticket) = self
+            .write_scope(ctx, named, "record.bulk", collection.as_str())
             .await?;
         let collection = self.collection(collection)?;
         let engine = self.engine(&scope.placement().domain)?;
@@ -394,13 +388,27 @@ impl Catalog {
             }
             if pending.len() >= BULK_CHUNK {
                 let chunk = std::mem::take(&mut pending);
-                self.apply_chunk(engine.as_ref(), &scope, &collection, chunk, &mut lines)
-                    .await;
+                self.apply_chunk(
+                    engine.as_ref(),
+                    &scope,
+                    &ticket,
+                    &collection,
+                    chunk,
+                    &mut lines,
+                )
+                .await;
             }
         }
         if !pending.is_empty() {
-            self.apply_chunk(engine.as_ref(), &scope, &collection, pending, &mut lines)
-                .await;
+            self.apply_chunk(
+                engine.as_ref(),
+                &scope,
+                &ticket,
+                &collection,
+                pending,
+                &mut lines,
+            )
+            .await;
         }
         lines.sort_by_key(|l| l.line);
         for line in &lines {
@@ -422,6 +430,7 @@ impl Catalog {
         &self,
         engine: &dyn bulkhead_engine::Engine,
         scope: &TenantScope,
+        ticket: &crate::moves::WriteTicket,
         collection: &Collection,
         chunk: Vec<(u64, BulkOp)>,
         out: &mut Vec<BulkLine>,
@@ -436,8 +445,18 @@ impl Catalog {
                 (*line, Some(id.to_owned()))
             })
             .collect();
-        let ops = chunk.into_iter().map(|(_, op)| op).collect();
-        match engine.bulk(scope, collection, ops).await {
+        let ops: Vec<BulkOp> = chunk.into_iter().map(|(_, op)| op).collect();
+        let ids: Vec<RecordId> = ops
+            .iter()
+            .map(|op| match op {
+                BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.clone(),
+                BulkOp::Delete(id) => id.clone(),
+            })
+            .collect();
+        ticket.touched(&collection.name, ids.iter());
+        let applied = engine.bulk(scope, collection, ops).await;
+        ticket.touched(&collection.name, ids.iter());
+        match applied {
             Ok(results) => {
                 for ((line, id), result) in numbers.into_iter().zip(results) {
                     out.push(match result {

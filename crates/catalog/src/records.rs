@@ -8,6 +8,7 @@ use bulkhead_core::record::{NewRecord, Record, RecordChange, validate_full, vali
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::Value;
 
+use crate::moves::WriteTicket;
 use crate::{Catalog, Ctx, audit};
 
 /// Whether an update replaces the record (PUT) or patches it (PATCH).
@@ -61,6 +62,26 @@ impl Catalog {
         Ok(scope)
     }
 
+    /// The scope of a write, with its pass through the tenant's write gate (held until the
+    /// write has finished). The gate is entered before the route is resolved, so a write held
+    /// during a move's switch lands on the placement the switch chose.
+    pub(crate) async fn write_scope(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        op: &str,
+        target: &str,
+    ) -> Result<(TenantScope, WriteTicket), Error> {
+        let tenant = access::data_tenant(&ctx.principal, named)
+            .map_err(|e| self.denied(ctx, op, target, named, e))?;
+        let wait = self.inner().options.moves.freeze_wait;
+        let ticket = self.inner().moves.gates.enter(&tenant, wait).await?;
+        let scope = self
+            .data_scope(ctx, named, DataAction::Write, op, target)
+            .await?;
+        Ok((scope, ticket))
+    }
+
     pub async fn create_record(
         &self,
         ctx: &Ctx,
@@ -68,14 +89,8 @@ impl Catalog {
         collection: &CollectionName,
         body: &Value,
     ) -> Result<Record, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Write,
-                "record.create",
-                collection.as_str(),
-            )
+        let (scope, ticket) = self
+            .write_scope(ctx, named, "record.create", collection.as_str())
             .await?;
         let collection = self.collection(collection)?;
         let (id, fields, _) = validate_full(&collection, body, None)?;
@@ -83,9 +98,12 @@ impl Catalog {
             id: id.unwrap_or_else(RecordId::generate),
             fields,
         };
+        let id = record.id.clone();
         let engine = self.engine(&scope.placement().domain)?;
-        let mut created = engine.insert(&scope, &collection, vec![record]).await?;
-        created.pop().ok_or_else(|| {
+        ticket.touched(&collection.name, std::iter::once(&id));
+        let created = engine.insert(&scope, &collection, vec![record]).await;
+        ticket.touched(&collection.name, std::iter::once(&id));
+        created?.pop().ok_or_else(|| {
             tracing::error!("engine returned no record for a single insert");
             Error::internal()
         })
@@ -133,8 +151,8 @@ impl Catalog {
             UpdateKind::Replace => "record.replace",
             UpdateKind::Patch => "record.patch",
         };
-        let scope = self
-            .data_scope(ctx, named, DataAction::Write, op, collection.as_str())
+        let (scope, ticket) = self
+            .write_scope(ctx, named, op, collection.as_str())
             .await?;
         let collection = self.collection(collection)?;
         let (change, pre) = match kind {
@@ -149,9 +167,12 @@ impl Catalog {
         };
         let expected = precondition(if_match, pre.version)?;
         let engine = self.engine(&scope.placement().domain)?;
-        Ok(engine
+        ticket.touched(&collection.name, std::iter::once(id));
+        let updated = engine
             .update(&scope, &collection, id, change, expected)
-            .await?)
+            .await;
+        ticket.touched(&collection.name, std::iter::once(id));
+        Ok(updated?)
     }
 
     pub async fn delete_record(
@@ -162,18 +183,15 @@ impl Catalog {
         id: &RecordId,
         if_match: Option<i64>,
     ) -> Result<(), Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Write,
-                "record.delete",
-                collection.as_str(),
-            )
+        let (scope, ticket) = self
+            .write_scope(ctx, named, "record.delete", collection.as_str())
             .await?;
         let collection = self.collection(collection)?;
         let engine = self.engine(&scope.placement().domain)?;
-        Ok(engine.delete(&scope, &collection, id, if_match).await?)
+        ticket.touched(&collection.name, std::iter::once(id));
+        let deleted = engine.delete(&scope, &collection, id, if_match).await;
+        ticket.touched(&collection.name, std::iter::once(id));
+        Ok(deleted?)
     }
 }
 

@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL, target TEXT NOT NULL, tenant_id TEXT, outcome TEXT NOT NULL,
     request_id TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq);
+CREATE TABLE IF NOT EXISTS moves (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, phase TEXT NOT NULL, source TEXT NOT NULL,
+    target_domain TEXT NOT NULL, target_isolation TEXT NOT NULL, target_namespace TEXT NOT NULL,
+    target_tier TEXT, rows_copied INTEGER NOT NULL, rows_total INTEGER NOT NULL,
+    rows_verified INTEGER NOT NULL, copy_ms INTEGER, freeze_ms INTEGER, error TEXT, started_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at);
 ";
 
 #[derive(Debug, thiserror::Error)]

@@ -18,12 +18,21 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
 
+use crate::moves::MoveRequest;
 use crate::placement::allocate;
 use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
 use crate::tiers::read_tier;
 use crate::{Catalog, Ctx, RouteEntry, audit};
 
 pub const MAX_PAGE: u32 = 1000;
+
+/// What a `PATCH /v1/tenants/{id}` did: applied the change, or (a tier in another isolation
+/// model) started the live move that applies it.
+#[derive(Debug, Clone)]
+pub enum TenantUpdate {
+    Applied(TenantView),
+    Moving(bulkhead_api::MoveView),
+}
 pub const DEFAULT_PAGE: u32 = 50;
 
 fn tenant_not_found() -> Error {
@@ -105,7 +114,7 @@ pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
     Ok(next)
 }
 
-fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
+pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
@@ -124,7 +133,7 @@ fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult
     Ok(())
 }
 
-fn set_status(
+pub(crate) fn set_status(
     tx: &dyn Tx,
     tenant: &TenantId,
     status: TenantStatus,
@@ -406,7 +415,7 @@ impl Catalog {
         ctx: &Ctx,
         id: &TenantId,
         update: UpdateTenant,
-    ) -> Result<TenantView, Error> {
+    ) -> Result<TenantUpdate, Error> {
         self.authorize(
             ctx,
             ControlAction::ManageTenants,
@@ -424,8 +433,10 @@ impl Catalog {
         let detail = serde_json::to_string(&update).ok();
         let event = self.event(ctx, "tenant.update", id.as_str(), Some(id), detail);
         let tenant = id.clone();
-        self.blocking(move |store| {
+        let shared = self.is_shared();
+        let move_to = self.blocking(move |store| {
             store.write(|tx| {
+                let mut move_to = None;
                 let (current, placement) = read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
                 if current.status == TenantStatus::Deleting {
                     return Err(tenant_not_found().into());
@@ -450,17 +461,22 @@ impl Catalog {
                     let tier = read_tier(tx, tier_name)?
                         .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{tier_name}' does not exist")))?;
                     if tier.isolation != placement.isolation {
-                        return Err(Error::conflict(
-                            "move_required",
-                            format!(
-                                "tier '{tier_name}' places tenants in {} but this tenant is in {}; changing it needs a \
-                                 live move, which this server version does not perform yet",
-                                tier.isolation, placement.isolation
-                            ),
-                        )
-                        .into());
+                        // The tier changes when the move switches the tenant to its new placement.
+                        if current.status != TenantStatus::Active || shared {
+                            return Err(Error::conflict(
+                                "move_required",
+                                format!(
+                                    "tier '{tier_name}' places tenants in {} but this tenant is in {}; the live move this \
+                                     needs starts only for an active tenant on a catalog this server alone uses (tenant is {})",
+                                    tier.isolation, placement.isolation, current.status
+                                ),
+                            )
+                            .into());
+                        }
+                        move_to = Some(tier_name.clone());
+                    } else {
+                        tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", params![tenant.as_str(), tier_name.as_str()])?;
                     }
-                    tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", params![tenant.as_str(), tier_name.as_str()])?;
                 }
                 if let Some(name) = &update.name {
                     tx.execute("UPDATE tenants SET name = ?2 WHERE id = ?1", params![tenant.as_str(), name.as_str()])?;
@@ -472,11 +488,23 @@ impl Catalog {
                 tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
                 crate::store::changed(tx, "route", tenant.as_str())?;
                 audit::insert(tx, &event)?;
-                Ok(())
+                Ok(move_to)
             })
         })
         .await?;
-        self.refresh(id).await
+        match move_to {
+            Some(tier) => {
+                let request = MoveRequest {
+                    isolation: None,
+                    domain: None,
+                    target_tier: Some(tier),
+                };
+                Ok(TenantUpdate::Moving(
+                    self.begin_move(ctx, id, request).await?,
+                ))
+            }
+            None => Ok(TenantUpdate::Applied(self.refresh(id).await?)),
+        }
     }
 
     /// `DELETE /v1/tenants/{id}`: marks the tenant deleting (requests stop at once), purges its
@@ -494,7 +522,14 @@ impl Catalog {
         let tenant = id.clone();
         self.blocking(move |store| {
             store.write(|tx| {
-                read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                let (current, _) = read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                if current.status == TenantStatus::Moving {
+                    return Err(Error::conflict(
+                        "tenant_moving",
+                        "the tenant is moving; cancel the move (POST /v1/moves/{id}/cancel) or wait for it, then delete",
+                    )
+                    .into());
+                }
                 set_status(tx, &tenant, TenantStatus::Deleting, now)?;
                 audit::insert(tx, &event)
             })

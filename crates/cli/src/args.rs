@@ -86,6 +86,9 @@ pub enum ClientCommand {
     /// Manage platform (admin/operator) keys.
     #[command(subcommand)]
     PlatformKey(PlatformKeyCmd),
+    /// Follow or cancel a live move.
+    #[command(subcommand)]
+    Move(MoveCmd),
     /// Create, read, change and list records.
     #[command(subcommand)]
     Record(RecordCmd),
@@ -126,6 +129,25 @@ pub enum TenantCmd {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Move a tenant live to another isolation model and/or domain (any engine to any other).
+    Move {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+        /// Target isolation model (default: the current one).
+        #[arg(long, value_enum)]
+        to: Option<IsolationArg>,
+        /// Target domain (default: the current one, or the tier's domains).
+        #[arg(long, value_parser = DomainName::parse)]
+        domain: Option<DomainName>,
+        /// Follow the move with a progress bar until it ends; exits non-zero if it rolls back.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List a tenant's moves, newest first.
+    Moves {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+    },
     /// Suspend a tenant: its writes are refused (403 tenant_suspended) until resumed; reads work.
     Suspend {
         #[arg(value_parser = TenantId::parse)]
@@ -144,6 +166,19 @@ pub enum TenantCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MoveCmd {
+    /// Show a move: phase, rows copied, rate, ETA, freeze time.
+    Get {
+        id: String,
+        /// Follow it with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a move that has not switched yet (it rolls back to the source).
+    Cancel { id: String },
 }
 
 /// Paging of list commands.

@@ -7,16 +7,16 @@ use std::future::Future;
 
 use anyhow::bail;
 use bulkhead_api::{
-    CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, Page, TierSpec, UpdateTenant,
+    CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, Page, StartMove, TierSpec, UpdateTenant,
 };
-use bulkhead_client::{Client, ClientError, ListRecords};
+use bulkhead_client::{Client, ClientError, ListRecords, TenantUpdated};
 use bulkhead_core::model::TenantStatus;
 use bulkhead_core::model::TierLimits;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::args::{
-    ClientCommand, CollectionCmd, DomainCmd, KeyCmd, ListArgs, PlatformKeyCmd, RecordCmd,
+    ClientCommand, CollectionCmd, DomainCmd, KeyCmd, ListArgs, MoveCmd, PlatformKeyCmd, RecordCmd,
     TenantCmd, TierCmd,
 };
 use crate::input::{labels_from, load_collection_spec, load_json_object, spec_from_fields};
@@ -43,7 +43,7 @@ impl Printer {
 
     /// A listing: JSON keeps the API's page shape; a table is followed by a hint on stderr
     /// when a limited listing has more.
-    fn page<T: Serialize>(
+    pub(crate) fn page<T: Serialize>(
         &self,
         page: &Page<T>,
         table: impl FnOnce(&[T]) -> String,
@@ -80,6 +80,13 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Key(cmd) => key(client, &out, cmd).await,
         ClientCommand::PlatformKey(cmd) => platform_key(client, &out, cmd).await,
         ClientCommand::Record(cmd) => record(client, &out, cmd).await,
+        ClientCommand::Move(cmd) => match cmd {
+            MoveCmd::Get { id, wait: true } => crate::moves::follow(client, &out, &id).await,
+            MoveCmd::Get { id, wait: false } => {
+                out.show(&client.get_move(&id).await?, output::moved)
+            }
+            MoveCmd::Cancel { id } => out.show(&client.cancel_move(&id).await?, output::moved),
+        },
     }
 }
 
@@ -127,8 +134,39 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
                 status: None,
                 labels,
             };
-            out.show(&client.update_tenant(&id, &update).await?, output::tenant)
+            match client.update_tenant(&id, &update).await? {
+                TenantUpdated::Applied(tenant) => out.show(&*tenant, output::tenant),
+                TenantUpdated::Moving(started) => {
+                    eprintln!(
+                        "the new tier needs another isolation model: move {} started; follow it with \
+                         `bulkhead move get {} --wait`",
+                        started.id, started.id
+                    );
+                    out.show(&*started, output::moved)
+                }
+            }
         }
+        TenantCmd::Move {
+            id,
+            to,
+            domain,
+            wait,
+        } => {
+            if to.is_none() && domain.is_none() {
+                bail!("name the target: --to pool|bridge|silo, --domain NAME, or both");
+            }
+            let request = StartMove {
+                isolation: to.map(Into::into),
+                domain,
+            };
+            let started = client.start_move(&id, &request).await?;
+            if wait {
+                crate::moves::follow(client, out, &started.id).await
+            } else {
+                out.show(&started, output::moved)
+            }
+        }
+        TenantCmd::Moves { id } => out.page(&client.list_moves(&id).await?, output::moves),
         TenantCmd::Suspend { id } => set_status(client, out, &id, TenantStatus::Suspended).await,
         TenantCmd::Resume { id } => set_status(client, out, &id, TenantStatus::Active).await,
         TenantCmd::Delete { id, yes } => {
@@ -154,7 +192,10 @@ async fn set_status(
         status: Some(status),
         ..UpdateTenant::default()
     };
-    out.show(&client.update_tenant(id, &update).await?, output::tenant)
+    match client.update_tenant(id, &update).await? {
+        TenantUpdated::Applied(tenant) => out.show(&*tenant, output::tenant),
+        TenantUpdated::Moving(_) => bail!("the server started a move for a status change"),
+    }
 }
 
 async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()> {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use bulkhead_api::{CollectionView, CreatedKey, DomainView, KeyView, TenantView, TierView};
+use bulkhead_api::{
+    CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
+};
 use bulkhead_core::model::{Isolation, Labels};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
@@ -107,6 +109,69 @@ pub fn tenant(t: &TenantView) -> String {
         ("epoch", p.epoch.to_string()),
         ("schema_version", p.schema_version.to_string()),
     ])
+}
+
+fn where_(p: &bulkhead_core::model::Placement) -> String {
+    format!("{} on {} ({})", p.isolation, p.domain, p.namespace)
+}
+
+pub fn moved(m: &MoveView) -> String {
+    let mut rows = vec![
+        ("id", m.id.clone()),
+        ("tenant", m.tenant.to_string()),
+        ("phase", m.phase.to_string()),
+        ("from", where_(&m.source)),
+        ("to", where_(&m.target)),
+        (
+            "rows",
+            format!("{} of {} copied", m.rows_copied, m.rows_total),
+        ),
+        ("rate", format!("{:.0} rows/s", m.rate)),
+        ("verified", format!("{} records compared", m.rows_verified)),
+    ];
+    if let Some(tier) = &m.target_tier {
+        rows.push(("new tier", tier.to_string()));
+    }
+    if let Some(eta) = m.eta_seconds {
+        rows.push(("eta", format!("{eta:.0} s")));
+    }
+    if let Some(ms) = m.freeze_ms {
+        rows.push(("writes held", format!("{ms} ms")));
+    }
+    if let Some(error) = &m.error {
+        rows.push(("error", error.clone()));
+    }
+    rows.push(("started_by", m.started_by.clone()));
+    rows.push(("created_at", m.created_at.to_string()));
+    rows.push(("updated_at", m.updated_at.to_string()));
+    sheet(rows)
+}
+
+pub fn moves(moves: &[MoveView]) -> String {
+    if moves.is_empty() {
+        return empty("moves");
+    }
+    let mut table = table(&[
+        "id",
+        "phase",
+        "from",
+        "to",
+        "rows",
+        "writes held",
+        "created_at",
+    ]);
+    for m in moves {
+        table.add_row(vec![
+            m.id.clone(),
+            m.phase.to_string(),
+            where_(&m.source),
+            where_(&m.target),
+            format!("{}/{}", m.rows_copied, m.rows_total),
+            m.freeze_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
+            m.created_at.to_string(),
+        ]);
+    }
+    table.to_string()
 }
 
 pub fn tiers(tiers: &[TierView]) -> String {

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 pub use error::ClientError;
 /// HTTP methods for [`Client::raw`].
 pub use reqwest::Method;
-pub use routes::ListRecords;
+pub use routes::{ListRecords, TenantUpdated};
 
 /// How long to wait for a TCP connection before reporting the server unreachable. There is no
 /// overall request timeout: deleting or moving a large tenant may legitimately take a while.

@@ -3,13 +3,41 @@
 
 use bulkhead_api::{
     CollectionSpec, CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey,
-    DomainSpec, DomainView, Health, KeyView, Page, TenantView, TierSpec, TierView, UpdateTenant,
+    DomainSpec, DomainView, Health, KeyView, MoveView, Page, StartMove, TenantView, TierSpec,
+    TierView, UpdateTenant,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
 use serde_json::Value;
 
 use crate::{Client, ClientError, json_body};
+
+/// What `PATCH /v1/tenants/{id}` returned: the changed tenant, or the move a tier change
+/// started.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TenantUpdated {
+    Moving(Box<MoveView>),
+    Applied(Box<TenantView>),
+}
+
+impl TenantUpdated {
+    /// The changed tenant, when the change was applied (not a move).
+    pub fn applied(self) -> Option<TenantView> {
+        match self {
+            TenantUpdated::Applied(t) => Some(*t),
+            TenantUpdated::Moving(_) => None,
+        }
+    }
+
+    /// The move a tier change started.
+    pub fn moving(self) -> Option<MoveView> {
+        match self {
+            TenantUpdated::Moving(m) => Some(*m),
+            TenantUpdated::Applied(_) => None,
+        }
+    }
+}
 
 /// Query of `GET /v1/collections/{c}/records`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,15 +97,47 @@ impl Client {
         self.call(Method::GET, url, None, None).await
     }
 
-    /// `PATCH /v1/tenants/{id}`; a tier change starts a move (the server answers 202).
+    /// `PATCH /v1/tenants/{id}`; a tier in another isolation model starts a move (the server
+    /// answers 202 with the move).
     pub async fn update_tenant(
         &self,
         id: &TenantId,
         update: &UpdateTenant,
-    ) -> Result<TenantView, ClientError> {
+    ) -> Result<TenantUpdated, ClientError> {
         let url = self.url(&["v1", "tenants", id.as_str()], &[])?;
         self.call(Method::PATCH, url, json_body(update)?, None)
             .await
+    }
+
+    // ----- moves ------------------------------------------------------------------------
+
+    /// `POST /v1/tenants/{id}/moves`: starts a live move (202).
+    pub async fn start_move(
+        &self,
+        id: &TenantId,
+        request: &StartMove,
+    ) -> Result<MoveView, ClientError> {
+        let url = self.url(&["v1", "tenants", id.as_str(), "moves"], &[])?;
+        self.call(Method::POST, url, json_body(request)?, None)
+            .await
+    }
+
+    /// `GET /v1/tenants/{id}/moves`: the tenant's moves, newest first.
+    pub async fn list_moves(&self, id: &TenantId) -> Result<Page<MoveView>, ClientError> {
+        let url = self.url(&["v1", "tenants", id.as_str(), "moves"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/moves/{move}`.
+    pub async fn get_move(&self, id: &str) -> Result<MoveView, ClientError> {
+        let url = self.url(&["v1", "moves", id], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `POST /v1/moves/{move}/cancel`: rolls back a move that has not switched yet.
+    pub async fn cancel_move(&self, id: &str) -> Result<MoveView, ClientError> {
+        let url = self.url(&["v1", "moves", id, "cancel"], &[])?;
+        self.call(Method::POST, url, None, None).await
     }
 
     /// `DELETE /v1/tenants/{id}`: purges every byte of the tenant's data.

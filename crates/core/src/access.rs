@@ -183,6 +183,22 @@ pub fn verify_bootstrap_key(token: &str, expected_hash: &str) -> Option<Verified
     })
 }
 
+/// The scope under which the control plane's move executor copies one tenant's records
+/// between its source and target placements. A move is started only by a verified platform
+/// principal allowed to manage tenants (and recorded in the catalog with that actor); the
+/// executor, which may resume it after a restart, acts as `system:move/<id>`. The scope reaches
+/// exactly the one tenant of `route`, like any other.
+pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> TenantScope {
+    TenantScope {
+        tenant: route.tenant.clone(),
+        tier: route.tier.clone(),
+        placement: route.placement.clone(),
+        actor: format!("system:move/{move_id}"),
+        action,
+        platform_admin: false,
+    }
+}
+
 /// What a data-plane request wants to do with a tenant's records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataAction {

@@ -80,6 +80,53 @@ str_enum!(TenantStatus {
     Deleting => "deleting",
 });
 
+/// Where a live move stands. Phases run in this order; `done` and `rolled_back` are final.
+/// Up to and including `frozen`, the source placement is the tenant's only home and a failure
+/// (or a restart) rolls back to it; from `switched` on, the target is, and a restart finishes
+/// the move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovePhase {
+    Planned,
+    Provisioning,
+    Copying,
+    CatchingUp,
+    Verifying,
+    Frozen,
+    Switched,
+    Cleaning,
+    Done,
+    RolledBack,
+}
+
+str_enum!(MovePhase {
+    Planned => "planned",
+    Provisioning => "provisioning",
+    Copying => "copying",
+    CatchingUp => "catching_up",
+    Verifying => "verifying",
+    Frozen => "frozen",
+    Switched => "switched",
+    Cleaning => "cleaning",
+    Done => "done",
+    RolledBack => "rolled_back",
+});
+
+impl MovePhase {
+    /// True once the move has ended, either way.
+    pub fn is_final(self) -> bool {
+        matches!(self, MovePhase::Done | MovePhase::RolledBack)
+    }
+
+    /// True once the target is the tenant's home (the routing entry points at it).
+    pub fn is_switched(self) -> bool {
+        matches!(
+            self,
+            MovePhase::Switched | MovePhase::Cleaning | MovePhase::Done
+        )
+    }
+}
+
 /// A tenant's entry in the routing table: where its data lives and whether it takes writes.
 /// `epoch` grows with every change to the entry; caches keep the highest epoch they have seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,12 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    // Both mean "not now": a moving tenant's held write, a rate limit, a domain coming up.
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 

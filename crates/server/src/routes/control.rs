@@ -5,8 +5,9 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
-use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, UpdateTenant};
+use axum::routing::{delete, get, post, put};
+use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, StartMove, UpdateTenant};
+use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::CollectionSpec;
 use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
@@ -24,6 +25,12 @@ pub fn router() -> Router<AppState> {
             get(get_tenant).patch(update_tenant).delete(delete_tenant),
         )
         .route("/v1/tenants/{tenant}/keys", get(list_keys).post(create_key))
+        .route(
+            "/v1/tenants/{tenant}/moves",
+            get(list_moves).post(start_move),
+        )
+        .route("/v1/moves/{move}", get(get_move))
+        .route("/v1/moves/{move}/cancel", post(cancel_move))
         .route("/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
         .route(
             "/v1/platform-keys",
@@ -91,7 +98,55 @@ async fn update_tenant(
     Json(body): Json<UpdateTenant>,
 ) -> ApiResult<Response> {
     let tenant = TenantId::parse(&tenant)?;
-    Ok(axum::Json(state.catalog.update_tenant(&ctx, &tenant, body).await?).into_response())
+    Ok(
+        match state.catalog.update_tenant(&ctx, &tenant, body).await? {
+            TenantUpdate::Applied(view) => axum::Json(view).into_response(),
+            TenantUpdate::Moving(started) => {
+                (StatusCode::ACCEPTED, axum::Json(started)).into_response()
+            }
+        },
+    )
+}
+
+async fn start_move(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+    Json(body): Json<StartMove>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    let started = state.catalog.start_move(&ctx, &tenant, body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(started)).into_response())
+}
+
+async fn list_moves(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&tenant)?;
+    let items = state.catalog.list_moves(&ctx, &tenant).await?;
+    Ok(axum::Json(Page {
+        items,
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+async fn get_move(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.get_move(&ctx, &id).await?).into_response())
+}
+
+async fn cancel_move(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.cancel_move(&ctx, &id).await?).into_response())
 }
 
 async fn delete_tenant(

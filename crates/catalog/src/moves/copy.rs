@@ -1,0 +1,319 @@
+//! Moving records between a tenant's source and target placements, through the engine
+//! contract only (so any engine can move to any other): a keyset copy by id, a sync of given
+//! ids (the catch-up), a full comparison of both sides, and exact counts.
+//!
+//! Records travel with their system fields (`Engine::restore`), so a moved record keeps its
+//! id, timestamps and version, and a copied record compares equal to its source.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_core::access::TenantScope;
+use bulkhead_core::query::aggregate::{AggregatePlan, Metric, MetricOp};
+use bulkhead_core::query::{Column, Operand, Predicate, SystemField};
+use bulkhead_core::record::{FieldValue, Record};
+use bulkhead_core::schema::Collection;
+use bulkhead_core::{RecordId, error::Error};
+use bulkhead_engine::{AggregateQuery, BulkOp, Engine, Keyset, ListQuery, QueryBudget};
+
+/// Ids fetched per query when syncing or re-checking given records.
+const ID_BATCH: usize = 500;
+
+/// The budget of the executor's own queries: it reads whole tenants page by page, so the
+/// per-request limits meant for callers do not apply.
+fn budget() -> QueryBudget {
+    QueryBudget {
+        time: Duration::from_secs(600),
+        rows_examined: u64::MAX / 2,
+    }
+}
+
+/// The two placements of a moving tenant.
+pub(crate) struct Sides {
+    pub source_engine: Arc<dyn Engine>,
+    pub source: TenantScope,
+    pub target_engine: Arc<dyn Engine>,
+    pub target: TenantScope,
+}
+
+/// One page of records in id order, after `after`.
+pub(crate) async fn page(
+    engine: &dyn Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+    after: Option<&RecordId>,
+    limit: u32,
+) -> Result<Vec<Record>, Error> {
+    let query = ListQuery {
+        after: after.map(|id| Keyset {
+            values: Vec::new(),
+            score: None,
+            id: id.clone(),
+        }),
+        limit,
+        budget: budget(),
+        ..Default::default()
+    };
+    let hits = engine.list(scope, collection, &query).await?;
+    Ok(hits.into_iter().map(|h| h.record).collect())
+}
+
+/// The records among `ids` that exist, by id.
+async fn fetch(
+    engine: &dyn Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+    ids: &[RecordId],
+) -> Result<HashMap<RecordId, Record>, Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let query = ListQuery {
+        filter: Some(Predicate::In {
+            operand: Operand::Column(Column::System(SystemField::Id)),
+            values: ids
+                .iter()
+                .map(|id| FieldValue::Text(id.as_str().to_owned()))
+                .collect(),
+        }),
+        limit: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        budget: budget(),
+        ..Default::default()
+    };
+    let hits = engine.list(scope, collection, &query).await?;
+    Ok(hits
+        .into_iter()
+        .map(|h| (h.record.id.clone(), h.record))
+        .collect())
+}
+
+/// Makes the target hold exactly what the source holds for `ids` (copies the changed ones,
+/// deletes the ones gone from the source). Returns how many records differed.
+pub(crate) async fn sync_ids(
+    sides: &Sides,
+    collection: &Collection,
+    ids: &[RecordId],
+) -> Result<usize, Error> {
+    let mut changed = 0;
+    for batch in ids.chunks(ID_BATCH) {
+        let source = fetch(
+            sides.source_engine.as_ref(),
+            &sides.source,
+            collection,
+            batch,
+        )
+        .await?;
+        let target = fetch(
+            sides.target_engine.as_ref(),
+            &sides.target,
+            collection,
+            batch,
+        )
+        .await?;
+        let mut copy = Vec::new();
+        let mut gone = Vec::new();
+        for id in batch {
+            match (source.get(id), target.get(id)) {
+                (Some(s), t) if t != Some(s) => copy.push(s.clone()),
+                (None, Some(_)) => gone.push(BulkOp::Delete(id.clone())),
+                _ => {}
+            }
+        }
+        changed += copy.len() + gone.len();
+        if !copy.is_empty() {
+            sides
+                .target_engine
+                .restore(&sides.target, collection, copy)
+                .await?;
+        }
+        if !gone.is_empty() {
+            // A delete that finds nothing fails alone; the record is gone either way.
+            sides
+                .target_engine
+                .bulk(&sides.target, collection, gone)
+                .await?;
+        }
+    }
+    Ok(changed)
+}
+
+/// Ids whose records differ between the sides (including ids on one side only).
+pub(crate) async fn differing(
+    sides: &Sides,
+    collection: &Collection,
+    ids: &[RecordId],
+) -> Result<Vec<RecordId>, Error> {
+    let mut out = Vec::new();
+    for batch in ids.chunks(ID_BATCH) {
+        let source = fetch(
+            sides.source_engine.as_ref(),
+            &sides.source,
+            collection,
+            batch,
+        )
+        .await?;
+        let target = fetch(
+            sides.target_engine.as_ref(),
+            &sides.target,
+            collection,
+            batch,
+        )
+        .await?;
+        out.extend(
+            batch
+                .iter()
+                .filter(|id| source.get(*id) != target.get(*id))
+                .cloned(),
+        );
+    }
+    Ok(out)
+}
+
+/// The exact number of the tenant's records in a collection on one side.
+pub(crate) async fn count(
+    engine: &dyn Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+) -> Result<u64, Error> {
+    let query = AggregateQuery {
+        plan: AggregatePlan {
+            filter: None,
+            groups: Vec::new(),
+            metrics: vec![Metric {
+                name: "count".into(),
+                op: MetricOp::Count,
+                column: None,
+            }],
+        },
+        after: None,
+        limit: 1,
+        budget: budget(),
+    };
+    let rows = engine.aggregate(scope, collection, &query).await?;
+    let n = rows
+        .first()
+        .and_then(|r| r.metrics.first().cloned().flatten())
+        .map_or(0, |v| match v {
+            FieldValue::Integer(n) => n,
+            _ => 0,
+        });
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A stable hash of a record's whole content, system fields included. Fields are in name
+/// order and JSON objects in key order, so equal records hash equal on every engine.
+pub(crate) fn record_hash(record: &Record) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    record.id.as_str().hash(&mut h);
+    record.created_at.as_micros().hash(&mut h);
+    record.updated_at.as_micros().hash(&mut h);
+    record.version.hash(&mut h);
+    for (name, value) in &record.fields {
+        name.as_str().hash(&mut h);
+        match value {
+            FieldValue::Text(s) => (0u8, s).hash(&mut h),
+            FieldValue::Integer(n) => (1u8, n).hash(&mut h),
+            FieldValue::Float(f) => (2u8, f.to_bits()).hash(&mut h),
+            FieldValue::Boolean(b) => (3u8, b).hash(&mut h),
+            FieldValue::Timestamp(t) => (4u8, t.as_micros()).hash(&mut h),
+            FieldValue::Json(v) => (5u8, v.to_string()).hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// What a full comparison of one collection found.
+#[derive(Debug, Default)]
+pub(crate) struct Comparison {
+    pub source_rows: u64,
+    pub target_rows: u64,
+    /// Sum of the record hashes on each side (wrapping): the content checksum.
+    pub source_sum: u64,
+    pub target_sum: u64,
+    pub differing: HashSet<RecordId>,
+}
+
+/// Records of one side in id order, a page at a time.
+struct Cursor<'a> {
+    engine: &'a dyn Engine,
+    scope: &'a TenantScope,
+    collection: &'a Collection,
+    buffer: VecDeque<Record>,
+    after: Option<RecordId>,
+    done: bool,
+    chunk: u32,
+}
+
+impl Cursor<'_> {
+    async fn peek(&mut self) -> Result<Option<&Record>, Error> {
+        if self.buffer.is_empty() && !self.done {
+            let page = page(
+                self.engine,
+                self.scope,
+                self.collection,
+                self.after.as_ref(),
+                self.chunk,
+            )
+            .await?;
+            self.done = page.len() < self.chunk as usize;
+            self.after = page.last().map(|r| r.id.clone());
+            self.buffer.extend(page);
+        }
+        Ok(self.buffer.front())
+    }
+}
+
+/// Compares every record of a collection on both sides (a merge of the two id orders).
+pub(crate) async fn compare(
+    sides: &Sides,
+    collection: &Collection,
+    chunk: u32,
+) -> Result<Comparison, Error> {
+    let cursor = |engine, scope| Cursor {
+        engine,
+        scope,
+        collection,
+        buffer: VecDeque::new(),
+        after: None,
+        done: false,
+        chunk,
+    };
+    let mut source = cursor(sides.source_engine.as_ref(), &sides.source);
+    let mut target = cursor(sides.target_engine.as_ref(), &sides.target);
+    let mut out = Comparison::default();
+    loop {
+        let s = source.peek().await?.map(|r| r.id.clone());
+        let t = target.peek().await?.map(|r| r.id.clone());
+        let (take_s, take_t) = match (&s, &t) {
+            (None, None) => break,
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, true),
+            (Some(s), Some(t)) => (s <= t, t <= s),
+        };
+        let sr = if take_s {
+            source.buffer.pop_front()
+        } else {
+            None
+        };
+        let tr = if take_t {
+            target.buffer.pop_front()
+        } else {
+            None
+        };
+        if let Some(r) = &sr {
+            out.source_rows += 1;
+            out.source_sum = out.source_sum.wrapping_add(record_hash(r));
+        }
+        if let Some(r) = &tr {
+            out.target_rows += 1;
+            out.target_sum = out.target_sum.wrapping_add(record_hash(r));
+        }
+        if sr != tr {
+            let id = sr.or(tr).map(|r| r.id).expect("one side has a record");
+            out.differing.insert(id);
+        }
+    }
+    Ok(out)
+}

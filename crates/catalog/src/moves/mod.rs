@@ -1,0 +1,490 @@
+//! Live moves: a tenant changes isolation model, domain or engine while it keeps serving.
+//!
+//! A move is a row in the catalog's `moves` table whose phase only moves forward:
+//! planned → provisioning → copying → catching_up → verifying → frozen → switched → cleaning →
+//! done, or → rolled_back from any phase before `switched`. The routing entry keeps pointing at
+//! the source until one catalog transaction points it at the target (`switched`), so at every
+//! instant the tenant has exactly one home:
+//!
+//! - before the switch, a failure, a cancel or a restart rolls back: the target is destroyed
+//!   and the source, which took every write, stays the home;
+//! - from the switch on, the target is the home; a restart finishes cleaning the source.
+//!
+//! Reads never wait. Writes pass the tenant's gate (`gate.rs`): the executor learns from it
+//! which records changed during the copy, and holds writes only for the final sync, the last
+//! verification and the switch.
+
+mod copy;
+mod gate;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bulkhead_api::{MoveView, StartMove};
+use bulkhead_core::access::ControlAction;
+use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::model::{Isolation, MovePhase, Placement, TenantStatus, TierSpec, WriteState};
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{DomainName, TenantId, TierName};
+use parking_lot::Mutex;
+
+pub(crate) use gate::{Gates, WriteTicket};
+
+use crate::store::{Row, StoreResult, Tx, malformed, params};
+use crate::tenants::{parse, read_tenant};
+use crate::{Catalog, Ctx, audit};
+
+/// How moves run. The defaults suit production; tests shorten the waits.
+#[derive(Debug, Clone)]
+pub struct MoveSettings {
+    /// How long a write may wait while a moving tenant's writes are held (then `503`).
+    pub freeze_wait: Duration,
+    /// Records per copy and comparison page.
+    pub chunk: u32,
+    /// Upper bound on copied records per second (`None`: as fast as the engines go).
+    pub copy_rate: Option<u64>,
+    /// How long reads that resolved the old placement get before the source is removed.
+    pub drain_grace: Duration,
+    /// For crash tests: pause this long on entering this phase.
+    pub hold: Option<(MovePhase, Duration)>,
+}
+
+impl Default for MoveSettings {
+    fn default() -> Self {
+        MoveSettings {
+            freeze_wait: Duration::from_secs(5),
+            chunk: 1000,
+            copy_rate: None,
+            drain_grace: Duration::from_secs(6),
+            hold: None,
+        }
+    }
+}
+
+/// A move's progress as the executor sees it now (the catalog row lags by up to a second).
+#[derive(Default)]
+pub(crate) struct Live {
+    pub copied: AtomicU64,
+    pub total: AtomicU64,
+    pub verified: AtomicU64,
+    pub cancel: Mutex<Option<String>>,
+    pub cancelled: AtomicBool,
+    /// When the copy began, and how long it took once done.
+    pub copy_clock: Mutex<(Option<Instant>, Option<Duration>)>,
+}
+
+impl Live {
+    fn rate(&self) -> f64 {
+        let (start, took) = *self.copy_clock.lock();
+        let elapsed = took.or_else(|| start.map(|s| s.elapsed()));
+        match elapsed {
+            Some(e) if e.as_secs_f64() > 0.0 => {
+                self.copied.load(Ordering::Relaxed) as f64 / e.as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The moves this server runs, and the tenants' write gates.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub gates: Gates,
+    pub live: Mutex<HashMap<String, Arc<Live>>>,
+}
+
+/// A move as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct MoveRow {
+    pub id: String,
+    pub tenant: TenantId,
+    pub phase: MovePhase,
+    pub source: Placement,
+    pub target: Placement,
+    pub target_tier: Option<TierName>,
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    pub rows_verified: u64,
+    pub freeze_ms: Option<u64>,
+    pub error: Option<String>,
+    pub started_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// How long the copy phase took, once it is over.
+    pub copy_ms: Option<u64>,
+}
+
+const MOVE_COLUMNS: &str = "id, tenant_id, phase, source, target_domain, target_isolation, \
+    target_namespace, target_tier, rows_copied, rows_total, rows_verified, freeze_ms, error, \
+    started_by, created_at, updated_at, copy_ms";
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn decode(row: &Row) -> StoreResult<MoveRow> {
+    let source: Placement = serde_json::from_str(&row.get::<String>(3)?).map_err(malformed)?;
+    let target = Placement {
+        domain: DomainName::parse(&row.get::<String>(4)?).map_err(|e| malformed(e.message))?,
+        isolation: parse(&row.get::<String>(5)?)?,
+        namespace: row.get(6)?,
+        write_state: WriteState::Open,
+        epoch: 0,
+        schema_version: 0,
+    };
+    Ok(MoveRow {
+        id: row.get(0)?,
+        tenant: TenantId::parse(&row.get::<String>(1)?).map_err(|e| malformed(e.message))?,
+        phase: parse(&row.get::<String>(2)?)?,
+        source,
+        target,
+        target_tier: row
+            .get::<Option<String>>(7)?
+            .map(|t| Catalog::tier_name(&t))
+            .transpose()?,
+        rows_copied: count(row.get(8)?),
+        rows_total: count(row.get(9)?),
+        rows_verified: count(row.get(10)?),
+        freeze_ms: row.get::<Option<i64>>(11)?.map(count),
+        error: row.get(12)?,
+        started_by: row.get(13)?,
+        created_at: Timestamp::from_micros(row.get(14)?),
+        updated_at: Timestamp::from_micros(row.get(15)?),
+        copy_ms: row.get::<Option<i64>>(16)?.map(count),
+    })
+}
+
+pub(crate) fn read_move(tx: &dyn Tx, id: &str) -> StoreResult<Option<MoveRow>> {
+    let sql = format!("SELECT {MOVE_COLUMNS} FROM moves WHERE id = ?1");
+    tx.query_opt(&sql, params![id])?
+        .map(|r| decode(&r))
+        .transpose()
+}
+
+fn unfinished(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM moves WHERE phase NOT IN ('done', 'rolled_back') ORDER BY created_at"
+    );
+    tx.query(&sql, &[])?.iter().map(decode).collect()
+}
+
+fn move_not_found() -> Error {
+    Error::not_found("move_not_found", "move not found")
+}
+
+fn view(row: MoveRow, live: Option<&Live>) -> MoveView {
+    let mut rate = match row.copy_ms {
+        Some(ms) if ms > 0 => row.rows_copied as f64 * 1000.0 / ms as f64,
+        _ => 0.0,
+    };
+    let (mut copied, mut total, mut verified) =
+        (row.rows_copied, row.rows_total, row.rows_verified);
+    if let Some(live) = live {
+        copied = copied.max(live.copied.load(Ordering::Relaxed));
+        total = total.max(live.total.load(Ordering::Relaxed));
+        verified = verified.max(live.verified.load(Ordering::Relaxed));
+        rate = live.rate();
+    }
+    let eta_seconds = (row.phase <= MovePhase::Copying && rate > 0.0)
+        .then(|| total.saturating_sub(copied) as f64 / rate);
+    MoveView {
+        id: row.id,
+        tenant: row.tenant,
+        phase: row.phase,
+        source: row.source,
+        target: row.target,
+        target_tier: row.target_tier,
+        rows_copied: copied,
+        rows_total: total,
+        rate,
+        eta_seconds,
+        freeze_ms: row.freeze_ms,
+        rows_verified: verified,
+        error: row.error,
+        started_by: row.started_by,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+fn conflict(code: &'static str, message: String) -> Error {
+    Error::conflict(code, message)
+}
+
+/// What a new move asks for, after defaults.
+pub(crate) struct MoveRequest {
+    pub isolation: Option<Isolation>,
+    pub domain: Option<DomainName>,
+    pub target_tier: Option<TierName>,
+}
+
+impl Catalog {
+    /// `POST /v1/tenants/{tenant}/moves`.
+    pub async fn start_move(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+        request: StartMove,
+    ) -> Result<MoveView, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ManageTenants,
+            "tenant.move",
+            tenant.as_str(),
+            Some(tenant),
+        )?;
+        if request.isolation.is_none() && request.domain.is_none() {
+            return Err(Error::bad_request(
+                "invalid_move",
+                "name the target: \"isolation\" (pool, bridge, silo), \"domain\", or both",
+            ));
+        }
+        let request = MoveRequest {
+            isolation: request.isolation,
+            domain: request.domain,
+            target_tier: None,
+        };
+        self.begin_move(ctx, tenant, request).await
+    }
+
+    /// Records a new move and starts its executor.
+    pub(crate) async fn begin_move(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+        request: MoveRequest,
+    ) -> Result<MoveView, Error> {
+        if self.is_shared() {
+            return Err(conflict(
+                "moves_need_single_server",
+                "live moves track a tenant's writes inside the server that runs them, so they \
+                 need a catalog this server alone uses; with a shared PostgreSQL catalog, move \
+                 the tenant while a single server serves it"
+                    .into(),
+            ));
+        }
+        let available = request
+            .domain
+            .as_ref()
+            .is_none_or(|d| self.inner().engines.contains(d));
+        let id = format!("mv{}", uuid::Uuid::now_v7().simple());
+        let now = self.inner().clock.now();
+        let detail = serde_json::json!({
+            "move": id,
+            "isolation": request.isolation,
+            "domain": request.domain,
+            "tier": request.target_tier,
+        })
+        .to_string();
+        let event = self.event(
+            ctx,
+            "move.start",
+            tenant.as_str(),
+            Some(tenant),
+            Some(detail),
+        );
+        let (tenant_id, actor, move_id) =
+            (tenant.clone(), ctx.principal.actor().to_owned(), id.clone());
+        self.blocking(move |store| {
+            store.write(|tx| {
+                if let Some(domain) = &request.domain
+                    && !crate::domains::read_domains(tx)?.iter().any(|(name, _)| name == domain)
+                {
+                    return Err(Error::bad_request("unknown_domain", format!("domain '{domain}' does not exist")).into());
+                }
+                if !available {
+                    return Err(Error::new(ErrorKind::Unavailable, "domain_unavailable", "the target domain's storage is not available on this server").into());
+                }
+                let (current, source) = read_tenant(tx, &tenant_id)?
+                    .ok_or_else(|| Error::not_found("tenant_not_found", "tenant not found"))?;
+                match current.status {
+                    TenantStatus::Active => {}
+                    TenantStatus::Moving => {
+                        return Err(conflict("move_in_progress", format!("tenant '{tenant_id}' is already moving; see GET /v1/tenants/{tenant_id}/moves")).into());
+                    }
+                    TenantStatus::Deleting => {
+                        return Err(Error::not_found("tenant_not_found", "tenant not found").into());
+                    }
+                    other => {
+                        return Err(conflict("tenant_not_active", format!("only an active tenant can move; this one is {other}")).into());
+                    }
+                }
+                let tier_name = request.target_tier.clone().unwrap_or(current.tier.clone());
+                let tier = crate::tiers::read_tier(tx, &tier_name)?
+                    .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{tier_name}' does not exist")))?;
+                let isolation = request.isolation.unwrap_or(if request.target_tier.is_some() { tier.isolation } else { source.isolation });
+                let domains = match &request.domain {
+                    Some(d) => vec![d.clone()],
+                    None if isolation == source.isolation => vec![source.domain.clone()],
+                    None => tier.domains.clone(),
+                };
+                if isolation == source.isolation && domains == [source.domain.clone()] {
+                    return Err(conflict(
+                        "already_placed",
+                        format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain),
+                    )
+                    .into());
+                }
+                let spec = TierSpec { isolation, domains, ..tier };
+                let generation = crate::collections::generation(tx)?;
+                let target = crate::placement::allocate(tx, &tenant_id, &spec, generation)?;
+                if target.domain == source.domain && target.isolation == source.isolation {
+                    return Err(conflict("already_placed", format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain)).into());
+                }
+                tx.execute(
+                    &format!("INSERT INTO moves ({MOVE_COLUMNS}) VALUES (?1, ?2, 'planned', ?3, ?4, ?5, ?6, ?7, 0, 0, 0, NULL, NULL, ?8, ?9, ?9, NULL)"),
+                    params![
+                        &move_id,
+                        tenant_id.as_str(),
+                        serde_json::to_string(&source).map_err(malformed)?,
+                        target.domain.as_str(),
+                        target.isolation.as_str(),
+                        &target.namespace,
+                        request.target_tier.as_ref().map(TierName::as_str),
+                        &actor,
+                        now.as_micros()
+                    ],
+                )?;
+                crate::tenants::set_status(tx, &tenant_id, TenantStatus::Moving, now)?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        self.load_tenant(tenant).await?;
+        let live = Arc::new(Live::default());
+        self.inner()
+            .moves
+            .live
+            .lock()
+            .insert(id.clone(), Arc::clone(&live));
+        let catalog = self.clone();
+        let run_id = id.clone();
+        tokio::spawn(async move { catalog.run_move(run_id, live).await });
+        self.move_view(&id).await
+    }
+
+    async fn move_view(&self, id: &str) -> Result<MoveView, Error> {
+        let row = self.read_move(id).await?.ok_or_else(move_not_found)?;
+        let live = self.inner().moves.live.lock().get(id).cloned();
+        Ok(view(row, live.as_deref()))
+    }
+
+    pub(crate) async fn read_move(&self, id: &str) -> Result<Option<MoveRow>, Error> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.read(|tx| read_move(tx, &id)))
+            .await
+    }
+
+    /// `GET /v1/moves/{move}`.
+    pub async fn get_move(&self, ctx: &Ctx, id: &str) -> Result<MoveView, Error> {
+        self.authorize(ctx, ControlAction::ReadTenants, "move.get", id, None)?;
+        self.move_view(id).await
+    }
+
+    /// `GET /v1/tenants/{tenant}/moves`: the tenant's moves, newest first.
+    pub async fn list_moves(&self, ctx: &Ctx, tenant: &TenantId) -> Result<Vec<MoveView>, Error> {
+        self.authorize(
+            ctx,
+            ControlAction::ReadTenants,
+            "move.list",
+            tenant.as_str(),
+            Some(tenant),
+        )?;
+        let t = tenant.clone();
+        let rows = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    let sql = format!(
+                        "SELECT {MOVE_COLUMNS} FROM moves WHERE tenant_id = ?1 ORDER BY created_at DESC LIMIT 100"
+                    );
+                    tx.query(&sql, params![t.as_str()])?.iter().map(decode).collect::<StoreResult<Vec<_>>>()
+                })
+            })
+            .await?;
+        let live = self.inner().moves.live.lock().clone();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let l = live.get(&r.id).cloned();
+                view(r, l.as_deref())
+            })
+            .collect())
+    }
+
+    /// `POST /v1/moves/{move}/cancel`: rolls the move back, if it has not switched yet.
+    pub async fn cancel_move(&self, ctx: &Ctx, id: &str) -> Result<MoveView, Error> {
+        self.authorize(ctx, ControlAction::ManageTenants, "move.cancel", id, None)?;
+        let row = self.read_move(id).await?.ok_or_else(move_not_found)?;
+        if row.phase.is_final() {
+            return Err(conflict(
+                "move_finished",
+                format!("move '{id}' has already ended ({})", row.phase),
+            ));
+        }
+        if row.phase.is_switched() {
+            return Err(conflict(
+                "move_past_switch",
+                format!(
+                    "move '{id}' has switched the tenant to its target; it can no longer be cancelled"
+                ),
+            ));
+        }
+        let live = self.inner().moves.live.lock().get(id).cloned();
+        if let Some(live) = live {
+            *live.cancel.lock() = Some(format!("cancelled by {}", ctx.principal.actor()));
+            live.cancelled.store(true, Ordering::Release);
+        }
+        let event = self.event(
+            ctx,
+            "move.cancel",
+            row.tenant.as_str(),
+            Some(&row.tenant),
+            Some(id.to_owned()),
+        );
+        self.blocking(move |store| store.write(|tx| audit::insert(tx, &event)))
+            .await?;
+        // The executor notices between pages; wait (briefly) so the answer shows the outcome.
+        for _ in 0..100 {
+            let current = self.move_view(id).await?;
+            if current.phase.is_final() || current.phase.is_switched() {
+                return Ok(current);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.move_view(id).await
+    }
+
+    /// At start: a move a stopped server left before its switch is rolled back (its write
+    /// journal died with the process); one past its switch is finished.
+    pub(crate) async fn recover_moves(&self) -> Result<(), Error> {
+        let pending = self.blocking(|store| store.read(unfinished)).await?;
+        for row in pending {
+            tracing::info!(r#move = %row.id, tenant = %row.tenant, phase = %row.phase, "resuming interrupted move");
+            let outcome = if row.phase.is_switched() {
+                self.clean_source(&row).await
+            } else {
+                let why = format!(
+                    "the server stopped during {}; rolled back to the source, which kept every write",
+                    row.phase
+                );
+                self.roll_back(&row, &why).await
+            };
+            if let Err(e) = outcome {
+                tracing::error!(r#move = %row.id, error = %e, "could not finish interrupted move; retried at next start");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps an unavailable engine or a storage error to a move error that names the phase.
+pub(crate) fn phase_error(phase: MovePhase, err: Error) -> Error {
+    if err.kind == ErrorKind::Internal {
+        Error::internal().with_message(format!("storage failed during {phase}"))
+    } else {
+        err
+    }
+}

@@ -1,0 +1,546 @@
+//! The move executor: one task per move, driving it through its phases.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bulkhead_core::access::{self, DataAction, TenantRoute};
+use bulkhead_core::error::Error;
+use bulkhead_core::model::{MovePhase, Placement, TenantStatus, WriteState};
+use bulkhead_core::schema::Collection;
+use bulkhead_engine::PlacementRef;
+use serde_json::json;
+
+use super::copy::{self, Sides};
+use super::{Live, MoveRow, phase_error, read_move};
+use crate::Catalog;
+use crate::audit::{self, AuditEvent};
+use crate::store::params;
+use crate::tenants::{next_epoch, read_tenant, write_placement};
+
+/// Catch-up rounds stop once fewer ids than this are pending (the rest waits for the freeze).
+const SMALL_ENOUGH: usize = 500;
+const MAX_ROUNDS: usize = 50;
+/// Attempts to take the freeze before the move gives up.
+const FREEZE_ATTEMPTS: usize = 3;
+
+impl Catalog {
+    fn move_event(&self, row: &MoveRow, action: &str, detail: serde_json::Value) -> AuditEvent {
+        AuditEvent {
+            at: self.inner().clock.now(),
+            actor: format!("system:move/{}", row.id),
+            action: action.to_owned(),
+            target: row.tenant.as_str().to_owned(),
+            tenant: Some(row.tenant.clone()),
+            outcome: "ok".into(),
+            request_id: row.id.clone(),
+            detail: Some(detail.to_string()),
+        }
+    }
+
+    /// Records a phase change (and the progress so far), audited in the same transaction.
+    async fn enter_phase(
+        &self,
+        row: &mut MoveRow,
+        phase: MovePhase,
+        live: &Live,
+    ) -> Result<(), Error> {
+        row.phase = phase;
+        row.rows_copied = live.copied.load(Ordering::Relaxed);
+        row.rows_total = live.total.load(Ordering::Relaxed);
+        row.rows_verified = live.verified.load(Ordering::Relaxed);
+        let event = self.move_event(
+            row,
+            &format!("move.{phase}"),
+            json!({"move": row.id, "rows_copied": row.rows_copied, "rows_verified": row.rows_verified}),
+        );
+        self.save_progress(row, Some(event)).await?;
+        if let Some((hold, wait)) = self.inner().options.moves.hold
+            && hold == phase
+        {
+            tracing::warn!(r#move = %row.id, %phase, "holding the move (BULKHEAD_MOVE_HOLD)");
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    async fn save_progress(&self, row: &MoveRow, event: Option<AuditEvent>) -> Result<(), Error> {
+        let now = self.inner().clock.now();
+        let r = row.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                tx.execute(
+                    "UPDATE moves SET phase = ?2, rows_copied = ?3, rows_total = ?4, rows_verified = ?5, updated_at = ?6, copy_ms = ?7 WHERE id = ?1",
+                    params![&r.id, r.phase.as_str(), r.rows_copied as i64, r.rows_total as i64, r.rows_verified as i64, now.as_micros(), r.copy_ms.map(|ms| ms as i64)],
+                )?;
+                if let Some(event) = &event {
+                    audit::insert(tx, event)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    fn check_cancel(live: &Live) -> Result<(), Error> {
+        if live.cancelled.load(Ordering::Acquire) {
+            let why = live
+                .cancel
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "cancelled".into());
+            return Err(Error::conflict("move_cancelled", why));
+        }
+        Ok(())
+    }
+
+    /// Runs a move to its end: done, or rolled back with the reason.
+    pub(crate) async fn run_move(self, id: String, live: Arc<Live>) {
+        let outcome = match self.read_move(&id).await {
+            Ok(Some(mut row)) => match self.drive(&mut row, &live).await {
+                Ok(()) => Ok(()),
+                Err(e) if row.phase.is_switched() => {
+                    tracing::error!(r#move = %id, error = %e, "cleaning after the switch failed; retried at next start");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(r#move = %id, phase = %row.phase, error = %e, "move failed; rolling back");
+                    self.roll_back(&row, &e.message).await
+                }
+            },
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(r#move = %id, error = %e, "move could not be rolled back; retried at next start");
+        }
+        self.inner().moves.live.lock().remove(&id);
+    }
+
+    fn collections(&self) -> Vec<Arc<Collection>> {
+        self.collections_snapshot().values().cloned().collect()
+    }
+
+    async fn drive(&self, row: &mut MoveRow, live: &Live) -> Result<(), Error> {
+        let settings = self.inner().options.moves.clone();
+        let gate = self.inner().moves.gates.get(&row.tenant);
+        let (tenant, source_placement) = self
+            .load_tenant(&row.tenant)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant_not_found", "tenant not found"))?;
+        let target_ref = PlacementRef::of(&row.tenant, &row.target);
+        let sides = Sides {
+            source_engine: self.engine(&row.source.domain)?,
+            source: access::move_scope(
+                &row.id,
+                &route(&tenant, &source_placement),
+                DataAction::Read,
+            ),
+            target_engine: self.engine(&row.target.domain)?,
+            target: access::move_scope(&row.id, &route(&tenant, &row.target), DataAction::Write),
+        };
+
+        self.enter_phase(row, MovePhase::Provisioning, live).await?;
+        {
+            let _schema = self.lock_schema().await?;
+            let collections: Vec<Collection> =
+                self.collections().iter().map(|c| (**c).clone()).collect();
+            sides
+                .target_engine
+                .provision(&target_ref, &collections)
+                .await
+                .map_err(|e| phase_error(MovePhase::Provisioning, e.into()))?;
+        }
+        // Record every write from here on; the exclusive pass waits out writes that began
+        // before tracking did.
+        gate.track();
+        let _untrack = Untrack(&gate);
+        gate.freeze(Duration::from_secs(60)).await.ok_or_else(|| {
+            Error::conflict(
+                "move_freeze_timeout",
+                "writes in flight did not finish within 60 s",
+            )
+        })?;
+
+        self.enter_phase(row, MovePhase::Copying, live).await?;
+        let mut total = 0;
+        for c in self.collections() {
+            total += copy::count(sides.source_engine.as_ref(), &sides.source, &c).await?;
+        }
+        live.total.store(total, Ordering::Relaxed);
+        live.copy_clock.lock().0 = Some(Instant::now());
+        let mut saved = Instant::now();
+        for c in self.collections() {
+            let mut after = None;
+            loop {
+                Catalog::check_cancel(live)?;
+                let started = Instant::now();
+                let page = copy::page(
+                    sides.source_engine.as_ref(),
+                    &sides.source,
+                    &c,
+                    after.as_ref(),
+                    settings.chunk,
+                )
+                .await?;
+                let n = page.len();
+                after = page.last().map(|r| r.id.clone());
+                if n > 0 {
+                    self.restore_with_schema(&sides, &target_ref, &c, page)
+                        .await?;
+                }
+                live.copied.fetch_add(n as u64, Ordering::Relaxed);
+                if saved.elapsed() > Duration::from_secs(1) {
+                    row.rows_copied = live.copied.load(Ordering::Relaxed);
+                    row.rows_total = live.total.load(Ordering::Relaxed).max(row.rows_copied);
+                    self.save_progress(row, None).await?;
+                    saved = Instant::now();
+                }
+                if let Some(rate) = settings.copy_rate.filter(|r| *r > 0) {
+                    let due = Duration::from_secs_f64(n as f64 / rate as f64);
+                    if let Some(rest) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+                if n < settings.chunk as usize {
+                    break;
+                }
+                // Let the neighbours' requests in between pages.
+                tokio::task::yield_now().await;
+            }
+        }
+        let took = {
+            let mut clock = live.copy_clock.lock();
+            clock.1 = clock.0.map(|s| s.elapsed());
+            clock.1.unwrap_or_default()
+        };
+        row.copy_ms = Some(took.as_millis() as u64);
+
+        self.enter_phase(row, MovePhase::CatchingUp, live).await?;
+        self.catch_up(&sides, &gate, live).await?;
+
+        self.enter_phase(row, MovePhase::Verifying, live).await?;
+        let mut checks = serde_json::Map::new();
+        for c in self.collections() {
+            Catalog::check_cancel(live)?;
+            let cmp = copy::compare(&sides, &c, settings.chunk).await?;
+            // Every difference must be a record written since the comparison began (it is
+            // in the journal, and the next catch-up copies it). Any other is a copy fault.
+            let journal = gate.drain();
+            let written = journal.ids.get(&c.name);
+            let unexplained: Vec<_> = cmp
+                .differing
+                .iter()
+                .filter(|id| written.is_none_or(|w| !w.contains(*id)))
+                .collect();
+            if let Some(first) = unexplained.first() {
+                return Err(Error::conflict(
+                    "move_verification_failed",
+                    format!(
+                        "{} records of '{}' differ between source and target without a write explaining it (first: {first})",
+                        unexplained.len(),
+                        c.name
+                    ),
+                ));
+            }
+            // Give the drained ids back to the catch-up.
+            for (collection, ids) in journal.ids {
+                let ids: Vec<_> = ids.into_iter().collect();
+                let c = self.collection(&collection)?;
+                copy::sync_ids(&sides, &c, &ids).await?;
+            }
+            live.verified.fetch_add(cmp.source_rows, Ordering::Relaxed);
+            checks.insert(
+                c.name.to_string(),
+                json!({
+                    "source_rows": cmp.source_rows, "target_rows": cmp.target_rows,
+                    "source_checksum": format!("{:016x}", cmp.source_sum),
+                    "target_checksum": format!("{:016x}", cmp.target_sum),
+                    "written_during_check": cmp.differing.len(),
+                }),
+            );
+        }
+        let event = self.move_event(row, "move.verified", serde_json::Value::Object(checks));
+        self.save_progress(row, Some(event)).await?;
+        self.catch_up(&sides, &gate, live).await?;
+
+        // The freeze: writes wait at the gate while the last changes are synced and checked
+        // and the routing entry switches. The schema lock is taken first, outside the freeze,
+        // so no rollout changes collections in between.
+        let mut attempt = 0;
+        let (schema, frozen, started) = loop {
+            Catalog::check_cancel(live)?;
+            let schema = self.lock_schema().await?;
+            let started = Instant::now();
+            if let Some(frozen) = gate.freeze(settings.freeze_wait).await {
+                break (schema, frozen, started);
+            }
+            drop(schema);
+            attempt += 1;
+            if attempt >= FREEZE_ATTEMPTS {
+                return Err(Error::conflict(
+                    "move_freeze_timeout",
+                    format!(
+                        "writes in flight did not finish within {} ms, {FREEZE_ATTEMPTS} times",
+                        settings.freeze_wait.as_millis()
+                    ),
+                ));
+            }
+            self.catch_up(&sides, &gate, live).await?;
+        };
+        self.set_write_state(row, WriteState::Frozen).await?;
+        self.enter_phase(row, MovePhase::Frozen, live).await?;
+        let collections = self.collections();
+        for c in &collections {
+            sides
+                .target_engine
+                .ensure_collection(&target_ref, c)
+                .await
+                .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
+        }
+        let last = gate.drain();
+        let mut rechecked = 0u64;
+        for (name, ids) in &last.ids {
+            let c = self.collection(name)?;
+            let ids: Vec<_> = ids.iter().cloned().collect();
+            copy::sync_ids(&sides, &c, &ids).await?;
+            let left = copy::differing(&sides, &c, &ids).await?;
+            if let Some(first) = left.first() {
+                return Err(Error::conflict(
+                    "move_verification_failed",
+                    format!("record {first} of '{name}' differs after the final sync"),
+                ));
+            }
+            rechecked += ids.len() as u64;
+        }
+        for c in &collections {
+            let s = copy::count(sides.source_engine.as_ref(), &sides.source, c).await?;
+            let t = copy::count(sides.target_engine.as_ref(), &sides.target, c).await?;
+            if s != t {
+                return Err(Error::conflict(
+                    "move_verification_failed",
+                    format!(
+                        "'{}' has {s} records in the source but {t} in the target",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        live.verified.fetch_add(rechecked, Ordering::Relaxed);
+        if let Some((MovePhase::Switched, wait)) = self.inner().options.moves.hold {
+            // Crash tests: stop here, frozen and verified, just before the switch.
+            tokio::time::sleep(wait).await;
+        }
+        let freeze_ms = self.switch(row, live, started).await?;
+        drop(frozen);
+        drop(schema);
+        tracing::info!(r#move = %row.id, tenant = %row.tenant, freeze_ms, "move switched");
+
+        self.enter_phase(row, MovePhase::Cleaning, live).await?;
+        tokio::time::sleep(settings.drain_grace).await;
+        self.clean_source(row).await
+    }
+
+    /// Syncs journaled ids until few are left (or the rounds run out).
+    async fn catch_up(
+        &self,
+        sides: &Sides,
+        gate: &super::gate::Gate,
+        live: &Live,
+    ) -> Result<(), Error> {
+        for _ in 0..MAX_ROUNDS {
+            Catalog::check_cancel(live)?;
+            let journal = gate.drain();
+            let n = journal.len();
+            for (name, ids) in journal.ids {
+                let c = self.collection(&name)?;
+                let ids: Vec<_> = ids.into_iter().collect();
+                copy::sync_ids(sides, &c, &ids).await?;
+            }
+            if n < SMALL_ENOUGH && gate.pending() < SMALL_ENOUGH {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores a page; if the target misses a column added since it was provisioned, brings
+    /// its schema up to date and tries once more.
+    async fn restore_with_schema(
+        &self,
+        sides: &Sides,
+        target: &PlacementRef,
+        c: &Collection,
+        page: Vec<bulkhead_core::record::Record>,
+    ) -> Result<(), Error> {
+        match sides
+            .target_engine
+            .restore(&sides.target, c, page.clone())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::info!(error = %first, "restore failed; updating the target's schema and retrying");
+                let latest = self.collection(&c.name)?;
+                sides
+                    .target_engine
+                    .ensure_collection(target, &latest)
+                    .await?;
+                Ok(sides
+                    .target_engine
+                    .restore(&sides.target, &latest, page)
+                    .await?)
+            }
+        }
+    }
+
+    async fn set_write_state(&self, row: &MoveRow, state: WriteState) -> Result<(), Error> {
+        let tenant = row.tenant.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                tx.execute(
+                    "UPDATE placements SET write_state = ?2, epoch = ?3 WHERE tenant_id = ?1",
+                    params![tenant.as_str(), state.as_str(), next_epoch(tx)?],
+                )?;
+                crate::store::changed(tx, "route", tenant.as_str())
+            })
+        })
+        .await?;
+        self.load_tenant(&row.tenant).await?;
+        Ok(())
+    }
+
+    /// The switch: one catalog transaction points the routing entry at the target, ends the
+    /// tenant's `moving` status and records the phase. Returns the freeze's length.
+    async fn switch(
+        &self,
+        row: &mut MoveRow,
+        live: &Live,
+        frozen_at: Instant,
+    ) -> Result<u64, Error> {
+        let now = self.inner().clock.now();
+        let r = row.clone();
+        let verified = live.verified.load(Ordering::Relaxed);
+        let event_base = self.move_event(row, "move.switched", json!({}));
+        let freeze_ms = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    let generation = crate::collections::generation(tx)?;
+                    let placement = Placement {
+                        epoch: next_epoch(tx)?,
+                        schema_version: generation,
+                        write_state: WriteState::Open,
+                        ..r.target.clone()
+                    };
+                    write_placement(tx, &r.tenant, &placement)?;
+                    tx.execute("UPDATE tenants SET status = 'active', updated_at = ?2 WHERE id = ?1", params![r.tenant.as_str(), now.as_micros()])?;
+                    if let Some(tier) = &r.target_tier {
+                        tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", params![r.tenant.as_str(), tier.as_str()])?;
+                    }
+                    let freeze_ms = frozen_at.elapsed().as_millis() as i64;
+                    tx.execute(
+                        "UPDATE moves SET phase = 'switched', freeze_ms = ?2, rows_verified = ?3, updated_at = ?4 WHERE id = ?1",
+                        params![&r.id, freeze_ms, verified as i64, now.as_micros()],
+                    )?;
+                    let mut event = event_base;
+                    event.detail = Some(json!({"move": r.id, "placement": placement, "freeze_ms": freeze_ms}).to_string());
+                    audit::insert(tx, &event)?;
+                    crate::store::changed(tx, "route", r.tenant.as_str())?;
+                    Ok(freeze_ms as u64)
+                })
+            })
+            .await?;
+        row.phase = MovePhase::Switched;
+        row.freeze_ms = Some(freeze_ms);
+        self.load_tenant(&row.tenant).await?;
+        Ok(freeze_ms)
+    }
+
+    /// After the switch: removes the source placement and ends the move.
+    pub(crate) async fn clean_source(&self, row: &MoveRow) -> Result<(), Error> {
+        self.engine(&row.source.domain)?
+            .destroy(&PlacementRef::of(&row.tenant, &row.source))
+            .await?;
+        let now = self.inner().clock.now();
+        let event = self.move_event(
+            row,
+            "move.done",
+            json!({"move": row.id, "freeze_ms": row.freeze_ms}),
+        );
+        let id = row.id.clone();
+        self.blocking(move |store| {
+            store.write(|tx| {
+                tx.execute(
+                    "UPDATE moves SET phase = 'done', updated_at = ?2 WHERE id = ?1",
+                    params![&id, now.as_micros()],
+                )?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await
+    }
+
+    /// Before the switch: removes the target, reopens the source for writes, ends the move.
+    pub(crate) async fn roll_back(&self, row: &MoveRow, why: &str) -> Result<(), Error> {
+        // Stop tracking first, so a new move of this tenant starts with a fresh journal.
+        self.inner().moves.gates.get(&row.tenant).untrack();
+        if let Err(e) = self
+            .engine(&row.target.domain)?
+            .destroy(&PlacementRef::of(&row.tenant, &row.target))
+            .await
+        {
+            tracing::error!(r#move = %row.id, error = %e, "could not remove the move's target placement");
+        }
+        let now = self.inner().clock.now();
+        let event = self.move_event(
+            row,
+            "move.rolled_back",
+            json!({"move": row.id, "phase": row.phase, "error": why}),
+        );
+        let (id, tenant, why) = (row.id.clone(), row.tenant.clone(), why.to_owned());
+        self.blocking(move |store| {
+            store.write(|tx| {
+                // Only the move still in force may touch the routing entry.
+                let current = read_move(tx, &id)?;
+                if current.is_some_and(|m| !m.phase.is_switched() && !m.phase.is_final())
+                    && let Some((t, _)) = read_tenant(tx, &tenant)?
+                {
+                    tx.execute(
+                        "UPDATE placements SET write_state = 'open', epoch = ?2 WHERE tenant_id = ?1",
+                        params![tenant.as_str(), next_epoch(tx)?],
+                    )?;
+                    if t.status == TenantStatus::Moving {
+                        tx.execute("UPDATE tenants SET status = 'active', updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
+                    }
+                    crate::store::changed(tx, "route", tenant.as_str())?;
+                }
+                tx.execute(
+                    "UPDATE moves SET phase = 'rolled_back', error = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![&id, &why, now.as_micros()],
+                )?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        self.load_tenant(&row.tenant).await?;
+        Ok(())
+    }
+}
+
+fn route(tenant: &bulkhead_core::model::Tenant, placement: &Placement) -> TenantRoute {
+    TenantRoute {
+        tenant: tenant.id.clone(),
+        tier: tenant.tier.clone(),
+        status: TenantStatus::Active,
+        placement: placement.clone(),
+    }
+}
+
+/// Stops journaling when the executor ends, however it ends.
+struct Untrack<'a>(&'a super::gate::Gate);
+
+impl Drop for Untrack<'_> {
+    fn drop(&mut self) {
+        self.0.untrack();
+    }
+}

@@ -327,11 +327,11 @@ impl Catalog {
             }
         }
         live.verified.fetch_add(rechecked, Ordering::Relaxed);
+        let freeze_ms = self.switch(row, live, started).await?;
         if let Some((MovePhase::Switched, wait)) = self.inner().options.moves.hold {
-            // Crash tests: stop here, frozen and verified, just before the switch.
+            // Crash tests: stop right after the switch, with writes still held.
             tokio::time::sleep(wait).await;
         }
-        let freeze_ms = self.switch(row, live, started).await?;
         drop(frozen);
         drop(schema);
         tracing::info!(r#move = %row.id, tenant = %row.tenant, freeze_ms, "move switched");

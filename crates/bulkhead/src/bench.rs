@@ -55,6 +55,8 @@ enum BenchKind {
     Pocketbase(crate::bench_pocketbase::PocketbaseArgs),
     /// PostgreSQL engine: RLS vs explicit WHERE, COPY ingest vs psql, bridge vs pool.
     Postgres(crate::bench_postgres::PostgresArgs),
+    /// A live move of a large tenant, pool → silo and back, under a steady write load.
+    Move(crate::bench_move::MoveArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -67,6 +69,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => http_bench(requests, concurrency.max(1)).await,
         BenchKind::Pocketbase(args) => crate::bench_pocketbase::run(args).await,
         BenchKind::Postgres(args) => crate::bench_postgres::run(args).await,
+        BenchKind::Move(args) => crate::bench_move::run(args).await,
     }
 }
 
@@ -90,6 +93,30 @@ pub(crate) fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collec
         "score": {"type": "float"}
     }}))?;
     Ok(plan_change(&CollectionName::parse("bench")?, None, &spec)?.collection)
+}
+
+/// Creates a tenant on `tier` and returns a member key of it.
+pub(crate) async fn member_key(admin: &Client, tenant: &str, tier: &str) -> anyhow::Result<String> {
+    let id = TenantId::parse(tenant)?;
+    admin
+        .create_tenant(&CreateTenant {
+            id: id.clone(),
+            name: tenant.into(),
+            tier: TierName::parse(tier)?,
+            labels: Default::default(),
+        })
+        .await?;
+    let key = admin
+        .create_key(
+            &id,
+            &CreateKey {
+                name: "bench".into(),
+                role: TenantRole::Member,
+                expires_in: None,
+            },
+        )
+        .await?;
+    Ok(key.key)
 }
 
 pub(crate) fn row(i: usize) -> serde_json::Value {
@@ -186,26 +213,7 @@ async fn http_bulk(records: usize) -> anyhow::Result<f64> {
             },
         )
         .await?;
-    let tenant = TenantId::parse("bench-bulk")?;
-    admin
-        .create_tenant(&CreateTenant {
-            id: tenant.clone(),
-            name: "bulk".into(),
-            tier: TierName::parse("free")?,
-            labels: Default::default(),
-        })
-        .await?;
-    let key = admin
-        .create_key(
-            &tenant,
-            &CreateKey {
-                name: "bench".into(),
-                role: TenantRole::Member,
-                expires_in: None,
-            },
-        )
-        .await?;
-    let client = Client::new(&url, key.key)?;
+    let client = Client::new(&url, member_key(&admin, "bench-bulk", "free").await?)?;
     let bodies: Vec<Vec<u8>> = (0..records)
         .step_by(5_000)
         .map(|start| {

@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// Most records a move copies per second, to spare neighbours [default: no limit].
     #[arg(long, env = "BULKHEAD_MOVE_COPY_RATE")]
     pub move_copy_rate: Option<u64>,
+    /// Share of time a move's copy and comparison may work, between 0 and 1; they rest the
+    /// remainder so neighbours keep their latency [default: 0.75].
+    #[arg(long, env = "BULKHEAD_MOVE_DUTY")]
+    pub move_duty: Option<f64>,
+    /// Records per page a move copies and compares [default: 500].
+    #[arg(long, env = "BULKHEAD_MOVE_CHUNK")]
+    pub move_chunk: Option<u32>,
     /// How long reads that began before a move's switch may still use the old placement
     /// before it is removed, in milliseconds [default: 6000].
     #[arg(long, env = "BULKHEAD_MOVE_DRAIN_GRACE_MS")]
@@ -240,6 +247,8 @@ impl Config {
             moves: bulkhead_catalog::MoveSettings {
                 freeze_wait: Duration::from_millis(args.move_freeze_wait_ms.unwrap_or(5_000)),
                 copy_rate: args.move_copy_rate.filter(|r| *r > 0),
+                duty: args.move_duty.unwrap_or(0.75),
+                chunk: args.move_chunk.unwrap_or(500),
                 drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
                 hold: move_hold()?,
                 ..Default::default()
@@ -272,6 +281,12 @@ impl Config {
                     "--catalog must be a postgres:// URL (leave it unset for the embedded catalog)"
                 );
             }
+        }
+        if self.moves.chunk == 0 || self.moves.chunk > 10_000 {
+            bail!("move_chunk must be between 1 and 10000");
+        }
+        if !(self.moves.duty > 0.0 && self.moves.duty <= 1.0) {
+            bail!("move_duty must be above 0 and at most 1");
         }
         if self.moves.freeze_wait.is_zero() {
             bail!("move_freeze_wait_ms must be at least 1");

@@ -24,6 +24,11 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start() -> anyhow::Result<InProcess> {
+        InProcess::start_with(crate::config::ServeArgs::default()).await
+    }
+
+    /// Starts with these serve settings (the listen address is always a free loopback port).
+    pub async fn start_with(args: crate::config::ServeArgs) -> anyhow::Result<InProcess> {
         let (ready, is_ready) = oneshot::channel::<anyhow::Result<String>>();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -36,7 +41,7 @@ impl InProcess {
                     .thread_keep_alive(std::time::Duration::from_secs(3600))
                     .enable_all()
                     .build()?;
-                runtime.block_on(serve(ready, stopped))
+                runtime.block_on(serve(args, ready, stopped))
             })?;
         let url = is_ready
             .await
@@ -63,6 +68,7 @@ impl InProcess {
 }
 
 async fn serve(
+    args: crate::config::ServeArgs,
     ready: oneshot::Sender<anyhow::Result<String>>,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
@@ -70,7 +76,7 @@ async fn serve(
         let dir = tempfile::tempdir()?;
         let args = crate::config::ServeArgs {
             listen: Some("127.0.0.1:0".into()),
-            ..Default::default()
+            ..args
         };
         let config = crate::config::Config::load(&args, Some(dir.path()), Some(ADMIN_KEY.into()))?;
         let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;

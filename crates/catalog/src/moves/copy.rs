@@ -30,6 +30,23 @@ fn budget() -> QueryBudget {
     }
 }
 
+/// Rests after each unit of work so that work takes at most `duty` of the time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacer {
+    pub duty: f64,
+}
+
+impl Pacer {
+    pub async fn rest_after(&self, busy: Duration) {
+        if self.duty > 0.0 && self.duty < 1.0 {
+            let rest = busy.mul_f64((1.0 - self.duty) / self.duty);
+            tokio::time::sleep(rest).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// The two placements of a moving tenant.
 pub(crate) struct Sides {
     pub source_engine: Arc<dyn Engine>,
@@ -247,8 +264,9 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    async fn peek(&mut self) -> Result<Option<&Record>, Error> {
+    async fn peek(&mut self, pacer: Pacer) -> Result<Option<&Record>, Error> {
         if self.buffer.is_empty() && !self.done {
+            let started = std::time::Instant::now();
             let page = page(
                 self.engine,
                 self.scope,
@@ -260,6 +278,7 @@ impl Cursor<'_> {
             self.done = page.len() < self.chunk as usize;
             self.after = page.last().map(|r| r.id.clone());
             self.buffer.extend(page);
+            pacer.rest_after(started.elapsed()).await;
         }
         Ok(self.buffer.front())
     }
@@ -270,6 +289,7 @@ pub(crate) async fn compare(
     sides: &Sides,
     collection: &Collection,
     chunk: u32,
+    pacer: Pacer,
 ) -> Result<Comparison, Error> {
     let cursor = |engine, scope| Cursor {
         engine,
@@ -284,8 +304,8 @@ pub(crate) async fn compare(
     let mut target = cursor(sides.target_engine.as_ref(), &sides.target);
     let mut out = Comparison::default();
     loop {
-        let s = source.peek().await?.map(|r| r.id.clone());
-        let t = target.peek().await?.map(|r| r.id.clone());
+        let s = source.peek(pacer).await?.map(|r| r.id.clone());
+        let t = target.peek(pacer).await?.map(|r| r.id.clone());
         let (take_s, take_t) = match (&s, &t) {
             (None, None) => break,
             (Some(_), None) => (true, false),

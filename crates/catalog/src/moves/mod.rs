@@ -46,6 +46,9 @@ pub struct MoveSettings {
     pub chunk: u32,
     /// Upper bound on copied records per second (`None`: as fast as the engines go).
     pub copy_rate: Option<u64>,
+    /// Share of time the copy and the comparison may work (0 < duty ≤ 1): after each page
+    /// they rest in proportion, so neighbours on the same cores and files get their turn.
+    pub duty: f64,
     /// How long reads that resolved the old placement get before the source is removed.
     pub drain_grace: Duration,
     /// For crash tests: pause this long on entering this phase.
@@ -56,8 +59,9 @@ impl Default for MoveSettings {
     fn default() -> Self {
         MoveSettings {
             freeze_wait: Duration::from_secs(5),
-            chunk: 1000,
+            chunk: 500,
             copy_rate: None,
+            duty: 0.75,
             drain_grace: Duration::from_secs(6),
             hold: None,
         }

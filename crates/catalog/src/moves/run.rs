@@ -123,6 +123,9 @@ impl Catalog {
 
     async fn drive(&self, row: &mut MoveRow, live: &Live) -> Result<(), Error> {
         let settings = self.inner().options.moves.clone();
+        let pacer = copy::Pacer {
+            duty: settings.duty,
+        };
         let gate = self.inner().moves.gates.get(&row.tenant);
         let (tenant, source_placement) = self
             .load_tenant(&row.tenant)
@@ -206,7 +209,7 @@ impl Catalog {
                     break;
                 }
                 // Let the neighbours' requests in between pages.
-                tokio::task::yield_now().await;
+                pacer.rest_after(started.elapsed()).await;
             }
         }
         let took = {
@@ -223,7 +226,7 @@ impl Catalog {
         let mut checks = serde_json::Map::new();
         for c in self.collections() {
             Catalog::check_cancel(live)?;
-            let cmp = copy::compare(&sides, &c, settings.chunk).await?;
+            let cmp = copy::compare(&sides, &c, settings.chunk, pacer).await?;
             // Every difference must be a record written since the comparison began (it is
             // in the journal, and the next catch-up copies it). Any other is a copy fault.
             let journal = gate.drain();

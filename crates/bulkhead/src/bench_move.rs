@@ -1,0 +1,268 @@
+//! `bulkhead bench move`: a tenant of N records moved pool → silo and back under a steady write
+//! load, on an in-process server with the embedded engine.
+//!
+//! Reported, per direction: total time; the copy rate as a share of the rate at which the same
+//! records were ingested over HTTP bulk into the same engine in the same run; the moving
+//! tenant's write latencies during the move (the pause its clients see: p99 and max, plus how
+//! long the executor held writes); and the neighbours' write p99 during the move against their
+//! p99 over the same length of time without one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bulkhead_api::StartMove;
+use bulkhead_client::Client;
+use bulkhead_core::model::{Isolation, MovePhase};
+use bulkhead_core::schema::CollectionSpec;
+use bulkhead_core::{CollectionName, RecordId, TenantId};
+use serde_json::json;
+
+use crate::bench::{bar, bench_collection, member_key, percentile, row};
+use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    /// Records of the moving tenant.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    /// Records of each of the two neighbours.
+    #[arg(long, default_value_t = 20_000)]
+    neighbour_records: usize,
+    /// Writes per second on the moving tenant, and on each neighbour, during the runs.
+    #[arg(long, default_value_t = 100)]
+    write_rate: u64,
+    /// Share of time the move's copy may work (`serve --move-duty`).
+    #[arg(long, default_value_t = 0.75)]
+    duty: f64,
+    /// Records per copy page (`serve --move-chunk`).
+    #[arg(long, default_value_t = 500)]
+    chunk: u32,
+}
+
+/// A steady writer: its sorted latencies and how many writes were held out (503).
+type Writer = tokio::task::JoinHandle<anyhow::Result<(Vec<Duration>, u64)>>;
+
+struct Tenant {
+    client: Client,
+}
+
+async fn tenant(admin: &Client, url: &str, id: &str) -> anyhow::Result<Tenant> {
+    Ok(Tenant {
+        client: Client::new(url, member_key(admin, id, "free").await?)?,
+    })
+}
+
+/// Bulk-ingests `records` rows; returns records per second.
+async fn ingest(client: &Client, records: usize, what: &str) -> anyhow::Result<f64> {
+    let collection = CollectionName::parse("bench")?;
+    let progress = bar(records, what);
+    let started = Instant::now();
+    for start in (0..records).step_by(5_000) {
+        let mut body = Vec::new();
+        for i in start..(start + 5_000).min(records) {
+            body.extend_from_slice(row(i).to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let report = client.bulk(&collection, body, true).await?;
+        anyhow::ensure!(
+            report.failed == 0,
+            "bulk lines failed: {:?}",
+            report.results.first()
+        );
+        progress.inc(report.created);
+    }
+    progress.finish_and_clear();
+    Ok(records as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Writes at a steady rate (alternating creates and updates) until `stop`; returns latencies.
+fn steady_writes(client: Client, rate: u64, stop: Arc<AtomicBool>, prefix: &'static str) -> Writer {
+    tokio::spawn(async move {
+        let collection = CollectionName::parse("bench")?;
+        let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            i += 1;
+            let (client, collection, in_flight) =
+                (client.clone(), collection.clone(), Arc::clone(&in_flight));
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let outcome = if i.is_multiple_of(2) {
+                    let id = RecordId::parse(&format!("r{:09}", i * 7 % 1000))?;
+                    client
+                        .patch_record(&collection, &id, &json!({"n": i as i64}), None)
+                        .await
+                        .map(drop)
+                } else {
+                    client
+                        .create_record(&collection, &json!({"id": format!("{prefix}{i:09}"), "title": "steady", "n": 1, "score": 0.5}))
+                        .await
+                        .map(drop)
+                };
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                let held_out = matches!(&outcome, Err(e) if e.status() == Some(503));
+                if !held_out {
+                    outcome?;
+                }
+                Ok::<_, anyhow::Error>((t.elapsed(), held_out))
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut held_out = 0;
+        for t in tasks {
+            let (latency, out) = t.await??;
+            latencies.push(latency);
+            held_out += u64::from(out);
+        }
+        latencies.sort();
+        Ok((latencies, held_out))
+    })
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    mover: Option<Writer>,
+    neighbours: Vec<Writer>,
+}
+
+impl Load {
+    fn start(
+        mover: Option<&Tenant>,
+        neighbours: &[Tenant],
+        rate: u64,
+        round: &'static str,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        Load {
+            mover: mover.map(|m| steady_writes(m.client.clone(), rate, Arc::clone(&stop), round)),
+            neighbours: neighbours
+                .iter()
+                .map(|n| steady_writes(n.client.clone(), rate, Arc::clone(&stop), round))
+                .collect(),
+            stop,
+        }
+    }
+
+    async fn finish(self) -> anyhow::Result<(Vec<Duration>, u64, Vec<Duration>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mover, held) = match self.mover {
+            Some(m) => m.await??,
+            None => (Vec::new(), 0),
+        };
+        let mut neighbours = Vec::new();
+        for n in self.neighbours {
+            neighbours.extend(n.await??.0);
+        }
+        neighbours.sort();
+        Ok((mover, held, neighbours))
+    }
+}
+
+pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
+    let server = InProcess::start_with(crate::config::ServeArgs {
+        move_duty: Some(args.duty),
+        move_chunk: Some(args.chunk),
+        move_drain_grace_ms: Some(1_000),
+        ..Default::default()
+    })
+    .await?;
+    let url = server.url.clone();
+    let admin = Client::new(&url, ADMIN_KEY)?;
+    let spec = bench_collection()?;
+    admin
+        .put_collection(
+            &CollectionName::parse("bench")?,
+            &CollectionSpec {
+                fields: spec.fields.clone(),
+            },
+        )
+        .await?;
+    let mover = tenant(&admin, &url, "mover").await?;
+    let neighbours = vec![
+        tenant(&admin, &url, "nb-one").await?,
+        tenant(&admin, &url, "nb-two").await?,
+    ];
+    for n in &neighbours {
+        ingest(&n.client, args.neighbour_records, "seeding neighbours").await?;
+    }
+    let ingest_rate = ingest(&mover.client, args.records, "ingesting the moving tenant").await?;
+    println!(
+        "bench move: {} records, HTTP bulk ingest into the pool {:.0} records/s",
+        args.records, ingest_rate
+    );
+    println!(
+        "steady load: {} writes/s on the moving tenant and on each of 2 neighbours ({} records each)",
+        args.write_rate, args.neighbour_records
+    );
+    println!();
+    println!(
+        "| direction | total | copy rate | copy / ingest | writes held (executor) | mover write p99 / max during move | 503s | neighbour p99 without → with move | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (from, to, round, base_round) in [
+        (Isolation::Pool, Isolation::Silo, "a", "x"),
+        (Isolation::Silo, Isolation::Pool, "b", "y"),
+    ] {
+        let started = Instant::now();
+        let load = Load::start(Some(&mover), &neighbours, args.write_rate, round);
+        let moved = admin
+            .start_move(
+                &TenantId::parse("mover")?,
+                &StartMove {
+                    isolation: Some(to),
+                    domain: None,
+                },
+            )
+            .await?;
+        let progress = bar(args.records, &format!("moving to {to}"));
+        let view = loop {
+            let view = admin.get_move(&moved.id).await?;
+            progress.set_position(view.rows_copied);
+            progress.set_message(view.phase.to_string());
+            if view.phase.is_final() || view.phase >= MovePhase::Cleaning {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let switched_after = started.elapsed();
+        let (mover_lat, held_out, during) = load.finish().await?;
+        progress.finish_and_clear();
+        anyhow::ensure!(
+            view.phase != MovePhase::RolledBack,
+            "move rolled back: {:?}",
+            view.error
+        );
+        let done = loop {
+            let v = admin.get_move(&moved.id).await?;
+            if v.phase.is_final() {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let total = started.elapsed();
+        // The neighbours alone, for as long as the move took.
+        let base = Load::start(None, &neighbours, args.write_rate, base_round);
+        tokio::time::sleep(switched_after).await;
+        let (_, _, without) = base.finish().await?;
+        let (p_with, p_without) = (percentile(&during, 0.99), percentile(&without, 0.99));
+        println!(
+            "| {from} → {to} | {:.1} s to switch, {:.1} s done | {:.0} rows/s | {:.2} | {} ms | {:.1} / {:.1} ms | {held_out} | {p_without:.1} → {p_with:.1} ms | {:.2}× |",
+            switched_after.as_secs_f64(),
+            total.as_secs_f64(),
+            done.rate,
+            done.rate / ingest_rate,
+            done.freeze_ms.unwrap_or(0),
+            percentile(&mover_lat, 0.99),
+            mover_lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            p_with / p_without.max(1e-9),
+        );
+    }
+    server.stop().await
+}

@@ -251,7 +251,6 @@ impl Config {
                 chunk: args.move_chunk.unwrap_or(500),
                 drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
                 hold: move_hold()?,
-                ..Default::default()
             },
         };
         config.validate()?;

@@ -396,26 +396,8 @@ async fn http_bench(requests: usize, concurrency: usize) -> anyhow::Result<()> {
         ("standard", "bridge"),
         ("premium", "silo"),
     ] {
-        let tenant = TenantId::parse(&format!("bench-{model}"))?;
-        admin
-            .create_tenant(&CreateTenant {
-                id: tenant.clone(),
-                name: model.into(),
-                tier: TierName::parse(tier)?,
-                labels: Default::default(),
-            })
-            .await?;
-        let key = admin
-            .create_key(
-                &tenant,
-                &CreateKey {
-                    name: "bench".into(),
-                    role: TenantRole::Member,
-                    expires_in: None,
-                },
-            )
-            .await?;
-        let client = Client::new(&url, key.key)?;
+        let key = member_key(&admin, &format!("bench-{model}"), tier).await?;
+        let client = Client::new(&url, key)?;
         let collection = CollectionName::parse("bench")?;
         let (c, coll) = (client.clone(), collection.clone());
         let (rate, lat) = timed(

@@ -22,11 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use bulkhead_api::{CreateKey, CreateTenant};
 use bulkhead_client::Client;
-use bulkhead_core::access::TenantRole;
+use bulkhead_core::CollectionName;
 use bulkhead_core::schema::CollectionSpec;
-use bulkhead_core::{CollectionName, TenantId, TierName};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
@@ -194,26 +192,8 @@ async fn bulkhead_target(url: &str, names: &[String]) -> anyhow::Result<Target> 
         .await?;
     let mut auth = Vec::new();
     for name in names {
-        let tenant = TenantId::parse(name)?;
-        admin
-            .create_tenant(&CreateTenant {
-                id: tenant.clone(),
-                name: name.clone(),
-                tier: TierName::parse("free")?,
-                labels: Default::default(),
-            })
-            .await?;
-        let key = admin
-            .create_key(
-                &tenant,
-                &CreateKey {
-                    name: "bench".into(),
-                    role: TenantRole::Member,
-                    expires_in: None,
-                },
-            )
-            .await?;
-        auth.push(bearer(&key.key)?);
+        let key = crate::bench::member_key(&admin, name, "free").await?;
+        auth.push(bearer(&key)?);
     }
     let create_url = Url::parse(&format!("{url}/v1/collections/items/records"))?;
     let list_url = Url::parse_with_params(

@@ -425,9 +425,7 @@ async fn bridge(args: &PostgresArgs, engine: &PgEngine, url: &str) -> anyhow::Re
 async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
     use crate::bench::{bench_collection, row, timed};
     use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
-    use bulkhead_api::{CreateKey, CreateTenant};
     use bulkhead_client::{Client, ListRecords};
-    use bulkhead_core::access::TenantRole;
     use bulkhead_core::model::{DomainSpec, TierSpec};
     use bulkhead_core::{ConnectionUrl, DomainName, TierName};
 
@@ -459,26 +457,8 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
         .await?;
     let mut clients = Vec::new();
     for (tenant, tier) in [("http-sqlite", "free"), ("http-pg", "pg-free")] {
-        let id = TenantId::parse(tenant)?;
-        admin
-            .create_tenant(&CreateTenant {
-                id: id.clone(),
-                name: tenant.into(),
-                tier: TierName::parse(tier)?,
-                labels: Default::default(),
-            })
-            .await?;
-        let key = admin
-            .create_key(
-                &id,
-                &CreateKey {
-                    name: "bench".into(),
-                    role: TenantRole::Member,
-                    expires_in: None,
-                },
-            )
-            .await?;
-        clients.push((tenant, Client::new(&server.url, key.key)?));
+        let key = crate::bench::member_key(&admin, tenant, tier).await?;
+        clients.push((tenant, Client::new(&server.url, key)?));
     }
     println!(
         "\nHTTP, pooled tenant, {} requests per row, {} concurrent clients, same in-process server",

@@ -20,7 +20,7 @@ mod run;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead_api::{MoveView, StartMove};
@@ -74,8 +74,8 @@ pub(crate) struct Live {
     pub copied: AtomicU64,
     pub total: AtomicU64,
     pub verified: AtomicU64,
+    /// Why the move was cancelled, once it is.
     pub cancel: Mutex<Option<String>>,
-    pub cancelled: AtomicBool,
     /// When the copy began, and how long it took once done.
     pub copy_clock: Mutex<(Option<Instant>, Option<Duration>)>,
 }
@@ -439,7 +439,6 @@ impl Catalog {
         let live = self.inner().moves.live.lock().get(id).cloned();
         if let Some(live) = live {
             *live.cancel.lock() = Some(format!("cancelled by {}", ctx.principal.actor()));
-            live.cancelled.store(true, Ordering::Release);
         }
         let event = self.event(
             ctx,

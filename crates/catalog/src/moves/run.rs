@@ -83,15 +83,10 @@ impl Catalog {
     }
 
     fn check_cancel(live: &Live) -> Result<(), Error> {
-        if live.cancelled.load(Ordering::Acquire) {
-            let why = live
-                .cancel
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "cancelled".into());
-            return Err(Error::conflict("move_cancelled", why));
+        match live.cancel.lock().clone() {
+            Some(why) => Err(Error::conflict("move_cancelled", why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs a move to its end: done, or rolled back with the reason.
@@ -246,12 +241,8 @@ impl Catalog {
                     ),
                 ));
             }
-            // Give the drained ids back to the catch-up.
-            for (collection, ids) in journal.ids {
-                let ids: Vec<_> = ids.into_iter().collect();
-                let c = self.collection(&collection)?;
-                copy::sync_ids(&sides, &c, &ids).await?;
-            }
+            // The drained ids are synced here, as a catch-up round would.
+            self.sync_journal(&sides, journal).await?;
             live.verified.fetch_add(cmp.source_rows, Ordering::Relaxed);
             checks.insert(
                 c.name.to_string(),
@@ -344,6 +335,20 @@ impl Catalog {
         self.clean_source(row).await
     }
 
+    /// Makes the target match the source for every id in `journal`.
+    async fn sync_journal(
+        &self,
+        sides: &Sides,
+        journal: super::gate::Journal,
+    ) -> Result<(), Error> {
+        for (name, ids) in journal.ids {
+            let c = self.collection(&name)?;
+            let ids: Vec<_> = ids.into_iter().collect();
+            copy::sync_ids(sides, &c, &ids).await?;
+        }
+        Ok(())
+    }
+
     /// Syncs journaled ids until few are left (or the rounds run out).
     async fn catch_up(
         &self,
@@ -355,11 +360,7 @@ impl Catalog {
             Catalog::check_cancel(live)?;
             let journal = gate.drain();
             let n = journal.len();
-            for (name, ids) in journal.ids {
-                let c = self.collection(&name)?;
-                let ids: Vec<_> = ids.into_iter().collect();
-                copy::sync_ids(sides, &c, &ids).await?;
-            }
+            self.sync_journal(sides, journal).await?;
             if n < SMALL_ENOUGH && gate.pending() < SMALL_ENOUGH {
                 break;
             }

@@ -9,14 +9,18 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
-use crate::ids::{KeyId, TenantId, TierName};
+use crate::ids::{KeyId, TenantId, TierName, UserId};
 use crate::keys;
 use crate::model::{Placement, TenantStatus, WriteState};
+use crate::permissions::{Ceiling, Grant, MemberRole, Permission, RoleSpec};
+use crate::query::vars::UserVars;
 use crate::time::Timestamp;
+pub use crate::tokens::{TokenClaims, TokenParent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,36 +107,108 @@ pub struct StoredKey {
     pub revoked: bool,
 }
 
-/// A caller whose credential has been checked. Only this module can construct one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A person from an external identity provider, mapped to a catalog user. Their memberships
+/// are not part of the principal: the catalog reads them on every request, so removing
+/// someone takes effect at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserIdentity {
+    pub user: UserId,
+    /// The issuer's `iss`.
+    pub issuer: String,
+    pub sub: String,
+    pub email: Option<String>,
+    /// Every claim of the token, for `@user.claims.*` in record rules.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The tenant named by the issuer's configured tenant claim, if any.
+    pub claimed_tenant: Option<TenantId>,
+}
+
+impl UserIdentity {
+    pub fn vars(&self) -> UserVars {
+        UserVars {
+            id: Some(self.user.as_str().to_owned()),
+            email: self.email.clone(),
+            claims: self.claims.clone(),
+        }
+    }
+}
+
+/// Who a caller is, once verified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    Platform(PlatformRole),
+    TenantKey {
+        key: KeyId,
+        tenant: TenantId,
+        role: TenantRole,
+    },
+    User(Arc<UserIdentity>),
+    /// A tenant token: its parent credential, narrowed. The parent is re-checked per request.
+    Token(Arc<TokenClaims>),
+}
+
+/// A caller whose credential has been checked. Only this crate constructs one: from a key
+/// ([`verify_key`]), the bootstrap admin key, a tenant token whose signature
+/// [`crate::tokens::verify`] checked, or a user whose JWT the identity layer verified and the
+/// catalog mapped ([`verified_user`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedPrincipal {
     actor: String,
-    owner: KeyOwner,
+    principal: Principal,
 }
 
 impl VerifiedPrincipal {
-    /// A stable description for logs and audit records (`key:k…`, `bootstrap-admin`).
+    /// A stable description for logs and audit records (`key:k…`, `user:u…`,
+    /// `token:…(key:k…)`, `bootstrap-admin`).
     pub fn actor(&self) -> &str {
         &self.actor
     }
 
-    pub fn owner(&self) -> &KeyOwner {
-        &self.owner
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     pub fn platform_role(&self) -> Option<PlatformRole> {
-        match self.owner {
-            KeyOwner::Platform(role) => Some(role),
-            KeyOwner::Tenant(..) => None,
+        match self.principal {
+            Principal::Platform(role) => Some(role),
+            _ => None,
         }
     }
 
-    /// The tenant a tenant credential belongs to.
+    /// The tenant a key or token belongs to (a user's tenants are memberships, read per
+    /// request).
     pub fn home_tenant(&self) -> Option<&TenantId> {
-        match &self.owner {
-            KeyOwner::Tenant(tenant, _) => Some(tenant),
-            KeyOwner::Platform(_) => None,
+        match &self.principal {
+            Principal::TenantKey { tenant, .. } => Some(tenant),
+            Principal::Token(claims) => Some(&claims.tenant),
+            Principal::User(_) | Principal::Platform(_) => None,
         }
+    }
+
+    /// Whether this credential can never write records (refused before a body is read).
+    pub fn is_read_only(&self) -> bool {
+        match &self.principal {
+            Principal::Platform(role) => *role == PlatformRole::Operator,
+            Principal::TenantKey { role, .. } => *role < TenantRole::Member,
+            Principal::Token(claims) => !claims.narrowing.actions.iter().any(|a| a.is_write()),
+            Principal::User(_) => false,
+        }
+    }
+
+    pub(crate) fn from_token(claims: TokenClaims) -> VerifiedPrincipal {
+        VerifiedPrincipal {
+            actor: format!("token:{}({})", claims.id, claims.parent),
+            principal: Principal::Token(Arc::new(claims)),
+        }
+    }
+}
+
+/// A user whose identity-provider token has been verified (signature, issuer, audience,
+/// validity window) and whose `(issuer, sub)` the catalog mapped to `identity.user`.
+pub fn verified_user(identity: UserIdentity) -> VerifiedPrincipal {
+    VerifiedPrincipal {
+        actor: format!("user:{}", identity.user),
+        principal: Principal::User(Arc::new(identity)),
     }
 }
 
@@ -142,6 +218,8 @@ pub enum Rejection {
     WrongSecret,
     Revoked,
     Expired,
+    /// Not well formed, or a signature that does not verify.
+    Invalid,
 }
 
 impl fmt::Display for Rejection {
@@ -150,6 +228,7 @@ impl fmt::Display for Rejection {
             Rejection::WrongSecret => "wrong secret",
             Rejection::Revoked => "revoked",
             Rejection::Expired => "expired",
+            Rejection::Invalid => "malformed or bad signature",
         })
     }
 }
@@ -169,9 +248,17 @@ pub fn verify_key(
     if stored.expires_at.is_some_and(|at| at <= now) {
         return Err(Rejection::Expired);
     }
+    let principal = match &stored.owner {
+        KeyOwner::Platform(role) => Principal::Platform(*role),
+        KeyOwner::Tenant(tenant, role) => Principal::TenantKey {
+            key: stored.id.clone(),
+            tenant: tenant.clone(),
+            role: *role,
+        },
+    };
     Ok(VerifiedPrincipal {
         actor: format!("key:{}", stored.id),
-        owner: stored.owner.clone(),
+        principal,
     })
 }
 
@@ -179,7 +266,7 @@ pub fn verify_key(
 pub fn verify_bootstrap_key(token: &str, expected_hash: &str) -> Option<VerifiedPrincipal> {
     keys::secret_matches(token, expected_hash).then(|| VerifiedPrincipal {
         actor: "bootstrap-admin".into(),
-        owner: KeyOwner::Platform(PlatformRole::Admin),
+        principal: Principal::Platform(PlatformRole::Admin),
     })
 }
 
@@ -196,6 +283,7 @@ pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> Ten
         actor: format!("system:move/{move_id}"),
         action,
         platform_admin: false,
+        grant: Arc::new(Grant::unrestricted()),
     }
 }
 
@@ -218,6 +306,8 @@ pub enum ControlAction {
     ManageDomains,
     ManageCollections,
     ManagePlatformKeys,
+    /// Listing, disabling and re-enabling users platform-wide: admin only.
+    ManageUsers,
     ReadAudit,
 }
 
@@ -253,44 +343,106 @@ pub fn authorize_control(
     }
 }
 
-/// Managing a tenant's keys: platform admins, or the tenant's own `owner`/`admin` keys. Another
-/// tenant's key gets the same answer as for a tenant that does not exist.
-pub fn authorize_tenant_keys(
+/// A user's membership in a tenant, as the catalog stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub tenant: TenantId,
+    pub role: MemberRole,
+    /// The custom role's definition, read with the membership (`None` for built-in roles).
+    pub custom: Option<Arc<RoleSpec>>,
+}
+
+/// Managing a tenant's members, keys and custom roles: platform admins, or the tenant's own
+/// `owner`/`admin` keys and members (`membership` is the caller's membership in `tenant`, for
+/// users). Another tenant's credential gets the same answer as for a tenant that does not
+/// exist; tenant tokens never manage anything.
+pub fn authorize_tenant_admin(
     principal: &VerifiedPrincipal,
     tenant: &TenantId,
+    membership: Option<&Membership>,
 ) -> Result<(), Error> {
-    match principal.owner() {
-        KeyOwner::Platform(PlatformRole::Admin) => Ok(()),
-        KeyOwner::Platform(PlatformRole::Operator) => Err(Error::forbidden(
+    let role = match principal.principal() {
+        Principal::Platform(PlatformRole::Admin) => return Ok(()),
+        Principal::Platform(PlatformRole::Operator) => {
+            return Err(Error::forbidden(
+                "forbidden",
+                "operators cannot manage tenant credentials or members",
+            ));
+        }
+        Principal::TenantKey { tenant: home, .. } if home != tenant => {
+            return Err(not_found_tenant());
+        }
+        Principal::TenantKey { role, .. } => MemberRole::Builtin(*role),
+        Principal::User(_) => match membership {
+            Some(m) if &m.tenant == tenant => m.role.clone(),
+            _ => return Err(not_found_tenant()),
+        },
+        Principal::Token(claims) if &claims.tenant != tenant => return Err(not_found_tenant()),
+        Principal::Token(_) => {
+            return Err(Error::forbidden(
+                "forbidden",
+                "tenant tokens reach records only",
+            ));
+        }
+    };
+    if role.manages_tenant() {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
             "forbidden",
-            "operators cannot manage tenant credentials",
-        )),
-        KeyOwner::Tenant(home, _) if home != tenant => Err(not_found_tenant()),
-        KeyOwner::Tenant(_, role) if *role >= TenantRole::Admin => Ok(()),
-        KeyOwner::Tenant(..) => Err(Error::forbidden(
-            "forbidden",
-            "this role cannot manage keys",
-        )),
+            "only a tenant's owners and admins manage its members, keys and roles",
+        ))
     }
 }
 
-/// Which tenant a data request is about: a tenant credential's own tenant, or — for a
-/// platform admin only — the tenant named explicitly by the request.
+/// Which tenant a data request is about: a key's or token's own tenant; for a user, the
+/// tenant named by the issuer's tenant claim, else by the `Bulkhead-Tenant` header, else
+/// their only membership (`memberships` are the user's); for a platform admin only, the
+/// tenant named explicitly by the request. A user without a membership in the tenant gets
+/// the same answer as for a tenant that does not exist.
 pub fn data_tenant(
     principal: &VerifiedPrincipal,
     named: Option<&TenantId>,
+    memberships: &[Membership],
 ) -> Result<TenantId, Error> {
-    match (principal.owner(), named) {
-        (KeyOwner::Tenant(home, _), None) => Ok(home.clone()),
-        (KeyOwner::Tenant(home, _), Some(named)) if named == home => Ok(home.clone()),
-        (KeyOwner::Tenant(..), Some(_)) => Err(not_found_tenant()),
-        (KeyOwner::Platform(PlatformRole::Admin), Some(named)) => Ok(named.clone()),
-        (KeyOwner::Platform(PlatformRole::Admin), None) => Err(Error::bad_request(
-            "tenant_required",
-            "platform credentials reach tenant data only by naming the tenant in the \
-             Bulkhead-Tenant header",
-        )),
-        (KeyOwner::Platform(PlatformRole::Operator), _) => Err(Error::forbidden(
+    let own = |home: &TenantId| match named {
+        Some(named) if named != home => Err(not_found_tenant()),
+        _ => Ok(home.clone()),
+    };
+    match principal.principal() {
+        Principal::TenantKey { tenant, .. } => own(tenant),
+        Principal::Token(claims) => own(&claims.tenant),
+        Principal::User(user) => {
+            let pick = match (&user.claimed_tenant, named) {
+                (Some(claimed), _) => own(claimed)?,
+                (None, Some(named)) => named.clone(),
+                (None, None) => match memberships {
+                    [only] => only.tenant.clone(),
+                    [] => return Err(not_found_tenant()),
+                    _ => {
+                        return Err(Error::bad_request(
+                            "tenant_required",
+                            "you belong to several tenants: name one in the Bulkhead-Tenant \
+                             header",
+                        ));
+                    }
+                },
+            };
+            if memberships.iter().any(|m| m.tenant == pick) {
+                Ok(pick)
+            } else {
+                Err(not_found_tenant())
+            }
+        }
+        Principal::Platform(PlatformRole::Admin) => match named {
+            Some(named) => Ok(named.clone()),
+            None => Err(Error::bad_request(
+                "tenant_required",
+                "platform credentials reach tenant data only by naming the tenant in the \
+                 Bulkhead-Tenant header",
+            )),
+        },
+        Principal::Platform(PlatformRole::Operator) => Err(Error::forbidden(
             "forbidden",
             "operators cannot access tenant records",
         )),
@@ -316,6 +468,7 @@ pub struct TenantScope {
     actor: String,
     action: DataAction,
     platform_admin: bool,
+    grant: Arc<Grant>,
 }
 
 impl TenantScope {
@@ -345,32 +498,90 @@ impl TenantScope {
     pub fn is_platform_admin_access(&self) -> bool {
         self.platform_admin
     }
+
+    /// What this request may do on `collection`.
+    pub fn permission(&self, collection: &crate::CollectionName) -> Permission {
+        self.grant.permission(collection)
+    }
 }
 
-/// Decides whether `principal` may perform `action` on the routed tenant.
+/// The role facts the catalog looked up for a request: the caller's role in the tenant (a
+/// user's membership role, or a tenant token's parent's role; keys carry their own), the
+/// custom role's definition when the role is custom, and the tier's ceiling.
+#[derive(Debug, Clone, Default)]
+pub struct RoleFacts {
+    pub role: Option<MemberRole>,
+    pub custom: Option<Arc<RoleSpec>>,
+    pub ceiling: Ceiling,
+}
+
+/// Decides whether `principal` may perform `action` on the routed tenant, and with which
+/// rights ([`Grant`]); per-collection actions, rules and hidden fields are then applied
+/// through [`TenantScope::permission`].
 pub fn authorize_data(
     principal: &VerifiedPrincipal,
     route: &TenantRoute,
     action: DataAction,
+    facts: RoleFacts,
 ) -> Result<TenantScope, Error> {
-    let platform_admin = match principal.owner() {
-        KeyOwner::Tenant(home, role) => {
-            if home != &route.tenant {
-                return Err(not_found_tenant());
-            }
-            if action == DataAction::Write && *role < TenantRole::Member {
-                return Err(Error::forbidden("forbidden", "this role may only read"));
-            }
-            false
-        }
-        KeyOwner::Platform(PlatformRole::Admin) => true,
-        KeyOwner::Platform(PlatformRole::Operator) => {
+    let (grant, platform_admin) = match principal.principal() {
+        Principal::Platform(PlatformRole::Admin) => (Grant::unrestricted(), true),
+        Principal::Platform(PlatformRole::Operator) => {
             return Err(Error::forbidden(
                 "forbidden",
                 "operators cannot access tenant records",
             ));
         }
+        other => {
+            let (home, role, narrowing, user) = match other {
+                Principal::TenantKey { tenant, role, .. } => (
+                    tenant,
+                    Some(MemberRole::Builtin(*role)),
+                    None,
+                    UserVars::default(),
+                ),
+                Principal::User(identity) => {
+                    let home = identity.claimed_tenant.as_ref().unwrap_or(&route.tenant);
+                    (home, facts.role, None, identity.vars())
+                }
+                Principal::Token(claims) => (
+                    &claims.tenant,
+                    facts.role,
+                    Some(Arc::new(claims.narrowing.clone())),
+                    claims.user.clone().unwrap_or_default(),
+                ),
+                Principal::Platform(_) => return Err(not_found_tenant()),
+            };
+            let Some(role) = role else {
+                return Err(not_found_tenant());
+            };
+            if home != &route.tenant {
+                return Err(not_found_tenant());
+            }
+            let grant = Grant {
+                role,
+                custom: facts.custom,
+                ceiling: facts.ceiling,
+                narrowing,
+                user: Arc::new(user),
+                unrestricted: false,
+            };
+            (grant, false)
+        }
     };
+    if action == DataAction::Write
+        && !grant.unrestricted
+        && (grant.role == MemberRole::Builtin(TenantRole::Viewer)
+            || grant
+                .narrowing
+                .as_ref()
+                .is_some_and(|n| !n.actions.iter().any(|a| a.is_write())))
+    {
+        return Err(Error::forbidden(
+            "forbidden",
+            "this credential may only read",
+        ));
+    }
     match route.status {
         TenantStatus::Deleting => return Err(not_found_tenant()),
         TenantStatus::Provisioning => {
@@ -401,6 +612,7 @@ pub fn authorize_data(
         actor: principal.actor().to_owned(),
         action,
         platform_admin,
+        grant: Arc::new(grant),
     })
 }
 
@@ -443,20 +655,31 @@ mod tests {
     fn a_tenant_key_never_reaches_another_tenant() {
         let acme = TenantId::parse("acme").unwrap();
         let p = principal(KeyOwner::Tenant(acme.clone(), TenantRole::Owner));
-        let err = authorize_data(&p, &route("globex", TenantStatus::Active), DataAction::Read)
-            .unwrap_err();
+        let err = authorize_data(
+            &p,
+            &route("globex", TenantStatus::Active),
+            DataAction::Read,
+            RoleFacts::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
         let other = TenantId::parse("globex").unwrap();
         assert_eq!(
-            data_tenant(&p, Some(&other)).unwrap_err().kind,
+            data_tenant(&p, Some(&other), &[]).unwrap_err().kind,
             ErrorKind::NotFound
         );
         assert_eq!(
-            authorize_tenant_keys(&p, &other).unwrap_err().kind,
+            authorize_tenant_admin(&p, &other, None).unwrap_err().kind,
             ErrorKind::NotFound
         );
         assert!(
-            authorize_data(&p, &route("acme", TenantStatus::Active), DataAction::Write).is_ok()
+            authorize_data(
+                &p,
+                &route("acme", TenantStatus::Active),
+                DataAction::Write,
+                RoleFacts::default()
+            )
+            .is_ok()
         );
     }
 
@@ -468,7 +691,8 @@ mod tests {
             authorize_data(
                 &viewer,
                 &route("acme", TenantStatus::Active),
-                DataAction::Read
+                DataAction::Read,
+                RoleFacts::default()
             )
             .is_ok()
         );
@@ -476,7 +700,8 @@ mod tests {
             authorize_data(
                 &viewer,
                 &route("acme", TenantStatus::Active),
-                DataAction::Write
+                DataAction::Write,
+                RoleFacts::default()
             )
             .unwrap_err()
             .code,
@@ -487,7 +712,8 @@ mod tests {
             authorize_data(
                 &member,
                 &route("acme", TenantStatus::Suspended),
-                DataAction::Write
+                DataAction::Write,
+                RoleFacts::default()
             )
             .unwrap_err()
             .code,
@@ -497,7 +723,8 @@ mod tests {
             authorize_data(
                 &member,
                 &route("acme", TenantStatus::Suspended),
-                DataAction::Read
+                DataAction::Read,
+                RoleFacts::default()
             )
             .is_ok()
         );
@@ -507,13 +734,14 @@ mod tests {
     fn platform_roles_reach_data_only_as_admin_and_only_by_name() {
         let admin = principal(KeyOwner::Platform(PlatformRole::Admin));
         assert_eq!(
-            data_tenant(&admin, None).unwrap_err().code,
+            data_tenant(&admin, None, &[]).unwrap_err().code,
             "tenant_required"
         );
         let scope = authorize_data(
             &admin,
             &route("acme", TenantStatus::Active),
             DataAction::Read,
+            RoleFacts::default(),
         )
         .unwrap();
         assert!(scope.is_platform_admin_access());
@@ -522,7 +750,8 @@ mod tests {
             authorize_data(
                 &operator,
                 &route("acme", TenantStatus::Active),
-                DataAction::Read
+                DataAction::Read,
+                RoleFacts::default()
             )
             .unwrap_err()
             .kind,

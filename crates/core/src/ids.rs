@@ -114,15 +114,33 @@ fn check_record_id(raw: &str) -> Result<(), &'static str> {
 
 /// `k` followed by 16 lowercase hex digits.
 fn check_key_id(raw: &str) -> Result<(), &'static str> {
+    check_prefixed_hex(raw, b'k').map_err(|()| "must be 'k' followed by 16 hex digits")
+}
+
+/// `u` followed by 16 lowercase hex digits.
+fn check_user_id(raw: &str) -> Result<(), &'static str> {
+    check_prefixed_hex(raw, b'u').map_err(|()| "must be 'u' followed by 16 hex digits")
+}
+
+fn check_prefixed_hex(raw: &str, prefix: u8) -> Result<(), ()> {
     let bytes = raw.as_bytes();
-    if bytes.len() != 17 || bytes[0] != b'k' {
-        return Err("must be 'k' followed by 16 hex digits");
+    if bytes.len() != 17 || bytes[0] != prefix {
+        return Err(());
     }
     if !bytes[1..]
         .iter()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
     {
-        return Err("must be 'k' followed by 16 hex digits");
+        return Err(());
+    }
+    Ok(())
+}
+
+/// A custom role's name: a slug that is not one of the built-in roles.
+fn check_role_name(raw: &str) -> Result<(), &'static str> {
+    check_slug(raw)?;
+    if ["owner", "admin", "member", "viewer"].contains(&raw) {
+        return Err("is a built-in role");
     }
     Ok(())
 }
@@ -155,6 +173,24 @@ id_type!(
     /// The public id of an API key (the secret part is never stored).
     KeyId, "key id", "invalid_key_id", check_key_id
 );
+
+id_type!(
+    /// A user known to the catalog: an identity provider's `(issuer, sub)`, or an invitation
+    /// by email not yet claimed.
+    UserId, "user id", "invalid_user_id", check_user_id
+);
+id_type!(
+    /// The name of a tenant's custom role.
+    RoleName, "role name", "invalid_role_name", check_role_name
+);
+
+impl UserId {
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|_| Error::internal())?;
+        Ok(UserId(format!("u{}", hex::encode(bytes))))
+    }
+}
 
 impl RecordId {
     /// A fresh, time-ordered id (UUIDv7, 32 hex digits), so new records append to the index.

@@ -11,11 +11,15 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod permissions;
 pub mod query;
 pub mod record;
 pub mod schema;
 pub mod time;
+pub mod tokens;
 
 pub use connection_url::ConnectionUrl;
 pub use error::{Error, ErrorKind};
-pub use ids::{CollectionName, DomainName, FieldName, KeyId, RecordId, TenantId, TierName};
+pub use ids::{
+    CollectionName, DomainName, FieldName, KeyId, RecordId, RoleName, TenantId, TierName, UserId,
+};

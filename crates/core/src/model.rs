@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection_url::ConnectionUrl;
 use crate::error::Error;
 use crate::ids::{DomainName, TenantId, TierName};
+use crate::permissions::Ceiling;
 use crate::time::Timestamp;
 
 /// How a tenant's data is separated from its neighbours'.
@@ -170,6 +171,9 @@ pub struct TierSpec {
     /// server's defaults.
     #[serde(default, skip_serializing_if = "TierLimits::is_empty")]
     pub limits: TierLimits,
+    /// What no role of this tier's tenants may do, whatever the role says.
+    #[serde(default, skip_serializing_if = "Ceiling::is_default")]
+    pub ceiling: Ceiling,
 }
 
 /// Per-tier request limits.

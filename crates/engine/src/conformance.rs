@@ -76,7 +76,8 @@ pub fn scope(tenant: &TenantId, isolation: Isolation, action: DataAction) -> Ten
         status: TenantStatus::Active,
         placement: placement(tenant, isolation),
     };
-    access::authorize_data(&principal, &route, action).expect("own tenant")
+    access::authorize_data(&principal, &route, action, access::RoleFacts::default())
+        .expect("own tenant")
 }
 
 pub fn items_collection() -> Collection {

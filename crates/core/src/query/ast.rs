@@ -74,6 +74,10 @@ pub enum Literal {
     Null,
     /// A bare RFC 3339 timestamp such as `2026-11-14T00:00:00Z`.
     Timestamp(Timestamp),
+    /// A variable such as `@user.id`, `@user.email` or `@user.claims.org`: allowed only in
+    /// record rules, which bind it to the caller's value before checking
+    /// ([`super::vars::bind`]).
+    Variable(Vec<String>),
 }
 
 impl Literal {
@@ -85,6 +89,7 @@ impl Literal {
             Literal::Boolean(_) => "a boolean",
             Literal::Null => "null",
             Literal::Timestamp(_) => "a timestamp",
+            Literal::Variable(_) => "a variable",
         }
     }
 }

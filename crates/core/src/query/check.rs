@@ -263,6 +263,15 @@ fn typed_value(
             format!("{label} is {is}; expected {expected}, found {found}"),
         ))
     };
+    if let Literal::Variable(path) = literal {
+        return Err(error_at(
+            value.pos,
+            format!(
+                "{label}: variables such as @{} are allowed only in record rules",
+                path.join(".")
+            ),
+        ));
+    }
     if *literal == Literal::Null {
         return mismatch(
             "a value",

@@ -17,6 +17,7 @@ pub mod search;
 pub mod sort;
 #[cfg(test)]
 mod testing;
+pub mod vars;
 
 pub use plan::*;
 

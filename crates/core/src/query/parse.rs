@@ -387,6 +387,7 @@ impl<'a> Parser<'a> {
         let pos = self.pos;
         let value = match self.peek() {
             Some(b'"') => self.string()?,
+            Some(b'@') => self.variable()?,
             Some(b'-' | b'0'..=b'9') => {
                 let len = self.bytes[pos..]
                     .iter()
@@ -421,6 +422,39 @@ impl<'a> Parser<'a> {
             _ => return Err(self.unexpected(EXPECTED)),
         };
         Ok(Spanned::new(pos, value))
+    }
+
+    /// A variable at the current `@`: `@user.id`, `@user.email` or `@user.claims.<name>…`
+    /// (claim names may hold letters, digits, `_`, `-` and `:`).
+    fn variable(&mut self) -> Result<Literal, Error> {
+        let start = self.pos;
+        let len = self.bytes[start + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.'))
+            .count();
+        let text = self.src.get(start + 1..start + 1 + len).unwrap_or("");
+        let path: Vec<String> = text.split('.').map(str::to_owned).collect();
+        let known = match path
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["user", "id"] | ["user", "email"] => true,
+            ["user", "claims", rest @ ..] => !rest.is_empty() && rest.iter().all(|s| !s.is_empty()),
+            _ => false,
+        };
+        if !known {
+            return Err(error_at(
+                start,
+                format!(
+                    "unknown variable '@{}': use @user.id, @user.email or @user.claims.<name>",
+                    shorten(text)
+                ),
+            ));
+        }
+        self.pos = start + 1 + len;
+        Ok(Literal::Variable(path))
     }
 
     /// A JSON string at the current `"`: find the closing quote, then let serde_json apply

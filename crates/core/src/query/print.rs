@@ -98,6 +98,7 @@ impl Display for Literal {
             Literal::Boolean(b) => write!(f, "{b}"),
             Literal::Null => f.write_str("null"),
             Literal::Timestamp(t) => f.write_str(&t.to_rfc3339()),
+            Literal::Variable(path) => write!(f, "@{}", path.join(".")),
         }
     }
 }

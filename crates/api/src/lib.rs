@@ -4,9 +4,12 @@
 
 use bulkhead_core::access::{PlatformRole, TenantRole};
 use bulkhead_core::model::{Isolation, Labels, MovePhase, Placement, TenantStatus};
+use bulkhead_core::permissions::{Action, MemberRole, RoleSpec};
 use bulkhead_core::schema::FieldSpec;
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{CollectionName, DomainName, FieldName, KeyId, TenantId, TierName};
+use bulkhead_core::{
+    CollectionName, DomainName, FieldName, KeyId, RoleName, TenantId, TierName, UserId,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -224,4 +227,123 @@ pub struct MoveView {
     pub started_by: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// `POST /v1/tenants/{t}/members`: by the identity provider's `(issuer, sub)`, or by email
+/// (an invitation the person claims with their first token whose email is verified).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// The issuer's configured name or its exact `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub role: MemberRole,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMember {
+    pub role: MemberRole,
+}
+
+/// A tenant member as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub user_id: UserId,
+    pub tenant: TenantId,
+    pub role: MemberRole,
+    pub issuer: Option<String>,
+    pub sub: Option<String>,
+    pub email: Option<String>,
+    /// `invited` until the person's first token claims the invitation.
+    pub status: String,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// A user as platform admins see them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub issuer: Option<String>,
+    pub sub: Option<String>,
+    pub email: Option<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub memberships: Vec<MembershipView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembershipView {
+    pub tenant: TenantId,
+    pub role: MemberRole,
+}
+
+/// `PATCH /v1/users/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub disabled: bool,
+}
+
+/// A tenant's custom role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleView {
+    pub tenant: TenantId,
+    pub name: RoleName,
+    #[serde(flatten)]
+    pub spec: RoleSpec,
+    pub updated_at: Timestamp,
+}
+
+/// `POST /v1/tokens`: a short-lived token narrower than the credential minting it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintToken {
+    /// Collections the token may touch; all the parent may touch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<CollectionName>>,
+    pub actions: Vec<Action>,
+    /// An extra record rule, ANDed with the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Seconds; default 600, at most 86400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintedToken {
+    pub token: String,
+    pub tenant: TenantId,
+    pub expires_at: Timestamp,
+}
+
+/// `GET /v1/me`: who the credential is and where it may go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeView {
+    pub actor: String,
+    /// `platform_admin`, `platform_operator`, `tenant_key`, `user` or `tenant_token`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub memberships: Vec<MembershipView>,
+}
+
+/// `GET /v1/collections/{c}/access`: what this credential may do on a collection (for UIs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessView {
+    pub tenant: TenantId,
+    pub collection: CollectionName,
+    pub actions: Vec<Action>,
+    /// Whether a record rule narrows which records are visible.
+    pub record_rule: bool,
+    /// The fields this credential sees (system fields aside).
+    pub fields: Vec<FieldName>,
 }

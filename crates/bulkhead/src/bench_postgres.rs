@@ -444,6 +444,7 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
         monthly_price: 0.0,
         description: String::new(),
         limits: Default::default(),
+        ceiling: Default::default(),
     };
     admin.put_tier(&TierName::parse("pg-free")?, &tier).await?;
     let collection = CollectionName::parse("bench")?;

@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub storage: StorageFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// External identity providers whose JWTs are accepted (`[[issuers]]` tables).
+    #[serde(default)]
+    pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +154,8 @@ pub struct Config {
     pub catalog_url: Option<Secret>,
     pub catalog_data_url: Option<Secret>,
     pub moves: bulkhead_catalog::MoveSettings,
+    /// JWT issuers (from the configuration file).
+    pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
 
 /// `BULKHEAD_MOVE_HOLD=<phase>:<ms>`: a move pauses that long on entering that phase. For
@@ -252,6 +257,7 @@ impl Config {
                 drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
                 hold: move_hold()?,
             },
+            issuers: file.issuers,
         };
         config.validate()?;
         Ok(config)

@@ -8,6 +8,7 @@ mod bench_postgres;
 mod bench_query;
 mod config;
 mod domains;
+mod identity;
 mod serve;
 
 use bulkhead_cli::{ClientCommand, ClientOptions};

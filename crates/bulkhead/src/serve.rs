@@ -93,6 +93,7 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         bulk_max_bytes: config.bulk_max_bytes,
         engine_factory: Some(Arc::new(factory)),
         moves: config.moves.clone(),
+        identity: crate::identity::providers(&config.issuers).await?,
     };
     let catalog = Catalog::open(&location, clock, engines, options)
         .await

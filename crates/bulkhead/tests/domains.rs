@@ -36,6 +36,7 @@ async fn put_tier(
         monthly_price: 0.0,
         description: String::new(),
         limits: Default::default(),
+        ceiling: Default::default(),
     };
     admin
         .put_tier(&TierName::parse(name).unwrap(), &spec)

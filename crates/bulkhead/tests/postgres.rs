@@ -51,6 +51,7 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
             monthly_price: 0.0,
             description: String::new(),
             limits: Default::default(),
+            ceiling: Default::default(),
         };
         admin
             .put_tier(&TierName::parse(&format!("pg-{name}")).unwrap(), &tier)

@@ -208,6 +208,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
         monthly_price: 999.0,
         description: "gold".into(),
         limits: Default::default(),
+        ceiling: Default::default(),
     };
     admin
         .put_tier(&TierName::parse("gold").unwrap(), &gold)

@@ -274,11 +274,15 @@ impl Catalog {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, Error> {
-        access::authorize_tenant_keys(&ctx.principal, tenant)
-            .map_err(|e| self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), e))?;
+        access::authorize_tenant_admin(
+            &ctx.principal,
+            tenant,
+            crate::identity::membership_in(ctx, tenant),
+        )
+        .map_err(|e| self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), e))?;
         // A tenant key may not mint a key more powerful than itself.
-        if let KeyOwner::Tenant(_, own) = ctx.principal.owner()
-            && request.role > *own
+        if let Some(own) = crate::identity::caller_role(ctx, tenant)
+            && request.role > own
         {
             let message = format!(
                 "a {} key cannot create a {} key",
@@ -340,8 +344,12 @@ impl Catalog {
         ctx: &Ctx,
         tenant: &TenantId,
     ) -> Result<Page<KeyView>, Error> {
-        access::authorize_tenant_keys(&ctx.principal, tenant)
-            .map_err(|e| self.denied(ctx, "key.list", tenant.as_str(), Some(tenant), e))?;
+        access::authorize_tenant_admin(
+            &ctx.principal,
+            tenant,
+            crate::identity::membership_in(ctx, tenant),
+        )
+        .map_err(|e| self.denied(ctx, "key.list", tenant.as_str(), Some(tenant), e))?;
         self.route(tenant).await?;
         self.list_keys_where(Some(tenant.clone())).await
     }
@@ -389,14 +397,18 @@ impl Catalog {
         tenant: &TenantId,
         id: &KeyId,
     ) -> Result<(), Error> {
-        access::authorize_tenant_keys(&ctx.principal, tenant)
-            .map_err(|e| self.denied(ctx, "key.revoke", tenant.as_str(), Some(tenant), e))?;
+        access::authorize_tenant_admin(
+            &ctx.principal,
+            tenant,
+            crate::identity::membership_in(ctx, tenant),
+        )
+        .map_err(|e| self.denied(ctx, "key.revoke", tenant.as_str(), Some(tenant), e))?;
         // A tenant key may not revoke a key more powerful than itself (as it may not mint one).
-        if let KeyOwner::Tenant(_, own) = ctx.principal.owner()
+        if let Some(own) = crate::identity::caller_role(ctx, tenant)
             && let Some(KeyOwner::Tenant(owner, role)) =
                 self.read_key_row(id).await?.map(|r| r.stored.owner)
             && owner == *tenant
-            && role > *own
+            && role > own
         {
             let message = format!(
                 "a {} key cannot revoke a {} key",

@@ -9,7 +9,9 @@
 mod audit;
 mod collections;
 mod domains;
+mod identity;
 mod keys;
+mod members;
 mod moves;
 mod placement;
 mod query;
@@ -24,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bulkhead_core::access::{self, StoredKey, TenantRoute, VerifiedPrincipal};
+use bulkhead_core::access::{self, Membership, StoredKey, TenantRoute, VerifiedPrincipal};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{DomainSpec, Isolation, TierLimits, TierSpec};
 use bulkhead_core::schema::Collection;
@@ -35,6 +37,7 @@ use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
 pub use domains::EngineFactory;
+pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
 pub use query::{BulkResults, ListParams};
 pub use records::{UpdateKind, parse_if_match};
@@ -46,6 +49,27 @@ pub use tenants::TenantUpdate;
 pub struct Ctx {
     pub principal: VerifiedPrincipal,
     pub request_id: String,
+    /// A user's memberships, or a tenant token's parent's role in its tenant: read from the
+    /// catalog for this request (never cached, so removals apply at once). Empty for keys.
+    pub memberships: Arc<Vec<Membership>>,
+}
+
+impl Ctx {
+    /// A context for a principal that carries its own rights (keys, the bootstrap admin).
+    pub fn for_key(principal: VerifiedPrincipal, request_id: &str) -> Ctx {
+        Ctx {
+            principal,
+            request_id: request_id.to_owned(),
+            memberships: Arc::new(Vec::new()),
+        }
+    }
+}
+
+/// What a tier says about requests: limits and the permission ceiling.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TierPolicy {
+    pub limits: TierLimits,
+    pub ceiling: bulkhead_core::permissions::Ceiling,
 }
 
 /// The engines the binary opens itself before the catalog (the `local` domain), with their
@@ -96,6 +120,8 @@ pub struct CatalogOptions {
     pub engine_factory: Option<Arc<dyn EngineFactory>>,
     /// How live moves run.
     pub moves: MoveSettings,
+    /// The configured JWT issuers; without them only keys and tenant tokens authenticate.
+    pub identity: Option<Arc<dyn IdentityProviders>>,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -110,6 +136,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("bulk_max_bytes", &self.bulk_max_bytes)
             .field("engine_factory", &self.engine_factory.is_some())
             .field("moves", &self.moves)
+            .field("identity", &self.identity.is_some())
             .finish()
     }
 }
@@ -123,6 +150,7 @@ impl Default for CatalogOptions {
             bulk_max_bytes: 64 * 1024 * 1024,
             engine_factory: None,
             moves: MoveSettings::default(),
+            identity: None,
         }
     }
 }
@@ -156,8 +184,12 @@ pub(crate) struct Inner {
     /// Serialises `PUT /v1/domains/{name}` (taken before `schema_lock`, never after it).
     pub domain_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
-    /// Limits of each tier, read once and dropped whenever a tier changes.
-    pub tier_limits: RwLock<HashMap<TierName, TierLimits>>,
+    /// Limits and ceiling of each tier, read once and dropped whenever a tier changes.
+    pub tier_policy: RwLock<HashMap<TierName, TierPolicy>>,
+    /// Users and their memberships by `(iss, sub)`; cleared by every change to them.
+    pub users: identity::UserCache,
+    /// The key tenant tokens are signed with (see [`Catalog::token_secret`]).
+    pub token_secret: RwLock<Option<Arc<Vec<u8>>>>,
     /// Write gates and the moves this server runs.
     pub moves: moves::Registry,
 }
@@ -198,7 +230,9 @@ impl Catalog {
                 remote_changes: AtomicU64::new(0),
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
-                tier_limits: RwLock::new(HashMap::new()),
+                tier_policy: RwLock::new(HashMap::new()),
+                users: identity::UserCache::default(),
+                token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),
             }),
         };
@@ -276,7 +310,7 @@ impl Catalog {
                 for (name, isolation, price) in
                     [("free", Isolation::Pool, 0.0), ("standard", Isolation::Bridge, 49.0), ("premium", Isolation::Silo, 499.0)]
                 {
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new(), limits: TierLimits::default() };
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new(), limits: TierLimits::default(), ceiling: Default::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],
@@ -305,12 +339,9 @@ impl Catalog {
             .await
     }
 
-    /// Verifies a bearer credential and returns who is calling. Failures are audited.
-    pub async fn authenticate(
-        &self,
-        token: Option<&str>,
-        request_id: &str,
-    ) -> Result<VerifiedPrincipal, Error> {
+    /// Verifies a bearer credential — an API key, a tenant token or a JWT from a configured
+    /// issuer — and returns who is calling. Failures are audited and all look the same.
+    pub async fn authenticate(&self, token: Option<&str>, request_id: &str) -> Result<Ctx, Error> {
         let unauthenticated = |code: &'static str, msg: &str| {
             Error::new(ErrorKind::Unauthenticated, code, msg.to_owned())
         };
@@ -324,28 +355,44 @@ impl Catalog {
         if let Some(principal) =
             bootstrap.and_then(|hash| access::verify_bootstrap_key(token, hash))
         {
-            return Ok(principal);
+            return Ok(Ctx::for_key(principal, request_id));
         }
-        let outcome = match bulkhead_core::keys::parse_token(token) {
-            Some((id, secret)) => match self.stored_key(&id).await? {
+        let identity = self.inner.options.identity.clone();
+        let outcome = if let Some((id, secret)) = bulkhead_core::keys::parse_token(token) {
+            match self.stored_key(&id).await? {
                 Some(stored) => access::verify_key(secret, &stored, self.inner.clock.now())
+                    .map(|p| Ctx::for_key(p, request_id))
                     .map_err(|r| r.to_string()),
                 None => Err("unknown key".to_owned()),
-            },
-            None => Err("not a Bulkhead key".to_owned()),
+            }
+        } else if bulkhead_core::tokens::looks_like_token(token) {
+            self.authenticate_token(token).await
+        } else if identity.is_some_and(|i| i.accepts(token)) {
+            self.authenticate_user(token).await
+        } else {
+            Err("not a Bulkhead key, tenant token or JWT of a configured issuer".to_owned())
         };
-        outcome.map_err(|why| {
-            self.audit_denied(
-                "-",
-                "authenticate",
-                "credential",
-                None,
-                "invalid_credentials",
-                request_id,
-                Some(why),
-            );
-            unauthenticated("invalid_credentials", "the credential is not valid")
-        })
+        match outcome {
+            Ok(mut ctx) => {
+                ctx.request_id = request_id.to_owned();
+                Ok(ctx)
+            }
+            Err(why) => {
+                self.audit_denied(
+                    "-",
+                    "authenticate",
+                    "credential",
+                    None,
+                    "invalid_credentials",
+                    request_id,
+                    Some(why),
+                );
+                Err(unauthenticated(
+                    "invalid_credentials",
+                    "the credential is not valid",
+                ))
+            }
+        }
     }
 
     /// Queues an audit record of a denied request.

@@ -12,11 +12,12 @@ use bulkhead_core::access::{DataAction, TenantScope};
 use bulkhead_core::error::Error;
 use bulkhead_core::keys::hash_secret;
 use bulkhead_core::model::TierLimits;
+use bulkhead_core::permissions::{self, Action, Permission};
 use bulkhead_core::query::aggregate::{self, AggregateRequest};
 use bulkhead_core::query::search::parse_search;
 use bulkhead_core::query::sort::{parse_fields, parse_sort};
-use bulkhead_core::query::{self, SortKey};
-use bulkhead_core::record::{FieldValue, NewRecord, coerce, validate_full};
+use bulkhead_core::query::{self, Predicate, SortKey, eval};
+use bulkhead_core::record::{FieldValue, NewRecord, Record, coerce, validate_full};
 use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
 use bulkhead_engine::{AggregateQuery, BulkOp, BulkOutcome, Hit, Keyset, ListQuery, QueryBudget};
@@ -115,22 +116,31 @@ fn value_json(value: &Option<FieldValue>) -> Value {
 }
 
 impl Catalog {
-    /// The limits of a tier (cached until the tier changes).
-    async fn tier_limits(&self, tier: &TierName) -> Result<TierLimits, Error> {
-        if let Some(limits) = self.inner().tier_limits.read().get(tier) {
-            return Ok(limits.clone());
+    /// The limits and ceiling of a tier (cached until the tier changes).
+    pub(crate) async fn tier_policy(&self, tier: &TierName) -> Result<crate::TierPolicy, Error> {
+        if let Some(policy) = self.inner().tier_policy.read().get(tier) {
+            return Ok(policy.clone());
         }
         let name = tier.clone();
         let seen = self.remote_changes_seen();
         let spec = self
             .blocking(move |store| store.read(|tx| crate::tiers::read_tier(tx, &name)))
             .await?;
-        let limits = spec.map(|s| s.limits).unwrap_or_default();
-        let mut cache = self.inner().tier_limits.write();
+        let policy = spec
+            .map(|s| crate::TierPolicy {
+                limits: s.limits,
+                ceiling: s.ceiling,
+            })
+            .unwrap_or_default();
+        let mut cache = self.inner().tier_policy.write();
         if self.remote_changes_seen() == seen {
-            cache.insert(tier.clone(), limits.clone());
+            cache.insert(tier.clone(), policy.clone());
         }
-        Ok(limits)
+        Ok(policy)
+    }
+
+    async fn tier_limits(&self, tier: &TierName) -> Result<TierLimits, Error> {
+        Ok(self.tier_policy(tier).await?.limits)
     }
 
     /// The query budget of the scope's tenant: its tier's limits over the server's defaults.
@@ -184,16 +194,22 @@ impl Catalog {
                 collection.as_str(),
             )
             .await?;
+        let permission = self.permission(ctx, &scope, collection, Action::Read, "record.list")?;
         let collection = self.collection(collection)?;
+        // The caller's filter, sort and projection see only the fields they may see.
+        let view = permission.view(&collection);
         let limit = page_limit(params.limit)?;
         let text = |s: &Option<String>| s.as_deref().unwrap_or("").trim().to_owned();
         let (filter_text, sort_text, q_text) =
             (text(&params.filter), text(&params.sort), text(&params.q));
-        let filter = query::filter(&filter_text, &collection)?;
+        let filter = permissions::and(
+            query::filter(&filter_text, &view)?,
+            permission.rule(&collection)?,
+        );
         let sort: Vec<SortKey> = if sort_text.is_empty() {
             Vec::new()
         } else {
-            parse_sort(&sort_text, &collection)?
+            parse_sort(&sort_text, &view)?
         };
         let search = if q_text.is_empty() {
             None
@@ -207,13 +223,30 @@ impl Catalog {
                     ),
                 ));
             }
+            let hidden_text = permission.hidden().iter().any(|f| {
+                collection
+                    .fields
+                    .get(f)
+                    .is_some_and(|spec| spec.field_type == FieldType::Text)
+            });
+            if hidden_text {
+                return Err(Error::bad_request(
+                    "invalid_search",
+                    format!(
+                        "full-text search on '{}' is not available to this credential: it \
+                         would reach text fields hidden from it",
+                        collection.name
+                    ),
+                ));
+            }
             Some(parse_search(&q_text)?)
         };
-        let fields = params
-            .fields
-            .as_deref()
-            .map(|f| parse_fields(f, &collection))
-            .transpose()?;
+        let fields = match params.fields.as_deref() {
+            Some(f) => Some(parse_fields(f, &view)?),
+            // Hidden fields are not even read.
+            None if !permission.hidden().is_empty() => Some(view.fields.keys().cloned().collect()),
+            None => None,
+        };
         let bound = binding(
             scope.tenant(),
             &collection.name,
@@ -254,6 +287,9 @@ impl Catalog {
         let mut items = engine.list(&scope, &collection, &query).await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
+        for hit in &mut items {
+            permission.redact(&mut hit.record);
+        }
         let next_cursor = match (more, items.last()) {
             (true, Some(last)) => encode_cursor(&CursorBody {
                 b: bound,
@@ -286,10 +322,21 @@ impl Catalog {
                 collection.as_str(),
             )
             .await?;
+        let permission = self.permission(
+            ctx,
+            &scope,
+            collection,
+            Action::Aggregate,
+            "record.aggregate",
+        )?;
         let collection = self.collection(collection)?;
+        // Groups, metrics and the filter see only visible fields (no oracle through a
+        // terms aggregation on a hidden field); the record rule narrows the rows.
+        let view = permission.view(&collection);
         let filter_text = request.filter.as_deref().unwrap_or("").trim().to_owned();
-        let filter = query::filter(&filter_text, &collection)?;
-        let plan = aggregate::check(request, filter, &collection)?;
+        let filter = query::filter(&filter_text, &view)?;
+        let mut plan = aggregate::check(request, filter, &view)?;
+        plan.filter = permissions::and(plan.filter.take(), permission.rule(&collection)?);
         let limit = match request.limit {
             None => DEFAULT_GROUPS,
             Some(n) if (1..=MAX_GROUPS_PAGE).contains(&n) => n,
@@ -371,7 +418,17 @@ impl Catalog {
         let (scope, ticket) = self
             .write_scope(ctx, named, "record.bulk", collection.as_str())
             .await?;
+        let permission = scope.permission(collection);
+        if ![Action::Create, Action::Update, Action::Delete]
+            .into_iter()
+            .any(|a| permission.allows(a))
+        {
+            self.permission(ctx, &scope, collection, Action::Create, "record.bulk")?;
+        }
         let collection = self.collection(collection)?;
+        let view = permission.view(&collection);
+        let rule = permission.rule(&collection)?;
+        let now = self.inner().clock.now();
         let engine = self.engine(&scope.placement().domain)?;
         let mut report = BulkReport::default();
         let mut pending: Vec<(u64, BulkOp)> = Vec::with_capacity(BULK_CHUNK);
@@ -382,7 +439,12 @@ impl Catalog {
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match parse_line(&collection, raw) {
+            let parsed = if permission.hidden().is_empty() {
+                parse_line(&collection, raw)
+            } else {
+                parse_line(&view, raw).and_then(|_| parse_line(&collection, raw))
+            };
+            match parsed.and_then(|op| line_allowed(&permission, rule.as_ref(), op, now)) {
                 Ok(op) => pending.push((line, op)),
                 Err(e) => lines.push(failed(line, None, &e)),
             }
@@ -506,6 +568,53 @@ fn line_error(message: impl Into<String>) -> Error {
 }
 
 /// One NDJSON line as an operation, validated against the collection.
+/// Whether the caller may apply one bulk line. Under a record rule or with hidden fields,
+/// upserts and deletes go through the record endpoints, which check the stored record first.
+fn line_allowed(
+    permission: &Permission,
+    rule: Option<&Predicate>,
+    op: BulkOp,
+    now: bulkhead_core::time::Timestamp,
+) -> Result<BulkOp, Error> {
+    match &op {
+        BulkOp::Create(record) => {
+            permission.require(Action::Create)?;
+            if let Some(rule) = rule {
+                let candidate = Record {
+                    id: record.id.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    version: 1,
+                    fields: record.fields.clone(),
+                };
+                if !eval::matches(rule, &candidate) {
+                    return Err(crate::records::outside_rule());
+                }
+            }
+        }
+        BulkOp::Upsert(_) => {
+            permission.require(Action::Create)?;
+            permission.require(Action::Update)?;
+            if !permission.is_plain() {
+                return Err(Error::forbidden(
+                    "use_record_endpoints",
+                    "under a record rule or hidden fields, upsert records with PUT or PATCH",
+                ));
+            }
+        }
+        BulkOp::Delete(_) => {
+            permission.require(Action::Delete)?;
+            if rule.is_some() {
+                return Err(Error::forbidden(
+                    "use_record_endpoints",
+                    "under a record rule, delete records with DELETE on each record",
+                ));
+            }
+        }
+    }
+    Ok(op)
+}
+
 fn parse_line(collection: &Collection, raw: &[u8]) -> Result<BulkOp, Error> {
     let value: Value =
         serde_json::from_slice(raw).map_err(|e| line_error(format!("not valid JSON: {e}")))?;

@@ -2,9 +2,17 @@
 //! gets a `TenantScope` from the access layer, and only then reaches the tenant's engine.
 //! Platform-admin access to tenant data is audited before the data is touched.
 
+use std::collections::BTreeMap;
+
 use bulkhead_core::access::{self, DataAction, TenantScope};
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::record::{NewRecord, Record, RecordChange, validate_full, validate_patch};
+use bulkhead_core::permissions::{Action, Permission};
+use bulkhead_core::query::eval;
+use bulkhead_core::record::{
+    BodyPreconditions, Fields, NewRecord, Record, RecordChange, apply_change, validate_full,
+    validate_patch,
+};
+use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::Value;
 
@@ -39,13 +47,14 @@ impl Catalog {
         op: &str,
         target: &str,
     ) -> Result<TenantScope, Error> {
-        let tenant = access::data_tenant(&ctx.principal, named)
+        let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
         let route = self
             .route(&tenant)
             .await
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
-        let scope = access::authorize_data(&ctx.principal, &route, action)
+        let facts = self.role_facts(ctx, &tenant, &route.tier).await?;
+        let scope = access::authorize_data(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
         if scope.is_platform_admin_access() {
@@ -72,7 +81,7 @@ impl Catalog {
         op: &str,
         target: &str,
     ) -> Result<(TenantScope, WriteTicket), Error> {
-        let tenant = access::data_tenant(&ctx.principal, named)
+        let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
         let wait = self.inner().options.moves.freeze_wait;
         let ticket = self.inner().moves.gates.enter(&tenant, wait).await?;
@@ -80,6 +89,52 @@ impl Catalog {
             .data_scope(ctx, named, DataAction::Write, op, target)
             .await?;
         Ok((scope, ticket))
+    }
+
+    /// The caller's permission on `collection` for `action`; a refusal is audited.
+    pub(crate) fn permission(
+        &self,
+        ctx: &Ctx,
+        scope: &TenantScope,
+        collection: &CollectionName,
+        action: Action,
+        op: &str,
+    ) -> Result<Permission, Error> {
+        let permission = scope.permission(collection);
+        permission
+            .require(action)
+            .map_err(|e| self.denied(ctx, op, collection.as_str(), Some(scope.tenant()), e))?;
+        Ok(permission)
+    }
+
+    /// What the caller may do on `collection`: actions, whether a record rule applies, and
+    /// the fields they see. The full access decision runs (membership, role, ceiling, token
+    /// narrowing, rule compilation), nothing is read from the tenant's data.
+    pub async fn access_view(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+    ) -> Result<bulkhead_api::AccessView, Error> {
+        let scope = self
+            .data_scope(
+                ctx,
+                named,
+                DataAction::Read,
+                "access.view",
+                collection.as_str(),
+            )
+            .await?;
+        let permission = scope.permission(collection);
+        let collection = self.collection(collection)?;
+        permission.rule(&collection)?;
+        Ok(bulkhead_api::AccessView {
+            tenant: scope.tenant().clone(),
+            collection: collection.name.clone(),
+            actions: permission.actions().iter().copied().collect(),
+            record_rule: permission.has_rule(),
+            fields: permission.view(&collection).fields.into_keys().collect(),
+        })
     }
 
     pub async fn create_record(
@@ -92,21 +147,44 @@ impl Catalog {
         let (scope, ticket) = self
             .write_scope(ctx, named, "record.create", collection.as_str())
             .await?;
+        let permission =
+            self.permission(ctx, &scope, collection, Action::Create, "record.create")?;
         let collection = self.collection(collection)?;
-        let (id, fields, _) = validate_full(&collection, body, None)?;
+        let (id, fields, _) = validate_visible(&permission, &collection, body, None)?;
         let record = NewRecord {
             id: id.unwrap_or_else(RecordId::generate),
             fields,
         };
+        if let Some(rule) = permission.rule(&collection)? {
+            let now = self.inner().clock.now();
+            let candidate = Record {
+                id: record.id.clone(),
+                created_at: now,
+                updated_at: now,
+                version: 1,
+                fields: record.fields.clone(),
+            };
+            if !eval::matches(&rule, &candidate) {
+                return Err(self.denied(
+                    ctx,
+                    "record.create",
+                    collection.name.as_str(),
+                    Some(scope.tenant()),
+                    outside_rule(),
+                ));
+            }
+        }
         let id = record.id.clone();
         let engine = self.engine(&scope.placement().domain)?;
         ticket.touched(&collection.name, std::iter::once(&id));
         let created = engine.insert(&scope, &collection, vec![record]).await;
         ticket.touched(&collection.name, std::iter::once(&id));
-        created?.pop().ok_or_else(|| {
+        let mut created = created?.pop().ok_or_else(|| {
             tracing::error!("engine returned no record for a single insert");
             Error::internal()
-        })
+        })?;
+        permission.redact(&mut created);
+        Ok(created)
     }
 
     pub async fn get_record(
@@ -125,17 +203,24 @@ impl Catalog {
                 collection.as_str(),
             )
             .await?;
+        let permission = self.permission(ctx, &scope, collection, Action::Read, "record.get")?;
         let collection = self.collection(collection)?;
+        let rule = permission.rule(&collection)?;
         let engine = self.engine(&scope.placement().domain)?;
-        engine
+        let mut record = engine
             .get(&scope, &collection, id)
             .await?
-            .ok_or_else(|| Error::not_found("record_not_found", "record not found"))
+            .filter(|r| rule.as_ref().is_none_or(|rule| eval::matches(rule, r)))
+            .ok_or_else(record_not_found)?;
+        permission.redact(&mut record);
+        Ok(record)
     }
 
     /// PUT (`Replace`: every field) or PATCH (`Patch`: JSON merge-patch at the top level, `null`
     /// removes an optional field). `if_match` comes from the `If-Match` header; a `version` in
-    /// the body acts the same way.
+    /// the body acts the same way. Under a record rule, the record must be visible before the
+    /// change (else 404) and still visible after it (else 403, nothing applied); a field hidden
+    /// from the caller cannot be written and keeps its value on a replace.
     #[allow(clippy::too_many_arguments)]
     pub async fn update_record(
         &self,
@@ -154,25 +239,76 @@ impl Catalog {
         let (scope, ticket) = self
             .write_scope(ctx, named, op, collection.as_str())
             .await?;
+        let permission = self.permission(ctx, &scope, collection, Action::Update, op)?;
         let collection = self.collection(collection)?;
+        let view = permission.view(&collection);
         let (change, pre) = match kind {
-            UpdateKind::Replace => {
+            UpdateKind::Replace if permission.hidden().is_empty() => {
                 let (_, fields, pre) = validate_full(&collection, body, Some(id))?;
                 (RecordChange::Replace(fields), pre)
             }
+            UpdateKind::Replace => {
+                // Every visible field is set or removed; hidden ones keep their values.
+                let (_, fields, pre) = validate_full(&view, body, Some(id))?;
+                let mut patch: BTreeMap<_, _> = view
+                    .fields
+                    .keys()
+                    .map(|name| (name.clone(), None))
+                    .collect();
+                patch.extend(fields.into_iter().map(|(k, v)| (k, Some(v))));
+                (RecordChange::Patch(patch), pre)
+            }
             UpdateKind::Patch => {
-                let (patch, pre) = validate_patch(&collection, body, id)?;
+                let (patch, pre) = validate_patch(&view, body, id)?;
                 (RecordChange::Patch(patch), pre)
             }
         };
         let expected = precondition(if_match, pre.version)?;
+        let rule = permission.rule(&collection)?;
         let engine = self.engine(&scope.placement().domain)?;
-        ticket.touched(&collection.name, std::iter::once(id));
-        let updated = engine
-            .update(&scope, &collection, id, change, expected)
-            .await;
-        ticket.touched(&collection.name, std::iter::once(id));
-        Ok(updated?)
+        let mut attempts = 0;
+        let updated = loop {
+            attempts += 1;
+            // Under a rule: read, check before and after, then write only that version.
+            let guarded = match &rule {
+                None => expected,
+                Some(rule) => {
+                    let existing = engine
+                        .get(&scope, &collection, id)
+                        .await?
+                        .filter(|r| eval::matches(rule, r))
+                        .ok_or_else(record_not_found)?;
+                    let mut after = existing.clone();
+                    after.fields = apply_change(&existing.fields, change.clone());
+                    if !eval::matches(rule, &after) {
+                        return Err(self.denied(
+                            ctx,
+                            op,
+                            collection.name.as_str(),
+                            Some(scope.tenant()),
+                            outside_rule(),
+                        ));
+                    }
+                    Some(expected.unwrap_or(existing.version))
+                }
+            };
+            ticket.touched(&collection.name, std::iter::once(id));
+            let updated = engine
+                .update(&scope, &collection, id, change.clone(), guarded)
+                .await;
+            ticket.touched(&collection.name, std::iter::once(id));
+            match updated {
+                Err(e)
+                    if rule.is_some() && expected.is_none() && attempts < 5 && is_conflict(&e) =>
+                {
+                    continue;
+                }
+                other => break other?,
+            }
+        };
+        let mut updated = updated;
+        permission.redact(&mut updated);
+        Ok(updated)
     }
 
     pub async fn delete_record(
@@ -186,13 +322,70 @@ impl Catalog {
         let (scope, ticket) = self
             .write_scope(ctx, named, "record.delete", collection.as_str())
             .await?;
+        let permission =
+            self.permission(ctx, &scope, collection, Action::Delete, "record.delete")?;
         let collection = self.collection(collection)?;
+        let rule = permission.rule(&collection)?;
         let engine = self.engine(&scope.placement().domain)?;
-        ticket.touched(&collection.name, std::iter::once(id));
-        let deleted = engine.delete(&scope, &collection, id, if_match).await;
-        ticket.touched(&collection.name, std::iter::once(id));
-        Ok(deleted?)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let guarded = match &rule {
+                None => if_match,
+                Some(rule) => {
+                    let existing = engine
+                        .get(&scope, &collection, id)
+                        .await?
+                        .filter(|r| eval::matches(rule, r))
+                        .ok_or_else(record_not_found)?;
+                    Some(if_match.unwrap_or(existing.version))
+                }
+            };
+            ticket.touched(&collection.name, std::iter::once(id));
+            let deleted = engine.delete(&scope, &collection, id, guarded).await;
+            ticket.touched(&collection.name, std::iter::once(id));
+            match deleted {
+                Err(e)
+                    if rule.is_some() && if_match.is_none() && attempts < 5 && is_conflict(&e) =>
+                {
+                    continue;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
+}
+
+fn record_not_found() -> Error {
+    Error::not_found("record_not_found", "record not found")
+}
+
+/// A write whose result the caller could not read back.
+pub(crate) fn outside_rule() -> Error {
+    Error::forbidden(
+        "outside_record_rule",
+        "the record would be outside what this credential may read (its record rule)",
+    )
+}
+
+fn is_conflict(e: &bulkhead_engine::EngineError) -> bool {
+    matches!(e, bulkhead_engine::EngineError::VersionMismatch { .. })
+}
+
+/// Validates a new record's body against the fields the caller may see (a hidden field in
+/// the body is an unknown field), then against the whole collection, which fills hidden
+/// fields' defaults.
+pub(crate) fn validate_visible(
+    permission: &Permission,
+    collection: &Collection,
+    body: &Value,
+    expected_id: Option<&RecordId>,
+) -> Result<(Option<RecordId>, Fields, BodyPreconditions), Error> {
+    if permission.hidden().is_empty() {
+        return validate_full(collection, body, expected_id);
+    }
+    validate_full(&permission.view(collection), body, expected_id)?;
+    validate_full(collection, body, expected_id)
 }
 
 /// Parses an `If-Match` value: `"3"`, `3` or `W/"3"`; `*` means "any version".

@@ -47,6 +47,17 @@ CREATE TABLE IF NOT EXISTS moves (
     rows_verified INTEGER NOT NULL, copy_ms INTEGER, freeze_ms INTEGER, error TEXT, started_by TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, issuer TEXT, sub TEXT, email TEXT, disabled INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, UNIQUE (issuer, sub));
+CREATE INDEX IF NOT EXISTS users_by_email ON users (email);
+CREATE TABLE IF NOT EXISTS memberships (
+    tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id));
+CREATE INDEX IF NOT EXISTS memberships_by_user ON memberships (user_id, tenant_id);
+CREATE TABLE IF NOT EXISTS roles (
+    tenant_id TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name));
 ";
 
 #[derive(Debug, thiserror::Error)]

@@ -186,11 +186,15 @@ async fn apply(catalog: &Catalog, changes: &[Change]) {
                 }
             }
             "tier" => {
-                let mut limits = inner.tier_limits.write();
+                let mut limits = inner.tier_policy.write();
                 bump();
                 if let Ok(name) = TierName::parse(&change.id) {
                     limits.remove(&name);
                 }
+            }
+            "members" => {
+                bump();
+                inner.users.clear();
             }
             "collections" => collections = true,
             "domain" => {
@@ -220,12 +224,13 @@ impl Catalog {
         {
             let mut keys = inner.keys.write();
             let mut routes = inner.routes.write();
-            let mut limits = inner.tier_limits.write();
+            let mut limits = inner.tier_policy.write();
             inner.remote_changes.fetch_add(1, Ordering::AcqRel);
             keys.clear();
             routes.clear();
             limits.clear();
         }
+        inner.users.clear();
         if let Err(e) = self.load_collections().await {
             tracing::warn!(error = %e, "reloading collections failed");
         }

@@ -556,6 +556,7 @@ impl Catalog {
                     "DELETE FROM api_keys WHERE tenant_id = ?1",
                     params![tenant.as_str()],
                 )?;
+                crate::members::purge_tenant(tx, &tenant)?;
                 tx.execute(
                     "DELETE FROM placements WHERE tenant_id = ?1",
                     params![tenant.as_str()],
@@ -573,6 +574,7 @@ impl Catalog {
             .keys
             .write()
             .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
+        self.inner().users.clear();
         // The route stays cached as `deleting`, so a request racing the deletion still sees
         // "not found"; a tenant created later under the same id has a higher epoch and
         // replaces it.

@@ -102,7 +102,7 @@ impl Catalog {
             })
         })
         .await?;
-        self.inner().tier_limits.write().remove(name);
+        self.inner().tier_policy.write().remove(name);
         Ok(TierView {
             name: name.clone(),
             spec,

@@ -83,10 +83,7 @@ async fn open(dir: &Path, factory: &Arc<FakeFactory>) -> (Catalog, Ctx) {
 }
 
 async fn ctx(catalog: &Catalog, token: &str) -> Ctx {
-    Ctx {
-        principal: catalog.authenticate(Some(token), "test").await.unwrap(),
-        request_id: "test".into(),
-    }
+    catalog.authenticate(Some(token), "test").await.unwrap()
 }
 
 fn name(raw: &str) -> DomainName {
@@ -124,6 +121,7 @@ async fn put_tier(
         monthly_price: 0.0,
         description: String::new(),
         limits: TierLimits::default(),
+        ceiling: Default::default(),
     };
     catalog
         .put_tier(ctx, &TierName::parse(tier).unwrap(), spec)

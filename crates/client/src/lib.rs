@@ -13,6 +13,7 @@
 //! that probe the server with malformed requests.
 
 mod error;
+mod members;
 mod routes;
 
 use std::fmt;

@@ -9,7 +9,6 @@ use axum::http::request::Parts;
 use bulkhead_api::TENANT_HEADER;
 use bulkhead_catalog::Ctx;
 use bulkhead_core::TenantId;
-use bulkhead_core::access::{KeyOwner, PlatformRole, TenantRole};
 use bulkhead_core::error::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
 
@@ -53,11 +52,7 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let request_id = current_request_id();
         let token = bearer(parts)?;
-        let principal = state.catalog.authenticate(token, &request_id).await?;
-        Ok(Auth(Ctx {
-            principal,
-            request_id,
-        }))
+        Ok(Auth(state.catalog.authenticate(token, &request_id).await?))
     }
 }
 
@@ -73,11 +68,7 @@ impl FromRequestParts<AppState> for Writer {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
-        let read_only = match ctx.principal.owner() {
-            KeyOwner::Tenant(_, role) => *role < TenantRole::Member,
-            KeyOwner::Platform(role) => *role == PlatformRole::Operator,
-        };
-        if read_only {
+        if ctx.principal.is_read_only() {
             let tenant = ctx.principal.home_tenant();
             state.catalog.audit_denied(
                 ctx.principal.actor(),

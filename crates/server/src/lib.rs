@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(routes::control::router())
         .merge(routes::records::router())
+        .merge(routes::members::router())
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })

@@ -31,6 +31,22 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/collections/{collection}/records:bulk", post(bulk))
         .route("/v1/collections/{collection}/aggregate", post(aggregate))
+        .route("/v1/collections/{collection}/access", get(access))
+}
+
+/// What this credential may do on the collection.
+async fn access(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+) -> ApiResult<Response> {
+    let collection = CollectionName::parse(&collection)?;
+    let view = state
+        .catalog
+        .access_view(&ctx, named.as_ref(), &collection)
+        .await?;
+    Ok(axum::Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use bulkhead_core::access::{PlatformRole, TenantRole};
 use bulkhead_core::model::Isolation;
+use bulkhead_core::permissions::Action;
 use bulkhead_core::{
     CollectionName, ConnectionUrl, DomainName, KeyId, RecordId, TenantId, TierName,
 };
@@ -92,6 +93,20 @@ pub enum ClientCommand {
     /// Create, read, change and list records.
     #[command(subcommand)]
     Record(RecordCmd),
+    /// Manage the people of a tenant (from your identity provider) and their roles.
+    #[command(subcommand)]
+    Member(crate::members::MemberCmd),
+    /// Manage a tenant's custom roles (actions, record rules, hidden fields).
+    #[command(subcommand)]
+    Role(crate::members::RoleCmd),
+    /// List, disable and re-enable users platform-wide (platform admins).
+    #[command(subcommand)]
+    User(crate::members::UserCmd),
+    /// Mint short-lived tenant tokens for browsers.
+    #[command(subcommand)]
+    Token(crate::members::TokenCmd),
+    /// Show who this credential is and which tenants it reaches.
+    Whoami,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -220,7 +235,18 @@ pub enum TierCmd {
         /// Largest bulk-ingest body, in bytes (default: the server's).
         #[arg(long)]
         bulk_max_bytes: Option<u64>,
+        /// An action no credential of this tier's tenants may perform (read, create, update,
+        /// delete, aggregate, export); repeat for more.
+        #[arg(long = "forbid", value_parser = parse_action)]
+        forbid: Vec<Action>,
+        /// Forbid custom roles for this tier's tenants.
+        #[arg(long)]
+        no_custom_roles: bool,
     },
+}
+
+fn parse_action(raw: &str) -> Result<Action, String> {
+    raw.parse::<Action>().map_err(|e| e.message)
 }
 
 #[derive(Debug, Clone, Subcommand)]

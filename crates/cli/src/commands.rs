@@ -12,6 +12,7 @@ use bulkhead_api::{
 use bulkhead_client::{Client, ClientError, ListRecords, TenantUpdated};
 use bulkhead_core::model::TenantStatus;
 use bulkhead_core::model::TierLimits;
+use bulkhead_core::permissions::Ceiling;
 use serde::Serialize;
 use serde_json::json;
 
@@ -60,7 +61,7 @@ impl Printer {
     }
 
     /// The outcome of a deletion, which has no body to show.
-    fn done(&self, what: &str, id: &str) -> anyhow::Result<()> {
+    pub(crate) fn done(&self, what: &str, id: &str) -> anyhow::Result<()> {
         if self.json {
             println!("{}", output::json(&json!({ "deleted": what, "id": id }))?);
         } else {
@@ -87,6 +88,11 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
             }
             MoveCmd::Cancel { id } => out.show(&client.cancel_move(&id).await?, output::moved),
         },
+        ClientCommand::Member(cmd) => crate::members::member(client, &out, cmd).await,
+        ClientCommand::Role(cmd) => crate::members::role(client, &out, cmd).await,
+        ClientCommand::User(cmd) => crate::members::user(client, &out, cmd).await,
+        ClientCommand::Token(cmd) => crate::members::token(client, &out, cmd).await,
+        ClientCommand::Whoami => crate::members::whoami(client, &out).await,
     }
 }
 
@@ -210,6 +216,8 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             query_time_ms,
             query_rows_examined,
             bulk_max_bytes,
+            forbid,
+            no_custom_roles,
         } => {
             if !price.is_finite() || price < 0.0 {
                 bail!("--price must be a non-negative number, got {price}");
@@ -223,6 +231,10 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     query_time_ms,
                     query_rows_examined,
                     bulk_max_bytes,
+                },
+                ceiling: Ceiling {
+                    forbid: forbid.into_iter().collect(),
+                    custom_roles: !no_custom_roles,
                 },
             };
             let tier = client.put_tier(&name, &spec).await?;

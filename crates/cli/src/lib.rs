@@ -11,6 +11,7 @@ mod args;
 mod commands;
 mod import;
 mod input;
+mod members;
 mod moves;
 mod output;
 

@@ -1,0 +1,172 @@
+//! Foreign ids on every data route, for every kind of tenant credential, in every isolation
+//! model: the answer is always the one a missing id gets, and the foreign record is untouched.
+
+use bulkhead_api::{AggregateRequest, MintToken};
+use bulkhead_client::{Client, ClientError, ListRecords};
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::permissions::{Action, RoleSpec};
+use bulkhead_core::{RecordId, RoleName};
+use serde_json::{Value, json};
+
+use crate::common::{create_tenant, items, key, put_items, tid};
+use crate::{Env, add};
+
+const TENANTS: [(&str, &str); 3] = [("acme", "free"), ("beta", "standard"), ("gamma", "premium")];
+
+/// What one route answers for `id`, reduced to what a caller can observe.
+async fn observe(client: &Client, id: &str) -> Vec<String> {
+    let rid = RecordId::parse(id).unwrap();
+    let show = |r: Result<Value, ClientError>| match r {
+        Ok(v) => format!("ok {}", v.get("id").and_then(Value::as_str).unwrap_or("")),
+        Err(e) => format!("{:?} {:?}", e.status(), e.code()),
+    };
+    let filter = ListRecords {
+        filter: Some(format!("id = \"{id}\"")),
+        ..Default::default()
+    };
+    let count: AggregateRequest = serde_json::from_value(
+        json!({"filter": format!("id = \"{id}\""), "metrics": [{"op": "count", "as": "n"}]}),
+    )
+    .unwrap();
+    vec![
+        show(client.get_record(&items(), &rid).await),
+        show(
+            client
+                .patch_record(&items(), &rid, &json!({"n": 666}), None)
+                .await,
+        ),
+        show(
+            client
+                .replace_record(&items(), &rid, &json!({"title": "pwned"}), None)
+                .await,
+        ),
+        show(
+            client
+                .delete_record(&items(), &rid, None)
+                .await
+                .map(|()| Value::Null),
+        ),
+        match client.list_records(&items(), &filter).await {
+            Ok(page) => format!("list {}", page.items.len()),
+            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
+        },
+        match client.aggregate(&items(), &count).await {
+            Ok(page) => format!("count {}", page.groups[0]["n"]),
+            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
+        },
+        match client
+            .bulk(
+                &items(),
+                format!("{}\n", json!({"op": "delete", "id": id})).into_bytes(),
+                false,
+            )
+            .await
+        {
+            Ok(report) => format!(
+                "bulk {:?}",
+                report
+                    .results
+                    .iter()
+                    .map(|l| (l.status, l.error.as_ref().map(|e| e.code.clone())))
+                    .collect::<Vec<_>>()
+            ),
+            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_ids_look_missing_on_every_route_role_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path());
+    let admin = env.admin();
+    put_items(&admin).await;
+    let clerk: RoleSpec = serde_json::from_value(json!({"collections": {"items": {
+        "actions": ["read", "create", "update", "delete", "aggregate"],
+        "rule": "n < 1000",
+        "hidden_fields": ["sku"]
+    }}}))
+    .unwrap();
+    let mut principals: Vec<(String, String, Client)> = Vec::new();
+    for (tenant, tier) in TENANTS {
+        create_tenant(&admin, tenant, tier).await;
+        let owner = env
+            .server
+            .client(&key(&admin, tenant, TenantRole::Owner).await);
+        owner
+            .create_record(&items(), &json!({"id": format!("secret-{tenant}"), "title": "crown jewels", "sku": format!("sku-{tenant}"), "n": 7}))
+            .await
+            .unwrap();
+        admin
+            .put_role(&tid(tenant), &RoleName::parse("clerk").unwrap(), &clerk)
+            .await
+            .unwrap();
+        add(&admin, tenant, &format!("member-{tenant}"), "member").await;
+        add(&admin, tenant, &format!("clerk-{tenant}"), "clerk").await;
+        let token = owner
+            .mint_token(&MintToken {
+                collections: None,
+                actions: vec![
+                    Action::Read,
+                    Action::Update,
+                    Action::Delete,
+                    Action::Aggregate,
+                ],
+                rule: None,
+                expires_in: Some(600),
+            })
+            .await
+            .unwrap()
+            .token;
+        for (kind, client) in [
+            ("owner key", owner),
+            (
+                "viewer key",
+                env.server
+                    .client(&key(&admin, tenant, TenantRole::Viewer).await),
+            ),
+            ("member user", env.user(&format!("member-{tenant}"))),
+            ("custom-role user", env.user(&format!("clerk-{tenant}"))),
+            ("tenant token", env.server.client(&token)),
+        ] {
+            principals.push((tenant.to_owned(), kind.to_owned(), client));
+        }
+    }
+    for (home, kind, client) in &principals {
+        let missing = observe(client, "no-such-record").await;
+        for (victim, _) in TENANTS.iter().filter(|(t, _)| t != home) {
+            let foreign = observe(client, &format!("secret-{victim}")).await;
+            assert_eq!(foreign, missing, "{kind} of {home} probing {victim}");
+        }
+        // Their own record: visible to readers, never with a hidden field.
+        let own = client
+            .get_record(
+                &items(),
+                &RecordId::parse(&format!("secret-{home}")).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            own.get("sku").is_none(),
+            kind == "custom-role user",
+            "{kind}: {own}"
+        );
+    }
+    // Nothing foreign was changed: every jewel is at version 1 with its own sku.
+    for (tenant, _) in TENANTS {
+        let owner = env
+            .server
+            .client(&key(&admin, tenant, TenantRole::Owner).await);
+        let jewel = owner
+            .get_record(
+                &items(),
+                &RecordId::parse(&format!("secret-{tenant}")).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (jewel["version"].clone(), jewel["sku"].clone()),
+            (json!(1), json!(format!("sku-{tenant}")))
+        );
+    }
+}

@@ -57,6 +57,9 @@ enum BenchKind {
     Postgres(crate::bench_postgres::PostgresArgs),
     /// A live move of a large tenant, pool → silo and back, under a steady write load.
     Move(crate::bench_move::MoveArgs),
+    /// Authentication + authorization per request (keys, JWTs, custom roles, tenant tokens)
+    /// as a share of a get-by-id request.
+    Auth(crate::bench_auth::AuthArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -70,6 +73,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Pocketbase(args) => crate::bench_pocketbase::run(args).await,
         BenchKind::Postgres(args) => crate::bench_postgres::run(args).await,
         BenchKind::Move(args) => crate::bench_move::run(args).await,
+        BenchKind::Auth(args) => crate::bench_auth::run(args).await,
     }
 }
 

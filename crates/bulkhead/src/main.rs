@@ -2,6 +2,7 @@
 //! talking to a server over HTTP; `bench` measures.
 
 mod bench;
+mod bench_auth;
 mod bench_move;
 mod bench_pocketbase;
 mod bench_postgres;

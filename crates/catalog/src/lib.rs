@@ -9,6 +9,7 @@
 mod audit;
 mod collections;
 mod domains;
+mod export;
 mod identity;
 mod keys;
 mod members;

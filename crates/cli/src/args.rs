@@ -400,6 +400,14 @@ pub enum PlatformKeyCmd {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum RecordCmd {
+    /// Export every record you may export, as NDJSON on standard output (id order).
+    Export {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// Only records matching this filter.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Create a record.
     Create {
         #[arg(value_parser = CollectionName::parse)]

@@ -357,6 +357,12 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
                 output::record,
             )
         }
+        RecordCmd::Export { collection, filter } => {
+            for record in client.export(&collection, filter.as_deref()).await? {
+                println!("{record}");
+            }
+            Ok(())
+        }
         RecordCmd::Get { collection, id } => {
             out.show(&client.get_record(&collection, &id).await?, output::record)
         }

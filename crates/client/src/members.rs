@@ -113,6 +113,30 @@ impl Client {
         self.call(Method::GET, url, None, None).await
     }
 
+    /// `GET /v1/collections/{c}/records:export`: every record this credential may export, in
+    /// id order. An error the server reports mid-stream is returned as that error.
+    pub async fn export(
+        &self,
+        collection: &bulkhead_core::CollectionName,
+        filter: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let url = self.url(
+            &["v1", "collections", collection.as_str(), "records:export"],
+            &[("filter", filter.map(str::to_owned))],
+        )?;
+        let body = self.send(Method::GET, url, None, None).await?;
+        let mut records = Vec::new();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let value: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| ClientError::Decode(format!("export line is not JSON: {e}")))?;
+            if value.get("error").is_some() && value.get("id").is_none() {
+                return Err(ClientError::from_response(500, line, None));
+            }
+            records.push(value);
+        }
+        Ok(records)
+    }
+
     /// `GET /v1/me`.
     pub async fn me(&self) -> Result<MeView, ClientError> {
         let url = self.url(&["v1", "me"], &[])?;

@@ -267,6 +267,26 @@ async fn record_rules_and_hidden_fields_hold_on_every_path() {
         .unwrap();
     let statuses: Vec<u16> = report.results.iter().map(|l| l.status).collect();
     assert_eq!(statuses, [201, 403, 403], "{report:?}");
+    // The rep role has no export action; with it, an export keeps to the rule and fields.
+    assert_eq!(expect_err(alice.export(&deals(), None).await).0, 403);
+    let mut exporter = rep_role();
+    if let Some(grant) = exporter.collections.get_mut("deals") {
+        grant.actions.insert(Action::Export);
+    }
+    admin.put_role(&tid("acme"), &rep, &exporter).await.unwrap();
+    let exported = alice.export(&deals(), None).await.unwrap();
+    // a1, a2, a3 and b1 (created by the bulk request, with a generated id).
+    assert_eq!(exported.len(), 4);
+    assert!(
+        ["a1", "a2", "a3"]
+            .iter()
+            .all(|id| ids(&exported).contains(&id.to_string()))
+    );
+    assert!(
+        exported
+            .iter()
+            .all(|r| r.get("margin").is_none() && r["owner"] == alice_id.as_str())
+    );
     // Carol's deal is untouched by all of it.
     let c1 = owner
         .get_record(&deals(), &RecordId::parse("c1").unwrap())
@@ -369,7 +389,7 @@ async fn a_tier_ceiling_caps_every_role() {
         .find(|t| t.name.as_str() == "free")
         .unwrap()
         .spec;
-    free.ceiling.forbid = [Action::Delete, Action::Aggregate].into();
+    free.ceiling.forbid = [Action::Delete, Action::Aggregate, Action::Export].into();
     free.ceiling.custom_roles = false;
     admin
         .put_tier(&TierName::parse("free").unwrap(), &free)
@@ -391,6 +411,7 @@ async fn a_tier_ceiling_caps_every_role() {
     let count: AggregateRequest =
         serde_json::from_value(json!({"metrics": [{"op": "count", "as": "n"}]})).unwrap();
     assert_eq!(expect_err(owner.aggregate(&deals(), &count).await).0, 403);
+    assert_eq!(expect_err(owner.export(&deals(), None).await).0, 403);
     let (s, code) = expect_err(
         admin
             .put_role(&tid("acme"), &RoleName::parse("rep").unwrap(), &rep_role())
@@ -413,5 +434,6 @@ async fn a_tier_ceiling_caps_every_role() {
         .unwrap();
     assert!(matches!(updated, TenantUpdated::Applied(_)));
     assert!(owner.aggregate(&deals(), &count).await.is_ok());
+    assert_eq!(owner.export(&deals(), None).await.unwrap().len(), 1);
     owner.delete_record(&deals(), &id, None).await.unwrap();
 }

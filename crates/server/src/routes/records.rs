@@ -32,6 +32,84 @@ pub fn router() -> Router<AppState> {
         .route("/v1/collections/{collection}/records:bulk", post(bulk))
         .route("/v1/collections/{collection}/aggregate", post(aggregate))
         .route("/v1/collections/{collection}/access", get(access))
+        .route("/v1/collections/{collection}/records:export", get(export))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    filter: Option<String>,
+}
+
+fn ndjson(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records {
+        // Serialising a JSON value cannot fail.
+        let _ = serde_json::to_writer(&mut out, &record.to_json());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// NDJSON of every record the credential may export, in id order. The first page is read
+/// before answering (so a refusal is a plain error response); later pages stream, each
+/// authorized afresh. An error after the first page ends the stream with one
+/// `{"error": {...}}` line.
+async fn export(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    let collection = CollectionName::parse(&collection)?;
+    let filter = query.filter.unwrap_or_default();
+    let (first, next) = state
+        .catalog
+        .export_page(&ctx, named.as_ref(), &collection, &filter, None)
+        .await?;
+    let request_id = ctx.request_id.clone();
+    let pages = futures_util::stream::unfold(
+        (Some(ndjson(&first)), next, false),
+        move |(ready, after, done)| {
+            let (catalog, ctx, named, collection, filter, request_id) = (
+                state.catalog.clone(),
+                ctx.clone(),
+                named.clone(),
+                collection.clone(),
+                filter.clone(),
+                request_id.clone(),
+            );
+            async move {
+                if let Some(chunk) = ready {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(chunk),
+                        (None, after, done),
+                    ));
+                }
+                let after = after.filter(|_| !done)?;
+                match catalog
+                    .export_page(&ctx, named.as_ref(), &collection, &filter, Some(after))
+                    .await
+                {
+                    Ok((records, next)) => Some((Ok(ndjson(&records)), (None, next, false))),
+                    Err(e) => {
+                        let line = serde_json::json!({"error": {
+                            "code": e.code, "message": e.message, "request_id": request_id
+                        }});
+                        Some((Ok(format!("{line}\n").into_bytes()), (None, None, true)))
+                    }
+                }
+            }
+        },
+    );
+    let mut response = axum::body::Body::from_stream(pages).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
 }
 
 /// What this credential may do on the collection.

@@ -28,51 +28,53 @@ async fn observe(client: &Client, id: &str) -> Vec<String> {
         json!({"filter": format!("id = \"{id}\""), "metrics": [{"op": "count", "as": "n"}]}),
     )
     .unwrap();
-    vec![
-        show(client.get_record(&items(), &rid).await),
-        show(
-            client
-                .patch_record(&items(), &rid, &json!({"n": 666}), None)
-                .await,
+    let err = |e: ClientError| format!("{:?} {:?}", e.status(), e.code());
+    // Reads first, then writes, the single delete last.
+    let get = show(client.get_record(&items(), &rid).await);
+    let list = match client.list_records(&items(), &filter).await {
+        Ok(page) => format!("list {}", page.items.len()),
+        Err(e) => err(e),
+    };
+    let counted = match client.aggregate(&items(), &count).await {
+        Ok(page) => format!("count {}", page.groups[0]["n"]),
+        Err(e) => err(e),
+    };
+    let export = match client
+        .export(&items(), Some(&format!("id = \"{id}\"")))
+        .await
+    {
+        Ok(records) => format!("export {}", records.len()),
+        Err(e) => err(e),
+    };
+    let patch = show(
+        client
+            .patch_record(&items(), &rid, &json!({"n": 666}), None)
+            .await,
+    );
+    let replace = show(
+        client
+            .replace_record(&items(), &rid, &json!({"title": "pwned"}), None)
+            .await,
+    );
+    let line = format!("{}\n", json!({"op": "delete", "id": id})).into_bytes();
+    let bulk = match client.bulk(&items(), line, false).await {
+        Ok(report) => format!(
+            "bulk {:?}",
+            report
+                .results
+                .iter()
+                .map(|l| (l.status, l.error.as_ref().map(|e| e.code.clone())))
+                .collect::<Vec<_>>()
         ),
-        show(
-            client
-                .replace_record(&items(), &rid, &json!({"title": "pwned"}), None)
-                .await,
-        ),
-        show(
-            client
-                .delete_record(&items(), &rid, None)
-                .await
-                .map(|()| Value::Null),
-        ),
-        match client.list_records(&items(), &filter).await {
-            Ok(page) => format!("list {}", page.items.len()),
-            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
-        },
-        match client.aggregate(&items(), &count).await {
-            Ok(page) => format!("count {}", page.groups[0]["n"]),
-            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
-        },
-        match client
-            .bulk(
-                &items(),
-                format!("{}\n", json!({"op": "delete", "id": id})).into_bytes(),
-                false,
-            )
+        Err(e) => err(e),
+    };
+    let delete = show(
+        client
+            .delete_record(&items(), &rid, None)
             .await
-        {
-            Ok(report) => format!(
-                "bulk {:?}",
-                report
-                    .results
-                    .iter()
-                    .map(|l| (l.status, l.error.as_ref().map(|e| e.code.clone())))
-                    .collect::<Vec<_>>()
-            ),
-            Err(e) => format!("{:?} {:?}", e.status(), e.code()),
-        },
-    ]
+            .map(|()| Value::Null),
+    );
+    vec![get, list, counted, export, patch, replace, bulk, delete]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +84,7 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
     let admin = env.admin();
     put_items(&admin).await;
     let clerk: RoleSpec = serde_json::from_value(json!({"collections": {"items": {
-        "actions": ["read", "create", "update", "delete", "aggregate"],
+        "actions": ["read", "create", "update", "delete", "aggregate", "export"],
         "rule": "n < 1000",
         "hidden_fields": ["sku"]
     }}}))
@@ -102,6 +104,8 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
             .await
             .unwrap();
         add(&admin, tenant, &format!("member-{tenant}"), "member").await;
+        add(&admin, tenant, &format!("owner-{tenant}"), "owner").await;
+        add(&admin, tenant, &format!("viewer-{tenant}"), "viewer").await;
         add(&admin, tenant, &format!("clerk-{tenant}"), "clerk").await;
         let token = owner
             .mint_token(&MintToken {
@@ -152,6 +156,18 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
             "{kind}: {own}"
         );
     }
+    // The probe can tell a visible record from a missing one (so equal answers above mean
+    // something): the acme owner key on a record of its own.
+    let (_, _, acme_owner) = &principals[0];
+    acme_owner
+        .create_record(&items(), &json!({"id": "probe", "title": "p", "n": 1}))
+        .await
+        .unwrap();
+    let own = observe(acme_owner, "probe").await;
+    let none = observe(acme_owner, "no-such-record").await;
+    // All but the last: the bulk line already deleted it.
+    let differ = own.iter().zip(&none).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, own.len() - 1, "{own:?} vs {none:?}");
     // Nothing foreign was changed: every jewel is at version 1 with its own sku.
     for (tenant, _) in TENANTS {
         let owner = env

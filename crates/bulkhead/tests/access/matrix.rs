@@ -4,8 +4,9 @@
 use bulkhead_api::{AggregateRequest, MintToken};
 use bulkhead_client::{Client, ClientError, ListRecords};
 use bulkhead_core::access::TenantRole;
+use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
 use bulkhead_core::permissions::{Action, RoleSpec};
-use bulkhead_core::{RecordId, RoleName};
+use bulkhead_core::{ConnectionUrl, DomainName, RecordId, RoleName, TierName};
 use serde_json::{Value, json};
 
 use crate::common::{create_tenant, items, key, put_items, tid};
@@ -81,6 +82,59 @@ async fn observe(client: &Client, id: &str) -> Vec<String> {
 async fn foreign_ids_look_missing_on_every_route_role_and_model() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path());
+    run_matrix(&env, &TENANTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_ids_look_missing_on_postgres_pool_bridge_and_silo() {
+    let Some(pg) = bulkhead_pg_testkit::require("access_matrix_on_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path());
+    let admin = env.admin();
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin
+        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
+        .await
+        .unwrap();
+    for (isolation, tier) in [
+        (Isolation::Pool, "pg-pool"),
+        (Isolation::Bridge, "pg-bridge"),
+        (Isolation::Silo, "pg-silo"),
+    ] {
+        let spec = TierSpec {
+            isolation,
+            domains: vec![DomainName::parse("pg").unwrap()],
+            monthly_price: 0.0,
+            description: String::new(),
+            limits: Default::default(),
+            ceiling: Default::default(),
+        };
+        admin
+            .put_tier(&TierName::parse(tier).unwrap(), &spec)
+            .await
+            .unwrap();
+    }
+    run_matrix(
+        &env,
+        &[
+            ("acme", "pg-pool"),
+            ("beta", "pg-bridge"),
+            ("gamma", "pg-silo"),
+        ],
+    )
+    .await;
+}
+
+/// Three tenants (one per tier given), every kind of tenant credential in each, every data
+/// route probed with the other tenants' record ids.
+async fn run_matrix(env: &Env, tenants: &[(&str, &str)]) {
     let admin = env.admin();
     put_items(&admin).await;
     let clerk: RoleSpec = serde_json::from_value(json!({"collections": {"items": {
@@ -90,7 +144,8 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
     }}}))
     .unwrap();
     let mut principals: Vec<(String, String, Client)> = Vec::new();
-    for (tenant, tier) in TENANTS {
+    for (tenant, tier) in tenants {
+        let tenant = *tenant;
         create_tenant(&admin, tenant, tier).await;
         let owner = env
             .server
@@ -103,10 +158,9 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
             .put_role(&tid(tenant), &RoleName::parse("clerk").unwrap(), &clerk)
             .await
             .unwrap();
-        add(&admin, tenant, &format!("member-{tenant}"), "member").await;
-        add(&admin, tenant, &format!("owner-{tenant}"), "owner").await;
-        add(&admin, tenant, &format!("viewer-{tenant}"), "viewer").await;
-        add(&admin, tenant, &format!("clerk-{tenant}"), "clerk").await;
+        for role in ["owner", "member", "viewer", "clerk"] {
+            add(&admin, tenant, &format!("{role}-{tenant}"), role).await;
+        }
         let token = owner
             .mint_token(&MintToken {
                 collections: None,
@@ -115,6 +169,7 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
                     Action::Update,
                     Action::Delete,
                     Action::Aggregate,
+                    Action::Export,
                 ],
                 rule: None,
                 expires_in: Some(600),
@@ -122,14 +177,18 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
             .await
             .unwrap()
             .token;
+        let keyed = |role| key(&admin, tenant, role);
+        let admin_key = env.server.client(&keyed(TenantRole::Admin).await);
+        let member_key = env.server.client(&keyed(TenantRole::Member).await);
+        let viewer_key = env.server.client(&keyed(TenantRole::Viewer).await);
         for (kind, client) in [
             ("owner key", owner),
-            (
-                "viewer key",
-                env.server
-                    .client(&key(&admin, tenant, TenantRole::Viewer).await),
-            ),
+            ("admin key", admin_key),
+            ("member key", member_key),
+            ("viewer key", viewer_key),
+            ("owner user", env.user(&format!("owner-{tenant}"))),
             ("member user", env.user(&format!("member-{tenant}"))),
+            ("viewer user", env.user(&format!("viewer-{tenant}"))),
             ("custom-role user", env.user(&format!("clerk-{tenant}"))),
             ("tenant token", env.server.client(&token)),
         ] {
@@ -138,7 +197,7 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
     }
     for (home, kind, client) in &principals {
         let missing = observe(client, "no-such-record").await;
-        for (victim, _) in TENANTS.iter().filter(|(t, _)| t != home) {
+        for (victim, _) in tenants.iter().filter(|(t, _)| t != home) {
             let foreign = observe(client, &format!("secret-{victim}")).await;
             assert_eq!(foreign, missing, "{kind} of {home} probing {victim}");
         }
@@ -157,19 +216,19 @@ async fn foreign_ids_look_missing_on_every_route_role_and_model() {
         );
     }
     // The probe can tell a visible record from a missing one (so equal answers above mean
-    // something): the acme owner key on a record of its own.
-    let (_, _, acme_owner) = &principals[0];
-    acme_owner
+    // something): the first owner key on a record of its own.
+    let (_, _, first_owner) = &principals[0];
+    first_owner
         .create_record(&items(), &json!({"id": "probe", "title": "p", "n": 1}))
         .await
         .unwrap();
-    let own = observe(acme_owner, "probe").await;
-    let none = observe(acme_owner, "no-such-record").await;
+    let own = observe(first_owner, "probe").await;
+    let none = observe(first_owner, "no-such-record").await;
     // All but the last: the bulk line already deleted it.
     let differ = own.iter().zip(&none).filter(|(a, b)| a != b).count();
     assert_eq!(differ, own.len() - 1, "{own:?} vs {none:?}");
     // Nothing foreign was changed: every jewel is at version 1 with its own sku.
-    for (tenant, _) in TENANTS {
+    for (tenant, _) in tenants {
         let owner = env
             .server
             .client(&key(&admin, tenant, TenantRole::Owner).await);

@@ -437,3 +437,74 @@ async fn only_tenant_admins_manage_members_and_only_owners_touch_owners() {
     let audited = crate::common::audit_rows(&env.server.data_dir, |r| r.1.starts_with("member."));
     assert!(audited.len() >= 8, "{audited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_on_one_server_reaches_every_server_sharing_the_catalog() {
+    let Some(pg) = bulkhead_pg_testkit::require("access_shared_catalog") else {
+        return;
+    };
+    pg.psql("postgres", "CREATE DATABASE bulkhead").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let idp = idp::Idp::generate(dir.path());
+    let config = dir.path().join("bulkhead.toml");
+    std::fs::write(&config, idp.config()).unwrap();
+    let url = pg.url("bulkhead");
+    let env = [
+        ("BULKHEAD_CATALOG", url.as_str()),
+        ("BULKHEAD_CONFIG", config.to_str().unwrap()),
+    ];
+    let servers: Vec<crate::common::Server> = ["a", "b"]
+        .iter()
+        .map(|side| {
+            std::fs::create_dir_all(dir.path().join(side)).unwrap();
+            crate::common::Server::start_with(&dir.path().join(side), &env)
+        })
+        .collect();
+    let (a, b) = (&servers[0], &servers[1]);
+    let admin = a.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let alice = add(&admin, "acme", "alice", "member").await;
+    let jwt = idp.token("alice", json!({}));
+    // Served (and cached) on b; a tenant token minted on a works on b (one token secret).
+    let on_b = b.client(&jwt);
+    on_b.create_record(&items(), &json!({"title": "from b"}))
+        .await
+        .unwrap();
+    let token = a
+        .client(&jwt)
+        .mint_token(&bulkhead_api::MintToken {
+            collections: None,
+            actions: vec![bulkhead_core::permissions::Action::Read],
+            rule: None,
+            expires_in: Some(60),
+        })
+        .await
+        .unwrap()
+        .token;
+    assert!(
+        b.client(&token)
+            .list_records(&items(), &ListRecords::default())
+            .await
+            .is_ok()
+    );
+    // Removed on a: b refuses within moments, for the JWT and the token alike.
+    admin.remove_member(&tid("acme"), &alice).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let user = on_b.list_records(&items(), &ListRecords::default()).await;
+        let token = b
+            .client(&token)
+            .list_records(&items(), &ListRecords::default())
+            .await;
+        if let (Err(user), Err(_)) = (&user, &token) {
+            assert_eq!(user.status(), Some(404));
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "server b still serves a removed member"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

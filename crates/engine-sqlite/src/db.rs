@@ -153,6 +153,30 @@ impl Db {
         Ok(out)
     }
 
+    /// Applies `items` in transactions of at most `per_tx` items each, handing the writer to a
+    /// waiting writer between two transactions (a fair unlock). Background work on a file
+    /// other tenants write to (a move copying into a pool) then delays their writes by one
+    /// small transaction at most, not by the whole batch. Not atomic as a whole: for work
+    /// that is idempotent and checked afterwards.
+    pub fn write_yielding<T>(
+        &self,
+        items: Vec<T>,
+        per_tx: usize,
+        mut f: impl FnMut(&Transaction<'_>, T) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut conn = self.writer.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for item in items.by_ref().take(per_tx.max(1)) {
+                f(&tx, item)?;
+            }
+            tx.commit()?;
+            parking_lot::MutexGuard::unlock_fair(conn);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the writer connection outside a transaction (DDL that manages its own).
     pub fn with_writer<T>(
         &self,

@@ -34,6 +34,9 @@ use parking_lot::Mutex;
 use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
+
+/// Records per transaction when a move restores into a file other tenants write to.
+const SHARED_RESTORE_PER_TX: usize = 64;
 use layout::{TableName, bridge_prefix, db_path};
 use search::next_seq;
 use sql::{RecordSql, ensure_table};
@@ -378,15 +381,20 @@ impl Engine for SqliteEngine {
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
             let text = sql.insert_sql();
-            db.write(|tx| {
+            // A file other tenants write to (pool, bridge) gets the copy in small
+            // transactions with the writer handed over between them; a silo's own file takes
+            // the page in one.
+            let per_tx = if scope.placement().isolation == Isolation::Silo {
+                records.len()
+            } else {
+                SHARED_RESTORE_PER_TX
+            };
+            db.write_yielding(records, per_tx, |tx, record| {
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
-                for record in records {
-                    if fetch(tx, &sql, &record.id)?.is_some() {
-                        remove(tx, &sql, &record.id)?;
-                    }
-                    create_exact(tx, &sql, &text, record, &mut seq)?;
+                if fetch(tx, &sql, &record.id)?.is_some() {
+                    remove(tx, &sql, &record.id)?;
                 }
-                Ok(())
+                create_exact(tx, &sql, &text, record, &mut seq).map(drop)
             })
         })
         .await

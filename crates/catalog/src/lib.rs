@@ -7,6 +7,7 @@
 //! platform-admin data access is audited (5).
 
 mod audit;
+mod background;
 mod collections;
 mod domains;
 mod export;
@@ -191,6 +192,9 @@ pub(crate) struct Inner {
     pub users: identity::UserCache,
     /// The key tenant tokens are signed with (see [`Catalog::token_secret`]).
     pub token_secret: RwLock<Option<Arc<Vec<u8>>>>,
+    /// The runtime the catalog was opened on (requests run there at normal priority; live
+    /// moves run on the low-priority background runtime and come back here for their freeze).
+    pub main: tokio::runtime::Handle,
     /// Write gates and the moves this server runs.
     pub moves: moves::Registry,
 }
@@ -229,6 +233,7 @@ impl Catalog {
                 keys: RwLock::new(HashMap::new()),
                 schema_lock: tokio::sync::Mutex::new(()),
                 remote_changes: AtomicU64::new(0),
+                main: tokio::runtime::Handle::current(),
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
                 tier_policy: RwLock::new(HashMap::new()),

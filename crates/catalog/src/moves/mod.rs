@@ -366,7 +366,7 @@ impl Catalog {
             .insert(id.clone(), Arc::clone(&live));
         let catalog = self.clone();
         let run_id = id.clone();
-        tokio::spawn(async move { catalog.run_move(run_id, live).await });
+        crate::background::spawn(async move { catalog.run_move(run_id, live).await });
         self.move_view(&id).await
     }
 

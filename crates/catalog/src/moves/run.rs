@@ -112,6 +112,18 @@ impl Catalog {
         self.inner().moves.live.lock().remove(&id);
     }
 
+    /// Runs `work` on the server's own runtime, at normal priority.
+    async fn foreground<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.inner()
+            .main
+            .spawn(work)
+            .await
+            .map_err(|e| Error::internal().with_message(format!("move freeze task: {e}")))?
+    }
+
     fn collections(&self) -> Vec<Arc<Collection>> {
         self.collections_snapshot().values().cloned().collect()
     }
@@ -308,8 +320,18 @@ impl Catalog {
             rechecked += ids.len() as u64;
         }
         for c in &collections {
-            let s = copy::count(sides.source_engine.as_ref(), &sides.source, c).await?;
-            let t = copy::count(sides.target_engine.as_ref(), &sides.target, c).await?;
+            // Writes are held now: the exact counts run at normal priority, on the server's
+            // runtime, not behind requests like the background copy.
+            let (source, target) = (sides.source_engine.clone(), sides.target_engine.clone());
+            let (source_scope, target_scope) = (sides.source.clone(), sides.target.clone());
+            let counted = Arc::clone(c);
+            let (s, t) = self
+                .foreground(async move {
+                    let s = copy::count(source.as_ref(), &source_scope, &counted).await?;
+                    let t = copy::count(target.as_ref(), &target_scope, &counted).await?;
+                    Ok((s, t))
+                })
+                .await?;
             if s != t {
                 return Err(Error::conflict(
                     "move_verification_failed",

@@ -23,6 +23,7 @@ mod store_pg;
 mod sync;
 mod tenants;
 mod tiers;
+mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

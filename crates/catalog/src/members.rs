@@ -1,29 +1,21 @@
 //! The members API (people from identity providers in a tenant, with a role), custom roles,
-//! platform-wide user administration, tenant tokens, and `/v1/me`.
+//! and platform-wide user administration.
 //!
 //! Tenant owners and admins (keys or members) and platform admins manage a tenant's members
 //! and roles; only owners and platform admins grant, change or remove the `owner` role, and a
 //! tenant's last owner cannot be removed or demoted. Operators manage none of it.
 
-use std::collections::BTreeSet;
-
-use bulkhead_api::{
-    AddMember, MeView, MemberView, MembershipView, MintToken, MintedToken, RoleView, UserView,
-};
-use bulkhead_core::access::{self, ControlAction, Principal, TenantRole};
+use bulkhead_api::{AddMember, MemberView, MembershipView, RoleView, UserView};
+use bulkhead_core::access::{self, ControlAction, TenantRole};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::TenantStatus;
-use bulkhead_core::permissions::{self, MemberRole, Narrowing, RoleSpec};
+use bulkhead_core::permissions::{MemberRole, RoleSpec};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::tokens::{self, TokenClaims, TokenParent};
 use bulkhead_core::{RoleName, TenantId, UserId};
 
 use crate::identity::{caller_role, membership_in, read_memberships};
 use crate::store::{Row, StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit};
-
-/// Default and longest lifetime of a tenant token.
-const DEFAULT_TOKEN_TTL: u64 = 600;
 
 fn member_not_found() -> Error {
     Error::not_found("member_not_found", "no such member in this tenant")
@@ -579,118 +571,6 @@ impl Catalog {
             })
         })
         .await
-    }
-
-    /// `POST /v1/tokens`: a tenant key or member mints a token narrower than itself.
-    pub async fn mint_token(
-        &self,
-        ctx: &Ctx,
-        named: Option<&TenantId>,
-        request: MintToken,
-    ) -> Result<MintedToken, Error> {
-        let parent = match ctx.principal.principal() {
-            Principal::TenantKey { key, .. } => TokenParent::Key(key.clone()),
-            Principal::User(identity) => TokenParent::User(identity.user.clone()),
-            Principal::Token(_) | Principal::Platform(_) => {
-                let err = Error::forbidden(
-                    "forbidden",
-                    "only tenant keys and tenant members mint tenant tokens",
-                );
-                return Err(self.denied(ctx, "token.create", "token", named, err));
-            }
-        };
-        let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
-            .map_err(|e| self.denied(ctx, "token.create", "token", named, e))?;
-        // The parent must still be allowed to read the tenant at all.
-        self.data_scope(
-            ctx,
-            Some(&tenant),
-            access::DataAction::Read,
-            "token.create",
-            "token",
-        )
-        .await?;
-        if request.actions.is_empty() {
-            return Err(Error::bad_request(
-                "invalid_token_request",
-                "actions must not be empty",
-            ));
-        }
-        let ttl = request.expires_in.unwrap_or(DEFAULT_TOKEN_TTL);
-        if ttl == 0 || ttl > tokens::MAX_TTL_SECS {
-            return Err(Error::bad_request(
-                "invalid_expiry",
-                format!("expires_in must be 1 to {} seconds", tokens::MAX_TTL_SECS),
-            ));
-        }
-        if let Some(rule) = &request.rule {
-            permissions::parse_rule(rule)?;
-        }
-        let now = self.inner().clock.now();
-        let mut id = [0u8; 12];
-        getrandom::fill(&mut id).map_err(|_| Error::internal())?;
-        let claims = TokenClaims {
-            id: hex::encode(id),
-            tenant: tenant.clone(),
-            parent,
-            narrowing: Narrowing {
-                collections: request
-                    .collections
-                    .map(|c| c.into_iter().collect::<BTreeSet<_>>()),
-                actions: request.actions.into_iter().collect(),
-                rule: request.rule,
-            },
-            user: match ctx.principal.principal() {
-                Principal::User(identity) => Some(identity.vars()),
-                _ => None,
-            },
-            issued_at: now,
-            expires_at: now.plus_seconds(ttl as i64),
-        };
-        let secret = self.token_secret().await?;
-        let token = tokens::mint(&secret, &claims)?;
-        let detail = serde_json::to_string(&claims.narrowing).ok();
-        self.inner().audit.record(self.event(
-            ctx,
-            "token.create",
-            &claims.id,
-            Some(&tenant),
-            detail,
-        ));
-        Ok(MintedToken {
-            token,
-            tenant,
-            expires_at: claims.expires_at,
-        })
-    }
-
-    /// `GET /v1/me`.
-    pub fn me(&self, ctx: &Ctx) -> MeView {
-        let (user_id, email) = match ctx.principal.principal() {
-            Principal::User(identity) => (Some(identity.user.clone()), identity.email.clone()),
-            _ => (None, None),
-        };
-        let memberships = match ctx.principal.principal() {
-            Principal::TenantKey { tenant, role, .. } => vec![MembershipView {
-                tenant: tenant.clone(),
-                role: MemberRole::Builtin(*role),
-            }],
-            _ => ctx
-                .memberships
-                .iter()
-                .map(|m| MembershipView {
-                    tenant: m.tenant.clone(),
-                    role: m.role.clone(),
-                })
-                .collect(),
-        };
-        MeView {
-            actor: ctx.principal.actor().to_owned(),
-            kind: crate::identity::kind(&ctx.principal).into(),
-            user_id,
-            email,
-            memberships,
-        }
     }
 }
 

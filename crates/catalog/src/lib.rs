@@ -8,6 +8,7 @@
 
 mod audit;
 mod background;
+mod bulk;
 mod collections;
 mod domains;
 mod export;
@@ -39,10 +40,11 @@ use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
+pub use bulk::BulkResults;
 pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
-pub use query::{BulkResults, ListParams};
+pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;

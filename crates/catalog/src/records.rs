@@ -156,14 +156,7 @@ impl Catalog {
             fields,
         };
         if let Some(rule) = permission.rule(&collection)? {
-            let now = self.inner().clock.now();
-            let candidate = Record {
-                id: record.id.clone(),
-                created_at: now,
-                updated_at: now,
-                version: 1,
-                fields: record.fields.clone(),
-            };
+            let candidate = record.as_created(self.inner().clock.now());
             if !eval::matches(&rule, &candidate) {
                 return Err(self.denied(
                     ctx,
@@ -207,11 +200,7 @@ impl Catalog {
         let collection = self.collection(collection)?;
         let rule = permission.rule(&collection)?;
         let engine = self.engine(&scope.placement().domain)?;
-        let mut record = engine
-            .get(&scope, &collection, id)
-            .await?
-            .filter(|r| rule.as_ref().is_none_or(|rule| eval::matches(rule, r)))
-            .ok_or_else(record_not_found)?;
+        let mut record = visible(engine.as_ref(), &scope, &collection, id, rule.as_ref()).await?;
         permission.redact(&mut record);
         Ok(record)
     }
@@ -273,11 +262,8 @@ impl Catalog {
             let guarded = match &rule {
                 None => expected,
                 Some(rule) => {
-                    let existing = engine
-                        .get(&scope, &collection, id)
-                        .await?
-                        .filter(|r| eval::matches(rule, r))
-                        .ok_or_else(record_not_found)?;
+                    let existing =
+                        visible(engine.as_ref(), &scope, &collection, id, Some(rule)).await?;
                     let mut after = existing.clone();
                     after.fields = apply_change(&existing.fields, change.clone());
                     if !eval::matches(rule, &after) {
@@ -299,7 +285,10 @@ impl Catalog {
             ticket.touched(&collection.name, std::iter::once(id));
             match updated {
                 Err(e)
-                    if rule.is_some() && expected.is_none() && attempts < 5 && is_conflict(&e) =>
+                    if rule.is_some()
+                        && expected.is_none()
+                        && attempts < RULE_RETRIES
+                        && is_conflict(&e) =>
                 {
                     continue;
                 }
@@ -333,11 +322,8 @@ impl Catalog {
             let guarded = match &rule {
                 None => if_match,
                 Some(rule) => {
-                    let existing = engine
-                        .get(&scope, &collection, id)
-                        .await?
-                        .filter(|r| eval::matches(rule, r))
-                        .ok_or_else(record_not_found)?;
+                    let existing =
+                        visible(engine.as_ref(), &scope, &collection, id, Some(rule)).await?;
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
@@ -346,7 +332,10 @@ impl Catalog {
             ticket.touched(&collection.name, std::iter::once(id));
             match deleted {
                 Err(e)
-                    if rule.is_some() && if_match.is_none() && attempts < 5 && is_conflict(&e) =>
+                    if rule.is_some()
+                        && if_match.is_none()
+                        && attempts < RULE_RETRIES
+                        && is_conflict(&e) =>
                 {
                     continue;
                 }
@@ -356,8 +345,28 @@ impl Catalog {
     }
 }
 
+/// Attempts of a write under a record rule whose checked version changed meanwhile (only
+/// when the caller gave no `If-Match`).
+const RULE_RETRIES: u32 = 5;
+
 fn record_not_found() -> Error {
     Error::not_found("record_not_found", "record not found")
+}
+
+/// The stored record, if it exists and `rule` (when there is one) lets the caller see it;
+/// otherwise the same `404` as for a missing record.
+async fn visible(
+    engine: &dyn bulkhead_engine::Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+    id: &RecordId,
+    rule: Option<&bulkhead_core::query::Predicate>,
+) -> Result<Record, Error> {
+    engine
+        .get(scope, collection, id)
+        .await?
+        .filter(|r| rule.is_none_or(|rule| eval::matches(rule, r)))
+        .ok_or_else(record_not_found)
 }
 
 /// A write whose result the caller could not read back.

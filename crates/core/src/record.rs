@@ -110,6 +110,20 @@ pub struct NewRecord {
     pub fields: Fields,
 }
 
+impl NewRecord {
+    /// The record as it will be once created at `now` (version 1), e.g. to check a record
+    /// rule before inserting it.
+    pub fn as_created(&self, now: Timestamp) -> Record {
+        Record {
+            id: self.id.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            fields: self.fields.clone(),
+        }
+    }
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {

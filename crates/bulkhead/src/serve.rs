@@ -217,10 +217,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "bulkhead is serving");
-    eprintln!(
-        "bulkhead listening on http://{address} (data in {})",
+    // One write (stderr is unbuffered): whoever watches for this line sees it whole.
+    let line = format!(
+        "bulkhead listening on http://{address} (data in {})\n",
         config.data_dir.display()
     );
+    eprint!("{line}");
     bulkhead_server::serve(listener, node.state.clone(), shutdown_signal()).await?;
     node.catalog.shutdown().await;
     tracing::info!("stopped cleanly");

@@ -315,8 +315,12 @@ impl FirstStart {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-            if let Some(rest) = text.split("listening on ").nth(1) {
-                server.url = rest.split_whitespace().next().unwrap().to_owned();
+            if let Some((line, _)) = text
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_once('\n'))
+            {
+                server.url = line.split_whitespace().next().unwrap().to_owned();
                 return server;
             }
             assert!(Instant::now() < deadline, "server did not start:\n{text}");

@@ -55,8 +55,13 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("listening on ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap().to_owned();
+            // Only a whole line: the log may be read while the line is being written.
+            if let Some((line, _)) = text
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_once('\n'))
+            {
+                let url = line.split_whitespace().next().unwrap().to_owned();
                 return Server {
                     url,
                     data_dir,

@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// before it is removed, in milliseconds [default: 6000].
     #[arg(long, env = "BULKHEAD_MOVE_DRAIN_GRACE_MS")]
     pub move_drain_grace_ms: Option<u64>,
+    /// With a shared catalog: a server that has not reached the catalog for this long refuses
+    /// writes (503 catalog_unreachable), in milliseconds [default: 3000].
+    #[arg(long, env = "BULKHEAD_SERVER_LEASE_MS")]
+    pub server_lease_ms: Option<u64>,
+    /// With a shared catalog: a server silent this long is taken for gone (moves stop waiting
+    /// for it; those it ran are adopted), in milliseconds; at least twice the lease
+    /// [default: 10000].
+    #[arg(long, env = "BULKHEAD_SERVER_SILENT_MS")]
+    pub server_silent_ms: Option<u64>,
 }
 
 /// A secret that never prints.
@@ -256,6 +265,8 @@ impl Config {
                 chunk: args.move_chunk.unwrap_or(500),
                 drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
                 hold: move_hold()?,
+                lease: Duration::from_millis(args.server_lease_ms.unwrap_or(3_000)),
+                silent_after: Duration::from_millis(args.server_silent_ms.unwrap_or(10_000)),
             },
             issuers: file.issuers,
         };
@@ -295,6 +306,12 @@ impl Config {
         }
         if self.moves.freeze_wait.is_zero() {
             bail!("move_freeze_wait_ms must be at least 1");
+        }
+        if self.moves.lease < Duration::from_millis(500) {
+            bail!("server_lease_ms must be at least 500");
+        }
+        if self.moves.silent_after < self.moves.lease * 2 {
+            bail!("server_silent_ms must be at least twice server_lease_ms");
         }
         if self.catalog_data_url.is_some() && self.catalog_url.is_none() {
             bail!("--catalog-data-url needs --catalog postgres://...");

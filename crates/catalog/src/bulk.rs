@@ -164,9 +164,14 @@ impl Catalog {
                 BulkOp::Delete(id) => id.clone(),
             })
             .collect();
-        ticket.touched(&collection.name, ids.iter());
+        if let Err(error) = ticket.before(&collection.name, ids.iter()).await {
+            for (line, id) in numbers {
+                out.push(failed(line, id, &error));
+            }
+            return;
+        }
         let applied = engine.bulk(scope, collection, ops).await;
-        ticket.touched(&collection.name, ids.iter());
+        ticket.after(&collection.name, ids.iter()).await;
         match applied {
             Ok(results) => {
                 for ((line, id), result) in numbers.into_iter().zip(results) {

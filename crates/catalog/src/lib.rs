@@ -495,6 +495,7 @@ impl Catalog {
     /// Drains the audit queue, closes engines and checkpoints the catalog.
     pub async fn shutdown(&self) {
         self.flush_audit().await;
+        self.leave().await;
         for (_, engine) in self.inner.engines.snapshot() {
             engine.shutdown().await;
         }

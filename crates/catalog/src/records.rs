@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use bulkhead_core::access::{self, DataAction, TenantScope};
+use bulkhead_core::access::{self, DataAction, TenantRoute, TenantScope};
 use bulkhead_core::error::{Error, ErrorKind};
+use bulkhead_core::model::{TenantStatus, WriteState};
 use bulkhead_core::permissions::{Action, Permission};
 use bulkhead_core::query::eval;
 use bulkhead_core::record::{
@@ -18,6 +19,9 @@ use serde_json::Value;
 
 use crate::moves::WriteTicket;
 use crate::{Catalog, Ctx, audit};
+
+/// How often a write held by another server's move re-reads the tenant's route.
+const FROZEN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Whether an update replaces the record (PUT) or patches it (PATCH).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +51,18 @@ impl Catalog {
         op: &str,
         target: &str,
     ) -> Result<TenantScope, Error> {
+        Ok(self.resolve_data(ctx, named, action, op, target).await?.0)
+    }
+
+    /// [`Catalog::data_scope`], with the route the scope was built from.
+    async fn resolve_data(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        action: DataAction,
+        op: &str,
+        target: &str,
+    ) -> Result<(TenantScope, TenantRoute), Error> {
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
         let route = self
@@ -68,12 +84,16 @@ impl Catalog {
             self.blocking(move |store| store.write(|tx| audit::insert(tx, &event)))
                 .await?;
         }
-        Ok(scope)
+        Ok((scope, route))
     }
 
     /// The scope of a write, with its pass through the tenant's write gate (held until the
     /// write has finished). The gate is entered before the route is resolved, so a write held
     /// during a move's switch lands on the placement the switch chose.
+    ///
+    /// With a shared catalog the same holds for moves other servers run: a write waits while
+    /// the route it resolved is frozen (within the freeze bound), and journals its ids to the
+    /// catalog while the route says the tenant is moving (`moves::shared`).
     pub(crate) async fn write_scope(
         &self,
         ctx: &Ctx,
@@ -83,12 +103,39 @@ impl Catalog {
     ) -> Result<(TenantScope, WriteTicket), Error> {
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
+        self.check_lease()?;
         let wait = self.inner().options.moves.freeze_wait;
-        let ticket = self.inner().moves.gates.enter(&tenant, wait).await?;
-        let scope = self
-            .data_scope(ctx, named, DataAction::Write, op, target)
-            .await?;
-        Ok((scope, ticket))
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut ticket = self
+                .inner()
+                .moves
+                .gates
+                .enter(&tenant, left)
+                .await
+                .map_err(|_| crate::moves::tenant_moving(wait))?;
+            let (scope, route) = self
+                .resolve_data(ctx, named, DataAction::Write, op, target)
+                .await?;
+            if self.is_shared() && !ticket.tracked_here() {
+                if route.placement.write_state == WriteState::Frozen {
+                    drop(ticket);
+                    if std::time::Instant::now() >= deadline {
+                        return Err(crate::moves::tenant_moving(wait));
+                    }
+                    tokio::time::sleep(FROZEN_POLL).await;
+                    continue;
+                }
+                if route.status == TenantStatus::Moving {
+                    ticket.journal_remotely(crate::moves::RemoteJournal {
+                        catalog: self.clone(),
+                        tenant: tenant.clone(),
+                    });
+                }
+            }
+            return Ok((scope, ticket));
+        }
     }
 
     /// The caller's permission on `collection` for `action`; a refusal is audited.
@@ -169,9 +216,11 @@ impl Catalog {
         }
         let id = record.id.clone();
         let engine = self.engine(&scope.placement().domain)?;
-        ticket.touched(&collection.name, std::iter::once(&id));
+        ticket
+            .before(&collection.name, std::iter::once(&id))
+            .await?;
         let created = engine.insert(&scope, &collection, vec![record]).await;
-        ticket.touched(&collection.name, std::iter::once(&id));
+        ticket.after(&collection.name, std::iter::once(&id)).await;
         let mut created = created?.pop().ok_or_else(|| {
             tracing::error!("engine returned no record for a single insert");
             Error::internal()
@@ -278,11 +327,11 @@ impl Catalog {
                     Some(expected.unwrap_or(existing.version))
                 }
             };
-            ticket.touched(&collection.name, std::iter::once(id));
+            ticket.before(&collection.name, std::iter::once(id)).await?;
             let updated = engine
                 .update(&scope, &collection, id, change.clone(), guarded)
                 .await;
-            ticket.touched(&collection.name, std::iter::once(id));
+            ticket.after(&collection.name, std::iter::once(id)).await;
             match updated {
                 Err(e)
                     if rule.is_some()
@@ -327,9 +376,9 @@ impl Catalog {
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
-            ticket.touched(&collection.name, std::iter::once(id));
+            ticket.before(&collection.name, std::iter::once(id)).await?;
             let deleted = engine.delete(&scope, &collection, id, guarded).await;
-            ticket.touched(&collection.name, std::iter::once(id));
+            ticket.after(&collection.name, std::iter::once(id)).await;
             match deleted {
                 Err(e)
                     if rule.is_some()

@@ -30,6 +30,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// Changes older than this are pruned (a server away longer reloads everything).
 const RETAIN: &str = "1 hour";
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often this server beats in `servers` (well within the write lease).
+const BEAT_EVERY: Duration = Duration::from_millis(300);
+/// How often it looks for moves whose server fell silent.
+const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Changes {
     inner: Weak<Inner>,
@@ -43,6 +47,7 @@ pub(crate) async fn start(catalog: &Catalog) -> Result<Option<Changes>, Error> {
     if !catalog.is_shared() {
         return Ok(None);
     }
+    catalog.beat().await?;
     let last_seen = catalog
         .blocking(|store| {
             store.read(|tx| {
@@ -72,6 +77,8 @@ impl Changes {
     async fn follow(mut self) {
         let mut listener = None;
         let mut last_prune = Instant::now();
+        let mut last_beat = Instant::now();
+        let mut last_adopt = Instant::now();
         loop {
             let Some(catalog) = self.catalog() else {
                 return;
@@ -93,8 +100,30 @@ impl Changes {
                     }
                 };
             }
-            if let Err(e) = self.apply_new(&catalog).await {
-                tracing::warn!(error = %e, "reading catalog changes failed; retrying");
+            // The beat comes first, so the changes read after it are at least as recent as the
+            // lease it renews: a server never writes on a lease younger than what it applied.
+            let beat_due = last_beat.elapsed() >= BEAT_EVERY;
+            let mut beat = None;
+            if beat_due {
+                match catalog.beat_started().await {
+                    Ok(at) => beat = Some(at),
+                    Err(e) => tracing::warn!(error = %e, "catalog heartbeat failed"),
+                }
+            }
+            match self.apply_new(&catalog).await {
+                Ok(()) => {
+                    if let Some(at) = beat {
+                        last_beat = Instant::now();
+                        catalog.renew_lease(at);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading catalog changes failed; retrying"),
+            }
+            if last_adopt.elapsed() >= ADOPT_EVERY {
+                last_adopt = Instant::now();
+                if let Err(e) = catalog.adopt_orphaned_moves().await {
+                    tracing::warn!(error = %e, "looking for orphaned moves failed");
+                }
             }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = Instant::now();
@@ -105,7 +134,7 @@ impl Changes {
             drop(catalog);
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(POLL.min(BEAT_EVERY)) => {}
             }
         }
     }
@@ -197,6 +226,13 @@ async fn apply(catalog: &Catalog, changes: &[Change]) {
                 inner.users.clear();
             }
             "collections" => collections = true,
+            "move" => {
+                // `<move>:<stage>`: acknowledge once in-flight writes are out of the way.
+                if let Some((id, stage)) = change.id.split_once(':') {
+                    let (c, id, stage) = (catalog.clone(), id.to_owned(), stage.to_owned());
+                    tokio::spawn(async move { c.acknowledge_stage(id, stage).await });
+                }
+            }
             "domain" => {
                 if let Ok(name) = DomainName::parse(&change.id) {
                     domains.insert(name);
@@ -245,6 +281,9 @@ impl Catalog {
 
 /// Deletes changes older than [`RETAIN`] and records how far it went.
 async fn prune(catalog: &Catalog) -> Result<(), Error> {
+    if let Some(pg) = catalog.inner().store.postgres() {
+        crate::moves::shared::prune_servers(pg).await?;
+    }
     catalog
         .blocking(|store| {
             store.write(|tx| {

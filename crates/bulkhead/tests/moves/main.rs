@@ -8,6 +8,7 @@ mod common;
 
 mod crash;
 mod postgres;
+mod shared;
 mod workload;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bulkhead_core::error::{Error, ErrorKind};
@@ -34,8 +35,12 @@ impl Journal {
 #[derive(Default)]
 pub(crate) struct Gate {
     lock: Arc<RwLock<()>>,
-    /// `Some` while a move tracks this tenant's writes.
+    /// `Some` while a move this server runs tracks this tenant's writes.
     journal: Mutex<Option<Journal>>,
+    /// Set when a write here could not journal its ids to the shared catalog while another
+    /// server moved the tenant: this server then never acknowledges that move's freeze, so
+    /// the move rolls back instead of switching without the write.
+    pub poisoned: AtomicBool,
 }
 
 impl Gate {
@@ -59,6 +64,11 @@ impl Gate {
             .unwrap_or_default()
     }
 
+    /// True while a move this server runs tracks the tenant.
+    pub fn tracking(&self) -> bool {
+        self.journal.lock().is_some()
+    }
+
     pub fn pending(&self) -> usize {
         self.journal.lock().as_ref().map_or(0, Journal::len)
     }
@@ -78,21 +88,79 @@ impl Gate {
     }
 }
 
+/// Where a write journals the ids it touches while another server moves the tenant.
+pub(crate) struct RemoteJournal {
+    pub catalog: crate::Catalog,
+    pub tenant: TenantId,
+}
+
 /// A write's pass through the gate; hold it until the write has finished and the touched
 /// ids are recorded.
 pub(crate) struct WriteTicket {
     gate: Arc<Gate>,
     _guard: OwnedRwLockReadGuard<()>,
+    remote: Option<RemoteJournal>,
 }
 
+/// Attempts (and the pause between them) to journal a finished write's ids remotely.
+const AFTER_ATTEMPTS: u32 = 5;
+const AFTER_PAUSE: Duration = Duration::from_millis(200);
+
 impl WriteTicket {
-    /// Records the records a write touched (call whether or not the write succeeded).
-    pub fn touched<'a>(
+    /// Journals the ids a write is about to touch; an error means the write must not run.
+    pub async fn before<'a>(
+        &self,
+        collection: &CollectionName,
+        ids: impl Iterator<Item = &'a RecordId> + Clone,
+    ) -> Result<(), Error> {
+        self.gate.touched(collection, ids.clone());
+        if let Some(remote) = &self.remote {
+            remote.journal(collection, ids).await?;
+        }
+        Ok(())
+    }
+
+    /// Journals the ids a write touched, once it has finished (whether or not it succeeded).
+    pub async fn after<'a>(
+        &self,
+        collection: &CollectionName,
+        ids: impl Iterator<Item = &'a RecordId> + Clone,
+    ) {
+        self.gate.touched(collection, ids.clone());
+        let Some(remote) = &self.remote else { return };
+        for attempt in 1..=AFTER_ATTEMPTS {
+            match remote.journal(collection, ids.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt == AFTER_ATTEMPTS => {
+                    tracing::error!(tenant = %remote.tenant, error = %e, "a write's ids could not be journaled for the tenant's move; the move will roll back");
+                    self.gate.poisoned.store(true, Ordering::Release);
+                }
+                Err(_) => tokio::time::sleep(AFTER_PAUSE).await,
+            }
+        }
+    }
+
+    /// True when a move run by this server tracks the tenant.
+    pub fn tracked_here(&self) -> bool {
+        self.gate.tracking()
+    }
+
+    /// From now on the write also journals to the shared catalog.
+    pub fn journal_remotely(&mut self, remote: RemoteJournal) {
+        self.remote = Some(remote);
+    }
+}
+
+impl RemoteJournal {
+    async fn journal<'a>(
         &self,
         collection: &CollectionName,
         ids: impl Iterator<Item = &'a RecordId>,
-    ) {
-        self.gate.touched(collection, ids);
+    ) -> Result<(), Error> {
+        let Some(pg) = self.catalog.inner().store.postgres() else {
+            return Ok(());
+        };
+        super::shared::journal(pg, &self.tenant, collection, super::shared::id_strings(ids)).await
     }
 }
 
@@ -132,6 +200,7 @@ impl Gates {
         Ok(WriteTicket {
             gate,
             _guard: guard,
+            remote: None,
         })
     }
 }
@@ -153,7 +222,9 @@ mod tests {
             .enter(&tenant(), Duration::from_secs(1))
             .await
             .unwrap()
-            .touched(&c, [&a].into_iter());
+            .before(&c, [&a].into_iter())
+            .await
+            .unwrap();
         let gate = gates.get(&tenant());
         assert_eq!(gate.pending(), 0, "nothing recorded before tracking");
         gate.track();
@@ -161,14 +232,18 @@ mod tests {
             .enter(&tenant(), Duration::from_secs(1))
             .await
             .unwrap()
-            .touched(&c, [&a].into_iter());
+            .before(&c, [&a].into_iter())
+            .await
+            .unwrap();
         assert_eq!(gate.drain().len(), 1);
         assert_eq!(gate.pending(), 0);
         gates
             .enter(&tenant(), Duration::from_secs(1))
             .await
             .unwrap()
-            .touched(&c, [&a].into_iter());
+            .before(&c, [&a].into_iter())
+            .await
+            .unwrap();
         assert_eq!(gate.pending(), 1, "still recording after a drain");
         gate.untrack();
         assert_eq!(gate.pending(), 0);

@@ -17,6 +17,7 @@
 mod copy;
 mod gate;
 mod run;
+pub(crate) mod shared;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId, TierName};
 use parking_lot::Mutex;
 
-pub(crate) use gate::{Gates, WriteTicket};
+pub(crate) use gate::{Gates, RemoteJournal, WriteTicket, tenant_moving};
 
 use crate::store::{Row, StoreResult, Tx, malformed, params};
 use crate::tenants::{parse, read_tenant};
@@ -53,6 +54,12 @@ pub struct MoveSettings {
     pub drain_grace: Duration,
     /// For crash tests: pause this long on entering this phase.
     pub hold: Option<(MovePhase, Duration)>,
+    /// Shared catalog: a server out of touch with the catalog this long refuses writes.
+    pub lease: Duration,
+    /// Shared catalog: a server silent this long no longer counts (for acknowledgements,
+    /// and its moves are adopted by another server). Longer than `lease`, with room for a
+    /// write that began just before the lease ran out.
+    pub silent_after: Duration,
 }
 
 impl Default for MoveSettings {
@@ -64,6 +71,8 @@ impl Default for MoveSettings {
             duty: 0.75,
             drain_grace: Duration::from_secs(6),
             hold: None,
+            lease: Duration::from_secs(3),
+            silent_after: Duration::from_secs(10),
         }
     }
 }
@@ -94,10 +103,21 @@ impl Live {
 }
 
 /// The moves this server runs, and the tenants' write gates.
-#[derive(Default)]
 pub(crate) struct Registry {
     pub gates: Gates,
     pub live: Mutex<HashMap<String, Arc<Live>>>,
+    /// This server's id and heartbeat, for a shared catalog.
+    pub membership: shared::Membership,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            gates: Gates::default(),
+            live: Mutex::new(HashMap::new()),
+            membership: shared::Membership::new(),
+        }
+    }
 }
 
 /// A move as stored.
@@ -261,15 +281,6 @@ impl Catalog {
         tenant: &TenantId,
         request: MoveRequest,
     ) -> Result<MoveView, Error> {
-        if self.is_shared() {
-            return Err(conflict(
-                "moves_need_single_server",
-                "live moves track a tenant's writes inside the server that runs them, so they \
-                 need a catalog this server alone uses; with a shared PostgreSQL catalog, move \
-                 the tenant while a single server serves it"
-                    .into(),
-            ));
-        }
         let available = request
             .domain
             .as_ref()
@@ -290,8 +301,12 @@ impl Catalog {
             Some(tenant),
             Some(detail),
         );
-        let (tenant_id, actor, move_id) =
-            (tenant.clone(), ctx.principal.actor().to_owned(), id.clone());
+        let (tenant_id, actor, move_id, me) = (
+            tenant.clone(),
+            ctx.principal.actor().to_owned(),
+            id.clone(),
+            self.server_id().to_owned(),
+        );
         self.blocking(move |store| {
             store.write(|tx| {
                 if let Some(domain) = &request.domain
@@ -353,6 +368,16 @@ impl Catalog {
                     ],
                 )?;
                 crate::tenants::set_status(tx, &tenant_id, TenantStatus::Moving, now)?;
+                if tx.shared() {
+                    // Other servers journal this tenant's writes from the moment they see it
+                    // moving, and acknowledge that they do (`shared`).
+                    tx.execute(
+                        &format!("INSERT INTO move_runs (move_id, runner, started_at) VALUES (?1, ?2, {})", shared::NOW_US),
+                        params![&move_id, &me],
+                    )?;
+                    tx.execute("DELETE FROM move_journal WHERE tenant_id = ?1", params![tenant_id.as_str()])?;
+                    crate::store::changed(tx, "move", &format!("{move_id}:track"))?;
+                }
                 audit::insert(tx, &event)
             })
         })
@@ -437,8 +462,12 @@ impl Catalog {
             ));
         }
         let live = self.inner().moves.live.lock().get(id).cloned();
-        if let Some(live) = live {
-            *live.cancel.lock() = Some(format!("cancelled by {}", ctx.principal.actor()));
+        let why = format!("cancelled by {}", ctx.principal.actor());
+        match (live, self.inner().store.postgres()) {
+            (Some(live), _) => *live.cancel.lock() = Some(why),
+            // Another server runs it: it polls for the request.
+            (None, Some(pg)) => shared::request_cancel(pg, id, &why).await?,
+            (None, None) => {}
         }
         let event = self.event(
             ctx,
@@ -463,6 +492,11 @@ impl Catalog {
     /// At start: a move a stopped server left before its switch is rolled back (its write
     /// journal died with the process); one past its switch is finished.
     pub(crate) async fn recover_moves(&self) -> Result<(), Error> {
+        if self.is_shared() {
+            // Other servers may be running moves: only those whose server fell silent are
+            // this server's to finish.
+            return self.adopt_orphaned_moves().await;
+        }
         let pending = self.blocking(|store| store.read(unfinished)).await?;
         for row in pending {
             tracing::info!(r#move = %row.id, tenant = %row.tenant, phase = %row.phase, "resuming interrupted move");

@@ -91,6 +91,7 @@ impl Catalog {
 
     /// Runs a move to its end: done, or rolled back with the reason.
     pub(crate) async fn run_move(self, id: String, live: Arc<Live>) {
+        self.watch_cancel(&id, &live);
         let outcome = match self.read_move(&id).await {
             Ok(Some(mut row)) => match self.drive(&mut row, &live).await {
                 Ok(()) => Ok(()),
@@ -171,6 +172,23 @@ impl Catalog {
                 "writes in flight did not finish within 60 s",
             )
         })?;
+        // Shared catalog: every other server journals too, and has no write in flight that
+        // resolved the route from before the move.
+        let silent_after = self.inner().options.moves.silent_after;
+        if !self
+            .await_stage(
+                &row.id,
+                "track",
+                silent_after + Duration::from_secs(5),
+                false,
+            )
+            .await?
+        {
+            return Err(Error::conflict(
+                "move_servers_unresponsive",
+                "servers sharing the catalog did not confirm they journal the tenant's writes",
+            ));
+        }
 
         self.enter_phase(row, MovePhase::Copying, live).await?;
         let mut total = 0;
@@ -227,7 +245,7 @@ impl Catalog {
         row.copy_ms = Some(took.as_millis() as u64);
 
         self.enter_phase(row, MovePhase::CatchingUp, live).await?;
-        self.catch_up(&sides, &gate, live).await?;
+        self.catch_up(&sides, &gate, &row.tenant, live).await?;
 
         self.enter_phase(row, MovePhase::Verifying, live).await?;
         let mut checks = serde_json::Map::new();
@@ -236,7 +254,7 @@ impl Catalog {
             let cmp = copy::compare(&sides, &c, settings.chunk, pacer).await?;
             // Every difference must be a record written since the comparison began (it is
             // in the journal, and the next catch-up copies it). Any other is a copy fault.
-            let journal = gate.drain();
+            let journal = self.drain_journal(&gate, &row.tenant).await?;
             let written = journal.ids.get(&c.name);
             let unexplained: Vec<_> = cmp
                 .differing
@@ -268,18 +286,29 @@ impl Catalog {
         }
         let event = self.move_event(row, "move.verified", serde_json::Value::Object(checks));
         self.save_progress(row, Some(event)).await?;
-        self.catch_up(&sides, &gate, live).await?;
+        self.catch_up(&sides, &gate, &row.tenant, live).await?;
 
         // The freeze: writes wait at the gate while the last changes are synced and checked
         // and the routing entry switches. The schema lock is taken first, outside the freeze,
         // so no rollout changes collections in between.
+        //
+        // Shared catalog: the frozen route is announced, and the freeze holds only once every
+        // other server has acknowledged it (their writes then wait too, none in flight).
         let mut attempt = 0;
         let (schema, frozen, started) = loop {
             Catalog::check_cancel(live)?;
             let schema = self.lock_schema().await?;
             let started = Instant::now();
             if let Some(frozen) = gate.freeze(settings.freeze_wait).await {
-                break (schema, frozen, started);
+                let stage = format!("freeze{attempt}");
+                self.set_write_state(row, WriteState::Frozen, Some(&stage))
+                    .await?;
+                let left = settings.freeze_wait.saturating_sub(started.elapsed());
+                if self.await_stage(&row.id, &stage, left, true).await? {
+                    break (schema, frozen, started);
+                }
+                self.set_write_state(row, WriteState::Open, None).await?;
+                drop(frozen);
             }
             drop(schema);
             attempt += 1;
@@ -287,14 +316,13 @@ impl Catalog {
                 return Err(Error::conflict(
                     "move_freeze_timeout",
                     format!(
-                        "writes in flight did not finish within {} ms, {FREEZE_ATTEMPTS} times",
+                        "writes in flight (on this server or another sharing the catalog) did not finish within {} ms, {FREEZE_ATTEMPTS} times",
                         settings.freeze_wait.as_millis()
                     ),
                 ));
             }
-            self.catch_up(&sides, &gate, live).await?;
+            self.catch_up(&sides, &gate, &row.tenant, live).await?;
         };
-        self.set_write_state(row, WriteState::Frozen).await?;
         self.enter_phase(row, MovePhase::Frozen, live).await?;
         let collections = self.collections();
         for c in &collections {
@@ -304,7 +332,7 @@ impl Catalog {
                 .await
                 .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
         }
-        let last = gate.drain();
+        let last = self.drain_journal(&gate, &row.tenant).await?;
         let mut rechecked = 0u64;
         for (name, ids) in &last.ids {
             let c = self.collection(name)?;
@@ -376,11 +404,12 @@ impl Catalog {
         &self,
         sides: &Sides,
         gate: &super::gate::Gate,
+        tenant: &bulkhead_core::TenantId,
         live: &Live,
     ) -> Result<(), Error> {
         for _ in 0..MAX_ROUNDS {
             Catalog::check_cancel(live)?;
-            let journal = gate.drain();
+            let journal = self.drain_journal(gate, tenant).await?;
             let n = journal.len();
             self.sync_journal(sides, journal).await?;
             if n < SMALL_ENOUGH && gate.pending() < SMALL_ENOUGH {
@@ -420,15 +449,27 @@ impl Catalog {
         }
     }
 
-    async fn set_write_state(&self, row: &MoveRow, state: WriteState) -> Result<(), Error> {
+    /// Sets the routing entry's write state; `stage` announces it to the other servers
+    /// sharing the catalog, which acknowledge it (`shared`).
+    async fn set_write_state(
+        &self,
+        row: &MoveRow,
+        state: WriteState,
+        stage: Option<&str>,
+    ) -> Result<(), Error> {
         let tenant = row.tenant.clone();
+        let announce = stage.map(|s| format!("{}:{s}", row.id));
         self.blocking(move |store| {
             store.write(|tx| {
                 tx.execute(
                     "UPDATE placements SET write_state = ?2, epoch = ?3 WHERE tenant_id = ?1",
                     params![tenant.as_str(), state.as_str(), next_epoch(tx)?],
                 )?;
-                crate::store::changed(tx, "route", tenant.as_str())
+                crate::store::changed(tx, "route", tenant.as_str())?;
+                if let Some(announce) = &announce {
+                    crate::store::changed(tx, "move", announce)?;
+                }
+                Ok(())
             })
         })
         .await?;
@@ -448,9 +489,23 @@ impl Catalog {
         let r = row.clone();
         let verified = live.verified.load(Ordering::Relaxed);
         let event_base = self.move_event(row, "move.switched", json!({}));
+        let me = self.server_id().to_owned();
         let freeze_ms = self
             .blocking(move |store| {
                 store.write(|tx| {
+                    // Only the move's executor switches, and only a move still in force (a
+                    // server that adopted it as orphaned may have rolled it back).
+                    let current = read_move(tx, &r.id)?;
+                    if !current.is_some_and(|m| !m.phase.is_final() && !m.phase.is_switched())
+                        || !Catalog::runs_move(tx, &r.id, &me)?
+                    {
+                        return Err(Error::conflict(
+                            "move_adopted",
+                            "another server took this move over; it no longer switches here",
+                        )
+                        .into());
+                    }
+                    forget_move_state(tx, &r.id, &r.tenant)?;
                     let generation = crate::collections::generation(tx)?;
                     let placement = Placement {
                         epoch: next_epoch(tx)?,
@@ -524,8 +579,14 @@ impl Catalog {
             json!({"move": row.id, "phase": row.phase, "error": why}),
         );
         let (id, tenant, why) = (row.id.clone(), row.tenant.clone(), why.to_owned());
+        let me = self.server_id().to_owned();
         self.blocking(move |store| {
             store.write(|tx| {
+                if !Catalog::runs_move(tx, &id, &me)? {
+                    // Adopted by another server, which ends it.
+                    return Ok(());
+                }
+                forget_move_state(tx, &id, &tenant)?;
                 // Only the move still in force may touch the routing entry.
                 let current = read_move(tx, &id)?;
                 if current.is_some_and(|m| !m.phase.is_switched() && !m.phase.is_final())
@@ -551,6 +612,23 @@ impl Catalog {
         self.load_tenant(&row.tenant).await?;
         Ok(())
     }
+}
+
+/// Drops what servers exchanged about the move (shared catalog): its acknowledgements and
+/// the tenant's remote journal.
+fn forget_move_state(
+    tx: &dyn crate::store::Tx,
+    move_id: &str,
+    tenant: &bulkhead_core::TenantId,
+) -> crate::store::StoreResult<()> {
+    if tx.shared() {
+        tx.execute("DELETE FROM move_acks WHERE move_id = ?1", params![move_id])?;
+        tx.execute(
+            "DELETE FROM move_journal WHERE tenant_id = ?1",
+            params![tenant.as_str()],
+        )?;
+    }
+    Ok(())
 }
 
 fn route(tenant: &bulkhead_core::model::Tenant, placement: &Placement) -> TenantRoute {

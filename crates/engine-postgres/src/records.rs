@@ -203,24 +203,29 @@ impl<'a> RecordSql<'a> {
 
     /// Parameters and WHERE terms of a query: the tenant first (as `$1`), then the row
     /// counter of the query budget, which PostgreSQL evaluates before any other filter
-    /// because it is declared the cheapest.
-    fn query_scope(&self, rows_examined: u64) -> (Params, Vec<String>) {
+    /// because it is declared the cheapest (left out for an unmetered budget).
+    fn query_scope(&self, budget: &bulkhead_engine::QueryBudget) -> (Params, Vec<String>) {
         let mut params = Params::new(Postgres.placeholder());
         let mut terms = Vec::new();
         if self.table.pooled {
             let t = params.bind(SqlParam::Text(self.tenant.to_owned()));
             terms.push(format!("r.tenant_id = {t}"));
         }
-        let budget = params.bind(SqlParam::Integer(
-            i64::try_from(rows_examined).unwrap_or(i64::MAX),
-        ));
-        terms.push(format!("bulkhead.examine({budget})"));
+        if budget.counts_rows() {
+            let limit = params.bind(SqlParam::Integer(
+                i64::try_from(budget.rows_examined).unwrap_or(i64::MAX),
+            ));
+            terms.push(format!("bulkhead.examine({limit})"));
+        } else if terms.is_empty() {
+            // Statements join the terms after WHERE, so there is always one.
+            terms.push("1 = 1".into());
+        }
         (params, terms)
     }
 
     pub fn list(&self, query: &ListQuery) -> Result<ListStatement, PgError> {
         let d = Postgres;
-        let (mut params, mut terms) = self.query_scope(query.budget.rows_examined);
+        let (mut params, mut terms) = self.query_scope(&query.budget);
         let ranked = query.search.is_some();
         let mut rank = String::new();
         if let Some(search) = &query.search {
@@ -306,7 +311,7 @@ impl<'a> RecordSql<'a> {
     pub fn aggregate(&self, query: &AggregateQuery) -> Statement {
         let d = Postgres;
         let plan: &AggregatePlan = &query.plan;
-        let (mut params, mut terms) = self.query_scope(query.budget.rows_examined);
+        let (mut params, mut terms) = self.query_scope(&query.budget);
         if let Some(filter) = &plan.filter {
             terms.push(q::predicate(&d, &mut params, "r", filter));
         }

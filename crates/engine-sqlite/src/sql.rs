@@ -429,15 +429,20 @@ impl<'a> RecordSql<'a> {
     }
 
     /// Starts the parameters and WHERE terms of a query over the table aliased `r`: the tenant
-    /// first (as `?1`), then the row counter of the query budget.
-    fn query_scope(&self) -> (Params, Vec<String>) {
+    /// first (as `?1`), then the row counter of the query budget (unless it is unmetered).
+    fn query_scope(&self, budget: &bulkhead_engine::QueryBudget) -> (Params, Vec<String>) {
         let mut params = Params::new(Sqlite.placeholder());
         let mut terms = Vec::new();
         if self.table.pooled {
             let t = params.bind(SqlParam::Text(self.tenant.to_owned()));
             terms.push(format!("r.tenant_id = {t}"));
         }
-        terms.push(format!("{EXAMINE_FN}(r.id)"));
+        if budget.counts_rows() {
+            terms.push(format!("{EXAMINE_FN}(r.id)"));
+        } else if terms.is_empty() {
+            // Statements join the terms after WHERE, so there is always one.
+            terms.push("1 = 1".into());
+        }
         (params, terms)
     }
 
@@ -445,7 +450,7 @@ impl<'a> RecordSql<'a> {
     /// projection plus the sort fields), in the order [`RecordSql::decode_hit`] expects.
     pub fn list(&self, query: &ListQuery) -> Result<ListStatement, StorageError> {
         let d = Sqlite;
-        let (mut params, mut terms) = self.query_scope();
+        let (mut params, mut terms) = self.query_scope(&query.budget);
         let mut with = String::new();
         let mut from = format!("{} AS r", self.table.quoted());
         let ranked = query.search.is_some();
@@ -543,7 +548,7 @@ impl<'a> RecordSql<'a> {
     pub fn aggregate(&self, query: &AggregateQuery) -> (String, Vec<SqlValue>) {
         let d = Sqlite;
         let plan: &AggregatePlan = &query.plan;
-        let (mut params, mut terms) = self.query_scope();
+        let (mut params, mut terms) = self.query_scope(&query.budget);
         if let Some(filter) = &plan.filter {
             terms.push(q::predicate(&d, &mut params, "r", filter));
         }

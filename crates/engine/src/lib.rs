@@ -138,6 +138,22 @@ pub struct QueryBudget {
     pub rows_examined: u64,
 }
 
+impl QueryBudget {
+    /// No rows-examined limit, and no counting either: for the server's own exact scans (a
+    /// move's counts while writes are held), which must not pay the per-row meter.
+    pub const fn unmetered(time: Duration) -> Self {
+        QueryBudget {
+            time,
+            rows_examined: u64::MAX,
+        }
+    }
+
+    /// False for [`QueryBudget::unmetered`]: engines then leave the row counter out.
+    pub fn counts_rows(&self) -> bool {
+        self.rows_examined != u64::MAX
+    }
+}
+
 impl Default for QueryBudget {
     fn default() -> Self {
         QueryBudget {

@@ -237,23 +237,49 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
             ),
             "{isolation}: {agg:?}"
         );
-        let agg = engine
-            .aggregate(
+        for budget in [
+            QueryBudget::default(),
+            // The server's own exact counts: no per-row meter, and exactly as correct.
+            QueryBudget::unmetered(Duration::from_secs(30)),
+        ] {
+            let agg = engine
+                .aggregate(
+                    &r,
+                    &c,
+                    &AggregateQuery {
+                        plan: plan.clone(),
+                        after: None,
+                        limit: 1,
+                        budget,
+                    },
+                )
+                .await
+                .expect("agg");
+            assert_eq!(
+                agg[0].metrics[0],
+                Some(FieldValue::Integer(400)),
+                "{isolation} {budget:?}"
+            );
+        }
+        // Unmetered still means the tenant's rows only, and the time limit still holds.
+        let filtered = engine
+            .list(
                 &r,
                 &c,
-                &AggregateQuery {
-                    plan,
-                    after: None,
-                    limit: 1,
-                    budget: QueryBudget::default(),
+                &ListQuery {
+                    filter: filter.clone(),
+                    limit: 1000,
+                    budget: QueryBudget::unmetered(Duration::from_secs(30)),
+                    ..Default::default()
                 },
             )
             .await
-            .expect("agg");
-        assert_eq!(
-            agg[0].metrics[0],
-            Some(FieldValue::Integer(400)),
-            "{isolation}"
+            .expect("unmetered list");
+        assert!(filtered.is_empty(), "{isolation}: {filtered:?}");
+        let late = run(QueryBudget::unmetered(Duration::ZERO)).await;
+        assert!(
+            matches!(late, Err(EngineError::TooExpensive(BudgetHit::Time(_)))),
+            "{isolation}: {late:?}"
         );
     }
 }

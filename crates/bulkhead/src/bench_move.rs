@@ -38,6 +38,16 @@ pub struct MoveArgs {
     /// Records per copy page (`serve --move-chunk`).
     #[arg(long, default_value_t = 500)]
     chunk: u32,
+    /// Which moves to measure (`to-pool` first moves the tenant to a silo, unmeasured).
+    #[arg(long, value_enum, default_value_t = Direction::Both)]
+    direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Direction {
+    Both,
+    ToSilo,
+    ToPool,
 }
 
 /// A steady writer: its sorted latencies and how many writes were held out (503).
@@ -206,15 +216,38 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
         "| direction | total | copy rate | copy / ingest | writes held (executor) | mover write p99 / max during move | 503s | neighbour p99 without → with move | ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mover_id = TenantId::parse("mover")?;
+    if args.direction == Direction::ToPool {
+        let view = admin
+            .start_move(
+                &mover_id,
+                &StartMove {
+                    isolation: Some(Isolation::Silo),
+                    domain: None,
+                },
+            )
+            .await?;
+        while !admin.get_move(&view.id).await?.phase.is_final() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     for (from, to, round, base_round) in [
         (Isolation::Pool, Isolation::Silo, "a", "x"),
         (Isolation::Silo, Isolation::Pool, "b", "y"),
     ] {
+        let measured = match args.direction {
+            Direction::Both => true,
+            Direction::ToSilo => to == Isolation::Silo,
+            Direction::ToPool => to == Isolation::Pool,
+        };
+        if !measured {
+            continue;
+        }
         let started = Instant::now();
         let load = Load::start(Some(&mover), &neighbours, args.write_rate, round);
         let moved = admin
             .start_move(
-                &TenantId::parse("mover")?,
+                &mover_id,
                 &StartMove {
                     isolation: Some(to),
                     domain: None,
@@ -247,8 +280,8 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let total = started.elapsed();
-        // The neighbours alone, for as long as the move took.
-        let base = Load::start(None, &neighbours, args.write_rate, base_round);
+        // The same steady load without a move, for as long as the move took.
+        let base = Load::start(Some(&mover), &neighbours, args.write_rate, base_round);
         tokio::time::sleep(switched_after).await;
         let (_, _, without) = base.finish().await?;
         let (p_with, p_without) = (percentile(&during, 0.99), percentile(&without, 0.99));

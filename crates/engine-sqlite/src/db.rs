@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bulkhead_engine::{BudgetHit, EngineError, QueryBudget};
@@ -113,6 +113,8 @@ pub struct Db {
     path: PathBuf,
     options: DbOptions,
     writer: Mutex<Connection>,
+    /// Writes waiting for the writer connection (background work yields to them).
+    waiting: AtomicUsize,
     readers: Mutex<Vec<Reader>>,
 }
 
@@ -133,6 +135,7 @@ impl Db {
             path: path.to_owned(),
             options,
             writer: Mutex::new(writer),
+            waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -146,18 +149,30 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut conn = self.writer.lock();
+        let mut conn = self.lock_writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
 
-    /// Applies `items` in transactions of at most `per_tx` items each, handing the writer to a
-    /// waiting writer between two transactions (a fair unlock). Background work on a file
-    /// other tenants write to (a move copying into a pool) then delays their writes by one
-    /// small transaction at most, not by the whole batch. Not atomic as a whole: for work
-    /// that is idempotent and checked afterwards.
+    /// The writer connection, counted in [`Db::waiting`] while it is awaited.
+    fn lock_writer(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        if let Some(conn) = self.writer.try_lock() {
+            return conn;
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let conn = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        conn
+    }
+
+    /// Applies `items` in transactions of at most `per_tx` items each. A transaction also
+    /// ends early, after the item in hand, as soon as another write is waiting for the file,
+    /// and the writer is handed to it (a fair unlock). Background work on a file other
+    /// tenants write to (a move copying into a pool) then delays their writes by about one
+    /// item, not by a whole batch, while it still commits in large transactions when no one
+    /// else writes. Not atomic as a whole: for work that is idempotent and checked afterwards.
     pub fn write_yielding<T>(
         &self,
         items: Vec<T>,
@@ -166,10 +181,13 @@ impl Db {
     ) -> Result<(), StorageError> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            let mut conn = self.writer.lock();
+            let mut conn = self.lock_writer();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for item in items.by_ref().take(per_tx.max(1)) {
                 f(&tx, item)?;
+                if self.waiting.load(Ordering::Acquire) > 0 {
+                    break;
+                }
             }
             tx.commit()?;
             parking_lot::MutexGuard::unlock_fair(conn);
@@ -182,7 +200,7 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        f(&mut self.writer.lock())
+        f(&mut self.lock_writer())
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection.
@@ -252,4 +270,59 @@ fn configure(conn: &Connection, options: &DbOptions) -> Result<(), StorageError>
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> DbOptions {
+        DbOptions {
+            fsync: false,
+            secure_delete: false,
+            busy_timeout: Duration::from_secs(5),
+            max_readers: 2,
+        }
+    }
+
+    #[test]
+    fn background_batches_step_aside_for_a_waiting_write_and_still_apply_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("t.db"), options(), true).unwrap());
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let total = 2000;
+        let batch = {
+            let (db, done) = (Arc::clone(&db), Arc::clone(&done));
+            std::thread::spawn(move || {
+                // One transaction's worth, if nobody else came.
+                db.write_yielding((0..total).collect(), total, |tx, i| {
+                    tx.execute("INSERT INTO t VALUES (?1)", [i as i64])?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(200));
+                    Ok(())
+                })
+            })
+        };
+        while done.load(Ordering::SeqCst) < 10 {
+            std::thread::yield_now();
+        }
+        // The foreground write gets in while the batch is still going.
+        let seen = db
+            .write(|tx| {
+                tx.execute("INSERT INTO t VALUES (-1)", [])?;
+                Ok(done.load(Ordering::SeqCst))
+            })
+            .unwrap();
+        batch.join().unwrap().unwrap();
+        assert!(
+            seen < total,
+            "the waiting write ran only after all {total} items ({seen})"
+        );
+        let rows: i64 = db
+            .read(|tx| Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(rows, total as i64 + 1);
+    }
 }

@@ -35,8 +35,9 @@ use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
 
-/// Records per transaction when a move restores into a file other tenants write to.
-const SHARED_RESTORE_PER_TX: usize = 64;
+/// Most records per transaction when a move restores into a file other tenants write to
+/// (a transaction ends sooner when one of their writes waits: `Db::write_yielding`).
+const SHARED_RESTORE_PER_TX: usize = 256;
 use layout::{TableName, bridge_prefix, db_path};
 use search::next_seq;
 use sql::{RecordSql, ensure_table};

@@ -212,6 +212,8 @@ fn view(row: MoveRow, live: Option<&Live>) -> MoveView {
         verified = verified.max(live.verified.load(Ordering::Relaxed));
         rate = live.rate();
     }
+    // Records created during the copy are copied too: the total counted at its start grows.
+    total = total.max(copied);
     let eta_seconds = (row.phase <= MovePhase::Copying && rate > 0.0)
         .then(|| total.saturating_sub(copied) as f64 / rate);
     MoveView {

@@ -107,6 +107,8 @@ pub struct DbOptions {
     pub secure_delete: bool,
     pub busy_timeout: Duration,
     pub max_readers: usize,
+    /// WAL pages after which a commit checkpoints (SQLite's `wal_autocheckpoint`).
+    pub checkpoint_pages: u32,
 }
 
 pub struct Db {
@@ -131,6 +133,7 @@ impl Db {
         let writer = Connection::open_with_flags(path, flags)?;
         configure(&writer, &options)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages)?;
         Ok(Db {
             path: path.to_owned(),
             options,
@@ -173,10 +176,14 @@ impl Db {
     /// tenants write to (a move copying into a pool) then delays their writes by about one
     /// item, not by a whole batch, while it still commits in large transactions when no one
     /// else writes. Not atomic as a whole: for work that is idempotent and checked afterwards.
+    ///
+    /// With `checkpoint_pages`, these commits checkpoint once the WAL holds that many pages
+    /// (other writes keep [`DbOptions::checkpoint_pages`]).
     pub fn write_yielding<T>(
         &self,
         items: Vec<T>,
         per_tx: usize,
+        checkpoint_pages: Option<u32>,
         mut f: impl FnMut(&Transaction<'_>, T) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let mut items = items.into_iter().peekable();
@@ -189,7 +196,14 @@ impl Db {
                     break;
                 }
             }
-            tx.commit()?;
+            if let Some(pages) = checkpoint_pages {
+                tx.pragma_update(None, "wal_autocheckpoint", pages)?;
+            }
+            let committed = tx.commit();
+            if checkpoint_pages.is_some() {
+                conn.pragma_update(None, "wal_autocheckpoint", self.options.checkpoint_pages)?;
+            }
+            committed?;
             parking_lot::MutexGuard::unlock_fair(conn);
         }
         Ok(())
@@ -282,6 +296,7 @@ mod tests {
             secure_delete: false,
             busy_timeout: Duration::from_secs(5),
             max_readers: 2,
+            checkpoint_pages: 1000,
         }
     }
 
@@ -297,7 +312,7 @@ mod tests {
             let (db, done) = (Arc::clone(&db), Arc::clone(&done));
             std::thread::spawn(move || {
                 // One transaction's worth, if nobody else came.
-                db.write_yielding((0..total).collect(), total, |tx, i| {
+                db.write_yielding((0..total).collect(), total, None, |tx, i| {
                     tx.execute("INSERT INTO t VALUES (?1)", [i as i64])?;
                     done.fetch_add(1, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_micros(200));
@@ -324,5 +339,32 @@ mod tests {
             .read(|tx| Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(rows, total as i64 + 1);
+    }
+
+    #[test]
+    fn a_batch_checkpoints_at_its_own_threshold_and_leaves_other_writes_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path, options(), true).unwrap();
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+            .unwrap();
+        let blob = vec![1u8; 3000];
+        // Without a checkpoint, 600 single-record transactions leave 600+ pages in the WAL.
+        db.write_yielding((0..600).collect(), 1, Some(50), |tx, _: i32| {
+            tx.execute("INSERT INTO t VALUES (?1)", [&blob])?;
+            Ok(())
+        })
+        .unwrap();
+        let wal = std::fs::metadata(format!("{}-wal", path.display()))
+            .unwrap()
+            .len();
+        assert!(
+            wal < 200 * 4096,
+            "the batch's commits checkpointed ({wal} bytes of WAL)"
+        );
+        let setting: i64 = db
+            .with_writer(|c| Ok(c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(setting, 1000, "other writes keep the file's own threshold");
     }
 }

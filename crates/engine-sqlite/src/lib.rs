@@ -35,6 +35,12 @@ use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
 
+/// WAL pages after which a move's restore into a shared file checkpoints. A checkpoint
+/// stalls the file's writes while it copies pages back and fsyncs, and on a shared file those
+/// are other tenants' writes: in smaller steps, a move into a pool roughly halves its
+/// neighbours' p99 (BENCHMARKS.md). Only the move's own commits use it; at 256 for every
+/// commit, bulk ingest into a pool fell from 0.88 to 0.65–0.77 of raw SQLite.
+const SHARED_RESTORE_CHECKPOINT_PAGES: u32 = 256;
 /// Most records per transaction when a move restores into a file other tenants write to
 /// (a transaction ends sooner when one of their writes waits: `Db::write_yielding`).
 const SHARED_RESTORE_PER_TX: usize = 256;
@@ -161,6 +167,7 @@ impl Inner {
             secure_delete: isolation != Isolation::Silo,
             busy_timeout: self.config.busy_timeout,
             max_readers: self.config.readers_per_db,
+            checkpoint_pages: 1000,
         }
     }
 
@@ -385,12 +392,12 @@ impl Engine for SqliteEngine {
             // A file other tenants write to (pool, bridge) gets the copy in small
             // transactions with the writer handed over between them; a silo's own file takes
             // the page in one.
-            let per_tx = if scope.placement().isolation == Isolation::Silo {
-                records.len()
+            let (per_tx, checkpoint) = if scope.placement().isolation == Isolation::Silo {
+                (records.len(), None)
             } else {
-                SHARED_RESTORE_PER_TX
+                (SHARED_RESTORE_PER_TX, Some(SHARED_RESTORE_CHECKPOINT_PAGES))
             };
-            db.write_yielding(records, per_tx, |tx, record| {
+            db.write_yielding(records, per_tx, checkpoint, |tx, record| {
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 if fetch(tx, &sql, &record.id)?.is_some() {
                     remove(tx, &sql, &record.id)?;

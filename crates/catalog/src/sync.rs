@@ -79,6 +79,9 @@ impl Changes {
         let mut last_prune = Instant::now();
         let mut last_beat = Instant::now();
         let mut last_adopt = Instant::now();
+        if let Some(catalog) = self.catalog() {
+            catalog.acknowledge_running_moves().await;
+        }
         loop {
             let Some(catalog) = self.catalog() else {
                 return;

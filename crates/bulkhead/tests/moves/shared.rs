@@ -253,13 +253,41 @@ async fn a_silent_executor_is_adopted_and_a_silent_writer_rolls_the_move_back() 
         "{ended:?}"
     );
 
-    // With every server answering, the same move goes through.
+    // With every server answering, the same move goes through — and a server started in
+    // the middle of it journals its writes from its first request.
     let started = start(&admin_b, "mover", Isolation::Bridge, None).await;
+    wait_for(&admin_b, &started.id, Some(MovePhase::CatchingUp)).await;
+    let e = server(dir.path(), "e", &catalog, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let late = workload::run(
+        e.client(&token),
+        "me",
+        2,
+        report.model.clone(),
+        Arc::clone(&stop),
+    );
+    let stopper = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let late = late.await;
+    stopper.await.unwrap();
     let ended = wait_for(&admin_b, &started.id, None).await;
     assert_eq!(ended.phase, MovePhase::Done, "{ended:?}\n{}", b.log());
+    assert!(late.failures.is_empty(), "{:?}", late.failures);
+    assert!(
+        late.writes > 10,
+        "the late server took writes ({})",
+        late.writes
+    );
     workload::assert_matches(
         "after the move",
         &workload::stored(&on_b).await,
-        &report.model,
+        &late.model,
     );
+    let t = admin_b.get_tenant(&tid("mover")).await.unwrap();
+    assert_eq!(t.placement.isolation, Isolation::Bridge);
 }

@@ -188,7 +188,7 @@ pub(crate) fn read_move(tx: &dyn Tx, id: &str) -> StoreResult<Option<MoveRow>> {
         .transpose()
 }
 
-fn unfinished(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
+pub(super) fn unfinished(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
     let sql = format!(
         "SELECT {MOVE_COLUMNS} FROM moves WHERE phase NOT IN ('done', 'rolled_back') ORDER BY created_at"
     );

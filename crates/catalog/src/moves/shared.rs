@@ -457,6 +457,21 @@ impl Catalog {
         }
     }
 
+    /// At start: acknowledges the start of moves already running, whose announcement came
+    /// before this server listened. Its routes are read fresh, so it journals their writes
+    /// from its first request.
+    pub(crate) async fn acknowledge_running_moves(&self) {
+        let running = self.blocking(|store| store.read(super::unfinished)).await;
+        match running {
+            Ok(moves) => {
+                for m in moves.into_iter().filter(|m| !m.phase.is_switched()) {
+                    self.acknowledge_stage(m.id, "track".into()).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read running moves"),
+        }
+    }
+
     /// Polls the catalog for a cancel asked on another server, while the move runs here.
     pub(crate) fn watch_cancel(&self, move_id: &str, live: &Arc<super::Live>) {
         let Some(_) = self.pg() else { return };

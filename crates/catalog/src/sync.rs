@@ -284,7 +284,7 @@ impl Catalog {
 
 /// Deletes changes older than [`RETAIN`] and records how far it went.
 async fn prune(catalog: &Catalog) -> Result<(), Error> {
-    if let Some(pg) = catalog.inner().store.postgres() {
+    if let Some(pg) = catalog.pg() {
         crate::moves::shared::prune_servers(pg).await?;
     }
     catalog

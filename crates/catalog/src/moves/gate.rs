@@ -157,7 +157,7 @@ impl RemoteJournal {
         collection: &CollectionName,
         ids: impl Iterator<Item = &'a RecordId>,
     ) -> Result<(), Error> {
-        let Some(pg) = self.catalog.inner().store.postgres() else {
+        let Some(pg) = self.catalog.pg() else {
             return Ok(());
         };
         super::shared::journal(pg, &self.tenant, collection, super::shared::id_strings(ids)).await

@@ -107,7 +107,7 @@ pub(crate) struct Registry {
     pub gates: Gates,
     pub live: Mutex<HashMap<String, Arc<Live>>>,
     /// This server's id and heartbeat, for a shared catalog.
-    pub membership: shared::Membership,
+    pub lease: shared::ServerLease,
 }
 
 impl Default for Registry {
@@ -115,7 +115,7 @@ impl Default for Registry {
         Registry {
             gates: Gates::default(),
             live: Mutex::new(HashMap::new()),
-            membership: shared::Membership::new(),
+            lease: shared::ServerLease::new(),
         }
     }
 }
@@ -465,7 +465,7 @@ impl Catalog {
         }
         let live = self.inner().moves.live.lock().get(id).cloned();
         let why = format!("cancelled by {}", ctx.principal.actor());
-        match (live, self.inner().store.postgres()) {
+        match (live, self.pg()) {
             (Some(live), _) => *live.cancel.lock() = Some(why),
             // Another server runs it: it polls for the request.
             (None, Some(pg)) => shared::request_cancel(pg, id, &why).await?,

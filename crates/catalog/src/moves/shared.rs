@@ -296,16 +296,16 @@ pub(crate) fn catalog_unreachable(lease: Duration) -> Error {
 }
 
 /// This server's standing with the shared catalog.
-pub(crate) struct Membership {
+pub(crate) struct ServerLease {
     /// This server's id in `servers` (new at every start).
     pub me: String,
     /// When the catalog last answered this server's heartbeat.
     pub last_beat: parking_lot::Mutex<Instant>,
 }
 
-impl Membership {
+impl ServerLease {
     pub fn new() -> Self {
-        Membership {
+        ServerLease {
             me: format!("srv{}", uuid::Uuid::now_v7().simple()),
             last_beat: parking_lot::Mutex::new(Instant::now()),
         }
@@ -313,12 +313,12 @@ impl Membership {
 }
 
 impl Catalog {
-    fn pg(&self) -> Option<&PgStore> {
+    pub(crate) fn pg(&self) -> Option<&PgStore> {
         self.inner().store.postgres()
     }
 
     pub(crate) fn server_id(&self) -> &str {
-        &self.inner().moves.membership.me
+        &self.inner().moves.lease.me
     }
 
     /// Refuses writes once this server has been out of touch with a shared catalog for
@@ -328,7 +328,7 @@ impl Catalog {
             return Ok(());
         }
         let lease = self.inner().options.moves.lease;
-        if self.inner().moves.membership.last_beat.lock().elapsed() > lease {
+        if self.inner().moves.lease.last_beat.lock().elapsed() > lease {
             return Err(catalog_unreachable(lease));
         }
         Ok(())
@@ -352,7 +352,7 @@ impl Catalog {
     }
 
     pub(crate) fn renew_lease(&self, at: Instant) {
-        let mut last = self.inner().moves.membership.last_beat.lock();
+        let mut last = self.inner().moves.lease.last_beat.lock();
         if at > *last {
             *last = at;
         }

@@ -4,6 +4,7 @@
 //! span carrying it and, once known, the tenant. Every route has a body limit and a timeout;
 //! any error a layer produces (timeout, panic, 405) still leaves with the standard error body.
 
+mod drain;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -117,17 +118,7 @@ async fn request_context(request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let id = request_id.clone();
-    // A body the handler may have left unread makes hyper drop the connection after the
-    // response; saying so lets the client open a new one instead of reusing a dead one.
-    let has_body = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || request.headers().contains_key(header::TRANSFER_ENCODING);
-    let body_ignored = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
-    );
+    let (request, leftover) = drain::share(request);
     let mut response = REQUEST_ID
         .scope(
             request_id,
@@ -146,7 +137,9 @@ async fn request_context(request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    if has_body && (body_ignored || !response.status().is_success()) {
+    // Whatever the handler left of the body is read first, so a client still sending it gets
+    // this answer rather than a reset connection.
+    if !leftover.drain(drain::DRAIN_CAP, drain::DRAIN_WITHIN).await {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

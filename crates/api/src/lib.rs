@@ -347,3 +347,49 @@ pub struct AccessView {
     /// The fields this credential sees (system fields aside).
     pub fields: Vec<FieldName>,
 }
+
+/// One entry of the audit log (`GET /v1/audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log: a later entry has a larger number.
+    pub seq: i64,
+    pub at: Timestamp,
+    /// Who acted: `key:k…`, `user:u…`, `token:…(key:k…)`, `bootstrap-admin`, `system`.
+    pub actor: String,
+    /// What was done or attempted: `tenant.create`, `record.read`, `move.switched`, …
+    pub action: String,
+    pub target: String,
+    pub tenant: Option<TenantId>,
+    /// `ok`, or `denied:<code>`.
+    pub outcome: String,
+    pub request_id: String,
+    pub detail: Option<String>,
+}
+
+/// The filters of `GET /v1/audit`, all optional; an entry is listed when it matches every
+/// one given. Entries come newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries about this tenant (it may since have been deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// An action (`tenant.create`), or a prefix ending in `*` (`move.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `ok`, `denied` (any denial) or one denial, `denied:<code>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// From this time on (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Before this time (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}

@@ -6,11 +6,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use base64::Engine as _;
+use bulkhead_api::{AuditEntry, AuditQuery, Page};
 use bulkhead_core::TenantId;
+use bulkhead_core::access::ControlAction;
+use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::store::{Store, StoreResult, Tx, params};
+use crate::store::{Row, Store, StoreResult, Tx, Val, params};
+use crate::tenants::page_limit;
+use crate::{Catalog, Ctx};
+
+/// Longest `actor` or `action` filter accepted.
+const MAX_FILTER_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -43,29 +52,36 @@ pub(crate) fn insert(tx: &dyn Tx, event: &AuditEvent) -> StoreResult<()> {
     Ok(())
 }
 
-/// Reads audit rows, newest last (used by tests and, later, the audit API).
-pub(crate) fn read_all(tx: &dyn Tx, tenant: Option<&TenantId>) -> StoreResult<Vec<AuditEvent>> {
+/// Reads audit rows, oldest first (the whole log; tests use it).
+pub(crate) fn read_all(tx: &dyn Tx, tenant: Option<&TenantId>) -> StoreResult<Vec<AuditEntry>> {
     let rows = tx.query(
-        "SELECT at, actor, action, target, tenant_id, outcome, request_id, detail FROM audit \
-         WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1 ORDER BY seq",
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit \
+             WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1 ORDER BY seq"
+        ),
         params![tenant.map(TenantId::as_str)],
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(AuditEvent {
-            at: Timestamp::from_micros(r.get(0)?),
-            actor: r.get(1)?,
-            action: r.get(2)?,
-            target: r.get(3)?,
-            tenant: r
-                .get::<Option<String>>(4)?
-                .and_then(|t| TenantId::parse(&t).ok()),
-            outcome: r.get(5)?,
-            request_id: r.get(6)?,
-            detail: r.get(7)?,
-        });
-    }
-    Ok(out)
+    rows.iter().map(entry).collect()
+}
+
+const ENTRY_COLUMNS: &str =
+    "seq, at, actor, action, target, tenant_id, outcome, request_id, detail";
+
+/// An audit row read with [`ENTRY_COLUMNS`].
+fn entry(r: &Row) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: Timestamp::from_micros(r.get(1)?),
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        tenant: r
+            .get::<Option<String>>(5)?
+            .and_then(|t| TenantId::parse(&t).ok()),
+        outcome: r.get(6)?,
+        request_id: r.get(7)?,
+        detail: r.get(8)?,
+    })
 }
 
 enum Message {
@@ -151,4 +167,223 @@ pub(crate) fn spawn_writer(store: Arc<Store>) -> AuditQueue {
         }
     });
     queue
+}
+
+/// A checked `GET /v1/audit` filter, as SQL terms over the `audit` table.
+#[derive(Debug, Default)]
+struct Filter {
+    terms: Vec<String>,
+    values: Vec<Val>,
+}
+
+impl Filter {
+    /// Adds a term; `{}` in it stands for the value's placeholder.
+    fn push(&mut self, term: &str, value: impl Into<Val>) {
+        self.values.push(value.into());
+        let placeholder = format!("?{}", self.values.len());
+        self.terms.push(term.replace("{}", &placeholder));
+    }
+
+    fn check(query: &AuditQuery) -> Result<Filter, Error> {
+        let mut filter = Filter::default();
+        if let Some(tenant) = &query.tenant {
+            filter.push("tenant_id = {}", tenant.as_str());
+        }
+        if let Some(actor) = &query.actor {
+            filter.push("actor = {}", text_filter("actor", actor)?);
+        }
+        if let Some(action) = &query.action {
+            let action = text_filter("action", action)?;
+            match action.strip_suffix('*') {
+                Some(prefix) if prefix.contains('*') => return Err(bad_star()),
+                // A bare `*` is every action: no term.
+                Some("") => {}
+                Some(prefix) => filter.push(
+                    "substr(action, 1, length(CAST({} AS TEXT))) = CAST({} AS TEXT)",
+                    prefix,
+                ),
+                None if action.contains('*') => return Err(bad_star()),
+                None => filter.push("action = {}", action),
+            }
+        }
+        match query.outcome.as_deref() {
+            None => {}
+            Some("ok") => filter.push("outcome = {}", "ok"),
+            Some("denied") => filter.push("substr(outcome, 1, 7) = {}", "denied:"),
+            Some(one) if one.len() > "denied:".len() && one.starts_with("denied:") => {
+                filter.push("outcome = {}", one);
+            }
+            Some(other) => {
+                return Err(Error::bad_request(
+                    "invalid_outcome",
+                    format!("outcome {other:?} is not one of ok, denied, denied:<code>"),
+                ));
+            }
+        }
+        if let (Some(from), Some(to)) = (query.from, query.to)
+            && from >= to
+        {
+            return Err(Error::bad_request(
+                "invalid_time_range",
+                format!("from ({from}) must be before to ({to})"),
+            ));
+        }
+        if let Some(from) = query.from {
+            filter.push("at >= {}", from.as_micros());
+        }
+        if let Some(to) = query.to {
+            filter.push("at < {}", to.as_micros());
+        }
+        Ok(filter)
+    }
+}
+
+fn text_filter<'a>(name: &str, value: &'a str) -> Result<&'a str, Error> {
+    if value.is_empty() || value.chars().count() > MAX_FILTER_CHARS {
+        return Err(Error::bad_request(
+            "invalid_filter",
+            format!("{name} must be 1 to {MAX_FILTER_CHARS} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+fn bad_star() -> Error {
+    Error::bad_request(
+        "invalid_filter",
+        "action takes `*` only at its end, as a prefix (`move.*`)",
+    )
+}
+
+fn encode_cursor(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("audit:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, Error> {
+    let bad = || Error::bad_request("invalid_cursor", "cursor is not one this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let seq = text.strip_prefix("audit:").ok_or_else(bad)?;
+    seq.parse().map_err(|_| bad())
+}
+
+/// Up to `limit` entries matching `filter` with `seq` below `before`, newest first.
+fn read_page(
+    tx: &dyn Tx,
+    filter: &Filter,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<AuditEntry>> {
+    let mut terms = filter.terms.clone();
+    let mut values = filter.values.clone();
+    if let Some(before) = before {
+        values.push(Val::Int(before));
+        terms.push(format!("seq < ?{}", values.len()));
+    }
+    values.push(Val::Int(i64::from(limit)));
+    let where_ = if terms.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", terms.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM audit {where_} ORDER BY seq DESC LIMIT ?{}",
+        values.len()
+    );
+    tx.query(&sql, &values)?.iter().map(entry).collect()
+}
+
+impl Catalog {
+    /// `GET /v1/audit`: the log, newest first, filtered (platform admins and operators).
+    /// Events this server has queued are committed first, so a denial just answered is
+    /// already listed.
+    pub async fn list_audit(
+        &self,
+        ctx: &Ctx,
+        query: &AuditQuery,
+    ) -> Result<Page<AuditEntry>, Error> {
+        self.authorize(ctx, ControlAction::ReadAudit, "audit.read", "audit", None)?;
+        let filter = Filter::check(query)?;
+        let limit = page_limit(query.limit)?;
+        let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        self.flush_audit().await;
+        let mut items = self
+            .blocking(move |store| store.read(|tx| read_page(tx, &filter, before, limit + 1)))
+            .await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| items.last().map(|e| encode_cursor(e.seq)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(action: Option<&str>, outcome: Option<&str>) -> AuditQuery {
+        AuditQuery {
+            action: action.map(str::to_owned),
+            outcome: outcome.map(str::to_owned),
+            ..AuditQuery::default()
+        }
+    }
+
+    #[test]
+    fn action_filters_are_exact_or_a_trailing_prefix() {
+        let exact = Filter::check(&query(Some("tenant.create"), None)).unwrap();
+        assert_eq!(exact.terms, ["action = ?1"]);
+        let prefix = Filter::check(&query(Some("move.*"), None)).unwrap();
+        assert!(
+            prefix.terms[0].starts_with("substr(action"),
+            "{:?}",
+            prefix.terms
+        );
+        assert_eq!(prefix.values, [Val::Text("move.".into())]);
+        assert!(
+            Filter::check(&query(Some("*"), None))
+                .unwrap()
+                .terms
+                .is_empty()
+        );
+        for bad in ["mo*ve", "*.create", "a**", ""] {
+            let err = Filter::check(&query(Some(bad), None)).unwrap_err();
+            assert_eq!(err.code, "invalid_filter", "{bad}");
+        }
+    }
+
+    #[test]
+    fn outcomes_are_ok_any_denial_or_one_denial() {
+        for good in ["ok", "denied", "denied:forbidden"] {
+            assert!(Filter::check(&query(None, Some(good))).is_ok(), "{good}");
+        }
+        for bad in ["OK", "denied:", "refused", ""] {
+            let err = Filter::check(&query(None, Some(bad))).unwrap_err();
+            assert_eq!(err.code, "invalid_outcome", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_time_range_must_run_forward() {
+        let at = Timestamp::from_micros(1_000);
+        let q = AuditQuery {
+            from: Some(at),
+            to: Some(at),
+            ..AuditQuery::default()
+        };
+        assert_eq!(Filter::check(&q).unwrap_err().code, "invalid_time_range");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
+        let tenants = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tenants:acme");
+        for bad in ["", "%%%", tenants.as_str()] {
+            assert_eq!(decode_cursor(bad).unwrap_err().code, "invalid_cursor");
+        }
+    }
 }

@@ -481,7 +481,10 @@ impl Catalog {
     }
 
     /// The audit log, oldest first, optionally for one tenant. Flushes queued events first.
-    pub async fn audit_log(&self, tenant: Option<TenantId>) -> Result<Vec<AuditEvent>, Error> {
+    pub async fn audit_log(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<bulkhead_api::AuditEntry>, Error> {
         self.flush_audit().await;
         self.blocking(move |store| store.read(|tx| audit::read_all(tx, tenant.as_ref())))
             .await

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL, target TEXT NOT NULL, tenant_id TEXT, outcome TEXT NOT NULL,
     request_id TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq);
 CREATE TABLE IF NOT EXISTS moves (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, phase TEXT NOT NULL, source TEXT NOT NULL,
     target_domain TEXT NOT NULL, target_isolation TEXT NOT NULL, target_namespace TEXT NOT NULL,

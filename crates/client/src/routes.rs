@@ -2,9 +2,9 @@
 //! and the data plane (records). Each names its path once, here.
 
 use bulkhead_api::{
-    CollectionSpec, CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey,
-    DomainSpec, DomainView, Health, KeyView, MoveView, Page, StartMove, TenantView, TierSpec,
-    TierView, UpdateTenant,
+    AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
+    CreateTenant, CreatedKey, DomainSpec, DomainView, Health, KeyView, MoveView, Page, StartMove,
+    TenantView, TierSpec, TierView, UpdateTenant,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -125,6 +125,26 @@ impl Client {
     /// `GET /v1/tenants/{id}/moves`: the tenant's moves, newest first.
     pub async fn list_moves(&self, id: &TenantId) -> Result<Page<MoveView>, ClientError> {
         let url = self.url(&["v1", "tenants", id.as_str(), "moves"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/audit`: one page of the audit log, newest first.
+    pub async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, ClientError> {
+        let text = |v: &Option<String>| v.clone();
+        let query = [
+            (
+                "tenant",
+                query.tenant.as_ref().map(|t| t.as_str().to_owned()),
+            ),
+            ("actor", text(&query.actor)),
+            ("action", text(&query.action)),
+            ("outcome", text(&query.outcome)),
+            ("from", query.from.map(|t| t.to_rfc3339())),
+            ("to", query.to.map(|t| t.to_rfc3339())),
+            ("limit", query.limit.map(|l| l.to_string())),
+            ("cursor", text(&query.cursor)),
+        ];
+        let url = self.url(&["v1", "audit"], &query)?;
         self.call(Method::GET, url, None, None).await
     }
 

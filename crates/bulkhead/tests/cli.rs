@@ -166,6 +166,27 @@ async fn an_operator_defines_a_collection_onboards_a_tenant_and_works_with_recor
     // The key the CLI minted is a tenant key: the control plane is closed to it.
     let err = app.fails("tenant list");
     assert!(err.contains("forbidden"), "{err}");
+
+    // The audit log has both: the onboarding, and the refusal.
+    let page = json(&operator.ok("audit list --tenant-id acme --action tenant.* --json"));
+    let entries = page["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{page}");
+    assert_eq!(
+        [&entries[0]["action"], &entries[0]["target"]],
+        ["tenant.create", "acme"]
+    );
+    let table = operator.ok("audit list --outcome denied --from 1h");
+    let row = table
+        .lines()
+        .find(|l| l.contains("tenant.list"))
+        .unwrap_or_default();
+    assert!(row.contains("denied:forbidden"), "{table}");
+    let newest = json(&operator.ok("audit list --limit 1 --json"));
+    assert_eq!(newest["items"].as_array().unwrap().len(), 1, "{newest}");
+    assert!(newest["next_cursor"].is_string(), "{newest}");
+    let bad = operator.run("audit list --from yesterday");
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("span ago"), "{}", stderr(&bad));
 }
 
 #[tokio::test]

@@ -107,6 +107,9 @@ pub enum ClientCommand {
     Token(crate::members::TokenCmd),
     /// Show who this credential is and which tenants it reaches.
     Whoami,
+    /// Read the audit log: changes, denials, platform-admin access to tenant data.
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCmd),
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -93,6 +93,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::User(cmd) => crate::members::user(client, &out, cmd).await,
         ClientCommand::Token(cmd) => crate::members::token(client, &out, cmd).await,
         ClientCommand::Whoami => crate::members::whoami(client, &out).await,
+        ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
     }
 }
 
@@ -454,7 +455,7 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
 
 /// With `--limit`, one page (its `next_cursor` kept so the caller can say there is more);
 /// without, every page, following `next_cursor` until the server has no more.
-async fn all_pages<T, F, Fut>(page: &ListArgs, mut fetch: F) -> anyhow::Result<Page<T>>
+pub(crate) async fn all_pages<T, F, Fut>(page: &ListArgs, mut fetch: F) -> anyhow::Result<Page<T>>
 where
     F: FnMut(Option<u32>, Option<String>) -> Fut,
     Fut: Future<Output = Result<Page<T>, ClientError>>,

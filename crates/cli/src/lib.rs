@@ -8,6 +8,7 @@
 //! machine needs no setup.
 
 mod args;
+mod audit;
 mod commands;
 mod import;
 mod input;

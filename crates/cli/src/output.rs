@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use bulkhead_api::{
-    CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
+    AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
 };
 use bulkhead_core::model::{Isolation, Labels};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -169,6 +169,29 @@ pub fn moves(moves: &[MoveView]) -> String {
             format!("{}/{}", m.rows_copied, m.rows_total),
             m.freeze_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
             m.created_at.to_string(),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn audit(entries: &[AuditEntry]) -> String {
+    if entries.is_empty() {
+        return empty("audit entries");
+    }
+    let mut table = table(&[
+        "at", "actor", "action", "target", "tenant", "outcome", "request", "detail",
+    ]);
+    for e in entries {
+        let detail = e.detail.clone().map(Value::String).unwrap_or(Value::Null);
+        table.add_row(vec![
+            e.at.to_string(),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            e.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+            e.outcome.clone(),
+            e.request_id.clone(),
+            value_cell(&detail),
         ]);
     }
     table.to_string()

@@ -1,0 +1,128 @@
+//! `bulkhead audit list`: the audit log, newest first, filtered by tenant, actor, action,
+//! outcome and time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bulkhead_api::{AuditEntry, AuditQuery};
+use bulkhead_client::Client;
+use bulkhead_core::TenantId;
+use bulkhead_core::time::Timestamp;
+use clap::{Args, Subcommand};
+
+use crate::commands::{Printer, all_pages};
+use crate::output;
+
+/// Entries shown when neither `--limit` nor `--all` is given.
+const DEFAULT_SHOWN: u32 = 50;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditCmd {
+    /// List audit entries, newest first (platform admins and operators).
+    List(AuditArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Only entries about this tenant (also once it is deleted).
+    #[arg(long, value_parser = TenantId::parse)]
+    pub tenant_id: Option<TenantId>,
+    /// Only this actor (`key:k…`, `user:u…`, `bootstrap-admin`, `system`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action, or a prefix ending in `*` (`move.*`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// `ok`, `denied` (any denial) or `denied:<code>`.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// From this time on: RFC 3339, or a time ago (`30m`, `2h`, `7d`).
+    #[arg(long, value_parser = parse_when)]
+    pub from: Option<Timestamp>,
+    /// Before this time: RFC 3339, or a time ago.
+    #[arg(long, value_parser = parse_when)]
+    pub to: Option<Timestamp>,
+    /// Show at most this many entries (default 50).
+    #[arg(long, conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Continue from the cursor a previous listing printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow every page instead of showing the newest entries only.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// An RFC 3339 time, or a span before now: a number with `s`, `m`, `h` or `d`.
+fn parse_when(raw: &str) -> Result<Timestamp, String> {
+    if let Some(at) = Timestamp::parse_rfc3339(raw) {
+        return Ok(at);
+    }
+    let bad = || format!("{raw:?} is neither an RFC 3339 time nor a span ago like 30m, 2h, 7d");
+    let unit = raw.chars().last().ok_or_else(bad)?;
+    let seconds: i64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let count: i64 = raw[..raw.len() - 1].parse().map_err(|_| bad())?;
+    if count < 0 {
+        return Err(bad());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    let now = Timestamp::from_micros(i64::try_from(now.as_micros()).map_err(|e| e.to_string())?);
+    Ok(now.plus_seconds(count.saturating_mul(seconds).saturating_neg()))
+}
+
+pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyhow::Result<()> {
+    let AuditCmd::List(args) = cmd;
+    let query = AuditQuery {
+        tenant: args.tenant_id,
+        actor: args.actor,
+        action: args.action,
+        outcome: args.outcome,
+        from: args.from,
+        to: args.to,
+        limit: None,
+        cursor: None,
+    };
+    let paging = crate::args::ListArgs {
+        limit: if args.all {
+            None
+        } else {
+            Some(args.limit.unwrap_or(DEFAULT_SHOWN))
+        },
+        cursor: args.cursor,
+    };
+    let page = all_pages(&paging, |limit, cursor| {
+        let query = AuditQuery {
+            limit,
+            cursor,
+            ..query.clone()
+        };
+        async move { client.list_audit(&query).await }
+    })
+    .await?;
+    out.page(&page, |items: &[AuditEntry]| output::audit(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_rfc3339_or_a_span_ago() {
+        let at = parse_when("2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-22T10:00:00.000000Z");
+        let hour_ago = parse_when("1h").unwrap();
+        let minutes_ago = parse_when("59m").unwrap();
+        let gap = minutes_ago.as_micros() - hour_ago.as_micros();
+        assert!((59_000_000..61_000_000).contains(&gap), "{gap}");
+        for bad in ["", "h", "-1h", "2w", "yesterday", "1.5h", "2026-11-22"] {
+            assert!(parse_when(bad).is_err(), "{bad}");
+        }
+    }
+}

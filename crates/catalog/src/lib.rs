@@ -18,6 +18,7 @@ mod members;
 mod moves;
 mod placement;
 mod query;
+mod rate;
 mod records;
 mod store;
 mod store_pg;
@@ -200,6 +201,8 @@ pub(crate) struct Inner {
     pub main: tokio::runtime::Handle,
     /// Write gates and the moves this server runs.
     pub moves: moves::Registry,
+    /// Each tenant's request rate on this server (its tier's `requests_per_second`).
+    pub rates: rate::RateLimits,
 }
 
 impl Catalog {
@@ -240,6 +243,7 @@ impl Catalog {
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
                 tier_policy: RwLock::new(HashMap::new()),
+                rates: rate::RateLimits::default(),
                 users: identity::UserCache::default(),
                 token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),

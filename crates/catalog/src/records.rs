@@ -73,6 +73,8 @@ impl Catalog {
         let scope = access::authorize_data(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
+        let limits = self.tier_limits(&route.tier).await?;
+        self.inner().rates.admit(&tenant, &limits)?;
         if scope.is_platform_admin_access() {
             let event = self.event(
                 ctx,

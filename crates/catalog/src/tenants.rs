@@ -545,6 +545,7 @@ impl Catalog {
     }
 
     async fn finish_deletion(&self, id: &TenantId) -> Result<(), Error> {
+        self.inner().rates.forget(id);
         let (_, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
         self.engine(&placement.domain)?
             .destroy(&PlacementRef::of(id, &placement))

@@ -3,6 +3,7 @@
 //! typo is reported by the CLI with the offending argument named, before any request is sent.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use bulkhead_core::access::{PlatformRole, TenantRole};
@@ -238,6 +239,13 @@ pub enum TierCmd {
         /// Largest bulk-ingest body, in bytes (default: the server's).
         #[arg(long)]
         bulk_max_bytes: Option<u64>,
+        /// Data requests one tenant may start per second on each server (default: no limit).
+        #[arg(long)]
+        requests_per_second: Option<NonZeroU32>,
+        /// Requests a tenant may start at once before its rate applies (default: one
+        /// second's worth).
+        #[arg(long, requires = "requests_per_second")]
+        request_burst: Option<NonZeroU32>,
         /// An action no credential of this tier's tenants may perform (read, create, update,
         /// delete, aggregate, export); repeat for more.
         #[arg(long = "forbid", value_parser = parse_action)]

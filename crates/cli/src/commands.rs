@@ -217,6 +217,8 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             query_time_ms,
             query_rows_examined,
             bulk_max_bytes,
+            requests_per_second,
+            request_burst,
             forbid,
             no_custom_roles,
         } => {
@@ -232,6 +234,8 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     query_time_ms,
                     query_rows_examined,
                     bulk_max_bytes,
+                    requests_per_second,
+                    request_burst,
                 },
                 ceiling: Ceiling {
                     forbid: forbid.into_iter().collect(),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bulkhead_api::{
     AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
 };
-use bulkhead_core::model::{Isolation, Labels};
+use bulkhead_core::model::{Isolation, Labels, TierLimits};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 use serde_json::Value;
@@ -197,6 +197,25 @@ pub fn audit(entries: &[AuditEntry]) -> String {
     table.to_string()
 }
 
+/// A tier's limits in one line; the server's defaults apply to what is not named.
+fn limits_cell(limits: &TierLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(rate) = limits.requests_per_second {
+        let burst = limits.request_burst.unwrap_or(rate);
+        parts.push(format!("{rate} req/s (burst {burst})"));
+    }
+    if let Some(ms) = limits.query_time_ms {
+        parts.push(format!("query {ms} ms"));
+    }
+    if let Some(rows) = limits.query_rows_examined {
+        parts.push(format!("{rows} rows examined"));
+    }
+    if let Some(bytes) = limits.bulk_max_bytes {
+        parts.push(format!("bulk {bytes} B"));
+    }
+    parts.join(", ")
+}
+
 pub fn tiers(tiers: &[TierView]) -> String {
     if tiers.is_empty() {
         return empty("tiers");
@@ -206,6 +225,7 @@ pub fn tiers(tiers: &[TierView]) -> String {
         "isolation",
         "domains",
         "monthly price",
+        "limits",
         "description",
     ]);
     for t in tiers {
@@ -224,6 +244,7 @@ pub fn tiers(tiers: &[TierView]) -> String {
             t.spec.isolation.to_string(),
             domains,
             format!("{:.2}", t.spec.monthly_price),
+            limits_cell(&t.spec.limits),
             t.spec.description.clone(),
         ]);
     }

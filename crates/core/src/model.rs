@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,14 @@ pub struct TierLimits {
     /// Largest bulk-ingest body, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_max_bytes: Option<u64>,
+    /// Data requests one tenant may start per second on each server, sustained; beyond it
+    /// `429 rate_limited` with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<NonZeroU32>,
+    /// Requests a tenant may start at once before its rate applies (default: one second's
+    /// worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_burst: Option<NonZeroU32>,
 }
 
 impl TierLimits {

@@ -393,3 +393,48 @@ pub struct AuditQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
+
+/// How `GET /v1/usage` groups its counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    #[default]
+    Hour,
+    Day,
+}
+
+/// The filters of `GET /v1/usage`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// One tenant's usage (it may since have been deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Periods starting at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Periods starting before this time (whole periods: a day that starts before it counts
+    /// in full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<Granularity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// One tenant's data requests in one period (UTC hours or days), newest period first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsagePeriod {
+    pub tenant: TenantId,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Data requests served (reads and writes).
+    pub requests: u64,
+    /// Of those, writes.
+    pub writes: u64,
+    /// Requests refused because the tenant was over its tier's rate.
+    pub rate_limited: u64,
+}

@@ -231,20 +231,5 @@ async fn bad_audit_queries_are_400s_naming_the_problem() {
             "before",
         ),
     ];
-    for (q, code, named) in cases {
-        let resp = admin
-            .raw(
-                "GET".parse().unwrap(),
-                &format!("/v1/audit?{q}"),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&resp.body).into_owned();
-        assert_eq!(resp.status, 400, "{q}: {text}");
-        let body: bulkhead_api::ErrorBody = resp.json().unwrap();
-        assert_eq!(body.error.code, code, "{q}: {text}");
-        assert!(body.error.message.contains(named), "{q}: {text}");
-    }
+    common::assert_bad_queries(&admin, "/v1/audit", &cases).await;
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
 use bulkhead_api::{AuditEntry, AuditQuery, Page};
 use bulkhead_core::TenantId;
 use bulkhead_core::access::ControlAction;
@@ -15,7 +14,7 @@ use bulkhead_core::time::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::store::{Row, Store, StoreResult, Tx, Val, params};
-use crate::tenants::page_limit;
+use crate::tenants::{list_cursor, list_position, page_limit};
 use crate::{Catalog, Ctx};
 
 /// Longest `actor` or `action` filter accepted.
@@ -256,17 +255,13 @@ fn bad_star() -> Error {
 }
 
 fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("audit:{seq}"))
+    list_cursor("audit", &seq.to_string())
 }
 
 fn decode_cursor(cursor: &str) -> Result<i64, Error> {
-    let bad = || Error::bad_request("invalid_cursor", "cursor is not one this server issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let seq = text.strip_prefix("audit:").ok_or_else(bad)?;
-    seq.parse().map_err(|_| bad())
+    let seq = list_position("audit", cursor)?;
+    seq.parse()
+        .map_err(|_| Error::bad_request("invalid_cursor", "cursor is not one this server issued"))
 }
 
 /// Up to `limit` entries matching `filter` with `seq` below `before`, newest first.
@@ -381,7 +376,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
-        let tenants = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tenants:acme");
+        let tenants = list_cursor("tenants", "acme");
         for bad in ["", "%%%", tenants.as_str()] {
             assert_eq!(decode_cursor(bad).unwrap_err().code, "invalid_cursor");
         }

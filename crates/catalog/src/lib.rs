@@ -26,6 +26,7 @@ mod sync;
 mod tenants;
 mod tiers;
 mod tokens;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -203,6 +204,8 @@ pub(crate) struct Inner {
     pub moves: moves::Registry,
     /// Each tenant's request rate on this server (its tier's `requests_per_second`).
     pub rates: rate::RateLimits,
+    /// Usage counts not yet added to the catalog.
+    pub meter: usage::Meter,
 }
 
 impl Catalog {
@@ -244,6 +247,7 @@ impl Catalog {
                 audit,
                 tier_policy: RwLock::new(HashMap::new()),
                 rates: rate::RateLimits::default(),
+                meter: usage::Meter::default(),
                 users: identity::UserCache::default(),
                 token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),
@@ -258,6 +262,7 @@ impl Catalog {
         if let Some(changes) = changes {
             changes.run();
         }
+        usage::spawn_flusher(Arc::downgrade(&catalog.inner));
         Ok(catalog)
     }
 
@@ -499,9 +504,10 @@ impl Catalog {
         self.inner.audit.flush().await;
     }
 
-    /// Drains the audit queue, closes engines and checkpoints the catalog.
+    /// Drains the audit queue and the usage counts, closes engines and checkpoints the catalog.
     pub async fn shutdown(&self) {
         self.flush_audit().await;
+        self.flush_usage().await;
         self.leave().await;
         for (_, engine) in self.inner.engines.snapshot() {
             engine.shutdown().await;

@@ -18,6 +18,7 @@ use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::Value;
 
 use crate::moves::WriteTicket;
+use crate::usage::Metered;
 use crate::{Catalog, Ctx, audit};
 
 /// How often a write held by another server's move re-reads the tenant's route.
@@ -74,7 +75,15 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
         let limits = self.tier_limits(&route.tier).await?;
-        self.inner().rates.admit(&tenant, &limits)?;
+        if let Err(e) = self.inner().rates.admit(&tenant, &limits) {
+            self.meter(&tenant, Metered::RateLimited);
+            return Err(e);
+        }
+        let metered = match action {
+            DataAction::Read => Metered::Read,
+            DataAction::Write => Metered::Write,
+        };
+        self.meter(&tenant, metered);
         if scope.is_platform_admin_access() {
             let event = self.event(
                 ctx,

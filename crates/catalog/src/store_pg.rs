@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq);
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq);
+CREATE TABLE IF NOT EXISTS usage (
+    tenant_id TEXT NOT NULL, bucket BIGINT NOT NULL, requests BIGINT NOT NULL,
+    writes BIGINT NOT NULL, rate_limited BIGINT NOT NULL, PRIMARY KEY (tenant_id, bucket));
+CREATE INDEX IF NOT EXISTS usage_by_bucket ON usage (bucket);
 CREATE TABLE IF NOT EXISTS moves (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, phase TEXT NOT NULL, source TEXT NOT NULL,
     target_domain TEXT NOT NULL, target_isolation TEXT NOT NULL, target_namespace TEXT NOT NULL,

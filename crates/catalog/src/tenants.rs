@@ -151,17 +151,20 @@ pub(crate) fn set_status(
     Ok(())
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Error> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
+/// A listing's cursor: `<kind>:<position>`, URL-safe base64.
+pub(crate) fn list_cursor(kind: &str, position: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
+}
+
+/// The position in a cursor [`list_cursor`] made for `kind`, or `400 invalid_cursor`.
+pub(crate) fn list_position(kind: &str, cursor: &str) -> Result<String, Error> {
     let bad = || Error::bad_request("invalid_cursor", "cursor is not one this server issued");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
-    let after = String::from_utf8(bytes).map_err(|_| bad())?;
-    let after = after.strip_prefix("tenants:").ok_or_else(bad)?;
-    Ok(Some(after.to_owned()))
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let position = text.strip_prefix(kind).and_then(|t| t.strip_prefix(':'));
+    position.map(str::to_owned).ok_or_else(bad)
 }
 
 pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
@@ -376,7 +379,10 @@ impl Catalog {
             None,
         )?;
         let limit = page_limit(limit)?;
-        let after = decode_cursor(cursor)?.unwrap_or_default();
+        let after = cursor
+            .map(|c| list_position("tenants", c))
+            .transpose()?
+            .unwrap_or_default();
         let rows = self
             .blocking(move |store| {
                 store.read(|tx| {
@@ -398,12 +404,7 @@ impl Catalog {
             .map(|(t, p)| view(t, p))
             .collect();
         let next_cursor = more
-            .then(|| {
-                items.last().map(|t| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .encode(format!("tenants:{}", t.id))
-                })
-            })
+            .then(|| items.last().map(|t| list_cursor("tenants", t.id.as_str())))
             .flatten();
         Ok(Page { items, next_cursor })
     }

@@ -3,8 +3,8 @@
 
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
-    CreateTenant, CreatedKey, DomainSpec, DomainView, Health, KeyView, MoveView, Page, StartMove,
-    TenantView, TierSpec, TierView, UpdateTenant,
+    CreateTenant, CreatedKey, DomainSpec, DomainView, Granularity, Health, KeyView, MoveView, Page,
+    StartMove, TenantView, TierSpec, TierView, UpdateTenant, UsagePeriod, UsageQuery,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -145,6 +145,27 @@ impl Client {
             ("cursor", text(&query.cursor)),
         ];
         let url = self.url(&["v1", "audit"], &query)?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/usage`: one page of metered usage, newest period first.
+    pub async fn list_usage(&self, query: &UsageQuery) -> Result<Page<UsagePeriod>, ClientError> {
+        let granularity = query.granularity.map(|g| match g {
+            Granularity::Hour => "hour".to_owned(),
+            Granularity::Day => "day".to_owned(),
+        });
+        let query = [
+            (
+                "tenant",
+                query.tenant.as_ref().map(|t| t.as_str().to_owned()),
+            ),
+            ("from", query.from.map(|t| t.to_rfc3339())),
+            ("to", query.to.map(|t| t.to_rfc3339())),
+            ("granularity", granularity),
+            ("limit", query.limit.map(|l| l.to_string())),
+            ("cursor", query.cursor.clone()),
+        ];
+        let url = self.url(&["v1", "usage"], &query)?;
         self.call(Method::GET, url, None, None).await
     }
 

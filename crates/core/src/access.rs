@@ -309,6 +309,8 @@ pub enum ControlAction {
     /// Listing, disabling and re-enabling users platform-wide: admin only.
     ManageUsers,
     ReadAudit,
+    /// Reading metered usage (`GET /v1/usage`).
+    ReadUsage,
 }
 
 fn not_found_tenant() -> Error {
@@ -330,6 +332,7 @@ pub fn authorize_control(
                 | ControlAction::ReadCatalog
                 | ControlAction::ManageTiers
                 | ControlAction::ReadAudit
+                | ControlAction::ReadUsage
         ),
         None => false,
     };

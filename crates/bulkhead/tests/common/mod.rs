@@ -199,3 +199,20 @@ pub fn audit_rows(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Each `(query, code, named)`: `GET {path}?{query}` is a 400 with that error code, and its
+/// message names the problem.
+pub async fn assert_bad_queries(client: &Client, path: &str, cases: &[(&str, &str, &str)]) {
+    for (q, code, named) in cases {
+        let target = format!("{path}?{q}");
+        let resp = client
+            .raw("GET".parse().unwrap(), &target, None, None)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
+        assert_eq!(resp.status, 400, "{q}: {text}");
+        let body: bulkhead_api::ErrorBody = resp.json().unwrap();
+        assert_eq!(body.error.code, *code, "{q}: {text}");
+        assert!(body.error.message.contains(named), "{q}: {text}");
+    }
+}

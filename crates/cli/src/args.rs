@@ -111,6 +111,8 @@ pub enum ClientCommand {
     /// Read the audit log: changes, denials, platform-admin access to tenant data.
     #[command(subcommand)]
     Audit(crate::audit::AuditCmd),
+    /// Metered usage: each tenant's requests, writes and rate refusals per hour or day.
+    Usage(crate::audit::UsageArgs),
 }
 
 #[derive(Debug, Clone, Subcommand)]

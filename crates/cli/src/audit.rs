@@ -1,13 +1,14 @@
-//! `bulkhead audit list`: the audit log, newest first, filtered by tenant, actor, action,
-//! outcome and time.
+//! What happened: `bulkhead audit list` (the audit log, newest first, filtered by tenant,
+//! actor, action, outcome and time) and `bulkhead usage` (metered requests per tenant, by
+//! hour or day).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulkhead_api::{AuditEntry, AuditQuery};
+use bulkhead_api::{AuditEntry, AuditQuery, Granularity, UsagePeriod, UsageQuery};
 use bulkhead_client::Client;
 use bulkhead_core::TenantId;
 use bulkhead_core::time::Timestamp;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::commands::{Printer, all_pages};
 use crate::output;
@@ -52,6 +53,48 @@ pub struct AuditArgs {
     pub all: bool,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GranularityArg {
+    Hour,
+    Day,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// Only this tenant (also once it is deleted).
+    #[arg(long, value_parser = TenantId::parse)]
+    pub tenant_id: Option<TenantId>,
+    /// Periods from this time on: RFC 3339, or a time ago (`2h`, `7d`).
+    #[arg(long, value_parser = parse_when)]
+    pub from: Option<Timestamp>,
+    /// Periods starting before this time: RFC 3339, or a time ago.
+    #[arg(long, value_parser = parse_when)]
+    pub to: Option<Timestamp>,
+    /// Count per UTC hour or per UTC day.
+    #[arg(long, value_enum, default_value = "hour")]
+    pub granularity: GranularityArg,
+    /// Show at most this many rows (default 50).
+    #[arg(long, conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Continue from the cursor a previous listing printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow every page instead of showing the newest rows only.
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn paging(limit: Option<u32>, cursor: Option<String>, all: bool) -> crate::args::ListArgs {
+    crate::args::ListArgs {
+        limit: if all {
+            None
+        } else {
+            Some(limit.unwrap_or(DEFAULT_SHOWN))
+        },
+        cursor,
+    }
+}
+
 /// An RFC 3339 time, or a span before now: a number with `s`, `m`, `h` or `d`.
 fn parse_when(raw: &str) -> Result<Timestamp, String> {
     if let Some(at) = Timestamp::parse_rfc3339(raw) {
@@ -89,14 +132,7 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
         limit: None,
         cursor: None,
     };
-    let paging = crate::args::ListArgs {
-        limit: if args.all {
-            None
-        } else {
-            Some(args.limit.unwrap_or(DEFAULT_SHOWN))
-        },
-        cursor: args.cursor,
-    };
+    let paging = paging(args.limit, args.cursor, args.all);
     let page = all_pages(&paging, |limit, cursor| {
         let query = AuditQuery {
             limit,
@@ -107,6 +143,31 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
     })
     .await?;
     out.page(&page, |items: &[AuditEntry]| output::audit(items))
+}
+
+pub(crate) async fn usage(client: &Client, out: &Printer, args: UsageArgs) -> anyhow::Result<()> {
+    let query = UsageQuery {
+        tenant: args.tenant_id,
+        from: args.from,
+        to: args.to,
+        granularity: Some(match args.granularity {
+            GranularityArg::Hour => Granularity::Hour,
+            GranularityArg::Day => Granularity::Day,
+        }),
+        limit: None,
+        cursor: None,
+    };
+    let paging = paging(args.limit, args.cursor, args.all);
+    let page = all_pages(&paging, |limit, cursor| {
+        let query = UsageQuery {
+            limit,
+            cursor,
+            ..query.clone()
+        };
+        async move { client.list_usage(&query).await }
+    })
+    .await?;
+    out.page(&page, |items: &[UsagePeriod]| output::usage(items))
 }
 
 #[cfg(test)]

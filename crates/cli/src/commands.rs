@@ -94,6 +94,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Token(cmd) => crate::members::token(client, &out, cmd).await,
         ClientCommand::Whoami => crate::members::whoami(client, &out).await,
         ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
+        ClientCommand::Usage(args) => crate::audit::usage(client, &out, args).await,
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use bulkhead_api::{
     AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
+    UsagePeriod,
 };
 use bulkhead_core::model::{Isolation, Labels, TierLimits};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -192,6 +193,24 @@ pub fn audit(entries: &[AuditEntry]) -> String {
             e.outcome.clone(),
             e.request_id.clone(),
             value_cell(&detail),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn usage(periods: &[UsagePeriod]) -> String {
+    if periods.is_empty() {
+        return empty("usage");
+    }
+    let mut table = table(&["from", "to", "tenant", "requests", "writes", "rate limited"]);
+    for p in periods {
+        table.add_row(vec![
+            p.from.to_string(),
+            p.to.to_string(),
+            p.tenant.to_string(),
+            p.requests.to_string(),
+            p.writes.to_string(),
+            p.rate_limited.to_string(),
         ]);
     }
     table.to_string()

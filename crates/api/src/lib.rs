@@ -435,6 +435,6 @@ pub struct UsagePeriod {
     pub requests: u64,
     /// Of those, writes.
     pub writes: u64,
-    /// Requests refused because the tenant was over its tier's rate.
+    /// Requests refused because the tenant was over its tier's rate or concurrency limit.
     pub rate_limited: u64,
 }

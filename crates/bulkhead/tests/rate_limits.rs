@@ -1,6 +1,8 @@
-//! Per-tenant request rates from the tier (`requests_per_second`, `request_burst`): a tenant
-//! over its rate gets `429 rate_limited` with `Retry-After`, nothing of a refused write is
-//! applied, other tenants are not touched, and a tier change applies at once.
+//! Per-tenant request rates and concurrency from the tier (`requests_per_second`,
+//! `request_burst`, `max_concurrent_requests`): a tenant over its rate gets `429 rate_limited`,
+//! one with too many requests in flight `429 too_many_concurrent_requests`, both with
+//! `Retry-After`; nothing of a refused write is applied, other tenants are not touched, slots
+//! are given back, and a tier change applies at once.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -18,21 +20,22 @@ use serde_json::json;
 
 const RECORDS: &str = "/v1/collections/items/records";
 
-async fn set_rate(admin: &Client, tier: &str, rate: Option<u32>, burst: Option<u32>) {
+async fn set_limits(admin: &Client, tier: &str, limits: TierLimits) {
     let name = TierName::parse(tier).unwrap();
     let tiers = admin.list_tiers().await.unwrap();
-    let mut spec = tiers
-        .items
-        .into_iter()
-        .find(|t| t.name == name)
-        .unwrap()
-        .spec;
-    spec.limits = TierLimits {
+    let found = tiers.items.into_iter().find(|t| t.name == name);
+    let mut spec = found.unwrap().spec;
+    spec.limits = limits;
+    admin.put_tier(&name, &spec).await.unwrap();
+}
+
+async fn set_rate(admin: &Client, tier: &str, rate: Option<u32>, burst: Option<u32>) {
+    let limits = TierLimits {
         requests_per_second: rate.and_then(NonZeroU32::new),
         request_burst: burst.and_then(NonZeroU32::new),
-        ..spec.limits
+        ..TierLimits::default()
     };
-    admin.put_tier(&name, &spec).await.unwrap();
+    set_limits(admin, tier, limits).await;
 }
 
 async fn post(client: &Client, title: &str) -> RawResponse {
@@ -107,6 +110,78 @@ async fn a_tenant_over_its_tiers_rate_gets_429s_and_nothing_of_them_is_applied()
     set_rate(&admin, "free", None, None).await;
     for i in 0..30 {
         assert_eq!(post(&acme, &format!("x{i}")).await.status, 201);
+    }
+}
+
+/// Statuses of `n` concurrent scans of every record of the client's tenant.
+async fn concurrent_scans(client: &Client, n: usize) -> Vec<(u16, String)> {
+    let scan = bulkhead_client::ListRecords {
+        filter: Some(r#"title contains "nowhere""#.into()),
+        limit: Some(10),
+        ..Default::default()
+    };
+    let scans = (0..n).map(|_| {
+        let (client, scan) = (client.clone(), scan.clone());
+        tokio::spawn(async move {
+            match client.list_records(&common::items(), &scan).await {
+                Ok(_) => (200, String::new()),
+                Err(e) => (e.status().unwrap_or(0), e.code().unwrap_or("").to_owned()),
+            }
+        })
+    });
+    let mut out = Vec::new();
+    for scan in scans.collect::<Vec<_>>() {
+        out.push(scan.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_with_too_many_requests_in_flight_gets_429s_and_its_slots_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_items(&admin).await;
+    common::create_tenant(&admin, "acme", "free").await;
+    common::create_tenant(&admin, "globex", "standard").await;
+    let acme = server.client(&common::key(&admin, "acme", TenantRole::Member).await);
+    let globex = server.client(&common::key(&admin, "globex", TenantRole::Member).await);
+    // Enough records that a scan of all of them takes a while.
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"title\": \"record number {i}\", \"n\": {i}}}\n"))
+        .collect();
+    for client in [&acme, &globex] {
+        let report = client
+            .bulk(&common::items(), lines.clone().into_bytes(), true)
+            .await;
+        assert_eq!(report.unwrap().failed, 0);
+    }
+    let two = TierLimits {
+        max_concurrent_requests: NonZeroU32::new(2),
+        ..TierLimits::default()
+    };
+    set_limits(&admin, "free", two).await;
+
+    let answers = concurrent_scans(&acme, 16).await;
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(served >= 2, "{answers:?}");
+    assert!(
+        !refused.is_empty(),
+        "16 scans at once never had more than 2 in flight?"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|a| a.0 == 429 && a.1 == "too_many_concurrent_requests"),
+        "{answers:?}"
+    );
+    // Globex, on a tier without the limit, is never refused.
+    let theirs = concurrent_scans(&globex, 16).await;
+    assert!(theirs.iter().all(|a| a.0 == 200), "{theirs:?}");
+    // Every slot came back: one at a time, acme is always served.
+    for _ in 0..10 {
+        assert!(concurrent_scans(&acme, 1).await.iter().all(|a| a.0 == 200));
     }
 }
 

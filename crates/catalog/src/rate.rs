@@ -1,10 +1,15 @@
-//! Per-tenant request rates: a tier's `requests_per_second` and `request_burst`, enforced by
-//! a GCRA limiter per tenant (governor) on each server. A limiter is rebuilt when its tier's
-//! quota changes. Servers sharing a catalog each admit the full rate.
+//! Per-tenant request rates and concurrency: a tier's `requests_per_second` and
+//! `request_burst`, enforced by a GCRA limiter per tenant (governor), and its
+//! `max_concurrent_requests`, a count of the tenant's requests in flight. Both hold per server:
+//! servers sharing a catalog each admit the full amount. A limiter is rebuilt when its tier's
+//! quota changes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bulkhead_core::TenantId;
+use bulkhead_core::access::Held;
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::TierLimits;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -13,6 +18,16 @@ use parking_lot::Mutex;
 #[derive(Default)]
 pub(crate) struct RateLimits {
     tenants: Mutex<HashMap<TenantId, (Quota, DefaultDirectRateLimiter)>>,
+    in_flight: Mutex<HashMap<TenantId, Arc<AtomicU32>>>,
+}
+
+/// One of a tenant's concurrent request slots, given back when dropped.
+struct Slot(Arc<AtomicU32>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl RateLimits {
@@ -42,9 +57,36 @@ impl RateLimits {
         })
     }
 
-    /// Forgets a deleted tenant's limiter.
+    /// Takes one of the tenant's concurrent request slots (none to take when its tier sets no
+    /// limit), or refuses with `429 too_many_concurrent_requests`.
+    pub(crate) fn enter(
+        &self,
+        tenant: &TenantId,
+        limits: &TierLimits,
+    ) -> Result<Option<Held>, Error> {
+        let Some(max) = limits.max_concurrent_requests else {
+            return Ok(None);
+        };
+        let count = Arc::clone(self.in_flight.lock().entry(tenant.clone()).or_default());
+        let slot = Slot(count);
+        // The slot is counted from here on; dropping it on refusal gives it back.
+        if slot.0.fetch_add(1, Ordering::AcqRel) >= max.get() {
+            return Err(Error::new(
+                ErrorKind::TooManyRequests,
+                "too_many_concurrent_requests",
+                format!(
+                    "tenant {tenant} already has {max} requests in flight, its tier's limit; \
+                     retry in a second (Retry-After)"
+                ),
+            ));
+        }
+        Ok(Some(Held(Arc::new(slot))))
+    }
+
+    /// Forgets a deleted tenant's limiter and counter.
     pub(crate) fn forget(&self, tenant: &TenantId) {
         self.tenants.lock().remove(tenant);
+        self.in_flight.lock().remove(tenant);
     }
 }
 
@@ -60,6 +102,38 @@ mod tests {
             request_burst: burst.and_then(NonZeroU32::new),
             ..TierLimits::default()
         }
+    }
+
+    #[test]
+    fn concurrent_slots_are_bounded_and_given_back_when_dropped() {
+        let rates = RateLimits::default();
+        let acme = TenantId::parse("acme").unwrap();
+        let two = TierLimits {
+            max_concurrent_requests: NonZeroU32::new(2),
+            ..TierLimits::default()
+        };
+        let first = rates.enter(&acme, &two).unwrap().unwrap();
+        let second = rates.enter(&acme, &two).unwrap().unwrap();
+        let err = rates.enter(&acme, &two).unwrap_err();
+        assert_eq!(err.code, "too_many_concurrent_requests");
+        // A refusal takes nothing: still exactly two out.
+        assert!(rates.enter(&acme, &two).is_err());
+        let shared = second.clone();
+        drop(second);
+        assert!(
+            rates.enter(&acme, &two).is_err(),
+            "a clone still holds the slot"
+        );
+        drop(shared);
+        let third = rates.enter(&acme, &two).unwrap();
+        assert!(third.is_some());
+        drop((first, third));
+        assert!(
+            rates
+                .enter(&acme, &TierLimits::default())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -75,10 +75,16 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
         let limits = self.tier_limits(&route.tier).await?;
-        if let Err(e) = self.inner().rates.admit(&tenant, &limits) {
-            self.meter(&tenant, Metered::RateLimited);
-            return Err(e);
-        }
+        let admitted = (self.inner().rates.admit(&tenant, &limits))
+            .and_then(|()| self.inner().rates.enter(&tenant, &limits));
+        let scope = match admitted {
+            Ok(Some(slot)) => scope.holding(slot),
+            Ok(None) => scope,
+            Err(e) => {
+                self.meter(&tenant, Metered::RateLimited);
+                return Err(e);
+            }
+        };
         let metered = match action {
             DataAction::Read => Metered::Read,
             DataAction::Write => Metered::Write,

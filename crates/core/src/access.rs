@@ -284,6 +284,7 @@ pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> Ten
         action,
         platform_admin: false,
         grant: Arc::new(Grant::unrestricted()),
+        held: None,
     }
 }
 
@@ -472,9 +473,29 @@ pub struct TenantScope {
     action: DataAction,
     platform_admin: bool,
     grant: Arc<Grant>,
+    /// What the scope keeps taken while it is in use (a tenant's concurrency slot).
+    held: Option<Held>,
+}
+
+/// Something a [`TenantScope`] keeps alive until its last clone is dropped.
+#[derive(Clone)]
+pub struct Held(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 impl TenantScope {
+    /// Keeps `held` (say, a concurrency slot) taken for as long as the scope or a clone of it
+    /// lives: to the end of the request, or of a streamed answer. Changes nothing the scope
+    /// reaches.
+    pub fn holding(mut self, held: Held) -> Self {
+        self.held = Some(held);
+        self
+    }
+
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
@@ -616,6 +637,7 @@ pub fn authorize_data(
         action,
         platform_admin,
         grant: Arc::new(grant),
+        held: None,
     })
 }
 

@@ -198,6 +198,10 @@ pub struct TierLimits {
     /// worth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_burst: Option<NonZeroU32>,
+    /// Data requests one tenant may have in flight at once on each server (a streamed
+    /// export counts until it ends); beyond it `429 too_many_concurrent_requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<NonZeroU32>,
 }
 
 impl TierLimits {

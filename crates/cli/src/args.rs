@@ -248,6 +248,10 @@ pub enum TierCmd {
         /// second's worth).
         #[arg(long, requires = "requests_per_second")]
         request_burst: Option<NonZeroU32>,
+        /// Data requests one tenant may have in flight at once on each server (default: no
+        /// limit).
+        #[arg(long)]
+        max_concurrent_requests: Option<NonZeroU32>,
         /// An action no credential of this tier's tenants may perform (read, create, update,
         /// delete, aggregate, export); repeat for more.
         #[arg(long = "forbid", value_parser = parse_action)]

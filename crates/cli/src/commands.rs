@@ -220,6 +220,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             bulk_max_bytes,
             requests_per_second,
             request_burst,
+            max_concurrent_requests,
             forbid,
             no_custom_roles,
         } => {
@@ -237,6 +238,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     bulk_max_bytes,
                     requests_per_second,
                     request_burst,
+                    max_concurrent_requests,
                 },
                 ceiling: Ceiling {
                     forbid: forbid.into_iter().collect(),

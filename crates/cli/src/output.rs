@@ -223,6 +223,9 @@ fn limits_cell(limits: &TierLimits) -> String {
         let burst = limits.request_burst.unwrap_or(rate);
         parts.push(format!("{rate} req/s (burst {burst})"));
     }
+    if let Some(max) = limits.max_concurrent_requests {
+        parts.push(format!("{max} in flight"));
+    }
     if let Some(ms) = limits.query_time_ms {
         parts.push(format!("query {ms} ms"));
     }

@@ -184,6 +184,13 @@ async fn an_operator_defines_a_collection_onboards_a_tenant_and_works_with_recor
     let newest = json(&operator.ok("audit list --limit 1 --json"));
     assert_eq!(newest["items"].as_array().unwrap().len(), 1, "{newest}");
     assert!(newest["next_cursor"].is_string(), "{newest}");
+    // Revoking the app's key says so, and the key stops working.
+    let key_id = created["id"].as_str().unwrap();
+    let revoked = operator.ok(&format!("key revoke --tenant-id acme {key_id}"));
+    assert_eq!(revoked.trim(), format!("revoked key {key_id}"));
+    let err = app.fails("record list items");
+    assert!(err.contains("401"), "{err}");
+
     let bad = operator.run("audit list --from yesterday");
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("span ago"), "{}", stderr(&bad));

@@ -62,10 +62,15 @@ impl Printer {
 
     /// The outcome of a deletion, which has no body to show.
     pub(crate) fn done(&self, what: &str, id: &str) -> anyhow::Result<()> {
+        self.done_as("deleted", what, id)
+    }
+
+    /// The outcome of a change with no body to show, in its own word (`revoked`, `removed`).
+    pub(crate) fn done_as(&self, verb: &str, what: &str, id: &str) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", output::json(&json!({ "deleted": what, "id": id }))?);
+            println!("{}", output::json(&json!({ verb: what, "id": id }))?);
         } else {
-            println!("deleted {what} {id}");
+            println!("{verb} {what} {id}");
         }
         Ok(())
     }
@@ -326,7 +331,7 @@ async fn key(client: &Client, out: &Printer, cmd: KeyCmd) -> anyhow::Result<()> 
         KeyCmd::List { tenant_id } => out.page(&client.list_keys(&tenant_id).await?, output::keys),
         KeyCmd::Revoke { tenant_id, key_id } => {
             client.revoke_key(&tenant_id, &key_id).await?;
-            out.done("key", key_id.as_str())
+            out.done_as("revoked", "key", key_id.as_str())
         }
     }
 }
@@ -351,7 +356,7 @@ async fn platform_key(client: &Client, out: &Printer, cmd: PlatformKeyCmd) -> an
         PlatformKeyCmd::List => out.page(&client.list_platform_keys().await?, output::keys),
         PlatformKeyCmd::Revoke { key_id } => {
             client.revoke_platform_key(&key_id).await?;
-            out.done("platform key", key_id.as_str())
+            out.done_as("revoked", "platform key", key_id.as_str())
         }
     }
 }

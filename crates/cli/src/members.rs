@@ -214,7 +214,7 @@ pub(crate) async fn member(client: &Client, out: &Printer, cmd: MemberCmd) -> an
             }),
         MemberCmd::Remove { tenant, user } => {
             client.remove_member(&tenant, &user).await?;
-            out.done("member", user.as_str())
+            out.done_as("removed", "member", user.as_str())
         }
     }
 }

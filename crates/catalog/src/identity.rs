@@ -265,14 +265,12 @@ impl Catalog {
         Ok(secret)
     }
 
-    /// The role facts of a data request on `tenant` with tier `tier`.
-    pub(crate) async fn role_facts(
-        &self,
+    /// The role facts of a data request on `tenant`, whose tier has `ceiling`.
+    pub(crate) fn role_facts(
         ctx: &Ctx,
         tenant: &TenantId,
-        tier: &bulkhead_core::TierName,
-    ) -> Result<RoleFacts, Error> {
-        let ceiling = self.tier_policy(tier).await?.ceiling;
+        ceiling: bulkhead_core::permissions::Ceiling,
+    ) -> RoleFacts {
         let membership = match ctx.principal.principal() {
             Principal::User(_) | Principal::Token(_) => {
                 ctx.memberships.iter().find(|m| &m.tenant == tenant)
@@ -281,11 +279,11 @@ impl Catalog {
         };
         let role = membership.map(|m| m.role.clone());
         let custom = membership.and_then(|m| m.custom.clone());
-        Ok(RoleFacts {
+        RoleFacts {
             role,
             custom,
             ceiling,
-        })
+        }
     }
 }
 

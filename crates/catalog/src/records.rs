@@ -70,13 +70,15 @@ impl Catalog {
             .route(&tenant)
             .await
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
-        let facts = self.role_facts(ctx, &tenant, &route.tier).await?;
+        // The tier's policy, read once: its ceiling bounds the grant, its limits admit.
+        let policy = self.tier_policy(&route.tier).await?;
+        let facts = Catalog::role_facts(ctx, &tenant, policy.ceiling);
         let scope = access::authorize_data(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
-        let limits = self.tier_limits(&route.tier).await?;
-        let admitted = (self.inner().rates.admit(&tenant, &limits))
-            .and_then(|()| self.inner().rates.enter(&tenant, &limits));
+        let limits = &policy.limits;
+        let admitted = (self.inner().rates.admit(&tenant, limits))
+            .and_then(|()| self.inner().rates.enter(&tenant, limits));
         let scope = match admitted {
             Ok(Some(slot)) => scope.holding(slot),
             Ok(None) => scope,

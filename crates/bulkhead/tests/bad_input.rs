@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bulkhead_api::ErrorBody;
 use bulkhead_client::{Client, ListRecords, RawResponse};
-use bulkhead_core::access::TenantRole;
-use common::{Server, items, tid};
+use common::{items, tid};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -71,20 +70,6 @@ async fn all_items(client: &Client) -> Vec<Value> {
 
 async fn create(client: &Client, record: Value) -> Value {
     client.create_record(&items(), &record).await.unwrap()
-}
-
-/// A server (with `extra` environment) with `items`, tenants acme and globex, and a member
-/// client for each.
-async fn start(extra: &[(&str, &str)]) -> (tempfile::TempDir, Server, Client, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), extra);
-    let admin = server.admin();
-    common::put_items(&admin).await;
-    common::create_tenant(&admin, "acme", "free").await;
-    common::create_tenant(&admin, "globex", "standard").await;
-    let acme = server.client(&common::key(&admin, "acme", TenantRole::Member).await);
-    let globex = server.client(&common::key(&admin, "globex", TenantRole::Member).await);
-    (dir, server, acme, globex)
 }
 
 #[derive(Clone)]
@@ -258,7 +243,7 @@ fn check(p: &Probe, path: &str, resp: &RawResponse) -> Result<(), TestCaseError>
 fn random_requests_at_record_routes_never_fail_the_server_and_always_get_the_standard_error_body() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_dir, server, acme, globex) = runtime.block_on(async {
-        let (dir, server, acme, globex) = start(&[]).await;
+        let (dir, server, acme, globex) = common::acme_and_globex(&[]).await;
         for (i, title) in ["one", "two", "three"].iter().enumerate() {
             let id = format!("keep-{i}");
             create(&acme, json!({"id": id, "title": title, "n": i})).await;
@@ -311,7 +296,7 @@ fn random_requests_at_record_routes_never_fail_the_server_and_always_get_the_sta
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413_and_nothing_is_written() {
-    let (_dir, server, acme, _) = start(&[("BULKHEAD_BODY_LIMIT", "4096")]).await;
+    let (_dir, server, acme, _) = common::acme_and_globex(&[("BULKHEAD_BODY_LIMIT", "4096")]).await;
     let small = json_to(&acme, "POST", RECORDS, &json!({"title": "x".repeat(3000)})).await;
     assert_eq!(small.status, 201);
     let big = json_to(&acme, "POST", RECORDS, &json!({"title": "x".repeat(5000)})).await;
@@ -333,7 +318,7 @@ async fn a_body_over_the_limit_is_refused_with_413_and_nothing_is_written() {
 /// six of these requests failed with a broken pipe).
 #[tokio::test]
 async fn a_client_still_sending_a_body_the_route_ignores_gets_the_answer() {
-    let (_dir, _server, acme, _) = start(&[]).await;
+    let (_dir, _server, acme, _) = common::acme_and_globex(&[]).await;
     let body = json!({"title": "x".repeat(1_100_000), "n": "1"}).to_string();
     let routes = [
         ("GET", RECORDS.to_owned(), 200),
@@ -358,7 +343,7 @@ async fn a_client_still_sending_a_body_the_route_ignores_gets_the_answer() {
 
 #[tokio::test]
 async fn an_unknown_field_in_a_tenant_body_is_a_400_naming_the_field() {
-    let (_dir, server, _, _) = start(&[]).await;
+    let (_dir, server, _, _) = common::acme_and_globex(&[]).await;
     let admin = server.admin();
     let body = json!({"id": "initech", "name": "Initech", "tier": "free", "plan": "gold"});
     let resp = json_to(&admin, "POST", "/v1/tenants", &body).await;
@@ -370,7 +355,7 @@ async fn an_unknown_field_in_a_tenant_body_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn an_invalid_tenant_id_is_a_400_naming_the_id() {
-    let (_dir, server, _, _) = start(&[]).await;
+    let (_dir, server, _, _) = common::acme_and_globex(&[]).await;
     let admin = server.admin();
     for path in ["/v1/tenants/Not_A_Slug", "/v1/tenants/Not_A_Slug/keys"] {
         let message = error(&get(&admin, path).await, 400, "invalid_tenant_id");
@@ -387,7 +372,7 @@ async fn an_invalid_tenant_id_is_a_400_naming_the_id() {
 
 #[tokio::test]
 async fn a_filter_that_does_not_parse_or_type_is_refused_with_its_position() {
-    let (_dir, _server, acme, _) = start(&[]).await;
+    let (_dir, _server, acme, _) = common::acme_and_globex(&[]).await;
     create(&acme, json!({"title": "a", "n": 2})).await;
     // `n = true`: an integer compared with a boolean.
     let resp = get(&acme, &format!("{RECORDS}?filter=n%20%3D%20true")).await;
@@ -412,7 +397,7 @@ async fn a_filter_that_does_not_parse_or_type_is_refused_with_its_position() {
 
 #[tokio::test]
 async fn a_cursor_replayed_by_another_tenant_or_made_up_is_refused() {
-    let (_dir, _server, acme, globex) = start(&[]).await;
+    let (_dir, _server, acme, globex) = common::acme_and_globex(&[]).await;
     for i in 0..3 {
         create(&acme, json!({"title": format!("a{i}")})).await;
         create(&globex, json!({"title": format!("g{i}")})).await;
@@ -439,7 +424,7 @@ async fn a_cursor_replayed_by_another_tenant_or_made_up_is_refused() {
 
 #[tokio::test]
 async fn a_body_not_declared_as_json_gets_415_and_nothing_is_written() {
-    let (_dir, _server, acme, _) = start(&[]).await;
+    let (_dir, _server, acme, _) = common::acme_and_globex(&[]).await;
     let body = Some(br#"{"title":"hello"}"#.to_vec());
     let form = Some("application/x-www-form-urlencoded");
     for content_type in [Some("text/plain"), form, None] {
@@ -451,7 +436,7 @@ async fn a_body_not_declared_as_json_gets_415_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_limit_of_zero_or_above_the_maximum_is_refused() {
-    let (_dir, server, acme, _) = start(&[]).await;
+    let (_dir, server, acme, _) = common::acme_and_globex(&[]).await;
     for limit in ["0", "5000", "1001"] {
         let resp = get(&acme, &format!("{RECORDS}?limit={limit}")).await;
         let message = error(&resp, 400, "invalid_limit");
@@ -468,7 +453,7 @@ async fn a_limit_of_zero_or_above_the_maximum_is_refused() {
 
 #[tokio::test]
 async fn a_wrongly_typed_field_is_named_by_its_path() {
-    let (_dir, _server, acme, _) = start(&[]).await;
+    let (_dir, _server, acme, _) = common::acme_and_globex(&[]).await;
     for (body, expected) in [
         (json!({"title": 5}), "title: expected text"),
         (json!({"title": "ok", "n": "seven"}), "n: expected integer"),
@@ -490,7 +475,7 @@ async fn a_wrongly_typed_field_is_named_by_its_path() {
 
 #[tokio::test]
 async fn a_record_missing_a_required_field_is_refused_and_nothing_is_written() {
-    let (_dir, _server, acme, _) = start(&[]).await;
+    let (_dir, _server, acme, _) = common::acme_and_globex(&[]).await;
     let existing = create(&acme, json!({"title": "keep", "n": 1})).await;
     for body in [
         json!({"n": 2}),

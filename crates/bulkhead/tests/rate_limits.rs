@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bulkhead_api::ErrorBody;
 use bulkhead_client::{Client, RawResponse};
 use bulkhead_core::TierName;
-use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::TierLimits;
 use common::Server;
 use serde_json::json;
@@ -60,22 +59,9 @@ async fn count(client: &Client) -> usize {
         .len()
 }
 
-/// A server with `items`, acme on `free` and globex on `standard`, and a member of each.
-async fn start() -> (tempfile::TempDir, Server, Client, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let admin = server.admin();
-    common::put_items(&admin).await;
-    common::create_tenant(&admin, "acme", "free").await;
-    common::create_tenant(&admin, "globex", "standard").await;
-    let acme = server.client(&common::key(&admin, "acme", TenantRole::Member).await);
-    let globex = server.client(&common::key(&admin, "globex", TenantRole::Member).await);
-    (dir, server, acme, globex)
-}
-
 #[tokio::test]
 async fn a_tenant_over_its_tiers_rate_gets_429s_and_nothing_of_them_is_applied() {
-    let (_dir, server, acme, globex) = start().await;
+    let (_dir, server, acme, globex) = common::acme_and_globex(&[]).await;
     let admin = server.admin();
     set_rate(&admin, "free", Some(2), Some(10)).await;
 
@@ -145,7 +131,7 @@ async fn concurrent_scans(client: &Client, n: usize) -> Vec<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_with_too_many_requests_in_flight_gets_429s_and_its_slots_come_back() {
-    let (_dir, server, acme, globex) = start().await;
+    let (_dir, server, acme, globex) = common::acme_and_globex(&[]).await;
     let admin = server.admin();
     // Enough records that a scan of all of them takes a while.
     let lines: String = (0..20_000)

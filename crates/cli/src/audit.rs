@@ -42,15 +42,8 @@ pub struct AuditArgs {
     /// Before this time: RFC 3339, or a time ago.
     #[arg(long, value_parser = parse_when)]
     pub to: Option<Timestamp>,
-    /// Show at most this many entries (default 50).
-    #[arg(long, conflicts_with = "all")]
-    pub limit: Option<u32>,
-    /// Continue from the cursor a previous listing printed.
-    #[arg(long)]
-    pub cursor: Option<String>,
-    /// Follow every page instead of showing the newest entries only.
-    #[arg(long)]
-    pub all: bool,
+    #[command(flatten)]
+    pub page: Newest,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,25 +66,31 @@ pub struct UsageArgs {
     /// Count per UTC hour or per UTC day.
     #[arg(long, value_enum, default_value = "hour")]
     pub granularity: GranularityArg,
-    /// Show at most this many rows (default 50).
+    #[command(flatten)]
+    pub page: Newest,
+}
+
+/// Paging of a log-like listing: the newest few, or everything.
+#[derive(Debug, Clone, Args)]
+pub struct Newest {
+    /// Show at most this many (default 50).
     #[arg(long, conflicts_with = "all")]
     pub limit: Option<u32>,
     /// Continue from the cursor a previous listing printed.
     #[arg(long)]
     pub cursor: Option<String>,
-    /// Follow every page instead of showing the newest rows only.
+    /// Follow every page instead of showing the newest only.
     #[arg(long)]
     pub all: bool,
 }
 
-fn paging(limit: Option<u32>, cursor: Option<String>, all: bool) -> crate::args::ListArgs {
-    crate::args::ListArgs {
-        limit: if all {
-            None
-        } else {
-            Some(limit.unwrap_or(DEFAULT_SHOWN))
-        },
-        cursor,
+impl Newest {
+    fn paging(self) -> crate::args::ListArgs {
+        let limit = (!self.all).then(|| self.limit.unwrap_or(DEFAULT_SHOWN));
+        crate::args::ListArgs {
+            limit,
+            cursor: self.cursor,
+        }
     }
 }
 
@@ -132,7 +131,7 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
         limit: None,
         cursor: None,
     };
-    let paging = paging(args.limit, args.cursor, args.all);
+    let paging = args.page.paging();
     let page = all_pages(&paging, |limit, cursor| {
         let query = AuditQuery {
             limit,
@@ -157,7 +156,7 @@ pub(crate) async fn usage(client: &Client, out: &Printer, args: UsageArgs) -> an
         limit: None,
         cursor: None,
     };
-    let paging = paging(args.limit, args.cursor, args.all);
+    let paging = args.page.paging();
     let page = all_pages(&paging, |limit, cursor| {
         let query = UsageQuery {
             limit,

@@ -216,3 +216,19 @@ pub async fn assert_bad_queries(client: &Client, path: &str, cases: &[(&str, &st
         assert!(body.error.message.contains(named), "{q}: {text}");
     }
 }
+
+/// A server (with `extra` environment) with `items`, acme on `free` and globex on
+/// `standard`, and a member client for each.
+pub async fn acme_and_globex(
+    extra: &[(&str, &str)],
+) -> (tempfile::TempDir, Server, Client, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), extra);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    create_tenant(&admin, "globex", "standard").await;
+    let acme = server.client(&key(&admin, "acme", TenantRole::Member).await);
+    let globex = server.client(&key(&admin, "globex", TenantRole::Member).await);
+    (dir, server, acme, globex)
+}

@@ -1,5 +1,6 @@
 //! The [`Engine`] implementation: placements, transactions and record operations.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -548,6 +549,34 @@ impl Engine for PgEngine {
                     other => return Err(other),
                 },
             }
+        }
+        // A batch of deletes only is one statement; an id it did not find (or found already
+        // deleted earlier in the batch) is reported as not found, as op by op would.
+        if ops.len() > 1 && ops.iter().all(|op| matches!(op, BulkOp::Delete(_))) {
+            let ids: Vec<&RecordId> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    BulkOp::Delete(id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            let rows = query(&tx, &sql.delete_many_returning(&ids), self.cache()).await?;
+            let mut found: HashSet<String> = rows
+                .iter()
+                .map(|row| row.try_get::<_, String>(0))
+                .collect::<Result<_, _>>()
+                .map_err(PgError::from)?;
+            tx.commit().await.map_err(PgError::from)?;
+            return Ok(ids
+                .into_iter()
+                .map(|id| {
+                    if found.remove(id.as_str()) {
+                        Ok(BulkOutcome::Deleted(id.clone()))
+                    } else {
+                        Err(EngineError::NotFound)
+                    }
+                })
+                .collect());
         }
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {

@@ -140,6 +140,13 @@ impl<'a> RecordSql<'a> {
         }
     }
 
+    /// Deletes the given records and returns the ids it found.
+    pub fn delete_many_returning(&self, ids: &[&RecordId]) -> Statement {
+        let mut statement = self.delete_many(ids);
+        statement.sql.push_str(" RETURNING r.id");
+        statement
+    }
+
     pub fn get(&self, id: &RecordId, for_update: bool) -> Statement {
         let (pred, mut params) = self.scoped();
         params.push(PgValue::Text(id.as_str().to_owned()));

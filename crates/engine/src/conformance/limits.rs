@@ -126,6 +126,32 @@ pub async fn bulk_operations_fail_alone(engine: &dyn Engine) {
             vec!["a"],
             "{isolation}"
         );
+        // A batch of deletes only: each reported as op by op would, the neighbour untouched.
+        let deletes = ["c", "missing", "c", "theirs"]
+            .into_iter()
+            .map(|id| BulkOp::Delete(rid(id)))
+            .collect();
+        let results = engine.bulk(&w, &c, deletes).await.expect("deletes");
+        assert!(
+            matches!(&results[..], [
+                Ok(BulkOutcome::Deleted(first)),
+                Err(EngineError::NotFound),
+                Err(EngineError::NotFound),
+                Err(EngineError::NotFound),
+            ] if first.as_str() == "c"),
+            "{isolation}: {results:?}"
+        );
+        let own = all_records(engine, &t, isolation, &c).await;
+        let ids: Vec<&str> = own.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, vec!["a"], "{isolation}");
+        assert!(
+            engine
+                .get(&rn, &c, &rid("theirs"))
+                .await
+                .expect("get")
+                .is_some(),
+            "{isolation}: a delete batch leaves the neighbour's record"
+        );
         let read_only = scope(&t, isolation, DataAction::Read);
         assert!(matches!(
             engine

@@ -18,6 +18,8 @@ use bulkhead_core::schema::Collection;
 use bulkhead_core::{RecordId, error::Error};
 use bulkhead_engine::{AggregateQuery, BulkOp, Engine, Keyset, ListQuery, QueryBudget};
 
+use super::lane::Lane;
+
 /// Ids fetched per query when syncing or re-checking given records.
 const ID_BATCH: usize = 500;
 
@@ -46,6 +48,7 @@ impl Pacer {
 }
 
 /// The two placements of a moving tenant.
+#[derive(Clone)]
 pub(crate) struct Sides {
     pub source_engine: Arc<dyn Engine>,
     pub source: TenantScope,
@@ -250,29 +253,32 @@ pub(crate) struct Comparison {
     pub differing: HashSet<RecordId>,
 }
 
-/// Records of one side in id order, a page at a time.
-struct Cursor<'a> {
-    engine: &'a dyn Engine,
-    scope: &'a TenantScope,
-    collection: &'a Collection,
+/// Records of one side in id order, a page at a time (each page a bulk step of the lane).
+struct Cursor {
+    engine: Arc<dyn Engine>,
+    scope: TenantScope,
+    collection: Arc<Collection>,
     buffer: VecDeque<Record>,
     after: Option<RecordId>,
     done: bool,
     chunk: u32,
 }
 
-impl Cursor<'_> {
-    async fn peek(&mut self, pacer: Pacer) -> Result<Option<&Record>, Error> {
+impl Cursor {
+    async fn peek(&mut self, pacer: Pacer, lane: &Lane) -> Result<Option<&Record>, Error> {
         if self.buffer.is_empty() && !self.done {
             let started = std::time::Instant::now();
-            let page = page(
-                self.engine,
-                self.scope,
-                self.collection,
-                self.after.as_ref(),
-                self.chunk,
-            )
-            .await?;
+            let (engine, scope, collection) = (
+                Arc::clone(&self.engine),
+                self.scope.clone(),
+                Arc::clone(&self.collection),
+            );
+            let (after, chunk) = (self.after.clone(), self.chunk);
+            let page = lane
+                .bulk(async move {
+                    page(engine.as_ref(), &scope, &collection, after.as_ref(), chunk).await
+                })
+                .await?;
             self.done = page.len() < self.chunk as usize;
             self.after = page.last().map(|r| r.id.clone());
             self.buffer.extend(page);
@@ -285,25 +291,26 @@ impl Cursor<'_> {
 /// Compares every record of a collection on both sides (a merge of the two id orders).
 pub(crate) async fn compare(
     sides: &Sides,
-    collection: &Collection,
+    collection: &Arc<Collection>,
     chunk: u32,
     pacer: Pacer,
+    lane: &Lane,
 ) -> Result<Comparison, Error> {
-    let cursor = |engine, scope| Cursor {
-        engine,
-        scope,
-        collection,
+    let cursor = |engine: &Arc<dyn Engine>, scope: &TenantScope| Cursor {
+        engine: Arc::clone(engine),
+        scope: scope.clone(),
+        collection: Arc::clone(collection),
         buffer: VecDeque::new(),
         after: None,
         done: false,
         chunk,
     };
-    let mut source = cursor(sides.source_engine.as_ref(), &sides.source);
-    let mut target = cursor(sides.target_engine.as_ref(), &sides.target);
+    let mut source = cursor(&sides.source_engine, &sides.source);
+    let mut target = cursor(&sides.target_engine, &sides.target);
     let mut out = Comparison::default();
     loop {
-        let s = source.peek(pacer).await?.map(|r| r.id.clone());
-        let t = target.peek(pacer).await?.map(|r| r.id.clone());
+        let s = source.peek(pacer, lane).await?.map(|r| r.id.clone());
+        let t = target.peek(pacer, lane).await?.map(|r| r.id.clone());
         let (take_s, take_t) = match (&s, &t) {
             (None, None) => break,
             (Some(_), None) => (true, false),

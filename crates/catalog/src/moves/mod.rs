@@ -14,8 +14,10 @@
 //! which records changed during the copy, and holds writes only for the final sync, the last
 //! verification and the switch.
 
+mod catchup;
 mod copy;
 mod gate;
+mod lane;
 mod run;
 pub(crate) mod shared;
 

@@ -12,15 +12,13 @@ use bulkhead_engine::PlacementRef;
 use serde_json::json;
 
 use super::copy::{self, Sides};
+use super::lane::Lane;
 use super::{Live, MoveRow, phase_error, read_move};
 use crate::Catalog;
 use crate::audit::{self, AuditEvent};
 use crate::store::params;
 use crate::tenants::{next_epoch, read_tenant, write_placement};
 
-/// Catch-up rounds stop once fewer ids than this are pending (the rest waits for the freeze).
-const SMALL_ENOUGH: usize = 500;
-const MAX_ROUNDS: usize = 50;
 /// Attempts to take the freeze before the move gives up.
 const FREEZE_ATTEMPTS: usize = 3;
 
@@ -82,7 +80,7 @@ impl Catalog {
         .await
     }
 
-    fn check_cancel(live: &Live) -> Result<(), Error> {
+    pub(super) fn check_cancel(live: &Live) -> Result<(), Error> {
         match live.cancel.lock().clone() {
             Some(why) => Err(Error::conflict("move_cancelled", why)),
             None => Ok(()),
@@ -113,18 +111,6 @@ impl Catalog {
         self.inner().moves.live.lock().remove(&id);
     }
 
-    /// Runs `work` on the server's own runtime, at normal priority.
-    async fn foreground<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
-    ) -> Result<T, Error> {
-        self.inner()
-            .main
-            .spawn(work)
-            .await
-            .map_err(|e| Error::internal().with_message(format!("move freeze task: {e}")))?
-    }
-
     fn collections(&self) -> Vec<Arc<Collection>> {
         self.collections_snapshot().values().cloned().collect()
     }
@@ -135,6 +121,7 @@ impl Catalog {
             duty: settings.duty,
         };
         let gate = self.inner().moves.gates.get(&row.tenant);
+        let lane = Lane::new(self.inner().main.clone());
         let (tenant, source_placement) = self
             .load_tenant(&row.tenant)
             .await?
@@ -193,7 +180,10 @@ impl Catalog {
         self.enter_phase(row, MovePhase::Copying, live).await?;
         let mut total = 0;
         for c in self.collections() {
-            total += copy::count(sides.source_engine.as_ref(), &sides.source, &c).await?;
+            let (engine, scope) = (Arc::clone(&sides.source_engine), sides.source.clone());
+            total += lane
+                .bulk(async move { copy::count(engine.as_ref(), &scope, &c).await })
+                .await?;
         }
         live.total.store(total, Ordering::Relaxed);
         live.copy_clock.lock().0 = Some(Instant::now());
@@ -203,20 +193,30 @@ impl Catalog {
             loop {
                 Catalog::check_cancel(live)?;
                 let started = Instant::now();
-                let page = copy::page(
-                    sides.source_engine.as_ref(),
-                    &sides.source,
-                    &c,
-                    after.as_ref(),
-                    settings.chunk,
-                )
-                .await?;
-                let n = page.len();
-                after = page.last().map(|r| r.id.clone());
-                if n > 0 {
-                    self.restore_with_schema(&sides, &target_ref, &c, page)
+                // One page read from the source and restored into the target: a bulk step.
+                let (catalog, step_sides, target) =
+                    (self.clone(), sides.clone(), target_ref.clone());
+                let (collection, from, chunk) = (Arc::clone(&c), after.take(), settings.chunk);
+                let (n, last) = lane
+                    .bulk(async move {
+                        let page = copy::page(
+                            step_sides.source_engine.as_ref(),
+                            &step_sides.source,
+                            &collection,
+                            from.as_ref(),
+                            chunk,
+                        )
                         .await?;
-                }
+                        let (n, last) = (page.len(), page.last().map(|r| r.id.clone()));
+                        if n > 0 {
+                            catalog
+                                .restore_with_schema(&step_sides, &target, &collection, page)
+                                .await?;
+                        }
+                        Ok((n, last))
+                    })
+                    .await?;
+                after = last;
                 live.copied.fetch_add(n as u64, Ordering::Relaxed);
                 if saved.elapsed() > Duration::from_secs(1) {
                     row.rows_copied = live.copied.load(Ordering::Relaxed);
@@ -245,13 +245,14 @@ impl Catalog {
         row.copy_ms = Some(took.as_millis() as u64);
 
         self.enter_phase(row, MovePhase::CatchingUp, live).await?;
-        self.catch_up(&sides, &gate, &row.tenant, live).await?;
+        self.catch_up(&lane, &sides, &gate, &row.tenant, live)
+            .await?;
 
         self.enter_phase(row, MovePhase::Verifying, live).await?;
         let mut checks = serde_json::Map::new();
         for c in self.collections() {
             Catalog::check_cancel(live)?;
-            let cmp = copy::compare(&sides, &c, settings.chunk, pacer).await?;
+            let cmp = copy::compare(&sides, &c, settings.chunk, pacer, &lane).await?;
             // Every difference must be a record written since the comparison began (it is
             // in the journal, and the next catch-up copies it). Any other is a copy fault.
             let journal = self.drain_journal(&gate, &row.tenant).await?;
@@ -272,7 +273,7 @@ impl Catalog {
                 ));
             }
             // The drained ids are synced here, as a catch-up round would.
-            self.sync_journal(&sides, journal).await?;
+            self.sync_journal(&lane, &sides, journal).await?;
             live.verified.fetch_add(cmp.source_rows, Ordering::Relaxed);
             checks.insert(
                 c.name.to_string(),
@@ -286,7 +287,8 @@ impl Catalog {
         }
         let event = self.move_event(row, "move.verified", serde_json::Value::Object(checks));
         self.save_progress(row, Some(event)).await?;
-        self.catch_up(&sides, &gate, &row.tenant, live).await?;
+        self.catch_up(&lane, &sides, &gate, &row.tenant, live)
+            .await?;
 
         // The freeze: writes wait at the gate while the last changes are synced and checked
         // and the routing entry switches. The schema lock is taken first, outside the freeze,
@@ -321,55 +323,55 @@ impl Catalog {
                     ),
                 ));
             }
-            self.catch_up(&sides, &gate, &row.tenant, live).await?;
+            self.catch_up(&lane, &sides, &gate, &row.tenant, live)
+                .await?;
         };
         self.enter_phase(row, MovePhase::Frozen, live).await?;
+        // Writes are held now: the last sync and the exact counts run at normal priority.
         let collections = self.collections();
-        for c in &collections {
-            sides
-                .target_engine
-                .ensure_collection(&target_ref, c)
-                .await
-                .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
-        }
-        let last = self.drain_journal(&gate, &row.tenant).await?;
-        let mut rechecked = 0u64;
-        for (name, ids) in &last.ids {
-            let c = self.collection(name)?;
-            let ids: Vec<_> = ids.iter().cloned().collect();
-            copy::sync_ids(&sides, &c, &ids).await?;
-            let left = copy::differing(&sides, &c, &ids).await?;
-            if let Some(first) = left.first() {
-                return Err(Error::conflict(
-                    "move_verification_failed",
-                    format!("record {first} of '{name}' differs after the final sync"),
-                ));
-            }
-            rechecked += ids.len() as u64;
-        }
-        for c in &collections {
-            // Writes are held now: the exact counts run at normal priority, on the server's
-            // runtime, not behind requests like the background copy.
-            let (source, target) = (sides.source_engine.clone(), sides.target_engine.clone());
-            let (source_scope, target_scope) = (sides.source.clone(), sides.target.clone());
-            let counted = Arc::clone(c);
-            let (s, t) = self
-                .foreground(async move {
-                    let s = copy::count(source.as_ref(), &source_scope, &counted).await?;
-                    let t = copy::count(target.as_ref(), &target_scope, &counted).await?;
-                    Ok((s, t))
-                })
-                .await?;
-            if s != t {
-                return Err(Error::conflict(
-                    "move_verification_failed",
-                    format!(
-                        "'{}' has {s} records in the source but {t} in the target",
-                        c.name
-                    ),
-                ));
-            }
-        }
+        let last = self.journal_work(self.drain_journal(&gate, &row.tenant).await?)?;
+        let (frozen_sides, all, target) = (sides.clone(), collections.clone(), target_ref.clone());
+        let rechecked = lane
+            .normal(async move {
+                let sides = frozen_sides;
+                for c in &all {
+                    sides
+                        .target_engine
+                        .ensure_collection(&target, c)
+                        .await
+                        .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
+                }
+                let mut rechecked = 0u64;
+                for (c, ids) in &last {
+                    copy::sync_ids(&sides, c, ids).await?;
+                    let left = copy::differing(&sides, c, ids).await?;
+                    if let Some(first) = left.first() {
+                        return Err(Error::conflict(
+                            "move_verification_failed",
+                            format!(
+                                "record {first} of '{}' differs after the final sync",
+                                c.name
+                            ),
+                        ));
+                    }
+                    rechecked += ids.len() as u64;
+                }
+                for c in &all {
+                    let s = copy::count(sides.source_engine.as_ref(), &sides.source, c).await?;
+                    let t = copy::count(sides.target_engine.as_ref(), &sides.target, c).await?;
+                    if s != t {
+                        return Err(Error::conflict(
+                            "move_verification_failed",
+                            format!(
+                                "'{}' has {s} records in the source but {t} in the target",
+                                c.name
+                            ),
+                        ));
+                    }
+                }
+                Ok(rechecked)
+            })
+            .await?;
         live.verified.fetch_add(rechecked, Ordering::Relaxed);
         let freeze_ms = self.switch(row, live, started).await?;
         if let Some((MovePhase::Switched, wait)) = self.inner().options.moves.hold {
@@ -378,45 +380,12 @@ impl Catalog {
         }
         drop(frozen);
         drop(schema);
-        tracing::info!(r#move = %row.id, tenant = %row.tenant, freeze_ms, "move switched");
+        let raised_steps = lane.raised_steps();
+        tracing::info!(r#move = %row.id, tenant = %row.tenant, freeze_ms, raised_steps, "move switched");
 
         self.enter_phase(row, MovePhase::Cleaning, live).await?;
         tokio::time::sleep(settings.drain_grace).await;
         self.clean_source(row).await
-    }
-
-    /// Makes the target match the source for every id in `journal`.
-    async fn sync_journal(
-        &self,
-        sides: &Sides,
-        journal: super::gate::Journal,
-    ) -> Result<(), Error> {
-        for (name, ids) in journal.ids {
-            let c = self.collection(&name)?;
-            let ids: Vec<_> = ids.into_iter().collect();
-            copy::sync_ids(sides, &c, &ids).await?;
-        }
-        Ok(())
-    }
-
-    /// Syncs journaled ids until few are left (or the rounds run out).
-    async fn catch_up(
-        &self,
-        sides: &Sides,
-        gate: &super::gate::Gate,
-        tenant: &bulkhead_core::TenantId,
-        live: &Live,
-    ) -> Result<(), Error> {
-        for _ in 0..MAX_ROUNDS {
-            Catalog::check_cancel(live)?;
-            let journal = self.drain_journal(gate, tenant).await?;
-            let n = journal.len();
-            self.sync_journal(sides, journal).await?;
-            if n < SMALL_ENOUGH && gate.pending() < SMALL_ENOUGH {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Restores a page; if the target misses a column added since it was provisioned, brings

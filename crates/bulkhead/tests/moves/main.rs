@@ -22,18 +22,41 @@ use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase};
 use common::{Server, audit_rows, create_tenant, key, put_items, tid};
 
-/// Test servers wait only briefly before removing a moved tenant's old placement.
-pub const FAST: &[(&str, &str)] = &[("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100")];
+/// Test servers wait only briefly before removing a moved tenant's old placement, and log
+/// what the move executor does (catch-up rounds, starved steps) for a failure to show.
+pub const FAST: &[(&str, &str)] = &[
+    ("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100"),
+    ("BULKHEAD_LOG", "warn,bulkhead_catalog::moves=debug"),
+];
 
 /// Polls a move until it has ended (or `phase` is reached).
 pub async fn wait_for(admin: &Client, id: &str, phase: Option<MovePhase>) -> MoveView {
+    wait_or_show(admin, id, phase, String::new).await
+}
+
+/// [`wait_for`], and a move that does not end shows `log()` (the server's) in the failure.
+async fn wait_or_show(
+    admin: &Client,
+    id: &str,
+    phase: Option<MovePhase>,
+    log: impl Fn() -> String,
+) -> MoveView {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let view = admin.get_move(id).await.unwrap();
         if view.phase.is_final() || Some(view.phase) == phase {
             return view;
         }
-        assert!(Instant::now() < deadline, "move stuck in {}", view.phase);
+        if Instant::now() >= deadline {
+            let log = log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "move stuck in {}; the server's log ends:\n{}",
+                view.phase,
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -83,7 +106,7 @@ pub async fn move_under_load(
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = start(admin, "mover", to, domain).await;
-    let done = wait_for(admin, &started.id, None).await;
+    let done = wait_or_show(admin, &started.id, None, || server.log()).await;
     // Writes keep going against the new placement for a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);

@@ -14,6 +14,7 @@
 //!   So a move also finishes on a machine that requests keep saturated.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead_core::error::Error;
@@ -33,7 +34,7 @@ pub(crate) struct Lane {
     main: Handle,
     raised_until: Mutex<Option<Instant>>,
     /// Bulk steps taken at normal priority (reported when the move ends).
-    raised_steps: Mutex<u64>,
+    raised_steps: AtomicU64,
 }
 
 impl Lane {
@@ -42,7 +43,7 @@ impl Lane {
         Lane {
             main,
             raised_until: Mutex::new(None),
-            raised_steps: Mutex::new(0),
+            raised_steps: AtomicU64::new(0),
         }
     }
 
@@ -64,7 +65,7 @@ impl Lane {
         work: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
         if self.is_raised() {
-            *self.raised_steps.lock() += 1;
+            self.raised_steps.fetch_add(1, Ordering::Relaxed);
             return self.normal(work).await;
         }
         let before = background::sched();
@@ -79,20 +80,14 @@ impl Lane {
     }
 
     fn is_raised(&self) -> bool {
-        let mut until = self.raised_until.lock();
-        match *until {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+        self.raised_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Bulk steps that ran at normal priority because low priority was starved.
     pub fn raised_steps(&self) -> u64 {
-        *self.raised_steps.lock()
+        self.raised_steps.load(Ordering::Relaxed)
     }
 }
 

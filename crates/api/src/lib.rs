@@ -8,7 +8,7 @@ use bulkhead_core::permissions::{Action, MemberRole, RoleSpec};
 use bulkhead_core::schema::FieldSpec;
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{
-    CollectionName, DomainName, FieldName, KeyId, RoleName, TenantId, TierName, UserId,
+    CollectionName, DomainName, FieldName, Incarnation, KeyId, RoleName, TenantId, TierName, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -437,4 +437,34 @@ pub struct UsagePeriod {
     pub writes: u64,
     /// Requests refused because the tenant was over its tier's rate or concurrency limit.
     pub rate_limited: u64,
+}
+
+/// Tenant storage that no live tenant incarnation owns (`GET /v1/doctor`): left by a crash
+/// between a purge's steps, an interrupted move, or a write that raced a deletion on another
+/// server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageOrphan {
+    pub domain: DomainName,
+    pub isolation: Isolation,
+    /// The engine's name for it (file, tables, schema, database, or pooled rows).
+    pub name: String,
+    /// The tenant and the life it belonged to, when its name says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
+    /// Whether `POST /v1/doctor/clean` can remove it (its name can be read back to a key).
+    pub removable: bool,
+}
+
+/// What `bulkhead doctor` found (and, after `POST /v1/doctor/clean`, removed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DoctorReport {
+    pub orphans: Vec<StorageOrphan>,
+    /// Domains whose engine is not open here, so their storage was not inspected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked_domains: Vec<DomainName>,
+    /// Orphans removed by this call (`clean` only).
+    #[serde(default)]
+    pub removed: u64,
 }

@@ -164,7 +164,13 @@ impl Catalog {
                 BulkOp::Delete(id) => id.clone(),
             })
             .collect();
-        if let Err(error) = ticket.before(&collection.name, ids.iter()).await {
+        // Each chunk re-checks that the tenant's life the request was authorized for still
+        // stands: a deletion that began meanwhile waits for this request, which stops here.
+        let fenced = match self.still_current(scope).await {
+            Ok(()) => ticket.before(&collection.name, ids.iter()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = fenced {
             for (line, id) in numbers {
                 out.push(failed(line, id, &error));
             }

@@ -1,7 +1,9 @@
 //! Export: reading a collection out in bulk (`GET …/records:export`), page by page in id
 //! order. It needs the `export` action (which a tier's ceiling may forbid), and the caller's
-//! record rule and hidden fields apply as on a list. Each page is authorized afresh, so a
-//! revoked credential or removed member stops an export in progress.
+//! record rule and hidden fields apply as on a list. Each later page authenticates the
+//! presented credential again and authorizes it afresh, so a revoked key, an expired token, a
+//! removed member or a deleted tenant (even one re-created under the same id: the credential
+//! belongs to the earlier life) stops an export in progress.
 
 use bulkhead_core::access::DataAction;
 use bulkhead_core::error::Error;
@@ -27,6 +29,16 @@ impl Catalog {
         filter: &str,
         after: Option<RecordId>,
     ) -> Result<(Vec<Record>, Option<RecordId>), Error> {
+        let again;
+        let ctx = match (&after, &ctx.credential) {
+            (Some(_), Some(credential)) => {
+                again = self
+                    .authenticate(Some(credential.expose()), &ctx.request_id)
+                    .await?;
+                &again
+            }
+            _ => ctx,
+        };
         let scope = self
             .data_scope(
                 ctx,

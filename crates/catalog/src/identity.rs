@@ -151,6 +151,7 @@ impl Catalog {
             principal: access::verified_user(identity),
             request_id: String::new(),
             memberships: Arc::new(user.memberships.clone()),
+            credential: None,
         })
     }
 
@@ -237,6 +238,7 @@ impl Catalog {
             principal,
             request_id: String::new(),
             memberships: Arc::new(vec![membership]),
+            credential: None,
         })
     }
 

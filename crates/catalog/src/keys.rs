@@ -10,7 +10,7 @@ use bulkhead_core::error::Error;
 use bulkhead_core::keys;
 use bulkhead_core::model::TenantStatus;
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{KeyId, TenantId};
+use bulkhead_core::{Incarnation, KeyId, TenantId};
 
 use crate::store::{Row, StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit};
@@ -19,7 +19,7 @@ use crate::{Catalog, Ctx, audit};
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
 const KEY_COLUMNS: &str =
-    "id, name, secret_hash, tenant_id, role, created_at, expires_at, revoked_at";
+    "id, name, secret_hash, tenant_id, role, created_at, expires_at, revoked_at, incarnation";
 
 struct KeyRow {
     stored: StoredKey,
@@ -36,6 +36,7 @@ type RawKey = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 fn read_key(row: &Row) -> StoreResult<RawKey> {
@@ -48,12 +49,19 @@ fn read_key(row: &Row) -> StoreResult<RawKey> {
         row.get(5)?,
         row.get(6)?,
         row.get(7)?,
+        row.get(8)?,
     ))
 }
 
 fn decode(
-    (id, name, secret_hash, tenant, role, created_at, expires_at, revoked_at): RawKey,
+    (id, name, secret_hash, tenant, role, created_at, expires_at, revoked_at, incarnation): RawKey,
 ) -> StoreResult<KeyRow> {
+    // Tenant keys made before incarnations belong to the legacy one.
+    let incarnation = match (&tenant, incarnation) {
+        (None, _) => None,
+        (Some(_), None) => Some(Incarnation::legacy()),
+        (Some(_), Some(raw)) => Some(Incarnation::parse(&raw).map_err(|e| malformed(e.message))?),
+    };
     let owner = match tenant {
         Some(tenant) => KeyOwner::Tenant(
             TenantId::parse(&tenant).map_err(|e| malformed(e.message))?,
@@ -72,6 +80,7 @@ fn decode(
             owner,
             expires_at: expires_at.map(Timestamp::from_micros),
             revoked: revoked_at.is_some(),
+            incarnation,
         },
         name,
         created_at: Timestamp::from_micros(created_at),
@@ -100,7 +109,7 @@ fn insert_key(tx: &dyn Tx, row: &KeyRow) -> StoreResult<()> {
         KeyOwner::Tenant(tenant, role) => (Some(tenant.as_str()), role.as_str()),
     };
     tx.execute(
-        &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"),
+        &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)"),
         params![
             row.stored.id.as_str(),
             &row.name,
@@ -108,7 +117,8 @@ fn insert_key(tx: &dyn Tx, row: &KeyRow) -> StoreResult<()> {
             tenant,
             role,
             row.created_at.as_micros(),
-            row.stored.expires_at.map(Timestamp::as_micros)
+            row.stored.expires_at.map(Timestamp::as_micros),
+            row.stored.incarnation.as_ref().map(Incarnation::as_str)
         ],
     )?;
     Ok(())
@@ -140,6 +150,30 @@ fn expiry(now: Timestamp, expires_in: Option<u64>) -> Result<Option<Timestamp>, 
 }
 
 impl Catalog {
+    /// Authorizes managing `tenant`'s keys, members or roles (denials audited) and returns
+    /// the life of the tenant the caller was authorized for: a credential of an earlier life
+    /// under the same id manages nothing of a later one.
+    pub(crate) async fn authorize_tenant_admin(
+        &self,
+        ctx: &Ctx,
+        tenant: &TenantId,
+        op: &str,
+        target: &str,
+    ) -> Result<Incarnation, Error> {
+        let deny = |e| self.denied(ctx, op, target, Some(tenant), e);
+        // A missing tenant and a foreign one answer the same 404 (`tenant_not_found`).
+        let route = self.route(tenant).await.map_err(deny)?;
+        let incarnation = route.placement.incarnation;
+        access::authorize_tenant_admin(
+            &ctx.principal,
+            tenant,
+            &incarnation,
+            crate::identity::membership_in(ctx, tenant),
+        )
+        .map_err(deny)?;
+        Ok(incarnation)
+    }
+
     /// A key by id: from the cache, or from the catalog (then cached).
     pub(crate) async fn stored_key(&self, id: &KeyId) -> Result<Option<StoredKey>, Error> {
         if let Some(key) = self.inner().keys.read().get(id) {
@@ -178,6 +212,7 @@ impl Catalog {
         &self,
         ctx: Option<&Ctx>,
         owner: KeyOwner,
+        incarnation: Option<Incarnation>,
         name: String,
         expires_in: Option<u64>,
     ) -> Result<Option<CreatedKey>, Error> {
@@ -192,6 +227,7 @@ impl Catalog {
                 owner,
                 expires_at,
                 revoked: false,
+                incarnation,
             },
             name,
             created_at: now,
@@ -230,14 +266,14 @@ impl Catalog {
                         crate::store::set_meta(tx, "initialized", "1")?;
                     }
                     if let Some(tenant) = &tenant {
-                        let status: Option<String> = tx
-                            .query_opt(
-                                "SELECT status FROM tenants WHERE id = ?1",
-                                params![tenant.as_str()],
-                            )?
-                            .map(|r| r.get(0))
-                            .transpose()?;
-                        if status.is_none_or(|s| s == TenantStatus::Deleting.as_str()) {
+                        // The key belongs to the life of the tenant its creator was
+                        // authorized for: if that one is gone, so is the tenant.
+                        let current = crate::tenants::read_tenant(tx, tenant)?;
+                        let alive = current.is_some_and(|(t, p)| {
+                            t.status != TenantStatus::Deleting
+                                && Some(&p.incarnation) == row.stored.incarnation.as_ref()
+                        });
+                        if !alive {
                             return Err(
                                 Error::not_found("tenant_not_found", "tenant not found").into()
                             );
@@ -262,6 +298,7 @@ impl Catalog {
         self.insert_new_key(
             None,
             KeyOwner::Platform(PlatformRole::Admin),
+            None,
             "first-start admin".into(),
             None,
         )
@@ -274,12 +311,9 @@ impl Catalog {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, Error> {
-        access::authorize_tenant_admin(
-            &ctx.principal,
-            tenant,
-            crate::identity::membership_in(ctx, tenant),
-        )
-        .map_err(|e| self.denied(ctx, "key.create", tenant.as_str(), Some(tenant), e))?;
+        let incarnation = self
+            .authorize_tenant_admin(ctx, tenant, "key.create", tenant.as_str())
+            .await?;
         // A tenant key may not mint a key more powerful than itself.
         if let Some(own) = crate::identity::caller_role(ctx, tenant)
             && request.role > own
@@ -295,6 +329,7 @@ impl Catalog {
         self.insert_new_key(
             Some(ctx),
             KeyOwner::Tenant(tenant.clone(), request.role),
+            Some(incarnation),
             request.name,
             request.expires_in,
         )
@@ -312,6 +347,7 @@ impl Catalog {
         self.insert_new_key(
             Some(ctx),
             KeyOwner::Platform(request.role),
+            None,
             request.name,
             request.expires_in,
         )
@@ -344,13 +380,8 @@ impl Catalog {
         ctx: &Ctx,
         tenant: &TenantId,
     ) -> Result<Page<KeyView>, Error> {
-        access::authorize_tenant_admin(
-            &ctx.principal,
-            tenant,
-            crate::identity::membership_in(ctx, tenant),
-        )
-        .map_err(|e| self.denied(ctx, "key.list", tenant.as_str(), Some(tenant), e))?;
-        self.route(tenant).await?;
+        self.authorize_tenant_admin(ctx, tenant, "key.list", tenant.as_str())
+            .await?;
         self.list_keys_where(Some(tenant.clone())).await
     }
 
@@ -397,12 +428,8 @@ impl Catalog {
         tenant: &TenantId,
         id: &KeyId,
     ) -> Result<(), Error> {
-        access::authorize_tenant_admin(
-            &ctx.principal,
-            tenant,
-            crate::identity::membership_in(ctx, tenant),
-        )
-        .map_err(|e| self.denied(ctx, "key.revoke", tenant.as_str(), Some(tenant), e))?;
+        self.authorize_tenant_admin(ctx, tenant, "key.revoke", tenant.as_str())
+            .await?;
         // A tenant key may not revoke a key more powerful than itself (as it may not mint one).
         if let Some(own) = crate::identity::caller_role(ctx, tenant)
             && let Some(KeyOwner::Tenant(owner, role)) =

@@ -10,6 +10,8 @@ mod audit;
 mod background;
 mod bulk;
 mod collections;
+mod deletion;
+mod doctor;
 mod domains;
 mod export;
 mod identity;
@@ -59,6 +61,25 @@ pub struct Ctx {
     /// A user's memberships, or a tenant token's parent's role in its tenant: read from the
     /// catalog for this request (never cached, so removals apply at once). Empty for keys.
     pub memberships: Arc<Vec<Membership>>,
+    /// The credential as presented, kept so a long answer (an export stream) can check it
+    /// again as it goes: revoked, expired, removed or of a deleted tenant, it stops.
+    pub(crate) credential: Option<Credential>,
+}
+
+/// A presented credential, kept in memory for the length of one request; never printed.
+#[derive(Clone)]
+pub(crate) struct Credential(Arc<str>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(redacted)")
+    }
+}
+
+impl Credential {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Ctx {
@@ -68,6 +89,7 @@ impl Ctx {
             principal,
             request_id: request_id.to_owned(),
             memberships: Arc::new(Vec::new()),
+            credential: None,
         }
     }
 }
@@ -263,6 +285,9 @@ impl Catalog {
             changes.run();
         }
         usage::spawn_flusher(Arc::downgrade(&catalog.inner));
+        if catalog.is_shared() {
+            deletion::spawn_sweeper(Arc::downgrade(&catalog.inner));
+        }
         Ok(catalog)
     }
 
@@ -393,6 +418,7 @@ impl Catalog {
         match outcome {
             Ok(mut ctx) => {
                 ctx.request_id = request_id.to_owned();
+                ctx.credential = Some(Credential(Arc::from(token)));
                 Ok(ctx)
             }
             Err(why) => {

@@ -13,7 +13,7 @@ use bulkhead_core::permissions::{MemberRole, RoleSpec};
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{RoleName, TenantId, UserId};
 
-use crate::identity::{caller_role, membership_in, read_memberships};
+use crate::identity::{caller_role, read_memberships};
 use crate::store::{Row, StoreResult, Tx, malformed, params};
 use crate::{Catalog, Ctx, audit};
 
@@ -127,9 +127,10 @@ impl Catalog {
     }
 
     /// Authorizes managing `tenant`'s members or roles; denials are audited.
-    fn tenant_admin(&self, ctx: &Ctx, tenant: &TenantId, op: &str) -> Result<(), Error> {
-        access::authorize_tenant_admin(&ctx.principal, tenant, membership_in(ctx, tenant))
-            .map_err(|e| self.denied(ctx, op, tenant.as_str(), Some(tenant), e))
+    async fn tenant_admin(&self, ctx: &Ctx, tenant: &TenantId, op: &str) -> Result<(), Error> {
+        self.authorize_tenant_admin(ctx, tenant, op, tenant.as_str())
+            .await
+            .map(drop)
     }
 
     /// Owners and platform admins only may touch the `owner` role.
@@ -164,7 +165,7 @@ impl Catalog {
         tenant: &TenantId,
         request: AddMember,
     ) -> Result<MemberView, Error> {
-        self.tenant_admin(ctx, tenant, "member.add")?;
+        self.tenant_admin(ctx, tenant, "member.add").await?;
         if request.role == MemberRole::Builtin(TenantRole::Owner) {
             self.owner_guard(ctx, tenant, "member.add")?;
         }
@@ -279,7 +280,7 @@ impl Catalog {
         ctx: &Ctx,
         tenant: &TenantId,
     ) -> Result<Vec<MemberView>, Error> {
-        self.tenant_admin(ctx, tenant, "member.list")?;
+        self.tenant_admin(ctx, tenant, "member.list").await?;
         let tenant = tenant.clone();
         self.blocking(move |store| {
             store.read(|tx| {
@@ -309,7 +310,7 @@ impl Catalog {
         } else {
             "member.remove"
         };
-        self.tenant_admin(ctx, tenant, op)?;
+        self.tenant_admin(ctx, tenant, op).await?;
         if matches!(role, Some(MemberRole::Custom(_))) {
             self.custom_roles_allowed(tenant).await?;
         }
@@ -373,7 +374,7 @@ impl Catalog {
         name: &RoleName,
         spec: RoleSpec,
     ) -> Result<RoleView, Error> {
-        self.tenant_admin(ctx, tenant, "role.put")?;
+        self.tenant_admin(ctx, tenant, "role.put").await?;
         spec.validate()?;
         self.custom_roles_allowed(tenant).await?;
         let collections = self.inner().collections.read().clone();
@@ -437,7 +438,7 @@ impl Catalog {
     }
 
     pub async fn list_roles(&self, ctx: &Ctx, tenant: &TenantId) -> Result<Vec<RoleView>, Error> {
-        self.tenant_admin(ctx, tenant, "role.list")?;
+        self.tenant_admin(ctx, tenant, "role.list").await?;
         let tenant = tenant.clone();
         self.blocking(move |store| {
             store.read(|tx| {
@@ -469,7 +470,7 @@ impl Catalog {
         tenant: &TenantId,
         name: &RoleName,
     ) -> Result<(), Error> {
-        self.tenant_admin(ctx, tenant, "role.delete")?;
+        self.tenant_admin(ctx, tenant, "role.delete").await?;
         let event = self.event(ctx, "role.delete", name.as_str(), Some(tenant), None);
         let (tenant, name) = (tenant.clone(), name.clone());
         self.members_write(move |store| {

@@ -9,7 +9,7 @@
 //! sharing a catalog decides alike.
 
 use bulkhead_core::DomainName;
-use bulkhead_core::TenantId;
+use bulkhead_core::{Incarnation, StorageKey, TenantId};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement, TierSpec, WriteState};
 
@@ -21,6 +21,7 @@ use crate::tenants::next_epoch;
 pub(crate) fn allocate(
     tx: &dyn Tx,
     tenant: &TenantId,
+    incarnation: &Incarnation,
     tier: &TierSpec,
     schema_version: i64,
 ) -> StoreResult<Placement> {
@@ -55,7 +56,7 @@ pub(crate) fn allocate(
         }
         let namespace = match tier.isolation {
             Isolation::Pool => "pool".to_owned(),
-            Isolation::Silo => format!("silo-{tenant}"),
+            Isolation::Silo => format!("silo-{}", StorageKey::of(tenant, incarnation)),
             Isolation::Bridge => bridge_namespace(tx, &domain, spec.bridge_tenants_per_file)?,
         };
         return Ok(Placement {
@@ -65,6 +66,7 @@ pub(crate) fn allocate(
             write_state: WriteState::Open,
             epoch: next_epoch(tx)?,
             schema_version,
+            incarnation: incarnation.clone(),
         });
     }
     let message = if refused_silo {

@@ -27,13 +27,14 @@ CREATE TABLE IF NOT EXISTS tenants (
 CREATE TABLE IF NOT EXISTS placements (
     tenant_id TEXT PRIMARY KEY REFERENCES tenants(id), domain TEXT NOT NULL, isolation TEXT NOT NULL,
     namespace TEXT NOT NULL, write_state TEXT NOT NULL, epoch INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL);
+    schema_version INTEGER NOT NULL, incarnation TEXT NOT NULL DEFAULT '0');
 CREATE INDEX IF NOT EXISTS placements_by_namespace ON placements (domain, isolation, namespace);
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY, version INTEGER NOT NULL, spec TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, tenant_id TEXT,
-    role TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER);
+    role TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER,
+    incarnation TEXT);
 CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id, id);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
@@ -305,6 +306,26 @@ fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Brings a catalog file made by an earlier version up to this one's columns (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`). Tenants and keys made before incarnations are legacy.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let added = [
+        ("placements", "incarnation", "TEXT NOT NULL DEFAULT '0'"),
+        ("api_keys", "incarnation", "TEXT"),
+    ];
+    for (table, column, decl) in added {
+        let exists: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
 struct SqliteTx<'a>(&'a Connection);
 
 impl rusqlite::ToSql for Val {
@@ -359,6 +380,7 @@ impl SqliteStore {
         configure(&writer, fsync)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
-use bulkhead_core::access::{self, ControlAction, KeyOwner, TenantRoute};
+use bulkhead_core::access::{self, ControlAction, TenantRoute};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{
     Placement, Tenant, TenantStatus, validate_display_name, validate_labels,
 };
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId};
+use bulkhead_core::{DomainName, Incarnation, TenantId};
 use bulkhead_engine::PlacementRef;
 
 use crate::moves::MoveRequest;
@@ -35,7 +35,7 @@ pub enum TenantUpdate {
 }
 pub const DEFAULT_PAGE: u32 = 50;
 
-fn tenant_not_found() -> Error {
+pub(crate) fn tenant_not_found() -> Error {
     Error::not_found("tenant_not_found", "tenant not found")
 }
 
@@ -44,10 +44,10 @@ pub(crate) fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult
 }
 
 const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
-     p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version";
+     p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version, p.incarnation";
 
-fn read_row(row: &Row) -> [String; 13] {
-    let mut out: [String; 13] = Default::default();
+fn read_row(row: &Row) -> [String; 14] {
+    let mut out: [String; 14] = Default::default();
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = match row.raw(i) {
             Some(Val::Int(n)) => n.to_string(),
@@ -58,7 +58,7 @@ fn read_row(row: &Row) -> [String; 13] {
     out
 }
 
-fn decode(raw: [String; 13]) -> StoreResult<(Tenant, Placement)> {
+fn decode(raw: [String; 14]) -> StoreResult<(Tenant, Placement)> {
     let int = |s: &str| s.parse::<i64>().map_err(malformed);
     let tenant = Tenant {
         id: TenantId::parse(&raw[0]).map_err(|e| malformed(e.message))?,
@@ -76,6 +76,7 @@ fn decode(raw: [String; 13]) -> StoreResult<(Tenant, Placement)> {
         write_state: parse(&raw[10])?,
         epoch: int(&raw[11])?,
         schema_version: int(&raw[12])?,
+        incarnation: Incarnation::parse(&raw[13]).map_err(|e| malformed(e.message))?,
     };
     Ok((tenant, placement))
 }
@@ -116,10 +117,10 @@ pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
 
 pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
     tx.execute(
-        "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
+        "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version, incarnation) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
          isolation = excluded.isolation, namespace = excluded.namespace, write_state = excluded.write_state, \
-         epoch = excluded.epoch, schema_version = excluded.schema_version",
+         epoch = excluded.epoch, schema_version = excluded.schema_version, incarnation = excluded.incarnation",
         params![
             tenant.as_str(),
             p.domain.as_str(),
@@ -127,7 +128,8 @@ pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> 
             &p.namespace,
             p.write_state.as_str(),
             p.epoch,
-            p.schema_version
+            p.schema_version,
+            p.incarnation.as_str()
         ],
     )?;
     Ok(())
@@ -215,6 +217,14 @@ impl Catalog {
         validate_display_name(&request.name)?;
         validate_labels(&request.labels)?;
         let _schema = self.lock_schema().await?;
+        // Under the schema lock no live server is deleting this id (deletion holds the lock
+        // throughout), so a tenant still `deleting` was left by one that died: finish it.
+        if let Some((old, placement)) = self.load_tenant(&request.id).await?
+            && old.status == TenantStatus::Deleting
+        {
+            self.finish_deletion(&request.id, &placement.incarnation, "system:takeover")
+                .await?;
+        }
         let collections: Vec<_> = self
             .collections_snapshot()
             .values()
@@ -243,7 +253,9 @@ impl Catalog {
                     let tier = read_tier(tx, &req.tier)?
                         .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{}' does not exist", req.tier)))?;
                     let generation = crate::collections::generation(tx)?;
-                    let placement = allocate(tx, &req.id, &tier, generation)?;
+                    // A new life: storage, keys and tokens of any earlier tenant under this id
+                    // belong to another incarnation and can never reach this one.
+                    let placement = allocate(tx, &req.id, &Incarnation::generate(), &tier, generation)?;
                     tx.execute(
                         "INSERT INTO tenants (id, name, tier, status, labels, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                         params![
@@ -508,103 +520,33 @@ impl Catalog {
         }
     }
 
-    /// `DELETE /v1/tenants/{id}`: marks the tenant deleting (requests stop at once), purges its
-    /// storage, then removes its catalog rows and keys.
-    pub async fn delete_tenant(&self, ctx: &Ctx, id: &TenantId) -> Result<(), Error> {
-        self.authorize(
-            ctx,
-            ControlAction::DeleteTenants,
-            "tenant.delete",
-            id.as_str(),
-            Some(id),
-        )?;
-        let now = self.inner().clock.now();
-        let event = self.event(ctx, "tenant.delete", id.as_str(), Some(id), None);
-        let tenant = id.clone();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                let (current, _) = read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
-                if current.status == TenantStatus::Moving {
-                    return Err(Error::conflict(
-                        "tenant_moving",
-                        "the tenant is moving; cancel the move (POST /v1/moves/{id}/cancel) or wait for it, then delete",
-                    )
-                    .into());
-                }
-                set_status(tx, &tenant, TenantStatus::Deleting, now)?;
-                audit::insert(tx, &event)
-            })
-        })
-        .await?;
-        self.load_tenant(id).await?;
-        let _schema = self.lock_schema().await?;
-        match self.finish_deletion(id).await {
-            // Another server sharing the catalog finished it first.
-            Err(e) if e.code == "tenant_not_found" => Ok(()),
-            other => other,
-        }
-    }
-
-    async fn finish_deletion(&self, id: &TenantId) -> Result<(), Error> {
-        self.inner().rates.forget(id);
-        let (_, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
-        self.engine(&placement.domain)?
-            .destroy(&PlacementRef::of(id, &placement))
-            .await?;
-        let tenant = id.clone();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                tx.execute(
-                    "DELETE FROM api_keys WHERE tenant_id = ?1",
-                    params![tenant.as_str()],
-                )?;
-                crate::members::purge_tenant(tx, &tenant)?;
-                tx.execute(
-                    "DELETE FROM placements WHERE tenant_id = ?1",
-                    params![tenant.as_str()],
-                )?;
-                tx.execute(
-                    "DELETE FROM tenants WHERE id = ?1",
-                    params![tenant.as_str()],
-                )?;
-                crate::store::changed(tx, "tenant_keys", tenant.as_str())?;
-                Ok(())
-            })
-        })
-        .await?;
-        self.inner()
-            .keys
-            .write()
-            .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
-        self.inner().users.clear();
-        // The route stays cached as `deleting`, so a request racing the deletion still sees
-        // "not found"; a tenant created later under the same id has a higher epoch and
-        // replaces it.
-        Ok(())
-    }
-
     /// Finishes work a crash interrupted: provisioning tenants are provisioned (storage
     /// creation is idempotent), deleting tenants are purged.
     /// Runs under the schema lock, which creation and deletion also hold: with a shared
     /// catalog, what another live server is doing right now is not "interrupted".
     pub(crate) async fn reconcile(&self) -> Result<(), Error> {
         let schema = self.lock_schema().await?;
-        let pending: Vec<(TenantId, TenantStatus)> = self
+        let pending: Vec<(TenantId, TenantStatus, Incarnation)> = self
             .blocking(|store| {
                 store.read(|tx| {
                     let mut out = Vec::new();
-                    for row in tx.query("SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting')", &[])? {
-                        let (id, status): (String, String) = (row.get(0)?, row.get(1)?);
-                        out.push((TenantId::parse(&id).map_err(|e| malformed(e.message))?, parse(&status)?));
+                    for row in tx.query("SELECT t.id, t.status, p.incarnation FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                         WHERE t.status IN ('provisioning', 'deleting')", &[])? {
+                        let (id, status, life): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                        out.push((
+                            TenantId::parse(&id).map_err(|e| malformed(e.message))?,
+                            parse(&status)?,
+                            Incarnation::parse(&life).map_err(|e| malformed(e.message))?,
+                        ));
                     }
                     Ok(out)
                 })
             })
             .await?;
-        for (id, status) in pending {
-            tracing::info!(tenant = %id, %status, "resuming interrupted tenant operation");
+        for (id, status, life) in pending {
+            tracing::info!(tenant = %id, %status, incarnation = %life, "resuming interrupted tenant operation");
             let resumed = match status {
-                TenantStatus::Deleting => self.finish_deletion(&id).await,
+                TenantStatus::Deleting => self.finish_deletion(&id, &life, "system:reconcile").await,
                 _ => self.resume_provisioning(&id).await,
             };
             match resumed {

@@ -35,8 +35,9 @@ impl Catalog {
         };
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, "token.create", "token", named, e))?;
-        // The parent must still be allowed to read the tenant at all.
-        self.data_scope(
+        // The parent must still be allowed to read the tenant at all; the token belongs to
+        // the life of the tenant the parent was authorized in.
+        let scope = self.data_scope(
             ctx,
             Some(&tenant),
             access::DataAction::Read,
@@ -66,6 +67,7 @@ impl Catalog {
         let claims = TokenClaims {
             id: hex::encode(id),
             tenant: tenant.clone(),
+            incarnation: scope.placement().incarnation.clone(),
             parent,
             narrowing: Narrowing {
                 collections: request

@@ -113,6 +113,8 @@ pub enum ClientCommand {
     Audit(crate::audit::AuditCmd),
     /// Metered usage: each tenant's requests, writes and rate refusals per hour or day.
     Usage(crate::audit::UsageArgs),
+    /// Find tenant storage that no live tenant owns (left by crashes or races), and remove it.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -100,6 +100,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Whoami => crate::members::whoami(client, &out).await,
         ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
         ClientCommand::Usage(args) => crate::audit::usage(client, &out, args).await,
+        ClientCommand::Doctor(args) => crate::doctor::doctor(client, &out, args).await,
     }
 }
 

@@ -10,6 +10,7 @@
 mod args;
 mod audit;
 mod commands;
+mod doctor;
 mod import;
 mod input;
 mod members;

@@ -3,7 +3,8 @@
 
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
-    CreateTenant, CreatedKey, DomainSpec, DomainView, Granularity, Health, KeyView, MoveView, Page,
+    CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
+    MoveView, Page,
     StartMove, TenantView, TierSpec, TierView, UpdateTenant, UsagePeriod, UsageQuery,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
@@ -185,6 +186,18 @@ impl Client {
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<(), ClientError> {
         let url = self.url(&["v1", "tenants", id.as_str()], &[])?;
         self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
+    /// `GET /v1/doctor`: tenant storage no live tenant incarnation owns.
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.call(Method::GET, self.url(&["v1", "doctor"], &[])?, None, None)
+            .await
+    }
+
+    /// `POST /v1/doctor/clean`: removes what [`Client::doctor`] lists (platform admins).
+    pub async fn doctor_clean(&self) -> Result<DoctorReport, ClientError> {
+        let url = self.url(&["v1", "doctor", "clean"], &[])?;
+        self.call(Method::POST, url, None, None).await
     }
 
     // ----- tiers and domains ------------------------------------------------------------

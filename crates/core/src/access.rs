@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
-use crate::ids::{KeyId, TenantId, TierName, UserId};
+use crate::ids::{Incarnation, KeyId, StorageKey, TenantId, TierName, UserId};
 use crate::keys;
 use crate::model::{Placement, TenantStatus, WriteState};
 use crate::permissions::{Ceiling, Grant, MemberRole, Permission, RoleSpec};
@@ -105,6 +105,9 @@ pub struct StoredKey {
     pub owner: KeyOwner,
     pub expires_at: Option<Timestamp>,
     pub revoked: bool,
+    /// The life of its tenant a tenant key belongs to (`None` for platform keys): no later
+    /// tenant under the same id accepts it.
+    pub incarnation: Option<Incarnation>,
 }
 
 /// A person from an external identity provider, mapped to a catalog user. Their memberships
@@ -141,6 +144,7 @@ pub enum Principal {
         key: KeyId,
         tenant: TenantId,
         role: TenantRole,
+        incarnation: Incarnation,
     },
     User(Arc<UserIdentity>),
     /// A tenant token: its parent credential, narrowed. The parent is re-checked per request.
@@ -181,6 +185,16 @@ impl VerifiedPrincipal {
         match &self.principal {
             Principal::TenantKey { tenant, .. } => Some(tenant),
             Principal::Token(claims) => Some(&claims.tenant),
+            Principal::User(_) | Principal::Platform(_) => None,
+        }
+    }
+
+    /// The life of its tenant a key or token belongs to (a user's memberships are read per
+    /// request and belong to the tenant's current life; platform credentials to none).
+    pub fn incarnation(&self) -> Option<&Incarnation> {
+        match &self.principal {
+            Principal::TenantKey { incarnation, .. } => Some(incarnation),
+            Principal::Token(claims) => Some(&claims.incarnation),
             Principal::User(_) | Principal::Platform(_) => None,
         }
     }
@@ -254,6 +268,7 @@ pub fn verify_key(
             key: stored.id.clone(),
             tenant: tenant.clone(),
             role: *role,
+            incarnation: stored.incarnation.clone().unwrap_or_default(),
         },
     };
     Ok(VerifiedPrincipal {
@@ -278,6 +293,7 @@ pub fn verify_bootstrap_key(token: &str, expected_hash: &str) -> Option<Verified
 pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> TenantScope {
     TenantScope {
         tenant: route.tenant.clone(),
+        storage: route.placement.storage_key(&route.tenant),
         tier: route.tier.clone(),
         placement: route.placement.clone(),
         actor: format!("system:move/{move_id}"),
@@ -363,6 +379,7 @@ pub struct Membership {
 pub fn authorize_tenant_admin(
     principal: &VerifiedPrincipal,
     tenant: &TenantId,
+    incarnation: &Incarnation,
     membership: Option<&Membership>,
 ) -> Result<(), Error> {
     let role = match principal.principal() {
@@ -374,6 +391,11 @@ pub fn authorize_tenant_admin(
             ));
         }
         Principal::TenantKey { tenant: home, .. } if home != tenant => {
+            return Err(not_found_tenant());
+        }
+        Principal::TenantKey {
+            incarnation: own, ..
+        } if own != incarnation => {
             return Err(not_found_tenant());
         }
         Principal::TenantKey { role, .. } => MemberRole::Builtin(*role),
@@ -467,6 +489,8 @@ pub struct TenantRoute {
 #[derive(Debug, Clone)]
 pub struct TenantScope {
     tenant: TenantId,
+    /// What the tenant's storage is named by: its id and the incarnation of the route.
+    storage: StorageKey,
     tier: TierName,
     placement: Placement,
     actor: String,
@@ -498,6 +522,12 @@ impl TenantScope {
 
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+
+    /// The name of the tenant's storage in this incarnation: engines key every file, table,
+    /// schema, database and pooled row by it, never by the bare tenant id.
+    pub fn storage_key(&self) -> &StorageKey {
+        &self.storage
     }
 
     pub fn placement(&self) -> &Placement {
@@ -582,6 +612,14 @@ pub fn authorize_data(
             if home != &route.tenant {
                 return Err(not_found_tenant());
             }
+            // A key or token of an earlier life of this tenant id: as if the tenant were
+            // missing (a later tenant under the same id is another tenant).
+            if principal
+                .incarnation()
+                .is_some_and(|own| own != &route.placement.incarnation)
+            {
+                return Err(not_found_tenant());
+            }
             let grant = Grant {
                 role,
                 custom: facts.custom,
@@ -631,6 +669,7 @@ pub fn authorize_data(
     }
     Ok(TenantScope {
         tenant: route.tenant.clone(),
+        storage: route.placement.storage_key(&route.tenant),
         tier: route.tier.clone(),
         placement: route.placement.clone(),
         actor: principal.actor().to_owned(),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::ids::DomainName;
+use crate::ids::{DomainName, Incarnation};
 use crate::model::Isolation;
 
 fn principal(owner: KeyOwner) -> VerifiedPrincipal {
@@ -10,6 +10,7 @@ fn principal(owner: KeyOwner) -> VerifiedPrincipal {
         owner,
         expires_at: None,
         revoked: false,
+        incarnation: Some(Incarnation::legacy()),
     };
     let (_, secret) = keys::parse_token(&key.token).unwrap();
     verify_key(secret, &stored, Timestamp::from_micros(0)).unwrap()
@@ -27,8 +28,32 @@ fn route(tenant: &str, status: TenantStatus) -> TenantRoute {
             write_state: WriteState::Open,
             epoch: 1,
             schema_version: 0,
+            incarnation: Incarnation::legacy(),
         },
     }
+}
+
+#[test]
+fn a_key_of_an_earlier_life_of_the_tenant_reaches_nothing_of_a_later_one() {
+    let acme = TenantId::parse("acme").unwrap();
+    let old = principal(KeyOwner::Tenant(acme.clone(), TenantRole::Owner));
+    let mut reborn = route("acme", TenantStatus::Active);
+    reborn.placement.incarnation = Incarnation::generate();
+    for action in [DataAction::Read, DataAction::Write] {
+        let err = authorize_data(&old, &reborn, action, RoleFacts::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+    let err = authorize_tenant_admin(&old, &acme, &reborn.placement.incarnation, None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    // The same key in its own life is accepted, and its scope names the legacy storage.
+    let scope = authorize_data(
+        &old,
+        &route("acme", TenantStatus::Active),
+        DataAction::Read,
+        RoleFacts::default(),
+    )
+    .unwrap();
+    assert_eq!(scope.storage_key().as_str(), "acme");
 }
 
 #[test]
@@ -49,7 +74,7 @@ fn a_tenant_key_never_reaches_another_tenant() {
         ErrorKind::NotFound
     );
     assert_eq!(
-        authorize_tenant_admin(&p, &other, None).unwrap_err().kind,
+        authorize_tenant_admin(&p, &other, &Incarnation::legacy(), None).unwrap_err().kind,
         ErrorKind::NotFound
     );
     assert!(
@@ -153,6 +178,7 @@ fn expired_and_revoked_keys_are_rejected() {
         owner: KeyOwner::Platform(PlatformRole::Admin),
         expires_at: Some(Timestamp::from_micros(10)),
         revoked: false,
+        incarnation: None,
     };
     assert_eq!(
         verify_key(secret, &stored, Timestamp::from_micros(10)).unwrap_err(),

@@ -184,6 +184,102 @@ id_type!(
     RoleName, "role name", "invalid_role_name", check_role_name
 );
 
+/// `0` (a tenant created before incarnations existed) or 32 lowercase hex digits.
+fn check_incarnation(raw: &str) -> Result<(), &'static str> {
+    if raw == LEGACY_INCARNATION {
+        return Ok(());
+    }
+    if raw.len() != 32 || !raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err("must be '0' or 32 lowercase hex digits");
+    }
+    Ok(())
+}
+
+/// The incarnation of every tenant created before incarnations existed: its storage keeps
+/// the names it had (the bare tenant id), so upgrading moves no data.
+const LEGACY_INCARNATION: &str = "0";
+
+id_type!(
+    /// One life of a tenant. Each creation of a tenant gets a new one; storage, credentials
+    /// and background jobs belong to it, so nothing of an earlier life under the same id
+    /// (a key, a token, a move's clean-up, a bulk still running) can reach a later one.
+    Incarnation, "incarnation", "invalid_incarnation", check_incarnation
+);
+
+impl Incarnation {
+    /// A fresh incarnation: a UUIDv7 (time-ordered, 74 random bits), never reused.
+    pub fn generate() -> Self {
+        Incarnation(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    /// The incarnation of tenants created before incarnations existed.
+    pub fn legacy() -> Self {
+        Incarnation(LEGACY_INCARNATION.to_owned())
+    }
+
+    pub fn is_legacy(&self) -> bool {
+        self.0 == LEGACY_INCARNATION
+    }
+}
+
+impl Default for Incarnation {
+    /// Rows and tokens written before incarnations existed belong to the legacy one.
+    fn default() -> Self {
+        Incarnation::legacy()
+    }
+}
+
+/// What storage is named by: one incarnation of one tenant. The bare tenant id for the legacy
+/// incarnation, `<tenant>_<incarnation>` for every later one. Tenant ids contain no `_`, so a
+/// key with `_` is never a legacy key, and two incarnations never share a key. Engines name
+/// files, tables, schemas, databases, pooled rows and pooled search tokens by this key only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageKey(String);
+
+impl StorageKey {
+    pub fn of(tenant: &TenantId, incarnation: &Incarnation) -> Self {
+        if incarnation.is_legacy() {
+            StorageKey(tenant.as_str().to_owned())
+        } else {
+            StorageKey(format!("{tenant}_{incarnation}"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A key written as text (a file or table name), when it is one.
+    pub fn read(raw: &str) -> Option<StorageKey> {
+        let (tenant, incarnation) = StorageKey::parse(raw)?;
+        Some(StorageKey::of(&tenant, &incarnation))
+    }
+
+    /// The tenant and incarnation a key names (`None` for text no key has).
+    pub fn parse(raw: &str) -> Option<(TenantId, Incarnation)> {
+        match raw.split_once('_') {
+            None => Some((TenantId::parse(raw).ok()?, Incarnation::legacy())),
+            Some((tenant, incarnation)) => {
+                let incarnation = Incarnation::parse(incarnation).ok()?;
+                (!incarnation.is_legacy())
+                    .then_some((TenantId::parse(tenant).ok()?, incarnation))
+            }
+        }
+    }
+}
+
+impl fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StorageKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl UserId {
     pub fn generate() -> Result<Self, Error> {
         let mut bytes = [0u8; 8];
@@ -228,6 +324,28 @@ mod tests {
             let err = TenantId::parse(bad).unwrap_err();
             assert_eq!(err.code, "invalid_tenant_id", "{bad}");
         }
+    }
+
+    #[test]
+    fn storage_keys_of_different_incarnations_never_meet() {
+        let acme = TenantId::parse("acme").unwrap();
+        let legacy = StorageKey::of(&acme, &Incarnation::legacy());
+        assert_eq!(legacy.as_str(), "acme");
+        let (a, b) = (Incarnation::generate(), Incarnation::generate());
+        assert_ne!(a, b);
+        let (ka, kb) = (StorageKey::of(&acme, &a), StorageKey::of(&acme, &b));
+        assert_ne!(ka, kb);
+        assert_ne!(ka, legacy);
+        assert_eq!(StorageKey::parse(ka.as_str()), Some((acme.clone(), a.clone())));
+        assert_eq!(StorageKey::parse("acme"), Some((acme, Incarnation::legacy())));
+        // No tenant id can spell a later incarnation's key.
+        assert!(TenantId::parse(ka.as_str()).is_err());
+        for bad in ["acme_0", "acme_", "_x", "acme_XYZ", "a_b_c"] {
+            assert_eq!(StorageKey::parse(bad), None, "{bad}");
+        }
+        assert!(Incarnation::parse("0").is_ok());
+        assert!(Incarnation::parse(a.as_str()).is_ok());
+        assert!(Incarnation::parse("00").is_err());
     }
 
     #[test]

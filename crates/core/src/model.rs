@@ -135,11 +135,22 @@ impl MovePhase {
 pub struct Placement {
     pub domain: DomainName,
     pub isolation: Isolation,
-    /// Engine-neutral name of the physical home: `pool`, `bridge-0001`, `silo-<tenant>`.
+    /// Engine-neutral name of the physical home: `pool`, `bridge-0001`, `silo-<storage key>`.
     pub namespace: String,
     pub write_state: WriteState,
     pub epoch: i64,
     pub schema_version: i64,
+    /// The tenant's life this placement belongs to; storage is named by it
+    /// ([`crate::StorageKey`]). Entries written before incarnations existed are legacy.
+    #[serde(default)]
+    pub incarnation: crate::Incarnation,
+}
+
+impl Placement {
+    /// The name this placement's storage goes by in its engine.
+    pub fn storage_key(&self, tenant: &crate::TenantId) -> crate::StorageKey {
+        crate::StorageKey::of(tenant, &self.incarnation)
+    }
 }
 
 pub type Labels = BTreeMap<String, String>;

@@ -53,6 +53,10 @@ impl fmt::Display for TokenParent {
 pub struct TokenClaims {
     pub id: String,
     pub tenant: TenantId,
+    /// The life of the tenant the token was minted in; tokens minted before incarnations
+    /// existed belong to the legacy one.
+    #[serde(default)]
+    pub incarnation: crate::Incarnation,
     pub parent: TokenParent,
     pub narrowing: Narrowing,
     /// The parent user's `@user.*` values at minting time.
@@ -126,6 +130,7 @@ mod tests {
         TokenClaims {
             id: "t1".into(),
             tenant: TenantId::parse("acme").unwrap(),
+            incarnation: crate::Incarnation::legacy(),
             parent: TokenParent::Key(KeyId::parse("k0123456789abcdef").unwrap()),
             narrowing: Narrowing {
                 collections: None,

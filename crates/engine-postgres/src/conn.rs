@@ -134,6 +134,11 @@ impl Pools {
         Ok(client)
     }
 
+    /// The owner role's connection settings (server, database), for naming storage.
+    pub fn owner_config(&self) -> &tokio_postgres::Config {
+        &self.owner
+    }
+
     pub fn open_pools(&self) -> usize {
         1 + self.silos.lock().len()
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use bulkhead_core::schema::{Collection, FieldSpec, FieldType};
-use bulkhead_core::{FieldName, TenantId};
+use bulkhead_core::{FieldName, StorageKey};
 use tokio_postgres::GenericClient;
 
 use crate::PgError;
@@ -98,12 +98,12 @@ fn column_def(field: &FieldName, spec: &FieldSpec) -> Result<String, PgError> {
 
 /// The policy's condition: a pooled row belongs to the transaction's tenant; every row of a
 /// dedicated table belongs to `tenant`.
-fn policy_condition(table: &Table, tenant: &TenantId) -> String {
+fn policy_condition(table: &Table, tenant: &StorageKey) -> String {
     let setting = format!("nullif((SELECT current_setting('{TENANT_SETTING}', true)), '')");
     if table.pooled {
         format!("tenant_id = {setting}")
     } else {
-        // Tenant ids are `[a-z0-9-]`: nothing to escape.
+        // Storage keys are `[a-z0-9_-]`: nothing to escape.
         format!("{setting} = '{tenant}'")
     }
 }
@@ -115,7 +115,7 @@ fn policy_condition(table: &Table, tenant: &TenantId) -> String {
 pub async fn ensure_table(
     client: &impl GenericClient,
     table: &Table,
-    tenant: &TenantId,
+    tenant: &StorageKey,
     collection: &Collection,
     data_role: &str,
 ) -> Result<(), PgError> {

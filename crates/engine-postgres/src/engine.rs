@@ -10,10 +10,10 @@ use bulkhead_core::model::Isolation;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::time::Clock;
-use bulkhead_core::{RecordId, TenantId};
+use bulkhead_core::{RecordId, StorageKey};
 use bulkhead_engine::{
     AggregateQuery, BudgetHit, BulkOp, BulkOutcome, Engine, EngineError, EngineResult, EngineStats,
-    GroupRow, Hit, ListQuery, PlacementRef, QueryBudget,
+    GroupRow, Hit, ListQuery, PlacementRef, QueryBudget, StoredPlacement,
 };
 use deadpool_postgres::{Object, Transaction};
 use futures_util::pin_mut;
@@ -40,16 +40,16 @@ pub struct PgEngine {
 fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
     Table::new(
         scope.placement().isolation,
-        scope.tenant(),
+        scope.storage_key(),
         &collection.name,
     )
 }
 
 fn database_of(scope: &TenantScope) -> Option<String> {
-    names::database_of(scope.placement().isolation, scope.tenant())
+    names::database_of(scope.placement().isolation, scope.storage_key())
 }
 
-pub(crate) fn schema_of(isolation: Isolation, tenant: &TenantId) -> String {
+pub(crate) fn schema_of(isolation: Isolation, tenant: &StorageKey) -> String {
     match isolation {
         Isolation::Pool => POOL_SCHEMA.to_owned(),
         Isolation::Bridge => names::bridge_schema(tenant),
@@ -81,7 +81,7 @@ async fn execute(tx: &Transaction<'_>, s: &Statement, cache: bool) -> Result<u64
 /// statement timeout, all transaction-local, in one statement before anything else.
 async fn begin<'a>(
     client: &'a mut Object,
-    tenant: &TenantId,
+    tenant: &StorageKey,
     timeout: Duration,
     cache: bool,
 ) -> Result<Transaction<'a>, PgError> {
@@ -139,7 +139,7 @@ impl PgEngine {
     ) -> Result<Transaction<'a>, PgError> {
         begin(
             client,
-            scope.tenant(),
+            scope.storage_key(),
             self.pools.write_timeout(),
             self.cache(),
         )
@@ -353,7 +353,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<Vec<Record>> {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let tx = self.begin_writes(&mut client, scope).await?;
         let now = self.clock.now();
@@ -371,7 +371,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<()> {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let tx = self.begin_writes(&mut client, scope).await?;
         let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
@@ -388,7 +388,7 @@ impl Engine for PgEngine {
         id: &RecordId,
     ) -> EngineResult<Option<Record>> {
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let tx = self.begin_writes(&mut client, scope).await?;
         let record = self.fetch(&tx, &sql, id, false).await?;
@@ -406,7 +406,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<Record> {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let tx = self.begin_writes(&mut client, scope).await?;
         let current = self
@@ -433,7 +433,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<()> {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let tx = self.begin_writes(&mut client, scope).await?;
         if let Some(expected) = expected_version {
@@ -460,12 +460,12 @@ impl Engine for PgEngine {
     ) -> EngineResult<Vec<Hit>> {
         check_time(&query_.budget)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let list = sql.list(query_)?;
         let mut client = self.client(scope).await?;
         let tx = begin(
             &mut client,
-            scope.tenant(),
+            scope.storage_key(),
             query_.budget.time,
             self.cache(),
         )
@@ -489,12 +489,12 @@ impl Engine for PgEngine {
     ) -> EngineResult<Vec<GroupRow>> {
         check_time(&query_.budget)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let statement = sql.aggregate(query_);
         let mut client = self.client(scope).await?;
         let tx = begin(
             &mut client,
-            scope.tenant(),
+            scope.storage_key(),
             query_.budget.time,
             self.cache(),
         )
@@ -518,7 +518,7 @@ impl Engine for PgEngine {
     ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>> {
         bulkhead_engine::require_write(scope)?;
         let table = table_of(scope, collection);
-        let sql = RecordSql::new(&table, scope.tenant().as_str(), collection);
+        let sql = RecordSql::new(&table, scope.storage_key().as_str(), collection);
         let mut client = self.client(scope).await?;
         let mut tx = self.begin_writes(&mut client, scope).await?;
         // A batch of creates goes in with one COPY when none of them fails; otherwise (or for
@@ -598,6 +598,14 @@ impl Engine for PgEngine {
         EngineStats {
             open_handles: self.pools.open_pools(),
         }
+    }
+
+    fn storage_name(&self, target: &PlacementRef) -> String {
+        self.placement_name(target)
+    }
+
+    async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>> {
+        Ok(self.list_storage().await?)
     }
 
     async fn shutdown(&self) {

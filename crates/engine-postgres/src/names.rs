@@ -2,16 +2,18 @@
 //!
 //! - pool: schema `bk_pool` in the domain's database; tables `c_<collection>` with `tenant_id`
 //!   leading every key and index, row-level security enabled and forced;
-//! - bridge: one schema per tenant (`t_<tenant>`) in the domain's database;
-//! - silo: one database per tenant (`bk_<tenant>`), tables in its schema `bk_data`.
+//! - bridge: one schema per tenant incarnation (`t_<key>`) in the domain's database;
+//! - silo: one database per tenant incarnation (`bk_<key>`), tables in its schema `bk_data`.
 //!
-//! Every name is derived from validated ids only (tenant ids are `[a-z0-9][a-z0-9-]*`,
+//! `<key>` is the incarnation's [`StorageKey`], so a re-created tenant never meets an earlier
+//! life's schema, database or pooled rows. Every name is derived from validated ids only
+//! (storage keys are `[a-z0-9][a-z0-9_-]*`,
 //! collection and field names `[a-z][a-z0-9_]*`) and is always double-quoted in SQL. Names
 //! longer than PostgreSQL's 63-byte identifier limit are shortened with a hash of the id, so
 //! two tenants can never share one.
 
 use bulkhead_core::model::Isolation;
-use bulkhead_core::{CollectionName, FieldName, TenantId};
+use bulkhead_core::{CollectionName, FieldName, StorageKey};
 use sha2::{Digest, Sha256};
 
 /// The schema of pooled tables.
@@ -34,11 +36,11 @@ fn bounded(prefix: &str, id: &str) -> String {
     format!("{prefix}{}_{hash}", &id[..keep])
 }
 
-pub fn bridge_schema(tenant: &TenantId) -> String {
+pub fn bridge_schema(tenant: &StorageKey) -> String {
     bounded("t_", tenant.as_str())
 }
 
-pub fn silo_database(tenant: &TenantId) -> String {
+pub fn silo_database(tenant: &StorageKey) -> String {
     bounded("bk_", tenant.as_str())
 }
 
@@ -54,7 +56,7 @@ pub fn column(field: &FieldName) -> String {
 }
 
 /// Which database of the domain holds a placement: the domain's own (`None`) or a silo's.
-pub fn database_of(isolation: Isolation, tenant: &TenantId) -> Option<String> {
+pub fn database_of(isolation: Isolation, tenant: &StorageKey) -> Option<String> {
     (isolation == Isolation::Silo).then(|| silo_database(tenant))
 }
 
@@ -69,7 +71,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(isolation: Isolation, tenant: &TenantId, collection: &CollectionName) -> Self {
+    pub fn new(isolation: Isolation, tenant: &StorageKey, collection: &CollectionName) -> Self {
         let schema = match isolation {
             Isolation::Pool => POOL_SCHEMA.to_owned(),
             Isolation::Bridge => bridge_schema(tenant),
@@ -109,13 +111,26 @@ mod tests {
 
     #[test]
     fn long_ids_get_distinct_bounded_names() {
-        let a = TenantId::parse(&format!("{}a", "x".repeat(62))).expect("id");
-        let b = TenantId::parse(&format!("{}b", "x".repeat(62))).expect("id");
+        use bulkhead_core::{Incarnation, TenantId};
+        let key = |id: &str| StorageKey::of(&TenantId::parse(id).expect("id"), &Incarnation::legacy());
+        let a = key(&format!("{}a", "x".repeat(62)));
+        let b = key(&format!("{}b", "x".repeat(62)));
         let (sa, sb) = (bridge_schema(&a), bridge_schema(&b));
         assert!(sa.len() <= MAX_IDENTIFIER && sb.len() <= MAX_IDENTIFIER);
         assert_ne!(sa, sb);
         assert_ne!(silo_database(&a), silo_database(&b));
-        let short = TenantId::parse("acme").expect("id");
+        let (acme, reborn) = (TenantId::parse("acme").expect("id"), Incarnation::generate());
+        let later = StorageKey::of(&acme, &reborn);
+        assert_ne!(bridge_schema(&later), "t_acme");
+        assert_ne!(silo_database(&later), "bk_acme");
+        let long = TenantId::parse(&"y".repeat(63)).expect("id");
+        let (l1, l2) = (
+            StorageKey::of(&long, &Incarnation::generate()),
+            StorageKey::of(&long, &Incarnation::generate()),
+        );
+        assert_ne!(bridge_schema(&l1), bridge_schema(&l2));
+        assert!(bridge_schema(&l1).len() <= MAX_IDENTIFIER);
+        let short = key("acme");
         assert_eq!(bridge_schema(&short), "t_acme");
         assert_eq!(silo_database(&short), "bk_acme");
     }

@@ -116,7 +116,7 @@ impl PgEngine {
         collections: &[Collection],
         create: bool,
     ) -> Result<(), PgError> {
-        let database = names::database_of(target.isolation, &target.tenant);
+        let database = names::database_of(target.isolation, &target.key);
         if let Some(db) = &database
             && create
         {
@@ -129,13 +129,13 @@ impl PgEngine {
         if database.is_some() {
             ddl::bootstrap_database(&tx, role).await?;
         }
-        let schema = schema_of(target.isolation, &target.tenant);
+        let schema = schema_of(target.isolation, &target.key);
         if create {
             ddl::ensure_schema(&tx, &schema, role).await?;
         }
         for collection in collections {
-            let table = Table::new(target.isolation, &target.tenant, &collection.name);
-            ddl::ensure_table(&tx, &table, &target.tenant, collection, role).await?;
+            let table = Table::new(target.isolation, &target.key, &collection.name);
+            ddl::ensure_table(&tx, &table, &target.key, collection, role).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -144,7 +144,7 @@ impl PgEngine {
     pub(crate) async fn destroy_placement(&self, target: &PlacementRef) -> Result<(), PgError> {
         match target.isolation {
             Isolation::Silo => {
-                let database = names::silo_database(&target.tenant);
+                let database = names::silo_database(&target.key);
                 self.pools.forget_silo(&database);
                 let owner = self.pools.owner(None).await?;
                 owner
@@ -155,7 +155,7 @@ impl PgEngine {
                     .await?;
             }
             Isolation::Bridge => {
-                let schema = names::bridge_schema(&target.tenant);
+                let schema = names::bridge_schema(&target.key);
                 let mut owner = self.pools.owner(None).await?;
                 let tx = owner.transaction().await?;
                 ddl::lock(&tx).await?;
@@ -172,7 +172,7 @@ impl PgEngine {
                 // The owner is subject to the forced policy too: it deletes as the tenant.
                 let mut owner = self.pools.owner(None).await?;
                 let tx = owner.transaction().await?;
-                let tenant = target.tenant.as_str();
+                let tenant = target.key.as_str();
                 tx.execute(
                     "SELECT set_config('bulkhead.tenant_id', $1, true)",
                     &[&tenant],

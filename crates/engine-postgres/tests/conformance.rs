@@ -35,6 +35,7 @@ conformance_tests!(
     read_scopes_cannot_write,
     schema_changes_apply_live,
     destroy_removes_only_that_tenant,
+    incarnations_of_one_tenant_id_share_nothing,
     filters_match_the_reference_semantics,
     sorted_pages_visit_every_record_once,
     search_ranks_within_the_tenant,

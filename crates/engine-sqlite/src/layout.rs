@@ -1,16 +1,21 @@
 //! Where placements live on disk and how their tables are named.
 //!
 //! - pool: `<dir>/pool.db`, tables `c_<collection>` with `tenant_id` leading every key;
-//! - bridge: `<dir>/bridge-NNNN.db`, tables `t_<tenant>__<collection>` owned by one tenant
-//!   (tenant ids contain no `_`, so the prefix `t_<tenant>__` is unambiguous);
-//! - silo: `<dir>/silos/<tenant>.db`, tables `c_<collection>`.
+//! - bridge: `<dir>/bridge-NNNN.db`, tables `t_<key>__<collection>` owned by one tenant
+//!   incarnation (storage keys contain at most one `_` and never two in a row, so the prefix
+//!   `t_<key>__` is unambiguous);
+//! - silo: `<dir>/silos/<key>.db`, tables `c_<collection>`.
+//!
+//! `<key>` is the tenant incarnation's [`StorageKey`] (the bare tenant id for tenants created
+//! before incarnations, `<tenant>_<incarnation>` after), never the tenant id alone, so a
+//! tenant re-created under a deleted one's id can never open the deleted one's storage.
 //!
 //! Names are built only from validated ids and are always double-quoted in SQL.
 
 use std::path::{Path, PathBuf};
 
 use bulkhead_core::model::Isolation;
-use bulkhead_core::{CollectionName, FieldName, TenantId};
+use bulkhead_core::{CollectionName, FieldName, StorageKey};
 
 use crate::StorageError;
 
@@ -19,7 +24,7 @@ pub fn db_path(
     dir: &Path,
     isolation: Isolation,
     namespace: &str,
-    tenant: &TenantId,
+    tenant: &StorageKey,
 ) -> Result<PathBuf, StorageError> {
     let bad = || StorageError::BadNamespace(namespace.to_owned());
     match isolation {
@@ -49,7 +54,7 @@ pub struct TableName {
 }
 
 impl TableName {
-    pub fn new(isolation: Isolation, tenant: &TenantId, collection: &CollectionName) -> Self {
+    pub fn new(isolation: Isolation, tenant: &StorageKey, collection: &CollectionName) -> Self {
         match isolation {
             Isolation::Pool => TableName {
                 raw: format!("c_{collection}"),
@@ -95,7 +100,7 @@ impl TableName {
 }
 
 /// Every table of a bridge tenant starts with this.
-pub fn bridge_prefix(tenant: &TenantId) -> String {
+pub fn bridge_prefix(tenant: &StorageKey) -> String {
     format!("t_{tenant}__")
 }
 

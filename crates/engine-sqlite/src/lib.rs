@@ -7,6 +7,7 @@
 
 mod db;
 mod dialect;
+mod inventory;
 mod layout;
 mod search;
 mod sql;
@@ -24,10 +25,10 @@ use bulkhead_core::model::Isolation;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
-use bulkhead_core::{FieldName, RecordId, TenantId};
+use bulkhead_core::{FieldName, RecordId, StorageKey};
 use bulkhead_engine::{
     AggregateQuery, BulkOp, BulkOutcome, Engine, EngineError, EngineResult, EngineStats, GroupRow,
-    Hit, ListQuery, PlacementRef,
+    Hit, ListQuery, PlacementRef, StoredPlacement,
 };
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -171,23 +172,38 @@ impl Inner {
         }
     }
 
+    /// An existing pool or bridge file, by its namespace.
+    fn shared_db(&self, isolation: Isolation, namespace: &str) -> Result<Arc<Db>, StorageError> {
+        let path = self.config.dir.join(format!("{namespace}.db"));
+        self.open_shared(path, isolation, false)
+    }
+
+    fn open_shared(
+        &self,
+        path: PathBuf,
+        isolation: Isolation,
+        create: bool,
+    ) -> Result<Arc<Db>, StorageError> {
+        let mut shared = self.shared.lock();
+        if let Some(db) = shared.get(&path) {
+            return Ok(Arc::clone(db));
+        }
+        let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
+        shared.insert(path, Arc::clone(&db));
+        Ok(db)
+    }
+
     /// The open database of a placement; `create` only when provisioning.
     fn db(
         &self,
         isolation: Isolation,
         namespace: &str,
-        tenant: &TenantId,
+        tenant: &StorageKey,
         create: bool,
     ) -> Result<Arc<Db>, StorageError> {
         let path = db_path(&self.config.dir, isolation, namespace, tenant)?;
         if isolation != Isolation::Silo {
-            let mut shared = self.shared.lock();
-            if let Some(db) = shared.get(&path) {
-                return Ok(Arc::clone(db));
-            }
-            let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
-            shared.insert(path, Arc::clone(&db));
-            return Ok(db);
+            return self.open_shared(path, isolation, create);
         }
         let mut silos = self.silos.lock();
         if let Some(db) = silos.get(&path) {
@@ -213,7 +229,7 @@ impl Inner {
 
     fn scoped_db(&self, scope: &TenantScope) -> Result<Arc<Db>, StorageError> {
         let p = scope.placement();
-        self.db(p.isolation, &p.namespace, scope.tenant(), false)
+        self.db(p.isolation, &p.namespace, scope.storage_key(), false)
     }
 
     fn destroy(&self, target: &PlacementRef) -> Result<(), StorageError> {
@@ -221,7 +237,7 @@ impl Inner {
             &self.config.dir,
             target.isolation,
             &target.namespace,
-            &target.tenant,
+            &target.key,
         )?;
         match target.isolation {
             Isolation::Silo => {
@@ -241,7 +257,7 @@ impl Inner {
                 if !path.exists() {
                     return Ok(());
                 }
-                let db = self.db(target.isolation, &target.namespace, &target.tenant, false)?;
+                let db = self.db(target.isolation, &target.namespace, &target.key, false)?;
                 db.write(|tx| {
                     let tables: Vec<String> = {
                         let mut stmt =
@@ -249,7 +265,7 @@ impl Inner {
                         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
                         rows.collect::<Result<_, _>>()?
                     };
-                    let prefix = bridge_prefix(&target.tenant);
+                    let prefix = bridge_prefix(&target.key);
                     let exists = |name: &str| tables.iter().any(|t| t == name);
                     match target.isolation {
                         Isolation::Pool => {
@@ -265,12 +281,12 @@ impl Inner {
                                             "DELETE FROM \"{fts}\" WHERE rowid IN \
                                              (SELECT seq FROM \"{table}\" WHERE tenant_id = ?1)"
                                         ),
-                                        [target.tenant.as_str()],
+                                        [target.key.as_str()],
                                     )?;
                                 }
                                 tx.execute(
                                     &format!("DELETE FROM \"{table}\" WHERE tenant_id = ?1"),
-                                    [target.tenant.as_str()],
+                                    [target.key.as_str()],
                                 )?;
                             }
                         }
@@ -304,7 +320,7 @@ impl Inner {
 fn table_of(scope: &TenantScope, collection: &Collection) -> TableName {
     TableName::new(
         scope.placement().isolation,
-        scope.tenant(),
+        scope.storage_key(),
         &collection.name,
     )
 }
@@ -322,9 +338,9 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<()> {
         let (target, collections) = (target.clone(), collections.to_vec());
         self.blocking(move |inner| {
-            let db = inner.db(target.isolation, &target.namespace, &target.tenant, true)?;
+            let db = inner.db(target.isolation, &target.namespace, &target.key, true)?;
             for collection in &collections {
-                let table = TableName::new(target.isolation, &target.tenant, &collection.name);
+                let table = TableName::new(target.isolation, &target.key, &collection.name);
                 db.with_writer(|conn| ensure_table(conn, &table, collection))?;
             }
             Ok(())
@@ -339,8 +355,8 @@ impl Engine for SqliteEngine {
     ) -> EngineResult<()> {
         let (target, collection) = (target.clone(), collection.clone());
         self.blocking(move |inner| {
-            let db = inner.db(target.isolation, &target.namespace, &target.tenant, false)?;
-            let table = TableName::new(target.isolation, &target.tenant, &collection.name);
+            let db = inner.db(target.isolation, &target.namespace, &target.key, false)?;
+            let table = TableName::new(target.isolation, &target.key, &collection.name);
             db.with_writer(|conn| ensure_table(conn, &table, &collection))
         })
         .await
@@ -362,7 +378,7 @@ impl Engine for SqliteEngine {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
             let text = sql.insert_sql();
             db.write(|tx| {
@@ -387,7 +403,7 @@ impl Engine for SqliteEngine {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let text = sql.insert_sql();
             // A file other tenants write to (pool, bridge) gets the copy in small
             // transactions with the writer handed over between them; a silo's own file takes
@@ -418,7 +434,7 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             db.read(|tx| fetch(tx, &sql, &id))
         })
         .await
@@ -437,7 +453,7 @@ impl Engine for SqliteEngine {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
             db.write(|tx| {
                 let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
@@ -466,7 +482,7 @@ impl Engine for SqliteEngine {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             db.write(|tx| {
                 if let Some(expected) = expected_version {
                     let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
@@ -493,7 +509,7 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let statement = sql.list(&query)?;
             db.read_within(Some(&query.budget), |tx| {
                 let mut stmt = tx.prepare_cached(&statement.sql)?;
@@ -518,7 +534,7 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let (text, params) = sql.aggregate(&query);
             db.read_within(Some(&query.budget), |tx| {
                 let mut stmt = tx.prepare_cached(&text)?;
@@ -544,7 +560,7 @@ impl Engine for SqliteEngine {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
             let insert_text = sql.insert_sql();
             db.write(|tx| {
@@ -590,6 +606,19 @@ impl Engine for SqliteEngine {
         }
     }
 
+    fn storage_name(&self, target: &PlacementRef) -> String {
+        inventory::name_of(
+            &self.inner.config.dir,
+            target.isolation,
+            &target.namespace,
+            target.key.as_str(),
+        )
+    }
+
+    async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>> {
+        self.blocking(|inner| inner.inventory()).await
+    }
+
     async fn shutdown(&self) {
         let result = self
             .blocking(|inner| {
@@ -629,7 +658,7 @@ impl SqliteEngine {
         self.blocking(move |inner| {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.tenant().as_str(), &collection);
+            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let statement = sql.list(&query)?;
             db.read(|tx| {
                 let mut stmt = tx.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?;
@@ -648,7 +677,7 @@ pub fn placement_file(
     dir: &Path,
     isolation: Isolation,
     namespace: &str,
-    tenant: &TenantId,
+    tenant: &StorageKey,
 ) -> Option<PathBuf> {
     db_path(dir, isolation, namespace, tenant).ok()
 }

@@ -15,26 +15,31 @@ use bulkhead_core::query;
 use bulkhead_core::record::{FieldValue, NewRecord, RecordChange, validate_full, validate_patch};
 use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{CollectionName, DomainName, FieldName, RecordId, TenantId};
+use bulkhead_core::{
+    CollectionName, DomainName, FieldName, Incarnation, RecordId, StorageKey, TenantId,
+};
 use serde_json::{Value, json};
 
 use crate::{Engine, EngineError, ListQuery, PlacementRef};
 
 mod aggregates;
 mod limits;
+mod incarnations;
 mod queries;
 mod restore;
 pub use aggregates::*;
+pub use incarnations::*;
 pub use limits::*;
 pub use queries::*;
 pub use restore::*;
 
-/// Engine-neutral namespace for a tenant placed with `isolation` (the catalog's convention).
-pub fn namespace_for(isolation: Isolation, tenant: &TenantId) -> String {
+/// Engine-neutral namespace for a tenant incarnation placed with `isolation` (the catalog's
+/// convention).
+pub fn namespace_for(isolation: Isolation, key: &StorageKey) -> String {
     match isolation {
         Isolation::Pool => "pool".into(),
         Isolation::Bridge => "bridge-0001".into(),
-        Isolation::Silo => format!("silo-{tenant}"),
+        Isolation::Silo => format!("silo-{key}"),
     }
 }
 
@@ -42,23 +47,39 @@ pub fn tenant(id: &str) -> TenantId {
     TenantId::parse(id).expect("valid tenant id")
 }
 
-fn placement(tenant: &TenantId, isolation: Isolation) -> Placement {
+fn placement(tenant: &TenantId, incarnation: &Incarnation, isolation: Isolation) -> Placement {
     Placement {
         domain: DomainName::parse("local").expect("valid domain"),
         isolation,
-        namespace: namespace_for(isolation, tenant),
+        namespace: namespace_for(isolation, &StorageKey::of(tenant, incarnation)),
         write_state: WriteState::Open,
         epoch: 1,
         schema_version: 1,
+        incarnation: incarnation.clone(),
     }
 }
 
 pub fn target(tenant: &TenantId, isolation: Isolation) -> PlacementRef {
-    PlacementRef::of(tenant, &placement(tenant, isolation))
+    target_of(tenant, &Incarnation::legacy(), isolation)
+}
+
+/// The placement of one incarnation of `tenant`.
+pub fn target_of(tenant: &TenantId, incarnation: &Incarnation, isolation: Isolation) -> PlacementRef {
+    PlacementRef::of(tenant, &placement(tenant, incarnation, isolation))
 }
 
 /// Mints a scope through the real access path: a generated key, verified, then authorized.
 pub fn scope(tenant: &TenantId, isolation: Isolation, action: DataAction) -> TenantScope {
+    scope_of(tenant, &Incarnation::legacy(), isolation, action)
+}
+
+/// [`scope`] for one incarnation of `tenant`, with a key of that incarnation.
+pub fn scope_of(
+    tenant: &TenantId,
+    incarnation: &Incarnation,
+    isolation: Isolation,
+    action: DataAction,
+) -> TenantScope {
     let key = keys::generate().expect("random source");
     let stored = StoredKey {
         id: key.id,
@@ -66,6 +87,7 @@ pub fn scope(tenant: &TenantId, isolation: Isolation, action: DataAction) -> Ten
         owner: KeyOwner::Tenant(tenant.clone(), TenantRole::Member),
         expires_at: None,
         revoked: false,
+        incarnation: Some(incarnation.clone()),
     };
     let (_, secret) = keys::parse_token(&key.token).expect("own format");
     let principal =
@@ -74,7 +96,7 @@ pub fn scope(tenant: &TenantId, isolation: Isolation, action: DataAction) -> Ten
         tenant: tenant.clone(),
         tier: bulkhead_core::TierName::parse("free").expect("tier"),
         status: TenantStatus::Active,
-        placement: placement(tenant, isolation),
+        placement: placement(tenant, incarnation, isolation),
     };
     access::authorize_data(&principal, &route, action, access::RoleFacts::default())
         .expect("own tenant")
@@ -587,5 +609,6 @@ pub async fn run_all(engine: &dyn Engine) {
     read_scopes_cannot_write(engine).await;
     schema_changes_apply_live(engine).await;
     destroy_removes_only_that_tenant(engine).await;
+    incarnations_of_one_tenant_id_share_nothing(engine).await;
     restore_keeps_system_fields_and_replaces_by_id(engine).await;
 }

@@ -18,7 +18,7 @@ use bulkhead_core::query::aggregate::AggregatePlan;
 use bulkhead_core::query::{Predicate, SearchQuery, SortKey};
 use bulkhead_core::record::{FieldValue, NewRecord, Record, RecordChange};
 use bulkhead_core::schema::{Collection, FieldType};
-use bulkhead_core::{FieldName, RecordId, TenantId};
+use bulkhead_core::{FieldName, RecordId, StorageKey, TenantId};
 use std::time::Duration;
 
 /// Errors an engine reports. `Storage` carries detail for the log, never for the caller.
@@ -115,7 +115,8 @@ pub fn require_write(scope: &TenantScope) -> EngineResult<()> {
 /// shared namespace (all pooled tenants at once) and `destroy` removes only this tenant's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementRef {
-    pub tenant: TenantId,
+    /// The tenant incarnation whose storage this is: engines name everything by it.
+    pub key: StorageKey,
     pub isolation: Isolation,
     pub namespace: String,
 }
@@ -123,7 +124,7 @@ pub struct PlacementRef {
 impl PlacementRef {
     pub fn of(tenant: &TenantId, placement: &Placement) -> Self {
         PlacementRef {
-            tenant: tenant.clone(),
+            key: placement.storage_key(tenant),
             isolation: placement.isolation,
             namespace: placement.namespace.clone(),
         }
@@ -287,6 +288,19 @@ pub enum BulkOutcome {
     Deleted(RecordId),
 }
 
+/// One piece of tenant storage an engine holds, as found in its files or databases (not as
+/// the catalog believes it to be): what `bulkhead doctor` compares with the live placements.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredPlacement {
+    pub isolation: Isolation,
+    pub namespace: String,
+    /// The storage key the engine found: a [`StorageKey`] as text, or a name the engine made
+    /// of one it cannot read back (a hashed long PostgreSQL name), then `None`.
+    pub key: Option<StorageKey>,
+    /// The engine's own name for it (file, schema, database, or `pool:<key>`).
+    pub name: String,
+}
+
 /// Counts an engine reports about a placement, for tests and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -388,6 +402,13 @@ pub trait Engine: Send + Sync + 'static {
     ) -> EngineResult<Vec<Result<BulkOutcome, EngineError>>>;
 
     fn stats(&self) -> EngineStats;
+
+    /// The name [`Engine::inventory`] gives the storage of `target`.
+    fn storage_name(&self, target: &PlacementRef) -> String;
+
+    /// Every piece of tenant storage this engine holds: silo files or databases, bridge
+    /// tables or schemas, and each storage key with rows in a pooled table.
+    async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>>;
 
     /// Flushes and closes every database cleanly.
     async fn shutdown(&self);

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::control::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
+        .merge(routes::storage::router())
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })

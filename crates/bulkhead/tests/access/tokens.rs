@@ -338,3 +338,75 @@ async fn tenant_tokens_only_narrow_and_die_with_their_parent() {
         400
     );
 }
+
+/// A token belongs to the life of the tenant it was minted in: after the tenant is deleted
+/// and re-created under the same id, it is refused — even once the same person is a member
+/// of the new tenant, whose own fresh tokens work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_a_deleted_tenant_is_refused_by_its_re_created_namesake() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path());
+    let admin = env.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    add(&admin, "acme", "ann", "member").await;
+    let ann = env.user("ann");
+    ann.create_record(&items(), &json!({"id": "old", "title": "earlier life"}))
+        .await
+        .unwrap();
+    let old_token = ann
+        .mint_token(&mint(&[Action::Read, Action::Create], None, None))
+        .await
+        .unwrap()
+        .token;
+    let old_key = key(&admin, "acme", TenantRole::Member).await;
+    admin.delete_tenant(&tid("acme")).await.unwrap();
+    create_tenant(&admin, "acme", "free").await;
+    add(&admin, "acme", "ann", "member").await;
+    let reborn = env.server.client(&old_token);
+    assert_eq!(
+        expect_err(reborn.list_records(&items(), &ListRecords::default()).await).0,
+        404,
+        "the old life's token reaches nothing of the new one"
+    );
+    assert_eq!(
+        expect_err(
+            reborn
+                .create_record(&items(), &json!({"title": "smuggled"}))
+                .await
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        expect_err(
+            env.server
+                .client(&old_key)
+                .list_records(&items(), &ListRecords::default())
+                .await
+        )
+        .0,
+        401,
+        "the old life's key is gone"
+    );
+    // Ann herself, as a member of the new tenant, sees its (empty) data, and her new token works.
+    assert!(
+        ann.list_records(&items(), &ListRecords::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let fresh = ann
+        .mint_token(&mint(&[Action::Read], None, None))
+        .await
+        .unwrap()
+        .token;
+    let page = env
+        .server
+        .client(&fresh)
+        .list_records(&items(), &ListRecords::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "the new life starts empty");
+}

@@ -160,6 +160,7 @@ fn decode(row: &Row) -> StoreResult<MoveRow> {
         write_state: WriteState::Open,
         epoch: 0,
         schema_version: 0,
+        incarnation: source.incarnation.clone(),
     };
     Ok(MoveRow {
         id: row.get(0)?,
@@ -188,6 +189,23 @@ pub(crate) fn read_move(tx: &dyn Tx, id: &str) -> StoreResult<Option<MoveRow>> {
     tx.query_opt(&sql, params![id])?
         .map(|r| decode(&r))
         .transpose()
+}
+
+/// The source placements a tenant's switched moves have not cleaned up yet: storage of the
+/// tenant's current life that its deletion must purge too.
+pub(crate) fn uncleaned_sources(tx: &dyn Tx, tenant: &TenantId) -> StoreResult<Vec<Placement>> {
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM moves WHERE tenant_id = ?1 AND phase IN ('switched', 'cleaning')"
+    );
+    tx.query(&sql, params![tenant.as_str()])?
+        .iter()
+        .map(|r| decode(r).map(|m| m.source))
+        .collect()
+}
+
+/// Moves not yet ended (`done` or `rolled_back`): both their placements still exist.
+pub(crate) fn not_ended(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
+    unfinished(tx)
 }
 
 pub(super) fn unfinished(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
@@ -353,7 +371,8 @@ impl Catalog {
                 }
                 let spec = TierSpec { isolation, domains, ..tier };
                 let generation = crate::collections::generation(tx)?;
-                let target = crate::placement::allocate(tx, &tenant_id, &spec, generation)?;
+                // The target belongs to the same life of the tenant as the source.
+                let target = crate::placement::allocate(tx, &tenant_id, &source.incarnation, &spec, generation)?;
                 if target.domain == source.domain && target.isolation == source.isolation {
                     return Err(conflict("already_placed", format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain)).into());
                 }

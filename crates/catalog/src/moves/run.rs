@@ -474,6 +474,15 @@ impl Catalog {
                         )
                         .into());
                     }
+                    // Fenced by incarnation: a move switches only the life it was started for.
+                    let life = crate::tenants::read_tenant(tx, &r.tenant)?.map(|(_, p)| p.incarnation);
+                    if life.as_ref() != Some(&r.source.incarnation) {
+                        return Err(Error::conflict(
+                            "tenant_gone",
+                            "the tenant this move was started for no longer exists",
+                        )
+                        .into());
+                    }
                     forget_move_state(tx, &r.id, &r.tenant)?;
                     let generation = crate::collections::generation(tx)?;
                     let placement = Placement {
@@ -548,6 +557,7 @@ impl Catalog {
             json!({"move": row.id, "phase": row.phase, "error": why}),
         );
         let (id, tenant, why) = (row.id.clone(), row.tenant.clone(), why.to_owned());
+        let source_life = row.source.incarnation.clone();
         let me = self.server_id().to_owned();
         self.blocking(move |store| {
             store.write(|tx| {
@@ -560,6 +570,7 @@ impl Catalog {
                 let current = read_move(tx, &id)?;
                 if current.is_some_and(|m| !m.phase.is_switched() && !m.phase.is_final())
                     && let Some((t, _)) = read_tenant(tx, &tenant)?
+                        .filter(|(_, p)| p.incarnation == source_life)
                 {
                     tx.execute(
                         "UPDATE placements SET write_state = 'open', epoch = ?2 WHERE tenant_id = ?1",

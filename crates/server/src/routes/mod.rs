@@ -3,6 +3,7 @@
 pub mod control;
 pub mod members;
 pub mod records;
+pub mod storage;
 
 use axum::extract::rejection::QueryRejection;
 use bulkhead_core::Error;

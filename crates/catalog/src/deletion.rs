@@ -1,0 +1,253 @@
+//! Deleting a tenant ends one life (incarnation) of it and purges every byte of that life.
+//!
+//! Everything runs under the schema lock, which creation also takes, so a re-creation of the
+//! id waits for the purge, and no two servers purge the same tenant at once:
+//!
+//! 1. The tenant is marked `deleting` in one catalog transaction, audited with its
+//!    incarnation. Every request that resolves its route from then on gets `404`.
+//! 2. Its write gate is taken once, exclusively: writes that entered before step 1 finish
+//!    first. A bulk request re-checks the route before each chunk and stops at the next one.
+//! 3. Its storage is destroyed: the current placement and the source of any move that has
+//!    switched but not yet cleaned up (`switched`, `cleaning`): both belong to this life.
+//! 4. Its catalog rows go (keys, members, roles, placement, tenant), only if the tenant row
+//!    is still this life, and the purge is audited.
+//!
+//! Every step names the incarnation, so a purge finished late — at the next start after a
+//! crash, or by another server sharing the catalog that found the deletion abandoned — never
+//! touches a tenant re-created under the same id. A move before its switch (`planned` to
+//! `frozen`) refuses deletion with `409 tenant_moving`: cancel it first.
+
+use std::time::Duration;
+
+use bulkhead_core::access::{ControlAction, KeyOwner};
+use bulkhead_core::error::Error;
+use bulkhead_core::model::{Placement, TenantStatus};
+use bulkhead_core::{Incarnation, TenantId};
+use bulkhead_engine::PlacementRef;
+use serde_json::json;
+
+use crate::store::params;
+use crate::tenants::{read_tenant, set_status, tenant_not_found};
+use crate::{AuditEvent, Catalog, Ctx, audit};
+
+/// How long one wait for a tenant's writes in flight lasts before it is logged and repeated.
+/// Writes are bounded by the request timeout, and bulk requests stop at their next chunk.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+impl Catalog {
+    /// `DELETE /v1/tenants/{id}`: ends the tenant's current life and purges its storage
+    /// before answering. A tenant already `deleting` (its deleter died) is finished here.
+    pub async fn delete_tenant(&self, ctx: &Ctx, id: &TenantId) -> Result<(), Error> {
+        self.authorize(
+            ctx,
+            ControlAction::DeleteTenants,
+            "tenant.delete",
+            id.as_str(),
+            Some(id),
+        )?;
+        let _schema = self.lock_schema().await?;
+        let now = self.inner().clock.now();
+        let event = self.event(ctx, "tenant.delete", id.as_str(), Some(id), None);
+        let tenant = id.clone();
+        let life = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    let (current, placement) =
+                        read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                    match current.status {
+                        TenantStatus::Moving => {
+                            return Err(Error::conflict(
+                                "tenant_moving",
+                                "the tenant is moving; cancel the move (POST /v1/moves/{id}/cancel) or wait for it, then delete",
+                            )
+                            .into());
+                        }
+                        TenantStatus::Deleting => {}
+                        _ => set_status(tx, &tenant, TenantStatus::Deleting, now)?,
+                    }
+                    let mut event = event;
+                    event.detail = Some(json!({"incarnation": placement.incarnation}).to_string());
+                    audit::insert(tx, &event)?;
+                    Ok(placement.incarnation)
+                })
+            })
+            .await?;
+        self.load_tenant(id).await?;
+        self.finish_deletion(id, &life, ctx.principal.actor()).await
+    }
+
+    /// Purges the storage and catalog rows of life `life` of tenant `id`. Does nothing when
+    /// the tenant is gone or is another life (someone else finished this deletion, and the id
+    /// may already name a new tenant). Call under the schema lock.
+    pub(crate) async fn finish_deletion(
+        &self,
+        id: &TenantId,
+        life: &Incarnation,
+        actor: &str,
+    ) -> Result<(), Error> {
+        self.inner().rates.forget(id);
+        self.drain_writes(id).await;
+        let (tenant, expected) = (id.clone(), life.clone());
+        let placements: Option<Vec<Placement>> = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    let Some((row, current)) = read_tenant(tx, &tenant)? else {
+                        return Ok(None);
+                    };
+                    if current.incarnation != expected || row.status != TenantStatus::Deleting {
+                        return Ok(None);
+                    }
+                    let mut all = vec![current];
+                    all.extend(
+                        crate::moves::uncleaned_sources(tx, &tenant)?
+                            .into_iter()
+                            .filter(|p| p.incarnation == expected),
+                    );
+                    Ok(Some(all))
+                })
+            })
+            .await?;
+        let Some(placements) = placements else {
+            return Ok(());
+        };
+        for placement in &placements {
+            self.engine(&placement.domain)?
+                .destroy(&PlacementRef::of(id, placement))
+                .await?;
+        }
+        let event = AuditEvent {
+            at: self.inner().clock.now(),
+            actor: actor.to_owned(),
+            action: "tenant.purge".into(),
+            target: id.to_string(),
+            tenant: Some(id.clone()),
+            outcome: "ok".into(),
+            request_id: String::new(),
+            detail: Some(json!({"incarnation": life, "placements": placements}).to_string()),
+        };
+        let (tenant, expected) = (id.clone(), life.clone());
+        self.blocking(move |store| {
+            store.write(|tx| {
+                let still = read_tenant(tx, &tenant)?
+                    .is_some_and(|(_, p)| p.incarnation == expected);
+                if !still {
+                    return Ok(());
+                }
+                tx.execute(
+                    "DELETE FROM api_keys WHERE tenant_id = ?1",
+                    params![tenant.as_str()],
+                )?;
+                crate::members::purge_tenant(tx, &tenant)?;
+                tx.execute(
+                    "DELETE FROM placements WHERE tenant_id = ?1",
+                    params![tenant.as_str()],
+                )?;
+                tx.execute(
+                    "DELETE FROM tenants WHERE id = ?1",
+                    params![tenant.as_str()],
+                )?;
+                crate::store::changed(tx, "tenant_keys", tenant.as_str())?;
+                audit::insert(tx, &event)
+            })
+        })
+        .await?;
+        self.inner()
+            .keys
+            .write()
+            .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
+        self.inner().users.clear();
+        // The route stays cached as `deleting`, so a request racing the deletion still sees
+        // "not found"; a tenant created later under the same id has a higher epoch and
+        // replaces it.
+        Ok(())
+    }
+
+    /// `Ok` while the tenant `scope` was authorized for is still this life and not being
+    /// deleted; otherwise `404 tenant_not_found`, as for any request arriving now. Long
+    /// writes (each bulk chunk) call it before they touch storage.
+    pub(crate) async fn still_current(
+        &self,
+        scope: &bulkhead_core::access::TenantScope,
+    ) -> Result<(), Error> {
+        let route = self.route(scope.tenant()).await?;
+        if route.status == TenantStatus::Deleting
+            || route.placement.incarnation != scope.placement().incarnation
+        {
+            return Err(tenant_not_found());
+        }
+        Ok(())
+    }
+
+    /// Waits until no write to `id` that entered its gate before now is in flight on this
+    /// server (writes entering later see the `deleting` route and write nothing).
+    async fn drain_writes(&self, id: &TenantId) {
+        let gate = self.inner().moves.gates.get(id);
+        loop {
+            if gate.freeze(DRAIN_WAIT).await.is_some() {
+                return;
+            }
+            tracing::warn!(tenant = %id, "deletion still waits for writes in flight");
+        }
+    }
+
+    /// Finishes deletions abandoned by servers that died (shared catalog): a tenant still
+    /// `deleting` while this server holds the schema lock has no live deleter.
+    pub(crate) async fn finish_abandoned_deletions(&self) -> Result<(), Error> {
+        let any: bool = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    Ok(tx
+                        .query_opt("SELECT 1 FROM tenants WHERE status = 'deleting' LIMIT 1", &[])?
+                        .is_some())
+                })
+            })
+            .await?;
+        if !any {
+            return Ok(());
+        }
+        let _schema = self.lock_schema().await?;
+        let abandoned: Vec<(TenantId, Incarnation)> = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    let rows = tx.query(
+                        "SELECT t.id, p.incarnation FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                         WHERE t.status = 'deleting'",
+                        &[],
+                    )?;
+                    rows.iter()
+                        .map(|r| {
+                            let bad = |e: Error| crate::store::malformed(e.message);
+                            Ok((
+                                TenantId::parse(&r.get::<String>(0)?).map_err(bad)?,
+                                Incarnation::parse(&r.get::<String>(1)?).map_err(bad)?,
+                            ))
+                        })
+                        .collect()
+                })
+            })
+            .await?;
+        for (id, life) in abandoned {
+            tracing::info!(tenant = %id, incarnation = %life, "finishing a deletion its server abandoned");
+            self.finish_deletion(&id, &life, "system:takeover").await?;
+        }
+        Ok(())
+    }
+}
+
+/// How often a server sharing its catalog looks for deletions whose server died.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Takes over abandoned deletions on a shared catalog, every [`SWEEP_EVERY`].
+pub(crate) fn spawn_sweeper(inner: std::sync::Weak<crate::Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Err(e) = (Catalog { inner }).finish_abandoned_deletions().await {
+                tracing::warn!(error = %e, "could not finish abandoned deletions; retrying");
+            }
+        }
+    });
+}

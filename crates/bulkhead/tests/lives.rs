@@ -1,0 +1,509 @@
+//! A tenant id names one life: deletion racing moves, bulk ingest, single writes and exports,
+//! then re-creation under the same id — black box through the binary. A re-created tenant
+//! starts empty, nothing of the deleted one reaches it (records, keys, streams, a move's late
+//! clean-up), and `bulkhead doctor` finds no storage left without a live owner.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bulkhead_api::{StartMove, TenantView};
+use bulkhead_client::{Client, ListRecords};
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::model::{Isolation, MovePhase};
+use bulkhead_core::RecordId;
+use common::{Server, audit_rows, create_tenant, items, key, put_items, tid};
+use serde_json::json;
+
+/// Every record a client sees in `items`, by id, with its title.
+async fn all_titles(client: &Client) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .list_records(
+                &items(),
+                &ListRecords {
+                    limit: Some(1000),
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        for r in &page.items {
+            out.push((
+                r["id"].as_str().unwrap().to_owned(),
+                r["title"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// No tenant storage is left that no live tenant owns.
+async fn assert_no_orphans(admin: &Client) {
+    let report = admin.doctor().await.unwrap();
+    assert!(
+        report.orphans.is_empty() && report.unchecked_domains.is_empty(),
+        "orphaned storage: {report:#?}"
+    );
+}
+
+fn ndjson(lines: usize, title: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..lines {
+        body.extend_from_slice(
+            format!("{{\"id\": \"b{i:07}\", \"title\": \"{title} {i}\", \"n\": {i}}}\n").as_bytes(),
+        );
+    }
+    body
+}
+
+async fn wait_for_phase(admin: &Client, id: &str, phase: MovePhase) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = admin.get_move(id).await.unwrap();
+        if view.phase == phase {
+            return;
+        }
+        assert!(
+            !view.phase.is_final() || phase.is_final(),
+            "move ended in {} before {phase}",
+            view.phase
+        );
+        assert!(Instant::now() < deadline, "move stuck in {}", view.phase);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn tenant(admin: &Client, id: &str) -> TenantView {
+    admin.get_tenant(&tid(id)).await.unwrap()
+}
+
+/// The bug this guards: a deletion while a move cleans up used to destroy only the new copy,
+/// hand the old storage to a tenant re-created under the id, and let the old move's clean-up
+/// destroy the new tenant's storage later (also at a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_during_a_moves_clean_up_purges_both_copies_and_the_late_clean_up_spares_the_new_tenant()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    // The clean-up waits 3 s after the switch: long enough to delete and re-create in between.
+    let mut server = Server::start_with(dir.path(), &[("BULKHEAD_MOVE_DRAIN_GRACE_MS", "3000")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    let directions = [
+        ("p2s", "free", Isolation::Silo),
+        ("s2b", "premium", Isolation::Bridge),
+        ("b2p", "standard", Isolation::Pool),
+    ];
+    let mut survivors = Vec::new();
+    for (id, tier, to) in directions {
+        create_tenant(&admin, id, tier).await;
+        let old_key = key(&admin, id, TenantRole::Member).await;
+        let old = server.client(&old_key);
+        for n in 0..20 {
+            old.create_record(
+                &items(),
+                &json!({"id": format!("old-{n}"), "title": "earlier life", "n": n}),
+            )
+            .await
+            .unwrap();
+        }
+        let first_life = tenant(&admin, id).await.placement.incarnation;
+        let moved = admin
+            .start_move(
+                &tid(id),
+                &StartMove {
+                    isolation: Some(to),
+                    domain: None,
+                },
+            )
+            .await
+            .unwrap();
+        wait_for_phase(&admin, &moved.id, MovePhase::Cleaning).await;
+        admin.delete_tenant(&tid(id)).await.unwrap();
+        create_tenant(&admin, id, tier).await;
+        let second_life = tenant(&admin, id).await.placement.incarnation;
+        assert_ne!(first_life, second_life, "{id}: a new life");
+        let new = server.client(&key(&admin, id, TenantRole::Member).await);
+        assert!(all_titles(&new).await.is_empty(), "{id}: starts empty");
+        let err = new
+            .get_record(&items(), &RecordId::parse("old-1").unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(404), "{id}: old record is missing");
+        let err = old
+            .list_records(&items(), &ListRecords::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(401), "{id}: old key is gone");
+        for n in 0..10 {
+            new.create_record(
+                &items(),
+                &json!({"id": format!("new-{n}"), "title": "later life", "n": n}),
+            )
+            .await
+            .unwrap();
+        }
+        // The old move's clean-up runs now; it must not touch the new tenant.
+        wait_for_phase(&admin, &moved.id, MovePhase::Done).await;
+        let titles = all_titles(&new).await;
+        assert_eq!(titles.len(), 10, "{id}: new writes survive the old clean-up");
+        assert!(titles.iter().all(|(_, t)| t == "later life"), "{id}");
+        survivors.push((id, new));
+    }
+    assert_no_orphans(&admin).await;
+    // Deletions and purges are audited with the life they ended.
+    let purges = audit_rows(&server.data_dir, |r| r.1 == "tenant.purge");
+    assert!(purges.len() >= 3, "{purges:?}");
+    server.kill_hard();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    for (id, _) in &survivors {
+        let new = server.client(&key(&admin, id, TenantRole::Member).await);
+        assert_eq!(all_titles(&new).await.len(), 10, "{id}: after kill -9 and restart");
+    }
+    assert_no_orphans(&admin).await;
+}
+
+/// The bug this guards: a bulk request kept writing after its tenant was deleted, leaving
+/// orphaned rows in the pool (counted by a re-created tenant as its own) or landing chunks in
+/// the re-created tenant's silo or bridge tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_racing_deletion_leaves_nothing_behind_and_reaches_no_new_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    for tier in ["free", "standard", "premium"] {
+        let id = format!("bulk-{tier}");
+        create_tenant(&admin, &id, tier).await;
+        let old = server.client(&key(&admin, &id, TenantRole::Member).await);
+        let body = ndjson(60_000, "earlier life");
+        let bulk = {
+            let old = old.clone();
+            tokio::spawn(async move { old.bulk(&items(), body, true).await })
+        };
+        // Delete once the bulk is visibly under way.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = old
+                .list_records(
+                    &items(),
+                    &ListRecords {
+                        limit: Some(1),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            if page.is_ok_and(|p| !p.items.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id}: the bulk never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        admin.delete_tenant(&tid(&id)).await.unwrap();
+        create_tenant(&admin, &id, tier).await;
+        let new = server.client(&key(&admin, &id, TenantRole::Member).await);
+        new.create_record(&items(), &json!({"id": "mine", "title": "later life"}))
+            .await
+            .unwrap();
+        let report = bulk.await.unwrap().unwrap();
+        assert!(
+            report.failed > 0,
+            "{id}: the deletion stopped the bulk ({} created)",
+            report.created
+        );
+        assert!(
+            report
+                .results
+                .iter()
+                .all(|l| l.status == 404 || l.status == 401),
+            "{id}: lines after the deletion fail as for a missing tenant: {:?}",
+            report.results.first()
+        );
+        assert_eq!(
+            all_titles(&new).await,
+            vec![("mine".to_owned(), "later life".to_owned())],
+            "{id}: nothing of the bulk reached the new tenant"
+        );
+    }
+    assert_no_orphans(&admin).await;
+}
+
+/// The bug this guards: a record written with a deleted tenant's key, in flight across the
+/// deletion and a re-creation, appeared in the new tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_writes_in_flight_across_deletion_and_re_creation_never_reach_the_new_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    for tier in ["free", "standard", "premium"] {
+        let id = format!("race-{tier}");
+        create_tenant(&admin, &id, tier).await;
+        let old = server.client(&key(&admin, &id, TenantRole::Member).await);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (old, stop, acknowledged) =
+                    (old.clone(), Arc::clone(&stop), Arc::clone(&acknowledged));
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let body = json!({"id": format!("w{w}-{n}"), "title": "earlier life"});
+                        if old.create_record(&items(), &body).await.is_ok() {
+                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        while acknowledged.load(Ordering::Relaxed) < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        admin.delete_tenant(&tid(&id)).await.unwrap();
+        create_tenant(&admin, &id, tier).await;
+        let new = server.client(&key(&admin, &id, TenantRole::Member).await);
+        let mut mine = 0;
+        for n in 0..30 {
+            new.create_record(
+                &items(),
+                &json!({"id": format!("n-{n}"), "title": "later life"}),
+            )
+            .await
+            .unwrap();
+            mine += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        let titles = all_titles(&new).await;
+        assert_eq!(titles.len(), mine, "{id}: only the new life's writes");
+        assert!(titles.iter().all(|(_, t)| t == "later life"), "{id}");
+    }
+    assert_no_orphans(&admin).await;
+}
+
+/// The last NDJSON line of a chunked body (chunk-size lines between them are skipped; each
+/// streamed page, and the closing error line, is a chunk of its own).
+fn last_json_line(body: &str) -> String {
+    body.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('{'))
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads an HTTP response slowly: the first `first` bytes, then (after `between` has run)
+/// the rest. Returns the body text after the first part.
+fn slow_export(url: &str, token: &str, first: usize, between: impl FnOnce()) -> (String, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/collections/items/records:export HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = vec![0u8; first];
+    stream.read_exact(&mut head).unwrap();
+    between();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    (
+        String::from_utf8_lossy(&head).into_owned(),
+        String::from_utf8_lossy(&rest).into_owned(),
+    )
+}
+
+/// The bug this guards: an export opened with a deleted tenant's key kept streaming, and
+/// once the old records ran out it streamed the re-created tenant's records; revoking the
+/// key did not stop it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_export_ends_with_an_error_line_when_its_tenant_is_deleted_or_its_key_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    let padding = "x".repeat(400);
+    for (id, tier) in [("exp-pool", "free"), ("exp-silo", "premium")] {
+        create_tenant(&admin, id, tier).await;
+        let old_key = key(&admin, id, TenantRole::Member).await;
+        let old = server.client(&old_key);
+        old.bulk(&items(), ndjson(30_000, &format!("earlier {padding}")), true)
+            .await
+            .unwrap();
+        let runtime = tokio::runtime::Handle::current();
+        let (admin2, url, id2) = (admin.clone(), server.url.clone(), id.to_owned());
+        let (head, rest) = tokio::task::spawn_blocking(move || {
+            slow_export(&url, &old_key, 64 * 1024, || {
+                runtime.block_on(async {
+                    admin2.delete_tenant(&tid(&id2)).await.unwrap();
+                    create_tenant(&admin2, &id2, tier).await;
+                    let new = Client::new(
+                        admin2.base_url().as_str(),
+                        key(&admin2, &id2, TenantRole::Member).await,
+                    )
+                    .unwrap();
+                    for n in 0..600 {
+                        new.create_record(
+                            &items(),
+                            &json!({"id": format!("z{n:07}"), "title": "LATERLIFE"}),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                });
+            })
+        })
+        .await
+        .unwrap();
+        assert!(head.contains("earlier"), "{id}: the export had started");
+        assert!(
+            !rest.contains("LATERLIFE"),
+            "{id}: the new tenant's records reached the old credential"
+        );
+        let last = last_json_line(&rest);
+        assert!(
+            last.contains("\"error\""),
+            "{id}: the stream ends with an error line, not silently: {}",
+            &last[..last.len().min(300)]
+        );
+    }
+    // Revocation stops an export too.
+    create_tenant(&admin, "exp-revoke", "free").await;
+    let created = admin
+        .create_key(
+            &tid("exp-revoke"),
+            &bulkhead_api::CreateKey {
+                name: "exporter".into(),
+                role: TenantRole::Member,
+                expires_in: None,
+            },
+        )
+        .await
+        .unwrap();
+    let exporter = server.client(&created.key);
+    exporter
+        .bulk(&items(), ndjson(30_000, &format!("kept {padding}")), true)
+        .await
+        .unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let (admin2, url, key_id) = (admin.clone(), server.url.clone(), created.view.id.clone());
+    let token = created.key.clone();
+    let (_, rest) = tokio::task::spawn_blocking(move || {
+        slow_export(&url, &token, 64 * 1024, || {
+            runtime.block_on(async {
+                admin2
+                    .revoke_key(&tid("exp-revoke"), &key_id)
+                    .await
+                    .unwrap();
+            });
+        })
+    })
+    .await
+    .unwrap();
+    let last = last_json_line(&rest);
+    assert!(
+        last.contains("invalid_credentials"),
+        "a revoked key's export ends with an error line: {}",
+        &last[..last.len().min(300)]
+    );
+}
+
+/// `bulkhead doctor` through the CLI: storage whose catalog entry vanished (here: removed
+/// from the catalog file by hand, as a crash or an operator might leave it) is listed with
+/// its tenant and life, kept without `--yes`, removed with it, and audited; live tenants'
+/// storage is never listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_lists_storage_no_live_tenant_owns_and_removes_it_on_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    for (id, tier) in [
+        ("ghost-pool", "free"),
+        ("ghost-bridge", "standard"),
+        ("ghost-silo", "premium"),
+        ("kept", "free"),
+    ] {
+        create_tenant(&admin, id, tier).await;
+        let client = server.client(&key(&admin, id, TenantRole::Member).await);
+        client
+            .create_record(&items(), &json!({"title": "data"}))
+            .await
+            .unwrap();
+    }
+    assert_no_orphans(&admin).await;
+    server.stop();
+    {
+        let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+        for id in ["ghost-pool", "ghost-bridge", "ghost-silo"] {
+            conn.execute("DELETE FROM api_keys WHERE tenant_id = ?1", [id])
+                .unwrap();
+            conn.execute("DELETE FROM placements WHERE tenant_id = ?1", [id])
+                .unwrap();
+            conn.execute("DELETE FROM tenants WHERE id = ?1", [id]).unwrap();
+        }
+    }
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .env("BULKHEAD_URL", &server.url)
+            .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = cli(&["doctor", "--json"]);
+    assert!(ok, "{stderr}");
+    let report: bulkhead_api::DoctorReport = serde_json::from_str(&stdout).unwrap();
+    let mut ghosts: Vec<String> = report
+        .orphans
+        .iter()
+        .map(|o| o.tenant.as_ref().unwrap().to_string())
+        .collect();
+    ghosts.sort();
+    assert_eq!(ghosts, ["ghost-bridge", "ghost-pool", "ghost-silo"], "{report:#?}");
+    assert!(report.orphans.iter().all(|o| o.removable && o.incarnation.is_some()));
+    // Without --yes and without a terminal to ask on, nothing is removed.
+    let (ok, _, stderr) = cli(&["doctor", "--remove"]);
+    assert!(!ok && stderr.contains("--yes"), "{stderr}");
+    assert_eq!(admin.doctor().await.unwrap().orphans.len(), 3);
+    let (ok, stdout, stderr) = cli(&["doctor", "--remove", "--yes"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("removed 3"), "{stdout}");
+    assert_no_orphans(&admin).await;
+    let silos: Vec<_> = std::fs::read_dir(server.data_dir.join("domains/local/silos"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ghost"))
+        .collect();
+    assert!(silos.is_empty(), "the silo file is gone");
+    let kept = server.client(&key(&admin, "kept", TenantRole::Member).await);
+    assert_eq!(all_titles(&kept).await.len(), 1, "the live tenant is untouched");
+    let removals = audit_rows(&server.data_dir, |r| r.1 == "storage.remove");
+    assert_eq!(removals.len(), 3, "{removals:?}");
+}

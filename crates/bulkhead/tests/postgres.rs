@@ -208,6 +208,7 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
     }
 
     // Deleting tenants purges their rows, schema or database, and nothing of their neighbours.
+    // Storage is named by each tenant's life: `<tenant>_<incarnation>`.
     for (_, name) in MODELS {
         admin
             .delete_tenant(&tid(&format!("b-{name}")))
@@ -216,27 +217,27 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
     }
     let sql = |q: &str| pg.psql("postgres", q).unwrap().trim().to_owned();
     assert_eq!(
-        sql("SELECT count(*) FROM pg_database WHERE datname = 'bk_b-silo'"),
+        sql("SELECT count(*) FROM pg_database WHERE starts_with(datname, 'bk_b-silo_')"),
         "0"
     );
     assert_eq!(
-        sql("SELECT count(*) FROM pg_database WHERE datname = 'bk_a-silo'"),
+        sql("SELECT count(*) FROM pg_database WHERE starts_with(datname, 'bk_a-silo_')"),
         "1"
     );
     assert_eq!(
-        sql("SELECT count(*) FROM pg_namespace WHERE nspname = 't_b-bridge'"),
+        sql("SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, 't_b-bridge_')"),
         "0"
     );
     assert_eq!(
-        sql("SELECT count(*) FROM pg_namespace WHERE nspname = 't_a-bridge'"),
+        sql("SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, 't_a-bridge_')"),
         "1"
     );
     assert_eq!(
-        sql("SELECT count(*) FROM bk_pool.c_items WHERE tenant_id = 'b-pool'"),
+        sql("SELECT count(*) FROM bk_pool.c_items WHERE starts_with(tenant_id, 'b-pool_')"),
         "0"
     );
     assert_eq!(
-        sql("SELECT count(*) FROM bk_pool.c_items WHERE tenant_id = 'a-pool'"),
+        sql("SELECT count(*) FROM bk_pool.c_items WHERE starts_with(tenant_id, 'a-pool_')"),
         "35"
     );
 }

@@ -365,11 +365,18 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
         let err = admin.get_tenant(&tid(gone)).await.unwrap_err();
         assert_eq!(err.code(), Some("tenant_not_found"));
     }
+    let silos: Vec<String> = std::fs::read_dir(server.data_dir.join("domains/local/silos"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        !server
-            .data_dir
-            .join("domains/local/silos/gone-silo.db")
-            .exists()
+        !silos.iter().any(|f| f.starts_with("gone-silo")),
+        "{silos:?}"
+    );
+    assert!(
+        silos.iter().any(|f| f.starts_with("keep-silo_")),
+        "silo files are named by the tenant's life: {silos:?}"
     );
     // The deleted tenant's keys are gone with it.
     let audit = common::audit_rows(&server.data_dir, |row| row.1 == "tenant.delete");

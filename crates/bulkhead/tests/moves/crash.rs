@@ -18,7 +18,8 @@ fn homes(server: &Server, tenant: &str) -> (i64, bool) {
     let pool = rusqlite::Connection::open(local.join("pool.db")).unwrap();
     let rows: i64 = pool
         .query_row(
-            "SELECT count(*) FROM c_items WHERE tenant_id = ?1",
+            // Storage is named by the tenant's life: `<tenant>_<incarnation>`.
+            "SELECT count(*) FROM c_items WHERE substr(tenant_id, 1, length(?1) + 1) = ?1 || '_'",
             [tenant],
             |r| r.get(0),
         )

@@ -163,6 +163,8 @@ pub struct Config {
     pub catalog_url: Option<Secret>,
     pub catalog_data_url: Option<Secret>,
     pub moves: bulkhead_catalog::MoveSettings,
+    /// `BULKHEAD_DELETE_HOLD_MS`, for crash tests: see `CatalogOptions::deletion_hold`.
+    pub deletion_hold: Option<Duration>,
     /// JWT issuers (from the configuration file).
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
@@ -183,6 +185,18 @@ fn move_hold() -> anyhow::Result<Option<(bulkhead_core::model::MovePhase, Durati
         anyhow::anyhow!("BULKHEAD_MOVE_HOLD: {ms:?} is not a number of milliseconds")
     })?;
     Ok(Some((phase, Duration::from_millis(ms))))
+}
+
+/// `BULKHEAD_DELETE_HOLD_MS=<ms>`: a deletion pauses that long between marking the tenant
+/// `deleting` and purging it. For crash tests, which kill the server in between.
+fn deletion_hold() -> anyhow::Result<Option<Duration>> {
+    let Ok(raw) = std::env::var("BULKHEAD_DELETE_HOLD_MS") else {
+        return Ok(None);
+    };
+    let ms: u64 = raw.parse().map_err(|_| {
+        anyhow::anyhow!("BULKHEAD_DELETE_HOLD_MS: {raw:?} is not a number of milliseconds")
+    })?;
+    Ok(Some(Duration::from_millis(ms)))
 }
 
 impl Config {
@@ -269,6 +283,7 @@ impl Config {
                 silent_after: Duration::from_millis(args.server_silent_ms.unwrap_or(10_000)),
             },
             issuers: file.issuers,
+            deletion_hold: deletion_hold()?,
         };
         config.validate()?;
         Ok(config)

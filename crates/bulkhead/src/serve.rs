@@ -94,6 +94,7 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         engine_factory: Some(Arc::new(factory)),
         moves: config.moves.clone(),
         identity: crate::identity::providers(&config.issuers).await?,
+        deletion_hold: config.deletion_hold,
     };
     let catalog = Catalog::open(&location, clock, engines, options)
         .await

@@ -347,3 +347,93 @@ async fn servers_starting_together_create_one_first_admin_key() {
         "the key is shown by the server that created it only"
     );
 }
+
+/// A deletion whose server dies between marking the tenant `deleting` and purging it is
+/// taken over: by a live server's sweep within seconds, or at once by a re-creation of the id
+/// on another server (which used to answer 409 "already exists with other settings" until
+/// the dead server came back). The re-created tenant starts empty and refuses the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_abandoned_by_a_dead_server_is_finished_by_a_live_one() {
+    let Some(pg) = bulkhead_pg_testkit::require("shared_catalog_abandoned_deletion") else {
+        return;
+    };
+    pg.psql("postgres", "CREATE DATABASE bulkhead").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url("bulkhead");
+    for side in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(side)).unwrap();
+    }
+    let holding = [
+        ("BULKHEAD_CATALOG", url.as_str()),
+        ("BULKHEAD_DELETE_HOLD_MS", "60000"),
+    ];
+    let mut a = Server::start_with(&dir.path().join("a"), &holding);
+    let b = Server::start_with(&dir.path().join("b"), &[("BULKHEAD_CATALOG", url.as_str())]);
+    let (admin_a, admin_b) = (a.admin(), b.admin());
+    put_items(&admin_a).await;
+    eventually(Duration::from_secs(5), "collection on B", || async {
+        admin_b.get_collection(&items()).await.is_ok()
+    })
+    .await;
+    let request = |id: &str| CreateTenant {
+        id: tid(id),
+        name: format!("{id} inc"),
+        tier: TierName::parse("premium").unwrap(),
+        labels: Default::default(),
+    };
+    for (round, id) in ["swept", "recreated"].into_iter().enumerate() {
+        if round == 1 {
+            a = Server::start_with(&dir.path().join("a"), &holding);
+        }
+        let admin_a = a.admin();
+        admin_a.create_tenant(&request(id)).await.unwrap();
+        let old_key = key(&admin_a, id, TenantRole::Member).await;
+        a.client(&old_key)
+            .create_record(&items(), &json!({"id": "old", "title": "earlier life"}))
+            .await
+            .unwrap();
+        let deleting = {
+            let admin_a = admin_a.clone();
+            let id = tid(id);
+            tokio::spawn(async move { admin_a.delete_tenant(&id).await })
+        };
+        eventually(Duration::from_secs(5), "deleting seen on B", || async {
+            admin_b
+                .get_tenant(&tid(id))
+                .await
+                .is_ok_and(|t| t.status == TenantStatus::Deleting)
+        })
+        .await;
+        a.kill_hard();
+        assert!(deleting.await.unwrap().is_err(), "A died before answering");
+        if id == "swept" {
+            eventually(Duration::from_secs(30), "B finishes the purge", || async {
+                admin_b
+                    .get_tenant(&tid(id))
+                    .await
+                    .is_err_and(|e| e.status() == Some(404))
+            })
+            .await;
+            admin_b.create_tenant(&request(id)).await.unwrap();
+        } else {
+            // At once, with the very same body: the re-creation finishes the purge first.
+            let created = admin_b.create_tenant(&request(id)).await.unwrap();
+            assert_eq!(created.status, TenantStatus::Active);
+        }
+        let new = b.client(&key(&admin_b, id, TenantRole::Member).await);
+        let page = new
+            .list_records(&items(), &Default::default())
+            .await
+            .unwrap();
+        assert!(page.items.is_empty(), "{id}: the new life starts empty");
+        let err = b
+            .client(&old_key)
+            .get_record(&items(), &RecordId::parse("old").unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(401), "{id}: the old key is gone");
+    }
+    let report = admin_b.doctor().await.unwrap();
+    assert!(report.orphans.is_empty(), "{report:#?}");
+    drop((a, b));
+}

@@ -73,6 +73,10 @@ impl Catalog {
             })
             .await?;
         self.load_tenant(id).await?;
+        if let Some(hold) = self.inner().options.deletion_hold {
+            tracing::warn!(tenant = %id, "holding the deletion (BULKHEAD_DELETE_HOLD_MS)");
+            tokio::time::sleep(hold).await;
+        }
         self.finish_deletion(id, &life, ctx.principal.actor()).await
     }
 
@@ -126,6 +130,7 @@ impl Catalog {
             detail: Some(json!({"incarnation": life, "placements": placements}).to_string()),
         };
         let (tenant, expected) = (id.clone(), life.clone());
+        let (destroyed, purged_at) = (placements.clone(), self.inner().clock.now());
         self.blocking(move |store| {
             store.write(|tx| {
                 let still = read_tenant(tx, &tenant)?
@@ -147,6 +152,18 @@ impl Catalog {
                     params![tenant.as_str()],
                 )?;
                 crate::store::changed(tx, "tenant_keys", tenant.as_str())?;
+                if tx.shared() {
+                    tx.execute(
+                        "INSERT INTO purged_lives (tenant_id, incarnation, placements, purged_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, incarnation) DO NOTHING",
+                        params![
+                            tenant.as_str(),
+                            expected.as_str(),
+                            serde_json::to_string(&destroyed).map_err(crate::store::malformed)?,
+                            purged_at.as_micros()
+                        ],
+                    )?;
+                }
                 audit::insert(tx, &event)
             })
         })
@@ -188,6 +205,55 @@ impl Catalog {
             }
             tracing::warn!(tenant = %id, "deletion still waits for writes in flight");
         }
+    }
+
+    /// Shared catalog: purges once more the lives purged at least `after` ago, then forgets
+    /// them. Another server may have had a write to the tenant in flight when the deletion
+    /// began (its gate is its own); such a write lands in the dead life's storage — never in
+    /// a later life's — and this second purge removes it.
+    pub(crate) async fn purge_again(&self, after: Duration) -> Result<(), Error> {
+        let before = self.inner().clock.now().as_micros() - after.as_micros() as i64;
+        let due: Vec<(TenantId, Incarnation, Vec<Placement>)> = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    let rows = tx.query(
+                        "SELECT tenant_id, incarnation, placements FROM purged_lives WHERE purged_at < ?1",
+                        params![before],
+                    )?;
+                    rows.iter()
+                        .map(|r| {
+                            let bad = |e: Error| crate::store::malformed(e.message);
+                            Ok((
+                                TenantId::parse(&r.get::<String>(0)?).map_err(bad)?,
+                                Incarnation::parse(&r.get::<String>(1)?).map_err(bad)?,
+                                serde_json::from_str(&r.get::<String>(2)?)
+                                    .map_err(crate::store::malformed)?,
+                            ))
+                        })
+                        .collect()
+                })
+            })
+            .await?;
+        for (id, life, placements) in due {
+            for placement in &placements {
+                debug_assert_eq!(placement.incarnation, life);
+                self.engine(&placement.domain)?
+                    .destroy(&PlacementRef::of(&id, placement))
+                    .await?;
+            }
+            let (tenant, life) = (id.clone(), life.clone());
+            self.blocking(move |store| {
+                store.write(|tx| {
+                    tx.execute(
+                        "DELETE FROM purged_lives WHERE tenant_id = ?1 AND incarnation = ?2",
+                        params![tenant.as_str(), life.as_str()],
+                    )?;
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Finishes deletions abandoned by servers that died (shared catalog): a tenant still
@@ -245,8 +311,13 @@ pub(crate) fn spawn_sweeper(inner: std::sync::Weak<crate::Inner>) {
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            if let Err(e) = (Catalog { inner }).finish_abandoned_deletions().await {
+            let catalog = Catalog { inner };
+            if let Err(e) = catalog.finish_abandoned_deletions().await {
                 tracing::warn!(error = %e, "could not finish abandoned deletions; retrying");
+            }
+            let after = catalog.inner().options.moves.drain_grace;
+            if let Err(e) = catalog.purge_again(after).await {
+                tracing::warn!(error = %e, "could not purge deleted tenants once more; retrying");
             }
         }
     });

@@ -151,6 +151,9 @@ pub struct CatalogOptions {
     pub moves: MoveSettings,
     /// The configured JWT issuers; without them only keys and tenant tokens authenticate.
     pub identity: Option<Arc<dyn IdentityProviders>>,
+    /// For crash tests: a deletion pauses this long once the tenant is marked `deleting`,
+    /// before its purge (so a test can kill the server in between).
+    pub deletion_hold: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -166,6 +169,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("engine_factory", &self.engine_factory.is_some())
             .field("moves", &self.moves)
             .field("identity", &self.identity.is_some())
+            .field("deletion_hold", &self.deletion_hold)
             .finish()
     }
 }
@@ -180,6 +184,7 @@ impl Default for CatalogOptions {
             engine_factory: None,
             moves: MoveSettings::default(),
             identity: None,
+            deletion_hold: None,
         }
     }
 }

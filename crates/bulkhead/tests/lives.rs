@@ -159,6 +159,26 @@ async fn deleting_during_a_moves_clean_up_purges_both_copies_and_the_late_clean_
         let titles = all_titles(&new).await;
         assert_eq!(titles.len(), 10, "{id}: new writes survive the old clean-up");
         assert!(titles.iter().all(|(_, t)| t == "later life"), "{id}");
+        // The deletion, the purge and the old move's end are audited with the life they
+        // belong to.
+        for action in ["tenant.delete", "tenant.purge", "move.done"] {
+            let entries = admin
+                .list_audit(&bulkhead_api::AuditQuery {
+                    tenant: Some(tid(id)),
+                    action: Some(action.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(
+                entries.items.iter().any(|e| e
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(first_life.as_str()))),
+                "{id}: {action} names the first life: {:?}",
+                entries.items
+            );
+        }
         survivors.push((id, new));
     }
     assert_no_orphans(&admin).await;

@@ -49,6 +49,20 @@ impl Catalog {
         let now = self.inner().clock.now();
         let event = self.event(ctx, "tenant.delete", id.as_str(), Some(id), None);
         let tenant = id.clone();
+        let refused = |e: Error| {
+            if e.code == "tenant_moving" {
+                self.audit_denied(
+                    ctx.principal.actor(),
+                    "tenant.delete",
+                    id.as_str(),
+                    Some(id),
+                    &e.code,
+                    &ctx.request_id,
+                    Some(e.message.to_string()),
+                );
+            }
+            e
+        };
         let life = self
             .blocking(move |store| {
                 store.write(|tx| {
@@ -71,7 +85,8 @@ impl Catalog {
                     Ok(placement.incarnation)
                 })
             })
-            .await?;
+            .await
+            .map_err(refused)?;
         self.load_tenant(id).await?;
         if let Some(hold) = self.inner().options.deletion_hold {
             tracing::warn!(tenant = %id, "holding the deletion (BULKHEAD_DELETE_HOLD_MS)");

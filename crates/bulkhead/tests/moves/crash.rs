@@ -9,7 +9,7 @@ use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase};
 use serde_json::json;
 
-use crate::common::{Server, create_tenant, items, key, put_items, tid};
+use crate::common::{Server, audit_rows, create_tenant, items, key, put_items, tid};
 use crate::{FAST, start, wait_for, workload};
 
 /// Rows of `tenant` in the local pool, and whether its local silo file exists.
@@ -273,6 +273,11 @@ async fn cancel_before_the_switch_rolls_back_and_after_it_is_refused() {
         admin.delete_tenant(&tid("acme")).await.unwrap_err().code(),
         Some("tenant_moving")
     );
+    // The refusal is audited.
+    let refused = audit_rows(&server.data_dir, |r| {
+        r.1 == "tenant.delete" && r.4 == "denied:tenant_moving"
+    });
+    assert_eq!(refused.len(), 1, "{refused:?}");
     wait_for(&admin, &again.id, None).await;
     admin.delete_tenant(&tid("acme")).await.unwrap();
 }

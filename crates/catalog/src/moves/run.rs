@@ -23,7 +23,11 @@ use crate::tenants::{next_epoch, read_tenant, write_placement};
 const FREEZE_ATTEMPTS: usize = 3;
 
 impl Catalog {
-    fn move_event(&self, row: &MoveRow, action: &str, detail: serde_json::Value) -> AuditEvent {
+    /// A move's audit record; its detail always names the tenant's life the move belongs to.
+    fn move_event(&self, row: &MoveRow, action: &str, mut detail: serde_json::Value) -> AuditEvent {
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("incarnation".into(), json!(row.source.incarnation));
+        }
         AuditEvent {
             at: self.inner().clock.now(),
             actor: format!("system:move/{}", row.id),

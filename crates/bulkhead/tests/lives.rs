@@ -6,18 +6,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead_api::{StartMove, TenantView};
 use bulkhead_client::{Client, ListRecords};
+use bulkhead_core::RecordId;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase};
-use bulkhead_core::RecordId;
-use common::{Server, audit_rows, create_tenant, items, key, put_items, tid};
+use common::{
+    Server, audit_rows, create_tenant, items, key, last_json_line, put_items, slow_export, tid,
+};
 use serde_json::json;
 
 /// Every record a client sees in `items`, by id, with its title.
@@ -157,7 +157,11 @@ async fn deleting_during_a_moves_clean_up_purges_both_copies_and_the_late_clean_
         // The old move's clean-up runs now; it must not touch the new tenant.
         wait_for_phase(&admin, &moved.id, MovePhase::Done).await;
         let titles = all_titles(&new).await;
-        assert_eq!(titles.len(), 10, "{id}: new writes survive the old clean-up");
+        assert_eq!(
+            titles.len(),
+            10,
+            "{id}: new writes survive the old clean-up"
+        );
         assert!(titles.iter().all(|(_, t)| t == "later life"), "{id}");
         // The deletion, the purge and the old move's end are audited with the life they
         // belong to.
@@ -190,7 +194,11 @@ async fn deleting_during_a_moves_clean_up_purges_both_copies_and_the_late_clean_
     let admin = server.admin();
     for (id, _) in &survivors {
         let new = server.client(&key(&admin, id, TenantRole::Member).await);
-        assert_eq!(all_titles(&new).await.len(), 10, "{id}: after kill -9 and restart");
+        assert_eq!(
+            all_titles(&new).await.len(),
+            10,
+            "{id}: after kill -9 and restart"
+        );
     }
     assert_no_orphans(&admin).await;
 }
@@ -318,39 +326,6 @@ async fn single_writes_in_flight_across_deletion_and_re_creation_never_reach_the
     assert_no_orphans(&admin).await;
 }
 
-/// The last NDJSON line of a chunked body (chunk-size lines between them are skipped; each
-/// streamed page, and the closing error line, is a chunk of its own).
-fn last_json_line(body: &str) -> String {
-    body.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with('{'))
-        .last()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Reads an HTTP response slowly: the first `first` bytes, then (after `between` has run)
-/// the rest. Returns the body text after the first part.
-fn slow_export(url: &str, token: &str, first: usize, between: impl FnOnce()) -> (String, String) {
-    let addr = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /v1/collections/items/records:export HTTP/1.1\r\nHost: {addr}\r\n\
-         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = vec![0u8; first];
-    stream.read_exact(&mut head).unwrap();
-    between();
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).unwrap();
-    (
-        String::from_utf8_lossy(&head).into_owned(),
-        String::from_utf8_lossy(&rest).into_owned(),
-    )
-}
-
 /// The bug this guards: an export opened with a deleted tenant's key kept streaming, and
 /// once the old records ran out it streamed the re-created tenant's records; revoking the
 /// key did not stop it either.
@@ -365,9 +340,13 @@ async fn an_open_export_ends_with_an_error_line_when_its_tenant_is_deleted_or_it
         create_tenant(&admin, id, tier).await;
         let old_key = key(&admin, id, TenantRole::Member).await;
         let old = server.client(&old_key);
-        old.bulk(&items(), ndjson(30_000, &format!("earlier {padding}")), true)
-            .await
-            .unwrap();
+        old.bulk(
+            &items(),
+            ndjson(30_000, &format!("earlier {padding}")),
+            true,
+        )
+        .await
+        .unwrap();
         let runtime = tokio::runtime::Handle::current();
         let (admin2, url, id2) = (admin.clone(), server.url.clone(), id.to_owned());
         let (head, rest) = tokio::task::spawn_blocking(move || {
@@ -478,7 +457,8 @@ async fn doctor_lists_storage_no_live_tenant_owns_and_removes_it_on_confirmation
                 .unwrap();
             conn.execute("DELETE FROM placements WHERE tenant_id = ?1", [id])
                 .unwrap();
-            conn.execute("DELETE FROM tenants WHERE id = ?1", [id]).unwrap();
+            conn.execute("DELETE FROM tenants WHERE id = ?1", [id])
+                .unwrap();
         }
     }
     let server = Server::start(dir.path());
@@ -506,8 +486,17 @@ async fn doctor_lists_storage_no_live_tenant_owns_and_removes_it_on_confirmation
         .map(|o| o.tenant.as_ref().unwrap().to_string())
         .collect();
     ghosts.sort();
-    assert_eq!(ghosts, ["ghost-bridge", "ghost-pool", "ghost-silo"], "{report:#?}");
-    assert!(report.orphans.iter().all(|o| o.removable && o.incarnation.is_some()));
+    assert_eq!(
+        ghosts,
+        ["ghost-bridge", "ghost-pool", "ghost-silo"],
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .orphans
+            .iter()
+            .all(|o| o.removable && o.incarnation.is_some())
+    );
     // Without --yes and without a terminal to ask on, nothing is removed.
     let (ok, _, stderr) = cli(&["doctor", "--remove"]);
     assert!(!ok && stderr.contains("--yes"), "{stderr}");
@@ -523,7 +512,11 @@ async fn doctor_lists_storage_no_live_tenant_owns_and_removes_it_on_confirmation
         .collect();
     assert!(silos.is_empty(), "the silo file is gone");
     let kept = server.client(&key(&admin, "kept", TenantRole::Member).await);
-    assert_eq!(all_titles(&kept).await.len(), 1, "the live tenant is untouched");
+    assert_eq!(
+        all_titles(&kept).await.len(),
+        1,
+        "the live tenant is untouched"
+    );
     let removals = audit_rows(&server.data_dir, |r| r.1 == "storage.remove");
     assert_eq!(removals.len(), 3, "{removals:?}");
 }

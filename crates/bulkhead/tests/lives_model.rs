@@ -85,7 +85,10 @@ impl World {
             "seed {} (replay with BULKHEAD_MODEL_SEED={}): {what}\nlast steps:\n{}\nserver log tail:\n{}",
             self.seed,
             self.seed,
-            tail.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+            tail.iter()
+                .map(|s| format!("  {s}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             self.server
                 .log()
                 .lines()
@@ -159,10 +162,7 @@ impl World {
         }
         for dead in &self.dead_keys {
             let client = self.server.client(dead);
-            match client
-                .list_records(&items(), &ListRecords::default())
-                .await
-            {
+            match client.list_records(&items(), &ListRecords::default()).await {
                 Err(e) if matches!(e.status(), Some(401 | 404)) => {}
                 other => self.fail(format!("a dead or revoked key still answers: {other:?}")),
             }
@@ -212,7 +212,9 @@ impl World {
                 Err(e) => panic!("seed {}: write to {id} failed: {e}", self.seed),
             }
         }
-        self.note(format!("write {count} to {id}: {acknowledged} acknowledged"));
+        self.note(format!(
+            "write {count} to {id}: {acknowledged} acknowledged"
+        ));
     }
 
     async fn bulk(&mut self, id: &str, lines: usize) {
@@ -225,7 +227,9 @@ impl World {
                 format!("life-{}-{}", life.tag, life.next),
             );
             life.next += 1;
-            body.extend_from_slice(format!("{{\"id\":\"{rid}\",\"title\":\"{title}\"}}\n").as_bytes());
+            body.extend_from_slice(
+                format!("{{\"id\":\"{rid}\",\"title\":\"{title}\"}}\n").as_bytes(),
+            );
             titles.insert(rid, title);
         }
         let report = self
@@ -241,7 +245,10 @@ impl World {
                 life.records.insert(rid, title);
             }
         }
-        self.note(format!("bulk {lines} into {id}: {} created", report.created));
+        self.note(format!(
+            "bulk {lines} into {id}: {} created",
+            report.created
+        ));
     }
 
     async fn export(&mut self, id: &str) {
@@ -262,7 +269,11 @@ impl World {
             })
             .collect();
         if got != life.records {
-            self.fail(format!("export of {id} differs from the model: {} vs {}", got.len(), life.records.len()));
+            self.fail(format!(
+                "export of {id} differs from the model: {} vs {}",
+                got.len(),
+                life.records.len()
+            ));
         }
         self.note(format!("export {id}: {} records", got.len()));
     }
@@ -377,7 +388,9 @@ impl World {
             .places
             .tiers
             .iter()
-            .find(|(_, iso, dom)| *iso == now.placement.isolation && dom == now.placement.domain.as_str())
+            .find(|(_, iso, dom)| {
+                *iso == now.placement.isolation && dom == now.placement.domain.as_str()
+            })
             .map(|(t, _, _)| t.clone())
             .unwrap();
         self.lives.get_mut(id).unwrap().tier = tier;
@@ -394,7 +407,10 @@ impl World {
         }
         self.server = Server::start(self.dir.path());
         self.admin = self.server.admin();
-        self.note(format!("restart ({})", if graceful { "graceful" } else { "kill -9" }));
+        self.note(format!(
+            "restart ({})",
+            if graceful { "graceful" } else { "kill -9" }
+        ));
     }
 }
 
@@ -405,7 +421,11 @@ async fn wait_final(admin: &Client, id: &str) -> bulkhead_api::MoveView {
         if view.phase.is_final() {
             return view;
         }
-        assert!(Instant::now() < deadline, "move {id} stuck in {}", view.phase);
+        assert!(
+            Instant::now() < deadline,
+            "move {id} stuck in {}",
+            view.phase
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -148,8 +148,8 @@ impl Catalog {
         let (destroyed, purged_at) = (placements.clone(), self.inner().clock.now());
         self.blocking(move |store| {
             store.write(|tx| {
-                let still = read_tenant(tx, &tenant)?
-                    .is_some_and(|(_, p)| p.incarnation == expected);
+                let still =
+                    read_tenant(tx, &tenant)?.is_some_and(|(_, p)| p.incarnation == expected);
                 if !still {
                     return Ok(());
                 }
@@ -278,7 +278,10 @@ impl Catalog {
             .blocking(|store| {
                 store.read(|tx| {
                     Ok(tx
-                        .query_opt("SELECT 1 FROM tenants WHERE status = 'deleting' LIMIT 1", &[])?
+                        .query_opt(
+                            "SELECT 1 FROM tenants WHERE status = 'deleting' LIMIT 1",
+                            &[],
+                        )?
                         .is_some())
                 })
             })

@@ -82,7 +82,10 @@ impl Catalog {
             if live.contains(&item.name) {
                 continue;
             }
-            let parsed = item.key.as_ref().and_then(|k| StorageKey::parse(k.as_str()));
+            let parsed = item
+                .key
+                .as_ref()
+                .and_then(|k| StorageKey::parse(k.as_str()));
             report.orphans.push(StorageOrphan {
                 domain: domain.clone(),
                 isolation: item.isolation,

@@ -109,7 +109,9 @@ fn insert_key(tx: &dyn Tx, row: &KeyRow) -> StoreResult<()> {
         KeyOwner::Tenant(tenant, role) => (Some(tenant.as_str()), role.as_str()),
     };
     tx.execute(
-        &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)"),
+        &format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)"
+        ),
         params![
             row.stored.id.as_str(),
             &row.name,

@@ -9,9 +9,9 @@
 //! sharing a catalog decides alike.
 
 use bulkhead_core::DomainName;
-use bulkhead_core::{Incarnation, StorageKey, TenantId};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement, TierSpec, WriteState};
+use bulkhead_core::{Incarnation, StorageKey, TenantId};
 
 use crate::domains::read_domains;
 use crate::store::{StoreResult, Tx, malformed, params};

@@ -467,15 +467,24 @@ mod tests {
         assert_eq!(tenant.name, "Acme");
         assert_eq!(placement.incarnation, Incarnation::legacy());
         assert_eq!(placement.namespace, "silo-acme");
-        assert_eq!(placement.storage_key(&tenant.id), StorageKey::of(&tenant.id, &Incarnation::legacy()));
+        assert_eq!(
+            placement.storage_key(&tenant.id),
+            StorageKey::of(&tenant.id, &Incarnation::legacy())
+        );
         assert_eq!(placement.storage_key(&tenant.id).as_str(), "acme");
         let key_life: Option<String> = store
             .read(|tx| {
-                tx.query_one("SELECT incarnation FROM api_keys WHERE id = 'k0123456789abcdef'", &[])?
-                    .get(0)
+                tx.query_one(
+                    "SELECT incarnation FROM api_keys WHERE id = 'k0123456789abcdef'",
+                    &[],
+                )?
+                .get(0)
             })
             .unwrap();
-        assert_eq!(key_life, None, "tenant keys from before read as the legacy life");
+        assert_eq!(
+            key_life, None,
+            "tenant keys from before read as the legacy life"
+        );
         drop(store);
         // Opening again changes nothing (the migration is idempotent).
         let store = SqliteStore::open(&path, false).unwrap();

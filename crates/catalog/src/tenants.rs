@@ -546,7 +546,9 @@ impl Catalog {
         for (id, status, life) in pending {
             tracing::info!(tenant = %id, %status, incarnation = %life, "resuming interrupted tenant operation");
             let resumed = match status {
-                TenantStatus::Deleting => self.finish_deletion(&id, &life, "system:reconcile").await,
+                TenantStatus::Deleting => {
+                    self.finish_deletion(&id, &life, "system:reconcile").await
+                }
                 _ => self.resume_provisioning(&id).await,
             };
             match resumed {

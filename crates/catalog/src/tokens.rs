@@ -37,14 +37,15 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, "token.create", "token", named, e))?;
         // The parent must still be allowed to read the tenant at all; the token belongs to
         // the life of the tenant the parent was authorized in.
-        let scope = self.data_scope(
-            ctx,
-            Some(&tenant),
-            access::DataAction::Read,
-            "token.create",
-            "token",
-        )
-        .await?;
+        let scope = self
+            .data_scope(
+                ctx,
+                Some(&tenant),
+                access::DataAction::Read,
+                "token.create",
+                "token",
+            )
+            .await?;
         if request.actions.is_empty() {
             return Err(Error::bad_request(
                 "invalid_token_request",

@@ -27,22 +27,47 @@ pub fn report(report: &DoctorReport) -> String {
         let mut table = comfy_table::Table::new();
         table
             .load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
-            .set_header(["domain", "isolation", "storage", "tenant", "incarnation", "removable"]);
+            .set_header([
+                "domain",
+                "isolation",
+                "storage",
+                "tenant",
+                "incarnation",
+                "removable",
+            ]);
         for o in &report.orphans {
             table.add_row(vec![
                 o.domain.to_string(),
                 o.isolation.to_string(),
                 o.name.clone(),
-                o.tenant.as_ref().map(ToString::to_string).unwrap_or_default(),
-                o.incarnation.as_ref().map(ToString::to_string).unwrap_or_default(),
-                if o.removable { "yes" } else { "no: remove by hand" }.to_owned(),
+                o.tenant
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                o.incarnation
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                if o.removable {
+                    "yes"
+                } else {
+                    "no: remove by hand"
+                }
+                .to_owned(),
             ]);
         }
         table.to_string()
     };
     if !report.unchecked_domains.is_empty() {
-        let names: Vec<String> = report.unchecked_domains.iter().map(ToString::to_string).collect();
-        out.push_str(&format!("\nnot inspected (engine not open): {}", names.join(", ")));
+        let names: Vec<String> = report
+            .unchecked_domains
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        out.push_str(&format!(
+            "\nnot inspected (engine not open): {}",
+            names.join(", ")
+        ));
     }
     if report.removed > 0 {
         out.push_str(&format!("\nremoved {}", report.removed));

@@ -4,8 +4,8 @@
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
     CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
-    MoveView, Page,
-    StartMove, TenantView, TierSpec, TierView, UpdateTenant, UsagePeriod, UsageQuery,
+    MoveView, Page, StartMove, TenantView, TierSpec, TierView, UpdateTenant, UsagePeriod,
+    UsageQuery,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;

@@ -74,7 +74,9 @@ fn a_tenant_key_never_reaches_another_tenant() {
         ErrorKind::NotFound
     );
     assert_eq!(
-        authorize_tenant_admin(&p, &other, &Incarnation::legacy(), None).unwrap_err().kind,
+        authorize_tenant_admin(&p, &other, &Incarnation::legacy(), None)
+            .unwrap_err()
+            .kind,
         ErrorKind::NotFound
     );
     assert!(

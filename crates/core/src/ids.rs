@@ -189,7 +189,11 @@ fn check_incarnation(raw: &str) -> Result<(), &'static str> {
     if raw == LEGACY_INCARNATION {
         return Ok(());
     }
-    if raw.len() != 32 || !raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if raw.len() != 32
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err("must be '0' or 32 lowercase hex digits");
     }
     Ok(())
@@ -261,8 +265,7 @@ impl StorageKey {
             None => Some((TenantId::parse(raw).ok()?, Incarnation::legacy())),
             Some((tenant, incarnation)) => {
                 let incarnation = Incarnation::parse(incarnation).ok()?;
-                (!incarnation.is_legacy())
-                    .then_some((TenantId::parse(tenant).ok()?, incarnation))
+                (!incarnation.is_legacy()).then_some((TenantId::parse(tenant).ok()?, incarnation))
             }
         }
     }
@@ -336,8 +339,14 @@ mod tests {
         let (ka, kb) = (StorageKey::of(&acme, &a), StorageKey::of(&acme, &b));
         assert_ne!(ka, kb);
         assert_ne!(ka, legacy);
-        assert_eq!(StorageKey::parse(ka.as_str()), Some((acme.clone(), a.clone())));
-        assert_eq!(StorageKey::parse("acme"), Some((acme, Incarnation::legacy())));
+        assert_eq!(
+            StorageKey::parse(ka.as_str()),
+            Some((acme.clone(), a.clone()))
+        );
+        assert_eq!(
+            StorageKey::parse("acme"),
+            Some((acme, Incarnation::legacy()))
+        );
         // No tenant id can spell a later incarnation's key.
         assert!(TenantId::parse(ka.as_str()).is_err());
         for bad in ["acme_0", "acme_", "_x", "acme_XYZ", "a_b_c"] {

@@ -21,6 +21,6 @@ pub mod tokens;
 pub use connection_url::ConnectionUrl;
 pub use error::{Error, ErrorKind};
 pub use ids::{
-    CollectionName, DomainName, FieldName, Incarnation, KeyId, RecordId, RoleName, StorageKey, TenantId,
-    TierName, UserId,
+    CollectionName, DomainName, FieldName, Incarnation, KeyId, RecordId, RoleName, StorageKey,
+    TenantId, TierName, UserId,
 };

@@ -44,7 +44,9 @@ impl PgEngine {
     pub(crate) fn placement_name(&self, target: &PlacementRef) -> String {
         match target.isolation {
             Isolation::Pool => self.name_of(Isolation::Pool, target.key.as_str()),
-            Isolation::Bridge => self.name_of(Isolation::Bridge, &names::bridge_schema(&target.key)),
+            Isolation::Bridge => {
+                self.name_of(Isolation::Bridge, &names::bridge_schema(&target.key))
+            }
             Isolation::Silo => self.name_of(Isolation::Silo, &names::silo_database(&target.key)),
         }
     }
@@ -118,7 +120,9 @@ impl PgEngine {
                 name: self.name_of(Isolation::Pool, &raw),
             }));
         } else {
-            tracing::info!("the owner role cannot read past row-level security: pooled rows are left out of the inventory");
+            tracing::info!(
+                "the owner role cannot read past row-level security: pooled rows are left out of the inventory"
+            );
         }
         Ok(found)
     }

@@ -112,14 +112,18 @@ mod tests {
     #[test]
     fn long_ids_get_distinct_bounded_names() {
         use bulkhead_core::{Incarnation, TenantId};
-        let key = |id: &str| StorageKey::of(&TenantId::parse(id).expect("id"), &Incarnation::legacy());
+        let key =
+            |id: &str| StorageKey::of(&TenantId::parse(id).expect("id"), &Incarnation::legacy());
         let a = key(&format!("{}a", "x".repeat(62)));
         let b = key(&format!("{}b", "x".repeat(62)));
         let (sa, sb) = (bridge_schema(&a), bridge_schema(&b));
         assert!(sa.len() <= MAX_IDENTIFIER && sb.len() <= MAX_IDENTIFIER);
         assert_ne!(sa, sb);
         assert_ne!(silo_database(&a), silo_database(&b));
-        let (acme, reborn) = (TenantId::parse("acme").expect("id"), Incarnation::generate());
+        let (acme, reborn) = (
+            TenantId::parse("acme").expect("id"),
+            Incarnation::generate(),
+        );
         let later = StorageKey::of(&acme, &reborn);
         assert_ne!(bridge_schema(&later), "t_acme");
         assert_ne!(silo_database(&later), "bk_acme");

@@ -49,7 +49,10 @@ impl Inner {
             })?;
             if isolation == Isolation::Pool {
                 let mut keys = BTreeSet::new();
-                for table in tables.iter().filter(|t| t.starts_with("c_") && !t.contains('-')) {
+                for table in tables
+                    .iter()
+                    .filter(|t| t.starts_with("c_") && !t.contains('-'))
+                {
                     db.read(|tx| {
                         let mut stmt =
                             tx.prepare(&format!("SELECT DISTINCT tenant_id FROM \"{table}\""))?;

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use crate::{Engine, EngineError, ListQuery, PlacementRef};
 
 mod aggregates;
-mod limits;
 mod incarnations;
+mod limits;
 mod queries;
 mod restore;
 pub use aggregates::*;
@@ -64,7 +64,11 @@ pub fn target(tenant: &TenantId, isolation: Isolation) -> PlacementRef {
 }
 
 /// The placement of one incarnation of `tenant`.
-pub fn target_of(tenant: &TenantId, incarnation: &Incarnation, isolation: Isolation) -> PlacementRef {
+pub fn target_of(
+    tenant: &TenantId,
+    incarnation: &Incarnation,
+    isolation: Isolation,
+) -> PlacementRef {
     PlacementRef::of(tenant, &placement(tenant, incarnation, isolation))
 }
 

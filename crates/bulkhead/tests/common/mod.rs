@@ -232,3 +232,39 @@ pub async fn acme_and_globex(
     let globex = server.client(&key(&admin, "globex", TenantRole::Member).await);
     (dir, server, acme, globex)
 }
+
+/// The last NDJSON line of a chunked body (chunk-size lines between them are skipped; each
+/// streamed page, and the closing error line, is a chunk of its own).
+pub fn last_json_line(body: &str) -> String {
+    body.lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('{'))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads an HTTP response slowly: the first `first` bytes, then (after `between` has run)
+/// the rest. Returns the body text after the first part.
+pub fn slow_export(
+    url: &str,
+    token: &str,
+    first: usize,
+    between: impl FnOnce(),
+) -> (String, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET /v1/collections/items/records:export HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut head = vec![0u8; first];
+    std::io::Read::read_exact(&mut stream, &mut head).unwrap();
+    between();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut rest).unwrap();
+    (
+        String::from_utf8_lossy(&head).into_owned(),
+        String::from_utf8_lossy(&rest).into_owned(),
+    )
+}

@@ -3,10 +3,10 @@
 //! sees the earlier one's rows, and destroying either leaves the other whole — in every
 //! model, including the pool, where both share tables.
 
-use bulkhead_core::record::FieldValue;
-use bulkhead_core::{FieldName, Incarnation};
 use bulkhead_core::access::DataAction;
 use bulkhead_core::query::search::parse_search;
+use bulkhead_core::record::FieldValue;
+use bulkhead_core::{FieldName, Incarnation};
 use serde_json::json;
 
 use super::{MODELS, items_collection, new_record, rid, scope_of, target_of, tenant};
@@ -43,11 +43,19 @@ pub async fn incarnations_of_one_tenant_id_share_nothing(engine: &dyn Engine) {
             ..Default::default()
         };
         assert!(
-            engine.list(&read_new, &c, &everything).await.expect("list").is_empty(),
+            engine
+                .list(&read_new, &c, &everything)
+                .await
+                .expect("list")
+                .is_empty(),
             "{model}: a later life starts empty"
         );
         assert!(
-            engine.get(&read_new, &c, &rid("secret")).await.expect("get").is_none(),
+            engine
+                .get(&read_new, &c, &rid("secret"))
+                .await
+                .expect("get")
+                .is_none(),
             "{model}: an earlier life's record is missing to a later one"
         );
         let search = ListQuery {
@@ -56,7 +64,11 @@ pub async fn incarnations_of_one_tenant_id_share_nothing(engine: &dyn Engine) {
             ..Default::default()
         };
         assert!(
-            engine.list(&read_new, &c, &search).await.expect("search").is_empty(),
+            engine
+                .list(&read_new, &c, &search)
+                .await
+                .expect("search")
+                .is_empty(),
             "{model}: search finds nothing of an earlier life"
         );
         // Ids and unique values are per life: the later one may reuse both.
@@ -88,19 +100,30 @@ pub async fn incarnations_of_one_tenant_id_share_nothing(engine: &dyn Engine) {
             "{model}: the later life's own record"
         );
         let hits = engine.list(&read_new, &c, &search).await.expect("search");
-        assert!(hits.is_empty(), "{model}: the later life has no 'earlier' text");
+        assert!(
+            hits.is_empty(),
+            "{model}: the later life has no 'earlier' text"
+        );
         let later = ListQuery {
             search: Some(parse_search("later").expect("search")),
             limit: 100,
             ..Default::default()
         };
         assert_eq!(
-            engine.list(&read_new, &c, &later).await.expect("search").len(),
+            engine
+                .list(&read_new, &c, &later)
+                .await
+                .expect("search")
+                .len(),
             1,
             "{model}: the later life's index survives"
         );
         let gone = engine
-            .get(&scope_of(&id, &old, model, DataAction::Read), &c, &rid("secret"))
+            .get(
+                &scope_of(&id, &old, model, DataAction::Read),
+                &c,
+                &rid("secret"),
+            )
             .await;
         assert!(
             matches!(gone, Ok(None) | Err(EngineError::PlacementMissing(_))),

@@ -241,3 +241,113 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
         "35"
     );
 }
+
+/// The bug this guards: a collection whose PostgreSQL index name passed 63 bytes made the
+/// `PUT` panic, and every later start of the server with it; two collections sharing their
+/// first 61 characters were one table. Now every identifier is bounded and distinct: both
+/// collections work side by side on every model, unique violations still name their field,
+/// and the server restarts.
+#[tokio::test]
+async fn long_collection_and_field_names_work_on_postgres_and_never_meet() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_long_names") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin
+        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
+        .await
+        .unwrap();
+    for (isolation, name) in MODELS {
+        let tier = TierSpec {
+            isolation,
+            domains: vec![DomainName::parse("pg").unwrap()],
+            monthly_price: 0.0,
+            description: String::new(),
+            limits: Default::default(),
+            ceiling: Default::default(),
+        };
+        admin
+            .put_tier(&TierName::parse(&format!("pg-{name}")).unwrap(), &tier)
+            .await
+            .unwrap();
+        create_tenant(&admin, &format!("long-{name}"), &format!("pg-{name}")).await;
+    }
+    let long_field = format!("code_{}", "k".repeat(57));
+    let fifty = format!("c{}", "x".repeat(49));
+    let shared = "y".repeat(61);
+    let names = [fifty, format!("{shared}a1"), format!("{shared}b2")];
+    for collection in &names {
+        let mut fields = json!({
+            "title": {"type": "text", "required": true},
+            "n": {"type": "integer", "index": true},
+            "sku": {"type": "string", "unique": true},
+        });
+        fields[long_field.as_str()] =
+            json!({"type": "string", "index": true, "default": "it's \\ here"});
+        let spec = serde_json::from_value(json!({ "fields": fields })).unwrap();
+        admin
+            .put_collection(
+                &bulkhead_core::CollectionName::parse(collection).unwrap(),
+                &spec,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put {collection}: {e}\n{}", server.log()));
+    }
+    for (_, name) in MODELS {
+        let client = server.client(&key(&admin, &format!("long-{name}"), TenantRole::Member).await);
+        for (i, collection) in names.iter().enumerate() {
+            let c = bulkhead_core::CollectionName::parse(collection).unwrap();
+            let made = client
+                .create_record(
+                    &c,
+                    &json!({"id": "r1", "title": format!("in {i}"), "n": i, "sku": "s1"}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                made[long_field.as_str()],
+                "it's \\ here",
+                "{name}: default kept"
+            );
+            let dup = client
+                .create_record(&c, &json!({"id": "r2", "title": "dup", "sku": "s1"}))
+                .await
+                .unwrap_err();
+            assert_eq!(dup.status(), Some(409), "{name}: {dup}\n{}", server.log());
+            assert!(dup.to_string().contains("sku"), "{name}: {dup}");
+        }
+        // The two collections that share 61 characters are two tables.
+        for (i, collection) in names.iter().enumerate() {
+            let c = bulkhead_core::CollectionName::parse(collection).unwrap();
+            let page = client
+                .list_records(
+                    &c,
+                    &ListRecords {
+                        filter: Some(format!("n = {i}")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(page.items.len(), 1, "{name}: {collection}");
+            assert_eq!(page.items[0]["title"], format!("in {i}"));
+        }
+    }
+    server.stop();
+    let server = Server::start(dir.path());
+    let client = server.client(&key(&server.admin(), "long-pool", TenantRole::Member).await);
+    let c = bulkhead_core::CollectionName::parse(&names[0]).unwrap();
+    assert_eq!(
+        client.get_record(&c, &rid("r1")).await.unwrap()["title"],
+        "in 0",
+        "the server starts again and serves"
+    );
+}

@@ -15,7 +15,7 @@ use bulkhead_core::{FieldName, StorageKey};
 use tokio_postgres::GenericClient;
 
 use crate::PgError;
-use crate::names::{META_SCHEMA, Table, column, quote};
+use crate::names::{self, META_SCHEMA, Table, column, quote};
 use crate::records::SEARCH_COLUMN;
 use crate::search::Lexemes;
 use crate::value::{PgValue, refs, sql_literal, sql_type};
@@ -85,13 +85,17 @@ pub async fn ensure_schema(
     Ok(())
 }
 
-fn column_def(field: &FieldName, spec: &FieldSpec) -> Result<String, PgError> {
+async fn column_def(
+    client: &impl GenericClient,
+    field: &FieldName,
+    spec: &FieldSpec,
+) -> Result<String, PgError> {
     let mut def = format!("{} {}", column(field), sql_type(spec.field_type));
     if let Some(default) = &spec.default {
         let value =
             bulkhead_core::record::coerce(spec.field_type, default).map_err(PgError::Corrupt)?;
         def.push_str(" DEFAULT ");
-        def.push_str(&sql_literal(&value));
+        def.push_str(&sql_literal(client, &value).await?);
     }
     Ok(def)
 }
@@ -131,7 +135,7 @@ pub async fn ensure_table(
     let mut columns = String::new();
     for (field, spec) in &collection.fields {
         columns.push_str(", ");
-        columns.push_str(&column_def(field, spec)?);
+        columns.push_str(&column_def(client, field, spec).await?);
     }
     let search = collection.searchable();
     if search {
@@ -162,11 +166,11 @@ pub async fn ensure_table(
             .await?;
     }
     for (field, spec) in &collection.fields {
-        if !existing.contains(&format!("f_{field}")) {
+        if !existing.contains(&names::column_name(field)) {
             client
                 .batch_execute(&format!(
                     "ALTER TABLE {quoted} ADD COLUMN {}",
-                    column_def(field, spec)?
+                    column_def(client, field, spec).await?
                 ))
                 .await?;
         }
@@ -174,8 +178,12 @@ pub async fn ensure_table(
 
     let present: BTreeSet<String> = client
         .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND starts_with(indexname, $3)",
-            &[&table.schema, &table.name, &table.index_prefix()],
+            // Every index of the table but its primary key: all are Bulkhead's, whatever
+            // scheme named them (an index of an earlier naming is dropped and made again).
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = $2 AND NOT i.indisprimary",
+            &[&table.schema, &table.name],
         )
         .await?
         .iter()

@@ -83,6 +83,10 @@ fn json_test(params: &mut Params, value: &str, op: CmpOp, literal: &FieldValue) 
 }
 
 impl Dialect for Postgres {
+    fn field_column(&self, field: &bulkhead_core::FieldName) -> String {
+        crate::names::column(field)
+    }
+
     fn placeholder(&self) -> fn(usize) -> String {
         |n| format!("${n}")
     }

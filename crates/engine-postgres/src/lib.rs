@@ -99,10 +99,17 @@ pub enum PgError {
     Engine(#[from] EngineError),
 }
 
-/// `c_items__u_sku` → `sku`.
+/// The field a unique index guards, read from its name (`u:sku:c_items`; `c_items__u_sku`
+/// from earlier versions). The field leads, so it survives when a long name is shortened,
+/// unless the field itself is very long (then `None`: the error names no field).
 fn unique_field(constraint: &str) -> Option<FieldName> {
-    let (_, field) = constraint.split_once("__u_")?;
-    FieldName::parse(field).ok()
+    if let Some(rest) = constraint.strip_prefix("u:") {
+        return FieldName::parse(rest.split_once(':')?.0).ok();
+    }
+    if names::is_shortened(constraint) {
+        return None;
+    }
+    FieldName::parse(constraint.split_once("__u_")?.1).ok()
 }
 
 impl From<PgError> for EngineError {
@@ -113,10 +120,7 @@ impl From<PgError> for EngineError {
                 Some(db) => match db.code() {
                     c if *c == SqlState::UNIQUE_VIOLATION => match db.constraint() {
                         Some(name) if name.ends_with("_pkey") => EngineError::DuplicateId,
-                        Some(name) => unique_field(name).map_or_else(
-                            || EngineError::Storage(db.to_string()),
-                            EngineError::UniqueViolation,
-                        ),
+                        Some(name) => EngineError::UniqueViolation(unique_field(name)),
                         None => EngineError::Storage(db.to_string()),
                     },
                     c if *c == SqlState::UNDEFINED_TABLE
@@ -138,5 +142,29 @@ impl From<PgError> for EngineError {
             }
             other => EngineError::Storage(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod unique_tests {
+    use super::*;
+
+    #[test]
+    fn a_unique_violation_names_its_field_from_every_index_naming() {
+        let c = bulkhead_core::CollectionName::parse(&"y".repeat(63)).unwrap();
+        let key = bulkhead_core::StorageKey::of(
+            &bulkhead_core::TenantId::parse("acme").unwrap(),
+            &bulkhead_core::Incarnation::legacy(),
+        );
+        let table = names::Table::new(bulkhead_core::model::Isolation::Pool, &key, &c);
+        let sku = FieldName::parse("sku").unwrap();
+        let long = FieldName::parse(&format!("f{}", "z".repeat(60))).unwrap();
+        assert_eq!(unique_field(&table.index_name(&sku, true)), Some(sku));
+        assert_eq!(unique_field(&table.index_name(&long, true)), None);
+        assert_eq!(
+            unique_field("c_items__u_sku").map(|f| f.to_string()),
+            Some("sku".into())
+        );
+        assert_eq!(unique_field("c_items_pkey"), None);
     }
 }

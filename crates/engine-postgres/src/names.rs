@@ -24,6 +24,26 @@ pub const SILO_SCHEMA: &str = "bk_data";
 pub const META_SCHEMA: &str = "bulkhead";
 /// PostgreSQL truncates identifiers longer than this many bytes.
 const MAX_IDENTIFIER: usize = 63;
+/// Hex digits of the hash that ends a shortened identifier (64 bits).
+const HASH_HEX: usize = 16;
+
+/// Every table, column and index name Bulkhead gives PostgreSQL: `raw` itself when it fits in
+/// 63 bytes, else its first 46 bytes, `_` and 16 hex digits of the SHA-256 of all of it. So it
+/// never exceeds the limit (PostgreSQL would silently truncate, and two long names would meet)
+/// and never panics, whatever the lengths of the names it is made of. Names are ASCII (built
+/// from validated ids), so any byte is a character boundary.
+pub fn ident(raw: &str) -> String {
+    if raw.len() <= MAX_IDENTIFIER {
+        return raw.to_owned();
+    }
+    let hash = hex::encode(&Sha256::digest(raw.as_bytes())[..HASH_HEX / 2]);
+    let keep = MAX_IDENTIFIER - HASH_HEX - 1;
+    let mut cut = keep.min(raw.len());
+    while !raw.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &raw[..cut])
+}
 
 /// `prefix` + `id`, or, when that is too long, a prefix of it plus a hash of the whole id.
 fn bounded(prefix: &str, id: &str) -> String {
@@ -50,9 +70,23 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The column of a field.
+/// Whether `name` is one [`ident`] shortened (it then ends with `_` and the hash).
+pub fn is_shortened(name: &str) -> bool {
+    name.len() == MAX_IDENTIFIER
+        && name.as_bytes()[MAX_IDENTIFIER - HASH_HEX - 1] == b'_'
+        && name.as_bytes()[MAX_IDENTIFIER - HASH_HEX..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// The column of a field, quoted.
 pub fn column(field: &FieldName) -> String {
-    format!("\"f_{field}\"")
+    quote(&column_name(field))
+}
+
+/// The column of a field, unquoted (as the system catalogs list it).
+pub fn column_name(field: &FieldName) -> String {
+    ident(&format!("f_{field}"))
 }
 
 /// Which database of the domain holds a placement: the domain's own (`None`) or a silo's.
@@ -79,7 +113,7 @@ impl Table {
         };
         Table {
             schema,
-            name: format!("c_{collection}"),
+            name: ident(&format!("c_{collection}")),
             pooled: isolation == Isolation::Pool,
         }
     }
@@ -88,20 +122,19 @@ impl Table {
         format!("{}.{}", quote(&self.schema), quote(&self.name))
     }
 
-    /// Prefix of every index Bulkhead manages on this table.
-    pub fn index_prefix(&self) -> String {
-        format!("{}__", self.name)
-    }
-
-    /// `c_items__u_sku` for a unique index, `c_items__ix_n` otherwise. Collection and field
-    /// names are at most 63 bytes together only when short; longer ones are hashed.
+    /// `u:sku:c_items` for a unique index, `ix:n:c_items` otherwise ([`ident`]: long ones
+    /// are shortened with a hash of the whole name). Index names share a schema with each
+    /// other and with tables, so they must never meet: `:` occurs in no table or field name,
+    /// so the parts cannot be re-cut into another collection's (`c_x__u_y` + `z` and `c_x` +
+    /// `y__u_z` would), and no table name starts with `u:`, `ix:` or `search:`. The field
+    /// leads, so a unique violation can name it even from a shortened name.
     pub fn index_name(&self, field: &FieldName, unique: bool) -> String {
-        let kind = if unique { "u_" } else { "ix_" };
-        bounded(&format!("{}{kind}", self.index_prefix()), field.as_str())
+        let kind = if unique { "u" } else { "ix" };
+        ident(&format!("{kind}:{field}:{}", self.name))
     }
 
     pub fn search_index_name(&self) -> String {
-        format!("{}search", self.index_prefix())
+        ident(&format!("search:{}", self.name))
     }
 }
 
@@ -137,5 +170,96 @@ mod tests {
         let short = key("acme");
         assert_eq!(bridge_schema(&short), "t_acme");
         assert_eq!(silo_database(&short), "bk_acme");
+    }
+    fn name(prefix: &str, len: usize, tail: char) -> String {
+        let mut s: String = prefix
+            .chars()
+            .chain(std::iter::repeat('a'))
+            .take(len - 1)
+            .collect();
+        s.push(tail);
+        s
+    }
+
+    /// Every identifier a collection and field of any lengths 1–63 make, for both tails.
+    fn identifiers(collection: &str, field: &str) -> Vec<String> {
+        let c = CollectionName::parse(collection).expect("collection");
+        let f = FieldName::parse(field).expect("field");
+        let table = Table::new(
+            Isolation::Pool,
+            &StorageKey::of(
+                &bulkhead_core::TenantId::parse("acme").expect("id"),
+                &bulkhead_core::Incarnation::legacy(),
+            ),
+            &c,
+        );
+        vec![
+            table.name.clone(),
+            column_name(&f),
+            table.index_name(&f, true),
+            table.index_name(&f, false),
+            table.search_index_name(),
+        ]
+    }
+
+    #[test]
+    fn every_name_length_gives_bounded_identifiers_that_never_panic() {
+        for len in 1..=63 {
+            for other in [1, 30, 50, 62, 63] {
+                for id in identifiers(&name("c", len, 'x'), &name("f", other, 'y'))
+                    .into_iter()
+                    .chain(identifiers(&name("c", other, 'x'), &name("f", len, 'y')))
+                {
+                    assert!(id.len() <= MAX_IDENTIFIER, "{id} is {} bytes", id.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_sharing_all_but_their_last_character_stay_apart_at_every_length() {
+        for len in 1..=63 {
+            let (a, b) = (name("c", len, 'x'), name("c", len, 'z'));
+            let (fa, fb) = (name("f", len, 'x'), name("f", len, 'z'));
+            let ia = identifiers(&a, &fa);
+            let ib = identifiers(&b, &fb);
+            for (x, y) in ia.iter().zip(&ib) {
+                assert_ne!(x, y, "length {len}");
+            }
+            // Index names share a schema: two collections' never meet, however the names
+            // could be re-cut.
+            let (x, y) = (identifiers("x__u_y", "z"), identifiers("x", "y__u_z"));
+            assert_ne!(x[2], y[2]);
+            assert_ne!(x[3], y[3]);
+            // And a collection's identifiers never meet each other.
+            let unique: std::collections::BTreeSet<_> = ia.iter().collect();
+            assert_eq!(unique.len(), ia.len(), "length {len}: {ia:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn distinct_names_give_distinct_bounded_identifiers(
+            c1 in "[a-z][a-z0-9_]{0,62}",
+            c2 in "[a-z][a-z0-9_]{0,62}",
+            f1 in "[a-z][a-z0-9_]{0,62}",
+            f2 in "[a-z][a-z0-9_]{0,62}",
+        ) {
+            let (i1, i2) = (identifiers(&c1, &f1), identifiers(&c2, &f2));
+            for id in i1.iter().chain(&i2) {
+                proptest::prop_assert!(id.len() <= MAX_IDENTIFIER);
+            }
+            if c1 != c2 {
+                proptest::prop_assert_ne!(&i1[0], &i2[0]);
+                proptest::prop_assert_ne!(&i1[4], &i2[4]);
+            }
+            if f1 != f2 {
+                proptest::prop_assert_ne!(&i1[1], &i2[1]);
+            }
+            if (c1 != c2) || (f1 != f2) {
+                proptest::prop_assert_ne!(&i1[2], &i2[2]);
+                proptest::prop_assert_ne!(&i1[3], &i2[3]);
+            }
+        }
     }
 }

@@ -249,7 +249,11 @@ impl<'a> RecordSql<'a> {
         if let Some(filter) = &query.filter {
             terms.push(q::predicate(&d, &mut params, "r", filter));
         }
-        let mut keys: Vec<OrderKey> = query.sort.iter().map(|k| OrderKey::of("r", k)).collect();
+        let mut keys: Vec<OrderKey> = query
+            .sort
+            .iter()
+            .map(|k| OrderKey::of(&d, "r", k))
+            .collect();
         if keys.is_empty() && ranked {
             keys.push(OrderKey {
                 expr: rank.clone(),
@@ -340,7 +344,7 @@ impl<'a> RecordSql<'a> {
         }
         let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
         for m in &plan.metrics {
-            let column = m.column.as_ref().map(|c| q::column_sql("r", c));
+            let column = m.column.as_ref().map(|c| q::column_sql(&d, "r", c));
             let boolean = m
                 .column
                 .as_ref()

@@ -136,16 +136,24 @@ pub fn sql_type(field_type: FieldType) -> &'static str {
     }
 }
 
-/// A constant SQL literal for a column default. Strings are quoted with doubled quotes
-/// (`standard_conforming_strings` is on in every supported PostgreSQL).
-pub fn sql_literal(value: &FieldValue) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    match value {
-        FieldValue::Text(s) => quote(s),
+/// A constant SQL literal for a column default (DDL takes no parameters). Text is quoted by
+/// the server itself (`quote_literal`), whatever its `standard_conforming_strings`.
+pub async fn sql_literal(
+    client: &impl tokio_postgres::GenericClient,
+    value: &FieldValue,
+) -> Result<String, tokio_postgres::Error> {
+    let quoted = |s: String| async move {
+        client
+            .query_one("SELECT quote_literal($1::text)", &[&s])
+            .await
+            .map(|row| row.get::<_, String>(0))
+    };
+    Ok(match value {
+        FieldValue::Text(s) => quoted(s.clone()).await?,
         FieldValue::Integer(i) => i.to_string(),
         FieldValue::Float(f) => format!("{f:e}::double precision"),
         FieldValue::Boolean(b) => b.to_string(),
         FieldValue::Timestamp(t) => t.as_micros().to_string(),
-        FieldValue::Json(v) => format!("{}::jsonb", quote(&v.to_string())),
-    }
+        FieldValue::Json(v) => format!("{}::jsonb", quoted(v.to_string()).await?),
+    })
 }

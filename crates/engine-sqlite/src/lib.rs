@@ -78,7 +78,7 @@ impl From<StorageError> for EngineError {
                     (SQLITE_CONSTRAINT_PRIMARYKEY, _) => EngineError::DuplicateId,
                     (SQLITE_CONSTRAINT_UNIQUE, Some(msg)) => unique_field(&msg).map_or_else(
                         || EngineError::Storage(msg.clone()),
-                        EngineError::UniqueViolation,
+                        |f| EngineError::UniqueViolation(Some(f)),
                     ),
                     (_, Some(msg)) if msg.starts_with("no such table") => {
                         EngineError::PlacementMissing(msg)

@@ -472,7 +472,11 @@ impl<'a> RecordSql<'a> {
         if let Some(filter) = &query.filter {
             terms.push(q::predicate(&d, &mut params, "r", filter));
         }
-        let mut keys: Vec<OrderKey> = query.sort.iter().map(|k| OrderKey::of("r", k)).collect();
+        let mut keys: Vec<OrderKey> = query
+            .sort
+            .iter()
+            .map(|k| OrderKey::of(&d, "r", k))
+            .collect();
         if keys.is_empty() && ranked {
             keys.push(OrderKey {
                 expr: "hits.score".into(),

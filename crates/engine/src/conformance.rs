@@ -319,7 +319,7 @@ pub async fn duplicates_conflict_within_a_tenant(engine: &dyn Engine) {
             )
             .await;
         assert!(
-            matches!(&uniq, Err(EngineError::UniqueViolation(f)) if f.as_str() == "sku"),
+            matches!(&uniq, Err(EngineError::UniqueViolation(Some(f))) if f.as_str() == "sku"),
             "{model}: {uniq:?}"
         );
         // A failed batch writes nothing.

@@ -28,8 +28,10 @@ pub enum EngineError {
     NotFound,
     #[error("a record with this id already exists")]
     DuplicateId,
-    #[error("another record already has this value of unique field '{0}'")]
-    UniqueViolation(FieldName),
+    /// The field, when the engine can tell which (a PostgreSQL index whose name had to be
+    /// shortened for a very long field name cannot say).
+    #[error("{}", unique_message(.0.as_ref()))]
+    UniqueViolation(Option<FieldName>),
     #[error("record is at version {current}")]
     VersionMismatch { current: i64 },
     #[error("the scope does not allow writing")]
@@ -101,6 +103,14 @@ impl From<EngineError> for Error {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+fn unique_message(field: Option<&FieldName>) -> String {
+    match field {
+        Some(field) => format!("another record already has this value of unique field '{field}'"),
+        None => "another record already has this value of one of the collection's unique fields"
+            .to_owned(),
+    }
+}
 
 /// Refuses writes through a read-only scope.
 pub fn require_write(scope: &TenantScope) -> EngineResult<()> {

@@ -6,6 +6,7 @@
 //! Identifiers come only from the schema (`f_<field>` and the fixed system columns); every
 //! value, including JSON paths, is a bound parameter.
 
+use bulkhead_core::FieldName;
 use bulkhead_core::query::aggregate::{GroupKey, Interval, Metric, MetricOp};
 use bulkhead_core::query::{CmpOp, Column, Operand, PathStep, Predicate, SortKey, SystemField};
 use bulkhead_core::record::FieldValue;
@@ -64,6 +65,12 @@ impl JsonKind {
 }
 
 pub trait Dialect {
+    /// The quoted column of a field. Each engine names columns `f_<field>`; one whose
+    /// identifiers are bounded (PostgreSQL: 63 bytes) shortens long ones its own way.
+    fn field_column(&self, field: &FieldName) -> String {
+        format!("\"f_{field}\"")
+    }
+
     /// The placeholder of the n-th parameter (1-based).
     fn placeholder(&self) -> fn(usize) -> String;
 
@@ -162,13 +169,13 @@ pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
 }
 
 /// The column of a record table, qualified by `alias`.
-pub fn column_sql(alias: &str, column: &Column) -> String {
+pub fn column_sql(d: &dyn Dialect, alias: &str, column: &Column) -> String {
     match column {
         Column::System(SystemField::Id) => format!("{alias}.id"),
         Column::System(SystemField::CreatedAt) => format!("{alias}.created_at"),
         Column::System(SystemField::UpdatedAt) => format!("{alias}.updated_at"),
         Column::System(SystemField::Version) => format!("{alias}.version"),
-        Column::Field { name, .. } => format!("{alias}.\"f_{name}\""),
+        Column::Field { name, .. } => format!("{alias}.{}", d.field_column(name)),
     }
 }
 
@@ -184,7 +191,7 @@ pub fn predicate(d: &dyn Dialect, params: &mut Params, alias: &str, p: &Predicat
         Predicate::Compare { operand, op, value } => compare(d, params, alias, operand, *op, value),
         Predicate::In { operand, values } => match operand {
             Operand::Column(c) => {
-                let lhs = column_sql(alias, c);
+                let lhs = column_sql(d, alias, c);
                 let marks: Vec<String> = values.iter().map(|v| params.bind(d.param(v))).collect();
                 format!("({lhs} IN ({}))", marks.join(", "))
             }
@@ -196,21 +203,21 @@ pub fn predicate(d: &dyn Dialect, params: &mut Params, alias: &str, p: &Predicat
                 format!("({})", parts.join(" OR "))
             }
         },
-        Predicate::Exists(operand) => match json_target(alias, operand) {
-            None => format!("({} IS NOT NULL)", operand_column(alias, operand)),
+        Predicate::Exists(operand) => match json_target(d, alias, operand) {
+            None => format!("({} IS NOT NULL)", operand_column(d, alias, operand)),
             Some((col, path)) => d.json_exists(params, &col, path),
         },
-        Predicate::StartsWith { operand, prefix } => match json_target(alias, operand) {
-            None => d.starts_with(params, &operand_column(alias, operand), prefix),
+        Predicate::StartsWith { operand, prefix } => match json_target(d, alias, operand) {
+            None => d.starts_with(params, &operand_column(d, alias, operand), prefix),
             Some((col, path)) => d.json_starts_with(params, &col, path, prefix),
         },
-        Predicate::ContainsText { operand, needle } => match json_target(alias, operand) {
-            None => d.contains_text(params, &operand_column(alias, operand), needle),
+        Predicate::ContainsText { operand, needle } => match json_target(d, alias, operand) {
+            None => d.contains_text(params, &operand_column(d, alias, operand), needle),
             Some((col, path)) => d.json_contains_text(params, &col, path, needle),
         },
         Predicate::ContainsElement { operand, value } => {
-            let (col, path) = json_target(alias, operand)
-                .unwrap_or_else(|| (operand_column(alias, operand), &[]));
+            let (col, path) = json_target(d, alias, operand)
+                .unwrap_or_else(|| (operand_column(d, alias, operand), &[]));
             d.json_contains_element(params, &col, path, value)
         }
     }
@@ -230,22 +237,28 @@ fn join(
     format!("({})", parts.join(op))
 }
 
-fn operand_column(alias: &str, operand: &Operand) -> String {
+fn operand_column(d: &dyn Dialect, alias: &str, operand: &Operand) -> String {
     match operand {
-        Operand::Column(c) => column_sql(alias, c),
-        Operand::JsonPath { field, .. } => format!("{alias}.\"f_{field}\""),
+        Operand::Column(c) => column_sql(d, alias, c),
+        Operand::JsonPath { field, .. } => format!("{alias}.{}", d.field_column(field)),
     }
 }
 
 /// The JSON column and path an operand reads, when it reads inside JSON (a bare `json`
 /// column counts, with an empty path).
-fn json_target<'a>(alias: &str, operand: &'a Operand) -> Option<(String, &'a [PathStep])> {
+fn json_target<'a>(
+    d: &dyn Dialect,
+    alias: &str,
+    operand: &'a Operand,
+) -> Option<(String, &'a [PathStep])> {
     match operand {
-        Operand::JsonPath { field, path } => Some((format!("{alias}.\"f_{field}\""), path)),
+        Operand::JsonPath { field, path } => {
+            Some((format!("{alias}.{}", d.field_column(field)), path))
+        }
         Operand::Column(c @ Column::Field { .. })
             if c.field_type() == bulkhead_core::schema::FieldType::Json =>
         {
-            Some((column_sql(alias, c), &[]))
+            Some((column_sql(d, alias, c), &[]))
         }
         Operand::Column(_) => None,
     }
@@ -259,7 +272,7 @@ fn compare(
     op: CmpOp,
     value: &FieldValue,
 ) -> String {
-    if let Some((col, path)) = json_target(alias, operand) {
+    if let Some((col, path)) = json_target(d, alias, operand) {
         return match op {
             // A missing or differently-typed value is "not equal".
             CmpOp::Ne => format!(
@@ -269,7 +282,7 @@ fn compare(
             _ => d.json_compare(params, &col, path, op, value),
         };
     }
-    let lhs = operand_column(alias, operand);
+    let lhs = operand_column(d, alias, operand);
     let rhs = params.bind(d.param(value));
     match op {
         CmpOp::Ne => d.distinct_from(&lhs, &rhs),
@@ -286,9 +299,9 @@ pub struct OrderKey {
 }
 
 impl OrderKey {
-    pub fn of(alias: &str, key: &SortKey) -> OrderKey {
+    pub fn of(d: &dyn Dialect, alias: &str, key: &SortKey) -> OrderKey {
         OrderKey {
-            expr: column_sql(alias, &key.column),
+            expr: column_sql(d, alias, &key.column),
             descending: key.descending,
             not_null: key.column.not_null(),
         }
@@ -384,8 +397,8 @@ pub fn keyset_values(
 /// The SQL expression of a group key over the table aliased `alias`.
 pub fn group_expr(d: &dyn Dialect, alias: &str, key: &GroupKey) -> String {
     match key {
-        GroupKey::Column(c) => column_sql(alias, c),
-        GroupKey::Bucket { column, interval } => d.bucket(&column_sql(alias, column), *interval),
+        GroupKey::Column(c) => column_sql(d, alias, c),
+        GroupKey::Bucket { column, interval } => d.bucket(&column_sql(d, alias, column), *interval),
     }
 }
 
@@ -398,7 +411,7 @@ pub fn group_not_null(key: &GroupKey) -> bool {
 
 /// The SQL expression of a metric over the table aliased `alias`.
 pub fn metric_expr(d: &dyn Dialect, alias: &str, metric: &Metric) -> String {
-    let column = metric.column.as_ref().map(|c| column_sql(alias, c));
+    let column = metric.column.as_ref().map(|c| column_sql(d, alias, c));
     d.metric(metric.op, column.as_deref())
 }
 

@@ -10,6 +10,7 @@ mod bench_query;
 mod config;
 mod domains;
 mod identity;
+mod private;
 mod serve;
 
 use bulkhead_cli::{ClientCommand, ClientOptions};

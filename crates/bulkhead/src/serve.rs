@@ -33,8 +33,8 @@ pub struct Node {
 
 /// Opens everything under `config.data_dir`. Prints the first admin key, once.
 pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    crate::private::restrict_new_files();
+    crate::private::prepare_data_dir(&config.data_dir)?;
     let lock = lock_data_dir(&config.data_dir)?;
 
     let local = DomainName::parse(LOCAL_DOMAIN)?;
@@ -212,6 +212,10 @@ pub async fn shutdown_signal() {
 
 /// `bulkhead serve`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    match crate::private::raise_open_files_limit() {
+        Some(files) => tracing::info!(files, "open files allowed"),
+        None => tracing::info!("open files: no limit"),
+    }
     let node = open(&config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -382,3 +382,60 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
     let audit = common::audit_rows(&server.data_dir, |row| row.1 == "tenant.delete");
     assert_eq!(audit.len(), 3);
 }
+
+/// The data directory is private: a new one and everything in it (catalog, pool, bridge and
+/// silo files with their WAL and shared memory, the admin key) are the server user's alone,
+/// and a data directory its group or others may enter is refused at start, with the fix. A
+/// local user who could read `catalog.db` could mint tenant tokens for any tenant.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    for (id, tier) in [("p", "free"), ("b", "standard"), ("s", "premium")] {
+        create_tenant(&admin, &format!("private-{id}"), tier).await;
+        let client =
+            server.client(&key(&admin, &format!("private-{id}"), TenantRole::Member).await);
+        client
+            .create_record(&items(), &json!({"title": "mine"}))
+            .await
+            .unwrap();
+    }
+    fn walk(path: &std::path::Path, out: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+        let meta = std::fs::metadata(path).unwrap();
+        out.push((
+            path.to_owned(),
+            meta.permissions().mode() & 0o777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(&entry.unwrap().path(), out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&server.data_dir, &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for (path, mode, is_dir) in &found {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+    server.stop();
+    std::fs::set_permissions(&server.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .env("BULKHEAD_ADMIN_KEY", common::ADMIN_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused to start");
+    assert!(stderr.contains("chmod 0700"), "{stderr}");
+    std::fs::set_permissions(&server.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let server = Server::start(dir.path());
+    server.admin().get_tenant(&tid("private-s")).await.unwrap();
+}

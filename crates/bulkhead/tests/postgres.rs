@@ -351,3 +351,101 @@ async fn long_collection_and_field_names_work_on_postgres_and_never_meet() {
         "the server starts again and serves"
     );
 }
+
+/// The bug this guards: `\u0000` was stored on SQLite but answered 500 on PostgreSQL, failed
+/// a whole PostgreSQL bulk batch, and made SQLite tenants holding it unmovable. Now NUL is
+/// refused with a 400 naming where it is, on every engine, in values, JSON keys and filters,
+/// and a bulk line holding it fails alone.
+#[tokio::test]
+async fn nul_is_refused_alike_on_every_engine_and_a_bulk_line_with_it_fails_alone() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_nul") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin
+        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
+        .await
+        .unwrap();
+    let tier = TierSpec {
+        isolation: Isolation::Pool,
+        domains: vec![DomainName::parse("pg").unwrap()],
+        monthly_price: 0.0,
+        description: String::new(),
+        limits: Default::default(),
+        ceiling: Default::default(),
+    };
+    admin
+        .put_tier(&TierName::parse("pg-pool").unwrap(), &tier)
+        .await
+        .unwrap();
+    let spec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "text", "required": true},
+        "meta": {"type": "json"}
+    }}))
+    .unwrap();
+    admin.put_collection(&items(), &spec).await.unwrap();
+    for (tenant, tier) in [("nul-sqlite", "free"), ("nul-pg", "pg-pool")] {
+        create_tenant(&admin, tenant, tier).await;
+        let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
+        let cases = [
+            (json!({"title": "a\u{0}b"}), "title"),
+            (
+                json!({"title": "ok", "meta": {"list": [1, "x\u{0}"]}}),
+                "$.list[1]",
+            ),
+            (json!({"title": "ok", "meta": {"k\u{0}ey": 1}}), "meta"),
+        ];
+        for (body, named) in cases {
+            let err = client.create_record(&items(), &body).await.unwrap_err();
+            assert_eq!(err.status(), Some(400), "{tenant}: {err}");
+            assert!(err.to_string().contains(named), "{tenant}: {err}");
+            assert!(err.to_string().contains("NUL"), "{tenant}: {err}");
+        }
+        let err = client
+            .list_records(
+                &items(),
+                &ListRecords {
+                    filter: Some("title = \"a\\u0000\"".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (Some(400), Some("invalid_filter")),
+            "{tenant}: {err}"
+        );
+        // 20 lines (a COPY batch on PostgreSQL), one of them with NUL: it alone fails.
+        let mut body = Vec::new();
+        for i in 0..20 {
+            let title = if i == 7 {
+                "bad\u{0}".to_owned()
+            } else {
+                format!("line {i}")
+            };
+            body.extend_from_slice(
+                json!({"id": format!("l{i}"), "title": title})
+                    .to_string()
+                    .as_bytes(),
+            );
+            body.push(b'\n');
+        }
+        let report = client.bulk(&items(), body, false).await.unwrap();
+        assert_eq!(
+            (report.created, report.failed),
+            (19, 1),
+            "{tenant}: {report:?}"
+        );
+        let bad = report.results.iter().find(|l| l.status == 400).unwrap();
+        assert_eq!(bad.line, 8, "{tenant}");
+    }
+}

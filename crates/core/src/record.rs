@@ -52,6 +52,7 @@ pub fn coerce(field_type: FieldType, value: &Value) -> Result<FieldValue, String
                     "string longer than {MAX_STRING_BYTES} bytes; use a text field"
                 ))
             }
+            Value::String(s) if s.contains('\0') => Err(crate::query::parse::NUL_REFUSED.into()),
             Value::String(s) => Ok(FieldValue::Text(s.clone())),
             _ => Err(format!(
                 "expected {field_type} (a JSON string), got {}",
@@ -82,8 +83,41 @@ pub fn coerce(field_type: FieldType, value: &Value) -> Result<FieldValue, String
                 got()
             )),
         },
-        FieldType::Json => Ok(FieldValue::Json(value.clone())),
+        FieldType::Json => match nul_in(value) {
+            Some(at) => Err(format!("at {at}: {}", crate::query::parse::NUL_REFUSED)),
+            None => Ok(FieldValue::Json(value.clone())),
+        },
     }
+}
+
+/// The JSON path (`$.a[2].b`) of the first string or key with a NUL character in `value`.
+fn nul_in(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                path.push_str(&format!(".{}", key.replace('\0', "\\u0000")));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = "$".to_owned();
+    walk(value, &mut path).then_some(path)
 }
 
 fn truncate(s: &str) -> String {

@@ -21,6 +21,11 @@ pub(crate) fn error_at(pos: usize, why: impl std::fmt::Display) -> Error {
     Error::bad_request("invalid_filter", format!("filter at position {pos}: {why}"))
 }
 
+/// Why a string with NUL is refused, wherever it comes (record values, JSON keys, filters):
+/// PostgreSQL cannot store it in text or JSON, so one rule for every engine is to refuse it.
+pub const NUL_REFUSED: &str =
+    "contains the NUL character (\\u0000), which Bulkhead does not store on any engine";
+
 /// Parses a filter. Errors have code `invalid_filter` and say where and what.
 pub fn parse_filter(src: &str) -> Result<Expr, Error> {
     if src.len() > MAX_FILTER_BYTES {
@@ -477,6 +482,9 @@ impl<'a> Parser<'a> {
             let why = why.split(" at line").next().unwrap_or("invalid");
             error_at(start, format!("invalid string: {why}"))
         })?;
+        if text.contains('\0') {
+            return Err(error_at(start, NUL_REFUSED));
+        }
         self.pos = end;
         Ok(Literal::String(text))
     }

@@ -91,6 +91,10 @@ impl IdentityProviders for Providers {
         })
     }
 
+    fn issuers(&self) -> Vec<String> {
+        self.names.iter().map(|(_, iss)| iss.clone()).collect()
+    }
+
     fn resolve_issuer(&self, name_or_iss: &str) -> Option<String> {
         self.names
             .iter()

@@ -46,6 +46,8 @@ pub trait IdentityProviders: Send + Sync + 'static {
     async fn verify(&self, token: &str) -> Result<ExternalIdentity, String>;
     /// The `iss` of the issuer called `name_or_iss` (its configured name, or the `iss` itself).
     fn resolve_issuer(&self, name_or_iss: &str) -> Option<String>;
+    /// The `iss` of every configured issuer.
+    fn issuers(&self) -> Vec<String>;
 }
 
 pub(crate) fn read_memberships(tx: &dyn Tx, user: &UserId) -> StoreResult<Vec<Membership>> {
@@ -160,14 +162,23 @@ impl Catalog {
     async fn load_user(&self, external: &ExternalIdentity) -> Result<Arc<CachedUser>, String> {
         let known = external.clone();
         let found = self
-            .blocking(move |store| store.read(|tx| map_user(tx, &known, false)))
+            .blocking(move |store| store.read(|tx| map_user(tx, &known, None)))
             .await
             .map_err(|e| e.message)?;
         let found = match found {
             None if external.email_verified && external.email.is_some() => {
                 let external = external.clone();
+                let claim = Claim {
+                    single_issuer: self
+                        .inner()
+                        .options
+                        .identity
+                        .as_ref()
+                        .is_some_and(|i| i.issuers().len() == 1),
+                    at: self.inner().clock.now(),
+                };
                 let claimed = self
-                    .blocking(move |store| store.write(|tx| map_user(tx, &external, true)))
+                    .blocking(move |store| store.write(|tx| map_user(tx, &external, Some(&claim))))
                     .await
                     .map_err(|e| e.message)?;
                 if claimed.is_some() {
@@ -291,10 +302,18 @@ impl Catalog {
 
 /// Maps a verified identity to its user: by `(issuer, sub)`, else (when `claim_invitation`)
 /// by claiming an email invitation, only with a verified email. `None` when no user exists.
+/// May an email invitation be claimed, and who is claiming: the invitation must name the
+/// claiming token's issuer (invitations from before issuers were named: only while a single
+/// issuer is configured).
+pub(crate) struct Claim {
+    pub single_issuer: bool,
+    pub at: bulkhead_core::time::Timestamp,
+}
+
 fn map_user(
     tx: &dyn Tx,
     external: &ExternalIdentity,
-    claim_invitation: bool,
+    claim_invitation: Option<&Claim>,
 ) -> StoreResult<Option<CachedUser>> {
     let found = tx.query_opt(
         "SELECT id, disabled FROM users WHERE issuer = ?1 AND sub = ?2",
@@ -303,12 +322,17 @@ fn map_user(
     let (id, disabled) = match found {
         Some(row) => (row.get::<String>(0)?, row.get::<i64>(1)? != 0),
         None => {
-            let invited = match (&external.email, external.email_verified) {
-                (Some(email), true) if claim_invitation => tx
+            let invited = match (&external.email, external.email_verified, claim_invitation) {
+                (Some(email), true, Some(claim)) => tx
                     .query_opt(
                         "SELECT id, disabled FROM users WHERE issuer IS NULL AND email = ?1 \
+                         AND (invite_issuer = ?2 OR (invite_issuer IS NULL AND ?3 = 1)) \
                          ORDER BY created_at LIMIT 1",
-                        params![email.to_lowercase()],
+                        params![
+                            email.to_lowercase(),
+                            external.issuer.as_str(),
+                            i64::from(claim.single_issuer)
+                        ],
                     )?
                     .map(|row| {
                         Ok::<_, crate::StoreError>((row.get::<String>(0)?, row.get::<i64>(1)? != 0))
@@ -324,6 +348,28 @@ fn map_user(
                 params![external.issuer.as_str(), external.sub.as_str(), id.as_str()],
             )?;
             crate::store::changed(tx, "members", "*")?;
+            if let Some(claim) = claim_invitation {
+                crate::audit::insert(
+                    tx,
+                    &crate::AuditEvent {
+                        at: claim.at,
+                        actor: format!("user:{id}"),
+                        action: "member.claim".into(),
+                        target: id.clone(),
+                        tenant: None,
+                        outcome: "ok".into(),
+                        request_id: String::new(),
+                        detail: Some(
+                            serde_json::json!({
+                                "issuer": external.issuer,
+                                "sub": external.sub,
+                                "email": external.email,
+                            })
+                            .to_string(),
+                        ),
+                    },
+                )?;
+            }
             (id, disabled)
         }
     };

@@ -172,32 +172,33 @@ impl Catalog {
         if matches!(request.role, MemberRole::Custom(_)) {
             self.custom_roles_allowed(tenant).await?;
         }
+        let identity = self.inner().options.identity.clone();
+        let resolve = |issuer: &str| {
+            identity
+                .as_ref()
+                .and_then(|i| i.resolve_issuer(issuer))
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        "unknown_issuer",
+                        format!("no JWT issuer {issuer:?} is configured"),
+                    )
+                })
+        };
         let by_identity = match (&request.issuer, &request.sub) {
             (Some(issuer), Some(sub)) => {
-                let iss = self
-                    .inner()
-                    .options
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.resolve_issuer(issuer))
-                    .ok_or_else(|| {
-                        Error::bad_request(
-                            "unknown_issuer",
-                            format!("no JWT issuer {issuer:?} is configured"),
-                        )
-                    })?;
+                let iss = resolve(issuer)?;
                 if sub.is_empty() || sub.len() > 255 {
                     return Err(Error::bad_request("invalid_sub", "sub must be 1-255 bytes"));
                 }
                 Some((iss, sub.clone()))
             }
-            (None, None) => None,
-            _ => {
+            (None, Some(_)) => {
                 return Err(Error::bad_request(
                     "invalid_member",
                     "give both issuer and sub, or an email",
                 ));
             }
+            _ => None,
         };
         let email = request.email.as_deref().map(valid_email).transpose()?;
         if by_identity.is_none() && email.is_none() {
@@ -206,6 +207,33 @@ impl Catalog {
                 "name the person by issuer and sub, or by email",
             ));
         }
+        // An email invitation is claimed only through the issuer it names: the one given, or
+        // the only one configured. With several, whoever controls one of them could otherwise
+        // take over another tenant's pending invitation.
+        let invite_issuer = match (&by_identity, &request.issuer) {
+            (Some(_), _) => None,
+            (None, Some(issuer)) => Some(resolve(issuer)?),
+            (None, None) => {
+                let all = identity.as_ref().map(|i| i.issuers()).unwrap_or_default();
+                match all.as_slice() {
+                    [only] => Some(only.clone()),
+                    [] => {
+                        return Err(Error::bad_request(
+                            "no_issuer",
+                            "no JWT issuer is configured, so an email invitation could never be \
+                             claimed; configure one ([[issuers]]) or add the member by issuer and sub",
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::bad_request(
+                            "issuer_required",
+                            "several JWT issuers are configured: name the one whose users may \
+                             claim this invitation (issuer)",
+                        ));
+                    }
+                }
+            }
+        };
         let now = self.inner().clock.now();
         let fresh = UserId::generate()?;
         let (tenant, role) = (tenant.clone(), request.role.clone());
@@ -240,9 +268,16 @@ impl Catalog {
                     None => {
                         let (iss, sub) = by_identity.clone().unzip();
                         tx.execute(
-                            "INSERT INTO users (id, issuer, sub, email, disabled, created_at) \
-                             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                            params![fresh.as_str(), iss, sub, email.clone(), now.as_micros()],
+                            "INSERT INTO users (id, issuer, sub, email, disabled, created_at, invite_issuer) \
+                             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                            params![
+                                fresh.as_str(),
+                                iss,
+                                sub,
+                                email.clone(),
+                                now.as_micros(),
+                                invite_issuer.clone()
+                            ],
                         )?;
                         fresh.clone()
                     }

@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS moves (
 CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, issuer TEXT, sub TEXT, email TEXT, disabled INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL, UNIQUE (issuer, sub));
+    created_at INTEGER NOT NULL, invite_issuer TEXT, UNIQUE (issuer, sub));
 CREATE INDEX IF NOT EXISTS users_by_email ON users (email);
 CREATE TABLE IF NOT EXISTS memberships (
     tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -312,6 +312,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let added = [
         ("placements", "incarnation", "TEXT NOT NULL DEFAULT '0'"),
         ("api_keys", "incarnation", "TEXT"),
+        ("users", "invite_issuer", "TEXT"),
     ];
     for (table, column, decl) in added {
         let exists: bool = conn.query_row(

@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS moves (
 CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, issuer TEXT, sub TEXT, email TEXT, disabled BIGINT NOT NULL DEFAULT 0,
-    created_at BIGINT NOT NULL, UNIQUE (issuer, sub));
+    created_at BIGINT NOT NULL, invite_issuer TEXT, UNIQUE (issuer, sub));
 CREATE INDEX IF NOT EXISTS users_by_email ON users (email);
 CREATE TABLE IF NOT EXISTS memberships (
     tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL,
@@ -110,6 +110,8 @@ CREATE TABLE IF NOT EXISTS purged_lives (
 -- Catalogs made before tenant incarnations: every existing tenant and key is legacy.
 ALTER TABLE placements ADD COLUMN IF NOT EXISTS incarnation TEXT NOT NULL DEFAULT '0';
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS incarnation TEXT;
+-- Email invitations name the issuer allowed to claim them.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS invite_issuer TEXT;
 ";
 
 fn pg_err(e: impl std::fmt::Display) -> StoreError {

@@ -24,12 +24,15 @@ pub enum MemberCmd {
     Add {
         #[arg(value_parser = TenantId::parse)]
         tenant: TenantId,
-        /// The issuer's configured name (or its exact `iss`); with --sub.
-        #[arg(long, requires = "sub")]
+        /// The issuer's configured name (or its exact `iss`): with --sub, the person's; with
+        /// --email, the only issuer whose tokens may claim the invitation (needed when several
+        /// are configured).
+        #[arg(long)]
         issuer: Option<String>,
         #[arg(long, requires = "issuer")]
         sub: Option<String>,
-        /// Invite by email: the first token with this verified email claims it.
+        /// Invite by email: the first token from the invitation's issuer with this email,
+        /// verified (`email_verified: true`), claims it.
         #[arg(long, required_unless_present = "sub")]
         email: Option<String>,
         /// owner, admin, member, viewer or a custom role.

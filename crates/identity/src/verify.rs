@@ -28,8 +28,7 @@ pub struct VerifiedToken {
     pub sub: String,
     /// The `email` claim, when it is a string.
     pub email: Option<String>,
-    /// Whether `email_verified` is JSON `true` (or the string `"true"`, as
-    /// Cognito sends it).
+    /// Whether `email_verified` is the JSON boolean `true` (a string `"true"` is not).
     pub email_verified: bool,
     /// The value of the configured `tenant_claim`, when present.
     pub tenant: Option<String>,
@@ -293,8 +292,9 @@ fn check_claims(
         _ => None,
     };
     let email_verified = match claims.get("email_verified") {
+        // Only the JSON boolean: a string "true" is not a verification an issuer vouches
+        // for in the standard claim's type, and invitations are claimed on it.
         Some(Value::Bool(verified)) => *verified,
-        Some(Value::String(verified)) => verified == "true",
         _ => false,
     };
     let tenant = match &issuer.tenant_claim {

@@ -226,24 +226,50 @@ async fn memberships_decide_the_tenant_and_removal_applies_at_once() {
     admin.set_user_disabled(&alice_id, false).await.unwrap();
     assert!(alice.me().await.is_ok());
 
-    // An email invitation is claimed only by a token whose email is verified.
+    // An email invitation names the issuer that may claim it: with two issuers configured,
+    // one must be named.
+    let invite = |issuer: Option<&str>| AddMember {
+        issuer: issuer.map(str::to_owned),
+        sub: None,
+        email: Some("Bob@Example.com".into()),
+        role: MemberRole::Builtin(TenantRole::Viewer),
+    };
+    assert_eq!(
+        expect_err(admin.add_member(&tid("acme"), &invite(None)).await),
+        (400, "issuer_required".into())
+    );
     admin
-        .add_member(
-            &tid("acme"),
-            &AddMember {
-                issuer: None,
-                sub: None,
-                email: Some("Bob@Example.com".into()),
-                role: MemberRole::Builtin(TenantRole::Viewer),
-            },
-        )
+        .add_member(&tid("acme"), &invite(Some("idp")))
         .await
         .unwrap();
+    // It is claimed only by a token whose email is verified — the JSON boolean, not the
+    // string "true" — and only from the issuer it names: whoever holds the other issuer's
+    // secret cannot take it over.
     let unverified = env.user_with(
         "bob",
         json!({"email": "bob@example.com", "email_verified": false}),
     );
     assert_eq!(expect_err(unverified.me().await).0, 401);
+    let stringly = env.user_with(
+        "bob",
+        json!({"email": "bob@example.com", "email_verified": "true"}),
+    );
+    assert_eq!(expect_err(stringly.me().await).0, 401);
+    let forged = {
+        let claims = json!({
+            "iss": crate::idp::ORG_ISS, "aud": crate::idp::AUD, "sub": "mallory",
+            "org": "acme", "email": "bob@example.com", "email_verified": true,
+            "iat": crate::idp::now(), "exp": crate::idp::now() + 600,
+        });
+        let key = jsonwebtoken::EncodingKey::from_secret(crate::idp::ORG_SECRET.as_bytes());
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    assert_eq!(expect_err(env.server.client(&forged).me().await).0, 401);
     let bob = env.user_with(
         "bob",
         json!({"email": "bob@example.com", "email_verified": true}),
@@ -261,6 +287,21 @@ async fn memberships_decide_the_tenant_and_removal_applies_at_once() {
         members
             .iter()
             .any(|m| m.sub.as_deref() == Some("bob") && m.status == "active")
+    );
+    // The claim is audited with the issuer and subject that claimed it.
+    let claims = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some("member.claim".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    let detail = claims[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains(ISS) && detail.contains("\"bob\""),
+        "{detail}"
     );
 
     // The `org` issuer names the tenant in a claim; a header cannot point elsewhere.

@@ -93,7 +93,7 @@ async fn ps256_with_static_rsa_pem_is_accepted() {
 }
 
 #[tokio::test]
-async fn cognito_style_string_email_verified_and_audience_lists() {
+async fn only_a_boolean_email_verified_counts_and_audience_lists_work() {
     let k = keys();
     let mut cfg = config("cognito", None, vec![k.ec.public_pem.clone()], &["ES256"]);
     cfg.audience = vec!["other-client".into(), AUD.into()];
@@ -102,6 +102,16 @@ async fn cognito_style_string_email_verified_and_audience_lists() {
     let mut c = claims();
     c["email_verified"] = json!("true");
     c["aud"] = json!(["somebody-else", AUD]);
+    let verified = issuers
+        .verify(&k.ec.sign(None, &c), now())
+        .await
+        .expect("accepted");
+    assert!(
+        !verified.email_verified,
+        "the string \"true\" is not a verified email: invitations are claimed on it"
+    );
+
+    c["email_verified"] = json!(true);
     let verified = issuers
         .verify(&k.ec.sign(None, &c), now())
         .await

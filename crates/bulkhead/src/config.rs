@@ -47,6 +47,8 @@ pub struct StorageFile {
 pub struct LimitsFile {
     pub body_limit_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
     /// Defaults for tiers that set no limits of their own.
     pub query_time_ms: Option<u64>,
     pub query_rows_examined: Option<u64>,
@@ -80,6 +82,14 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "BULKHEAD_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Open connections at most; more are closed at once [default: 4096, lowered to what
+    /// the open-files limit leaves room for].
+    #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may take to send a request head, and an idle keep-alive
+    /// connection may wait for its next request [default: 30].
+    #[arg(long, env = "BULKHEAD_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
     /// Time budget of one query for tiers that set none, in milliseconds [default: 5000].
     #[arg(long, env = "BULKHEAD_QUERY_TIME_MS")]
     pub query_time_ms: Option<u64>,
@@ -155,6 +165,8 @@ pub struct Config {
     pub bridge_tenants_per_file: u32,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
     pub query_time_ms: u64,
     pub query_rows_examined: u64,
     pub bulk_max_bytes: u64,
@@ -253,6 +265,15 @@ impl Config {
                 .or(file.limits.body_limit_bytes)
                 .unwrap_or(1024 * 1024),
             request_timeout: Duration::from_secs(file.limits.request_timeout_secs.unwrap_or(30)),
+            max_connections: args
+                .max_connections
+                .or(file.limits.max_connections)
+                .unwrap_or(4096),
+            header_timeout: Duration::from_secs(
+                args.header_timeout_secs
+                    .or(file.limits.header_timeout_secs)
+                    .unwrap_or(30),
+            ),
             query_time_ms: args
                 .query_time_ms
                 .or(file.limits.query_time_ms)
@@ -333,6 +354,12 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");
+        }
+        if self.max_connections == 0 {
+            bail!("limits.max_connections (--max-connections) must be at least 1");
+        }
+        if self.header_timeout.is_zero() {
+            bail!("limits.header_timeout_secs (--header-timeout-secs) must be at least 1");
         }
         if self
             .admin_key

@@ -132,6 +132,8 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         config: ServerConfig {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
         },
     };
     Ok(Node {
@@ -212,9 +214,32 @@ pub async fn shutdown_signal() {
 
 /// `bulkhead serve`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut config = config;
     match crate::private::raise_open_files_limit() {
-        Some(files) => tracing::info!(files, "open files allowed"),
-        None => tracing::info!("open files: no limit"),
+        Some(files) => {
+            // Connections share the file descriptors with database files (silos, shared
+            // files, WAL and shared memory) and the catalog: leave those their room.
+            let reserve = (config.silo_handle_cap as u64) * 3 + 256;
+            let room = usize::try_from(files.saturating_sub(reserve)).unwrap_or(usize::MAX);
+            if config.max_connections > room {
+                tracing::warn!(
+                    files,
+                    asked = config.max_connections,
+                    allowed = room.max(1),
+                    "lowering max_connections to what the open-files limit leaves room for"
+                );
+                config.max_connections = room.max(1);
+            }
+            tracing::info!(
+                files,
+                max_connections = config.max_connections,
+                "open files allowed"
+            );
+        }
+        None => tracing::info!(
+            max_connections = config.max_connections,
+            "open files: no limit"
+        ),
     }
     let node = open(&config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -7,6 +7,7 @@
 mod drain;
 pub mod error;
 pub mod extract;
+pub mod listen;
 mod routes;
 
 use std::future::Future;
@@ -32,6 +33,11 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Longest a request may run before it is answered with an error.
     pub request_timeout: Duration,
+    /// Open connections at most; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head, and how long an idle
+    /// keep-alive connection is kept waiting for its next request.
+    pub header_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +45,8 @@ impl Default for ServerConfig {
         ServerConfig {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -184,13 +192,16 @@ async fn normalise_errors(request: Request, next: Next) -> Response {
     normalised
 }
 
-/// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.
+/// Serves until `shutdown` completes, then stops accepting and drains in-flight requests
+/// (see [`listen`]: connection cap and header/idle timeout).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = listen::Limits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+    };
+    listen::serve(listener, router(state), limits, shutdown).await
 }

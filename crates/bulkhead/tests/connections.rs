@@ -1,0 +1,174 @@
+//! Stalled and excess connections cannot take the server down: 2,000 connections that send
+//! half a request head, from one client, while a normal client keeps working; the stalled
+//! ones are closed after the header timeout, those beyond the cap at once, and an idle
+//! keep-alive connection after the same timeout.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bulkhead_client::ListRecords;
+use bulkhead_core::access::TenantRole;
+use common::{Server, create_tenant, items, key, put_items};
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A 408 or similar before closing is fine; keep reading to the end.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_excess_connections_cannot_take_the_server_down() {
+    // Room for our own 2,000 sockets.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_HEADER_TIMEOUT_SECS", "3"),
+            ("BULKHEAD_MAX_CONNECTIONS", "1000"),
+        ],
+    );
+    let pid = server.child.id();
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let acme = server.client(&key(&admin, "acme", TenantRole::Member).await);
+    let baseline_fds = open_fds(pid);
+
+    let sample = |label: &'static str| {
+        let acme = acme.clone();
+        let admin = admin.clone();
+        async move {
+            let mut took = Vec::new();
+            for _ in 0..100 {
+                let start = Instant::now();
+                admin.health().await.unwrap();
+                acme.list_records(&items(), &ListRecords::default())
+                    .await
+                    .unwrap();
+                took.push(start.elapsed());
+            }
+            took.sort();
+            let p99 = took[98];
+            eprintln!("{label}: p99 {p99:?}");
+            p99
+        }
+    };
+    let idle_p99 = sample("idle").await;
+
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let stalled: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..2000)
+            .filter_map(|_| {
+                let mut s = TcpStream::connect(&addr).ok()?;
+                // Half a head: never the blank line that ends it.
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1");
+                Some(s)
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert!(stalled.len() >= 1900, "opened {}", stalled.len());
+    // The normal client keeps working while they are open.
+    let loaded_p99 = sample("with 2,000 stalled connections").await;
+    eprintln!(
+        "p99 ratio with stalled connections: {:.2}",
+        loaded_p99.as_secs_f64() / idle_p99.as_secs_f64()
+    );
+    // The cap holds: the server keeps at most its maximum open, whatever was asked.
+    let during = open_fds(pid);
+    assert!(
+        during <= baseline_fds + 1000 + 16,
+        "server holds {during} fds (baseline {baseline_fds}, cap 1000)"
+    );
+
+    // After the header timeout, every stalled connection has been closed by the server.
+    let mut stalled = stalled;
+    let total = stalled.len();
+    let closed = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut closed = 0;
+        for s in &mut stalled {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if closed_by_server(s, left.max(Duration::from_millis(1))) {
+                closed += 1;
+            }
+        }
+        closed
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed, total,
+        "every stalled connection was closed by the server"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > baseline_fds + 16 {
+        assert!(
+            Instant::now() < deadline,
+            "server still holds {} fds (baseline {baseline_fds})",
+            open_fds(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An idle keep-alive connection is closed after the same timeout.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let idle_closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let start = Instant::now();
+        let closed = closed_by_server(&mut s, Duration::from_secs(10));
+        (closed, start.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(idle_closed.0, "idle keep-alive connection closed");
+    assert!(
+        idle_closed.1 >= Duration::from_secs(2),
+        "closed only after the timeout: {:?}",
+        idle_closed.1
+    );
+    // And the server still serves.
+    acme.list_records(&items(), &ListRecords::default())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,84 @@
+//! The connection layer: the accept loop, a cap on open connections and a timeout on request
+//! heads, so stalled or excess connections cannot take the server down.
+//!
+//! - Connections beyond `max_connections` are closed as soon as they are accepted: accepting
+//!   never stops (so the kernel's backlog drains and well-behaved clients keep getting in),
+//!   and a flood holds no file descriptors beyond the cap.
+//! - A connection must send a whole request head within `header_timeout`, and an idle
+//!   keep-alive connection is closed after the same time without a new request (hyper's
+//!   header read timer starts whenever it waits for a head).
+//! - An accept error (out of file descriptors) is logged and retried after a pause, never
+//!   ends the loop.
+//! - Shutdown stops accepting, asks every connection to finish its request in flight, and
+//!   waits for them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Pause after a failed accept (say, out of file descriptors) before the next one.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::debug!(
+                max = limits.max_connections,
+                "connection refused: too many open"
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}

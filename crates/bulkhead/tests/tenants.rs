@@ -439,3 +439,51 @@ async fn the_data_directory_and_every_file_in_it_are_private() {
     let server = Server::start(dir.path());
     server.admin().get_tenant(&tid("private-s")).await.unwrap();
 }
+
+/// One tenant whose interrupted provisioning cannot be finished (here: its placement names
+/// storage the engine refuses) used to keep the whole server from starting. Now the server
+/// starts, serves everyone else, and that tenant answers 503 until it can be finished.
+#[tokio::test]
+async fn a_tenant_that_cannot_be_finished_at_start_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "healthy", "free").await;
+    create_tenant(&admin, "broken", "premium").await;
+    let healthy_key = key(&admin, "healthy", TenantRole::Member).await;
+    let broken_key = key(&admin, "broken", TenantRole::Member).await;
+    server.stop();
+    {
+        let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+        conn.execute(
+            "UPDATE tenants SET status = 'provisioning' WHERE id = 'broken'",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE placements SET namespace = 'silo-../../elsewhere' WHERE tenant_id = 'broken'",
+            [],
+        )
+        .unwrap();
+    }
+    let server = Server::start(dir.path());
+    let healthy = server.client(&healthy_key);
+    healthy
+        .create_record(&items(), &json!({"title": "still served"}))
+        .await
+        .unwrap();
+    let err = server
+        .client(&broken_key)
+        .create_record(&items(), &json!({"title": "x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(
+        server
+            .log()
+            .contains("could not finish the tenant's interrupted operation"),
+        "{}",
+        server.log()
+    );
+}

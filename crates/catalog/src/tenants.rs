@@ -552,12 +552,18 @@ impl Catalog {
                 _ => self.resume_provisioning(&id).await,
             };
             match resumed {
+                Ok(()) => {}
                 // Its domain could not be opened: the tenant waits for it (retried when the
                 // domain is put again, or at the next start).
                 Err(e) if e.code == "domain_unavailable" => {
                     tracing::warn!(tenant = %id, %status, "tenant's domain is unavailable; its operation waits for it");
                 }
-                other => other?,
+                // One tenant that cannot be finished never keeps the server from serving the
+                // others: it stays as it is (provisioning: 503; deleting: 404) and is retried
+                // at the next start.
+                Err(e) => {
+                    tracing::error!(tenant = %id, %status, error = %e, code = %e.code, "could not finish the tenant's interrupted operation; it waits, the server serves the rest");
+                }
             }
         }
         drop(schema);
@@ -567,7 +573,12 @@ impl Catalog {
                 tracing::warn!(error = %e, "schema rollout incomplete");
                 Ok(())
             }
-            other => other,
+            // Whatever else went wrong with one collection's rollout, the server serves.
+            Err(e) => {
+                tracing::error!(error = %e, code = %e.code, "schema rollout failed; retried at the next change or start");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 

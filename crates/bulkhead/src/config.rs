@@ -49,6 +49,7 @@ pub struct LimitsFile {
     pub request_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub header_timeout_secs: Option<u64>,
+    pub audit_retention_days: Option<u64>,
     /// Defaults for tiers that set no limits of their own.
     pub query_time_ms: Option<u64>,
     pub query_rows_examined: Option<u64>,
@@ -90,6 +91,9 @@ pub struct ServeArgs {
     /// connection may wait for its next request [default: 30].
     #[arg(long, env = "BULKHEAD_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
+    /// Days audit rows are kept, then removed (hourly) [default: kept forever].
+    #[arg(long, env = "BULKHEAD_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
     /// Time budget of one query for tiers that set none, in milliseconds [default: 5000].
     #[arg(long, env = "BULKHEAD_QUERY_TIME_MS")]
     pub query_time_ms: Option<u64>,
@@ -167,6 +171,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub audit_retention: Option<Duration>,
     pub query_time_ms: u64,
     pub query_rows_examined: u64,
     pub bulk_max_bytes: u64,
@@ -274,6 +279,10 @@ impl Config {
                     .or(file.limits.header_timeout_secs)
                     .unwrap_or(30),
             ),
+            audit_retention: args
+                .audit_retention_days
+                .or(file.limits.audit_retention_days)
+                .map(|days| Duration::from_secs(days * 86_400)),
             query_time_ms: args
                 .query_time_ms
                 .or(file.limits.query_time_ms)
@@ -357,6 +366,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             bail!("limits.max_connections (--max-connections) must be at least 1");
+        }
+        if self.audit_retention.is_some_and(|keep| keep.is_zero()) {
+            bail!("limits.audit_retention_days (--audit-retention-days) must be at least 1");
         }
         if self.header_timeout.is_zero() {
             bail!("limits.header_timeout_secs (--header-timeout-secs) must be at least 1");

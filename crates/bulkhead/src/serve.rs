@@ -95,6 +95,7 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         moves: config.moves.clone(),
         identity: crate::identity::providers(&config.issuers).await?,
         deletion_hold: config.deletion_hold,
+        audit_retention: config.audit_retention,
     };
     let catalog = Catalog::open(&location, clock, engines, options)
         .await

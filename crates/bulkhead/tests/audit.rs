@@ -233,3 +233,31 @@ async fn bad_audit_queries_are_400s_naming_the_problem() {
     ];
     common::assert_bad_queries(&admin, "/v1/audit", &cases).await;
 }
+
+/// Audit retention: with `BULKHEAD_AUDIT_RETENTION_DAYS`, rows older than that are removed
+/// (at start, then hourly) and the removal is itself audited; newer rows stay.
+#[tokio::test]
+async fn audit_rows_past_their_retention_are_removed_and_the_removal_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::Server::start(dir.path());
+    common::put_items(&server.admin()).await;
+    server.stop();
+    {
+        let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, target, tenant_id, outcome, request_id, detail) \
+             VALUES (0, 'old', 'ancient.thing', 't', NULL, 'ok', '', NULL)",
+            [],
+        )
+        .unwrap();
+    }
+    let server = common::Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_RETENTION_DAYS", "30")]);
+    let data_dir = server.data_dir.clone();
+    let removal = common::audit_rows(&data_dir, |r| r.1 == "audit.retention");
+    assert_eq!(removal.len(), 1, "{removal:?}");
+    assert!(common::audit_rows(&data_dir, |r| r.1 == "ancient.thing").is_empty());
+    assert!(
+        !common::audit_rows(&data_dir, |r| r.1 == "collection.put").is_empty(),
+        "recent rows stay"
+    );
+}

@@ -470,3 +470,51 @@ async fn a_tenant_admin_cannot_revoke_an_owner_key_but_can_revoke_its_peers() {
         Some(401)
     );
 }
+
+/// The bug this guards: every failed authentication wrote its own audit row (4,000 bad
+/// tokens in two seconds, 4,000 rows). Now the first of each kind is written at once and the
+/// rest of the window is one row with their count: nothing is lost, the log stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_credentials_is_counted_not_written_row_by_row() {
+    let (_dir, mut server, _member, _record) = start().await;
+    let flood: Vec<_> = (0..4)
+        .map(|w| {
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    let client = bulkhead_client::Client::new(
+                        &url,
+                        format!("bk_k{:016x}_{}", w * 1000 + i, "s".repeat(32)),
+                    )
+                    .unwrap();
+                    let err = client.me().await.unwrap_err();
+                    assert_eq!(err.status(), Some(401));
+                }
+            })
+        })
+        .collect();
+    for task in flood {
+        task.await.unwrap();
+    }
+    server.stop();
+    let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT detail FROM audit WHERE action = 'authenticate'")
+        .unwrap();
+    let details: Vec<Option<String>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(details.len() <= 4, "{} rows for one flood", details.len());
+    let counted: u64 = details
+        .iter()
+        .map(|d| {
+            d.as_deref()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .and_then(|d| d["repeated"].as_u64())
+                .unwrap_or(1)
+        })
+        .sum();
+    assert_eq!(counted, 2000, "every failure is counted: {details:?}");
+}

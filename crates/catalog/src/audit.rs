@@ -51,6 +51,61 @@ pub(crate) fn insert(tx: &dyn Tx, event: &AuditEvent) -> StoreResult<()> {
     Ok(())
 }
 
+/// Removes audit rows recorded before `cutoff` (the audit retention); returns how many.
+pub(crate) fn purge_before(tx: &dyn Tx, cutoff: Timestamp) -> StoreResult<u64> {
+    tx.execute(
+        "DELETE FROM audit WHERE at < ?1",
+        params![cutoff.as_micros()],
+    )
+}
+
+/// Applies the audit retention every hour (and once at start): rows older than `keep` go,
+/// and the removal itself is audited.
+pub(crate) fn spawn_retention(inner: std::sync::Weak<crate::Inner>, keep: std::time::Duration) {
+    tokio::spawn(async move {
+        loop {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let catalog = Catalog { inner: strong };
+            let now = catalog.inner().clock.now();
+            let cutoff = Timestamp::from_micros(now.as_micros() - keep.as_micros() as i64);
+            let removed = catalog
+                .blocking(move |store| {
+                    store.write(|tx| {
+                        let removed = purge_before(tx, cutoff)?;
+                        if removed > 0 {
+                            insert(
+                                tx,
+                                &AuditEvent {
+                                    at: now,
+                                    actor: "system".into(),
+                                    action: "audit.retention".into(),
+                                    target: "audit".into(),
+                                    tenant: None,
+                                    outcome: "ok".into(),
+                                    request_id: String::new(),
+                                    detail: Some(format!(
+                                        "{{\"removed\": {removed}, \"before\": \"{cutoff}\"}}"
+                                    )),
+                                },
+                            )?;
+                        }
+                        Ok(removed)
+                    })
+                })
+                .await;
+            match removed {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "audit rows past their retention removed"),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed; retried in an hour"),
+            }
+            drop(catalog);
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
+}
+
 /// Reads audit rows, oldest first (the whole log; tests use it).
 pub(crate) fn read_all(tx: &dyn Tx, tenant: Option<&TenantId>) -> StoreResult<Vec<AuditEntry>> {
     let rows = tx.query(
@@ -319,6 +374,37 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_removes_only_rows_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.db"), false).unwrap();
+        let store = Store::Sqlite(store);
+        let row = |secs: i64| AuditEvent {
+            at: Timestamp::from_micros(secs * 1_000_000),
+            actor: "a".into(),
+            action: "x".into(),
+            target: "t".into(),
+            tenant: None,
+            outcome: "ok".into(),
+            request_id: String::new(),
+            detail: None,
+        };
+        store
+            .write(|tx| {
+                [10, 20, 30, 40]
+                    .iter()
+                    .try_for_each(|s| insert(tx, &row(*s)))
+            })
+            .unwrap();
+        let removed = store
+            .write(|tx| purge_before(tx, Timestamp::from_micros(25_000_000)))
+            .unwrap();
+        assert_eq!(removed, 2);
+        let left = store.read(|tx| read_all(tx, None)).unwrap();
+        let times: Vec<i64> = left.iter().map(|e| e.at.as_micros() / 1_000_000).collect();
+        assert_eq!(times, [30, 40]);
+    }
 
     fn query(action: Option<&str>, outcome: Option<&str>) -> AuditQuery {
         AuditQuery {

@@ -7,6 +7,7 @@
 //! platform-admin data access is audited (5).
 
 mod audit;
+mod auth_failures;
 mod background;
 mod bulk;
 mod collections;
@@ -151,6 +152,8 @@ pub struct CatalogOptions {
     pub moves: MoveSettings,
     /// The configured JWT issuers; without them only keys and tenant tokens authenticate.
     pub identity: Option<Arc<dyn IdentityProviders>>,
+    /// Audit rows older than this are removed (hourly); `None` keeps them all.
+    pub audit_retention: Option<std::time::Duration>,
     /// For crash tests: a deletion pauses this long once the tenant is marked `deleting`,
     /// before its purge (so a test can kill the server in between).
     pub deletion_hold: Option<std::time::Duration>,
@@ -170,6 +173,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("moves", &self.moves)
             .field("identity", &self.identity.is_some())
             .field("deletion_hold", &self.deletion_hold)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -185,6 +189,7 @@ impl Default for CatalogOptions {
             moves: MoveSettings::default(),
             identity: None,
             deletion_hold: None,
+            audit_retention: None,
         }
     }
 }
@@ -233,6 +238,8 @@ pub(crate) struct Inner {
     pub rates: rate::RateLimits,
     /// Usage counts not yet added to the catalog.
     pub meter: usage::Meter,
+    /// Failed authentications being counted per source and reason.
+    pub auth_failures: auth_failures::AuthFailures,
 }
 
 impl Catalog {
@@ -278,6 +285,7 @@ impl Catalog {
                 users: identity::UserCache::default(),
                 token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),
+                auth_failures: auth_failures::AuthFailures::default(),
             }),
         };
         catalog.seed().await?;
@@ -290,6 +298,10 @@ impl Catalog {
             changes.run();
         }
         usage::spawn_flusher(Arc::downgrade(&catalog.inner));
+        auth_failures::spawn_flusher(Arc::downgrade(&catalog.inner));
+        if let Some(keep) = catalog.inner.options.audit_retention {
+            audit::spawn_retention(Arc::downgrade(&catalog.inner), keep);
+        }
         if catalog.is_shared() {
             deletion::spawn_sweeper(Arc::downgrade(&catalog.inner));
         }
@@ -390,6 +402,17 @@ impl Catalog {
     /// Verifies a bearer credential — an API key, a tenant token or a JWT from a configured
     /// issuer — and returns who is calling. Failures are audited and all look the same.
     pub async fn authenticate(&self, token: Option<&str>, request_id: &str) -> Result<Ctx, Error> {
+        self.authenticate_from(token, request_id, None).await
+    }
+
+    /// [`Catalog::authenticate`] for a request from `source` (the client's address): its
+    /// failures are audited per source, aggregated (`auth_failures`).
+    pub async fn authenticate_from(
+        &self,
+        token: Option<&str>,
+        request_id: &str,
+        source: Option<&str>,
+    ) -> Result<Ctx, Error> {
         let unauthenticated = |code: &'static str, msg: &str| {
             Error::new(ErrorKind::Unauthenticated, code, msg.to_owned())
         };
@@ -427,15 +450,7 @@ impl Catalog {
                 Ok(ctx)
             }
             Err(why) => {
-                self.audit_denied(
-                    "-",
-                    "authenticate",
-                    "credential",
-                    None,
-                    "invalid_credentials",
-                    request_id,
-                    Some(why),
-                );
+                self.audit_auth_failure(source.unwrap_or("unknown"), &why, request_id);
                 Err(unauthenticated(
                     "invalid_credentials",
                     "the credential is not valid",
@@ -537,6 +552,7 @@ impl Catalog {
 
     /// Drains the audit queue and the usage counts, closes engines and checkpoints the catalog.
     pub async fn shutdown(&self) {
+        self.flush_auth_failures();
         self.flush_audit().await;
         self.flush_usage().await;
         self.leave().await;

@@ -52,7 +52,16 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let request_id = current_request_id();
         let token = bearer(parts)?;
-        Ok(Auth(state.catalog.authenticate(token, &request_id).await?))
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| peer.0.ip().to_string());
+        Ok(Auth(
+            state
+                .catalog
+                .authenticate_from(token, &request_id, source.as_deref())
+                .await?,
+        ))
     }
 }
 

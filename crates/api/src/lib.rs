@@ -169,6 +169,9 @@ pub struct BulkReport {
     pub deleted: u64,
     pub failed: u64,
     pub results: Vec<BulkLine>,
+    /// More lines had results than a report lists (10,000); the counts are still exact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub results_truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

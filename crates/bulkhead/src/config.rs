@@ -50,6 +50,7 @@ pub struct LimitsFile {
     pub max_connections: Option<usize>,
     pub header_timeout_secs: Option<u64>,
     pub audit_retention_days: Option<u64>,
+    pub bulk_in_flight: Option<usize>,
     /// Defaults for tiers that set no limits of their own.
     pub query_time_ms: Option<u64>,
     pub query_rows_examined: Option<u64>,
@@ -94,6 +95,9 @@ pub struct ServeArgs {
     /// Days audit rows are kept, then removed (hourly) [default: kept forever].
     #[arg(long, env = "BULKHEAD_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u64>,
+    /// Bulk bodies applied at once on this server; one more answers 503 [default: 16].
+    #[arg(long, env = "BULKHEAD_BULK_IN_FLIGHT")]
+    pub bulk_in_flight: Option<usize>,
     /// Time budget of one query for tiers that set none, in milliseconds [default: 5000].
     #[arg(long, env = "BULKHEAD_QUERY_TIME_MS")]
     pub query_time_ms: Option<u64>,
@@ -172,6 +176,7 @@ pub struct Config {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub audit_retention: Option<Duration>,
+    pub bulk_in_flight: usize,
     pub query_time_ms: u64,
     pub query_rows_examined: u64,
     pub bulk_max_bytes: u64,
@@ -279,6 +284,10 @@ impl Config {
                     .or(file.limits.header_timeout_secs)
                     .unwrap_or(30),
             ),
+            bulk_in_flight: args
+                .bulk_in_flight
+                .or(file.limits.bulk_in_flight)
+                .unwrap_or(16),
             audit_retention: args
                 .audit_retention_days
                 .or(file.limits.audit_retention_days)
@@ -363,6 +372,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");
+        }
+        if self.bulk_in_flight == 0 {
+            bail!("limits.bulk_in_flight (--bulk-in-flight) must be at least 1");
         }
         if self.max_connections == 0 {
             bail!("limits.max_connections (--max-connections) must be at least 1");

@@ -135,7 +135,9 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
             request_timeout: config.request_timeout,
             max_connections: config.max_connections,
             header_timeout: config.header_timeout,
+            bulk_in_flight: config.bulk_in_flight,
         },
+        bulk_slots: Arc::new(tokio::sync::Semaphore::new(config.bulk_in_flight)),
     };
     Ok(Node {
         catalog,

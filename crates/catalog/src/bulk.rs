@@ -18,6 +18,12 @@ use crate::{Catalog, Ctx};
 
 /// Operations per transaction of a bulk request.
 pub const BULK_CHUNK: usize = 1000;
+/// A chunk is also applied once its lines add up to this many bytes, so one request holds a
+/// bounded amount of parsed data whatever its lines' size.
+pub const BULK_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Per-line results a report lists at most; past that the counts stay exact and the report
+/// says `results_truncated` (ask for `results=errors` to see every failed line of a big body).
+pub const MAX_RESULTS: usize = 10_000;
 
 /// Which lines a bulk report lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -52,21 +58,27 @@ impl Catalog {
             .unwrap_or(self.inner().options.bulk_max_bytes))
     }
 
-    /// Applies an NDJSON body: each line a record to create, or an envelope
+    /// Starts a bulk request: admits and authorizes it once (rate, concurrency slot, audit).
+    /// Each chunk then passes the tenant's write gate and is routed afresh, so a body that
+    /// streams in slowly never holds the gate between chunks, lands where the tenant is now
+    /// (a move may switch meanwhile), and stops if the tenant's life the request began in
+    /// ended. Lines are pushed one at a time as the body
+    /// streams in ([`BulkSession::push_line`]); each is validated at once, valid ones commit
+    /// in transactions of [`BULK_CHUNK`] lines (or [`BULK_CHUNK_BYTES`]), and a bad line fails
+    /// alone, with its number. A line is either a record to create or an envelope
     /// `{"op": "create" | "upsert" | "delete", "id": …, "record": {…}}` (an envelope only when
-    /// the collection has no field named `op`). Lines are validated one by one; valid ones
-    /// commit in transactions of [`BULK_CHUNK`]; a bad line fails alone, with its number.
-    pub async fn bulk_records(
+    /// the collection has no field named `op`).
+    pub async fn bulk_begin(
         &self,
         ctx: &Ctx,
         named: Option<&TenantId>,
         collection: &CollectionName,
-        body: &[u8],
         which: BulkResults,
-    ) -> Result<BulkReport, Error> {
+    ) -> Result<BulkSession, Error> {
         let (scope, ticket) = self
             .write_scope(ctx, named, "record.bulk", collection.as_str())
             .await?;
+        drop(ticket);
         let permission = scope.permission(collection);
         if ![Action::Create, Action::Update, Action::Delete]
             .into_iter()
@@ -77,64 +89,38 @@ impl Catalog {
         let collection = self.collection(collection)?;
         let view = permission.view(&collection);
         let rule = permission.rule(&collection)?;
-        let now = self.inner().clock.now();
-        let engine = self.engine(&scope.placement().domain)?;
-        let mut report = BulkReport::default();
-        let mut pending: Vec<(u64, BulkOp)> = Vec::with_capacity(BULK_CHUNK);
-        let mut lines = Vec::new();
-        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-            let line = i as u64 + 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let parsed = if permission.hidden().is_empty() {
-                parse_line(&collection, raw)
-            } else {
-                parse_line(&view, raw).and_then(|_| parse_line(&collection, raw))
-            };
-            match parsed.and_then(|op| line_allowed(&permission, rule.as_ref(), op, now)) {
-                Ok(op) => pending.push((line, op)),
-                Err(e) => lines.push(failed(line, None, &e)),
-            }
-            if pending.len() >= BULK_CHUNK {
-                let chunk = std::mem::take(&mut pending);
-                self.apply_chunk(
-                    engine.as_ref(),
-                    &scope,
-                    &ticket,
-                    &collection,
-                    chunk,
-                    &mut lines,
-                )
-                .await;
-            }
+        Ok(BulkSession {
+            catalog: self.clone(),
+            ctx: ctx.clone(),
+            named: named.cloned(),
+            scope,
+            now: self.inner().clock.now(),
+            permission,
+            view,
+            rule,
+            collection,
+            which,
+            line: 0,
+            pending: Vec::with_capacity(BULK_CHUNK),
+            pending_bytes: 0,
+            report: BulkReport::default(),
+        })
+    }
+
+    /// A whole NDJSON body at once (see [`Catalog::bulk_begin`]).
+    pub async fn bulk_records(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        collection: &CollectionName,
+        body: &[u8],
+        which: BulkResults,
+    ) -> Result<BulkReport, Error> {
+        let mut session = self.bulk_begin(ctx, named, collection, which).await?;
+        for raw in body.split(|b| *b == b'\n') {
+            session.push_line(raw).await;
         }
-        if !pending.is_empty() {
-            self.apply_chunk(
-                engine.as_ref(),
-                &scope,
-                &ticket,
-                &collection,
-                pending,
-                &mut lines,
-            )
-            .await;
-        }
-        lines.sort_by_key(|l| l.line);
-        for line in &lines {
-            match line.status {
-                201 => report.created += 1,
-                200 => report.updated += 1,
-                204 => report.deleted += 1,
-                _ => report.failed += 1,
-            }
-        }
-        report.results = match which {
-            BulkResults::All => lines,
-            BulkResults::Errors => lines.into_iter().filter(|l| l.status >= 400).collect(),
-        };
-        Ok(report)
+        Ok(session.finish().await)
     }
 
     async fn apply_chunk(
@@ -197,6 +183,152 @@ impl Catalog {
                 }
             }
         }
+    }
+}
+
+/// A bulk request in progress (see [`Catalog::bulk_begin`]). Holds at most one chunk of
+/// parsed lines, so memory stays bounded whatever the body's size.
+pub struct BulkSession {
+    catalog: Catalog,
+    ctx: Ctx,
+    named: Option<TenantId>,
+    /// The scope the request was admitted with: it holds the tenant's concurrency slot to the
+    /// end, and names the life every chunk must still belong to.
+    scope: TenantScope,
+    now: bulkhead_core::time::Timestamp,
+    permission: Permission,
+    view: Collection,
+    rule: Option<Predicate>,
+    collection: std::sync::Arc<Collection>,
+    which: BulkResults,
+    line: u64,
+    pending: Vec<(u64, BulkOp)>,
+    pending_bytes: usize,
+    report: BulkReport,
+}
+
+impl BulkSession {
+    /// One line of the body (without its `\n`); blank lines are skipped but counted.
+    pub async fn push_line(&mut self, raw: &[u8]) {
+        self.line += 1;
+        let line = self.line;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let parsed = if self.permission.hidden().is_empty() {
+            parse_line(&self.collection, raw)
+        } else {
+            parse_line(&self.view, raw).and_then(|_| parse_line(&self.collection, raw))
+        };
+        match parsed.and_then(|op| line_allowed(&self.permission, self.rule.as_ref(), op, self.now))
+        {
+            Ok(op) => {
+                self.pending.push((line, op));
+                self.pending_bytes += raw.len();
+            }
+            Err(e) => self.record(vec![failed(line, None, &e)]),
+        }
+        if self.pending.len() >= BULK_CHUNK || self.pending_bytes >= BULK_CHUNK_BYTES {
+            self.flush().await;
+        }
+    }
+
+    /// Fails one line that could not be read whole (too long, or past the body's limit).
+    pub fn fail_line(&mut self, error: &Error) {
+        self.line += 1;
+        self.record(vec![failed(self.line, None, error)]);
+    }
+
+    /// Lines pushed so far.
+    pub fn lines(&self) -> u64 {
+        self.line
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let mut out = Vec::with_capacity(chunk.len());
+        let entered = self
+            .catalog
+            .write_scope_as(
+                &self.ctx,
+                self.named.as_ref(),
+                "record.bulk",
+                self.collection.name.as_str(),
+                crate::records::Admit::Continuation,
+            )
+            .await
+            .and_then(|(scope, ticket)| {
+                // Another life of the tenant id is another tenant: the request ends here.
+                if scope.placement().incarnation != self.scope.placement().incarnation {
+                    return Err(crate::tenants::tenant_not_found());
+                }
+                let engine = self.catalog.engine(&scope.placement().domain)?;
+                Ok((scope, ticket, engine))
+            });
+        match entered {
+            Ok((scope, ticket, engine)) => {
+                self.catalog
+                    .apply_chunk(
+                        engine.as_ref(),
+                        &scope,
+                        &ticket,
+                        &self.collection,
+                        chunk,
+                        &mut out,
+                    )
+                    .await;
+            }
+            Err(error) => {
+                for (line, op) in chunk {
+                    out.push(failed(line, Some(op_id(&op).to_owned()), &error));
+                }
+            }
+        }
+        self.record(out);
+    }
+
+    /// Counts results, and keeps those the caller asked for, up to [`MAX_RESULTS`].
+    fn record(&mut self, lines: Vec<BulkLine>) {
+        for line in lines {
+            match line.status {
+                201 => self.report.created += 1,
+                200 => self.report.updated += 1,
+                204 => self.report.deleted += 1,
+                _ => self.report.failed += 1,
+            }
+            let wanted = match self.which {
+                BulkResults::All => true,
+                BulkResults::Errors => line.status >= 400,
+            };
+            if !wanted {
+                continue;
+            }
+            if self.report.results.len() < MAX_RESULTS {
+                self.report.results.push(line);
+            } else {
+                self.report.results_truncated = true;
+            }
+        }
+    }
+
+    /// Applies what is left and returns the report (results in line order).
+    pub async fn finish(mut self) -> BulkReport {
+        self.flush().await;
+        let mut report = std::mem::take(&mut self.report);
+        report.results.sort_by_key(|l| l.line);
+        report
+    }
+}
+
+fn op_id(op: &BulkOp) -> &str {
+    match op {
+        BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.as_str(),
+        BulkOp::Delete(id) => id.as_str(),
     }
 }
 

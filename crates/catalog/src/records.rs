@@ -41,6 +41,14 @@ fn precondition(header: Option<i64>, body: Option<i64>) -> Result<Option<i64>, E
     }
 }
 
+/// Whether resolving a data scope admits a new request (rate, concurrency, metering,
+/// platform-admin audit) or continues one already admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Request,
+    Continuation,
+}
+
 impl Catalog {
     /// Resolves and authorizes the tenant a data request acts on. Denials are audited; so is
     /// every platform-admin access, synchronously, before any data is read or written.
@@ -52,7 +60,10 @@ impl Catalog {
         op: &str,
         target: &str,
     ) -> Result<TenantScope, Error> {
-        Ok(self.resolve_data(ctx, named, action, op, target).await?.0)
+        Ok(self
+            .resolve_data(ctx, named, action, op, target, Admit::Request)
+            .await?
+            .0)
     }
 
     /// [`Catalog::data_scope`], with the route the scope was built from.
@@ -63,6 +74,7 @@ impl Catalog {
         action: DataAction,
         op: &str,
         target: &str,
+        admit: Admit,
     ) -> Result<(TenantScope, TenantRoute), Error> {
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
@@ -76,6 +88,9 @@ impl Catalog {
         let scope = access::authorize_data(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
         Catalog::tag_tenant(&tenant);
+        if admit == Admit::Continuation {
+            return Ok((scope, route));
+        }
         let limits = &policy.limits;
         let admitted = (self.inner().rates.admit(&tenant, limits))
             .and_then(|()| self.inner().rates.enter(&tenant, limits));
@@ -120,6 +135,21 @@ impl Catalog {
         op: &str,
         target: &str,
     ) -> Result<(TenantScope, WriteTicket), Error> {
+        self.write_scope_as(ctx, named, op, target, Admit::Request)
+            .await
+    }
+
+    /// [`Catalog::write_scope`] for the next part of a request already admitted (a bulk
+    /// body's next chunk): authorized and routed afresh — so it lands where the tenant is
+    /// now, and stops if the tenant was deleted — but not rate-limited or counted again.
+    pub(crate) async fn write_scope_as(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        op: &str,
+        target: &str,
+        admit: Admit,
+    ) -> Result<(TenantScope, WriteTicket), Error> {
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
         self.check_lease()?;
@@ -135,7 +165,7 @@ impl Catalog {
                 .await
                 .map_err(|_| crate::moves::tenant_moving(wait))?;
             let (scope, route) = self
-                .resolve_data(ctx, named, DataAction::Write, op, target)
+                .resolve_data(ctx, named, DataAction::Write, op, target, admit)
                 .await?;
             if self.is_shared() && !ticket.tracked_here() {
                 if route.placement.write_state == WriteState::Frozen {

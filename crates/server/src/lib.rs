@@ -4,6 +4,7 @@
 //! span carrying it and, once known, the tenant. Every route has a body limit and a timeout;
 //! any error a layer produces (timeout, panic, 405) still leaves with the standard error body.
 
+mod bulk_body;
 mod drain;
 pub mod error;
 pub mod extract;
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     /// How long a connection may take to send a request's head, and how long an idle
     /// keep-alive connection is kept waiting for its next request.
     pub header_timeout: Duration,
+    /// Bulk bodies applied at once on this server.
+    pub bulk_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
             header_timeout: Duration::from_secs(30),
+            bulk_in_flight: 16,
         }
     }
 }
@@ -56,6 +60,9 @@ impl Default for ServerConfig {
 pub struct AppState {
     pub catalog: Catalog,
     pub config: ServerConfig,
+    /// Bulk bodies this server applies at once (`ServerConfig::bulk_in_flight`); one more
+    /// answers 503 with `Retry-After`.
+    pub bulk_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -322,6 +322,7 @@ async fn bulk(
     NamedTenant(named): NamedTenant,
     Path(collection): Path<String>,
     query: Result<Query<BulkQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
@@ -331,16 +332,39 @@ async fn bulk(
         .bulk_limit(&ctx, named.as_ref(), &collection)
         .await?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         bulkhead_core::Error::new(
             bulkhead_core::ErrorKind::PayloadTooLarge,
             "payload_too_large",
             format!("a bulk body may be at most {limit} bytes on this tenant's tier; split it"),
         )
-    })?;
-    let report = state
+    };
+    // A declared length over the limit is refused before anything is read or applied.
+    if declared_length(&headers).is_some_and(|len| len > limit as u64) {
+        return Err(too_large().into());
+    }
+    let Ok(_slot) = state.bulk_slots.clone().try_acquire_owned() else {
+        return Err(bulkhead_core::Error::new(
+            bulkhead_core::ErrorKind::Unavailable,
+            "busy",
+            "this server is applying as many bulk bodies as it takes at once; retry shortly",
+        )
+        .into());
+    };
+    let mut session = state
         .catalog
-        .bulk_records(&ctx, named.as_ref(), &collection, &bytes, query.results)
+        .bulk_begin(&ctx, named.as_ref(), &collection, query.results)
         .await?;
-    Ok(axum::Json(report).into_response())
+    crate::bulk_body::feed(body, limit, state.config.body_limit, &mut session).await;
+    Ok(axum::Json(session.finish().await).into_response())
+}
+
+/// The request's `Content-Length`, when it sent a sane one.
+fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -1,0 +1,88 @@
+//! Reads a bulk body as it streams in and hands it to the catalog line by line, so memory
+//! stays bounded whatever the body's size: at most one line (up to the request body limit)
+//! is buffered here, and the catalog holds at most one chunk of parsed lines.
+//!
+//! A line longer than the request body limit fails alone (`line_too_long`) and is skipped
+//! to its end. A body that outgrows the tier's bulk limit without having declared its length
+//! stops being read there: the lines before it were applied, and the report ends with one
+//! failed line saying so (a declared length over the limit is refused before anything is
+//! read). A body the client stops sending ends the same way.
+
+use bulkhead_catalog::BulkSession;
+use bulkhead_core::error::{Error, ErrorKind};
+use futures_util::StreamExt;
+
+fn line_too_long(max_line: usize) -> Error {
+    Error::bad_request(
+        "line_too_long",
+        format!("a line may be at most {max_line} bytes (the request body limit)"),
+    )
+}
+
+pub async fn feed(
+    body: axum::body::Body,
+    limit: usize,
+    max_line: usize,
+    session: &mut BulkSession,
+) {
+    let mut stream = body.into_data_stream();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut skipping = false;
+    let mut read = 0usize;
+    while let Some(next) = stream.next().await {
+        let data = match next {
+            Ok(data) => data,
+            Err(_) => {
+                session.fail_line(&Error::bad_request(
+                    "body_incomplete",
+                    "the body ended before it was complete; the lines before this one were applied",
+                ));
+                return;
+            }
+        };
+        read += data.len();
+        if read > limit {
+            session.fail_line(&Error::new(
+                ErrorKind::PayloadTooLarge,
+                "payload_too_large",
+                format!(
+                    "the body grew past this tenant's bulk limit of {limit} bytes here; the lines \
+                     before this one were applied, the rest was not read"
+                ),
+            ));
+            return;
+        }
+        let mut rest: &[u8] = &data;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(end);
+            rest = &after[1..];
+            if skipping {
+                skipping = false;
+                continue;
+            }
+            if buffer.len() + line.len() > max_line {
+                session.fail_line(&line_too_long(max_line));
+                buffer.clear();
+                continue;
+            }
+            if buffer.is_empty() {
+                session.push_line(line).await;
+            } else {
+                buffer.extend_from_slice(line);
+                session.push_line(&buffer).await;
+                buffer.clear();
+            }
+        }
+        if !skipping {
+            buffer.extend_from_slice(rest);
+            if buffer.len() > max_line {
+                session.fail_line(&line_too_long(max_line));
+                buffer = Vec::new();
+                skipping = true;
+            }
+        }
+    }
+    if !skipping && !buffer.is_empty() {
+        session.push_line(&buffer).await;
+    }
+}

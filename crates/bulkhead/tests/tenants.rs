@@ -487,3 +487,70 @@ async fn a_tenant_that_cannot_be_finished_at_start_does_not_stop_the_server() {
         server.log()
     );
 }
+
+/// A record holding NUL from before NUL was refused cannot be moved (no engine but the
+/// embedded one stores it): the move fails naming it and rolls back; the tenant keeps
+/// serving from where it was.
+#[tokio::test]
+async fn a_move_meeting_a_record_with_nul_fails_naming_it_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &[("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "legacy-nul", "free").await;
+    let token = key(&admin, "legacy-nul", TenantRole::Member).await;
+    let client = server.client(&token);
+    for id in ["fine", "old"] {
+        client
+            .create_record(&items(), &json!({"id": id, "title": "x"}))
+            .await
+            .unwrap();
+    }
+    server.stop();
+    {
+        let pool =
+            rusqlite::Connection::open(server.data_dir.join("domains/local/pool.db")).unwrap();
+        let changed = pool
+            .execute(
+                "UPDATE c_items SET f_title = 'a' || char(0) || 'b' WHERE id = 'old'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100")]);
+    let admin = server.admin();
+    let started = admin
+        .start_move(
+            &tid("legacy-nul"),
+            &bulkhead_api::StartMove {
+                isolation: Some(Isolation::Silo),
+                domain: None,
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ended = loop {
+        let view = admin.get_move(&started.id).await.unwrap();
+        if view.phase.is_final() {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck in {}",
+            view.phase
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(ended.phase, bulkhead_core::model::MovePhase::RolledBack);
+    let why = ended.error.unwrap_or_default();
+    assert!(why.contains("old") && why.contains("NUL"), "{why}");
+    let tenant = admin.get_tenant(&tid("legacy-nul")).await.unwrap();
+    assert_eq!(tenant.placement.isolation, Isolation::Pool);
+    let client = server.client(&token);
+    client
+        .get_record(&items(), &RecordId::parse("fine").unwrap())
+        .await
+        .unwrap();
+}

@@ -90,6 +90,16 @@ pub fn coerce(field_type: FieldType, value: &Value) -> Result<FieldValue, String
     }
 }
 
+/// Whether stored fields hold a NUL character (written before it was refused everywhere):
+/// such a record cannot be moved to an engine that cannot store it.
+pub fn holds_nul(fields: &Fields) -> bool {
+    fields.values().any(|value| match value {
+        FieldValue::Text(s) => s.contains('\0'),
+        FieldValue::Json(v) => nul_in(v).is_some(),
+        _ => false,
+    })
+}
+
 /// The JSON path (`$.a[2].b`) of the first string or key with a NUL character in `value`.
 fn nul_in(value: &Value) -> Option<String> {
     fn walk(value: &Value, path: &mut String) -> bool {

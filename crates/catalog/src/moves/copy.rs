@@ -107,6 +107,29 @@ async fn fetch(
         .collect())
 }
 
+/// Refuses to copy records holding a NUL character (stored before NUL was refused on every
+/// engine): no engine but the embedded one stores it, so the move stops here, naming them,
+/// and rolls back with the source untouched.
+pub(crate) fn refuse_unmovable(records: &[bulkhead_core::record::Record]) -> Result<(), Error> {
+    let bad: Vec<&str> = records
+        .iter()
+        .filter(|r| bulkhead_core::record::holds_nul(&r.fields))
+        .map(|r| r.id.as_str())
+        .take(10)
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        "unmovable_records",
+        format!(
+            "records {} hold the NUL character (\\u0000), which is not stored on every engine; \
+             change or delete them, then move again",
+            bad.join(", ")
+        ),
+    ))
+}
+
 /// Makes the target hold exactly what the source holds for `ids` (copies the changed ones,
 /// deletes the ones gone from the source). Returns how many records differed.
 pub(crate) async fn sync_ids(
@@ -140,6 +163,7 @@ pub(crate) async fn sync_ids(
             }
         }
         changed += copy.len() + gone.len();
+        refuse_unmovable(&copy)?;
         if !copy.is_empty() {
             sides
                 .target_engine

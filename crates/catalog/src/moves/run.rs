@@ -401,6 +401,7 @@ impl Catalog {
         c: &Collection,
         page: Vec<bulkhead_core::record::Record>,
     ) -> Result<(), Error> {
+        super::copy::refuse_unmovable(&page)?;
         match sides
             .target_engine
             .restore(&sides.target, c, page.clone())

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     #[command(flatten)]

@@ -71,6 +71,9 @@ pub async fn open_engine(
             let mut pg = PgConfig::new(url.expose());
             pg.data_url = spec.data_url.as_ref().map(|u| u.expose().to_owned());
             pg.statement_cache = !spec.transaction_pooler;
+            if let Some(size) = spec.pool_size {
+                pg.max_connections = size.max(1) as usize;
+            }
             let engine = tokio::time::timeout(pg.connect_timeout * 3, PgEngine::connect(pg, clock))
                 .await
                 .map_err(|_| {

@@ -86,7 +86,8 @@ impl Catalog {
         let policy = self.tier_policy(&route.tier).await?;
         let facts = Catalog::role_facts(ctx, &tenant, policy.ceiling);
         let scope = access::authorize_data(&ctx.principal, &route, action, facts)
-            .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
+            .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
+            .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
         Catalog::tag_tenant(&tenant);
         if admit == Admit::Continuation {
             return Ok((scope, route));

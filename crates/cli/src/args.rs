@@ -254,6 +254,10 @@ pub enum TierCmd {
         /// limit).
         #[arg(long)]
         max_concurrent_requests: Option<NonZeroU32>,
+        /// Connections of a PostgreSQL domain's shared pool one tenant may hold at once
+        /// (default: a quarter of the pool).
+        #[arg(long)]
+        max_domain_connections: Option<NonZeroU32>,
         /// An action no credential of this tier's tenants may perform (read, create, update,
         /// delete, aggregate, export); repeat for more.
         #[arg(long = "forbid", value_parser = parse_action)]
@@ -320,6 +324,9 @@ pub enum DomainCmd {
         /// Monthly cost of the domain, for cost attribution.
         #[arg(long, default_value_t = 0.0)]
         monthly_cost: f64,
+        /// postgres: data connections of the shared pool (default 16).
+        #[arg(long)]
+        pool_size: Option<u32>,
     },
 }
 

@@ -227,6 +227,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             requests_per_second,
             request_burst,
             max_concurrent_requests,
+            max_domain_connections,
             forbid,
             no_custom_roles,
         } => {
@@ -245,6 +246,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     requests_per_second,
                     request_burst,
                     max_concurrent_requests,
+                    max_domain_connections,
                 },
                 ceiling: Ceiling {
                     forbid: forbid.into_iter().collect(),
@@ -271,6 +273,7 @@ async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Resul
             capacity,
             bridge_tenants_per_file,
             monthly_cost,
+            pool_size,
         } => {
             if !monthly_cost.is_finite() || monthly_cost < 0.0 {
                 bail!("--monthly-cost must be a non-negative number, got {monthly_cost}");
@@ -285,6 +288,7 @@ async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Resul
                 bridge_tenants_per_file,
                 max_dedicated_tenants: capacity.unwrap_or(0),
                 monthly_cost,
+                pool_size,
             };
             let domain = client.put_domain(&name, &spec).await?;
             out.show(&domain, |d| output::domains(std::slice::from_ref(d)))

@@ -301,6 +301,7 @@ pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> Ten
         platform_admin: false,
         grant: Arc::new(Grant::unrestricted()),
         held: None,
+        connection_cap: None,
     }
 }
 
@@ -499,6 +500,9 @@ pub struct TenantScope {
     grant: Arc<Grant>,
     /// What the scope keeps taken while it is in use (a tenant's concurrency slot).
     held: Option<Held>,
+    /// Connections of a shared database server the tenant may hold at once (its tier's
+    /// `max_domain_connections`); engines with a shared pool enforce it.
+    connection_cap: Option<u32>,
 }
 
 /// Something a [`TenantScope`] keeps alive until its last clone is dropped.
@@ -518,6 +522,17 @@ impl TenantScope {
     pub fn holding(mut self, held: Held) -> Self {
         self.held = Some(held);
         self
+    }
+
+    /// Caps the shared database connections this tenant's work may hold at once. Changes
+    /// nothing the scope reaches.
+    pub fn with_connection_cap(mut self, cap: Option<u32>) -> Self {
+        self.connection_cap = cap;
+        self
+    }
+
+    pub fn connection_cap(&self) -> Option<u32> {
+        self.connection_cap
     }
 
     pub fn tenant(&self) -> &TenantId {
@@ -677,6 +692,7 @@ pub fn authorize_data(
         platform_admin,
         grant: Arc::new(grant),
         held: None,
+        connection_cap: None,
     })
 }
 

@@ -213,6 +213,11 @@ pub struct TierLimits {
     /// export counts until it ends); beyond it `429 too_many_concurrent_requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<NonZeroU32>,
+    /// Connections of a shared database server (a PostgreSQL domain's pool) one tenant may
+    /// hold at once; its further work waits for its own, never for its neighbours'. Default:
+    /// a quarter of the domain's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_domain_connections: Option<NonZeroU32>,
 }
 
 impl TierLimits {
@@ -263,6 +268,10 @@ pub struct DomainSpec {
     pub max_dedicated_tenants: u32,
     #[serde(default)]
     pub monthly_cost: f64,
+    /// `postgres`: data connections the domain's shared pool opens at most (pool and bridge
+    /// tenants share it; each silo database has its own). Default 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<u32>,
 }
 
 /// The engine kinds a domain may name.
@@ -293,6 +302,7 @@ impl DomainSpec {
             bridge_tenants_per_file: default_bridge_tenants_per_file(),
             max_dedicated_tenants: 0,
             monthly_cost: 0.0,
+            pool_size: None,
         }
     }
 

@@ -154,6 +154,16 @@ impl Pools {
         self.config.statement_cache
     }
 
+    /// Connections of the domain's shared pool.
+    pub fn pool_size(&self) -> usize {
+        self.config.max_connections
+    }
+
+    /// How long a request waits for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.config.acquire_timeout
+    }
+
     pub fn write_timeout(&self) -> Duration {
         self.config.write_timeout
     }

@@ -35,6 +35,28 @@ const COPY_THRESHOLD: usize = 16;
 pub struct PgEngine {
     pub(crate) pools: Arc<Pools>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Each tenant's share of the pool's connections.
+    pub(crate) shares: crate::shares::Shares,
+}
+
+/// A data connection and the tenant's share permit it was taken under (both given back
+/// when dropped).
+pub(crate) struct Client {
+    object: Object,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Client {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.object
+    }
 }
 
 fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
@@ -126,9 +148,27 @@ fn copy_type(field_type: FieldType) -> Type {
 }
 
 impl PgEngine {
-    /// A pooled data-role connection to the database holding the scope's placement.
-    async fn client(&self, scope: &TenantScope) -> Result<Object, PgError> {
-        self.pools.data(database_of(scope).as_deref()).await
+    /// A pooled data-role connection to the database holding the scope's placement, taken
+    /// under one of the tenant's share permits (its tier's cap, else a quarter of the pool).
+    async fn client(&self, scope: &TenantScope) -> Result<Client, PgError> {
+        let cap = scope
+            .connection_cap()
+            .unwrap_or_else(|| (self.pools.pool_size() / 4).max(1) as u32);
+        let share = self
+            .shares
+            .acquire(scope.storage_key(), cap, self.pools.acquire_timeout())
+            .await
+            .ok_or_else(|| {
+                // As when the pool itself has nothing free in time: 503, retry.
+                PgError::Engine(EngineError::PlacementMissing(format!(
+                    "no connection available: this tenant already holds its {cap} connections of the domain"
+                )))
+            })?;
+        let object = self.pools.data(database_of(scope).as_deref()).await?;
+        Ok(Client {
+            object,
+            _share: share,
+        })
     }
 
     /// [`begin`] for the scope's tenant with the write timeout (record reads and writes).

@@ -20,6 +20,7 @@ pub mod names;
 mod placements;
 mod records;
 mod search;
+mod shares;
 mod value;
 
 use std::time::Duration;

@@ -66,7 +66,11 @@ impl PgEngine {
         tx.commit().await?;
         // The data role can log in and reach the database.
         pools.data(None).await?.simple_query("SELECT 1").await?;
-        Ok(PgEngine { pools, clock })
+        Ok(PgEngine {
+            pools,
+            clock,
+            shares: crate::shares::Shares::default(),
+        })
     }
 
     /// The role tenant queries run as.

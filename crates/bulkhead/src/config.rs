@@ -51,6 +51,7 @@ pub struct LimitsFile {
     pub header_timeout_secs: Option<u64>,
     pub audit_retention_days: Option<u64>,
     pub bulk_in_flight: Option<usize>,
+    pub body_budget_bytes: Option<u64>,
     /// Defaults for tiers that set no limits of their own.
     pub query_time_ms: Option<u64>,
     pub query_rows_examined: Option<u64>,
@@ -98,6 +99,10 @@ pub struct ServeArgs {
     /// Bulk bodies applied at once on this server; one more answers 503 [default: 16].
     #[arg(long, env = "BULKHEAD_BULK_IN_FLIGHT")]
     pub bulk_in_flight: Option<usize>,
+    /// Bytes of request bodies held at once on this server; past it `503 busy`
+    /// [default: 268435456].
+    #[arg(long, env = "BULKHEAD_BODY_BUDGET")]
+    pub body_budget: Option<u64>,
     /// Time budget of one query for tiers that set none, in milliseconds [default: 5000].
     #[arg(long, env = "BULKHEAD_QUERY_TIME_MS")]
     pub query_time_ms: Option<u64>,
@@ -177,6 +182,7 @@ pub struct Config {
     pub header_timeout: Duration,
     pub audit_retention: Option<Duration>,
     pub bulk_in_flight: usize,
+    pub body_budget_bytes: u64,
     pub query_time_ms: u64,
     pub query_rows_examined: u64,
     pub bulk_max_bytes: u64,
@@ -284,6 +290,10 @@ impl Config {
                     .or(file.limits.header_timeout_secs)
                     .unwrap_or(30),
             ),
+            body_budget_bytes: args
+                .body_budget
+                .or(file.limits.body_budget_bytes)
+                .unwrap_or(256 * 1024 * 1024),
             bulk_in_flight: args
                 .bulk_in_flight
                 .or(file.limits.bulk_in_flight)
@@ -372,6 +382,13 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");
+        }
+        if self.body_budget_bytes < self.body_limit as u64 {
+            bail!(
+                "limits.body_budget_bytes (--body-budget) must hold at least one body of \
+                 limits.body_limit_bytes ({} bytes)",
+                self.body_limit
+            );
         }
         if self.bulk_in_flight == 0 {
             bail!("limits.bulk_in_flight (--bulk-in-flight) must be at least 1");

@@ -136,8 +136,10 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
             max_connections: config.max_connections,
             header_timeout: config.header_timeout,
             bulk_in_flight: config.bulk_in_flight,
+            body_budget_bytes: config.body_budget_bytes,
         },
         bulk_slots: Arc::new(tokio::sync::Semaphore::new(config.bulk_in_flight)),
+        body_budget: bulkhead_server::budget::budget(config.body_budget_bytes),
     };
     Ok(Node {
         catalog,

@@ -172,3 +172,67 @@ async fn stalled_and_excess_connections_cannot_take_the_server_down() {
         .await
         .unwrap();
 }
+
+/// Request bodies in flight share a server-wide memory budget: clients that declare large
+/// bodies and send them slowly cannot make the server hold more than it, and one more body
+/// gets `503 busy` with `Retry-After` while requests without a body go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_in_flight_share_a_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_BODY_BUDGET", "2097152"),
+            ("BULKHEAD_BODY_LIMIT", "1048576"),
+        ],
+    );
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let token = key(&admin, "acme", TenantRole::Member).await;
+    let acme = server.client(&token);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Two uploads that declare a whole body limit each and stall after their head.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /v1/collections/items/records HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 1048576\r\n\r\n{{\"title\": \""
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = acme
+        .create_record(&items(), &serde_json::json!({"title": "one more"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (busy.status(), busy.code()),
+        (Some(503), Some("busy")),
+        "{busy}"
+    );
+    // No body: not counted.
+    acme.list_records(&items(), &ListRecords::default())
+        .await
+        .unwrap();
+    drop(stalled);
+    // Once they are gone, their share of the budget is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match acme
+            .create_record(&items(), &serde_json::json!({"title": "now"}))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.code() == Some("busy") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -45,7 +45,7 @@ use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
-pub use bulk::{BulkResults, BulkSession};
+pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
 pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;

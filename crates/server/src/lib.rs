@@ -4,6 +4,7 @@
 //! span carrying it and, once known, the tenant. Every route has a body limit and a timeout;
 //! any error a layer produces (timeout, panic, 405) still leaves with the standard error body.
 
+pub mod budget;
 mod bulk_body;
 mod drain;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Bulk bodies applied at once on this server.
     pub bulk_in_flight: usize,
+    /// Bytes of request bodies this server holds at once ([`budget`]).
+    pub body_budget_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             header_timeout: Duration::from_secs(30),
             bulk_in_flight: 16,
+            body_budget_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct AppState {
     /// Bulk bodies this server applies at once (`ServerConfig::bulk_in_flight`); one more
     /// answers 503 with `Retry-After`.
     pub bulk_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Request bodies in flight on this server ([`budget`]).
+    pub body_budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            budget::bodies_in_flight,
         ))
         .layer(middleware::from_fn(normalise_errors))
         .layer(middleware::from_fn(request_context))

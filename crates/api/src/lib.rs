@@ -151,7 +151,12 @@ pub struct CreatedKey {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok` (`/healthz`); `ready` or `degraded` (`/readyz`: serving, with problems listed).
     pub status: String,
+    /// What does not work right now while the rest is served: domains whose engine is not
+    /// open, tenants whose interrupted provisioning or deletion waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A page of aggregation groups, each a flat object of group keys and metrics.

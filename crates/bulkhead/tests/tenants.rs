@@ -457,7 +457,7 @@ async fn a_tenant_that_cannot_be_finished_at_start_does_not_stop_the_server() {
     {
         let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
         conn.execute(
-            "UPDATE tenants SET status = 'provisioning' WHERE id = 'broken'",
+            "UPDATE tenants SET status = 'provisioning', updated_at = 0 WHERE id = 'broken'",
             [],
         )
         .unwrap();
@@ -486,6 +486,10 @@ async fn a_tenant_that_cannot_be_finished_at_start_does_not_stop_the_server() {
         "{}",
         server.log()
     );
+    // Readiness says so, and stays 200: the server serves everyone else.
+    let ready = server.admin().ready().await.unwrap();
+    assert_eq!(ready.status, "degraded");
+    assert_eq!(ready.problems, ["tenant broken waits in provisioning"]);
 }
 
 /// A record holding NUL from before NUL was refused cannot be moved (no engine but the

@@ -101,15 +101,25 @@ pub fn router(state: AppState) -> Router {
 async fn healthz() -> impl IntoResponse {
     axum::Json(Health {
         status: "ok".into(),
+        problems: Vec::new(),
     })
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.catalog.is_initialized().await {
-        Ok(true) => axum::Json(Health {
-            status: "ready".into(),
-        })
-        .into_response(),
+        Ok(true) => {
+            let problems = state.catalog.problems().await.unwrap_or_default();
+            axum::Json(Health {
+                status: if problems.is_empty() {
+                    "ready"
+                } else {
+                    "degraded"
+                }
+                .into(),
+                problems,
+            })
+            .into_response()
+        }
         _ => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

@@ -22,31 +22,7 @@ use serde_json::json;
 
 /// Every record a client sees in `items`, by id, with its title.
 async fn all_titles(client: &Client) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = client
-            .list_records(
-                &items(),
-                &ListRecords {
-                    limit: Some(1000),
-                    cursor,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        for r in &page.items {
-            out.push((
-                r["id"].as_str().unwrap().to_owned(),
-                r["title"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
+    common::all_titles(client).await.into_iter().collect()
 }
 
 /// No tenant storage is left that no live tenant owns.

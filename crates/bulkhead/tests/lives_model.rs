@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use bulkhead_api::StartMove;
 use bulkhead_client::{Client, ListRecords};
+use bulkhead_core::DomainName;
 use bulkhead_core::access::TenantRole;
-use bulkhead_core::model::{DomainSpec, Isolation, MovePhase, TierSpec};
-use bulkhead_core::{ConnectionUrl, DomainName, TierName};
+use bulkhead_core::model::{Isolation, MovePhase};
 use common::{Server, create_tenant, items, key, put_items, tid};
 use serde_json::json;
 
@@ -106,42 +106,11 @@ impl World {
         self.history.push(step);
     }
 
-    async fn all_records(&self, client: &Client) -> Result<BTreeMap<String, String>, String> {
-        let mut out = BTreeMap::new();
-        let mut cursor = None;
-        loop {
-            let page = client
-                .list_records(
-                    &items(),
-                    &ListRecords {
-                        limit: Some(1000),
-                        cursor,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            for r in page.items {
-                out.insert(
-                    r["id"].as_str().unwrap_or_default().to_owned(),
-                    r["title"].as_str().unwrap_or_default().to_owned(),
-                );
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(out),
-            }
-        }
-    }
-
     /// The server agrees with the model.
     async fn check(&self) {
         for (id, life) in &self.lives {
             let client = self.server.client(&life.key);
-            let found = match self.all_records(&client).await {
-                Ok(found) => found,
-                Err(e) => self.fail(format!("{id} (life {}): list failed: {e}", life.tag)),
-            };
+            let found = common::all_titles(&client).await;
             if found != life.records {
                 let foreign: Vec<_> = found
                     .iter()
@@ -456,33 +425,13 @@ async fn run(seed: u64, steps: usize, pg: Option<&bulkhead_pg_testkit::PgServer>
         ("premium".to_owned(), Isolation::Silo, "local".to_owned()),
     ];
     if let Some(pg) = pg {
-        let spec = DomainSpec {
-            engine: "postgres".into(),
-            url: Some(ConnectionUrl::new(pg.url("postgres"))),
-            silos: true,
-            ..DomainSpec::sqlite()
-        };
-        admin
-            .put_domain(&DomainName::parse("pg").unwrap(), &spec)
-            .await
-            .unwrap();
+        common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
         for (isolation, name) in [
             (Isolation::Pool, "pg-pool"),
             (Isolation::Bridge, "pg-bridge"),
             (Isolation::Silo, "pg-silo"),
         ] {
-            let tier = TierSpec {
-                isolation,
-                domains: vec![DomainName::parse("pg").unwrap()],
-                monthly_price: 0.0,
-                description: String::new(),
-                limits: Default::default(),
-                ceiling: Default::default(),
-            };
-            admin
-                .put_tier(&TierName::parse(name).unwrap(), &tier)
-                .await
-                .unwrap();
+            common::put_pg_tier(&admin, name, isolation, Default::default()).await;
             tiers.push((name.to_owned(), isolation, "pg".to_owned()));
         }
     }

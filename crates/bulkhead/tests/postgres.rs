@@ -255,29 +255,9 @@ async fn long_collection_and_field_names_work_on_postgres_and_never_meet() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
     let admin = server.admin();
-    let spec = DomainSpec {
-        engine: "postgres".into(),
-        url: Some(ConnectionUrl::new(pg.url("postgres"))),
-        silos: true,
-        ..DomainSpec::sqlite()
-    };
-    admin
-        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
-        .await
-        .unwrap();
+    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
     for (isolation, name) in MODELS {
-        let tier = TierSpec {
-            isolation,
-            domains: vec![DomainName::parse("pg").unwrap()],
-            monthly_price: 0.0,
-            description: String::new(),
-            limits: Default::default(),
-            ceiling: Default::default(),
-        };
-        admin
-            .put_tier(&TierName::parse(&format!("pg-{name}")).unwrap(), &tier)
-            .await
-            .unwrap();
+        common::put_pg_tier(&admin, &format!("pg-{name}"), isolation, Default::default()).await;
         create_tenant(&admin, &format!("long-{name}"), &format!("pg-{name}")).await;
     }
     let long_field = format!("code_{}", "k".repeat(57));
@@ -364,28 +344,8 @@ async fn nul_is_refused_alike_on_every_engine_and_a_bulk_line_with_it_fails_alon
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let admin = server.admin();
-    let spec = DomainSpec {
-        engine: "postgres".into(),
-        url: Some(ConnectionUrl::new(pg.url("postgres"))),
-        silos: true,
-        ..DomainSpec::sqlite()
-    };
-    admin
-        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
-        .await
-        .unwrap();
-    let tier = TierSpec {
-        isolation: Isolation::Pool,
-        domains: vec![DomainName::parse("pg").unwrap()],
-        monthly_price: 0.0,
-        description: String::new(),
-        limits: Default::default(),
-        ceiling: Default::default(),
-    };
-    admin
-        .put_tier(&TierName::parse("pg-pool").unwrap(), &tier)
-        .await
-        .unwrap();
+    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    common::put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
     let spec = serde_json::from_value(json!({"fields": {
         "title": {"type": "text", "required": true},
         "meta": {"type": "json"}
@@ -463,32 +423,12 @@ async fn a_tenant_flooding_a_postgres_domain_holds_only_its_share_of_the_pool() 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let admin = server.admin();
-    let spec = DomainSpec {
-        engine: "postgres".into(),
-        url: Some(ConnectionUrl::new(pg.url("postgres"))),
-        silos: true,
-        pool_size: Some(8),
-        ..DomainSpec::sqlite()
+    common::put_pg_domain(&admin, &pg.url("postgres"), Some(8)).await;
+    let tier = |cap: Option<u32>| bulkhead_core::model::TierLimits {
+        max_domain_connections: cap.and_then(std::num::NonZeroU32::new),
+        ..Default::default()
     };
-    admin
-        .put_domain(&DomainName::parse("pg").unwrap(), &spec)
-        .await
-        .unwrap();
-    let tier = |cap: Option<u32>| TierSpec {
-        isolation: Isolation::Pool,
-        domains: vec![DomainName::parse("pg").unwrap()],
-        monthly_price: 0.0,
-        description: String::new(),
-        limits: bulkhead_core::model::TierLimits {
-            max_domain_connections: cap.and_then(std::num::NonZeroU32::new),
-            ..Default::default()
-        },
-        ceiling: Default::default(),
-    };
-    admin
-        .put_tier(&TierName::parse("pg-shared").unwrap(), &tier(None))
-        .await
-        .unwrap();
+    common::put_pg_tier(&admin, "pg-shared", Isolation::Pool, tier(None)).await;
     put_items(&admin).await;
     create_tenant(&admin, "noisy", "pg-shared").await;
     create_tenant(&admin, "quiet", "pg-shared").await;
@@ -530,10 +470,7 @@ async fn a_tenant_flooding_a_postgres_domain_holds_only_its_share_of_the_pool() 
         ("share 2 of 8 (default)", None),
         ("share 8 of 8", Some(8)),
     ] {
-        admin
-            .put_tier(&TierName::parse("pg-shared").unwrap(), &tier(cap))
-            .await
-            .unwrap();
+        common::put_pg_tier(&admin, "pg-shared", Isolation::Pool, tier(cap)).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flood: Vec<_> = (0..32)
             .map(|_| {

@@ -268,3 +268,69 @@ pub fn slow_export(
         String::from_utf8_lossy(&rest).into_owned(),
     )
 }
+
+/// Registers the PostgreSQL server at `url` as domain `pg` (silos allowed; `pool_size`
+/// connections in its shared pool when given).
+pub async fn put_pg_domain(admin: &Client, url: &str, pool_size: Option<u32>) {
+    let spec = bulkhead_core::model::DomainSpec {
+        engine: "postgres".into(),
+        url: Some(bulkhead_core::ConnectionUrl::new(url)),
+        silos: true,
+        pool_size,
+        ..bulkhead_core::model::DomainSpec::sqlite()
+    };
+    admin
+        .put_domain(&bulkhead_core::DomainName::parse("pg").unwrap(), &spec)
+        .await
+        .unwrap();
+}
+
+/// A tier `name` placing tenants on domain `pg` with `isolation` and `limits`.
+pub async fn put_pg_tier(
+    admin: &Client,
+    name: &str,
+    isolation: bulkhead_core::model::Isolation,
+    limits: bulkhead_core::model::TierLimits,
+) {
+    let tier = bulkhead_core::model::TierSpec {
+        isolation,
+        domains: vec![bulkhead_core::DomainName::parse("pg").unwrap()],
+        monthly_price: 0.0,
+        description: String::new(),
+        limits,
+        ceiling: Default::default(),
+    };
+    admin
+        .put_tier(&TierName::parse(name).unwrap(), &tier)
+        .await
+        .unwrap();
+}
+
+/// Every record `client` sees in `items`: id → title.
+pub async fn all_titles(client: &Client) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .list_records(
+                &items(),
+                &bulkhead_client::ListRecords {
+                    limit: Some(1000),
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        for r in &page.items {
+            out.insert(
+                r["id"].as_str().unwrap_or_default().to_owned(),
+                r["title"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}

@@ -30,6 +30,15 @@ use crate::store::params;
 use crate::tenants::{read_tenant, set_status, tenant_not_found};
 use crate::{AuditEvent, Catalog, Ctx, audit};
 
+/// A row's tenant (column 0) and life (column 1).
+fn life_of(row: &crate::store::Row) -> crate::store::StoreResult<(TenantId, Incarnation)> {
+    let bad = |e: Error| crate::store::malformed(e.message);
+    Ok((
+        TenantId::parse(&row.get::<String>(0)?).map_err(bad)?,
+        Incarnation::parse(&row.get::<String>(1)?).map_err(bad)?,
+    ))
+}
+
 /// How long one wait for a tenant's writes in flight lasts before it is logged and repeated.
 /// Writes are bounded by the request timeout, and bulk requests stop at their next chunk.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -237,13 +246,10 @@ impl Catalog {
                     )?;
                     rows.iter()
                         .map(|r| {
-                            let bad = |e: Error| crate::store::malformed(e.message);
-                            Ok((
-                                TenantId::parse(&r.get::<String>(0)?).map_err(bad)?,
-                                Incarnation::parse(&r.get::<String>(1)?).map_err(bad)?,
-                                serde_json::from_str(&r.get::<String>(2)?)
-                                    .map_err(crate::store::malformed)?,
-                            ))
+                            let (tenant, life) = life_of(r)?;
+                            let placements = serde_json::from_str(&r.get::<String>(2)?)
+                                .map_err(crate::store::malformed)?;
+                            Ok((tenant, life, placements))
                         })
                         .collect()
                 })
@@ -298,15 +304,7 @@ impl Catalog {
                          WHERE t.status = 'deleting'",
                         &[],
                     )?;
-                    rows.iter()
-                        .map(|r| {
-                            let bad = |e: Error| crate::store::malformed(e.message);
-                            Ok((
-                                TenantId::parse(&r.get::<String>(0)?).map_err(bad)?,
-                                Incarnation::parse(&r.get::<String>(1)?).map_err(bad)?,
-                            ))
-                        })
-                        .collect()
+                    rows.iter().map(life_of).collect()
                 })
             })
             .await?;
@@ -315,44 +313,6 @@ impl Catalog {
             self.finish_deletion(&id, &life, "system:takeover").await?;
         }
         Ok(())
-    }
-}
-
-impl Catalog {
-    /// What does not work right now while the rest is served (`/readyz`): domains whose
-    /// engine is not open here, and tenants whose interrupted provisioning or deletion waits.
-    pub async fn problems(&self) -> Result<Vec<String>, Error> {
-        // Waiting: in that state for more than a few seconds (a creation or deletion in
-        // progress is not a problem).
-        let before = self.inner().clock.now().as_micros() - 5_000_000;
-        let (domains, waiting) = self
-            .blocking(move |store| {
-                store.read(|tx| {
-                    let domains = crate::domains::read_domains(tx)?;
-                    let rows = tx.query(
-                        "SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting') \
-                         AND updated_at < ?1 ORDER BY id LIMIT 20",
-                        params![before],
-                    )?;
-                    let waiting = rows
-                        .iter()
-                        .map(|r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))
-                        .collect::<crate::store::StoreResult<Vec<_>>>()?;
-                    Ok((domains, waiting))
-                })
-            })
-            .await?;
-        let mut problems: Vec<String> = domains
-            .into_iter()
-            .filter(|(name, _)| !self.inner().engines.contains(name))
-            .map(|(name, _)| format!("domain {name} is unavailable"))
-            .collect();
-        problems.extend(
-            waiting
-                .into_iter()
-                .map(|(id, status)| format!("tenant {id} waits in {status}")),
-        );
-        Ok(problems)
     }
 }
 

@@ -518,3 +518,30 @@ async fn a_flood_of_bad_credentials_is_counted_not_written_row_by_row() {
         .sum();
     assert_eq!(counted, 2000, "every failure is counted: {details:?}");
 }
+
+/// Two Authorization headers are refused (400), never served as the first or the last: a
+/// proxy and this server could otherwise disagree about who is calling.
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    use std::io::{Read, Write};
+    let (_dir, server, _member, _record) = start().await;
+    let real = common::key(&server.admin(), "acme", TenantRole::Member).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/collections/items/records HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {real}\r\nAuthorization: Bearer other\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("ambiguous_credentials"), "{response}");
+}

@@ -62,6 +62,42 @@ impl Catalog {
         if let Some(rule) = &request.rule {
             permissions::parse_rule(rule)?;
         }
+        // A token only narrows its parent: asking for what the parent may not do is an error
+        // now, not a token that fails on use.
+        let named: Vec<bulkhead_core::CollectionName> = match &request.collections {
+            Some(named) => named.clone(),
+            None => self.collections_snapshot().keys().cloned().collect(),
+        };
+        let lacking: Vec<String> = request
+            .actions
+            .iter()
+            .filter_map(|action| {
+                let missing: Vec<&str> = named
+                    .iter()
+                    .filter(|c| !scope.permission(c).allows(*action))
+                    .map(|c| c.as_str())
+                    .collect();
+                let refused = !named.is_empty()
+                    && match &request.collections {
+                        Some(_) => !missing.is_empty(),
+                        // Over every collection: refused where the parent may do it nowhere.
+                        None => missing.len() == named.len(),
+                    };
+                refused.then(|| match &request.collections {
+                    Some(_) => format!("{} on {}", action.as_str(), missing.join(", ")),
+                    None => action.as_str().to_owned(),
+                })
+            })
+            .collect();
+        if !lacking.is_empty() {
+            return Err(Error::bad_request(
+                "token_exceeds_parent",
+                format!(
+                    "a token only narrows its parent, which may not: {}",
+                    lacking.join("; ")
+                ),
+            ));
+        }
         let now = self.inner().clock.now();
         let mut id = [0u8; 12];
         getrandom::fill(&mut id).map_err(|_| Error::internal())?;

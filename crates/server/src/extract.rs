@@ -19,9 +19,18 @@ use crate::error::{ApiError, current_request_id};
 pub struct Auth(pub Ctx);
 
 fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two credentials: which one counts would depend on who reads the request (a proxy, a
+    // log, this server), so none does.
+    if values.next().is_some() {
+        return Err(Error::bad_request(
+            "ambiguous_credentials",
+            "send one Authorization header, not several",
+        ));
+    }
     let value = value.to_str().map_err(|_| {
         Error::new(
             ErrorKind::Unauthenticated,

@@ -203,18 +203,38 @@ async fn tenant_tokens_only_narrow_and_die_with_their_parent() {
         401
     );
 
-    // A narrower parent cannot be widened by its token.
+    // A narrower parent cannot be widened by its token: asking for more is refused at mint
+    // time, naming what the parent lacks.
     let viewer = env
         .server
         .client(&key(&admin, "acme", TenantRole::Viewer).await);
     let sneaky = viewer
         .mint_token(&mint(&[Action::Read, Action::Create], None, None))
         .await
+        .unwrap_err();
+    assert_eq!(
+        (sneaky.status(), sneaky.code()),
+        (Some(400), Some("token_exceeds_parent")),
+        "{sneaky}"
+    );
+    assert!(sneaky.to_string().contains("create"), "{sneaky}");
+    let on_items = viewer
+        .mint_token(&mint(&[Action::Delete], Some(&["items"]), None))
+        .await
+        .unwrap_err();
+    assert!(
+        on_items.to_string().contains("delete on items"),
+        "{on_items}"
+    );
+    // What it may do, it may hand on.
+    let reader = viewer
+        .mint_token(&mint(&[Action::Read], None, None))
+        .await
         .unwrap();
     assert_eq!(
         expect_err(
             env.server
-                .client(&sneaky.token)
+                .client(&reader.token)
                 .create_record(&items(), &json!({"title": "x"}))
                 .await
         )

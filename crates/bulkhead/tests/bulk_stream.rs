@@ -83,7 +83,20 @@ async fn bulk_bodies_stream_with_bounded_memory_and_clear_limits() {
     let token = key(&admin, "acme", TenantRole::Member).await;
     let acme = server.client(&token);
 
-    // A line longer than the request body limit fails alone; its neighbours are applied.
+    // A bulk body is NDJSON: another content type is refused before anything is read.
+    let resp = acme
+        .raw(
+            "POST".parse().unwrap(),
+            "/v1/collections/items/records:bulk",
+            Some(lines(900_000, 2)),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 415, "{}", String::from_utf8_lossy(&resp.body));
+
+    // A line longer than the request body limit fails alone (413 for that line); its
+    // neighbours are applied.
     let mut body = lines(0, 5);
     body.extend_from_slice(format!("{{\"title\":\"{}\"}}\n", "x".repeat(70_000)).as_bytes());
     body.extend_from_slice(&lines(5, 5));
@@ -94,6 +107,7 @@ async fn bulk_bodies_stream_with_bounded_memory_and_clear_limits() {
         report.results[0].error.as_ref().unwrap().code,
         "line_too_long"
     );
+    assert_eq!(report.results[0].status, 413);
 
     // A declared length over the tier's limit is refused before anything is applied.
     let err = acme

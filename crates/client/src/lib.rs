@@ -220,9 +220,21 @@ impl Client {
         body: Option<Vec<u8>>,
         if_match: Option<i64>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.send_as(method, url, body.map(|b| ("application/json", b)), if_match)
+            .await
+    }
+
+    /// [`Client::send`] with a body of the given content type.
+    async fn send_as(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, Vec<u8>)>,
+        if_match: Option<i64>,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut request = self.request(method, url);
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        if let Some((content_type, body)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(body);
         }
         if let Some(version) = if_match {
             request = request.header(IF_MATCH, if_match_value(version));
@@ -260,8 +272,20 @@ impl Client {
         body: Option<Vec<u8>>,
         if_match: Option<i64>,
     ) -> Result<T, ClientError> {
+        self.call_as(method, url, body.map(|b| ("application/json", b)), if_match)
+            .await
+    }
+
+    /// [`Client::call`] with a body of the given content type.
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, Vec<u8>)>,
+        if_match: Option<i64>,
+    ) -> Result<T, ClientError> {
         let what = format!("{method} {}", url.path());
-        let bytes = self.send(method, url, body, if_match).await?;
+        let bytes = self.send_as(method, url, body, if_match).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Decode(format!("unexpected response to {what}: {e}")))
     }

@@ -421,7 +421,13 @@ impl Client {
             &["v1", "collections", collection.as_str(), "records:bulk"],
             &[("results", results)],
         )?;
-        self.call(Method::POST, url, Some(ndjson), None).await
+        self.call_as(
+            Method::POST,
+            url,
+            Some(("application/x-ndjson", ndjson)),
+            None,
+        )
+        .await
     }
 
     fn record_url(

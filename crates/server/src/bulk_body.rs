@@ -13,7 +13,9 @@ use bulkhead_core::error::{Error, ErrorKind};
 use futures_util::StreamExt;
 
 fn line_too_long(max_line: usize) -> Error {
-    Error::bad_request(
+    // As a single record's body that large would be: 413, for this line alone.
+    Error::new(
+        ErrorKind::PayloadTooLarge,
         "line_too_long",
         format!("a line may be at most {max_line} bytes (the request body limit)"),
     )

@@ -327,6 +327,7 @@ async fn bulk(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
     let collection = CollectionName::parse(&collection)?;
+    require_ndjson(&headers)?;
     let limit = state
         .catalog
         .bulk_limit(&ctx, named.as_ref(), &collection)
@@ -357,6 +358,38 @@ async fn bulk(
         .await?;
     crate::bulk_body::feed(body, limit, state.config.body_limit, &mut session).await;
     Ok(axum::Json(session.finish().await).into_response())
+}
+
+/// A bulk body is NDJSON (JSON lines): other content types are refused before it is read.
+fn require_ndjson(headers: &axum::http::HeaderMap) -> Result<(), bulkhead_core::Error> {
+    const ACCEPTED: [&str; 5] = [
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/json-lines",
+        "application/x-jsonlines",
+    ];
+    let given = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match given {
+        Some(t) if ACCEPTED.contains(&t.as_str()) => Ok(()),
+        other => Err(bulkhead_core::Error::new(
+            bulkhead_core::ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+            format!(
+                "a bulk body is NDJSON: send Content-Type: application/x-ndjson (got {})",
+                other.as_deref().unwrap_or("none")
+            ),
+        )),
+    }
 }
 
 /// The request's `Content-Length`, when it sent a sane one.

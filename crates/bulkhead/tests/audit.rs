@@ -261,3 +261,65 @@ async fn audit_rows_past_their_retention_are_removed_and_the_removal_audited() {
         "recent rows stay"
     );
 }
+
+/// Operators tune tiers but cannot loosen them: an admin bans `export` on the free tier and
+/// caps its rate; an operator's attempts to lift the ban or raise the rate are 403 and
+/// audited, while tightening further works.
+#[tokio::test]
+async fn operators_cannot_weaken_a_tiers_ceiling_or_raise_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let free = bulkhead_core::TierName::parse("free").unwrap();
+    let mut spec = admin
+        .list_tiers()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|t| t.name == free)
+        .unwrap()
+        .spec;
+    spec.ceiling
+        .forbid
+        .insert(bulkhead_core::permissions::Action::Export);
+    spec.limits.requests_per_second = std::num::NonZeroU32::new(10);
+    admin.put_tier(&free, &spec).await.unwrap();
+    let operator_key = CreatePlatformKey {
+        name: "ops".into(),
+        role: PlatformRole::Operator,
+        expires_in: None,
+    };
+    let operator = server.client(&admin.create_platform_key(&operator_key).await.unwrap().key);
+    let mut lifted = spec.clone();
+    lifted.ceiling.forbid.clear();
+    let err = operator.put_tier(&free, &lifted).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(err.to_string().contains("export"), "{err}");
+    let mut faster = spec.clone();
+    faster.limits.requests_per_second = std::num::NonZeroU32::new(100);
+    let err = operator.put_tier(&free, &faster).await.unwrap_err();
+    assert!(err.to_string().contains("requests_per_second"), "{err}");
+    let mut unlimited = spec.clone();
+    unlimited.limits.requests_per_second = None;
+    assert_eq!(
+        operator
+            .put_tier(&free, &unlimited)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+    // Tightening is fine.
+    let mut tighter = spec.clone();
+    tighter
+        .ceiling
+        .forbid
+        .insert(bulkhead_core::permissions::Action::Delete);
+    tighter.limits.requests_per_second = std::num::NonZeroU32::new(5);
+    operator.put_tier(&free, &tighter).await.unwrap();
+    let refused = common::audit_rows(&server.data_dir, |r| {
+        r.1 == "tier.put" && r.4 == "denied:forbidden"
+    });
+    assert_eq!(refused.len(), 3, "{refused:?}");
+}

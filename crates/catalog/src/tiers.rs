@@ -22,6 +22,54 @@ pub(crate) fn read_tier(tx: &dyn Tx, name: &TierName) -> StoreResult<Option<Tier
     raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
 }
 
+/// What `new` allows that `old` did not: ceiling entries lifted, custom roles allowed,
+/// limits raised or removed.
+fn loosened(old: &TierSpec, new: &TierSpec) -> Vec<String> {
+    let mut out: Vec<String> = old
+        .ceiling
+        .forbid
+        .difference(&new.ceiling.forbid)
+        .map(|a| format!("ceiling (allows {})", a.as_str()))
+        .collect();
+    if new.ceiling.custom_roles && !old.ceiling.custom_roles {
+        out.push("ceiling (allows custom roles)".into());
+    }
+    fn raised<T: PartialOrd>(old: Option<T>, new: Option<T>) -> bool {
+        match (old, new) {
+            (Some(_), None) => true,
+            (Some(o), Some(n)) => n > o,
+            (None, _) => false,
+        }
+    }
+    let (o, n) = (&old.limits, &new.limits);
+    for (name, up) in [
+        ("query_time_ms", raised(o.query_time_ms, n.query_time_ms)),
+        (
+            "query_rows_examined",
+            raised(o.query_rows_examined, n.query_rows_examined),
+        ),
+        ("bulk_max_bytes", raised(o.bulk_max_bytes, n.bulk_max_bytes)),
+        (
+            "requests_per_second",
+            raised(o.requests_per_second, n.requests_per_second),
+        ),
+        ("request_burst", raised(o.request_burst, n.request_burst)),
+        (
+            "max_concurrent_requests",
+            raised(o.max_concurrent_requests, n.max_concurrent_requests),
+        ),
+        (
+            "max_domain_connections",
+            raised(o.max_domain_connections, n.max_domain_connections),
+        ),
+    ] {
+        if up {
+            out.push(format!("limits.{name}"));
+        }
+    }
+    out
+}
+
 impl Catalog {
     pub async fn list_tiers(&self, ctx: &Ctx) -> Result<Page<TierView>, Error> {
         self.authorize(ctx, ControlAction::ReadCatalog, "tier.list", "tiers", None)?;
@@ -61,6 +109,27 @@ impl Catalog {
             name.as_str(),
             None,
         )?;
+        // Operators tune tiers but never loosen what protects tenants: a weaker ceiling or a
+        // higher (or removed) limit is for platform admins.
+        if ctx.principal.platform_role() == Some(bulkhead_core::access::PlatformRole::Operator) {
+            let tier = name.clone();
+            let old = self
+                .blocking(move |store| store.read(|tx| read_tier(tx, &tier)))
+                .await?;
+            if let Some(old) = old {
+                let loosened = loosened(&old, &spec);
+                if !loosened.is_empty() {
+                    let err = Error::forbidden(
+                        "forbidden",
+                        format!(
+                            "only platform admins loosen a tier; this change loosens {}",
+                            loosened.join(", ")
+                        ),
+                    );
+                    return Err(self.denied(ctx, "tier.put", name.as_str(), None, err));
+                }
+            }
+        }
         if !(spec.monthly_price.is_finite() && spec.monthly_price >= 0.0) {
             return Err(Error::bad_request(
                 "invalid_tier",

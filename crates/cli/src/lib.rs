@@ -65,8 +65,13 @@ pub fn connect(options: &ClientOptions) -> anyhow::Result<Client> {
 
 /// `--token`/`BULKHEAD_TOKEN` when given, else the admin key the server wrote at first start.
 fn resolve_token(token: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
-        return Ok(token.to_owned());
+    match token.map(str::trim) {
+        Some("") => bail!(
+            "BULKHEAD_TOKEN (or --token) is set but empty; give the credential, or unset it to \
+             use the admin key file (an empty value never falls back to the admin key)"
+        ),
+        Some(token) => return Ok(token.to_owned()),
+        None => {}
     }
     let path = data_dir.join(ADMIN_KEY_FILE);
     let text = match std::fs::read_to_string(&path) {
@@ -244,7 +249,10 @@ mod tests {
         std::fs::write(dir.join(ADMIN_KEY_FILE), "  bk_admin_secret\n").unwrap();
         assert_eq!(resolve_token(None, &dir).unwrap(), "bk_admin_secret");
         assert_eq!(resolve_token(Some(" given "), &dir).unwrap(), "given");
-        assert_eq!(resolve_token(Some(""), &dir).unwrap(), "bk_admin_secret");
+        // An empty credential is a mistake (say, a failed `$(…)`), never the admin key.
+        let empty = resolve_token(Some(""), &dir).unwrap_err().to_string();
+        assert!(empty.contains("empty"), "{empty}");
+        assert!(resolve_token(Some("  "), &dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -323,3 +323,56 @@ async fn operators_cannot_weaken_a_tiers_ceiling_or_raise_its_limits() {
     });
     assert_eq!(refused.len(), 3, "{refused:?}");
 }
+
+/// Lines a bulk request refuses for the caller's rights are audited as the record routes
+/// audit each such refusal: one entry for the request, naming the refused lines.
+#[tokio::test]
+async fn lines_refused_inside_a_bulk_request_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_items(&admin).await;
+    common::create_tenant(&admin, "acme", "free").await;
+    let free = bulkhead_core::TierName::parse("free").unwrap();
+    let mut spec = admin
+        .list_tiers()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|t| t.name == free)
+        .unwrap()
+        .spec;
+    spec.ceiling
+        .forbid
+        .insert(bulkhead_core::permissions::Action::Delete);
+    admin.put_tier(&free, &spec).await.unwrap();
+    let member = server.client(&common::key(&admin, "acme", TenantRole::Member).await);
+    let body = [
+        r#"{"op": "delete", "id": "a"}"#,
+        r#"{"title": "kept"}"#,
+        r#"{"op": "delete", "id": "b"}"#,
+    ]
+    .join("\n")
+    .into_bytes();
+    let report = member.bulk(&items(), body, false).await.unwrap();
+    assert_eq!((report.created, report.failed), (1, 2), "{report:?}");
+    let rows = common::audit_rows(&server.data_dir, |r| {
+        r.1 == "record.bulk" && r.4.starts_with("denied:")
+    });
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].3.as_deref(), Some("acme"));
+    let entries = admin
+        .list_audit(&AuditQuery {
+            action: Some("record.bulk".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    let detail = entries[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("\"refused\":2") && detail.contains("[1,") && detail.contains("[3,"),
+        "{detail}"
+    );
+}

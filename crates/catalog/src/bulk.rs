@@ -104,6 +104,8 @@ impl Catalog {
             pending: Vec::with_capacity(BULK_CHUNK),
             pending_bytes: 0,
             report: BulkReport::default(),
+            refused: Vec::new(),
+            refused_count: 0,
         })
     }
 
@@ -205,7 +207,13 @@ pub struct BulkSession {
     pending: Vec<(u64, BulkOp)>,
     pending_bytes: usize,
     report: BulkReport,
+    /// Lines refused for the caller's rights (403): audited once, when the request ends.
+    refused: Vec<(u64, String)>,
+    refused_count: u64,
 }
+
+/// Refused lines an audit entry names at most (it counts them all).
+const AUDITED_LINES: usize = 100;
 
 impl BulkSession {
     /// One line of the body (without its `\n`); blank lines are skipped but counted.
@@ -295,6 +303,17 @@ impl BulkSession {
     /// Counts results, and keeps those the caller asked for, up to [`MAX_RESULTS`].
     fn record(&mut self, lines: Vec<BulkLine>) {
         for line in lines {
+            if line.status == 403 {
+                self.refused_count += 1;
+                if self.refused.len() < AUDITED_LINES {
+                    let code = line
+                        .error
+                        .as_ref()
+                        .map(|e| e.code.clone())
+                        .unwrap_or_default();
+                    self.refused.push((line.line, code));
+                }
+            }
             match line.status {
                 201 => self.report.created += 1,
                 200 => self.report.updated += 1,
@@ -319,6 +338,24 @@ impl BulkSession {
     /// Applies what is left and returns the report (results in line order).
     pub async fn finish(mut self) -> BulkReport {
         self.flush().await;
+        if self.refused_count > 0 {
+            // As the record routes audit each such refusal: one entry for the request,
+            // naming the refused lines.
+            let code = self.refused[0].1.clone();
+            let detail = serde_json::json!({
+                "refused": self.refused_count,
+                "lines": self.refused,
+            });
+            self.catalog.audit_denied(
+                self.ctx.principal.actor(),
+                "record.bulk",
+                self.collection.name.as_str(),
+                Some(self.scope.tenant()),
+                &code,
+                &self.ctx.request_id,
+                Some(detail.to_string()),
+            );
+        }
         let mut report = std::mem::take(&mut self.report);
         report.results.sort_by_key(|l| l.line);
         report

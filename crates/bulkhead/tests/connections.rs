@@ -236,3 +236,74 @@ async fn request_bodies_in_flight_share_a_memory_budget() {
         }
     }
 }
+
+/// Requests refused below the router get a whole answer — their status, an empty body and
+/// `Connection: close` — and the connection is closed; the server goes on serving.
+#[tokio::test]
+async fn requests_refused_below_the_router_get_a_whole_answer_then_a_closed_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            [
+                b"GET /".as_slice(),
+                &vec![b'a'; 100_000],
+                b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            ]
+            .concat(),
+            // A URI that long is also a head over the limit: 431 (or 414).
+            "414|431",
+        ),
+        (
+            [
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".as_slice(),
+                &vec![b'a'; 100_000],
+                b"\r\n\r\n",
+            ]
+            .concat(),
+            "431",
+        ),
+        (
+            (0..200)
+                .flat_map(|i| format!("X-H{i}: v\r\n").into_bytes())
+                .chain(b"\r\n".iter().copied())
+                .fold(
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec(),
+                    |mut v, b| {
+                        v.push(b);
+                        v
+                    },
+                ),
+            "431",
+        ),
+        (b"GARBAGE\r\n\r\n".to_vec(), "400"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+            "400",
+        ),
+    ];
+    for (request, status) in cases {
+        let addr = addr.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let _ = s.write_all(&request);
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .await
+        .unwrap();
+        assert!(
+            status
+                .split('|')
+                .any(|s| answer.starts_with(&format!("HTTP/1.1 {s}"))),
+            "{status}: {answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.contains("connection: close"), "{answer}");
+        assert!(lower.contains("content-length: 0"), "{answer}");
+    }
+    server.admin().health().await.unwrap();
+}

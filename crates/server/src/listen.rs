@@ -9,6 +9,11 @@
 //!   header read timer starts whenever it waits for a head).
 //! - An accept error (out of file descriptors) is logged and retried after a pause, never
 //!   ends the loop.
+//! - A request hyper cannot read — a malformed request line or header, a bad
+//!   `Content-Length`, a URI too long (414), a head over 64 KiB or too many headers (431) — is
+//!   answered by hyper itself with its status, an empty body and `Connection: close`, then the
+//!   connection is closed: a whole answer, never half of one, but without the JSON error body
+//!   (no handler ever sees such a request).
 //! - Shutdown stops accepting, asks every connection to finish its request in flight, and
 //!   waits for them.
 
@@ -23,6 +28,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+/// Largest request head (request line and headers) read, in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -72,6 +80,8 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            // A request head past this is refused with 431 (JWTs and cookies fit easily).
+            .max_header_size(MAX_HEAD_BYTES)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(connection);

@@ -262,16 +262,10 @@ async fn audit_rows_past_their_retention_are_removed_and_the_removal_audited() {
     );
 }
 
-/// Operators tune tiers but cannot loosen them: an admin bans `export` on the free tier and
-/// caps its rate; an operator's attempts to lift the ban or raise the rate are 403 and
-/// audited, while tightening further works.
-#[tokio::test]
-async fn operators_cannot_weaken_a_tiers_ceiling_or_raise_its_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let admin = server.admin();
+/// The `free` tier's name and spec as the server has it.
+async fn free_tier(admin: &Client) -> (bulkhead_core::TierName, bulkhead_core::model::TierSpec) {
     let free = bulkhead_core::TierName::parse("free").unwrap();
-    let mut spec = admin
+    let spec = admin
         .list_tiers()
         .await
         .unwrap()
@@ -280,6 +274,18 @@ async fn operators_cannot_weaken_a_tiers_ceiling_or_raise_its_limits() {
         .find(|t| t.name == free)
         .unwrap()
         .spec;
+    (free, spec)
+}
+
+/// Operators tune tiers but cannot loosen them: an admin bans `export` on the free tier and
+/// caps its rate; an operator's attempts to lift the ban or raise the rate are 403 and
+/// audited, while tightening further works.
+#[tokio::test]
+async fn operators_cannot_weaken_a_tiers_ceiling_or_raise_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let (free, mut spec) = free_tier(&admin).await;
     spec.ceiling
         .forbid
         .insert(bulkhead_core::permissions::Action::Export);
@@ -333,16 +339,7 @@ async fn lines_refused_inside_a_bulk_request_are_audited() {
     let admin = server.admin();
     common::put_items(&admin).await;
     common::create_tenant(&admin, "acme", "free").await;
-    let free = bulkhead_core::TierName::parse("free").unwrap();
-    let mut spec = admin
-        .list_tiers()
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|t| t.name == free)
-        .unwrap()
-        .spec;
+    let (free, mut spec) = free_tier(&admin).await;
     spec.ceiling
         .forbid
         .insert(bulkhead_core::permissions::Action::Delete);

@@ -78,7 +78,11 @@ async fn serve(
             listen: Some("127.0.0.1:0".into()),
             ..args
         };
-        let config = crate::config::Config::load(&args, Some(dir.path()), Some(ADMIN_KEY.into()))?;
+        let config = crate::config::Config::load(
+            &args,
+            Some(&dir.path().join("data")),
+            Some(ADMIN_KEY.into()),
+        )?;
         let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);

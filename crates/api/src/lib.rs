@@ -157,6 +157,9 @@ pub struct Health {
     /// open, tenants whose interrupted provisioning or deletion waits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// `/readyz`: the version of the catalog's schema (its newest migration applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_schema: Option<i64>,
 }
 
 /// A page of aggregation groups, each a flat object of group keys and metrics.

@@ -235,6 +235,12 @@ fn refused(result: Result<impl std::fmt::Debug, ClientError>, what: &str) {
 /// is there and behaves as before, and the upgraded server takes writes and new tenants.
 async fn check(server: &Server, manifest: &Manifest, label: &str) {
     let admin = server.admin();
+    let ready = admin.ready().await.unwrap();
+    assert_eq!(ready.status, "ready", "{label}: {ready:?}");
+    assert!(
+        ready.catalog_schema.is_some_and(|v| v >= 1),
+        "{label}: the catalog's schema version is shown: {ready:?}"
+    );
     for t in &manifest.tenants {
         let view = admin.get_tenant(&tid(&t.id)).await.unwrap();
         assert_eq!(view.placement.isolation, t.isolation, "{label}: {}", t.id);
@@ -500,6 +506,19 @@ async fn every_released_postgres_catalog_opens_migrates_and_serves_unchanged() {
             (a.join().unwrap(), b.join().unwrap())
         });
         check(&a, &manifest, &label).await;
+        let migrated = pg
+            .psql(
+                "postgres",
+                "SELECT count(*), count(DISTINCT version), min(version) \
+                 FROM bulkhead_catalog.schema_migrations",
+            )
+            .unwrap();
+        let schema = a.admin().ready().await.unwrap().catalog_schema.unwrap();
+        assert_eq!(
+            migrated.trim(),
+            format!("{schema}|{schema}|1"),
+            "{label}: every migration recorded once, though two servers started together"
+        );
         let t = &manifest.tenants[1];
         assert_eq!(
             all_titles(&b.client(&t.member_key)).await.len(),
@@ -507,4 +526,42 @@ async fn every_released_postgres_catalog_opens_migrates_and_serves_unchanged() {
             "{label}: the second server serves the same"
         );
     }
+}
+
+/// A catalog with a migration this binary does not know (written by a newer release) is
+/// refused at start with a message saying what to do; nothing in it is changed.
+#[test]
+fn a_server_refuses_a_catalog_newer_than_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    server.stop();
+    let catalog = server.data_dir.join("catalog.db");
+    let conn = rusqlite::Connection::open(&catalog).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations VALUES (9999, 'from a newer release', 0, 'bulkhead 99.0.0')",
+        [],
+    )
+    .unwrap();
+    let rows_before: i64 = conn
+        .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+    let out = Command::new(common::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .env("BULKHEAD_ADMIN_KEY", common::ADMIN_KEY)
+        .env_remove("BULKHEAD_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started: {stderr}");
+    assert!(
+        stderr.contains("version 9999, newer than this binary knows"),
+        "the refusal says why: {stderr}"
+    );
+    let conn = rusqlite::Connection::open(&catalog).unwrap();
+    let after: i64 = conn
+        .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(after, rows_before, "the refused start changed nothing");
 }

@@ -9,6 +9,11 @@ use crate::store::params;
 impl Catalog {
     /// What does not work right now while the rest is served (`/readyz`): domains whose
     /// engine is not open here, and tenants whose interrupted provisioning or deletion waits.
+    /// The catalog schema's version: its newest migration applied.
+    pub fn schema_version(&self) -> i64 {
+        self.inner().store.schema().version
+    }
+
     pub async fn problems(&self) -> Result<Vec<String>, Error> {
         // Waiting: in that state for more than a few seconds (a creation or deletion in
         // progress is not a problem).

@@ -19,6 +19,7 @@ mod health;
 mod identity;
 mod keys;
 mod members;
+mod migrations;
 mod moves;
 mod placement;
 mod query;
@@ -264,6 +265,17 @@ impl Catalog {
                     Error::internal().with_message(format!("catalog open task failed: {e}"))
                 })??,
         );
+        let schema = store.schema();
+        if schema.applied.is_empty() {
+            tracing::info!(version = schema.version, "catalog schema is current");
+        } else {
+            tracing::info!(
+                from = schema.found,
+                to = schema.version,
+                applied = ?schema.applied,
+                "catalog schema migrated"
+            );
+        }
         let audit = audit::spawn_writer(Arc::clone(&store));
         let catalog = Catalog {
             inner: Arc::new(Inner {

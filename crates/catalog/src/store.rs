@@ -15,57 +15,15 @@ use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::migrations::{self, Dialect, SchemaState};
 use crate::store_pg::PgStore;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tiers (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tenants (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, tier TEXT NOT NULL, status TEXT NOT NULL,
-    labels TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS placements (
-    tenant_id TEXT PRIMARY KEY REFERENCES tenants(id), domain TEXT NOT NULL, isolation TEXT NOT NULL,
-    namespace TEXT NOT NULL, write_state TEXT NOT NULL, epoch INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL, incarnation TEXT NOT NULL DEFAULT '0');
-CREATE INDEX IF NOT EXISTS placements_by_namespace ON placements (domain, isolation, namespace);
-CREATE TABLE IF NOT EXISTS collections (
-    name TEXT PRIMARY KEY, version INTEGER NOT NULL, spec TEXT NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, tenant_id TEXT,
-    role TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER,
-    incarnation TEXT);
-CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id, id);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
-    action TEXT NOT NULL, target TEXT NOT NULL, tenant_id TEXT, outcome TEXT NOT NULL,
-    request_id TEXT NOT NULL, detail TEXT);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq);
-CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
-CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq);
-CREATE TABLE IF NOT EXISTS usage (
-    tenant_id TEXT NOT NULL, bucket INTEGER NOT NULL, requests INTEGER NOT NULL,
-    writes INTEGER NOT NULL, rate_limited INTEGER NOT NULL, PRIMARY KEY (tenant_id, bucket));
-CREATE INDEX IF NOT EXISTS usage_by_bucket ON usage (bucket);
-CREATE TABLE IF NOT EXISTS moves (
-    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, phase TEXT NOT NULL, source TEXT NOT NULL,
-    target_domain TEXT NOT NULL, target_isolation TEXT NOT NULL, target_namespace TEXT NOT NULL,
-    target_tier TEXT, rows_copied INTEGER NOT NULL, rows_total INTEGER NOT NULL,
-    rows_verified INTEGER NOT NULL, copy_ms INTEGER, freeze_ms INTEGER, error TEXT, started_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at);
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY, issuer TEXT, sub TEXT, email TEXT, disabled INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL, invite_issuer TEXT, UNIQUE (issuer, sub));
-CREATE INDEX IF NOT EXISTS users_by_email ON users (email);
-CREATE TABLE IF NOT EXISTS memberships (
-    tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, user_id));
-CREATE INDEX IF NOT EXISTS memberships_by_user ON memberships (user_id, tenant_id);
-CREATE TABLE IF NOT EXISTS roles (
-    tenant_id TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, updated_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, name));
-";
+/// Milliseconds since the Unix epoch, for the migrations' record.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,12 +35,21 @@ pub enum StoreError {
     Malformed(String),
     #[error(transparent)]
     Api(#[from] Error),
+    #[error(
+        "the catalog's schema is at version {found}, newer than this binary knows ({known}): \
+         run the bulkhead release that upgraded it (or a newer one), or restore the backup \
+         taken before that upgrade"
+    )]
+    TooNew { found: i64, known: i64 },
 }
 
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Api(e) => e,
+            too_new @ StoreError::TooNew { .. } => {
+                Error::internal().with_message(too_new.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "catalog failure");
                 Error::internal()
@@ -284,6 +251,14 @@ impl Store {
         }
     }
 
+    /// The catalog schema's version, and what this start migrated.
+    pub fn schema(&self) -> &SchemaState {
+        match self {
+            Store::Sqlite(s) => &s.schema,
+            Store::Postgres(s) => s.schema(),
+        }
+    }
+
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {
             Store::Postgres(s) => Some(s),
@@ -293,6 +268,7 @@ impl Store {
 }
 
 pub struct SqliteStore {
+    schema: SchemaState,
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
@@ -306,28 +282,7 @@ fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Brings a catalog file made by an earlier version up to this one's columns (SQLite has no
-/// `ADD COLUMN IF NOT EXISTS`). Tenants and keys made before incarnations are legacy.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let added = [
-        ("placements", "incarnation", "TEXT NOT NULL DEFAULT '0'"),
-        ("api_keys", "incarnation", "TEXT"),
-        ("users", "invite_issuer", "TEXT"),
-    ];
-    for (table, column, decl) in added {
-        let exists: bool = conn.query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-            [table, column],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
-    }
-    Ok(())
-}
-
-struct SqliteTx<'a>(&'a Connection);
+pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
 
 impl rusqlite::ToSql for Val {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -377,12 +332,22 @@ impl Tx for SqliteTx<'_> {
 
 impl SqliteStore {
     pub fn open(path: &Path, fsync: bool) -> StoreResult<SqliteStore> {
-        let writer = Connection::open(path)?;
+        let mut writer = Connection::open(path)?;
         configure(&writer, fsync)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.execute_batch(SCHEMA)?;
-        migrate(&writer)?;
+        let schema = {
+            let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state = migrations::apply(
+                &SqliteTx(&tx),
+                Dialect::Sqlite,
+                migrations::MIGRATIONS,
+                now_ms(),
+            )?;
+            tx.commit()?;
+            state
+        };
         Ok(SqliteStore {
+            schema,
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),

@@ -102,6 +102,7 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(Health {
         status: "ok".into(),
         problems: Vec::new(),
+        catalog_schema: None,
     })
 }
 
@@ -117,6 +118,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 }
                 .into(),
                 problems,
+                catalog_schema: Some(state.catalog.schema_version()),
             })
             .into_response()
         }

@@ -6,9 +6,10 @@
 //! JSON values are tested for their kind inside `CASE`, which PostgreSQL evaluates in order,
 //! so a cast is never attempted on a value of another kind.
 
-use bulkhead_core::query::aggregate::Interval;
+use bulkhead_core::query::aggregate::{Interval, Metric, MetricOp};
 use bulkhead_core::query::{CmpOp, PathStep};
 use bulkhead_core::record::FieldValue;
+use bulkhead_core::schema::FieldType;
 use bulkhead_engine::sql::{Dialect, JsonKind, Params, SqlParam, prefix_upper_bound};
 
 pub struct Postgres;
@@ -83,24 +84,31 @@ fn json_test(params: &mut Params, value: &str, op: CmpOp, literal: &FieldValue) 
 }
 
 impl Dialect for Postgres {
+    fn metric_select(&self, metric: &Metric, column: Option<&str>) -> String {
+        let boolean = metric
+            .column
+            .as_ref()
+            .is_some_and(|c| c.field_type() == FieldType::Boolean);
+        let expr = match (metric.op, column) {
+            // PostgreSQL has no min/max over booleans; false < true makes them and/or.
+            (MetricOp::Min, Some(c)) if boolean => format!("bool_and({c})"),
+            (MetricOp::Max, Some(c)) if boolean => format!("bool_or({c})"),
+            (op, c) => self.metric(op, c),
+        };
+        // Sums and averages of bigints are numeric in PostgreSQL; bring them back.
+        match metric.value_type() {
+            FieldType::Integer => format!("({expr})::bigint"),
+            FieldType::Float => format!("({expr})::float8"),
+            _ => expr,
+        }
+    }
+
     fn field_column(&self, field: &bulkhead_core::FieldName) -> String {
         crate::names::column(field)
     }
 
     fn placeholder(&self) -> fn(usize) -> String {
         |n| format!("${n}")
-    }
-
-    fn param(&self, value: &FieldValue) -> SqlParam {
-        match value {
-            FieldValue::Text(s) => SqlParam::Text(s.clone()),
-            FieldValue::Integer(i) => SqlParam::Integer(*i),
-            FieldValue::Float(f) => SqlParam::Float(*f),
-            // Bound to a boolean column, an integer becomes a boolean (see `PgValue`).
-            FieldValue::Boolean(b) => SqlParam::Integer(i64::from(*b)),
-            FieldValue::Timestamp(t) => SqlParam::Integer(t.as_micros()),
-            FieldValue::Json(v) => SqlParam::Text(v.to_string()),
-        }
     }
 
     fn distinct_from(&self, lhs: &str, rhs: &str) -> String {

@@ -2,7 +2,7 @@
 //! is built here with the tenant predicate first and the tenant as `$1` — on top of the
 //! row-level security policy that enforces the same thing inside PostgreSQL.
 
-use bulkhead_core::query::aggregate::{AggregatePlan, MetricOp};
+use bulkhead_core::query::aggregate::AggregatePlan;
 use bulkhead_core::record::{Fields, Record};
 use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::time::Timestamp;
@@ -319,70 +319,10 @@ impl<'a> RecordSql<'a> {
         Ok(Hit::of(head(row, fields)?, query, score))
     }
 
+    /// An aggregation page (the shared compiler, after this table's tenant predicate).
     pub fn aggregate(&self, query: &AggregateQuery) -> Statement {
-        let d = Postgres;
-        let plan: &AggregatePlan = &query.plan;
-        let (mut params, mut terms) = self.query_scope(&query.budget);
-        if let Some(filter) = &plan.filter {
-            terms.push(q::predicate(&d, &mut params, "r", filter));
-        }
-        let keys: Vec<OrderKey> = plan
-            .groups
-            .iter()
-            .map(|g| OrderKey {
-                expr: q::group_expr(&d, "r", g),
-                descending: false,
-                not_null: q::group_not_null(g),
-            })
-            .collect();
-        if let Some(after) = &query.after {
-            let values: Vec<SqlParam> = after
-                .iter()
-                .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
-                .collect();
-            terms.push(q::keyset_after(&mut params, &keys, &values));
-        }
-        let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
-        for m in &plan.metrics {
-            let column = m.column.as_ref().map(|c| q::column_sql(&d, "r", c));
-            let boolean = m
-                .column
-                .as_ref()
-                .is_some_and(|c| c.field_type() == FieldType::Boolean);
-            let expr = match (m.op, column.as_deref()) {
-                // PostgreSQL has no min/max over booleans; false < true makes them and/or.
-                (MetricOp::Min, Some(c)) if boolean => format!("bool_and({c})"),
-                (MetricOp::Max, Some(c)) if boolean => format!("bool_or({c})"),
-                (op, c) => d.metric(op, c),
-            };
-            // Sums and averages of bigints are numeric in PostgreSQL; bring them back.
-            cols.push(match m.value_type() {
-                FieldType::Integer => format!("({expr})::bigint"),
-                FieldType::Float => format!("({expr})::float8"),
-                _ => expr,
-            });
-        }
-        let mut sql = format!(
-            "SELECT {} FROM {} AS r WHERE {}",
-            cols.join(", "),
-            self.table.quoted(),
-            terms.join(" AND ")
-        );
-        if !keys.is_empty() {
-            let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
-            let order: Vec<String> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| d.order_term(&(i + 1).to_string(), false, k.not_null))
-                .collect();
-            sql.push_str(&format!(
-                " GROUP BY {} ORDER BY {}",
-                positions.join(", "),
-                order.join(", ")
-            ));
-        }
-        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
-        sql.push_str(&format!(" LIMIT {limit}"));
+        let (mut params, terms) = self.query_scope(&query.budget);
+        let sql = q::aggregate(&Postgres, &mut params, terms, &self.table.quoted(), query);
         Statement {
             sql,
             params: params.values.into_iter().map(PgValue::from).collect(),

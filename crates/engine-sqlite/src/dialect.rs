@@ -51,17 +51,6 @@ impl Dialect for Sqlite {
         |n| format!("?{n}")
     }
 
-    fn param(&self, value: &FieldValue) -> SqlParam {
-        match value {
-            FieldValue::Text(s) => SqlParam::Text(s.clone()),
-            FieldValue::Integer(i) => SqlParam::Integer(*i),
-            FieldValue::Float(f) => SqlParam::Float(*f),
-            FieldValue::Boolean(b) => SqlParam::Integer(i64::from(*b)),
-            FieldValue::Timestamp(t) => SqlParam::Integer(t.as_micros()),
-            FieldValue::Json(v) => SqlParam::Text(v.to_string()),
-        }
-    }
-
     fn distinct_from(&self, lhs: &str, rhs: &str) -> String {
         format!("({lhs} IS NOT {rhs})")
     }

@@ -548,48 +548,11 @@ impl<'a> RecordSql<'a> {
         Ok(bulkhead_engine::Hit::of(record, query, score))
     }
 
-    /// An aggregation page: group keys then metrics, in plan order.
+    /// An aggregation page: group keys then metrics, in plan order (the shared compiler,
+    /// after this table's tenant predicate).
     pub fn aggregate(&self, query: &AggregateQuery) -> (String, Vec<SqlValue>) {
-        let d = Sqlite;
-        let plan: &AggregatePlan = &query.plan;
-        let (mut params, mut terms) = self.query_scope(&query.budget);
-        if let Some(filter) = &plan.filter {
-            terms.push(q::predicate(&d, &mut params, "r", filter));
-        }
-        let keys: Vec<OrderKey> = plan
-            .groups
-            .iter()
-            .map(|g| OrderKey {
-                expr: q::group_expr(&d, "r", g),
-                descending: false,
-                not_null: q::group_not_null(g),
-            })
-            .collect();
-        if let Some(after) = &query.after {
-            let values: Vec<SqlParam> = after
-                .iter()
-                .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
-                .collect();
-            terms.push(q::keyset_after(&mut params, &keys, &values));
-        }
-        let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
-        cols.extend(plan.metrics.iter().map(|m| q::metric_expr(&d, "r", m)));
-        let mut sql = format!(
-            "SELECT {} FROM {} AS r WHERE {}",
-            cols.join(", "),
-            self.table.quoted(),
-            terms.join(" AND ")
-        );
-        if !keys.is_empty() {
-            let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
-            sql.push_str(&format!(
-                " GROUP BY {} ORDER BY {}",
-                positions.join(", "),
-                positions.join(", ")
-            ));
-        }
-        let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
-        sql.push_str(&format!(" LIMIT {limit}"));
+        let (mut params, terms) = self.query_scope(&query.budget);
+        let sql = q::aggregate(&Sqlite, &mut params, terms, &self.table.quoted(), query);
         (sql, params.values.into_iter().map(sql_value).collect())
     }
 

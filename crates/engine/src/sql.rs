@@ -74,9 +74,19 @@ pub trait Dialect {
     /// The placeholder of the n-th parameter (1-based).
     fn placeholder(&self) -> fn(usize) -> String;
 
-    /// How a value of a column is bound (booleans, timestamps and JSON take the engine's
-    /// storage form).
-    fn param(&self, value: &FieldValue) -> SqlParam;
+    /// How a value of a column is bound. Both engines store booleans as integers bound 0/1
+    /// (PostgreSQL converts one bound to a boolean column), timestamps as microseconds and
+    /// JSON as its text; an engine storing them otherwise overrides this.
+    fn param(&self, value: &FieldValue) -> SqlParam {
+        match value {
+            FieldValue::Text(s) => SqlParam::Text(s.clone()),
+            FieldValue::Integer(i) => SqlParam::Integer(*i),
+            FieldValue::Float(f) => SqlParam::Float(*f),
+            FieldValue::Boolean(b) => SqlParam::Integer(i64::from(*b)),
+            FieldValue::Timestamp(t) => SqlParam::Integer(t.as_micros()),
+            FieldValue::Json(v) => SqlParam::Text(v.to_string()),
+        }
+    }
 
     /// `lhs` differs from the parameter `rhs`, where NULL differs from every value.
     fn distinct_from(&self, lhs: &str, rhs: &str) -> String;
@@ -135,6 +145,12 @@ pub trait Dialect {
     /// An `ORDER BY` term where missing values sort lowest (first ascending, last descending).
     /// `not_null` says the expression can never be NULL, so no NULL placement is needed.
     fn order_term(&self, expr: &str, descending: bool, not_null: bool) -> String;
+
+    /// The selected expression of `metric`, whose column (if any) is `column`: the aggregate,
+    /// plus whatever the database needs to return it in the metric's value type.
+    fn metric_select(&self, metric: &Metric, column: Option<&str>) -> String {
+        self.metric(metric.op, column)
+    }
 
     /// The SQL aggregate for a metric over `column` (`None` only for a row count).
     fn metric(&self, op: MetricOp, column: Option<&str>) -> String {
@@ -412,7 +428,67 @@ pub fn group_not_null(key: &GroupKey) -> bool {
 /// The SQL expression of a metric over the table aliased `alias`.
 pub fn metric_expr(d: &dyn Dialect, alias: &str, metric: &Metric) -> String {
     let column = metric.column.as_ref().map(|c| column_sql(d, alias, c));
-    d.metric(metric.op, column.as_deref())
+    d.metric_select(metric, column.as_deref())
+}
+
+/// One page of an aggregation over `table` (aliased `r`): group keys then metrics, in plan
+/// order, groups in key order (missing values lowest), continuing after `query.after`.
+/// `scope` are the terms the engine already bound into `params` — the tenant predicate
+/// first, then its row meter — and they stay first in the `WHERE`.
+pub fn aggregate(
+    d: &dyn Dialect,
+    params: &mut Params,
+    scope: Vec<String>,
+    table: &str,
+    query: &crate::AggregateQuery,
+) -> String {
+    let plan = &query.plan;
+    let mut terms = scope;
+    if let Some(filter) = &plan.filter {
+        terms.push(predicate(d, params, "r", filter));
+    }
+    let keys: Vec<OrderKey> = plan
+        .groups
+        .iter()
+        .map(|g| OrderKey {
+            expr: group_expr(d, "r", g),
+            descending: false,
+            not_null: group_not_null(g),
+        })
+        .collect();
+    if let Some(after) = &query.after {
+        let values: Vec<SqlParam> = after
+            .iter()
+            .map(|v| v.as_ref().map_or(SqlParam::Null, |v| d.param(v)))
+            .collect();
+        terms.push(keyset_after(params, &keys, &values));
+    }
+    let mut cols: Vec<String> = keys.iter().map(|k| k.expr.clone()).collect();
+    cols.extend(plan.metrics.iter().map(|m| metric_expr(d, "r", m)));
+    if terms.is_empty() {
+        terms.push("1 = 1".into());
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {table} AS r WHERE {}",
+        cols.join(", "),
+        terms.join(" AND ")
+    );
+    if !keys.is_empty() {
+        let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
+        let order: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| d.order_term(&(i + 1).to_string(), false, k.not_null))
+            .collect();
+        sql.push_str(&format!(
+            " GROUP BY {} ORDER BY {}",
+            positions.join(", "),
+            order.join(", ")
+        ));
+    }
+    let limit = params.bind(SqlParam::Integer(i64::from(query.limit)));
+    sql.push_str(&format!(" LIMIT {limit}"));
+    sql
 }
 
 #[cfg(test)]

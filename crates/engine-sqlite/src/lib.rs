@@ -274,20 +274,12 @@ impl Inner {
                                 .iter()
                                 .filter(|t| t.starts_with("c_") && !t.contains('-'))
                             {
-                                let fts = format!("{table}-fts");
-                                if exists(&fts) {
-                                    tx.execute(
-                                        &format!(
-                                            "DELETE FROM \"{fts}\" WHERE rowid IN \
-                                             (SELECT seq FROM \"{table}\" WHERE tenant_id = ?1)"
-                                        ),
-                                        [target.key.as_str()],
-                                    )?;
+                                let with_search = exists(&format!("{table}-fts"));
+                                for (text, params) in
+                                    sql::purge_pooled(table, target.key.as_str(), with_search)
+                                {
+                                    tx.execute(&text, rusqlite::params_from_iter(params))?;
                                 }
-                                tx.execute(
-                                    &format!("DELETE FROM \"{table}\" WHERE tenant_id = ?1"),
-                                    [target.key.as_str()],
-                                )?;
                             }
                         }
                         Isolation::Bridge => {

@@ -119,19 +119,8 @@ pub fn ensure_search_index(
     };
     let first = next_seq(tx, table)?;
     for (next, (tenant, id)) in (first..).zip(unnumbered) {
-        let sql = format!(
-            "UPDATE {} SET seq = ?1 WHERE id = ?2{}",
-            table.quoted(),
-            if table.pooled {
-                " AND tenant_id = ?3"
-            } else {
-                ""
-            }
-        );
-        match tenant {
-            Some(t) => tx.execute(&sql, rusqlite::params![next, id, t])?,
-            None => tx.execute(&sql, rusqlite::params![next, id])?,
-        };
+        let (sql, params) = crate::sql::number_row(table, tenant.as_deref(), &id, next);
+        tx.execute(&sql, rusqlite::params_from_iter(params))?;
     }
     let texts: Vec<(FieldName, usize)> = collection
         .fields

@@ -236,6 +236,59 @@ pub fn sql_value(param: SqlParam) -> SqlValue {
     }
 }
 
+/// Gives the row `id` of `tenant` (`None` outside a pool) search number `seq`: the tenant
+/// predicate first, like every statement over a pooled table.
+pub fn number_row(
+    table: &TableName,
+    tenant: Option<&str>,
+    id: &str,
+    seq: i64,
+) -> (String, Vec<SqlValue>) {
+    let mut params = Vec::new();
+    let mut pred = String::new();
+    if let (true, Some(tenant)) = (table.pooled, tenant) {
+        params.push(SqlValue::Text(tenant.to_owned()));
+        pred.push_str("tenant_id = ?1 AND ");
+    }
+    params.push(SqlValue::Text(id.to_owned()));
+    params.push(SqlValue::Integer(seq));
+    (
+        format!(
+            "UPDATE {} SET seq = ?{} WHERE {pred}id = ?{}",
+            table.quoted(),
+            params.len(),
+            params.len() - 1
+        ),
+        params,
+    )
+}
+
+/// Removes every row of `tenant` from the pooled record table `table` (raw name) and its
+/// tokens from the table's search index (when `with_search`): the tenant predicate first.
+pub fn purge_pooled(table: &str, tenant: &str, with_search: bool) -> Vec<(String, Vec<SqlValue>)> {
+    let table = TableName {
+        raw: table.to_owned(),
+        pooled: true,
+    };
+    let key = vec![SqlValue::Text(tenant.to_owned())];
+    let mut out = Vec::new();
+    if with_search {
+        out.push((
+            format!(
+                "DELETE FROM {} WHERE rowid IN (SELECT seq FROM {} WHERE tenant_id = ?1)",
+                table.fts_quoted(),
+                table.quoted()
+            ),
+            key.clone(),
+        ));
+    }
+    out.push((
+        format!("DELETE FROM {} WHERE tenant_id = ?1", table.quoted()),
+        key,
+    ));
+    out
+}
+
 /// Record statements for one table, bound to one tenant.
 pub struct RecordSql<'a> {
     table: &'a TableName,
@@ -407,6 +460,8 @@ impl<'a> RecordSql<'a> {
     }
 
     /// Keeps the search index in step with a written row (`fields: None` after a delete).
+    /// Call while the row is in the table (before deleting it): both statements reach the
+    /// index only through this tenant's row numbered `seq`, tenant predicate first.
     pub fn reindex(
         &self,
         tx: &Transaction<'_>,
@@ -415,15 +470,28 @@ impl<'a> RecordSql<'a> {
         replacing: bool,
     ) -> Result<(), StorageError> {
         let fts = self.table.fts_quoted();
+        let table = self.table.quoted();
+        let (pred, mut params) = self.scoped();
+        params.push(SqlValue::Integer(seq));
+        let n = params.len();
         if replacing {
-            tx.prepare_cached(&format!("DELETE FROM {fts} WHERE rowid = ?1"))?
-                .execute([seq])?;
+            tx.prepare_cached(&format!(
+                "DELETE FROM {fts} WHERE rowid IN (SELECT seq FROM {table} WHERE {pred} AND seq = ?{n})"
+            ))?
+            .execute(rusqlite::params_from_iter(&params))?;
         }
         if let Some(fields) = fields {
             let tenant = self.table.pooled.then_some(self.tenant);
-            let body = search_tokens(self.collection, fields, tenant);
-            tx.prepare_cached(&format!("INSERT INTO {fts}(rowid, body) VALUES (?1, ?2)"))?
-                .execute(rusqlite::params![seq, body])?;
+            params.push(SqlValue::Text(search_tokens(
+                self.collection,
+                fields,
+                tenant,
+            )));
+            tx.prepare_cached(&format!(
+                "INSERT INTO {fts}(rowid, body) SELECT seq, ?{} FROM {table} WHERE {pred} AND seq = ?{n}",
+                n + 1
+            ))?
+            .execute(rusqlite::params_from_iter(&params))?;
         }
         Ok(())
     }

@@ -90,22 +90,8 @@ pub(crate) fn replace(
             None => {
                 // Numbered when the table became searchable; this is only a safety net.
                 let seq = next_seq(tx, table)?;
-                let set = format!(
-                    "UPDATE {} SET seq = ?1 WHERE id = ?2{}",
-                    table.quoted(),
-                    if table.pooled {
-                        " AND tenant_id = ?3"
-                    } else {
-                        ""
-                    }
-                );
-                let mut values = vec![
-                    rusqlite::types::Value::Integer(seq),
-                    rusqlite::types::Value::Text(current.id.as_str().to_owned()),
-                ];
-                if table.pooled {
-                    values.push(rusqlite::types::Value::Text(sql.tenant().to_owned()));
-                }
+                let (set, values) =
+                    crate::sql::number_row(table, Some(sql.tenant()), current.id.as_str(), seq);
                 tx.execute(&set, params_from_iter(values))?;
                 sql.reindex(tx, seq, Some(&fields), false)?;
             }
@@ -137,15 +123,16 @@ pub(crate) fn remove(
     } else {
         None
     };
+    // The tokens first: the index is reached only through the tenant's row.
+    if let Some(seq) = seq {
+        sql.reindex(tx, seq, None, true)?;
+    }
     let (text, params) = sql.delete(id);
     let deleted = tx
         .prepare_cached(&text)?
         .execute(params_from_iter(params))?;
     if deleted == 0 {
         return Err(EngineError::NotFound.into());
-    }
-    if let Some(seq) = seq {
-        sql.reindex(tx, seq, None, true)?;
     }
     Ok(())
 }

@@ -161,3 +161,70 @@ async fn plans_use_the_tenant_leading_indexes() {
         }
     }
 }
+
+/// Search-index upkeep in a pool reaches the index only through the tenant's own row, and
+/// finds that row by its unique search number, not by scanning the tenant's rows.
+#[tokio::test]
+async fn pooled_search_upkeep_goes_through_the_tenants_row_by_its_number() {
+    use bulkhead_core::RecordId;
+    use bulkhead_core::access::DataAction;
+    use bulkhead_core::model::Isolation;
+    use bulkhead_core::record::NewRecord;
+    use bulkhead_engine::Engine;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir);
+    let c = conformance::items_collection();
+    for name in ["upkeep-a", "upkeep-b"] {
+        let t = conformance::tenant(name);
+        engine
+            .provision(
+                &conformance::target(&t, Isolation::Pool),
+                std::slice::from_ref(&c),
+            )
+            .await
+            .expect("provision");
+        let scope = conformance::scope(&t, Isolation::Pool, DataAction::Write);
+        let records = (0..300)
+            .map(|i| NewRecord {
+                id: RecordId::parse(&format!("r{i}")).expect("id"),
+                fields: bulkhead_core::record::validate_full(
+                    &c,
+                    &serde_json::json!({"title": format!("word{i} shared")}),
+                    None,
+                )
+                .expect("valid")
+                .1,
+            })
+            .collect();
+        engine.insert(&scope, &c, records).await.expect("insert");
+    }
+    let pool = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n == "pool.db"))
+        .expect("the pool file");
+    let conn = rusqlite::Connection::open(pool).expect("open pool");
+    for statement in [
+        "DELETE FROM \"c_items-fts\" WHERE rowid IN (SELECT seq FROM \"c_items\" WHERE tenant_id = ?1 AND seq = ?2)",
+        "INSERT INTO \"c_items-fts\"(rowid, body) SELECT seq, ?3 FROM \"c_items\" WHERE tenant_id = ?1 AND seq = ?2",
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .expect("explain");
+        let values = ["upkeep-a", "1", "body"];
+        let n = stmt.parameter_count();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(&values[..n]), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join(" | ");
+        assert!(
+            plan.contains("__ix__seq (seq=?)"),
+            "the row is found by its number: {plan}"
+        );
+    }
+}

@@ -273,7 +273,7 @@ impl BulkSession {
             .and_then(|(scope, ticket)| {
                 // Another life of the tenant id is another tenant: the request ends here.
                 if scope.placement().incarnation != self.scope.placement().incarnation {
-                    return Err(crate::tenants::tenant_not_found());
+                    return Err(crate::rows::tenants::tenant_not_found());
                 }
                 let engine = self.catalog.engine(&scope.placement().domain)?;
                 Ok((scope, ticket, engine))

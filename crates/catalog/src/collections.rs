@@ -17,21 +17,9 @@ use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
 use bulkhead_core::{CollectionName, DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
 
-use crate::store::{StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx, audit, tenants};
-
-pub(crate) fn generation(tx: &dyn Tx) -> StoreResult<i64> {
-    Ok(crate::store::get_meta(tx, "schema_generation")?
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(0))
-}
-
-fn read_collections(tx: &dyn Tx) -> StoreResult<Vec<Collection>> {
-    tx.query("SELECT spec FROM collections ORDER BY name", &[])?
-        .iter()
-        .map(|r| serde_json::from_str(&r.get::<String>(0)?).map_err(malformed))
-        .collect()
-}
+use crate::rows::collections::{generation, read_collections};
+use crate::store::{malformed, params};
+use crate::{Catalog, Ctx};
 
 fn view(c: &Collection) -> CollectionView {
     CollectionView {
@@ -119,7 +107,7 @@ impl Catalog {
                 )?;
                 let next = generation(tx)? + 1;
                 crate::store::set_meta(tx, "schema_generation", &next.to_string())?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;
@@ -196,7 +184,7 @@ impl Catalog {
                     let mut behind = Vec::new();
                     for id in ids {
                         let id = TenantId::parse(&id.get::<String>(0)?).map_err(|e| malformed(e.message))?;
-                        if let Some((_, placement)) = tenants::read_tenant(tx, &id)? {
+                        if let Some((_, placement)) = crate::rows::tenants::read_tenant(tx, &id)? {
                             behind.push((id, placement));
                         }
                     }

@@ -26,9 +26,9 @@ use bulkhead_core::{Incarnation, TenantId};
 use bulkhead_engine::PlacementRef;
 use serde_json::json;
 
+use crate::rows::tenants::{read_tenant, set_status, tenant_not_found};
 use crate::store::params;
-use crate::tenants::{read_tenant, set_status, tenant_not_found};
-use crate::{AuditEvent, Catalog, Ctx, audit};
+use crate::{AuditEvent, Catalog, Ctx};
 
 /// A row's tenant (column 0) and life (column 1).
 fn life_of(row: &crate::store::Row) -> crate::store::StoreResult<(TenantId, Incarnation)> {
@@ -90,7 +90,7 @@ impl Catalog {
                     }
                     let mut event = event;
                     event.detail = Some(json!({"incarnation": placement.incarnation}).to_string());
-                    audit::insert(tx, &event)?;
+                    crate::rows::audit::insert(tx, &event)?;
                     Ok(placement.incarnation)
                 })
             })
@@ -188,7 +188,7 @@ impl Catalog {
                         ],
                     )?;
                 }
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;

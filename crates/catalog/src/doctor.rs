@@ -18,7 +18,7 @@ use bulkhead_engine::{Engine, PlacementRef, StoredPlacement};
 use serde_json::json;
 
 use crate::store::{StoreResult, Tx, malformed};
-use crate::{Catalog, Ctx, audit};
+use crate::{Catalog, Ctx};
 
 /// Every placement the catalog says exists, with its tenant.
 fn live_placements(tx: &dyn Tx) -> StoreResult<Vec<(TenantId, Placement)>> {
@@ -29,7 +29,7 @@ fn live_placements(tx: &dyn Tx) -> StoreResult<Vec<(TenantId, Placement)>> {
     )?;
     for row in rows {
         let id = TenantId::parse(&row.get::<String>(0)?).map_err(|e| malformed(e.message))?;
-        if let Some((_, placement)) = crate::tenants::read_tenant(tx, &id)? {
+        if let Some((_, placement)) = crate::rows::tenants::read_tenant(tx, &id)? {
             out.push((id, placement));
         }
     }
@@ -60,7 +60,12 @@ impl Catalog {
         }
         let (placements, domains) = self
             .blocking(|store| {
-                store.read(|tx| Ok((live_placements(tx)?, crate::domains::read_domains(tx)?)))
+                store.read(|tx| {
+                    Ok((
+                        live_placements(tx)?,
+                        crate::rows::domains::read_domains(tx)?,
+                    ))
+                })
             })
             .await?;
         let live: HashSet<String> = placements
@@ -128,7 +133,7 @@ impl Catalog {
             tenant.as_ref(),
             Some(detail.to_string()),
         );
-        self.blocking(move |store| store.write(|tx| audit::insert(tx, &event)))
+        self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
             .await
     }
 }

@@ -18,9 +18,10 @@ use bulkhead_core::model::{DomainSpec, Isolation};
 use bulkhead_engine::Engine;
 use parking_lot::RwLock;
 
+use crate::rows::domains::{read_domain, read_domains};
+use crate::rows::parse;
 use crate::store::{StoreResult, Tx, malformed, params};
-use crate::tenants::parse;
-use crate::{Catalog, Ctx, Engines, audit};
+use crate::{Catalog, Ctx, Engines};
 
 /// Opens the engine of a domain from its spec. The binary implements it: it alone knows
 /// concrete engines.
@@ -91,30 +92,6 @@ impl LiveEngines {
     fn spec(&self, domain: &DomainName) -> Option<DomainSpec> {
         self.specs.read().get(domain).cloned()
     }
-}
-
-pub(crate) fn read_domains(tx: &dyn Tx) -> StoreResult<Vec<(DomainName, DomainSpec)>> {
-    let mut out = Vec::new();
-    for row in tx.query("SELECT name, spec FROM domains ORDER BY name", &[])? {
-        let (name, spec): (String, String) = (row.get(0)?, row.get(1)?);
-        out.push((
-            DomainName::parse(&name).map_err(|e| malformed(e.message))?,
-            serde_json::from_str(&spec).map_err(malformed)?,
-        ));
-    }
-    Ok(out)
-}
-
-fn read_domain(tx: &dyn Tx, name: &DomainName) -> StoreResult<Option<DomainSpec>> {
-    let raw: Option<String> = tx
-        .query_opt(
-            "SELECT spec FROM domains WHERE name = ?1",
-            params![name.as_str()],
-        )?
-        .map(|r| r.get(0))
-        .transpose()?;
-    raw.map(|r| serde_json::from_str(&r).map_err(malformed))
-        .transpose()
 }
 
 /// A domain's engine kind may change only while no tenant is placed on it.
@@ -370,7 +347,7 @@ impl Catalog {
                         params![key.as_str(), raw],
                     )?;
                     crate::store::changed(tx, "domain", key.as_str())?;
-                    audit::insert(tx, &event)?;
+                    crate::rows::audit::insert(tx, &event)?;
                     tenant_counts(tx, &key)
                 })
             })

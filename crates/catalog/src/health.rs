@@ -21,7 +21,7 @@ impl Catalog {
         let (domains, waiting) = self
             .blocking(move |store| {
                 store.read(|tx| {
-                    let domains = crate::domains::read_domains(tx)?;
+                    let domains = crate::rows::domains::read_domains(tx)?;
                     let rows = tx.query(
                         "SELECT id, status FROM tenants WHERE status IN ('provisioning', 'deleting') \
                          AND updated_at < ?1 ORDER BY id LIMIT 20",

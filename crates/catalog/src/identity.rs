@@ -349,7 +349,7 @@ fn map_user(
             )?;
             crate::store::changed(tx, "members", "*")?;
             if let Some(claim) = claim_invitation {
-                crate::audit::insert(
+                crate::rows::audit::insert(
                     tx,
                     &crate::AuditEvent {
                         at: claim.at,

@@ -13,7 +13,7 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{Incarnation, KeyId, TenantId};
 
 use crate::store::{Row, StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx, audit};
+use crate::{Catalog, Ctx};
 
 /// Longest lifetime a key may be given: ten years.
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
@@ -270,7 +270,7 @@ impl Catalog {
                     if let Some(tenant) = &tenant {
                         // The key belongs to the life of the tenant its creator was
                         // authorized for: if that one is gone, so is the tenant.
-                        let current = crate::tenants::read_tenant(tx, tenant)?;
+                        let current = crate::rows::tenants::read_tenant(tx, tenant)?;
                         let alive = current.is_some_and(|(t, p)| {
                             t.status != TenantStatus::Deleting
                                 && Some(&p.incarnation) == row.stored.incarnation.as_ref()
@@ -282,7 +282,7 @@ impl Catalog {
                         }
                     }
                     insert_key(tx, &row)?;
-                    audit::insert(tx, &event)?;
+                    crate::rows::audit::insert(tx, &event)?;
                     Ok(Some(key_view(row)))
                 })
             })
@@ -413,7 +413,7 @@ impl Catalog {
                     return Err(not_found().into());
                 }
                 crate::store::changed(tx, "key", key_id.as_str())?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;

@@ -25,6 +25,7 @@ mod placement;
 mod query;
 mod rate;
 mod records;
+mod rows;
 mod store;
 mod store_pg;
 mod sync;
@@ -554,8 +555,10 @@ impl Catalog {
         tenant: Option<TenantId>,
     ) -> Result<Vec<bulkhead_api::AuditEntry>, Error> {
         self.flush_audit().await;
-        self.blocking(move |store| store.read(|tx| audit::read_all(tx, tenant.as_ref())))
-            .await
+        self.blocking(move |store| {
+            store.read(|tx| crate::rows::audit::read_all(tx, tenant.as_ref()))
+        })
+        .await
     }
 
     /// Waits until every audit event queued so far is committed.
@@ -580,13 +583,5 @@ impl Catalog {
     /// The engine serving `domain`, or `503 domain_unavailable`.
     pub(crate) fn engine(&self, domain: &DomainName) -> Result<Arc<dyn Engine>, Error> {
         self.inner.engines.get(domain)
-    }
-
-    pub(crate) fn tier_spec_from(raw: &str) -> Result<TierSpec, StoreError> {
-        serde_json::from_str(raw).map_err(store::malformed)
-    }
-
-    pub(crate) fn tier_name(raw: &str) -> Result<TierName, StoreError> {
-        TierName::parse(raw).map_err(|e| store::malformed(e.message))
     }
 }

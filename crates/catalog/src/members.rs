@@ -15,7 +15,7 @@ use bulkhead_core::{RoleName, TenantId, UserId};
 
 use crate::identity::{caller_role, read_memberships};
 use crate::store::{Row, StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx, audit};
+use crate::{Catalog, Ctx};
 
 fn member_not_found() -> Error {
     Error::not_found("member_not_found", "no such member in this tenant")
@@ -303,7 +303,7 @@ impl Catalog {
                 let mut event = event;
                 event.target = user.to_string();
                 event.detail = Some(format!("role {role}"));
-                audit::insert(tx, &event)?;
+                crate::rows::audit::insert(tx, &event)?;
                 read_member(tx, &tenant, &user)?.ok_or_else(|| malformed("member vanished"))
             })
         })
@@ -395,7 +395,7 @@ impl Catalog {
                         )?;
                     }
                 }
-                audit::insert(tx, &event)?;
+                crate::rows::audit::insert(tx, &event)?;
                 read_member(tx, &tenant, &user)
             })
         })
@@ -465,7 +465,7 @@ impl Catalog {
                         now.as_micros()
                     ],
                 )?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;
@@ -537,7 +537,7 @@ impl Catalog {
                         Error::not_found("role_not_found", format!("no role '{name}'")).into(),
                     );
                 }
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await
@@ -598,7 +598,7 @@ impl Catalog {
                 if changed == 0 {
                     return Err(Error::not_found("user_not_found", "no such user").into());
                 }
-                audit::insert(tx, &event)?;
+                crate::rows::audit::insert(tx, &event)?;
                 let row = tx.query_one(
                     "SELECT id, issuer, sub, email, disabled, created_at FROM users WHERE id = ?1",
                     params![user.as_str()],

@@ -13,9 +13,9 @@ use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement, TierSpec, WriteState};
 use bulkhead_core::{Incarnation, StorageKey, TenantId};
 
-use crate::domains::read_domains;
+use crate::rows::domains::read_domains;
+use crate::rows::tenants::next_epoch;
 use crate::store::{StoreResult, Tx, malformed, params};
-use crate::tenants::next_epoch;
 
 /// Chooses the domain and namespace for a new placement, inside the creating transaction.
 pub(crate) fn allocate(

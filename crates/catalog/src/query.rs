@@ -24,7 +24,7 @@ use bulkhead_engine::{AggregateQuery, Hit, Keyset, ListQuery, QueryBudget};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::tenants::page_limit;
+use crate::rows::paging::page_limit;
 use crate::{Catalog, Ctx};
 
 pub const DEFAULT_GROUPS: u32 = 1000;
@@ -113,7 +113,7 @@ impl Catalog {
         let name = tier.clone();
         let seen = self.remote_changes_seen();
         let spec = self
-            .blocking(move |store| store.read(|tx| crate::tiers::read_tier(tx, &name)))
+            .blocking(move |store| store.read(|tx| crate::rows::tiers::read_tier(tx, &name)))
             .await?;
         let policy = spec
             .map(|s| crate::TierPolicy {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::moves::WriteTicket;
 use crate::usage::Metered;
-use crate::{Catalog, Ctx, audit};
+use crate::{Catalog, Ctx};
 
 /// How often a write held by another server's move re-reads the tenant's route.
 const FROZEN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -116,7 +116,7 @@ impl Catalog {
                 Some(&tenant),
                 None,
             );
-            self.blocking(move |store| store.write(|tx| audit::insert(tx, &event)))
+            self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
                 .await?;
         }
         Ok((scope, route))
@@ -178,10 +178,10 @@ impl Catalog {
                     continue;
                 }
                 if route.status == TenantStatus::Moving {
-                    ticket.journal_remotely(crate::moves::RemoteJournal {
+                    ticket.journal_remotely(Box::new(crate::moves::CatalogJournal {
                         catalog: self.clone(),
                         tenant: tenant.clone(),
-                    });
+                    }));
                 }
             }
             return Ok((scope, ticket));

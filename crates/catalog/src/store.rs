@@ -427,7 +427,7 @@ mod tests {
         }
         let store = SqliteStore::open(&path, false).unwrap();
         let (tenant, placement) = store
-            .read(|tx| crate::tenants::read_tenant(tx, &TenantId::parse("acme").unwrap()))
+            .read(|tx| crate::rows::tenants::read_tenant(tx, &TenantId::parse("acme").unwrap()))
             .unwrap()
             .unwrap();
         assert_eq!(tenant.name, "Acme");

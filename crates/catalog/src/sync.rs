@@ -274,7 +274,7 @@ impl Catalog {
             tracing::warn!(error = %e, "reloading collections failed");
         }
         let stored = self
-            .blocking(|store| store.read(|tx| crate::domains::read_domains(tx)))
+            .blocking(|store| store.read(|tx| crate::rows::domains::read_domains(tx)))
             .await;
         for (name, _) in stored.unwrap_or_default() {
             self.refresh_domain(&name).await;

@@ -7,24 +7,22 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
 use bulkhead_core::access::{self, ControlAction, TenantRoute};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{
     Placement, Tenant, TenantStatus, validate_display_name, validate_labels,
 };
-use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, Incarnation, TenantId};
+use bulkhead_core::{Incarnation, TenantId};
 use bulkhead_engine::PlacementRef;
 
 use crate::moves::MoveRequest;
 use crate::placement::allocate;
-use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
-use crate::tiers::read_tier;
-use crate::{Catalog, Ctx, RouteEntry, audit};
-
-pub const MAX_PAGE: u32 = 1000;
+use crate::rows::paging::{list_cursor, list_position, page_limit};
+use crate::rows::tenants::{read_tenant, set_status, tenant_not_found, write_placement};
+use crate::rows::tiers::read_tier;
+use crate::store::{malformed, params};
+use crate::{Catalog, Ctx, RouteEntry};
 
 /// What a `PATCH /v1/tenants/{id}` did: applied the change, or (a tier in another isolation
 /// model) started the live move that applies it.
@@ -32,62 +30,6 @@ pub const MAX_PAGE: u32 = 1000;
 pub enum TenantUpdate {
     Applied(TenantView),
     Moving(bulkhead_api::MoveView),
-}
-pub const DEFAULT_PAGE: u32 = 50;
-
-pub(crate) fn tenant_not_found() -> Error {
-    Error::not_found("tenant_not_found", "tenant not found")
-}
-
-pub(crate) fn parse<T: std::str::FromStr<Err = Error>>(raw: &str) -> StoreResult<T> {
-    raw.parse().map_err(|e: Error| malformed(e.message))
-}
-
-const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
-     p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version, p.incarnation";
-
-fn read_row(row: &Row) -> [String; 14] {
-    let mut out: [String; 14] = Default::default();
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = match row.raw(i) {
-            Some(Val::Int(n)) => n.to_string(),
-            Some(Val::Text(t)) => t.clone(),
-            _ => String::new(),
-        };
-    }
-    out
-}
-
-fn decode(raw: [String; 14]) -> StoreResult<(Tenant, Placement)> {
-    let int = |s: &str| s.parse::<i64>().map_err(malformed);
-    let tenant = Tenant {
-        id: TenantId::parse(&raw[0]).map_err(|e| malformed(e.message))?,
-        name: raw[1].clone(),
-        tier: Catalog::tier_name(&raw[2])?,
-        status: parse(&raw[3])?,
-        labels: serde_json::from_str(&raw[4]).map_err(malformed)?,
-        created_at: Timestamp::from_micros(int(&raw[5])?),
-        updated_at: Timestamp::from_micros(int(&raw[6])?),
-    };
-    let placement = Placement {
-        domain: DomainName::parse(&raw[7]).map_err(|e| malformed(e.message))?,
-        isolation: parse(&raw[8])?,
-        namespace: raw[9].clone(),
-        write_state: parse(&raw[10])?,
-        epoch: int(&raw[11])?,
-        schema_version: int(&raw[12])?,
-        incarnation: Incarnation::parse(&raw[13]).map_err(|e| malformed(e.message))?,
-    };
-    Ok((tenant, placement))
-}
-
-pub(crate) fn read_tenant(tx: &dyn Tx, id: &TenantId) -> StoreResult<Option<(Tenant, Placement)>> {
-    let sql = format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE t.id = ?1"
-    );
-    tx.query_opt(&sql, params![id.as_str()])?
-        .map(|r| decode(read_row(&r)))
-        .transpose()
 }
 
 pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
@@ -100,87 +42,6 @@ pub(crate) fn view(tenant: Tenant, placement: Placement) -> TenantView {
         created_at: tenant.created_at,
         updated_at: tenant.updated_at,
         placement,
-    }
-}
-
-/// Routing epochs come from one catalog-wide counter, so every change to any routing entry
-/// gets a higher epoch than anything before it — including the entries of a deleted tenant
-/// whose id is later reused. Caches compare epochs and so never keep a stale entry.
-pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
-    let current: i64 = crate::store::get_meta(tx, "routing_epoch")?
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(0);
-    let next = current + 1;
-    crate::store::set_meta(tx, "routing_epoch", &next.to_string())?;
-    Ok(next)
-}
-
-pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
-    tx.execute(
-        "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version, incarnation) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
-         isolation = excluded.isolation, namespace = excluded.namespace, write_state = excluded.write_state, \
-         epoch = excluded.epoch, schema_version = excluded.schema_version, incarnation = excluded.incarnation",
-        params![
-            tenant.as_str(),
-            p.domain.as_str(),
-            p.isolation.as_str(),
-            &p.namespace,
-            p.write_state.as_str(),
-            p.epoch,
-            p.schema_version,
-            p.incarnation.as_str()
-        ],
-    )?;
-    Ok(())
-}
-
-pub(crate) fn set_status(
-    tx: &dyn Tx,
-    tenant: &TenantId,
-    status: TenantStatus,
-    now: Timestamp,
-) -> StoreResult<()> {
-    tx.execute(
-        "UPDATE tenants SET status = ?2, updated_at = ?3 WHERE id = ?1",
-        params![tenant.as_str(), status.as_str(), now.as_micros()],
-    )?;
-    tx.execute(
-        "UPDATE placements SET epoch = ?2 WHERE tenant_id = ?1",
-        params![tenant.as_str(), next_epoch(tx)?],
-    )?;
-    crate::store::changed(tx, "route", tenant.as_str())?;
-    Ok(())
-}
-
-/// A listing's cursor: `<kind>:<position>`, URL-safe base64.
-pub(crate) fn list_cursor(kind: &str, position: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
-}
-
-/// The position in a cursor [`list_cursor`] made for `kind`, or `400 invalid_cursor`.
-pub(crate) fn list_position(kind: &str, cursor: &str) -> Result<String, Error> {
-    let bad = || Error::bad_request("invalid_cursor", "cursor is not one this server issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let position = text.strip_prefix(kind).and_then(|t| t.strip_prefix(':'));
-    position.map(str::to_owned).ok_or_else(bad)
-}
-
-pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
-    match limit {
-        None => Ok(DEFAULT_PAGE),
-        Some(0) => Err(Error::bad_request(
-            "invalid_limit",
-            "limit must be at least 1",
-        )),
-        Some(n) if n > MAX_PAGE => Err(Error::bad_request(
-            "invalid_limit",
-            format!("limit must be at most {MAX_PAGE}"),
-        )),
-        Some(n) => Ok(n),
     }
 }
 
@@ -252,7 +113,7 @@ impl Catalog {
                     }
                     let tier = read_tier(tx, &req.tier)?
                         .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{}' does not exist", req.tier)))?;
-                    let generation = crate::collections::generation(tx)?;
+                    let generation = crate::rows::collections::generation(tx)?;
                     // A new life: storage, keys and tokens of any earlier tenant under this id
                     // belong to another incarnation and can never reach this one.
                     let placement = allocate(tx, &req.id, &Incarnation::generate(), &tier, generation)?;
@@ -268,7 +129,7 @@ impl Catalog {
                         ],
                     )?;
                     write_placement(tx, &req.id, &placement)?;
-                    audit::insert(tx, &event)?;
+                    crate::rows::audit::insert(tx, &event)?;
                     Ok(Ok(placement))
                 })
             })
@@ -397,16 +258,7 @@ impl Catalog {
             .unwrap_or_default();
         let rows = self
             .blocking(move |store| {
-                store.read(|tx| {
-                    let sql = format!(
-                        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
-                         WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
-                    );
-                    tx.query(&sql, params![after, i64::from(limit) + 1])?
-                        .iter()
-                        .map(|r| decode(read_row(r)))
-                        .collect::<StoreResult<Vec<_>>>()
-                })
+                store.read(|tx| crate::rows::tenants::list_after(tx, &after, i64::from(limit) + 1))
             })
             .await?;
         let more = rows.len() > limit as usize;
@@ -500,7 +352,7 @@ impl Catalog {
                 }
                 tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
                 crate::store::changed(tx, "route", tenant.as_str())?;
-                audit::insert(tx, &event)?;
+                crate::rows::audit::insert(tx, &event)?;
                 Ok(move_to)
             })
         })
@@ -535,7 +387,7 @@ impl Catalog {
                         let (id, status, life): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
                         out.push((
                             TenantId::parse(&id).map_err(|e| malformed(e.message))?,
-                            parse(&status)?,
+                            crate::rows::parse(&status)?,
                             Incarnation::parse(&life).map_err(|e| malformed(e.message))?,
                         ));
                     }

@@ -7,20 +7,10 @@ use bulkhead_core::error::Error;
 use bulkhead_core::model::TierSpec;
 use bulkhead_core::{DomainName, TierName};
 
-use crate::domains::read_domains;
-use crate::store::{StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx, audit};
-
-pub(crate) fn read_tier(tx: &dyn Tx, name: &TierName) -> StoreResult<Option<TierSpec>> {
-    let raw: Option<String> = tx
-        .query_opt(
-            "SELECT spec FROM tiers WHERE name = ?1",
-            params![name.as_str()],
-        )?
-        .map(|r| r.get(0))
-        .transpose()?;
-    raw.map(|r| Catalog::tier_spec_from(&r)).transpose()
-}
+use crate::rows::domains::read_domains;
+use crate::rows::tiers::read_tier;
+use crate::store::{malformed, params};
+use crate::{Catalog, Ctx};
 
 /// What `new` allows that `old` did not: ceiling entries lifted, custom roles allowed,
 /// limits raised or removed.
@@ -80,8 +70,8 @@ impl Catalog {
                     for row in tx.query("SELECT name, spec FROM tiers ORDER BY name", &[])? {
                         let (name, spec): (String, String) = (row.get(0)?, row.get(1)?);
                         out.push(TierView {
-                            name: Catalog::tier_name(&name)?,
-                            spec: Catalog::tier_spec_from(&spec)?,
+                            name: crate::rows::tiers::tier_name(&name)?,
+                            spec: crate::rows::tiers::tier_spec_from(&spec)?,
                         });
                     }
                     Ok(out)
@@ -167,7 +157,7 @@ impl Catalog {
                     params![tier.as_str(), serde_json::to_string(&stored).map_err(malformed)?, now.as_micros()],
                 )?;
                 crate::store::changed(tx, "tier", tier.as_str())?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;

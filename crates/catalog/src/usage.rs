@@ -14,8 +14,8 @@ use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
 use parking_lot::Mutex;
 
+use crate::rows::paging::{list_cursor, list_position, page_limit};
 use crate::store::{Row, StoreResult, Tx, Val, params};
-use crate::tenants::{list_cursor, list_position, page_limit};
 use crate::{Catalog, Ctx, Inner};
 
 const HOUR_MICROS: i64 = 3_600 * 1_000_000;

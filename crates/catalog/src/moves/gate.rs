@@ -88,10 +88,14 @@ impl Gate {
     }
 }
 
-/// Where a write journals the ids it touches while another server moves the tenant.
-pub(crate) struct RemoteJournal {
-    pub catalog: crate::Catalog,
-    pub tenant: TenantId,
+/// Where a write journals the ids it touches while another server moves the tenant (the
+/// shared catalog's journal, in `shared`).
+#[async_trait::async_trait]
+pub(crate) trait RemoteJournal: Send + Sync {
+    async fn journal(&self, collection: &CollectionName, ids: Vec<String>) -> Result<(), Error>;
+
+    /// The tenant whose writes it journals (for the log).
+    fn tenant(&self) -> &TenantId;
 }
 
 /// A write's pass through the gate; hold it until the write has finished and the touched
@@ -99,7 +103,7 @@ pub(crate) struct RemoteJournal {
 pub(crate) struct WriteTicket {
     gate: Arc<Gate>,
     _guard: OwnedRwLockReadGuard<()>,
-    remote: Option<RemoteJournal>,
+    remote: Option<Box<dyn RemoteJournal>>,
 }
 
 /// Attempts (and the pause between them) to journal a finished write's ids remotely.
@@ -115,7 +119,7 @@ impl WriteTicket {
     ) -> Result<(), Error> {
         self.gate.touched(collection, ids.clone());
         if let Some(remote) = &self.remote {
-            remote.journal(collection, ids).await?;
+            remote.journal(collection, id_strings(ids)).await?;
         }
         Ok(())
     }
@@ -129,10 +133,10 @@ impl WriteTicket {
         self.gate.touched(collection, ids.clone());
         let Some(remote) = &self.remote else { return };
         for attempt in 1..=AFTER_ATTEMPTS {
-            match remote.journal(collection, ids.clone()).await {
+            match remote.journal(collection, id_strings(ids.clone())).await {
                 Ok(()) => return,
                 Err(e) if attempt == AFTER_ATTEMPTS => {
-                    tracing::error!(tenant = %remote.tenant, error = %e, "a write's ids could not be journaled for the tenant's move; the move will roll back");
+                    tracing::error!(tenant = %remote.tenant(), error = %e, "a write's ids could not be journaled for the tenant's move; the move will roll back");
                     self.gate.poisoned.store(true, Ordering::Release);
                 }
                 Err(_) => tokio::time::sleep(AFTER_PAUSE).await,
@@ -146,21 +150,8 @@ impl WriteTicket {
     }
 
     /// From now on the write also journals to the shared catalog.
-    pub fn journal_remotely(&mut self, remote: RemoteJournal) {
+    pub fn journal_remotely(&mut self, remote: Box<dyn RemoteJournal>) {
         self.remote = Some(remote);
-    }
-}
-
-impl RemoteJournal {
-    async fn journal<'a>(
-        &self,
-        collection: &CollectionName,
-        ids: impl Iterator<Item = &'a RecordId>,
-    ) -> Result<(), Error> {
-        let Some(pg) = self.catalog.pg() else {
-            return Ok(());
-        };
-        super::shared::journal(pg, &self.tenant, collection, super::shared::id_strings(ids)).await
     }
 }
 
@@ -203,6 +194,12 @@ impl Gates {
             remote: None,
         })
     }
+}
+
+/// Ids touched by a write, as journal text.
+pub(crate) fn id_strings<'a>(ids: impl Iterator<Item = &'a RecordId>) -> Vec<String> {
+    let set: HashSet<&str> = ids.map(RecordId::as_str).collect();
+    set.into_iter().map(str::to_owned).collect()
 }
 
 #[cfg(test)]

@@ -34,11 +34,13 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId, TierName};
 use parking_lot::Mutex;
 
-pub(crate) use gate::{Gates, RemoteJournal, WriteTicket, tenant_moving};
+pub(crate) use gate::{Gates, WriteTicket, tenant_moving};
+pub(crate) use shared::CatalogJournal;
 
+use crate::rows::parse;
+use crate::rows::tenants::read_tenant;
 use crate::store::{Row, StoreResult, Tx, malformed, params};
-use crate::tenants::{parse, read_tenant};
-use crate::{Catalog, Ctx, audit};
+use crate::{Catalog, Ctx};
 
 /// How moves run. The defaults suit production; tests shorten the waits.
 #[derive(Debug, Clone)]
@@ -170,7 +172,7 @@ fn decode(row: &Row) -> StoreResult<MoveRow> {
         target,
         target_tier: row
             .get::<Option<String>>(7)?
-            .map(|t| Catalog::tier_name(&t))
+            .map(|t| crate::rows::tiers::tier_name(&t))
             .transpose()?,
         rows_copied: count(row.get(8)?),
         rows_total: count(row.get(9)?),
@@ -332,7 +334,7 @@ impl Catalog {
         self.blocking(move |store| {
             store.write(|tx| {
                 if let Some(domain) = &request.domain
-                    && !crate::domains::read_domains(tx)?.iter().any(|(name, _)| name == domain)
+                    && !crate::rows::domains::read_domains(tx)?.iter().any(|(name, _)| name == domain)
                 {
                     return Err(Error::bad_request("unknown_domain", format!("domain '{domain}' does not exist")).into());
                 }
@@ -354,7 +356,7 @@ impl Catalog {
                     }
                 }
                 let tier_name = request.target_tier.clone().unwrap_or(current.tier.clone());
-                let tier = crate::tiers::read_tier(tx, &tier_name)?
+                let tier = crate::rows::tiers::read_tier(tx, &tier_name)?
                     .ok_or_else(|| Error::bad_request("unknown_tier", format!("tier '{tier_name}' does not exist")))?;
                 let isolation = request.isolation.unwrap_or(if request.target_tier.is_some() { tier.isolation } else { source.isolation });
                 let domains = match &request.domain {
@@ -370,7 +372,7 @@ impl Catalog {
                     .into());
                 }
                 let spec = TierSpec { isolation, domains, ..tier };
-                let generation = crate::collections::generation(tx)?;
+                let generation = crate::rows::collections::generation(tx)?;
                 // The target belongs to the same life of the tenant as the source.
                 let target = crate::placement::allocate(tx, &tenant_id, &source.incarnation, &spec, generation)?;
                 if target.domain == source.domain && target.isolation == source.isolation {
@@ -390,7 +392,7 @@ impl Catalog {
                         now.as_micros()
                     ],
                 )?;
-                crate::tenants::set_status(tx, &tenant_id, TenantStatus::Moving, now)?;
+                crate::rows::tenants::set_status(tx, &tenant_id, TenantStatus::Moving, now)?;
                 if tx.shared() {
                     // Other servers journal this tenant's writes from the moment they see it
                     // moving, and acknowledge that they do (`shared`).
@@ -401,7 +403,7 @@ impl Catalog {
                     tx.execute("DELETE FROM move_journal WHERE tenant_id = ?1", params![tenant_id.as_str()])?;
                     crate::store::changed(tx, "move", &format!("{move_id}:track"))?;
                 }
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;
@@ -499,7 +501,7 @@ impl Catalog {
             Some(&row.tenant),
             Some(id.to_owned()),
         );
-        self.blocking(move |store| store.write(|tx| audit::insert(tx, &event)))
+        self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
             .await?;
         // The executor notices between pages; wait (briefly) so the answer shows the outcome.
         for _ in 0..100 {

@@ -15,9 +15,9 @@ use super::copy::{self, Sides};
 use super::lane::Lane;
 use super::{Live, MoveRow, phase_error, read_move};
 use crate::Catalog;
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
+use crate::rows::tenants::{next_epoch, read_tenant, write_placement};
 use crate::store::params;
-use crate::tenants::{next_epoch, read_tenant, write_placement};
 
 /// Attempts to take the freeze before the move gives up.
 const FREEZE_ATTEMPTS: usize = 3;
@@ -76,7 +76,7 @@ impl Catalog {
                     params![&r.id, r.phase.as_str(), r.rows_copied as i64, r.rows_total as i64, r.rows_verified as i64, now.as_micros(), r.copy_ms.map(|ms| ms as i64)],
                 )?;
                 if let Some(event) = &event {
-                    audit::insert(tx, event)?;
+                    crate::rows::audit::insert(tx, event)?;
                 }
                 Ok(())
             })
@@ -480,7 +480,7 @@ impl Catalog {
                         .into());
                     }
                     // Fenced by incarnation: a move switches only the life it was started for.
-                    let life = crate::tenants::read_tenant(tx, &r.tenant)?.map(|(_, p)| p.incarnation);
+                    let life = crate::rows::tenants::read_tenant(tx, &r.tenant)?.map(|(_, p)| p.incarnation);
                     if life.as_ref() != Some(&r.source.incarnation) {
                         return Err(Error::conflict(
                             "tenant_gone",
@@ -489,7 +489,7 @@ impl Catalog {
                         .into());
                     }
                     forget_move_state(tx, &r.id, &r.tenant)?;
-                    let generation = crate::collections::generation(tx)?;
+                    let generation = crate::rows::collections::generation(tx)?;
                     let placement = Placement {
                         epoch: next_epoch(tx)?,
                         schema_version: generation,
@@ -508,7 +508,7 @@ impl Catalog {
                     )?;
                     let mut event = event_base;
                     event.detail = Some(json!({"move": r.id, "placement": placement, "freeze_ms": freeze_ms}).to_string());
-                    audit::insert(tx, &event)?;
+                    crate::rows::audit::insert(tx, &event)?;
                     crate::store::changed(tx, "route", r.tenant.as_str())?;
                     Ok(freeze_ms as u64)
                 })
@@ -538,7 +538,7 @@ impl Catalog {
                     "UPDATE moves SET phase = 'done', updated_at = ?2 WHERE id = ?1",
                     params![&id, now.as_micros()],
                 )?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await
@@ -590,7 +590,7 @@ impl Catalog {
                     "UPDATE moves SET phase = 'rolled_back', error = ?2, updated_at = ?3 WHERE id = ?1",
                     params![&id, &why, now.as_micros()],
                 )?;
-                audit::insert(tx, &event)
+                crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;

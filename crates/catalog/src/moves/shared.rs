@@ -22,7 +22,6 @@
 //! [`MoveSettings::lease`]: super::MoveSettings::lease
 //! [`MoveSettings::silent_after`]: super::MoveSettings::silent_after
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -537,8 +536,22 @@ impl Catalog {
     }
 }
 
-/// Ids touched by a write, as journal text.
-pub(crate) fn id_strings<'a>(ids: impl Iterator<Item = &'a RecordId>) -> Vec<String> {
-    let set: HashSet<&str> = ids.map(RecordId::as_str).collect();
-    set.into_iter().map(str::to_owned).collect()
+/// The shared catalog's journal of one tenant's writes, for a move another server runs.
+pub(crate) struct CatalogJournal {
+    pub catalog: crate::Catalog,
+    pub tenant: TenantId,
+}
+
+#[async_trait::async_trait]
+impl super::gate::RemoteJournal for CatalogJournal {
+    async fn journal(&self, collection: &CollectionName, ids: Vec<String>) -> Result<(), Error> {
+        let Some(pg) = self.catalog.pg() else {
+            return Ok(());
+        };
+        journal(pg, &self.tenant, collection, ids).await
+    }
+
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
 }

@@ -1,0 +1,126 @@
+//! Tenant and placement rows: the routing table as stored.
+
+use bulkhead_core::error::Error;
+use bulkhead_core::model::{Placement, Tenant, TenantStatus};
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{DomainName, Incarnation, TenantId};
+
+use super::parse;
+use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
+
+pub(crate) fn tenant_not_found() -> Error {
+    Error::not_found("tenant_not_found", "tenant not found")
+}
+
+const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
+     p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version, p.incarnation";
+
+fn read_row(row: &Row) -> [String; 14] {
+    let mut out: [String; 14] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = match row.raw(i) {
+            Some(Val::Int(n)) => n.to_string(),
+            Some(Val::Text(t)) => t.clone(),
+            _ => String::new(),
+        };
+    }
+    out
+}
+
+fn decode(raw: [String; 14]) -> StoreResult<(Tenant, Placement)> {
+    let int = |s: &str| s.parse::<i64>().map_err(malformed);
+    let tenant = Tenant {
+        id: TenantId::parse(&raw[0]).map_err(|e| malformed(e.message))?,
+        name: raw[1].clone(),
+        tier: super::tiers::tier_name(&raw[2])?,
+        status: parse(&raw[3])?,
+        labels: serde_json::from_str(&raw[4]).map_err(malformed)?,
+        created_at: Timestamp::from_micros(int(&raw[5])?),
+        updated_at: Timestamp::from_micros(int(&raw[6])?),
+    };
+    let placement = Placement {
+        domain: DomainName::parse(&raw[7]).map_err(|e| malformed(e.message))?,
+        isolation: parse(&raw[8])?,
+        namespace: raw[9].clone(),
+        write_state: parse(&raw[10])?,
+        epoch: int(&raw[11])?,
+        schema_version: int(&raw[12])?,
+        incarnation: Incarnation::parse(&raw[13]).map_err(|e| malformed(e.message))?,
+    };
+    Ok((tenant, placement))
+}
+
+pub(crate) fn read_tenant(tx: &dyn Tx, id: &TenantId) -> StoreResult<Option<(Tenant, Placement)>> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE t.id = ?1"
+    );
+    tx.query_opt(&sql, params![id.as_str()])?
+        .map(|r| decode(read_row(&r)))
+        .transpose()
+}
+
+/// Routing epochs come from one catalog-wide counter, so every change to any routing entry
+/// gets a higher epoch than anything before it — including the entries of a deleted tenant
+/// whose id is later reused. Caches compare epochs and so never keep a stale entry.
+pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
+    let current: i64 = crate::store::get_meta(tx, "routing_epoch")?
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let next = current + 1;
+    crate::store::set_meta(tx, "routing_epoch", &next.to_string())?;
+    Ok(next)
+}
+
+pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version, incarnation) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (tenant_id) DO UPDATE SET domain = excluded.domain, \
+         isolation = excluded.isolation, namespace = excluded.namespace, write_state = excluded.write_state, \
+         epoch = excluded.epoch, schema_version = excluded.schema_version, incarnation = excluded.incarnation",
+        params![
+            tenant.as_str(),
+            p.domain.as_str(),
+            p.isolation.as_str(),
+            &p.namespace,
+            p.write_state.as_str(),
+            p.epoch,
+            p.schema_version,
+            p.incarnation.as_str()
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_status(
+    tx: &dyn Tx,
+    tenant: &TenantId,
+    status: TenantStatus,
+    now: Timestamp,
+) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE tenants SET status = ?2, updated_at = ?3 WHERE id = ?1",
+        params![tenant.as_str(), status.as_str(), now.as_micros()],
+    )?;
+    tx.execute(
+        "UPDATE placements SET epoch = ?2 WHERE tenant_id = ?1",
+        params![tenant.as_str(), next_epoch(tx)?],
+    )?;
+    crate::store::changed(tx, "route", tenant.as_str())?;
+    Ok(())
+}
+
+/// Up to `limit` tenants with ids after `after`, in id order.
+pub(crate) fn list_after(
+    tx: &dyn Tx,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<(Tenant, Placement)>> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+         WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
+    );
+    tx.query(&sql, params![after, limit])?
+        .iter()
+        .map(|r| decode(read_row(r)))
+        .collect()
+}

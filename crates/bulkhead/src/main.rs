@@ -1,18 +1,8 @@
-//! The `bulkhead` binary: `serve` runs the server; every other subcommand is the operator CLI
-//! talking to a server over HTTP; `bench` measures.
+//! The `bulkhead` binary: `serve` runs the server (the `bulkhead` library); every other
+//! subcommand is the operator CLI talking to a server over HTTP. Benchmarks are a separate
+//! binary, `bulkhead-bench` (crates/bench).
 
-mod bench;
-mod bench_auth;
-mod bench_move;
-mod bench_pocketbase;
-mod bench_postgres;
-mod bench_query;
-mod config;
-mod domains;
-mod identity;
-mod private;
-mod serve;
-
+use bulkhead::{config, serve};
 use bulkhead_cli::{ClientCommand, ClientOptions};
 use clap::{Parser, Subcommand};
 
@@ -33,8 +23,6 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<config::ServeArgs>),
-    /// Measure throughput and latency (see BENCHMARKS.md).
-    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -65,7 +53,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             serve::run(config).await
         }
-        Command::Bench(args) => bench::run(args).await,
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
     }
 }

@@ -21,12 +21,14 @@ use bulkhead_server::{AppState, ServerConfig};
 use crate::config::Config;
 use crate::domains;
 
-pub const ADMIN_KEY_FILE: &str = "admin.key";
-pub const LOCAL_DOMAIN: &str = "local";
+const ADMIN_KEY_FILE: &str = "admin.key";
+const LOCAL_DOMAIN: &str = "local";
 
 /// A running data directory: the lock that keeps other servers out, and the catalog.
 pub struct Node {
+    /// The control plane; call [`Catalog::shutdown`] when done.
     pub catalog: Catalog,
+    /// What `bulkhead_server::serve` serves.
     pub state: AppState,
     _lock: File,
 }
@@ -189,7 +191,7 @@ fn write_admin_key(dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for ctrl-c");

@@ -1,4 +1,4 @@
-//! `bulkhead bench auth`: what authentication and authorization cost per request, as a share
+//! `bulkhead-bench auth`: what authentication and authorization cost per request, as a share
 //! of a get-by-id request, for each kind of credential.
 //!
 //! One server (catalog, local engine, HTTP) in this process, with an RS256 issuer whose key
@@ -61,7 +61,7 @@ fn openssl_rsa(dir: &Path) -> anyhow::Result<(String, String)> {
         ],
     ] {
         let status = Command::new("openssl").args(&args).status().context(
-            "bench auth makes its RSA key with the `openssl` CLI (apt-get install openssl)",
+            "bulkhead-bench auth makes its RSA key with the `openssl` CLI (apt-get install openssl)",
         )?;
         if !status.success() {
             bail!("openssl {args:?} failed");
@@ -104,18 +104,18 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
             public_pem.replace('\n', "\\n")
         ),
     )?;
-    let serve_args = crate::config::ServeArgs {
+    let serve_args = bulkhead::config::ServeArgs {
         listen: Some("127.0.0.1:0".into()),
         config: Some(config_path),
         log_level: Some("warn".into()),
         ..Default::default()
     };
-    let config = crate::config::Config::load(
+    let config = bulkhead::config::Config::load(
         &serve_args,
         Some(&dir.path().join("data")),
         Some(ADMIN_KEY.into()),
     )?;
-    let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
+    let node = bulkhead::serve::open(&config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -202,7 +202,7 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
     let catalog = node.catalog.clone();
 
     let mut results: Vec<[Vec<f64>; 3]> = credentials.iter().map(|_| Default::default()).collect();
-    let bar = crate::bench::bar(args.rounds * credentials.len(), "rounds × credentials");
+    let bar = crate::bar(args.rounds * credentials.len(), "rounds × credentials");
     for _ in 0..args.rounds {
         for (i, (_, credential)) in credentials.iter().enumerate() {
             let client = Client::new(&url, credential)?;

@@ -1,4 +1,4 @@
-//! `bulkhead bench query`: the cost of sharing. A pool holding many tenants against a silo
+//! `bulkhead-bench query`: the cost of sharing. A pool holding many tenants against a silo
 //! holding only one tenant's rows, the same rows in both, the same queries interleaved one by
 //! one so both see the same machine: a filtered, sorted page on indexed fields, a full-text
 //! search and an aggregation. Reported as p50/p99 and pool/silo ratios.
@@ -20,7 +20,7 @@ use bulkhead_engine::{AggregateQuery, Engine, ListQuery, QueryBudget, conformanc
 use bulkhead_engine_sqlite::{SqliteConfig, SqliteEngine};
 use serde_json::json;
 
-use crate::bench::{bar, percentile};
+use crate::{bar, percentile};
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {

@@ -1,6 +1,7 @@
-//! The Bulkhead side of `bench pocketbase`: the same in-process server as `bench http`
-//! (temporary data directory, `Config::load`, `serve::open`, `bulkhead_server::serve`), but on
-//! its own two-worker runtime in its own thread.
+//! The Bulkhead side of `bulkhead-bench pocketbase`, and the in-process server of `http`,
+//! `engine` (its HTTP bulk row), `move` and `postgres --only http|flood`: a temporary data
+//! directory, the `bulkhead` library's `config::Config::load` and `serve::open`, then
+//! `bulkhead_server::serve`, on its own two-worker runtime in its own thread.
 //!
 //! Why its own runtime: PocketBase runs in another process with its own Go scheduler, while
 //! the load generator runs on the bench's runtime. Were Bulkhead served from that same runtime,
@@ -24,11 +25,11 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start() -> anyhow::Result<InProcess> {
-        InProcess::start_with(crate::config::ServeArgs::default()).await
+        InProcess::start_with(bulkhead::config::ServeArgs::default()).await
     }
 
     /// Starts with these serve settings (the listen address is always a free loopback port).
-    pub async fn start_with(args: crate::config::ServeArgs) -> anyhow::Result<InProcess> {
+    pub async fn start_with(args: bulkhead::config::ServeArgs) -> anyhow::Result<InProcess> {
         let (ready, is_ready) = oneshot::channel::<anyhow::Result<String>>();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -68,22 +69,22 @@ impl InProcess {
 }
 
 async fn serve(
-    args: crate::config::ServeArgs,
+    args: bulkhead::config::ServeArgs,
     ready: oneshot::Sender<anyhow::Result<String>>,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let started = async {
         let dir = tempfile::tempdir()?;
-        let args = crate::config::ServeArgs {
+        let args = bulkhead::config::ServeArgs {
             listen: Some("127.0.0.1:0".into()),
             ..args
         };
-        let config = crate::config::Config::load(
+        let config = bulkhead::config::Config::load(
             &args,
             Some(&dir.path().join("data")),
             Some(ADMIN_KEY.into()),
         )?;
-        let node = crate::serve::open(&config, Arc::new(SystemClock)).await?;
+        let node = bulkhead::serve::open(&config, Arc::new(SystemClock)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         anyhow::Ok((dir, node, listener, url))

@@ -1,4 +1,4 @@
-//! `bulkhead bench pocketbase`: Bulkhead next to PocketBase, both set up as pooled multi-tenant
+//! `bulkhead-bench pocketbase`: Bulkhead next to PocketBase, both set up as pooled multi-tenant
 //! backends, under one load generator.
 //!
 //! Fairness rules this module keeps:
@@ -16,7 +16,7 @@
 pub(crate) mod in_process;
 mod load;
 mod machine;
-mod pocketbase;
+mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::bench::percentile;
+use crate::percentile;
 use load::{Op, Sample, Target, bearer, compare, http_client, measure, payload};
 use machine::ServerCpu;
 
@@ -58,8 +58,8 @@ pub struct PocketbaseArgs {
 }
 
 pub async fn run(args: PocketbaseArgs) -> anyhow::Result<()> {
-    let binary = pocketbase::find_binary(args.pocketbase.as_deref())?;
-    let version = pocketbase::version(&binary)?;
+    let binary = process::find_binary(args.pocketbase.as_deref())?;
+    let version = process::version(&binary)?;
     let tenants = args.tenants.max(1);
     let concurrency = args.concurrency.max(1);
     let names: Vec<String> = (0..tenants).map(|t| format!("tenant-{t:02}")).collect();
@@ -67,15 +67,14 @@ pub async fn run(args: PocketbaseArgs) -> anyhow::Result<()> {
     let load_before = machine::load_average();
     let bulkhead = in_process::InProcess::start().await?;
     let bh = bulkhead_target(&bulkhead.url, &names).await?;
-    let pb_server =
-        pocketbase::PocketBase::start(&binary, &names, !args.pocketbase_no_request_logs)
-            .await
-            .context("setting up pocketbase")?;
+    let pb_server = process::PocketBase::start(&binary, &names, !args.pocketbase_no_request_logs)
+        .await
+        .context("setting up pocketbase")?;
     let (pb, pb_filtered) = pocketbase_targets(&pb_server)?;
 
     println!("PocketBase: {version} ({})", binary.display());
-    println!("  items rules:\n  {}", pocketbase::rules_summary());
-    println!("  indexes: {}", pocketbase::INDEXES.join("; "));
+    println!("  items rules:\n  {}", process::rules_summary());
+    println!("  indexes: {}", process::INDEXES.join("; "));
     println!(
         "  request log: {}",
         if args.pocketbase_no_request_logs {
@@ -192,7 +191,7 @@ async fn bulkhead_target(url: &str, names: &[String]) -> anyhow::Result<Target> 
         .await?;
     let mut auth = Vec::new();
     for name in names {
-        let key = crate::bench::member_key(&admin, name, "free").await?;
+        let key = crate::member_key(&admin, name, "free").await?;
         auth.push(bearer(&key)?);
     }
     let create_url = Url::parse(&format!("{url}/v1/collections/items/records"))?;
@@ -216,7 +215,7 @@ async fn bulkhead_target(url: &str, names: &[String]) -> anyhow::Result<Target> 
 /// to `COALESCE(items.tenant, '') = COALESCE(auth.tenant, '')`, which no index serves; the
 /// repeated `tenant = '…'` lets SQLite use the (tenant, status) index. Both are reported so
 /// the ratio can be taken against PocketBase's better variant.
-fn pocketbase_targets(server: &pocketbase::PocketBase) -> anyhow::Result<(Target, Target)> {
+fn pocketbase_targets(server: &process::PocketBase) -> anyhow::Result<(Target, Target)> {
     let create_url = Url::parse(&format!("{}/api/collections/items/records", server.url))?;
     let list = |filter: String| {
         Url::parse_with_params(

@@ -1,4 +1,4 @@
-//! `bulkhead bench postgres`: the PostgreSQL engine's figures, each compared side by side in
+//! `bulkhead-bench postgres`: the PostgreSQL engine's figures, each compared side by side in
 //! one run against the same server.
 //!
 //! - `rls`: a pooled query through row-level security (data role, tenant set) against the same
@@ -36,7 +36,7 @@ use bulkhead_engine_postgres::{PgConfig, PgEngine};
 use serde_json::json;
 use tokio_postgres::NoTls;
 
-use crate::bench::{bar, percentile};
+use crate::{bar, percentile};
 
 #[derive(Debug, clap::Args)]
 pub struct PostgresArgs {
@@ -443,8 +443,8 @@ async fn bridge(args: &PostgresArgs, engine: &PgEngine, url: &str) -> anyhow::Re
 }
 
 async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
-    use crate::bench::{bench_collection, row, timed};
-    use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+    use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
+    use crate::{bench_collection, row, timed};
     use bulkhead_client::{Client, ListRecords};
     use bulkhead_core::model::{DomainSpec, TierSpec};
     use bulkhead_core::{ConnectionUrl, DomainName, TierName};
@@ -478,7 +478,7 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
         .await?;
     let mut clients = Vec::new();
     for (tenant, tier) in [("http-sqlite", "free"), ("http-pg", "pg-free")] {
-        let key = crate::bench::member_key(&admin, tenant, tier).await?;
+        let key = crate::member_key(&admin, tenant, tier).await?;
         clients.push((tenant, Client::new(&server.url, key)?));
     }
     println!(
@@ -546,8 +546,8 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
 /// One tenant floods a PostgreSQL domain with expensive queries; how much slower do its
 /// neighbour's reads get, per share of the pool the tier allows the noisy tenant?
 async fn flood(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
-    use crate::bench::{bench_collection, row};
-    use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+    use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
+    use crate::{bench_collection, row};
     use bulkhead_client::{Client, ListRecords};
     use bulkhead_core::model::{DomainSpec, TierLimits, TierSpec};
     use bulkhead_core::{ConnectionUrl, DomainName, TierName};
@@ -598,11 +598,11 @@ async fn flood(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
         .await?;
     let noisy = Client::new(
         &server.url,
-        crate::bench::member_key(&admin, "flood-noisy", "pg-flood").await?,
+        crate::member_key(&admin, "flood-noisy", "pg-flood").await?,
     )?;
     let quiet = Client::new(
         &server.url,
-        crate::bench::member_key(&admin, "flood-quiet", "pg-flood").await?,
+        crate::member_key(&admin, "flood-quiet", "pg-flood").await?,
     )?;
     let progress = bar(args.flood_records, "noisy tenant's records");
     for start in (0..args.flood_records).step_by(5_000) {

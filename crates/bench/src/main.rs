@@ -1,18 +1,30 @@
-//! `bulkhead bench`: measurements recorded in BENCHMARKS.md. Everything compared runs side by
-//! side in one process and one run, and results are reported as ratios too, because this
-//! machine is noisy.
+//! `bulkhead-bench`: the measurements recorded in BENCHMARKS.md, kept out of the shipped
+//! `bulkhead` binary. Everything compared runs side by side in one process and one run, and
+//! results are reported as ratios too, because this machine is noisy.
 //!
-//! - `bench engine`: batched creates through the SQLite engine vs the same rows inserted with
-//!   raw rusqlite into an identical table (DDL copied from the engine's), same batch size.
-//! - `bench http`: single-record create and get-by-id through HTTP on pool, bridge and silo,
-//!   against an in-process server on a loopback port.
+//! - `bulkhead-bench engine`: batched creates through the SQLite engine vs the same rows
+//!   inserted with raw rusqlite into an identical table (DDL copied from the engine's), same
+//!   batch size.
+//! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
+//!   silo, against an in-process server on a loopback port.
+//! - `query`, `pocketbase`, `postgres`, `move` and `auth`: see their modules.
+//!
+//! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
+//! `bulkhead::serve::open`), served by `bulkhead_server::serve`.
+
+mod auth;
+mod moves;
+mod pocketbase;
+mod postgres;
+mod query;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Parser;
 
-use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
 use bulkhead_api::{CreateKey, CreateTenant};
 use bulkhead_client::Client;
 use bulkhead_core::access::{DataAction, TenantRole};
@@ -27,13 +39,9 @@ use bulkhead_engine_sqlite::{SqliteConfig, SqliteEngine};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: BenchKind,
-}
-
-#[derive(Debug, clap::Subcommand)]
+/// Measure Bulkhead's throughput and latency (see BENCHMARKS.md).
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead-bench", version)]
 enum BenchKind {
     /// Batched creates: engine vs raw rusqlite.
     Engine {
@@ -43,7 +51,7 @@ enum BenchKind {
         batch: usize,
     },
     /// Queries on a pool of many tenants vs a silo with one tenant's rows.
-    Query(crate::bench_query::QueryArgs),
+    Query(crate::query::QueryArgs),
     /// Single-record create and get-by-id over HTTP, per isolation model.
     Http {
         #[arg(long, default_value_t = 2_000)]
@@ -52,28 +60,46 @@ enum BenchKind {
         concurrency: usize,
     },
     /// HTTP create and filtered list: Bulkhead vs PocketBase, both pooled multi-tenant.
-    Pocketbase(crate::bench_pocketbase::PocketbaseArgs),
+    Pocketbase(crate::pocketbase::PocketbaseArgs),
     /// PostgreSQL engine: RLS vs explicit WHERE, COPY ingest vs psql, bridge vs pool.
-    Postgres(crate::bench_postgres::PostgresArgs),
+    Postgres(crate::postgres::PostgresArgs),
     /// A live move of a large tenant, pool → silo and back, under a steady write load.
-    Move(crate::bench_move::MoveArgs),
+    Move(crate::moves::MoveArgs),
     /// Authentication + authorization per request (keys, JWTs, custom roles, tenant tokens)
     /// as a share of a get-by-id request.
-    Auth(crate::bench_auth::AuthArgs),
+    Auth(crate::auth::AuthArgs),
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.what {
+async fn run(what: BenchKind) -> anyhow::Result<()> {
+    match what {
         BenchKind::Engine { records, batch } => engine_bench(records, batch.max(1)).await,
-        BenchKind::Query(args) => crate::bench_query::run(args).await,
+        BenchKind::Query(args) => crate::query::run(args).await,
         BenchKind::Http {
             requests,
             concurrency,
         } => http_bench(requests, concurrency.max(1)).await,
-        BenchKind::Pocketbase(args) => crate::bench_pocketbase::run(args).await,
-        BenchKind::Postgres(args) => crate::bench_postgres::run(args).await,
-        BenchKind::Move(args) => crate::bench_move::run(args).await,
-        BenchKind::Auth(args) => crate::bench_auth::run(args).await,
+        BenchKind::Pocketbase(args) => crate::pocketbase::run(args).await,
+        BenchKind::Postgres(args) => crate::postgres::run(args).await,
+        BenchKind::Move(args) => crate::moves::run(args).await,
+        BenchKind::Auth(args) => crate::auth::run(args).await,
+    }
+}
+
+fn main() {
+    let what = BenchKind::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(run(what)) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
     }
 }
 

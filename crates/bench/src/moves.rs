@@ -1,4 +1,4 @@
-//! `bulkhead bench move`: a tenant of N records moved pool → silo and back under a steady write
+//! `bulkhead-bench move`: a tenant of N records moved pool → silo and back under a steady write
 //! load, on an in-process server with the embedded engine.
 //!
 //! Reported, per direction: total time; the copy rate as a share of the rate at which the same
@@ -18,8 +18,8 @@ use bulkhead_core::schema::CollectionSpec;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::json;
 
-use crate::bench::{bar, bench_collection, member_key, percentile, row};
-use crate::bench_pocketbase::in_process::{ADMIN_KEY, InProcess};
+use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
+use crate::{bar, bench_collection, member_key, percentile, row};
 
 #[derive(Debug, clap::Args)]
 pub struct MoveArgs {
@@ -176,7 +176,7 @@ impl Load {
 }
 
 pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
-    let server = InProcess::start_with(crate::config::ServeArgs {
+    let server = InProcess::start_with(bulkhead::config::ServeArgs {
         move_duty: Some(args.duty),
         move_chunk: Some(args.chunk),
         move_drain_grace_ms: Some(1_000),

@@ -1,5 +1,5 @@
-//! The PocketBase side of `bench pocketbase`: finds the binary, runs it on a loopback port
-//! with a temporary data directory, and configures it as a pooled multi-tenant backend.
+//! The PocketBase side of `bulkhead-bench pocketbase`: finds the binary, runs it on a loopback
+//! port with a temporary data directory, and configures it as a pooled multi-tenant backend.
 //!
 //! Invariant: the child process never outlives [`PocketBase`]; its `Drop` kills and reaps it,
 //! on success and on every error path, before the data directory is removed.

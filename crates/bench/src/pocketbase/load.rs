@@ -1,5 +1,5 @@
-//! The load generator of `bench pocketbase`, one for both systems: raw HTTP requests from a
-//! plain `reqwest::Client`, round-robin over the tenants, every status checked.
+//! The load generator of `bulkhead-bench pocketbase`, one for both systems: raw HTTP requests
+//! from a plain `reqwest::Client`, round-robin over the tenants, every status checked.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::json;
 
 use super::machine::ServerCpu;
-use crate::bench::{percentile, timed};
+use crate::{percentile, timed};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Op {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bulkhead_catalog::{Catalog, CatalogOptions, Engines, Location};
 use bulkhead_core::DomainName;
+use bulkhead_core::access::AccessAuthority;
 use bulkhead_core::connection_url::ConnectionUrl;
 use bulkhead_core::model::{DomainSpec, ENGINE_POSTGRES};
 use bulkhead_core::time::{Clock, SystemClock};
@@ -33,8 +34,13 @@ pub struct Node {
     _lock: File,
 }
 
-/// Opens everything under `config.data_dir`. Prints the first admin key, once.
-pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+/// Opens everything under `config.data_dir`. Prints the first admin key, once. `authority`
+/// is the process's access authority ([`AccessAuthority::claim`]); the catalog keeps it.
+pub async fn open(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    authority: AccessAuthority,
+) -> anyhow::Result<Node> {
     crate::private::restrict_new_files();
     crate::private::prepare_data_dir(&config.data_dir)?;
     let lock = lock_data_dir(&config.data_dir)?;
@@ -99,7 +105,7 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node
         deletion_hold: config.deletion_hold,
         audit_retention: config.audit_retention,
     };
-    let catalog = Catalog::open(&location, clock, engines, options)
+    let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await
         .map_err(|e| anyhow::anyhow!("opening the catalog: {}", e.message))?;
 
@@ -248,7 +254,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "open files: no limit"
         ),
     }
-    let node = open(&config, Arc::new(SystemClock)).await?;
+    // Claimed first thing: nothing else in this process turns facts into scopes.
+    let authority = AccessAuthority::claim()
+        .context("the access authority was already claimed in this process")?;
+    let node = open(&config, Arc::new(SystemClock), authority).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -23,7 +23,6 @@ use bulkhead_core::access::{ControlAction, KeyOwner};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{Placement, TenantStatus};
 use bulkhead_core::{Incarnation, TenantId};
-use bulkhead_engine::PlacementRef;
 use serde_json::json;
 
 use crate::rows::tenants::{read_tenant, set_status, tenant_not_found};
@@ -140,7 +139,7 @@ impl Catalog {
         };
         for placement in &placements {
             self.engine(&placement.domain)?
-                .destroy(&PlacementRef::of(id, placement))
+                .destroy(&self.authority().demolish(id, placement))
                 .await?;
         }
         let event = AuditEvent {
@@ -259,7 +258,7 @@ impl Catalog {
             for placement in &placements {
                 debug_assert_eq!(placement.incarnation, life);
                 self.engine(&placement.domain)?
-                    .destroy(&PlacementRef::of(&id, placement))
+                    .destroy(&self.authority().demolish(&id, placement))
                     .await?;
             }
             let (tenant, life) = (id.clone(), life.clone());

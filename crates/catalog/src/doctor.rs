@@ -117,15 +117,13 @@ impl Catalog {
         key: StorageKey,
         item: &StoredPlacement,
     ) -> Result<(), Error> {
-        let target = PlacementRef {
-            key,
-            isolation: item.isolation,
-            namespace: item.namespace.clone(),
-        };
+        let target = self
+            .authority()
+            .demolish_orphan(key, item.isolation, item.namespace.clone());
         engine.destroy(&target).await?;
         tracing::info!(%domain, name = %item.name, "removed orphaned tenant storage");
         let detail = json!({"domain": domain, "isolation": item.isolation, "name": item.name});
-        let tenant = StorageKey::parse(target.key.as_str()).map(|(t, _)| t);
+        let tenant = StorageKey::parse(target.key().as_str()).map(|(t, _)| t);
         let event = self.event(
             ctx,
             "storage.remove",

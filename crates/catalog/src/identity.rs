@@ -150,7 +150,7 @@ impl Catalog {
             claimed_tenant,
         };
         Ok(Ctx {
-            principal: access::verified_user(identity),
+            principal: access::verified_user(self.authority(), identity),
             request_id: String::new(),
             memberships: Arc::new(user.memberships.clone()),
             credential: None,
@@ -198,7 +198,7 @@ impl Catalog {
     pub(crate) async fn authenticate_token(&self, token: &str) -> Result<Ctx, String> {
         let secret = self.token_secret().await.map_err(|e| e.message)?;
         let now = self.inner().clock.now();
-        let principal = bulkhead_core::tokens::verify(&secret, token, now)
+        let principal = bulkhead_core::tokens::verify(self.authority(), &secret, token, now)
             .map_err(|r| format!("tenant token: {r}"))?;
         let Principal::Token(claims) = principal.principal() else {
             return Err("tenant token: not a token".into());

@@ -243,18 +243,30 @@ pub(crate) struct Inner {
     pub meter: usage::Meter,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
+    /// The process's access authority: only the catalog turns what it looks up into
+    /// principals, scopes and demolitions.
+    authority: access::AccessAuthority,
 }
 
 impl Catalog {
+    /// The access authority, for the catalog's own rooms (authentication, authorization,
+    /// moves, deletion, doctor).
+    pub(crate) fn authority(&self) -> &access::AccessAuthority {
+        &self.inner.authority
+    }
+
     /// Opens (creating if needed) the catalog at `location`, seeds default tiers and registers the
     /// pre-registered engines' domains, opens the other stored domains through the engine
     /// factory (one that fails stays unavailable), then finishes any provisioning or deletion
     /// a crash interrupted.
+    /// `authority` is the process's [`access::AccessAuthority`] (the binary claims it once and
+    /// hands it over): the catalog alone turns what it looks up into principals and scopes.
     pub async fn open(
         location: &Location,
         clock: Arc<dyn Clock>,
         engines: Engines,
         options: CatalogOptions,
+        authority: access::AccessAuthority,
     ) -> Result<Catalog, Error> {
         let location = location.clone();
         let fsync = options.fsync;
@@ -300,6 +312,7 @@ impl Catalog {
                 token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
+                authority,
             }),
         };
         catalog.seed().await?;
@@ -437,17 +450,22 @@ impl Catalog {
             ));
         };
         let bootstrap = self.inner.options.bootstrap_admin_hash.as_deref();
-        if let Some(principal) =
-            bootstrap.and_then(|hash| access::verify_bootstrap_key(token, hash))
+        if let Some(principal) = bootstrap
+            .and_then(|hash| access::verify_bootstrap_key(&self.inner.authority, token, hash))
         {
             return Ok(Ctx::for_key(principal, request_id));
         }
         let identity = self.inner.options.identity.clone();
         let outcome = if let Some((id, secret)) = bulkhead_core::keys::parse_token(token) {
             match self.stored_key(&id).await? {
-                Some(stored) => access::verify_key(secret, &stored, self.inner.clock.now())
-                    .map(|p| Ctx::for_key(p, request_id))
-                    .map_err(|r| r.to_string()),
+                Some(stored) => access::verify_key(
+                    &self.inner.authority,
+                    secret,
+                    &stored,
+                    self.inner.clock.now(),
+                )
+                .map(|p| Ctx::for_key(p, request_id))
+                .map_err(|r| r.to_string()),
                 None => Err("unknown key".to_owned()),
             }
         } else if bulkhead_core::tokens::looks_like_token(token) {

@@ -85,7 +85,7 @@ impl Catalog {
         // The tier's policy, read once: its ceiling bounds the grant, its limits admit.
         let policy = self.tier_policy(&route.tier).await?;
         let facts = Catalog::role_facts(ctx, &tenant, policy.ceiling);
-        let scope = access::authorize_data(&ctx.principal, &route, action, facts)
+        let scope = access::authorize_data(self.authority(), &ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
             .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
         Catalog::tag_tenant(&tenant);

@@ -75,6 +75,7 @@ async fn open(dir: &Path, factory: &Arc<FakeFactory>) -> (Catalog, Ctx) {
         Arc::new(SystemClock),
         engines,
         options,
+        bulkhead_engine::conformance::authority(),
     )
     .await
     .unwrap();

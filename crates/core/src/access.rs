@@ -2,10 +2,14 @@
 //! ([`TenantScope`]).
 //!
 //! Invariant 1 lives here. A `TenantScope` has private fields and no public constructor: the
-//! only way to get one is [`authorize_data`], which needs a `VerifiedPrincipal`, which in turn
-//! only [`verify_key`] / [`verify_bootstrap_key`] produce from a presented credential. Storage
-//! functions take a `&TenantScope`, so reaching tenant data without verified credentials does
-//! not compile. A principal with no tenant context is an error, never "all tenants".
+//! only ways to get one are [`authorize_data`], which needs a `VerifiedPrincipal` (which only
+//! the verifiers here produce from a presented credential), and [`move_scope`], for a move the
+//! catalog recorded. Every function that turns looked-up facts (a stored key, a route, role
+//! facts, a move) into a principal or a scope also takes the process's [`AccessAuthority`],
+//! which only the catalog holds, so code elsewhere cannot make one from facts of its own
+//! (the doc tests of `AccessAuthority` show it failing to compile). Storage functions take a `&TenantScope`, and
+//! destroying storage takes a [`Demolition`], which only the authority makes. A principal with
+//! no tenant context is an error, never "all tenants".
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,7 +26,9 @@ use crate::query::vars::UserVars;
 use crate::time::Timestamp;
 pub use crate::tokens::{TokenClaims, TokenParent};
 
+mod authority;
 mod tenant_admin;
+pub use authority::{AccessAuthority, Demolition};
 pub use tenant_admin::{Membership, authorize_tenant_admin};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -222,7 +228,7 @@ impl VerifiedPrincipal {
 
 /// A user whose identity-provider token has been verified (signature, issuer, audience,
 /// validity window) and whose `(issuer, sub)` the catalog mapped to `identity.user`.
-pub fn verified_user(identity: UserIdentity) -> VerifiedPrincipal {
+pub fn verified_user(_authority: &AccessAuthority, identity: UserIdentity) -> VerifiedPrincipal {
     VerifiedPrincipal {
         actor: format!("user:{}", identity.user),
         principal: Principal::User(Arc::new(identity)),
@@ -252,6 +258,7 @@ impl fmt::Display for Rejection {
 
 /// Checks a presented secret against the stored key.
 pub fn verify_key(
+    _authority: &AccessAuthority,
     secret: &str,
     stored: &StoredKey,
     now: Timestamp,
@@ -281,7 +288,11 @@ pub fn verify_key(
 }
 
 /// Checks a token against the hash of the operator-provided `BULKHEAD_ADMIN_KEY`.
-pub fn verify_bootstrap_key(token: &str, expected_hash: &str) -> Option<VerifiedPrincipal> {
+pub fn verify_bootstrap_key(
+    _authority: &AccessAuthority,
+    token: &str,
+    expected_hash: &str,
+) -> Option<VerifiedPrincipal> {
     keys::secret_matches(token, expected_hash).then(|| VerifiedPrincipal {
         actor: "bootstrap-admin".into(),
         principal: Principal::Platform(PlatformRole::Admin),
@@ -293,7 +304,12 @@ pub fn verify_bootstrap_key(token: &str, expected_hash: &str) -> Option<Verified
 /// principal allowed to manage tenants (and recorded in the catalog with that actor); the
 /// executor, which may resume it after a restart, acts as `system:move/<id>`. The scope reaches
 /// exactly the one tenant of `route`, like any other.
-pub fn move_scope(move_id: &str, route: &TenantRoute, action: DataAction) -> TenantScope {
+pub fn move_scope(
+    _authority: &AccessAuthority,
+    move_id: &str,
+    route: &TenantRoute,
+    action: DataAction,
+) -> TenantScope {
     TenantScope {
         tenant: route.tenant.clone(),
         storage: route.placement.storage_key(&route.tenant),
@@ -533,6 +549,7 @@ pub struct RoleFacts {
 /// rights ([`Grant`]); per-collection actions, rules and hidden fields are then applied
 /// through [`TenantScope::permission`].
 pub fn authorize_data(
+    _authority: &AccessAuthority,
     principal: &VerifiedPrincipal,
     route: &TenantRoute,
     action: DataAction,

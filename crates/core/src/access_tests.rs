@@ -2,6 +2,8 @@ use super::*;
 use crate::ids::{DomainName, Incarnation};
 use crate::model::Isolation;
 
+const AUTH: AccessAuthority = AccessAuthority::for_tests();
+
 fn principal(owner: KeyOwner) -> VerifiedPrincipal {
     let key = keys::generate().unwrap();
     let stored = StoredKey {
@@ -13,7 +15,7 @@ fn principal(owner: KeyOwner) -> VerifiedPrincipal {
         incarnation: Some(Incarnation::legacy()),
     };
     let (_, secret) = keys::parse_token(&key.token).unwrap();
-    verify_key(secret, &stored, Timestamp::from_micros(0)).unwrap()
+    verify_key(&AUTH, secret, &stored, Timestamp::from_micros(0)).unwrap()
 }
 
 fn route(tenant: &str, status: TenantStatus) -> TenantRoute {
@@ -40,13 +42,14 @@ fn a_key_of_an_earlier_life_of_the_tenant_reaches_nothing_of_a_later_one() {
     let mut reborn = route("acme", TenantStatus::Active);
     reborn.placement.incarnation = Incarnation::generate();
     for action in [DataAction::Read, DataAction::Write] {
-        let err = authorize_data(&old, &reborn, action, RoleFacts::default()).unwrap_err();
+        let err = authorize_data(&AUTH, &old, &reborn, action, RoleFacts::default()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
     }
     let err = authorize_tenant_admin(&old, &acme, &reborn.placement.incarnation, None).unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
     // The same key in its own life is accepted, and its scope names the legacy storage.
     let scope = authorize_data(
+        &AUTH,
         &old,
         &route("acme", TenantStatus::Active),
         DataAction::Read,
@@ -61,6 +64,7 @@ fn a_tenant_key_never_reaches_another_tenant() {
     let acme = TenantId::parse("acme").unwrap();
     let p = principal(KeyOwner::Tenant(acme.clone(), TenantRole::Owner));
     let err = authorize_data(
+        &AUTH,
         &p,
         &route("globex", TenantStatus::Active),
         DataAction::Read,
@@ -81,6 +85,7 @@ fn a_tenant_key_never_reaches_another_tenant() {
     );
     assert!(
         authorize_data(
+            &AUTH,
             &p,
             &route("acme", TenantStatus::Active),
             DataAction::Write,
@@ -96,6 +101,7 @@ fn roles_and_status_gate_writes() {
     let viewer = principal(KeyOwner::Tenant(acme.clone(), TenantRole::Viewer));
     assert!(
         authorize_data(
+            &AUTH,
             &viewer,
             &route("acme", TenantStatus::Active),
             DataAction::Read,
@@ -105,6 +111,7 @@ fn roles_and_status_gate_writes() {
     );
     assert_eq!(
         authorize_data(
+            &AUTH,
             &viewer,
             &route("acme", TenantStatus::Active),
             DataAction::Write,
@@ -117,6 +124,7 @@ fn roles_and_status_gate_writes() {
     let member = principal(KeyOwner::Tenant(acme, TenantRole::Member));
     assert_eq!(
         authorize_data(
+            &AUTH,
             &member,
             &route("acme", TenantStatus::Suspended),
             DataAction::Write,
@@ -128,6 +136,7 @@ fn roles_and_status_gate_writes() {
     );
     assert!(
         authorize_data(
+            &AUTH,
             &member,
             &route("acme", TenantStatus::Suspended),
             DataAction::Read,
@@ -145,6 +154,7 @@ fn platform_roles_reach_data_only_as_admin_and_only_by_name() {
         "tenant_required"
     );
     let scope = authorize_data(
+        &AUTH,
         &admin,
         &route("acme", TenantStatus::Active),
         DataAction::Read,
@@ -155,6 +165,7 @@ fn platform_roles_reach_data_only_as_admin_and_only_by_name() {
     let operator = principal(KeyOwner::Platform(PlatformRole::Operator));
     assert_eq!(
         authorize_data(
+            &AUTH,
             &operator,
             &route("acme", TenantStatus::Active),
             DataAction::Read,
@@ -183,13 +194,13 @@ fn expired_and_revoked_keys_are_rejected() {
         incarnation: None,
     };
     assert_eq!(
-        verify_key(secret, &stored, Timestamp::from_micros(10)).unwrap_err(),
+        verify_key(&AUTH, secret, &stored, Timestamp::from_micros(10)).unwrap_err(),
         Rejection::Expired
     );
     stored.expires_at = None;
     stored.revoked = true;
     assert_eq!(
-        verify_key(secret, &stored, Timestamp::from_micros(10)).unwrap_err(),
+        verify_key(&AUTH, secret, &stored, Timestamp::from_micros(10)).unwrap_err(),
         Rejection::Revoked
     );
 }

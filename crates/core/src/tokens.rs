@@ -97,7 +97,12 @@ pub fn looks_like_token(token: &str) -> bool {
 
 /// Checks a token's MAC (in constant time) and expiry. The parent credential is checked by
 /// the caller, per request.
-pub fn verify(secret: &[u8], token: &str, now: Timestamp) -> Result<VerifiedPrincipal, Rejection> {
+pub fn verify(
+    _authority: &crate::access::AccessAuthority,
+    secret: &[u8],
+    token: &str,
+    now: Timestamp,
+) -> Result<VerifiedPrincipal, Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::Invalid);
     }
@@ -147,15 +152,33 @@ mod tests {
     fn tokens_round_trip_and_expire() {
         let token = mint(b"secret", &claims()).unwrap();
         assert!(looks_like_token(&token));
-        let p = verify(b"secret", &token, Timestamp::from_micros(1)).unwrap();
+        let p = verify(
+            &crate::access::AccessAuthority::for_tests(),
+            b"secret",
+            &token,
+            Timestamp::from_micros(1),
+        )
+        .unwrap();
         assert!(matches!(p.principal(), Principal::Token(c) if c.tenant.as_str() == "acme"));
         assert!(p.is_read_only());
         assert_eq!(
-            verify(b"secret", &token, Timestamp::from_micros(10_000_000)).unwrap_err(),
+            verify(
+                &crate::access::AccessAuthority::for_tests(),
+                b"secret",
+                &token,
+                Timestamp::from_micros(10_000_000)
+            )
+            .unwrap_err(),
             Rejection::Expired
         );
         assert_eq!(
-            verify(b"other", &token, Timestamp::from_micros(1)).unwrap_err(),
+            verify(
+                &crate::access::AccessAuthority::for_tests(),
+                b"other",
+                &token,
+                Timestamp::from_micros(1)
+            )
+            .unwrap_err(),
             Rejection::Invalid
         );
     }
@@ -173,15 +196,37 @@ mod tests {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&widened).unwrap())
         );
         assert_eq!(
-            verify(b"secret", &forged, Timestamp::from_micros(1)).unwrap_err(),
+            verify(
+                &crate::access::AccessAuthority::for_tests(),
+                b"secret",
+                &forged,
+                Timestamp::from_micros(1)
+            )
+            .unwrap_err(),
             Rejection::Invalid
         );
         let mut bad_tag = tag.to_owned().into_bytes();
         bad_tag[0] = if bad_tag[0] == b'A' { b'B' } else { b'A' };
         let tampered = format!("{signed}.{}", String::from_utf8(bad_tag).unwrap());
-        assert!(verify(b"secret", &tampered, Timestamp::from_micros(1)).is_err());
+        assert!(
+            verify(
+                &crate::access::AccessAuthority::for_tests(),
+                b"secret",
+                &tampered,
+                Timestamp::from_micros(1)
+            )
+            .is_err()
+        );
         for junk in ["bkt_", "bkt_.", "bkt_abc", "bkt_!!.!!", ""] {
-            assert!(verify(b"secret", junk, Timestamp::from_micros(1)).is_err());
+            assert!(
+                verify(
+                    &crate::access::AccessAuthority::for_tests(),
+                    b"secret",
+                    junk,
+                    Timestamp::from_micros(1)
+                )
+                .is_err()
+            );
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bulkhead_core::access::TenantScope;
+use bulkhead_core::access::{Demolition, TenantScope};
 use bulkhead_core::model::Isolation;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::{Collection, FieldType};
@@ -381,7 +381,8 @@ impl Engine for PgEngine {
             .await?)
     }
 
-    async fn destroy(&self, target: &PlacementRef) -> EngineResult<()> {
+    async fn destroy(&self, target: &Demolition) -> EngineResult<()> {
+        let target = &PlacementRef::demolished(target);
         Ok(self.destroy_placement(target).await?)
     }
 

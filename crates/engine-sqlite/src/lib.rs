@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bulkhead_core::access::TenantScope;
+use bulkhead_core::access::{Demolition, TenantScope};
 use bulkhead_core::model::Isolation;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::Collection;
@@ -354,8 +354,8 @@ impl Engine for SqliteEngine {
         .await
     }
 
-    async fn destroy(&self, target: &PlacementRef) -> EngineResult<()> {
-        let target = target.clone();
+    async fn destroy(&self, target: &Demolition) -> EngineResult<()> {
+        let target = PlacementRef::demolished(target);
         self.blocking(move |inner| inner.destroy(&target)).await
     }
 

@@ -59,6 +59,33 @@ fn placement(tenant: &TenantId, incarnation: &Incarnation, isolation: Isolation)
     }
 }
 
+static AUTHORITY: std::sync::OnceLock<access::AccessAuthority> = std::sync::OnceLock::new();
+
+/// The process's access authority for the suite: the one [`install`]ed, or else claimed on
+/// first use (a test process has no catalog to hold it).
+pub fn authority() -> access::AccessAuthority {
+    AUTHORITY
+        .get_or_init(|| {
+            access::AccessAuthority::claim()
+                .expect("the access authority was claimed elsewhere in this process; install it")
+        })
+        .clone()
+}
+
+/// Gives the suite the authority a process that also runs a catalog claimed first.
+pub fn install(authority: access::AccessAuthority) {
+    let _ = AUTHORITY.set(authority);
+}
+
+/// The demolition of one incarnation's placement of `tenant`.
+pub fn demolition_of(
+    tenant: &TenantId,
+    incarnation: &Incarnation,
+    isolation: Isolation,
+) -> access::Demolition {
+    authority().demolish(tenant, &placement(tenant, incarnation, isolation))
+}
+
 pub fn target(tenant: &TenantId, isolation: Isolation) -> PlacementRef {
     target_of(tenant, &Incarnation::legacy(), isolation)
 }
@@ -94,16 +121,22 @@ pub fn scope_of(
         incarnation: Some(incarnation.clone()),
     };
     let (_, secret) = keys::parse_token(&key.token).expect("own format");
-    let principal =
-        access::verify_key(secret, &stored, Timestamp::from_micros(0)).expect("fresh key");
+    let principal = access::verify_key(&authority(), secret, &stored, Timestamp::from_micros(0))
+        .expect("fresh key");
     let route = TenantRoute {
         tenant: tenant.clone(),
         tier: bulkhead_core::TierName::parse("free").expect("tier"),
         status: TenantStatus::Active,
         placement: placement(tenant, incarnation, isolation),
     };
-    access::authorize_data(&principal, &route, action, access::RoleFacts::default())
-        .expect("own tenant")
+    access::authorize_data(
+        &authority(),
+        &principal,
+        &route,
+        action,
+        access::RoleFacts::default(),
+    )
+    .expect("own tenant")
 }
 
 pub fn items_collection() -> Collection {
@@ -581,11 +614,11 @@ pub async fn destroy_removes_only_that_tenant(engine: &dyn Engine) {
                 .expect("insert");
         }
         engine
-            .destroy(&target(&gone, model))
+            .destroy(&demolition_of(&gone, &Incarnation::legacy(), model))
             .await
             .expect("destroy");
         engine
-            .destroy(&target(&gone, model))
+            .destroy(&demolition_of(&gone, &Incarnation::legacy(), model))
             .await
             .expect("destroy is idempotent");
         let kept = engine

@@ -11,7 +11,7 @@ pub mod conformance;
 pub mod sql;
 
 use async_trait::async_trait;
-use bulkhead_core::access::TenantScope;
+use bulkhead_core::access::{Demolition, TenantScope};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement};
 use bulkhead_core::query::aggregate::AggregatePlan;
@@ -132,6 +132,15 @@ pub struct PlacementRef {
 }
 
 impl PlacementRef {
+    /// The storage a demolition names.
+    pub fn demolished(target: &Demolition) -> Self {
+        PlacementRef {
+            key: target.key().clone(),
+            isolation: target.isolation(),
+            namespace: target.namespace().to_owned(),
+        }
+    }
+
     pub fn of(tenant: &TenantId, placement: &Placement) -> Self {
         PlacementRef {
             key: placement.storage_key(tenant),
@@ -339,8 +348,10 @@ pub trait Engine: Send + Sync + 'static {
         collection: &Collection,
     ) -> EngineResult<()>;
 
-    /// Removes every byte of the tenant's data in this placement.
-    async fn destroy(&self, target: &PlacementRef) -> EngineResult<()>;
+    /// Removes every byte of the tenant's data in this placement. Takes a [`Demolition`],
+    /// which only the holder of the access authority makes (tenant deletion, a move's
+    /// clean-up or rollback, `doctor` removing an orphan).
+    async fn destroy(&self, target: &Demolition) -> EngineResult<()>;
 
     /// Inserts records atomically: all or none.
     async fn insert(

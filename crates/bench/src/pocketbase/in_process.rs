@@ -84,7 +84,12 @@ async fn serve(
             Some(&dir.path().join("data")),
             Some(ADMIN_KEY.into()),
         )?;
-        let node = bulkhead::serve::open(&config, Arc::new(SystemClock)).await?;
+        let node = bulkhead::serve::open(
+            &config,
+            Arc::new(SystemClock),
+            bulkhead_engine::conformance::authority(),
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         anyhow::Ok((dir, node, listener, url))

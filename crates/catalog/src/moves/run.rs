@@ -134,12 +134,18 @@ impl Catalog {
         let sides = Sides {
             source_engine: self.engine(&row.source.domain)?,
             source: access::move_scope(
+                self.authority(),
                 &row.id,
                 &route(&tenant, &source_placement),
                 DataAction::Read,
             ),
             target_engine: self.engine(&row.target.domain)?,
-            target: access::move_scope(&row.id, &route(&tenant, &row.target), DataAction::Write),
+            target: access::move_scope(
+                self.authority(),
+                &row.id,
+                &route(&tenant, &row.target),
+                DataAction::Write,
+            ),
         };
 
         self.enter_phase(row, MovePhase::Provisioning, live).await?;
@@ -523,7 +529,7 @@ impl Catalog {
     /// After the switch: removes the source placement and ends the move.
     pub(crate) async fn clean_source(&self, row: &MoveRow) -> Result<(), Error> {
         self.engine(&row.source.domain)?
-            .destroy(&PlacementRef::of(&row.tenant, &row.source))
+            .destroy(&self.authority().demolish(&row.tenant, &row.source))
             .await?;
         let now = self.inner().clock.now();
         let event = self.move_event(
@@ -550,7 +556,7 @@ impl Catalog {
         self.inner().moves.gates.get(&row.tenant).untrack();
         if let Err(e) = self
             .engine(&row.target.domain)?
-            .destroy(&PlacementRef::of(&row.tenant, &row.target))
+            .destroy(&self.authority().demolish(&row.tenant, &row.target))
             .await
         {
             tracing::error!(r#move = %row.id, error = %e, "could not remove the move's target placement");

@@ -86,7 +86,7 @@ pub async fn incarnations_of_one_tenant_id_share_nothing(engine: &dyn Engine) {
             .expect("the later life reuses an id and a unique value");
         // The earlier life's clean-up runs late: it must not touch the later one.
         engine
-            .destroy(&target_of(&id, &old, model))
+            .destroy(&super::demolition_of(&id, &old, model))
             .await
             .expect("destroy the earlier life");
         let kept = engine
@@ -130,7 +130,7 @@ pub async fn incarnations_of_one_tenant_id_share_nothing(engine: &dyn Engine) {
             "{model}: the earlier life is gone: {gone:?}"
         );
         engine
-            .destroy(&target_of(&id, &new, model))
+            .destroy(&super::demolition_of(&id, &new, model))
             .await
             .expect("destroy the later life");
     }

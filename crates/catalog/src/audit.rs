@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn retention_removes_only_rows_older_than_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("c.db"), false).unwrap();
+        let store = bulkhead_store::SqliteStore::open(&dir.path().join("c.db"), false).unwrap();
         let store = Store::Sqlite(store);
         let row = |secs: i64| AuditEvent {
             at: Timestamp::from_micros(secs * 1_000_000),

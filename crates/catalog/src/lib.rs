@@ -19,7 +19,6 @@ mod health;
 mod identity;
 mod keys;
 mod members;
-mod migrations;
 mod moves;
 mod placement;
 mod query;
@@ -27,7 +26,6 @@ mod rate;
 mod records;
 mod rows;
 mod store;
-mod store_pg;
 mod sync;
 mod tenants;
 mod tiers;
@@ -129,7 +127,7 @@ impl Engines {
 /// Held while provisioning or rolling out schema (see [`Catalog::lock_schema`]).
 pub(crate) struct SchemaGuard<'a> {
     // Dropped first: the catalog-wide lock is released before this server's.
-    _shared: Option<store_pg::SchemaGuard>,
+    _shared: Option<bulkhead_store::postgres::SchemaGuard>,
     _local: tokio::sync::MutexGuard<'a, ()>,
 }
 

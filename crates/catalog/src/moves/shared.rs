@@ -31,7 +31,7 @@ use bulkhead_core::{CollectionName, RecordId, TenantId};
 
 use super::gate::Journal;
 use crate::Catalog;
-use crate::store_pg::PgStore;
+use crate::store::PgStore;
 
 /// The catalog's clock, in microseconds.
 pub(crate) const NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";

@@ -124,3 +124,72 @@ pub(crate) fn list_after(
         .map(|r| decode(read_row(r)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_core::StorageKey;
+    use bulkhead_store::SqliteStore;
+    use rusqlite::Connection;
+
+    /// A catalog file written before tenant incarnations opens with every tenant and tenant
+    /// key in the legacy life, whose storage key is the bare tenant id: the names its data
+    /// already has, so nothing moves and nothing is lost.
+    #[test]
+    fn a_catalog_from_before_incarnations_opens_with_every_tenant_in_its_legacy_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE tenants (
+                    id TEXT PRIMARY KEY, name TEXT NOT NULL, tier TEXT NOT NULL, status TEXT NOT NULL,
+                    labels TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE placements (
+                    tenant_id TEXT PRIMARY KEY REFERENCES tenants(id), domain TEXT NOT NULL, isolation TEXT NOT NULL,
+                    namespace TEXT NOT NULL, write_state TEXT NOT NULL, epoch INTEGER NOT NULL,
+                    schema_version INTEGER NOT NULL);
+                 CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, tenant_id TEXT,
+                    role TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER);
+                 INSERT INTO tenants VALUES ('acme', 'Acme', 'premium', 'active', '{}', 1, 1);
+                 INSERT INTO placements VALUES ('acme', 'local', 'silo', 'silo-acme', 'open', 7, 1);
+                 INSERT INTO api_keys VALUES ('k0123456789abcdef', 'app', 'h', 'acme', 'member', 1, NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, false).unwrap();
+        let (tenant, placement) = store
+            .read(|tx| read_tenant(tx, &TenantId::parse("acme").unwrap()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tenant.name, "Acme");
+        assert_eq!(placement.incarnation, Incarnation::legacy());
+        assert_eq!(placement.namespace, "silo-acme");
+        assert_eq!(
+            placement.storage_key(&tenant.id),
+            StorageKey::of(&tenant.id, &Incarnation::legacy())
+        );
+        assert_eq!(placement.storage_key(&tenant.id).as_str(), "acme");
+        let key_life: Option<String> = store
+            .read(|tx| {
+                tx.query_one(
+                    "SELECT incarnation FROM api_keys WHERE id = 'k0123456789abcdef'",
+                    &[],
+                )?
+                .get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            key_life, None,
+            "tenant keys from before read as the legacy life"
+        );
+        drop(store);
+        // Opening again changes nothing (the migration is idempotent).
+        let store = SqliteStore::open(&path, false).unwrap();
+        let count: i64 = store
+            .read(|tx| tx.query_one("SELECT count(*) FROM placements", &[])?.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+}

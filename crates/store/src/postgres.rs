@@ -30,7 +30,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls};
 
 use crate::migrations::{self, Dialect, SchemaState};
-use crate::store::{Row, StoreError, StoreResult, Tx, Val};
+use crate::tx::{Row, StoreError, StoreResult, Tx, Val};
 
 /// Advisory lock keys (one namespace: the first word spells "bulk").
 const WRITE_LOCK: i64 = 0x6275_6c6b_0000_0001;
@@ -59,7 +59,7 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// `?N` placeholders to `$N`, outside quoted literals.
-pub(crate) fn translate(sql: &str) -> String {
+pub fn translate(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut quoted = false;
     for c in sql.chars() {
@@ -275,17 +275,17 @@ impl PgStore {
             &tx,
             Dialect::Postgres,
             migrations::MIGRATIONS,
-            crate::store::now_ms(),
+            crate::tx::now_ms(),
         )?;
         self.handle.block_on(tx.tx.commit()).map_err(db_err)?;
         Ok(state)
     }
 
-    pub(crate) fn schema(&self) -> &SchemaState {
+    pub fn schema(&self) -> &SchemaState {
         &self.schema
     }
 
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+    pub fn write<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
         let mut client = self.handle.block_on(self.pool.get()).map_err(pg_err)?;
         let tx = self.handle.block_on(client.transaction()).map_err(pg_err)?;
         self.handle
@@ -300,7 +300,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
         let mut client = self.handle.block_on(self.pool.get()).map_err(pg_err)?;
         let tx = self
             .handle
@@ -353,7 +353,7 @@ impl PgStore {
     /// Runs `f` on a pooled connection, on the catalog's runtime, outside any transaction and
     /// without the write lock: for the small statements servers exchange about live moves
     /// (heartbeats, journal entries, acknowledgements), which need no serialisation.
-    pub(crate) async fn with_client<T, F>(&self, f: F) -> StoreResult<T>
+    pub async fn with_client<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>

@@ -15,15 +15,15 @@
 //! edit a released migration: add the next one, and a fixture for the release
 //! (`crates/bulkhead/tests/upgrade.rs`).
 
-use crate::store::{StoreError, StoreResult, Tx, Val};
+use crate::tx::{StoreError, StoreResult, Tx, Val};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
+pub enum Dialect {
     Sqlite,
     Postgres,
 }
 
-pub(crate) enum Step {
+pub enum Step {
     /// A statement; `{int}` is a 64-bit integer type, `{serial}` an auto-numbered 64-bit
     /// primary key, `{now}` the current time as a column default.
     Sql(&'static str),
@@ -35,7 +35,7 @@ pub(crate) enum Step {
     },
 }
 
-pub(crate) struct Migration {
+pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub steps: &'static [Step],
@@ -44,7 +44,7 @@ pub(crate) struct Migration {
 use Step::{AddColumn, Sql};
 
 /// Every migration this binary knows, in order. Append only.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "the catalog of release 0.1.0",
     steps: &[
@@ -147,7 +147,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 
 /// The newest migration this binary knows.
 #[cfg(test)]
-pub(crate) fn latest() -> i64 {
+pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
@@ -199,7 +199,7 @@ pub struct SchemaState {
 /// yet recorded. Call inside one write transaction (and, on a shared catalog, under the
 /// lock that serialises migrations between servers). Refuses a catalog with a migration
 /// this binary does not know.
-pub(crate) fn apply(
+pub fn apply(
     tx: &dyn Tx,
     dialect: Dialect,
     migrations: &[Migration],
@@ -279,7 +279,7 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SqliteTx;
+    use crate::SqliteTx;
     use rusqlite::Connection;
 
     fn apply_all(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<SchemaState> {

@@ -1,0 +1,145 @@
+//! The catalog in one SQLite file that one server owns. Writes go through one writer
+//! connection in immediate transactions; reads use a small pool of read-only connections.
+//! `secure_delete` is on, so a deleted tenant's name and labels do not linger in free pages.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::migrations::{self, Dialect, SchemaState};
+use crate::tx::{Row, StoreResult, Tx, Val, malformed, now_ms};
+
+pub struct SqliteStore {
+    schema: SchemaState,
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+pub struct SqliteTx<'a>(pub &'a Connection);
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn execute(&self, sql: &str, params: &[Val]) -> StoreResult<u64> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
+    }
+
+    fn query(&self, sql: &str, params: &[Val]) -> StoreResult<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(n) => Val::Int(n),
+                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                    other => {
+                        return Err(malformed(format!(
+                            "unexpected {:?} in column {i}",
+                            other.data_type()
+                        )));
+                    }
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+impl SqliteStore {
+    /// The catalog schema's version, and what this open migrated.
+    pub fn schema(&self) -> &SchemaState {
+        &self.schema
+    }
+
+    pub fn open(path: &Path, fsync: bool) -> StoreResult<SqliteStore> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer, fsync)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        let schema = {
+            let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state = migrations::apply(
+                &SqliteTx(&tx),
+                Dialect::Sqlite,
+                migrations::MIGRATIONS,
+                now_ms(),
+            )?;
+            tx.commit()?;
+            state
+        };
+        Ok(SqliteStore {
+            schema,
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn write<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&SqliteTx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn =
+                    Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                configure(&conn, false)?;
+                conn
+            }
+        };
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&SqliteTx(&tx))?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        let mut readers = self.readers.lock();
+        if readers.len() < 8 {
+            readers.push(conn);
+        }
+        result
+    }
+
+    pub fn checkpoint(&self) -> StoreResult<()> {
+        self.writer
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}

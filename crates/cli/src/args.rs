@@ -15,6 +15,7 @@ use bulkhead_core::{
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::input::{FieldArg, parse_field, parse_label};
+pub use crate::printer::ListArgs;
 
 /// Where the server is and who is calling. All of these may also come after the subcommand.
 #[derive(Clone, Args)]
@@ -202,17 +203,6 @@ pub enum MoveCmd {
     },
     /// Cancel a move that has not switched yet (it rolls back to the source).
     Cancel { id: String },
-}
-
-/// Paging of list commands.
-#[derive(Debug, Clone, Args)]
-pub struct ListArgs {
-    /// Return one page of at most this many items instead of everything.
-    #[arg(long)]
-    pub limit: Option<u32>,
-    /// Continue from the cursor a previous limited listing printed.
-    #[arg(long)]
-    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]

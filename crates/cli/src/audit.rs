@@ -10,8 +10,8 @@ use bulkhead_core::TenantId;
 use bulkhead_core::time::Timestamp;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::commands::{Printer, all_pages};
 use crate::output;
+use crate::printer::{Printer, all_pages};
 
 /// Entries shown when neither `--limit` nor `--all` is given.
 const DEFAULT_SHOWN: u32 = 50;
@@ -85,9 +85,9 @@ pub struct Newest {
 }
 
 impl Newest {
-    fn paging(self) -> crate::args::ListArgs {
+    fn paging(self) -> crate::printer::ListArgs {
         let limit = (!self.all).then(|| self.limit.unwrap_or(DEFAULT_SHOWN));
-        crate::args::ListArgs {
+        crate::printer::ListArgs {
             limit,
             cursor: self.cursor,
         }

@@ -8,7 +8,7 @@ use bulkhead_api::DoctorReport;
 use bulkhead_client::Client;
 use clap::Args;
 
-use crate::commands::Printer;
+use crate::printer::Printer;
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {

@@ -11,7 +11,7 @@ use bulkhead_core::CollectionName;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::commands::Printer;
+use crate::printer::Printer;
 
 /// Largest request body the import builds (the server's bulk limit is usually larger).
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;

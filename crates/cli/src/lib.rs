@@ -16,6 +16,7 @@ mod input;
 mod members;
 mod moves;
 mod output;
+mod printer;
 
 use std::path::Path;
 

@@ -7,8 +7,8 @@ use bulkhead_core::permissions::{Action, MemberRole, RoleSpec};
 use bulkhead_core::{CollectionName, RoleName, TenantId, UserId};
 use clap::Subcommand;
 
-use crate::commands::Printer;
 use crate::input::load_json_object;
+use crate::printer::Printer;
 
 fn role_arg(raw: &str) -> Result<MemberRole, String> {
     MemberRole::parse(raw).map_err(|e| e.message)

@@ -8,8 +8,8 @@ use bulkhead_client::Client;
 use bulkhead_core::model::MovePhase;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::commands::Printer;
 use crate::output;
+use crate::printer::Printer;
 
 /// Polls the move until it is done or rolled back, drawing its progress; a rolled-back move
 /// is an error (exit code 1) naming why.

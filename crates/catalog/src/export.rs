@@ -5,7 +5,6 @@
 //! removed member or a deleted tenant (even one re-created under the same id: the credential
 //! belongs to the earlier life) stops an export in progress.
 
-use bulkhead_core::access::DataAction;
 use bulkhead_core::error::Error;
 use bulkhead_core::permissions::{self, Action};
 use bulkhead_core::query;
@@ -39,18 +38,10 @@ impl Catalog {
             }
             _ => ctx,
         };
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "record.export",
-                collection.as_str(),
-            )
+        let tenant = self
+            .open_read(ctx, named, "record.export", collection.as_str())
             .await?;
-        let permission =
-            self.permission(ctx, &scope, collection, Action::Export, "record.export")?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Export)?;
         let view = permission.view(&collection);
         let filter = permissions::and(query::filter(filter, &view)?, permission.rule(&collection)?);
         let query = ListQuery {
@@ -64,10 +55,12 @@ impl Catalog {
             }),
             limit: EXPORT_PAGE,
             fields: Some(view.fields.keys().cloned().collect()),
-            budget: self.budget(&scope).await?,
+            budget: tenant.budget().await?,
         };
-        let engine = self.engine(&scope.placement().domain)?;
-        let hits = engine.list(&scope, &collection, &query).await?;
+        let hits = tenant
+            .engine()
+            .list(tenant.scope(), &collection, &query)
+            .await?;
         let next = (hits.len() == EXPORT_PAGE as usize)
             .then(|| hits.last().map(|h| h.record.id.clone()))
             .flatten();

@@ -15,6 +15,7 @@ mod deletion;
 mod doctor;
 mod domains;
 mod export;
+mod handle;
 mod health;
 mod identity;
 mod keys;

@@ -8,7 +8,7 @@
 
 use base64::Engine as _;
 use bulkhead_api::{AggregatePage, Page};
-use bulkhead_core::access::{DataAction, TenantScope};
+use bulkhead_core::access::TenantScope;
 use bulkhead_core::error::Error;
 use bulkhead_core::keys::hash_secret;
 use bulkhead_core::model::TierLimits;
@@ -151,17 +151,10 @@ impl Catalog {
         collection: &CollectionName,
         params: ListParams,
     ) -> Result<Page<Hit>, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "record.list",
-                collection.as_str(),
-            )
+        let tenant = self
+            .open_read(ctx, named, "record.list", collection.as_str())
             .await?;
-        let permission = self.permission(ctx, &scope, collection, Action::Read, "record.list")?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Read)?;
         // The caller's filter, sort and projection see only the fields they may see.
         let view = permission.view(&collection);
         let limit = page_limit(params.limit)?;
@@ -214,7 +207,7 @@ impl Catalog {
             None => None,
         };
         let bound = binding(
-            scope.tenant(),
+            tenant.tenant(),
             &collection.name,
             &["list", &filter_text, &sort_text, &q_text],
         );
@@ -247,10 +240,12 @@ impl Catalog {
             after,
             limit: limit + 1,
             fields,
-            budget: self.budget(&scope).await?,
+            budget: tenant.budget().await?,
         };
-        let engine = self.engine(&scope.placement().domain)?;
-        let mut items = engine.list(&scope, &collection, &query).await?;
+        let mut items = tenant
+            .engine()
+            .list(tenant.scope(), &collection, &query)
+            .await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         for hit in &mut items {
@@ -279,23 +274,10 @@ impl Catalog {
         collection: &CollectionName,
         request: &AggregateRequest,
     ) -> Result<AggregatePage, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "record.aggregate",
-                collection.as_str(),
-            )
+        let tenant = self
+            .open_read(ctx, named, "record.aggregate", collection.as_str())
             .await?;
-        let permission = self.permission(
-            ctx,
-            &scope,
-            collection,
-            Action::Aggregate,
-            "record.aggregate",
-        )?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Aggregate)?;
         // Groups, metrics and the filter see only visible fields (no oracle through a
         // terms aggregation on a hidden field); the record rule narrows the rows.
         let view = permission.view(&collection);
@@ -319,7 +301,7 @@ impl Catalog {
             ..request.clone()
         })
         .unwrap_or_default();
-        let bound = binding(scope.tenant(), &collection.name, &["aggregate", &shape]);
+        let bound = binding(tenant.tenant(), &collection.name, &["aggregate", &shape]);
         let after = match request.cursor.as_deref() {
             None => None,
             Some(cursor) => {
@@ -335,10 +317,12 @@ impl Catalog {
             plan,
             after,
             limit: limit + 1,
-            budget: self.budget(&scope).await?,
+            budget: tenant.budget().await?,
         };
-        let engine = self.engine(&scope.placement().domain)?;
-        let mut rows = engine.aggregate(&scope, &collection, &query).await?;
+        let mut rows = tenant
+            .engine()
+            .aggregate(tenant.scope(), &collection, &query)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match (more, rows.last()) {

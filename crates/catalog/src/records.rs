@@ -17,6 +17,7 @@ use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::Value;
 
+use crate::handle::TenantHandle;
 use crate::moves::WriteTicket;
 use crate::usage::Metered;
 use crate::{Catalog, Ctx};
@@ -213,20 +214,14 @@ impl Catalog {
         named: Option<&TenantId>,
         collection: &CollectionName,
     ) -> Result<bulkhead_api::AccessView, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "access.view",
-                collection.as_str(),
-            )
+        let tenant = self
+            .open_read(ctx, named, "access.view", collection.as_str())
             .await?;
-        let permission = scope.permission(collection);
+        let permission = tenant.scope().permission(collection);
         let collection = self.collection(collection)?;
         permission.rule(&collection)?;
         Ok(bulkhead_api::AccessView {
-            tenant: scope.tenant().clone(),
+            tenant: tenant.tenant().clone(),
             collection: collection.name.clone(),
             actions: permission.actions().iter().copied().collect(),
             record_rule: permission.has_rule(),
@@ -241,12 +236,10 @@ impl Catalog {
         collection: &CollectionName,
         body: &Value,
     ) -> Result<Record, Error> {
-        let (scope, ticket) = self
-            .write_scope(ctx, named, "record.create", collection.as_str())
+        let tenant = self
+            .open_write(ctx, named, "record.create", collection.as_str())
             .await?;
-        let permission =
-            self.permission(ctx, &scope, collection, Action::Create, "record.create")?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Create)?;
         let (id, fields, _) = validate_visible(&permission, &collection, body, None)?;
         let record = NewRecord {
             id: id.unwrap_or_else(RecordId::generate),
@@ -255,22 +248,16 @@ impl Catalog {
         if let Some(rule) = permission.rule(&collection)? {
             let candidate = record.as_created(self.inner().clock.now());
             if !eval::matches(&rule, &candidate) {
-                return Err(self.denied(
-                    ctx,
-                    "record.create",
-                    collection.name.as_str(),
-                    Some(scope.tenant()),
-                    outside_rule(),
-                ));
+                return Err(tenant.denied(collection.name.as_str(), outside_rule()));
             }
         }
         let id = record.id.clone();
-        let engine = self.engine(&scope.placement().domain)?;
-        ticket
-            .before(&collection.name, std::iter::once(&id))
-            .await?;
-        let created = engine.insert(&scope, &collection, vec![record]).await;
-        ticket.after(&collection.name, std::iter::once(&id)).await;
+        tenant.before(&collection.name, &id).await?;
+        let created = tenant
+            .engine()
+            .insert(tenant.scope(), &collection, vec![record])
+            .await;
+        tenant.after(&collection.name, &id).await;
         let mut created = created?.pop().ok_or_else(|| {
             tracing::error!("engine returned no record for a single insert");
             Error::internal()
@@ -286,20 +273,12 @@ impl Catalog {
         collection: &CollectionName,
         id: &RecordId,
     ) -> Result<Record, Error> {
-        let scope = self
-            .data_scope(
-                ctx,
-                named,
-                DataAction::Read,
-                "record.get",
-                collection.as_str(),
-            )
+        let tenant = self
+            .open_read(ctx, named, "record.get", collection.as_str())
             .await?;
-        let permission = self.permission(ctx, &scope, collection, Action::Read, "record.get")?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Read)?;
         let rule = permission.rule(&collection)?;
-        let engine = self.engine(&scope.placement().domain)?;
-        let mut record = visible(engine.as_ref(), &scope, &collection, id, rule.as_ref()).await?;
+        let mut record = visible(&tenant, &collection, id, rule.as_ref()).await?;
         permission.redact(&mut record);
         Ok(record)
     }
@@ -324,11 +303,8 @@ impl Catalog {
             UpdateKind::Replace => "record.replace",
             UpdateKind::Patch => "record.patch",
         };
-        let (scope, ticket) = self
-            .write_scope(ctx, named, op, collection.as_str())
-            .await?;
-        let permission = self.permission(ctx, &scope, collection, Action::Update, op)?;
-        let collection = self.collection(collection)?;
+        let tenant = self.open_write(ctx, named, op, collection.as_str()).await?;
+        let (permission, collection) = tenant.allow(collection, Action::Update)?;
         let view = permission.view(&collection);
         let (change, pre) = match kind {
             UpdateKind::Replace if permission.hidden().is_empty() => {
@@ -353,7 +329,6 @@ impl Catalog {
         };
         let expected = precondition(if_match, pre.version)?;
         let rule = permission.rule(&collection)?;
-        let engine = self.engine(&scope.placement().domain)?;
         let mut attempts = 0;
         let updated = loop {
             attempts += 1;
@@ -361,27 +336,21 @@ impl Catalog {
             let guarded = match &rule {
                 None => expected,
                 Some(rule) => {
-                    let existing =
-                        visible(engine.as_ref(), &scope, &collection, id, Some(rule)).await?;
+                    let existing = visible(&tenant, &collection, id, Some(rule)).await?;
                     let mut after = existing.clone();
                     after.fields = apply_change(&existing.fields, change.clone());
                     if !eval::matches(rule, &after) {
-                        return Err(self.denied(
-                            ctx,
-                            op,
-                            collection.name.as_str(),
-                            Some(scope.tenant()),
-                            outside_rule(),
-                        ));
+                        return Err(tenant.denied(collection.name.as_str(), outside_rule()));
                     }
                     Some(expected.unwrap_or(existing.version))
                 }
             };
-            ticket.before(&collection.name, std::iter::once(id)).await?;
-            let updated = engine
-                .update(&scope, &collection, id, change.clone(), guarded)
+            tenant.before(&collection.name, id).await?;
+            let updated = tenant
+                .engine()
+                .update(tenant.scope(), &collection, id, change.clone(), guarded)
                 .await;
-            ticket.after(&collection.name, std::iter::once(id)).await;
+            tenant.after(&collection.name, id).await;
             match updated {
                 Err(e)
                     if rule.is_some()
@@ -407,28 +376,27 @@ impl Catalog {
         id: &RecordId,
         if_match: Option<i64>,
     ) -> Result<(), Error> {
-        let (scope, ticket) = self
-            .write_scope(ctx, named, "record.delete", collection.as_str())
+        let tenant = self
+            .open_write(ctx, named, "record.delete", collection.as_str())
             .await?;
-        let permission =
-            self.permission(ctx, &scope, collection, Action::Delete, "record.delete")?;
-        let collection = self.collection(collection)?;
+        let (permission, collection) = tenant.allow(collection, Action::Delete)?;
         let rule = permission.rule(&collection)?;
-        let engine = self.engine(&scope.placement().domain)?;
         let mut attempts = 0;
         loop {
             attempts += 1;
             let guarded = match &rule {
                 None => if_match,
                 Some(rule) => {
-                    let existing =
-                        visible(engine.as_ref(), &scope, &collection, id, Some(rule)).await?;
+                    let existing = visible(&tenant, &collection, id, Some(rule)).await?;
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
-            ticket.before(&collection.name, std::iter::once(id)).await?;
-            let deleted = engine.delete(&scope, &collection, id, guarded).await;
-            ticket.after(&collection.name, std::iter::once(id)).await;
+            tenant.before(&collection.name, id).await?;
+            let deleted = tenant
+                .engine()
+                .delete(tenant.scope(), &collection, id, guarded)
+                .await;
+            tenant.after(&collection.name, id).await;
             match deleted {
                 Err(e)
                     if rule.is_some()
@@ -455,14 +423,14 @@ fn record_not_found() -> Error {
 /// The stored record, if it exists and `rule` (when there is one) lets the caller see it;
 /// otherwise the same `404` as for a missing record.
 async fn visible(
-    engine: &dyn bulkhead_engine::Engine,
-    scope: &TenantScope,
+    tenant: &TenantHandle,
     collection: &Collection,
     id: &RecordId,
     rule: Option<&bulkhead_core::query::Predicate>,
 ) -> Result<Record, Error> {
-    engine
-        .get(scope, collection, id)
+    tenant
+        .engine()
+        .get(tenant.scope(), collection, id)
         .await?
         .filter(|r| rule.is_none_or(|rule| eval::matches(rule, r)))
         .ok_or_else(record_not_found)

@@ -267,7 +267,7 @@ impl BulkSession {
                 self.named.as_ref(),
                 "record.bulk",
                 self.collection.name.as_str(),
-                crate::records::Admit::Continuation,
+                crate::handle::Admit::Continuation,
             )
             .await
             .and_then(|(scope, ticket)| {

@@ -10,15 +10,28 @@
 
 use std::sync::Arc;
 
-use bulkhead_core::access::{DataAction, TenantScope};
+use bulkhead_core::access::{self, DataAction, TenantRoute, TenantScope};
 use bulkhead_core::error::Error;
+use bulkhead_core::model::{TenantStatus, WriteState};
 use bulkhead_core::permissions::{Action, Permission};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use bulkhead_engine::{Engine, QueryBudget};
 
 use crate::moves::WriteTicket;
+use crate::usage::Metered;
 use crate::{Catalog, Ctx};
+
+/// How often a write held by another server's move re-reads the tenant's route.
+const FROZEN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Whether resolving a data scope admits a new request (rate, concurrency, metering,
+/// platform-admin audit) or continues one already admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Request,
+    Continuation,
+}
 
 pub(crate) struct TenantHandle {
     catalog: Catalog,
@@ -31,6 +44,160 @@ pub(crate) struct TenantHandle {
 }
 
 impl Catalog {
+    /// Resolves and authorizes the tenant a data request acts on. Denials are audited; so is
+    /// every platform-admin access, synchronously, before any data is read or written.
+    pub(crate) async fn data_scope(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        action: DataAction,
+        op: &str,
+        target: &str,
+    ) -> Result<TenantScope, Error> {
+        Ok(self
+            .resolve_data(ctx, named, action, op, target, Admit::Request)
+            .await?
+            .0)
+    }
+
+    /// [`Catalog::data_scope`], with the route the scope was built from.
+    async fn resolve_data(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        action: DataAction,
+        op: &str,
+        target: &str,
+        admit: Admit,
+    ) -> Result<(TenantScope, TenantRoute), Error> {
+        let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
+            .map_err(|e| self.denied(ctx, op, target, named, e))?;
+        let route = self
+            .route(&tenant)
+            .await
+            .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?;
+        // The tier's policy, read once: its ceiling bounds the grant, its limits admit.
+        let policy = self.tier_policy(&route.tier).await?;
+        let facts = Catalog::role_facts(ctx, &tenant, policy.ceiling);
+        let scope = access::authorize_data(self.authority(), &ctx.principal, &route, action, facts)
+            .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
+            .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
+        Catalog::tag_tenant(&tenant);
+        if admit == Admit::Continuation {
+            return Ok((scope, route));
+        }
+        let limits = &policy.limits;
+        let admitted = (self.inner().rates.admit(&tenant, limits))
+            .and_then(|()| self.inner().rates.enter(&tenant, limits));
+        let scope = match admitted {
+            Ok(Some(slot)) => scope.holding(slot),
+            Ok(None) => scope,
+            Err(e) => {
+                self.meter(&tenant, Metered::RateLimited);
+                return Err(e);
+            }
+        };
+        let metered = match action {
+            DataAction::Read => Metered::Read,
+            DataAction::Write => Metered::Write,
+        };
+        self.meter(&tenant, metered);
+        if scope.is_platform_admin_access() {
+            let event = self.event(
+                ctx,
+                &format!("admin_data_access.{op}"),
+                target,
+                Some(&tenant),
+                None,
+            );
+            self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
+                .await?;
+        }
+        Ok((scope, route))
+    }
+
+    /// The scope of a write, with its pass through the tenant's write gate (held until the
+    /// write has finished). The gate is entered before the route is resolved, so a write held
+    /// during a move's switch lands on the placement the switch chose.
+    ///
+    /// With a shared catalog the same holds for moves other servers run: a write waits while
+    /// the route it resolved is frozen (within the freeze bound), and journals its ids to the
+    /// catalog while the route says the tenant is moving (`moves::shared`).
+    pub(crate) async fn write_scope(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        op: &str,
+        target: &str,
+    ) -> Result<(TenantScope, WriteTicket), Error> {
+        self.write_scope_as(ctx, named, op, target, Admit::Request)
+            .await
+    }
+
+    /// [`Catalog::write_scope`] for the next part of a request already admitted (a bulk
+    /// body's next chunk): authorized and routed afresh — so it lands where the tenant is
+    /// now, and stops if the tenant was deleted — but not rate-limited or counted again.
+    pub(crate) async fn write_scope_as(
+        &self,
+        ctx: &Ctx,
+        named: Option<&TenantId>,
+        op: &str,
+        target: &str,
+        admit: Admit,
+    ) -> Result<(TenantScope, WriteTicket), Error> {
+        let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
+            .map_err(|e| self.denied(ctx, op, target, named, e))?;
+        self.check_lease()?;
+        let wait = self.inner().options.moves.freeze_wait;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut ticket = self
+                .inner()
+                .moves
+                .gates
+                .enter(&tenant, left)
+                .await
+                .map_err(|_| crate::moves::tenant_moving(wait))?;
+            let (scope, route) = self
+                .resolve_data(ctx, named, DataAction::Write, op, target, admit)
+                .await?;
+            if self.is_shared() && !ticket.tracked_here() {
+                if route.placement.write_state == WriteState::Frozen {
+                    drop(ticket);
+                    if std::time::Instant::now() >= deadline {
+                        return Err(crate::moves::tenant_moving(wait));
+                    }
+                    tokio::time::sleep(FROZEN_POLL).await;
+                    continue;
+                }
+                if route.status == TenantStatus::Moving {
+                    ticket.journal_remotely(Box::new(crate::moves::CatalogJournal {
+                        catalog: self.clone(),
+                        tenant: tenant.clone(),
+                    }));
+                }
+            }
+            return Ok((scope, ticket));
+        }
+    }
+
+    /// The caller's permission on `collection` for `action`; a refusal is audited.
+    pub(crate) fn permission(
+        &self,
+        ctx: &Ctx,
+        scope: &TenantScope,
+        collection: &CollectionName,
+        action: Action,
+        op: &str,
+    ) -> Result<Permission, Error> {
+        let permission = scope.permission(collection);
+        permission
+            .require(action)
+            .map_err(|e| self.denied(ctx, op, collection.as_str(), Some(scope.tenant()), e))?;
+        Ok(permission)
+    }
+
     /// Opens the tenant the caller reads for `op` (on `target`, for the audit).
     pub(crate) async fn open_read(
         &self,

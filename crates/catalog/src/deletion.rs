@@ -139,7 +139,7 @@ impl Catalog {
         };
         for placement in &placements {
             self.engine(&placement.domain)?
-                .destroy(&self.authority().demolish(id, placement))
+                .destroy(&self.inner().deletion_authority.demolish(id, placement))
                 .await?;
         }
         let event = AuditEvent {
@@ -258,7 +258,7 @@ impl Catalog {
             for placement in &placements {
                 debug_assert_eq!(placement.incarnation, life);
                 self.engine(&placement.domain)?
-                    .destroy(&self.authority().demolish(&id, placement))
+                    .destroy(&self.inner().deletion_authority.demolish(&id, placement))
                     .await?;
             }
             let (tenant, life) = (id.clone(), life.clone());
@@ -336,4 +336,22 @@ pub(crate) fn spawn_sweeper(inner: std::sync::Weak<crate::Inner>) {
             }
         }
     });
+}
+
+/// The access authority, for a deletion's purge only: the demolition of a placement of the
+/// tenant being deleted. Only this room reads the authority inside.
+pub(crate) struct DeletionAuthority(bulkhead_core::access::AccessAuthority);
+
+impl DeletionAuthority {
+    pub(crate) fn new(authority: bulkhead_core::access::AccessAuthority) -> Self {
+        DeletionAuthority(authority)
+    }
+
+    fn demolish(
+        &self,
+        tenant: &TenantId,
+        placement: &bulkhead_core::model::Placement,
+    ) -> bulkhead_core::access::Demolition {
+        self.0.demolish(tenant, placement)
+    }
 }

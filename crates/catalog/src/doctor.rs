@@ -117,9 +117,7 @@ impl Catalog {
         key: StorageKey,
         item: &StoredPlacement,
     ) -> Result<(), Error> {
-        let target = self
-            .authority()
-            .demolish_orphan(key, item.isolation, item.namespace.clone());
+        let target = self.inner().orphan_authority.demolish(key, item);
         engine.destroy(&target).await?;
         tracing::info!(%domain, name = %item.name, "removed orphaned tenant storage");
         let detail = json!({"domain": domain, "isolation": item.isolation, "name": item.name});
@@ -133,5 +131,24 @@ impl Catalog {
         );
         self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
             .await
+    }
+}
+
+/// The access authority, for removing orphaned storage only (what an engine holds that no live
+/// placement owns). Only this room reads the authority inside.
+pub(crate) struct OrphanAuthority(bulkhead_core::access::AccessAuthority);
+
+impl OrphanAuthority {
+    pub(crate) fn new(authority: bulkhead_core::access::AccessAuthority) -> Self {
+        OrphanAuthority(authority)
+    }
+
+    fn demolish(
+        &self,
+        key: StorageKey,
+        item: &StoredPlacement,
+    ) -> bulkhead_core::access::Demolition {
+        self.0
+            .demolish_orphan(key, item.isolation, item.namespace.clone())
     }
 }

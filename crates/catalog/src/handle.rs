@@ -79,7 +79,10 @@ impl Catalog {
         // The tier's policy, read once: its ceiling bounds the grant, its limits admit.
         let policy = self.tier_policy(&route.tier).await?;
         let facts = Catalog::role_facts(ctx, &tenant, policy.ceiling);
-        let scope = access::authorize_data(self.authority(), &ctx.principal, &route, action, facts)
+        let scope = self
+            .inner()
+            .authorizer
+            .authorize(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
             .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
         Catalog::tag_tenant(&tenant);
@@ -304,5 +307,25 @@ impl TenantHandle {
             tracing::error!(op = self.op, "a write through a handle opened for reading");
             Error::internal()
         })
+    }
+}
+
+/// The access authority, for authorizing data requests only (`access::authorize_data`). Only
+/// this room reads the authority inside.
+pub(crate) struct Authorizer(access::AccessAuthority);
+
+impl Authorizer {
+    pub(crate) fn new(authority: access::AccessAuthority) -> Self {
+        Authorizer(authority)
+    }
+
+    fn authorize(
+        &self,
+        principal: &access::VerifiedPrincipal,
+        route: &TenantRoute,
+        action: DataAction,
+        facts: access::RoleFacts,
+    ) -> Result<TenantScope, Error> {
+        access::authorize_data(&self.0, principal, route, action, facts)
     }
 }

@@ -150,7 +150,7 @@ impl Catalog {
             claimed_tenant,
         };
         Ok(Ctx {
-            principal: access::verified_user(self.authority(), identity),
+            principal: self.inner().verifier.user(identity),
             request_id: String::new(),
             memberships: Arc::new(user.memberships.clone()),
             credential: None,
@@ -198,7 +198,10 @@ impl Catalog {
     pub(crate) async fn authenticate_token(&self, token: &str) -> Result<Ctx, String> {
         let secret = self.token_secret().await.map_err(|e| e.message)?;
         let now = self.inner().clock.now();
-        let principal = bulkhead_core::tokens::verify(self.authority(), &secret, token, now)
+        let principal = self
+            .inner()
+            .verifier
+            .token(&secret, token, now)
             .map_err(|r| format!("tenant token: {r}"))?;
         let Principal::Token(claims) = principal.principal() else {
             return Err("tenant token: not a token".into());
@@ -410,5 +413,42 @@ pub(crate) fn kind(principal: &VerifiedPrincipal) -> &'static str {
         Principal::TenantKey { .. } => "tenant_key",
         Principal::User(_) => "user",
         Principal::Token(_) => "tenant_token",
+    }
+}
+
+/// The access authority, for verifying credentials only: a stored key against its secret, the
+/// bootstrap admin key, a tenant token's signature, a user whose JWT the identity providers
+/// verified. Only this room reads the authority inside.
+pub(crate) struct Verifier(access::AccessAuthority);
+
+impl Verifier {
+    pub(crate) fn new(authority: access::AccessAuthority) -> Self {
+        Verifier(authority)
+    }
+
+    pub(crate) fn key(
+        &self,
+        secret: &str,
+        stored: &access::StoredKey,
+        now: bulkhead_core::time::Timestamp,
+    ) -> Result<VerifiedPrincipal, access::Rejection> {
+        access::verify_key(&self.0, secret, stored, now)
+    }
+
+    pub(crate) fn bootstrap(&self, token: &str, expected_hash: &str) -> Option<VerifiedPrincipal> {
+        access::verify_bootstrap_key(&self.0, token, expected_hash)
+    }
+
+    pub(crate) fn token(
+        &self,
+        secret: &[u8],
+        token: &str,
+        now: bulkhead_core::time::Timestamp,
+    ) -> Result<VerifiedPrincipal, access::Rejection> {
+        bulkhead_core::tokens::verify(&self.0, secret, token, now)
+    }
+
+    pub(crate) fn user(&self, identity: access::UserIdentity) -> VerifiedPrincipal {
+        access::verified_user(&self.0, identity)
     }
 }

@@ -242,18 +242,19 @@ pub(crate) struct Inner {
     pub meter: usage::Meter,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
-    /// The process's access authority: only the catalog turns what it looks up into
-    /// principals, scopes and demolitions.
-    authority: access::AccessAuthority,
+    /// The process's access authority, split by room: each wrapper's authority can be used
+    /// only by the room that defines it (its field is private there), for that room's one
+    /// purpose — verifying credentials (`identity`), authorizing data requests (`handle`),
+    /// a recorded move's scopes and clean-up (`moves`), a deletion's purge (`deletion`), an
+    /// orphan's removal (`doctor`).
+    pub verifier: identity::Verifier,
+    pub authorizer: handle::Authorizer,
+    pub move_authority: moves::MoveAuthority,
+    pub deletion_authority: deletion::DeletionAuthority,
+    pub orphan_authority: doctor::OrphanAuthority,
 }
 
 impl Catalog {
-    /// The access authority, for the catalog's own rooms (authentication, authorization,
-    /// moves, deletion, doctor).
-    pub(crate) fn authority(&self) -> &access::AccessAuthority {
-        &self.inner.authority
-    }
-
     /// Opens (creating if needed) the catalog at `location`, seeds default tiers and registers the
     /// pre-registered engines' domains, opens the other stored domains through the engine
     /// factory (one that fails stays unavailable), then finishes any provisioning or deletion
@@ -311,7 +312,11 @@ impl Catalog {
                 token_secret: RwLock::new(None),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
-                authority,
+                verifier: identity::Verifier::new(authority.clone()),
+                authorizer: handle::Authorizer::new(authority.clone()),
+                move_authority: moves::MoveAuthority::new(authority.clone()),
+                deletion_authority: deletion::DeletionAuthority::new(authority.clone()),
+                orphan_authority: doctor::OrphanAuthority::new(authority),
             }),
         };
         catalog.seed().await?;
@@ -449,22 +454,20 @@ impl Catalog {
             ));
         };
         let bootstrap = self.inner.options.bootstrap_admin_hash.as_deref();
-        if let Some(principal) = bootstrap
-            .and_then(|hash| access::verify_bootstrap_key(&self.inner.authority, token, hash))
+        if let Some(principal) =
+            bootstrap.and_then(|hash| self.inner.verifier.bootstrap(token, hash))
         {
             return Ok(Ctx::for_key(principal, request_id));
         }
         let identity = self.inner.options.identity.clone();
         let outcome = if let Some((id, secret)) = bulkhead_core::keys::parse_token(token) {
             match self.stored_key(&id).await? {
-                Some(stored) => access::verify_key(
-                    &self.inner.authority,
-                    secret,
-                    &stored,
-                    self.inner.clock.now(),
-                )
-                .map(|p| Ctx::for_key(p, request_id))
-                .map_err(|r| r.to_string()),
+                Some(stored) => self
+                    .inner
+                    .verifier
+                    .key(secret, &stored, self.inner.clock.now())
+                    .map(|p| Ctx::for_key(p, request_id))
+                    .map_err(|r| r.to_string()),
                 None => Err("unknown key".to_owned()),
             }
         } else if bulkhead_core::tokens::looks_like_token(token) {

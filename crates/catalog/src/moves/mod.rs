@@ -550,3 +550,54 @@ pub(crate) fn phase_error(phase: MovePhase, err: Error) -> Error {
         err
     }
 }
+
+/// The access authority, for live moves only: the scopes a move recorded in the catalog copies
+/// through (the one tenant of its row, on its source and target placements) and the
+/// demolition of the side a move leaves behind. Only this room reads the authority inside.
+pub(crate) struct MoveAuthority(bulkhead_core::access::AccessAuthority);
+
+impl MoveAuthority {
+    pub(crate) fn new(authority: bulkhead_core::access::AccessAuthority) -> Self {
+        MoveAuthority(authority)
+    }
+
+    /// Reads the move's source: `route` must be the row's tenant on the row's source.
+    fn source_scope(
+        &self,
+        row: &MoveRow,
+        route: &bulkhead_core::access::TenantRoute,
+    ) -> bulkhead_core::access::TenantScope {
+        debug_assert_eq!(route.tenant, row.tenant);
+        bulkhead_core::access::move_scope(
+            &self.0,
+            &row.id,
+            route,
+            bulkhead_core::access::DataAction::Read,
+        )
+    }
+
+    /// Writes the move's target placement (the row's), for the row's tenant.
+    fn target_scope(
+        &self,
+        row: &MoveRow,
+        route: &bulkhead_core::access::TenantRoute,
+    ) -> bulkhead_core::access::TenantScope {
+        debug_assert!(route.tenant == row.tenant && route.placement == row.target);
+        bulkhead_core::access::move_scope(
+            &self.0,
+            &row.id,
+            route,
+            bulkhead_core::access::DataAction::Write,
+        )
+    }
+
+    /// After the switch: the source the tenant left.
+    fn demolish_source(&self, row: &MoveRow) -> bulkhead_core::access::Demolition {
+        self.0.demolish(&row.tenant, &row.source)
+    }
+
+    /// On a rollback: the target the tenant never reached.
+    fn demolish_target(&self, row: &MoveRow) -> bulkhead_core::access::Demolition {
+        self.0.demolish(&row.tenant, &row.target)
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bulkhead_core::access::{self, DataAction, TenantRoute};
+use bulkhead_core::access::TenantRoute;
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{MovePhase, Placement, TenantStatus, WriteState};
 use bulkhead_core::schema::Collection;
@@ -133,19 +133,15 @@ impl Catalog {
         let target_ref = PlacementRef::of(&row.tenant, &row.target);
         let sides = Sides {
             source_engine: self.engine(&row.source.domain)?,
-            source: access::move_scope(
-                self.authority(),
-                &row.id,
-                &route(&tenant, &source_placement),
-                DataAction::Read,
-            ),
+            source: self
+                .inner()
+                .move_authority
+                .source_scope(row, &route(&tenant, &source_placement)),
             target_engine: self.engine(&row.target.domain)?,
-            target: access::move_scope(
-                self.authority(),
-                &row.id,
-                &route(&tenant, &row.target),
-                DataAction::Write,
-            ),
+            target: self
+                .inner()
+                .move_authority
+                .target_scope(row, &route(&tenant, &row.target)),
         };
 
         self.enter_phase(row, MovePhase::Provisioning, live).await?;
@@ -529,7 +525,7 @@ impl Catalog {
     /// After the switch: removes the source placement and ends the move.
     pub(crate) async fn clean_source(&self, row: &MoveRow) -> Result<(), Error> {
         self.engine(&row.source.domain)?
-            .destroy(&self.authority().demolish(&row.tenant, &row.source))
+            .destroy(&self.inner().move_authority.demolish_source(row))
             .await?;
         let now = self.inner().clock.now();
         let event = self.move_event(
@@ -556,7 +552,7 @@ impl Catalog {
         self.inner().moves.gates.get(&row.tenant).untrack();
         if let Err(e) = self
             .engine(&row.target.domain)?
-            .destroy(&self.authority().demolish(&row.tenant, &row.target))
+            .destroy(&self.inner().move_authority.demolish_target(row))
             .await
         {
             tracing::error!(r#move = %row.id, error = %e, "could not remove the move's target placement");

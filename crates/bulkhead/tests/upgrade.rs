@@ -25,7 +25,7 @@ use bulkhead_core::RecordId;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase};
 use bulkhead_core::permissions::MemberRole;
-use common::{Server, all_titles, create_tenant, items, put_items, tid};
+use common::{Server, all_titles, create_tenant, items, key, put_items, tid};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -86,21 +86,6 @@ fn sign_in(tenant: &str, sub: &str) -> String {
     .unwrap()
 }
 
-async fn new_key(admin: &Client, tenant: &str, role: TenantRole) -> String {
-    admin
-        .create_key(
-            &tid(tenant),
-            &CreateKey {
-                name: format!("{role:?}"),
-                role,
-                expires_in: None,
-            },
-        )
-        .await
-        .unwrap()
-        .key
-}
-
 async fn wait_for_move(admin: &Client, id: &str) {
     for _ in 0..600 {
         let view = admin.get_move(id).await.unwrap();
@@ -126,8 +111,8 @@ async fn populate(server: &Server) -> Manifest {
         ("moved1", "free"),
     ] {
         create_tenant(&admin, id, tier).await;
-        let member_key = new_key(&admin, id, TenantRole::Member).await;
-        let viewer_key = new_key(&admin, id, TenantRole::Viewer).await;
+        let member_key = key(&admin, id, TenantRole::Member).await;
+        let viewer_key = key(&admin, id, TenantRole::Viewer).await;
         let client = server.client(&member_key);
         let mut records = BTreeMap::new();
         for i in 0..25 {
@@ -187,7 +172,7 @@ async fn populate(server: &Server) -> Manifest {
         .unwrap();
 
     create_tenant(&admin, "gone1", "free").await;
-    let deleted_tenant_key = new_key(&admin, "gone1", TenantRole::Member).await;
+    let deleted_tenant_key = key(&admin, "gone1", TenantRole::Member).await;
     server
         .client(&deleted_tenant_key)
         .create_record(&items(), &json!({"id": "x", "title": "gone"}))
@@ -339,7 +324,7 @@ async fn check(server: &Server, manifest: &Manifest, label: &str) {
         ("newsilo", "premium"),
     ] {
         create_tenant(&admin, id, tier).await;
-        let key = new_key(&admin, id, TenantRole::Member).await;
+        let key = key(&admin, id, TenantRole::Member).await;
         server
             .client(&key)
             .create_record(&items(), &json!({"title": "new"}))

@@ -13,6 +13,7 @@
 //! `bulkhead::serve::open`), served by `bulkhead_server::serve`.
 
 mod auth;
+mod flood;
 mod moves;
 mod pocketbase;
 mod postgres;

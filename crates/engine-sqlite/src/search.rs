@@ -9,6 +9,7 @@ use bulkhead_core::query::{SearchQuery, SearchTerm};
 use bulkhead_core::record::{FieldValue, Fields};
 use bulkhead_core::schema::{Collection, FieldType};
 use rusqlite::Transaction;
+use rusqlite::types::Value as SqlValue;
 
 use crate::StorageError;
 use crate::layout::{TableName, column};
@@ -119,7 +120,7 @@ pub fn ensure_search_index(
     };
     let first = next_seq(tx, table)?;
     for (next, (tenant, id)) in (first..).zip(unnumbered) {
-        let (sql, params) = crate::sql::number_row(table, tenant.as_deref(), &id, next);
+        let (sql, params) = number_row(table, tenant.as_deref(), &id, next);
         tx.execute(&sql, rusqlite::params_from_iter(params))?;
     }
     let texts: Vec<(FieldName, usize)> = collection
@@ -163,4 +164,31 @@ pub fn next_seq(tx: &Transaction<'_>, table: &TableName) -> Result<i64, StorageE
         .prepare_cached(&format!("SELECT max(seq) FROM {}", table.quoted()))?
         .query_row([], |r| r.get(0))?;
     Ok(max.unwrap_or(0) + 1)
+}
+
+/// Gives the row `id` of `tenant` (`None` outside a pool) search number `seq`: the tenant
+/// predicate first, like every statement over a pooled table.
+pub fn number_row(
+    table: &TableName,
+    tenant: Option<&str>,
+    id: &str,
+    seq: i64,
+) -> (String, Vec<SqlValue>) {
+    let mut params = Vec::new();
+    let mut pred = String::new();
+    if let (true, Some(tenant)) = (table.pooled, tenant) {
+        params.push(SqlValue::Text(tenant.to_owned()));
+        pred.push_str("tenant_id = ?1 AND ");
+    }
+    params.push(SqlValue::Text(id.to_owned()));
+    params.push(SqlValue::Integer(seq));
+    (
+        format!(
+            "UPDATE {} SET seq = ?{} WHERE {pred}id = ?{}",
+            table.quoted(),
+            params.len(),
+            params.len() - 1
+        ),
+        params,
+    )
 }

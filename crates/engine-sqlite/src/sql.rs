@@ -236,33 +236,6 @@ pub fn sql_value(param: SqlParam) -> SqlValue {
     }
 }
 
-/// Gives the row `id` of `tenant` (`None` outside a pool) search number `seq`: the tenant
-/// predicate first, like every statement over a pooled table.
-pub fn number_row(
-    table: &TableName,
-    tenant: Option<&str>,
-    id: &str,
-    seq: i64,
-) -> (String, Vec<SqlValue>) {
-    let mut params = Vec::new();
-    let mut pred = String::new();
-    if let (true, Some(tenant)) = (table.pooled, tenant) {
-        params.push(SqlValue::Text(tenant.to_owned()));
-        pred.push_str("tenant_id = ?1 AND ");
-    }
-    params.push(SqlValue::Text(id.to_owned()));
-    params.push(SqlValue::Integer(seq));
-    (
-        format!(
-            "UPDATE {} SET seq = ?{} WHERE {pred}id = ?{}",
-            table.quoted(),
-            params.len(),
-            params.len() - 1
-        ),
-        params,
-    )
-}
-
 /// Removes every row of `tenant` from the pooled record table `table` (raw name) and its
 /// tokens from the table's search index (when `with_search`): the tenant predicate first.
 pub fn purge_pooled(table: &str, tenant: &str, with_search: bool) -> Vec<(String, Vec<SqlValue>)> {

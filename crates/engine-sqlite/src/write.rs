@@ -91,7 +91,7 @@ pub(crate) fn replace(
                 // Numbered when the table became searchable; this is only a safety net.
                 let seq = next_seq(tx, table)?;
                 let (set, values) =
-                    crate::sql::number_row(table, Some(sql.tenant()), current.id.as_str(), seq);
+                    crate::search::number_row(table, Some(sql.tenant()), current.id.as_str(), seq);
                 tx.execute(&set, params_from_iter(values))?;
                 sql.reindex(tx, seq, Some(&fields), false)?;
             }

@@ -31,13 +31,13 @@ fn view(c: &Collection) -> CollectionView {
 
 impl Catalog {
     pub(crate) fn collections_snapshot(&self) -> Arc<BTreeMap<CollectionName, Arc<Collection>>> {
-        Arc::clone(&self.inner().collections.read())
+        self.inner().collections.get()
     }
 
     /// Re-reads the collections. Not stored when a change from another server was applied
     /// meanwhile: the reload that change triggers is newer.
     pub(crate) async fn load_collections(&self) -> Result<(), Error> {
-        let seen = self.remote_changes_seen();
+        let ticket = self.cache_ticket();
         let all = self
             .blocking(|store| store.read(|tx| read_collections(tx)))
             .await?;
@@ -45,10 +45,7 @@ impl Catalog {
             .into_iter()
             .map(|c| (c.name.clone(), Arc::new(c)))
             .collect();
-        let mut collections = self.inner().collections.write();
-        if self.remote_changes_seen() == seen {
-            *collections = Arc::new(map);
-        }
+        self.inner().collections.fill(ticket, Arc::new(map));
         Ok(())
     }
 
@@ -56,7 +53,7 @@ impl Catalog {
     pub(crate) fn collection(&self, name: &CollectionName) -> Result<Arc<Collection>, Error> {
         self.inner()
             .collections
-            .read()
+            .get()
             .get(name)
             .cloned()
             .ok_or_else(|| {

@@ -193,9 +193,8 @@ impl Catalog {
         .await?;
         self.inner()
             .keys
-            .write()
-            .retain(|_, key| !matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
-        self.inner().users.clear();
+            .forget_where(|_, key| matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
+        self.inner().users.forget_all();
         // The route stays cached as `deleting`, so a request racing the deletion still sees
         // "not found"; a tenant created later under the same id has a higher epoch and
         // replaces it.

@@ -7,11 +7,7 @@
 //! Also the role facts of a data request: the caller's role in the tenant, the custom role's
 //! definition, and the tier's ceiling.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::RwLock;
 
 use bulkhead_core::access::{
     self, Membership, Principal, RoleFacts, TokenParent, UserIdentity, VerifiedPrincipal,
@@ -74,29 +70,14 @@ pub(crate) fn read_memberships(tx: &dyn Tx, user: &UserId) -> StoreResult<Vec<Me
     .collect()
 }
 
-/// Users by `(iss, sub)` with their memberships, as last read from the catalog. Every change
-/// to users, memberships or roles clears it in the same step (and, on a shared catalog, on the
-/// other servers through the change feed), so a removal applies on the next request. A fill
-/// that raced a change is not kept.
-#[derive(Default)]
-pub(crate) struct UserCache {
-    generation: AtomicU64,
-    map: RwLock<HashMap<(String, String), Arc<CachedUser>>>,
-}
-
+/// A user as cached by `(iss, sub)` with their memberships (`Inner::users`). Every change to
+/// users, memberships or roles clears that cache in the same step (and, on a shared catalog,
+/// on the other servers through the change feed), so a removal applies on the next request.
 #[derive(Debug)]
 pub(crate) struct CachedUser {
     id: UserId,
     disabled: bool,
     memberships: Vec<Membership>,
-}
-
-impl UserCache {
-    pub(crate) fn clear(&self) {
-        let mut map = self.map.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        map.clear();
-    }
 }
 
 /// `(disabled)` of a user, `None` if there is no such user.
@@ -117,21 +98,13 @@ impl Catalog {
         };
         let external = providers.verify(token).await?;
         let key = (external.issuer.clone(), external.sub.clone());
-        let cached = self.inner().users.map.read().get(&key).cloned();
+        let cached = self.inner().users.get(&key);
         let user = match cached {
             Some(user) => user,
             None => {
-                let generation = self.inner().users.generation.load(Ordering::Acquire);
-                let seen = self.remote_changes_seen();
+                let ticket = self.cache_ticket();
                 let user = self.load_user(&external).await?;
-                let users = &self.inner().users;
-                let mut map = users.map.write();
-                if users.generation.load(Ordering::Acquire) == generation
-                    && self.remote_changes_seen() == seen
-                {
-                    map.insert(key, user.clone());
-                }
-                user
+                self.inner().users.fill(ticket, key, user, |_, _| false)
             }
         };
         if user.disabled {
@@ -182,7 +155,7 @@ impl Catalog {
                     .await
                     .map_err(|e| e.message)?;
                 if claimed.is_some() {
-                    self.inner().users.clear();
+                    self.inner().users.forget_all();
                 }
                 claimed
             }
@@ -259,8 +232,8 @@ impl Catalog {
     /// The secret tenant tokens are signed with: made once per catalog (shared by every
     /// server using it), then kept in memory.
     pub(crate) async fn token_secret(&self) -> Result<Arc<Vec<u8>>, Error> {
-        if let Some(secret) = self.inner().token_secret.read().clone() {
-            return Ok(secret);
+        if let Some(secret) = self.inner().token_secret.get() {
+            return Ok(Arc::clone(secret));
         }
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|_| Error::internal())?;
@@ -277,8 +250,8 @@ impl Catalog {
             })
             .await?;
         let secret = Arc::new(hex::decode(stored).map_err(|_| Error::internal())?);
-        *self.inner().token_secret.write() = Some(secret.clone());
-        Ok(secret)
+        // Every server stores the same secret (the first one written wins in the catalog).
+        Ok(Arc::clone(self.inner().token_secret.get_or_init(|| secret)))
     }
 
     /// The role facts of a data request on `tenant`, whose tier has `ceiling`.

@@ -178,20 +178,18 @@ impl Catalog {
 
     /// A key by id: from the cache, or from the catalog (then cached).
     pub(crate) async fn stored_key(&self, id: &KeyId) -> Result<Option<StoredKey>, Error> {
-        if let Some(key) = self.inner().keys.read().get(id) {
-            return Ok(Some(key.clone()));
+        if let Some(key) = self.inner().keys.get(id) {
+            return Ok(Some(key));
         }
-        let seen = self.remote_changes_seen();
+        let ticket = self.cache_ticket();
         let row = self.read_key_row(id).await?;
         // Cached only when no change from another server was applied meanwhile (it may have
         // been this key's revocation, committed after the read). Never overwrite: a local
         // revocation that raced this read has already put the newer row.
         Ok(row.map(|row| {
-            let mut keys = self.inner().keys.write();
-            if self.remote_changes_seen() != seen {
-                return row.stored;
-            }
-            keys.entry(id.clone()).or_insert(row.stored).clone()
+            self.inner()
+                .keys
+                .fill(ticket, id.clone(), row.stored, |_, _| true)
         }))
     }
 
@@ -419,7 +417,7 @@ impl Catalog {
         .await?;
         // Replace the cached entry with the committed row, so the next request sees the revocation.
         if let Some(row) = self.read_key_row(id).await? {
-            self.inner().keys.write().insert(id.clone(), row.stored);
+            self.inner().keys.put(id.clone(), row.stored);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ mod audit;
 mod auth_failures;
 mod background;
 mod bulk;
+mod caches;
 mod collections;
 mod deletion;
 mod doctor;
@@ -35,7 +36,6 @@ mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bulkhead_core::access::{self, Membership, StoredKey, TenantRoute, VerifiedPrincipal};
 use bulkhead_core::error::{Error, ErrorKind};
@@ -44,7 +44,6 @@ use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
 use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
 use bulkhead_engine::Engine;
-use parking_lot::RwLock;
 
 pub use audit::{AuditEvent, AuditQueue};
 pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
@@ -210,27 +209,26 @@ pub(crate) struct Inner {
     /// The engines the binary registered before opening the catalog, with their specs.
     pub preconfigured: Engines,
     pub options: CatalogOptions,
+    /// Invalidations of the caches below (see [`caches`]).
+    pub fresh: caches::Freshness,
     /// The routing table's cache. Entries only move forward in epoch (see `publish_route`).
-    pub routes: RwLock<HashMap<TenantId, Arc<RouteEntry>>>,
-    pub collections: RwLock<Arc<BTreeMap<CollectionName, Arc<Collection>>>>,
+    pub routes: caches::Cache<TenantId, Arc<RouteEntry>>,
+    pub collections: caches::Slot<Arc<BTreeMap<CollectionName, Arc<Collection>>>>,
     /// Verified keys by id; revocation updates it in the same step as the catalog row.
-    pub keys: RwLock<HashMap<KeyId, StoredKey>>,
+    pub keys: caches::Cache<KeyId, StoredKey>,
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
     /// collection at its latest version. Taken through [`Catalog::lock_schema`], which also
     /// takes the catalog-wide lock when servers share the catalog.
     pub schema_lock: tokio::sync::Mutex<()>,
-    /// How many changes made by other servers sharing the catalog were applied. A cache fill
-    /// that read the catalog while this moved may hold a stale row and is not kept.
-    pub remote_changes: AtomicU64,
     /// Serialises `PUT /v1/domains/{name}` (taken before `schema_lock`, never after it).
     pub domain_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
     /// Limits and ceiling of each tier, read once and dropped whenever a tier changes.
-    pub tier_policy: RwLock<HashMap<TierName, TierPolicy>>,
+    pub tier_policy: caches::Cache<TierName, TierPolicy>,
     /// Users and their memberships by `(iss, sub)`; cleared by every change to them.
-    pub users: identity::UserCache,
+    pub users: caches::Cache<(String, String), Arc<identity::CachedUser>>,
     /// The key tenant tokens are signed with (see [`Catalog::token_secret`]).
-    pub token_secret: RwLock<Option<Arc<Vec<u8>>>>,
+    pub token_secret: std::sync::OnceLock<Arc<Vec<u8>>>,
     /// The runtime the catalog was opened on (requests run there at normal priority; live
     /// moves run on the low-priority background runtime and come back here for their freeze).
     pub main: tokio::runtime::Handle,
@@ -290,6 +288,7 @@ impl Catalog {
             );
         }
         let audit = audit::spawn_writer(Arc::clone(&store));
+        let fresh = caches::Freshness::default();
         let catalog = Catalog {
             inner: Arc::new(Inner {
                 store,
@@ -297,21 +296,21 @@ impl Catalog {
                 engines: domains::LiveEngines::new(&engines),
                 preconfigured: engines,
                 options,
-                routes: RwLock::new(HashMap::new()),
-                collections: RwLock::new(Arc::new(BTreeMap::new())),
-                keys: RwLock::new(HashMap::new()),
+                routes: fresh.map(),
+                collections: fresh.slot(Arc::new(BTreeMap::new())),
+                keys: fresh.map(),
                 schema_lock: tokio::sync::Mutex::new(()),
-                remote_changes: AtomicU64::new(0),
                 main: tokio::runtime::Handle::current(),
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
-                tier_policy: RwLock::new(HashMap::new()),
+                tier_policy: fresh.map(),
                 rates: rate::RateLimits::default(),
                 meter: usage::Meter::default(),
-                users: identity::UserCache::default(),
-                token_secret: RwLock::new(None),
+                users: fresh.map(),
+                token_secret: std::sync::OnceLock::new(),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
+                fresh,
                 verifier: identity::Verifier::new(authority.clone()),
                 authorizer: handle::Authorizer::new(authority.clone()),
                 move_authority: moves::MoveAuthority::new(authority.clone()),
@@ -348,9 +347,9 @@ impl Catalog {
         self.inner.store.postgres().is_some()
     }
 
-    /// See [`Inner::remote_changes`].
-    pub(crate) fn remote_changes_seen(&self) -> u64 {
-        self.inner.remote_changes.load(Ordering::Acquire)
+    /// Take before reading what a cache fill will store (see [`caches`]).
+    pub(crate) fn cache_ticket(&self) -> caches::Ticket {
+        self.inner.fresh.ticket()
     }
 
     /// Takes the schema lock: this server's, then (shared catalog) the catalog-wide one,

@@ -122,7 +122,7 @@ impl Catalog {
         f: impl FnOnce(&crate::store::Store) -> StoreResult<T> + Send + 'static,
     ) -> Result<T, Error> {
         let result = self.blocking(f).await;
-        self.inner().users.clear();
+        self.inner().users.forget_all();
         result
     }
 
@@ -412,7 +412,7 @@ impl Catalog {
         self.tenant_admin(ctx, tenant, "role.put").await?;
         spec.validate()?;
         self.custom_roles_allowed(tenant).await?;
-        let collections = self.inner().collections.read().clone();
+        let collections = self.inner().collections.get();
         for (collection, grant) in &spec.collections {
             if collection == "*" {
                 continue;

@@ -107,11 +107,11 @@ fn value_json(value: &Option<FieldValue>) -> Value {
 impl Catalog {
     /// The limits and ceiling of a tier (cached until the tier changes).
     pub(crate) async fn tier_policy(&self, tier: &TierName) -> Result<crate::TierPolicy, Error> {
-        if let Some(policy) = self.inner().tier_policy.read().get(tier) {
-            return Ok(policy.clone());
+        if let Some(policy) = self.inner().tier_policy.get(tier) {
+            return Ok(policy);
         }
         let name = tier.clone();
-        let seen = self.remote_changes_seen();
+        let ticket = self.cache_ticket();
         let spec = self
             .blocking(move |store| store.read(|tx| crate::rows::tiers::read_tier(tx, &name)))
             .await?;
@@ -121,11 +121,10 @@ impl Catalog {
                 ceiling: s.ceiling,
             })
             .unwrap_or_default();
-        let mut cache = self.inner().tier_policy.write();
-        if self.remote_changes_seen() == seen {
-            cache.insert(tier.clone(), policy.clone());
-        }
-        Ok(policy)
+        Ok(self
+            .inner()
+            .tier_policy
+            .fill(ticket, tier.clone(), policy, |_, _| false))
     }
 
     pub(crate) async fn tier_limits(&self, tier: &TierName) -> Result<TierLimits, Error> {

@@ -7,13 +7,10 @@
 //! so a lost notification delays a change by at most that. Locally made changes come back
 //! too; applying them again only costs a re-read.
 //!
-//! A cache fill races a change like this: it reads the catalog, the change commits and is
-//! applied here, then the fill stores what it read. To stop that, applying a change bumps
-//! `remote_changes` under the lock of the cache it touches, and fills store only when the
-//! counter did not move since before their read (checked under the same lock).
+//! Applying a change invalidates through the caches' own methods, so a fill that read the
+//! catalog before the change is not stored after it (see `caches`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -191,43 +188,26 @@ impl Changes {
 
 async fn apply(catalog: &Catalog, changes: &[Change]) {
     let inner = catalog.inner();
-    let bump = || inner.remote_changes.fetch_add(1, Ordering::AcqRel);
     let mut collections = false;
     let mut domains = BTreeSet::new();
     for change in changes {
         match change.kind.as_str() {
-            "key" => {
-                let mut keys = inner.keys.write();
-                bump();
-                if let Ok(id) = KeyId::parse(&change.id) {
-                    keys.remove(&id);
-                }
-            }
-            "tenant_keys" => {
-                let mut keys = inner.keys.write();
-                bump();
-                keys.retain(
-                    |_, k| !matches!(&k.owner, KeyOwner::Tenant(t, _) if t.as_str() == change.id),
-                );
-            }
-            "route" => {
-                let mut routes = inner.routes.write();
-                bump();
-                if let Ok(id) = TenantId::parse(&change.id) {
-                    routes.remove(&id);
-                }
-            }
-            "tier" => {
-                let mut limits = inner.tier_policy.write();
-                bump();
-                if let Ok(name) = TierName::parse(&change.id) {
-                    limits.remove(&name);
-                }
-            }
-            "members" => {
-                bump();
-                inner.users.clear();
-            }
+            "key" => match KeyId::parse(&change.id) {
+                Ok(id) => inner.keys.forget(&id),
+                Err(_) => inner.keys.forget_all(),
+            },
+            "tenant_keys" => inner.keys.forget_where(
+                |_, k| matches!(&k.owner, KeyOwner::Tenant(t, _) if t.as_str() == change.id),
+            ),
+            "route" => match TenantId::parse(&change.id) {
+                Ok(id) => inner.routes.forget(&id),
+                Err(_) => inner.routes.forget_all(),
+            },
+            "tier" => match TierName::parse(&change.id) {
+                Ok(name) => inner.tier_policy.forget(&name),
+                Err(_) => inner.tier_policy.forget_all(),
+            },
+            "members" => inner.users.forget_all(),
             "collections" => collections = true,
             "move" => {
                 // `<move>:<stage>`: acknowledge once in-flight writes are out of the way.
@@ -245,8 +225,7 @@ async fn apply(catalog: &Catalog, changes: &[Change]) {
         }
     }
     if collections {
-        let _collections = inner.collections.write();
-        bump();
+        inner.collections.invalidate();
     }
     if collections && let Err(e) = catalog.load_collections().await {
         tracing::warn!(error = %e, "reloading collections after a change failed");
@@ -260,16 +239,11 @@ impl Catalog {
     /// Drops every cache and reloads collections and domains (after missing changes).
     async fn forget_everything(&self) {
         let inner = self.inner();
-        {
-            let mut keys = inner.keys.write();
-            let mut routes = inner.routes.write();
-            let mut limits = inner.tier_policy.write();
-            inner.remote_changes.fetch_add(1, Ordering::AcqRel);
-            keys.clear();
-            routes.clear();
-            limits.clear();
-        }
-        inner.users.clear();
+        inner.keys.forget_all();
+        inner.routes.forget_all();
+        inner.tier_policy.forget_all();
+        inner.users.forget_all();
+        inner.collections.invalidate();
         if let Err(e) = self.load_collections().await {
             tracing::warn!(error = %e, "reloading collections failed");
         }

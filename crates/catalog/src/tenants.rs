@@ -169,7 +169,7 @@ impl Catalog {
         id: &TenantId,
     ) -> Result<Option<(Tenant, Placement)>, Error> {
         let id = id.clone();
-        let seen = self.remote_changes_seen();
+        let seen = self.cache_ticket();
         let found = self
             .blocking(move |store| store.read(|tx| read_tenant(tx, &id)))
             .await?;
@@ -189,23 +189,19 @@ impl Catalog {
 
     /// Stores a routing entry read from the catalog in the cache, unless a newer epoch is
     /// already there or a change from another server was applied since the read began
-    /// (`seen`, from [`Catalog::remote_changes_seen`]).
-    pub(crate) fn publish_route(&self, route: TenantRoute, seen: u64) {
-        let mut routes = self.inner().routes.write();
-        if self.remote_changes_seen() != seen {
-            return;
-        }
-        let newer = routes
-            .get(&route.tenant)
-            .is_none_or(|cached| cached.route.placement.epoch <= route.placement.epoch);
-        if newer {
-            routes.insert(route.tenant.clone(), Arc::new(RouteEntry { route }));
-        }
+    /// (`ticket`, from [`Catalog::cache_ticket`]).
+    pub(crate) fn publish_route(&self, route: TenantRoute, ticket: crate::caches::Ticket) {
+        self.inner().routes.fill(
+            ticket,
+            route.tenant.clone(),
+            Arc::new(RouteEntry { route }),
+            |cached, read| cached.route.placement.epoch > read.route.placement.epoch,
+        );
     }
 
     /// Resolves a tenant's routing entry: from the cache, or from the catalog.
     pub(crate) async fn route(&self, tenant: &TenantId) -> Result<TenantRoute, Error> {
-        if let Some(entry) = self.inner().routes.read().get(tenant) {
+        if let Some(entry) = self.inner().routes.get(tenant) {
             return Ok(entry.route.clone());
         }
         let (tenant_row, placement) = self

@@ -161,7 +161,7 @@ impl Catalog {
             })
         })
         .await?;
-        self.inner().tier_policy.write().remove(name);
+        self.inner().tier_policy.forget(name);
         Ok(TierView {
             name: name.clone(),
             spec,

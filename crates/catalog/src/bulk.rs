@@ -2,6 +2,8 @@
 //! applied in transactions of [`BULK_CHUNK`], each line reporting its own result. The caller's
 //! permission applies per line (action, record rule, hidden fields).
 
+use std::sync::Arc;
+
 use bulkhead_api::{BulkLine, BulkReport, LineError};
 use bulkhead_core::access::{DataAction, TenantScope};
 use bulkhead_core::error::Error;
@@ -10,7 +12,7 @@ use bulkhead_core::query::{Predicate, eval};
 use bulkhead_core::record::{NewRecord, validate_full};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
-use bulkhead_engine::{BulkOp, BulkOutcome};
+use bulkhead_engine::{BulkOp, BulkOutcome, EngineError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -86,7 +88,7 @@ impl Catalog {
         {
             self.permission(ctx, &scope, collection, Action::Create, "record.bulk")?;
         }
-        let collection = self.collection(collection)?;
+        let collection = self.definition(collection, scope.placement().schema_version, None)?;
         let view = permission.view(&collection);
         let rule = permission.rule(&collection)?;
         Ok(BulkSession {
@@ -133,6 +135,7 @@ impl Catalog {
         collection: &Collection,
         chunk: Vec<(u64, BulkOp)>,
         out: &mut Vec<BulkLine>,
+        moved: &mut Option<Arc<Collection>>,
     ) {
         let numbers: Vec<(u64, Option<String>)> = chunk
             .iter()
@@ -144,7 +147,7 @@ impl Catalog {
                 (*line, Some(id.to_owned()))
             })
             .collect();
-        let ops: Vec<BulkOp> = chunk.into_iter().map(|(_, op)| op).collect();
+        let mut ops: Vec<BulkOp> = chunk.into_iter().map(|(_, op)| op).collect();
         let ids: Vec<RecordId> = ops
             .iter()
             .map(|op| match op {
@@ -164,8 +167,32 @@ impl Catalog {
             }
             return;
         }
-        let applied = engine.bulk(scope, collection, ops).await;
+        let mut definition = Arc::new(collection.clone());
+        let mut attempt = 0;
+        let applied = loop {
+            attempt += 1;
+            match engine.bulk(scope, &definition, ops.clone()).await {
+                // The table moved to a newer definition (the schema fence; nothing was
+                // written): the chunk goes again with it, new fields taking their defaults.
+                Err(EngineError::SchemaMoved { stored }) if attempt < 3 => {
+                    match self.definition(&collection.name, 0, Some(stored)) {
+                        Ok(newer) => {
+                            ops = ops
+                                .into_iter()
+                                .map(|op| with_defaults(op, &newer))
+                                .collect();
+                            definition = newer;
+                        }
+                        Err(_) => break Err(EngineError::SchemaMoved { stored }),
+                    }
+                }
+                other => break other,
+            }
+        };
         ticket.after(&collection.name, ids.iter()).await;
+        if definition.version != collection.version {
+            *moved = Some(definition);
+        }
         match applied {
             Ok(results) => {
                 for ((line, id), result) in numbers.into_iter().zip(results) {
@@ -280,6 +307,7 @@ impl BulkSession {
             });
         match entered {
             Ok((scope, ticket, engine)) => {
+                let mut moved = None;
                 self.catalog
                     .apply_chunk(
                         engine.as_ref(),
@@ -288,8 +316,14 @@ impl BulkSession {
                         &self.collection,
                         chunk,
                         &mut out,
+                        &mut moved,
                     )
                     .await;
+                // Later lines are read with the definition the storage has now.
+                if let Some(newer) = moved {
+                    self.view = self.permission.view(&newer);
+                    self.collection = newer;
+                }
             }
             Err(error) => {
                 for (line, op) in chunk {
@@ -494,5 +528,30 @@ fn parse_line(collection: &Collection, raw: &[u8]) -> Result<BulkOp, Error> {
         _ => Err(line_error(
             "op must be \"create\", \"upsert\" or \"delete\"",
         )),
+    }
+}
+
+/// `op` as validating its line with `newer` would have made it: a definition change is
+/// additive, so that is the same fields plus the defaults of fields the line could not name.
+fn with_defaults(op: BulkOp, newer: &Collection) -> BulkOp {
+    let fill = |mut record: NewRecord| {
+        for (name, spec) in &newer.fields {
+            if record.fields.contains_key(name) {
+                continue;
+            }
+            if let Some(value) = spec
+                .default
+                .as_ref()
+                .and_then(|d| bulkhead_core::record::coerce(spec.field_type, d).ok())
+            {
+                record.fields.insert(name.clone(), value);
+            }
+        }
+        record
+    };
+    match op {
+        BulkOp::Create(r) => BulkOp::Create(fill(r)),
+        BulkOp::Upsert(r) => BulkOp::Upsert(fill(r)),
+        delete @ BulkOp::Delete(_) => delete,
     }
 }

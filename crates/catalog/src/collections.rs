@@ -1,10 +1,14 @@
 //! Collections and their rollout to every placement.
 //!
 //! A global schema generation counts accepted changes; each placement records the generation
-//! its tables match. A change is committed to the catalog, rolled out to every placement that
-//! is behind (pool namespaces once, bridge and silo tenants each), and only then published to
-//! the in-memory definitions requests use — changes are additive, so requests using the old
-//! definition keep working on the new tables meanwhile.
+//! its tables match, and every version of every definition is kept with the generation that
+//! made it (`collection_versions`). A request is served with the definitions of its
+//! placement's generation — never a newer one over older storage. A change is committed,
+//! then rolled out to every placement that is behind (pool namespaces once, bridge and silo
+//! tenants each); each placement's generation moves only after its storage has the change.
+//! The engines' schema fence closes the gap between the two: a write made with the older
+//! definition after the storage changed writes nothing and runs again with the newer one
+//! (`TenantHandle::fenced`), so no record misses a new column's search index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
 use bulkhead_core::{CollectionName, DomainName, TenantId};
 use bulkhead_engine::PlacementRef;
 
-use crate::rows::collections::{generation, read_collections};
+use crate::rows::collections::{generation, insert_version, read_collections, read_history};
 use crate::store::{malformed, params};
 use crate::{Catalog, Ctx};
 
@@ -29,23 +33,105 @@ fn view(c: &Collection) -> CollectionView {
     }
 }
 
+/// The collections' definitions as this server knows them: the latest of each, and every
+/// version with the generation that made it (a placement at generation `g` is served with
+/// the newest version made at or before `g`).
+#[derive(Default)]
+pub(crate) struct Definitions {
+    latest: Arc<BTreeMap<CollectionName, Arc<Collection>>>,
+    history: BTreeMap<CollectionName, Vec<(i64, Arc<Collection>)>>,
+}
+
+impl Definitions {
+    fn of(latest: Vec<Collection>, history: Vec<(i64, Collection)>) -> Definitions {
+        let mut versions: BTreeMap<CollectionName, Vec<(i64, Arc<Collection>)>> = BTreeMap::new();
+        for (generation, collection) in history {
+            versions
+                .entry(collection.name.clone())
+                .or_default()
+                .push((generation, Arc::new(collection)));
+        }
+        Definitions {
+            latest: Arc::new(
+                latest
+                    .into_iter()
+                    .map(|c| (c.name.clone(), Arc::new(c)))
+                    .collect(),
+            ),
+            history: versions,
+        }
+    }
+
+    /// The definition of `name` a placement at `generation` has, or version `exactly`.
+    fn at(
+        &self,
+        name: &CollectionName,
+        generation: i64,
+        exactly: Option<i64>,
+    ) -> Option<Arc<Collection>> {
+        let versions = self.history.get(name)?;
+        match exactly {
+            Some(version) => versions
+                .iter()
+                .find(|(_, c)| c.version == version)
+                .map(|(_, c)| Arc::clone(c)),
+            None => versions
+                .iter()
+                .rev()
+                .find(|(made, _)| *made <= generation)
+                .map(|(_, c)| Arc::clone(c)),
+        }
+    }
+}
+
+/// A request on a collection its tenant's placement does not have yet (the change that added
+/// it is still being rolled out there).
+pub(crate) fn rolling_out(name: &CollectionName) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "schema_rolling_out",
+        format!(
+            "collection '{name}' is still being added to this tenant's storage; retry shortly \
+             (Retry-After)"
+        ),
+    )
+}
+
 impl Catalog {
     pub(crate) fn collections_snapshot(&self) -> Arc<BTreeMap<CollectionName, Arc<Collection>>> {
-        self.inner().collections.get()
+        Arc::clone(&self.inner().collections.get().latest)
+    }
+
+    /// The definition of `name` to serve a placement at schema `generation` with — or version
+    /// `exactly`, when a write learned from the storage that its table is there (the schema
+    /// fence). Unknown collections are 404; one the placement does not have yet is 503.
+    pub(crate) fn definition(
+        &self,
+        name: &CollectionName,
+        generation: i64,
+        exactly: Option<i64>,
+    ) -> Result<Arc<Collection>, Error> {
+        let latest = self.collection(name)?;
+        let defs = self.inner().collections.get();
+        match defs.at(name, generation, exactly) {
+            Some(found) => Ok(found),
+            // A version the storage has but this server has not loaded yet: the newest.
+            None if exactly.is_some_and(|v| v <= latest.version) => Ok(latest),
+            None if !defs.history.contains_key(name) => Ok(latest),
+            None => Err(rolling_out(name)),
+        }
     }
 
     /// Re-reads the collections. Not stored when a change from another server was applied
     /// meanwhile: the reload that change triggers is newer.
     pub(crate) async fn load_collections(&self) -> Result<(), Error> {
         let ticket = self.cache_ticket();
-        let all = self
-            .blocking(|store| store.read(|tx| read_collections(tx)))
+        let (latest, history) = self
+            .blocking(|store| store.read(|tx| Ok((read_collections(tx)?, read_history(tx)?))))
             .await?;
-        let map = all
-            .into_iter()
-            .map(|c| (c.name.clone(), Arc::new(c)))
-            .collect();
-        self.inner().collections.fill(ticket, Arc::new(map));
+        self.inner()
+            .collections
+            .fill(ticket, Arc::new(Definitions::of(latest, history)));
         Ok(())
     }
 
@@ -54,6 +140,7 @@ impl Catalog {
         self.inner()
             .collections
             .get()
+            .latest
             .get(name)
             .cloned()
             .ok_or_else(|| {
@@ -104,12 +191,15 @@ impl Catalog {
                 )?;
                 let next = generation(tx)? + 1;
                 crate::store::set_meta(tx, "schema_generation", &next.to_string())?;
+                insert_version(tx, &stored, next)?;
                 crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;
-        let outcome = self.rollout_locked().await;
+        // Known before any placement has it: each placement is served with the version its
+        // generation gives, and a write the fence turned back finds the newer one here.
         self.load_collections().await?;
+        let outcome = self.rollout_locked().await;
         self.announce_collections().await?;
         outcome?;
         Ok((view(&collection), created))
@@ -211,18 +301,26 @@ impl Catalog {
                 }
             }
         }
+        let bumped = updated.clone();
         self.blocking(move |store| {
             store.write(|tx| {
-                for tenant in &updated {
-                    tx.execute(
+                for tenant in &bumped {
+                    let moved = tx.execute(
                         "UPDATE placements SET schema_version = ?2 WHERE tenant_id = ?1 AND schema_version < ?2",
                         params![tenant.as_str(), target_generation],
                     )?;
+                    // Requests pick definitions by the cached route's generation.
+                    if moved > 0 {
+                        crate::store::changed(tx, "route", tenant.as_str())?;
+                    }
                 }
                 Ok(())
             })
         })
         .await?;
+        for tenant in &updated {
+            self.inner().routes.forget(tenant);
+        }
         if failed > 0 {
             return Err(Error::new(
                 ErrorKind::Unavailable,

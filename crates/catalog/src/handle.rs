@@ -8,6 +8,7 @@
 //! permission per collection (a refusal audited under the request's operation), the query
 //! budget of the tenant's tier, and the ids a write touches (journaled while a move runs).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bulkhead_core::access::{self, DataAction, TenantRoute, TenantScope};
@@ -41,7 +42,13 @@ pub(crate) struct TenantHandle {
     engine: Arc<dyn Engine>,
     /// A write's pass through the tenant's write gate, held until the handle is dropped.
     ticket: Option<WriteTicket>,
+    /// Definition versions the storage reported for a collection (the schema fence), newer
+    /// than the placement's recorded generation gives: a retried write uses them.
+    learned: parking_lot::Mutex<HashMap<CollectionName, i64>>,
 }
+
+/// How often a write is tried again with the definition its storage reported meanwhile.
+const SCHEMA_RETRIES: u32 = 3;
 
 impl Catalog {
     /// Resolves and authorizes the tenant a data request acts on. Denials are audited; so is
@@ -243,6 +250,7 @@ impl Catalog {
             scope,
             engine,
             ticket,
+            learned: Default::default(),
         })
     }
 }
@@ -271,7 +279,57 @@ impl TenantHandle {
         let permission =
             self.catalog
                 .permission(&self.ctx, &self.scope, collection, action, self.op)?;
-        Ok((permission, self.catalog.collection(collection)?))
+        Ok((permission, self.definition(collection)?))
+    }
+
+    /// The definition of `collection` this tenant's storage has: its placement's generation,
+    /// or what the storage reported to a write of this request.
+    pub(crate) fn definition(&self, collection: &CollectionName) -> Result<Arc<Collection>, Error> {
+        let learned = self.learned.lock().get(collection).copied();
+        self.catalog
+            .definition(collection, self.scope.placement().schema_version, learned)
+    }
+
+    /// An engine's answer to a write on `collection`; a schema fence that moved is remembered,
+    /// so [`TenantHandle::fenced`] runs the write again with the storage's definition.
+    pub(crate) fn written<T>(
+        &self,
+        collection: &CollectionName,
+        result: bulkhead_engine::EngineResult<T>,
+    ) -> Result<T, Error> {
+        if let Err(bulkhead_engine::EngineError::SchemaMoved { stored }) = &result {
+            self.learned.lock().insert(collection.clone(), *stored);
+        }
+        Ok(result?)
+    }
+
+    /// Runs `write` (choose the definition, validate, write) until the storage takes it: a
+    /// write refused by the schema fence because the collection's table moved to a newer
+    /// definition meanwhile runs again with that definition, at most [`SCHEMA_RETRIES`] times.
+    pub(crate) async fn fenced<T, F, Fut>(
+        &self,
+        collection: &CollectionName,
+        write: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = self.learned.lock().get(collection).copied();
+            match write().await {
+                Err(e)
+                    if e.code == "schema_rolling_out"
+                        && attempt < SCHEMA_RETRIES
+                        && self.learned.lock().get(collection).copied() != before =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// `error` as a refusal of this request on `target`, audited.

@@ -34,15 +34,14 @@ mod tiers;
 mod tokens;
 mod usage;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bulkhead_core::access::{self, Membership, StoredKey, TenantRoute, VerifiedPrincipal};
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{DomainSpec, Isolation, TierLimits, TierSpec};
-use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
-use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
+use bulkhead_core::{DomainName, KeyId, TenantId, TierName};
 use bulkhead_engine::Engine;
 
 pub use audit::{AuditEvent, AuditQueue};
@@ -213,7 +212,7 @@ pub(crate) struct Inner {
     pub fresh: caches::Freshness,
     /// The routing table's cache. Entries only move forward in epoch (see `publish_route`).
     pub routes: caches::Cache<TenantId, Arc<RouteEntry>>,
-    pub collections: caches::Slot<Arc<BTreeMap<CollectionName, Arc<Collection>>>>,
+    pub collections: caches::Slot<Arc<collections::Definitions>>,
     /// Verified keys by id; revocation updates it in the same step as the catalog row.
     pub keys: caches::Cache<KeyId, StoredKey>,
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
@@ -297,7 +296,7 @@ impl Catalog {
                 preconfigured: engines,
                 options,
                 routes: fresh.map(),
-                collections: fresh.slot(Arc::new(BTreeMap::new())),
+                collections: fresh.slot(Arc::default()),
                 keys: fresh.map(),
                 schema_lock: tokio::sync::Mutex::new(()),
                 main: tokio::runtime::Handle::current(),

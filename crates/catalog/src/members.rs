@@ -412,7 +412,7 @@ impl Catalog {
         self.tenant_admin(ctx, tenant, "role.put").await?;
         spec.validate()?;
         self.custom_roles_allowed(tenant).await?;
-        let collections = self.inner().collections.get();
+        let collections = self.collections_snapshot();
         for (collection, grant) in &spec.collections {
             if collection == "*" {
                 continue;

@@ -71,6 +71,17 @@ impl Catalog {
         let tenant = self
             .open_write(ctx, named, "record.create", collection.as_str())
             .await?;
+        tenant
+            .fenced(collection, || self.create_in(&tenant, collection, body))
+            .await
+    }
+
+    async fn create_in(
+        &self,
+        tenant: &TenantHandle,
+        collection: &CollectionName,
+        body: &Value,
+    ) -> Result<Record, Error> {
         let (permission, collection) = tenant.allow(collection, Action::Create)?;
         let (id, fields, _) = validate_visible(&permission, &collection, body, None)?;
         let record = NewRecord {
@@ -90,10 +101,13 @@ impl Catalog {
             .insert(tenant.scope(), &collection, vec![record])
             .await;
         tenant.after(&collection.name, &id).await;
-        let mut created = created?.pop().ok_or_else(|| {
-            tracing::error!("engine returned no record for a single insert");
-            Error::internal()
-        })?;
+        let mut created = tenant
+            .written(&collection.name, created)?
+            .pop()
+            .ok_or_else(|| {
+                tracing::error!("engine returned no record for a single insert");
+                Error::internal()
+            })?;
         permission.redact(&mut created);
         Ok(created)
     }
@@ -136,6 +150,22 @@ impl Catalog {
             UpdateKind::Patch => "record.patch",
         };
         let tenant = self.open_write(ctx, named, op, collection.as_str()).await?;
+        tenant
+            .fenced(collection, || {
+                self.update_in(&tenant, collection, id, kind, body, if_match)
+            })
+            .await
+    }
+
+    async fn update_in(
+        &self,
+        tenant: &TenantHandle,
+        collection: &CollectionName,
+        id: &RecordId,
+        kind: UpdateKind,
+        body: &Value,
+        if_match: Option<i64>,
+    ) -> Result<Record, Error> {
         let (permission, collection) = tenant.allow(collection, Action::Update)?;
         let view = permission.view(&collection);
         let (change, pre) = match kind {
@@ -168,7 +198,7 @@ impl Catalog {
             let guarded = match &rule {
                 None => expected,
                 Some(rule) => {
-                    let existing = visible(&tenant, &collection, id, Some(rule)).await?;
+                    let existing = visible(tenant, &collection, id, Some(rule)).await?;
                     let mut after = existing.clone();
                     after.fields = apply_change(&existing.fields, change.clone());
                     if !eval::matches(rule, &after) {
@@ -192,7 +222,7 @@ impl Catalog {
                 {
                     continue;
                 }
-                other => break other?,
+                other => break tenant.written(&collection.name, other)?,
             }
         };
         let mut updated = updated;
@@ -211,6 +241,20 @@ impl Catalog {
         let tenant = self
             .open_write(ctx, named, "record.delete", collection.as_str())
             .await?;
+        tenant
+            .fenced(collection, || {
+                self.delete_in(&tenant, collection, id, if_match)
+            })
+            .await
+    }
+
+    async fn delete_in(
+        &self,
+        tenant: &TenantHandle,
+        collection: &CollectionName,
+        id: &RecordId,
+        if_match: Option<i64>,
+    ) -> Result<(), Error> {
         let (permission, collection) = tenant.allow(collection, Action::Delete)?;
         let rule = permission.rule(&collection)?;
         let mut attempts = 0;
@@ -219,7 +263,7 @@ impl Catalog {
             let guarded = match &rule {
                 None => if_match,
                 Some(rule) => {
-                    let existing = visible(&tenant, &collection, id, Some(rule)).await?;
+                    let existing = visible(tenant, &collection, id, Some(rule)).await?;
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
@@ -238,7 +282,7 @@ impl Catalog {
                 {
                     continue;
                 }
-                other => return Ok(other?),
+                other => return tenant.written(&collection.name, other),
             }
         }
     }

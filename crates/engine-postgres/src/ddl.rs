@@ -38,8 +38,9 @@ pub async fn lock(client: &impl GenericClient) -> Result<(), PgError> {
     Ok(())
 }
 
-/// Bulkhead's schema in a database: the row counter of query budgets and the bookkeeping of
-/// search columns. The data role may call the function and nothing else here.
+/// Bulkhead's schema in a database: the row counter of query budgets, the bookkeeping of
+/// search columns and the definition version of each record table (the schema fence). The
+/// data role may call the function and read the versions, nothing else here.
 pub async fn bootstrap_database(
     client: &impl GenericClient,
     data_role: &str,
@@ -62,6 +63,9 @@ pub async fn bootstrap_database(
              END $fn$;
              CREATE TABLE IF NOT EXISTS {META_SCHEMA}.search_fields (tbl text PRIMARY KEY, fields text NOT NULL);
              REVOKE ALL ON {META_SCHEMA}.search_fields FROM PUBLIC;
+             CREATE TABLE IF NOT EXISTS {META_SCHEMA}.table_versions (tbl text PRIMARY KEY, version bigint NOT NULL);
+             REVOKE ALL ON {META_SCHEMA}.table_versions FROM PUBLIC;
+             GRANT SELECT ON {META_SCHEMA}.table_versions TO {role};
              GRANT USAGE ON SCHEMA {META_SCHEMA} TO {role};
              GRANT EXECUTE ON FUNCTION {META_SCHEMA}.examine(bigint) TO {role};"
         ))
@@ -148,6 +152,18 @@ pub async fn ensure_table(
              PRIMARY KEY ({key}))"
         ))
         .await?;
+    // Writes in flight on the table finish first, and later ones wait for this change (they
+    // then see its version in their fence and write nothing).
+    client
+        .batch_execute(&format!("LOCK TABLE {quoted} IN SHARE ROW EXCLUSIVE MODE"))
+        .await?;
+    if stored_version(client, table)
+        .await?
+        .is_some_and(|stored| stored > collection.version)
+    {
+        // The storage is at a newer definition already; it never goes back.
+        return Ok(());
+    }
 
     let existing: BTreeSet<String> = client
         .query(
@@ -255,7 +271,31 @@ pub async fn ensure_table(
     if search {
         refresh_search(client, table, collection).await?;
     }
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {META_SCHEMA}.table_versions (tbl, version) VALUES ($1, $2) \
+                 ON CONFLICT (tbl) DO UPDATE SET version = greatest({META_SCHEMA}.table_versions.version, excluded.version)"
+            ),
+            &[&table.versions_key(), &collection.version],
+        )
+        .await?;
     Ok(())
+}
+
+/// The definition version `table` was last brought to; `None` for a table made before
+/// versions were recorded (it gets one at its next change).
+pub async fn stored_version(
+    client: &impl GenericClient,
+    table: &Table,
+) -> Result<Option<i64>, PgError> {
+    Ok(client
+        .query_opt(
+            &format!("SELECT version FROM {META_SCHEMA}.table_versions WHERE tbl = $1"),
+            &[&table.versions_key()],
+        )
+        .await?
+        .map(|row| row.get(0)))
 }
 
 /// Recomputes the search column of every row when the set of text fields changed (a new text
@@ -278,7 +318,7 @@ async fn refresh_search(
         .map(|f| f.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let key = format!("{}.{}", table.schema, table.name);
+    let key = table.versions_key();
     let stored: Option<String> = client
         .query_opt(
             &format!("SELECT fields FROM {META_SCHEMA}.search_fields WHERE tbl = $1"),

@@ -37,6 +37,8 @@ pub struct PgEngine {
     pub(crate) clock: Arc<dyn Clock>,
     /// Each tenant's share of the pool's connections.
     pub(crate) shares: crate::shares::Shares,
+    /// Silo databases known to have this version's bookkeeping (see [`PgEngine::client`]).
+    pub(crate) bookkept: std::sync::Mutex<HashSet<String>>,
 }
 
 /// A data connection and the tenant's share permit it was taken under (both given back
@@ -65,6 +67,32 @@ fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
         scope.storage_key(),
         &collection.name,
     )
+}
+
+/// Commits a write transaction made with definition `version` of `table`'s collection, if
+/// the table is still at that version (the schema fence, see `Engine::ensure_collection`).
+/// Read after the transaction's statements took their lock on the table, so a change either
+/// waited for this write or committed before it and is seen here.
+async fn commit_fenced(tx: Transaction<'_>, table: &Table, version: i64) -> Result<(), PgError> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT version FROM {}.table_versions WHERE tbl = $1",
+            crate::names::META_SCHEMA
+        ))
+        .await?;
+    let stored: Option<i64> = tx
+        .query_opt(&statement, &[&table.versions_key()])
+        .await?
+        .map(|row| row.get(0));
+    match stored {
+        Some(stored) if stored > version => {
+            Err(PgError::Engine(EngineError::SchemaMoved { stored }))
+        }
+        Some(stored) if stored < version => {
+            Err(PgError::Engine(EngineError::SchemaBehind { stored }))
+        }
+        _ => Ok(tx.commit().await?),
+    }
 }
 
 fn database_of(scope: &TenantScope) -> Option<String> {
@@ -164,11 +192,48 @@ impl PgEngine {
                     "no connection available: this tenant already holds its {cap} connections of the domain"
                 )))
             })?;
-        let object = self.pools.data(database_of(scope).as_deref()).await?;
+        let database = database_of(scope);
+        let object = self.pools.data(database.as_deref()).await?;
+        if let Some(db) = database {
+            self.bookkeeping(&object, db).await?;
+        }
         Ok(Client {
             object,
             _share: share,
         })
+    }
+
+    /// Makes sure a silo database made by an earlier release has the bookkeeping writes
+    /// read (the definition versions of the schema fence): checked once per database and
+    /// process, and added by the owner when missing. The main database gets it at start.
+    async fn bookkeeping(&self, data: &Object, database: String) -> Result<(), PgError> {
+        if self
+            .bookkept
+            .lock()
+            .expect("not poisoned")
+            .contains(&database)
+        {
+            return Ok(());
+        }
+        let present: bool = data
+            .query_one(
+                &format!(
+                    "SELECT to_regclass('{}.table_versions') IS NOT NULL",
+                    crate::names::META_SCHEMA
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        if !present {
+            let mut owner = self.pools.owner(Some(&database)).await?;
+            let tx = owner.transaction().await?;
+            crate::ddl::lock(&tx).await?;
+            crate::ddl::bootstrap_database(&tx, &self.pools.data_role).await?;
+            tx.commit().await?;
+        }
+        self.bookkept.lock().expect("not poisoned").insert(database);
+        Ok(())
     }
 
     /// [`begin`] for the scope's tenant with the write timeout (record reads and writes).
@@ -400,7 +465,7 @@ impl Engine for PgEngine {
         let now = self.clock.now();
         let records: Vec<Record> = records.into_iter().map(|r| created(r, now)).collect();
         self.insert_rows(&tx, &sql, &records).await?;
-        tx.commit().await.map_err(PgError::from)?;
+        commit_fenced(tx, &table, collection.version).await?;
         Ok(records)
     }
 
@@ -418,7 +483,7 @@ impl Engine for PgEngine {
         let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         execute(&tx, &sql.delete_many(&ids), self.cache()).await?;
         self.insert_rows(&tx, &sql, &records).await?;
-        tx.commit().await.map_err(PgError::from)?;
+        commit_fenced(tx, &table, collection.version).await?;
         Ok(())
     }
 
@@ -461,7 +526,7 @@ impl Engine for PgEngine {
         }
         let fields = apply_change(&current.fields, change);
         let record = self.replace(&tx, &sql, current, fields).await?;
-        tx.commit().await.map_err(PgError::from)?;
+        commit_fenced(tx, &table, collection.version).await?;
         Ok(record)
     }
 
@@ -489,7 +554,7 @@ impl Engine for PgEngine {
             }
         }
         self.remove(&tx, &sql, id).await?;
-        tx.commit().await.map_err(PgError::from)?;
+        commit_fenced(tx, &table, collection.version).await?;
         Ok(())
     }
 
@@ -577,7 +642,7 @@ impl Engine for PgEngine {
             match self.insert_rows(&sp, &sql, &records).await {
                 Ok(()) => {
                     sp.commit().await.map_err(PgError::from)?;
-                    tx.commit().await.map_err(PgError::from)?;
+                    commit_fenced(tx, &table, collection.version).await?;
                     return Ok(records
                         .into_iter()
                         .map(|r| Ok(BulkOutcome::Created(r)))
@@ -607,7 +672,7 @@ impl Engine for PgEngine {
                 .map(|row| row.try_get::<_, String>(0))
                 .collect::<Result<_, _>>()
                 .map_err(PgError::from)?;
-            tx.commit().await.map_err(PgError::from)?;
+            commit_fenced(tx, &table, collection.version).await?;
             return Ok(ids
                 .into_iter()
                 .map(|id| {
@@ -631,7 +696,7 @@ impl Engine for PgEngine {
                 },
             }
         }
-        tx.commit().await.map_err(PgError::from)?;
+        commit_fenced(tx, &table, collection.version).await?;
         Ok(out)
     }
 

@@ -105,6 +105,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// The table's key in `bulkhead.search_fields` and `bulkhead.table_versions`.
+    pub fn versions_key(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
     pub fn new(isolation: Isolation, tenant: &StorageKey, collection: &CollectionName) -> Self {
         let schema = match isolation {
             Isolation::Pool => POOL_SCHEMA.to_owned(),

@@ -70,6 +70,7 @@ impl PgEngine {
             pools,
             clock,
             shares: crate::shares::Shares::default(),
+            bookkept: Default::default(),
         })
     }
 
@@ -165,11 +166,13 @@ impl PgEngine {
                 ddl::lock(&tx).await?;
                 tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
                     .await?;
-                tx.execute(
-                    "DELETE FROM bulkhead.search_fields WHERE starts_with(tbl, $1)",
-                    &[&format!("{schema}.")],
-                )
-                .await?;
+                for bookkeeping in ["search_fields", "table_versions"] {
+                    tx.execute(
+                        &format!("DELETE FROM bulkhead.{bookkeeping} WHERE starts_with(tbl, $1)"),
+                        &[&format!("{schema}.")],
+                    )
+                    .await?;
+                }
                 tx.commit().await?;
             }
             Isolation::Pool => {

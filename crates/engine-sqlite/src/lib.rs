@@ -374,6 +374,7 @@ impl Engine for SqliteEngine {
             let now = inner.clock.now();
             let text = sql.insert_sql();
             db.write(|tx| {
+                sql::fence(tx, &table, collection.version)?;
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 records
                     .into_iter()
@@ -406,6 +407,7 @@ impl Engine for SqliteEngine {
                 (SHARED_RESTORE_PER_TX, Some(SHARED_RESTORE_CHECKPOINT_PAGES))
             };
             db.write_yielding(records, per_tx, checkpoint, |tx, record| {
+                sql::fence(tx, &table, collection.version)?;
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 if fetch(tx, &sql, &record.id)?.is_some() {
                     remove(tx, &sql, &record.id)?;
@@ -448,6 +450,7 @@ impl Engine for SqliteEngine {
             let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
             db.write(|tx| {
+                sql::fence(tx, &table, collection.version)?;
                 let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
                 if expected_version.is_some_and(|v| v != current.version) {
                     return Err(EngineError::VersionMismatch {
@@ -476,6 +479,7 @@ impl Engine for SqliteEngine {
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             db.write(|tx| {
+                sql::fence(tx, &table, collection.version)?;
                 if let Some(expected) = expected_version {
                     let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
                     if current.version != expected {
@@ -556,6 +560,7 @@ impl Engine for SqliteEngine {
             let now = inner.clock.now();
             let insert_text = sql.insert_sql();
             db.write(|tx| {
+                sql::fence(tx, &table, collection.version)?;
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 let mut out = Vec::with_capacity(ops.len());
                 for op in ops {

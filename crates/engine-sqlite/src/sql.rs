@@ -11,7 +11,7 @@ use bulkhead_core::schema::{Collection, FieldSpec, FieldType};
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{FieldName, RecordId};
 use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
-use bulkhead_engine::{AggregateQuery, ListQuery};
+use bulkhead_engine::{AggregateQuery, EngineError, ListQuery};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, Row, Transaction};
 
@@ -99,6 +99,13 @@ pub fn ensure_table(
     collection: &Collection,
 ) -> Result<(), StorageError> {
     let tx = conn.transaction()?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS bk_versions (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    )?;
+    if stored_version(&tx, table)?.is_some_and(|stored| stored > collection.version) {
+        // The storage is at a newer definition already; it never goes back.
+        return Ok(());
+    }
     let tenant_col = if table.pooled {
         "tenant_id TEXT NOT NULL, "
     } else {
@@ -185,8 +192,41 @@ pub fn ensure_table(
         ensure_search_index(&tx, table, collection)?;
     }
     planner_hints(&tx, table, &wanted)?;
+    tx.execute(
+        "INSERT INTO bk_versions (tbl, version) VALUES (?1, ?2) \
+         ON CONFLICT (tbl) DO UPDATE SET version = max(version, excluded.version)",
+        rusqlite::params![table.raw, collection.version],
+    )?;
     tx.commit()?;
     Ok(())
+}
+
+/// The definition version `table` was last brought to; `None` for a table made before
+/// versions were recorded (it gets one at its next change).
+fn stored_version(tx: &Transaction<'_>, table: &TableName) -> Result<Option<i64>, StorageError> {
+    let mut stmt = match tx.prepare_cached("SELECT version FROM bk_versions WHERE tbl = ?1") {
+        Ok(stmt) => stmt,
+        Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut rows = stmt.query([&table.raw])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
+}
+
+/// The schema fence (see `Engine::ensure_collection`): a write transaction made with
+/// definition `version` of the table's collection goes on only if the table is at it. The
+/// writer connection serialises this with every change to the table.
+pub fn fence(tx: &Transaction<'_>, table: &TableName, version: i64) -> Result<(), StorageError> {
+    match stored_version(tx, table)? {
+        Some(stored) if stored > version => Err(EngineError::SchemaMoved { stored }.into()),
+        Some(stored) if stored < version => Err(EngineError::SchemaBehind { stored }.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Tells SQLite's planner what our indexes are for, so plans do not depend on statistics a

@@ -42,6 +42,16 @@ pub enum EngineError {
     TooExpensive(BudgetHit),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The collection's table was changed to definition version `stored` after the caller
+    /// chose the definition it passed (an older one): nothing was written. The caller
+    /// retries with the definition of version `stored` (the schema fence, see
+    /// [`Engine::ensure_collection`]).
+    #[error("the collection's storage is at definition version {stored}, newer than the caller's")]
+    SchemaMoved { stored: i64 },
+    /// The caller passed a definition newer than the collection's table has (version
+    /// `stored`): the placement has not been brought to it yet. Nothing was written.
+    #[error("the collection's storage is still at definition version {stored}")]
+    SchemaBehind { stored: i64 },
 }
 
 /// Which limit of a [`QueryBudget`] stopped a query.
@@ -92,6 +102,14 @@ impl From<EngineError> for Error {
                     "query stopped because {hit} (a limit of this tenant's tier); narrow it with a \
                      filter on an indexed field, or use a smaller time range"
                 ),
+            ),
+            // The catalog retries a moved definition itself; these reach a client only when
+            // the placement is still being brought to the definition the request needs.
+            EngineError::SchemaMoved { .. } | EngineError::SchemaBehind { .. } => Error::new(
+                ErrorKind::Unavailable,
+                "schema_rolling_out",
+                "this tenant's storage is being brought to the collection's new definition; \
+                 retry shortly (Retry-After)",
             ),
             EngineError::Storage(detail) => {
                 // The caller sees a generic error; the detail is logged once, here.
@@ -342,6 +360,15 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Makes the placement's tables match `collection` (create table, add columns, create or
     /// drop indexes). Idempotent. Never drops data: the catalog refuses lossy changes first.
+    ///
+    /// The schema fence: the storage records the definition version it was last brought to,
+    /// in the same transaction as the change. A definition older than that is ignored (the
+    /// storage never goes back). Every write transaction compares the version of the
+    /// definition it was given with the recorded one before it commits, and writes nothing
+    /// on a difference ([`EngineError::SchemaMoved`], [`EngineError::SchemaBehind`]); a
+    /// change waits for the writes in flight on the table and they for it. So no write made
+    /// with an older definition (say, one that does not index a new text field for search)
+    /// lands after the change, and none with a newer one lands before it.
     async fn ensure_collection(
         &self,
         target: &PlacementRef,

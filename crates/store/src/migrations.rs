@@ -44,106 +44,129 @@ pub struct Migration {
 use Step::{AddColumn, Sql};
 
 /// Every migration this binary knows, in order. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "the catalog of release 0.1.0",
-    steps: &[
-        Sql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
-        Sql(
-            "CREATE TABLE IF NOT EXISTS tiers (name TEXT PRIMARY KEY, spec TEXT NOT NULL, \
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "the catalog of release 0.1.0",
+        steps: &[
+            Sql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+            Sql(
+                "CREATE TABLE IF NOT EXISTS tiers (name TEXT PRIMARY KEY, spec TEXT NOT NULL, \
              updated_at {int} NOT NULL)",
-        ),
-        Sql("CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"),
-        Sql("CREATE TABLE IF NOT EXISTS tenants (
+            ),
+            Sql("CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"),
+            Sql("CREATE TABLE IF NOT EXISTS tenants (
                 id TEXT PRIMARY KEY, name TEXT NOT NULL, tier TEXT NOT NULL, status TEXT NOT NULL,
                 labels TEXT NOT NULL, created_at {int} NOT NULL, updated_at {int} NOT NULL)"),
-        Sql("CREATE TABLE IF NOT EXISTS placements (
+            Sql("CREATE TABLE IF NOT EXISTS placements (
                 tenant_id TEXT PRIMARY KEY REFERENCES tenants(id), domain TEXT NOT NULL,
                 isolation TEXT NOT NULL, namespace TEXT NOT NULL, write_state TEXT NOT NULL,
                 epoch {int} NOT NULL, schema_version {int} NOT NULL,
                 incarnation TEXT NOT NULL DEFAULT '0')"),
-        Sql("CREATE INDEX IF NOT EXISTS placements_by_namespace \
+            Sql("CREATE INDEX IF NOT EXISTS placements_by_namespace \
              ON placements (domain, isolation, namespace)"),
-        Sql("CREATE TABLE IF NOT EXISTS collections (
+            Sql("CREATE TABLE IF NOT EXISTS collections (
                 name TEXT PRIMARY KEY, version {int} NOT NULL, spec TEXT NOT NULL,
                 updated_at {int} NOT NULL)"),
-        Sql("CREATE TABLE IF NOT EXISTS api_keys (
+            Sql("CREATE TABLE IF NOT EXISTS api_keys (
                 id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, tenant_id TEXT,
                 role TEXT NOT NULL, created_at {int} NOT NULL, expires_at {int}, revoked_at {int},
                 incarnation TEXT)"),
-        Sql("CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id, id)"),
-        Sql("CREATE TABLE IF NOT EXISTS audit (
+            Sql("CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id, id)"),
+            Sql("CREATE TABLE IF NOT EXISTS audit (
                 seq {serial}, at {int} NOT NULL, actor TEXT NOT NULL,
                 action TEXT NOT NULL, target TEXT NOT NULL, tenant_id TEXT, outcome TEXT NOT NULL,
                 request_id TEXT NOT NULL, detail TEXT)"),
-        Sql("CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq)"),
-        Sql("CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq)"),
-        Sql("CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq)"),
-        Sql("CREATE TABLE IF NOT EXISTS usage (
+            Sql("CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, seq)"),
+            Sql("CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq)"),
+            Sql("CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq)"),
+            Sql("CREATE TABLE IF NOT EXISTS usage (
                 tenant_id TEXT NOT NULL, bucket {int} NOT NULL, requests {int} NOT NULL,
                 writes {int} NOT NULL, rate_limited {int} NOT NULL,
                 PRIMARY KEY (tenant_id, bucket))"),
-        Sql("CREATE INDEX IF NOT EXISTS usage_by_bucket ON usage (bucket)"),
-        Sql("CREATE TABLE IF NOT EXISTS moves (
+            Sql("CREATE INDEX IF NOT EXISTS usage_by_bucket ON usage (bucket)"),
+            Sql("CREATE TABLE IF NOT EXISTS moves (
                 id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, phase TEXT NOT NULL,
                 source TEXT NOT NULL, target_domain TEXT NOT NULL, target_isolation TEXT NOT NULL,
                 target_namespace TEXT NOT NULL, target_tier TEXT, rows_copied {int} NOT NULL,
                 rows_total {int} NOT NULL, rows_verified {int} NOT NULL, copy_ms {int},
                 freeze_ms {int}, error TEXT, started_by TEXT NOT NULL,
                 created_at {int} NOT NULL, updated_at {int} NOT NULL)"),
-        Sql("CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at)"),
-        Sql("CREATE TABLE IF NOT EXISTS users (
+            Sql("CREATE INDEX IF NOT EXISTS moves_by_tenant ON moves (tenant_id, created_at)"),
+            Sql("CREATE TABLE IF NOT EXISTS users (
                 id TEXT PRIMARY KEY, issuer TEXT, sub TEXT, email TEXT,
                 disabled {int} NOT NULL DEFAULT 0, created_at {int} NOT NULL, invite_issuer TEXT,
                 UNIQUE (issuer, sub))"),
-        Sql("CREATE INDEX IF NOT EXISTS users_by_email ON users (email)"),
-        Sql("CREATE TABLE IF NOT EXISTS memberships (
+            Sql("CREATE INDEX IF NOT EXISTS users_by_email ON users (email)"),
+            Sql("CREATE TABLE IF NOT EXISTS memberships (
                 tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
                 created_at {int} NOT NULL, PRIMARY KEY (tenant_id, user_id))"),
-        Sql("CREATE INDEX IF NOT EXISTS memberships_by_user ON memberships (user_id, tenant_id)"),
-        Sql("CREATE TABLE IF NOT EXISTS roles (
+            Sql(
+                "CREATE INDEX IF NOT EXISTS memberships_by_user ON memberships (user_id, tenant_id)",
+            ),
+            Sql("CREATE TABLE IF NOT EXISTS roles (
                 tenant_id TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
                 updated_at {int} NOT NULL, PRIMARY KEY (tenant_id, name))"),
-        // What servers sharing one catalog tell each other (unused by a catalog one server
-        // owns; kept in one schema so both backends have the same tables).
-        Sql("CREATE TABLE IF NOT EXISTS servers (
+            // What servers sharing one catalog tell each other (unused by a catalog one server
+            // owns; kept in one schema so both backends have the same tables).
+            Sql("CREATE TABLE IF NOT EXISTS servers (
                 id TEXT PRIMARY KEY, started_at {int} NOT NULL, beat_at {int} NOT NULL)"),
-        Sql("CREATE TABLE IF NOT EXISTS move_runs (
+            Sql("CREATE TABLE IF NOT EXISTS move_runs (
                 move_id TEXT PRIMARY KEY, runner TEXT NOT NULL, started_at {int} NOT NULL,
                 cancel TEXT)"),
-        Sql("CREATE TABLE IF NOT EXISTS move_journal (
+            Sql("CREATE TABLE IF NOT EXISTS move_journal (
                 seq {serial}, tenant_id TEXT NOT NULL, collection TEXT NOT NULL,
                 record_id TEXT NOT NULL)"),
-        Sql("CREATE INDEX IF NOT EXISTS move_journal_by_tenant ON move_journal (tenant_id, seq)"),
-        Sql("CREATE TABLE IF NOT EXISTS move_acks (
+            Sql(
+                "CREATE INDEX IF NOT EXISTS move_journal_by_tenant ON move_journal (tenant_id, seq)",
+            ),
+            Sql("CREATE TABLE IF NOT EXISTS move_acks (
                 move_id TEXT NOT NULL, stage TEXT NOT NULL, server_id TEXT NOT NULL,
                 PRIMARY KEY (move_id, stage, server_id))"),
-        Sql("CREATE TABLE IF NOT EXISTS changes (
+            Sql("CREATE TABLE IF NOT EXISTS changes (
                 seq {serial}, kind TEXT NOT NULL, id TEXT NOT NULL, at {now})"),
-        // Lives purged on a shared catalog, purged once more when writes that other servers
-        // had in flight at the deletion can no longer land (the sweep), then forgotten.
-        Sql("CREATE TABLE IF NOT EXISTS purged_lives (
+            // Lives purged on a shared catalog, purged once more when writes that other servers
+            // had in flight at the deletion can no longer land (the sweep), then forgotten.
+            Sql("CREATE TABLE IF NOT EXISTS purged_lives (
                 tenant_id TEXT NOT NULL, incarnation TEXT NOT NULL, placements TEXT NOT NULL,
                 purged_at {int} NOT NULL, PRIMARY KEY (tenant_id, incarnation))"),
-        // Catalogs made before tenant incarnations: every existing tenant and key is legacy.
-        AddColumn {
-            table: "placements",
-            column: "incarnation",
-            decl: "TEXT NOT NULL DEFAULT '0'",
-        },
-        AddColumn {
-            table: "api_keys",
-            column: "incarnation",
-            decl: "TEXT",
-        },
-        // Email invitations name the issuer allowed to claim them.
-        AddColumn {
-            table: "users",
-            column: "invite_issuer",
-            decl: "TEXT",
-        },
-    ],
-}];
+            // Catalogs made before tenant incarnations: every existing tenant and key is legacy.
+            AddColumn {
+                table: "placements",
+                column: "incarnation",
+                decl: "TEXT NOT NULL DEFAULT '0'",
+            },
+            AddColumn {
+                table: "api_keys",
+                column: "incarnation",
+                decl: "TEXT",
+            },
+            // Email invitations name the issuer allowed to claim them.
+            AddColumn {
+                table: "users",
+                column: "invite_issuer",
+                decl: "TEXT",
+            },
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "every version of every collection's definition",
+        steps: &[
+            // Each placement is served with the definitions of the generation it was brought to
+            // (`placements.schema_version`); versions from before this table are known from
+            // generation 0 on.
+            Sql("CREATE TABLE IF NOT EXISTS collection_versions (
+                name TEXT NOT NULL, version {int} NOT NULL, generation {int} NOT NULL,
+                spec TEXT NOT NULL, PRIMARY KEY (name, version))"),
+            Sql(
+                "INSERT INTO collection_versions (name, version, generation, spec)
+                SELECT name, version, 0, spec FROM collections WHERE true
+                ON CONFLICT (name, version) DO NOTHING",
+            ),
+        ],
+    },
+];
 
 /// The newest migration this binary knows.
 #[cfg(test)]

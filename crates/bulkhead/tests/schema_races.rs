@@ -87,7 +87,7 @@ async fn writes_during_a_change_are_all_indexed(admin: &Client, server: &Server,
                     .unwrap_or_else(|e| panic!("a write during the change failed: {e}"));
                 written += 1;
             }
-            written
+            Ok(written)
         }));
         let client = tenant_client.clone();
         tasks.push(tokio::spawn(async move {
@@ -95,8 +95,14 @@ async fn writes_during_a_change_are_all_indexed(admin: &Client, server: &Server,
                 .flat_map(|n| format!("{{\"id\":\"b{i}-{n}\",\"title\":\"bulk\"}}\n").into_bytes())
                 .collect();
             let report = client.bulk(&notes(), body, true).await.unwrap();
-            assert_eq!(report.failed, 0, "bulk lines failed: {:?}", report.results);
-            report.created
+            if report.failed > 0 {
+                return Err(format!(
+                    "{} bulk lines failed, first: {:?}",
+                    report.failed,
+                    report.results.first()
+                ));
+            }
+            Ok(report.created)
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -116,7 +122,18 @@ async fn writes_during_a_change_are_all_indexed(admin: &Client, server: &Server,
     stop.store(true, Ordering::Release);
     let mut written = 0;
     for task in tasks {
-        written += task.await.unwrap();
+        match task.await.unwrap() {
+            Ok(n) => written += n,
+            Err(e) => {
+                let log = server.log();
+                let errors: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("ERROR"))
+                    .take(5)
+                    .collect();
+                panic!("{e}\nserver errors: {errors:#?}");
+            }
+        }
     }
     assert!(written > 0);
     for (i, client) in clients.iter().enumerate() {

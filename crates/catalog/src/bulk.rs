@@ -135,8 +135,7 @@ impl Catalog {
         collection: &Collection,
         chunk: Vec<(u64, BulkOp)>,
         out: &mut Vec<BulkLine>,
-        moved: &mut Option<Arc<Collection>>,
-    ) {
+    ) -> Option<Arc<Collection>> {
         let numbers: Vec<(u64, Option<String>)> = chunk
             .iter()
             .map(|(line, op)| {
@@ -165,7 +164,7 @@ impl Catalog {
             for (line, id) in numbers {
                 out.push(failed(line, id, &error));
             }
-            return;
+            return None;
         }
         let mut definition = Arc::new(collection.clone());
         let mut attempt = 0;
@@ -190,9 +189,7 @@ impl Catalog {
             }
         };
         ticket.after(&collection.name, ids.iter()).await;
-        if definition.version != collection.version {
-            *moved = Some(definition);
-        }
+        let moved = (definition.version != collection.version).then_some(definition);
         match applied {
             Ok(results) => {
                 for ((line, id), result) in numbers.into_iter().zip(results) {
@@ -212,6 +209,7 @@ impl Catalog {
                 }
             }
         }
+        moved
     }
 }
 
@@ -307,8 +305,8 @@ impl BulkSession {
             });
         match entered {
             Ok((scope, ticket, engine)) => {
-                let mut moved = None;
-                self.catalog
+                let moved = self
+                    .catalog
                     .apply_chunk(
                         engine.as_ref(),
                         &scope,
@@ -316,7 +314,6 @@ impl BulkSession {
                         &self.collection,
                         chunk,
                         &mut out,
-                        &mut moved,
                     )
                     .await;
                 // Later lines are read with the definition the storage has now.

@@ -201,6 +201,9 @@ impl Catalog {
         self.load_collections().await?;
         let outcome = self.rollout_locked().await;
         self.announce_collections().await?;
+        if outcome.is_err() {
+            self.retry_rollout_soon();
+        }
         outcome?;
         Ok((view(&collection), created))
     }
@@ -326,7 +329,7 @@ impl Catalog {
                 ErrorKind::Unavailable,
                 "rollout_incomplete",
                 format!(
-                    "the change is saved but {failed} placements could not be updated yet; it is retried at the next change or restart"
+                    "the change is saved but {failed} placements could not be updated yet; they keep serving with the previous definition and are retried in the background"
                 ),
             ));
         }

@@ -45,6 +45,12 @@ impl Catalog {
                 .into_iter()
                 .map(|(id, status)| format!("tenant {id} waits in {status}")),
         );
+        let behind = self.placements_behind().await?;
+        if behind > 0 {
+            problems.push(format!(
+                "{behind} placements wait for a schema rollout (served with their previous definitions; retried in the background)"
+            ));
+        }
         Ok(problems)
     }
 }

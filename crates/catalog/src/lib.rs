@@ -26,6 +26,7 @@ mod placement;
 mod query;
 mod rate;
 mod records;
+mod rollout;
 mod rows;
 mod store;
 mod sync;
@@ -237,6 +238,8 @@ pub(crate) struct Inner {
     pub rates: rate::RateLimits,
     /// Usage counts not yet added to the catalog.
     pub meter: usage::Meter,
+    /// Wakes the background rollout retrier (`rollout`).
+    pub rollout_wake: Arc<tokio::sync::Notify>,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
     /// The process's access authority, split by room: each wrapper's authority can be used
@@ -309,6 +312,7 @@ impl Catalog {
                 token_secret: std::sync::OnceLock::new(),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
+                rollout_wake: Arc::default(),
                 fresh,
                 verifier: identity::Verifier::new(authority.clone()),
                 authorizer: handle::Authorizer::new(authority.clone()),
@@ -326,6 +330,10 @@ impl Catalog {
         if let Some(changes) = changes {
             changes.run();
         }
+        rollout::spawn(
+            Arc::downgrade(&catalog.inner),
+            Arc::clone(&catalog.inner.rollout_wake),
+        );
         usage::spawn_flusher(Arc::downgrade(&catalog.inner));
         auth_failures::spawn_flusher(Arc::downgrade(&catalog.inner));
         if let Some(keep) = catalog.inner.options.audit_retention {

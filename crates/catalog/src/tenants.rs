@@ -415,19 +415,9 @@ impl Catalog {
             }
         }
         drop(schema);
-        match self.rollout_pending().await {
-            // Each failed placement is logged; they are retried at the next change or start.
-            Err(e) if e.code == "rollout_incomplete" => {
-                tracing::warn!(error = %e, "schema rollout incomplete");
-                Ok(())
-            }
-            // Whatever else went wrong with one collection's rollout, the server serves.
-            Err(e) => {
-                tracing::error!(error = %e, code = %e.code, "schema rollout failed; retried at the next change or start");
-                Ok(())
-            }
-            Ok(()) => Ok(()),
-        }
+        // Placements behind the schema generation are brought up by the background retrier
+        // (`rollout`), which starts with the catalog: the server serves at once.
+        Ok(())
     }
 
     async fn resume_provisioning(&self, id: &TenantId) -> Result<(), Error> {

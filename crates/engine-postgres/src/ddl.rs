@@ -152,18 +152,21 @@ pub async fn ensure_table(
              PRIMARY KEY ({key}))"
         ))
         .await?;
-    // Writes in flight on the table finish first, and later ones wait for this change (they
-    // then see its version in their fence and write nothing).
-    client
-        .batch_execute(&format!("LOCK TABLE {quoted} IN SHARE ROW EXCLUSIVE MODE"))
-        .await?;
     if stored_version(client, table)
         .await?
-        .is_some_and(|stored| stored > collection.version)
+        .is_some_and(|stored| stored >= collection.version)
     {
-        // The storage is at a newer definition already; it never goes back.
+        // The storage has this definition, or a newer one already: it never goes back.
+        // (Changes to a table are serialised by the caller's DDL lock.)
         return Ok(());
     }
+    // Requests in flight on the table finish first, and later ones wait for this change
+    // (writers then see its version in their fence and write nothing). The strongest lock
+    // at once: taking a weaker one and then `ALTER TABLE`'s would deadlock with a writer
+    // that read the table before writing it (a bulk's staging copy).
+    client
+        .batch_execute(&format!("LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE"))
+        .await?;
 
     let existing: BTreeSet<String> = client
         .query(

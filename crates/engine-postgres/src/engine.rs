@@ -73,17 +73,24 @@ fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
 /// the table is still at that version (the schema fence, see `Engine::ensure_collection`).
 /// Read after the transaction's statements took their lock on the table, so a change either
 /// waited for this write or committed before it and is seen here.
-async fn commit_fenced(tx: Transaction<'_>, table: &Table, version: i64) -> Result<(), PgError> {
-    let statement = tx
-        .prepare_cached(&format!(
+async fn commit_fenced(
+    tx: Transaction<'_>,
+    table: &Table,
+    version: i64,
+    cache: bool,
+) -> Result<(), PgError> {
+    let read = Statement {
+        sql: format!(
             "SELECT version FROM {}.table_versions WHERE tbl = $1",
             crate::names::META_SCHEMA
-        ))
-        .await?;
-    let stored: Option<i64> = tx
-        .query_opt(&statement, &[&table.versions_key()])
+        ),
+        params: vec![PgValue::Text(table.versions_key())],
+    };
+    let stored: Option<i64> = query(&tx, &read, cache)
         .await?
-        .map(|row| row.get(0));
+        .first()
+        .map(|row| row.try_get(0))
+        .transpose()?;
     match stored {
         Some(stored) if stored > version => {
             Err(PgError::Engine(EngineError::SchemaMoved { stored }))
@@ -215,16 +222,16 @@ impl PgEngine {
         {
             return Ok(());
         }
-        let present: bool = data
-            .query_one(
-                &format!(
-                    "SELECT to_regclass('{}.table_versions') IS NOT NULL",
-                    crate::names::META_SCHEMA
-                ),
-                &[],
-            )
-            .await?
-            .get(0);
+        // One simple-protocol statement: safe behind a transaction-mode PgBouncer.
+        let answer = data
+            .simple_query(&format!(
+                "SELECT to_regclass('{}.table_versions') IS NOT NULL",
+                crate::names::META_SCHEMA
+            ))
+            .await?;
+        let present = answer.iter().any(|message| {
+            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+        });
         if !present {
             let mut owner = self.pools.owner(Some(&database)).await?;
             let tx = owner.transaction().await?;
@@ -465,7 +472,7 @@ impl Engine for PgEngine {
         let now = self.clock.now();
         let records: Vec<Record> = records.into_iter().map(|r| created(r, now)).collect();
         self.insert_rows(&tx, &sql, &records).await?;
-        commit_fenced(tx, &table, collection.version).await?;
+        commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(records)
     }
 
@@ -483,7 +490,7 @@ impl Engine for PgEngine {
         let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         execute(&tx, &sql.delete_many(&ids), self.cache()).await?;
         self.insert_rows(&tx, &sql, &records).await?;
-        commit_fenced(tx, &table, collection.version).await?;
+        commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(())
     }
 
@@ -526,7 +533,7 @@ impl Engine for PgEngine {
         }
         let fields = apply_change(&current.fields, change);
         let record = self.replace(&tx, &sql, current, fields).await?;
-        commit_fenced(tx, &table, collection.version).await?;
+        commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(record)
     }
 
@@ -554,7 +561,7 @@ impl Engine for PgEngine {
             }
         }
         self.remove(&tx, &sql, id).await?;
-        commit_fenced(tx, &table, collection.version).await?;
+        commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(())
     }
 
@@ -642,7 +649,7 @@ impl Engine for PgEngine {
             match self.insert_rows(&sp, &sql, &records).await {
                 Ok(()) => {
                     sp.commit().await.map_err(PgError::from)?;
-                    commit_fenced(tx, &table, collection.version).await?;
+                    commit_fenced(tx, &table, collection.version, self.cache()).await?;
                     return Ok(records
                         .into_iter()
                         .map(|r| Ok(BulkOutcome::Created(r)))
@@ -672,7 +679,7 @@ impl Engine for PgEngine {
                 .map(|row| row.try_get::<_, String>(0))
                 .collect::<Result<_, _>>()
                 .map_err(PgError::from)?;
-            commit_fenced(tx, &table, collection.version).await?;
+            commit_fenced(tx, &table, collection.version, self.cache()).await?;
             return Ok(ids
                 .into_iter()
                 .map(|id| {
@@ -696,7 +703,7 @@ impl Engine for PgEngine {
                 },
             }
         }
-        commit_fenced(tx, &table, collection.version).await?;
+        commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(out)
     }
 

@@ -178,3 +178,136 @@ async fn postgres_writes_and_a_bulk_racing_a_text_field_are_all_searchable() {
     writes_during_a_change_are_all_indexed(&admin, &server, &["pg-pool", "pg-bridge", "pg-silo"])
         .await;
 }
+
+/// A field and a collection added while a move copies, catches up or verifies: the move ends
+/// `done` (never rolled back), every record is there, the new field reads its default and
+/// the new collection works on the tenant's new placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
+    use bulkhead_api::StartMove;
+    use bulkhead_core::model::MovePhase;
+    for (phase, hold) in [
+        ("copying", MovePhase::Copying),
+        ("catching_up", MovePhase::CatchingUp),
+        ("verifying", MovePhase::Verifying),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let hold_env = format!("{phase}:1500");
+        let server = Server::start_with(
+            dir.path(),
+            &[
+                ("BULKHEAD_MOVE_HOLD", hold_env.as_str()),
+                ("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100"),
+            ],
+        );
+        let admin = server.admin();
+        admin
+            .put_collection(
+                &notes(),
+                &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        create_tenant(&admin, "mover", "free").await;
+        let client = server.client(&key(&admin, "mover", TenantRole::Member).await);
+        let body: Vec<u8> = (0..3000)
+            .flat_map(|n| format!("{{\"id\":\"r{n}\",\"title\":\"before\"}}\n").into_bytes())
+            .collect();
+        assert_eq!(
+            client.bulk(&notes(), body, true).await.unwrap().created,
+            3000
+        );
+        let started = admin
+            .start_move(
+                &common::tid("mover"),
+                &StartMove {
+                    isolation: Some(Isolation::Silo),
+                    domain: None,
+                },
+            )
+            .await
+            .unwrap();
+        // Wait for the held phase, then change the schema while the move sits in it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = admin.get_move(&started.id).await.unwrap();
+            if view.phase == hold {
+                break;
+            }
+            assert!(
+                !view.phase.is_final(),
+                "move ended before {phase}: {view:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "move never reached {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A write during the move, then the change.
+        client
+            .create_record(&notes(), &json!({"id": "during", "title": "during"}))
+            .await
+            .unwrap();
+        admin
+            .put_collection(
+                &notes(),
+                &serde_json::from_value(json!({"fields": {
+                    "title": {"type": "text"},
+                    "kind": {"type": "text", "default": "zebra", "index": true}
+                }}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let extra = CollectionName::parse("extra").unwrap();
+        admin
+            .put_collection(
+                &extra,
+                &serde_json::from_value(json!({"fields": {"x": {"type": "integer"}}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let done = loop {
+            let view = admin.get_move(&started.id).await.unwrap();
+            if view.phase.is_final() {
+                break view;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "move stuck in {}",
+                view.phase
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            done.phase,
+            MovePhase::Done,
+            "a change during {phase} rolled the move back: {done:?}\n{}",
+            server.log()
+        );
+        let all = ids(&client, None).await;
+        assert_eq!(all.len(), 3001, "every record moved ({phase})");
+        let found = ids(&client, Some("zebra")).await;
+        assert_eq!(
+            found.len(),
+            3001,
+            "the new field's default is searchable ({phase})"
+        );
+        let after = client
+            .create_record(&notes(), &json!({"title": "after", "kind": "okapi"}))
+            .await
+            .unwrap();
+        assert_eq!(after["kind"], "okapi");
+        client
+            .create_record(&extra, &json!({"x": 1}))
+            .await
+            .unwrap_or_else(|e| panic!("the new collection on the moved tenant ({phase}): {e}"));
+        let ready = admin.ready().await.unwrap();
+        assert!(
+            ready.problems.iter().all(|p| !p.contains("schema rollout")),
+            "{ready:?}"
+        );
+    }
+}

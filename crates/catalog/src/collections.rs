@@ -102,6 +102,21 @@ impl Catalog {
         Arc::clone(&self.inner().collections.get().latest)
     }
 
+    /// Every collection a placement at schema `generation` has, with its definition there.
+    pub(crate) fn definitions_at(&self, generation: i64) -> Vec<Arc<Collection>> {
+        let defs = self.inner().collections.get();
+        defs.latest
+            .values()
+            .filter_map(|latest| {
+                if defs.history.contains_key(&latest.name) {
+                    defs.at(&latest.name, generation, None)
+                } else {
+                    Some(Arc::clone(latest))
+                }
+            })
+            .collect()
+    }
+
     /// The definition of `name` to serve a placement at schema `generation` with — or version
     /// `exactly`, when a write learned from the storage that its table is there (the schema
     /// fence). Unknown collections are 404; one the placement does not have yet is 503.
@@ -268,7 +283,8 @@ impl Catalog {
                     let collections = read_collections(tx)?;
                     let ids = tx.query(
                         "SELECT t.id FROM tenants t JOIN placements p ON p.tenant_id = t.id \
-                         WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') ORDER BY t.id",
+                         WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \
+                         AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back')) ORDER BY t.id",
                         params![g],
                     )?;
                     let mut behind = Vec::new();

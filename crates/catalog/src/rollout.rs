@@ -64,14 +64,16 @@ pub(crate) fn spawn(inner: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify
 }
 
 impl Catalog {
-    /// Live placements whose tables are behind the catalog's schema generation.
+    /// Live placements whose tables are behind the catalog's schema generation (a moving
+    /// tenant's placement waits for its move: the move brings its target up to date).
     pub async fn placements_behind(&self) -> Result<i64, Error> {
         self.blocking(|store| {
             store.read(|tx| {
                 let generation = crate::rows::collections::generation(tx)?;
                 tx.query_one(
                     "SELECT count(*) FROM placements p JOIN tenants t ON t.id = p.tenant_id \
-                     WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting')",
+                     WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \
+                     AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back'))",
                     params![generation],
                 )?
                 .get::<i64>(0)

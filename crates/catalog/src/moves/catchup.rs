@@ -48,11 +48,21 @@ pub(super) type JournalWork = Vec<(Arc<Collection>, Vec<RecordId>)>;
 
 impl Catalog {
     /// The journal's ids by collection.
-    pub(super) fn journal_work(&self, journal: Journal) -> Result<JournalWork, Error> {
+    pub(super) fn journal_work(
+        &self,
+        sides: &Sides,
+        journal: Journal,
+    ) -> Result<JournalWork, Error> {
         journal
             .ids
             .into_iter()
-            .map(|(name, ids)| Ok((self.collection(&name)?, ids.into_iter().collect())))
+            .map(|(name, ids)| {
+                let c = sides.defs.iter().find(|c| c.name == name).ok_or_else(|| {
+                    tracing::error!(collection = %name, "a write to a collection the moving placement does not have");
+                    Error::internal()
+                })?;
+                Ok((Arc::clone(c), ids.into_iter().collect()))
+            })
             .collect()
     }
 
@@ -64,7 +74,7 @@ impl Catalog {
         sides: &Sides,
         journal: Journal,
     ) -> Result<(), Error> {
-        let work = self.journal_work(journal)?;
+        let work = self.journal_work(sides, journal)?;
         let sides = sides.clone();
         lane.normal(async move {
             for (c, ids) in &work {

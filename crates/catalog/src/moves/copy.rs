@@ -54,6 +54,11 @@ pub(crate) struct Sides {
     pub source: TenantScope,
     pub target_engine: Arc<dyn Engine>,
     pub target: TenantScope,
+    /// The definitions the move reads and writes with, fixed for the whole move: those of
+    /// the source placement's generation when the target was provisioned. Rollouts leave a
+    /// moving tenant's placement alone, and the target is brought to the newest definitions
+    /// only in the freeze, after the last sync and the checks.
+    pub defs: Arc<Vec<Arc<Collection>>>,
 }
 
 /// One page of records in id order, after `after`.

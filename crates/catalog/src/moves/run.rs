@@ -142,19 +142,30 @@ impl Catalog {
                 .inner()
                 .move_authority
                 .target_scope(row, &route(&tenant, &row.target)),
+            defs: Arc::default(),
         };
 
         self.enter_phase(row, MovePhase::Provisioning, live).await?;
-        {
+        let sides = {
             let _schema = self.lock_schema().await?;
-            let collections: Vec<Collection> =
-                self.collections().iter().map(|c| (**c).clone()).collect();
+            // The source's generation now: a rollout that ran before this move existed may
+            // have moved it; none touches it from here on.
+            let (_, source_now) = self
+                .load_tenant(&row.tenant)
+                .await?
+                .ok_or_else(|| Error::not_found("tenant_not_found", "tenant not found"))?;
+            let defs = self.definitions_at(source_now.schema_version);
+            let collections: Vec<Collection> = defs.iter().map(|c| (**c).clone()).collect();
             sides
                 .target_engine
                 .provision(&target_ref, &collections)
                 .await
                 .map_err(|e| phase_error(MovePhase::Provisioning, e.into()))?;
-        }
+            Sides {
+                defs: Arc::new(defs),
+                ..sides
+            }
+        };
         // Record every write from here on; the exclusive pass waits out writes that began
         // before tracking did.
         gate.track();
@@ -185,8 +196,12 @@ impl Catalog {
 
         self.enter_phase(row, MovePhase::Copying, live).await?;
         let mut total = 0;
-        for c in self.collections() {
-            let (engine, scope) = (Arc::clone(&sides.source_engine), sides.source.clone());
+        for c in sides.defs.iter() {
+            let (engine, scope, c) = (
+                Arc::clone(&sides.source_engine),
+                sides.source.clone(),
+                Arc::clone(c),
+            );
             total += lane
                 .bulk(async move { copy::count(engine.as_ref(), &scope, &c).await })
                 .await?;
@@ -194,7 +209,7 @@ impl Catalog {
         live.total.store(total, Ordering::Relaxed);
         live.copy_clock.lock().0 = Some(Instant::now());
         let mut saved = Instant::now();
-        for c in self.collections() {
+        for c in sides.defs.iter() {
             let mut after = None;
             loop {
                 Catalog::check_cancel(live)?;
@@ -202,7 +217,7 @@ impl Catalog {
                 // One page read from the source and restored into the target: a bulk step.
                 let (catalog, step_sides, target) =
                     (self.clone(), sides.clone(), target_ref.clone());
-                let (collection, from, chunk) = (Arc::clone(&c), after.take(), settings.chunk);
+                let (collection, from, chunk) = (Arc::clone(c), after.take(), settings.chunk);
                 let (n, last) = lane
                     .bulk(async move {
                         let page = copy::page(
@@ -256,7 +271,7 @@ impl Catalog {
 
         self.enter_phase(row, MovePhase::Verifying, live).await?;
         let mut checks = serde_json::Map::new();
-        for c in self.collections() {
+        for c in sides.defs.iter().cloned() {
             Catalog::check_cancel(live)?;
             let cmp = copy::compare(&sides, &c, settings.chunk, pacer, &lane).await?;
             // Every difference must be a record written since the comparison began (it is
@@ -334,19 +349,15 @@ impl Catalog {
         };
         self.enter_phase(row, MovePhase::Frozen, live).await?;
         // Writes are held now: the last sync and the exact counts run at normal priority.
-        let collections = self.collections();
-        let last = self.journal_work(self.drain_journal(&gate, &row.tenant).await?)?;
-        let (frozen_sides, all, target) = (sides.clone(), collections.clone(), target_ref.clone());
+        // The newest definitions: the schema lock is held, so none can change before the
+        // switch stamps the target with the generation they belong to.
+        let newest = self.collections();
+        let last = self.journal_work(&sides, self.drain_journal(&gate, &row.tenant).await?)?;
+        let (frozen_sides, target) = (sides.clone(), target_ref.clone());
         let rechecked = lane
             .normal(async move {
                 let sides = frozen_sides;
-                for c in &all {
-                    sides
-                        .target_engine
-                        .ensure_collection(&target, c)
-                        .await
-                        .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
-                }
+                let all = Arc::clone(&sides.defs);
                 let mut rechecked = 0u64;
                 for (c, ids) in &last {
                     copy::sync_ids(&sides, c, ids).await?;
@@ -362,7 +373,7 @@ impl Catalog {
                     }
                     rechecked += ids.len() as u64;
                 }
-                for c in &all {
+                for c in all.iter() {
                     let s = copy::count(sides.source_engine.as_ref(), &sides.source, c).await?;
                     let t = copy::count(sides.target_engine.as_ref(), &sides.target, c).await?;
                     if s != t {
@@ -374,6 +385,15 @@ impl Catalog {
                             ),
                         ));
                     }
+                }
+                // Checked with the move's definitions; now the target takes every change
+                // made since (writes are held: nothing lands in between).
+                for c in &newest {
+                    sides
+                        .target_engine
+                        .ensure_collection(&target, c)
+                        .await
+                        .map_err(|e| phase_error(MovePhase::Frozen, e.into()))?;
                 }
                 Ok(rechecked)
             })
@@ -394,8 +414,8 @@ impl Catalog {
         self.clean_source(row).await
     }
 
-    /// Restores a page; if the target misses a column added since it was provisioned, brings
-    /// its schema up to date and tries once more.
+    /// Restores a page; if the target does not have the move's definition of `c` (a target
+    /// provisioned by an earlier attempt of the move), brings it there and tries once more.
     async fn restore_with_schema(
         &self,
         sides: &Sides,
@@ -409,19 +429,12 @@ impl Catalog {
             .restore(&sides.target, c, page.clone())
             .await
         {
-            Ok(()) => Ok(()),
-            Err(first) => {
-                tracing::info!(error = %first, "restore failed; updating the target's schema and retrying");
-                let latest = self.collection(&c.name)?;
-                sides
-                    .target_engine
-                    .ensure_collection(target, &latest)
-                    .await?;
-                Ok(sides
-                    .target_engine
-                    .restore(&sides.target, &latest, page)
-                    .await?)
+            Err(bulkhead_engine::EngineError::SchemaBehind { stored }) => {
+                tracing::info!(collection = %c.name, stored, "the target is behind the move's definition; updating it");
+                sides.target_engine.ensure_collection(target, c).await?;
+                Ok(sides.target_engine.restore(&sides.target, c, page).await?)
             }
+            other => Ok(other?),
         }
     }
 

@@ -311,3 +311,117 @@ async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
         );
     }
 }
+
+/// A change abandoned by its client while it rolls out to many silos, a tenant created
+/// meanwhile, then `kill -9` in the middle: the restarted server answers `/healthz` at once
+/// (it does not wait for the rollout), no tenant ever answers 5xx on the collection, and the
+/// background retrier brings every placement to the new definition without another change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    admin
+        .put_collection(
+            &notes(),
+            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut tenants = Vec::new();
+    for n in 0..120 {
+        let id = format!("silo-{n:03}");
+        create_tenant(&admin, &id, if n % 10 == 0 { "free" } else { "premium" }).await;
+        // Records make each placement's rollout take a while (index, search rebuild).
+        let body: Vec<u8> = (0..1500)
+            .flat_map(|r| format!("{{\"title\":\"record {r}\"}}\n").into_bytes())
+            .collect();
+        let report = admin
+            .with_tenant(common::tid(&id))
+            .bulk(&notes(), body, true)
+            .await
+            .unwrap();
+        assert_eq!(report.created, 1500);
+        tenants.push(id);
+    }
+    // The change, abandoned by its client after 100 ms.
+    let change = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .put_collection(
+                    &notes(),
+                    &serde_json::from_value(json!({"fields": {
+                        "title": {"type": "text"},
+                        "kind": {"type": "text", "default": "zebra", "index": true}
+                    }}))
+                    .unwrap(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    change.abort();
+    // A tenant created meanwhile (it waits for the rollout's lock, then starts on the new
+    // definition), then the crash.
+    let late = {
+        let admin = admin.clone();
+        tokio::spawn(async move { create_tenant(&admin, "late", "premium").await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill_hard();
+    let _ = late.await;
+    let restarted = std::time::Instant::now();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    admin.health().await.unwrap();
+    let up = restarted.elapsed();
+    assert!(
+        up < Duration::from_secs(2),
+        "/healthz answered after {up:?}"
+    );
+    let ready = admin.ready().await.unwrap();
+    assert!(
+        ready.problems.iter().any(|p| p.contains("schema rollout")),
+        "the crash came after the rollout finished; the test did not race it: {ready:?}"
+    );
+    if admin.get_tenant(&common::tid("late")).await.is_ok() {
+        tenants.push("late".into());
+    }
+    // Every tenant serves the collection at once (with the definition its storage has), and
+    // within a bounded time every one has the new field.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut behind = 0;
+        for id in &tenants {
+            let client = admin.with_tenant(common::tid(id));
+            let page = client
+                .list_records(&notes(), &ListRecords::default())
+                .await
+                .unwrap_or_else(|e| panic!("{id}: list after the crash: {e}\n{}", server.log()));
+            assert!(page.items.is_empty() || page.items[0].get("id").is_some());
+            match client
+                .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("schema_rolling_out") => behind += 1,
+                Err(e) => panic!("{id}: a write after the crash: {e}\n{}", server.log()),
+            }
+        }
+        if behind == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{behind} tenants still without the new field after 60 s\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ready = admin.ready().await.unwrap();
+    assert!(
+        ready.problems.iter().all(|p| !p.contains("schema rollout")),
+        "{ready:?}"
+    );
+}

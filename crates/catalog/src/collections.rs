@@ -167,7 +167,25 @@ impl Catalog {
     }
 
     /// `PUT /v1/collections/{name}`. Returns the collection and whether it was created.
+    ///
+    /// The change and its rollout run as their own task: a caller that gives up (a client
+    /// gone, the request's timeout) does not stop them half-way.
     pub async fn put_collection(
+        &self,
+        ctx: &Ctx,
+        name: &CollectionName,
+        spec: CollectionSpec,
+    ) -> Result<(CollectionView, bool), Error> {
+        let (catalog, ctx, name) = (self.clone(), ctx.clone(), name.clone());
+        tokio::spawn(async move { catalog.change_collection(&ctx, &name, spec).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "collection change task failed");
+                Error::internal()
+            })?
+    }
+
+    async fn change_collection(
         &self,
         ctx: &Ctx,
         name: &CollectionName,

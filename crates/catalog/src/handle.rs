@@ -290,6 +290,42 @@ impl TenantHandle {
             .definition(collection, self.scope.placement().schema_version, learned)
     }
 
+    /// A body refused by `used` (the definition this tenant's storage has) that names a field
+    /// only a newer definition has: the change is still being rolled out to this tenant, so
+    /// the answer is `503 schema_rolling_out` (retry), not a `400`.
+    pub(crate) fn not_yet(
+        &self,
+        used: &Collection,
+        body: &serde_json::Value,
+        error: Error,
+    ) -> Error {
+        let Ok(latest) = self.catalog.collection(&used.name) else {
+            return error;
+        };
+        if error.kind != bulkhead_core::error::ErrorKind::BadRequest
+            || latest.version <= used.version
+        {
+            return error;
+        }
+        let newer = body.as_object().and_then(|object| {
+            object.keys().find(|key| {
+                !used.fields.keys().any(|f| f.as_str() == key.as_str())
+                    && latest.fields.keys().any(|f| f.as_str() == key.as_str())
+            })
+        });
+        match newer {
+            Some(field) => Error::new(
+                bulkhead_core::error::ErrorKind::Unavailable,
+                "schema_rolling_out",
+                format!(
+                    "field '{field}' of '{}' is still being added to this tenant's storage; retry shortly (Retry-After)",
+                    used.name
+                ),
+            ),
+            None => error,
+        }
+    }
+
     /// An engine's answer to a write on `collection`; a schema fence that moved is remembered,
     /// so [`TenantHandle::fenced`] runs the write again with the storage's definition.
     pub(crate) fn written<T>(

@@ -83,7 +83,8 @@ impl Catalog {
         body: &Value,
     ) -> Result<Record, Error> {
         let (permission, collection) = tenant.allow(collection, Action::Create)?;
-        let (id, fields, _) = validate_visible(&permission, &collection, body, None)?;
+        let (id, fields, _) = validate_visible(&permission, &collection, body, None)
+            .map_err(|e| tenant.not_yet(&collection, body, e))?;
         let record = NewRecord {
             id: id.unwrap_or_else(RecordId::generate),
             fields,
@@ -170,12 +171,14 @@ impl Catalog {
         let view = permission.view(&collection);
         let (change, pre) = match kind {
             UpdateKind::Replace if permission.hidden().is_empty() => {
-                let (_, fields, pre) = validate_full(&collection, body, Some(id))?;
+                let (_, fields, pre) = validate_full(&collection, body, Some(id))
+                    .map_err(|e| tenant.not_yet(&collection, body, e))?;
                 (RecordChange::Replace(fields), pre)
             }
             UpdateKind::Replace => {
                 // Every visible field is set or removed; hidden ones keep their values.
-                let (_, fields, pre) = validate_full(&view, body, Some(id))?;
+                let (_, fields, pre) = validate_full(&view, body, Some(id))
+                    .map_err(|e| tenant.not_yet(&collection, body, e))?;
                 let mut patch: BTreeMap<_, _> = view
                     .fields
                     .keys()
@@ -185,7 +188,8 @@ impl Catalog {
                 (RecordChange::Patch(patch), pre)
             }
             UpdateKind::Patch => {
-                let (patch, pre) = validate_patch(&view, body, id)?;
+                let (patch, pre) = validate_patch(&view, body, id)
+                    .map_err(|e| tenant.not_yet(&collection, body, e))?;
                 (RecordChange::Patch(patch), pre)
             }
         };

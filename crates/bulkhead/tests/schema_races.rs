@@ -425,3 +425,92 @@ async fn an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
         "{ready:?}"
     );
 }
+
+/// A change made while a PostgreSQL domain is down: it answers `503 rollout_incomplete`, the
+/// tenants elsewhere have it at once, and once the database is back (no restart, no other
+/// change) the retrier brings its tenants up; none of them ever answers 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_outage_change") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    for (isolation, name) in [
+        (Isolation::Pool, "pg-pool"),
+        (Isolation::Bridge, "pg-bridge"),
+        (Isolation::Silo, "pg-silo"),
+    ] {
+        put_pg_tier(&admin, name, isolation, Default::default()).await;
+    }
+    admin
+        .put_collection(
+            &notes(),
+            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let on_pg = ["pg-pool", "pg-bridge", "pg-silo"];
+    for (i, tier) in on_pg.iter().enumerate() {
+        create_tenant(&admin, &format!("pg-{i}"), tier).await;
+    }
+    create_tenant(&admin, "local-0", "premium").await;
+    pg.pause().unwrap();
+    let refused = admin
+        .put_collection(
+            &notes(),
+            &serde_json::from_value(json!({"fields": {
+                "title": {"type": "text"},
+                "kind": {"type": "text", "default": "zebra"}
+            }}))
+            .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("rollout_incomplete"),
+        "{refused}"
+    );
+    let local = admin.with_tenant(common::tid("local-0"));
+    local
+        .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
+        .await
+        .unwrap();
+    pg.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut waiting = Vec::new();
+        for i in 0..on_pg.len() {
+            let client = admin.with_tenant(common::tid(&format!("pg-{i}")));
+            let outcome = client
+                .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
+                .await;
+            match outcome {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("500") || e.to_string().contains("internal") => {
+                    panic!(
+                        "pg-{i} answered 500 after the outage: {e}\n{}",
+                        server.log()
+                    )
+                }
+                Err(e) => waiting.push(format!("pg-{i}: {e}")),
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "60 s after the database came back: {waiting:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ready = admin.ready().await.unwrap();
+    assert!(
+        ready.problems.iter().all(|p| !p.contains("schema rollout")),
+        "{ready:?}"
+    );
+}

@@ -72,22 +72,7 @@ impl PgServer {
         loop {
             server.port = free_port()?;
             let log_before = server.log().len();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k '{}' -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
-                server.port,
-                socket_dir.display()
-            );
-            let started = run(
-                server
-                    .tool("pg_ctl")
-                    .args(["-w", "-t", "60", "-o", &options, "-D"])
-                    .arg(server.data_dir())
-                    .arg("-l")
-                    .arg(server.log_file())
-                    .arg("start"),
-                "pg_ctl start",
-            );
+            let started = server.pg_ctl_start();
             match started {
                 Ok(_) => return Ok(server),
                 Err(error) => {
@@ -103,6 +88,42 @@ impl PgServer {
             }
             attempt += 1;
         }
+    }
+
+    fn pg_ctl_start(&self) -> Result<String> {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k '{}' -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+            self.port,
+            self.dir.path().join("sock").display()
+        );
+        run(
+            self.tool("pg_ctl")
+                .args(["-w", "-t", "60", "-o", &options, "-D"])
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.log_file())
+                .arg("start"),
+            "pg_ctl start",
+        )
+    }
+
+    /// Stops the server (an outage: connections are cut, nothing is lost); [`PgServer::resume`]
+    /// starts it again on the same port.
+    pub fn pause(&self) -> Result<()> {
+        run(
+            self.tool("pg_ctl")
+                .args(["-w", "-t", "60", "-m", "fast", "-D"])
+                .arg(self.data_dir())
+                .arg("stop"),
+            "pg_ctl stop",
+        )
+        .map(drop)
+    }
+
+    /// Starts a server [`PgServer::pause`]d before, on the same port.
+    pub fn resume(&self) -> Result<()> {
+        self.pg_ctl_start().map(drop)
     }
 
     /// The TCP port the server listens on.

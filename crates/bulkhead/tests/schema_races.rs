@@ -514,3 +514,69 @@ async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
         "{ready:?}"
     );
 }
+
+/// A silo creation cut off by a database outage stays `provisioning` only until the database
+/// is back: a replayed `POST` meanwhile answers 202 with where it stands, and the creation is
+/// finished in the background without any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_creation_cut_off_by_an_outage_is_finished_in_the_background() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_outage_creation") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    put_pg_tier(&admin, "pg-silo", Isolation::Silo, Default::default()).await;
+    admin
+        .put_collection(
+            &notes(),
+            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    pg.pause().unwrap();
+    let request = bulkhead_api::CreateTenant {
+        id: common::tid("cut-off"),
+        name: "cut off".into(),
+        tier: bulkhead_core::TierName::parse("pg-silo").unwrap(),
+        labels: Default::default(),
+    };
+    let failed = admin.create_tenant(&request).await.unwrap_err();
+    assert!(failed.to_string().contains("503"), "{failed}");
+    let replay = admin
+        .raw(
+            bulkhead_client::Method::POST,
+            "/v1/tenants",
+            Some(serde_json::to_vec(&request).unwrap()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay.status, 202, "{replay:?}");
+    let where_it_stands: serde_json::Value = replay.json().unwrap();
+    assert_eq!(where_it_stands["status"], "provisioning");
+    pg.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let tenant = admin.get_tenant(&common::tid("cut-off")).await.unwrap();
+        if tenant.status == bulkhead_core::model::TenantStatus::Active {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {:?} 60 s after the database came back\n{}",
+            tenant.status,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    admin
+        .with_tenant(common::tid("cut-off"))
+        .create_record(&notes(), &json!({"title": "works"}))
+        .await
+        .unwrap();
+    // Replaying it now is the plain idempotent answer.
+    let again = admin.create_tenant(&request).await.unwrap();
+    assert_eq!(again.status, bulkhead_core::model::TenantStatus::Active);
+}

@@ -1,8 +1,9 @@
-//! Finishing rollouts in the background: a collection change whose rollout could not reach
-//! every placement (a domain down, a crash, a server started on a catalog with placements
-//! behind) is retried here with backoff until every placement has it. Placements behind keep
-//! serving meanwhile with the definitions of their own generation (`collections`), so nothing
-//! waits for this: not start-up, not requests.
+//! Finishing in the background what a request or a crash left half-done with placements: a
+//! collection change whose rollout could not reach every placement (a domain down, a crash, a
+//! server started on a catalog with placements behind) is retried here with backoff until
+//! every placement has it, and a tenant creation cut off in `provisioning` is finished.
+//! Placements behind keep serving meanwhile with the definitions of their own generation
+//! (`collections`), so nothing waits for this: not start-up, not requests.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -28,6 +29,11 @@ pub(crate) fn spawn(inner: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify
                 return;
             };
             let catalog = Catalog { inner: strong };
+            if catalog.provisioning_waits().await.unwrap_or(false)
+                && let Err(e) = catalog.resume_stalled_provisioning().await
+            {
+                tracing::warn!(error = %e, "could not resume interrupted creations; retrying");
+            }
             let wait = match catalog.placements_behind().await {
                 Ok(0) => {
                     backoff = FIRST_BACKOFF;
@@ -77,6 +83,21 @@ impl Catalog {
                     params![generation],
                 )?
                 .get::<i64>(0)
+            })
+        })
+        .await
+    }
+
+    /// True when some tenant is still `provisioning` (a creation in progress, or one cut off).
+    async fn provisioning_waits(&self) -> Result<bool, Error> {
+        self.blocking(|store| {
+            store.read(|tx| {
+                Ok(tx
+                    .query_opt(
+                        "SELECT 1 FROM tenants WHERE status = 'provisioning' LIMIT 1",
+                        &[],
+                    )?
+                    .is_some())
             })
         })
         .await

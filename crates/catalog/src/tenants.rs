@@ -63,7 +63,25 @@ impl Catalog {
 
     /// `POST /v1/tenants`: creates the tenant and provisions its placement. Returns `false`
     /// with the existing tenant when an identical one already exists (idempotent replay).
+    ///
+    /// The creation runs as its own task: a caller that gives up does not leave it half-done.
+    /// An identical request for a tenant still provisioning (an earlier creation failed or was
+    /// cut off) tries to finish it and answers with where it stands.
     pub async fn create_tenant(
+        &self,
+        ctx: &Ctx,
+        request: CreateTenant,
+    ) -> Result<(TenantView, bool), Error> {
+        let (catalog, ctx) = (self.clone(), ctx.clone());
+        tokio::spawn(async move { catalog.create_tenant_now(&ctx, request).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "tenant creation task failed");
+                Error::internal()
+            })?
+    }
+
+    async fn create_tenant_now(
         &self,
         ctx: &Ctx,
         request: CreateTenant,
@@ -135,6 +153,16 @@ impl Catalog {
             })
             .await?;
         let placement = match created {
+            Err(existing) if existing.status == TenantStatus::Provisioning => {
+                if let Err(e) = self.resume_provisioning(&request.id).await {
+                    tracing::warn!(tenant = %request.id, error = %e, "provisioning still cannot finish; retried in the background");
+                }
+                let (tenant, placement) = self
+                    .load_tenant(&request.id)
+                    .await?
+                    .ok_or_else(tenant_not_found)?;
+                return Ok((view(tenant, placement), false));
+            }
             Err(existing) => return Ok((existing, false)),
             Ok(placement) => placement,
         };
@@ -144,7 +172,7 @@ impl Catalog {
             .provision(&target, &collections)
             .await
         {
-            tracing::error!(tenant = %request.id, error = %e, "provisioning failed; the tenant stays in provisioning and is retried at start");
+            tracing::error!(tenant = %request.id, error = %e, "provisioning failed; the tenant stays in provisioning and is retried in the background");
             return Err(e.into());
         }
         self.finish_provisioning(&request.id).await?;
@@ -418,6 +446,41 @@ impl Catalog {
         // Placements behind the schema generation are brought up by the background retrier
         // (`rollout`), which starts with the catalog: the server serves at once.
         Ok(())
+    }
+
+    /// Finishes creations left in `provisioning` by a creation that failed or was cut off
+    /// (run by the background pass in `rollout`). Under the schema lock, which every creation
+    /// in progress holds (on a shared catalog, catalog-wide), so none here is still running.
+    pub(crate) async fn resume_stalled_provisioning(&self) -> Result<usize, Error> {
+        let _schema = self.lock_schema().await?;
+        let stalled: Vec<TenantId> = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    tx.query(
+                        "SELECT id FROM tenants WHERE status = 'provisioning' ORDER BY id",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|row| {
+                        TenantId::parse(&row.get::<String>(0)?).map_err(|e| malformed(e.message))
+                    })
+                    .collect()
+                })
+            })
+            .await?;
+        let mut finished = 0;
+        for id in stalled {
+            match self.resume_provisioning(&id).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %id, "an interrupted creation was finished in the background");
+                    finished += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %id, error = %e, "an interrupted creation still cannot finish; retrying")
+                }
+            }
+        }
+        Ok(finished)
     }
 
     async fn resume_provisioning(&self, id: &TenantId) -> Result<(), Error> {

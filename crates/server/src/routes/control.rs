@@ -84,7 +84,10 @@ async fn create_tenant(
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<Response> {
     let (tenant, created) = state.catalog.create_tenant(&ctx, body).await?;
-    let status = if created {
+    // A replay for a tenant whose provisioning is still not done: where it stands.
+    let status = if tenant.status == bulkhead_core::model::TenantStatus::Provisioning {
+        StatusCode::ACCEPTED
+    } else if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -1,8 +1,8 @@
 //! Model-based check of "a tenant id names one life", through the binary. A seeded random
 //! sequence over three tenant ids interleaves creation on every tier, single writes, bulk
 //! ingest, exports, live moves in every direction (also across engines), move cancellation,
-//! deletion in whatever phase a move has reached, re-creation, key revocation and `kill -9`
-//! with restart. After every step the server must agree with the model: each live tenant
+//! deletion in whatever phase a move has reached, re-creation, key revocation, schema changes
+//! (a field added while all this runs) and `kill -9` with restart. After every step the server must agree with the model: each live tenant
 //! holds exactly its acknowledged writes (every title names the life it was written in, so a
 //! record of another life would show), a dead life's or a revoked key reaches nothing, and at
 //! the end `bulkhead doctor` finds no storage without a live owner.
@@ -75,6 +75,8 @@ struct World {
     places: Placements,
     /// Moves of deleted tenants, left to end on their own while the sequence goes on.
     pending_moves: Vec<String>,
+    /// Fields added to `items` by schema changes, in order.
+    added_fields: Vec<String>,
 }
 
 impl World {
@@ -155,6 +157,57 @@ impl World {
                 next: 0,
             },
         );
+    }
+
+    /// A schema change: `items` gains a text field with a default (every other one indexed),
+    /// racing whatever the tenants are doing (moves in flight included); then a write to `id`
+    /// naming the new field is either applied or refused as not yet there, never a 5xx.
+    async fn change_schema(&mut self, id: &str) {
+        let n = self.added_fields.len();
+        let field = format!("f{n}");
+        self.added_fields.push(field.clone());
+        let mut spec = common::items_spec();
+        for (i, name) in self.added_fields.iter().enumerate() {
+            spec["fields"][name] =
+                json!({"type": "text", "default": format!("v{i}"), "index": i % 2 == 0});
+        }
+        let outcome = self
+            .admin
+            .put_collection(&items(), &serde_json::from_value(spec).unwrap())
+            .await;
+        match outcome {
+            Ok(view) => assert!(view.version >= 2, "seed {}: {view:?}", self.seed),
+            Err(e) if e.code() == Some("rollout_incomplete") => {}
+            Err(e) => panic!("seed {}: schema change {field} failed: {e}", self.seed),
+        }
+        let life = self.lives.get_mut(id).unwrap();
+        let client = self.server.client(&life.key);
+        let (rid, title) = (
+            format!("r{}-{}", life.tag, life.next),
+            format!("life-{}-{}", life.tag, life.next),
+        );
+        life.next += 1;
+        let applied = match client
+            .create_record(
+                &items(),
+                &json!({"id": rid, "title": title, field.as_str(): "set"}),
+            )
+            .await
+        {
+            Ok(created) => {
+                assert_eq!(created[field.as_str()], "set", "seed {}", self.seed);
+                life.records.insert(rid, title);
+                true
+            }
+            Err(e) if matches!(e.code(), Some("tenant_moving" | "schema_rolling_out")) => false,
+            Err(e) => panic!(
+                "seed {}: write naming {field} to {id} failed: {e}",
+                self.seed
+            ),
+        };
+        self.note(format!(
+            "add field {field}; a write naming it to {id}: applied {applied}"
+        ));
     }
 
     /// Single writes; those acknowledged go into the model.
@@ -447,6 +500,7 @@ async fn run(seed: u64, steps: usize, pg: Option<&bulkhead_pg_testkit::PgServer>
         history: Vec::new(),
         places: Placements { tiers },
         pending_moves: Vec::new(),
+        added_fields: Vec::new(),
     };
     let ids = ["t0", "t1", "t2"];
     for _ in 0..steps {
@@ -464,6 +518,7 @@ async fn run(seed: u64, steps: usize, pg: Option<&bulkhead_pg_testkit::PgServer>
                     world.bulk(id, n).await;
                 }
                 7 => world.export(id).await,
+                17 => world.change_schema(id).await,
                 8..=11 => world.moves(id).await,
                 12..=14 => world.delete(id).await,
                 15 => world.revoke(id).await,

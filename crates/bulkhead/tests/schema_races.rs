@@ -184,6 +184,20 @@ async fn postgres_writes_and_a_bulk_racing_a_text_field_are_all_searchable() {
 /// the new collection works on the tenant's new placement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
+    change_during_each_move_phase(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_change_during_each_move_phase_never_rolls_the_move_back() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_change_during_move") else {
+        return;
+    };
+    change_during_each_move_phase(Some(&pg)).await;
+}
+
+/// Moves a pool tenant to a silo (on `pg` when given: its pool to its silo) and changes the
+/// schema while the move sits in each phase.
+async fn change_during_each_move_phase(pg: Option<&bulkhead_pg_testkit::PgServer>) {
     use bulkhead_api::StartMove;
     use bulkhead_core::model::MovePhase;
     for (phase, hold) in [
@@ -201,6 +215,17 @@ async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
             ],
         );
         let admin = server.admin();
+        let (from_tier, to_domain) = match pg {
+            Some(pg) => {
+                put_pg_domain(&admin, &pg.url("postgres"), None).await;
+                put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
+                (
+                    "pg-pool",
+                    Some(bulkhead_core::DomainName::parse("pg").unwrap()),
+                )
+            }
+            None => ("free", None),
+        };
         admin
             .put_collection(
                 &notes(),
@@ -208,7 +233,7 @@ async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
             )
             .await
             .unwrap();
-        create_tenant(&admin, "mover", "free").await;
+        create_tenant(&admin, "mover", from_tier).await;
         let client = server.client(&key(&admin, "mover", TenantRole::Member).await);
         let body: Vec<u8> = (0..3000)
             .flat_map(|n| format!("{{\"id\":\"r{n}\",\"title\":\"before\"}}\n").into_bytes())
@@ -222,7 +247,7 @@ async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
                 &common::tid("mover"),
                 &StartMove {
                     isolation: Some(Isolation::Silo),
-                    domain: None,
+                    domain: to_domain.clone(),
                 },
             )
             .await
@@ -318,9 +343,32 @@ async fn a_change_during_each_move_phase_never_rolls_the_move_back() {
 /// background retrier brings every placement to the new definition without another change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
+    abandoned_change_and_crash(None, 120).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_abandoned_change") else {
+        return;
+    };
+    abandoned_change_and_crash(Some(&pg), 40).await;
+}
+
+/// `count` tenants, one in ten pooled and the rest dedicated (SQLite silos, or PostgreSQL
+/// bridge schemas on `pg`).
+async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
     let admin = server.admin();
+    let (pooled, dedicated) = match pg {
+        Some(pg) => {
+            put_pg_domain(&admin, &pg.url("postgres"), None).await;
+            put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
+            put_pg_tier(&admin, "pg-bridge", Isolation::Bridge, Default::default()).await;
+            ("pg-pool", "pg-bridge")
+        }
+        None => ("free", "premium"),
+    };
     admin
         .put_collection(
             &notes(),
@@ -329,9 +377,9 @@ async fn an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
         .await
         .unwrap();
     let mut tenants = Vec::new();
-    for n in 0..120 {
+    for n in 0..count {
         let id = format!("silo-{n:03}");
-        create_tenant(&admin, &id, if n % 10 == 0 { "free" } else { "premium" }).await;
+        create_tenant(&admin, &id, if n % 10 == 0 { pooled } else { dedicated }).await;
         // Records make each placement's rollout take a while (index, search rebuild).
         let body: Vec<u8> = (0..1500)
             .flat_map(|r| format!("{{\"title\":\"record {r}\"}}\n").into_bytes())
@@ -366,7 +414,7 @@ async fn an_abandoned_change_and_a_crash_leave_no_tenant_on_5xx() {
     // definition), then the crash.
     let late = {
         let admin = admin.clone();
-        tokio::spawn(async move { create_tenant(&admin, "late", "premium").await })
+        tokio::spawn(async move { create_tenant(&admin, "late", dedicated).await })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.kill_hard();

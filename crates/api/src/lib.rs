@@ -105,6 +105,11 @@ pub struct CollectionView {
     pub name: CollectionName,
     pub version: i64,
     pub fields: BTreeMap<FieldName, FieldSpec>,
+    /// `GET /v1/collections/{name}`: tenants whose storage does not have this version yet
+    /// (their rollout is retried in the background; a moving tenant is not counted: its move
+    /// brings it up). They are served with the version their storage has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placements_behind: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -521,6 +521,13 @@ async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
         refused.to_string().contains("rollout_incomplete"),
         "{refused}"
     );
+    let during = admin.get_collection(&notes()).await.unwrap();
+    assert_eq!(during.version, 2);
+    assert_eq!(
+        during.placements_behind,
+        Some(3),
+        "the three tenants on the domain"
+    );
     let local = admin.with_tenant(common::tid("local-0"));
     local
         .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
@@ -561,6 +568,8 @@ async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
         ready.problems.iter().all(|p| !p.contains("schema rollout")),
         "{ready:?}"
     );
+    let after = admin.get_collection(&notes()).await.unwrap();
+    assert_eq!(after.placements_behind, Some(0));
 }
 
 /// A silo creation cut off by a database outage stays `provisioning` only until the database

@@ -30,6 +30,7 @@ fn view(c: &Collection) -> CollectionView {
         name: c.name.clone(),
         version: c.version,
         fields: c.fields.clone(),
+        placements_behind: None,
     }
 }
 
@@ -257,7 +258,22 @@ impl Catalog {
         name: &CollectionName,
     ) -> Result<CollectionView, Error> {
         self.authorize_schema_read(ctx, "collection.get", name.as_str())?;
-        Ok(view(&*self.collection(name)?))
+        let collection = self.collection(name)?;
+        let made = self
+            .inner()
+            .collections
+            .get()
+            .history
+            .get(name)
+            .and_then(|versions| versions.last().map(|(generation, _)| *generation));
+        let behind = match made {
+            Some(generation) => self.placements_behind_of(generation).await?,
+            None => 0,
+        };
+        Ok(CollectionView {
+            placements_behind: Some(behind),
+            ..view(&collection)
+        })
     }
 
     pub async fn list_collections(&self, ctx: &Ctx) -> Result<Page<CollectionView>, Error> {

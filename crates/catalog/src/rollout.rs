@@ -73,9 +73,14 @@ impl Catalog {
     /// Live placements whose tables are behind the catalog's schema generation (a moving
     /// tenant's placement waits for its move: the move brings its target up to date).
     pub async fn placements_behind(&self) -> Result<i64, Error> {
-        self.blocking(|store| {
+        self.placements_behind_of(i64::MAX).await
+    }
+
+    /// Live placements behind `generation` (or the catalog's, when that is older).
+    pub(crate) async fn placements_behind_of(&self, generation: i64) -> Result<i64, Error> {
+        self.blocking(move |store| {
             store.read(|tx| {
-                let generation = crate::rows::collections::generation(tx)?;
+                let generation = crate::rows::collections::generation(tx)?.min(generation);
                 tx.query_one(
                     "SELECT count(*) FROM placements p JOIN tenants t ON t.id = p.tenant_id \
                      WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \

@@ -396,8 +396,9 @@ impl Catalog {
         }
     }
 
-    /// Finishes work a crash interrupted: provisioning tenants are provisioned (storage
-    /// creation is idempotent), deleting tenants are purged.
+    /// Finishes work a crash interrupted: deleting tenants are purged. (Tenants left
+    /// `provisioning` are finished by the background pass in `rollout`, which starts with
+    /// the catalog: start-up does not wait for their storage.)
     /// Runs under the schema lock, which creation and deletion also hold: with a shared
     /// catalog, what another live server is doing right now is not "interrupted".
     pub(crate) async fn reconcile(&self) -> Result<(), Error> {
@@ -407,7 +408,7 @@ impl Catalog {
                 store.read(|tx| {
                     let mut out = Vec::new();
                     for row in tx.query("SELECT t.id, t.status, p.incarnation FROM tenants t JOIN placements p ON p.tenant_id = t.id \
-                         WHERE t.status IN ('provisioning', 'deleting')", &[])? {
+                         WHERE t.status = 'deleting'", &[])? {
                         let (id, status, life): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
                         out.push((
                             TenantId::parse(&id).map_err(|e| malformed(e.message))?,
@@ -476,7 +477,7 @@ impl Catalog {
                     finished += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %id, error = %e, "an interrupted creation still cannot finish; retrying")
+                    tracing::warn!(tenant = %id, error = %e, "could not finish the tenant's interrupted operation (its creation); retrying in the background")
                 }
             }
         }

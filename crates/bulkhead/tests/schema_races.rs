@@ -1,4 +1,4 @@
-//! A schema change racing writes: records written while a text field with a default is
+//! A schema change racing writes: records written while an indexed text field with a default is
 //! added — by single writes and by a bulk in flight, in every model, on SQLite and on
 //! PostgreSQL — are all found by a search for that default afterwards (the schema fence), and
 //! no write fails for it.
@@ -111,7 +111,7 @@ async fn writes_during_a_change_are_all_indexed(admin: &Client, server: &Server,
             &notes(),
             &serde_json::from_value(json!({"fields": {
                 "title": {"type": "text"},
-                "kind": {"type": "text", "default": "zebra"}
+                "kind": {"type": "text", "default": "zebra", "index": true}
             }}))
             .unwrap(),
         )
@@ -410,12 +410,22 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     change.abort();
-    // A tenant created meanwhile (it waits for the rollout's lock, then starts on the new
-    // definition), then the crash.
+    // A tenant created and one moved meanwhile (both wait for the rollout's lock), then the
+    // crash.
     let late = {
         let admin = admin.clone();
         tokio::spawn(async move { create_tenant(&admin, "late", dedicated).await })
     };
+    let moved = admin
+        .start_move(
+            &common::tid("silo-001"),
+            &bulkhead_api::StartMove {
+                isolation: Some(Isolation::Pool),
+                domain: None,
+            },
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.kill_hard();
     let _ = late.await;
@@ -454,6 +464,8 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
             {
                 Ok(_) => {}
                 Err(e) if e.to_string().contains("schema_rolling_out") => behind += 1,
+                // The moved tenant's writes may be held at its switch.
+                Err(e) if e.to_string().contains("tenant_moving") => behind += 1,
                 Err(e) => panic!("{id}: a write after the crash: {e}\n{}", server.log()),
             }
         }
@@ -467,6 +479,26 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The move ended one way or the other (the crash may have rolled it back), and its
+    // tenant serves the new field wherever it is now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = admin.get_move(&moved.id).await.unwrap();
+        if view.phase.is_final() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "move stuck in {}",
+            view.phase
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin
+        .with_tenant(common::tid("silo-001"))
+        .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
+        .await
+        .unwrap();
     let ready = admin.ready().await.unwrap();
     assert!(
         ready.problems.iter().all(|p| !p.contains("schema rollout")),

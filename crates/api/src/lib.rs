@@ -110,6 +110,45 @@ pub struct CollectionView {
     /// brings it up). They are served with the version their storage has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placements_behind: Option<i64>,
+    /// `PUT`: the rollout the change started (answered `202` while placements are left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A collection change's rollout to every placement, as `GET /v1/rollouts/{id}` shows it.
+/// Progress is read from each placement's recorded generation (the ledger), so it is exact
+/// after a crash and on every server sharing the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub id: String,
+    pub collection: CollectionName,
+    /// The collection's definition version this rollout brings every placement to.
+    pub version: i64,
+    /// The schema generation the change made.
+    pub generation: i64,
+    /// `running`, `done` (every placement has it, or a later change's rollout took it over),
+    /// or `cancelled` (placements left stay on their definitions until a later change).
+    pub state: String,
+    /// Live placements when the change was made.
+    pub placements_total: u64,
+    /// Live placements that have this generation or a later one.
+    pub placements_done: u64,
+    /// Live placements still behind it (a moving tenant's counts once its move ends).
+    pub placements_left: u64,
+    /// Placements that failed in the last pass (retried with backoff).
+    pub placements_failed: u64,
+    /// The wave being applied: `canary` (tenants labelled `canary=true`), then one per tier.
+    pub wave: Option<String>,
+    /// Placements brought up per second since the rollout began.
+    pub rate: f64,
+    /// Seconds until done at the current rate, while running.
+    pub eta_seconds: Option<f64>,
+    /// The last failure, if the last pass had any.
+    pub last_error: Option<String>,
+    pub started_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// Days audit rows are kept, then removed (hourly) [default: kept forever].
     #[arg(long, env = "BULKHEAD_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u64>,
+    /// The tiers' waves in a schema rollout, in order, after the canary wave (tenants
+    /// labelled `canary=true`), e.g. `free,standard,premium`; tiers not named follow by name.
+    #[arg(long, env = "BULKHEAD_ROLLOUT_TIER_ORDER", value_delimiter = ',', value_parser = bulkhead_core::TierName::parse)]
+    pub rollout_tier_order: Vec<bulkhead_core::TierName>,
     /// Bulk bodies applied at once on this server; one more answers 503 [default: 16].
     #[arg(long, env = "BULKHEAD_BULK_IN_FLIGHT")]
     pub bulk_in_flight: Option<usize>,
@@ -193,6 +197,8 @@ pub struct Config {
     pub moves: bulkhead_catalog::MoveSettings,
     /// `BULKHEAD_DELETE_HOLD_MS`, for crash tests: see `CatalogOptions::deletion_hold`.
     pub deletion_hold: Option<Duration>,
+    /// See `CatalogOptions::rollout_tier_order`.
+    pub rollout_tier_order: Vec<bulkhead_core::TierName>,
     /// JWT issuers (from the configuration file).
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
@@ -333,6 +339,7 @@ impl Config {
             },
             issuers: file.issuers,
             deletion_hold: deletion_hold()?,
+            rollout_tier_order: args.rollout_tier_order.clone(),
         };
         config.validate()?;
         Ok(config)

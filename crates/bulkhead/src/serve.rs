@@ -104,6 +104,7 @@ pub async fn open(
         identity: crate::identity::providers(&config.issuers).await?,
         deletion_hold: config.deletion_hold,
         audit_retention: config.audit_retention,
+        rollout_tier_order: config.rollout_tier_order.clone(),
     };
     let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await

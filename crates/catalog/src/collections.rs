@@ -10,16 +10,15 @@
 //! definition after the storage changed writes nothing and runs again with the newer one
 //! (`TenantHandle::fenced`), so no record misses a new column's search index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bulkhead_api::{CollectionView, Page};
 use bulkhead_core::access::{self, ControlAction};
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::model::{Isolation, Placement};
+
+use bulkhead_core::CollectionName;
 use bulkhead_core::schema::{Collection, CollectionSpec, plan_change};
-use bulkhead_core::{CollectionName, DomainName, TenantId};
-use bulkhead_engine::PlacementRef;
 
 use crate::rows::collections::{generation, insert_version, read_collections, read_history};
 use crate::store::{malformed, params};
@@ -31,6 +30,7 @@ fn view(c: &Collection) -> CollectionView {
         version: c.version,
         fields: c.fields.clone(),
         placements_behind: None,
+        rollout: None,
     }
 }
 
@@ -211,6 +211,8 @@ impl Catalog {
         );
         let stored = collection.clone();
         let now = self.inner().clock.now();
+        let rollout = format!("ro{}", uuid::Uuid::now_v7().simple());
+        let (rollout_id, actor) = (rollout.clone(), ctx.principal.actor().to_owned());
         self.blocking(move |store| {
             store.write(|tx| {
                 tx.execute(
@@ -226,20 +228,26 @@ impl Catalog {
                 let next = generation(tx)? + 1;
                 crate::store::set_meta(tx, "schema_generation", &next.to_string())?;
                 insert_version(tx, &stored, next)?;
+                crate::rows::rollouts::insert(tx, &rollout_id, &stored.name, stored.version, next, &actor, now)?;
                 crate::rows::audit::insert(tx, &event)
             })
         })
         .await?;
         // Known before any placement has it: each placement is served with the version its
         // generation gives, and a write the fence turned back finds the newer one here.
+        // Other servers may use it at once for the same reason.
         self.load_collections().await?;
-        let outcome = self.rollout_locked().await;
         self.announce_collections().await?;
-        if outcome.is_err() {
-            self.retry_rollout_soon();
-        }
-        outcome?;
-        Ok((view(&collection), created))
+        // The rollout runs in the background (`rollout`); the answer says where it stands.
+        self.retry_rollout_soon();
+        let rollout = self.rollout_view(&rollout).await?;
+        Ok((
+            CollectionView {
+                rollout: Some(rollout),
+                ..view(&collection)
+            },
+            created,
+        ))
     }
 
     /// Collections are application schema shared by all tenants, so tenant credentials may
@@ -288,115 +296,14 @@ impl Catalog {
         })
     }
 
-    /// Tells servers sharing the catalog to reload the collections. Sent once the rollout
-    /// is done (not with the change itself), so they never use a definition whose tables
-    /// do not exist yet.
-    async fn announce_collections(&self) -> Result<(), Error> {
+    /// Tells servers sharing the catalog to reload the collections. Each of them serves a
+    /// placement with its generation's definitions, so a new one may be known before any
+    /// placement has it.
+    pub(crate) async fn announce_collections(&self) -> Result<(), Error> {
         if !self.is_shared() {
             return Ok(());
         }
         self.blocking(|store| store.write(|tx| crate::store::changed(tx, "collections", "*")))
             .await
-    }
-
-    /// Brings every placement behind the current schema generation up to date.
-    pub(crate) async fn rollout_pending(&self) -> Result<(), Error> {
-        let _schema = self.lock_schema().await?;
-        let outcome = self.rollout_locked().await;
-        self.load_collections().await?;
-        self.announce_collections().await?;
-        outcome
-    }
-
-    /// The rollout itself; the caller holds the schema lock.
-    async fn rollout_locked(&self) -> Result<(), Error> {
-        let (target_generation, collections, behind) = self
-            .blocking(|store| {
-                store.read(|tx| {
-                    let g = generation(tx)?;
-                    let collections = read_collections(tx)?;
-                    let ids = tx.query(
-                        "SELECT t.id FROM tenants t JOIN placements p ON p.tenant_id = t.id \
-                         WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \
-                         AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back')) ORDER BY t.id",
-                        params![g],
-                    )?;
-                    let mut behind = Vec::new();
-                    for id in ids {
-                        let id = TenantId::parse(&id.get::<String>(0)?).map_err(|e| malformed(e.message))?;
-                        if let Some((_, placement)) = crate::rows::tenants::read_tenant(tx, &id)? {
-                            behind.push((id, placement));
-                        }
-                    }
-                    Ok((g, collections, behind))
-                })
-            })
-            .await?;
-        let mut done_pools: BTreeSet<(DomainName, String)> = BTreeSet::new();
-        let mut updated = Vec::new();
-        let mut failed = 0usize;
-        for (tenant, placement) in behind {
-            let shared_key = (placement.domain.clone(), placement.namespace.clone());
-            if placement.isolation == Isolation::Pool && done_pools.contains(&shared_key) {
-                updated.push(tenant);
-                continue;
-            }
-            match self.ensure_all(&tenant, &placement, &collections).await {
-                Ok(()) => {
-                    if placement.isolation == Isolation::Pool {
-                        done_pools.insert(shared_key);
-                    }
-                    updated.push(tenant);
-                }
-                Err(e) => {
-                    failed += 1;
-                    tracing::error!(tenant = %tenant, error = %e, "schema rollout failed for placement; will retry");
-                }
-            }
-        }
-        let bumped = updated.clone();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                for tenant in &bumped {
-                    let moved = tx.execute(
-                        "UPDATE placements SET schema_version = ?2 WHERE tenant_id = ?1 AND schema_version < ?2",
-                        params![tenant.as_str(), target_generation],
-                    )?;
-                    // Requests pick definitions by the cached route's generation.
-                    if moved > 0 {
-                        crate::store::changed(tx, "route", tenant.as_str())?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .await?;
-        for tenant in &updated {
-            self.inner().routes.forget(tenant);
-        }
-        if failed > 0 {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "rollout_incomplete",
-                format!(
-                    "the change is saved but {failed} placements could not be updated yet; they keep serving with the previous definition and are retried in the background"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn ensure_all(
-        &self,
-        tenant: &TenantId,
-        placement: &Placement,
-        collections: &[Collection],
-    ) -> Result<(), Error> {
-        let engine = self.engine(&placement.domain)?;
-        let target = PlacementRef::of(tenant, placement);
-        for collection in collections {
-            engine.ensure_collection(&target, collection).await?;
-        }
-        Ok(())
     }
 }

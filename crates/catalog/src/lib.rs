@@ -158,6 +158,9 @@ pub struct CatalogOptions {
     /// For crash tests: a deletion pauses this long once the tenant is marked `deleting`,
     /// before its purge (so a test can kill the server in between).
     pub deletion_hold: Option<std::time::Duration>,
+    /// The order of the tiers' waves in a schema rollout (after the canary wave); tiers not
+    /// named follow, by name.
+    pub rollout_tier_order: Vec<TierName>,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -175,6 +178,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("identity", &self.identity.is_some())
             .field("deletion_hold", &self.deletion_hold)
             .field("audit_retention", &self.audit_retention)
+            .field("rollout_tier_order", &self.rollout_tier_order)
             .finish()
     }
 }
@@ -191,6 +195,7 @@ impl Default for CatalogOptions {
             identity: None,
             deletion_hold: None,
             audit_retention: None,
+            rollout_tier_order: Vec::new(),
         }
     }
 }

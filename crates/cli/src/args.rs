@@ -92,6 +92,9 @@ pub enum ClientCommand {
     /// Follow or cancel a live move.
     #[command(subcommand)]
     Move(MoveCmd),
+    /// Follow the rollouts of collection changes to every tenant's storage.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Create, read, change and list records.
     #[command(subcommand)]
     Record(RecordCmd),
@@ -203,6 +206,19 @@ pub enum MoveCmd {
     },
     /// Cancel a move that has not switched yet (it rolls back to the source).
     Cancel { id: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutCmd {
+    /// Show a rollout: placements done, left and failed, the wave, rate and ETA.
+    Get {
+        id: String,
+        /// Follow it with a progress bar until it is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List rollouts, the newest first.
+    List,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -355,6 +371,9 @@ pub enum CollectionCmd {
         /// text, integer, float, boolean, timestamp, json.
         #[arg(long = "field", value_name = "NAME:TYPE[:FLAG]...", value_parser = parse_field)]
         fields: Vec<FieldArg>,
+        /// Follow the rollout to every tenant's storage with a progress bar until it is done.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show a collection's fields.
     Get {

@@ -12,8 +12,8 @@ use bulkhead_core::model::TierLimits;
 use bulkhead_core::permissions::Ceiling;
 
 use crate::args::{
-    ClientCommand, CollectionCmd, DomainCmd, KeyCmd, MoveCmd, PlatformKeyCmd, RecordCmd, TenantCmd,
-    TierCmd,
+    ClientCommand, CollectionCmd, DomainCmd, KeyCmd, MoveCmd, PlatformKeyCmd, RecordCmd,
+    RolloutCmd, TenantCmd, TierCmd,
 };
 use crate::input::{labels_from, load_collection_spec, load_json_object, spec_from_fields};
 use crate::output;
@@ -29,6 +29,13 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Key(cmd) => key(client, &out, cmd).await,
         ClientCommand::PlatformKey(cmd) => platform_key(client, &out, cmd).await,
         ClientCommand::Record(cmd) => record(client, &out, cmd).await,
+        ClientCommand::Rollout(cmd) => match cmd {
+            RolloutCmd::Get { id, wait: true } => crate::rollouts::follow(client, &out, &id).await,
+            RolloutCmd::Get { id, wait: false } => {
+                out.show(&client.get_rollout(&id).await?, output::rollout)
+            }
+            RolloutCmd::List => out.page(&client.list_rollouts().await?, output::rollouts),
+        },
         ClientCommand::Move(cmd) => match cmd {
             MoveCmd::Get { id, wait: true } => crate::moves::follow(client, &out, &id).await,
             MoveCmd::Get { id, wait: false } => {
@@ -241,15 +248,22 @@ async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Resul
 
 async fn collection(client: &Client, out: &Printer, cmd: CollectionCmd) -> anyhow::Result<()> {
     match cmd {
-        CollectionCmd::Put { name, file, fields } => {
+        CollectionCmd::Put {
+            name,
+            file,
+            fields,
+            wait,
+        } => {
             let spec = match file {
                 Some(path) => load_collection_spec(&path, &mut std::io::stdin().lock())?,
                 None => spec_from_fields(&fields)?,
             };
-            out.show(
-                &client.put_collection(&name, &spec).await?,
-                output::collection,
-            )
+            let view = client.submit_collection(&name, &spec).await?;
+            out.show(&view, output::collection)?;
+            match (&view.rollout, wait) {
+                (Some(rollout), true) => crate::rollouts::follow(client, out, &rollout.id).await,
+                _ => Ok(()),
+            }
         }
         CollectionCmd::Get { name } => {
             out.show(&client.get_collection(&name).await?, output::collection)

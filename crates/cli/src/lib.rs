@@ -17,6 +17,7 @@ mod members;
 mod moves;
 mod output;
 mod printer;
+mod rollouts;
 
 use std::path::Path;
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use bulkhead_api::{
-    AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, TenantView, TierView,
-    UsagePeriod,
+    AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, RolloutView, TenantView,
+    TierView, UsagePeriod,
 };
 use bulkhead_core::model::{Isolation, Labels, TierLimits};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -373,7 +373,58 @@ pub fn collection(c: &CollectionView) -> String {
             f.default.as_ref().map(value_cell).unwrap_or_default(),
         ]);
     }
-    format!("collection {} (version {})\n{table}", c.name, c.version)
+    let mut out = format!("collection {} (version {})\n{table}", c.name, c.version);
+    if let Some(r) = &c.rollout {
+        out.push_str(&format!(
+            "\nrollout {}: {} ({} of {} placements left; follow with `bulkhead rollout get {} --wait`)",
+            r.id, r.state, r.placements_left, r.placements_total, r.id
+        ));
+    }
+    if let Some(behind) = c.placements_behind.filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "\n{behind} placements do not have this version yet"
+        ));
+    }
+    out
+}
+
+pub fn rollout(r: &RolloutView) -> String {
+    rollouts(std::slice::from_ref(r))
+}
+
+pub fn rollouts(rollouts: &[RolloutView]) -> String {
+    if rollouts.is_empty() {
+        return empty("rollouts");
+    }
+    let mut table = table(&[
+        "id",
+        "collection",
+        "version",
+        "state",
+        "done",
+        "left",
+        "failed",
+        "wave",
+        "rate/s",
+        "eta s",
+        "last error",
+    ]);
+    for r in rollouts {
+        table.add_row(vec![
+            r.id.clone(),
+            r.collection.to_string(),
+            r.version.to_string(),
+            r.state.clone(),
+            r.placements_done.to_string(),
+            r.placements_left.to_string(),
+            r.placements_failed.to_string(),
+            r.wave.clone().unwrap_or_default(),
+            format!("{:.1}", r.rate),
+            r.eta_seconds.map(|s| format!("{s:.0}")).unwrap_or_default(),
+            r.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.to_string()
 }
 
 pub fn keys(keys: &[KeyView]) -> String {

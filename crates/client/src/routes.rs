@@ -4,8 +4,8 @@
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
     CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
-    MoveView, Page, StartMove, TenantView, TierSpec, TierView, UpdateTenant, UsagePeriod,
-    UsageQuery,
+    MoveView, Page, RolloutView, StartMove, TenantView, TierSpec, TierView, UpdateTenant,
+    UsagePeriod, UsageQuery,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -237,13 +237,69 @@ impl Client {
     // ----- collections ------------------------------------------------------------------
 
     /// `PUT /v1/collections/{name}`: creates a collection or rolls out an additive change.
+    /// `PUT /v1/collections/{name}`, then waits for the rollout the change started
+    /// ([`Client::wait_rollout`]): when this returns `Ok`, every placement has the change.
+    /// A rollout pass that could not reach some placements is an error with code
+    /// `rollout_incomplete` (the change is saved and retried in the background).
     pub async fn put_collection(
+        &self,
+        name: &CollectionName,
+        spec: &CollectionSpec,
+    ) -> Result<CollectionView, ClientError> {
+        let mut view = self.submit_collection(name, spec).await?;
+        if let Some(rollout) = &view.rollout
+            && rollout.placements_left > 0
+        {
+            view.rollout = Some(self.wait_rollout(&rollout.id).await?);
+        }
+        Ok(view)
+    }
+
+    /// `PUT /v1/collections/{name}` alone: answers at once (`202` while the rollout it
+    /// started has placements left; follow it with [`Client::get_rollout`]).
+    pub async fn submit_collection(
         &self,
         name: &CollectionName,
         spec: &CollectionSpec,
     ) -> Result<CollectionView, ClientError> {
         let url = self.url(&["v1", "collections", name.as_str()], &[])?;
         self.call(Method::PUT, url, json_body(spec)?, None).await
+    }
+
+    /// `GET /v1/rollouts/{id}`.
+    pub async fn get_rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
+        let url = self.url(&["v1", "rollouts", id], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/rollouts`: the newest first.
+    pub async fn list_rollouts(&self) -> Result<Page<RolloutView>, ClientError> {
+        let url = self.url(&["v1", "rollouts"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// Polls a rollout until no placement is left (`Ok`), or a pass could not reach some
+    /// (`rollout_incomplete`, with the last failure; the server keeps retrying).
+    pub async fn wait_rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
+        loop {
+            let rollout = self.get_rollout(id).await?;
+            if rollout.placements_left == 0 || rollout.state != "running" {
+                return Ok(rollout);
+            }
+            if rollout.placements_failed > 0 {
+                return Err(ClientError::Api {
+                    status: 503,
+                    code: "rollout_incomplete".into(),
+                    message: format!(
+                        "the change is saved, but {} placements could not be updated yet (last: {}); they keep serving with the previous definition and are retried in the background",
+                        rollout.placements_failed,
+                        rollout.last_error.as_deref().unwrap_or("unknown")
+                    ),
+                    request_id: String::new(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn get_collection(

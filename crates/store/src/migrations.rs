@@ -166,6 +166,20 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 3,
+        name: "rollouts: one row per collection change, its progress read from the placements",
+        steps: &[
+            // Each placement's applied generation (`placements.schema_version`) is the
+            // ledger; this row is the job: what it rolls out, where it stands, what failed.
+            Sql("CREATE TABLE IF NOT EXISTS rollouts (
+                id TEXT PRIMARY KEY, collection TEXT NOT NULL, version {int} NOT NULL,
+                generation {int} NOT NULL, state TEXT NOT NULL, total {int} NOT NULL,
+                failed {int} NOT NULL, wave TEXT, last_error TEXT, started_by TEXT NOT NULL,
+                created_at {int} NOT NULL, updated_at {int} NOT NULL, finished_at {int})"),
+            Sql("CREATE INDEX IF NOT EXISTS rollouts_by_state ON rollouts (state, generation)"),
+        ],
+    },
 ];
 
 /// The newest migration this binary knows.

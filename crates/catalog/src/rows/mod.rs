@@ -10,6 +10,7 @@ pub(crate) mod audit;
 pub(crate) mod collections;
 pub(crate) mod domains;
 pub(crate) mod paging;
+pub(crate) mod rollouts;
 pub(crate) mod tenants;
 pub(crate) mod tiers;
 

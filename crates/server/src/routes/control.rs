@@ -34,6 +34,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/moves/{move}", get(get_move))
         .route("/v1/moves/{move}/cancel", post(cancel_move))
+        .route("/v1/rollouts", get(list_rollouts))
+        .route("/v1/rollouts/{rollout}", get(get_rollout))
         .route("/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
         .route(
             "/v1/platform-keys",
@@ -167,6 +169,18 @@ async fn get_move(
     Ok(axum::Json(state.catalog.get_move(&ctx, &id).await?).into_response())
 }
 
+async fn get_rollout(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.get_rollout(&ctx, &id).await?).into_response())
+}
+
+async fn list_rollouts(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.list_rollouts(&ctx).await?).into_response())
+}
+
 async fn cancel_move(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -278,7 +292,12 @@ async fn put_collection(
         .catalog
         .put_collection(&ctx, &collection, spec)
         .await?;
-    let status = if created {
+    // A change whose rollout has placements left answers at once: 202, with the rollout to
+    // follow at `GET /v1/rollouts/{id}`.
+    let rolling = view.rollout.as_ref().is_some_and(|r| r.placements_left > 0);
+    let status = if rolling {
+        StatusCode::ACCEPTED
+    } else if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK

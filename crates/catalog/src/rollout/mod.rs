@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bulkhead_core::error::Error;
 
-use crate::store::params;
-use crate::{Catalog, Inner};
+use crate::{Catalog, Ctx, Inner};
+
+mod run;
 
 /// First wait after a failed attempt; doubled after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -36,6 +37,11 @@ pub(crate) fn spawn(inner: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify
             }
             let wait = match catalog.placements_behind().await {
                 Ok(0) => {
+                    // Rollouts whose last placements came up another way (a move's switch,
+                    // another server's pass) end here.
+                    if let Err(e) = catalog.record_pass(i64::MAX, None, 0, None).await {
+                        tracing::warn!(error = %e, "could not close finished rollouts");
+                    }
                     backoff = FIRST_BACKOFF;
                     LOOK_EVERY
                 }
@@ -81,13 +87,7 @@ impl Catalog {
         self.blocking(move |store| {
             store.read(|tx| {
                 let generation = crate::rows::collections::generation(tx)?.min(generation);
-                tx.query_one(
-                    "SELECT count(*) FROM placements p JOIN tenants t ON t.id = p.tenant_id \
-                     WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \
-                     AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back'))",
-                    params![generation],
-                )?
-                .get::<i64>(0)
+                crate::rows::rollouts::behind(tx, generation)
             })
         })
         .await
@@ -111,5 +111,47 @@ impl Catalog {
     /// Asks the retrier for a pass now (a change could not reach every placement).
     pub(crate) fn retry_rollout_soon(&self) {
         self.inner().rollout_wake.notify_one();
+    }
+
+    /// A rollout as it stands (progress counted from the placements).
+    pub(crate) async fn rollout_view(&self, id: &str) -> Result<bulkhead_api::RolloutView, Error> {
+        let (id, now) = (id.to_owned(), self.inner().clock.now());
+        self.blocking(move |store| store.read(|tx| crate::rows::rollouts::read(tx, &id, now)))
+            .await?
+            .ok_or_else(|| Error::not_found("rollout_not_found", "rollout not found"))
+    }
+
+    /// `GET /v1/rollouts/{id}`.
+    pub async fn get_rollout(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+    ) -> Result<bulkhead_api::RolloutView, Error> {
+        bulkhead_core::access::authorize_control(
+            &ctx.principal,
+            bulkhead_core::access::ControlAction::ReadCatalog,
+        )
+        .map_err(|e| self.denied(ctx, "rollout.get", id, None, e))?;
+        self.rollout_view(id).await
+    }
+
+    /// `GET /v1/rollouts`: the newest first, at most 100.
+    pub async fn list_rollouts(
+        &self,
+        ctx: &Ctx,
+    ) -> Result<bulkhead_api::Page<bulkhead_api::RolloutView>, Error> {
+        bulkhead_core::access::authorize_control(
+            &ctx.principal,
+            bulkhead_core::access::ControlAction::ReadCatalog,
+        )
+        .map_err(|e| self.denied(ctx, "rollout.list", "rollouts", None, e))?;
+        let now = self.inner().clock.now();
+        let items = self
+            .blocking(move |store| store.read(|tx| crate::rows::rollouts::list(tx, 100, now)))
+            .await?;
+        Ok(bulkhead_api::Page {
+            items,
+            next_cursor: None,
+        })
     }
 }

@@ -1,0 +1,207 @@
+//! Collection changes roll out as background jobs: `202` with a rollout, progress at
+//! `GET /v1/rollouts/{id}`, waves (canary label, then tiers in the configured order) in the
+//! audit log, and a rollout cut off by `kill -9` finished after the restart from the ledger.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bulkhead_api::{CreateTenant, RolloutView};
+use bulkhead_client::Client;
+use bulkhead_core::{CollectionName, TierName};
+use common::{Server, audit_rows, tid};
+use serde_json::json;
+
+fn notes() -> CollectionName {
+    CollectionName::parse("notes").unwrap()
+}
+
+fn spec(extra: bool) -> bulkhead_api::CollectionSpec {
+    let mut fields = json!({"title": {"type": "text"}});
+    if extra {
+        fields["kind"] = json!({"type": "string", "default": "k", "index": true});
+    }
+    serde_json::from_value(json!({ "fields": fields })).unwrap()
+}
+
+async fn tenant(admin: &Client, id: &str, tier: &str, canary: bool) {
+    let mut labels = BTreeMap::new();
+    if canary {
+        labels.insert("canary".to_owned(), "true".to_owned());
+    }
+    admin
+        .create_tenant(&CreateTenant {
+            id: tid(id),
+            name: id.to_owned(),
+            tier: TierName::parse(tier).unwrap(),
+            labels: labels.into_iter().collect(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn until_done(admin: &Client, id: &str, seen: &mut Vec<RolloutView>) -> RolloutView {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let view = admin.get_rollout(id).await.unwrap();
+        seen.push(view.clone());
+        if view.state == "done" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "rollout stuck: {view:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("BULKHEAD_ROLLOUT_TIER_ORDER", "premium,standard,free")],
+    );
+    let admin = server.admin();
+    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    for (tier, n) in [("free", 3), ("standard", 3), ("premium", 6)] {
+        for i in 0..n {
+            tenant(
+                &admin,
+                &format!("{tier}-{i}"),
+                tier,
+                tier == "standard" && i == 0,
+            )
+            .await;
+        }
+    }
+    // The answer comes at once: 202 with the rollout to follow.
+    let raw = admin
+        .raw(
+            bulkhead_client::Method::PUT,
+            "/v1/collections/notes",
+            Some(serde_json::to_vec(&spec(true)).unwrap()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 202, "{raw:?}");
+    let view: bulkhead_api::CollectionView = raw.json().unwrap();
+    let rollout = view.rollout.expect("a rollout");
+    assert_eq!(rollout.version, 2);
+    // The pool's three tenants share one unit (their tables) but count as three placements.
+    assert_eq!(rollout.placements_total, 12, "{rollout:?}");
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &rollout.id, &mut seen).await;
+    assert_eq!(done.placements_left, 0);
+    assert_eq!(done.placements_done, 12);
+    assert_eq!(done.placements_failed, 0);
+    assert!(done.finished_at.is_some() && done.eta_seconds.is_none());
+    // Listed, newest first.
+    let listed = admin.list_rollouts().await.unwrap();
+    assert_eq!(listed.items[0].id, rollout.id);
+    // The waves, in order, in the audit log.
+    let waves: Vec<String> = audit_rows(&server.data_dir, |r| r.1 == "rollout.wave")
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(
+        waves,
+        ["canary", "tier premium", "tier standard", "tier free"],
+        "{seen:#?}"
+    );
+    // Every tenant has the new field.
+    for tier in ["free", "standard", "premium"] {
+        let client = admin.with_tenant(tid(&format!("{tier}-1")));
+        let created = client
+            .create_record(&notes(), &json!({"title": "x", "kind": "set"}))
+            .await
+            .unwrap();
+        assert_eq!(created["kind"], "set");
+    }
+    // A rollout nobody has to wait for (no tenant is behind) is done as it is made.
+    let again = admin
+        .put_collection(&CollectionName::parse("empty").unwrap(), &spec(false))
+        .await
+        .unwrap();
+    let r = again.rollout.unwrap();
+    assert!(r.state == "done" || r.placements_left == 0, "{r:?}");
+    // Unknown rollouts are 404; tenant credentials cannot read rollouts.
+    let missing = admin.get_rollout("ro-nope").await.unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+    let key = common::key(&admin, "free-0", bulkhead_core::access::TenantRole::Admin).await;
+    let denied = server
+        .client(&key)
+        .get_rollout(&rollout.id)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.status(), Some(403), "{denied}");
+}
+
+/// `kill -9` in the middle of a rollout: after the restart the same rollout is still there,
+/// goes on from the placements the ledger says are left (none is done twice: the count of
+/// those done never goes back) and ends done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_cut_off_by_kill_9_goes_on_after_the_restart_from_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    for i in 0..80 {
+        let id = format!("s-{i:02}");
+        tenant(&admin, &id, "premium", false).await;
+        let body: Vec<u8> = (0..1000)
+            .flat_map(|r| format!("{{\"title\":\"record {r}\"}}\n").into_bytes())
+            .collect();
+        admin
+            .with_tenant(tid(&id))
+            .bulk(&notes(), body, true)
+            .await
+            .unwrap();
+    }
+    // A searchable text field with a default: each silo's search index is rebuilt, so the
+    // rollout takes a while.
+    let heavy: bulkhead_api::CollectionSpec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "text"},
+        "note": {"type": "text", "default": "zebra"}
+    }}))
+    .unwrap();
+    let submitted = admin.submit_collection(&notes(), &heavy).await.unwrap();
+    let rollout = submitted.rollout.unwrap();
+    assert_eq!(rollout.placements_total, 80);
+    // Killed once some placements have it and some do not.
+    let before = loop {
+        let view = admin.get_rollout(&rollout.id).await.unwrap();
+        if view.placements_done > 0 {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    server.kill_hard();
+    assert!(
+        before.placements_left > 0,
+        "the rollout ended before the crash: {before:?}"
+    );
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let after = admin.get_rollout(&rollout.id).await.unwrap();
+    assert!(
+        after.placements_done >= before.placements_done,
+        "the ledger lost progress: {before:?} then {after:?}"
+    );
+    assert!(
+        after.placements_left > 0,
+        "the crash did not cut the rollout off: {after:?}"
+    );
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &rollout.id, &mut seen).await;
+    assert_eq!(done.placements_done, 80);
+    let mut last = 0;
+    for view in &seen {
+        assert!(
+            view.placements_done >= last,
+            "progress went back: {seen:#?}"
+        );
+        last = view.placements_done;
+    }
+}

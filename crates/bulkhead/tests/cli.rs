@@ -118,6 +118,27 @@ async fn an_operator_defines_a_collection_onboards_a_tenant_and_works_with_recor
     assert!(collection.fields.values().all(|f| f.required));
 
     operator.ok("tenant create acme --name Acme --tier free");
+    operator.ok("tenant create initech --name Initech --tier premium");
+    // A change with tenants to reach: followed to the end with --wait.
+    let out = operator
+        .ok("collection put items --field title:text:required --field color:string:index --wait");
+    assert!(out.contains("version 2") && out.contains("done"), "{out}");
+    let rollouts = operator.ok("rollout list");
+    assert!(
+        rollouts.lines().filter(|l| l.contains("items")).count() == 2,
+        "{rollouts}"
+    );
+    let latest = admin.list_rollouts().await.unwrap().items.remove(0);
+    assert_eq!(
+        (
+            latest.version,
+            latest.placements_left,
+            latest.placements_done
+        ),
+        (2, 0, 2)
+    );
+    let shown = operator.ok(&format!("rollout get {} --json", latest.id));
+    assert_eq!(json(&shown)["state"], "done", "{shown}");
     let tenant = admin.get_tenant(&tid("acme")).await.unwrap();
     assert_eq!(
         [tenant.name.as_str(), tenant.tier.as_str()],

@@ -375,10 +375,14 @@ pub fn collection(c: &CollectionView) -> String {
     }
     let mut out = format!("collection {} (version {})\n{table}", c.name, c.version);
     if let Some(r) = &c.rollout {
-        out.push_str(&format!(
-            "\nrollout {}: {} ({} of {} placements left; follow with `bulkhead rollout get {} --wait`)",
-            r.id, r.state, r.placements_left, r.placements_total, r.id
-        ));
+        if r.placements_left == 0 {
+            out.push_str(&format!("\nrollout {}: done", r.id));
+        } else {
+            out.push_str(&format!(
+                "\nrollout {}: {} ({} of {} placements left; follow with `bulkhead rollout get {} --wait`)",
+                r.id, r.state, r.placements_left, r.placements_total, r.id
+            ));
+        }
     }
     if let Some(behind) = c.placements_behind.filter(|n| *n > 0) {
         out.push_str(&format!(

@@ -100,6 +100,18 @@ pub struct ServeArgs {
     /// labelled `canary=true`), e.g. `free,standard,premium`; tiers not named follow by name.
     #[arg(long, env = "BULKHEAD_ROLLOUT_TIER_ORDER", value_delimiter = ',', value_parser = bulkhead_core::TierName::parse)]
     pub rollout_tier_order: Vec<bulkhead_core::TierName>,
+    /// Placements a schema rollout changes at once on each domain [default: 4].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_PARALLELISM")]
+    pub rollout_parallelism: Option<usize>,
+    /// A schema rollout pass with more failures than this stops the rollout (placements left
+    /// keep their definitions until `bulkhead rollout resume`) [default: never stops; failed
+    /// placements are retried with backoff].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_MAX_FAILURES")]
+    pub rollout_max_failures: Option<u64>,
+    /// The first this many dedicated tenants (by id) join a rollout's canary wave, with
+    /// those labelled `canary=true` [default: 0].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_CANARY_COUNT")]
+    pub rollout_canary_count: Option<usize>,
     /// Bulk bodies applied at once on this server; one more answers 503 [default: 16].
     #[arg(long, env = "BULKHEAD_BULK_IN_FLIGHT")]
     pub bulk_in_flight: Option<usize>,
@@ -197,8 +209,11 @@ pub struct Config {
     pub moves: bulkhead_catalog::MoveSettings,
     /// `BULKHEAD_DELETE_HOLD_MS`, for crash tests: see `CatalogOptions::deletion_hold`.
     pub deletion_hold: Option<Duration>,
-    /// See `CatalogOptions::rollout_tier_order`.
+    /// See `CatalogOptions::rollout_tier_order` and the three below it.
     pub rollout_tier_order: Vec<bulkhead_core::TierName>,
+    pub rollout_parallelism: usize,
+    pub rollout_max_failures: Option<u64>,
+    pub rollout_canary_count: usize,
     /// JWT issuers (from the configuration file).
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
@@ -340,12 +355,18 @@ impl Config {
             issuers: file.issuers,
             deletion_hold: deletion_hold()?,
             rollout_tier_order: args.rollout_tier_order.clone(),
+            rollout_parallelism: args.rollout_parallelism.unwrap_or(4),
+            rollout_max_failures: args.rollout_max_failures,
+            rollout_canary_count: args.rollout_canary_count.unwrap_or(0),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.rollout_parallelism == 0 {
+            bail!("rollout_parallelism must be at least 1");
+        }
         if self.silo_handle_cap == 0 {
             bail!("silo_handle_cap must be at least 1");
         }

@@ -105,6 +105,9 @@ pub async fn open(
         deletion_hold: config.deletion_hold,
         audit_retention: config.audit_retention,
         rollout_tier_order: config.rollout_tier_order.clone(),
+        rollout_parallelism: config.rollout_parallelism,
+        rollout_max_failures: config.rollout_max_failures,
+        rollout_canary_count: config.rollout_canary_count,
     };
     let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await

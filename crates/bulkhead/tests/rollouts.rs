@@ -60,7 +60,11 @@ async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
-        &[("BULKHEAD_ROLLOUT_TIER_ORDER", "premium,standard,free")],
+        &[
+            ("BULKHEAD_ROLLOUT_TIER_ORDER", "premium,standard,free"),
+            ("BULKHEAD_ROLLOUT_CANARY_COUNT", "1"),
+            ("BULKHEAD_ROLLOUT_PARALLELISM", "3"),
+        ],
     );
     let admin = server.admin();
     admin.put_collection(&notes(), &spec(false)).await.unwrap();
@@ -110,6 +114,22 @@ async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_
         ["canary", "tier premium", "tier standard", "tier free"],
         "{seen:#?}"
     );
+    // The canary wave: the tenant labelled canary=true and, by count, the first dedicated
+    // tenant by id (premium-0); the pool's three tenants are one unit in their tier's wave.
+    let details: Vec<String> = {
+        let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT detail FROM audit WHERE action = 'rollout.wave' ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(details[0].starts_with("2 placements"), "{details:?}");
+    assert!(details[1].starts_with("5 placements"), "{details:?}");
+    assert!(details[2].starts_with("2 placements"), "{details:?}");
+    assert!(details[3].starts_with("3 placements"), "{details:?}");
     // Every tenant has the new field.
     for tier in ["free", "standard", "premium"] {
         let client = admin.with_tenant(tid(&format!("{tier}-1")));
@@ -204,4 +224,95 @@ async fn a_rollout_cut_off_by_kill_9_goes_on_after_the_restart_from_the_ledger()
         );
         last = view.placements_done;
     }
+}
+
+/// The failure policy: with a PostgreSQL domain down, a rollout that fails more placements
+/// than allowed stops (audited), leaves them on their definitions (no retry, even once the
+/// database is back) until `resume`, then finishes. A done rollout cannot be cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_its_failure_limit_a_rollout_stops_until_resumed() {
+    let Some(pg) = bulkhead_pg_testkit::require("rollout_failure_policy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_ROLLOUT_MAX_FAILURES", "1"),
+            ("BULKHEAD_ROLLOUT_TIER_ORDER", "premium,pg-bridge"),
+        ],
+    );
+    let admin = server.admin();
+    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    common::put_pg_tier(
+        &admin,
+        "pg-bridge",
+        bulkhead_core::model::Isolation::Bridge,
+        Default::default(),
+    )
+    .await;
+    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    for i in 0..3 {
+        tenant(&admin, &format!("pg-{i}"), "pg-bridge", false).await;
+        tenant(&admin, &format!("local-{i}"), "premium", false).await;
+    }
+    pg.pause().unwrap();
+    let rollout = admin
+        .submit_collection(&notes(), &spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    let stopped = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = admin.get_rollout(&rollout.id).await.unwrap();
+            if view.state == "stopped" {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "never stopped: {view:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(stopped.placements_left, 3, "{stopped:?}");
+    assert!(
+        stopped
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("stopped after"),
+        "{stopped:?}"
+    );
+    // The client waiting on it says so.
+    let waited = admin.wait_rollout(&rollout.id).await.unwrap_err();
+    assert_eq!(waited.code(), Some("rollout_stopped"), "{waited}");
+    assert_eq!(
+        audit_rows(&server.data_dir, |r| r.1 == "rollout.stopped").len(),
+        1
+    );
+    // The database comes back; a stopped rollout is not retried on its own.
+    pg.resume().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = admin.get_rollout(&rollout.id).await.unwrap();
+    assert_eq!(
+        (still.state.as_str(), still.placements_left),
+        ("stopped", 3)
+    );
+    // Those tenants serve with the definition their storage has.
+    admin
+        .with_tenant(tid("pg-0"))
+        .create_record(&notes(), &json!({"title": "old definition"}))
+        .await
+        .unwrap();
+    let resumed = admin.resume_rollout(&rollout.id).await.unwrap();
+    assert_eq!(resumed.state, "running");
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &rollout.id, &mut seen).await;
+    assert_eq!(done.placements_done, 6);
+    let refused = admin.cancel_rollout(&rollout.id).await.unwrap_err();
+    assert_eq!(refused.code(), Some("rollout_state"), "{refused}");
+    assert_eq!(
+        audit_rows(&server.data_dir, |r| r.1 == "rollout.resume").len(),
+        1
+    );
 }

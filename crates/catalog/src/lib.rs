@@ -161,6 +161,13 @@ pub struct CatalogOptions {
     /// The order of the tiers' waves in a schema rollout (after the canary wave); tiers not
     /// named follow, by name.
     pub rollout_tier_order: Vec<TierName>,
+    /// Placements (storage units) a rollout changes at once on each domain.
+    pub rollout_parallelism: usize,
+    /// A rollout pass with more failures than this stops the rollout (`stopped`: the
+    /// placements left keep their definitions until `resume`); `None` retries for ever.
+    pub rollout_max_failures: Option<u64>,
+    /// The first this many dedicated placements (by tenant id) join the canary wave.
+    pub rollout_canary_count: usize,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -179,6 +186,9 @@ impl std::fmt::Debug for CatalogOptions {
             .field("deletion_hold", &self.deletion_hold)
             .field("audit_retention", &self.audit_retention)
             .field("rollout_tier_order", &self.rollout_tier_order)
+            .field("rollout_parallelism", &self.rollout_parallelism)
+            .field("rollout_max_failures", &self.rollout_max_failures)
+            .field("rollout_canary_count", &self.rollout_canary_count)
             .finish()
     }
 }
@@ -196,6 +206,9 @@ impl Default for CatalogOptions {
             deletion_hold: None,
             audit_retention: None,
             rollout_tier_order: Vec::new(),
+            rollout_parallelism: 4,
+            rollout_max_failures: None,
+            rollout_canary_count: 0,
         }
     }
 }

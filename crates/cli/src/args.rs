@@ -219,6 +219,11 @@ pub enum RolloutCmd {
     },
     /// List rollouts, the newest first.
     List,
+    /// Run a stopped or cancelled rollout again.
+    Resume { id: String },
+    /// Stop a rollout: placements it has not reached keep their definitions until a later
+    /// change's rollout reaches them.
+    Cancel { id: String },
 }
 
 #[derive(Debug, Clone, Subcommand)]

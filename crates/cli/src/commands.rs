@@ -35,6 +35,12 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
                 out.show(&client.get_rollout(&id).await?, output::rollout)
             }
             RolloutCmd::List => out.page(&client.list_rollouts().await?, output::rollouts),
+            RolloutCmd::Resume { id } => {
+                out.show(&client.resume_rollout(&id).await?, output::rollout)
+            }
+            RolloutCmd::Cancel { id } => {
+                out.show(&client.cancel_rollout(&id).await?, output::rollout)
+            }
         },
         ClientCommand::Move(cmd) => match cmd {
             MoveCmd::Get { id, wait: true } => crate::moves::follow(client, &out, &id).await,

@@ -272,6 +272,18 @@ impl Client {
         self.call(Method::GET, url, None, None).await
     }
 
+    /// `POST /v1/rollouts/{id}/resume`: a stopped or cancelled rollout runs again.
+    pub async fn resume_rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
+        let url = self.url(&["v1", "rollouts", id, "resume"], &[])?;
+        self.call(Method::POST, url, None, None).await
+    }
+
+    /// `POST /v1/rollouts/{id}/cancel`.
+    pub async fn cancel_rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
+        let url = self.url(&["v1", "rollouts", id, "cancel"], &[])?;
+        self.call(Method::POST, url, None, None).await
+    }
+
     /// `GET /v1/rollouts`: the newest first.
     pub async fn list_rollouts(&self) -> Result<Page<RolloutView>, ClientError> {
         let url = self.url(&["v1", "rollouts"], &[])?;
@@ -283,8 +295,25 @@ impl Client {
     pub async fn wait_rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
         loop {
             let rollout = self.get_rollout(id).await?;
-            if rollout.placements_left == 0 || rollout.state != "running" {
+            if rollout.placements_left == 0 {
                 return Ok(rollout);
+            }
+            if rollout.state != "running" {
+                return Err(ClientError::Api {
+                    status: 409,
+                    code: format!("rollout_{}", rollout.state),
+                    message: format!(
+                        "the rollout is {} with {} placements left ({}); resume it with POST /v1/rollouts/{}/resume",
+                        rollout.state,
+                        rollout.placements_left,
+                        rollout
+                            .last_error
+                            .as_deref()
+                            .unwrap_or("no reason recorded"),
+                        rollout.id
+                    ),
+                    request_id: String::new(),
+                });
             }
             if rollout.placements_failed > 0 {
                 return Err(ClientError::Api {

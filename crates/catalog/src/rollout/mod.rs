@@ -154,4 +154,83 @@ impl Catalog {
             next_cursor: None,
         })
     }
+
+    /// `POST /v1/rollouts/{id}/resume`: a stopped or cancelled rollout runs again.
+    pub async fn resume_rollout(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+    ) -> Result<bulkhead_api::RolloutView, Error> {
+        self.steer_rollout(
+            ctx,
+            id,
+            "rollout.resume",
+            &["stopped", "cancelled"],
+            "running",
+        )
+        .await
+    }
+
+    /// `POST /v1/rollouts/{id}/cancel`: a running or stopped rollout applies nothing more;
+    /// placements left keep their definitions until a later change's rollout reaches them.
+    pub async fn cancel_rollout(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+    ) -> Result<bulkhead_api::RolloutView, Error> {
+        self.steer_rollout(
+            ctx,
+            id,
+            "rollout.cancel",
+            &["running", "stopped"],
+            "cancelled",
+        )
+        .await
+    }
+
+    async fn steer_rollout(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        action: &'static str,
+        from: &'static [&'static str],
+        to: &'static str,
+    ) -> Result<bulkhead_api::RolloutView, Error> {
+        bulkhead_core::access::authorize_control(
+            &ctx.principal,
+            bulkhead_core::access::ControlAction::ManageCollections,
+        )
+        .map_err(|e| self.denied(ctx, action, id, None, e))?;
+        let current = self.rollout_view(id).await?;
+        let event = self.event(ctx, action, id, None, None);
+        let (key, now) = (id.to_owned(), self.inner().clock.now());
+        let moved = self
+            .blocking(move |store| {
+                store.write(|tx| {
+                    let moved = crate::rows::rollouts::transition(tx, &key, from, to, now)?;
+                    if moved {
+                        crate::rows::audit::insert(tx, &event)?;
+                    }
+                    Ok(moved)
+                })
+            })
+            .await?;
+        if !moved {
+            return Err(Error::conflict(
+                "rollout_state",
+                format!(
+                    "rollout {id} is {}; only a {} rollout can be {}",
+                    current.state,
+                    from.join(" or "),
+                    if to == "running" {
+                        "resumed"
+                    } else {
+                        "cancelled"
+                    }
+                ),
+            ));
+        }
+        self.retry_rollout_soon();
+        self.rollout_view(id).await
+    }
 }

@@ -11,6 +11,9 @@
 //! count).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, Placement};
@@ -34,9 +37,17 @@ struct Unit {
 }
 
 impl Catalog {
-    /// Brings every placement behind the current schema generation up to date.
+    /// Brings every placement behind the current schema generation up to date, unless the
+    /// newest rollout was stopped (the failure policy) or cancelled: then placements behind
+    /// keep their definitions until it is resumed or a later change starts a new rollout.
     pub(crate) async fn rollout_pending(&self) -> Result<(), Error> {
         let _schema = self.lock_schema().await?;
+        let newest = self
+            .blocking(|store| store.read(|tx| crate::rows::rollouts::newest_state(tx)))
+            .await?;
+        if matches!(newest.as_deref(), Some("stopped" | "cancelled")) {
+            return Ok(());
+        }
         self.rollout_locked().await
     }
 
@@ -71,9 +82,18 @@ impl Catalog {
             return self.record_pass(generation, None, 0, None).await;
         }
         let (waves, units) = self.plan_waves(behind);
+        let collections = Arc::new(collections);
         let mut failed = 0usize;
         let mut last_error = None;
         for (index, wave) in waves.iter().enumerate() {
+            if self
+                .inner()
+                .options
+                .rollout_max_failures
+                .is_some_and(|max| failed as u64 > max)
+            {
+                break;
+            }
             let in_wave: Vec<&Unit> = units.iter().filter(|u| u.wave == index).collect();
             if in_wave.is_empty() {
                 continue;
@@ -90,26 +110,93 @@ impl Catalog {
                 store.write(|tx| crate::rows::rollouts::set_wave(tx, generation, &w, now))
             })
             .await?;
-            for unit in in_wave {
-                match self
-                    .ensure_all(&unit.tenants[0], &unit.placement, &collections)
-                    .await
-                {
-                    Ok(()) => self.applied(&unit.tenants, generation).await?,
+            // Up to `rollout_parallelism` units at once on each domain.
+            let per_domain = self.inner().options.rollout_parallelism.max(1);
+            let mut limits: BTreeMap<DomainName, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
+            for unit in &in_wave {
+                limits
+                    .entry(unit.placement.domain.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_domain)));
+            }
+            let width = per_domain * limits.len();
+            let work: Vec<_> = in_wave
+                .into_iter()
+                .map(|unit| {
+                    (
+                        self.clone(),
+                        Arc::clone(&collections),
+                        Arc::clone(&limits[&unit.placement.domain]),
+                        unit.tenants.clone(),
+                        unit.placement.clone(),
+                    )
+                })
+                .collect();
+            let mut results = futures_util::stream::iter(work)
+                .map(
+                    |(catalog, collections, limit, tenants, placement)| async move {
+                        let _permit = limit.acquire_owned().await;
+                        let outcome = catalog
+                            .ensure_all(&tenants[0], &placement, &collections)
+                            .await;
+                        (tenants, outcome)
+                    },
+                )
+                .buffer_unordered(width);
+            let max_failures = self.inner().options.rollout_max_failures;
+            while let Some((tenants, outcome)) = results.next().await {
+                if max_failures.is_some_and(|max| failed as u64 > max) {
+                    // Stopped: what is still running finishes, nothing more starts.
+                    if outcome.is_ok() {
+                        self.applied(&tenants, generation).await?;
+                    }
+                    continue;
+                }
+                match outcome {
+                    Ok(()) => self.applied(&tenants, generation).await?,
                     Err(e) => {
                         failed += 1;
-                        tracing::error!(tenant = %unit.tenants[0], error = %e, "schema rollout failed for placement; will retry");
+                        tracing::error!(tenant = %tenants[0], error = %e, "schema rollout failed for placement; will retry");
                         if failed <= AUDITED_FAILURES {
                             self.rollout_event(
                                 "rollout.failure",
-                                unit.tenants[0].as_str(),
+                                tenants[0].as_str(),
                                 format!("wave {wave}: {}", e.message),
                             );
                         }
-                        last_error = Some(format!("{}: {}", unit.tenants[0], e.message));
+                        last_error = Some(format!("{}: {}", tenants[0], e.message));
                     }
                 }
             }
+        }
+        if let Some(max) = self.inner().options.rollout_max_failures
+            && failed as u64 > max
+        {
+            let reason = format!(
+                "stopped after {failed} failures (the limit is {max}); last: {}",
+                last_error.as_deref().unwrap_or("unknown")
+            );
+            tracing::error!(generation, %reason, "schema rollout stopped");
+            self.rollout_event(
+                "rollout.stopped",
+                &format!("generation {generation}"),
+                reason.clone(),
+            );
+            let now = self.inner().clock.now();
+            self.blocking(move |store| {
+                store.write(|tx| {
+                    crate::rows::rollouts::record_pass(
+                        tx,
+                        generation,
+                        None,
+                        failed as i64,
+                        Some(&reason),
+                        now,
+                    )?;
+                    crate::rows::rollouts::stop(tx, generation, &reason, now)
+                })
+            })
+            .await?;
+            return Ok(());
         }
         if failed > AUDITED_FAILURES {
             self.rollout_event(
@@ -176,6 +263,15 @@ impl Catalog {
                     wave,
                 });
             }
+        }
+        // A canary by count: the first dedicated placements (by tenant id) join the canary wave.
+        units.sort_by(|a, b| a.tenants[0].cmp(&b.tenants[0]));
+        for unit in units
+            .iter_mut()
+            .filter(|u| u.wave != 0)
+            .take(self.inner().options.rollout_canary_count)
+        {
+            unit.wave = 0;
         }
         units.extend(pools.into_values());
         (waves, units)

@@ -161,3 +161,50 @@ pub(crate) fn list(tx: &dyn Tx, limit: i64, now: Timestamp) -> StoreResult<Vec<R
     )?;
     rows.iter().map(|row| view(tx, row, now)).collect()
 }
+
+/// The state of the newest rollout (the one a pass serves), if any.
+pub(crate) fn newest_state(tx: &dyn Tx) -> StoreResult<Option<String>> {
+    tx.query_opt(
+        "SELECT state FROM rollouts ORDER BY generation DESC, created_at DESC LIMIT 1",
+        &[],
+    )?
+    .map(|row| row.get::<String>(0))
+    .transpose()
+}
+
+/// Stops every running rollout up to `generation` (the failure policy).
+pub(crate) fn stop(tx: &dyn Tx, generation: i64, reason: &str, now: Timestamp) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE rollouts SET state = 'stopped', last_error = ?2, updated_at = ?3 \
+         WHERE state = 'running' AND generation <= ?1",
+        params![generation, reason, now.as_micros()],
+    )?;
+    Ok(())
+}
+
+/// Moves a rollout from one of `from` to `to`; false when it is in none of them.
+pub(crate) fn transition(
+    tx: &dyn Tx,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let Some(row) = tx.query_opt("SELECT state FROM rollouts WHERE id = ?1", params![id])? else {
+        return Ok(false);
+    };
+    let state: String = row.get(0)?;
+    if !from.contains(&state.as_str()) {
+        return Ok(false);
+    }
+    let finished = (to == "cancelled").then_some(now.as_micros());
+    tx.execute(
+        "UPDATE rollouts SET state = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1",
+        params![id, to, now.as_micros(), finished],
+    )?;
+    if to == "running" {
+        // Resumed: the failures of the pass that stopped it are history.
+        tx.execute("UPDATE rollouts SET failed = 0 WHERE id = ?1", params![id])?;
+    }
+    Ok(true)
+}

@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/moves/{move}/cancel", post(cancel_move))
         .route("/v1/rollouts", get(list_rollouts))
         .route("/v1/rollouts/{rollout}", get(get_rollout))
+        .route("/v1/rollouts/{rollout}/resume", post(resume_rollout))
+        .route("/v1/rollouts/{rollout}/cancel", post(cancel_rollout))
         .route("/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
         .route(
             "/v1/platform-keys",
@@ -175,6 +177,22 @@ async fn get_rollout(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.get_rollout(&ctx, &id).await?).into_response())
+}
+
+async fn resume_rollout(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.resume_rollout(&ctx, &id).await?).into_response())
+}
+
+async fn cancel_rollout(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(state.catalog.cancel_rollout(&ctx, &id).await?).into_response())
 }
 
 async fn list_rollouts(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {

@@ -7,7 +7,7 @@
 //!   batch size.
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
-//! - `query`, `pocketbase`, `postgres`, `move` and `auth`: see their modules.
+//! - `query`, `pocketbase`, `postgres`, `move`, `auth` and `rollout`: see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
 //! `bulkhead::serve::open`), served by `bulkhead_server::serve`.
@@ -18,6 +18,7 @@ mod moves;
 mod pocketbase;
 mod postgres;
 mod query;
+mod rollout;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +70,8 @@ enum BenchKind {
     /// Authentication + authorization per request (keys, JWTs, custom roles, tenant tokens)
     /// as a share of a get-by-id request.
     Auth(crate::auth::AuthArgs),
+    /// A collection change rolled out to many SQLite silos, and a neighbour's reads meanwhile.
+    Rollout(crate::rollout::RolloutArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -83,6 +86,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Postgres(args) => crate::postgres::run(args).await,
         BenchKind::Move(args) => crate::moves::run(args).await,
         BenchKind::Auth(args) => crate::auth::run(args).await,
+        BenchKind::Rollout(args) => crate::rollout::run(args).await,
     }
 }
 

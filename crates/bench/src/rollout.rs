@@ -1,0 +1,152 @@
+//! `bulkhead-bench rollout`: a collection change rolled out to many SQLite silos (an added
+//! indexed field), timed from the `PUT` to the rollout's end, while a neighbour tenant in
+//! the pool reads by id. Its latency during the rollout is compared with the same reads just
+//! before it, in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bulkhead_api::CreateTenant;
+use bulkhead_client::Client;
+use bulkhead_core::schema::CollectionSpec;
+use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
+use crate::{bar, member_key, percentile};
+
+#[derive(Debug, clap::Args)]
+pub struct RolloutArgs {
+    /// SQLite silo tenants the change rolls out to.
+    #[arg(long, default_value_t = 2_000)]
+    silos: usize,
+    /// Placements changed at once (the server's `--rollout-parallelism`).
+    #[arg(long, default_value_t = 4)]
+    parallelism: usize,
+}
+
+/// The neighbour's reads for as long as `stop` is not set: latencies, sorted.
+async fn reads(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Duration>> {
+    let collection = CollectionName::parse("bench")?;
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        client
+            .get_record(&collection, &RecordId::parse(&format!("r{:04}", i % 1000))?)
+            .await?;
+        out.push(started.elapsed());
+        i += 1;
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
+    let mut serve = bulkhead::config::ServeArgs::default();
+    serve.rollout_parallelism = Some(args.parallelism.max(1));
+    let server = InProcess::start_with(serve).await?;
+    let admin = Client::new(&server.url, ADMIN_KEY)?;
+    let collection = CollectionName::parse("bench")?;
+    let before: CollectionSpec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "string", "required": true},
+        "n": {"type": "integer"}
+    }}))?;
+    admin.put_collection(&collection, &before).await?;
+    let creating = bar(args.silos, "silo tenants");
+    let mut created = futures_util::stream::iter(0..args.silos)
+        .map(|i| {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .create_tenant(&CreateTenant {
+                        id: TenantId::parse(&format!("silo-{i:05}"))?,
+                        name: format!("silo {i}"),
+                        tier: TierName::parse("premium")?,
+                        labels: Default::default(),
+                    })
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8);
+    while let Some(result) = created.next().await {
+        result?;
+        creating.inc(1);
+    }
+    creating.finish_and_clear();
+    // The neighbour: a pool tenant with 1,000 records, read by id.
+    let key = member_key(&admin, "neighbour", "free").await?;
+    let neighbour = Client::new(&server.url, key)?;
+    let body: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("{{\"id\":\"r{i:04}\",\"title\":\"t{i}\",\"n\":{i}}}\n").into_bytes())
+        .collect();
+    neighbour.bulk(&collection, body, true).await?;
+    // Idle: the same reads for as long as the rollout will take, at most 10 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = tokio::spawn(reads(neighbour.clone(), Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let idle = idle.await??;
+    // The change, and the reads during its rollout.
+    let after: CollectionSpec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "string", "required": true},
+        "n": {"type": "integer"},
+        "tag": {"type": "string", "index": true, "default": "x"}
+    }}))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(reads(neighbour.clone(), Arc::clone(&stop)));
+    let started = Instant::now();
+    let submitted = admin.submit_collection(&collection, &after).await?;
+    let answered = started.elapsed();
+    let rollout = submitted
+        .rollout
+        .ok_or_else(|| anyhow::anyhow!("the change started no rollout"))?;
+    let progress = bar(args.silos + 1, "placements");
+    let done = loop {
+        let view = admin.get_rollout(&rollout.id).await?;
+        progress.set_position(view.placements_done);
+        if view.placements_left == 0 {
+            break view;
+        }
+        if view.state != "running" {
+            anyhow::bail!("the rollout {}: {:?}", view.state, view.last_error);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during = during.await??;
+    progress.finish_and_clear();
+    println!(
+        "rollout of an added indexed field to {} SQLite silos (+1 pool), parallelism {}",
+        args.silos, args.parallelism
+    );
+    println!(
+        "  PUT answered (202) in {:.1} ms",
+        answered.as_secs_f64() * 1e3
+    );
+    println!(
+        "  rollout done in {:.1} s: {} placements, {:.0} placements/s",
+        took.as_secs_f64(),
+        done.placements_done,
+        done.placements_done as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  neighbour get p50 / p99: idle {:.2} / {:.2} ms ({} reads), during {:.2} / {:.2} ms ({} reads)",
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        idle.len(),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during.len()
+    );
+    println!(
+        "  neighbour p99 during / idle: {:.2}x",
+        percentile(&during, 0.99) / percentile(&idle, 0.99)
+    );
+    server.stop().await?;
+    Ok(())
+}

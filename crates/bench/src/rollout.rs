@@ -45,9 +45,11 @@ async fn reads(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Dura
 }
 
 pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
-    let mut serve = bulkhead::config::ServeArgs::default();
-    serve.rollout_parallelism = Some(args.parallelism.max(1));
-    let server = InProcess::start_with(serve).await?;
+    let server = InProcess::start_with(bulkhead::config::ServeArgs {
+        rollout_parallelism: Some(args.parallelism.max(1)),
+        ..Default::default()
+    })
+    .await?;
     let admin = Client::new(&server.url, ADMIN_KEY)?;
     let collection = CollectionName::parse("bench")?;
     let before: CollectionSpec = serde_json::from_value(json!({"fields": {

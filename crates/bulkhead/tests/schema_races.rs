@@ -22,6 +22,29 @@ fn notes() -> CollectionName {
     CollectionName::parse("notes").unwrap()
 }
 
+/// The collection every test here starts from: one text field.
+async fn put_notes(admin: &Client) {
+    admin
+        .put_collection(
+            &notes(),
+            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Domain `pg` on `pg`, with tiers `pg-pool`, `pg-bridge` and `pg-silo` placing tenants there.
+async fn pg_models(admin: &Client, pg: &bulkhead_pg_testkit::PgServer) {
+    put_pg_domain(admin, &pg.url("postgres"), None).await;
+    for (isolation, name) in [
+        (Isolation::Pool, "pg-pool"),
+        (Isolation::Bridge, "pg-bridge"),
+        (Isolation::Silo, "pg-silo"),
+    ] {
+        put_pg_tier(admin, name, isolation, Default::default()).await;
+    }
+}
+
 /// Every id `client` finds in `notes`, with a search when `q` is given.
 async fn ids(client: &Client, q: Option<&str>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -54,13 +77,7 @@ async fn ids(client: &Client, q: Option<&str>) -> BTreeSet<String> {
 /// Writers (single creates) and one bulk per tenant run while `notes` gains a text field
 /// with a default; then every record of every tenant is found by searching that default.
 async fn writes_during_a_change_are_all_indexed(admin: &Client, server: &Server, tiers: &[&str]) {
-    admin
-        .put_collection(
-            &notes(),
-            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    put_notes(admin).await;
     let mut clients = Vec::new();
     for (i, tier) in tiers.iter().enumerate() {
         let tenant = format!("racer-{i}");
@@ -167,14 +184,7 @@ async fn postgres_writes_and_a_bulk_racing_a_text_field_are_all_searchable() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let admin = server.admin();
-    put_pg_domain(&admin, &pg.url("postgres"), None).await;
-    for (isolation, name) in [
-        (Isolation::Pool, "pg-pool"),
-        (Isolation::Bridge, "pg-bridge"),
-        (Isolation::Silo, "pg-silo"),
-    ] {
-        put_pg_tier(&admin, name, isolation, Default::default()).await;
-    }
+    pg_models(&admin, &pg).await;
     writes_during_a_change_are_all_indexed(&admin, &server, &["pg-pool", "pg-bridge", "pg-silo"])
         .await;
 }
@@ -226,13 +236,7 @@ async fn change_during_each_move_phase(pg: Option<&bulkhead_pg_testkit::PgServer
             }
             None => ("free", None),
         };
-        admin
-            .put_collection(
-                &notes(),
-                &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        put_notes(&admin).await;
         create_tenant(&admin, "mover", from_tier).await;
         let client = server.client(&key(&admin, "mover", TenantRole::Member).await);
         let body: Vec<u8> = (0..3000)
@@ -369,13 +373,7 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
         }
         None => ("free", "premium"),
     };
-    admin
-        .put_collection(
-            &notes(),
-            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    put_notes(&admin).await;
     let mut tenants = Vec::new();
     for n in 0..count {
         let id = format!("silo-{n:03}");
@@ -517,21 +515,8 @@ async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let admin = server.admin();
-    put_pg_domain(&admin, &pg.url("postgres"), None).await;
-    for (isolation, name) in [
-        (Isolation::Pool, "pg-pool"),
-        (Isolation::Bridge, "pg-bridge"),
-        (Isolation::Silo, "pg-silo"),
-    ] {
-        put_pg_tier(&admin, name, isolation, Default::default()).await;
-    }
-    admin
-        .put_collection(
-            &notes(),
-            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    pg_models(&admin, &pg).await;
+    put_notes(&admin).await;
     let on_pg = ["pg-pool", "pg-bridge", "pg-silo"];
     for (i, tier) in on_pg.iter().enumerate() {
         create_tenant(&admin, &format!("pg-{i}"), tier).await;
@@ -617,13 +602,7 @@ async fn a_creation_cut_off_by_an_outage_is_finished_in_the_background() {
     let admin = server.admin();
     put_pg_domain(&admin, &pg.url("postgres"), None).await;
     put_pg_tier(&admin, "pg-silo", Isolation::Silo, Default::default()).await;
-    admin
-        .put_collection(
-            &notes(),
-            &serde_json::from_value(json!({"fields": {"title": {"type": "text"}}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    put_notes(&admin).await;
     pg.pause().unwrap();
     let request = bulkhead_api::CreateTenant {
         id: common::tid("cut-off"),

@@ -127,12 +127,17 @@ impl Catalog {
         ctx: &Ctx,
         id: &str,
     ) -> Result<bulkhead_api::RolloutView, Error> {
+        self.may_read_rollouts(ctx, "rollout.get", id)?;
+        self.rollout_view(id).await
+    }
+
+    /// Rollouts are the platform's: platform credentials that may read the catalog.
+    fn may_read_rollouts(&self, ctx: &Ctx, action: &str, target: &str) -> Result<(), Error> {
         bulkhead_core::access::authorize_control(
             &ctx.principal,
             bulkhead_core::access::ControlAction::ReadCatalog,
         )
-        .map_err(|e| self.denied(ctx, "rollout.get", id, None, e))?;
-        self.rollout_view(id).await
+        .map_err(|e| self.denied(ctx, action, target, None, e))
     }
 
     /// `GET /v1/rollouts`: the newest first, at most 100.
@@ -140,11 +145,7 @@ impl Catalog {
         &self,
         ctx: &Ctx,
     ) -> Result<bulkhead_api::Page<bulkhead_api::RolloutView>, Error> {
-        bulkhead_core::access::authorize_control(
-            &ctx.principal,
-            bulkhead_core::access::ControlAction::ReadCatalog,
-        )
-        .map_err(|e| self.denied(ctx, "rollout.list", "rollouts", None, e))?;
+        self.may_read_rollouts(ctx, "rollout.list", "rollouts")?;
         let now = self.inner().clock.now();
         let items = self
             .blocking(move |store| store.read(|tx| crate::rows::rollouts::list(tx, 100, now)))

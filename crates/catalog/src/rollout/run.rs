@@ -181,19 +181,11 @@ impl Catalog {
                 &format!("generation {generation}"),
                 reason.clone(),
             );
+            self.record_pass(generation, None, failed, Some(reason.clone()))
+                .await?;
             let now = self.inner().clock.now();
             self.blocking(move |store| {
-                store.write(|tx| {
-                    crate::rows::rollouts::record_pass(
-                        tx,
-                        generation,
-                        None,
-                        failed as i64,
-                        Some(&reason),
-                        now,
-                    )?;
-                    crate::rows::rollouts::stop(tx, generation, &reason, now)
-                })
+                store.write(|tx| crate::rows::rollouts::stop(tx, generation, &reason, now))
             })
             .await?;
             return Ok(());

@@ -69,39 +69,6 @@ fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
     )
 }
 
-/// Commits a write transaction made with definition `version` of `table`'s collection, if
-/// the table is still at that version (the schema fence, see `Engine::ensure_collection`).
-/// Read after the transaction's statements took their lock on the table, so a change either
-/// waited for this write or committed before it and is seen here.
-async fn commit_fenced(
-    tx: Transaction<'_>,
-    table: &Table,
-    version: i64,
-    cache: bool,
-) -> Result<(), PgError> {
-    let read = Statement {
-        sql: format!(
-            "SELECT version FROM {}.table_versions WHERE tbl = $1",
-            crate::names::META_SCHEMA
-        ),
-        params: vec![PgValue::Text(table.versions_key())],
-    };
-    let stored: Option<i64> = query(&tx, &read, cache)
-        .await?
-        .first()
-        .map(|row| row.try_get(0))
-        .transpose()?;
-    match stored {
-        Some(stored) if stored > version => {
-            Err(PgError::Engine(EngineError::SchemaMoved { stored }))
-        }
-        Some(stored) if stored < version => {
-            Err(PgError::Engine(EngineError::SchemaBehind { stored }))
-        }
-        _ => Ok(tx.commit().await?),
-    }
-}
-
 fn database_of(scope: &TenantScope) -> Option<String> {
     names::database_of(scope.placement().isolation, scope.storage_key())
 }
@@ -116,7 +83,11 @@ pub(crate) fn schema_of(isolation: Isolation, tenant: &StorageKey) -> String {
 
 /// Runs one statement in a transaction, prepared through the cache or just for this call
 /// (then closed before the transaction ends, which a transaction-mode pooler requires).
-async fn query(tx: &Transaction<'_>, s: &Statement, cache: bool) -> Result<Vec<Row>, PgError> {
+pub(crate) async fn query(
+    tx: &Transaction<'_>,
+    s: &Statement,
+    cache: bool,
+) -> Result<Vec<Row>, PgError> {
     let stmt = if cache {
         tx.prepare_cached(&s.sql).await?
     } else {
@@ -472,7 +443,7 @@ impl Engine for PgEngine {
         let now = self.clock.now();
         let records: Vec<Record> = records.into_iter().map(|r| created(r, now)).collect();
         self.insert_rows(&tx, &sql, &records).await?;
-        commit_fenced(tx, &table, collection.version, self.cache()).await?;
+        crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(records)
     }
 
@@ -490,7 +461,7 @@ impl Engine for PgEngine {
         let ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         execute(&tx, &sql.delete_many(&ids), self.cache()).await?;
         self.insert_rows(&tx, &sql, &records).await?;
-        commit_fenced(tx, &table, collection.version, self.cache()).await?;
+        crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(())
     }
 
@@ -533,7 +504,7 @@ impl Engine for PgEngine {
         }
         let fields = apply_change(&current.fields, change);
         let record = self.replace(&tx, &sql, current, fields).await?;
-        commit_fenced(tx, &table, collection.version, self.cache()).await?;
+        crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(record)
     }
 
@@ -561,7 +532,7 @@ impl Engine for PgEngine {
             }
         }
         self.remove(&tx, &sql, id).await?;
-        commit_fenced(tx, &table, collection.version, self.cache()).await?;
+        crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(())
     }
 
@@ -649,7 +620,8 @@ impl Engine for PgEngine {
             match self.insert_rows(&sp, &sql, &records).await {
                 Ok(()) => {
                     sp.commit().await.map_err(PgError::from)?;
-                    commit_fenced(tx, &table, collection.version, self.cache()).await?;
+                    crate::fence::commit_fenced(tx, &table, collection.version, self.cache())
+                        .await?;
                     return Ok(records
                         .into_iter()
                         .map(|r| Ok(BulkOutcome::Created(r)))
@@ -679,7 +651,7 @@ impl Engine for PgEngine {
                 .map(|row| row.try_get::<_, String>(0))
                 .collect::<Result<_, _>>()
                 .map_err(PgError::from)?;
-            commit_fenced(tx, &table, collection.version, self.cache()).await?;
+            crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
             return Ok(ids
                 .into_iter()
                 .map(|id| {
@@ -703,7 +675,7 @@ impl Engine for PgEngine {
                 },
             }
         }
-        commit_fenced(tx, &table, collection.version, self.cache()).await?;
+        crate::fence::commit_fenced(tx, &table, collection.version, self.cache()).await?;
         Ok(out)
     }
 

@@ -15,6 +15,7 @@ mod conn;
 pub mod ddl;
 mod dialect;
 mod engine;
+mod fence;
 mod inventory;
 pub mod names;
 mod placements;

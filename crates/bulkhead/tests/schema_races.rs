@@ -45,6 +45,15 @@ async fn pg_models(admin: &Client, pg: &bulkhead_pg_testkit::PgServer) {
     }
 }
 
+/// `/readyz` lists no placement waiting for a schema rollout.
+async fn no_placement_waits(admin: &Client) {
+    let ready = admin.ready().await.unwrap();
+    assert!(
+        ready.problems.iter().all(|p| !p.contains("schema rollout")),
+        "{ready:?}"
+    );
+}
+
 /// Every id `client` finds in `notes`, with a search when `q` is given.
 async fn ids(client: &Client, q: Option<&str>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -333,11 +342,7 @@ async fn change_during_each_move_phase(pg: Option<&bulkhead_pg_testkit::PgServer
             .create_record(&extra, &json!({"x": 1}))
             .await
             .unwrap_or_else(|e| panic!("the new collection on the moved tenant ({phase}): {e}"));
-        let ready = admin.ready().await.unwrap();
-        assert!(
-            ready.problems.iter().all(|p| !p.contains("schema rollout")),
-            "{ready:?}"
-        );
+        no_placement_waits(&admin).await;
     }
 }
 
@@ -497,11 +502,7 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
         .create_record(&notes(), &json!({"title": "t", "kind": "okapi"}))
         .await
         .unwrap();
-    let ready = admin.ready().await.unwrap();
-    assert!(
-        ready.problems.iter().all(|p| !p.contains("schema rollout")),
-        "{ready:?}"
-    );
+    no_placement_waits(&admin).await;
 }
 
 /// A change made while a PostgreSQL domain is down: it answers `503 rollout_incomplete`, the
@@ -580,11 +581,7 @@ async fn a_change_during_a_domain_outage_reaches_it_when_it_is_back() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let ready = admin.ready().await.unwrap();
-    assert!(
-        ready.problems.iter().all(|p| !p.contains("schema rollout")),
-        "{ready:?}"
-    );
+    no_placement_waits(&admin).await;
     let after = admin.get_collection(&notes()).await.unwrap();
     assert_eq!(after.placements_behind, Some(0));
 }

@@ -179,6 +179,25 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record as definition `newer` of its collection would hold it, when it was written
+    /// with `older`: the fields `newer` added take their defaults, as `ALTER TABLE … ADD
+    /// COLUMN … DEFAULT` gives the rows already in a table. A default that does not fit its
+    /// type (never stored: schemas are checked) is left out.
+    pub fn upgrade(&mut self, older: &Collection, newer: &Collection) {
+        for (name, spec) in &newer.fields {
+            if older.fields.contains_key(name) || self.fields.contains_key(name) {
+                continue;
+            }
+            if let Some(value) = spec
+                .default
+                .as_ref()
+                .and_then(|d| coerce(spec.field_type, d).ok())
+            {
+                self.fields.insert(name.clone(), value);
+            }
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let mut map = Map::with_capacity(self.fields.len() + 4);
         map.insert("id".into(), Value::String(self.id.as_str().to_owned()));
@@ -405,6 +424,40 @@ mod tests {
             fields[&FieldName::parse("due").unwrap()],
             FieldValue::Timestamp(_)
         ));
+    }
+
+    #[test]
+    fn an_upgraded_record_takes_only_the_added_fields_defaults() {
+        let name = CollectionName::parse("items").unwrap();
+        let older = collection();
+        let spec: CollectionSpec = serde_json::from_value(json!({"fields": {
+            "title": {"type": "text", "required": true},
+            "n": {"type": "integer", "default": 7},
+            "score": {"type": "float"},
+            "done": {"type": "boolean"},
+            "due": {"type": "timestamp"},
+            "meta": {"type": "json"},
+            "kind": {"type": "text", "default": "zebra"},
+            "size": {"type": "integer"}
+        }}))
+        .unwrap();
+        let newer = plan_change(&name, Some(&older), &spec).unwrap().collection;
+        let (_, fields, _) = validate_full(&older, &json!({"title": "t"}), None).unwrap();
+        let mut record = Record {
+            id: RecordId::parse("r1").unwrap(),
+            created_at: Timestamp::from_micros(1),
+            updated_at: Timestamp::from_micros(1),
+            version: 1,
+            fields,
+        };
+        // A field the older definition had but the record left out stays out.
+        record.fields.remove(&FieldName::parse("n").unwrap());
+        record.upgrade(&older, &newer);
+        let field = |f: &str| record.fields.get(&FieldName::parse(f).unwrap()).cloned();
+        assert_eq!(field("kind"), Some(FieldValue::Text("zebra".into())));
+        assert_eq!(field("size"), None, "no default, no value");
+        assert_eq!(field("n"), None, "not added by the newer definition");
+        assert_eq!(field("title"), Some(FieldValue::Text("t".into())));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::PgError;
 use crate::names::{self, META_SCHEMA, Table, column, quote};
 use crate::records::SEARCH_COLUMN;
 use crate::search::Lexemes;
-use crate::value::{PgValue, refs, sql_literal, sql_type};
+use crate::value::{PgValue, sql_literal, sql_type};
 
 /// Key of the advisory lock serialising Bulkhead's DDL within one database.
 const DDL_LOCK: i64 = 0x0b0c_6b68_6561_6401;
@@ -107,13 +107,51 @@ async fn column_def(
 /// The policy's condition: a pooled row belongs to the transaction's tenant; every row of a
 /// dedicated table belongs to `tenant`.
 fn policy_condition(table: &Table, tenant: &StorageKey) -> String {
-    let setting = format!("nullif((SELECT current_setting('{TENANT_SETTING}', true)), '')");
     if table.pooled {
-        format!("tenant_id = {setting}")
+        format!("tenant_id = {}", tenant_setting())
     } else {
-        // Storage keys are `[a-z0-9_-]`: nothing to escape.
-        format!("{setting} = '{tenant}'")
+        dedicated_condition(tenant)
     }
+}
+
+/// The transaction's tenant, `NULL` when unset or empty.
+fn tenant_setting() -> String {
+    format!("nullif((SELECT current_setting('{TENANT_SETTING}', true)), '')")
+}
+
+/// A dedicated table's condition: the transaction's tenant is `tenant`.
+fn dedicated_condition(tenant: &StorageKey) -> String {
+    // Storage keys are `[a-z0-9_-]`: nothing to escape.
+    format!("{} = '{tenant}'", tenant_setting())
+}
+
+/// Points every dedicated table's policy in `schema` at `tenant`: a ready-pool silo's tables
+/// name the spare's key until a tenant adopts the database. Idempotent.
+pub async fn repoint_policies(
+    client: &impl GenericClient,
+    schema: &str,
+    tenant: &StorageKey,
+) -> Result<(), PgError> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_policies WHERE schemaname = $1 AND policyname = $2",
+            &[&schema, &POLICY],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let condition = dedicated_condition(tenant);
+    for table in tables {
+        client
+            .batch_execute(&format!(
+                "ALTER POLICY {POLICY} ON {}.{} USING ({condition}) WITH CHECK ({condition})",
+                quote(schema),
+                quote(&table)
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Makes the table match the collection: creates it, adds missing columns, creates wanted
@@ -301,6 +339,9 @@ pub async fn stored_version(
         .map(|row| row.get(0)))
 }
 
+/// Rows read and written back per statement by [`refresh_search`].
+const REFRESH_PAGE: usize = 1_000;
+
 /// Recomputes the search column of every row when the set of text fields changed (a new text
 /// field may come with a default that existing rows now have). The owner is subject to the
 /// forced policy like anyone else, so it lifts the force for the length of this transaction;
@@ -336,41 +377,64 @@ async fn refresh_search(
     client
         .batch_execute(&format!("ALTER TABLE {quoted} NO FORCE ROW LEVEL SECURITY"))
         .await?;
-    let tenant_col = if table.pooled {
-        "tenant_id"
-    } else {
-        "''::text"
-    };
+    // Keyset pages of `REFRESH_PAGE` rows, each written back in one statement: the table is
+    // locked until commit, so one round trip per row would hold every reader of the table
+    // for as long as the whole table takes.
     let cols: Vec<String> = text_fields.iter().map(|f| column(f)).collect();
+    let (tenant_col, after, order, joined) = if table.pooled {
+        (
+            "tenant_id",
+            "(tenant_id, id) > ($1, $2)",
+            "tenant_id, id",
+            "t.tenant_id = u.tenant AND t.id = u.id",
+        )
+    } else {
+        ("''::text", "$1::text = '' AND id > $2", "id", "t.id = u.id")
+    };
     let select = format!(
-        "SELECT {tenant_col}, id{}{} FROM {quoted}",
+        "SELECT {tenant_col}, id{}{} FROM {quoted} WHERE {after} ORDER BY {order} LIMIT {REFRESH_PAGE}",
         if cols.is_empty() { "" } else { ", " },
         cols.join(", ")
     );
-    let update = if table.pooled {
-        format!("UPDATE {quoted} SET {SEARCH_COLUMN} = $1 WHERE tenant_id = $2 AND id = $3")
-    } else {
-        format!("UPDATE {quoted} SET {SEARCH_COLUMN} = $1 WHERE $2::text = '' AND id = $3")
-    };
-    for row in client.query(&select, &[]).await? {
-        let tenant: String = row.try_get(0)?;
-        let id: String = row.try_get(1)?;
-        let mut fields = bulkhead_core::record::Fields::new();
-        for (i, name) in text_fields.iter().enumerate() {
-            if let Some(text) = row.try_get::<_, Option<String>>(i + 2)? {
-                fields.insert(
-                    (*name).clone(),
-                    bulkhead_core::record::FieldValue::Text(text),
-                );
+    let update = format!(
+        "UPDATE {quoted} AS t SET {SEARCH_COLUMN} = u.lexemes \
+         FROM unnest($1::text[], $2::text[], $3::tsvector[]) AS u(tenant, id, lexemes) \
+         WHERE {joined}"
+    );
+    let (mut last_tenant, mut last_id) = (String::new(), String::new());
+    loop {
+        let rows = client.query(&select, &[&last_tenant, &last_id]).await?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut lexemes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let tenant: String = row.try_get(0)?;
+            let id: String = row.try_get(1)?;
+            let mut fields = bulkhead_core::record::Fields::new();
+            for (i, name) in text_fields.iter().enumerate() {
+                if let Some(text) = row.try_get::<_, Option<String>>(i + 2)? {
+                    fields.insert(
+                        (*name).clone(),
+                        bulkhead_core::record::FieldValue::Text(text),
+                    );
+                }
             }
+            lexemes.push(PgValue::TsVector(Lexemes::of(
+                collection,
+                &fields,
+                table.pooled.then_some(tenant.as_str()),
+            )));
+            tenants.push(tenant);
+            ids.push(id);
         }
-        let lexemes = Lexemes::of(collection, &fields, table.pooled.then_some(tenant.as_str()));
-        let values = [
-            PgValue::TsVector(lexemes),
-            PgValue::Text(tenant),
-            PgValue::Text(id),
-        ];
-        client.execute(&update, &refs(&values)).await?;
+        let Some((tenant, id)) = tenants.last().zip(ids.last()) else {
+            break;
+        };
+        (last_tenant, last_id) = (tenant.clone(), id.clone());
+        client.execute(&update, &[&tenants, &ids, &lexemes]).await?;
+        if rows.len() < REFRESH_PAGE {
+            break;
+        }
     }
     client
         .batch_execute(&format!("ALTER TABLE {quoted} FORCE ROW LEVEL SECURITY"))

@@ -10,13 +10,15 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulkhead_core::RecordId;
 use bulkhead_core::access::TenantScope;
-use bulkhead_core::query::aggregate::{AggregatePlan, Metric, MetricOp};
+use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::query::{Column, Operand, Predicate, SystemField};
 use bulkhead_core::record::{FieldValue, Record};
 use bulkhead_core::schema::Collection;
-use bulkhead_core::{RecordId, error::Error};
-use bulkhead_engine::{AggregateQuery, BulkOp, Engine, Keyset, ListQuery, QueryBudget};
+use bulkhead_engine::{BulkOp, Engine, EngineError, Keyset, ListQuery, PlacementRef, QueryBudget};
+
+use crate::Catalog;
 
 use super::lane::Lane;
 
@@ -135,9 +137,89 @@ pub(crate) fn refuse_unmovable(records: &[bulkhead_core::record::Record]) -> Res
     ))
 }
 
+/// How often a write to the target follows its table to a newer definition before it gives up
+/// (each time, a change was rolled out to the target between two tries).
+const SCHEMA_TRIES: usize = 3;
+
+/// What the move writes into the target.
+enum TargetWrite {
+    Restore(Vec<Record>),
+    Delete(Vec<RecordId>),
+}
+
+/// Writes into the target with the move's definition `c` of a collection, following the
+/// target's table where it stands elsewhere: behind (a target an earlier attempt of the move
+/// provisioned) it is brought to `c`; ahead (a shared target, such as a pool, that a rollout
+/// changed during the move) the records take that newer definition, with the defaults of the
+/// fields it added, as the rows already in the table got them.
+async fn write_target(
+    catalog: &Catalog,
+    sides: &Sides,
+    c: &Collection,
+    mut write: TargetWrite,
+) -> Result<(), Error> {
+    let mut def = Arc::new(c.clone());
+    for _ in 0..SCHEMA_TRIES {
+        let tried = match &write {
+            TargetWrite::Restore(records) => sides
+                .target_engine
+                .restore(&sides.target, &def, records.clone())
+                .await
+                .map(drop),
+            TargetWrite::Delete(ids) => {
+                // A delete that finds nothing fails alone; the record is gone either way.
+                let ops = ids.iter().cloned().map(BulkOp::Delete).collect();
+                sides
+                    .target_engine
+                    .bulk(&sides.target, &def, ops)
+                    .await
+                    .map(drop)
+            }
+        };
+        match tried {
+            Err(EngineError::SchemaBehind { stored }) => {
+                tracing::info!(collection = %def.name, stored, "the target is behind the move's definition; updating it");
+                let target = PlacementRef::of(sides.target.tenant(), sides.target.placement());
+                sides.target_engine.ensure_collection(&target, &def).await?;
+            }
+            Err(EngineError::SchemaMoved { stored }) => {
+                tracing::info!(collection = %def.name, stored, "the target's table is newer than the move's definition; writing with it");
+                let newer = catalog.definition(&def.name, 0, Some(stored))?;
+                if let TargetWrite::Restore(records) = &mut write {
+                    for record in records.iter_mut() {
+                        record.upgrade(&def, &newer);
+                    }
+                }
+                def = newer;
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        "schema_rolling_out",
+        format!(
+            "the target's table of '{}' kept changing while the move wrote to it",
+            c.name
+        ),
+    ))
+}
+
+/// Restores `records` (from the source) into the target; see [`write_target`].
+pub(crate) async fn restore(
+    catalog: &Catalog,
+    sides: &Sides,
+    c: &Collection,
+    records: Vec<Record>,
+) -> Result<(), Error> {
+    refuse_unmovable(&records)?;
+    write_target(catalog, sides, c, TargetWrite::Restore(records)).await
+}
+
 /// Makes the target hold exactly what the source holds for `ids` (copies the changed ones,
 /// deletes the ones gone from the source). Returns how many records differed.
 pub(crate) async fn sync_ids(
+    catalog: &Catalog,
     sides: &Sides,
     collection: &Collection,
     ids: &[RecordId],
@@ -163,24 +245,16 @@ pub(crate) async fn sync_ids(
         for id in batch {
             match (source.get(id), target.get(id)) {
                 (Some(s), t) if t != Some(s) => copy.push(s.clone()),
-                (None, Some(_)) => gone.push(BulkOp::Delete(id.clone())),
+                (None, Some(_)) => gone.push(id.clone()),
                 _ => {}
             }
         }
         changed += copy.len() + gone.len();
-        refuse_unmovable(&copy)?;
         if !copy.is_empty() {
-            sides
-                .target_engine
-                .restore(&sides.target, collection, copy)
-                .await?;
+            restore(catalog, sides, collection, copy).await?;
         }
         if !gone.is_empty() {
-            // A delete that finds nothing fails alone; the record is gone either way.
-            sides
-                .target_engine
-                .bulk(&sides.target, collection, gone)
-                .await?;
+            write_target(catalog, sides, collection, TargetWrite::Delete(gone)).await?;
         }
     }
     Ok(changed)
@@ -224,29 +298,7 @@ pub(crate) async fn count(
     scope: &TenantScope,
     collection: &Collection,
 ) -> Result<u64, Error> {
-    let query = AggregateQuery {
-        plan: AggregatePlan {
-            filter: None,
-            groups: Vec::new(),
-            metrics: vec![Metric {
-                name: "count".into(),
-                op: MetricOp::Count,
-                column: None,
-            }],
-        },
-        after: None,
-        limit: 1,
-        budget: budget(),
-    };
-    let rows = engine.aggregate(scope, collection, &query).await?;
-    let n = rows
-        .first()
-        .and_then(|r| r.metrics.first().cloned().flatten())
-        .map_or(0, |v| match v {
-            FieldValue::Integer(n) => n,
-            _ => 0,
-        });
-    Ok(u64::try_from(n).unwrap_or(0))
+    Ok(bulkhead_engine::count_records(engine, scope, collection, budget().time).await?)
 }
 
 /// A stable hash of a record's whole content, system fields included. Fields are in name

@@ -26,36 +26,111 @@ use crate::store::{malformed, params};
 
 /// Failures audited one by one in a pass; the rest are counted in one row.
 const AUDITED_FAILURES: usize = 20;
+/// A chunk of a wave is this many rounds of the wave's parallelism: what runs under one
+/// holding of the schema lock.
+const CHUNK_ROUNDS: usize = 8;
+/// A failure ratio is judged only once this many units were tried in the pass.
+const RATIO_AFTER: usize = 10;
+
+/// When a pass stops: more than `max_failures` failures, or a failure ratio above
+/// `max_ratio` once [`RATIO_AFTER`] units were tried.
+#[derive(Debug, Clone, Copy)]
+struct FailurePolicy {
+    max_failures: Option<u64>,
+    max_ratio: Option<f64>,
+}
+
+impl FailurePolicy {
+    fn of(options: &crate::CatalogOptions) -> Self {
+        FailurePolicy {
+            max_failures: options.rollout_max_failures,
+            max_ratio: options.rollout_max_failure_ratio,
+        }
+    }
+
+    fn stops(&self, tally: &Tally) -> bool {
+        let by_count = self
+            .max_failures
+            .is_some_and(|max| tally.failed as u64 > max);
+        let tried = tally.done + tally.failed;
+        let by_ratio = self
+            .max_ratio
+            .is_some_and(|max| tried >= RATIO_AFTER && tally.failed as f64 / tried as f64 > max);
+        by_count || by_ratio
+    }
+
+    fn describe(&self) -> String {
+        match (self.max_failures, self.max_ratio) {
+            (Some(n), Some(r)) => format!("the limits are {n} failures or a ratio of {r}"),
+            (Some(n), None) => format!("the limit is {n}"),
+            (None, Some(r)) => format!("the limit is a failure ratio of {r}"),
+            (None, None) => "no limit".to_owned(),
+        }
+    }
+}
+
+/// What a pass has done so far.
+#[derive(Debug, Default)]
+struct Tally {
+    done: usize,
+    failed: usize,
+    last_error: Option<String>,
+}
+
+/// Whether the newest rollout was stopped or cancelled: a pass then applies nothing.
+fn halted(tx: &dyn crate::store::Tx) -> crate::store::StoreResult<bool> {
+    Ok(matches!(
+        crate::rows::rollouts::newest_state(tx)?.as_deref(),
+        Some("stopped" | "cancelled")
+    ))
+}
 
 /// Placements whose storage is changed together: a pooled namespace's tenants, or one
 /// dedicated tenant.
 struct Unit {
-    tenants: Vec<TenantId>,
+    /// Each tenant with the epoch of the placement planned for it.
+    tenants: Vec<(TenantId, i64)>,
     placement: Placement,
     /// Index in the pass's wave order.
     wave: usize,
+}
+
+impl Unit {
+    /// This unit with only the tenants in `current` (those still as planned); `None` when
+    /// none is left.
+    fn narrowed(&self, current: &[TenantId]) -> Option<Unit> {
+        let tenants: Vec<(TenantId, i64)> = self
+            .tenants
+            .iter()
+            .filter(|(t, _)| current.contains(t))
+            .cloned()
+            .collect();
+        (!tenants.is_empty()).then(|| Unit {
+            tenants,
+            placement: self.placement.clone(),
+            wave: self.wave,
+        })
+    }
 }
 
 impl Catalog {
     /// Brings every placement behind the current schema generation up to date, unless the
     /// newest rollout was stopped (the failure policy) or cancelled: then placements behind
     /// keep their definitions until it is resumed or a later change starts a new rollout.
+    ///
+    /// The pass takes the schema lock a chunk of units at a time, never for the whole pass:
+    /// tenant creations, deletions and moves wait for one chunk at most. Each chunk checks
+    /// again, under the lock, that its placements are still the ones planned (same epoch,
+    /// still live, not moving, still behind), and a stop or cancel between chunks ends the
+    /// pass.
     pub(crate) async fn rollout_pending(&self) -> Result<(), Error> {
-        let _schema = self.lock_schema().await?;
-        let newest = self
-            .blocking(|store| store.read(|tx| crate::rows::rollouts::newest_state(tx)))
-            .await?;
-        if matches!(newest.as_deref(), Some("stopped" | "cancelled")) {
-            return Ok(());
-        }
-        self.rollout_locked().await
-    }
-
-    /// The pass itself; the caller holds the schema lock.
-    async fn rollout_locked(&self) -> Result<(), Error> {
-        let (generation, collections, behind) = self
-            .blocking(|store| {
+        let planned = {
+            let _schema = self.lock_schema().await?;
+            self.blocking(|store| {
                 store.read(|tx| {
+                    if halted(tx)? {
+                        return Ok(None);
+                    }
                     let g = crate::rows::collections::generation(tx)?;
                     let collections = crate::rows::collections::read_collections(tx)?;
                     let rows = tx.query(
@@ -74,24 +149,23 @@ impl Catalog {
                             behind.push((id, tier, labels, placement));
                         }
                     }
-                    Ok((g, collections, behind))
+                    Ok(Some((g, collections, behind)))
                 })
             })
-            .await?;
+            .await?
+        };
+        let Some((generation, collections, behind)) = planned else {
+            return Ok(());
+        };
         if behind.is_empty() {
             return self.record_pass(generation, None, 0, None).await;
         }
         let (waves, units) = self.plan_waves(behind);
         let collections = Arc::new(collections);
-        let mut failed = 0usize;
-        let mut last_error = None;
-        for (index, wave) in waves.iter().enumerate() {
-            if self
-                .inner()
-                .options
-                .rollout_max_failures
-                .is_some_and(|max| failed as u64 > max)
-            {
+        let policy = FailurePolicy::of(&self.inner().options);
+        let mut tally = Tally::default();
+        'waves: for (index, wave) in waves.iter().enumerate() {
+            if policy.stops(&tally) {
                 break;
             }
             let in_wave: Vec<&Unit> = units.iter().filter(|u| u.wave == index).collect();
@@ -112,68 +186,98 @@ impl Catalog {
             .await?;
             // Up to `rollout_parallelism` units at once on each domain.
             let per_domain = self.inner().options.rollout_parallelism.max(1);
-            let mut limits: BTreeMap<DomainName, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
-            for unit in &in_wave {
-                limits
-                    .entry(unit.placement.domain.clone())
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_domain)));
-            }
-            let width = per_domain * limits.len();
-            let work: Vec<_> = in_wave
-                .into_iter()
-                .map(|unit| {
-                    (
-                        self.clone(),
-                        Arc::clone(&collections),
-                        Arc::clone(&limits[&unit.placement.domain]),
-                        unit.tenants.clone(),
-                        unit.placement.clone(),
-                    )
-                })
-                .collect();
-            let mut results = futures_util::stream::iter(work)
-                .map(
-                    |(catalog, collections, limit, tenants, placement)| async move {
-                        let _permit = limit.acquire_owned().await;
-                        let outcome = catalog
-                            .ensure_all(&tenants[0], &placement, &collections)
-                            .await;
-                        (tenants, outcome)
-                    },
-                )
-                .buffer_unordered(width);
-            let max_failures = self.inner().options.rollout_max_failures;
-            while let Some((tenants, outcome)) = results.next().await {
-                if max_failures.is_some_and(|max| failed as u64 > max) {
-                    // Stopped: what is still running finishes, nothing more starts.
-                    if outcome.is_ok() {
-                        self.applied(&tenants, generation).await?;
-                    }
-                    continue;
+            let domains: std::collections::BTreeSet<&DomainName> =
+                in_wave.iter().map(|u| &u.placement.domain).collect();
+            let width = per_domain * domains.len();
+            for chunk in in_wave.chunks(width * CHUNK_ROUNDS) {
+                let _schema = self.lock_schema().await?;
+                let planned: Vec<(TenantId, i64)> = chunk
+                    .iter()
+                    .flat_map(|u| u.tenants.iter().cloned())
+                    .collect();
+                let (stop, current) = self
+                    .blocking(move |store| {
+                        store.read(|tx| {
+                            if halted(tx)? {
+                                return Ok((true, Vec::new()));
+                            }
+                            let mut current = Vec::new();
+                            for (tenant, epoch) in &planned {
+                                if crate::rows::rollouts::still_behind(
+                                    tx, tenant, *epoch, generation,
+                                )? {
+                                    current.push(tenant.clone());
+                                }
+                            }
+                            Ok((false, current))
+                        })
+                    })
+                    .await?;
+                if stop {
+                    // Stopped or cancelled meanwhile (here or on another server).
+                    break 'waves;
                 }
-                match outcome {
-                    Ok(()) => self.applied(&tenants, generation).await?,
-                    Err(e) => {
-                        failed += 1;
-                        tracing::error!(tenant = %tenants[0], error = %e, "schema rollout failed for placement; will retry");
-                        if failed <= AUDITED_FAILURES {
-                            self.rollout_event(
-                                "rollout.failure",
-                                tenants[0].as_str(),
-                                format!("wave {wave}: {}", e.message),
-                            );
+                let work: Vec<Unit> = chunk
+                    .iter()
+                    .filter_map(|unit| unit.narrowed(&current))
+                    .collect();
+                let limits: BTreeMap<DomainName, Arc<tokio::sync::Semaphore>> = domains
+                    .iter()
+                    .map(|d| {
+                        (
+                            (*d).clone(),
+                            Arc::new(tokio::sync::Semaphore::new(per_domain)),
+                        )
+                    })
+                    .collect();
+                let mut results = futures_util::stream::iter(work.into_iter().map(|unit| {
+                    let limit = Arc::clone(&limits[&unit.placement.domain]);
+                    (self.clone(), Arc::clone(&collections), limit, unit)
+                }))
+                .map(|(catalog, collections, limit, unit)| async move {
+                    let _permit = limit.acquire_owned().await;
+                    let first = unit.tenants[0].0.clone();
+                    let outcome = catalog
+                        .ensure_all(&first, &unit.placement, &collections)
+                        .await;
+                    (unit.tenants, outcome)
+                })
+                .buffer_unordered(width);
+                while let Some((tenants, outcome)) = results.next().await {
+                    let stopped = policy.stops(&tally);
+                    match outcome {
+                        // Stopped: what is still running finishes and is recorded.
+                        Ok(()) => {
+                            tally.done += 1;
+                            self.applied(&tenants, generation).await?;
                         }
-                        last_error = Some(format!("{}: {}", tenants[0], e.message));
+                        Err(_) if stopped => tally.failed += 1,
+                        Err(e) => {
+                            tally.failed += 1;
+                            let first = &tenants[0].0;
+                            tracing::error!(tenant = %first, error = %e, "schema rollout failed for placement; will retry");
+                            if tally.failed <= AUDITED_FAILURES {
+                                self.rollout_event(
+                                    "rollout.failure",
+                                    first.as_str(),
+                                    format!("wave {wave}: {}", e.message),
+                                );
+                            }
+                            tally.last_error = Some(format!("{first}: {}", e.message));
+                        }
                     }
+                }
+                if policy.stops(&tally) {
+                    break 'waves;
                 }
             }
         }
-        if let Some(max) = self.inner().options.rollout_max_failures
-            && failed as u64 > max
-        {
+        let failed = tally.failed;
+        if policy.stops(&tally) {
             let reason = format!(
-                "stopped after {failed} failures (the limit is {max}); last: {}",
-                last_error.as_deref().unwrap_or("unknown")
+                "stopped after {failed} failures ({}); last: {}",
+                policy.describe(),
+                tally.last_error.as_deref().unwrap_or("unknown")
             );
             tracing::error!(generation, %reason, "schema rollout stopped");
             self.rollout_event(
@@ -198,7 +302,7 @@ impl Catalog {
             );
         }
         let wave = (failed > 0).then(|| waves.last().cloned()).flatten();
-        self.record_pass(generation, wave, failed, last_error)
+        self.record_pass(generation, wave, failed, tally.last_error)
             .await?;
         if failed > 0 {
             return Err(Error::new(
@@ -247,17 +351,17 @@ impl Catalog {
                     wave,
                 });
                 unit.wave = unit.wave.min(wave);
-                unit.tenants.push(tenant);
+                unit.tenants.push((tenant, placement.epoch));
             } else {
                 units.push(Unit {
-                    tenants: vec![tenant],
+                    tenants: vec![(tenant, placement.epoch)],
                     placement,
                     wave,
                 });
             }
         }
         // A canary by count: the first dedicated placements (by tenant id) join the canary wave.
-        units.sort_by(|a, b| a.tenants[0].cmp(&b.tenants[0]));
+        units.sort_by(|a, b| a.tenants[0].0.cmp(&b.tenants[0].0));
         for unit in units
             .iter_mut()
             .filter(|u| u.wave != 0)
@@ -269,15 +373,16 @@ impl Catalog {
         (waves, units)
     }
 
-    /// Records in the ledger that `tenants`' storage has generation `generation`.
-    async fn applied(&self, tenants: &[TenantId], generation: i64) -> Result<(), Error> {
+    /// Records in the ledger that `tenants`' storage has generation `generation`: only for
+    /// the placement that was changed (its epoch), never for a later one under the same id.
+    async fn applied(&self, tenants: &[(TenantId, i64)], generation: i64) -> Result<(), Error> {
         let bumped = tenants.to_vec();
         self.blocking(move |store| {
             store.write(|tx| {
-                for tenant in &bumped {
+                for (tenant, epoch) in &bumped {
                     let moved = tx.execute(
-                        "UPDATE placements SET schema_version = ?2 WHERE tenant_id = ?1 AND schema_version < ?2",
-                        params![tenant.as_str(), generation],
+                        "UPDATE placements SET schema_version = ?2 WHERE tenant_id = ?1 AND epoch = ?3 AND schema_version < ?2",
+                        params![tenant.as_str(), generation, *epoch],
                     )?;
                     // Requests pick definitions by the cached route's generation.
                     if moved > 0 {
@@ -288,7 +393,7 @@ impl Catalog {
             })
         })
         .await?;
-        for tenant in tenants {
+        for (tenant, _) in tenants {
             self.inner().routes.forget(tenant);
         }
         Ok(())
@@ -334,6 +439,38 @@ impl Catalog {
         });
     }
 
+    /// Brings one placement to the newest generation now, outside any pass: a move does this
+    /// before it copies, so the move's definitions are the newest and a shared target that a
+    /// rollout already changed takes its pages. The caller holds the schema lock. Returns the
+    /// placement as it now is.
+    pub(crate) async fn bring_to_newest_schema(
+        &self,
+        tenant: &TenantId,
+        placement: Placement,
+    ) -> Result<Placement, Error> {
+        let (generation, collections) = self
+            .blocking(|store| {
+                store.read(|tx| {
+                    Ok((
+                        crate::rows::collections::generation(tx)?,
+                        crate::rows::collections::read_collections(tx)?,
+                    ))
+                })
+            })
+            .await?;
+        if placement.schema_version >= generation {
+            return Ok(placement);
+        }
+        tracing::info!(tenant = %tenant, from = placement.schema_version, to = generation, "bringing a placement to the newest schema before its move");
+        self.ensure_all(tenant, &placement, &collections).await?;
+        self.applied(&[(tenant.clone(), placement.epoch)], generation)
+            .await?;
+        Ok(Placement {
+            schema_version: generation,
+            ..placement
+        })
+    }
+
     async fn ensure_all(
         &self,
         tenant: &TenantId,
@@ -346,5 +483,47 @@ impl Catalog {
             engine.ensure_collection(&target, collection).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(done: usize, failed: usize) -> Tally {
+        Tally {
+            done,
+            failed,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_count_limit_stops_past_it() {
+        let policy = FailurePolicy {
+            max_failures: Some(2),
+            max_ratio: None,
+        };
+        assert!(!policy.stops(&tally(100, 2)));
+        assert!(policy.stops(&tally(100, 3)));
+    }
+
+    #[test]
+    fn a_ratio_is_judged_only_after_enough_tries() {
+        let policy = FailurePolicy {
+            max_failures: None,
+            max_ratio: Some(0.1),
+        };
+        // 3 of 4 failed, but too few tried to judge.
+        assert!(!policy.stops(&tally(1, 3)));
+        assert!(policy.stops(&tally(8, 2)), "2 of 10 is above 0.1");
+        assert!(!policy.stops(&tally(9, 1)), "1 of 10 is not above 0.1");
+        assert!(
+            !FailurePolicy {
+                max_failures: None,
+                max_ratio: None
+            }
+            .stops(&tally(0, 1000))
+        );
     }
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+mod usage;
+pub use usage::*;
+
 pub use bulkhead_core::query::aggregate::AggregateRequest;
 
 pub use bulkhead_core::model::{DomainSpec, TierSpec};
@@ -98,6 +101,10 @@ pub struct DomainView {
     /// at start; its tenants get `503 domain_unavailable` until it is put again).
     #[serde(default)]
     pub available: bool,
+    /// Empty silos ready on the current schema (the ready pool, `ready_silos`): the next
+    /// that many silo tenants here are created by renaming one.
+    #[serde(default)]
+    pub spares_ready: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -447,51 +454,6 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
-}
-
-/// How `GET /v1/usage` groups its counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    #[default]
-    Hour,
-    Day,
-}
-
-/// The filters of `GET /v1/usage`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageQuery {
-    /// One tenant's usage (it may since have been deleted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<TenantId>,
-    /// Periods starting at or after this time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Timestamp>,
-    /// Periods starting before this time (whole periods: a day that starts before it counts
-    /// in full).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub granularity: Option<Granularity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// One tenant's data requests in one period (UTC hours or days), newest period first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsagePeriod {
-    pub tenant: TenantId,
-    pub from: Timestamp,
-    pub to: Timestamp,
-    /// Data requests served (reads and writes).
-    pub requests: u64,
-    /// Of those, writes.
-    pub writes: u64,
-    /// Requests refused because the tenant was over its tier's rate or concurrency limit.
-    pub rate_limited: u64,
 }
 
 /// Tenant storage that no live tenant incarnation owns (`GET /v1/doctor`): left by a crash

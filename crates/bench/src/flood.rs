@@ -62,7 +62,8 @@ pub(crate) async fn run(args: &FloodArgs, url: &str) -> anyhow::Result<()> {
             let tier = TierSpec {
                 isolation: Isolation::Pool,
                 domains: vec![domain],
-                monthly_price: 0.0,
+                monthly_price: Default::default(),
+                currency: Default::default(),
                 description: String::new(),
                 limits: TierLimits {
                     max_domain_connections: share.and_then(NonZeroU32::new),

@@ -7,14 +7,19 @@
 //!   batch size.
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
-//! - `query`, `pocketbase`, `postgres`, `move`, `auth` and `rollout`: see their modules.
+//! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit` and
+//!   `metering`:
+//!   see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
 //! `bulkhead::serve::open`), served by `bulkhead_server::serve`.
 
 mod auth;
 mod flood;
+mod limit;
+mod metering;
 mod moves;
+mod onboard;
 mod pocketbase;
 mod postgres;
 mod query;
@@ -72,6 +77,13 @@ enum BenchKind {
     Auth(crate::auth::AuthArgs),
     /// A collection change rolled out to many SQLite silos, and a neighbour's reads meanwhile.
     Rollout(crate::rollout::RolloutArgs),
+    /// Tenant creation per tier with the ready pool and without it; many silos in one run.
+    Onboard(crate::onboard::OnboardArgs),
+    /// Bulkhead vs a bare axum + rusqlite handler doing the same work, over HTTP.
+    Limit(crate::limit::LimitArgs),
+    /// What metering and metrics cost per request; a scrape with many tenants; storage
+    /// sampling of many silos and pool tenants, and a neighbour's p99 meanwhile.
+    Metering(crate::metering::MeteringArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -87,6 +99,9 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Move(args) => crate::moves::run(args).await,
         BenchKind::Auth(args) => crate::auth::run(args).await,
         BenchKind::Rollout(args) => crate::rollout::run(args).await,
+        BenchKind::Onboard(args) => crate::onboard::run(args).await,
+        BenchKind::Limit(args) => crate::limit::run(args).await,
+        BenchKind::Metering(args) => crate::metering::run(args).await,
     }
 }
 
@@ -131,6 +146,15 @@ pub(crate) fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collec
 }
 
 /// Creates a tenant on `tier` and returns a member key of it.
+/// The collection the HTTP comparisons use: a title, an indexed number and an indexed status.
+pub(crate) fn items_spec() -> anyhow::Result<bulkhead_core::schema::CollectionSpec> {
+    Ok(serde_json::from_value(json!({"fields": {
+        "title": {"type": "string", "required": true},
+        "n": {"type": "integer", "index": true},
+        "status": {"type": "string", "index": true}
+    }}))?)
+}
+
 pub(crate) async fn member_key(admin: &Client, tenant: &str, tier: &str) -> anyhow::Result<String> {
     let id = TenantId::parse(tenant)?;
     admin
@@ -356,6 +380,11 @@ async fn raw_rusqlite(
     })
     .await
     .context("raw rusqlite task")?
+}
+
+/// The `items` collection of `limit` and `metering`.
+pub(crate) fn limit_items() -> anyhow::Result<CollectionName> {
+    Ok(CollectionName::parse("items")?)
 }
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {

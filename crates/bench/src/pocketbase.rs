@@ -15,7 +15,7 @@
 
 pub(crate) mod in_process;
 mod load;
-mod machine;
+pub(crate) mod machine;
 mod process;
 
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use bulkhead_core::CollectionName;
 use bulkhead_core::schema::CollectionSpec;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::percentile;
 use load::{Op, Sample, Target, bearer, compare, http_client, measure, payload};
@@ -181,11 +181,7 @@ fn ratio(op: &str, bulkhead: &Sample, pocketbase: &Sample, against: &str) {
 
 async fn bulkhead_target(url: &str, names: &[String]) -> anyhow::Result<Target> {
     let admin = Client::new(url, in_process::ADMIN_KEY)?;
-    let spec: CollectionSpec = serde_json::from_value(json!({"fields": {
-        "title": {"type": "string", "required": true},
-        "n": {"type": "integer", "index": true},
-        "status": {"type": "string", "index": true}
-    }}))?;
+    let spec: CollectionSpec = crate::items_spec()?;
     admin
         .put_collection(&CollectionName::parse("items")?, &spec)
         .await?;

@@ -451,7 +451,8 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
     let tier = TierSpec {
         isolation: Isolation::Pool,
         domains: vec![domain],
-        monthly_price: 0.0,
+        monthly_price: Default::default(),
+        currency: Default::default(),
         description: String::new(),
         limits: Default::default(),
         ceiling: Default::default(),

@@ -25,6 +25,73 @@ pub struct RolloutArgs {
     /// Placements changed at once (the server's `--rollout-parallelism`).
     #[arg(long, default_value_t = 4)]
     parallelism: usize,
+    /// PostgreSQL bridge tenants (a schema each) on a throwaway PostgreSQL server.
+    #[arg(long, default_value_t = 0)]
+    pg_bridges: usize,
+    /// PostgreSQL silo tenants (a database each) on the same server.
+    #[arg(long, default_value_t = 0)]
+    pg_silos: usize,
+    /// Run the server without fsync (to see what the rollout's syncs cost its neighbours).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+/// Creates `count` tenants `<prefix>-NNNNN` on `tier`, 8 at a time, with a progress bar.
+async fn create_many(admin: &Client, prefix: &str, tier: &str, count: usize) -> anyhow::Result<()> {
+    let creating = bar(count, &format!("{prefix} tenants"));
+    let mut created = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let admin = admin.clone();
+            let (id, tier) = (format!("{prefix}-{i:05}"), tier.to_owned());
+            async move {
+                admin
+                    .create_tenant(&CreateTenant {
+                        id: TenantId::parse(&id)?,
+                        name: id.clone(),
+                        tier: TierName::parse(&tier)?,
+                        labels: Default::default(),
+                    })
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8);
+    while let Some(result) = created.next().await {
+        result?;
+        creating.inc(1);
+    }
+    creating.finish_and_clear();
+    Ok(())
+}
+
+/// Registers a throwaway PostgreSQL server as domain `pg` with a bridge and a silo tier.
+async fn postgres_domain(admin: &Client) -> anyhow::Result<bulkhead_pg_testkit::PgServer> {
+    use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+    let pg = bulkhead_pg_testkit::PgServer::start()?;
+    let domain = bulkhead_core::DomainName::parse("pg")?;
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(bulkhead_core::ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin.put_domain(&domain, &spec).await?;
+    for (name, isolation) in [
+        ("pg-bridge", Isolation::Bridge),
+        ("pg-silo", Isolation::Silo),
+    ] {
+        let tier = TierSpec {
+            isolation,
+            domains: vec![domain.clone()],
+            monthly_price: Default::default(),
+            currency: Default::default(),
+            description: String::new(),
+            limits: Default::default(),
+            ceiling: Default::default(),
+        };
+        admin.put_tier(&TierName::parse(name)?, &tier).await?;
+    }
+    Ok(pg)
 }
 
 /// The neighbour's reads for as long as `stop` is not set: latencies, sorted.
@@ -47,6 +114,7 @@ async fn reads(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Dura
 pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let server = InProcess::start_with(bulkhead::config::ServeArgs {
         rollout_parallelism: Some(args.parallelism.max(1)),
+        fsync: args.no_fsync.then_some(false),
         ..Default::default()
     })
     .await?;
@@ -57,28 +125,15 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         "n": {"type": "integer"}
     }}))?;
     admin.put_collection(&collection, &before).await?;
-    let creating = bar(args.silos, "silo tenants");
-    let mut created = futures_util::stream::iter(0..args.silos)
-        .map(|i| {
-            let admin = admin.clone();
-            async move {
-                admin
-                    .create_tenant(&CreateTenant {
-                        id: TenantId::parse(&format!("silo-{i:05}"))?,
-                        name: format!("silo {i}"),
-                        tier: TierName::parse("premium")?,
-                        labels: Default::default(),
-                    })
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(8);
-    while let Some(result) = created.next().await {
-        result?;
-        creating.inc(1);
-    }
-    creating.finish_and_clear();
+    create_many(&admin, "silo", "premium", args.silos).await?;
+    let pg = if args.pg_bridges + args.pg_silos > 0 {
+        let pg = postgres_domain(&admin).await?;
+        create_many(&admin, "pgb", "pg-bridge", args.pg_bridges).await?;
+        create_many(&admin, "pgs", "pg-silo", args.pg_silos).await?;
+        Some(pg)
+    } else {
+        None
+    };
     // The neighbour: a pool tenant with 1,000 records, read by id.
     let key = member_key(&admin, "neighbour", "free").await?;
     let neighbour = Client::new(&server.url, key)?;
@@ -106,7 +161,10 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let rollout = submitted
         .rollout
         .ok_or_else(|| anyhow::anyhow!("the change started no rollout"))?;
-    let progress = bar(args.silos + 1, "placements");
+    let progress = bar(
+        args.silos + args.pg_bridges + args.pg_silos + 1,
+        "placements",
+    );
     let done = loop {
         let view = admin.get_rollout(&rollout.id).await?;
         progress.set_position(view.placements_done);
@@ -123,8 +181,8 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let during = during.await??;
     progress.finish_and_clear();
     println!(
-        "rollout of an added indexed field to {} SQLite silos (+1 pool), parallelism {}",
-        args.silos, args.parallelism
+        "rollout of an added indexed field to {} SQLite silos, {} PostgreSQL bridge schemas and {} PostgreSQL silo databases (+1 pool), parallelism {}",
+        args.silos, args.pg_bridges, args.pg_silos, args.parallelism
     );
     println!(
         "  PUT answered (202) in {:.1} ms",
@@ -150,5 +208,6 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         percentile(&during, 0.99) / percentile(&idle, 0.99)
     );
     server.stop().await?;
+    drop(pg);
     Ok(())
 }

@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Bridge tenants per database file before a new file is used [default: 1000].
     #[arg(long, env = "BULKHEAD_BRIDGE_TENANTS_PER_FILE")]
     pub bridge_tenants_per_file: Option<u32>,
+    /// Empty silos the local domain keeps ready, so a silo tenant is created by renaming
+    /// one (0: none) [default: 2 on SQLite, 0 when the catalog is on PostgreSQL].
+    #[arg(long, env = "BULKHEAD_READY_SILOS")]
+    pub ready_silos: Option<u32>,
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "BULKHEAD_BODY_LIMIT")]
     pub body_limit: Option<usize>,
@@ -108,10 +112,33 @@ pub struct ServeArgs {
     /// placements are retried with backoff].
     #[arg(long, env = "BULKHEAD_ROLLOUT_MAX_FAILURES")]
     pub rollout_max_failures: Option<u64>,
+    /// A schema rollout pass whose failed share of the placements tried (after the first
+    /// 10) is above this stops the rollout, e.g. `0.05` [default: no ratio].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_MAX_FAILURE_RATIO")]
+    pub rollout_max_failure_ratio: Option<f64>,
     /// The first this many dedicated tenants (by id) join a rollout's canary wave, with
     /// those labelled `canary=true` [default: 0].
     #[arg(long, env = "BULKHEAD_ROLLOUT_CANARY_COUNT")]
     pub rollout_canary_count: Option<usize>,
+    /// Minutes between two measurements of every tenant's storage (records and bytes, for
+    /// `bulkhead usage`); 0: only on demand (`bulkhead usage sample`) [default: 60].
+    #[arg(long, env = "BULKHEAD_STORAGE_SAMPLE_MINUTES")]
+    pub storage_sample_minutes: Option<u64>,
+    /// Export traces over OTLP/HTTP to this collector (`http://host:4318`); off when unset.
+    #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// A bearer token that may scrape `GET /metrics` (platform admin and operator keys may
+    /// too) [default: none].
+    #[arg(long, env = "BULKHEAD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Also serve `GET /metrics` (only it) on this address: open, or behind the metrics
+    /// token when one is set [default: not served separately].
+    #[arg(long, env = "BULKHEAD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Tenants with metrics series of their own (the heaviest by requests); the others are
+    /// summed into `tenant="_other"` [default: 50].
+    #[arg(long, env = "BULKHEAD_METRICS_TOP_TENANTS")]
+    pub metrics_top_tenants: Option<usize>,
     /// Bulk bodies applied at once on this server; one more answers 503 [default: 16].
     #[arg(long, env = "BULKHEAD_BULK_IN_FLIGHT")]
     pub bulk_in_flight: Option<usize>,
@@ -192,6 +219,8 @@ pub struct Config {
     pub silo_handle_cap: usize,
     pub readers_per_db: usize,
     pub bridge_tenants_per_file: u32,
+    /// The local domain's `ready_silos`; `None`: the engine's default.
+    pub ready_silos: Option<u32>,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub max_connections: usize,
@@ -213,7 +242,15 @@ pub struct Config {
     pub rollout_tier_order: Vec<bulkhead_core::TierName>,
     pub rollout_parallelism: usize,
     pub rollout_max_failures: Option<u64>,
+    pub rollout_max_failure_ratio: Option<f64>,
     pub rollout_canary_count: usize,
+    /// See `CatalogOptions::storage_sample_every`.
+    pub storage_sample_every: Option<Duration>,
+    pub metrics_token: Option<Secret>,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where traces go (`--otlp-endpoint`); `None`: not exported.
+    pub otlp_endpoint: Option<String>,
+    pub metrics_top_tenants: usize,
     /// JWT issuers (from the configuration file).
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
 }
@@ -297,6 +334,7 @@ impl Config {
                 .bridge_tenants_per_file
                 .or(file.storage.bridge_tenants_per_file)
                 .unwrap_or(1000),
+            ready_silos: args.ready_silos,
             body_limit: args
                 .body_limit
                 .or(file.limits.body_limit_bytes)
@@ -357,7 +395,30 @@ impl Config {
             rollout_tier_order: args.rollout_tier_order.clone(),
             rollout_parallelism: args.rollout_parallelism.unwrap_or(4),
             rollout_max_failures: args.rollout_max_failures,
+            rollout_max_failure_ratio: args.rollout_max_failure_ratio,
             rollout_canary_count: args.rollout_canary_count.unwrap_or(0),
+            metrics_token: args
+                .metrics_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(Secret),
+            metrics_listen: args
+                .metrics_listen
+                .as_deref()
+                .map(|text| {
+                    text.parse().with_context(|| {
+                        format!(
+                            "metrics listen address {text:?} is not HOST:PORT with a numeric host"
+                        )
+                    })
+                })
+                .transpose()?,
+            metrics_top_tenants: args.metrics_top_tenants.unwrap_or(50),
+            otlp_endpoint: args.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            storage_sample_every: match args.storage_sample_minutes.unwrap_or(60) {
+                0 => None,
+                minutes => Some(Duration::from_secs(minutes.saturating_mul(60))),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -367,11 +428,24 @@ impl Config {
         if self.rollout_parallelism == 0 {
             bail!("rollout_parallelism must be at least 1");
         }
+        if let Some(ratio) = self.rollout_max_failure_ratio
+            && !(0.0..1.0).contains(&ratio)
+        {
+            bail!("rollout_max_failure_ratio must be at least 0 and below 1 (got {ratio})");
+        }
         if self.silo_handle_cap == 0 {
             bail!("silo_handle_cap must be at least 1");
         }
         if self.readers_per_db == 0 {
             bail!("storage.readers_per_db must be at least 1");
+        }
+        if let Some(n) = self.ready_silos
+            && n > bulkhead_core::model::MAX_READY_SILOS
+        {
+            bail!(
+                "ready_silos must be at most {} (got {n})",
+                bulkhead_core::model::MAX_READY_SILOS
+            );
         }
         if self.bridge_tenants_per_file == 0 {
             bail!("bridge_tenants_per_file must be at least 1");

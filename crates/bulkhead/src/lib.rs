@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod serve;
+pub mod telemetry;
 
 mod domains;
 mod identity;

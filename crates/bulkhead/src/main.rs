@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
@@ -27,21 +29,36 @@ enum Command {
     Client(ClientCommand),
 }
 
-fn init_logging(config: &config::Config) {
+/// Logs to stderr (text or JSON), and traces to an OTLP collector when one is configured.
+fn init_logging(config: &config::Config) -> anyhow::Result<Option<bulkhead::telemetry::Traces>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match config.log_format {
-        config::LogFormat::Json => builder
+    let fmt = match config.log_format {
+        config::LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
-        config::LogFormat::Text => builder.init(),
+            .boxed(),
+        config::LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let (otel, traces) = bulkhead::telemetry::layer(endpoint)?;
+            registry.with(otel).init();
+            Ok(Some(traces))
+        }
+        None => {
+            registry.init();
+            Ok(None)
+        }
     }
 }
 
@@ -50,8 +67,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let admin_key = std::env::var("BULKHEAD_ADMIN_KEY").ok();
             let config = config::Config::load(&args, cli.options.data_dir.as_deref(), admin_key)?;
-            init_logging(&config);
-            serve::run(config).await
+            let traces = init_logging(&config)?;
+            let served = serve::run(config).await;
+            if let Some(traces) = traces {
+                tokio::task::spawn_blocking(move || traces.shutdown()).await?;
+            }
+            served
         }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
     }

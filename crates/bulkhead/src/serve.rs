@@ -36,6 +36,9 @@ pub struct Node {
 
 /// Opens everything under `config.data_dir`. Prints the first admin key, once. `authority`
 /// is the process's access authority ([`AccessAuthority::claim`]); the catalog keeps it.
+/// Empty silos a local SQLite domain keeps ready unless told otherwise.
+const DEFAULT_READY_SILOS: u32 = 2;
+
 pub async fn open(
     config: &Config,
     clock: Arc<dyn Clock>,
@@ -56,6 +59,7 @@ pub async fn open(
                 .context("opening the local SQLite domain")?;
             let spec = DomainSpec {
                 bridge_tenants_per_file: config.bridge_tenants_per_file,
+                ready_silos: config.ready_silos.unwrap_or(DEFAULT_READY_SILOS),
                 ..DomainSpec::sqlite()
             };
             let location = Location::Sqlite(config.data_dir.join("catalog.db"));
@@ -72,6 +76,8 @@ pub async fn open(
                     .as_ref()
                     .map(|u| ConnectionUrl::new(u.expose())),
                 silos: true,
+                // A spare here is a database: only when asked for.
+                ready_silos: config.ready_silos.unwrap_or(0),
                 ..DomainSpec::sqlite()
             }
             .with_engine_defaults();
@@ -97,6 +103,7 @@ pub async fn open(
         query_budget: bulkhead_engine::QueryBudget {
             time: std::time::Duration::from_millis(config.query_time_ms),
             rows_examined: config.query_rows_examined,
+            examined: Default::default(),
         },
         bulk_max_bytes: config.bulk_max_bytes,
         engine_factory: Some(Arc::new(factory)),
@@ -107,7 +114,9 @@ pub async fn open(
         rollout_tier_order: config.rollout_tier_order.clone(),
         rollout_parallelism: config.rollout_parallelism,
         rollout_max_failures: config.rollout_max_failures,
+        rollout_max_failure_ratio: config.rollout_max_failure_ratio,
         rollout_canary_count: config.rollout_canary_count,
+        storage_sample_every: config.storage_sample_every,
     };
     let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await
@@ -152,6 +161,11 @@ pub async fn open(
         },
         bulk_slots: Arc::new(tokio::sync::Semaphore::new(config.bulk_in_flight)),
         body_budget: bulkhead_server::budget::budget(config.body_budget_bytes),
+        http_metrics: bulkhead_server::metrics::HttpMetrics::default(),
+        metrics_config: bulkhead_server::metrics::MetricsConfig {
+            token: config.metrics_token.as_ref().map(|t| t.expose().to_owned()),
+            top_tenants: config.metrics_top_tenants,
+        },
     };
     Ok(Node {
         catalog,
@@ -273,6 +287,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     eprint!("{line}");
+    if let Some(at) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding the metrics listener {at}"))?;
+        let address = metrics.local_addr()?;
+        // One write, as the line above.
+        let line = format!("bulkhead metrics on http://{address}/metrics\n");
+        eprint!("{line}");
+        let state = node.state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bulkhead_server::metrics::serve(metrics, state).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     bulkhead_server::serve(listener, node.state.clone(), shutdown_signal()).await?;
     node.catalog.shutdown().await;
     tracing::info!("stopped cleanly");

@@ -37,6 +37,11 @@ impl Cli<'_> {
     }
 
     fn run_args(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// Runs `bulkhead <args>` with these environment variables set as well.
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(common::binary());
         command
             .args(args)
@@ -48,6 +53,9 @@ impl Cli<'_> {
         command.env("BULKHEAD_URL", self.url);
         if let Some(token) = self.token {
             command.env("BULKHEAD_TOKEN", token);
+        }
+        for (k, v) in env {
+            command.env(k, v);
         }
         command.output().unwrap()
     }
@@ -465,4 +473,153 @@ async fn the_first_start_prints_and_saves_a_private_admin_key_the_cli_uses_witho
     };
     let table = local.ok(&format!("tenant list --data-dir {data_arg}"));
     assert!(table.contains("acme"), "{table}");
+}
+
+/// The platform as code: `plan` shows what a platform file would change (nothing changes),
+/// `apply` makes it so and is idempotent, secrets come from the environment, and a change that
+/// would lose data or pull an isolation model from under tenants is refused by name with
+/// nothing applied.
+#[tokio::test]
+async fn plan_and_apply_a_platform_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let (cwd, url) = (dir.path(), server.url.as_str());
+    let operator = Cli {
+        cwd,
+        url,
+        token: Some(common::ADMIN_KEY),
+    };
+    let file = dir.path().join("platform.toml");
+    let path = file.to_str().unwrap();
+    let env = [("GOLD_NOTE", "for our largest customers")];
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    let base = r#"
+[domains.east]
+engine = "sqlite"
+ready_silos = 1
+
+[tiers.free]
+isolation = "pool"
+
+[tiers.gold]
+isolation = "silo"
+domains = ["east"]
+monthly_price = 900.0
+description = "${GOLD_NOTE}"
+
+[collections.notes.fields]
+title = { type = "text", required = true }
+"#;
+    write(base);
+    let plan = |operator: &Cli| {
+        let output = operator.run_env(&["plan", "-f", path, "--json"], &env);
+        json(&ok(&output))
+    };
+    let actions = |plan: &Value| -> Vec<(String, String, String)> {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["kind"].as_str().unwrap().to_owned(),
+                    i["name"].as_str().unwrap().to_owned(),
+                    i["action"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let first = plan(&operator);
+    let wanted = |rows: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        rows.iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        actions(&first),
+        wanted(&[
+            ("domain", "east", "create"),
+            ("tier", "free", "unchanged"),
+            ("tier", "gold", "create"),
+            ("collection", "notes", "create"),
+        ]),
+        "{first}"
+    );
+    // A plan changes nothing.
+    assert!(admin.list_collections().await.unwrap().items.is_empty());
+
+    ok(&operator.run_env(&["apply", "-f", path, "--wait"], &env));
+    let tiers = admin.list_tiers().await.unwrap().items;
+    let gold = tiers.iter().find(|t| t.name.as_str() == "gold").unwrap();
+    assert_eq!(gold.spec.description, "for our largest customers");
+    assert_eq!(
+        actions(&plan(&operator))
+            .iter()
+            .filter(|(_, _, a)| a != "unchanged")
+            .count(),
+        0
+    );
+    // Applying again sends nothing: the collection stays at version 1.
+    ok(&operator.run_env(&["apply", "-f", path], &env));
+    let notes = bulkhead_core::CollectionName::parse("notes").unwrap();
+    assert_eq!(admin.get_collection(&notes).await.unwrap().version, 1);
+
+    operator.ok("tenant create acme --name Acme --tier gold");
+    // An isolation change under a tenant and a lossy schema change: refused by name, and the
+    // new tier declared beside them is not created either.
+    write(
+        &base
+            .replace("isolation = \"silo\"", "isolation = \"pool\"")
+            .replace(
+                "title = { type = \"text\", required = true }",
+                "body = { type = \"text\" }",
+            )
+            .replace(
+                "[tiers.free]",
+                "[tiers.silver]\nisolation = \"bridge\"\n\n[tiers.free]",
+            ),
+    );
+    let refused = plan(&operator);
+    let refusals: Vec<_> = actions(&refused)
+        .into_iter()
+        .filter(|(_, _, a)| a == "refused")
+        .map(|(k, n, _)| format!("{k} {n}"))
+        .collect();
+    assert_eq!(refusals, ["tier gold", "collection notes"], "{refused}");
+    let output = operator.run_env(&["apply", "-f", path], &env);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("tier gold") && err.contains("1 tenants use it") && err.contains("title"),
+        "{err}"
+    );
+    assert!(
+        !admin
+            .list_tiers()
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|t| t.name.as_str() == "silver"),
+        "nothing is applied when something is refused"
+    );
+
+    // An added indexed field: a rollout to the tenant's storage, followed to the end.
+    write(&base.replace(
+        "title = { type = \"text\", required = true }",
+        "title = { type = \"text\", required = true }\nkind = { type = \"string\", index = true, default = \"note\" }",
+    ));
+    let change = plan(&operator);
+    let detail = change.as_array().unwrap()[3]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("1 tenants"), "{change}");
+    let out = ok(&operator.run_env(&["apply", "-f", path, "--wait"], &env));
+    assert!(out.contains("done"), "{out}");
+    admin
+        .with_tenant(tid("acme"))
+        .create_record(&notes, &serde_json::json!({"title": "t", "kind": "memo"}))
+        .await
+        .unwrap();
 }

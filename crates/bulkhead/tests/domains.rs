@@ -33,7 +33,8 @@ async fn put_tier(
     let spec = TierSpec {
         isolation,
         domains: domains.iter().map(|d| domain(d)).collect(),
-        monthly_price: 0.0,
+        monthly_price: Default::default(),
+        currency: Default::default(),
         description: String::new(),
         limits: Default::default(),
         ceiling: Default::default(),
@@ -69,7 +70,7 @@ async fn a_second_sqlite_domain_takes_a_tiers_tenants_and_comes_back_after_a_res
     let mut server = Server::start(dir.path());
     let admin = server.admin();
     let east = DomainSpec {
-        monthly_cost: 30.0,
+        monthly_cost: bulkhead_core::money::Amount::parse("30").unwrap(),
         ..DomainSpec::sqlite()
     };
     let view = admin.put_domain(&domain("east"), &east).await.unwrap();
@@ -116,7 +117,7 @@ async fn a_second_sqlite_domain_takes_a_tiers_tenants_and_comes_back_after_a_res
         .unwrap();
     assert!(east.available, "the domain is reopened from the catalog");
     assert_eq!(east.tenants.get(&Isolation::Pool), Some(&1));
-    assert_eq!(east.spec.monthly_cost, 30.0);
+    assert_eq!(east.spec.monthly_cost.to_string(), "30");
     let audited = common::audit_rows(&server.data_dir, |row| row.1 == "domain.put");
     assert_eq!(audited.len(), 1);
     assert_eq!(audited[0].2, "east");
@@ -352,8 +353,11 @@ async fn the_cli_puts_and_lists_domains_and_takes_the_url_from_the_environment()
         .find(|d| d.name.as_str() == "east")
         .unwrap();
     assert_eq!(
-        (east.spec.max_dedicated_tenants, east.spec.monthly_cost),
-        (3, 12.5)
+        (
+            east.spec.max_dedicated_tenants,
+            east.spec.monthly_cost.to_string()
+        ),
+        (3, "12.5".to_owned())
     );
 
     let url = format!("postgres://owner:{PASSWORD}@127.0.0.1:1/app");

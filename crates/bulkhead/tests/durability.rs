@@ -159,3 +159,96 @@ async fn a_graceful_stop_leaves_no_wal_behind_and_data_intact() {
         .unwrap();
     assert_eq!(record["title"], "x");
 }
+
+/// Group commit under `kill -9`: 24 writers at once on one pool file and on one silo (their
+/// creates, updates and deletes share commits), killed mid-stream. After the restart every
+/// acknowledged create, update and delete is there, and nothing unacknowledged is half-done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commits_lose_no_acknowledged_write_under_kill_dash_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    let mut tenants = Vec::new();
+    for (tenant, tier) in [("grouped-pool", "free"), ("grouped-silo", "premium")] {
+        create_tenant(&admin, tenant, tier).await;
+        tenants.push((tenant, key(&admin, tenant, TenantRole::Member).await));
+    }
+    #[derive(Debug, Default)]
+    struct Acked {
+        created: Vec<String>,
+        updated: Vec<String>,
+        deleted: Vec<String>,
+        /// A write the kill cut off unanswered: it may or may not have happened.
+        unknown: Option<String>,
+    }
+    let mut tasks = Vec::new();
+    for (tenant, token) in &tenants {
+        for writer in 0..12 {
+            let client = server.client(token);
+            let tenant = tenant.to_string();
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Acked::default();
+                for i in 0..100_000 {
+                    let id = format!("{tenant}-{writer}-{i}");
+                    let body = json!({"id": id, "title": "v1", "n": i});
+                    if client.create_record(&items(), &body).await.is_err() {
+                        break;
+                    }
+                    acked.created.push(id.clone());
+                    let rid = RecordId::parse(&id).unwrap();
+                    match i % 3 {
+                        1 => match client
+                            .patch_record(&items(), &rid, &json!({"title": "v2"}), None)
+                            .await
+                        {
+                            Ok(_) => acked.updated.push(id),
+                            Err(_) => {
+                                acked.unknown = Some(id);
+                                break;
+                            }
+                        },
+                        2 => match client.delete_record(&items(), &rid, None).await {
+                            Ok(()) => acked.deleted.push(id),
+                            Err(_) => {
+                                acked.unknown = Some(id);
+                                break;
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+                (tenant, acked)
+            }));
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    server.kill_hard();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert!(results.iter().all(|(_, a)| !a.created.is_empty()));
+    let server = Server::start(dir.path());
+    for (tenant, token) in &tenants {
+        let client = server.client(token);
+        for (_, acked) in results.iter().filter(|(t, _)| t == tenant) {
+            for id in &acked.created {
+                if acked.unknown.as_ref() == Some(id) {
+                    continue;
+                }
+                let rid = RecordId::parse(id).unwrap();
+                let found = client.get_record(&items(), &rid).await;
+                if acked.deleted.contains(id) {
+                    let err = found.unwrap_err();
+                    assert_eq!(err.code(), Some("record_not_found"), "{id}: deleted");
+                } else {
+                    let record = found.unwrap_or_else(|e| panic!("{id}: acknowledged, lost: {e}"));
+                    if acked.updated.contains(id) {
+                        assert_eq!(record["title"], "v2", "{id}: acknowledged update lost");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -48,7 +48,8 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
         let tier = TierSpec {
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
-            monthly_price: 0.0,
+            monthly_price: Default::default(),
+            currency: Default::default(),
             description: String::new(),
             limits: Default::default(),
             ceiling: Default::default(),

@@ -316,3 +316,52 @@ async fn past_its_failure_limit_a_rollout_stops_until_resumed() {
         1
     );
 }
+
+/// A rollout holds the schema lock a chunk of placements at a time, never for the whole pass:
+/// a tenant created and one deleted while a long rollout runs are done long before it is,
+/// and the new tenant starts on the new definition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_ROLLOUT_PARALLELISM", "1")]);
+    let admin = server.admin();
+    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    let mut creating = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let admin = admin.clone();
+        creating.spawn(async move {
+            for i in 0..60 {
+                tenant(&admin, &format!("silo-{chunk}-{i:02}"), "premium", false).await;
+            }
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.unwrap();
+    }
+    let rollout = admin
+        .submit_collection(&notes(), &spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    tenant(&admin, "newcomer", "premium", false).await;
+    admin.delete_tenant(&tid("silo-3-07")).await.unwrap();
+    let meanwhile = admin.get_rollout(&rollout.id).await.unwrap();
+    assert_eq!(meanwhile.state, "running", "{meanwhile:?}");
+    assert!(meanwhile.placements_left > 100, "{meanwhile:?}");
+    // The newcomer serves the new field at once.
+    admin
+        .with_tenant(tid("newcomer"))
+        .create_record(&notes(), &json!({"title": "t", "kind": "new"}))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &rollout.id, &mut seen).await;
+    assert_eq!(done.placements_left, 0, "{done:?}");
+    assert_eq!(done.placements_failed, 0, "{done:?}");
+    admin
+        .with_tenant(tid("silo-7-59"))
+        .create_record(&notes(), &json!({"title": "t", "kind": "new"}))
+        .await
+        .unwrap();
+}

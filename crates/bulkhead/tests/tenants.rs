@@ -205,7 +205,8 @@ async fn tiers_can_be_defined_and_domains_listed() {
     let gold = TierSpec {
         isolation: Isolation::Silo,
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
-        monthly_price: 999.0,
+        monthly_price: bulkhead_core::money::Amount::parse("999").unwrap(),
+        currency: Default::default(),
         description: "gold".into(),
         limits: Default::default(),
         ceiling: Default::default(),

@@ -77,6 +77,8 @@ enum Message {
 pub struct AuditQueue {
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Never reset (the writer takes `dropped` to report it in the log).
+    dropped_total: Arc<AtomicU64>,
 }
 
 impl AuditQueue {
@@ -85,8 +87,15 @@ impl AuditQueue {
     pub fn record(&self, event: AuditEvent) {
         if self.tx.try_send(Message::Event(event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped_total.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("audit queue full; event counted as dropped");
         }
+    }
+
+    /// Events waiting to be written, and events dropped since start (queue full).
+    pub fn depth(&self) -> (u64, u64) {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        (queued as u64, self.dropped_total.load(Ordering::Relaxed))
     }
 
     /// Waits until every event queued so far is committed.
@@ -105,6 +114,7 @@ pub(crate) fn spawn_writer(store: Arc<Store>) -> AuditQueue {
     let queue = AuditQueue {
         tx,
         dropped: Arc::clone(&dropped),
+        dropped_total: Arc::default(),
     };
     tokio::spawn(async move {
         let mut messages = Vec::with_capacity(256);

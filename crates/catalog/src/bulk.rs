@@ -45,13 +45,16 @@ impl Catalog {
         named: Option<&TenantId>,
         collection: &CollectionName,
     ) -> Result<u64, Error> {
-        let scope = self
-            .data_scope(
+        // Authorized, not admitted: `bulk_begin` admits the request (rate, slot, metering)
+        // once the body is known to fit.
+        let (scope, _) = self
+            .resolve_data(
                 ctx,
                 named,
                 DataAction::Write,
                 "record.bulk",
                 collection.as_str(),
+                crate::handle::Admit::Continuation,
             )
             .await?;
         let limits = self.tier_limits(scope.tier()).await?;
@@ -136,7 +139,7 @@ impl Catalog {
         chunk: Vec<(u64, BulkOp)>,
         out: &mut Vec<BulkLine>,
     ) -> Option<Arc<Collection>> {
-        let numbers: Vec<(u64, Option<String>)> = chunk
+        let mut numbers: Vec<(u64, Option<String>)> = chunk
             .iter()
             .map(|(line, op)| {
                 let id = match op {
@@ -166,6 +169,39 @@ impl Catalog {
             }
             return None;
         }
+        // The storage quota: the records past what fits fail alone, before the engine.
+        let adds = ops
+            .iter()
+            .filter(|op| !matches!(op, BulkOp::Delete(_)))
+            .count() as u64;
+        let (hold, allowed) = match self.quota_admit(scope, engine, adds, adds > 0).await {
+            Ok(Some((hold, allowed))) => (Some(hold), allowed),
+            Ok(None) => (None, adds),
+            Err(error) => {
+                ticket.after(&collection.name, ids.iter()).await;
+                for (line, id) in numbers {
+                    out.push(failed(line, id, &error));
+                }
+                return None;
+            }
+        };
+        let mut refused = Vec::new();
+        if allowed < adds {
+            let error = self.quota_refused(scope).await;
+            let (mut kept_ops, mut kept_numbers, mut admitted) = (Vec::new(), Vec::new(), 0);
+            for (op, number) in ops.into_iter().zip(numbers) {
+                let adding = !matches!(op, BulkOp::Delete(_));
+                if adding && admitted >= allowed {
+                    refused.push(failed(number.0, number.1, &error));
+                    continue;
+                }
+                admitted += u64::from(adding);
+                kept_ops.push(op);
+                kept_numbers.push(number);
+            }
+            ops = kept_ops;
+            numbers = kept_numbers;
+        }
         let mut definition = Arc::new(collection.clone());
         let mut attempt = 0;
         let applied = loop {
@@ -190,8 +226,25 @@ impl Catalog {
         };
         ticket.after(&collection.name, ids.iter()).await;
         let moved = (definition.version != collection.version).then_some(definition);
+        if let Some(hold) = hold {
+            let (mut created, mut deleted) = (0, 0);
+            if let Ok(results) = &applied {
+                for result in results {
+                    match result {
+                        Ok(BulkOutcome::Created(_)) => created += 1,
+                        Ok(BulkOutcome::Deleted(_)) => deleted += 1,
+                        _ => {}
+                    }
+                }
+            }
+            hold.settle(created, deleted);
+        }
+        let start = out.len();
+        out.extend(refused);
         match applied {
             Ok(results) => {
+                let written = results.iter().filter(|r| r.is_ok()).count();
+                self.count_written(scope.tenant(), written as u64);
                 for ((line, id), result) in numbers.into_iter().zip(results) {
                     out.push(match result {
                         Ok(BulkOutcome::Created(r)) => done(line, 201, &r.id, Some(r.version)),
@@ -209,6 +262,8 @@ impl Catalog {
                 }
             }
         }
+        // Lines refused for the quota go in their place, by line number.
+        out[start..].sort_by_key(|l| l.line);
         moved
     }
 }

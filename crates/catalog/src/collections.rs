@@ -240,6 +240,7 @@ impl Catalog {
         self.announce_collections().await?;
         // The rollout runs in the background (`rollout`); the answer says where it stands.
         self.retry_rollout_soon();
+        crate::spares::Spares(self).refill_soon();
         let rollout = self.rollout_view(&rollout).await?;
         Ok((
             CollectionView {

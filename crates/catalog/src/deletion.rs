@@ -141,6 +141,7 @@ impl Catalog {
             self.engine(&placement.domain)?
                 .destroy(&self.inner().deletion_authority.demolish(id, placement))
                 .await?;
+            self.inner().quotas.forget(&placement.storage_key(id));
         }
         let event = AuditEvent {
             at: self.inner().clock.now(),

@@ -58,22 +58,30 @@ impl Catalog {
                 found.push((domain.clone(), item));
             }
         }
-        let (placements, domains) = self
+        let (placements, domains, spares) = self
             .blocking(|store| {
                 store.read(|tx| {
                     Ok((
                         live_placements(tx)?,
                         crate::rows::domains::read_domains(tx)?,
+                        crate::rows::spares::list(tx)?,
                     ))
                 })
             })
             .await?;
+        let named = |domain: &DomainName, target: &PlacementRef| {
+            let (_, engine) = engines.iter().find(|(d, _)| d == domain)?;
+            Some(engine.storage_name(target))
+        };
+        // The ready pool's spares are storage the catalog knows of, not orphans.
         let live: HashSet<String> = placements
             .iter()
-            .filter_map(|(tenant, p)| {
-                let (_, engine) = engines.iter().find(|(d, _)| d == &p.domain)?;
-                Some(engine.storage_name(&PlacementRef::of(tenant, p)))
-            })
+            .filter_map(|(tenant, p)| named(&p.domain, &PlacementRef::of(tenant, p)))
+            .chain(
+                spares
+                    .iter()
+                    .filter_map(|s| named(&s.domain, &PlacementRef::spare(&s.id))),
+            )
             .collect();
         let mut report = DoctorReport {
             unchecked_domains: domains

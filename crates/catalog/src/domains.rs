@@ -121,8 +121,8 @@ fn engine_change_allowed(tx: &dyn Tx, name: &DomainName, spec: &DomainSpec) -> S
     Ok(())
 }
 
-/// Tenants placed on a domain, by isolation model.
-fn tenant_counts(tx: &dyn Tx, name: &DomainName) -> StoreResult<BTreeMap<Isolation, u64>> {
+/// Tenants placed on a domain, by isolation model, and its spares ready on the current schema.
+fn tenant_counts(tx: &dyn Tx, name: &DomainName) -> StoreResult<(BTreeMap<Isolation, u64>, u64)> {
     let rows = tx.query(
         "SELECT isolation, count(*) FROM placements WHERE domain = ?1 GROUP BY isolation",
         params![name.as_str()],
@@ -132,14 +132,20 @@ fn tenant_counts(tx: &dyn Tx, name: &DomainName) -> StoreResult<BTreeMap<Isolati
         let (isolation, count): (String, i64) = (row.get(0)?, row.get(1)?);
         tenants.insert(parse::<Isolation>(&isolation)?, count.max(0) as u64);
     }
-    Ok(tenants)
+    let spares: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM spares WHERE domain = ?1 AND state = 'ready' AND schema_version = ?2",
+            params![name.as_str(), crate::rows::collections::generation(tx)?],
+        )?
+        .get(0)?;
+    Ok((tenants, spares.max(0) as u64))
 }
 
 /// What an operator sees of a domain: never its credentials.
 fn view(
     name: DomainName,
     spec: &DomainSpec,
-    tenants: BTreeMap<Isolation, u64>,
+    (tenants, spares_ready): (BTreeMap<Isolation, u64>, u64),
     available: bool,
 ) -> DomainView {
     DomainView {
@@ -147,6 +153,7 @@ fn view(
         spec: spec.redacted(),
         tenants,
         available,
+        spares_ready,
     }
 }
 

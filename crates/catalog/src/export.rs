@@ -58,8 +58,10 @@ impl Catalog {
             budget: tenant.budget().await?,
         };
         let hits = tenant
-            .engine()
-            .list(tenant.scope(), &collection, &query)
+            .metered(
+                &query.budget,
+                tenant.engine().list(tenant.scope(), &collection, &query),
+            )
             .await?;
         let next = (hits.len() == EXPORT_PAGE as usize)
             .then(|| hits.last().map(|h| h.record.id.clone()))

@@ -20,7 +20,7 @@ use bulkhead_core::{CollectionName, RecordId, TenantId};
 use bulkhead_engine::{Engine, QueryBudget};
 
 use crate::moves::WriteTicket;
-use crate::usage::Metered;
+use crate::usage::Counter;
 use crate::{Catalog, Ctx};
 
 /// How often a write held by another server's move re-reads the tenant's route.
@@ -68,7 +68,7 @@ impl Catalog {
     }
 
     /// [`Catalog::data_scope`], with the route the scope was built from.
-    async fn resolve_data(
+    pub(crate) async fn resolve_data(
         &self,
         ctx: &Ctx,
         named: Option<&TenantId>,
@@ -93,6 +93,7 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
             .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
         Catalog::tag_tenant(&tenant);
+        crate::usage::RequestTenant::note_model(route.placement.isolation);
         if admit == Admit::Continuation {
             return Ok((scope, route));
         }
@@ -103,15 +104,21 @@ impl Catalog {
             Ok(Some(slot)) => scope.holding(slot),
             Ok(None) => scope,
             Err(e) => {
-                self.meter(&tenant, Metered::RateLimited);
+                let refused = if e.code == "too_many_concurrent_requests" {
+                    Counter::RefusedConcurrency
+                } else {
+                    Counter::RefusedRate
+                };
+                self.count(&tenant, &[(refused, 1)]);
                 return Err(e);
             }
         };
-        let metered = match action {
-            DataAction::Read => Metered::Read,
-            DataAction::Write => Metered::Write,
-        };
-        self.meter(&tenant, metered);
+        match action {
+            DataAction::Read => self.count(&tenant, &[(Counter::Requests, 1)]),
+            DataAction::Write => {
+                self.count(&tenant, &[(Counter::Requests, 1), (Counter::Writes, 1)]);
+            }
+        }
         if scope.is_platform_admin_access() {
             let event = self.event(
                 ctx,
@@ -333,8 +340,14 @@ impl TenantHandle {
         collection: &CollectionName,
         result: bulkhead_engine::EngineResult<T>,
     ) -> Result<T, Error> {
-        if let Err(bulkhead_engine::EngineError::SchemaMoved { stored }) = &result {
-            self.learned.lock().insert(collection.clone(), *stored);
+        match &result {
+            Ok(_) => self
+                .catalog
+                .count(self.scope.tenant(), &[(Counter::RecordsWritten, 1)]),
+            Err(bulkhead_engine::EngineError::SchemaMoved { stored }) => {
+                self.learned.lock().insert(collection.clone(), *stored);
+            }
+            Err(_) => {}
         }
         Ok(result?)
     }
@@ -372,6 +385,27 @@ impl TenantHandle {
     pub(crate) fn denied(&self, target: &str, error: Error) -> Error {
         self.catalog
             .denied(&self.ctx, self.op, target, Some(self.scope.tenant()), error)
+    }
+
+    /// Runs one query's engine call and meters it: the rows it examined (which the engine
+    /// adds to `budget`), its time, and a refusal for going over the budget.
+    pub(crate) async fn metered<T>(
+        &self,
+        budget: &QueryBudget,
+        query: impl std::future::Future<Output = bulkhead_engine::EngineResult<T>>,
+    ) -> Result<T, Error> {
+        let started = std::time::Instant::now();
+        let before = budget.examined.get();
+        let result =
+            tracing::Instrument::instrument(query, tracing::info_span!("engine", op = "query"))
+                .await;
+        let tenant = self.scope.tenant();
+        self.catalog
+            .count_query(tenant, budget.examined.get() - before, started.elapsed());
+        if let Err(bulkhead_engine::EngineError::TooExpensive(_)) = &result {
+            self.catalog.count(tenant, &[(Counter::RefusedBudget, 1)]);
+        }
+        Ok(result?)
     }
 
     /// How much work one query may do: the tenant's tier's budget.

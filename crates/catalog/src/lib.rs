@@ -12,6 +12,7 @@ mod background;
 mod bulk;
 mod caches;
 mod collections;
+mod cost;
 mod deletion;
 mod doctor;
 mod domains;
@@ -22,12 +23,15 @@ mod identity;
 mod keys;
 mod members;
 mod moves;
+mod observe;
 mod placement;
 mod query;
+mod quota;
 mod rate;
 mod records;
 mod rollout;
 mod rows;
+mod spares;
 mod store;
 mod sync;
 mod tenants;
@@ -50,10 +54,12 @@ pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
 pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
+pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
 pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
+pub use usage::RequestTenant;
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
 #[derive(Debug, Clone)]
@@ -166,8 +172,13 @@ pub struct CatalogOptions {
     /// A rollout pass with more failures than this stops the rollout (`stopped`: the
     /// placements left keep their definitions until `resume`); `None` retries for ever.
     pub rollout_max_failures: Option<u64>,
+    /// A rollout pass whose failed share of the units tried is above this (judged after 10)
+    /// stops the rollout too; `None`: no ratio.
+    pub rollout_max_failure_ratio: Option<f64>,
     /// The first this many dedicated placements (by tenant id) join the canary wave.
     pub rollout_canary_count: usize,
+    /// How often every tenant's storage is measured; `None`: only on demand.
+    pub storage_sample_every: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -188,7 +199,9 @@ impl std::fmt::Debug for CatalogOptions {
             .field("rollout_tier_order", &self.rollout_tier_order)
             .field("rollout_parallelism", &self.rollout_parallelism)
             .field("rollout_max_failures", &self.rollout_max_failures)
+            .field("rollout_max_failure_ratio", &self.rollout_max_failure_ratio)
             .field("rollout_canary_count", &self.rollout_canary_count)
+            .field("storage_sample_every", &self.storage_sample_every)
             .finish()
     }
 }
@@ -208,7 +221,9 @@ impl Default for CatalogOptions {
             rollout_tier_order: Vec::new(),
             rollout_parallelism: 4,
             rollout_max_failures: None,
+            rollout_max_failure_ratio: None,
             rollout_canary_count: 0,
+            storage_sample_every: None,
         }
     }
 }
@@ -254,10 +269,20 @@ pub(crate) struct Inner {
     pub moves: moves::Registry,
     /// Each tenant's request rate on this server (its tier's `requests_per_second`).
     pub rates: rate::RateLimits,
-    /// Usage counts not yet added to the catalog.
+    /// Usage counts not yet added to the catalog, and each tenant's since start.
     pub meter: usage::Meter,
+    /// Each tenant life's record counter, for storage quotas (`quota`).
+    pub quotas: quota::Quotas,
+    /// Whether usage is metered (on unless a benchmark turns it off to measure its cost).
+    pub metering: std::sync::atomic::AtomicBool,
+    /// The tenants with metrics series of their own (`observe`).
+    pub observed: observe::Chosen,
+    /// When this server last caught up with a shared catalog's changes (µs since the epoch).
+    pub synced_at: std::sync::atomic::AtomicI64,
     /// Wakes the background rollout retrier (`rollout`).
     pub rollout_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the ready pool's keeper (`spares`).
+    pub spares_wake: Arc<tokio::sync::Notify>,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
     /// The process's access authority, split by room: each wrapper's authority can be used
@@ -309,6 +334,7 @@ impl Catalog {
         }
         let audit = audit::spawn_writer(Arc::clone(&store));
         let fresh = caches::Freshness::default();
+        let started_at = clock.now().as_micros();
         let catalog = Catalog {
             inner: Arc::new(Inner {
                 store,
@@ -326,11 +352,16 @@ impl Catalog {
                 tier_policy: fresh.map(),
                 rates: rate::RateLimits::default(),
                 meter: usage::Meter::default(),
+                quotas: quota::Quotas::default(),
+                metering: std::sync::atomic::AtomicBool::new(true),
+                observed: observe::Chosen::default(),
+                synced_at: std::sync::atomic::AtomicI64::new(started_at),
                 users: fresh.map(),
                 token_secret: std::sync::OnceLock::new(),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
                 rollout_wake: Arc::default(),
+                spares_wake: Arc::default(),
                 fresh,
                 verifier: identity::Verifier::new(authority.clone()),
                 authorizer: handle::Authorizer::new(authority.clone()),
@@ -352,7 +383,14 @@ impl Catalog {
             Arc::downgrade(&catalog.inner),
             Arc::clone(&catalog.inner.rollout_wake),
         );
+        spares::spawn(
+            Arc::downgrade(&catalog.inner),
+            Arc::clone(&catalog.inner.spares_wake),
+        );
         usage::spawn_flusher(Arc::downgrade(&catalog.inner));
+        if let Some(every) = catalog.inner.options.storage_sample_every {
+            usage::spawn_sampler(Arc::downgrade(&catalog.inner), every);
+        }
         auth_failures::spawn_flusher(Arc::downgrade(&catalog.inner));
         if let Some(keep) = catalog.inner.options.audit_retention {
             audit::spawn_retention(Arc::downgrade(&catalog.inner), keep);
@@ -423,9 +461,10 @@ impl Catalog {
         self.blocking(move |store| {
             store.write(|tx| {
                 for (name, isolation, price) in
-                    [("free", Isolation::Pool, 0.0), ("standard", Isolation::Bridge, 49.0), ("premium", Isolation::Silo, 499.0)]
+                    [("free", Isolation::Pool, 0), ("standard", Isolation::Bridge, 49), ("premium", Isolation::Silo, 499)]
                 {
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price: price, description: String::new(), limits: TierLimits::default(), ceiling: Default::default() };
+                    let monthly_price = bulkhead_core::money::Amount::of(price.into()).map_err(store::malformed)?;
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],
@@ -571,6 +610,7 @@ impl Catalog {
     /// Names the tenant on the current request span, for logs.
     pub(crate) fn tag_tenant(tenant: &TenantId) {
         tracing::Span::current().record("tenant", tenant.as_str());
+        usage::RequestTenant::note(tenant);
     }
 
     pub(crate) fn event(

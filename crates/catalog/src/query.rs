@@ -134,12 +134,18 @@ impl Catalog {
     /// The query budget of the scope's tenant: its tier's limits over the server's defaults.
     pub(crate) async fn budget(&self, scope: &TenantScope) -> Result<QueryBudget, Error> {
         let limits = self.tier_limits(scope.tier()).await?;
-        let default = self.inner().options.query_budget;
+        let default = &self.inner().options.query_budget;
         Ok(QueryBudget {
             time: limits
                 .query_time_ms
                 .map_or(default.time, std::time::Duration::from_millis),
             rows_examined: limits.query_rows_examined.unwrap_or(default.rows_examined),
+            // Metering reads it back (`TenantHandle::metered`).
+            examined: if self.metering() {
+                bulkhead_engine::Examined::counting()
+            } else {
+                bulkhead_engine::Examined::default()
+            },
         })
     }
 
@@ -242,8 +248,10 @@ impl Catalog {
             budget: tenant.budget().await?,
         };
         let mut items = tenant
-            .engine()
-            .list(tenant.scope(), &collection, &query)
+            .metered(
+                &query.budget,
+                tenant.engine().list(tenant.scope(), &collection, &query),
+            )
             .await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
@@ -319,8 +327,12 @@ impl Catalog {
             budget: tenant.budget().await?,
         };
         let mut rows = tenant
-            .engine()
-            .aggregate(tenant.scope(), &collection, &query)
+            .metered(
+                &query.budget,
+                tenant
+                    .engine()
+                    .aggregate(tenant.scope(), &collection, &query),
+            )
             .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);

@@ -16,6 +16,8 @@ use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::Value;
 
+use tracing::Instrument as _;
+
 use crate::handle::TenantHandle;
 use crate::{Catalog, Ctx};
 
@@ -96,12 +98,17 @@ impl Catalog {
             }
         }
         let id = record.id.clone();
+        let hold = self.quota(tenant.scope(), tenant.engine(), 1, true).await?;
         tenant.before(&collection.name, &id).await?;
         let created = tenant
             .engine()
             .insert(tenant.scope(), &collection, vec![record])
+            .instrument(tracing::info_span!("engine", op = "insert"))
             .await;
         tenant.after(&collection.name, &id).await;
+        if let Some(hold) = hold {
+            hold.settle(u64::from(created.is_ok()), 0);
+        }
         let mut created = tenant
             .written(&collection.name, created)?
             .pop()
@@ -211,12 +218,18 @@ impl Catalog {
                     Some(expected.unwrap_or(existing.version))
                 }
             };
+            // A replace or patch adds no record, but may add data.
+            let hold = self.quota(tenant.scope(), tenant.engine(), 0, true).await?;
             tenant.before(&collection.name, id).await?;
             let updated = tenant
                 .engine()
                 .update(tenant.scope(), &collection, id, change.clone(), guarded)
+                .instrument(tracing::info_span!("engine", op = "update"))
                 .await;
             tenant.after(&collection.name, id).await;
+            if let Some(hold) = hold {
+                hold.settle(0, 0);
+            }
             match updated {
                 Err(e)
                     if rule.is_some()
@@ -271,12 +284,20 @@ impl Catalog {
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
+            // Never refused (a tenant over its quota may delete); counted.
+            let hold = self
+                .quota(tenant.scope(), tenant.engine(), 0, false)
+                .await?;
             tenant.before(&collection.name, id).await?;
             let deleted = tenant
                 .engine()
                 .delete(tenant.scope(), &collection, id, guarded)
+                .instrument(tracing::info_span!("engine", op = "delete"))
                 .await;
             tenant.after(&collection.name, id).await;
+            if let Some(hold) = hold {
+                hold.settle(0, u64::from(deleted.is_ok()));
+            }
             match deleted {
                 Err(e)
                     if rule.is_some()
@@ -311,6 +332,7 @@ async fn visible(
     tenant
         .engine()
         .get(tenant.scope(), collection, id)
+        .instrument(tracing::info_span!("engine", op = "get"))
         .await?
         .filter(|r| rule.is_none_or(|rule| eval::matches(rule, r)))
         .ok_or_else(record_not_found)

@@ -110,8 +110,14 @@ impl Changes {
                     Err(e) => tracing::warn!(error = %e, "catalog heartbeat failed"),
                 }
             }
+            let reading = catalog.inner().clock.now().as_micros();
             match self.apply_new(&catalog).await {
                 Ok(()) => {
+                    // Caught up with every change made before `reading` (metrics: sync lag).
+                    catalog
+                        .inner()
+                        .synced_at
+                        .store(reading, std::sync::atomic::Ordering::Relaxed);
                     if let Some(at) = beat {
                         last_beat = Instant::now();
                         catalog.renew_lease(at);

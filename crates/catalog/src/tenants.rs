@@ -11,7 +11,7 @@ use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
 use bulkhead_core::access::{self, ControlAction, TenantRoute};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{
-    Placement, Tenant, TenantStatus, validate_display_name, validate_labels,
+    Isolation, Placement, Tenant, TenantStatus, validate_display_name, validate_labels,
 };
 use bulkhead_core::{Incarnation, TenantId};
 use bulkhead_engine::PlacementRef;
@@ -21,6 +21,7 @@ use crate::placement::allocate;
 use crate::rows::paging::{list_cursor, list_position, page_limit};
 use crate::rows::tenants::{read_tenant, set_status, tenant_not_found, write_placement};
 use crate::rows::tiers::read_tier;
+use crate::spares::Spares;
 use crate::store::{malformed, params};
 use crate::{Catalog, Ctx, RouteEntry};
 
@@ -95,6 +96,15 @@ impl Catalog {
         )?;
         validate_display_name(&request.name)?;
         validate_labels(&request.labels)?;
+        if request.id.as_str() == bulkhead_core::ids::SPARE_TENANT {
+            return Err(Error::bad_request(
+                "reserved_tenant_id",
+                format!(
+                    "tenant id '{}' is reserved for the ready pool's storage",
+                    request.id
+                ),
+            ));
+        }
         let _schema = self.lock_schema().await?;
         // Under the schema lock no live server is deleting this id (deletion holds the lock
         // throughout), so a tenant still `deleting` was left by one that died: finish it.
@@ -135,6 +145,12 @@ impl Catalog {
                     // A new life: storage, keys and tokens of any earlier tenant under this id
                     // belong to another incarnation and can never reach this one.
                     let placement = allocate(tx, &req.id, &Incarnation::generate(), &tier, generation)?;
+                    // A silo takes a ready spare of its domain on this generation, if any.
+                    let spare = if placement.isolation == Isolation::Silo {
+                        crate::rows::spares::claim(tx, &placement.domain, generation, &placement.storage_key(&req.id), now)?
+                    } else {
+                        None
+                    };
                     tx.execute(
                         "INSERT INTO tenants (id, name, tier, status, labels, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                         params![
@@ -148,7 +164,7 @@ impl Catalog {
                     )?;
                     write_placement(tx, &req.id, &placement)?;
                     crate::rows::audit::insert(tx, &event)?;
-                    Ok(Ok(placement))
+                    Ok(Ok((placement, spare)))
                 })
             })
             .await?;
@@ -164,13 +180,19 @@ impl Catalog {
                 return Ok((view(tenant, placement), false));
             }
             Err(existing) => return Ok((existing, false)),
-            Ok(placement) => placement,
+            Ok(created) => created,
         };
+        let (placement, spare) = placement;
         let target = PlacementRef::of(&request.id, &placement);
-        if let Err(e) = self
-            .engine(&placement.domain)?
-            .provision(&target, &collections)
-            .await
+        // A spare on this generation has every collection already: renaming it is enough.
+        let adopted = Spares(self)
+            .adopt(spare.as_ref(), &target, &placement.domain)
+            .await;
+        if !adopted
+            && let Err(e) = self
+                .engine(&placement.domain)?
+                .provision(&target, &collections)
+                .await
         {
             tracing::error!(tenant = %request.id, error = %e, "provisioning failed; the tenant stays in provisioning and is retried in the background");
             return Err(e.into());
@@ -491,8 +513,16 @@ impl Catalog {
             .values()
             .map(|c| (**c).clone())
             .collect();
+        let target = PlacementRef::of(id, &placement);
+        // A creation cut off after claiming a spare adopts it now (if it had not yet); the
+        // provisioning after it is idempotent either way.
+        let spares = Spares(self);
+        let spare = spares.claimed_for(&target.key).await?;
+        spares
+            .adopt(spare.as_ref(), &target, &placement.domain)
+            .await;
         self.engine(&placement.domain)?
-            .provision(&PlacementRef::of(id, &placement), &collections)
+            .provision(&target, &collections)
             .await?;
         self.finish_provisioning(id).await
     }

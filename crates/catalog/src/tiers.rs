@@ -120,12 +120,6 @@ impl Catalog {
                 }
             }
         }
-        if !(spec.monthly_price.is_finite() && spec.monthly_price >= 0.0) {
-            return Err(Error::bad_request(
-                "invalid_tier",
-                "monthly_price must be a non-negative number",
-            ));
-        }
         let now = self.inner().clock.now();
         let event = self.event(
             ctx,

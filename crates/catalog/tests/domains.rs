@@ -119,7 +119,8 @@ async fn put_tier(
     let spec = TierSpec {
         isolation,
         domains: domains.iter().map(|d| name(d)).collect(),
-        monthly_price: 0.0,
+        monthly_price: Default::default(),
+        currency: Default::default(),
         description: String::new(),
         limits: TierLimits::default(),
         ceiling: Default::default(),

@@ -115,10 +115,21 @@ pub enum ClientCommand {
     /// Read the audit log: changes, denials, platform-admin access to tenant data.
     #[command(subcommand)]
     Audit(crate::audit::AuditCmd),
-    /// Metered usage: each tenant's requests, writes and rate refusals per hour or day.
-    Usage(crate::audit::UsageArgs),
+    /// Metered usage per tenant and hour or day: requests, records written, bytes, query
+    /// work, refusals and storage; `usage top` ranks tenants, `usage sample` measures now.
+    Usage(crate::usage::UsageArgs),
+    /// Cost and margin: each domain's monthly cost split among its tenants by its rule, set
+    /// against their tiers' prices.
+    #[command(subcommand)]
+    Cost(crate::cost::CostCmd),
     /// Find tenant storage that no live tenant owns (left by crashes or races), and remove it.
     Doctor(crate::doctor::DoctorArgs),
+    /// Show how the tiers, domains and collections a platform file declares differ from
+    /// what is live (create / change / unchanged / refused), changing nothing.
+    Plan(crate::platform::PlatformArgs),
+    /// Make the tiers, domains and collections a platform file declares live; refuses (and
+    /// changes nothing) when any change would lose data or pull something from under tenants.
+    Apply(crate::platform::ApplyArgs),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -227,6 +238,8 @@ pub enum RolloutCmd {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+// Parsed once per run: the size of the `put` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum TierCmd {
     /// List tiers.
     List,
@@ -240,9 +253,13 @@ pub enum TierCmd {
         /// more (none: any domain).
         #[arg(long = "domain", value_parser = DomainName::parse)]
         domains: Vec<DomainName>,
-        /// Monthly price of one tenant on this tier, for cost attribution.
-        #[arg(long, default_value_t = 0.0)]
-        price: f64,
+        /// Monthly price of one tenant on this tier, a decimal amount (`49.00`), for the
+        /// margin in cost reports.
+        #[arg(long, default_value = "0", value_parser = bulkhead_core::money::Amount::parse)]
+        price: bulkhead_core::money::Amount,
+        /// The currency of the price [default: USD].
+        #[arg(long, default_value = "USD", value_parser = bulkhead_core::money::Currency::parse)]
+        currency: bulkhead_core::money::Currency,
         #[arg(long, default_value = "")]
         description: String,
         /// Time budget of one query, in milliseconds (default: the server's).
@@ -269,6 +286,14 @@ pub enum TierCmd {
         /// (default: a quarter of the pool).
         #[arg(long)]
         max_domain_connections: Option<NonZeroU32>,
+        /// Records one tenant may hold over all collections; past it, writes that add
+        /// records are refused with 507 (reads and deletes still work).
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// Bytes one tenant's data may occupy (as storage sampling measures it); past it,
+        /// writes that add data are refused with 507.
+        #[arg(long)]
+        max_bytes: Option<u64>,
         /// An action no credential of this tier's tenants may perform (read, create, update,
         /// delete, aggregate, export); repeat for more.
         #[arg(long = "forbid", value_parser = parse_action)]
@@ -332,12 +357,24 @@ pub enum DomainCmd {
         /// Bridge tenants per shared database file.
         #[arg(long, default_value_t = bulkhead_core::model::default_bridge_tenants_per_file())]
         bridge_tenants_per_file: u32,
-        /// Monthly cost of the domain, for cost attribution.
-        #[arg(long, default_value_t = 0.0)]
-        monthly_cost: f64,
+        /// Monthly cost of the domain, a decimal amount (`1200.00`), split among its tenants
+        /// in cost reports.
+        #[arg(long, default_value = "0", value_parser = bulkhead_core::money::Amount::parse)]
+        monthly_cost: bulkhead_core::money::Amount,
+        /// The currency of the cost [default: USD].
+        #[arg(long, default_value = "USD", value_parser = bulkhead_core::money::Currency::parse)]
+        currency: bulkhead_core::money::Currency,
+        /// How the cost is split among the domain's tenants: weights of their shares of
+        /// stored bytes, requests and query time, e.g. `storage=2,requests=1`
+        /// [default: storage=1].
+        #[arg(long, value_parser = parse_cost_rule)]
+        cost_rule: Option<bulkhead_core::model::CostRule>,
         /// postgres: data connections of the shared pool (default 16).
         #[arg(long)]
         pool_size: Option<u32>,
+        /// Empty silos kept ready, so a silo tenant is created by renaming one (0: none).
+        #[arg(long, default_value_t = 0)]
+        ready_silos: u32,
     },
 }
 
@@ -598,4 +635,29 @@ impl From<PlatformRoleArg> for PlatformRole {
             PlatformRoleArg::Operator => PlatformRole::Operator,
         }
     }
+}
+
+/// `storage=2,requests=1,query_time=0`: the weights of a domain's cost rule.
+fn parse_cost_rule(raw: &str) -> Result<bulkhead_core::model::CostRule, String> {
+    let mut rule = bulkhead_core::model::CostRule {
+        storage: 0,
+        requests: 0,
+        query_time: 0,
+    };
+    for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, weight) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not name=weight"))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| format!("{weight:?} is not a whole number"))?;
+        match name.trim() {
+            "storage" => rule.storage = weight,
+            "requests" => rule.requests = weight,
+            "query_time" => rule.query_time = weight,
+            other => return Err(format!("{other:?} is not storage, requests or query_time")),
+        }
+    }
+    Ok(rule)
 }

@@ -1,20 +1,19 @@
 //! What happened: `bulkhead audit list` (the audit log, newest first, filtered by tenant,
-//! actor, action, outcome and time) and `bulkhead usage` (metered requests per tenant, by
-//! hour or day).
+//! actor, action, outcome and time).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulkhead_api::{AuditEntry, AuditQuery, Granularity, UsagePeriod, UsageQuery};
+use bulkhead_api::{AuditEntry, AuditQuery};
 use bulkhead_client::Client;
 use bulkhead_core::TenantId;
 use bulkhead_core::time::Timestamp;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use crate::output;
 use crate::printer::{Printer, all_pages};
 
 /// Entries shown when neither `--limit` nor `--all` is given.
-const DEFAULT_SHOWN: u32 = 50;
+pub(crate) const DEFAULT_SHOWN: u32 = 50;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum AuditCmd {
@@ -46,30 +45,6 @@ pub struct AuditArgs {
     pub page: Newest,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum GranularityArg {
-    Hour,
-    Day,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct UsageArgs {
-    /// Only this tenant (also once it is deleted).
-    #[arg(long, value_parser = TenantId::parse)]
-    pub tenant_id: Option<TenantId>,
-    /// Periods from this time on: RFC 3339, or a time ago (`2h`, `7d`).
-    #[arg(long, value_parser = parse_when)]
-    pub from: Option<Timestamp>,
-    /// Periods starting before this time: RFC 3339, or a time ago.
-    #[arg(long, value_parser = parse_when)]
-    pub to: Option<Timestamp>,
-    /// Count per UTC hour or per UTC day.
-    #[arg(long, value_enum, default_value = "hour")]
-    pub granularity: GranularityArg,
-    #[command(flatten)]
-    pub page: Newest,
-}
-
 /// Paging of a log-like listing: the newest few, or everything.
 #[derive(Debug, Clone, Args)]
 pub struct Newest {
@@ -85,7 +60,7 @@ pub struct Newest {
 }
 
 impl Newest {
-    fn paging(self) -> crate::printer::ListArgs {
+    pub(crate) fn paging(self) -> crate::printer::ListArgs {
         let limit = (!self.all).then(|| self.limit.unwrap_or(DEFAULT_SHOWN));
         crate::printer::ListArgs {
             limit,
@@ -95,7 +70,7 @@ impl Newest {
 }
 
 /// An RFC 3339 time, or a span before now: a number with `s`, `m`, `h` or `d`.
-fn parse_when(raw: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_when(raw: &str) -> Result<Timestamp, String> {
     if let Some(at) = Timestamp::parse_rfc3339(raw) {
         return Ok(at);
     }
@@ -142,31 +117,6 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
     })
     .await?;
     out.page(&page, |items: &[AuditEntry]| output::audit(items))
-}
-
-pub(crate) async fn usage(client: &Client, out: &Printer, args: UsageArgs) -> anyhow::Result<()> {
-    let query = UsageQuery {
-        tenant: args.tenant_id,
-        from: args.from,
-        to: args.to,
-        granularity: Some(match args.granularity {
-            GranularityArg::Hour => Granularity::Hour,
-            GranularityArg::Day => Granularity::Day,
-        }),
-        limit: None,
-        cursor: None,
-    };
-    let paging = args.page.paging();
-    let page = all_pages(&paging, |limit, cursor| {
-        let query = UsageQuery {
-            limit,
-            cursor,
-            ..query.clone()
-        };
-        async move { client.list_usage(&query).await }
-    })
-    .await?;
-    out.page(&page, |items: &[UsagePeriod]| output::usage(items))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Key(cmd) => key(client, &out, cmd).await,
         ClientCommand::PlatformKey(cmd) => platform_key(client, &out, cmd).await,
         ClientCommand::Record(cmd) => record(client, &out, cmd).await,
+        ClientCommand::Plan(args) => crate::platform::show_plan(client, &out, args).await,
+        ClientCommand::Apply(args) => crate::platform::apply(client, &out, args).await,
         ClientCommand::Rollout(cmd) => match cmd {
             RolloutCmd::Get { id, wait: true } => crate::rollouts::follow(client, &out, &id).await,
             RolloutCmd::Get { id, wait: false } => {
@@ -55,7 +57,8 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Token(cmd) => crate::members::token(client, &out, cmd).await,
         ClientCommand::Whoami => crate::members::whoami(client, &out).await,
         ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
-        ClientCommand::Usage(args) => crate::audit::usage(client, &out, args).await,
+        ClientCommand::Usage(args) => crate::usage::usage(client, &out, args).await,
+        ClientCommand::Cost(cmd) => crate::cost::cost(client, &out, cmd).await,
         ClientCommand::Doctor(args) => crate::doctor::doctor(client, &out, args).await,
     }
 }
@@ -176,6 +179,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             isolation,
             domains,
             price,
+            currency,
             description,
             query_time_ms,
             query_rows_examined,
@@ -184,16 +188,16 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             request_burst,
             max_concurrent_requests,
             max_domain_connections,
+            max_records,
+            max_bytes,
             forbid,
             no_custom_roles,
         } => {
-            if !price.is_finite() || price < 0.0 {
-                bail!("--price must be a non-negative number, got {price}");
-            }
             let spec = TierSpec {
                 isolation: isolation.into(),
                 domains,
                 monthly_price: price,
+                currency,
                 description,
                 limits: TierLimits {
                     query_time_ms,
@@ -203,6 +207,8 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     request_burst,
                     max_concurrent_requests,
                     max_domain_connections,
+                    max_records,
+                    max_bytes,
                 },
                 ceiling: Ceiling {
                     forbid: forbid.into_iter().collect(),
@@ -229,11 +235,11 @@ async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Resul
             capacity,
             bridge_tenants_per_file,
             monthly_cost,
+            currency,
+            cost_rule,
             pool_size,
+            ready_silos,
         } => {
-            if !monthly_cost.is_finite() || monthly_cost < 0.0 {
-                bail!("--monthly-cost must be a non-negative number, got {monthly_cost}");
-            }
             let spec = DomainSpec {
                 engine: engine.as_str().to_owned(),
                 url: domain_url,
@@ -244,7 +250,10 @@ async fn domain(client: &Client, out: &Printer, cmd: DomainCmd) -> anyhow::Resul
                 bridge_tenants_per_file,
                 max_dedicated_tenants: capacity.unwrap_or(0),
                 monthly_cost,
+                currency,
+                cost_rule: cost_rule.unwrap_or_default(),
                 pool_size,
+                ready_silos,
             };
             let domain = client.put_domain(&name, &spec).await?;
             out.show(&domain, |d| output::domains(std::slice::from_ref(d)))

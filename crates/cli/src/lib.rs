@@ -10,14 +10,17 @@
 mod args;
 mod audit;
 mod commands;
+mod cost;
 mod doctor;
 mod import;
 mod input;
 mod members;
 mod moves;
 mod output;
+mod platform;
 mod printer;
 mod rollouts;
+mod usage;
 
 use std::path::Path;
 

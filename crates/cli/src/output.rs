@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use bulkhead_api::{
     AuditEntry, CollectionView, CreatedKey, DomainView, KeyView, MoveView, RolloutView, TenantView,
-    TierView, UsagePeriod,
+    TierView, TopBy, UsagePeriod, UsageTop,
 };
 use bulkhead_core::model::{Isolation, Labels, TierLimits};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -22,7 +22,7 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(presets::UTF8_FULL_CONDENSED)
@@ -202,18 +202,78 @@ pub fn usage(periods: &[UsagePeriod]) -> String {
     if periods.is_empty() {
         return empty("usage");
     }
-    let mut table = table(&["from", "to", "tenant", "requests", "writes", "rate limited"]);
+    let mut table = table(&[
+        "from",
+        "tenant",
+        "requests",
+        "writes",
+        "records written",
+        "in",
+        "out",
+        "rows examined",
+        "query ms",
+        "refused (rate/conc/quota/budget)",
+        "records",
+        "stored",
+    ]);
     for p in periods {
+        let r = &p.refused;
         table.add_row(vec![
             p.from.to_string(),
-            p.to.to_string(),
             p.tenant.to_string(),
             p.requests.to_string(),
             p.writes.to_string(),
-            p.rate_limited.to_string(),
+            p.records_written.to_string(),
+            bytes(p.bytes_in),
+            bytes(p.bytes_out),
+            p.rows_examined.to_string(),
+            format!("{:.1}", p.query_ms),
+            format!("{}/{}/{}/{}", r.rate, r.concurrency, r.quota, r.budget),
+            p.storage
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| s.records.to_string()),
+            p.storage
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| bytes(s.bytes)),
         ]);
     }
     table.to_string()
+}
+
+pub fn usage_top(top: &UsageTop) -> String {
+    if top.items.is_empty() {
+        return empty("usage in that window");
+    }
+    let by = serde_json::to_value(top.by)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut table = table(&["#", "tenant", &by]);
+    for (i, t) in top.items.iter().enumerate() {
+        let value = match top.by {
+            TopBy::Bytes | TopBy::BytesIn | TopBy::BytesOut => bytes(t.value as u64),
+            TopBy::QueryTime => format!("{:.1} ms", t.value),
+            _ => format!("{}", t.value as u64),
+        };
+        table.add_row(vec![(i + 1).to_string(), t.tenant.to_string(), value]);
+    }
+    format!("{table}\nfrom {} to {}", top.from, top.to)
+}
+
+/// Bytes in the largest binary unit that keeps the number at least 1.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// A tier's limits in one line; the server's defaults apply to what is not named.
@@ -234,6 +294,12 @@ fn limits_cell(limits: &TierLimits) -> String {
     }
     if let Some(bytes) = limits.bulk_max_bytes {
         parts.push(format!("bulk {bytes} B"));
+    }
+    if let Some(records) = limits.max_records {
+        parts.push(format!("at most {records} records"));
+    }
+    if let Some(stored) = limits.max_bytes {
+        parts.push(format!("at most {} stored", bytes(stored)));
     }
     parts.join(", ")
 }
@@ -265,7 +331,7 @@ pub fn tiers(tiers: &[TierView]) -> String {
             t.name.to_string(),
             t.spec.isolation.to_string(),
             domains,
-            format!("{:.2}", t.spec.monthly_price),
+            format!("{} {}", t.spec.monthly_price, t.spec.currency),
             limits_cell(&t.spec.limits),
             t.spec.description.clone(),
         ]);
@@ -293,6 +359,7 @@ pub fn domains(domains: &[DomainView]) -> String {
         "bridge",
         "silo",
         "silos",
+        "ready silos",
         "max dedicated",
         "bridge per file",
         "monthly cost",
@@ -333,9 +400,10 @@ pub fn domains(domains: &[DomainView]) -> String {
             count(Isolation::Bridge),
             count(Isolation::Silo),
             yes_no(silos),
+            format!("{}/{}", d.spares_ready, d.spec.ready_silos),
             max,
             d.spec.bridge_tenants_per_file.to_string(),
-            format!("{:.2}", d.spec.monthly_cost),
+            format!("{} {}", d.spec.monthly_cost, d.spec.currency),
             yes_no(d.available),
         ]);
         table.add_row(row);

@@ -4,8 +4,8 @@
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
     CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
-    MoveView, Page, RolloutView, StartMove, TenantView, TierSpec, TierView, UpdateTenant,
-    UsagePeriod, UsageQuery,
+    MoveView, Page, RolloutView, StartMove, StorageSampled, TenantView, TierSpec, TierView,
+    TopQuery, UpdateTenant, UsagePeriod, UsageQuery, UsageTop,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -168,6 +168,59 @@ impl Client {
         ];
         let url = self.url(&["v1", "usage"], &query)?;
         self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/usage/top`: the heaviest tenants by one measure over a window.
+    pub async fn usage_top(&self, query: &TopQuery) -> Result<UsageTop, ClientError> {
+        let by = serde_json::to_value(query.by)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let query = [
+            ("by", by),
+            ("from", query.from.map(|t| t.to_rfc3339())),
+            ("to", query.to.map(|t| t.to_rfc3339())),
+            ("limit", query.limit.map(|l| l.to_string())),
+        ];
+        let url = self.url(&["v1", "usage", "top"], &query)?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `POST /v1/usage/storage`: measures every tenant's storage now (or `tenant`'s).
+    pub async fn sample_storage(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<StorageSampled, ClientError> {
+        let query = [("tenant", tenant.map(|t| t.as_str().to_owned()))];
+        let url = self.url(&["v1", "usage", "storage"], &query)?;
+        self.call(Method::POST, url, None, None).await
+    }
+
+    /// `GET /v1/quota`: the tenant's use of its storage quota (this client's tenant, or the
+    /// one [`Client::with_tenant`] names).
+    pub async fn quota(&self) -> Result<bulkhead_api::QuotaView, ClientError> {
+        let url = self.url(&["v1", "quota"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/costs`: cost and margin per domain, tenant and tier over a window.
+    pub async fn cost_report(
+        &self,
+        query: &bulkhead_api::CostQuery,
+    ) -> Result<bulkhead_api::CostReport, ClientError> {
+        let query = [
+            ("from", query.from.map(|t| t.to_rfc3339())),
+            ("to", query.to.map(|t| t.to_rfc3339())),
+        ];
+        let url = self.url(&["v1", "costs"], &query)?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /metrics`: the Prometheus exposition, as text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let url = self.url(&["metrics"], &[])?;
+        let bytes = self.send(Method::GET, url, None, None).await?;
+        String::from_utf8(bytes)
+            .map_err(|e| ClientError::Decode(format!("metrics are not UTF-8: {e}")))
     }
 
     /// `GET /v1/moves/{move}`.

@@ -233,6 +233,9 @@ impl Default for Incarnation {
     }
 }
 
+/// The tenant id ready-pool storage is named under; no tenant may take it.
+pub const SPARE_TENANT: &str = "bk-spare";
+
 /// What storage is named by: one incarnation of one tenant. The bare tenant id for the legacy
 /// incarnation, `<tenant>_<incarnation>` for every later one. Tenant ids contain no `_`, so a
 /// key with `_` is never a legacy key, and two incarnations never share a key. Engines name
@@ -247,6 +250,19 @@ impl StorageKey {
         } else {
             StorageKey(format!("{tenant}_{incarnation}"))
         }
+    }
+
+    /// The storage of an empty placement kept ready for a tenant not yet created (the ready
+    /// pool): `bk-spare_<id>`. A tenant's storage takes a key of its own when it adopts one.
+    pub fn spare(id: &Incarnation) -> Self {
+        StorageKey(format!("{SPARE_TENANT}_{id}"))
+    }
+
+    /// Whether this key names ready-pool storage rather than a tenant's.
+    pub fn is_spare(&self) -> bool {
+        self.0
+            .strip_prefix(SPARE_TENANT)
+            .is_some_and(|rest| rest.starts_with('_'))
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod money;
 pub mod permissions;
 pub mod query;
 pub mod record;

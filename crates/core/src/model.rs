@@ -174,9 +174,13 @@ pub struct TierSpec {
     /// Domains this tier's tenants may be placed on, in order of preference. Empty means any.
     #[serde(default)]
     pub domains: Vec<DomainName>,
-    /// Monthly price of one tenant on this tier, for cost attribution.
+    /// Monthly price of one tenant on this tier (a decimal string, `"49.00"`), for the
+    /// margin in cost reports.
     #[serde(default)]
-    pub monthly_price: f64,
+    pub monthly_price: crate::money::Amount,
+    /// The currency of `monthly_price` (default `USD`).
+    #[serde(default, skip_serializing_if = "crate::money::Currency::is_default")]
+    pub currency: crate::money::Currency,
     #[serde(default)]
     pub description: String,
     /// Limits on what one request of this tier's tenants may cost; unset limits take the
@@ -218,6 +222,15 @@ pub struct TierLimits {
     /// a quarter of the domain's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_domain_connections: Option<NonZeroU32>,
+    /// Records one tenant may hold, over all collections; a write past it is refused with
+    /// `507 quota_exceeded` (reads and deletes still work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_records: Option<u64>,
+    /// Bytes one tenant's data may occupy (as storage sampling measures it, plus an estimate
+    /// of what was written since); a write that adds data past it is refused with `507
+    /// quota_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 impl TierLimits {
@@ -266,13 +279,62 @@ pub struct DomainSpec {
     /// it. Set another value explicitly to override, a large one included.
     #[serde(default)]
     pub max_dedicated_tenants: u32,
+    /// What the domain costs per month (a decimal string), split among the tenants placed
+    /// on it by `cost_rule` in cost reports.
     #[serde(default)]
-    pub monthly_cost: f64,
+    pub monthly_cost: crate::money::Amount,
+    /// The currency of `monthly_cost` (default `USD`).
+    #[serde(default, skip_serializing_if = "crate::money::Currency::is_default")]
+    pub currency: crate::money::Currency,
+    /// How `monthly_cost` is split among the domain's tenants (default: by storage).
+    #[serde(default, skip_serializing_if = "CostRule::is_default")]
+    pub cost_rule: CostRule,
     /// `postgres`: data connections the domain's shared pool opens at most (pool and bridge
     /// tenants share it; each silo database has its own). Default 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<u32>,
+    /// Empty silo placements kept ready on this domain (the ready pool), so creating a silo
+    /// tenant renames one instead of building storage. 0: none. Refilled in the background,
+    /// brought to each new schema version, never holding data, never visible as tenants.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ready_silos: u32,
 }
+
+/// How a domain's cost is split among its tenants: each tenant's share of the domain's
+/// stored bytes, requests and query time, weighted (default: storage only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostRule {
+    #[serde(default)]
+    pub storage: u32,
+    #[serde(default)]
+    pub requests: u32,
+    #[serde(default)]
+    pub query_time: u32,
+}
+
+impl Default for CostRule {
+    fn default() -> Self {
+        CostRule {
+            storage: 1,
+            requests: 0,
+            query_time: 0,
+        }
+    }
+}
+
+impl CostRule {
+    pub fn is_default(&self) -> bool {
+        *self == CostRule::default()
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The most empty silos a domain keeps ready.
+pub const MAX_READY_SILOS: u32 = 64;
 
 /// The engine kinds a domain may name.
 pub const ENGINE_SQLITE: &str = "sqlite";
@@ -301,8 +363,11 @@ impl DomainSpec {
             transaction_pooler: false,
             bridge_tenants_per_file: default_bridge_tenants_per_file(),
             max_dedicated_tenants: 0,
-            monthly_cost: 0.0,
+            monthly_cost: crate::money::Amount::ZERO,
+            currency: crate::money::Currency::default(),
+            cost_rule: CostRule::default(),
             pool_size: None,
+            ready_silos: 0,
         }
     }
 
@@ -321,6 +386,17 @@ impl DomainSpec {
 
     /// Checks the spec; errors name the field and never quote a URL.
     pub fn validate(&self) -> Result<(), Error> {
+        if self.ready_silos > MAX_READY_SILOS {
+            return Err(invalid_domain(format!(
+                "ready_silos: at most {MAX_READY_SILOS} empty silos are kept ready (got {})",
+                self.ready_silos
+            )));
+        }
+        if self.ready_silos > 0 && !self.silos && self.engine != ENGINE_SQLITE {
+            return Err(invalid_domain(
+                "ready_silos: this domain holds no silos for tenants at large; set silos too",
+            ));
+        }
         match self.engine.as_str() {
             ENGINE_SQLITE => {
                 for (field, value) in [("url", &self.url), ("data_url", &self.data_url)] {
@@ -364,9 +440,9 @@ impl DomainSpec {
                 "bridge_tenants_per_file: must be at least 1",
             ));
         }
-        if !(self.monthly_cost.is_finite() && self.monthly_cost >= 0.0) {
+        if self.cost_rule.storage + self.cost_rule.requests + self.cost_rule.query_time == 0 {
             return Err(invalid_domain(
-                "monthly_cost: must be a non-negative number",
+                "cost_rule: at least one weight (storage, requests, query_time) must be above 0",
             ));
         }
         Ok(())
@@ -491,10 +567,15 @@ mod tests {
                 "bridge_tenants_per_file",
             ),
             (
-                serde_json::json!({"engine": "sqlite", "monthly_cost": -1.0}),
-                "monthly_cost",
+                serde_json::json!({"engine": "sqlite", "cost_rule": {"storage": 0}}),
+                "cost_rule",
             ),
         ];
+        // A negative or float-garbled cost never even parses.
+        for bad in [serde_json::json!(-1.0), serde_json::json!("1e3x")] {
+            let json = serde_json::json!({"engine": "sqlite", "monthly_cost": bad});
+            assert!(serde_json::from_value::<DomainSpec>(json).is_err());
+        }
         for (json, field) in cases {
             let err = spec(json.clone()).validate().unwrap_err();
             assert!(!err.message.contains("pw"), "{json}: {}", err.message);

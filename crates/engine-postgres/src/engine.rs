@@ -41,26 +41,6 @@ pub struct PgEngine {
     pub(crate) bookkept: std::sync::Mutex<HashSet<String>>,
 }
 
-/// A data connection and the tenant's share permit it was taken under (both given back
-/// when dropped).
-pub(crate) struct Client {
-    object: Object,
-    _share: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl std::ops::Deref for Client {
-    type Target = Object;
-    fn deref(&self) -> &Object {
-        &self.object
-    }
-}
-
-impl std::ops::DerefMut for Client {
-    fn deref_mut(&mut self) -> &mut Object {
-        &mut self.object
-    }
-}
-
 fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
     Table::new(
         scope.placement().isolation,
@@ -69,7 +49,7 @@ fn table_of(scope: &TenantScope, collection: &Collection) -> Table {
     )
 }
 
-fn database_of(scope: &TenantScope) -> Option<String> {
+pub(crate) fn database_of(scope: &TenantScope) -> Option<String> {
     names::database_of(scope.placement().isolation, scope.storage_key())
 }
 
@@ -137,10 +117,35 @@ fn budget_error(err: PgError, budget: &QueryBudget) -> PgError {
             return EngineError::TooExpensive(BudgetHit::Time(budget.time)).into();
         }
         if code.code() == ROWS_BUDGET_STATE {
+            budget.examined.add(budget.rows_examined);
             return EngineError::TooExpensive(BudgetHit::RowsExamined(budget.rows_examined)).into();
         }
     }
     err
+}
+
+/// Adds the rows the transaction's queries examined (`bulkhead.examine` counts them in a
+/// transaction-local setting) to the budget's counter, for metering.
+async fn report_examined(
+    tx: &Transaction<'_>,
+    budget: &QueryBudget,
+    cache: bool,
+) -> Result<(), PgError> {
+    if !budget.counts_rows() {
+        return Ok(());
+    }
+    let read = Statement {
+        sql: "SELECT current_setting('bulkhead.examined', true)".into(),
+        params: Vec::new(),
+    };
+    let rows = query(tx, &read, cache).await?;
+    let examined = rows
+        .first()
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    budget.examined.add(examined);
+    Ok(())
 }
 
 fn copy_type(field_type: FieldType) -> Type {
@@ -154,66 +159,6 @@ fn copy_type(field_type: FieldType) -> Type {
 }
 
 impl PgEngine {
-    /// A pooled data-role connection to the database holding the scope's placement, taken
-    /// under one of the tenant's share permits (its tier's cap, else a quarter of the pool).
-    async fn client(&self, scope: &TenantScope) -> Result<Client, PgError> {
-        let cap = scope
-            .connection_cap()
-            .unwrap_or_else(|| (self.pools.pool_size() / 4).max(1) as u32);
-        let share = self
-            .shares
-            .acquire(scope.storage_key(), cap, self.pools.acquire_timeout())
-            .await
-            .ok_or_else(|| {
-                // As when the pool itself has nothing free in time: 503, retry.
-                PgError::Engine(EngineError::PlacementMissing(format!(
-                    "no connection available: this tenant already holds its {cap} connections of the domain"
-                )))
-            })?;
-        let database = database_of(scope);
-        let object = self.pools.data(database.as_deref()).await?;
-        if let Some(db) = database {
-            self.bookkeeping(&object, db).await?;
-        }
-        Ok(Client {
-            object,
-            _share: share,
-        })
-    }
-
-    /// Makes sure a silo database made by an earlier release has the bookkeeping writes
-    /// read (the definition versions of the schema fence): checked once per database and
-    /// process, and added by the owner when missing. The main database gets it at start.
-    async fn bookkeeping(&self, data: &Object, database: String) -> Result<(), PgError> {
-        if self
-            .bookkept
-            .lock()
-            .expect("not poisoned")
-            .contains(&database)
-        {
-            return Ok(());
-        }
-        // One simple-protocol statement: safe behind a transaction-mode PgBouncer.
-        let answer = data
-            .simple_query(&format!(
-                "SELECT to_regclass('{}.table_versions') IS NOT NULL",
-                crate::names::META_SCHEMA
-            ))
-            .await?;
-        let present = answer.iter().any(|message| {
-            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
-        });
-        if !present {
-            let mut owner = self.pools.owner(Some(&database)).await?;
-            let tx = owner.transaction().await?;
-            crate::ddl::lock(&tx).await?;
-            crate::ddl::bootstrap_database(&tx, &self.pools.data_role).await?;
-            tx.commit().await?;
-        }
-        self.bookkept.lock().expect("not poisoned").insert(database);
-        Ok(())
-    }
-
     /// [`begin`] for the scope's tenant with the write timeout (record reads and writes).
     async fn begin_writes<'a>(
         &self,
@@ -424,6 +369,27 @@ impl Engine for PgEngine {
             .await?)
     }
 
+    async fn prepare_spare(
+        &self,
+        spare: &PlacementRef,
+        collections: &[Collection],
+    ) -> EngineResult<()> {
+        spare.require_spare()?;
+        self.ensure(spare, collections, true).await?;
+        self.pools.forget_silo(&names::silo_database(&spare.key));
+        Ok(())
+    }
+
+    async fn adopt_spare(&self, spare: &PlacementRef, target: &PlacementRef) -> EngineResult<bool> {
+        spare.require_adoptable_by(target)?;
+        Ok(self.adopt_spare_database(spare, target).await?)
+    }
+
+    async fn discard_spare(&self, spare: &PlacementRef) -> EngineResult<()> {
+        spare.require_spare()?;
+        Ok(self.destroy_placement(spare).await?)
+    }
+
     async fn destroy(&self, target: &Demolition) -> EngineResult<()> {
         let target = &PlacementRef::demolished(target);
         Ok(self.destroy_placement(target).await?)
@@ -561,6 +527,7 @@ impl Engine for PgEngine {
             .iter()
             .map(|row| sql.decode_hit(row, &list, query_))
             .collect::<Result<Vec<_>, _>>()?;
+        report_examined(&tx, &query_.budget, self.cache()).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(hits)
     }
@@ -590,6 +557,7 @@ impl Engine for PgEngine {
             .iter()
             .map(|row| sql.decode_group(row, &query_.plan))
             .collect::<Result<Vec<_>, _>>()?;
+        report_examined(&tx, &query_.budget, self.cache()).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(groups)
     }
@@ -691,6 +659,14 @@ impl Engine for PgEngine {
 
     async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>> {
         Ok(self.list_storage().await?)
+    }
+
+    async fn measure(
+        &self,
+        placements: &[PlacementRef],
+        collections: &[Collection],
+    ) -> EngineResult<Vec<bulkhead_engine::Measured>> {
+        Ok(self.measure_placements(placements, collections).await?)
     }
 
     async fn shutdown(&self) {

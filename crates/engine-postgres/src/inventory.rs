@@ -87,13 +87,7 @@ impl PgEngine {
                 name: self.name_of(Isolation::Bridge, &name),
             });
         }
-        let sees_all: bool = owner
-            .query_one(
-                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
-                &[],
-            )
-            .await?
-            .get(0);
+        let sees_all = owner_sees_all(&owner).await?;
         if sees_all {
             let tables = owner
                 .query(
@@ -126,4 +120,16 @@ impl PgEngine {
         }
         Ok(found)
     }
+}
+
+/// Whether the owner role may read past row-level security (superuser or `BYPASSRLS`), so
+/// one query sees every pool tenant's rows.
+pub(crate) async fn owner_sees_all(owner: &tokio_postgres::Client) -> Result<bool, PgError> {
+    Ok(owner
+        .query_one(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0))
 }

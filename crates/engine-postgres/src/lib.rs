@@ -11,12 +11,14 @@
 //! predicate as well (defence in depth, and better plans). See [`names`] for the layout and
 //! [`ddl`] for the policies.
 
+mod checkout;
 mod conn;
 pub mod ddl;
 mod dialect;
 mod engine;
 mod fence;
 mod inventory;
+mod measure;
 pub mod names;
 mod placements;
 mod records;

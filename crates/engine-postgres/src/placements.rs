@@ -142,8 +142,49 @@ impl PgEngine {
             let table = Table::new(target.isolation, &target.key, &collection.name);
             ddl::ensure_table(&tx, &table, &target.key, collection, role).await?;
         }
+        if create && target.isolation == Isolation::Silo {
+            // A database adopted from the ready pool whose policies were not yet pointed at
+            // its tenant (a crash between the rename and that step) is set right here.
+            ddl::repoint_policies(&tx, &schema, &target.key).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Renames a ready-pool silo database to the target's name. `false` when it is gone.
+    /// A rename needs the database free of sessions: ours are closed first, and a session
+    /// still ending is waited for briefly.
+    pub(crate) async fn adopt_spare_database(
+        &self,
+        spare: &PlacementRef,
+        target: &PlacementRef,
+    ) -> Result<bool, PgError> {
+        let (from, to) = (
+            names::silo_database(&spare.key),
+            names::silo_database(&target.key),
+        );
+        self.pools.forget_silo(&from);
+        let owner = self.pools.owner(None).await?;
+        let rename = format!("ALTER DATABASE {} RENAME TO {}", quote(&from), quote(&to));
+        let mut attempts = 0;
+        loop {
+            match owner.batch_execute(&rename).await {
+                Ok(()) => break,
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_DATABASE) => return Ok(false),
+                Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                // The target's name taken (`duplicate_database`) included: never replaced.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Its tables' policies named the spare; from now on they name the tenant.
+        let mut owner = self.pools.owner(Some(&to)).await?;
+        let tx = owner.transaction().await?;
+        ddl::repoint_policies(&tx, &schema_of(Isolation::Silo, &target.key), &target.key).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub(crate) async fn destroy_placement(&self, target: &PlacementRef) -> Result<(), PgError> {

@@ -44,4 +44,6 @@ conformance_tests!(
     bulk_operations_fail_alone,
     budgets_stop_expensive_queries,
     restore_keeps_system_fields_and_replaces_by_id,
+    measure_counts_records_and_bytes_per_model,
+    an_added_text_field_is_searchable_on_every_row,
 );

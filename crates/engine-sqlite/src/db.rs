@@ -48,10 +48,13 @@ impl Budget {
         *self.hit.lock() = None;
     }
 
-    fn disarm(&self) -> Option<BudgetHit> {
-        self.rows_left.store(i64::MAX, Ordering::Relaxed);
+    /// Ends the query's budget: whether it was hit, and the rows it examined.
+    fn disarm(&self) -> (Option<BudgetHit>, u64) {
+        let left = self.rows_left.swap(i64::MAX, Ordering::Relaxed);
+        let limit = self.rows_limit.swap(i64::MAX, Ordering::Relaxed);
+        let examined = u64::try_from(limit.saturating_sub(left.max(0))).unwrap_or(0);
         *self.deadline.lock() = None;
-        self.hit.lock().take()
+        (self.hit.lock().take(), examined)
     }
 }
 
@@ -106,15 +109,27 @@ pub struct DbOptions {
     /// bytes behind.
     pub secure_delete: bool,
     pub busy_timeout: Duration,
+    /// Idle readers kept for the next read (more may be open at once; those close after).
     pub max_readers: usize,
     /// WAL pages after which a commit checkpoints (SQLite's `wal_autocheckpoint`).
     pub checkpoint_pages: u32,
 }
 
+/// A write waiting to join a group commit ([`Db::write_grouped`]): it runs inside the group's
+/// transaction, in a savepoint of its own, and hands back how to answer its caller once the
+/// group's commit succeeded or failed.
+type Joined = Box<dyn FnOnce(&Connection) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Writes one group commit holds at most.
+const GROUP_MAX: usize = 256;
+
 pub struct Db {
     path: PathBuf,
     options: DbOptions,
     writer: Mutex<Connection>,
+    /// Writes waiting for the next group commit.
+    group: Mutex<Vec<Joined>>,
     /// Writes waiting for the writer connection (background work yields to them).
     waiting: AtomicUsize,
     readers: Mutex<Vec<Reader>>,
@@ -138,6 +153,7 @@ impl Db {
             path: path.to_owned(),
             options,
             writer: Mutex::new(writer),
+            group: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
         })
@@ -157,6 +173,60 @@ impl Db {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Runs `f` as one write of a group commit: the writes that wait for the writer meanwhile
+    /// share one transaction (and one WAL append and, with `fsync`, one sync), each in a
+    /// savepoint of its own, so one that fails (a duplicate id, a stale definition) rolls back
+    /// alone. Each caller is answered only after the group's commit: with its own result when
+    /// the commit succeeded, with an error when it did not (then nothing of the group was
+    /// written). Whoever takes the writer runs what is queued, up to [`GROUP_MAX`] writes.
+    pub fn write_grouped<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (answer, answered) = std::sync::mpsc::sync_channel::<Result<T, StorageError>>(1);
+        let joined: Joined = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), String>| {
+                let result = match committed {
+                    Ok(()) => outcome,
+                    Err(why) => Err(EngineError::Storage(why).into()),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        self.group.lock().push(joined);
+        let settled = || match answered.try_recv() {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(EngineError::Storage(
+                "the write did not run: its group could not begin a transaction, or it panicked"
+                    .into(),
+            )
+            .into())),
+        };
+        loop {
+            let conn = self.lock_writer();
+            // A group led by another write may have taken this one already.
+            if let Some(result) = settled() {
+                return result;
+            }
+            let batch: Vec<Joined> = {
+                let mut queued = self.group.lock();
+                let n = queued.len().min(GROUP_MAX);
+                queued.drain(..n).collect()
+            };
+            let answers = run_group(&conn, batch);
+            parking_lot::MutexGuard::unlock_fair(conn);
+            let (committed, answers) = answers;
+            for answer in answers {
+                answer(committed.clone());
+            }
+            if let Some(result) = settled() {
+                return result;
+            }
+        }
     }
 
     /// The writer connection, counted in [`Db::waiting`] while it is awaited.
@@ -220,7 +290,7 @@ impl Db {
     /// Runs `f` in a read transaction on a pooled read-only connection.
     pub fn read<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         self.read_within(None, f)
     }
@@ -231,28 +301,37 @@ impl Db {
     pub fn read_within<T>(
         &self,
         budget: Option<&QueryBudget>,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let pooled = self.readers.lock().pop();
-        let mut reader = match pooled {
+        let reader = match pooled {
             Some(reader) => reader,
             None => Reader::open(&self.path, &self.options)?,
         };
         if let Some(budget) = budget {
             reader.budget.arm(budget);
         }
+        // The read transaction's two statements are prepared once per reader: `BEGIN` and
+        // `ROLLBACK` through `execute_batch` were parsed again on every read (a few per cent
+        // of a get by id, BENCHMARKS.md, issue 24).
         let result = (|| {
-            let tx = reader
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let out = f(&tx)?;
-            tx.finish()?;
-            Ok(out)
+            reader.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+            let out = f(&reader.conn);
+            if !reader.conn.is_autocommit() {
+                reader.conn.prepare_cached("ROLLBACK")?.execute([])?;
+            }
+            out
         })();
-        let hit = reader.budget.disarm();
-        let mut readers = self.readers.lock();
-        if readers.len() < self.options.max_readers {
-            readers.push(reader);
+        let (hit, examined) = reader.budget.disarm();
+        if let Some(budget) = budget {
+            budget.examined.add(examined);
+        }
+        // A reader is kept only outside any transaction (an error could leave one open).
+        if reader.conn.is_autocommit() {
+            let mut readers = self.readers.lock();
+            if readers.len() < self.options.max_readers {
+                readers.push(reader);
+            }
         }
         match (result, hit) {
             (Err(_), Some(hit)) => Err(EngineError::TooExpensive(hit).into()),
@@ -266,6 +345,71 @@ impl Db {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// Runs `f` inside a savepoint: kept when it succeeds, rolled back when it fails.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    conn.prepare_cached("SAVEPOINT bk_write")?.execute([])?;
+    match f(conn) {
+        Ok(value) => {
+            conn.prepare_cached("RELEASE bk_write")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.prepare_cached("ROLLBACK TO bk_write")?.execute([])?;
+            conn.prepare_cached("RELEASE bk_write")?.execute([])?;
+            Err(e)
+        }
+    }
+}
+
+/// One group commit: every write of `batch` in one immediate transaction. Returns whether it
+/// committed (the error's text when not) and each write's answer.
+fn run_group(conn: &Connection, batch: Vec<Joined>) -> (Result<(), String>, Vec<Answer>) {
+    if batch.is_empty() {
+        return (Ok(()), Vec::new());
+    }
+    if !conn.is_autocommit() {
+        // Never expected: a transaction left open would fail every group from now on.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    if let Err(e) = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]))
+    {
+        // Nothing ran: dropping the writes drops their answers' senders, and each caller
+        // reports that its write never began.
+        drop(batch);
+        return (
+            Err(format!("could not begin a write transaction: {e}")),
+            Vec::new(),
+        );
+    }
+    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+    for joined in batch {
+        // Another caller's write runs on this thread: a panic in it must not leave the group's
+        // transaction (or its savepoint) open on the writer. Its caller, whose answer went
+        // with the unwinding, is told the write failed; the others go on.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| joined(conn))) {
+            Ok(answer) => answers.push(answer),
+            Err(_) => {
+                tracing::error!("a grouped write panicked; it is rolled back alone");
+                let _ = conn.execute_batch("ROLLBACK TO bk_write; RELEASE bk_write");
+            }
+        }
+    }
+    let committed = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(|e| format!("the group commit failed: {e}"));
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    (committed, answers)
 }
 
 fn configure(conn: &Connection, options: &DbOptions) -> Result<(), StorageError> {
@@ -298,6 +442,69 @@ mod tests {
             max_readers: 2,
             checkpoint_pages: 1000,
         }
+    }
+
+    /// Concurrent writes share commits; one that fails (a unique value taken) rolls back
+    /// alone, and every other is answered only once it is committed.
+    #[test]
+    fn grouped_writes_commit_together_and_a_failing_one_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let db = Arc::new(Db::open(&path, options(), true).unwrap());
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER UNIQUE, w INTEGER)")?))
+            .unwrap();
+        let threads: Vec<_> = (0..32)
+            .map(|i: i64| {
+                let db = Arc::clone(&db);
+                std::thread::spawn(move || {
+                    // 7 and 8 both write v = 7: one of them must fail, alone.
+                    let v = if i == 8 { 7 } else { i };
+                    db.write_grouped(move |tx| {
+                        tx.execute("INSERT INTO t VALUES (?1, ?2)", [v, i])?;
+                        // Two statements: a failure after the first must undo it too.
+                        tx.execute("UPDATE t SET w = w + 100 WHERE v = ?1", [v])?;
+                        Ok(i)
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+        assert_eq!(failed.len(), 1, "{results:?}");
+        // Acknowledged means committed: a fresh connection sees each answered write whole.
+        let check = Connection::open(&path).unwrap();
+        let rows: i64 = check
+            .query_row("SELECT count(*) FROM t WHERE w >= 100", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 31);
+        let all: i64 = check
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(all, 31, "the failed write left nothing");
+    }
+
+    /// A write that panics inside a group fails alone; the writer stays usable.
+    #[test]
+    fn a_panicking_grouped_write_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("p.db"), options(), true).unwrap());
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+            .unwrap();
+        let panicked = db.write_grouped(|tx| -> Result<(), StorageError> {
+            tx.execute("INSERT INTO t VALUES (1)", [])?;
+            panic!("a bug in a write");
+        });
+        assert!(panicked.is_err());
+        db.write_grouped(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
+            .unwrap();
+        let rows: Vec<i64> = db
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(rows, vec![2], "the panicking write left nothing");
     }
 
     #[test]

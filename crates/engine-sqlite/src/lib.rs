@@ -7,8 +7,10 @@
 
 mod db;
 mod dialect;
+mod files;
 mod inventory;
 mod layout;
+mod measure;
 mod search;
 mod sql;
 mod write;
@@ -45,10 +47,13 @@ const SHARED_RESTORE_CHECKPOINT_PAGES: u32 = 256;
 /// Most records per transaction when a move restores into a file other tenants write to
 /// (a transaction ends sooner when one of their writes waits: `Db::write_yielding`).
 const SHARED_RESTORE_PER_TX: usize = 256;
-use layout::{TableName, bridge_prefix, db_path};
+use layout::{TableName, db_path};
 use search::next_seq;
 use sql::{RecordSql, ensure_table};
 use write::{create, create_exact, fetch, remove, replace};
+
+/// Idle readers a shared (pool or bridge) file keeps at least.
+const SHARED_READERS: usize = 32;
 
 /// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +172,14 @@ impl Inner {
             // Shared files must not keep a purged tenant's bytes in free pages.
             secure_delete: isolation != Isolation::Silo,
             busy_timeout: self.config.busy_timeout,
-            max_readers: self.config.readers_per_db,
+            // A pool or bridge file serves many tenants' reads at once: opening a reader per
+            // read past the kept ones (its pragmas, its schema, its statements) cost a get by
+            // id about a tenth of its time under 32 connections (BENCHMARKS.md, issue 24).
+            max_readers: if isolation == Isolation::Silo {
+                self.config.readers_per_db
+            } else {
+                self.config.readers_per_db.max(SHARED_READERS)
+            },
             checkpoint_pages: 1000,
         }
     }
@@ -231,82 +243,6 @@ impl Inner {
         let p = scope.placement();
         self.db(p.isolation, &p.namespace, scope.storage_key(), false)
     }
-
-    fn destroy(&self, target: &PlacementRef) -> Result<(), StorageError> {
-        let path = db_path(
-            &self.config.dir,
-            target.isolation,
-            &target.namespace,
-            &target.key,
-        )?;
-        match target.isolation {
-            Isolation::Silo => {
-                // Close our handle first; then remove the file and its WAL and shared memory.
-                self.silos.lock().pop(&path);
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
-                    match std::fs::remove_file(&file) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(())
-            }
-            Isolation::Pool | Isolation::Bridge => {
-                if !path.exists() {
-                    return Ok(());
-                }
-                let db = self.db(target.isolation, &target.namespace, &target.key, false)?;
-                db.write(|tx| {
-                    let tables: Vec<String> = {
-                        let mut stmt =
-                            tx.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
-                        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-                        rows.collect::<Result<_, _>>()?
-                    };
-                    let prefix = bridge_prefix(&target.key);
-                    let exists = |name: &str| tables.iter().any(|t| t == name);
-                    match target.isolation {
-                        Isolation::Pool => {
-                            // Record tables are `c_<collection>`; `-` marks search indexes.
-                            for table in tables
-                                .iter()
-                                .filter(|t| t.starts_with("c_") && !t.contains('-'))
-                            {
-                                let with_search = exists(&format!("{table}-fts"));
-                                for (text, params) in
-                                    sql::purge_pooled(table, target.key.as_str(), with_search)
-                                {
-                                    tx.execute(&text, rusqlite::params_from_iter(params))?;
-                                }
-                            }
-                        }
-                        Isolation::Bridge => {
-                            // Search indexes first: dropping one drops its shadow tables.
-                            let mut own: Vec<&String> =
-                                tables.iter().filter(|t| t.starts_with(&prefix)).collect();
-                            own.sort_by_key(|t| !t.ends_with("-fts"));
-                            for table in own {
-                                tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{table}\""))?;
-                            }
-                            if exists("bk_fts_fields") {
-                                tx.execute(
-                                    "DELETE FROM bk_fts_fields WHERE substr(tbl, 1, length(?1)) = ?1",
-                                    [&prefix],
-                                )?;
-                            }
-                        }
-                        Isolation::Silo => {}
-                    }
-                    Ok(())
-                })?;
-                // Zeroed pages reach the main file and the WAL is emptied, so no copy of the
-                // tenant's rows is left in either.
-                db.checkpoint()
-            }
-        }
-    }
 }
 
 fn table_of(scope: &TenantScope, collection: &Collection) -> TableName {
@@ -354,6 +290,40 @@ impl Engine for SqliteEngine {
         .await
     }
 
+    async fn prepare_spare(
+        &self,
+        spare: &PlacementRef,
+        collections: &[Collection],
+    ) -> EngineResult<()> {
+        spare.require_spare()?;
+        let (spare, collections) = (spare.clone(), collections.to_vec());
+        self.blocking(move |inner| {
+            let db = inner.db(Isolation::Silo, &spare.namespace, &spare.key, true)?;
+            for collection in &collections {
+                let table = TableName::new(Isolation::Silo, &spare.key, &collection.name);
+                db.with_writer(|conn| ensure_table(conn, &table, collection))?;
+            }
+            let path = db.path().to_owned();
+            drop(db);
+            inner.release(&path);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn adopt_spare(&self, spare: &PlacementRef, target: &PlacementRef) -> EngineResult<bool> {
+        spare.require_adoptable_by(target)?;
+        let (spare, target) = (spare.clone(), target.clone());
+        self.blocking(move |inner| inner.adopt_spare(&spare, &target))
+            .await
+    }
+
+    async fn discard_spare(&self, spare: &PlacementRef) -> EngineResult<()> {
+        spare.require_spare()?;
+        let spare = spare.clone();
+        self.blocking(move |inner| inner.destroy(&spare)).await
+    }
+
     async fn destroy(&self, target: &Demolition) -> EngineResult<()> {
         let target = PlacementRef::demolished(target);
         self.blocking(move |inner| inner.destroy(&target)).await
@@ -369,11 +339,12 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
-            let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
-            let text = sql.insert_sql();
-            db.write(|tx| {
+            // Concurrent single writes to one file share a commit (`Db::write_grouped`).
+            db.write_grouped(move |tx| {
+                let table = table_of(&scope, &collection);
+                let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
+                let text = sql.insert_sql();
                 sql::fence(tx, &table, collection.version)?;
                 let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
                 records
@@ -446,10 +417,10 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
-            let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let now = inner.clock.now();
-            db.write(|tx| {
+            db.write_grouped(move |tx| {
+                let table = table_of(&scope, &collection);
+                let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
                 sql::fence(tx, &table, collection.version)?;
                 let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
                 if expected_version.is_some_and(|v| v != current.version) {
@@ -476,9 +447,9 @@ impl Engine for SqliteEngine {
         self.blocking(move |inner| {
             bulkhead_engine::require_write(&scope)?;
             let db = inner.scoped_db(&scope)?;
-            let table = table_of(&scope, &collection);
-            let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
-            db.write(|tx| {
+            db.write_grouped(move |tx| {
+                let table = table_of(&scope, &collection);
+                let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
                 sql::fence(tx, &table, collection.version)?;
                 if let Some(expected) = expected_version {
                     let current = fetch(tx, &sql, &id)?.ok_or(EngineError::NotFound)?;
@@ -614,6 +585,16 @@ impl Engine for SqliteEngine {
 
     async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>> {
         self.blocking(|inner| inner.inventory()).await
+    }
+
+    async fn measure(
+        &self,
+        placements: &[PlacementRef],
+        collections: &[Collection],
+    ) -> EngineResult<Vec<bulkhead_engine::Measured>> {
+        let (placements, collections) = (placements.to_vec(), collections.to_vec());
+        self.blocking(move |inner| inner.measure(&placements, &collections))
+            .await
     }
 
     async fn shutdown(&self) {

@@ -159,7 +159,7 @@ pub fn ensure_search_index(
 }
 
 /// The next free sequence number of a searchable table.
-pub fn next_seq(tx: &Transaction<'_>, table: &TableName) -> Result<i64, StorageError> {
+pub fn next_seq(tx: &rusqlite::Connection, table: &TableName) -> Result<i64, StorageError> {
     let max: Option<i64> = tx
         .prepare_cached(&format!("SELECT max(seq) FROM {}", table.quoted()))?
         .query_row([], |r| r.get(0))?;

@@ -203,7 +203,7 @@ pub fn ensure_table(
 
 /// The definition version `table` was last brought to; `None` for a table made before
 /// versions were recorded (it gets one at its next change).
-fn stored_version(tx: &Transaction<'_>, table: &TableName) -> Result<Option<i64>, StorageError> {
+fn stored_version(tx: &Connection, table: &TableName) -> Result<Option<i64>, StorageError> {
     let mut stmt = match tx.prepare_cached("SELECT version FROM bk_versions WHERE tbl = ?1") {
         Ok(stmt) => stmt,
         Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
@@ -221,7 +221,7 @@ fn stored_version(tx: &Transaction<'_>, table: &TableName) -> Result<Option<i64>
 /// The schema fence (see `Engine::ensure_collection`): a write transaction made with
 /// definition `version` of the table's collection goes on only if the table is at it. The
 /// writer connection serialises this with every change to the table.
-pub fn fence(tx: &Transaction<'_>, table: &TableName, version: i64) -> Result<(), StorageError> {
+pub fn fence(tx: &Connection, table: &TableName, version: i64) -> Result<(), StorageError> {
     match stored_version(tx, table)? {
         Some(stored) if stored > version => Err(EngineError::SchemaMoved { stored }.into()),
         Some(stored) if stored < version => Err(EngineError::SchemaBehind { stored }.into()),
@@ -477,7 +477,7 @@ impl<'a> RecordSql<'a> {
     /// index only through this tenant's row numbered `seq`, tenant predicate first.
     pub fn reindex(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         seq: i64,
         fields: Option<&Fields>,
         replacing: bool,

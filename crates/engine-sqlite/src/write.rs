@@ -13,7 +13,7 @@ use crate::search::next_seq;
 use crate::sql::RecordSql;
 
 pub(crate) fn fetch(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     sql: &RecordSql<'_>,
     id: &RecordId,
 ) -> Result<Option<Record>, StorageError> {
@@ -28,7 +28,7 @@ pub(crate) fn fetch(
 
 /// Inserts one record (and its search tokens) inside a write transaction.
 pub(crate) fn create(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     sql: &RecordSql<'_>,
     insert_text: &str,
     record: NewRecord,
@@ -47,7 +47,7 @@ pub(crate) fn create(
 
 /// Inserts a record with its system fields as given (and its search tokens).
 pub(crate) fn create_exact(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     sql: &RecordSql<'_>,
     insert_text: &str,
     record: Record,
@@ -69,7 +69,7 @@ pub(crate) fn create_exact(
 
 /// Writes new fields over an existing record, one version up, and re-indexes its text.
 pub(crate) fn replace(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     table: &TableName,
     sql: &RecordSql<'_>,
     current: Record,
@@ -108,7 +108,7 @@ pub(crate) fn replace(
 
 /// Deletes a record and its search tokens.
 pub(crate) fn remove(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     sql: &RecordSql<'_>,
     id: &RecordId,
 ) -> Result<(), StorageError> {

@@ -25,13 +25,17 @@ use crate::{Engine, EngineError, ListQuery, PlacementRef};
 mod aggregates;
 mod incarnations;
 mod limits;
+mod measure;
 mod queries;
 mod restore;
+mod search_refresh;
 pub use aggregates::*;
 pub use incarnations::*;
 pub use limits::*;
+pub use measure::*;
 pub use queries::*;
 pub use restore::*;
+pub use search_refresh::*;
 
 /// Engine-neutral namespace for a tenant incarnation placed with `isolation` (the catalog's
 /// convention).

@@ -18,7 +18,8 @@ use bulkhead_core::query::aggregate::AggregatePlan;
 use bulkhead_core::query::{Predicate, SearchQuery, SortKey};
 use bulkhead_core::record::{FieldValue, NewRecord, Record, RecordChange};
 use bulkhead_core::schema::{Collection, FieldType};
-use bulkhead_core::{FieldName, RecordId, StorageKey, TenantId};
+use bulkhead_core::{CollectionName, FieldName, RecordId, StorageKey, TenantId};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Errors an engine reports. `Storage` carries detail for the log, never for the caller.
@@ -150,6 +151,41 @@ pub struct PlacementRef {
 }
 
 impl PlacementRef {
+    /// The ready-pool silo `id` (never a tenant's).
+    pub fn spare(id: &bulkhead_core::Incarnation) -> Self {
+        let key = StorageKey::spare(id);
+        PlacementRef {
+            namespace: format!("silo-{key}"),
+            key,
+            isolation: Isolation::Silo,
+        }
+    }
+
+    /// Checks that this names a ready-pool silo: the spare operations refuse anything else.
+    pub fn require_spare(&self) -> EngineResult<()> {
+        if self.isolation == Isolation::Silo && self.key.is_spare() {
+            Ok(())
+        } else {
+            Err(EngineError::Storage(format!(
+                "{} is not ready-pool storage",
+                self.namespace
+            )))
+        }
+    }
+
+    /// Checks that `target` (a new tenant's silo) may adopt this spare's storage: this is a
+    /// spare silo and `target` a tenant's silo.
+    pub fn require_adoptable_by(&self, target: &PlacementRef) -> EngineResult<()> {
+        self.require_spare()?;
+        if target.isolation != Isolation::Silo || target.key.is_spare() {
+            return Err(EngineError::Storage(format!(
+                "{} cannot adopt ready-pool storage",
+                target.namespace
+            )));
+        }
+        Ok(())
+    }
+
     /// The storage a demolition names.
     pub fn demolished(target: &Demolition) -> Self {
         PlacementRef {
@@ -170,11 +206,45 @@ impl PlacementRef {
 
 /// How much work one query may do before it is stopped: wall-clock time, and rows the
 /// engine looks at (matching or not). Comes from the tenant's tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryBudget {
     pub time: Duration,
     pub rows_examined: u64,
+    /// Where the engine adds the rows the query examined, for metering.
+    pub examined: Examined,
 }
+
+/// A counter the engine adds a query's examined rows to (shared by the clones of a budget).
+/// Two are equal whatever they count: it is a place to report to, not part of the limit.
+#[derive(Debug, Clone, Default)]
+pub struct Examined(Option<std::sync::Arc<std::sync::atomic::AtomicU64>>);
+
+impl Examined {
+    /// A counter to read back with [`Examined::get`].
+    pub fn counting() -> Self {
+        Examined(Some(std::sync::Arc::default()))
+    }
+
+    pub fn add(&self, rows: u64) {
+        if let Some(n) = &self.0 {
+            n.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl PartialEq for Examined {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Examined {}
 
 impl QueryBudget {
     /// No rows-examined limit, and no counting either: for the server's own exact scans (a
@@ -183,6 +253,7 @@ impl QueryBudget {
         QueryBudget {
             time,
             rows_examined: u64::MAX,
+            examined: Examined(None),
         }
     }
 
@@ -197,6 +268,7 @@ impl Default for QueryBudget {
         QueryBudget {
             time: Duration::from_secs(5),
             rows_examined: 2_000_000,
+            examined: Examined::default(),
         }
     }
 }
@@ -338,6 +410,59 @@ pub struct StoredPlacement {
     pub name: String,
 }
 
+/// The exact number of `scope`'s tenant's records in `collection`: a count through
+/// [`Engine::aggregate`], not metered per row (the server's own counts: a move's
+/// comparison, a storage quota's first count).
+pub async fn count_records(
+    engine: &dyn Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+    time: Duration,
+) -> EngineResult<u64> {
+    use bulkhead_core::query::aggregate::{Metric, MetricOp};
+    let query = AggregateQuery {
+        plan: AggregatePlan {
+            filter: None,
+            groups: Vec::new(),
+            metrics: vec![Metric {
+                name: "count".into(),
+                op: MetricOp::Count,
+                column: None,
+            }],
+        },
+        after: None,
+        limit: 1,
+        budget: QueryBudget::unmetered(time),
+    };
+    let rows = engine.aggregate(scope, collection, &query).await?;
+    let n = match rows.first().and_then(|r| r.metrics.first()) {
+        Some(Some(FieldValue::Integer(n))) => *n,
+        _ => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// What one placement's data occupies ([`Engine::measure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    pub key: StorageKey,
+    /// Records per collection (collections without any are left out).
+    pub records: BTreeMap<CollectionName, u64>,
+    pub bytes: u64,
+}
+
+/// A pool tenant's share of a pooled table's `table_bytes`: `tenant_row_bytes` of
+/// `all_row_bytes`, rounded down. Rows, their index entries and full-text postings grow
+/// together, so the bytes of a tenant's rows are the measure of its share.
+pub fn pool_share(table_bytes: u64, tenant_row_bytes: u64, all_row_bytes: u64) -> u64 {
+    if all_row_bytes == 0 {
+        return 0;
+    }
+    let share = u128::from(table_bytes) * u128::from(tenant_row_bytes.min(all_row_bytes))
+        / u128::from(all_row_bytes);
+    u64::try_from(share).unwrap_or(u64::MAX)
+}
+
 /// Counts an engine reports about a placement, for tests and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -374,6 +499,24 @@ pub trait Engine: Send + Sync + 'static {
         target: &PlacementRef,
         collection: &Collection,
     ) -> EngineResult<()>;
+
+    /// The ready pool: builds the silo `spare` (named by a [`StorageKey::spare`] key) with
+    /// tables for `collections`, or brings an existing one up to them, and lets go of it (no
+    /// handle stays open). Refuses anything but a spare silo.
+    async fn prepare_spare(
+        &self,
+        spare: &PlacementRef,
+        collections: &[Collection],
+    ) -> EngineResult<()>;
+
+    /// Hands the ready storage of `spare` to `target`, a new silo, by renaming it: the
+    /// tenant's storage then has the spare's tables and nothing else. `Ok(false)` when the
+    /// spare's storage is gone (the caller provisions as usual). Never replaces storage
+    /// `target` already has.
+    async fn adopt_spare(&self, spare: &PlacementRef, target: &PlacementRef) -> EngineResult<bool>;
+
+    /// Removes a spare's storage, if it is still there. Refuses anything but a spare silo.
+    async fn discard_spare(&self, spare: &PlacementRef) -> EngineResult<()>;
 
     /// Removes every byte of the tenant's data in this placement. Takes a [`Demolition`],
     /// which only the holder of the access authority makes (tenant deletion, a move's
@@ -457,6 +600,17 @@ pub trait Engine: Send + Sync + 'static {
     /// Every piece of tenant storage this engine holds: silo files or databases, bridge
     /// tables or schemas, and each storage key with rows in a pooled table.
     async fn inventory(&self) -> EngineResult<Vec<StoredPlacement>>;
+
+    /// What `placements` (all on this engine) occupy, for metering: records per collection
+    /// of `collections` and bytes on disk. A silo is its whole database; a bridge tenant its
+    /// tables and indexes; a pool tenant its share of each pooled table and its indexes, in
+    /// proportion to the bytes of its rows. Placements sharing a pool are measured in one
+    /// pass over each table. A placement whose storage is gone is left out.
+    async fn measure(
+        &self,
+        placements: &[PlacementRef],
+        collections: &[Collection],
+    ) -> EngineResult<Vec<Measured>>;
 
     /// Flushes and closes every database cleanly.
     async fn shutdown(&self);

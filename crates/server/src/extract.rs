@@ -11,6 +11,7 @@ use bulkhead_catalog::Ctx;
 use bulkhead_core::TenantId;
 use bulkhead_core::error::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::error::{ApiError, current_request_id};
@@ -65,12 +66,12 @@ impl FromRequestParts<AppState> for Auth {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|peer| peer.0.ip().to_string());
-        Ok(Auth(
-            state
-                .catalog
-                .authenticate_from(token, &request_id, source.as_deref())
-                .await?,
-        ))
+        let authenticated = state
+            .catalog
+            .authenticate_from(token, &request_id, source.as_deref())
+            .instrument(tracing::info_span!("auth"))
+            .await?;
+        Ok(Auth(authenticated))
     }
 }
 

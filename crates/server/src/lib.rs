@@ -10,19 +10,21 @@ mod drain;
 pub mod error;
 pub mod extract;
 pub mod listen;
+mod metered;
+pub mod metrics;
 mod routes;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bulkhead_api::{Health, REQUEST_ID_HEADER};
-use bulkhead_catalog::Catalog;
+use bulkhead_catalog::{Catalog, RequestTenant};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
@@ -69,6 +71,9 @@ pub struct AppState {
     pub bulk_slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// Request bodies in flight on this server ([`budget`]).
     pub body_budget: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Request latencies for `GET /metrics` ([`metrics`]).
+    pub http_metrics: metrics::HttpMetrics,
+    pub metrics_config: metrics::MetricsConfig,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,10 +81,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .merge(routes::control::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
         .merge(routes::storage::router())
+        .merge(routes::usage::router())
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -94,7 +101,10 @@ pub fn router(state: AppState) -> Router {
             budget::bodies_in_flight,
         ))
         .layer(middleware::from_fn(normalise_errors))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -145,7 +155,7 @@ fn request_id_from(request: &Request) -> String {
 }
 
 /// Gives the request its id and span, logs one line when it ends, and echoes the id.
-async fn request_context(request: Request, next: Next) -> Response {
+async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = request_id_from(&request);
     let span = tracing::info_span!(
         "request",
@@ -154,14 +164,43 @@ async fn request_context(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
         tenant = tracing::field::Empty,
     );
+    // A caller's W3C `traceparent` makes this request's span its child (when traces are
+    // exported at all; otherwise this does nothing).
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&TraceHeaders(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+    }
     let started = Instant::now();
     let id = request_id.clone();
+    let (route, method) = (
+        request.extensions().get::<MatchedPath>().cloned(),
+        request.method().clone(),
+    );
+    // Bytes in and out, metered for the tenant the request turns out to act on.
+    // (Off only while `bulkhead-bench metering` measures what metering costs.)
+    let acted = state
+        .catalog
+        .metering()
+        .then(|| RequestTenant::new(&state.catalog));
+    let request = match &acted {
+        Some(acted) => {
+            request.map(|body| metered::Counted::wrap(body, acted, metered::Side::Received))
+        }
+        None => request,
+    };
     let (request, leftover) = drain::share(request);
+    let tenant = acted.clone();
     let mut response = REQUEST_ID
         .scope(
             request_id,
             async move {
-                let response = next.run(request).await;
+                let response = match tenant {
+                    Some(tenant) => tenant.scope(next.run(request)).await,
+                    None => next.run(request).await,
+                };
                 tracing::info!(
                     status = response.status().as_u16(),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -172,6 +211,15 @@ async fn request_context(request: Request, next: Next) -> Response {
             .instrument(span),
         )
         .await;
+    if let Some(acted) = &acted {
+        state.http_metrics.record(
+            route.as_ref(),
+            &method,
+            response.status().as_u16(),
+            acted.model(),
+            started.elapsed(),
+        );
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -182,7 +230,25 @@ async fn request_context(request: Request, next: Next) -> Response {
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
+    match &acted {
+        Some(acted) => {
+            response.map(|body| metered::Counted::wrap(body, acted, metered::Side::Sent))
+        }
+        None => response,
+    }
+}
+
+/// A request's headers as OpenTelemetry's propagators read them.
+struct TraceHeaders<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for TraceHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
 }
 
 /// Error responses made by layers or by axum's own rejections (timeouts, panics, wrong

@@ -180,6 +180,73 @@ pub const MIGRATIONS: &[Migration] = &[
             Sql("CREATE INDEX IF NOT EXISTS rollouts_by_state ON rollouts (state, generation)"),
         ],
     },
+    Migration {
+        version: 4,
+        name: "spares: the ready pool of empty silo placements, per domain",
+        steps: &[
+            // `state`: preparing → ready → claimed (by a tenant's storage key, while it is
+            // created) or discarding; a row goes once its storage is adopted or removed.
+            Sql("CREATE TABLE IF NOT EXISTS spares (
+                id TEXT PRIMARY KEY, domain TEXT NOT NULL, state TEXT NOT NULL,
+                schema_version {int} NOT NULL, claimed_by TEXT, updated_at {int} NOT NULL)"),
+            Sql(
+                "CREATE INDEX IF NOT EXISTS spares_by_domain ON spares (domain, state, schema_version)",
+            ),
+        ],
+    },
+    Migration {
+        version: 5,
+        name: "usage by volume (records, bytes, query work, refusals by kind) and storage samples",
+        steps: &[
+            AddColumn {
+                table: "usage",
+                column: "records_written",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "bytes_in",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "bytes_out",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "rows_examined",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "query_micros",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "refused_concurrency",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "refused_quota",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "usage",
+                column: "refused_budget",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            // The last storage sample of each tenant per UTC hour (`bucket`); `collections`
+            // is a JSON object of records per collection.
+            Sql("CREATE TABLE IF NOT EXISTS storage_usage (
+                tenant_id TEXT NOT NULL, bucket {int} NOT NULL, sampled_at {int} NOT NULL,
+                records {int} NOT NULL, bytes {int} NOT NULL, collections TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, bucket))"),
+            Sql("CREATE INDEX IF NOT EXISTS storage_usage_by_bucket ON storage_usage (bucket)"),
+        ],
+    },
 ];
 
 /// The newest migration this binary knows.

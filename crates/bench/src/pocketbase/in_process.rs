@@ -19,6 +19,8 @@ pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 /// A Bulkhead server running on a dedicated runtime thread until [`InProcess::stop`].
 pub struct InProcess {
     pub url: String,
+    /// The server's catalog (`metering` turns its metering off and on between rounds).
+    pub catalog: bulkhead_catalog::Catalog,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -30,7 +32,8 @@ impl InProcess {
 
     /// Starts with these serve settings (the listen address is always a free loopback port).
     pub async fn start_with(args: bulkhead::config::ServeArgs) -> anyhow::Result<InProcess> {
-        let (ready, is_ready) = oneshot::channel::<anyhow::Result<String>>();
+        let (ready, is_ready) =
+            oneshot::channel::<anyhow::Result<(String, bulkhead_catalog::Catalog)>>();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bulkhead-server".into())
@@ -44,11 +47,12 @@ impl InProcess {
                     .build()?;
                 runtime.block_on(serve(args, ready, stopped))
             })?;
-        let url = is_ready
+        let (url, catalog) = is_ready
             .await
             .context("the bulkhead server thread ended during start-up")??;
         Ok(InProcess {
             url,
+            catalog,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -70,7 +74,7 @@ impl InProcess {
 
 async fn serve(
     args: bulkhead::config::ServeArgs,
-    ready: oneshot::Sender<anyhow::Result<String>>,
+    ready: oneshot::Sender<anyhow::Result<(String, bulkhead_catalog::Catalog)>>,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let started = async {
@@ -102,7 +106,7 @@ async fn serve(
             return Ok(());
         }
     };
-    let _ = ready.send(Ok(url));
+    let _ = ready.send(Ok((url, node.catalog.clone())));
     let served = bulkhead_server::serve(listener, node.state.clone(), async {
         let _ = stopped.await;
     })

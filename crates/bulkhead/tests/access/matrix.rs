@@ -111,7 +111,8 @@ async fn foreign_ids_look_missing_on_postgres_pool_bridge_and_silo() {
         let spec = TierSpec {
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
-            monthly_price: 0.0,
+            monthly_price: Default::default(),
+            currency: Default::default(),
             description: String::new(),
             limits: Default::default(),
             ceiling: Default::default(),

@@ -295,7 +295,8 @@ pub async fn put_pg_tier(
     let tier = bulkhead_core::model::TierSpec {
         isolation,
         domains: vec![bulkhead_core::DomainName::parse("pg").unwrap()],
-        monthly_price: 0.0,
+        monthly_price: Default::default(),
+        currency: Default::default(),
         description: String::new(),
         limits,
         ceiling: Default::default(),
@@ -333,4 +334,20 @@ pub async fn all_titles(client: &Client) -> std::collections::BTreeMap<String, S
             None => return out,
         }
     }
+}
+
+/// Runs `bulkhead <args>` against `server` as the platform admin; returns whether it
+/// succeeded and its stdout (stderr appended when it failed).
+pub fn cli(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_TOKEN", ADMIN_KEY)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
 }

@@ -75,10 +75,10 @@ impl Catalog {
         journal: Journal,
     ) -> Result<(), Error> {
         let work = self.journal_work(sides, journal)?;
-        let sides = sides.clone();
+        let (catalog, sides) = (self.clone(), sides.clone());
         lane.normal(async move {
             for (c, ids) in &work {
-                copy::sync_ids(&sides, c, ids).await?;
+                copy::sync_ids(&catalog, &sides, c, ids).await?;
             }
             Ok(())
         })

@@ -89,6 +89,8 @@ pub(crate) struct Live {
     pub verified: AtomicU64,
     /// Why the move was cancelled, once it is.
     pub cancel: Mutex<Option<String>>,
+    /// The phase it is in, once it entered one (metrics).
+    pub phase: Mutex<Option<MovePhase>>,
     /// When the copy began, and how long it took once done.
     pub copy_clock: Mutex<(Option<Instant>, Option<Duration>)>,
 }

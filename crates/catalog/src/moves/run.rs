@@ -48,6 +48,10 @@ impl Catalog {
         live: &Live,
     ) -> Result<(), Error> {
         row.phase = phase;
+        *live.phase.lock() = Some(phase);
+        // One span per phase entered (exported as a trace when traces are on).
+        tracing::info_span!("move.phase", r#move = %row.id, tenant = %row.tenant, phase = %phase)
+            .in_scope(|| tracing::debug!("move entered a phase"));
         row.rows_copied = live.copied.load(Ordering::Relaxed);
         row.rows_total = live.total.load(Ordering::Relaxed);
         row.rows_verified = live.verified.load(Ordering::Relaxed);
@@ -148,12 +152,17 @@ impl Catalog {
         self.enter_phase(row, MovePhase::Provisioning, live).await?;
         let sides = {
             let _schema = self.lock_schema().await?;
-            // The source's generation now: a rollout that ran before this move existed may
-            // have moved it; none touches it from here on.
+            // The source at the newest generation: a rollout still on its way to it would
+            // leave the move copying with older definitions than a shared target (a pool a
+            // rollout already changed) has. No rollout touches it from here on.
             let (_, source_now) = self
                 .load_tenant(&row.tenant)
                 .await?
                 .ok_or_else(|| Error::not_found("tenant_not_found", "tenant not found"))?;
+            let source_now = self
+                .bring_to_newest_schema(&row.tenant, source_now)
+                .await
+                .map_err(|e| phase_error(MovePhase::Provisioning, e))?;
             let defs = self.definitions_at(source_now.schema_version);
             let collections: Vec<Collection> = defs.iter().map(|c| (**c).clone()).collect();
             sides
@@ -215,8 +224,7 @@ impl Catalog {
                 Catalog::check_cancel(live)?;
                 let started = Instant::now();
                 // One page read from the source and restored into the target: a bulk step.
-                let (catalog, step_sides, target) =
-                    (self.clone(), sides.clone(), target_ref.clone());
+                let (catalog, step_sides) = (self.clone(), sides.clone());
                 let (collection, from, chunk) = (Arc::clone(c), after.take(), settings.chunk);
                 let (n, last) = lane
                     .bulk(async move {
@@ -230,9 +238,7 @@ impl Catalog {
                         .await?;
                         let (n, last) = (page.len(), page.last().map(|r| r.id.clone()));
                         if n > 0 {
-                            catalog
-                                .restore_with_schema(&step_sides, &target, &collection, page)
-                                .await?;
+                            copy::restore(&catalog, &step_sides, &collection, page).await?;
                         }
                         Ok((n, last))
                     })
@@ -353,14 +359,14 @@ impl Catalog {
         // switch stamps the target with the generation they belong to.
         let newest = self.collections();
         let last = self.journal_work(&sides, self.drain_journal(&gate, &row.tenant).await?)?;
-        let (frozen_sides, target) = (sides.clone(), target_ref.clone());
+        let (frozen_sides, target, catalog) = (sides.clone(), target_ref.clone(), self.clone());
         let rechecked = lane
             .normal(async move {
                 let sides = frozen_sides;
                 let all = Arc::clone(&sides.defs);
                 let mut rechecked = 0u64;
                 for (c, ids) in &last {
-                    copy::sync_ids(&sides, c, ids).await?;
+                    copy::sync_ids(&catalog, &sides, c, ids).await?;
                     let left = copy::differing(&sides, c, ids).await?;
                     if let Some(first) = left.first() {
                         return Err(Error::conflict(
@@ -412,30 +418,6 @@ impl Catalog {
         self.enter_phase(row, MovePhase::Cleaning, live).await?;
         tokio::time::sleep(settings.drain_grace).await;
         self.clean_source(row).await
-    }
-
-    /// Restores a page; if the target does not have the move's definition of `c` (a target
-    /// provisioned by an earlier attempt of the move), brings it there and tries once more.
-    async fn restore_with_schema(
-        &self,
-        sides: &Sides,
-        target: &PlacementRef,
-        c: &Collection,
-        page: Vec<bulkhead_core::record::Record>,
-    ) -> Result<(), Error> {
-        super::copy::refuse_unmovable(&page)?;
-        match sides
-            .target_engine
-            .restore(&sides.target, c, page.clone())
-            .await
-        {
-            Err(bulkhead_engine::EngineError::SchemaBehind { stored }) => {
-                tracing::info!(collection = %c.name, stored, "the target is behind the move's definition; updating it");
-                sides.target_engine.ensure_collection(target, c).await?;
-                Ok(sides.target_engine.restore(&sides.target, c, page).await?)
-            }
-            other => Ok(other?),
-        }
     }
 
     /// Sets the routing entry's write state; `stage` announces it to the other servers

@@ -11,6 +11,7 @@ pub(crate) mod collections;
 pub(crate) mod domains;
 pub(crate) mod paging;
 pub(crate) mod rollouts;
+pub(crate) mod spares;
 pub(crate) mod tenants;
 pub(crate) mod tiers;
 

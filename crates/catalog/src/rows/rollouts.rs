@@ -23,6 +23,24 @@ pub(crate) fn behind(tx: &dyn Tx, generation: i64) -> StoreResult<i64> {
     .get::<i64>(0)
 }
 
+/// Whether `tenant`'s placement is still the one a pass planned (`epoch`), live, not moving
+/// and behind `generation`.
+pub(crate) fn still_behind(
+    tx: &dyn Tx,
+    tenant: &bulkhead_core::TenantId,
+    epoch: i64,
+    generation: i64,
+) -> StoreResult<bool> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT 1 {LIVE} AND t.id = ?1 AND p.epoch = ?2 AND p.schema_version < ?3 {NOT_MOVING}"
+            ),
+            params![tenant.as_str(), epoch, generation],
+        )?
+        .is_some())
+}
+
 /// Records the rollout of a change, in the changing transaction.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert(

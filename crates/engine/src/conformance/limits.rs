@@ -189,6 +189,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
         let rows = run(QueryBudget {
             time: Duration::from_secs(30),
             rows_examined: 100,
+            examined: Default::default(),
         })
         .await;
         assert!(
@@ -201,6 +202,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
         let time = run(QueryBudget {
             time: Duration::ZERO,
             rows_examined: 1_000_000,
+            examined: Default::default(),
         })
         .await;
         assert!(
@@ -210,6 +212,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
         let fine = run(QueryBudget {
             time: Duration::from_secs(30),
             rows_examined: 1_000,
+            examined: Default::default(),
         })
         .await;
         assert!(
@@ -217,6 +220,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
             "{isolation}: {fine:?}"
         );
         // An indexed lookup examines only its matches, so a small budget suffices.
+        let examined = crate::Examined::counting();
         let indexed = query::filter("n = 3", &c).expect("f");
         let few = engine
             .list(
@@ -228,6 +232,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
                     budget: QueryBudget {
                         time: Duration::from_secs(30),
                         rows_examined: 80,
+                        examined: examined.clone(),
                     },
                     ..Default::default()
                 },
@@ -236,6 +241,12 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
         assert!(
             matches!(&few, Ok(v) if !v.is_empty()),
             "{isolation}: {few:?}"
+        );
+        let found = few.as_ref().map_or(0, Vec::len) as u64;
+        assert!(
+            (found..=80).contains(&examined.get()),
+            "{isolation}: an indexed lookup of {found} examined {}",
+            examined.get()
         );
         // Aggregations are budgeted too, and the connection is usable afterwards.
         let request: AggregateRequest =
@@ -252,6 +263,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
                     budget: QueryBudget {
                         time: Duration::from_secs(30),
                         rows_examined: 50,
+                        examined: Default::default(),
                     },
                 },
             )
@@ -264,7 +276,10 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
             "{isolation}: {agg:?}"
         );
         for budget in [
-            QueryBudget::default(),
+            QueryBudget {
+                examined: crate::Examined::counting(),
+                ..QueryBudget::default()
+            },
             // The server's own exact counts: no per-row meter, and exactly as correct.
             QueryBudget::unmetered(Duration::from_secs(30)),
         ] {
@@ -276,7 +291,7 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
                         plan: plan.clone(),
                         after: None,
                         limit: 1,
-                        budget,
+                        budget: budget.clone(),
                     },
                 )
                 .await
@@ -286,6 +301,14 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
                 Some(FieldValue::Integer(400)),
                 "{isolation} {budget:?}"
             );
+            if budget.counts_rows() {
+                // The engine reports what it examined (metering): every one of the 400.
+                let examined = budget.examined.get();
+                assert!(
+                    (400..=800).contains(&examined),
+                    "{isolation}: examined {examined}"
+                );
+            }
         }
         // Unmetered still means the tenant's rows only, and the time limit still holds.
         let filtered = engine

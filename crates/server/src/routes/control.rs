@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use bulkhead_api::{
     AuditQuery, CreateKey, CreatePlatformKey, CreateTenant, Page, StartMove, UpdateTenant,
-    UsageQuery,
 };
 use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
@@ -45,7 +44,6 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/platform-keys/{key}", delete(revoke_platform_key))
         .route("/v1/audit", get(list_audit))
-        .route("/v1/usage", get(list_usage))
         .route("/v1/tiers", get(list_tiers))
         .route("/v1/tiers/{tier}", put(put_tier))
         .route("/v1/domains", get(list_domains))
@@ -71,15 +69,6 @@ async fn list_audit(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
     Ok(axum::Json(state.catalog.list_audit(&ctx, &query).await?).into_response())
-}
-
-async fn list_usage(
-    State(state): State<AppState>,
-    Auth(ctx): Auth,
-    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    let Query(query) = query.map_err(crate::routes::query_error)?;
-    Ok(axum::Json(state.catalog.list_usage(&ctx, &query).await?).into_response())
 }
 
 async fn create_tenant(

@@ -4,6 +4,7 @@ pub mod control;
 pub mod members;
 pub mod records;
 pub mod storage;
+pub mod usage;
 
 use axum::extract::rejection::QueryRejection;
 use bulkhead_core::Error;

@@ -1,0 +1,237 @@
+//! `bulkhead-bench metering`: what knowing every tenant costs.
+//!
+//! 1. **Overhead**: get by id and a 1,000-line bulk on a pool tenant over HTTP (32
+//!    connections), in alternating rounds with metering on and off in the same server
+//!    (`Catalog::set_metering`: usage counts, bytes in and out, query work, request metrics).
+//!    Reports throughput and server CPU µs per request each way, and the cost in per cent.
+//! 2. **Scrape**: `GET /metrics` with `--tenants` tenants that each made a request.
+//! 3. **Storage sampling**: every tenant's storage measured (`POST /v1/usage/storage`) with
+//!    `--silos` silo tenants besides the pool ones, while a neighbour reads; the neighbour's
+//!    p99 with the sampling running over its p99 without.
+
+use std::time::{Duration, Instant};
+
+use bulkhead_api::CreateTenant;
+use bulkhead_client::Client;
+use bulkhead_core::{RecordId, TenantId, TierName};
+
+use crate::limit::{Op, Sample, bulkhead_target, measure, seed};
+use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
+use crate::{percentile, timed};
+
+const METRICS_TOKEN: &str = "bench-metrics-token";
+
+#[derive(Debug, clap::Args)]
+pub struct MeteringArgs {
+    /// Requests per op, mode and round (bulk: a tenth of it).
+    #[arg(long, default_value_t = 2_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Rounds per op (on/off alternate: on off, off on, …); the cost is the median of the
+    /// rounds' CPU per request, each way.
+    #[arg(long, default_value_t = 16)]
+    rounds: usize,
+    /// Pool tenants that each make one request before the scrape (0: skip the scrape).
+    #[arg(long, default_value_t = 10_000)]
+    tenants: usize,
+    /// Silo tenants besides them for the storage sampling (0 with --tenants 0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    silos: usize,
+    /// Both "modes" with metering on: the noise floor of the comparison.
+    #[arg(long)]
+    aa: bool,
+    /// Only these ops of the overhead part (`get`, `bulk`).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Seconds the neighbour reads, with and without sampling.
+    #[arg(long, default_value_t = 10)]
+    neighbour_seconds: u64,
+}
+
+fn empty() -> Sample {
+    Sample {
+        requests: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+        cpu: 0.0,
+    }
+}
+
+pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
+    let server = InProcess::start_with(bulkhead::config::ServeArgs {
+        bulk_in_flight: Some(args.connections.max(16)),
+        metrics_token: Some(METRICS_TOKEN.into()),
+        ..Default::default()
+    })
+    .await?;
+    let target = bulkhead_target(&server.url).await?;
+    let seeded = 10_000;
+    seed(&target, seeded).await?;
+    println!(
+        "Metering on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way",
+        if args.aa { "on (noise floor)" } else { "off" },
+        args.connections,
+        args.rounds
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>14} {:>16} {:>8}",
+        "op", "on/s", "off/s", "p99 on / off", "CPU µs on / off", "cost"
+    );
+    let mut offset = seeded * 10;
+    let wanted = |op: Op| {
+        let short = if op == Op::Get { "get" } else { "bulk" };
+        args.ops.is_empty() || args.ops.iter().any(|o| o == short)
+    };
+    for op in [Op::Get, Op::Bulk].into_iter().filter(|op| wanted(*op)) {
+        let requests = if op == Op::Bulk {
+            (args.requests / 10).max(1)
+        } else {
+            args.requests
+        };
+        let mut samples = [empty(), empty()];
+        let mut per_round: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..args.rounds.max(2) {
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for mode in order {
+                server.catalog.set_metering(mode == 0 || args.aa);
+                let part = measure(&target, op, requests, args.connections, seeded, offset).await?;
+                offset += requests;
+                per_round[mode].push(part.cpu * 1e6 / part.requests as f64);
+                let sample = &mut samples[mode];
+                sample.requests += part.requests;
+                sample.seconds += part.seconds;
+                sample.latencies.extend(part.latencies);
+                sample.cpu += part.cpu;
+            }
+        }
+        server.catalog.set_metering(true);
+        for sample in &mut samples {
+            sample.latencies.sort();
+        }
+        let rate = |s: &Sample| s.requests as f64 / s.seconds;
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (on, off) = (median(&mut per_round[0]), median(&mut per_round[1]));
+        println!(
+            "{:<18} {:>10.0} {:>10.0} {:>6.2} / {:<6.2} {:>7.0} / {:<7.0} {:>7.1}%",
+            op.name(),
+            rate(&samples[0]),
+            rate(&samples[1]),
+            percentile(&samples[0].latencies, 0.99),
+            percentile(&samples[1].latencies, 0.99),
+            on,
+            off,
+            (on / off - 1.0) * 100.0,
+        );
+    }
+
+    let admin = Client::new(&server.url, ADMIN_KEY)?;
+    if args.tenants > 0 {
+        let a = admin.clone();
+        let (rate, _) = timed(
+            args.tenants,
+            args.connections,
+            "pool tenants, one request each",
+            move |i| {
+                let admin = a.clone();
+                async move {
+                    let id = TenantId::parse(&format!("p{i:06}"))?;
+                    create(&admin, &id, "free").await?;
+                    let missing = admin
+                        .with_tenant(id)
+                        .get_record(&crate::limit_items()?, &RecordId::parse("r")?)
+                        .await;
+                    anyhow::ensure!(missing.is_err_and(|e| e.status() == Some(404)));
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+        println!(
+            "\n{} pool tenants created and used at {rate:.0}/s",
+            args.tenants
+        );
+        let scraper = Client::new(&server.url, METRICS_TOKEN)?;
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..50 {
+            let started = Instant::now();
+            size = scraper.metrics().await?.len();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "GET /metrics with {} tenants: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {size} bytes",
+            args.tenants,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            times.last().map_or(0.0, |t| t.as_secs_f64() * 1e3),
+        );
+    }
+
+    if args.silos > 0 || args.tenants > 0 {
+        if args.silos > 0 {
+            let a = admin.clone();
+            let (rate, _) =
+                timed(args.silos, 8, "silo tenants", move |i| {
+                    let admin = a.clone();
+                    async move {
+                        create(&admin, &TenantId::parse(&format!("s{i:06}"))?, "premium").await
+                    }
+                })
+                .await?;
+            println!("{} silo tenants created at {rate:.0}/s", args.silos);
+        }
+        let neighbour = |seconds: u64| {
+            let target = target.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                let mut all = Vec::new();
+                let mut k = 0;
+                while Instant::now() < deadline {
+                    let part = measure(&target, Op::Get, 500, 8, seeded, k).await?;
+                    k += 500;
+                    all.extend(part.latencies);
+                }
+                all.sort();
+                anyhow::Ok(all)
+            }
+        };
+        let quiet = neighbour(args.neighbour_seconds).await?;
+        // The scheduled sampler's path (the background runtime), timed to its end.
+        let catalog = server.catalog.clone();
+        let sampling = tokio::spawn(async move {
+            let started = Instant::now();
+            let done = catalog.sample_storage_detached(None).await;
+            (started.elapsed(), done)
+        });
+        let busy = neighbour(args.neighbour_seconds).await?;
+        let (took, done) = sampling.await?;
+        let done = done?;
+        println!(
+            "storage of {} tenants ({} failed) sampled in {:.1} s; a neighbour's get p99 {:.2} ms meanwhile vs {:.2} ms without ({:.2}x)",
+            done.tenants,
+            done.failed,
+            took.as_secs_f64(),
+            percentile(&busy, 0.99),
+            percentile(&quiet, 0.99),
+            percentile(&busy, 0.99) / percentile(&quiet, 0.99),
+        );
+    }
+    server.stop().await
+}
+
+async fn create(admin: &Client, id: &TenantId, tier: &str) -> anyhow::Result<()> {
+    admin
+        .create_tenant(&CreateTenant {
+            id: id.clone(),
+            name: id.as_str().to_owned(),
+            tier: TierName::parse(tier)?,
+            labels: Default::default(),
+        })
+        .await?;
+    Ok(())
+}

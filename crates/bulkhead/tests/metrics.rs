@@ -1,0 +1,216 @@
+//! `GET /metrics`: requests by route template, method, status class and isolation model;
+//! the heaviest tenants each on their own and the rest as `_other`, so the number of series
+//! stays bounded with 10,000 tenants; who may scrape (the metrics token, platform admins and
+//! operators; not tenants, not anonymous callers); and the separate metrics listener.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bulkhead_client::Client;
+use bulkhead_core::RecordId;
+use bulkhead_core::access::TenantRole;
+use common::{Server, create_tenant, items, key, put_items, tid};
+use serde_json::json;
+
+const TOKEN: &str = "metrics-token-0123456789";
+
+/// The samples of an exposition: series (name and labels) → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples.get(series).unwrap_or_else(|| {
+        panic!(
+            "no {series} in:\n{}",
+            samples.keys().cloned().collect::<Vec<_>>().join("\n")
+        )
+    })
+}
+
+#[tokio::test]
+async fn requests_by_route_and_model_and_the_heaviest_tenants_with_the_rest_as_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_METRICS_TOKEN", TOKEN),
+            ("BULKHEAD_METRICS_TOP_TENANTS", "2"),
+            ("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let admin = server.admin();
+    put_items(&admin).await;
+    let mut clients = BTreeMap::new();
+    for (t, tier) in [
+        ("ta", "free"),
+        ("tb", "standard"),
+        ("tc", "premium"),
+        ("td", "free"),
+    ] {
+        create_tenant(&admin, t, tier).await;
+        clients.insert(t, server.client(&key(&admin, t, TenantRole::Member).await));
+    }
+    for (t, n) in [("ta", 5), ("tb", 4), ("tc", 3), ("td", 1)] {
+        for i in 0..n {
+            clients[t]
+                .create_record(&items(), &json!({"title": format!("{t}{i}")}))
+                .await
+                .unwrap();
+        }
+    }
+    let missing = clients["tc"]
+        .get_record(&items(), &RecordId::parse("nope").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+
+    let text = server.client(TOKEN).metrics().await.unwrap();
+    let s = samples(&text);
+    let records = "/v1/collections/{collection}/records";
+    for (model, n) in [("pool", 6.0), ("bridge", 4.0), ("silo", 3.0)] {
+        let series = format!(
+            "bulkhead_http_request_duration_seconds_count{{route=\"{records}\",method=\"POST\",status=\"2xx\",model=\"{model}\"}}"
+        );
+        assert_eq!(value(&s, &series), n, "{series}");
+    }
+    let not_found = format!(
+        "bulkhead_http_request_duration_seconds_count{{route=\"{records}/{{id}}\",method=\"GET\",status=\"4xx\",model=\"silo\"}}"
+    );
+    assert_eq!(value(&s, &not_found), 1.0);
+    // Ids never become labels: only route templates.
+    assert!(!text.contains("nope") && !text.contains("ta0"), "{text}");
+    // The two heaviest on their own; c and d together.
+    let requests = |t: &str| {
+        value(
+            &s,
+            &format!("bulkhead_tenant_requests_total{{tenant=\"{t}\"}}"),
+        )
+    };
+    assert_eq!(requests("ta"), 5.0);
+    assert_eq!(requests("tb"), 4.0);
+    assert_eq!(requests("_other"), 5.0, "tc (3 and a 404) and td (1)");
+    assert!(
+        !s.keys()
+            .any(|k| k.contains("tenant=\"tc\"") || k.contains("tenant=\"td\""))
+    );
+    assert_eq!(
+        value(&s, "bulkhead_tenant_records_written_total{tenant=\"ta\"}"),
+        5.0
+    );
+    assert_eq!(value(&s, "bulkhead_tenant_series"), 3.0);
+    assert!(
+        s.keys()
+            .any(|k| k.starts_with("bulkhead_engine_open_handles{domain=\"local\""))
+    );
+    assert!(s.contains_key("bulkhead_audit_queue_depth"));
+
+    // Who may scrape.
+    assert!(admin.metrics().await.is_ok(), "platform admins may");
+    let anonymous = server.client("").metrics().await.unwrap_err();
+    assert_eq!(anonymous.status(), Some(401));
+    let tenant = clients["ta"].metrics().await.unwrap_err();
+    assert_eq!(tenant.status(), Some(403));
+    let wrong = server
+        .client("metrics-token-wrong")
+        .metrics()
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.status(), Some(401));
+
+    // The separate listener: only /metrics, behind the token.
+    let log = server.log();
+    let url = log
+        .split("bulkhead metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let separate = Client::new(&url, TOKEN).unwrap().metrics().await.unwrap();
+    assert!(separate.contains("bulkhead_tenant_requests_total"));
+    assert_eq!(
+        Client::new(&url, "")
+            .unwrap()
+            .metrics()
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+    assert!(
+        Client::new(&url, TOKEN)
+            .unwrap()
+            .list_tenants(None, None)
+            .await
+            .is_err(),
+        "the metrics listener serves nothing else"
+    );
+}
+
+/// Bound on the exposition's samples with any number of tenants and the default top of 50:
+/// the request histograms of the routes used, 51 rows of each per-tenant family, and a few
+/// dozen others.
+const SAMPLE_BOUND: usize = 1_500;
+
+#[tokio::test]
+async fn with_ten_thousand_tenants_the_series_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_METRICS_TOKEN", TOKEN)]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    let n = 10_000;
+    // Sixteen workers take the next tenant number until all are done.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (admin, next) = (admin.clone(), std::sync::Arc::clone(&next));
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let t = format!("t{i:05}");
+                create_tenant(&admin, &t, "free").await;
+                // One data request each, as the platform admin naming the tenant.
+                let err = admin
+                    .with_tenant(tid(&t))
+                    .get_record(&items(), &RecordId::parse("r").unwrap())
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.status(), Some(404));
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+    let text = server.client(TOKEN).metrics().await.unwrap();
+    let s = samples(&text);
+    assert_eq!(
+        value(&s, "bulkhead_tenant_series"),
+        51.0,
+        "50 tenants and _other"
+    );
+    let total: f64 = s
+        .iter()
+        .filter(|(k, _)| k.starts_with("bulkhead_tenant_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, n as f64, "every request is in some series");
+    assert!(
+        s.len() <= SAMPLE_BOUND,
+        "{} samples with {n} tenants (bound {SAMPLE_BOUND})",
+        s.len()
+    );
+    eprintln!("{} samples, {} bytes with {n} tenants", s.len(), text.len());
+}

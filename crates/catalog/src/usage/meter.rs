@@ -1,0 +1,408 @@
+//! The counters of metering: what each tenant used, per UTC hour, counted in memory and added
+//! to the catalog's `usage` table every couple of seconds (and at shutdown) by a flusher task.
+//! Servers sharing a catalog each add their own counts, so the table holds the sum.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bulkhead_core::TenantId;
+use bulkhead_core::model::Isolation;
+use bulkhead_core::time::Timestamp;
+use parking_lot::Mutex;
+
+use crate::store::{StoreResult, Tx, Val};
+use crate::{Catalog, Inner};
+
+pub(crate) const HOUR_MICROS: i64 = 3_600 * 1_000_000;
+/// How often counts are added to the catalog.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// One thing metered per tenant and hour; its column in `usage` is [`Counter::column`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    /// Data requests admitted (reads and writes).
+    Requests = 0,
+    /// Of those, writes.
+    Writes,
+    /// Records created, replaced, patched or deleted (each bulk line counts).
+    RecordsWritten,
+    /// Request body bytes received.
+    BytesIn,
+    /// Response body bytes sent.
+    BytesOut,
+    /// Rows the engine looked at for queries (matching or not).
+    RowsExamined,
+    /// Time spent in the engine on queries, in microseconds.
+    QueryMicros,
+    /// Refused: over the tier's request rate.
+    RefusedRate,
+    /// Refused: over the tier's concurrent requests.
+    RefusedConcurrency,
+    /// Refused: over the tier's storage quota.
+    RefusedQuota,
+    /// Refused: a query over the tier's query budget.
+    RefusedBudget,
+}
+
+pub(crate) const COUNTERS: usize = 11;
+
+/// The columns of `usage`, in [`Counter`] order.
+pub(crate) const COLUMNS: [&str; COUNTERS] = [
+    "requests",
+    "writes",
+    "records_written",
+    "bytes_in",
+    "bytes_out",
+    "rows_examined",
+    "query_micros",
+    "rate_limited",
+    "refused_concurrency",
+    "refused_quota",
+    "refused_budget",
+];
+
+/// A tenant's counts in one hour.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts(pub [i64; COUNTERS]);
+
+impl Counts {
+    pub fn get(&self, counter: Counter) -> i64 {
+        self.0[counter as usize]
+    }
+
+    fn merge(&mut self, other: &Counts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+}
+
+/// Counts not yet in the catalog, by tenant and hour; and each tenant's counts since this
+/// server started (for metrics).
+#[derive(Default)]
+pub(crate) struct Meter {
+    books: Mutex<Books>,
+    /// Serialises flushes, so counts taken out are in the catalog before the next flush
+    /// reports done.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Books {
+    tenants: HashMap<TenantId, Book>,
+}
+
+/// One tenant's counts: by hour until flushed (usually one hour), and since start.
+#[derive(Default)]
+struct Book {
+    hours: Vec<(i64, Counts)>,
+    since_start: Counts,
+}
+
+impl Counts {
+    fn add(&mut self, by: &[(Counter, i64)]) {
+        for (counter, n) in by {
+            let slot = &mut self.0[*counter as usize];
+            *slot = slot.saturating_add(*n);
+        }
+    }
+}
+
+impl Book {
+    fn hour(&mut self, hour: i64) -> &mut Counts {
+        match self.hours.iter().position(|(h, _)| *h == hour) {
+            Some(i) => &mut self.hours[i].1,
+            None => {
+                self.hours.push((hour, Counts::default()));
+                let last = self.hours.len() - 1;
+                &mut self.hours[last].1
+            }
+        }
+    }
+}
+
+impl Meter {
+    /// Adds `by` of each counter to `tenant`'s counts of the hour of `at`. Allocates only
+    /// for a tenant's first count since the last flush.
+    pub(crate) fn add(&self, tenant: &TenantId, at: Timestamp, by: &[(Counter, i64)]) {
+        let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let mut books = self.books.lock();
+        let book = match books.tenants.get_mut(tenant) {
+            Some(book) => book,
+            None => books.tenants.entry(tenant.clone()).or_default(),
+        };
+        book.hour(hour).add(by);
+        book.since_start.add(by);
+    }
+
+    /// Every tenant's counts since this server started.
+    pub(crate) fn since_start(&self) -> Vec<(TenantId, Counts)> {
+        let books = self.books.lock();
+        books
+            .tenants
+            .iter()
+            .map(|(t, b)| (t.clone(), b.since_start))
+            .collect()
+    }
+
+    /// Takes the counts not yet flushed.
+    fn take_pending(&self) -> Vec<((TenantId, i64), Counts)> {
+        let mut books = self.books.lock();
+        let mut out = Vec::new();
+        for (tenant, book) in &mut books.tenants {
+            for (hour, counts) in book.hours.drain(..) {
+                out.push(((tenant.clone(), hour), counts));
+            }
+        }
+        out
+    }
+
+    /// Puts back counts a flush could not write.
+    fn put_back(&self, batch: &[((TenantId, i64), Counts)]) {
+        let mut books = self.books.lock();
+        for ((tenant, hour), c) in batch {
+            books
+                .tenants
+                .entry(tenant.clone())
+                .or_default()
+                .hour(*hour)
+                .merge(c);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending(&self, tenant: &TenantId, hour: i64) -> Option<Counts> {
+        let books = self.books.lock();
+        let book = books.tenants.get(tenant)?;
+        book.hours.iter().find(|(h, _)| *h == hour).map(|(_, c)| *c)
+    }
+}
+
+fn add_counts(tx: &dyn Tx, batch: &[((TenantId, i64), Counts)]) -> StoreResult<()> {
+    let names = COLUMNS.join(", ");
+    let values: Vec<String> = (0..COUNTERS).map(|i| format!("?{}", i + 3)).collect();
+    let sums: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("{c} = usage.{c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO usage (tenant_id, bucket, {names}) VALUES (?1, ?2, {}) \
+         ON CONFLICT (tenant_id, bucket) DO UPDATE SET {}",
+        values.join(", "),
+        sums.join(", ")
+    );
+    for ((tenant, hour), c) in batch {
+        let mut params = vec![Val::from(tenant.as_str()), Val::Int(*hour)];
+        params.extend(c.0.iter().map(|n| Val::Int(*n)));
+        tx.execute(&sql, &params)?;
+    }
+    Ok(())
+}
+
+/// Adds the counts every [`FLUSH_EVERY`] until the catalog is dropped.
+pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FLUSH_EVERY).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            Catalog { inner }.flush_usage().await;
+        }
+    });
+}
+
+/// What a request turned out to act on (its tenant and the tenant's isolation model) and
+/// the body bytes it moved; the bytes go to the tenant's counts once the last holder lets go
+/// (the answer sent, or the connection gone).
+struct Acted {
+    catalog: Catalog,
+    tenant: OnceLock<TenantId>,
+    model: OnceLock<Isolation>,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Drop for Acted {
+    fn drop(&mut self) {
+        if let Some(tenant) = self.tenant.get() {
+            self.catalog.count_bytes(
+                tenant,
+                self.received.load(Ordering::Relaxed),
+                self.sent.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+tokio::task_local! {
+    /// What the current HTTP request acts on, once a data scope names it.
+    static REQUEST_TENANT: Arc<Acted>;
+}
+
+/// One request's slot: the HTTP layer runs the request inside [`RequestTenant::scope`],
+/// counts its bytes here, and labels its metrics with the model found here.
+#[derive(Clone)]
+pub struct RequestTenant(Arc<Acted>);
+
+impl RequestTenant {
+    pub fn new(catalog: &Catalog) -> Self {
+        RequestTenant(Arc::new(Acted {
+            catalog: catalog.clone(),
+            tenant: OnceLock::new(),
+            model: OnceLock::new(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }))
+    }
+
+    pub async fn scope<F: std::future::Future>(&self, f: F) -> F::Output {
+        REQUEST_TENANT.scope(Arc::clone(&self.0), f).await
+    }
+
+    pub fn get(&self) -> Option<&TenantId> {
+        self.0.tenant.get()
+    }
+
+    /// The isolation model of the tenant's placement, once a data request resolved it.
+    pub fn model(&self) -> Option<Isolation> {
+        self.0.model.get().copied()
+    }
+
+    pub fn received(&self, bytes: u64) {
+        self.0.received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: u64) {
+        self.0.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Notes `tenant` as the current request's, if it runs inside a scope.
+    pub(crate) fn note(tenant: &TenantId) {
+        let _ = REQUEST_TENANT.try_with(|slot| slot.tenant.set(tenant.clone()));
+    }
+
+    /// Notes the isolation model the current request's tenant is placed with.
+    pub(crate) fn note_model(model: Isolation) {
+        let _ = REQUEST_TENANT.try_with(|slot| slot.model.set(model));
+    }
+}
+
+impl Catalog {
+    /// Whether usage is metered now.
+    pub fn metering(&self) -> bool {
+        self.inner().metering.load(Ordering::Relaxed)
+    }
+
+    /// Turns metering (usage counts, bytes, query work, request metrics) off or on, for
+    /// `bulkhead-bench metering`, which measures what it costs by alternating rounds with it
+    /// on and off in one process. A server never runs with it off.
+    pub fn set_metering(&self, on: bool) {
+        self.inner().metering.store(on, Ordering::Relaxed);
+    }
+
+    /// Adds to `tenant`'s counts of this hour.
+    pub(crate) fn count(&self, tenant: &TenantId, by: &[(Counter, i64)]) {
+        if !self.metering() {
+            return;
+        }
+        self.inner().meter.add(tenant, self.inner().clock.now(), by);
+    }
+
+    /// Records a write created, replaced, patched or deleted.
+    pub(crate) fn count_written(&self, tenant: &TenantId, records: u64) {
+        self.count(
+            tenant,
+            &[(
+                Counter::RecordsWritten,
+                i64::try_from(records).unwrap_or(i64::MAX),
+            )],
+        );
+    }
+
+    /// The bytes of one HTTP request and its answer, for the tenant it acted on.
+    pub fn count_bytes(&self, tenant: &TenantId, received: u64, sent: u64) {
+        let n = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        self.count(
+            tenant,
+            &[
+                (Counter::BytesIn, n(received)),
+                (Counter::BytesOut, n(sent)),
+            ],
+        );
+    }
+
+    /// A query's work: rows the engine examined and the time it took.
+    pub(crate) fn count_query(&self, tenant: &TenantId, examined: u64, took: Duration) {
+        self.count(
+            tenant,
+            &[
+                (
+                    Counter::RowsExamined,
+                    i64::try_from(examined).unwrap_or(i64::MAX),
+                ),
+                (
+                    Counter::QueryMicros,
+                    i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+                ),
+            ],
+        );
+    }
+
+    /// Adds the counts so far to the catalog; on failure they are kept for the next flush.
+    pub async fn flush_usage(&self) {
+        let meter = &self.inner().meter;
+        let _one = meter.flushing.lock().await;
+        let batch = meter.take_pending();
+        if batch.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        let written = Arc::clone(&batch);
+        if let Err(e) = self
+            .blocking(move |store| store.write(|tx| add_counts(tx, &written)))
+            .await
+        {
+            tracing::warn!(error = %e, "usage counts could not be written; kept for the next flush");
+            meter.put_back(&batch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_land_in_their_utc_hour() {
+        let meter = Meter::default();
+        let acme = TenantId::parse("acme").unwrap();
+        let at = |micros| Timestamp::from_micros(micros);
+        meter.add(&acme, at(HOUR_MICROS + 5), &[(Counter::Requests, 1)]);
+        meter.add(
+            &acme,
+            at(2 * HOUR_MICROS - 1),
+            &[(Counter::Requests, 1), (Counter::RecordsWritten, 1000)],
+        );
+        meter.add(&acme, at(2 * HOUR_MICROS), &[(Counter::RefusedRate, 1)]);
+        let first = meter.pending(&acme, HOUR_MICROS).unwrap();
+        assert_eq!(first.get(Counter::Requests), 2);
+        assert_eq!(first.get(Counter::RecordsWritten), 1000);
+        let second = meter.pending(&acme, 2 * HOUR_MICROS).unwrap();
+        assert_eq!(
+            (
+                second.get(Counter::Requests),
+                second.get(Counter::RefusedRate)
+            ),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn every_counter_has_its_column() {
+        assert_eq!(Counter::RefusedBudget as usize, COUNTERS - 1);
+        assert_eq!(COLUMNS[Counter::RefusedRate as usize], "rate_limited");
+    }
+}

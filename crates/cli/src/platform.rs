@@ -1,0 +1,499 @@
+//! The platform as code: `bulkhead plan -f platform.toml` shows how the declared tiers, domains
+//! and collections differ from what is live, and `bulkhead apply -f platform.toml` makes them
+//! so.
+//!
+//! The file declares what it names; what it does not name is left as it is (the API removes
+//! no tier, domain or collection). Secrets come from the environment: any string may hold
+//! `${NAME}`, replaced by that variable (a missing one is an error naming it), so a domain's
+//! URL need not be written in the file.
+//!
+//! The plan is made from the live state with the server's own rules (the same schema planner
+//! the server runs), and `apply` changes nothing unless every change is allowed: a lossy
+//! schema change, an isolation change of a tier tenants use, an engine change of a domain
+//! tenants are placed on, a change to a domain the server configures itself, or a tier naming
+//! a domain that exists nowhere is refused by name. Unchanged items are not sent, so applying
+//! twice changes nothing the second time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bulkhead_api::CollectionSpec;
+use bulkhead_client::Client;
+use bulkhead_core::model::{DomainSpec, TierSpec};
+use bulkhead_core::schema::{Collection, SchemaStep, plan_change};
+use bulkhead_core::{CollectionName, DomainName, TierName};
+use clap::Args;
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::{Deserialize, Serialize};
+
+use crate::printer::Printer;
+
+#[derive(Debug, Clone, Args)]
+pub struct PlatformArgs {
+    /// The platform file (TOML): `[tiers.NAME]`, `[domains.NAME]`, `[collections.NAME]`.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+    /// Follow the rollouts the collection changes start until they are done.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// What a platform file declares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Platform {
+    #[serde(default)]
+    pub tiers: BTreeMap<TierName, TierSpec>,
+    #[serde(default)]
+    pub domains: BTreeMap<DomainName, DomainSpec>,
+    #[serde(default)]
+    pub collections: BTreeMap<CollectionName, CollectionSpec>,
+}
+
+/// What the plan does with one declared item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Action {
+    Create,
+    Change,
+    Unchanged,
+    Refused,
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PlanItem {
+    pub kind: &'static str,
+    pub name: String,
+    pub action: Action,
+    /// What the change does (fields, rollouts it starts), or why it is refused.
+    pub detail: String,
+}
+
+/// Replaces every `${NAME}` in `text` by the environment variable `NAME`.
+fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("an unclosed ${{ in {text:?}");
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("${{{name}}} is not an environment variable name");
+        }
+        let value = env(name).with_context(|| {
+            format!("environment variable {name} is not set (named as ${{{name}}})")
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn substitute_all(
+    value: &mut toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    match value {
+        toml::Value::String(text) => *text = substitute(text, env)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                substitute_all(item, env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (_, item) in table.iter_mut() {
+                substitute_all(item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Platform {
+    /// Parses a platform file's text, taking `${NAME}` from `env`.
+    pub(crate) fn parse(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Platform> {
+        let mut value: toml::Value = toml::from_str(text)?;
+        substitute_all(&mut value, env)?;
+        let platform: Platform = value.try_into()?;
+        for (name, spec) in &platform.domains {
+            spec.clone()
+                .with_engine_defaults()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("domains.{name}: {}", e.message))?;
+        }
+        for (name, spec) in &platform.collections {
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("collections.{name}: {}", e.message))?;
+        }
+        Ok(platform)
+    }
+
+    pub(crate) fn read(path: &Path) -> anyhow::Result<Platform> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Platform::parse(&text, &|name| std::env::var(name).ok())
+            .with_context(|| format!("in {}", path.display()))
+    }
+}
+
+/// What is live, as far as a plan needs it.
+pub(crate) struct Live {
+    pub tiers: BTreeMap<TierName, TierSpec>,
+    pub domains: BTreeMap<DomainName, (DomainSpec, u64)>,
+    pub collections: BTreeMap<CollectionName, Collection>,
+    /// Tenants per tier.
+    pub tenants: BTreeMap<TierName, u64>,
+}
+
+impl Live {
+    pub(crate) async fn read(client: &Client) -> anyhow::Result<Live> {
+        let tiers = client
+            .list_tiers()
+            .await?
+            .items
+            .into_iter()
+            .map(|t| (t.name, t.spec))
+            .collect();
+        let domains = client
+            .list_domains()
+            .await?
+            .items
+            .into_iter()
+            .map(|d| {
+                let placed = d.tenants.values().sum();
+                (d.name, (d.spec, placed))
+            })
+            .collect();
+        let collections = client
+            .list_collections()
+            .await?
+            .items
+            .into_iter()
+            .map(|c| {
+                let collection = Collection {
+                    name: c.name.clone(),
+                    version: c.version,
+                    fields: c.fields,
+                };
+                (c.name, collection)
+            })
+            .collect();
+        let mut tenants: BTreeMap<TierName, u64> = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = client.list_tenants(Some(1000), cursor.as_deref()).await?;
+            for tenant in &page.items {
+                *tenants.entry(tenant.tier.clone()).or_default() += 1;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(Live {
+            tiers,
+            domains,
+            collections,
+            tenants,
+        })
+    }
+}
+
+/// The domains a server configures itself (its own data directory or catalog database):
+/// stored, but not put through the API.
+const SERVER_DOMAINS: &[&str] = &["local"];
+
+/// Compares `declared` with `live`: one item per declared tier, domain and collection.
+pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
+    let mut items = Vec::new();
+    let placements: u64 = live.tenants.values().sum();
+    for (name, spec) in &declared.domains {
+        let spec = spec.clone().with_engine_defaults();
+        let item = |action, detail: String| PlanItem {
+            kind: "domain",
+            name: name.to_string(),
+            action,
+            detail,
+        };
+        items.push(match live.domains.get(name) {
+            None => item(Action::Create, format!("{} domain", spec.engine)),
+            // Views redact URLs: compare the redacted forms.
+            Some((current, _)) if *current == spec.redacted() => {
+                item(Action::Unchanged, String::new())
+            }
+            Some(_) if SERVER_DOMAINS.contains(&name.as_str()) => item(
+                Action::Refused,
+                "configured by the server at start (its settings come from the server's configuration)".into(),
+            ),
+            Some((current, placed)) if current.engine != spec.engine && *placed > 0 => item(
+                Action::Refused,
+                format!(
+                    "{placed} tenants are placed on it; its engine cannot change from {} to {}",
+                    current.engine, spec.engine
+                ),
+            ),
+            Some((current, _)) => item(Action::Change, differences(current, &spec.redacted())),
+        });
+    }
+    for (name, spec) in &declared.tiers {
+        let item = |action, detail: String| PlanItem {
+            kind: "tier",
+            name: name.to_string(),
+            action,
+            detail,
+        };
+        let missing = spec
+            .domains
+            .iter()
+            .find(|d| !live.domains.contains_key(*d) && !declared.domains.contains_key(*d));
+        let used = live.tenants.get(name).copied().unwrap_or(0);
+        items.push(match (live.tiers.get(name), missing) {
+            (_, Some(domain)) => item(
+                Action::Refused,
+                format!("names domain '{domain}', which is neither live nor declared"),
+            ),
+            (None, None) => item(Action::Create, format!("{} tier", spec.isolation)),
+            (Some(current), None) if current == spec => item(Action::Unchanged, String::new()),
+            (Some(current), None) if current.isolation != spec.isolation && used > 0 => item(
+                Action::Refused,
+                format!(
+                    "{used} tenants use it; its isolation cannot change from {} to {} under them \
+                     (move them to another tier first)",
+                    current.isolation, spec.isolation
+                ),
+            ),
+            (Some(current), None) => item(Action::Change, differences(current, spec)),
+        });
+    }
+    for (name, spec) in &declared.collections {
+        let item = |action, detail: String| PlanItem {
+            kind: "collection",
+            name: name.to_string(),
+            action,
+            detail,
+        };
+        let current = live.collections.get(name);
+        items.push(match plan_change(name, current, spec) {
+            Err(e) => item(Action::Refused, e.message),
+            Ok(plan) if !plan.changed => item(Action::Unchanged, String::new()),
+            Ok(plan) => {
+                let steps: Vec<String> = plan.steps.iter().map(step).collect();
+                let action = if current.is_none() {
+                    Action::Create
+                } else {
+                    Action::Change
+                };
+                item(
+                    action,
+                    format!(
+                        "version {}: {}; starts a rollout to the storage of {placements} tenants",
+                        plan.collection.version,
+                        steps.join(", ")
+                    ),
+                )
+            }
+        });
+    }
+    items
+}
+
+/// One schema step, as an operator reads it.
+fn step(step: &SchemaStep) -> String {
+    match step {
+        SchemaStep::CreateCollection => "create the collection".to_owned(),
+        SchemaStep::AddField { field, spec } => format!("add field {field} ({})", spec.field_type),
+        SchemaStep::CreateIndex {
+            field,
+            unique: true,
+        } => format!("unique index on {field}"),
+        SchemaStep::CreateIndex {
+            field,
+            unique: false,
+        } => format!("index on {field}"),
+        SchemaStep::DropIndex { field } => format!("drop the index on {field}"),
+    }
+}
+
+/// The top-level fields that differ between two values of one type, by name.
+fn differences<T: Serialize>(current: &T, wanted: &T) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(current), serde_json::to_value(wanted))
+    else {
+        return "changed".into();
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| {
+                v.map_or_else(|| "(unset)".to_owned(), serde_json::Value::to_string)
+            };
+            format!("{k}: {} → {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect();
+    changed.join("; ")
+}
+
+fn table(items: &[PlanItem]) -> String {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(vec!["kind", "name", "action", "detail"]);
+    for item in items {
+        let action = serde_json::to_value(item.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        table.add_row(vec![
+            item.kind.to_owned(),
+            item.name.clone(),
+            action,
+            item.detail.clone(),
+        ]);
+    }
+    let count = |a| items.iter().filter(|i| i.action == a).count();
+    format!(
+        "{table}\n{} to create, {} to change, {} unchanged, {} refused",
+        count(Action::Create),
+        count(Action::Change),
+        count(Action::Unchanged),
+        count(Action::Refused)
+    )
+}
+
+/// `bulkhead plan -f FILE`: the differences, changing nothing.
+pub(crate) async fn show_plan(
+    client: &Client,
+    out: &Printer,
+    args: PlatformArgs,
+) -> anyhow::Result<()> {
+    let declared = Platform::read(&args.file)?;
+    let live = Live::read(client).await?;
+    let items = plan(&declared, &live);
+    out.show(&items, |items| table(items))
+}
+
+/// `bulkhead apply -f FILE`: every change of the plan, or none when one is refused.
+pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> anyhow::Result<()> {
+    let declared = Platform::read(&args.platform.file)?;
+    let live = Live::read(client).await?;
+    let items = plan(&declared, &live);
+    let refused: Vec<&PlanItem> = items
+        .iter()
+        .filter(|i| i.action == Action::Refused)
+        .collect();
+    if !refused.is_empty() {
+        let names: Vec<String> = refused
+            .iter()
+            .map(|i| format!("{} {}: {}", i.kind, i.name, i.detail))
+            .collect();
+        bail!("nothing applied; refused:\n  {}", names.join("\n  "));
+    }
+    let wanted = |kind: &str, name: &str| {
+        items.iter().any(|i| {
+            i.kind == kind && i.name == name && matches!(i.action, Action::Create | Action::Change)
+        })
+    };
+    // Domains first (tiers name them), then tiers, then collections.
+    for (name, spec) in &declared.domains {
+        if wanted("domain", name.as_str()) {
+            client.put_domain(name, spec).await?;
+        }
+    }
+    for (name, spec) in &declared.tiers {
+        if wanted("tier", name.as_str()) {
+            client.put_tier(name, spec).await?;
+        }
+    }
+    let mut rollouts = Vec::new();
+    for (name, spec) in &declared.collections {
+        if wanted("collection", name.as_str()) {
+            let view = client.submit_collection(name, spec).await?;
+            if let Some(rollout) = view.rollout.filter(|r| r.placements_left > 0) {
+                rollouts.push(rollout.id);
+            }
+        }
+    }
+    out.show(&items, |items| table(items))?;
+    if args.wait {
+        for id in rollouts {
+            crate::rollouts::follow(client, out, &id).await?;
+        }
+    } else if !rollouts.is_empty() && !out.json {
+        eprintln!(
+            "rollouts started: {} (follow with `bulkhead rollout get ID --wait`)",
+            rollouts.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "EAST_URL").then(|| "postgres://bk:s3cret@east:5432/bk".to_owned())
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_missing_one_is_named() {
+        let text = r#"
+            [domains.east]
+            engine = "postgres"
+            url = "${EAST_URL}"
+            silos = true
+        "#;
+        let platform = Platform::parse(text, &env).unwrap();
+        let east = &platform.domains[&DomainName::parse("east").unwrap()];
+        assert_eq!(
+            east.url.as_ref().unwrap().expose(),
+            "postgres://bk:s3cret@east:5432/bk"
+        );
+        let missing = Platform::parse(&text.replace("EAST_URL", "WEST_URL"), &env).unwrap_err();
+        assert!(format!("{missing:#}").contains("WEST_URL"), "{missing:#}");
+        let bad = Platform::parse(&text.replace("${EAST_URL}", "${EAST"), &env).unwrap_err();
+        assert!(format!("{bad:#}").contains("unclosed"), "{bad:#}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err =
+            Platform::parse("[tiers.free]\nisolation = \"pool\"\ncolour = 1\n", &env).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+        let err = Platform::parse("[webhooks.x]\n", &env).unwrap_err();
+        assert!(format!("{err:#}").contains("webhooks"), "{err:#}");
+    }
+
+    proptest::proptest! {
+        /// Text without `${` comes back as it is; any text either substitutes or errors,
+        /// never panics.
+        #[test]
+        fn substitution_never_panics(text in ".{0,80}") {
+            let out = substitute(&text, &env);
+            if !text.contains("${") {
+                proptest::prop_assert_eq!(out.unwrap(), text);
+            }
+        }
+    }
+}

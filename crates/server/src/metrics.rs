@@ -1,0 +1,413 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format (`prometheus-client`).
+//!
+//! Requests by route template, method, status class and isolation model, as latency
+//! histograms (recorded by the request layer); and, read from the catalog at each scrape
+//! (`Catalog::observe`), the heaviest tenants' counts — at most `top` tenants with series of
+//! their own, every other tenant summed into `tenant="_other"`, so the number of series is
+//! bounded whatever the number of tenants — refusals by kind, open storage handles per
+//! domain, the audit queue, moves by phase and the shared catalog's sync lag.
+//!
+//! Who may scrape: a bearer equal to the metrics token (`--metrics-token`), or a platform
+//! admin or operator key; a separate listener (`--metrics-listen`) serves only this route,
+//! with the token if one is set and without otherwise.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use bulkhead_catalog::{OTHER, Observed, REFUSAL_KINDS};
+use bulkhead_core::model::Isolation;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::Auth;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The labels of one request: all `'static`, so recording one allocates nothing.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: &'static str,
+    model: &'static str,
+}
+
+/// Each route template once, for the life of the process: there are as many as the router
+/// has routes.
+fn interned(route: &str) -> &'static str {
+    static ROUTES: std::sync::OnceLock<
+        parking_lot::RwLock<std::collections::HashSet<&'static str>>,
+    > = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(known) = routes.read().get(route) {
+        return known;
+    }
+    let mut routes = routes.write();
+    match routes.get(route) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+            routes.insert(leaked);
+            leaked
+        }
+    }
+}
+
+type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Who may scrape, and how many tenants get series of their own.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// A bearer token that may scrape (besides platform admin and operator keys).
+    pub token: Option<String>,
+    /// Tenants with series of their own; the rest are summed into `_other`.
+    pub top_tenants: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            token: None,
+            top_tenants: 50,
+        }
+    }
+}
+
+/// The request latencies recorded so far; cheap to clone (shared).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Histograms,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::new_with_constructor(histogram),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Records one answered request. Routes are templates (`/v1/tenants/{tenant}`), never
+    /// raw paths, so ids never become labels.
+    pub(crate) fn record(
+        &self,
+        route: Option<&MatchedPath>,
+        method: &Method,
+        status: u16,
+        model: Option<Isolation>,
+        took: Duration,
+    ) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        let labels = RequestLabels {
+            route: route.map_or("unmatched", |r| interned(r.as_str())),
+            method,
+            status: match status / 100 {
+                1 => "1xx",
+                2 => "2xx",
+                3 => "3xx",
+                4 => "4xx",
+                _ => "5xx",
+            },
+            model: match model {
+                Some(Isolation::Pool) => "pool",
+                Some(Isolation::Bridge) => "bridge",
+                Some(Isolation::Silo) => "silo",
+                None => "none",
+            },
+        };
+        self.requests
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantKind {
+    tenant: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    domain: String,
+    engine: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Phase {
+    phase: String,
+}
+
+type Counters = Family<TenantLabel, Counter>;
+type FloatCounters = Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>;
+
+/// The exposition of one scrape.
+fn render(http: &HttpMetrics, observed: &Observed) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("bulkhead");
+    registry.register(
+        "http_request_duration_seconds",
+        "Requests answered, by route template, method, status class and the tenant's isolation model",
+        http.requests.clone(),
+    );
+    let per_tenant = |name: &str,
+                      help: &str,
+                      value: &dyn Fn(&bulkhead_catalog::TenantFigures) -> u64,
+                      registry: &mut Registry| {
+        let family = Counters::default();
+        for (tenant, f) in &observed.tenants {
+            family
+                .get_or_create(&TenantLabel {
+                    tenant: tenant.clone(),
+                })
+                .inc_by(value(f));
+        }
+        registry.register(name, help, family);
+    };
+    let heaviest = format!(
+        "since this server started; the heaviest tenants by requests each, the rest as tenant=\"{OTHER}\""
+    );
+    per_tenant(
+        "tenant_requests",
+        &format!("Data requests admitted, {heaviest}"),
+        &|f| f.requests,
+        &mut registry,
+    );
+    per_tenant(
+        "tenant_writes",
+        &format!("Write requests admitted, {heaviest}"),
+        &|f| f.writes,
+        &mut registry,
+    );
+    per_tenant(
+        "tenant_records_written",
+        &format!("Records created, replaced, patched or deleted, {heaviest}"),
+        &|f| f.records_written,
+        &mut registry,
+    );
+    per_tenant(
+        "tenant_received_bytes",
+        &format!("Request body bytes, {heaviest}"),
+        &|f| f.bytes_in,
+        &mut registry,
+    );
+    per_tenant(
+        "tenant_sent_bytes",
+        &format!("Response body bytes, {heaviest}"),
+        &|f| f.bytes_out,
+        &mut registry,
+    );
+    per_tenant(
+        "tenant_rows_examined",
+        &format!("Rows queries examined, {heaviest}"),
+        &|f| f.rows_examined,
+        &mut registry,
+    );
+    let query_seconds = FloatCounters::default();
+    let refusals = Family::<TenantKind, Counter>::default();
+    for (tenant, f) in &observed.tenants {
+        query_seconds
+            .get_or_create(&TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .inc_by(f.query_seconds);
+        for (kind, n) in REFUSAL_KINDS.iter().zip(f.refused) {
+            if n > 0 {
+                refusals
+                    .get_or_create(&TenantKind {
+                        tenant: tenant.clone(),
+                        kind: (*kind).to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+    registry.register(
+        "tenant_query_seconds",
+        format!("Time queries spent in the engine, {heaviest}"),
+        query_seconds,
+    );
+    registry.register(
+        "tenant_refusals",
+        format!("Requests refused by kind (rate, concurrency, quota, budget), {heaviest}"),
+        refusals,
+    );
+    let all_refusals = Family::<Kind, Counter>::default();
+    for (kind, n) in REFUSAL_KINDS.iter().zip(observed.all.refused) {
+        all_refusals
+            .get_or_create(&Kind {
+                kind: (*kind).to_owned(),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "refusals",
+        "Requests refused by kind, all tenants, since this server started",
+        all_refusals,
+    );
+    let metered = Gauge::<i64>::default();
+    metered.set(i64::try_from(observed.tenants.len()).unwrap_or(i64::MAX));
+    registry.register(
+        "tenant_series",
+        "Tenant rows in the tenant_* metrics (at most the configured top, plus _other)",
+        metered,
+    );
+    let handles = Family::<EngineLabels, Gauge>::default();
+    for e in &observed.engines {
+        handles
+            .get_or_create(&EngineLabels {
+                domain: e.domain.clone(),
+                engine: e.engine.to_owned(),
+            })
+            .set(i64::try_from(e.open_handles).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "engine_open_handles",
+        "Storage handles each domain's engine holds open (SQLite files, PostgreSQL pools)",
+        handles,
+    );
+    let queued = Gauge::<i64>::default();
+    queued.set(i64::try_from(observed.audit_queued).unwrap_or(i64::MAX));
+    registry.register(
+        "audit_queue_depth",
+        "Audit events waiting to be written",
+        queued,
+    );
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(observed.audit_dropped);
+    registry.register(
+        "audit_dropped",
+        "Audit events dropped because the queue was full (each drop is logged in the audit)",
+        dropped,
+    );
+    let moves = Family::<Phase, Gauge>::default();
+    for (phase, n) in &observed.moves {
+        moves
+            .get_or_create(&Phase {
+                phase: phase.clone(),
+            })
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "moves_running",
+        "Live moves this server runs, by phase",
+        moves,
+    );
+    if let Some(lag) = observed.catalog_sync_lag_seconds {
+        let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        gauge.set(lag);
+        registry.register(
+            "catalog_sync_lag_seconds",
+            "Seconds since this server last caught up with the shared catalog's changes",
+            gauge,
+        );
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// Whether `parts` carry the metrics token as a bearer.
+fn has_token(parts: &Parts, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return false;
+    };
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| {
+            given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+}
+
+pub(crate) async fn scrape(State(state): State<AppState>, mut parts: Parts) -> ApiResult<Response> {
+    if !has_token(&parts, state.metrics_config.token.as_deref()) {
+        let Auth(ctx) = Auth::from_request_parts(&mut parts, &state).await?;
+        state.catalog.may_read_metrics(&ctx)?;
+    }
+    Ok(exposition(&state))
+}
+
+/// The separate metrics listener: the token if one is set, nobody else.
+pub(crate) async fn scrape_open(State(state): State<AppState>, parts: Parts) -> Response {
+    let token = state.metrics_config.token.as_deref();
+    if token.is_some() && !has_token(&parts, token) {
+        return crate::error::error_response(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this listener needs the metrics token as a bearer",
+        );
+    }
+    exposition(&state)
+}
+
+fn exposition(state: &AppState) -> Response {
+    let observed = state.catalog.observe(state.metrics_config.top_tenants);
+    match render(&state.http_metrics, &observed) {
+        Ok(text) => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        Err(_) => crate::error::error_response(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics could not be rendered",
+        ),
+    }
+}
+
+/// Serves only `GET /metrics` on a listener of its own, until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape_open))
+        .with_state(state);
+    axum::serve(listener, router).await
+}

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+mod secops;
 mod usage;
+pub use secops::*;
 pub use usage::*;
 
 pub use bulkhead_core::query::aggregate::AggregateRequest;
@@ -426,6 +428,113 @@ pub struct AuditEntry {
     pub outcome: String,
     pub request_id: String,
     pub detail: Option<String>,
+    /// The client address of the request, where one was recorded (denials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The hash of the entry before this one (the chain's anchor for the first).
+    #[serde(default)]
+    pub prev_hash: Option<String>,
+    /// SHA-256 over this entry's canonical encoding and `prev_hash` (docs/security.md).
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+impl AuditEntry {
+    /// The fields the entry's hash covers (`bulkhead_core::chain`).
+    pub fn chain_fields(&self) -> bulkhead_core::chain::Fields<'_> {
+        bulkhead_core::chain::Fields {
+            seq: self.seq,
+            at: self.at.as_micros(),
+            actor: &self.actor,
+            action: &self.action,
+            target: &self.target,
+            tenant: self.tenant.as_ref().map(TenantId::as_str),
+            outcome: &self.outcome,
+            request_id: &self.request_id,
+            detail: self.detail.as_deref(),
+            source: self.source.as_deref(),
+        }
+    }
+
+    /// Checks NDJSON lines of exported entries (`bulkhead audit verify --file`): the first
+    /// entry is trusted to follow what came before it; every later link is checked, and
+    /// `head`, when given, must be among them or before them.
+    pub fn verify_lines(
+        lines: impl Iterator<Item = std::io::Result<String>>,
+        head: Option<bulkhead_core::chain::Link>,
+    ) -> Result<AuditVerification, String> {
+        use bulkhead_core::chain::{GENESIS, Link, Verifier};
+        let mut verifier: Option<Verifier> = None;
+        let mut anchor = Link {
+            seq: 0,
+            hash: GENESIS.into(),
+        };
+        let mut broken = None;
+        for (n, line) in lines.enumerate() {
+            let line = line.map_err(|e| format!("reading line {}: {e}", n + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: AuditEntry = serde_json::from_str(&line)
+                .map_err(|e| format!("line {} is not an audit entry: {e}", n + 1))?;
+            let v = verifier.get_or_insert_with(|| {
+                anchor = Link {
+                    seq: e.seq - 1,
+                    hash: e.prev_hash.clone().unwrap_or_default(),
+                };
+                Verifier::new(Some(&anchor.hash), head.clone())
+            });
+            if let Err(b) = v.check(&e.chain_fields(), e.prev_hash.as_deref(), e.hash.as_deref()) {
+                broken = Some(b);
+                break;
+            }
+        }
+        let v = verifier.unwrap_or_else(|| Verifier::new(None, head));
+        if broken.is_none() {
+            broken = v.finish().err();
+        }
+        Ok(AuditVerification {
+            ok: broken.is_none(),
+            checked: v.checked(),
+            anchor,
+            head: v.last().cloned(),
+            broken,
+        })
+    }
+}
+
+/// `GET /v1/audit/verify`: the hash chain walked from its anchor to its newest entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// True when every link holds (and the published head given, if any, is still there).
+    pub ok: bool,
+    /// Entries checked.
+    pub checked: u64,
+    /// Where the chain starts: the last entry retention removed, or 0 and the genesis hash.
+    pub anchor: bulkhead_core::chain::Link,
+    /// The newest entry checked (absent for an empty log).
+    pub head: Option<bulkhead_core::chain::Link>,
+    /// The first broken link.
+    pub broken: Option<bulkhead_core::chain::Break>,
+}
+
+/// The query of `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyQuery {
+    /// A published head, `seq:hash`, the log must still hold.
+    #[serde(default)]
+    pub head: Option<String>,
+}
+
+/// The query of `GET /v1/audit/export`: entries oldest first as NDJSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExportQuery {
+    #[serde(default)]
+    pub from: Option<Timestamp>,
+    #[serde(default)]
+    pub to: Option<Timestamp>,
 }
 
 /// The filters of `GET /v1/audit`, all optional; an entry is listed when it matches every

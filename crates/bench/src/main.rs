@@ -7,8 +7,8 @@
 //!   batch size.
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
-//! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit` and
-//!   `metering`:
+//! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit`,
+//!   `metering` and `secops`:
 //!   see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
@@ -24,6 +24,7 @@ mod pocketbase;
 mod postgres;
 mod query;
 mod rollout;
+mod secops;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +85,9 @@ enum BenchKind {
     /// What metering and metrics cost per request; a scrape with many tenants; storage
     /// sampling of many silos and pool tenants, and a neighbour's p99 meanwhile.
     Metering(crate::metering::MeteringArgs),
+    /// The audit chain's cost per control-plane write, verifying a large log, and the time
+    /// from an event to its webhook delivery.
+    Secops(crate::secops::SecopsArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -102,6 +106,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Onboard(args) => crate::onboard::run(args).await,
         BenchKind::Limit(args) => crate::limit::run(args).await,
         BenchKind::Metering(args) => crate::metering::run(args).await,
+        BenchKind::Secops(args) => crate::secops::run(args).await,
     }
 }
 

@@ -31,6 +31,11 @@ pub struct FileConfig {
     /// External identity providers whose JWTs are accepted (`[[issuers]]` tables).
     #[serde(default)]
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
+    /// The security detectors' thresholds and the finding kinds switched off.
+    #[serde(default)]
+    pub findings: bulkhead_catalog::FindingRules,
+    #[serde(default)]
+    pub webhooks: bulkhead_catalog::WebhookSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +129,13 @@ pub struct ServeArgs {
     /// `bulkhead usage`); 0: only on demand (`bulkhead usage sample`) [default: 60].
     #[arg(long, env = "BULKHEAD_STORAGE_SAMPLE_MINUTES")]
     pub storage_sample_minutes: Option<u64>,
+    /// Seconds between two checks of the audit log's hash chain (each logs the chain's
+    /// head; a break is audited and raised as a finding); 0: only on demand [default: 60].
+    #[arg(long, env = "BULKHEAD_AUDIT_WATCH_SECS")]
+    pub audit_watch_secs: Option<u64>,
+    /// Let webhooks deliver to loopback and private addresses (`[webhooks] allow_private`).
+    #[arg(long, env = "BULKHEAD_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: Option<bool>,
     /// Export traces over OTLP/HTTP to this collector (`http://host:4318`); off when unset.
     #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -246,6 +258,10 @@ pub struct Config {
     pub rollout_canary_count: usize,
     /// See `CatalogOptions::storage_sample_every`.
     pub storage_sample_every: Option<Duration>,
+    /// See `CatalogOptions::audit_watch_every`.
+    pub audit_watch_every: Option<Duration>,
+    pub findings: bulkhead_catalog::FindingRules,
+    pub webhooks: bulkhead_catalog::WebhookSettings,
     pub metrics_token: Option<Secret>,
     pub metrics_listen: Option<SocketAddr>,
     /// Where traces go (`--otlp-endpoint`); `None`: not exported.
@@ -419,6 +435,16 @@ impl Config {
                 0 => None,
                 minutes => Some(Duration::from_secs(minutes.saturating_mul(60))),
             },
+            audit_watch_every: match args.audit_watch_secs.unwrap_or(60) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            findings: file.findings.clone(),
+            webhooks: bulkhead_catalog::WebhookSettings {
+                allow_private: args
+                    .webhooks_allow_private
+                    .unwrap_or(file.webhooks.allow_private),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -484,6 +510,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             bail!("limits.request_timeout_secs must be at least 1");
+        }
+        if let Err(why) = self.findings.validate() {
+            bail!("{why}");
         }
         if self.body_budget_bytes < self.body_limit as u64 {
             bail!(

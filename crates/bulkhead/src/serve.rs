@@ -117,6 +117,9 @@ pub async fn open(
         rollout_max_failure_ratio: config.rollout_max_failure_ratio,
         rollout_canary_count: config.rollout_canary_count,
         storage_sample_every: config.storage_sample_every,
+        audit_watch_every: config.audit_watch_every,
+        findings: config.findings.clone(),
+        webhooks: config.webhooks.clone(),
     };
     let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await

@@ -234,19 +234,24 @@ async fn bad_audit_queries_are_400s_naming_the_problem() {
     common::assert_bad_queries(&admin, "/v1/audit", &cases).await;
 }
 
-/// Audit retention: with `BULKHEAD_AUDIT_RETENTION_DAYS`, rows older than that are removed
-/// (at start, then hourly) and the removal is itself audited; newer rows stay.
+/// Audit retention: with `BULKHEAD_AUDIT_RETENTION_DAYS`, the oldest run of rows older than
+/// that is removed (at start, then hourly), the removal is itself audited, newer rows stay,
+/// and the hash chain still verifies from the new anchor.
 #[tokio::test]
 async fn audit_rows_past_their_retention_are_removed_and_the_removal_audited() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::Server::start(dir.path());
+    common::create_tenant(&server.admin(), "first", "free").await;
+    common::create_tenant(&server.admin(), "second", "free").await;
     common::put_items(&server.admin()).await;
     server.stop();
     {
         let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
+        // The first two entries made ancient (their hashes no longer match; retention
+        // removes them, so the chain starts after them).
         conn.execute(
-            "INSERT INTO audit (at, actor, action, target, tenant_id, outcome, request_id, detail) \
-             VALUES (0, 'old', 'ancient.thing', 't', NULL, 'ok', '', NULL)",
+            "UPDATE audit SET at = 0, action = 'ancient.thing' \
+             WHERE seq <= (SELECT min(seq) + 1 FROM audit)",
             [],
         )
         .unwrap();
@@ -260,6 +265,8 @@ async fn audit_rows_past_their_retention_are_removed_and_the_removal_audited() {
         !common::audit_rows(&data_dir, |r| r.1 == "collection.put").is_empty(),
         "recent rows stay"
     );
+    let chain = server.admin().verify_audit(None).await.unwrap();
+    assert!(chain.ok && chain.anchor.seq == 2, "{chain:?}");
 }
 
 /// The `free` tier's name and spec as the server has it.

@@ -226,6 +226,9 @@ async fn check(server: &Server, manifest: &Manifest, label: &str) {
         ready.catalog_schema.is_some_and(|v| v >= 1),
         "{label}: the catalog's schema version is shown: {ready:?}"
     );
+    // The entries written before the hash chain existed were linked at the first start.
+    let chain = admin.verify_audit(None).await.unwrap();
+    assert!(chain.ok && chain.checked > 0, "{label}: {chain:?}");
     for t in &manifest.tenants {
         let view = admin.get_tenant(&tid(&t.id)).await.unwrap();
         assert_eq!(view.placement.isolation, t.isolation, "{label}: {}", t.id);

@@ -42,6 +42,19 @@ impl Catalog {
             .open_read(ctx, named, "record.export", collection.as_str())
             .await?;
         let (permission, collection) = tenant.allow(collection, Action::Export)?;
+        if after.is_none() && filter.trim().is_empty() {
+            // A whole collection leaving: audited once, at its first page.
+            self.inner().audit.record_from(
+                self.event(
+                    ctx,
+                    "record.export",
+                    collection.name.as_str(),
+                    Some(tenant.tenant()),
+                    None,
+                ),
+                ctx.source.clone(),
+            );
+        }
         let view = permission.view(&collection);
         let filter = permissions::and(query::filter(filter, &view)?, permission.rule(&collection)?);
         let query = ListQuery {

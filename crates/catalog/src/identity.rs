@@ -127,6 +127,7 @@ impl Catalog {
             request_id: String::new(),
             memberships: Arc::new(user.memberships.clone()),
             credential: None,
+            source: None,
         })
     }
 
@@ -226,6 +227,7 @@ impl Catalog {
             request_id: String::new(),
             memberships: Arc::new(vec![membership]),
             credential: None,
+            source: None,
         })
     }
 

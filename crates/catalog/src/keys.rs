@@ -243,7 +243,17 @@ impl Catalog {
                 "key.create",
                 row.stored.id.as_str(),
                 tenant.as_ref(),
-                Some(row.name.clone()),
+                Some(
+                    serde_json::json!({
+                        "name": row.name,
+                        "role": match &row.stored.owner {
+                            KeyOwner::Tenant(_, role) => role.as_str(),
+                            KeyOwner::Platform(role) => role.as_str(),
+                        },
+                        "platform": matches!(row.stored.owner, KeyOwner::Platform(_)),
+                    })
+                    .to_string(),
+                ),
             ),
             None => crate::AuditEvent {
                 at: now,

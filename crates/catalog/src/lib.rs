@@ -31,6 +31,7 @@ mod rate;
 mod records;
 mod rollout;
 mod rows;
+mod secops;
 mod spares;
 mod store;
 mod sync;
@@ -57,6 +58,7 @@ pub use moves::MoveSettings;
 pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
 pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
+pub use secops::{FindingRules, WebhookSettings};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
 pub use usage::RequestTenant;
@@ -72,6 +74,8 @@ pub struct Ctx {
     /// The credential as presented, kept so a long answer (an export stream) can check it
     /// again as it goes: revoked, expired, removed or of a deleted tenant, it stops.
     pub(crate) credential: Option<Credential>,
+    /// The client's address, when the server knows it: recorded with the request's denials.
+    pub(crate) source: Option<Arc<str>>,
 }
 
 /// A presented credential, kept in memory for the length of one request; never printed.
@@ -98,6 +102,7 @@ impl Ctx {
             request_id: request_id.to_owned(),
             memberships: Arc::new(Vec::new()),
             credential: None,
+            source: None,
         }
     }
 }
@@ -179,6 +184,12 @@ pub struct CatalogOptions {
     pub rollout_canary_count: usize,
     /// How often every tenant's storage is measured; `None`: only on demand.
     pub storage_sample_every: Option<std::time::Duration>,
+    /// How often the audit chain's new entries are checked and its head logged; `None`:
+    /// never (only on demand).
+    pub audit_watch_every: Option<std::time::Duration>,
+    /// The detectors' thresholds and the finding kinds switched off.
+    pub findings: secops::FindingRules,
+    pub webhooks: secops::WebhookSettings,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -202,6 +213,9 @@ impl std::fmt::Debug for CatalogOptions {
             .field("rollout_max_failure_ratio", &self.rollout_max_failure_ratio)
             .field("rollout_canary_count", &self.rollout_canary_count)
             .field("storage_sample_every", &self.storage_sample_every)
+            .field("audit_watch_every", &self.audit_watch_every)
+            .field("findings", &self.findings)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -224,6 +238,9 @@ impl Default for CatalogOptions {
             rollout_max_failure_ratio: None,
             rollout_canary_count: 0,
             storage_sample_every: None,
+            audit_watch_every: Some(std::time::Duration::from_secs(60)),
+            findings: secops::FindingRules::default(),
+            webhooks: secops::WebhookSettings::default(),
         }
     }
 }
@@ -285,6 +302,10 @@ pub(crate) struct Inner {
     pub spares_wake: Arc<tokio::sync::Notify>,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
+    /// Not-found answers on record ids being counted per principal (`secops::probes`).
+    pub probes: secops::probes::Probes,
+    /// Wakes the webhook deliverer (`secops`).
+    pub deliveries_wake: Arc<tokio::sync::Notify>,
     /// The process's access authority, split by room: each wrapper's authority can be used
     /// only by the room that defines it (its field is private there), for that room's one
     /// purpose — verifying credentials (`identity`), authorizing data requests (`handle`),
@@ -332,6 +353,12 @@ impl Catalog {
                 "catalog schema migrated"
             );
         }
+        {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || audit::chain::link_existing(&store))
+                .await
+                .map_err(|e| Error::internal().with_message(format!("audit link task: {e}")))??;
+        }
         let audit = audit::spawn_writer(Arc::clone(&store));
         let fresh = caches::Freshness::default();
         let started_at = clock.now().as_micros();
@@ -360,6 +387,8 @@ impl Catalog {
                 token_secret: std::sync::OnceLock::new(),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
+                probes: secops::probes::Probes::default(),
+                deliveries_wake: Arc::default(),
                 rollout_wake: Arc::default(),
                 spares_wake: Arc::default(),
                 fresh,
@@ -394,6 +423,10 @@ impl Catalog {
         auth_failures::spawn_flusher(Arc::downgrade(&catalog.inner));
         if let Some(keep) = catalog.inner.options.audit_retention {
             audit::spawn_retention(Arc::downgrade(&catalog.inner), keep);
+        }
+        secops::spawn(Arc::downgrade(&catalog.inner));
+        if let Some(every) = catalog.inner.options.audit_watch_every {
+            audit::chain::spawn_watch(Arc::downgrade(&catalog.inner), every);
         }
         if catalog.is_shared() {
             deletion::spawn_sweeper(Arc::downgrade(&catalog.inner));
@@ -544,6 +577,7 @@ impl Catalog {
             Ok(mut ctx) => {
                 ctx.request_id = request_id.to_owned();
                 ctx.credential = Some(Credential(Arc::from(token)));
+                ctx.source = source.map(Arc::from);
                 Ok(ctx)
             }
             Err(why) => {
@@ -594,14 +628,18 @@ impl Catalog {
             err.kind,
             ErrorKind::Forbidden | ErrorKind::NotFound | ErrorKind::Unauthenticated
         ) {
-            self.audit_denied(
-                ctx.principal.actor(),
-                action,
-                target,
-                tenant,
-                &err.code,
-                &ctx.request_id,
-                None,
+            self.inner.audit.record_from(
+                AuditEvent {
+                    at: self.inner.clock.now(),
+                    actor: ctx.principal.actor().to_owned(),
+                    action: action.to_owned(),
+                    target: target.to_owned(),
+                    tenant: tenant.cloned(),
+                    outcome: format!("denied:{}", err.code),
+                    request_id: ctx.request_id.clone(),
+                    detail: None,
+                },
+                ctx.source.clone(),
             );
         }
         err

@@ -25,6 +25,9 @@ use bulkhead_engine::Engine;
 use crate::Catalog;
 use crate::usage::Counter;
 
+/// At most one `quota.exceeded` audit entry per tenant in this long.
+const AUDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Every tenant life's counter on this server.
 #[derive(Default)]
 pub(crate) struct Quotas(Mutex<HashMap<StorageKey, Arc<TenantQuota>>>);
@@ -34,6 +37,8 @@ pub(crate) struct TenantQuota {
     /// Writes hold it shared from reservation to settlement; counting holds it alone.
     gate: Arc<tokio::sync::RwLock<()>>,
     books: Mutex<Books>,
+    /// When a refusal was last audited (at most one `quota.exceeded` a minute).
+    audited: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Default)]
@@ -176,6 +181,31 @@ impl Catalog {
         drop(books);
         if allowed < wanted || over_bytes {
             self.count(scope.tenant(), &[(Counter::RefusedQuota, 1)]);
+            let due = {
+                let mut audited = quota.audited.lock();
+                let due = audited.is_none_or(|at| at.elapsed() >= AUDIT_EVERY);
+                if due {
+                    *audited = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if due {
+                let what = if over_bytes {
+                    "max_bytes"
+                } else {
+                    "max_records"
+                };
+                self.inner().audit.record(crate::AuditEvent {
+                    at: self.inner().clock.now(),
+                    actor: "system".into(),
+                    action: "quota.exceeded".into(),
+                    target: what.into(),
+                    tenant: Some(scope.tenant().clone()),
+                    outcome: "ok".into(),
+                    request_id: String::new(),
+                    detail: Some(format!("tier {} {what} reached", scope.tier())),
+                });
+            }
         }
         Ok(Some((
             QuotaHold {

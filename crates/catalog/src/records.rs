@@ -132,7 +132,8 @@ impl Catalog {
             .await?;
         let (permission, collection) = tenant.allow(collection, Action::Read)?;
         let rule = permission.rule(&collection)?;
-        let mut record = visible(&tenant, &collection, id, rule.as_ref()).await?;
+        let found = visible(&tenant, &collection, id, rule.as_ref()).await;
+        let mut record = self.watch_not_found(ctx, Some(tenant.tenant()), found)?;
         permission.redact(&mut record);
         Ok(record)
     }
@@ -158,11 +159,12 @@ impl Catalog {
             UpdateKind::Patch => "record.patch",
         };
         let tenant = self.open_write(ctx, named, op, collection.as_str()).await?;
-        tenant
+        let updated = tenant
             .fenced(collection, || {
                 self.update_in(&tenant, collection, id, kind, body, if_match)
             })
-            .await
+            .await;
+        self.watch_not_found(ctx, Some(tenant.tenant()), updated)
     }
 
     async fn update_in(
@@ -258,11 +260,12 @@ impl Catalog {
         let tenant = self
             .open_write(ctx, named, "record.delete", collection.as_str())
             .await?;
-        tenant
+        let deleted = tenant
             .fenced(collection, || {
                 self.delete_in(&tenant, collection, id, if_match)
             })
-            .await
+            .await;
+        self.watch_not_found(ctx, Some(tenant.tenant()), deleted)
     }
 
     async fn delete_in(

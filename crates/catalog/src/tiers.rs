@@ -135,7 +135,18 @@ impl Catalog {
                 if let Some(unknown) = stored.domains.iter().find(|d| !known.contains(d)) {
                     return Err(Error::bad_request("unknown_domain", format!("domains: '{unknown}' does not exist")).into());
                 }
-                if let Some(old) = read_tier(tx, &tier)? {
+                let old = read_tier(tx, &tier)?;
+                if let Some(old) = &old {
+                    // A weaker ceiling is audited on its own (a security finding).
+                    let weakened: Vec<String> = loosened(old, &stored).into_iter().filter(|l| l.starts_with("ceiling")).collect();
+                    if !weakened.is_empty() {
+                        let mut weaker = event.clone();
+                        weaker.action = "tier.ceiling_weakened".into();
+                        weaker.detail = Some(weakened.join(", "));
+                        crate::rows::audit::insert(tx, &weaker)?;
+                    }
+                }
+                if let Some(old) = old {
                     let used: i64 = tx.query_one("SELECT count(*) FROM tenants WHERE tier = ?1", params![tier.as_str()])?.get(0)?;
                     if old.isolation != stored.isolation && used > 0 {
                         return Err(Error::conflict(

@@ -115,6 +115,12 @@ pub enum ClientCommand {
     /// Read the audit log: changes, denials, platform-admin access to tenant data.
     #[command(subcommand)]
     Audit(crate::audit::AuditCmd),
+    /// Security findings raised from the audit stream: list and acknowledge.
+    #[command(subcommand)]
+    Findings(crate::secops::FindingsCmd),
+    /// Webhooks that deliver findings and lifecycle events, signed (platform admins).
+    #[command(subcommand)]
+    Webhook(crate::secops::WebhookCmd),
     /// Metered usage per tenant and hour or day: requests, records written, bytes, query
     /// work, refusals and storage; `usage top` ranks tenants, `usage sample` measures now.
     Usage(crate::usage::UsageArgs),

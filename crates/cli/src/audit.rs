@@ -1,11 +1,14 @@
 //! What happened: `bulkhead audit list` (the audit log, newest first, filtered by tenant,
-//! actor, action, outcome and time).
+//! actor, action, outcome and time); `bulkhead audit verify` (its hash chain, on the server
+//! or offline from an export) and `bulkhead audit export` (NDJSON that verifies offline).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulkhead_api::{AuditEntry, AuditQuery};
+use anyhow::Context;
+use bulkhead_api::{AuditEntry, AuditExportQuery, AuditQuery, AuditVerification};
 use bulkhead_client::Client;
 use bulkhead_core::TenantId;
+use bulkhead_core::chain::Link;
 use bulkhead_core::time::Timestamp;
 use clap::{Args, Subcommand};
 
@@ -19,6 +22,31 @@ pub(crate) const DEFAULT_SHOWN: u32 = 50;
 pub enum AuditCmd {
     /// List audit entries, newest first (platform admins and operators).
     List(AuditArgs),
+    /// Check the audit log's hash chain and report its first broken link: on the server, or
+    /// offline in an export (`--file`, no server and no credential needed). Exits non-zero
+    /// when the chain is broken.
+    Verify {
+        /// A head the server published earlier (`seq:hash`, from its log): the log must
+        /// still hold it, so a cut tail or a rewritten log is caught.
+        #[arg(long, value_parser = |s: &str| s.parse::<Link>())]
+        head: Option<Link>,
+        /// Check this export (`bulkhead audit export`) instead of asking the server.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Write the audit log, oldest first, as NDJSON with each entry's hashes (verifiable
+    /// offline with `bulkhead audit verify --file`).
+    Export {
+        /// From this time on: RFC 3339, or a time ago (`30m`, `2h`, `7d`).
+        #[arg(long, value_parser = parse_when)]
+        from: Option<Timestamp>,
+        /// Before this time: RFC 3339, or a time ago.
+        #[arg(long, value_parser = parse_when)]
+        to: Option<Timestamp>,
+        /// The file to write (`-`: standard output).
+        #[arg(short = 'o', long)]
+        output: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -95,7 +123,33 @@ pub(crate) fn parse_when(raw: &str) -> Result<Timestamp, String> {
 }
 
 pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyhow::Result<()> {
-    let AuditCmd::List(args) = cmd;
+    let args = match cmd {
+        AuditCmd::List(args) => args,
+        AuditCmd::Verify { head, file: None } => {
+            let verification = client.verify_audit(head.as_ref()).await?;
+            return report(out, &verification);
+        }
+        AuditCmd::Verify {
+            head,
+            file: Some(file),
+        } => return verify_file(out, &file, head),
+        AuditCmd::Export { from, to, output } => {
+            let query = AuditExportQuery { from, to };
+            if output.as_os_str() == "-" {
+                client
+                    .export_audit(&query, &mut std::io::stdout().lock())
+                    .await?;
+            } else {
+                let file = std::fs::File::create(&output)
+                    .with_context(|| format!("creating {}", output.display()))?;
+                let lines = client
+                    .export_audit(&query, &mut std::io::BufWriter::new(file))
+                    .await?;
+                eprintln!("{lines} audit entries written to {}", output.display());
+            }
+            return Ok(());
+        }
+    };
     let query = AuditQuery {
         tenant: args.tenant_id,
         actor: args.actor,
@@ -117,6 +171,45 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
     })
     .await?;
     out.page(&page, |items: &[AuditEntry]| output::audit(items))
+}
+
+/// `bulkhead audit verify --file`: an export checked with no server.
+pub fn verify_file(
+    out: &Printer,
+    file: &std::path::Path,
+    head: Option<Link>,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let reader =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let lines = std::io::BufReader::new(reader).lines();
+    let verification = AuditEntry::verify_lines(lines, head)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+    report(out, &verification)
+}
+
+/// Prints a verification; a broken chain is an error (non-zero exit).
+fn report(out: &Printer, v: &AuditVerification) -> anyhow::Result<()> {
+    out.show(v, |v| {
+        let head = v
+            .head
+            .as_ref()
+            .map_or("(empty)".to_owned(), Link::to_string);
+        match &v.broken {
+            None => format!(
+                "audit chain intact: {} entries checked, head {head}",
+                v.checked
+            ),
+            Some(b) => format!(
+                "audit chain BROKEN at entry {} ({}): {}\n{} entries checked before it",
+                b.seq, b.kind, b.detail, v.checked
+            ),
+        }
+    })?;
+    match &v.broken {
+        None => Ok(()),
+        Some(b) => anyhow::bail!("the audit chain is broken at entry {} ({})", b.seq, b.kind),
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Token(cmd) => crate::members::token(client, &out, cmd).await,
         ClientCommand::Whoami => crate::members::whoami(client, &out).await,
         ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
+        ClientCommand::Findings(cmd) => crate::secops::findings(client, &out, cmd).await,
+        ClientCommand::Webhook(cmd) => crate::secops::webhook(client, &out, cmd).await,
         ClientCommand::Usage(args) => crate::usage::usage(client, &out, args).await,
         ClientCommand::Cost(cmd) => crate::cost::cost(client, &out, cmd).await,
         ClientCommand::Doctor(args) => crate::doctor::doctor(client, &out, args).await,

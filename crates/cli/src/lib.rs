@@ -20,6 +20,7 @@ mod output;
 mod platform;
 mod printer;
 mod rollouts;
+mod secops;
 mod usage;
 
 use std::path::Path;
@@ -38,6 +39,15 @@ pub const ADMIN_KEY_FILE: &str = "admin.key";
 
 /// Runs one command against the server named by `options` and prints its result.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> anyhow::Result<()> {
+    // An export is checked offline: no server, no credential.
+    if let ClientCommand::Audit(audit::AuditCmd::Verify {
+        head,
+        file: Some(file),
+    }) = &command
+    {
+        let out = printer::Printer { json: options.json };
+        return audit::verify_file(&out, file, head.clone());
+    }
     let client = connect(options)?;
     commands::execute(&client, options.json, command)
         .await

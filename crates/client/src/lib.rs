@@ -12,9 +12,11 @@
 //! the server's code and message; only [`Client::raw`] hands statuses back untouched, for tests
 //! that probe the server with malformed requests.
 
+mod audit;
 mod error;
 mod members;
 mod routes;
+mod secops;
 
 use std::fmt;
 use std::sync::Arc;

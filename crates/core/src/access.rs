@@ -348,6 +348,10 @@ pub enum ControlAction {
     ReadAudit,
     /// Reading metered usage (`GET /v1/usage`).
     ReadUsage,
+    /// Acknowledging security findings: admins and operators.
+    AcknowledgeFindings,
+    /// Webhooks (their targets and signing secrets): admin only.
+    ManageWebhooks,
 }
 
 fn not_found_tenant() -> Error {
@@ -370,6 +374,7 @@ pub fn authorize_control(
                 | ControlAction::ManageTiers
                 | ControlAction::ReadAudit
                 | ControlAction::ReadUsage
+                | ControlAction::AcknowledgeFindings
         ),
         None => false,
     };

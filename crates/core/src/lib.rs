@@ -6,6 +6,7 @@
 //! matches its schema, a scope that only the access layer can mint) hold everywhere.
 
 pub mod access;
+pub mod chain;
 pub mod connection_url;
 pub mod error;
 pub mod ids;

@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
         .merge(routes::control::router())
+        .merge(routes::audit::router())
+        .merge(routes::secops::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
         .merge(routes::storage::router())

@@ -247,6 +247,79 @@ pub const MIGRATIONS: &[Migration] = &[
             Sql("CREATE INDEX IF NOT EXISTS storage_usage_by_bucket ON storage_usage (bucket)"),
         ],
     },
+    Migration {
+        version: 6,
+        name: "the audit log's hash chain, and the client address of a request's entry",
+        steps: &[
+            AddColumn {
+                table: "audit",
+                column: "source",
+                decl: "TEXT",
+            },
+            AddColumn {
+                table: "audit",
+                column: "prev_hash",
+                decl: "TEXT",
+            },
+            AddColumn {
+                table: "audit",
+                column: "hash",
+                decl: "TEXT",
+            },
+            // One row: whether the entries from before the chain were linked (once, at the
+            // first start of this version), and the anchor the first entry follows — the
+            // last entry retention removed (0 and the genesis hash while none was).
+            Sql("CREATE TABLE IF NOT EXISTS audit_chain (
+                id {int} PRIMARY KEY, linked {int} NOT NULL, anchor_seq {int} NOT NULL,
+                anchor_hash TEXT NOT NULL)"),
+            Sql(
+                "INSERT INTO audit_chain (id, linked, anchor_seq, anchor_hash) VALUES (1, 0, 0, \
+                '0000000000000000000000000000000000000000000000000000000000000000') \
+                ON CONFLICT (id) DO NOTHING",
+            ),
+        ],
+    },
+    Migration {
+        version: 7,
+        name: "security operations: findings from the audit stream, webhooks and their outbox",
+        steps: &[
+            Sql("CREATE INDEX IF NOT EXISTS audit_by_source ON audit (source, seq)"),
+            // How far each reader of the audit stream has read (one batch per write
+            // transaction, so each entry is read once across servers).
+            Sql("CREATE TABLE IF NOT EXISTS audit_readers (
+                name TEXT PRIMARY KEY, seq {int} NOT NULL)"),
+            // Repeats fold into the open finding of the same kind, tenant and principal.
+            Sql("CREATE TABLE IF NOT EXISTS findings (
+                id TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL,
+                tenant_id TEXT, principal TEXT NOT NULL, state TEXT NOT NULL,
+                first_seen {int} NOT NULL, last_seen {int} NOT NULL, count {int} NOT NULL,
+                summary TEXT NOT NULL, first_seq {int} NOT NULL, last_seq {int} NOT NULL,
+                acknowledged_by TEXT, acknowledged_at {int})"),
+            Sql("CREATE INDEX IF NOT EXISTS findings_open \
+                ON findings (kind, principal, tenant_id, state)"),
+            Sql("CREATE INDEX IF NOT EXISTS findings_by_seen ON findings (last_seen)"),
+            // `spec`: url, events, format; `secrets`: the signing secrets, newest first, each
+            // with the time it stops signing (the previous one keeps signing a while).
+            Sql("CREATE TABLE IF NOT EXISTS webhooks (
+                name TEXT PRIMARY KEY, spec TEXT NOT NULL, secrets TEXT NOT NULL,
+                enabled {int} NOT NULL, failures {int} NOT NULL, disabled_reason TEXT,
+                created_at {int} NOT NULL, updated_at {int} NOT NULL)"),
+            // One message per webhook and event; `lane` orders a tenant's messages (one at a
+            // time per lane), `lease_until` claims one for a delivery attempt.
+            Sql("CREATE TABLE IF NOT EXISTS outbox (
+                seq {serial}, id TEXT NOT NULL, webhook TEXT NOT NULL, lane TEXT NOT NULL,
+                event TEXT NOT NULL, body TEXT NOT NULL, created_at {int} NOT NULL,
+                attempts {int} NOT NULL, next_at {int} NOT NULL, lease_until {int},
+                state TEXT NOT NULL, last_error TEXT)"),
+            Sql("CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)"),
+            Sql("CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (webhook, lane, state, seq)"),
+            Sql("CREATE TABLE IF NOT EXISTS deliveries (
+                seq {serial}, webhook TEXT NOT NULL, message TEXT NOT NULL, event TEXT NOT NULL,
+                at {int} NOT NULL, attempt {int} NOT NULL, status {int}, error TEXT,
+                millis {int} NOT NULL)"),
+            Sql("CREATE INDEX IF NOT EXISTS deliveries_by_webhook ON deliveries (webhook, seq)"),
+        ],
+    },
 ];
 
 /// The newest migration this binary knows.

@@ -32,6 +32,15 @@ impl InProcess {
 
     /// Starts with these serve settings (the listen address is always a free loopback port).
     pub async fn start_with(args: bulkhead::config::ServeArgs) -> anyhow::Result<InProcess> {
+        InProcess::start_in(args, None).await
+    }
+
+    /// [`InProcess::start_with`] on the data directory `data_dir` (kept after `stop`), or a
+    /// temporary one.
+    pub async fn start_in(
+        args: bulkhead::config::ServeArgs,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<InProcess> {
         let (ready, is_ready) =
             oneshot::channel::<anyhow::Result<(String, bulkhead_catalog::Catalog)>>();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -45,7 +54,7 @@ impl InProcess {
                     .thread_keep_alive(std::time::Duration::from_secs(3600))
                     .enable_all()
                     .build()?;
-                runtime.block_on(serve(args, ready, stopped))
+                runtime.block_on(serve(args, data_dir, ready, stopped))
             })?;
         let (url, catalog) = is_ready
             .await
@@ -74,6 +83,7 @@ impl InProcess {
 
 async fn serve(
     args: bulkhead::config::ServeArgs,
+    data_dir: Option<std::path::PathBuf>,
     ready: oneshot::Sender<anyhow::Result<(String, bulkhead_catalog::Catalog)>>,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
@@ -83,11 +93,9 @@ async fn serve(
             listen: Some("127.0.0.1:0".into()),
             ..args
         };
-        let config = bulkhead::config::Config::load(
-            &args,
-            Some(&dir.path().join("data")),
-            Some(ADMIN_KEY.into()),
-        )?;
+        let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
+        let config =
+            bulkhead::config::Config::load(&args, Some(&data_dir), Some(ADMIN_KEY.into()))?;
         let node = bulkhead::serve::open(
             &config,
             Arc::new(SystemClock),

@@ -96,6 +96,19 @@ pub(crate) fn record_pass(
                 "UPDATE rollouts SET state = 'done', wave = NULL, finished_at = ?2 WHERE id = ?1",
                 params![&id, now.as_micros()],
             )?;
+            crate::rows::audit::insert(
+                tx,
+                &crate::AuditEvent {
+                    at: now,
+                    actor: "system".into(),
+                    action: "rollout.done".into(),
+                    target: id.clone(),
+                    tenant: None,
+                    outcome: "ok".into(),
+                    request_id: String::new(),
+                    detail: None,
+                },
+            )?;
         }
     }
     Ok(())

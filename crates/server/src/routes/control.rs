@@ -6,9 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use bulkhead_api::{
-    AuditQuery, CreateKey, CreatePlatformKey, CreateTenant, Page, StartMove, UpdateTenant,
-};
+use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, StartMove, UpdateTenant};
 use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::CollectionSpec;
@@ -43,7 +41,6 @@ pub fn router() -> Router<AppState> {
             get(list_platform_keys).post(create_platform_key),
         )
         .route("/v1/platform-keys/{key}", delete(revoke_platform_key))
-        .route("/v1/audit", get(list_audit))
         .route("/v1/tiers", get(list_tiers))
         .route("/v1/tiers/{tier}", put(put_tier))
         .route("/v1/domains", get(list_domains))
@@ -60,15 +57,6 @@ pub fn router() -> Router<AppState> {
 pub struct PageQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-}
-
-async fn list_audit(
-    State(state): State<AppState>,
-    Auth(ctx): Auth,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    let Query(query) = query.map_err(crate::routes::query_error)?;
-    Ok(axum::Json(state.catalog.list_audit(&ctx, &query).await?).into_response())
 }
 
 async fn create_tenant(

@@ -1,8 +1,10 @@
 //! Route groups, one module per resource family.
 
+pub mod audit;
 pub mod control;
 pub mod members;
 pub mod records;
+pub mod secops;
 pub mod storage;
 pub mod usage;
 

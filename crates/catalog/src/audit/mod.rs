@@ -1,7 +1,10 @@
 //! The audit log (invariant 5). Control-plane changes are written in the same transaction as
 //! the change itself; denials and platform-admin data access go through a bounded queue to a
 //! writer task that commits them in batches, so a flood of bad requests cannot stall the
-//! server. The queue is drained before shutdown completes.
+//! server. The queue is drained before shutdown completes. Every entry is linked into one
+//! hash chain (`chain`).
+
+pub(crate) mod chain;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +16,7 @@ use bulkhead_core::time::Timestamp;
 use tokio::sync::mpsc;
 
 pub use crate::rows::audit::AuditEvent;
-use crate::rows::audit::{ENTRY_COLUMNS, entry, insert, purge_before};
+use crate::rows::audit::{ENTRY_COLUMNS, append, entry, insert, purge_before};
 use crate::rows::paging::{list_cursor, list_position, page_limit};
 use crate::store::{Store, StoreResult, Tx, Val};
 use crate::{Catalog, Ctx};
@@ -67,7 +70,8 @@ pub(crate) fn spawn_retention(inner: std::sync::Weak<crate::Inner>, keep: std::t
 }
 
 enum Message {
-    Event(AuditEvent),
+    /// An event and the client address of its request, if known.
+    Event(AuditEvent, Option<Arc<str>>),
     /// Answered once every event queued before it is committed.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -85,7 +89,12 @@ impl AuditQueue {
     /// Queues an event without waiting. When the queue is full the event is counted and logged
     /// instead; the count is itself written to the audit log by the writer.
     pub fn record(&self, event: AuditEvent) {
-        if self.tx.try_send(Message::Event(event)).is_err() {
+        self.record_from(event, None);
+    }
+
+    /// [`AuditQueue::record`] for a request from `source` (the client's address).
+    pub fn record_from(&self, event: AuditEvent, source: Option<Arc<str>>) {
+        if self.tx.try_send(Message::Event(event, source)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("audit queue full; event counted as dropped");
@@ -123,28 +132,34 @@ pub(crate) fn spawn_writer(store: Arc<Store>) -> AuditQueue {
             let mut waiters = Vec::new();
             for message in messages.drain(..) {
                 match message {
-                    Message::Event(e) => events.push(e),
+                    Message::Event(e, source) => events.push((e, source)),
                     Message::Flush(done) => waiters.push(done),
                 }
             }
             let lost = dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
-                let at = events.first().map_or(Timestamp::from_micros(0), |e| e.at);
-                events.push(AuditEvent {
-                    at,
-                    actor: "system".into(),
-                    action: "audit.dropped".into(),
-                    target: "audit".into(),
-                    tenant: None,
-                    outcome: "ok".into(),
-                    request_id: String::new(),
-                    detail: Some(format!("{lost} events dropped while the queue was full")),
-                });
+                let at = events.first().map_or(Timestamp::from_micros(0), |e| e.0.at);
+                events.push((
+                    AuditEvent {
+                        at,
+                        actor: "system".into(),
+                        action: "audit.dropped".into(),
+                        target: "audit".into(),
+                        tenant: None,
+                        outcome: "ok".into(),
+                        request_id: String::new(),
+                        detail: Some(format!("{lost} events dropped while the queue was full")),
+                    },
+                    None,
+                ));
             }
             if !events.is_empty() {
                 let store = Arc::clone(&store);
                 let written = tokio::task::spawn_blocking(move || {
-                    store.write(|tx| events.iter().try_for_each(|e| insert(tx, e)))
+                    store.write(|tx| {
+                        append(tx, events.iter().map(|(e, s)| (e, s.as_deref())))?;
+                        Ok(())
+                    })
                 })
                 .await;
                 match written {

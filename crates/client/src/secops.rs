@@ -1,0 +1,89 @@
+//! Findings and webhooks.
+
+use bulkhead_api::{Delivery, Finding, FindingQuery, FindingState, Page, WebhookSpec, WebhookView};
+use reqwest::Method;
+use serde::Deserialize;
+
+use crate::{Client, ClientError, json_body};
+
+#[derive(Deserialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+impl Client {
+    /// `GET /v1/findings`: one page, newest first.
+    pub async fn list_findings(&self, query: &FindingQuery) -> Result<Page<Finding>, ClientError> {
+        let state = query.state.map(|s| {
+            match s {
+                FindingState::Open => "open",
+                FindingState::Acknowledged => "acknowledged",
+            }
+            .to_owned()
+        });
+        let url = self.url(
+            &["v1", "findings"],
+            &[
+                ("state", state),
+                ("kind", query.kind.map(|k| k.as_str().to_owned())),
+                (
+                    "tenant",
+                    query.tenant.as_ref().map(|t| t.as_str().to_owned()),
+                ),
+                ("limit", query.limit.map(|l| l.to_string())),
+                ("cursor", query.cursor.clone()),
+            ],
+        )?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `POST /v1/findings/{id}/acknowledge`.
+    pub async fn acknowledge_finding(&self, id: &str) -> Result<Finding, ClientError> {
+        let url = self.url(&["v1", "findings", id, "acknowledge"], &[])?;
+        self.call(Method::POST, url, None, None).await
+    }
+
+    /// `PUT /v1/webhooks/{name}`: creates or changes it (a new one's made secret is in the
+    /// answer, once).
+    pub async fn put_webhook(
+        &self,
+        name: &str,
+        spec: &WebhookSpec,
+    ) -> Result<WebhookView, ClientError> {
+        let url = self.url(&["v1", "webhooks", name], &[])?;
+        self.call(Method::PUT, url, json_body(spec)?, None).await
+    }
+
+    /// `GET /v1/webhooks`.
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookView>, ClientError> {
+        let url = self.url(&["v1", "webhooks"], &[])?;
+        let page: Items<WebhookView> = self.call(Method::GET, url, None, None).await?;
+        Ok(page.items)
+    }
+
+    /// `GET /v1/webhooks/{name}`.
+    pub async fn get_webhook(&self, name: &str) -> Result<WebhookView, ClientError> {
+        let url = self.url(&["v1", "webhooks", name], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `DELETE /v1/webhooks/{name}`.
+    pub async fn delete_webhook(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "webhooks", name], &[])?;
+        self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
+    /// `GET /v1/webhooks/{name}/deliveries`: the newest attempts first.
+    pub async fn webhook_deliveries(
+        &self,
+        name: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<Delivery>, ClientError> {
+        let url = self.url(
+            &["v1", "webhooks", name, "deliveries"],
+            &[("limit", limit.map(|l| l.to_string()))],
+        )?;
+        let page: Items<Delivery> = self.call(Method::GET, url, None, None).await?;
+        Ok(page.items)
+    }
+}

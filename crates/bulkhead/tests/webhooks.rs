@@ -539,3 +539,88 @@ async fn a_webhook_failing_in_a_row_is_disabled_raised_and_delivers_once_re_enab
     assert!(s.body["text"].as_str().unwrap().contains("globex"), "{s:?}");
     assert!(s.signature_ok);
 }
+
+/// Webhooks in the platform file: created, then unchanged, then changed (events, and a
+/// secret rotated through the environment, compared by fingerprint); a missing variable is
+/// named and nothing is applied.
+#[tokio::test]
+async fn webhooks_in_the_platform_file_plan_and_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &allow_private());
+    let admin = server.admin();
+    let file = dir.path().join("platform.toml");
+    let path = file.to_str().unwrap().to_owned();
+    let run = |verb: &str, secret: Option<&str>| {
+        let mut command = std::process::Command::new(common::binary());
+        command
+            .args([verb, "-f", &path, "--json"])
+            .env("BULKHEAD_URL", &server.url)
+            .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+            .env_remove("HOOK_SECRET");
+        if let Some(secret) = secret {
+            command.env("HOOK_SECRET", secret);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let action = |text: &str| -> String {
+        let plan: Value = serde_json::from_str(text.lines().next().unwrap_or("[]"))
+            .or_else(|_| serde_json::from_str(text))
+            .unwrap_or_else(|e| panic!("{e}: {text}"));
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kind"] == "webhook")
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    i["action"].as_str().unwrap(),
+                    i["detail"].as_str().unwrap()
+                )
+            })
+            .unwrap()
+    };
+    let write = |events: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[webhooks.billing]\nurl = \"https://hooks.example.com/in\"\nevents = [{events}]\nsecret = \"${{HOOK_SECRET}}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(r#""tenant.created""#);
+    let (ok, out) = run("plan", Some(SECRET));
+    assert!(ok, "{out}");
+    assert!(action(&out).starts_with("create"), "{out}");
+    assert!(
+        admin.list_webhooks().await.unwrap().is_empty(),
+        "a plan changes nothing"
+    );
+    let (ok, out) = run("apply", Some(SECRET));
+    assert!(ok, "{out}");
+    let live = admin.get_webhook("billing").await.unwrap();
+    assert_eq!(live.events, ["tenant.created"]);
+    let (ok, out) = run("plan", Some(SECRET));
+    assert!(ok && action(&out).starts_with("unchanged"), "{out}");
+    write(r#""tenant.created", "tenant.deleted""#);
+    let (ok, out) = run("plan", Some(SECRET));
+    assert!(ok && action(&out).starts_with("change events"), "{out}");
+    let rotated = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3";
+    let (ok, out) = run("plan", Some(rotated));
+    assert!(ok && action(&out).contains("secret rotated"), "{out}");
+    let (ok, out) = run("apply", Some(rotated));
+    assert!(ok, "{out}");
+    let live = admin.get_webhook("billing").await.unwrap();
+    assert_eq!(live.events, ["tenant.created", "tenant.deleted"]);
+    assert_eq!(
+        live.secret_fingerprint,
+        bulkhead_core::keys::fingerprint(rotated)
+    );
+    let (ok, out) = run("apply", None);
+    assert!(!ok && out.contains("HOOK_SECRET"), "{out}");
+}

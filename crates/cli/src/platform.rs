@@ -1,6 +1,6 @@
-//! The platform as code: `bulkhead plan -f platform.toml` shows how the declared tiers, domains
-//! and collections differ from what is live, and `bulkhead apply -f platform.toml` makes them
-//! so.
+//! The platform as code: `bulkhead plan -f platform.toml` shows how the declared tiers, domains,
+//! webhooks and collections differ from what is live, and `bulkhead apply -f platform.toml`
+//! makes them so. A webhook's secret is compared by fingerprint (neither is ever shown).
 //!
 //! The file declares what it names; what it does not name is left as it is (the API removes
 //! no tier, domain or collection). Secrets come from the environment: any string may hold
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bulkhead_api::CollectionSpec;
+use bulkhead_api::{CollectionSpec, WebhookSpec, WebhookView};
 use bulkhead_client::Client;
 use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::{Collection, SchemaStep, plan_change};
@@ -55,6 +55,9 @@ pub(crate) struct Platform {
     pub domains: BTreeMap<DomainName, DomainSpec>,
     #[serde(default)]
     pub collections: BTreeMap<CollectionName, CollectionSpec>,
+    /// Webhooks by name (`[webhooks.<name>]`); secrets as `${ENV_VARS}`.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookSpec>,
 }
 
 /// What the plan does with one declared item.
@@ -159,10 +162,12 @@ pub(crate) struct Live {
     pub collections: BTreeMap<CollectionName, Collection>,
     /// Tenants per tier.
     pub tenants: BTreeMap<TierName, u64>,
+    /// Read only when the file declares webhooks (they are for platform admins).
+    pub webhooks: BTreeMap<String, WebhookView>,
 }
 
 impl Live {
-    pub(crate) async fn read(client: &Client) -> anyhow::Result<Live> {
+    pub(crate) async fn read(client: &Client, declared: &Platform) -> anyhow::Result<Live> {
         let tiers = client
             .list_tiers()
             .await?
@@ -206,11 +211,22 @@ impl Live {
                 None => break,
             }
         }
+        let webhooks = if declared.webhooks.is_empty() {
+            BTreeMap::new()
+        } else {
+            client
+                .list_webhooks()
+                .await?
+                .into_iter()
+                .map(|w| (w.name.clone(), w))
+                .collect()
+        };
         Ok(Live {
             tiers,
             domains,
             collections,
             tenants,
+            webhooks,
         })
     }
 }
@@ -279,6 +295,63 @@ pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
                 ),
             ),
             (Some(current), None) => item(Action::Change, differences(current, spec)),
+        });
+    }
+    for (name, spec) in &declared.webhooks {
+        let item = |action, detail: String| PlanItem {
+            kind: "webhook",
+            name: name.clone(),
+            action,
+            detail,
+        };
+        items.push(match live.webhooks.get(name) {
+            None => item(
+                Action::Create,
+                format!("to {} for {}", spec.url, spec.events.join(",")),
+            ),
+            Some(current) => {
+                let mut changed = Vec::new();
+                if current.url != spec.url {
+                    changed.push(format!("url {} → {}", current.url, spec.url));
+                }
+                if current.events != spec.events {
+                    changed.push(format!(
+                        "events {} → {}",
+                        current.events.join(","),
+                        spec.events.join(",")
+                    ));
+                }
+                if current.format != spec.format {
+                    changed.push(format!("format {:?} → {:?}", current.format, spec.format));
+                }
+                if spec
+                    .disable_after
+                    .is_some_and(|n| n != current.disable_after)
+                {
+                    changed.push("disable_after".into());
+                }
+                if spec.enabled.is_some_and(|e| e != current.enabled) {
+                    changed.push(
+                        if current.enabled {
+                            "disabled"
+                        } else {
+                            "re-enabled"
+                        }
+                        .into(),
+                    );
+                }
+                // Secrets are compared by fingerprint: neither side is ever shown.
+                if spec.secret.as_deref().is_some_and(|s| {
+                    bulkhead_core::keys::fingerprint(s) != current.secret_fingerprint
+                }) {
+                    changed.push("secret rotated (the old one signs for 24 h more)".into());
+                }
+                if changed.is_empty() {
+                    item(Action::Unchanged, String::new())
+                } else {
+                    item(Action::Change, changed.join("; "))
+                }
+            }
         });
     }
     for (name, spec) in &declared.collections {
@@ -388,7 +461,7 @@ pub(crate) async fn show_plan(
     args: PlatformArgs,
 ) -> anyhow::Result<()> {
     let declared = Platform::read(&args.file)?;
-    let live = Live::read(client).await?;
+    let live = Live::read(client, &declared).await?;
     let items = plan(&declared, &live);
     out.show(&items, |items| table(items))
 }
@@ -396,7 +469,7 @@ pub(crate) async fn show_plan(
 /// `bulkhead apply -f FILE`: every change of the plan, or none when one is refused.
 pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> anyhow::Result<()> {
     let declared = Platform::read(&args.platform.file)?;
-    let live = Live::read(client).await?;
+    let live = Live::read(client, &declared).await?;
     let items = plan(&declared, &live);
     let refused: Vec<&PlanItem> = items
         .iter()
@@ -414,7 +487,7 @@ pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> an
             i.kind == kind && i.name == name && matches!(i.action, Action::Create | Action::Change)
         })
     };
-    // Domains first (tiers name them), then tiers, then collections.
+    // Domains first (tiers name them), then tiers, webhooks, collections.
     for (name, spec) in &declared.domains {
         if wanted("domain", name.as_str()) {
             client.put_domain(name, spec).await?;
@@ -423,6 +496,15 @@ pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> an
     for (name, spec) in &declared.tiers {
         if wanted("tier", name.as_str()) {
             client.put_tier(name, spec).await?;
+        }
+    }
+    // Webhooks before collections, so they hear of what the rest of the apply starts.
+    for (name, spec) in &declared.webhooks {
+        if wanted("webhook", name) {
+            let view = client.put_webhook(name, spec).await?;
+            if let Some(secret) = view.secret {
+                eprintln!("webhook {name}: signing secret (shown once): {secret}");
+            }
         }
     }
     let mut rollouts = Vec::new();

@@ -61,6 +61,12 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
         .into()
 }
 
+/// The first 16 hex characters of the SHA-256 of a secret: what is shown instead of it (a
+/// webhook's signing secret), so a declared secret can be compared with a stored one.
+pub fn fingerprint(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))[..16].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,11 +46,7 @@ pub(crate) fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> St
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// The first 16 hex characters of the secret's SHA-256 (shown instead of the secret).
-pub(crate) fn fingerprint(secret: &str) -> String {
-    use sha2::Digest;
-    hex::encode(Sha256::digest(secret.as_bytes()))[..16].to_owned()
-}
+pub(crate) use bulkhead_core::keys::fingerprint;
 
 #[cfg(test)]
 mod tests {

@@ -369,16 +369,50 @@ impl TenantHandle {
             attempt += 1;
             let before = self.learned.lock().get(collection).copied();
             match write().await {
-                Err(e)
-                    if e.code == "schema_rolling_out"
-                        && attempt < SCHEMA_RETRIES
-                        && self.learned.lock().get(collection).copied() != before =>
-                {
-                    continue;
+                Err(e) if e.code == "schema_rolling_out" && attempt < SCHEMA_RETRIES => {
+                    if self.learned.lock().get(collection).copied() != before
+                        || self.caught_up(collection).await
+                    {
+                        continue;
+                    }
+                    return Err(e);
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Whether the ledger already records this placement at a newer generation than its
+    /// cached route says (a rollout recorded it a moment ago, and the route cache has not
+    /// heard yet): the definition of that generation is then remembered for `collection`,
+    /// so the write runs again with it. Read uncached; only on the refusal path.
+    async fn caught_up(&self, collection: &CollectionName) -> bool {
+        let placement = self.scope.placement();
+        let (tenant, epoch, cached) = (
+            self.scope.tenant().clone(),
+            placement.epoch,
+            placement.schema_version,
+        );
+        let stored = self
+            .catalog
+            .blocking(move |store| {
+                store.read(|tx| crate::rows::tenants::placement_generation(tx, &tenant, epoch))
+            })
+            .await;
+        let Ok(Some(generation)) = stored else {
+            return false;
+        };
+        if generation <= cached {
+            return false;
+        }
+        let Ok(newer) = self.catalog.definition(collection, generation, None) else {
+            return false;
+        };
+        self.learned
+            .lock()
+            .insert(collection.clone(), newer.version);
+        self.catalog.inner().routes.forget(self.scope.tenant());
+        true
     }
 
     /// `error` as a refusal of this request on `target`, audited.

@@ -71,6 +71,20 @@ pub(crate) fn next_epoch(tx: &dyn Tx) -> StoreResult<i64> {
     Ok(next)
 }
 
+/// The schema generation the ledger records for `tenant`'s placement of `epoch`.
+pub(crate) fn placement_generation(
+    tx: &dyn Tx,
+    tenant: &TenantId,
+    epoch: i64,
+) -> StoreResult<Option<i64>> {
+    tx.query_opt(
+        "SELECT schema_version FROM placements WHERE tenant_id = ?1 AND epoch = ?2",
+        params![tenant.as_str(), epoch],
+    )?
+    .map(|r| r.get::<i64>(0))
+    .transpose()
+}
+
 pub(crate) fn write_placement(tx: &dyn Tx, tenant: &TenantId, p: &Placement) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO placements (tenant_id, domain, isolation, namespace, write_state, epoch, schema_version, incarnation) \

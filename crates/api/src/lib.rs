@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+mod backup;
 mod secops;
+pub use backup::*;
 mod usage;
 pub use secops::*;
 pub use usage::*;

@@ -11,6 +11,7 @@
 //! concrete engine), `identity` (JWT issuers as the catalog's identity providers) and
 //! `private` (umask, data-directory permissions, open-files limit) — stays private.
 
+pub mod backup;
 pub mod config;
 pub mod serve;
 pub mod telemetry;

@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<config::ServeArgs>),
+    /// Online backups: create (the server copies itself while serving), verify, restore.
+    #[command(subcommand)]
+    Backup(bulkhead::backup::BackupCmd),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -74,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             served
         }
+        Command::Backup(cmd) => bulkhead::backup::run(&cli.options, cmd).await,
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
     }
 }

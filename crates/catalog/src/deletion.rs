@@ -138,6 +138,7 @@ impl Catalog {
             return Ok(());
         };
         for placement in &placements {
+            let _removal = self.inner().backups.removal().await;
             self.engine(&placement.domain)?
                 .destroy(&self.inner().deletion_authority.demolish(id, placement))
                 .await?;
@@ -257,6 +258,7 @@ impl Catalog {
         for (id, life, placements) in due {
             for placement in &placements {
                 debug_assert_eq!(placement.incarnation, life);
+                let _removal = self.inner().backups.removal().await;
                 self.engine(&placement.domain)?
                     .destroy(&self.inner().deletion_authority.demolish(&id, placement))
                     .await?;

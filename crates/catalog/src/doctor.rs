@@ -126,7 +126,9 @@ impl Catalog {
         item: &StoredPlacement,
     ) -> Result<(), Error> {
         let target = self.inner().orphan_authority.demolish(key, item);
+        let removal = self.inner().backups.removal().await;
         engine.destroy(&target).await?;
+        drop(removal);
         tracing::info!(%domain, name = %item.name, "removed orphaned tenant storage");
         let detail = json!({"domain": domain, "isolation": item.isolation, "name": item.name});
         let tenant = StorageKey::parse(target.key().as_str()).map(|(t, _)| t);

@@ -9,6 +9,7 @@
 mod audit;
 mod auth_failures;
 mod background;
+mod backup;
 mod bulk;
 mod caches;
 mod collections;
@@ -51,6 +52,7 @@ use bulkhead_core::{DomainName, KeyId, TenantId, TierName};
 use bulkhead_engine::Engine;
 
 pub use audit::{AuditEvent, AuditQueue};
+pub use backup::file_sha256;
 pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
 pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
@@ -306,6 +308,8 @@ pub(crate) struct Inner {
     pub probes: secops::probes::Probes,
     /// Wakes the webhook deliverer (`secops`).
     pub deliveries_wake: Arc<tokio::sync::Notify>,
+    /// This server's backups, and the fence storage removals wait at while one runs.
+    pub backups: backup::Backups,
     /// The process's access authority, split by room: each wrapper's authority can be used
     /// only by the room that defines it (its field is private there), for that room's one
     /// purpose — verifying credentials (`identity`), authorizing data requests (`handle`),
@@ -389,6 +393,7 @@ impl Catalog {
                 auth_failures: auth_failures::AuthFailures::default(),
                 probes: secops::probes::Probes::default(),
                 deliveries_wake: Arc::default(),
+                backups: backup::Backups::default(),
                 rollout_wake: Arc::default(),
                 spares_wake: Arc::default(),
                 fresh,

@@ -302,7 +302,10 @@ impl Spares<'_> {
         let Ok(engine) = catalog.engine(&spare.domain) else {
             return;
         };
-        if let Err(e) = engine.discard_spare(&PlacementRef::spare(&spare.id)).await {
+        let removal = catalog.inner().backups.removal().await;
+        let discarded = engine.discard_spare(&PlacementRef::spare(&spare.id)).await;
+        drop(removal);
+        if let Err(e) = discarded {
             tracing::warn!(domain = %spare.domain, spare = %spare.id, error = %e, "could not remove a spare; retrying");
             return;
         }

@@ -1,4 +1,4 @@
-//! Findings and webhooks.
+//! Findings, webhooks and backups: the operations side.
 
 use bulkhead_api::{Delivery, Finding, FindingQuery, FindingState, Page, WebhookSpec, WebhookView};
 use reqwest::Method;
@@ -85,5 +85,22 @@ impl Client {
         )?;
         let page: Items<Delivery> = self.call(Method::GET, url, None, None).await?;
         Ok(page.items)
+    }
+}
+
+impl Client {
+    /// `POST /v1/backups`: starts an online backup into `dir` on the server's machine.
+    pub async fn start_backup(&self, dir: &str) -> Result<bulkhead_api::BackupView, ClientError> {
+        let url = self.url(&["v1", "backups"], &[])?;
+        let body = bulkhead_api::StartBackup {
+            dir: dir.to_owned(),
+        };
+        self.call(Method::POST, url, json_body(&body)?, None).await
+    }
+
+    /// `GET /v1/backups/{id}`.
+    pub async fn get_backup(&self, id: &str) -> Result<bulkhead_api::BackupView, ClientError> {
+        let url = self.url(&["v1", "backups", id], &[])?;
+        self.call(Method::GET, url, None, None).await
     }
 }

@@ -352,6 +352,8 @@ pub enum ControlAction {
     AcknowledgeFindings,
     /// Webhooks (their targets and signing secrets): admin only.
     ManageWebhooks,
+    /// Online backups (they copy every tenant's data): admin only.
+    Backups,
 }
 
 fn not_found_tenant() -> Error {

@@ -669,6 +669,15 @@ impl Engine for PgEngine {
         Ok(self.measure_placements(placements, collections).await?)
     }
 
+    /// A PostgreSQL domain is backed up with PostgreSQL's own tools (docs/backup.md).
+    async fn snapshot(
+        &self,
+        _dest: &std::path::Path,
+        _progress: std::sync::Arc<bulkhead_engine::SnapshotProgress>,
+    ) -> EngineResult<Option<Vec<bulkhead_engine::SnapshotFile>>> {
+        Ok(None)
+    }
+
     async fn shutdown(&self) {
         self.pools.close();
     }

@@ -12,6 +12,7 @@ mod inventory;
 mod layout;
 mod measure;
 mod search;
+mod snapshot;
 mod sql;
 mod write;
 
@@ -37,6 +38,7 @@ use parking_lot::Mutex;
 use rusqlite::params_from_iter;
 
 use db::{Db, DbOptions};
+pub use layout::db_path;
 
 /// WAL pages after which a move's restore into a shared file checkpoints. A checkpoint
 /// stalls the file's writes while it copies pages back and fsyncs, and on a shared file those
@@ -47,7 +49,7 @@ const SHARED_RESTORE_CHECKPOINT_PAGES: u32 = 256;
 /// Most records per transaction when a move restores into a file other tenants write to
 /// (a transaction ends sooner when one of their writes waits: `Db::write_yielding`).
 const SHARED_RESTORE_PER_TX: usize = 256;
-use layout::{TableName, db_path};
+use layout::TableName;
 use search::next_seq;
 use sql::{RecordSql, ensure_table};
 use write::{create, create_exact, fetch, remove, replace};
@@ -595,6 +597,17 @@ impl Engine for SqliteEngine {
         let (placements, collections) = (placements.to_vec(), collections.to_vec());
         self.blocking(move |inner| inner.measure(&placements, &collections))
             .await
+    }
+
+    async fn snapshot(
+        &self,
+        dest: &std::path::Path,
+        progress: Arc<bulkhead_engine::SnapshotProgress>,
+    ) -> EngineResult<Option<Vec<bulkhead_engine::SnapshotFile>>> {
+        let dest = dest.to_owned();
+        self.blocking(move |inner| inner.snapshot(&dest, &progress))
+            .await
+            .map(Some)
     }
 
     async fn shutdown(&self) {

@@ -612,6 +612,31 @@ pub trait Engine: Send + Sync + 'static {
         collections: &[Collection],
     ) -> EngineResult<Vec<Measured>>;
 
+    /// Writes a copy of every database this engine keeps into `dest` (same relative paths as
+    /// under its own directory), each one consistent as of one moment (one read transaction,
+    /// so writers go on meanwhile), counting them in `progress`. `None`: the engine's data is
+    /// on a database server, backed up with that server's tools.
+    async fn snapshot(
+        &self,
+        dest: &std::path::Path,
+        progress: std::sync::Arc<SnapshotProgress>,
+    ) -> EngineResult<Option<Vec<SnapshotFile>>>;
+
     /// Flushes and closes every database cleanly.
     async fn shutdown(&self);
+}
+
+/// How far a snapshot has gone: files known, files copied, bytes written.
+#[derive(Debug, Default)]
+pub struct SnapshotProgress {
+    pub files_total: std::sync::atomic::AtomicU64,
+    pub files_done: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+/// One database file a snapshot wrote: its path relative to the snapshot's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
 }

@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::control::router())
         .merge(routes::audit::router())
         .merge(routes::secops::router())
+        .merge(routes::backups::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
         .merge(routes::storage::router())

@@ -136,6 +136,22 @@ impl SqliteStore {
         result
     }
 
+    /// A consistent copy of the catalog at `to` (`VACUUM INTO`: one read transaction, so
+    /// writers go on meanwhile); returns its size.
+    pub fn snapshot_into(&self, to: &Path) -> StoreResult<u64> {
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let target = to
+            .to_str()
+            .ok_or_else(|| malformed(format!("{} is not UTF-8", to.display())))?;
+        conn.execute("VACUUM INTO ?1", [target])?;
+        let file =
+            std::fs::File::open(to).map_err(|e| malformed(format!("{}: {e}", to.display())))?;
+        file.sync_all()
+            .map_err(|e| malformed(format!("{}: {e}", to.display())))?;
+        Ok(file.metadata().map_err(|e| malformed(e.to_string()))?.len())
+    }
+
     pub fn checkpoint(&self) -> StoreResult<()> {
         self.writer
             .lock()

@@ -519,6 +519,7 @@ impl Catalog {
 
     /// After the switch: removes the source placement and ends the move.
     pub(crate) async fn clean_source(&self, row: &MoveRow) -> Result<(), Error> {
+        let _removal = self.inner().backups.removal().await;
         self.engine(&row.source.domain)?
             .destroy(&self.inner().move_authority.demolish_source(row))
             .await?;
@@ -545,6 +546,7 @@ impl Catalog {
     pub(crate) async fn roll_back(&self, row: &MoveRow, why: &str) -> Result<(), Error> {
         // Stop tracking first, so a new move of this tenant starts with a fresh journal.
         self.inner().moves.gates.get(&row.tenant).untrack();
+        let _removal = self.inner().backups.removal().await;
         if let Err(e) = self
             .engine(&row.target.domain)?
             .destroy(&self.inner().move_authority.demolish_target(row))

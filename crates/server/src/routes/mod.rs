@@ -1,6 +1,7 @@
 //! Route groups, one module per resource family.
 
 pub mod audit;
+pub mod backups;
 pub mod control;
 pub mod members;
 pub mod records;

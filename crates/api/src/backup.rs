@@ -73,3 +73,17 @@ pub struct BackupManifest {
 
 /// The manifest format this release writes and reads.
 pub const BACKUP_FORMAT: u32 = 1;
+
+/// `POST /v1/tenants/{tenant}/records:restore`: records written exactly as given (each with
+/// `id`, `created_at`, `updated_at` and `version`), replacing any with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRecords {
+    pub collection: bulkhead_core::CollectionName,
+    pub records: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredRecords {
+    pub restored: u64,
+}

@@ -30,6 +30,7 @@ mod query;
 mod quota;
 mod rate;
 mod records;
+mod restore;
 mod rollout;
 mod rows;
 mod secops;

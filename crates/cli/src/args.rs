@@ -202,6 +202,26 @@ pub enum TenantCmd {
         #[arg(value_parser = TenantId::parse)]
         id: TenantId,
     },
+    /// Write a tenant's whole data to one portable, compressed, checksummed file (platform
+    /// admins; streamed, with progress).
+    Export {
+        #[arg(value_parser = TenantId::parse)]
+        id: TenantId,
+        #[arg(short = 'o', long)]
+        output: std::path::PathBuf,
+    },
+    /// Create a tenant from an archive `tenant export` wrote, in whatever model its tier
+    /// gives, with every record exactly as it was. The archive is checked whole first; a
+    /// failure removes the tenant again.
+    Import {
+        file: std::path::PathBuf,
+        /// The new tenant's id (default: the archive's).
+        #[arg(long = "as", value_parser = TenantId::parse)]
+        rename: Option<TenantId>,
+        /// Its tier (default: the archive's).
+        #[arg(long, value_parser = TierName::parse)]
+        tier: Option<TierName>,
+    },
     /// Delete a tenant and purge every byte of its data.
     Delete {
         #[arg(value_parser = TenantId::parse)]

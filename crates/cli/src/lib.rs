@@ -7,6 +7,7 @@
 //! that `bulkhead serve` stores in `<data-dir>/admin.key`, so an operator on the server's own
 //! machine needs no setup.
 
+mod archive;
 mod args;
 mod audit;
 mod commands;

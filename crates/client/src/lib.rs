@@ -266,6 +266,63 @@ impl Client {
         }
     }
 
+    /// Sends a request whose answer is NDJSON and hands each line (without its newline) to
+    /// `line` as it arrives; returns the lines. A `{"error": …}` line the server writes when
+    /// it fails mid-stream is returned as that error.
+    async fn stream_lines(
+        &self,
+        method: Method,
+        url: Url,
+        line: &mut dyn FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<u64, ClientError> {
+        let mut response = self
+            .request(method, url)
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(&e))?;
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| ClientError::transport(&e))?;
+            return Err(ClientError::from_response(
+                status.as_u16(),
+                &body,
+                request_id.as_deref(),
+            ));
+        }
+        let mut pending = Vec::new();
+        let mut lines = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::transport(&e))?
+        {
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                let text = &pending[start..start + end];
+                start += end + 1;
+                if text.is_empty() {
+                    continue;
+                }
+                if text.starts_with(b"{\"error\"") {
+                    return Err(ClientError::from_response(500, text, request_id.as_deref()));
+                }
+                line(text)?;
+                lines += 1;
+            }
+            pending.drain(..start);
+        }
+        Ok(lines)
+    }
+
     /// [`Client::send`] and decode the answer as `T`.
     async fn call<T: DeserializeOwned>(
         &self,

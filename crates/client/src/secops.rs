@@ -104,3 +104,31 @@ impl Client {
         self.call(Method::GET, url, None, None).await
     }
 }
+
+impl Client {
+    /// `POST /v1/tenants/{tenant}/records:restore`: records written exactly as given.
+    pub async fn restore_records(
+        &self,
+        tenant: &bulkhead_core::TenantId,
+        request: &bulkhead_api::RestoreRecords,
+    ) -> Result<bulkhead_api::RestoredRecords, ClientError> {
+        let url = self.url(&["v1", "tenants", tenant.as_str(), "records:restore"], &[])?;
+        self.call(Method::POST, url, json_body(request)?, None)
+            .await
+    }
+
+    /// `GET /v1/collections/{c}/records:export`, each NDJSON line handed to `line` as it
+    /// arrives (memory stays flat); returns the lines. An error the server reports
+    /// mid-stream is returned as that error.
+    pub async fn export_each(
+        &self,
+        collection: &bulkhead_core::CollectionName,
+        mut line: impl FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<u64, ClientError> {
+        let url = self.url(
+            &["v1", "collections", collection.as_str(), "records:export"],
+            &[],
+        )?;
+        self.stream_lines(Method::GET, url, &mut line).await
+    }
+}

@@ -354,6 +354,9 @@ pub enum ControlAction {
     ManageWebhooks,
     /// Online backups (they copy every tenant's data): admin only.
     Backups,
+    /// Writing records exactly as given, system fields included (a tenant archive's
+    /// import): admin only.
+    RestoreData,
 }
 
 fn not_found_tenant() -> Error {

@@ -1,4 +1,6 @@
-//! Online backups: `POST /v1/backups` starts one (202), `GET /v1/backups/{id}` follows it.
+//! The data lifecycle: `POST /v1/backups` starts an online backup (202), `GET
+//! /v1/backups/{id}` follows it; `POST /v1/tenants/{tenant}/records:restore` writes records
+//! exactly as given (a tenant archive's import).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -15,6 +17,17 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/backups", post(start))
         .route("/v1/backups/{id}", get(progress))
+        .route("/v1/tenants/{tenant}/records:restore", post(restore))
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(tenant): Path<String>,
+    Json(body): Json<bulkhead_api::RestoreRecords>,
+) -> ApiResult<Response> {
+    let tenant = bulkhead_core::TenantId::parse(&tenant)?;
+    Ok(axum::Json(state.catalog.restore_records(&ctx, &tenant, body).await?).into_response())
 }
 
 async fn start(

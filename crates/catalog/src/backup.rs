@@ -170,6 +170,8 @@ impl Catalog {
             Some(backup.id.clone()),
         );
         self.inner().audit.record(event);
+        // Held from here: a removal asked for after this answer waits for the backup.
+        let fence = Arc::clone(&self.inner().backups.fence).write_owned().await;
         let (catalog, run) = (self.clone(), Arc::clone(&backup));
         tokio::spawn(async move {
             let result = catalog.run_backup(&run).await;
@@ -178,9 +180,13 @@ impl Catalog {
             } else {
                 tracing::info!(backup = %run.id, dir = %run.dir.display(), "backup done");
             }
-            let mut outcome = run.outcome.lock();
-            outcome.state = Some(result);
-            outcome.finished_at = Some(catalog.inner().clock.now());
+            {
+                let mut outcome = run.outcome.lock();
+                outcome.state = Some(result);
+                outcome.finished_at = Some(catalog.inner().clock.now());
+            }
+            // Removals go on only once the backup is recorded as finished.
+            drop(fence);
         });
         Ok(backup.view())
     }
@@ -194,9 +200,9 @@ impl Catalog {
             .ok_or_else(|| Error::not_found("backup_not_found", "backup not found on this server"))
     }
 
+    /// Runs while the caller holds the fence: no storage is removed until every file is
+    /// copied.
     async fn run_backup(&self, backup: &Backup) -> Result<(), String> {
-        // No storage is removed until every file is copied.
-        let _fence = Arc::clone(&self.inner().backups.fence).write_owned().await;
         let dir = backup.dir.clone();
         let progress = Arc::clone(&backup.progress);
         progress.files_total.fetch_add(1, Ordering::Relaxed);

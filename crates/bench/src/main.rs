@@ -8,7 +8,7 @@
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
 //! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit`,
-//!   `metering` and `secops`:
+//!   `metering`, `secops` and `lifecycle`:
 //!   see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
@@ -16,6 +16,7 @@
 
 mod auth;
 mod flood;
+mod lifecycle;
 mod limit;
 mod metering;
 mod moves;
@@ -88,6 +89,8 @@ enum BenchKind {
     /// The audit chain's cost per control-plane write, verifying a large log, and the time
     /// from an event to its webhook delivery.
     Secops(crate::secops::SecopsArgs),
+    /// Tenant export and import against bulk ingest; an online backup and a neighbour's p99.
+    Lifecycle(crate::lifecycle::LifecycleArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -107,6 +110,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Limit(args) => crate::limit::run(args).await,
         BenchKind::Metering(args) => crate::metering::run(args).await,
         BenchKind::Secops(args) => crate::secops::run(args).await,
+        BenchKind::Lifecycle(args) => crate::lifecycle::run(args).await,
     }
 }
 

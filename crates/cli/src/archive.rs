@@ -32,8 +32,10 @@ use crate::printer::Printer;
 /// The archive format this release writes and reads.
 pub const FORMAT: u32 = 1;
 /// Records per restore request, and the bytes of one at most.
-const BATCH: usize = 2_000;
-const BATCH_BYTES: usize = 512 * 1024;
+const BATCH: usize = 10_000;
+const BATCH_BYTES: usize = 900 * 1024;
+/// Restore requests in flight at once.
+const IN_FLIGHT: usize = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Header {
@@ -354,18 +356,27 @@ async fn restore_all(
         }
         Ok(())
     });
+    // A few requests in flight (a restore replaces by id, so their order does not matter).
+    let mut inflight = tokio::task::JoinSet::new();
     while let Some((collection, records)) = rx.recv().await {
-        let n = records.len() as u64;
-        client
-            .restore_records(
-                id,
-                &RestoreRecords {
-                    collection,
-                    records,
-                },
-            )
-            .await?;
-        bar.inc(n);
+        while inflight.len() >= IN_FLIGHT {
+            if let Some(done) = inflight.join_next().await {
+                bar.inc(done??);
+            }
+        }
+        let (client, id) = (client.clone(), id.clone());
+        inflight.spawn(async move {
+            let n = records.len() as u64;
+            let request = RestoreRecords {
+                collection,
+                records,
+            };
+            client.restore_records(&id, &request).await?;
+            Ok::<u64, ClientError>(n)
+        });
+    }
+    while let Some(done) = inflight.join_next().await {
+        bar.inc(done??);
     }
     reader.await??;
     bar.finish_and_clear();

@@ -25,6 +25,7 @@ mod keys;
 mod members;
 mod moves;
 mod observe;
+mod options;
 mod placement;
 mod query;
 mod quota;
@@ -59,6 +60,7 @@ pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
 pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
+pub use options::CatalogOptions;
 pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
 pub use secops::{FindingRules, WebhookSettings};
@@ -149,103 +151,6 @@ pub(crate) struct SchemaGuard<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct RouteEntry {
     pub route: TenantRoute,
-}
-
-#[derive(Clone)]
-pub struct CatalogOptions {
-    pub fsync: bool,
-    /// SHA-256 of `BULKHEAD_ADMIN_KEY`, when the operator provides the admin credential.
-    pub bootstrap_admin_hash: Option<String>,
-    /// Query budget of tiers that set none.
-    pub query_budget: bulkhead_engine::QueryBudget,
-    /// Largest bulk-ingest body of tiers that set none, in bytes.
-    pub bulk_max_bytes: u64,
-    /// Opens the engines of domains that are not pre-registered: those stored in the catalog
-    /// (at start) and those put at runtime. Without one, such domains stay unavailable.
-    pub engine_factory: Option<Arc<dyn EngineFactory>>,
-    /// How live moves run.
-    pub moves: MoveSettings,
-    /// The configured JWT issuers; without them only keys and tenant tokens authenticate.
-    pub identity: Option<Arc<dyn IdentityProviders>>,
-    /// Audit rows older than this are removed (hourly); `None` keeps them all.
-    pub audit_retention: Option<std::time::Duration>,
-    /// For crash tests: a deletion pauses this long once the tenant is marked `deleting`,
-    /// before its purge (so a test can kill the server in between).
-    pub deletion_hold: Option<std::time::Duration>,
-    /// The order of the tiers' waves in a schema rollout (after the canary wave); tiers not
-    /// named follow, by name.
-    pub rollout_tier_order: Vec<TierName>,
-    /// Placements (storage units) a rollout changes at once on each domain.
-    pub rollout_parallelism: usize,
-    /// A rollout pass with more failures than this stops the rollout (`stopped`: the
-    /// placements left keep their definitions until `resume`); `None` retries for ever.
-    pub rollout_max_failures: Option<u64>,
-    /// A rollout pass whose failed share of the units tried is above this (judged after 10)
-    /// stops the rollout too; `None`: no ratio.
-    pub rollout_max_failure_ratio: Option<f64>,
-    /// The first this many dedicated placements (by tenant id) join the canary wave.
-    pub rollout_canary_count: usize,
-    /// How often every tenant's storage is measured; `None`: only on demand.
-    pub storage_sample_every: Option<std::time::Duration>,
-    /// How often the audit chain's new entries are checked and its head logged; `None`:
-    /// never (only on demand).
-    pub audit_watch_every: Option<std::time::Duration>,
-    /// The detectors' thresholds and the finding kinds switched off.
-    pub findings: secops::FindingRules,
-    pub webhooks: secops::WebhookSettings,
-}
-
-impl std::fmt::Debug for CatalogOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogOptions")
-            .field("fsync", &self.fsync)
-            .field(
-                "bootstrap_admin_hash",
-                &self.bootstrap_admin_hash.as_ref().map(|_| "<set>"),
-            )
-            .field("query_budget", &self.query_budget)
-            .field("bulk_max_bytes", &self.bulk_max_bytes)
-            .field("engine_factory", &self.engine_factory.is_some())
-            .field("moves", &self.moves)
-            .field("identity", &self.identity.is_some())
-            .field("deletion_hold", &self.deletion_hold)
-            .field("audit_retention", &self.audit_retention)
-            .field("rollout_tier_order", &self.rollout_tier_order)
-            .field("rollout_parallelism", &self.rollout_parallelism)
-            .field("rollout_max_failures", &self.rollout_max_failures)
-            .field("rollout_max_failure_ratio", &self.rollout_max_failure_ratio)
-            .field("rollout_canary_count", &self.rollout_canary_count)
-            .field("storage_sample_every", &self.storage_sample_every)
-            .field("audit_watch_every", &self.audit_watch_every)
-            .field("findings", &self.findings)
-            .field("webhooks", &self.webhooks)
-            .finish()
-    }
-}
-
-impl Default for CatalogOptions {
-    fn default() -> Self {
-        CatalogOptions {
-            fsync: false,
-            bootstrap_admin_hash: None,
-            query_budget: bulkhead_engine::QueryBudget::default(),
-            bulk_max_bytes: 64 * 1024 * 1024,
-            engine_factory: None,
-            moves: MoveSettings::default(),
-            identity: None,
-            deletion_hold: None,
-            audit_retention: None,
-            rollout_tier_order: Vec::new(),
-            rollout_parallelism: 4,
-            rollout_max_failures: None,
-            rollout_max_failure_ratio: None,
-            rollout_canary_count: 0,
-            storage_sample_every: None,
-            audit_watch_every: Some(std::time::Duration::from_secs(60)),
-            findings: secops::FindingRules::default(),
-            webhooks: secops::WebhookSettings::default(),
-        }
-    }
 }
 
 /// Handle to the catalog; cheap to clone.

@@ -17,6 +17,8 @@ use crate::{Catalog, Ctx};
 
 /// Entries read per statement while verifying or exporting.
 const PAGE: u32 = 10_000;
+/// Every this many passes the watch walks the whole chain from its anchor.
+const FULL_EVERY: u64 = 60;
 
 /// Walks the chain from `from` (the anchor when `None`) to its newest entry.
 fn walk(store: &Store, from: Option<Link>, head: Option<Link>) -> StoreResult<AuditVerification> {
@@ -165,8 +167,13 @@ pub(crate) fn spawn_watch(inner: std::sync::Weak<crate::Inner>, every: Duration)
     tokio::spawn(async move {
         let mut seen: Option<Link> = None;
         let mut reported: Option<Break> = None;
+        let mut passes: u64 = 0;
         loop {
             tokio::time::sleep(every).await;
+            // Now and then the whole chain again, not only what is new (an old entry edited),
+            // still holding the head seen last.
+            let full = passes.is_multiple_of(FULL_EVERY);
+            passes += 1;
             let Some(strong) = inner.upgrade() else {
                 return;
             };
@@ -174,7 +181,13 @@ pub(crate) fn spawn_watch(inner: std::sync::Weak<crate::Inner>, every: Duration)
             catalog.flush_audit().await;
             let from = seen.clone();
             let checked = catalog
-                .blocking(move |store| check_since(store, from))
+                .blocking(move |store| {
+                    if full {
+                        walk(store, None, from.filter(|h| h.seq > 0))
+                    } else {
+                        check_since(store, from)
+                    }
+                })
                 .await;
             match checked {
                 Ok(v) => match v.broken {

@@ -624,3 +624,56 @@ async fn webhooks_in_the_platform_file_plan_and_apply() {
     let (ok, out) = run("apply", None);
     assert!(!ok && out.contains("HOOK_SECRET"), "{out}");
 }
+
+/// Two servers sharing a PostgreSQL catalog read the audit stream together: each event is
+/// delivered once, whichever server wrote it and whichever reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_sharing_a_catalog_deliver_each_event_once() {
+    let Some(pg) = bulkhead_pg_testkit::require("webhooks_shared") else {
+        return;
+    };
+    let receiver = Receiver::start(SECRET).await;
+    let url = pg.url("postgres");
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let env = [
+        ("BULKHEAD_CATALOG", url.as_str()),
+        ("BULKHEAD_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
+    ];
+    let servers: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::start_with(d.path(), &env))
+        .collect();
+    servers[0]
+        .admin()
+        .put_webhook("shared", &spec(&receiver.url, &["tenant.created"]))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (s, server) in servers.iter().enumerate() {
+        let admin = server.admin();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                create_tenant(&admin, &format!("s{s}-{i:02}"), "free").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_until("20 deliveries", Duration::from_secs(30), async || {
+        receiver.got().len() >= 20
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = receiver.got();
+    let mut tenants: Vec<String> = got
+        .iter()
+        .map(|g| g.body["data"]["tenant"].as_str().unwrap().to_owned())
+        .collect();
+    tenants.sort();
+    let before = tenants.len();
+    tenants.dedup();
+    assert_eq!((before, tenants.len()), (20, 20), "each once: {got:#?}");
+    assert!(got.iter().all(|g| g.signature_ok));
+}

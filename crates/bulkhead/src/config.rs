@@ -31,6 +31,8 @@ pub struct FileConfig {
     /// External identity providers whose JWTs are accepted (`[[issuers]]` tables).
     #[serde(default)]
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
+    /// Origins browsers may call the API from (`*`: any).
+    pub cors_origins: Option<Vec<String>>,
     /// The security detectors' thresholds and the finding kinds switched off.
     #[serde(default)]
     pub findings: bulkhead_catalog::FindingRules,
@@ -133,6 +135,10 @@ pub struct ServeArgs {
     /// head; a break is audited and raised as a finding); 0: only on demand [default: 60].
     #[arg(long, env = "BULKHEAD_AUDIT_WATCH_SECS")]
     pub audit_watch_secs: Option<u64>,
+    /// Origins browsers may call the API from, comma-separated (`https://app.example.com`),
+    /// or `*`; none by default (no CORS answers).
+    #[arg(long, env = "BULKHEAD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// Let webhooks deliver to loopback and private addresses (`[webhooks] allow_private`).
     #[arg(long, env = "BULKHEAD_WEBHOOKS_ALLOW_PRIVATE")]
     pub webhooks_allow_private: Option<bool>,
@@ -262,6 +268,8 @@ pub struct Config {
     pub audit_watch_every: Option<Duration>,
     pub findings: bulkhead_catalog::FindingRules,
     pub webhooks: bulkhead_catalog::WebhookSettings,
+    /// Origins browsers may call from (see `ServerConfig::cors_origins`).
+    pub cors_origins: Vec<String>,
     pub metrics_token: Option<Secret>,
     pub metrics_listen: Option<SocketAddr>,
     /// Where traces go (`--otlp-endpoint`); `None`: not exported.
@@ -440,6 +448,15 @@ impl Config {
                 secs => Some(Duration::from_secs(secs)),
             },
             findings: file.findings.clone(),
+            cors_origins: args
+                .cors_origins
+                .clone()
+                .or_else(|| file.cors_origins.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             webhooks: bulkhead_catalog::WebhookSettings {
                 allow_private: args
                     .webhooks_allow_private
@@ -513,6 +530,11 @@ impl Config {
         }
         if let Err(why) = self.findings.validate() {
             bail!("{why}");
+        }
+        for origin in &self.cors_origins {
+            if let Err(why) = bulkhead_server::browser::check_origin(origin) {
+                bail!("{why}");
+            }
         }
         if self.body_budget_bytes < self.body_limit as u64 {
             bail!(

@@ -161,6 +161,7 @@ pub async fn open(
             header_timeout: config.header_timeout,
             bulk_in_flight: config.bulk_in_flight,
             body_budget_bytes: config.body_budget_bytes,
+            cors_origins: config.cors_origins.clone(),
         },
         bulk_slots: Arc::new(tokio::sync::Semaphore::new(config.bulk_in_flight)),
         body_budget: bulkhead_server::budget::budget(config.body_budget_bytes),

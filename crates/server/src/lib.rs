@@ -4,6 +4,7 @@
 //! span carrying it and, once known, the tenant. Every route has a body limit and a timeout;
 //! any error a layer produces (timeout, panic, 405) still leaves with the standard error body.
 
+pub mod browser;
 pub mod budget;
 mod bulk_body;
 mod drain;
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub bulk_in_flight: usize,
     /// Bytes of request bodies this server holds at once ([`budget`]).
     pub body_budget_bytes: u64,
+    /// Origins browsers may call from (`*` for any); empty: no CORS answers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(30),
             bulk_in_flight: 16,
             body_budget_bytes: 256 * 1024 * 1024,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -108,6 +112,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request_context,
         ))
+        // Answers are compressed when the client asks (`Accept-Encoding: gzip`).
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(browser::cors(&config.cors_origins))
         .with_state(state)
 }
 

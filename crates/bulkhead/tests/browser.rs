@@ -1,0 +1,159 @@
+//! Browsers: CORS answers only for the configured origins (preflight and actual requests,
+//! never with credentials), none when no origin is configured; answers compressed with gzip
+//! when the client asks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use common::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends one raw HTTP/1.1 request; returns the status, the headers (lower-case names) and
+/// the body.
+async fn raw(url: &str, request: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, buf[split + 4..].to_vec())
+}
+
+fn preflight(origin: &str) -> String {
+    format!(
+        "OPTIONS /v1/collections/items/records HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins_and_never_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("BULKHEAD_CORS_ORIGINS", "https://app.example.com")],
+    );
+    let (status, headers, _) = raw(&server.url, &preflight("https://app.example.com")).await;
+    assert!(status < 300, "{status} {headers:?}");
+    assert_eq!(
+        headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("https://app.example.com")
+    );
+    let allowed = headers
+        .get("access-control-allow-headers")
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    assert!(!headers.contains_key("access-control-allow-credentials"));
+    // An actual request from the page carries the origin back, with the request id exposed.
+    let (status, headers, _) = raw(
+        &server.url,
+        &format!(
+            "GET /v1/tenants HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example.com\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            common::ADMIN_KEY
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("https://app.example.com")
+    );
+    assert!(headers["access-control-expose-headers"].contains("x-request-id"));
+    // Another origin gets no CORS answer (the browser then refuses the response).
+    let (_, headers, _) = raw(&server.url, &preflight("https://evil.example.net")).await;
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "{headers:?}"
+    );
+
+    // Without configured origins, no CORS headers at all.
+    let other = tempfile::tempdir().unwrap();
+    let plain = Server::start(other.path());
+    let (_, headers, _) = raw(&plain.url, &preflight("https://app.example.com")).await;
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    for i in 0..30 {
+        common::create_tenant(&admin, &format!("t{i:02}"), "free").await;
+    }
+    let request = |encoding: &str| {
+        format!(
+            "GET /v1/tenants?limit=100 HTTP/1.1\r\nHost: x\r\n{encoding}Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            common::ADMIN_KEY
+        )
+    };
+    let (status, headers, body) = raw(&server.url, &request("Accept-Encoding: gzip\r\n")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    // The body is chunked: strip the chunk framing, then gunzip.
+    let mut joined = Vec::new();
+    let mut rest = body.as_slice();
+    loop {
+        let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        joined.extend_from_slice(&rest[end + 2..end + 2 + size]);
+        rest = &rest[end + 2 + size + 2..];
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(joined.as_slice())
+        .read_to_string(&mut text)
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 30);
+    // Not asked: not compressed.
+    let (_, headers, _) = raw(&server.url, &request("")).await;
+    assert!(!headers.contains_key("content-encoding"));
+
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .env("BULKHEAD_ADMIN_KEY", common::ADMIN_KEY)
+        .env("BULKHEAD_CORS_ORIGINS", "app.example.com/path")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CORS origin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -135,6 +135,12 @@ pub struct ServeArgs {
     /// head; a break is audited and raised as a finding); 0: only on demand [default: 60].
     #[arg(long, env = "BULKHEAD_AUDIT_WATCH_SECS")]
     pub audit_watch_secs: Option<u64>,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, env = "BULKHEAD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "BULKHEAD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Origins browsers may call the API from, comma-separated (`https://app.example.com`),
     /// or `*`; none by default (no CORS answers).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", value_delimiter = ',')]
@@ -270,6 +276,8 @@ pub struct Config {
     pub webhooks: bulkhead_catalog::WebhookSettings,
     /// Origins browsers may call from (see `ServerConfig::cors_origins`).
     pub cors_origins: Vec<String>,
+    /// HTTPS, from `--tls-cert` and `--tls-key`.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub metrics_token: Option<Secret>,
     pub metrics_listen: Option<SocketAddr>,
     /// Where traces go (`--otlp-endpoint`); `None`: not exported.
@@ -448,6 +456,11 @@ impl Config {
                 secs => Some(Duration::from_secs(secs)),
             },
             findings: file.findings.clone(),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+                _ => bail!("--tls-cert and --tls-key go together"),
+            },
             cors_origins: args
                 .cors_origins
                 .clone()
@@ -564,6 +577,29 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The server's TLS configuration: rustls with the `ring` provider, HTTP/1.1.
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the TLS private key {}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not fit together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ pub async fn open(
             bulk_in_flight: config.bulk_in_flight,
             body_budget_bytes: config.body_budget_bytes,
             cors_origins: config.cors_origins.clone(),
+            tls: config.tls.clone(),
         },
         bulk_slots: Arc::new(tokio::sync::Semaphore::new(config.bulk_in_flight)),
         body_budget: bulkhead_server::budget::budget(config.body_budget_bytes),
@@ -286,8 +287,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "bulkhead is serving");
     // One write (stderr is unbuffered): whoever watches for this line sees it whole.
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let line = format!(
-        "bulkhead listening on http://{address} (data in {})\n",
+        "bulkhead listening on {scheme}://{address} (data in {})\n",
         config.data_dir.display()
     );
     eprint!("{line}");

@@ -157,3 +157,120 @@ async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_s
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// HTTPS: the server serves TLS with its certificate; the CLI speaks it, trusting the CA
+/// given with --ca-cert, and refuses a server it cannot verify; plain HTTP to it fails.
+#[tokio::test]
+async fn the_server_serves_https_and_the_cli_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (at("ca.pem"), at("cert.pem"), at("key.pem"));
+    std::fs::write(
+        at("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    // A CA of the test's own, and a server certificate it signs.
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &ca,
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &at("leaf.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &at("leaf.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at("leaf.ext"),
+            "-out",
+            &cert,
+        ],
+    ] {
+        let made = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl is needed to make test certificates (apt-get install openssl)");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_TLS_CERT", cert.as_str()),
+            ("BULKHEAD_TLS_KEY", key.as_str()),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let cli = |extra: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(common::binary());
+        command
+            .args(["tenant", "list"])
+            .env("BULKHEAD_URL", &server.url)
+            .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+            .env_remove("BULKHEAD_CA_CERT");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = cli(&[("BULKHEAD_CA_CERT", ca.as_str())]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&[]);
+    assert!(!ok, "an unknown CA is refused: {out}");
+    let client = bulkhead_client::Client::new_trusting(
+        &server.url,
+        common::ADMIN_KEY,
+        &std::fs::read(&ca).unwrap(),
+    )
+    .unwrap();
+    client.list_tenants(None, None).await.unwrap();
+    let plain = bulkhead_client::Client::new(
+        &server.url.replace("https://", "http://"),
+        common::ADMIN_KEY,
+    )
+    .unwrap();
+    assert!(plain.list_tenants(None, None).await.is_err());
+}

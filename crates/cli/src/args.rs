@@ -41,6 +41,10 @@ pub struct ClientOptions {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of certificate authorities to trust for an `https://` server, beside the
+    /// system's (a server with a certificate of its own CA).
+    #[arg(long, env = "BULKHEAD_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The token is a secret: debug output shows only whether one was given.

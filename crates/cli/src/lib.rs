@@ -72,7 +72,12 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> anyhow::Res
 /// The client the options describe: URL, credential and, for a platform admin, the tenant.
 pub fn connect(options: &ClientOptions) -> anyhow::Result<Client> {
     let token = resolve_token(options.token.as_deref(), &options.data_dir_or_default())?;
-    let client = Client::new(&options.url, token)?;
+    let ca = match &options.ca_cert {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the CA certificates {}", path.display()))?,
+        None => Vec::new(),
+    };
+    let client = Client::new_trusting(&options.url, token, &ca)?;
     Ok(match &options.tenant {
         Some(tenant) => client.with_tenant(tenant.clone()),
         None => client,

@@ -88,6 +88,16 @@ impl Client {
     /// A client for the server at `base_url` (`http://host:port`, optionally with a path
     /// prefix). An empty token sends no `Authorization` header.
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        Client::new_trusting(base_url, token, &[])
+    }
+
+    /// [`Client::new`] that also trusts the certificate authorities in `ca_pem` (PEM) for
+    /// `https://` servers, beside the platform's own (a server with its own CA).
+    pub fn new_trusting(
+        base_url: &str,
+        token: impl Into<String>,
+        ca_pem: &[u8],
+    ) -> Result<Client, ClientError> {
         let base_url = parse_base_url(base_url)?;
         let token: String = token.into();
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -96,6 +106,7 @@ impl Client {
             ));
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(ca_pem)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("bulkhead-client/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -350,6 +361,30 @@ impl Client {
     }
 }
 
+/// TLS for `https://` servers: rustls with the `ring` provider (nothing process-wide), the
+/// platform's certificate verifier, plus the extra authorities in `ca_pem`.
+fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |what: String| ClientError::InvalidUrl(format!("TLS: {what}"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let extra: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("the CA certificates are not PEM: {e}")))?;
+    let verifier = if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth())
+}
+
 /// Encodes a request body. Wire types always encode; the error exists for foreign `Value`s
 /// only in theory, but is reported rather than unwrapped.
 fn json_body<T: Serialize + ?Sized>(value: &T) -> Result<Option<Vec<u8>>, ClientError> {
@@ -367,13 +402,7 @@ fn parse_base_url(raw: &str) -> Result<Url, ClientError> {
     let url = Url::parse(raw.trim())
         .map_err(|e| ClientError::InvalidUrl(format!("invalid server URL {raw:?}: {e}")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ClientError::InvalidUrl(format!(
-                "invalid server URL {raw:?}: this client is built without TLS; use http:// \
-                 (terminate TLS in a proxy in front of the server)"
-            )));
-        }
+        "http" | "https" => {}
         other => {
             return Err(ClientError::InvalidUrl(format!(
                 "invalid server URL {raw:?}: scheme {other:?} is not http"
@@ -435,7 +464,10 @@ mod tests {
     #[test]
     fn bad_base_urls_and_tokens_are_refused() {
         assert!(Client::new("127.0.0.1:7070", "t").is_err());
-        assert!(Client::new("https://example.com", "t").is_err());
+        assert!(Client::new("ftp://example.com", "t").is_err());
+        assert!(Client::new("https://example.com", "t").is_ok());
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(Client::new_trusting("https://example.com", "t", broken).is_err());
         assert!(Client::new("http://h:1/?x=1", "t").is_err());
         assert!(Client::new("http://h:1", "bad token").is_err());
         assert!(Client::new("http://h:1", "").is_ok());

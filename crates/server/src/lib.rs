@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub body_budget_bytes: u64,
     /// Origins browsers may call from (`*` for any); empty: no CORS answers.
     pub cors_origins: Vec<String>,
+    /// Serve HTTPS with this configuration (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             bulk_in_flight: 16,
             body_budget_bytes: 256 * 1024 * 1024,
             cors_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -307,6 +310,7 @@ pub async fn serve(
     let limits = listen::Limits {
         max_connections: state.config.max_connections,
         header_timeout: state.config.header_timeout,
+        tls: state.config.tls.clone(),
     };
     listen::serve(listener, router(state), limits, shutdown).await
 }

@@ -16,6 +16,8 @@
 //!   (no handler ever sees such a request).
 //! - Shutdown stops accepting, asks every connection to finish its request in flight, and
 //!   waits for them.
+//! - With a TLS configuration every connection is TLS: its handshake must finish within
+//!   `header_timeout` too; one that fails is closed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,10 +37,12 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Serve HTTPS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub async fn serve(
@@ -77,16 +81,32 @@ pub async fn serve(
             app.clone(),
             axum::extract::ConnectInfo(peer),
         ));
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            // A request head past this is refused with 431 (JWTs and cookies fit easily).
-            .max_header_size(MAX_HEAD_BYTES)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
+        let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(connection(stream, service, header_timeout))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(connection(stream, service, header_timeout))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -95,4 +115,30 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// What serves each connection: the router, with the client's address.
+type Service = TowerToHyperService<
+    tower_http::add_extension::AddExtension<
+        Router,
+        axum::extract::ConnectInfo<std::net::SocketAddr>,
+    >,
+>;
+
+/// One HTTP/1.1 connection over `stream` (plain or TLS).
+fn connection<S>(
+    stream: S,
+    service: Service,
+    header_timeout: Duration,
+) -> http1::Connection<TokioIo<S>, Service>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // A request head past this is refused with 431 (JWTs and cookies fit easily).
+        .max_header_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
 }

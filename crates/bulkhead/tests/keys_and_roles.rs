@@ -477,6 +477,7 @@ async fn a_tenant_admin_cannot_revoke_an_owner_key_but_can_revoke_its_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_credentials_is_counted_not_written_row_by_row() {
     let (_dir, mut server, _member, _record) = start().await;
+    let began = std::time::Instant::now();
     let flood: Vec<_> = (0..4)
         .map(|w| {
             let url = server.url.clone();
@@ -496,6 +497,9 @@ async fn a_flood_of_bad_credentials_is_counted_not_written_row_by_row() {
     for task in flood {
         task.await.unwrap();
     }
+    // Each 10 s window of one source writes its first failure and one summary row; a slow
+    // machine spreads the flood over more windows.
+    let windows = began.elapsed().as_secs() / 10 + 2;
     server.stop();
     let conn = rusqlite::Connection::open(server.data_dir.join("catalog.db")).unwrap();
     let mut stmt = conn
@@ -506,7 +510,11 @@ async fn a_flood_of_bad_credentials_is_counted_not_written_row_by_row() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(details.len() <= 4, "{} rows for one flood", details.len());
+    assert!(
+        details.len() as u64 <= 2 * windows,
+        "{} rows for one flood over {windows} windows",
+        details.len()
+    );
     let counted: u64 = details
         .iter()
         .map(|d| {

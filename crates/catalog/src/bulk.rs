@@ -141,22 +141,10 @@ impl Catalog {
     ) -> Option<Arc<Collection>> {
         let mut numbers: Vec<(u64, Option<String>)> = chunk
             .iter()
-            .map(|(line, op)| {
-                let id = match op {
-                    BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.as_str(),
-                    BulkOp::Delete(id) => id.as_str(),
-                };
-                (*line, Some(id.to_owned()))
-            })
+            .map(|(line, op)| (*line, Some(op.id().as_str().to_owned())))
             .collect();
         let mut ops: Vec<BulkOp> = chunk.into_iter().map(|(_, op)| op).collect();
-        let ids: Vec<RecordId> = ops
-            .iter()
-            .map(|op| match op {
-                BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.clone(),
-                BulkOp::Delete(id) => id.clone(),
-            })
-            .collect();
+        let ids: Vec<RecordId> = ops.iter().map(|op| op.id().clone()).collect();
         // Each chunk re-checks that the tenant's life the request was authorized for still
         // stands: a deletion that began meanwhile waits for this request, which stops here.
         let fenced = match self.still_current(scope).await {
@@ -170,10 +158,7 @@ impl Catalog {
             return None;
         }
         // The storage quota: the records past what fits fail alone, before the engine.
-        let adds = ops
-            .iter()
-            .filter(|op| !matches!(op, BulkOp::Delete(_)))
-            .count() as u64;
+        let adds = ops.iter().filter(|op| !op.removes()).count() as u64;
         let (hold, allowed) = match self.quota_admit(scope, engine, adds, adds > 0).await {
             Ok(Some((hold, allowed))) => (Some(hold), allowed),
             Ok(None) => (None, adds),
@@ -190,7 +175,7 @@ impl Catalog {
             let error = self.quota_refused(scope).await;
             let (mut kept_ops, mut kept_numbers, mut admitted) = (Vec::new(), Vec::new(), 0);
             for (op, number) in ops.into_iter().zip(numbers) {
-                let adding = !matches!(op, BulkOp::Delete(_));
+                let adding = !op.removes();
                 if adding && admitted >= allowed {
                     refused.push(failed(number.0, number.1, &error));
                     continue;
@@ -449,10 +434,7 @@ impl BulkSession {
 }
 
 fn op_id(op: &BulkOp) -> &str {
-    match op {
-        BulkOp::Create(r) | BulkOp::Upsert(r) => r.id.as_str(),
-        BulkOp::Delete(id) => id.as_str(),
-    }
+    op.id().as_str()
 }
 
 fn done(line: u64, status: u16, id: &RecordId, version: Option<i64>) -> BulkLine {
@@ -510,7 +492,7 @@ fn line_allowed(
                 ));
             }
         }
-        BulkOp::Delete(_) => {
+        BulkOp::Delete(_) | BulkOp::Retire { .. } => {
             permission.require(Action::Delete)?;
             if rule.is_some() {
                 return Err(Error::forbidden(
@@ -604,6 +586,6 @@ fn with_defaults(op: BulkOp, newer: &Collection) -> BulkOp {
     match op {
         BulkOp::Create(r) => BulkOp::Create(fill(r)),
         BulkOp::Upsert(r) => BulkOp::Upsert(fill(r)),
-        delete @ BulkOp::Delete(_) => delete,
+        delete @ (BulkOp::Delete(_) | BulkOp::Retire { .. }) => delete,
     }
 }

@@ -312,6 +312,17 @@ impl PgEngine {
                 .remove(&sp, sql, &id)
                 .await
                 .map(|()| BulkOutcome::Deleted(id)),
+            BulkOp::Retire { id, version } => match self.fetch(&sp, sql, &id, true).await? {
+                None => Err(EngineError::NotFound.into()),
+                Some(current) if current.version != version => Err(EngineError::VersionMismatch {
+                    current: current.version,
+                }
+                .into()),
+                Some(_) => self
+                    .remove(&sp, sql, &id)
+                    .await
+                    .map(|()| BulkOutcome::Deleted(id)),
+            },
         };
         match result {
             Ok(outcome) => {
@@ -638,6 +649,7 @@ impl Engine for PgEngine {
                 Err(err) => match EngineError::from(err) {
                     e @ (EngineError::NotFound
                     | EngineError::DuplicateId
+                    | EngineError::VersionMismatch { .. }
                     | EngineError::UniqueViolation(_)) => out.push(Err(e)),
                     other => return Err(other),
                 },

@@ -42,6 +42,7 @@ conformance_tests!(
     aggregations_match_the_reference,
     calendar_buckets,
     bulk_operations_fail_alone,
+    retire_removes_only_the_version_read,
     budgets_stop_expensive_queries,
     restore_keeps_system_fields_and_replaces_by_id,
     measure_counts_records_and_bytes_per_model,

@@ -553,12 +553,23 @@ impl Engine for SqliteEngine {
                         BulkOp::Delete(id) => {
                             remove(tx, &sql, &id).map(|()| BulkOutcome::Deleted(id))
                         }
+                        BulkOp::Retire { id, version } => match fetch(tx, &sql, &id)? {
+                            None => Err(EngineError::NotFound.into()),
+                            Some(current) if current.version != version => {
+                                Err(EngineError::VersionMismatch {
+                                    current: current.version,
+                                }
+                                .into())
+                            }
+                            Some(_) => remove(tx, &sql, &id).map(|()| BulkOutcome::Deleted(id)),
+                        },
                     };
                     match result {
                         Ok(outcome) => out.push(Ok(outcome)),
                         Err(err) => match EngineError::from(err) {
                             e @ (EngineError::NotFound
                             | EngineError::DuplicateId
+                            | EngineError::VersionMismatch { .. }
                             | EngineError::UniqueViolation(_)) => out.push(Err(e)),
                             other => return Err(other.into()),
                         },

@@ -388,6 +388,28 @@ pub enum BulkOp {
     /// Creates the record, or replaces every field of the existing one.
     Upsert(NewRecord),
     Delete(RecordId),
+    /// Deletes the record only while it is still at `version` (else it fails alone, with
+    /// [`EngineError::VersionMismatch`] or [`EngineError::NotFound`]): how the retention job
+    /// removes records it has archived without removing a write that came after its read.
+    Retire {
+        id: RecordId,
+        version: i64,
+    },
+}
+
+impl BulkOp {
+    /// The id of the record the operation writes.
+    pub fn id(&self) -> &RecordId {
+        match self {
+            BulkOp::Create(r) | BulkOp::Upsert(r) => &r.id,
+            BulkOp::Delete(id) | BulkOp::Retire { id, .. } => id,
+        }
+    }
+
+    /// Whether the operation removes its record.
+    pub fn removes(&self) -> bool {
+        matches!(self, BulkOp::Delete(_) | BulkOp::Retire { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

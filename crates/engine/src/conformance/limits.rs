@@ -332,3 +332,87 @@ pub async fn budgets_stop_expensive_queries(engine: &dyn Engine) {
         );
     }
 }
+
+/// `BulkOp::Retire` removes a record only at the version given: one written since stays, as
+/// does a neighbour's record under the same id; the others in the call still go.
+pub async fn retire_removes_only_the_version_read(engine: &dyn Engine) {
+    for isolation in MODELS {
+        let c = items_collection();
+        let t = super::provision(engine, "ret", isolation, &c).await;
+        let neighbour = super::provision(engine, "retn", isolation, &c).await;
+        let w = scope(&t, isolation, DataAction::Write);
+        let wn = scope(&neighbour, isolation, DataAction::Write);
+        for (s, id) in [(&w, "a"), (&w, "b"), (&w, "c"), (&wn, "a")] {
+            engine
+                .insert(s, &c, vec![new_record(&c, json!({"id": id, "title": "t"}))])
+                .await
+                .expect("insert");
+        }
+        let changed = crate::RecordChange::Patch(
+            [(
+                bulkhead_core::FieldName::parse("title").expect("f"),
+                Some(FieldValue::Text("newer".into())),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        engine
+            .update(&w, &c, &rid("b"), changed, None)
+            .await
+            .expect("update");
+        let results = engine
+            .bulk(
+                &w,
+                &c,
+                vec![
+                    BulkOp::Retire {
+                        id: rid("a"),
+                        version: 1,
+                    },
+                    BulkOp::Retire {
+                        id: rid("b"),
+                        version: 1,
+                    },
+                    BulkOp::Retire {
+                        id: rid("missing"),
+                        version: 1,
+                    },
+                    BulkOp::Retire {
+                        id: rid("c"),
+                        version: 1,
+                    },
+                ],
+            )
+            .await
+            .expect("bulk");
+        assert!(
+            matches!(&results[0], Ok(BulkOutcome::Deleted(id)) if id.as_str() == "a"),
+            "{isolation}: {:?}",
+            results[0]
+        );
+        assert!(
+            matches!(results[1], Err(EngineError::VersionMismatch { current: 2 })),
+            "{isolation}: {:?}",
+            results[1]
+        );
+        assert!(
+            matches!(results[2], Err(EngineError::NotFound)),
+            "{isolation}"
+        );
+        assert!(
+            matches!(results[3], Ok(BulkOutcome::Deleted(_))),
+            "{isolation}"
+        );
+        let own = all_records(engine, &t, isolation, &c).await;
+        assert_eq!(
+            own.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["b"],
+            "{isolation}: the record written since stays"
+        );
+        let rn = scope(&neighbour, isolation, DataAction::Read);
+        assert!(
+            engine.get(&rn, &c, &rid("a")).await.expect("get").is_some(),
+            "{isolation}: the neighbour's record under the same id stays"
+        );
+    }
+}

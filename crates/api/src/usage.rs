@@ -248,4 +248,9 @@ pub struct StorageUse {
     /// Records per collection.
     #[serde(default)]
     pub collections: std::collections::BTreeMap<CollectionName, u64>,
+    /// Records and bytes in the tenant's cold archive (retention), apart from the above.
+    #[serde(default)]
+    pub cold_records: u64,
+    #[serde(default)]
+    pub cold_bytes: u64,
 }

@@ -60,6 +60,7 @@ pub(crate) async fn run(args: &FloodArgs, url: &str) -> anyhow::Result<()> {
         let (admin, domain, tier_name) = (admin.clone(), domain.clone(), tier_name.clone());
         async move {
             let tier = TierSpec {
+                retention: Default::default(),
                 isolation: Isolation::Pool,
                 domains: vec![domain],
                 monthly_price: Default::default(),

@@ -81,6 +81,7 @@ async fn postgres_domain(admin: &Client) -> anyhow::Result<bulkhead_pg_testkit::
         ("pg-silo", Isolation::Silo),
     ] {
         let tier = TierSpec {
+            retention: Default::default(),
             isolation,
             domains: vec![domain.clone()],
             monthly_price: Default::default(),

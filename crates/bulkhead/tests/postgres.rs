@@ -46,6 +46,7 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
     assert!(view.available);
     for (isolation, name) in MODELS {
         let tier = TierSpec {
+            retention: Default::default(),
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
             monthly_price: Default::default(),

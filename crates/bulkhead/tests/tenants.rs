@@ -203,6 +203,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
         ]
     );
     let gold = TierSpec {
+        retention: Default::default(),
         isolation: Isolation::Silo,
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
         monthly_price: bulkhead_core::money::Amount::parse("999").unwrap(),
@@ -226,6 +227,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
         Isolation::Silo
     );
     let pooled = TierSpec {
+        retention: Default::default(),
         isolation: Isolation::Pool,
         ..gold.clone()
     };
@@ -235,6 +237,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
         .unwrap_err();
     assert_eq!(err.code(), Some("tier_in_use"));
     let bad = TierSpec {
+        retention: Default::default(),
         domains: vec![bulkhead_core::DomainName::parse("mars").unwrap()],
         ..gold
     };

@@ -168,6 +168,7 @@ impl Catalog {
                     params![tenant.as_str()],
                 )?;
                 crate::members::purge_tenant(tx, &tenant)?;
+                crate::curator::forget_cold(tx, &tenant, &expected)?;
                 tx.execute(
                     "DELETE FROM placements WHERE tenant_id = ?1",
                     params![tenant.as_str()],
@@ -193,6 +194,9 @@ impl Catalog {
             })
         })
         .await?;
+        // After the life's rows are gone: a retention batch still writing can no longer seal
+        // a file (it removes what it wrote), so nothing of this life is left on disk.
+        self.curator().remove_cold(id, life)?;
         self.inner()
             .keys
             .forget_where(|_, key| matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
@@ -263,6 +267,8 @@ impl Catalog {
                     .destroy(&self.inner().deletion_authority.demolish(&id, placement))
                     .await?;
             }
+            // An archive pass that was writing when the life was purged may have left a file.
+            self.curator().remove_cold(&id, &life)?;
             let (tenant, life) = (id.clone(), life.clone());
             self.blocking(move |store| {
                 store.write(|tx| {

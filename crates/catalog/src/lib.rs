@@ -14,6 +14,7 @@ mod bulk;
 mod caches;
 mod collections;
 mod cost;
+mod curator;
 mod deletion;
 mod doctor;
 mod domains;
@@ -56,6 +57,7 @@ use bulkhead_engine::Engine;
 pub use audit::{AuditEvent, AuditQueue};
 pub use backup::file_sha256;
 pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
+pub use curator::{Curator, Life, Retained, life_dir};
 pub use domains::EngineFactory;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
@@ -225,6 +227,7 @@ pub(crate) struct Inner {
     pub authorizer: handle::Authorizer,
     pub move_authority: moves::MoveAuthority,
     pub deletion_authority: deletion::DeletionAuthority,
+    pub retention_authority: curator::RetentionAuthority,
     pub orphan_authority: doctor::OrphanAuthority,
 }
 
@@ -307,6 +310,7 @@ impl Catalog {
                 authorizer: handle::Authorizer::new(authority.clone()),
                 move_authority: moves::MoveAuthority::new(authority.clone()),
                 deletion_authority: deletion::DeletionAuthority::new(authority.clone()),
+                retention_authority: curator::RetentionAuthority::new(authority.clone()),
                 orphan_authority: doctor::OrphanAuthority::new(authority),
             }),
         };
@@ -343,6 +347,11 @@ impl Catalog {
             deletion::spawn_sweeper(Arc::downgrade(&catalog.inner));
         }
         Ok(catalog)
+    }
+
+    /// The door the retention job reaches tenant records through (`curator`).
+    pub fn curator(&self) -> Curator {
+        Curator::new(self.clone())
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -408,7 +417,7 @@ impl Catalog {
                     [("free", Isolation::Pool, 0), ("standard", Isolation::Bridge, 49), ("premium", Isolation::Silo, 499)]
                 {
                     let monthly_price = bulkhead_core::money::Amount::of(price.into()).map_err(store::malformed)?;
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default() };
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default(), retention: Default::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],

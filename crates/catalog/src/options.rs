@@ -50,6 +50,9 @@ pub struct CatalogOptions {
     /// The detectors' thresholds and the finding kinds switched off.
     pub findings: secops::FindingRules,
     pub webhooks: secops::WebhookSettings,
+    /// Where tenants' cold archives live (retention); a deletion removes the life's part.
+    /// `None`: the server keeps no cold archive.
+    pub cold_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -76,6 +79,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("audit_watch_every", &self.audit_watch_every)
             .field("findings", &self.findings)
             .field("webhooks", &self.webhooks)
+            .field("cold_dir", &self.cold_dir)
             .finish()
     }
 }
@@ -101,6 +105,7 @@ impl Default for CatalogOptions {
             audit_watch_every: Some(std::time::Duration::from_secs(60)),
             findings: secops::FindingRules::default(),
             webhooks: secops::WebhookSettings::default(),
+            cold_dir: None,
         }
     }
 }

@@ -117,6 +117,7 @@ async fn put_tier(
     domains: &[&str],
 ) {
     let spec = TierSpec {
+        retention: Default::default(),
         isolation,
         domains: domains.iter().map(|d| name(d)).collect(),
         monthly_price: Default::default(),

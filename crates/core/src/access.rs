@@ -310,12 +310,28 @@ pub fn move_scope(
     route: &TenantRoute,
     action: DataAction,
 ) -> TenantScope {
+    system_scope(format!("system:move/{move_id}"), route, action)
+}
+
+/// The scope under which the retention job moves one tenant's aged records into its cold
+/// archive, and brings archived ranges back when a platform principal allowed to manage
+/// tenants asks. It acts as `system:retention` and reaches exactly the one tenant (and life)
+/// of `route`, like any other.
+pub fn retention_scope(
+    _authority: &AccessAuthority,
+    route: &TenantRoute,
+    action: DataAction,
+) -> TenantScope {
+    system_scope("system:retention".into(), route, action)
+}
+
+fn system_scope(actor: String, route: &TenantRoute, action: DataAction) -> TenantScope {
     TenantScope {
         tenant: route.tenant.clone(),
         storage: route.placement.storage_key(&route.tenant),
         tier: route.tier.clone(),
         placement: route.placement.clone(),
-        actor: format!("system:move/{move_id}"),
+        actor,
         action,
         platform_admin: false,
         grant: Arc::new(Grant::unrestricted()),

@@ -190,6 +190,62 @@ pub struct TierSpec {
     /// What no role of this tier's tenants may do, whatever the role says.
     #[serde(default, skip_serializing_if = "Ceiling::is_default")]
     pub ceiling: Ceiling,
+    /// How long each collection's records stay in the hot store before the retention job
+    /// moves them into the tenant's cold archive (collections not named stay hot).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retention: BTreeMap<crate::CollectionName, Retention>,
+}
+
+/// Retention of one collection: records whose `field` is older than `hot_days` days go to the
+/// cold archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// A `timestamp` field of the collection, or `created_at` / `updated_at`.
+    pub field: crate::FieldName,
+    /// Days a record stays hot, counted from `field` (1 to 36,500).
+    pub hot_days: NonZeroU32,
+}
+
+/// The longest retention window a tier may set (100 years).
+pub const MAX_HOT_DAYS: u32 = 36_500;
+
+impl Retention {
+    /// Checks the window, and the field against `collection` when it is defined.
+    pub fn validate(
+        &self,
+        collection: &crate::CollectionName,
+        definition: Option<&crate::schema::Collection>,
+    ) -> Result<(), Error> {
+        let invalid = |message: String| Error::bad_request("invalid_tier", message);
+        if self.hot_days.get() > MAX_HOT_DAYS {
+            return Err(invalid(format!(
+                "retention.{collection}.hot_days: at most {MAX_HOT_DAYS} (got {})",
+                self.hot_days
+            )));
+        }
+        if matches!(self.field.as_str(), "created_at" | "updated_at") {
+            return Ok(());
+        }
+        if let Some(definition) = definition {
+            match definition.fields.get(&self.field) {
+                Some(spec) if spec.field_type == crate::schema::FieldType::Timestamp => {}
+                Some(spec) => {
+                    return Err(invalid(format!(
+                        "retention.{collection}.field: {} is a {} field; retention needs a timestamp field, created_at or updated_at",
+                        self.field, spec.field_type
+                    )));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "retention.{collection}.field: collection {collection} has no field {}",
+                        self.field
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Per-tier request limits.

@@ -320,6 +320,42 @@ pub const MIGRATIONS: &[Migration] = &[
             Sql("CREATE INDEX IF NOT EXISTS deliveries_by_webhook ON deliveries (webhook, seq)"),
         ],
     },
+    Migration {
+        version: 8,
+        name: "retention: the cold archive's files and the ranges brought back from it",
+        steps: &[
+            // One Parquet file of a tenant's life, collection and month. A batch's files are
+            // `pending` (leased by the server writing them) until the hot copies are gone.
+            Sql("CREATE TABLE IF NOT EXISTS cold_files (
+                id TEXT PRIMARY KEY, batch TEXT NOT NULL, tenant_id TEXT NOT NULL,
+                incarnation TEXT NOT NULL, collection TEXT NOT NULL, month TEXT NOT NULL,
+                path TEXT NOT NULL, records {int} NOT NULL, bytes {int} NOT NULL,
+                min_at {int} NOT NULL, max_at {int} NOT NULL, sha256 TEXT NOT NULL,
+                state TEXT NOT NULL, lease_until {int} NOT NULL, created_at {int} NOT NULL)"),
+            Sql(
+                "CREATE INDEX IF NOT EXISTS cold_files_by_tenant ON cold_files (tenant_id, collection, month)",
+            ),
+            Sql("CREATE INDEX IF NOT EXISTS cold_files_by_batch ON cold_files (batch)"),
+            // Ranges brought back into the hot store: kept hot until `until`.
+            Sql("CREATE TABLE IF NOT EXISTS cold_holds (
+                tenant_id TEXT NOT NULL, incarnation TEXT NOT NULL, collection TEXT NOT NULL,
+                from_at {int} NOT NULL, to_at {int} NOT NULL, until {int} NOT NULL)"),
+            Sql(
+                "CREATE INDEX IF NOT EXISTS cold_holds_by_tenant ON cold_holds (tenant_id, collection)",
+            ),
+            // Each storage sample counts the cold archive apart from the hot store.
+            AddColumn {
+                table: "storage_usage",
+                column: "cold_records",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+            AddColumn {
+                table: "storage_usage",
+                column: "cold_bytes",
+                decl: "BIGINT NOT NULL DEFAULT 0",
+            },
+        ],
+    },
 ];
 
 /// The newest migration this binary knows.

@@ -109,6 +109,7 @@ async fn foreign_ids_look_missing_on_postgres_pool_bridge_and_silo() {
         (Isolation::Silo, "pg-silo"),
     ] {
         let spec = TierSpec {
+            retention: Default::default(),
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
             monthly_price: Default::default(),

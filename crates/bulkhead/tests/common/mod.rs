@@ -293,6 +293,7 @@ pub async fn put_pg_tier(
     limits: bulkhead_core::model::TierLimits,
 ) {
     let tier = bulkhead_core::model::TierSpec {
+        retention: Default::default(),
         isolation,
         domains: vec![bulkhead_core::DomainName::parse("pg").unwrap()],
         monthly_price: Default::default(),

@@ -60,33 +60,45 @@ fn write_samples(
     let bucket = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
     let mut written = 0;
     for (tenant, m) in samples {
-        let current = crate::rows::tenants::read_tenant(tx, tenant)?
-            .is_some_and(|(_, placement)| placement.storage_key(tenant) == m.key);
-        if !current {
+        let life = crate::rows::tenants::read_tenant(tx, tenant)?
+            .map(|(_, placement)| placement)
+            .filter(|placement| placement.storage_key(tenant) == m.key);
+        let Some(placement) = life else {
             continue;
-        }
+        };
+        let cold = tx.query_one(
+            "SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM cold_files \
+             WHERE tenant_id = ?1 AND incarnation = ?2 AND state <> 'pending'",
+            params![tenant.as_str(), placement.incarnation.as_str()],
+        )?;
+        let (cold_records, cold_bytes): (i64, i64) = (cold.get(0)?, cold.get(1)?);
         written += 1;
         let records: u64 = m.records.values().sum();
         let collections = serde_json::to_string(&m.records).map_err(malformed)?;
         tx.execute(
-            "INSERT INTO storage_usage (tenant_id, bucket, sampled_at, records, bytes, collections) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant_id, bucket) DO UPDATE SET \
+            "INSERT INTO storage_usage (tenant_id, bucket, sampled_at, records, bytes, collections, \
+             cold_records, cold_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (tenant_id, bucket) DO UPDATE SET \
              sampled_at = excluded.sampled_at, records = excluded.records, bytes = excluded.bytes, \
-             collections = excluded.collections",
+             collections = excluded.collections, cold_records = excluded.cold_records, \
+             cold_bytes = excluded.cold_bytes",
             params![
                 tenant.as_str(),
                 bucket,
                 at.as_micros(),
                 i64::try_from(records).unwrap_or(i64::MAX),
                 i64::try_from(m.bytes).unwrap_or(i64::MAX),
-                collections
+                collections,
+                cold_records,
+                cold_bytes
             ],
         )?;
     }
     Ok(written)
 }
 
-/// A `storage_usage` row (`sampled_at, records, bytes, collections` from column `first`).
+/// A `storage_usage` row (`sampled_at, records, bytes, collections, cold_records,
+/// cold_bytes` from column `first`).
 pub(crate) fn storage_of(r: &Row, first: usize) -> StoreResult<StorageUse> {
     let count = |i: usize| r.get::<i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
     let collections: BTreeMap<CollectionName, u64> =
@@ -96,6 +108,8 @@ pub(crate) fn storage_of(r: &Row, first: usize) -> StoreResult<StorageUse> {
         records: count(first + 1)?,
         bytes: count(first + 2)?,
         collections,
+        cold_records: count(first + 4)?,
+        cold_bytes: count(first + 5)?,
     })
 }
 
@@ -109,7 +123,7 @@ pub(crate) fn last_samples(
     let mut out = BTreeMap::new();
     for tenant in tenants {
         let row = tx.query_opt(
-            "SELECT sampled_at, records, bytes, collections FROM storage_usage \
+            "SELECT sampled_at, records, bytes, collections, cold_records, cold_bytes FROM storage_usage \
              WHERE tenant_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket DESC LIMIT 1",
             &[Val::from(tenant.as_str()), Val::Int(from), Val::Int(to)],
         )?;

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+mod archive;
 mod backup;
+pub use archive::*;
 mod secops;
 pub use backup::*;
 mod usage;

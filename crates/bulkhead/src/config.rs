@@ -38,6 +38,23 @@ pub struct FileConfig {
     pub findings: bulkhead_catalog::FindingRules,
     #[serde(default)]
     pub webhooks: bulkhead_catalog::WebhookSettings,
+    #[serde(default)]
+    pub retention: RetentionFile,
+}
+
+/// `[retention]`: the retention job and where the cold archive lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// The cold archive's root [default: `<data dir>/cold`].
+    pub dir: Option<PathBuf>,
+    /// Minutes between two passes; 0: only on demand [default: 60].
+    pub every_minutes: Option<u64>,
+    /// Records archived per batch [default: 5000].
+    pub batch: Option<u32>,
+    /// Seconds one server may hold an unfinished batch before another settles it
+    /// [default: 120].
+    pub lease_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +152,13 @@ pub struct ServeArgs {
     /// head; a break is audited and raised as a finding); 0: only on demand [default: 60].
     #[arg(long, env = "BULKHEAD_AUDIT_WATCH_SECS")]
     pub audit_watch_secs: Option<u64>,
+    /// Minutes between two retention passes (tiers' `retention` moves aged records into the
+    /// cold archive); 0: only on demand (`bulkhead archive run`) [default: 60].
+    #[arg(long, env = "BULKHEAD_RETENTION_MINUTES")]
+    pub retention_minutes: Option<u64>,
+    /// Where tenants' cold archives are kept [default: <data dir>/cold].
+    #[arg(long, env = "BULKHEAD_COLD_DIR")]
+    pub cold_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
     #[arg(long, env = "BULKHEAD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -274,6 +298,9 @@ pub struct Config {
     pub audit_watch_every: Option<Duration>,
     pub findings: bulkhead_catalog::FindingRules,
     pub webhooks: bulkhead_catalog::WebhookSettings,
+    /// The cold archive's root; `None`: `<data dir>/cold`.
+    pub cold_dir: Option<PathBuf>,
+    pub retention: bulkhead_cold::ColdSettings,
     /// Origins browsers may call from (see `ServerConfig::cors_origins`).
     pub cors_origins: Vec<String>,
     /// HTTPS, from `--tls-cert` and `--tls-key`.
@@ -475,12 +502,35 @@ impl Config {
                     .webhooks_allow_private
                     .unwrap_or(file.webhooks.allow_private),
             },
+            cold_dir: args.cold_dir.clone().or(file.retention.dir.clone()),
+            retention: bulkhead_cold::ColdSettings {
+                every: match args
+                    .retention_minutes
+                    .or(file.retention.every_minutes)
+                    .unwrap_or(60)
+                {
+                    0 => None,
+                    minutes => Some(Duration::from_secs(minutes.saturating_mul(60))),
+                },
+                batch: file.retention.batch.unwrap_or(5_000),
+                lease: Duration::from_secs(file.retention.lease_secs.unwrap_or(120)),
+                crash_at: std::env::var("BULKHEAD_RETENTION_CRASH").ok(),
+            },
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=100_000).contains(&self.retention.batch) {
+            bail!(
+                "[retention] batch must be 1 to 100000 (got {})",
+                self.retention.batch
+            );
+        }
+        if self.retention.lease < Duration::from_secs(1) {
+            bail!("[retention] lease_secs must be at least 1");
+        }
         if self.rollout_parallelism == 0 {
             bail!("rollout_parallelism must be at least 1");
         }

@@ -120,6 +120,12 @@ pub async fn open(
         audit_watch_every: config.audit_watch_every,
         findings: config.findings.clone(),
         webhooks: config.webhooks.clone(),
+        cold_dir: Some(
+            config
+                .cold_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("cold")),
+        ),
     };
     let catalog = Catalog::open(&location, clock, engines, options, authority)
         .await
@@ -152,8 +158,11 @@ pub async fn open(
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
+    let cold = bulkhead_cold::Cold::new(&catalog, config.retention.clone());
+    cold.spawn();
     let state = AppState {
         catalog: catalog.clone(),
+        cold,
         config: ServerConfig {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,

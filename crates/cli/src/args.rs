@@ -125,6 +125,9 @@ pub enum ClientCommand {
     /// Webhooks that deliver findings and lifecycle events, signed (platform admins).
     #[command(subcommand)]
     Webhook(crate::secops::WebhookCmd),
+    /// The cold archive retention fills: list a tenant's, bring a range back, run a pass.
+    #[command(subcommand)]
+    Archive(crate::cold::ArchiveCmd),
     /// Metered usage per tenant and hour or day: requests, records written, bytes, query
     /// work, refusals and storage; `usage top` ranks tenants, `usage sample` measures now.
     Usage(crate::usage::UsageArgs),
@@ -331,7 +334,40 @@ pub enum TierCmd {
         /// Forbid custom roles for this tier's tenants.
         #[arg(long)]
         no_custom_roles: bool,
+        /// Keep a collection's records hot this many days, counted from a timestamp field
+        /// (or created_at / updated_at), then move them into the cold archive:
+        /// COLLECTION:FIELD:DAYS, repeatable (`--retention signals:ts:30`).
+        #[arg(long = "retention", value_parser = parse_retention)]
+        retention: Vec<(
+            bulkhead_core::CollectionName,
+            bulkhead_core::model::Retention,
+        )>,
     },
+}
+
+fn parse_retention(
+    raw: &str,
+) -> Result<
+    (
+        bulkhead_core::CollectionName,
+        bulkhead_core::model::Retention,
+    ),
+    String,
+> {
+    let mut parts = raw.splitn(3, ':');
+    let (Some(collection), Some(field), Some(days)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected COLLECTION:FIELD:DAYS (signals:ts:30)".into());
+    };
+    let collection = bulkhead_core::CollectionName::parse(collection).map_err(|e| e.message)?;
+    let field = bulkhead_core::FieldName::parse(field).map_err(|e| e.message)?;
+    let hot_days = days
+        .parse::<std::num::NonZeroU32>()
+        .map_err(|_| format!("days: a whole number of at least 1, not {days:?}"))?;
+    Ok((
+        collection,
+        bulkhead_core::model::Retention { field, hot_days },
+    ))
 }
 
 fn parse_action(raw: &str) -> Result<Action, String> {

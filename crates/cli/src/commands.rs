@@ -59,6 +59,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Audit(cmd) => crate::audit::audit(client, &out, cmd).await,
         ClientCommand::Findings(cmd) => crate::secops::findings(client, &out, cmd).await,
         ClientCommand::Webhook(cmd) => crate::secops::webhook(client, &out, cmd).await,
+        ClientCommand::Archive(cmd) => crate::cold::archive(client, &out, cmd).await,
         ClientCommand::Usage(args) => crate::usage::usage(client, &out, args).await,
         ClientCommand::Cost(cmd) => crate::cost::cost(client, &out, cmd).await,
         ClientCommand::Doctor(args) => crate::doctor::doctor(client, &out, args).await,
@@ -198,8 +199,10 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             max_bytes,
             forbid,
             no_custom_roles,
+            retention,
         } => {
             let spec = TierSpec {
+                retention: retention.into_iter().collect(),
                 isolation: isolation.into(),
                 domains,
                 monthly_price: price,

@@ -10,6 +10,7 @@
 mod archive;
 mod args;
 mod audit;
+mod cold;
 mod commands;
 mod cost;
 mod doctor;

@@ -215,6 +215,7 @@ pub fn usage(periods: &[UsagePeriod]) -> String {
         "refused (rate/conc/quota/budget)",
         "records",
         "stored",
+        "cold",
     ]);
     for p in periods {
         let r = &p.refused;
@@ -235,6 +236,9 @@ pub fn usage(periods: &[UsagePeriod]) -> String {
             p.storage
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |s| bytes(s.bytes)),
+            p.storage
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| bytes(s.cold_bytes)),
         ]);
     }
     table.to_string()

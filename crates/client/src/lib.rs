@@ -13,6 +13,7 @@
 //! that probe the server with malformed requests.
 
 mod audit;
+mod cold;
 mod error;
 mod members;
 mod routes;

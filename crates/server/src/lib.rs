@@ -72,6 +72,8 @@ impl Default for ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Catalog,
+    /// Retention and the cold archive (`bulkhead-cold`).
+    pub cold: bulkhead_cold::Cold,
     pub config: ServerConfig,
     /// Bulk bodies this server applies at once (`ServerConfig::bulk_in_flight`); one more
     /// answers 503 with `Retry-After`.
@@ -93,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::audit::router())
         .merge(routes::secops::router())
         .merge(routes::backups::router())
+        .merge(routes::archives::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
         .merge(routes::storage::router())

@@ -1,5 +1,6 @@
 //! Route groups, one module per resource family.
 
+pub mod archives;
 pub mod audit;
 pub mod backups;
 pub mod control;

@@ -1,0 +1,132 @@
+//! The cold archive: `bulkhead archive list|restore|run`. (A tenant's portable archive is
+//! `bulkhead tenant export|import`.)
+
+use bulkhead_api::{
+    ArchiveListing, ArchiveRestored, RestoreArchive, RetentionReport, RunRetention,
+};
+use bulkhead_client::Client;
+use bulkhead_core::time::Timestamp;
+use bulkhead_core::{CollectionName, TenantId};
+use clap::Subcommand;
+
+use crate::audit::parse_when;
+use crate::output::{bytes, empty, table};
+use crate::printer::Printer;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveCmd {
+    /// What a tenant has in its cold archive, by collection and month.
+    List {
+        #[arg(value_parser = TenantId::parse)]
+        tenant: TenantId,
+        #[arg(long, value_parser = CollectionName::parse)]
+        collection: Option<CollectionName>,
+    },
+    /// Bring the records of a collection whose retention field is in [--from, --to) back
+    /// into the hot store; retention leaves them hot for --hold-days.
+    Restore {
+        #[arg(value_parser = TenantId::parse)]
+        tenant: TenantId,
+        #[arg(long, value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// RFC 3339, or a time ago (`400d`).
+        #[arg(long, value_parser = parse_when)]
+        from: Timestamp,
+        #[arg(long, value_parser = parse_when)]
+        to: Timestamp,
+        /// Days the range stays hot [default: 30].
+        #[arg(long)]
+        hold_days: Option<u32>,
+    },
+    /// Run a retention pass now (all tenants, or one).
+    Run {
+        #[arg(long, value_parser = TenantId::parse)]
+        tenant_id: Option<TenantId>,
+    },
+}
+
+pub(crate) async fn archive(client: &Client, out: &Printer, cmd: ArchiveCmd) -> anyhow::Result<()> {
+    match cmd {
+        ArchiveCmd::List { tenant, collection } => {
+            let listing = client.list_archives(&tenant, collection.as_ref()).await?;
+            out.show(&listing, listing_table)
+        }
+        ArchiveCmd::Restore {
+            tenant,
+            collection,
+            from,
+            to,
+            hold_days,
+        } => {
+            let request = RestoreArchive {
+                collection,
+                from,
+                to,
+                hold_days,
+            };
+            let done = client.restore_archive(&tenant, &request).await?;
+            out.show(&done, restored)
+        }
+        ArchiveCmd::Run { tenant_id } => {
+            let report = client
+                .run_retention(&RunRetention { tenant: tenant_id })
+                .await?;
+            out.show(&report, report_text)
+        }
+    }
+}
+
+fn listing_table(listing: &ArchiveListing) -> String {
+    if listing.items.is_empty() {
+        return empty("archived records");
+    }
+    let mut t = table(&[
+        "collection",
+        "month",
+        "files",
+        "records",
+        "bytes",
+        "from",
+        "to",
+    ]);
+    for m in &listing.items {
+        t.add_row(vec![
+            m.collection.to_string(),
+            m.month.clone(),
+            m.files.to_string(),
+            m.records.to_string(),
+            bytes(m.bytes),
+            m.from.to_string(),
+            m.to.to_string(),
+        ]);
+    }
+    format!(
+        "{t}\n{} records, {} cold",
+        listing.records,
+        bytes(listing.bytes)
+    )
+}
+
+fn restored(done: &ArchiveRestored) -> String {
+    format!(
+        "{} records of {} back in the hot store ({} already there); {} archive files changed; \
+         kept hot until {}",
+        done.restored, done.collection, done.already_hot, done.files_changed, done.hold_until
+    )
+}
+
+fn report_text(r: &RetentionReport) -> String {
+    format!(
+        "{} records archived into {} files ({}) over {} collections in {} ms; \
+         {} busy, {} failed, {} unfinished batches settled, {} stray files removed",
+        r.archived,
+        r.files,
+        bytes(r.bytes),
+        r.collections,
+        r.elapsed_ms,
+        r.busy,
+        r.failed,
+        r.recovered,
+        r.swept
+    )
+}

@@ -58,12 +58,40 @@ pub struct ArchiveRestored {
     pub hold_until: Timestamp,
 }
 
-/// `POST /v1/retention:run`: one retention pass now, over every tenant or one.
+/// `POST /v1/retention:run`: one retention pass now, over every tenant or one (one pass at a
+/// time per server: `409 retention_running` names the one under way).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRetention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantId>,
+}
+
+/// A retention pass on one server: `POST /v1/retention:run` answers `202` with it, and
+/// `GET /v1/retention/runs/{id}` follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRun {
+    pub id: String,
+    pub state: RunState,
+    /// The one tenant the pass was asked for, if any.
+    pub tenant: Option<TenantId>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Progress: the tenant collections the pass goes through (known once it has listed
+    /// them), and those done.
+    pub collections_total: u64,
+    pub collections_done: u64,
+    /// What it did so far.
+    pub report: RetentionReport,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Done,
+    Failed,
 }
 
 /// What a retention pass did.

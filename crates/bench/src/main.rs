@@ -8,7 +8,7 @@
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
 //! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit`,
-//!   `metering`, `secops` and `lifecycle`:
+//!   `metering`, `secops`, `lifecycle` and `retention`:
 //!   see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
@@ -24,6 +24,7 @@ mod onboard;
 mod pocketbase;
 mod postgres;
 mod query;
+mod retention;
 mod rollout;
 mod secops;
 
@@ -91,6 +92,9 @@ enum BenchKind {
     Secops(crate::secops::SecopsArgs),
     /// Tenant export and import against bulk ingest; an online backup and a neighbour's p99.
     Lifecycle(crate::lifecycle::LifecycleArgs),
+    /// Signals aged out into the cold archive: archive rate, hot bytes before and after,
+    /// cold bytes and the compression ratio.
+    Retention(crate::retention::RetentionArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -111,6 +115,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Metering(args) => crate::metering::run(args).await,
         BenchKind::Secops(args) => crate::secops::run(args).await,
         BenchKind::Lifecycle(args) => crate::lifecycle::run(args).await,
+        BenchKind::Retention(args) => crate::retention::run(args).await,
     }
 }
 

@@ -327,10 +327,34 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
         ("gone-bridge", "keep-bridge", "standard"),
         ("gone-silo", "keep-silo", "premium"),
     ];
+    // Each tier also ages `signals` out into the tenants' cold archives.
+    let signals = bulkhead_core::CollectionName::parse("signals").unwrap();
+    let spec = serde_json::from_value(
+        json!({"fields": {"ts": {"type": "timestamp"}, "note": {"type": "string"}}}),
+    )
+    .unwrap();
+    admin.put_collection(&signals, &spec).await.unwrap();
+    for tier in admin.list_tiers().await.unwrap().items {
+        let mut spec = tier.spec;
+        spec.retention.insert(
+            signals.clone(),
+            bulkhead_core::model::Retention {
+                field: bulkhead_core::FieldName::parse("ts").unwrap(),
+                hot_days: 30.try_into().unwrap(),
+            },
+        );
+        admin.put_tier(&tier.name, &spec).await.unwrap();
+    }
     for (gone, keep, tier) in cases {
         for tenant in [gone, keep] {
             create_tenant(&admin, tenant, tier).await;
             let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
+            for i in 0..5 {
+                client
+                    .create_record(&signals, &json!({"ts": format!("2025-0{}-01T00:00:00Z", i + 1), "note": format!("MARKER-{tenant}-cold")}))
+                    .await
+                    .unwrap();
+            }
             for i in 0..50 {
                 // The last word lands in the full-text index as a token of its own.
                 let marker = format!(
@@ -345,10 +369,21 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
             }
         }
     }
+    let archived = admin
+        .run_retention_to_end(&Default::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(archived.report.archived, 30, "{archived:?}");
+    let cold = server.data_dir.join("cold");
     for (gone, keep, _) in cases {
         assert!(
             !files_containing(&server.data_dir, &format!("MARKER-{gone}-")).is_empty(),
             "{gone}: data is on disk before"
+        );
+        // Archive files name their tenant in their (uncompressed) metadata.
+        assert!(
+            !files_containing(&cold, gone).is_empty(),
+            "{gone}: the cold archive is on disk before"
         );
         // The search index holds the token (lowercased, in the pool behind the tenant id).
         let token = search_token(gone).to_lowercase();
@@ -362,6 +397,16 @@ async fn deleting_a_tenant_removes_every_byte_of_its_data_on_every_model() {
         assert!(left.is_empty(), "{gone}: bytes left in {left:?}");
         let left = files_containing(&server.data_dir, &token);
         assert!(left.is_empty(), "{gone}: search tokens left in {left:?}");
+        let left = files_containing(&cold, gone);
+        assert!(left.is_empty(), "{gone}: cold archive left in {left:?}");
+        assert!(
+            !cold.join(gone).exists(),
+            "{gone}: not even its directory's name is left"
+        );
+        assert!(
+            !files_containing(&cold, keep).is_empty(),
+            "{keep}: its archive kept"
+        );
         assert!(
             !files_containing(&server.data_dir, &format!("MARKER-{keep}-")).is_empty(),
             "{keep}: neighbour kept"

@@ -38,6 +38,8 @@ pub struct Life {
 #[derive(Debug, Clone)]
 pub struct Retained {
     pub life: Life,
+    /// `active`, or `moving` / `suspended` (left for a later pass).
+    pub status: TenantStatus,
     pub rules: BTreeMap<CollectionName, Retention>,
 }
 
@@ -104,6 +106,12 @@ impl Curator {
             .await
     }
 
+    /// The backup fence: hold it while removing archive files, so an online backup that is
+    /// copying them finds them all.
+    pub async fn removal_fence(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.catalog.inner().backups.removal().await
+    }
+
     /// Runs `f` in one write transaction of the catalog (the job's ledger lives there).
     pub async fn ledger<T: Send + 'static>(
         &self,
@@ -112,7 +120,8 @@ impl Curator {
         self.catalog.blocking(move |store| store.write(f)).await
     }
 
-    /// Every `active` tenant whose tier sets a retention, with its rules.
+    /// Every tenant whose tier sets a retention, with its rules: those `active`, and those
+    /// `moving` or `suspended`, whose turn comes later.
     pub async fn retained(&self) -> Result<Vec<Retained>, Error> {
         self.catalog
             .blocking(|store| {
@@ -127,18 +136,22 @@ impl Curator {
                     let mut out = Vec::new();
                     for (tier, rules) in tiers {
                         let rows = tx.query(
-                            "SELECT id FROM tenants WHERE tier = ?1 AND status = 'active' ORDER BY id",
+                            "SELECT id FROM tenants WHERE tier = ?1 \
+                             AND status IN ('active', 'moving', 'suspended') ORDER BY id",
                             crate::store::params![tier.as_str()],
                         )?;
                         for row in rows {
                             let id = TenantId::parse(&row.get::<String>(0)?)
                                 .map_err(crate::store::malformed)?;
-                            if let Some((_, placement)) = crate::rows::tenants::read_tenant(tx, &id)? {
+                            if let Some((row, placement)) =
+                                crate::rows::tenants::read_tenant(tx, &id)?
+                            {
                                 out.push(Retained {
                                     life: Life {
                                         tenant: id,
                                         incarnation: placement.incarnation,
                                     },
+                                    status: row.status,
                                     rules: rules.clone(),
                                 });
                             }
@@ -271,13 +284,15 @@ impl Curator {
         Ok(removed)
     }
 
-    /// Writes `records` back exactly as they were archived, each only where no record with
-    /// its id is hot (a record written since under the same id wins); returns how many were
-    /// written.
+    /// Writes `records` back exactly as they were archived (read with definition `older`),
+    /// each only where no record with its id is hot (a record written since under the same
+    /// id wins); returns how many were written. Fields the collection gained since take their
+    /// defaults, as rows already stored did; fields it lost are left out.
     pub async fn bring_back(
         &self,
         life: &Life,
         collection: &CollectionName,
+        older: &Collection,
         records: Vec<Record>,
     ) -> Result<usize, Error> {
         let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
@@ -294,8 +309,7 @@ impl Curator {
             for record in &records {
                 if engine.get(&read, &definition, &record.id).await?.is_none() {
                     let mut record = record.clone();
-                    // Fields the collection gained since the record was archived take
-                    // their defaults; fields it lost are left out.
+                    record.upgrade(older, &definition);
                     record
                         .fields
                         .retain(|name, _| definition.fields.contains_key(name));
@@ -427,7 +441,7 @@ impl RetentionAuthority {
 
 impl Curator {
     /// Removes the cold archive of `incarnation` of `tenant` from disk (a deletion's purge).
-    pub(crate) fn remove_cold(
+    pub(crate) async fn remove_cold(
         &self,
         tenant: &TenantId,
         incarnation: &Incarnation,
@@ -435,17 +449,23 @@ impl Curator {
         let Some(root) = self.cold_dir() else {
             return Ok(());
         };
+        let _removal = self.removal_fence().await;
         let life = Life {
             tenant: tenant.clone(),
             incarnation: incarnation.clone(),
         };
         match std::fs::remove_dir_all(life_dir(&root, &life)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                Err(Error::internal().with_message(format!("removing the cold archive: {e}")))
+                return Err(
+                    Error::internal().with_message(format!("removing the cold archive: {e}"))
+                );
             }
         }
+        // The tenant's directory too, when no other life has one in it (its name is the id).
+        let _ = std::fs::remove_dir(root.join(tenant.as_str()));
+        Ok(())
     }
 }
 

@@ -196,7 +196,7 @@ impl Catalog {
         .await?;
         // After the life's rows are gone: a retention batch still writing can no longer seal
         // a file (it removes what it wrote), so nothing of this life is left on disk.
-        self.curator().remove_cold(id, life)?;
+        self.curator().remove_cold(id, life).await?;
         self.inner()
             .keys
             .forget_where(|_, key| matches!(&key.owner, KeyOwner::Tenant(t, _) if t == id));
@@ -268,7 +268,7 @@ impl Catalog {
                     .await?;
             }
             // An archive pass that was writing when the life was purged may have left a file.
-            self.curator().remove_cold(&id, &life)?;
+            self.curator().remove_cold(&id, &life).await?;
             let (tenant, life) = (id.clone(), life.clone());
             self.blocking(move |store| {
                 store.write(|tx| {

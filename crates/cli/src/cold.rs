@@ -2,7 +2,8 @@
 //! `bulkhead tenant export|import`.)
 
 use bulkhead_api::{
-    ArchiveListing, ArchiveRestored, RestoreArchive, RetentionReport, RunRetention,
+    ArchiveListing, ArchiveRestored, RestoreArchive, RetentionReport, RetentionRun, RunRetention,
+    RunState,
 };
 use bulkhead_client::Client;
 use bulkhead_core::time::Timestamp;
@@ -38,11 +39,16 @@ pub enum ArchiveCmd {
         #[arg(long)]
         hold_days: Option<u32>,
     },
-    /// Run a retention pass now (all tenants, or one).
+    /// Run a retention pass now (all tenants, or one), following it with a progress bar.
     Run {
         #[arg(long, value_parser = TenantId::parse)]
         tenant_id: Option<TenantId>,
+        /// Print the started pass and return at once (`bulkhead archive get ID` follows it).
+        #[arg(long)]
+        no_wait: bool,
     },
+    /// Show a retention pass this server runs or ran.
+    Get { id: String },
 }
 
 pub(crate) async fn archive(client: &Client, out: &Printer, cmd: ArchiveCmd) -> anyhow::Result<()> {
@@ -67,12 +73,36 @@ pub(crate) async fn archive(client: &Client, out: &Printer, cmd: ArchiveCmd) -> 
             let done = client.restore_archive(&tenant, &request).await?;
             out.show(&done, restored)
         }
-        ArchiveCmd::Run { tenant_id } => {
-            let report = client
-                .run_retention(&RunRetention { tenant: tenant_id })
+        ArchiveCmd::Run { tenant_id, no_wait } => {
+            let request = RunRetention { tenant: tenant_id };
+            if no_wait {
+                let run = client.run_retention(&request).await?;
+                return out.show(&run, run_text);
+            }
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} retention {pos}/{len} tenant collections, {msg} [{elapsed}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let run = client
+                .run_retention_to_end(&request, |run| {
+                    bar.set_length(run.collections_total);
+                    bar.set_position(run.collections_done);
+                    bar.set_message(format!("{} records archived", run.report.archived));
+                })
                 .await?;
-            out.show(&report, report_text)
+            bar.finish_and_clear();
+            out.show(&run, run_text)?;
+            if run.state == RunState::Failed {
+                anyhow::bail!(
+                    "the retention pass failed: {}",
+                    run.error.as_deref().unwrap_or("no reason given")
+                );
+            }
+            Ok(())
         }
+        ArchiveCmd::Get { id } => out.show(&client.retention_run(&id).await?, run_text),
     }
 }
 
@@ -112,6 +142,22 @@ fn restored(done: &ArchiveRestored) -> String {
         "{} records of {} back in the hot store ({} already there); {} archive files changed; \
          kept hot until {}",
         done.restored, done.collection, done.already_hot, done.files_changed, done.hold_until
+    )
+}
+
+fn run_text(run: &RetentionRun) -> String {
+    let state = match run.state {
+        RunState::Running => format!(
+            "running ({}/{} tenant collections)",
+            run.collections_done, run.collections_total
+        ),
+        RunState::Done => "done".to_owned(),
+        RunState::Failed => format!("failed: {}", run.error.as_deref().unwrap_or("")),
+    };
+    format!(
+        "retention run {}: {state}\n{}",
+        run.id,
+        report_text(&run.report)
     )
 }
 

@@ -1,7 +1,7 @@
 //! Retention and the cold archive.
 
 use bulkhead_api::{
-    ArchiveListing, ArchiveRestored, RestoreArchive, RetentionReport, RunRetention,
+    ArchiveListing, ArchiveRestored, RestoreArchive, RetentionRun, RunRetention, RunState,
 };
 use bulkhead_core::{CollectionName, TenantId};
 use reqwest::Method;
@@ -33,13 +33,32 @@ impl Client {
             .await
     }
 
-    /// `POST /v1/retention:run`: a retention pass now.
-    pub async fn run_retention(
-        &self,
-        request: &RunRetention,
-    ) -> Result<RetentionReport, ClientError> {
+    /// `POST /v1/retention:run`: starts a retention pass now.
+    pub async fn run_retention(&self, request: &RunRetention) -> Result<RetentionRun, ClientError> {
         let url = self.url(&["v1", "retention:run"], &[])?;
         self.call(Method::POST, url, json_body(request)?, None)
             .await
+    }
+
+    /// `GET /v1/retention/runs/{id}`: a pass's progress, or what it did.
+    pub async fn retention_run(&self, id: &str) -> Result<RetentionRun, ClientError> {
+        let url = self.url(&["v1", "retention", "runs", id], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// Starts a pass and follows it to its end (every 200 ms); `on_progress` sees each view.
+    pub async fn run_retention_to_end(
+        &self,
+        request: &RunRetention,
+        mut on_progress: impl FnMut(&RetentionRun),
+    ) -> Result<RetentionRun, ClientError> {
+        let mut run = self.run_retention(request).await?;
+        while run.state == RunState::Running {
+            on_progress(&run);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            run = self.retention_run(&run.id).await?;
+        }
+        on_progress(&run);
+        Ok(run)
     }
 }

@@ -106,6 +106,35 @@ fn field_column(name: &str, field_type: FieldType) -> Result<Arc<Type>, FormatEr
 pub struct Columns(pub Vec<(FieldName, FieldType)>);
 
 impl Columns {
+    /// The definition a file's records were read with, as far as the file tells: its
+    /// fields and their types (constraints and defaults are not kept).
+    pub fn definition(
+        &self,
+        collection: &bulkhead_core::CollectionName,
+        version: i64,
+    ) -> Collection {
+        Collection {
+            name: collection.clone(),
+            version,
+            fields: self
+                .0
+                .iter()
+                .map(|(name, field_type)| {
+                    (
+                        name.clone(),
+                        bulkhead_core::schema::FieldSpec {
+                            field_type: *field_type,
+                            required: false,
+                            unique: false,
+                            index: false,
+                            default: None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// Every field of a definition.
     pub fn of(definition: &Collection) -> Self {
         Columns(

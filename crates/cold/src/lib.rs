@@ -59,6 +59,8 @@ pub struct Cold {
     settings: ColdSettings,
     /// One pass or restore at a time on this server.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// The passes this server runs and ran lately.
+    runs: Arc<parking_lot::Mutex<Vec<bulkhead_api::RetentionRun>>>,
 }
 
 impl Cold {
@@ -67,11 +69,12 @@ impl Cold {
             curator: catalog.curator(),
             settings,
             running: Arc::default(),
+            runs: Arc::default(),
         }
     }
 
-    /// Runs a pass every `settings.every` (the first after one interval) until the server
-    /// stops.
+    /// Starts a pass every `settings.every` (the first after one interval) until the server
+    /// stops; one already running (asked for on demand) makes it wait for the next interval.
     pub fn spawn(&self) {
         let Some(every) = self.settings.every else {
             return;
@@ -83,20 +86,8 @@ impl Cold {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match pass::run(&cold, None).await {
-                    Ok(report) => tracing::info!(
-                        archived = report.archived,
-                        files = report.files,
-                        busy = report.busy,
-                        failed = report.failed,
-                        recovered = report.recovered,
-                        swept = report.swept,
-                        elapsed_ms = report.elapsed_ms,
-                        "retention pass"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retention pass failed; next at the next interval")
-                    }
+                if let Err(e) = pass::start(&cold, None) {
+                    tracing::info!(error = %e, "retention: no pass started this interval");
                 }
             }
         });
@@ -148,6 +139,28 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io_error("cold archive task", e))?
+}
+
+/// Removes `paths` (relative to `root`) and any write of theirs cut off, at the backup
+/// fence: while an online backup runs, nothing it may copy disappears.
+async fn remove_all(cold: &Cold, root: &Path, paths: Vec<String>) -> Result<(), Error> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let fence = cold.curator.removal_fence().await;
+    let root = root.to_path_buf();
+    blocking(move || {
+        let _fence = fence;
+        for path in paths {
+            let path = root.join(path);
+            remove_file(&path)?;
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                remove_file(&dir.join(format!(".{}.tmp", name.to_string_lossy())))?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Removes a file, whether or not it is there.

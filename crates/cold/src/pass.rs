@@ -19,33 +19,35 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bulkhead_api::RetentionReport;
+use bulkhead_api::{RetentionReport, RetentionRun, RunState};
 use bulkhead_catalog::Life;
 use bulkhead_core::error::Error;
-use bulkhead_core::model::Retention;
+use bulkhead_core::model::{Retention, TenantStatus};
 use bulkhead_core::record::{FieldValue, Record};
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{CollectionName, Incarnation, RecordId, TenantId};
 
 use crate::format::{self, ColdFile, Columns, FileMeta};
 use crate::ledger::{self, FileRow, State};
-use crate::{Cold, blocking, io_error, month_dir, remove_file, sync_dir};
+use crate::{Cold, blocking, io_error, month_dir, remove_all, remove_file, sync_dir};
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
-/// `POST /v1/retention:run`: one pass now, for a platform principal allowed to manage
-/// tenants; audited with what it did.
+/// `POST /v1/retention:run`: starts a pass now (`202`), for a platform principal allowed to
+/// manage tenants. One pass at a time per server: while one runs, `409 retention_running`
+/// names it.
 pub async fn run_now(
     cold: &Cold,
     ctx: &bulkhead_catalog::Ctx,
     request: bulkhead_api::RunRetention,
-) -> Result<RetentionReport, Error> {
+) -> Result<RetentionRun, Error> {
     cold.curator.authorize(
         ctx,
         bulkhead_core::access::ControlAction::ManageTenants,
         "retention.run",
         request.tenant.as_ref(),
     )?;
+    cold.root()?;
     if let Some(tenant) = &request.tenant
         && cold.curator.life_of(tenant).await?.is_none()
     {
@@ -54,51 +56,168 @@ pub async fn run_now(
             format!("tenant '{tenant}' does not exist"),
         ));
     }
-    let report = run(cold, request.tenant.as_ref()).await?;
-    tracing::info!(
-        archived = report.archived,
-        files = report.files,
-        "retention pass (on demand)"
-    );
-    Ok(report)
+    start(cold, request.tenant)
 }
 
-/// Runs one pass, over every tenant or only `only`.
-pub async fn run(cold: &Cold, only: Option<&TenantId>) -> Result<RetentionReport, Error> {
-    let root = cold.root()?;
-    let _one = cold.running.lock().await;
-    let started = Instant::now();
-    let mut report = RetentionReport {
-        recovered: recover(cold, &root).await?,
-        swept: sweep(cold, &root).await?,
-        ..RetentionReport::default()
-    };
-    for retained in cold.curator.retained().await? {
-        if only.is_some_and(|t| *t != retained.life.tenant) {
-            continue;
+/// `GET /v1/retention/runs/{id}`: a pass this server runs or ran (the last 20 are kept).
+pub fn get_run(cold: &Cold, ctx: &bulkhead_catalog::Ctx, id: &str) -> Result<RetentionRun, Error> {
+    cold.curator.authorize(
+        ctx,
+        bulkhead_core::access::ControlAction::ReadTenants,
+        "retention.get",
+        None,
+    )?;
+    cold.runs
+        .lock()
+        .iter()
+        .find(|r| r.id == id)
+        .cloned()
+        .ok_or_else(|| {
+            Error::not_found(
+                "retention_run_not_found",
+                "no such retention run on this server",
+            )
+        })
+}
+
+/// Runs kept per server, the one running included.
+const RUNS_KEPT: usize = 20;
+
+/// Starts a pass in the background, over every tenant or only `only`.
+pub(crate) fn start(cold: &Cold, only: Option<TenantId>) -> Result<RetentionRun, Error> {
+    let run = {
+        let mut runs = cold.runs.lock();
+        if let Some(running) = runs.iter().find(|r| r.state == RunState::Running) {
+            return Err(Error::conflict(
+                "retention_running",
+                format!("retention run {} is under way on this server", running.id),
+            ));
         }
-        for (collection, rule) in &retained.rules {
-            report.collections += 1;
-            match archive_collection(cold, &root, &retained.life, collection, rule, &mut report)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.code == "tenant_busy" => report.busy += 1,
-                Err(e) if e.code == "tenant_life_ended" => {}
+        let run = RetentionRun {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            state: RunState::Running,
+            tenant: only.clone(),
+            started_at: cold.curator.now(),
+            finished_at: None,
+            collections_total: 0,
+            collections_done: 0,
+            report: RetentionReport::default(),
+            error: None,
+        };
+        runs.push(run.clone());
+        let excess = runs.len().saturating_sub(RUNS_KEPT);
+        runs.drain(..excess);
+        run
+    };
+    let (cold, progress) = (cold.clone(), Progress(run.id.clone()));
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let result = pass(&cold, only.as_ref(), &progress).await;
+        let finished = cold.curator.now();
+        let view = progress.update(&cold, |run| {
+            run.report.elapsed_ms =
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            run.finished_at = Some(finished);
+            match &result {
+                Ok(()) => run.state = RunState::Done,
                 Err(e) => {
-                    report.failed += 1;
-                    tracing::warn!(
-                        tenant = %retained.life.tenant,
-                        collection = %collection,
-                        error = %e,
-                        "retention: archiving failed; tried again next pass"
-                    );
+                    run.state = RunState::Failed;
+                    run.error = Some(e.message.clone());
+                }
+            }
+        });
+        if let Some(run) = view {
+            let r = &run.report;
+            match &result {
+                Ok(()) => tracing::info!(
+                    archived = r.archived,
+                    files = r.files,
+                    busy = r.busy,
+                    failed = r.failed,
+                    recovered = r.recovered,
+                    swept = r.swept,
+                    elapsed_ms = r.elapsed_ms,
+                    "retention pass"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; next at the next interval")
                 }
             }
         }
+    });
+    Ok(run)
+}
+
+/// A running pass's entry in `Cold::runs`.
+pub(crate) struct Progress(String);
+
+impl Progress {
+    fn update(&self, cold: &Cold, f: impl FnOnce(&mut RetentionRun)) -> Option<RetentionRun> {
+        let mut runs = cold.runs.lock();
+        let run = runs.iter_mut().find(|r| r.id == self.0)?;
+        f(run);
+        Some(run.clone())
     }
-    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Ok(report)
+
+    fn report(&self, cold: &Cold, f: impl FnOnce(&mut RetentionReport)) {
+        self.update(cold, |run| f(&mut run.report));
+    }
+}
+
+/// One pass, over every tenant or only `only`.
+async fn pass(cold: &Cold, only: Option<&TenantId>, progress: &Progress) -> Result<(), Error> {
+    let root = cold.root()?;
+    let _one = cold.running.lock().await;
+    let recovered = recover(cold, &root).await?;
+    let swept = sweep(cold, &root).await?;
+    progress.report(cold, |r| {
+        r.recovered = recovered;
+        r.swept = swept;
+    });
+    let retained: Vec<_> = cold
+        .curator
+        .retained()
+        .await?
+        .into_iter()
+        .filter(|r| only.is_none_or(|t| *t == r.life.tenant))
+        .collect();
+    let total = retained
+        .iter()
+        .filter(|r| r.status == TenantStatus::Active)
+        .map(|r| r.rules.len() as u64)
+        .sum();
+    progress.update(cold, |run| run.collections_total = total);
+    for retained in retained {
+        if retained.status != TenantStatus::Active {
+            progress.report(cold, |r| r.busy += 1);
+            continue;
+        }
+        for (collection, rule) in &retained.rules {
+            let result =
+                archive_collection(cold, &root, &retained.life, collection, rule, progress).await;
+            progress.update(cold, |run| {
+                run.collections_done += 1;
+                run.report.collections += 1;
+                match &result {
+                    Ok(()) => {}
+                    Err(e) if e.code == "tenant_busy" => run.report.busy += 1,
+                    Err(e) if e.code == "tenant_life_ended" => {}
+                    Err(_) => run.report.failed += 1,
+                }
+            });
+            if let Err(e) = result
+                && !matches!(&*e.code, "tenant_busy" | "tenant_life_ended")
+            {
+                tracing::warn!(
+                    tenant = %retained.life.tenant,
+                    collection = %collection,
+                    error = %e,
+                    "retention: archiving failed; tried again next pass"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The value a record ages by.
@@ -123,7 +242,7 @@ async fn archive_collection(
     life: &Life,
     collection: &CollectionName,
     rule: &Retention,
-    report: &mut RetentionReport,
+    progress: &Progress,
 ) -> Result<(), Error> {
     let definition = cold.curator.definition(life, collection).await?;
     rule.validate(collection, Some(&definition))?;
@@ -183,13 +302,15 @@ async fn archive_collection(
         here.records += done.records;
         here.files += done.files;
         here.bytes += done.bytes;
+        progress.report(cold, |r| {
+            r.archived += done.records;
+            r.files += done.files;
+            r.bytes += done.bytes;
+        });
         if !full {
             break Ok(());
         }
     };
-    report.archived += here.records;
-    report.files += here.files;
-    report.bytes += here.bytes;
     if here.records > 0 {
         cold.curator
             .audit(
@@ -385,27 +506,11 @@ pub(crate) fn write_file(root: &Path, rel: &str, file: &ColdFile) -> Result<(u64
 
 /// Drops a batch that removed nothing: its files, then its rows.
 async fn undo(cold: &Cold, root: &Path, batch: &str, paths: Vec<String>) -> Result<(), Error> {
-    let root = root.to_path_buf();
-    blocking(move || {
-        for path in paths {
-            remove_file(&root.join(&path))?;
-            remove_file(&tmp_of(&root.join(&path)))?;
-        }
-        Ok(())
-    })
-    .await?;
+    remove_all(cold, root, paths).await?;
     let batch = batch.to_owned();
     cold.curator
         .ledger(move |tx| ledger::delete_batch(tx, &batch))
         .await
-}
-
-fn tmp_of(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Seals a batch with the records `removed` from the hot store: each file keeps only those
@@ -478,7 +583,6 @@ async fn finish(
             })
             .await?
     };
-    let root = root.to_path_buf();
     let doomed: Vec<String> = if sealed {
         superseded
     } else {
@@ -489,13 +593,7 @@ async fn finish(
             .chain(finals.into_iter().map(|r| r.path))
             .collect()
     };
-    blocking(move || {
-        for path in doomed {
-            remove_file(&root.join(path))?;
-        }
-        Ok(())
-    })
-    .await?;
+    remove_all(cold, root, doomed).await?;
     Ok(if sealed { done } else { Done::default() })
 }
 
@@ -653,10 +751,16 @@ async fn sweep(cold: &Cold, root: &Path) -> Result<u64, Error> {
             })
             .await?;
         let root = root.to_path_buf();
+        let fence = cold.curator.removal_fence().await;
         swept += blocking(move || {
+            let _fence = fence;
             if !current {
                 std::fs::remove_dir_all(&dir)
                     .map_err(|e| io_error("removing an ended life's cold archive", e))?;
+                if let Some(tenant) = dir.parent() {
+                    // Named by the tenant id: gone too when no other life is in it.
+                    let _ = std::fs::remove_dir(tenant);
+                }
                 return Ok(1);
             }
             let known: HashSet<String> = known.into_iter().collect();

@@ -20,7 +20,7 @@ use bulkhead_core::{CollectionName, TenantId};
 use crate::format::{self, ColdFile};
 use crate::ledger::{self, FileRow, Hold, State};
 use crate::pass::{aged_at, file_row, write_file};
-use crate::{Cold, blocking, remove_file};
+use crate::{Cold, blocking, remove_all};
 
 /// Days a restored range stays hot when the request names none.
 pub const DEFAULT_HOLD_DAYS: u32 = 30;
@@ -221,9 +221,10 @@ async fn restore_file(
         return Ok((0, 0, false));
     }
     let wanted = take.len() as u64;
+    let older = file.columns.definition(&row.collection, file.meta.version);
     let restored = cold
         .curator
-        .bring_back(&row.life, &row.collection, take)
+        .bring_back(&row.life, &row.collection, &older, take)
         .await? as u64;
     cold.crash_point("restored");
     let fresh = if keep.is_empty() {
@@ -260,8 +261,7 @@ async fn restore_file(
             Ok(())
         })
         .await?;
-    let path = root.join(&row.path);
-    blocking(move || remove_file(&path)).await?;
+    remove_all(cold, root, vec![row.path.clone()]).await?;
     Ok((restored, wanted - restored, true))
 }
 
@@ -284,8 +284,7 @@ pub(crate) async fn recover(cold: &Cold, root: &Path, rows: Vec<FileRow>) -> Res
             cold.curator
                 .ledger(move |tx| ledger::delete(tx, &id))
                 .await?;
-            let path = root.join(&row.path);
-            blocking(move || remove_file(&path)).await?;
+            remove_all(cold, root, vec![row.path.clone()]).await?;
             continue;
         }
         let ranges: Vec<(i64, i64)> = holds.iter().map(|h| (h.from, h.to)).collect();

@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/archives", get(list))
         .route("/v1/tenants/{tenant}/archives:restore", post(restore))
         .route("/v1/retention:run", post(run))
+        .route("/v1/retention/runs/{id}", get(run_progress))
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +62,14 @@ async fn run(
     Auth(ctx): Auth,
     Json(body): Json<RunRetention>,
 ) -> ApiResult<Response> {
-    let report = bulkhead_cold::pass::run_now(&state.cold, &ctx, body).await?;
-    Ok(axum::Json(report).into_response())
+    let run = bulkhead_cold::pass::run_now(&state.cold, &ctx, body).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(run)).into_response())
+}
+
+async fn run_progress(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(bulkhead_cold::pass::get_run(&state.cold, &ctx, &id)?).into_response())
 }

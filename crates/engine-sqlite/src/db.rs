@@ -248,20 +248,23 @@ impl Db {
     /// else writes. Not atomic as a whole: for work that is idempotent and checked afterwards.
     ///
     /// With `checkpoint_pages`, these commits checkpoint once the WAL holds that many pages
-    /// (other writes keep [`DbOptions::checkpoint_pages`]).
-    pub fn write_yielding<T>(
+    /// (other writes keep [`DbOptions::checkpoint_pages`]). `begin` runs first in each
+    /// transaction; what it returns is handed to `f` with each item of that transaction.
+    pub fn write_yielding<T, S>(
         &self,
         items: Vec<T>,
         per_tx: usize,
         checkpoint_pages: Option<u32>,
-        mut f: impl FnMut(&Transaction<'_>, T) -> Result<(), StorageError>,
+        mut begin: impl FnMut(&Transaction<'_>) -> Result<S, StorageError>,
+        mut f: impl FnMut(&Transaction<'_>, &mut S, T) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let mut conn = self.lock_writer();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut state = begin(&tx)?;
             for item in items.by_ref().take(per_tx.max(1)) {
-                f(&tx, item)?;
+                f(&tx, &mut state, item)?;
                 if self.waiting.load(Ordering::Acquire) > 0 {
                     break;
                 }
@@ -519,12 +522,18 @@ mod tests {
             let (db, done) = (Arc::clone(&db), Arc::clone(&done));
             std::thread::spawn(move || {
                 // One transaction's worth, if nobody else came.
-                db.write_yielding((0..total).collect(), total, None, |tx, i| {
-                    tx.execute("INSERT INTO t VALUES (?1)", [i as i64])?;
-                    done.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_micros(200));
-                    Ok(())
-                })
+                db.write_yielding(
+                    (0..total).collect(),
+                    total,
+                    None,
+                    |_| Ok(()),
+                    |tx, (), i| {
+                        tx.execute("INSERT INTO t VALUES (?1)", [i as i64])?;
+                        done.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_micros(200));
+                        Ok(())
+                    },
+                )
             })
         };
         while done.load(Ordering::SeqCst) < 10 {
@@ -557,10 +566,16 @@ mod tests {
             .unwrap();
         let blob = vec![1u8; 3000];
         // Without a checkpoint, 600 single-record transactions leave 600+ pages in the WAL.
-        db.write_yielding((0..600).collect(), 1, Some(50), |tx, _: i32| {
-            tx.execute("INSERT INTO t VALUES (?1)", [&blob])?;
-            Ok(())
-        })
+        db.write_yielding(
+            (0..600).collect(),
+            1,
+            Some(50),
+            |_| Ok(()),
+            |tx, (), _: i32| {
+                tx.execute("INSERT INTO t VALUES (?1)", [&blob])?;
+                Ok(())
+            },
+        )
         .unwrap();
         let wal = std::fs::metadata(format!("{}-wal", path.display()))
             .unwrap()

@@ -52,7 +52,7 @@ const SHARED_RESTORE_PER_TX: usize = 256;
 use layout::TableName;
 use search::next_seq;
 use sql::{RecordSql, ensure_table};
-use write::{create, create_exact, fetch, remove, replace};
+use write::{create, fetch, insert_exact, remove, replace};
 
 /// Idle readers a shared (pool or bridge) file keeps at least.
 const SHARED_READERS: usize = 32;
@@ -72,6 +72,18 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl StorageError {
+    /// Whether this is a write refused by a primary key or unique index.
+    fn is_constraint(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        )
+    }
 }
 
 impl From<StorageError> for EngineError {
@@ -379,13 +391,22 @@ impl Engine for SqliteEngine {
             } else {
                 (SHARED_RESTORE_PER_TX, Some(SHARED_RESTORE_CHECKPOINT_PAGES))
             };
-            db.write_yielding(records, per_tx, checkpoint, |tx, record| {
+            // Once per transaction: the schema fence and the next search number.
+            let begin = |tx: &rusqlite::Transaction<'_>| {
                 sql::fence(tx, &table, collection.version)?;
-                let mut seq = if sql.search { next_seq(tx, &table)? } else { 0 };
-                if fetch(tx, &sql, &record.id)?.is_some() {
-                    remove(tx, &sql, &record.id)?;
+                Ok(if sql.search { next_seq(tx, &table)? } else { 0 })
+            };
+            db.write_yielding(records, per_tx, checkpoint, begin, |tx, seq, record| {
+                // Inserted as it is; a record with its id already there is replaced (a failed
+                // statement undoes only itself).
+                match insert_exact(tx, &sql, &text, &record, seq) {
+                    // The id, or a unique value the record it replaces holds.
+                    Err(e) if e.is_constraint() && fetch(tx, &sql, &record.id)?.is_some() => {
+                        remove(tx, &sql, &record.id)?;
+                        insert_exact(tx, &sql, &text, &record, seq)
+                    }
+                    other => other,
                 }
-                create_exact(tx, &sql, &text, record, &mut seq).map(drop)
             })
         })
         .await

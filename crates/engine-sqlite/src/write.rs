@@ -53,6 +53,18 @@ pub(crate) fn create_exact(
     record: Record,
     seq: &mut i64,
 ) -> Result<Record, StorageError> {
+    insert_exact(tx, sql, insert_text, &record, seq)?;
+    Ok(record)
+}
+
+/// [`create_exact`] without handing the record back; nothing is written when it fails.
+pub(crate) fn insert_exact(
+    tx: &rusqlite::Connection,
+    sql: &RecordSql<'_>,
+    insert_text: &str,
+    record: &Record,
+    seq: &mut i64,
+) -> Result<(), StorageError> {
     tx.prepare_cached(insert_text)?
         .execute(params_from_iter(sql.insert_params_exact(
             &record.id,
@@ -64,7 +76,7 @@ pub(crate) fn create_exact(
         sql.reindex(tx, *seq, Some(&record.fields), false)?;
         *seq += 1;
     }
-    Ok(record)
+    Ok(())
 }
 
 /// Writes new fields over an existing record, one version up, and re-indexes its text.

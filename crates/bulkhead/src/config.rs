@@ -50,7 +50,7 @@ pub struct RetentionFile {
     pub dir: Option<PathBuf>,
     /// Minutes between two passes; 0: only on demand [default: 60].
     pub every_minutes: Option<u64>,
-    /// Records archived per batch [default: 5000].
+    /// Records archived per batch [default: 10000].
     pub batch: Option<u32>,
     /// Seconds one server may hold an unfinished batch before another settles it
     /// [default: 120].
@@ -512,7 +512,7 @@ impl Config {
                     0 => None,
                     minutes => Some(Duration::from_secs(minutes.saturating_mul(60))),
                 },
-                batch: file.retention.batch.unwrap_or(5_000),
+                batch: file.retention.batch.unwrap_or(10_000),
                 lease: Duration::from_secs(file.retention.lease_secs.unwrap_or(120)),
                 crash_at: std::env::var("BULKHEAD_RETENTION_CRASH").ok(),
             },

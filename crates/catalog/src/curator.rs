@@ -196,6 +196,37 @@ impl Curator {
             .definition(collection, route.placement.schema_version, None)
     }
 
+    /// The record of `collection` matching `filter` that comes first in `sort` order (the
+    /// query language's `sort=`), all fields.
+    pub async fn first(
+        &self,
+        life: &Life,
+        collection: &CollectionName,
+        filter: &str,
+        sort: &str,
+    ) -> Result<Option<Record>, Error> {
+        let route = self.route(life).await?;
+        let definition =
+            self.catalog
+                .definition(collection, route.placement.schema_version, None)?;
+        let scope = self.scope(&route, DataAction::Read);
+        let query = ListQuery {
+            filter: bulkhead_core::query::filter(filter, &definition)?,
+            search: None,
+            sort: bulkhead_core::query::sort::parse_sort(sort, &definition)?,
+            after: None,
+            limit: 1,
+            fields: None,
+            budget: QueryBudget::unmetered(QUERY_TIME),
+        };
+        let hits = self
+            .catalog
+            .engine(&route.placement.domain)?
+            .list(&scope, &definition, &query)
+            .await?;
+        Ok(hits.into_iter().next().map(|hit| hit.record))
+    }
+
     /// Up to `limit` records of `collection` matching `filter` (the query language, checked
     /// against the collection), after `after` in id order, all fields.
     pub async fn page(

@@ -45,7 +45,7 @@ impl Default for ColdSettings {
     fn default() -> Self {
         ColdSettings {
             every: Some(Duration::from_secs(3600)),
-            batch: 5_000,
+            batch: 10_000,
             lease: Duration::from_secs(120),
             crash_at: None,
         }

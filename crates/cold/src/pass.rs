@@ -236,6 +236,27 @@ fn month_of(at: Timestamp) -> String {
     at.to_rfc3339().chars().take(7).collect()
 }
 
+/// The first instant of `at`'s month (UTC).
+fn month_start(at: Timestamp) -> Timestamp {
+    let month = month_of(at);
+    Timestamp::parse_rfc3339(&format!("{month}-01T00:00:00Z")).unwrap_or(at)
+}
+
+/// The first instant of the month after the one `from` starts.
+fn next_month(from: Timestamp) -> Timestamp {
+    let text = month_of(from);
+    let (year, month) = text.split_once('-').unwrap_or(("0", "0"));
+    let (year, month): (i64, u32) = (year.parse().unwrap_or(0), month.parse().unwrap_or(0));
+    let (year, month) = if month >= 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    Timestamp::parse_rfc3339(&format!("{year:04}-{month:02}-01T00:00:00Z"))
+        // Past year 9999: no month follows.
+        .unwrap_or(Timestamp::from_micros(i64::MAX))
+}
+
 async fn archive_collection(
     cold: &Cold,
     root: &Path,
@@ -265,15 +286,31 @@ async fn archive_collection(
             Timestamp::from_micros(hold.to).to_rfc3339()
         ));
     }
+    // Month by month from the oldest aged record, so each batch fills one month's file.
+    let oldest = cold
+        .curator
+        .first(life, collection, &filter, field)
+        .await?
+        .and_then(|r| aged_at(&r, field));
+    let mut month = oldest.map(month_start);
     let mut after: Option<RecordId> = None;
     let mut here = Done::default();
     let result = loop {
+        let Some(from) = month.filter(|m| *m < cutoff) else {
+            break Ok(());
+        };
+        let to = next_month(from);
+        let bounded = format!(
+            "{filter} && {field} >= {} && {field} < {}",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        );
         let page = match cold
             .curator
             .page(
                 life,
                 collection,
-                &filter,
+                &bounded,
                 after.clone(),
                 cold.settings.batch,
             )
@@ -284,7 +321,8 @@ async fn archive_collection(
         };
         let full = page.len() == cold.settings.batch as usize;
         let Some(last) = page.last() else {
-            break Ok(());
+            (month, after) = (Some(to), None);
+            continue;
         };
         after = Some(last.id.clone());
         let meta = FileMeta {
@@ -308,7 +346,7 @@ async fn archive_collection(
             r.bytes += done.bytes;
         });
         if !full {
-            break Ok(());
+            (month, after) = (Some(to), None);
         }
     };
     if here.records > 0 {

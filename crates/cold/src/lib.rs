@@ -1,7 +1,7 @@
 //! Retention and the cold archive.
 //!
 //! A tier may keep a collection's records hot for a number of days, counted from a timestamp
-//! field (`TierSpec::retention`). The retention job ([`pass`]) moves records past the window
+//! field (`TierSpec::retention`). The retention job ([`runs`], [`pass`], [`batch`], [`recover`]) moves records past the window
 //! into the tenant life's cold archive — Parquet files with zstd compression ([`format`]),
 //! one per batch, collection and month, under `<cold dir>/<tenant>/<incarnation>/` — and
 //! removes them from the hot store only after their file is written, synced and read back.
@@ -13,10 +13,14 @@
 //! Nothing here constructs a tenant scope: the catalog's [`Curator`] reaches the records,
 //! for one life at a time.
 
+mod batch;
+mod files;
 pub mod format;
 pub mod ledger;
-pub mod pass;
+mod pass;
+mod recover;
 pub mod restore;
+pub mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,7 +90,7 @@ impl Cold {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = pass::start(&cold, None) {
+                if let Err(e) = runs::start(&cold, None) {
                     tracing::info!(error = %e, "retention: no pass started this interval");
                 }
             }

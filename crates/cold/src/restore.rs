@@ -17,9 +17,9 @@ use bulkhead_core::record::Record;
 use bulkhead_core::time::Timestamp;
 use bulkhead_core::{CollectionName, TenantId};
 
+use crate::files::{aged_at, file_row, write_file};
 use crate::format::{self, ColdFile};
 use crate::ledger::{self, FileRow, Hold, State};
-use crate::pass::{aged_at, file_row, write_file};
 use crate::{Cold, blocking, remove_all};
 
 /// Days a restored range stays hot when the request names none.

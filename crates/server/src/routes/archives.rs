@@ -62,7 +62,7 @@ async fn run(
     Auth(ctx): Auth,
     Json(body): Json<RunRetention>,
 ) -> ApiResult<Response> {
-    let run = bulkhead_cold::pass::run_now(&state.cold, &ctx, body).await?;
+    let run = bulkhead_cold::runs::run_now(&state.cold, &ctx, body).await?;
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(run)).into_response())
 }
 
@@ -71,5 +71,5 @@ async fn run_progress(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(bulkhead_cold::pass::get_run(&state.cold, &ctx, &id)?).into_response())
+    Ok(axum::Json(bulkhead_cold::runs::get_run(&state.cold, &ctx, &id)?).into_response())
 }

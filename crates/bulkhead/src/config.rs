@@ -35,9 +35,9 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     /// The security detectors' thresholds and the finding kinds switched off.
     #[serde(default)]
-    pub findings: bulkhead_catalog::FindingRules,
+    pub findings: bulkhead_secops::FindingRules,
     #[serde(default)]
-    pub webhooks: bulkhead_catalog::WebhookSettings,
+    pub webhooks: bulkhead_secops::WebhookSettings,
     #[serde(default)]
     pub retention: RetentionFile,
 }
@@ -296,8 +296,8 @@ pub struct Config {
     pub storage_sample_every: Option<Duration>,
     /// See `CatalogOptions::audit_watch_every`.
     pub audit_watch_every: Option<Duration>,
-    pub findings: bulkhead_catalog::FindingRules,
-    pub webhooks: bulkhead_catalog::WebhookSettings,
+    pub findings: bulkhead_secops::FindingRules,
+    pub webhooks: bulkhead_secops::WebhookSettings,
     /// The cold archive's root; `None`: `<data dir>/cold`.
     pub cold_dir: Option<PathBuf>,
     pub retention: bulkhead_cold::ColdSettings,
@@ -497,7 +497,7 @@ impl Config {
                 .map(|o| o.trim().to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
-            webhooks: bulkhead_catalog::WebhookSettings {
+            webhooks: bulkhead_secops::WebhookSettings {
                 allow_private: args
                     .webhooks_allow_private
                     .unwrap_or(file.webhooks.allow_private),

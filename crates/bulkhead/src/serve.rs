@@ -118,8 +118,10 @@ pub async fn open(
         rollout_canary_count: config.rollout_canary_count,
         storage_sample_every: config.storage_sample_every,
         audit_watch_every: config.audit_watch_every,
-        findings: config.findings.clone(),
-        webhooks: config.webhooks.clone(),
+        enumeration: (
+            config.findings.enumeration_not_found,
+            std::time::Duration::from_secs(config.findings.enumeration_window_secs),
+        ),
         cold_dir: Some(
             config
                 .cold_dir
@@ -160,9 +162,18 @@ pub async fn open(
     }
     let cold = bulkhead_cold::Cold::new(&catalog, config.retention.clone());
     cold.spawn();
+    let secops = bulkhead_secops::Secops::new(
+        &catalog,
+        bulkhead_secops::SecopsSettings {
+            findings: config.findings.clone(),
+            webhooks: config.webhooks.clone(),
+        },
+    );
+    secops.spawn();
     let state = AppState {
         catalog: catalog.clone(),
         cold,
+        secops,
         config: ServerConfig {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,

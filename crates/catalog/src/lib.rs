@@ -18,6 +18,7 @@ mod curator;
 mod deletion;
 mod doctor;
 mod domains;
+mod door;
 mod export;
 mod handle;
 mod health;
@@ -28,6 +29,7 @@ mod moves;
 mod observe;
 mod options;
 mod placement;
+mod probes;
 mod query;
 mod quota;
 mod rate;
@@ -35,7 +37,6 @@ mod records;
 mod restore;
 mod rollout;
 mod rows;
-mod secops;
 mod spares;
 mod store;
 mod sync;
@@ -59,13 +60,13 @@ pub use backup::file_sha256;
 pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
 pub use curator::{Curator, Life, Retained, life_dir};
 pub use domains::EngineFactory;
+pub use door::{Door, WeakDoor, append_audit, audit_after, list_cursor, list_position, page_limit};
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
 pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
 pub use options::CatalogOptions;
 pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
-pub use secops::{FindingRules, WebhookSettings};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
 pub use usage::RequestTenant;
@@ -212,10 +213,8 @@ pub(crate) struct Inner {
     pub spares_wake: Arc<tokio::sync::Notify>,
     /// Failed authentications being counted per source and reason.
     pub auth_failures: auth_failures::AuthFailures,
-    /// Not-found answers on record ids being counted per principal (`secops::probes`).
-    pub probes: secops::probes::Probes,
-    /// Wakes the webhook deliverer (`secops`).
-    pub deliveries_wake: Arc<tokio::sync::Notify>,
+    /// Not-found answers on record ids being counted per principal (`probes`).
+    pub probes: probes::Probes,
     /// This server's backups, and the fence storage removals wait at while one runs.
     pub backups: backup::Backups,
     /// The process's access authority, split by room: each wrapper's authority can be used
@@ -300,8 +299,7 @@ impl Catalog {
                 token_secret: std::sync::OnceLock::new(),
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
-                probes: secops::probes::Probes::default(),
-                deliveries_wake: Arc::default(),
+                probes: probes::Probes::default(),
                 backups: backup::Backups::default(),
                 rollout_wake: Arc::default(),
                 spares_wake: Arc::default(),
@@ -339,7 +337,6 @@ impl Catalog {
         if let Some(keep) = catalog.inner.options.audit_retention {
             audit::spawn_retention(Arc::downgrade(&catalog.inner), keep);
         }
-        secops::spawn(Arc::downgrade(&catalog.inner));
         if let Some(every) = catalog.inner.options.audit_watch_every {
             audit::chain::spawn_watch(Arc::downgrade(&catalog.inner), every);
         }
@@ -347,6 +344,11 @@ impl Catalog {
             deletion::spawn_sweeper(Arc::downgrade(&catalog.inner));
         }
         Ok(catalog)
+    }
+
+    /// The door security operations reach the catalog's storage and audit through (`door`).
+    pub fn door(&self) -> Door {
+        Door::new(self.clone())
     }
 
     /// The door the retention job reaches tenant records through (`curator`).

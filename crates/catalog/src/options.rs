@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bulkhead_core::TierName;
 
-use crate::{EngineFactory, IdentityProviders, MoveSettings, secops};
+use crate::{EngineFactory, IdentityProviders, MoveSettings};
 
 /// How the catalog is opened and runs; see each field.
 #[derive(Clone)]
@@ -47,9 +47,9 @@ pub struct CatalogOptions {
     /// How often the audit chain's new entries are checked and its head logged; `None`:
     /// never (only on demand).
     pub audit_watch_every: Option<std::time::Duration>,
-    /// The detectors' thresholds and the finding kinds switched off.
-    pub findings: secops::FindingRules,
-    pub webhooks: secops::WebhookSettings,
+    /// Not-found answers on record ids to one principal within a window that are audited
+    /// as one `probe.enumeration` (the probing an enumeration finding is raised from).
+    pub enumeration: (u64, std::time::Duration),
     /// Where tenants' cold archives live (retention); a deletion removes the life's part.
     /// `None`: the server keeps no cold archive.
     pub cold_dir: Option<std::path::PathBuf>,
@@ -77,8 +77,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("rollout_canary_count", &self.rollout_canary_count)
             .field("storage_sample_every", &self.storage_sample_every)
             .field("audit_watch_every", &self.audit_watch_every)
-            .field("findings", &self.findings)
-            .field("webhooks", &self.webhooks)
+            .field("enumeration", &self.enumeration)
             .field("cold_dir", &self.cold_dir)
             .finish()
     }
@@ -103,8 +102,7 @@ impl Default for CatalogOptions {
             rollout_canary_count: 0,
             storage_sample_every: None,
             audit_watch_every: Some(std::time::Duration::from_secs(60)),
-            findings: secops::FindingRules::default(),
-            webhooks: secops::WebhookSettings::default(),
+            enumeration: (50, std::time::Duration::from_secs(60)),
             cold_dir: None,
         }
     }

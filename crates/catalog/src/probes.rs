@@ -74,14 +74,9 @@ impl Catalog {
         if let Err(e) = &result
             && e.code == "record_not_found"
         {
-            let rules = &self.inner().options.findings;
-            let window = Duration::from_secs(rules.enumeration_window_secs);
+            let (threshold, window) = self.inner().options.enumeration;
             let actor = ctx.principal.actor();
-            if let Some(count) =
-                self.inner()
-                    .probes
-                    .note(actor, rules.enumeration_not_found, window)
-            {
+            if let Some(count) = self.inner().probes.note(actor, threshold, window) {
                 self.inner().audit.record_from(
                     AuditEvent {
                         at: self.inner().clock.now(),

@@ -4,7 +4,7 @@
 //! Failures back off exponentially with jitter, for up to 24 hours; a webhook that fails
 //! `disable_after` times in a row is disabled (audited, and so a finding).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,10 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::webhooks::{self, Webhook};
-use super::{sign, target};
-use crate::store::{StoreResult, Tx, params};
-use crate::{AuditEvent, Catalog, Inner};
+use bulkhead_catalog::{AuditEvent, Door, WeakDoor, append_audit};
+use bulkhead_store::{StoreResult, Tx, params};
+
+use crate::webhooks::{self, Webhook};
+use crate::{SecopsSettings, sign, target};
 use bulkhead_api::WebhookFormat;
 use bulkhead_core::time::Timestamp;
 
@@ -279,15 +280,19 @@ fn record(
 
 /// One round: claim what is due, deliver it concurrently, record each attempt. Returns how
 /// many were claimed.
-async fn round(catalog: &Catalog, http: &HttpClient) -> Result<usize, bulkhead_core::Error> {
-    let now = catalog.inner().clock.now();
+async fn round(
+    catalog: &Door,
+    settings: &SecopsSettings,
+    http: &HttpClient,
+) -> Result<usize, bulkhead_core::Error> {
+    let now = catalog.now();
     let (claimed, hooks) = catalog
         .blocking(move |store| store.write(|tx| Ok((claim(tx, now)?, webhooks::read_all(tx)?))))
         .await?;
     if claimed.is_empty() {
         return Ok(0);
     }
-    let allow_private = catalog.inner().options.webhooks.allow_private;
+    let allow_private = settings.webhooks.allow_private;
     let attempts = claimed.iter().filter_map(|m| {
         let hook = hooks.iter().find(|h| h.name == m.webhook)?.clone();
         let m = m.clone();
@@ -298,13 +303,13 @@ async fn round(catalog: &Catalog, http: &HttpClient) -> Result<usize, bulkhead_c
     });
     let results = futures_util::future::join_all(attempts).await;
     let count = results.len();
-    let done = catalog.inner().clock.now();
+    let done = catalog.now();
     catalog
         .blocking(move |store| {
             store.write(|tx| {
                 for (hook, m, outcome) in &results {
                     if let Some(event) = record(tx, hook, m, outcome, done)? {
-                        crate::rows::audit::insert(tx, &event)?;
+                        append_audit(tx, &event)?;
                     }
                 }
                 Ok(())
@@ -316,7 +321,7 @@ async fn round(catalog: &Catalog, http: &HttpClient) -> Result<usize, bulkhead_c
 
 /// Runs deliveries until the catalog is dropped: at once when woken (a message was
 /// written), else every second (retries coming due).
-pub(crate) fn spawn(inner: Weak<Inner>) {
+pub(crate) fn spawn(door: WeakDoor, settings: Arc<SecopsSettings>, wake: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         let http = match client() {
             Ok(http) => http,
@@ -326,12 +331,10 @@ pub(crate) fn spawn(inner: Weak<Inner>) {
             }
         };
         loop {
-            let Some(strong) = inner.upgrade() else {
+            let Some(catalog) = door.upgrade() else {
                 return;
             };
-            let catalog = Catalog { inner: strong };
-            let wake = Arc::clone(&catalog.inner().deliveries_wake);
-            let claimed = match round(&catalog, &http).await {
+            let claimed = match round(&catalog, &settings, &http).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e.message, "webhook delivery round failed; retried");

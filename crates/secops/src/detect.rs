@@ -8,8 +8,9 @@ use bulkhead_api::{AuditEntry, FindingKind};
 use bulkhead_core::time::Timestamp;
 use serde_json::{Value, json};
 
-use super::findings::{FindingRules, Observation, open_one};
-use crate::store::{StoreResult, Tx, params};
+use bulkhead_store::{StoreResult, Tx, params};
+
+use crate::findings::{FindingRules, Observation, open_one};
 
 /// A lifecycle event a webhook may subscribe to.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,10 @@ use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::rows::paging::{list_cursor, list_position, page_limit};
-use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
-use crate::{Catalog, Ctx};
+use bulkhead_catalog::{Ctx, append_audit, list_cursor, list_position, page_limit};
+use bulkhead_store::{Row, StoreResult, Tx, Val, malformed, params};
+
+use crate::Secops;
 
 /// Thresholds of the detectors that count (`[findings]` in the configuration file), and the
 /// kinds switched off.
@@ -175,7 +176,7 @@ fn encode_cursor(id: &str) -> String {
     list_cursor("findings", id)
 }
 
-impl Catalog {
+impl Secops {
     /// `GET /v1/findings`: newest first, filtered by state, kind and tenant (platform admins
     /// and operators).
     pub async fn list_findings(
@@ -183,7 +184,7 @@ impl Catalog {
         ctx: &Ctx,
         query: &FindingQuery,
     ) -> Result<Page<Finding>, Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ReadAudit,
             "finding.list",
@@ -229,6 +230,7 @@ impl Catalog {
             values.len()
         );
         let mut items: Vec<Finding> = self
+            .door
             .blocking(move |store| {
                 store.read(|tx| tx.query(&sql, &values)?.iter().map(finding).collect())
             })
@@ -244,38 +246,41 @@ impl Catalog {
     /// `POST /v1/findings/{id}/acknowledge`: the finding stops folding repeats (a new one
     /// opens for them). Audited; acknowledging twice changes nothing.
     pub async fn acknowledge_finding(&self, ctx: &Ctx, id: &str) -> Result<Finding, Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::AcknowledgeFindings,
             "finding.acknowledge",
             id,
             None,
         )?;
-        let event = self.event(ctx, "finding.acknowledge", id, None, None);
+        let event = self.door.event(ctx, "finding.acknowledge", id, None, None);
         let (id, now, actor) = (
             id.to_owned(),
-            self.inner().clock.now(),
+            self.door.now(),
             ctx.principal.actor().to_owned(),
         );
-        self.blocking(move |store| {
-            store.write(|tx| {
-                let changed = tx.execute(
-                    "UPDATE findings SET state = 'acknowledged', acknowledged_by = ?2, \
+        self.door
+            .blocking(move |store| {
+                store.write(|tx| {
+                    let changed = tx.execute(
+                        "UPDATE findings SET state = 'acknowledged', acknowledged_by = ?2, \
                      acknowledged_at = ?3 WHERE id = ?1 AND state = 'open'",
-                    params![&id, &actor, now.as_micros()],
-                )?;
-                let row = tx
-                    .query_opt(
-                        &format!("SELECT {COLUMNS} FROM findings WHERE id = ?1"),
-                        params![&id],
-                    )?
-                    .ok_or_else(|| Error::not_found("finding_not_found", "finding not found"))?;
-                if changed > 0 {
-                    crate::rows::audit::insert(tx, &event)?;
-                }
-                finding(&row)
+                        params![&id, &actor, now.as_micros()],
+                    )?;
+                    let row = tx
+                        .query_opt(
+                            &format!("SELECT {COLUMNS} FROM findings WHERE id = ?1"),
+                            params![&id],
+                        )?
+                        .ok_or_else(|| {
+                            Error::not_found("finding_not_found", "finding not found")
+                        })?;
+                    if changed > 0 {
+                        append_audit(tx, &event)?;
+                    }
+                    finding(&row)
+                })
             })
-        })
-        .await
+            .await
     }
 }

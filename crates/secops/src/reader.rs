@@ -3,19 +3,20 @@
 //! once), runs the detectors, folds findings, and writes the webhooks' messages for each
 //! event — all in that one transaction, so a crash loses nothing and doubles nothing.
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_api::AuditEntry;
 use bulkhead_core::time::Timestamp;
 use serde_json::json;
 
-use super::detect::{detect, event_data, lifecycle};
-use super::findings::fold;
-use super::webhooks::{enqueue, read_all};
-use crate::rows::audit::read_after;
-use crate::store::{Store, StoreResult, Tx, params};
-use crate::{Catalog, Inner};
+use bulkhead_catalog::{WeakDoor, audit_after};
+use bulkhead_store::{Store, StoreResult, Tx, params};
+
+use crate::SecopsSettings;
+use crate::detect::{detect, event_data, lifecycle};
+use crate::findings::{FindingRules, fold};
+use crate::webhooks::{enqueue, read_all};
 
 /// The reader's name in `audit_readers`.
 const READER: &str = "secops";
@@ -55,13 +56,12 @@ fn body(kind: &str, at: Timestamp, data: serde_json::Value) -> String {
 }
 
 /// One batch; returns the entries read and the messages written.
-fn pass(tx: &dyn Tx, catalog: &Catalog, now: Timestamp) -> StoreResult<(usize, usize)> {
+fn pass(tx: &dyn Tx, rules: &FindingRules, now: Timestamp) -> StoreResult<(usize, usize)> {
     let after = cursor(tx)?;
-    let batch: Vec<AuditEntry> = read_after(tx, after, None, BATCH)?;
+    let batch: Vec<AuditEntry> = audit_after(tx, after, BATCH)?;
     let Some(last) = batch.last() else {
         return Ok((0, 0));
     };
-    let rules = &catalog.inner().options.findings;
     let hooks = read_all(tx)?;
     let mut messages = 0;
     for entry in &batch {
@@ -101,7 +101,11 @@ fn pass(tx: &dyn Tx, catalog: &Catalog, now: Timestamp) -> StoreResult<(usize, u
 }
 
 /// Reads until the stream is caught up; returns the messages written.
-fn catch_up(store: &Store, catalog: &Catalog) -> StoreResult<usize> {
+fn catch_up(
+    store: &Store,
+    rules: &FindingRules,
+    clock: &dyn Fn() -> Timestamp,
+) -> StoreResult<usize> {
     let mut written = 0;
     loop {
         let behind = store.read(|tx| Ok(newest(tx)? > cursor_or_zero(tx)?))?;
@@ -110,8 +114,8 @@ fn catch_up(store: &Store, catalog: &Catalog) -> StoreResult<usize> {
             store.write(|tx| cursor(tx).map(|_| ()))?;
             return Ok(written);
         }
-        let now = catalog.inner().clock.now();
-        let (read, messages) = store.write(|tx| pass(tx, catalog, now))?;
+        let now = clock();
+        let (read, messages) = store.write(|tx| pass(tx, rules, now))?;
         written += messages;
         if read == 0 {
             return Ok(written);
@@ -132,21 +136,22 @@ fn cursor_or_zero(tx: &dyn Tx) -> StoreResult<i64> {
 }
 
 /// Runs the reader until the catalog is dropped.
-pub(crate) fn spawn(inner: Weak<Inner>) {
+pub(crate) fn spawn(door: WeakDoor, settings: Arc<SecopsSettings>, wake: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         loop {
-            let Some(strong) = inner.upgrade() else {
+            let Some(strong) = door.upgrade() else {
                 return;
             };
-            let catalog = Catalog { inner: strong };
-            let wake = std::sync::Arc::clone(&catalog.inner().deliveries_wake);
-            let c = catalog.clone();
-            match catalog.blocking(move |store| catch_up(store, &c)).await {
+            let (settings, clock) = (Arc::clone(&settings), strong.clone());
+            let read = strong
+                .blocking(move |store| catch_up(store, &settings.findings, &|| clock.now()))
+                .await;
+            match read {
                 Ok(0) => {}
                 Ok(_) => wake.notify_one(),
                 Err(e) => tracing::warn!(error = %e.message, "audit stream reader failed; retried"),
             }
-            drop(catalog);
+            drop(strong);
             tokio::time::sleep(POLL).await;
         }
     });

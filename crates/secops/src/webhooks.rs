@@ -8,9 +8,10 @@ use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{sign, target};
-use crate::store::{Row, StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx};
+use bulkhead_catalog::{Ctx, append_audit, page_limit};
+use bulkhead_store::{Row, StoreResult, Tx, malformed, params};
+
+use crate::{Secops, sign, target};
 
 /// Server-wide webhook settings (`[webhooks]` in the configuration file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +193,7 @@ fn check_spec(spec: &WebhookSpec, allow_private: bool) -> Result<(), Error> {
     Ok(())
 }
 
-impl Catalog {
+impl Secops {
     /// `PUT /v1/webhooks/{name}`: creates or changes a webhook. A new webhook without a
     /// secret gets one, shown in this answer only; a changed secret signs at once and the
     /// previous one keeps signing for 24 hours. Returns the view and whether it was new.
@@ -202,7 +203,7 @@ impl Catalog {
         name: &str,
         spec: WebhookSpec,
     ) -> Result<(WebhookView, bool), Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ManageWebhooks,
             "webhook.put",
@@ -210,17 +211,17 @@ impl Catalog {
             None,
         )?;
         check_name(name)?;
-        check_spec(&spec, self.inner().options.webhooks.allow_private)?;
+        check_spec(&spec, self.settings.webhooks.allow_private)?;
         let generated = match &spec.secret {
             Some(_) => None,
             None => Some(sign::generate().map_err(|e| {
                 Error::internal().with_message(format!("random source failed: {e}"))
             })?),
         };
-        let now = self.inner().clock.now();
+        let now = self.door.now();
         let mut audited = spec.clone();
         audited.secret = audited.secret.as_deref().map(sign::fingerprint);
-        let event = self.event(
+        let event = self.door.event(
             ctx,
             "webhook.put",
             name,
@@ -228,64 +229,65 @@ impl Catalog {
             serde_json::to_string(&audited).ok(),
         );
         let name = name.to_owned();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                let old = read(tx, &name)?;
-                let stored = Stored {
-                    url: spec.url.clone(),
-                    events: spec.events.clone(),
-                    format: spec.format,
-                    disable_after: spec
-                        .disable_after
-                        .or(old.as_ref().map(|o| o.spec.disable_after))
-                        .unwrap_or(DISABLE_AFTER),
-                };
-                let mut shown = None;
-                let secrets = match (&old, &spec.secret) {
-                    (None, Some(given)) => vec![Secret {
-                        secret: given.clone(),
-                        until: None,
-                    }],
-                    (None, None) => {
-                        shown = generated.clone();
-                        vec![Secret {
-                            secret: generated.clone().unwrap_or_default(),
+        self.door
+            .blocking(move |store| {
+                store.write(|tx| {
+                    let old = read(tx, &name)?;
+                    let stored = Stored {
+                        url: spec.url.clone(),
+                        events: spec.events.clone(),
+                        format: spec.format,
+                        disable_after: spec
+                            .disable_after
+                            .or(old.as_ref().map(|o| o.spec.disable_after))
+                            .unwrap_or(DISABLE_AFTER),
+                    };
+                    let mut shown = None;
+                    let secrets = match (&old, &spec.secret) {
+                        (None, Some(given)) => vec![Secret {
+                            secret: given.clone(),
                             until: None,
-                        }]
-                    }
-                    (Some(old), None) => old.secrets.clone(),
-                    (Some(old), Some(given)) => {
-                        if old.secrets.first().is_some_and(|s| &s.secret == given) {
-                            old.secrets.clone()
-                        } else {
-                            let mut kept: Vec<Secret> = old
-                                .signing(now)
-                                .take(1)
-                                .map(|s| Secret {
-                                    secret: s.secret.clone(),
-                                    until: Some(
-                                        now.as_micros() + ROTATION_OVERLAP_SECS * 1_000_000,
-                                    ),
-                                })
-                                .collect();
-                            kept.insert(
-                                0,
-                                Secret {
-                                    secret: given.clone(),
-                                    until: None,
-                                },
-                            );
-                            kept
+                        }],
+                        (None, None) => {
+                            shown = generated.clone();
+                            vec![Secret {
+                                secret: generated.clone().unwrap_or_default(),
+                                until: None,
+                            }]
                         }
-                    }
-                };
-                let enabled = match (&old, spec.enabled) {
-                    (_, Some(enabled)) => enabled,
-                    (Some(old), None) => old.enabled,
-                    (None, None) => true,
-                };
-                let reenabled = enabled && old.as_ref().is_some_and(|o| !o.enabled);
-                tx.execute(
+                        (Some(old), None) => old.secrets.clone(),
+                        (Some(old), Some(given)) => {
+                            if old.secrets.first().is_some_and(|s| &s.secret == given) {
+                                old.secrets.clone()
+                            } else {
+                                let mut kept: Vec<Secret> = old
+                                    .signing(now)
+                                    .take(1)
+                                    .map(|s| Secret {
+                                        secret: s.secret.clone(),
+                                        until: Some(
+                                            now.as_micros() + ROTATION_OVERLAP_SECS * 1_000_000,
+                                        ),
+                                    })
+                                    .collect();
+                                kept.insert(
+                                    0,
+                                    Secret {
+                                        secret: given.clone(),
+                                        until: None,
+                                    },
+                                );
+                                kept
+                            }
+                        }
+                    };
+                    let enabled = match (&old, spec.enabled) {
+                        (_, Some(enabled)) => enabled,
+                        (Some(old), None) => old.enabled,
+                        (None, None) => true,
+                    };
+                    let reenabled = enabled && old.as_ref().is_some_and(|o| !o.enabled);
+                    tx.execute(
                     &format!(
                         "INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 0, NULL, ?5, ?5) \
                          ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
@@ -300,44 +302,45 @@ impl Catalog {
                         now.as_micros()
                     ],
                 )?;
-                if reenabled {
-                    tx.execute(
+                    if reenabled {
+                        tx.execute(
                         "UPDATE webhooks SET failures = 0, disabled_reason = NULL WHERE name = ?1",
                         params![&name],
                     )?;
-                    // What waited while it was disabled is due now.
-                    tx.execute(
+                        // What waited while it was disabled is due now.
+                        tx.execute(
                         "UPDATE outbox SET next_at = ?2 WHERE webhook = ?1 AND state = 'pending'",
                         params![&name, now.as_micros()],
                     )?;
-                }
-                crate::rows::audit::insert(tx, &event)?;
-                let row = read(tx, &name)?.ok_or_else(|| malformed("webhook just written"))?;
-                Ok((view(tx, &row, shown)?, old.is_none()))
+                    }
+                    append_audit(tx, &event)?;
+                    let row = read(tx, &name)?.ok_or_else(|| malformed("webhook just written"))?;
+                    Ok((view(tx, &row, shown)?, old.is_none()))
+                })
             })
-        })
-        .await
-        .inspect(|_| self.inner().deliveries_wake.notify_one())
+            .await
+            .inspect(|_| self.wake.notify_one())
     }
 
     /// `GET /v1/webhooks`.
     pub async fn list_webhooks(&self, ctx: &Ctx) -> Result<Vec<WebhookView>, Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ManageWebhooks,
             "webhook.list",
             "webhooks",
             None,
         )?;
-        self.blocking(|store| {
-            store.read(|tx| read_all(tx)?.iter().map(|w| view(tx, w, None)).collect())
-        })
-        .await
+        self.door
+            .blocking(|store| {
+                store.read(|tx| read_all(tx)?.iter().map(|w| view(tx, w, None)).collect())
+            })
+            .await
     }
 
     /// `GET /v1/webhooks/{name}`.
     pub async fn get_webhook(&self, ctx: &Ctx, name: &str) -> Result<WebhookView, Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ManageWebhooks,
             "webhook.get",
@@ -345,36 +348,38 @@ impl Catalog {
             None,
         )?;
         let name = name.to_owned();
-        self.blocking(move |store| {
-            store.read(|tx| match read(tx, &name)? {
-                Some(w) => view(tx, &w, None),
-                None => Err(not_found().into()),
+        self.door
+            .blocking(move |store| {
+                store.read(|tx| match read(tx, &name)? {
+                    Some(w) => view(tx, &w, None),
+                    None => Err(not_found().into()),
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// `DELETE /v1/webhooks/{name}`: the webhook and its waiting messages go.
     pub async fn delete_webhook(&self, ctx: &Ctx, name: &str) -> Result<(), Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ManageWebhooks,
             "webhook.delete",
             name,
             None,
         )?;
-        let event = self.event(ctx, "webhook.delete", name, None, None);
+        let event = self.door.event(ctx, "webhook.delete", name, None, None);
         let name = name.to_owned();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                if tx.execute("DELETE FROM webhooks WHERE name = ?1", params![&name])? == 0 {
-                    return Err(not_found().into());
-                }
-                tx.execute("DELETE FROM outbox WHERE webhook = ?1", params![&name])?;
-                crate::rows::audit::insert(tx, &event)
+        self.door
+            .blocking(move |store| {
+                store.write(|tx| {
+                    if tx.execute("DELETE FROM webhooks WHERE name = ?1", params![&name])? == 0 {
+                        return Err(not_found().into());
+                    }
+                    tx.execute("DELETE FROM outbox WHERE webhook = ?1", params![&name])?;
+                    append_audit(tx, &event)
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// `GET /v1/webhooks/{name}/deliveries`: the newest attempts first (at most `limit`).
@@ -384,41 +389,42 @@ impl Catalog {
         name: &str,
         limit: Option<u32>,
     ) -> Result<Vec<Delivery>, Error> {
-        self.authorize(
+        self.door.authorize(
             ctx,
             ControlAction::ManageWebhooks,
             "webhook.deliveries",
             name,
             None,
         )?;
-        let limit = crate::rows::paging::page_limit(limit)?;
+        let limit = page_limit(limit)?;
         let name = name.to_owned();
-        self.blocking(move |store| {
-            store.read(|tx| {
-                if read(tx, &name)?.is_none() {
-                    return Err(not_found().into());
-                }
-                tx.query(
-                    "SELECT message, event, at, attempt, status, error, millis FROM deliveries \
+        self.door
+            .blocking(move |store| {
+                store.read(|tx| {
+                    if read(tx, &name)?.is_none() {
+                        return Err(not_found().into());
+                    }
+                    tx.query(
+                        "SELECT message, event, at, attempt, status, error, millis FROM deliveries \
                      WHERE webhook = ?1 ORDER BY seq DESC LIMIT ?2",
-                    params![&name, i64::from(limit)],
-                )?
-                .iter()
-                .map(|r| {
-                    Ok(Delivery {
-                        message: r.get(0)?,
-                        event: r.get(1)?,
-                        at: Timestamp::from_micros(r.get(2)?),
-                        attempt: r.get::<i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
-                        status: r.get::<Option<i64>>(4)?.and_then(|s| u16::try_from(s).ok()),
-                        error: r.get(5)?,
-                        millis: r.get::<i64>(6)?.max(0) as u64,
+                        params![&name, i64::from(limit)],
+                    )?
+                    .iter()
+                    .map(|r| {
+                        Ok(Delivery {
+                            message: r.get(0)?,
+                            event: r.get(1)?,
+                            at: Timestamp::from_micros(r.get(2)?),
+                            attempt: r.get::<i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+                            status: r.get::<Option<i64>>(4)?.and_then(|s| u16::try_from(s).ok()),
+                            error: r.get(5)?,
+                            millis: r.get::<i64>(6)?.max(0) as u64,
+                        })
                     })
+                    .collect()
                 })
-                .collect()
             })
-        })
-        .await
+            .await
     }
 }
 

@@ -74,6 +74,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Retention and the cold archive (`bulkhead-cold`).
     pub cold: bulkhead_cold::Cold,
+    /// Findings and webhooks (`bulkhead-secops`).
+    pub secops: bulkhead_secops::Secops,
     pub config: ServerConfig,
     /// Bulk bodies this server applies at once (`ServerConfig::bulk_in_flight`); one more
     /// answers 503 with `Retry-After`.

@@ -32,7 +32,7 @@ async fn list_findings(
     query: Result<Query<FindingQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
-    Ok(axum::Json(state.catalog.list_findings(&ctx, &query).await?).into_response())
+    Ok(axum::Json(state.secops.list_findings(&ctx, &query).await?).into_response())
 }
 
 async fn acknowledge(
@@ -40,11 +40,11 @@ async fn acknowledge(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(state.catalog.acknowledge_finding(&ctx, &id).await?).into_response())
+    Ok(axum::Json(state.secops.acknowledge_finding(&ctx, &id).await?).into_response())
 }
 
 async fn list_webhooks(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
-    let items = state.catalog.list_webhooks(&ctx).await?;
+    let items = state.secops.list_webhooks(&ctx).await?;
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
 }
 
@@ -53,7 +53,7 @@ async fn get_webhook(
     Auth(ctx): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(state.catalog.get_webhook(&ctx, &name).await?).into_response())
+    Ok(axum::Json(state.secops.get_webhook(&ctx, &name).await?).into_response())
 }
 
 async fn put_webhook(
@@ -62,7 +62,7 @@ async fn put_webhook(
     Path(name): Path<String>,
     Json(spec): Json<WebhookSpec>,
 ) -> ApiResult<Response> {
-    let (view, created) = state.catalog.put_webhook(&ctx, &name, spec).await?;
+    let (view, created) = state.secops.put_webhook(&ctx, &name, spec).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -76,7 +76,7 @@ async fn delete_webhook(
     Auth(ctx): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    state.catalog.delete_webhook(&ctx, &name).await?;
+    state.secops.delete_webhook(&ctx, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -94,7 +94,7 @@ async fn deliveries(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
     let items = state
-        .catalog
+        .secops
         .webhook_deliveries(&ctx, &name, query.limit)
         .await?;
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())

@@ -205,26 +205,10 @@ impl Curator {
         filter: &str,
         sort: &str,
     ) -> Result<Option<Record>, Error> {
-        let route = self.route(life).await?;
-        let definition =
-            self.catalog
-                .definition(collection, route.placement.schema_version, None)?;
-        let scope = self.scope(&route, DataAction::Read);
-        let query = ListQuery {
-            filter: bulkhead_core::query::filter(filter, &definition)?,
-            search: None,
-            sort: bulkhead_core::query::sort::parse_sort(sort, &definition)?,
-            after: None,
-            limit: 1,
-            fields: None,
-            budget: QueryBudget::unmetered(QUERY_TIME),
-        };
-        let hits = self
-            .catalog
-            .engine(&route.placement.domain)?
-            .list(&scope, &definition, &query)
-            .await?;
-        Ok(hits.into_iter().next().map(|hit| hit.record))
+        let reader = self.reader(life, collection).await?;
+        let sort = bulkhead_core::query::sort::parse_sort(sort, &reader.definition)?;
+        let hits = reader.list(filter, sort, None, 1).await?;
+        Ok(hits.into_iter().next())
     }
 
     /// Up to `limit` records of `collection` matching `filter` (the query language, checked
@@ -237,30 +221,8 @@ impl Curator {
         after: Option<RecordId>,
         limit: u32,
     ) -> Result<Vec<Record>, Error> {
-        let route = self.route(life).await?;
-        let definition =
-            self.catalog
-                .definition(collection, route.placement.schema_version, None)?;
-        let scope = self.scope(&route, DataAction::Read);
-        let query = ListQuery {
-            filter: bulkhead_core::query::filter(filter, &definition)?,
-            search: None,
-            sort: Vec::new(),
-            after: after.map(|id| Keyset {
-                values: Vec::new(),
-                score: None,
-                id,
-            }),
-            limit,
-            fields: None,
-            budget: QueryBudget::unmetered(QUERY_TIME),
-        };
-        let hits = self
-            .catalog
-            .engine(&route.placement.domain)?
-            .list(&scope, &definition, &query)
-            .await?;
-        Ok(hits.into_iter().map(|hit| hit.record).collect())
+        let reader = self.reader(life, collection).await?;
+        reader.list(filter, Vec::new(), after, limit).await
     }
 
     /// The version and last update of those of `ids` that are in the hot store.
@@ -270,19 +232,33 @@ impl Curator {
         collection: &CollectionName,
         ids: &[RecordId],
     ) -> Result<HashMap<RecordId, (i64, Timestamp)>, Error> {
-        let route = self.route(life).await?;
-        let definition =
-            self.catalog
-                .definition(collection, route.placement.schema_version, None)?;
-        let scope = self.scope(&route, DataAction::Read);
-        let engine = self.catalog.engine(&route.placement.domain)?;
+        let reader = self.reader(life, collection).await?;
         let mut out = HashMap::new();
         for id in ids {
-            if let Some(record) = engine.get(&scope, &definition, id).await? {
+            let found = reader
+                .engine
+                .get(&reader.scope, &reader.definition, id)
+                .await?;
+            if let Some(record) = found {
                 out.insert(id.clone(), (record.version, record.updated_at));
             }
         }
         Ok(out)
+    }
+
+    /// What reading `collection` of `life` takes: its placement's definition, a read scope
+    /// and the engine.
+    async fn reader(&self, life: &Life, collection: &CollectionName) -> Result<Reader, Error> {
+        let route = self.route(life).await?;
+        Ok(Reader {
+            definition: self.catalog.definition(
+                collection,
+                route.placement.schema_version,
+                None,
+            )?,
+            scope: self.scope(&route, DataAction::Read),
+            engine: self.catalog.engine(&route.placement.domain)?,
+        })
     }
 
     /// Removes each record of `records` that is still at the version given, in one
@@ -454,6 +430,43 @@ impl Curator {
             .inner()
             .retention_authority
             .scope(route, action)
+    }
+}
+
+/// One life's collection, open for reading.
+struct Reader {
+    definition: Arc<Collection>,
+    scope: access::TenantScope,
+    engine: Arc<dyn bulkhead_engine::Engine>,
+}
+
+impl Reader {
+    /// Up to `limit` records matching `filter`, in `sort` order (id order when empty).
+    async fn list(
+        &self,
+        filter: &str,
+        sort: Vec<bulkhead_core::query::SortKey>,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> Result<Vec<Record>, Error> {
+        let query = ListQuery {
+            filter: bulkhead_core::query::filter(filter, &self.definition)?,
+            search: None,
+            sort,
+            after: after.map(|id| Keyset {
+                values: Vec::new(),
+                score: None,
+                id,
+            }),
+            limit,
+            fields: None,
+            budget: QueryBudget::unmetered(QUERY_TIME),
+        };
+        let hits = self
+            .engine
+            .list(&self.scope, &self.definition, &query)
+            .await?;
+        Ok(hits.into_iter().map(|hit| hit.record).collect())
     }
 }
 

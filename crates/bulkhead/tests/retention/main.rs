@@ -159,6 +159,17 @@ print(json.dumps(rows))
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A server whose retention runs only on demand and whose audit watch is off.
+fn quiet(dir: &Path) -> Server {
+    Server::start_with(
+        dir,
+        &[
+            ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
+            ("BULKHEAD_RETENTION_MINUTES", "0"),
+        ],
+    )
+}
+
 fn micros(rfc3339: &str) -> i64 {
     bulkhead_core::time::Timestamp::parse_rfc3339(rfc3339)
         .unwrap()
@@ -177,13 +188,7 @@ fn report(server: &Server, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aged_records_go_to_parquet_and_a_range_comes_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[
-            ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
-            ("BULKHEAD_RETENTION_MINUTES", "0"),
-        ],
-    );
+    let server = quiet(dir.path());
     let admin = server.admin();
     setup(&admin, Isolation::Pool).await;
     create_tenant(&admin, "acme", "iot").await;
@@ -381,13 +386,7 @@ async fn aged_records_go_to_parquet_and_a_range_comes_back_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_platform_principals_reach_archives_and_bad_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[
-            ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
-            ("BULKHEAD_RETENTION_MINUTES", "0"),
-        ],
-    );
+    let server = quiet(dir.path());
     let admin = server.admin();
     setup(&admin, Isolation::Bridge).await;
     create_tenant(&admin, "acme", "iot").await;
@@ -508,13 +507,7 @@ async fn only_platform_principals_reach_archives_and_bad_requests_are_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_carries_the_cold_archive_to_the_restored_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[
-            ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
-            ("BULKHEAD_RETENTION_MINUTES", "0"),
-        ],
-    );
+    let server = quiet(dir.path());
     let admin = server.admin();
     setup(&admin, Isolation::Silo).await;
     create_tenant(&admin, "acme", "iot").await;
@@ -545,13 +538,7 @@ async fn a_backup_carries_the_cold_archive_to_the_restored_server() {
     );
     drop(server);
 
-    let server = Server::start_with(
-        restored.path(),
-        &[
-            ("BULKHEAD_AUDIT_WATCH_SECS", "0"),
-            ("BULKHEAD_RETENTION_MINUTES", "0"),
-        ],
-    );
+    let server = quiet(restored.path());
     let admin = server.admin();
     assert_eq!(
         admin.list_archives(&tid("acme"), None).await.unwrap(),

@@ -4,7 +4,7 @@
 
 use bulkhead::{config, serve};
 use bulkhead_cli::{ClientCommand, ClientOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +28,13 @@ enum Command {
     /// Online backups: create (the server copies itself while serving), verify, restore.
     #[command(subcommand)]
     Backup(bulkhead::backup::BackupCmd),
+    /// Print a shell completion script (`bulkhead completions bash > /etc/bash_completion.d/bulkhead`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `bulkhead man | man -l -`).
+    Man,
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -78,12 +85,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             served
         }
         Command::Backup(cmd) => bulkhead::backup::run(&cli.options, cmd).await,
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "bulkhead", &mut out);
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+            Ok(())
+        }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
     }
 }
 
+/// A reader that stopped reading (`bulkhead tenant list | head`) ends the output, not the
+/// process with a panic: printing to a closed pipe ends the run quietly, as it does for
+/// other command-line tools. Every other panic is reported as before.
+fn quiet_on_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
+}
+
+/// An error as printed at exit: a line for people, or with `--json` a JSON object with the
+/// server's code, status and request id when the server answered.
+fn report(err: &anyhow::Error, json: bool) {
+    if !json {
+        // Human-readable chain, never a debug dump or a backtrace.
+        eprintln!("error: {err:#}");
+        return;
+    }
+    let body = match err.downcast_ref::<bulkhead_client::ClientError>() {
+        Some(bulkhead_client::ClientError::Api {
+            status,
+            code,
+            message,
+            request_id,
+        }) => serde_json::json!({"error": {
+            "code": code, "status": status, "message": message, "request_id": request_id,
+        }}),
+        _ => serde_json::json!({"error": {"code": "cli_error", "message": format!("{err:#}")}}),
+    };
+    eprintln!("{body}");
+}
+
 fn main() {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
+    let json = cli.options.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,8 +154,15 @@ fn main() {
         }
     };
     if let Err(err) = runtime.block_on(run(cli)) {
-        // Human-readable chain, never a debug dump or a backtrace.
-        eprintln!("error: {err:#}");
+        let closed = err.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed {
+            // The reader stopped reading (see `quiet_on_closed_pipe`).
+            std::process::exit(0);
+        }
+        report(&err, json);
         std::process::exit(1);
     }
 }

@@ -1,0 +1,122 @@
+//! The CLI as the shell sees it: completion scripts and a manual page, errors as JSON under
+//! `--json`, and a reader that stops reading (`| head`) ending the output quietly.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use common::Server;
+
+fn bulkhead(args: &[&str]) -> std::process::Output {
+    Command::new(common::binary()).args(args).output().unwrap()
+}
+
+#[test]
+fn completion_scripts_and_the_manual_page_are_generated() {
+    for (shell, marker) in [
+        ("bash", "_bulkhead()"),
+        ("zsh", "#compdef bulkhead"),
+        ("fish", "complete -c bulkhead"),
+    ] {
+        let out = bulkhead(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..200.min(text.len())]
+        );
+        // Every subcommand family is offered.
+        for command in ["tenant", "archive", "findings", "backup"] {
+            assert!(text.contains(command), "{shell} completes {command}");
+        }
+    }
+    // The bash script is valid bash.
+    let script = bulkhead(&["completions", "bash"]).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bulkhead.bash");
+    std::fs::write(&path, script).unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let man = bulkhead(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8(man.stdout).unwrap();
+    assert!(text.contains(".TH bulkhead 1"), "{text}");
+    assert!(text.contains("multi\\-tenant"), "{text}");
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_output_quietly() {
+    // A completion script is far larger than a pipe's buffer, so writing it meets the
+    // closed pipe.
+    let mut child = Command::new(common::binary())
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+#[test]
+fn errors_are_json_under_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let out = Command::new(common::binary())
+        .args(["--json", "tenant", "get", "nope"])
+        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "tenant_not_found");
+    assert_eq!(error["error"]["status"], 404);
+    assert!(!error["error"]["request_id"].as_str().unwrap().is_empty());
+    // Without a server to answer, still JSON.
+    let out = Command::new(common::binary())
+        .args(["--json", "tenant", "list"])
+        .env("BULKHEAD_URL", "http://127.0.0.1:9")
+        .env("BULKHEAD_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "cli_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach")
+    );
+    // Without --json, a line for people.
+    let out = Command::new(common::binary())
+        .args(["tenant", "get", "nope"])
+        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.starts_with("error: tenant not found (tenant_not_found, HTTP 404"),
+        "{text}"
+    );
+}

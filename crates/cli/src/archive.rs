@@ -131,7 +131,7 @@ pub(crate) async fn export(
     for c in &collections {
         let prefix = format!("{{\"collection\":\"{}\",\"record\":", c.name);
         let mut n = 0u64;
-        data.export_each(&c.name, |record| {
+        data.export_each(&c.name, None, |record| {
             let write = |e: std::io::Error| ClientError::Decode(format!("writing: {e}"));
             for part in [prefix.as_bytes(), record, b"}\n"] {
                 gz.write_all(part).map_err(write)?;

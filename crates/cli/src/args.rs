@@ -566,7 +566,8 @@ pub enum RecordCmd {
         #[arg(value_parser = RecordId::parse)]
         id: RecordId,
     },
-    /// List records (all matching ones, unless --limit is given).
+    /// List records: one page (100, or --limit), the next with --cursor; --all for every
+    /// page.
     List {
         #[arg(value_parser = CollectionName::parse)]
         collection: CollectionName,
@@ -583,7 +584,7 @@ pub enum RecordCmd {
         #[arg(long)]
         fields: Option<String>,
         #[command(flatten)]
-        page: ListArgs,
+        page: crate::printer::RecordPageArgs,
     },
     /// Summarise records: groups, time buckets and metrics in one call, e.g.
     /// '{"group_by": ["machine"], "bucket": {"field": "at", "interval": "hour"},

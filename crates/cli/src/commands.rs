@@ -2,6 +2,8 @@
 //! into a request body, makes one client call (or follows the pages of a listing) and hands
 //! the answer to `output`.
 
+use std::io::Write as _;
+
 use anyhow::bail;
 use bulkhead_api::{
     CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, StartMove, TierSpec, UpdateTenant,
@@ -17,7 +19,7 @@ use crate::args::{
 };
 use crate::input::{labels_from, load_collection_spec, load_json_object, spec_from_fields};
 use crate::output;
-use crate::printer::{Printer, all_pages};
+use crate::printer::{DEFAULT_RECORDS, Printer, all_pages, each_page};
 
 pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow::Result<()> {
     let out = Printer { json };
@@ -357,10 +359,34 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
             )
         }
         RecordCmd::Export { collection, filter } => {
-            for record in client.export(&collection, filter.as_deref()).await? {
-                println!("{record}");
+            // Each line goes out as it arrives: memory stays flat however many records.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut closed = false;
+            let result = client
+                .export_each(&collection, filter.as_deref(), |line| {
+                    let written = stdout
+                        .write_all(line)
+                        .and_then(|()| stdout.write_all(b"\n"));
+                    match written {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+                            Err(bulkhead_client::ClientError::Decode(format!(
+                                "writing standard output: {e}"
+                            )))
+                        }
+                    }
+                })
+                .await;
+            if closed {
+                // The reader stopped reading (`| head`): the output ends here.
+                return Ok(());
             }
-            Ok(())
+            result?;
+            match stdout.flush() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => Ok(other?),
+            }
         }
         RecordCmd::Get { collection, id } => {
             out.show(&client.get_record(&collection, &id).await?, output::record)
@@ -382,15 +408,36 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
                 limit: None,
                 cursor: None,
             };
-            let records = all_pages(&page, |limit, cursor| async move {
-                let query = ListRecords {
-                    limit,
-                    cursor,
-                    ..base.clone()
-                };
-                client.list_records(collection, &query).await
-            })
-            .await?;
+            if page.all {
+                // Every page, each printed as it comes (tables per page; JSON lines).
+                return each_page(
+                    &page,
+                    |limit, cursor| async move {
+                        let query = ListRecords {
+                            limit,
+                            cursor,
+                            ..base.clone()
+                        };
+                        client.list_records(collection, &query).await
+                    },
+                    |records| {
+                        if out.json {
+                            for r in records {
+                                println!("{r}");
+                            }
+                        } else if !records.is_empty() {
+                            println!("{}", output::records(records));
+                        }
+                    },
+                )
+                .await;
+            }
+            let query = ListRecords {
+                limit: Some(page.limit.unwrap_or(DEFAULT_RECORDS)),
+                cursor: page.cursor.clone(),
+                ..base.clone()
+            };
+            let records = client.list_records(collection, &query).await?;
             out.page(&records, output::records)
         }
         RecordCmd::Aggregate {

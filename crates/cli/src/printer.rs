@@ -24,6 +24,50 @@ pub struct ListArgs {
     pub cursor: Option<String>,
 }
 
+/// Paging of `record list`: one page by default (of [`DEFAULT_RECORDS`], or `--limit`), or
+/// every page with `--all`, each printed as it arrives.
+#[derive(Debug, Clone, Args)]
+pub struct RecordPageArgs {
+    /// Records per page [default: 100].
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Continue from the cursor a previous listing printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Every matching record, page after page (printed as each page arrives; JSON lines
+    /// with --json).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Records one `record list` shows when no limit is given.
+pub const DEFAULT_RECORDS: u32 = 100;
+
+/// Fetches page after page from `page.cursor` on, handing each to `show` as it arrives.
+pub(crate) async fn each_page<T, F, Fut>(
+    page: &RecordPageArgs,
+    mut fetch: F,
+    mut show: impl FnMut(&[T]),
+) -> anyhow::Result<()>
+where
+    F: FnMut(Option<u32>, Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, ClientError>>,
+{
+    let mut cursor = page.cursor.clone();
+    let mut seen = HashSet::new();
+    loop {
+        let next = fetch(page.limit, cursor.clone()).await?;
+        show(&next.items);
+        match next.next_cursor {
+            None => return Ok(()),
+            Some(c) if !seen.insert(c.clone()) => {
+                bail!("the server returned cursor {c:?} twice; stopping the listing")
+            }
+            Some(c) => cursor = Some(c),
+        }
+    }
+}
+
 /// Prints either the JSON of a value or its table.
 pub(crate) struct Printer {
     pub(crate) json: bool,

@@ -123,11 +123,12 @@ impl Client {
     pub async fn export_each(
         &self,
         collection: &bulkhead_core::CollectionName,
+        filter: Option<&str>,
         mut line: impl FnMut(&[u8]) -> Result<(), ClientError>,
     ) -> Result<u64, ClientError> {
         let url = self.url(
             &["v1", "collections", collection.as_str(), "records:export"],
-            &[],
+            &[("filter", filter.map(str::to_owned))],
         )?;
         self.stream_lines(Method::GET, url, &mut line).await
     }

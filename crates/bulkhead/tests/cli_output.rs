@@ -212,3 +212,62 @@ async fn record_list_shows_a_page_and_export_streams_every_record() {
         out.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_import_waits_out_its_tiers_rate_and_loses_no_line() {
+    use bulkhead_core::access::TenantRole;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    common::put_items(&admin).await;
+    let (ok, text) = common::cli(
+        &server,
+        &[
+            "tier",
+            "put",
+            "slow",
+            "--isolation",
+            "pool",
+            "--requests-per-second",
+            "1",
+            "--request-burst",
+            "1",
+        ],
+    );
+    assert!(ok, "{text}");
+    common::create_tenant(&admin, "acme", "slow").await;
+    let token = common::key(&admin, "acme", TenantRole::Member).await;
+    let file = dir.path().join("in.ndjson");
+    let lines: String = (0..4)
+        .map(|i| format!("{{\"title\":\"line {i}\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    // One line per request at one request per second: the second is refused with 429 at
+    // once, and the import waits it out.
+    let out = Command::new(common::binary())
+        .args(["--json", "record", "import", "items"])
+        .arg(&file)
+        .args(["--batch", "1"])
+        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["created"].clone(), summary["failed"].clone()),
+        (4.into(), 0.into()),
+        "{summary}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let all = server
+        .client(&token)
+        .export(&common::items(), None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4, "each line once");
+}

@@ -15,6 +15,38 @@ use crate::printer::Printer;
 
 /// Largest request body the import builds (the server's bulk limit is usually larger).
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Times one batch is sent again after the server refused it as a whole for now (429, 503).
+const RETRIES: u32 = 8;
+
+/// Sends one batch. A refusal of the whole request for now — `429` (rate, concurrency) or
+/// `503` (busy, a move's switch, a rollout) — comes before any line is applied, so the batch
+/// is sent again after a pause (1 s, doubling to at most 30 s; the server's `Retry-After`
+/// is 1 s for these). Anything else, a lost connection included, is not retried: the
+/// batch may have been applied.
+async fn send(
+    client: &Client,
+    collection: &CollectionName,
+    body: Vec<u8>,
+    bar: &ProgressBar,
+) -> Result<bulkhead_api::BulkReport, bulkhead_client::ClientError> {
+    let mut pause = std::time::Duration::from_secs(1);
+    let mut attempt = 0;
+    loop {
+        match client.bulk(collection, body.clone(), true).await {
+            Err(e) if matches!(e.status(), Some(429 | 503)) && attempt < RETRIES => {
+                attempt += 1;
+                bar.set_message(format!(
+                    "server busy ({}), retrying in {} s",
+                    e.code().unwrap_or(""),
+                    pause.as_secs()
+                ));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
 
 #[derive(Debug, Default, Serialize)]
 struct Summary {
@@ -65,6 +97,7 @@ pub async fn run(
     if out.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let started = std::time::Instant::now();
     let mut summary = Summary::default();
     let mut body = Vec::new();
     let mut lines_in_batch = 0usize;
@@ -86,8 +119,7 @@ pub async fn run(
         }
         let full = lines_in_batch >= batch || body.len() >= MAX_BATCH_BYTES;
         if (read == 0 || full) && lines_in_batch > 0 {
-            let report = client
-                .bulk(collection, std::mem::take(&mut body), true)
+            let report = send(client, collection, std::mem::take(&mut body), &bar)
                 .await
                 .with_context(|| format!("sending lines {first_line}..{}", summary.lines))?;
             summary.created += report.created;
@@ -111,8 +143,9 @@ pub async fn run(
                     message,
                 });
             }
+            let rate = summary.lines as f64 / started.elapsed().as_secs_f64().max(0.001);
             bar.set_message(format!(
-                "{} lines, {} failed",
+                "{} lines ({rate:.0}/s), {} failed",
                 summary.lines, summary.failed
             ));
             first_line = summary.lines + 1;

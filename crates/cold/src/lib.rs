@@ -18,6 +18,7 @@ mod files;
 pub mod format;
 pub mod ledger;
 mod pass;
+mod progress;
 mod recover;
 pub mod restore;
 pub mod runs;

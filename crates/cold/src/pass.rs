@@ -15,8 +15,8 @@ use crate::batch::{Done, archive_batch};
 use crate::files::{aged_at, month_start, next_month};
 use crate::format::{Columns, FileMeta};
 use crate::ledger;
+use crate::progress::Progress;
 use crate::recover::{recover, sweep};
-use crate::runs::Progress;
 
 const DAY_MICROS: i64 = 86_400_000_000;
 

@@ -9,6 +9,7 @@ use bulkhead_core::error::Error;
 
 use crate::Cold;
 use crate::pass::pass;
+use crate::progress::Progress;
 
 /// `POST /v1/retention:run`: starts a pass now (`202`), for a platform principal allowed to
 /// manage tenants. One pass at a time per server: while one runs, `409 retention_running`
@@ -123,24 +124,4 @@ pub(crate) fn start(cold: &Cold, only: Option<TenantId>) -> Result<RetentionRun,
         }
     });
     Ok(run)
-}
-
-/// A running pass's entry in `Cold::runs`.
-pub(crate) struct Progress(String);
-
-impl Progress {
-    pub(crate) fn update(
-        &self,
-        cold: &Cold,
-        f: impl FnOnce(&mut RetentionRun),
-    ) -> Option<RetentionRun> {
-        let mut runs = cold.runs.lock();
-        let run = runs.iter_mut().find(|r| r.id == self.0)?;
-        f(run);
-        Some(run.clone())
-    }
-
-    pub(crate) fn report(&self, cold: &Cold, f: impl FnOnce(&mut RetentionReport)) {
-        self.update(cold, |run| f(&mut run.report));
-    }
 }

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 mod archive;
 mod backup;
+mod placement;
 pub use archive::*;
+pub use placement::*;
 mod secops;
 pub use backup::*;
 mod usage;

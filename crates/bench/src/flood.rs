@@ -61,6 +61,7 @@ pub(crate) async fn run(args: &FloodArgs, url: &str) -> anyhow::Result<()> {
         async move {
             let tier = TierSpec {
                 retention: Default::default(),
+                placement: Default::default(),
                 isolation: Isolation::Pool,
                 domains: vec![domain],
                 monthly_price: Default::default(),

@@ -450,6 +450,7 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
     admin.put_domain(&domain, &spec).await?;
     let tier = TierSpec {
         retention: Default::default(),
+        placement: Default::default(),
         isolation: Isolation::Pool,
         domains: vec![domain],
         monthly_price: Default::default(),

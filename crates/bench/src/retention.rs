@@ -93,6 +93,7 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<()> {
                     },
                 )]),
                 isolation: Isolation::Pool,
+                placement: Default::default(),
                 domains: Vec::new(),
                 monthly_price: Default::default(),
                 currency: Default::default(),

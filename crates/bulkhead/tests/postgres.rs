@@ -47,6 +47,7 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
     for (isolation, name) in MODELS {
         let tier = TierSpec {
             retention: Default::default(),
+            placement: Default::default(),
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
             monthly_price: Default::default(),

@@ -204,6 +204,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     );
     let gold = TierSpec {
         retention: Default::default(),
+        placement: Default::default(),
         isolation: Isolation::Silo,
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
         monthly_price: bulkhead_core::money::Amount::parse("999").unwrap(),
@@ -228,6 +229,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     );
     let pooled = TierSpec {
         retention: Default::default(),
+        placement: Default::default(),
         isolation: Isolation::Pool,
         ..gold.clone()
     };
@@ -238,6 +240,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     assert_eq!(err.code(), Some("tier_in_use"));
     let bad = TierSpec {
         retention: Default::default(),
+        placement: Default::default(),
         domains: vec![bulkhead_core::DomainName::parse("mars").unwrap()],
         ..gold
     };

@@ -99,6 +99,7 @@ impl Catalog {
             name.as_str(),
             None,
         )?;
+        spec.placement.validate()?;
         let collections = self.collections_snapshot();
         for (collection, rule) in &spec.retention {
             rule.validate(collection, collections.get(collection).map(|c| c.as_ref()))?;

@@ -118,6 +118,7 @@ async fn put_tier(
 ) {
     let spec = TierSpec {
         retention: Default::default(),
+        placement: Default::default(),
         isolation,
         domains: domains.iter().map(|d| name(d)).collect(),
         monthly_price: Default::default(),

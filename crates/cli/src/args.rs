@@ -128,6 +128,9 @@ pub enum ClientCommand {
     /// The cold archive retention fills: list a tenant's, bring a range back, run a pass.
     #[command(subcommand)]
     Archive(crate::cold::ArchiveCmd),
+    /// The placement planner: moves proposed from each tenant's load, and applying them.
+    #[command(subcommand)]
+    Placement(crate::placement::PlacementCmd),
     /// Metered usage per tenant and hour or day: requests, records written, bytes, query
     /// work, refusals and storage; `usage top` ranks tenants, `usage sample` measures now.
     Usage(crate::usage::UsageArgs),
@@ -342,6 +345,16 @@ pub enum TierCmd {
             bulkhead_core::CollectionName,
             bulkhead_core::model::Retention,
         )>,
+        /// The placement planner proposes a pooled tenant with over --promote-factor times
+        /// its pool's mean load for this model.
+        #[arg(long, value_enum)]
+        promote_to: Option<IsolationArg>,
+        /// [default: 4]
+        #[arg(long)]
+        promote_factor: Option<f64>,
+        /// The placement planner proposes an idle bridge or silo tenant for this model.
+        #[arg(long, value_enum)]
+        demote_to: Option<IsolationArg>,
     },
 }
 

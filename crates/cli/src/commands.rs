@@ -62,6 +62,7 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
         ClientCommand::Findings(cmd) => crate::secops::findings(client, &out, cmd).await,
         ClientCommand::Webhook(cmd) => crate::secops::webhook(client, &out, cmd).await,
         ClientCommand::Archive(cmd) => crate::cold::archive(client, &out, cmd).await,
+        ClientCommand::Placement(cmd) => crate::placement::placement(client, &out, cmd).await,
         ClientCommand::Usage(args) => crate::usage::usage(client, &out, args).await,
         ClientCommand::Cost(cmd) => crate::cost::cost(client, &out, cmd).await,
         ClientCommand::Doctor(args) => crate::doctor::doctor(client, &out, args).await,
@@ -202,9 +203,17 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             forbid,
             no_custom_roles,
             retention,
+            promote_to,
+            promote_factor,
+            demote_to,
         } => {
             let spec = TierSpec {
                 retention: retention.into_iter().collect(),
+                placement: bulkhead_core::model::PlacementPolicy {
+                    promote_to: promote_to.map(Into::into),
+                    promote_factor,
+                    demote_to: demote_to.map(Into::into),
+                },
                 isolation: isolation.into(),
                 domains,
                 monthly_price: price,

@@ -19,6 +19,7 @@ mod input;
 mod members;
 mod moves;
 mod output;
+mod placement;
 mod platform;
 mod printer;
 mod rollouts;

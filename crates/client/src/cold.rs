@@ -1,4 +1,4 @@
-//! Retention and the cold archive.
+//! Retention and the cold archive, and the placement planner.
 
 use bulkhead_api::{
     ArchiveListing, ArchiveRestored, RestoreArchive, RetentionRun, RunRetention, RunState,
@@ -60,5 +60,17 @@ impl Client {
         }
         on_progress(&run);
         Ok(run)
+    }
+
+    /// `GET /v1/placement/plan`: the moves the placement planner proposes.
+    pub async fn placement_plan(
+        &self,
+        query: &bulkhead_api::PlanQuery,
+    ) -> Result<bulkhead_api::PlacementPlan, ClientError> {
+        let url = self.url(
+            &["v1", "placement", "plan"],
+            &[("window_days", query.window_days.map(|d| d.to_string()))],
+        )?;
+        self.call(Method::GET, url, None, None).await
     }
 }

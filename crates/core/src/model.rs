@@ -194,6 +194,62 @@ pub struct TierSpec {
     /// moves them into the tenant's cold archive (collections not named stay hot).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retention: BTreeMap<crate::CollectionName, Retention>,
+    /// What the placement planner may propose for this tier's tenants.
+    #[serde(default, skip_serializing_if = "PlacementPolicy::is_default")]
+    pub placement: PlacementPolicy,
+}
+
+/// What the placement planner (`bulkhead placement plan`) may propose for a tier's tenants:
+/// nothing unless set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementPolicy {
+    /// A pooled tenant whose load over the window is over `promote_factor` times the mean
+    /// of its domain's pooled tenants is proposed for this model (`bridge` or `silo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_to: Option<Isolation>,
+    /// Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_factor: Option<f64>,
+    /// A bridge or silo tenant with no request and no write over the window is proposed for
+    /// this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demote_to: Option<Isolation>,
+}
+
+/// The promotion factor of tiers that set none.
+pub const DEFAULT_PROMOTE_FACTOR: f64 = 4.0;
+
+impl PlacementPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PlacementPolicy::default()
+    }
+
+    pub fn promote_factor(&self) -> f64 {
+        self.promote_factor.unwrap_or(DEFAULT_PROMOTE_FACTOR)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |message: &str| Error::bad_request("invalid_tier", message.to_owned());
+        if self.promote_to == Some(Isolation::Pool) {
+            return Err(invalid(
+                "placement.promote_to: bridge or silo (a promotion leaves the pool)",
+            ));
+        }
+        if self.demote_to == Some(Isolation::Silo) {
+            return Err(invalid(
+                "placement.demote_to: pool or bridge (a demotion leaves a silo or bridge)",
+            ));
+        }
+        if let Some(factor) = self.promote_factor
+            && !(factor.is_finite() && (1.0..=1_000_000.0).contains(&factor))
+        {
+            return Err(invalid(
+                "placement.promote_factor: a number from 1 to 1,000,000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Retention of one collection: records whose `field` is older than `hot_days` days go to the

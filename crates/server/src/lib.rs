@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::secops::router())
         .merge(routes::backups::router())
         .merge(routes::archives::router())
+        .merge(routes::placement::router())
         .merge(routes::records::router())
         .merge(routes::members::router())
         .merge(routes::storage::router())

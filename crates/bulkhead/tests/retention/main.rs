@@ -48,6 +48,7 @@ pub async fn setup(admin: &Client, isolation: Isolation) {
         description: String::new(),
         limits: Default::default(),
         ceiling: Default::default(),
+        placement: Default::default(),
         retention: BTreeMap::from([(
             signals(),
             Retention {

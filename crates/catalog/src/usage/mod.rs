@@ -5,6 +5,8 @@
 mod meter;
 mod storage;
 
+use std::collections::BTreeMap;
+
 use bulkhead_api::{
     Granularity, Page, Refusals, TopBy, TopQuery, TopTenant, UsagePeriod, UsageQuery, UsageTop,
 };
@@ -273,6 +275,64 @@ impl Catalog {
             to,
             items,
         })
+    }
+}
+
+impl Catalog {
+    /// Every tenant's load over `[from, to)` (whole hours): requests, records written and
+    /// query time summed, and storage at the last sample in the window — what the placement
+    /// planner reads. Tenants with no usage in the window are absent.
+    pub async fn usage_totals(
+        &self,
+        ctx: &Ctx,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<TenantId, bulkhead_api::TenantLoad>, Error> {
+        self.authorize(ctx, ControlAction::ReadUsage, "usage.read", "usage", None)?;
+        let start = from.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let end = to
+            .as_micros()
+            .saturating_add(HOUR_MICROS - 1)
+            .div_euclid(HOUR_MICROS)
+            * HOUR_MICROS;
+        let (requests, written, query) = (
+            COLUMNS[Counter::Requests as usize],
+            COLUMNS[Counter::RecordsWritten as usize],
+            COLUMNS[Counter::QueryMicros as usize],
+        );
+        let sums = format!(
+            "SELECT tenant_id, CAST(SUM({requests}) AS BIGINT), CAST(SUM({written}) AS BIGINT), \
+             CAST(SUM({query}) AS BIGINT) FROM usage WHERE bucket >= ?1 AND bucket < ?2 \
+             GROUP BY tenant_id"
+        );
+        let stored = "SELECT s.tenant_id, s.bytes FROM storage_usage s JOIN \
+             (SELECT tenant_id, MAX(bucket) AS b FROM storage_usage \
+              WHERE bucket >= ?1 AND bucket < ?2 GROUP BY tenant_id) l \
+             ON l.tenant_id = s.tenant_id AND l.b = s.bucket";
+        self.flush_usage().await;
+        self.blocking(move |store| {
+            store.read(|tx| {
+                let mut out: BTreeMap<TenantId, bulkhead_api::TenantLoad> = BTreeMap::new();
+                let id = |raw: String| {
+                    TenantId::parse(&raw).map_err(|e| crate::store::malformed(e.message))
+                };
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                for r in tx.query(&sums, &[Val::Int(start), Val::Int(end)])? {
+                    let load = out.entry(id(r.get(0)?)?).or_default();
+                    load.requests = count(r.get(1)?);
+                    load.records_written = count(r.get(2)?);
+                    load.query_ms = r.get::<i64>(3)? as f64 / 1_000.0;
+                }
+                for r in tx.query(stored, &[Val::Int(start), Val::Int(end)])? {
+                    out.entry(id(r.get(0)?)?).or_default().bytes = count(r.get(1)?);
+                }
+                for load in out.values_mut() {
+                    load.score = load.requests as f64 + load.records_written as f64 + load.query_ms;
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 }
 

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod backups;
 pub mod control;
 pub mod members;
+pub mod placement;
 pub mod records;
 pub mod secops;
 pub mod storage;

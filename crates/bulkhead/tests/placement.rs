@@ -1,0 +1,147 @@
+//! The placement planner through the binary: a pooled tenant far heavier than its pool is
+//! proposed for a silo (its tier's `promote_to`), with the reason and the domains' load;
+//! `placement apply` moves it live while it writes, and no acknowledged write is lost or
+//! doubled. Only platform principals plan, and each plan is audited.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bulkhead_core::access::TenantRole;
+use bulkhead_core::model::Isolation;
+use common::{Server, cli, create_tenant, items, key, put_items, tid};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    let (ok, text) = cli(
+        &server,
+        &[
+            "tier",
+            "put",
+            "grow",
+            "--isolation",
+            "pool",
+            "--promote-to",
+            "silo",
+            "--promote-factor",
+            "2",
+        ],
+    );
+    assert!(ok, "{text}");
+    let mut clients = Vec::new();
+    for (id, writes) in [
+        ("quiet-a", 3),
+        ("quiet-b", 3),
+        ("quiet-c", 3),
+        ("heavy", 120),
+    ] {
+        create_tenant(&admin, id, "grow").await;
+        let client = server.client(&key(&admin, id, TenantRole::Member).await);
+        for i in 0..writes {
+            client
+                .create_record(&items(), &json!({"title": format!("{id} {i}")}))
+                .await
+                .unwrap();
+        }
+        clients.push(client);
+    }
+    let heavy = clients.pop().unwrap();
+
+    let (ok, text) = cli(&server, &["--json", "placement", "plan"]);
+    assert!(ok, "{text}");
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let moves = plan["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{plan}");
+    assert_eq!(moves[0]["tenant"], "heavy");
+    assert_eq!(moves[0]["reason"], "promote");
+    assert_eq!(
+        moves[0]["to"],
+        json!({"domain": "local", "isolation": "silo"})
+    );
+    assert!(
+        moves[0]["detail"].as_str().unwrap().contains("mean"),
+        "{plan}"
+    );
+    assert_eq!(plan["domains_before"][0]["dedicated"], 0);
+    assert_eq!(plan["domains_after"][0]["dedicated"], 1);
+    // Without --yes nothing moves.
+    let (ok, text) = cli(&server, &["placement", "apply"]);
+    assert!(!ok && text.contains("--yes"), "{text}");
+    assert_eq!(
+        admin
+            .get_tenant(&tid("heavy"))
+            .await
+            .unwrap()
+            .placement
+            .isolation,
+        Isolation::Pool
+    );
+
+    // Applied while the tenant keeps writing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (heavy.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                if let Ok(r) = client
+                    .create_record(&items(), &json!({"title": format!("during {n}")}))
+                    .await
+                {
+                    acked.push(r["id"].as_str().unwrap().to_owned());
+                }
+            }
+            acked
+        })
+    };
+    let (ok, text) = cli(&server, &["--json", "placement", "apply", "--yes"]);
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.await.unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("\"done\""), "{text}");
+    let view = admin.get_tenant(&tid("heavy")).await.unwrap();
+    assert_eq!(view.placement.isolation, Isolation::Silo);
+    let all: Vec<String> = heavy
+        .export(&items(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "no record twice");
+    assert!(!acked.is_empty());
+    for id in &acked {
+        assert!(unique.contains(id), "acknowledged write {id} is there");
+    }
+    assert_eq!(all.len(), 120 + acked.len());
+
+    // A fresh plan proposes nothing more; only platform principals plan; plans are audited.
+    let (ok, text) = cli(&server, &["--json", "placement", "plan"]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["moves"],
+        json!([])
+    );
+    let err = heavy.placement_plan(&Default::default()).await.unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    let (ok, text) = cli(&server, &["placement", "plan", "--window-days", "0"]);
+    assert!(!ok && text.contains("window_days"), "{text}");
+    let plans = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some("placement.plan".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(plans.items.len() >= 3, "{:?}", plans.items);
+}

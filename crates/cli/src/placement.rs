@@ -1,0 +1,223 @@
+//! The placement planner: `bulkhead placement plan` shows the moves proposed from each
+//! tenant's load over a window; `bulkhead placement apply` starts them as live moves, a
+//! number at a time per domain, and follows them to their end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bulkhead_api::{MoveReason, PlacementPlan, PlanQuery, PlannedMove, StartMove};
+use bulkhead_client::Client;
+use bulkhead_core::DomainName;
+use bulkhead_core::model::MovePhase;
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::output::{bytes, table};
+use crate::printer::Printer;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PlacementCmd {
+    /// Propose live moves from each tenant's load over a window, with a reason for each,
+    /// and show every domain's load before and after them.
+    Plan {
+        /// Days of usage to read [default: 7].
+        #[arg(long)]
+        window_days: Option<u32>,
+    },
+    /// Plan afresh, then start the proposed moves, a number at a time per domain they
+    /// leave, and follow them to their end.
+    Apply {
+        #[arg(long)]
+        window_days: Option<u32>,
+        /// Moves running at once per domain they leave.
+        #[arg(long, default_value_t = 1)]
+        per_domain: usize,
+        /// Start the moves (without it, the plan is shown and nothing moves).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub(crate) async fn placement(
+    client: &Client,
+    out: &Printer,
+    cmd: PlacementCmd,
+) -> anyhow::Result<()> {
+    match cmd {
+        PlacementCmd::Plan { window_days } => {
+            let plan = client.placement_plan(&PlanQuery { window_days }).await?;
+            out.show(&plan, plan_text)
+        }
+        PlacementCmd::Apply {
+            window_days,
+            per_domain,
+            yes,
+        } => {
+            let plan = client.placement_plan(&PlanQuery { window_days }).await?;
+            if !out.json {
+                println!("{}", plan_text(&plan));
+            }
+            if plan.moves.is_empty() {
+                return out.show(&Applied::default(), |_| "nothing to move".to_owned());
+            }
+            if !yes {
+                anyhow::bail!(
+                    "{} moves proposed; run again with --yes to start them",
+                    plan.moves.len()
+                );
+            }
+            let applied = apply(client, out, &plan, per_domain.max(1)).await?;
+            out.show(&applied, |a| {
+                let mut text = format!(
+                    "{} moved, {} rolled back, {} not started",
+                    a.done.len(),
+                    a.rolled_back.len(),
+                    a.not_started.len()
+                );
+                for (tenant, why) in &a.not_started {
+                    text.push_str(&format!("\n{tenant}: {why}"));
+                }
+                text
+            })?;
+            if !applied.rolled_back.is_empty() || !applied.not_started.is_empty() {
+                anyhow::bail!("not every proposed move was made");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What `apply` did: the moves done (by id), rolled back, and those that did not start.
+#[derive(Debug, Default, Serialize)]
+struct Applied {
+    done: Vec<String>,
+    rolled_back: Vec<String>,
+    not_started: Vec<(String, String)>,
+}
+
+async fn apply(
+    client: &Client,
+    out: &Printer,
+    plan: &PlacementPlan,
+    per_domain: usize,
+) -> anyhow::Result<Applied> {
+    let mut queues: BTreeMap<DomainName, VecDeque<&PlannedMove>> = BTreeMap::new();
+    for m in &plan.moves {
+        queues
+            .entry(m.from.domain.clone())
+            .or_default()
+            .push_back(m);
+    }
+    let bar = indicatif::ProgressBar::new(plan.moves.len() as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} moves [{bar:30}] {pos}/{len} {msg} [{elapsed}]",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    if out.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut running: Vec<(DomainName, String)> = Vec::new();
+    let mut applied = Applied::default();
+    loop {
+        for (domain, queue) in &mut queues {
+            while running.iter().filter(|(d, _)| d == domain).count() < per_domain {
+                let Some(m) = queue.pop_front() else { break };
+                let started = client
+                    .start_move(
+                        &m.tenant,
+                        &StartMove {
+                            isolation: Some(m.to.isolation),
+                            domain: Some(m.to.domain.clone()),
+                        },
+                    )
+                    .await;
+                match started {
+                    Ok(view) => running.push((domain.clone(), view.id)),
+                    Err(e) => {
+                        applied
+                            .not_started
+                            .push((m.tenant.to_string(), e.to_string()));
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut still = Vec::new();
+        for (domain, id) in running {
+            let view = client.get_move(&id).await?;
+            match view.phase {
+                MovePhase::Done => applied.done.push(id),
+                MovePhase::RolledBack => applied.rolled_back.push(id),
+                _ => {
+                    still.push((domain, id));
+                    continue;
+                }
+            }
+            bar.inc(1);
+        }
+        running = still;
+        bar.set_message(format!("{} running", running.len()));
+    }
+    bar.finish_and_clear();
+    Ok(applied)
+}
+
+fn reason(r: MoveReason) -> &'static str {
+    match r {
+        MoveReason::Promote => "promote",
+        MoveReason::DemoteIdle => "demote (idle)",
+        MoveReason::OverCapacity => "over capacity",
+    }
+}
+
+fn plan_text(plan: &PlacementPlan) -> String {
+    let mut text = format!("usage from {} to {}\n", plan.from, plan.to);
+    if plan.moves.is_empty() {
+        text.push_str("no move proposed\n");
+    } else {
+        let mut t = table(&["tenant", "tier", "from", "to", "reason", "load", "why"]);
+        for m in &plan.moves {
+            t.add_row(vec![
+                m.tenant.to_string(),
+                m.tier.to_string(),
+                format!("{} {:?}", m.from.domain, m.from.isolation).to_lowercase(),
+                format!("{} {:?}", m.to.domain, m.to.isolation).to_lowercase(),
+                reason(m.reason).to_owned(),
+                format!("{:.0}", m.load.score),
+                m.detail.clone(),
+            ]);
+        }
+        text.push_str(&format!("{t}\n"));
+    }
+    let mut t = table(&[
+        "domain",
+        "tenants",
+        "bridge+silo",
+        "capacity",
+        "bytes",
+        "load",
+        "after",
+    ]);
+    for (before, after) in plan.domains_before.iter().zip(&plan.domains_after) {
+        t.add_row(vec![
+            before.domain.to_string(),
+            format!("{} → {}", before.tenants, after.tenants),
+            format!("{} → {}", before.dedicated, after.dedicated),
+            if before.capacity == 0 {
+                "-".to_owned()
+            } else {
+                before.capacity.to_string()
+            },
+            format!("{} → {}", bytes(before.bytes), bytes(after.bytes)),
+            format!("{:.0}", before.score),
+            format!("{:.0}", after.score),
+        ]);
+    }
+    text.push_str(&t.to_string());
+    text
+}

@@ -1,0 +1,512 @@
+//! The plan itself, from what the catalog knows (no I/O): which tenants to move where, and
+//! why.
+//!
+//! 1. **Promote.** On each domain, a pooled tenant whose load score is over its tier's
+//!    `promote_factor` times the mean of that domain's pooled tenants (two at least) goes to
+//!    the tier's `promote_to` model — on its own domain when it may, else on the least
+//!    loaded domain that may take it.
+//! 2. **Demote idle.** A bridge or silo tenant with no request and no write over the window
+//!    goes to its tier's `demote_to` model.
+//! 3. **Over capacity.** A domain with more bridge and silo tenants than its capacity sends
+//!    its lightest ones to the least loaded domain that may take them.
+//!
+//! A domain may take a tenant in a model when the tenant's tier lists it (or lists none), it
+//! is not dedicated to another tenant, it holds silos if the model is silo, and — for bridge
+//! and silo — it has room under its capacity.
+
+use std::collections::BTreeMap;
+
+use bulkhead_api::{DomainLoad, MoveReason, PlannedMove, Spot, TenantLoad};
+use bulkhead_core::model::{Isolation, TierSpec};
+use bulkhead_core::{DomainName, TenantId, TierName};
+
+/// An active tenant, where it is, and its load.
+#[derive(Debug, Clone)]
+pub struct TenantState {
+    pub id: TenantId,
+    pub tier: TierName,
+    pub spot: Spot,
+    pub load: TenantLoad,
+}
+
+/// What placing on a domain depends on.
+#[derive(Debug, Clone)]
+pub struct DomainState {
+    /// Bridge and silo tenants it takes at most (0: no limit).
+    pub capacity: u32,
+    pub silos: bool,
+    pub dedicated_to: Option<TenantId>,
+}
+
+/// The moves, and the domains' load before and after them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub moves: Vec<PlannedMove>,
+    pub before: Vec<DomainLoad>,
+    pub after: Vec<DomainLoad>,
+}
+
+struct Planner<'a> {
+    tenants: &'a [TenantState],
+    tiers: &'a BTreeMap<TierName, TierSpec>,
+    domains: &'a BTreeMap<DomainName, DomainState>,
+    /// Where each tenant is once the moves so far are made.
+    spots: BTreeMap<TenantId, Spot>,
+    moves: Vec<PlannedMove>,
+}
+
+pub fn plan(
+    tenants: &[TenantState],
+    tiers: &BTreeMap<TierName, TierSpec>,
+    domains: &BTreeMap<DomainName, DomainState>,
+) -> Plan {
+    let mut planner = Planner {
+        tenants,
+        tiers,
+        domains,
+        spots: tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.spot.clone()))
+            .collect(),
+        moves: Vec::new(),
+    };
+    let before = planner.loads();
+    planner.promote();
+    planner.demote_idle();
+    planner.relieve();
+    let after = planner.loads();
+    Plan {
+        moves: planner.moves,
+        before,
+        after,
+    }
+}
+
+impl Planner<'_> {
+    fn moved(&self, tenant: &TenantId) -> bool {
+        self.moves.iter().any(|m| &m.tenant == tenant)
+    }
+
+    fn loads(&self) -> Vec<DomainLoad> {
+        let mut out: BTreeMap<DomainName, DomainLoad> = self
+            .domains
+            .iter()
+            .map(|(name, d)| {
+                (
+                    name.clone(),
+                    DomainLoad {
+                        domain: name.clone(),
+                        tenants: 0,
+                        dedicated: 0,
+                        capacity: d.capacity,
+                        bytes: 0,
+                        score: 0.0,
+                    },
+                )
+            })
+            .collect();
+        for t in self.tenants {
+            let spot = &self.spots[&t.id];
+            if let Some(load) = out.get_mut(&spot.domain) {
+                load.tenants += 1;
+                load.dedicated += u64::from(spot.isolation != Isolation::Pool);
+                load.bytes += t.load.bytes;
+                load.score += t.load.score;
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Whether `domain` may take `tenant` in `isolation` now.
+    fn may_take(&self, domain: &DomainName, tenant: &TenantState, isolation: Isolation) -> bool {
+        let Some(d) = self.domains.get(domain) else {
+            return false;
+        };
+        let listed = self
+            .tiers
+            .get(&tenant.tier)
+            .is_none_or(|t| t.domains.is_empty() || t.domains.contains(domain));
+        let own = d.dedicated_to.as_ref().is_none_or(|t| *t == tenant.id);
+        let silo = isolation != Isolation::Silo || d.silos || d.dedicated_to.is_some();
+        let room = isolation == Isolation::Pool
+            || d.capacity == 0
+            || self.dedicated_on(domain, Some(&tenant.id)) < u64::from(d.capacity);
+        listed && own && silo && room
+    }
+
+    /// Bridge and silo tenants on `domain` now (not counting `except`).
+    fn dedicated_on(&self, domain: &DomainName, except: Option<&TenantId>) -> u64 {
+        self.spots
+            .iter()
+            .filter(|(id, s)| {
+                &s.domain == domain && s.isolation != Isolation::Pool && Some(*id) != except
+            })
+            .count() as u64
+    }
+
+    fn score_on(&self, domain: &DomainName) -> f64 {
+        self.tenants
+            .iter()
+            .filter(|t| &self.spots[&t.id].domain == domain)
+            .map(|t| t.load.score)
+            .sum()
+    }
+
+    /// `prefer` when it may take the tenant, else the least loaded domain that may.
+    fn target(
+        &self,
+        tenant: &TenantState,
+        isolation: Isolation,
+        prefer: Option<&DomainName>,
+    ) -> Option<DomainName> {
+        if let Some(domain) = prefer
+            && self.may_take(domain, tenant, isolation)
+        {
+            return Some(domain.clone());
+        }
+        self.domains
+            .keys()
+            .filter(|d| Some(*d) != prefer && self.may_take(d, tenant, isolation))
+            .min_by(|a, b| self.score_on(a).total_cmp(&self.score_on(b)).then(a.cmp(b)))
+            .cloned()
+    }
+
+    fn push(&mut self, tenant: &TenantState, to: Spot, reason: MoveReason, detail: String) {
+        self.moves.push(PlannedMove {
+            tenant: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            from: self.spots[&tenant.id].clone(),
+            to: to.clone(),
+            reason,
+            detail,
+            load: tenant.load.clone(),
+        });
+        self.spots.insert(tenant.id.clone(), to);
+    }
+
+    fn promote(&mut self) {
+        let mut by_domain: BTreeMap<DomainName, Vec<&TenantState>> = BTreeMap::new();
+        for t in self.tenants {
+            if t.spot.isolation == Isolation::Pool {
+                by_domain.entry(t.spot.domain.clone()).or_default().push(t);
+            }
+        }
+        for (domain, mut pooled) in by_domain {
+            if pooled.len() < 2 {
+                continue;
+            }
+            let mean = pooled.iter().map(|t| t.load.score).sum::<f64>() / pooled.len() as f64;
+            pooled.sort_by(|a, b| b.load.score.total_cmp(&a.load.score).then(a.id.cmp(&b.id)));
+            for t in pooled {
+                let Some(policy) = self.tiers.get(&t.tier).map(|tier| &tier.placement) else {
+                    continue;
+                };
+                let Some(isolation) = policy.promote_to else {
+                    continue;
+                };
+                let factor = policy.promote_factor();
+                if !(t.load.score > 0.0 && t.load.score > factor * mean) {
+                    continue;
+                }
+                let Some(to) = self.target(t, isolation, Some(&domain)) else {
+                    continue;
+                };
+                let detail = format!(
+                    "load {:.0} is {:.1}× the mean {:.1} of the pool on {domain} (the tier promotes past {factor}×)",
+                    t.load.score,
+                    t.load.score / mean,
+                    mean
+                );
+                self.push(
+                    t,
+                    Spot {
+                        domain: to,
+                        isolation,
+                    },
+                    MoveReason::Promote,
+                    detail,
+                );
+            }
+        }
+    }
+
+    fn demote_idle(&mut self) {
+        for t in self.tenants {
+            if t.spot.isolation == Isolation::Pool || self.moved(&t.id) {
+                continue;
+            }
+            let Some(isolation) = self
+                .tiers
+                .get(&t.tier)
+                .and_then(|tier| tier.placement.demote_to)
+            else {
+                continue;
+            };
+            if isolation >= t.spot.isolation || t.load.requests > 0 || t.load.records_written > 0 {
+                continue;
+            }
+            let Some(to) = self.target(t, isolation, Some(&t.spot.domain)) else {
+                continue;
+            };
+            let detail = format!(
+                "no request and no write in the window; the tier demotes idle tenants to {isolation:?}"
+            )
+            .to_lowercase();
+            self.push(
+                t,
+                Spot {
+                    domain: to,
+                    isolation,
+                },
+                MoveReason::DemoteIdle,
+                detail,
+            );
+        }
+    }
+
+    fn relieve(&mut self) {
+        for (domain, d) in self.domains {
+            if d.capacity == 0 {
+                continue;
+            }
+            let mut excess = self
+                .dedicated_on(domain, None)
+                .saturating_sub(u64::from(d.capacity));
+            if excess == 0 {
+                continue;
+            }
+            let mut here: Vec<&TenantState> = self
+                .tenants
+                .iter()
+                .filter(|t| {
+                    let spot = &self.spots[&t.id];
+                    &spot.domain == domain
+                        && spot.isolation != Isolation::Pool
+                        && d.dedicated_to.as_ref() != Some(&t.id)
+                        && !self.moved(&t.id)
+                })
+                .collect();
+            here.sort_by(|a, b| a.load.score.total_cmp(&b.load.score).then(a.id.cmp(&b.id)));
+            for t in here {
+                if excess == 0 {
+                    break;
+                }
+                let isolation = self.spots[&t.id].isolation;
+                let other = self
+                    .domains
+                    .keys()
+                    .filter(|o| *o != domain && self.may_take(o, t, isolation))
+                    .min_by(|a, b| self.score_on(a).total_cmp(&self.score_on(b)).then(a.cmp(b)))
+                    .cloned();
+                let Some(to) = other else {
+                    continue;
+                };
+                let detail = format!(
+                    "{domain} holds {} bridge and silo tenants, over its capacity of {}",
+                    self.dedicated_on(domain, None),
+                    d.capacity
+                );
+                self.push(
+                    t,
+                    Spot {
+                        domain: to,
+                        isolation,
+                    },
+                    MoveReason::OverCapacity,
+                    detail,
+                );
+                excess -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bulkhead_core::model::PlacementPolicy;
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    fn domain(s: &str) -> DomainName {
+        DomainName::parse(s).unwrap()
+    }
+
+    fn tier(isolation: Isolation, placement: PlacementPolicy) -> TierSpec {
+        serde_json::from_value::<TierSpec>(serde_json::json!({"isolation": isolation}))
+            .map(|mut t| {
+                t.placement = placement;
+                t
+            })
+            .unwrap()
+    }
+
+    /// A week of requests and writes as one score: `requests` each.
+    fn tenant(
+        name: &str,
+        tier: &str,
+        on: &str,
+        isolation: Isolation,
+        requests: u64,
+    ) -> TenantState {
+        TenantState {
+            id: id(name),
+            tier: TierName::parse(tier).unwrap(),
+            spot: Spot {
+                domain: domain(on),
+                isolation,
+            },
+            load: TenantLoad {
+                requests,
+                records_written: 0,
+                query_ms: 0.0,
+                bytes: requests * 100,
+                score: requests as f64,
+            },
+        }
+    }
+
+    fn domains(list: &[(&str, u32, bool)]) -> BTreeMap<DomainName, DomainState> {
+        list.iter()
+            .map(|(name, capacity, silos)| {
+                (
+                    domain(name),
+                    DomainState {
+                        capacity: *capacity,
+                        silos: *silos,
+                        dedicated_to: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_synthetic_week_gives_the_known_plan() {
+        let tiers = BTreeMap::from([
+            (
+                TierName::parse("free").unwrap(),
+                tier(
+                    Isolation::Pool,
+                    PlacementPolicy {
+                        promote_to: Some(Isolation::Silo),
+                        promote_factor: Some(4.0),
+                        demote_to: None,
+                    },
+                ),
+            ),
+            (
+                TierName::parse("plus").unwrap(),
+                tier(
+                    Isolation::Bridge,
+                    PlacementPolicy {
+                        promote_to: None,
+                        promote_factor: None,
+                        demote_to: Some(Isolation::Pool),
+                    },
+                ),
+            ),
+        ]);
+        // Nine quiet pooled tenants (one at 400, eight at 100) and one that did 5,000: the
+        // mean is 620, so 5,000 is 8.1× it; 400 (0.6×) is not promoted.
+        let mut tenants: Vec<TenantState> = (0..9)
+            .map(|i| tenant(&format!("quiet{i}"), "free", "local", Isolation::Pool, 100))
+            .collect();
+        tenants[0].load.score = 400.0;
+        tenants.push(tenant("heavy", "free", "local", Isolation::Pool, 5_000));
+        // A bridge tenant idle all week, and a busy one.
+        tenants.push(tenant("idle", "plus", "local", Isolation::Bridge, 0));
+        tenants.push(tenant("busy", "plus", "local", Isolation::Bridge, 50));
+        let plan = plan(&tenants, &tiers, &domains(&[("local", 0, true)]));
+        let moves: Vec<(&str, Isolation, MoveReason)> = plan
+            .moves
+            .iter()
+            .map(|m| (m.tenant.as_str(), m.to.isolation, m.reason))
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                ("heavy", Isolation::Silo, MoveReason::Promote),
+                ("idle", Isolation::Pool, MoveReason::DemoteIdle),
+            ]
+        );
+        assert!(
+            plan.moves[0].detail.contains("8.1×"),
+            "{}",
+            plan.moves[0].detail
+        );
+        let (before, after) = (&plan.before[0], &plan.after[0]);
+        assert_eq!((before.tenants, before.dedicated), (12, 2));
+        assert_eq!((after.tenants, after.dedicated), (12, 2), "one in, one out");
+        assert_eq!(before.score, after.score);
+    }
+
+    #[test]
+    fn a_domain_over_capacity_sends_its_lightest_to_the_least_loaded_that_may_take_them() {
+        let tiers = BTreeMap::from([(
+            TierName::parse("plus").unwrap(),
+            tier(Isolation::Bridge, PlacementPolicy::default()),
+        )]);
+        let tenants = vec![
+            tenant("aa", "plus", "full", Isolation::Bridge, 10),
+            tenant("bb", "plus", "full", Isolation::Bridge, 500),
+            tenant("cc", "plus", "full", Isolation::Bridge, 300),
+            tenant("dd", "plus", "busy", Isolation::Bridge, 9_000),
+        ];
+        // `full` takes 2; `busy` has room but more load; `tiny` has no room at all.
+        let plan = plan(
+            &tenants,
+            &tiers,
+            &domains(&[
+                ("full", 2, true),
+                ("busy", 10, true),
+                ("quiet", 10, true),
+                ("tiny", 1, true),
+            ]),
+        );
+        let moves: Vec<(&str, &str, MoveReason)> = plan
+            .moves
+            .iter()
+            .map(|m| (m.tenant.as_str(), m.to.domain.as_str(), m.reason))
+            .collect();
+        assert_eq!(moves, [("aa", "quiet", MoveReason::OverCapacity)]);
+        let full = plan
+            .after
+            .iter()
+            .find(|d| d.domain.as_str() == "full")
+            .unwrap();
+        assert_eq!(full.dedicated, 2);
+    }
+
+    #[test]
+    fn a_promotion_goes_where_the_tier_allows_and_silos_may_live() {
+        let mut spec = tier(
+            Isolation::Pool,
+            PlacementPolicy {
+                promote_to: Some(Isolation::Silo),
+                promote_factor: None,
+                demote_to: None,
+            },
+        );
+        spec.domains = vec![domain("pg"), domain("other")];
+        let tiers = BTreeMap::from([(TierName::parse("free").unwrap(), spec)]);
+        let mut tenants: Vec<TenantState> = (0..5)
+            .map(|i| tenant(&format!("t{i}"), "free", "pg", Isolation::Pool, 1))
+            .collect();
+        tenants.push(tenant("heavy", "free", "pg", Isolation::Pool, 1_000));
+        // `pg` holds no silos; `local` does but the tier does not list it; `other` does.
+        let plan = plan(
+            &tenants,
+            &tiers,
+            &domains(&[("pg", 0, false), ("local", 0, true), ("other", 0, true)]),
+        );
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!(plan.moves[0].to.domain.as_str(), "other");
+        // Without any domain that may take it, nothing is proposed.
+        let plan2 = super::plan(&tenants, &tiers, &domains(&[("pg", 0, false)]));
+        assert!(plan2.moves.is_empty());
+    }
+}

@@ -8,7 +8,7 @@
 //! - `bulkhead-bench http`: single-record create and get-by-id through HTTP on pool, bridge and
 //!   silo, against an in-process server on a loopback port.
 //! - `query`, `pocketbase`, `postgres`, `move`, `auth`, `rollout`, `onboard`, `limit`,
-//!   `metering`, `secops`, `lifecycle` and `retention`:
+//!   `metering`, `secops`, `lifecycle`, `retention` and `planner`:
 //!   see their modules.
 //!
 //! The in-process server is the `bulkhead` library's own start-up (`bulkhead::config`,
@@ -21,6 +21,7 @@ mod limit;
 mod metering;
 mod moves;
 mod onboard;
+mod planner;
 mod pocketbase;
 mod postgres;
 mod query;
@@ -95,6 +96,8 @@ enum BenchKind {
     /// Signals aged out into the cold archive: archive rate, hot bytes before and after,
     /// cold bytes and the compression ratio.
     Retention(crate::retention::RetentionArgs),
+    /// How long a placement plan over many tenants takes.
+    Planner(crate::planner::PlannerArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -116,6 +119,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Secops(args) => crate::secops::run(args).await,
         BenchKind::Lifecycle(args) => crate::lifecycle::run(args).await,
         BenchKind::Retention(args) => crate::retention::run(args).await,
+        BenchKind::Planner(args) => crate::planner::run(args).await,
     }
 }
 

@@ -2,7 +2,8 @@
 //! why.
 //!
 //! 1. **Promote.** On each domain, a pooled tenant whose load score is over its tier's
-//!    `promote_factor` times the mean of that domain's pooled tenants (two at least) goes to
+//!    `promote_factor` times the mean of that domain's pooled tenants with any load (two at
+//!    least) goes to
 //!    the tier's `promote_to` model — on its own domain when it may, else on the least
 //!    loaded domain that may take it.
 //! 2. **Demote idle.** A bridge or silo tenant with no request and no write over the window
@@ -192,6 +193,9 @@ impl Planner<'_> {
             }
         }
         for (domain, mut pooled) in by_domain {
+            // The share is the mean of the pooled tenants that did anything: idle ones would
+            // make any tenant that works look heavy.
+            pooled.retain(|t| t.load.score > 0.0);
             if pooled.len() < 2 {
                 continue;
             }
@@ -212,7 +216,7 @@ impl Planner<'_> {
                     continue;
                 };
                 let detail = format!(
-                    "load {:.0} is {:.1}× the mean {:.1} of the pool on {domain} (the tier promotes past {factor}×)",
+                    "load {:.0} is {:.1}× the mean {:.1} of the active pool on {domain} (the tier promotes past {factor}×)",
                     t.load.score,
                     t.load.score / mean,
                     mean
@@ -417,6 +421,17 @@ mod tests {
             .collect();
         tenants[0].load.score = 400.0;
         tenants.push(tenant("heavy", "free", "local", Isolation::Pool, 5_000));
+        // Idle pooled tenants do not count in the mean (else any working tenant would stand
+        // out against them).
+        for i in 0..50 {
+            tenants.push(tenant(
+                &format!("idle-pool{i}"),
+                "free",
+                "local",
+                Isolation::Pool,
+                0,
+            ));
+        }
         // A bridge tenant idle all week, and a busy one.
         tenants.push(tenant("idle", "plus", "local", Isolation::Bridge, 0));
         tenants.push(tenant("busy", "plus", "local", Isolation::Bridge, 50));
@@ -439,8 +454,8 @@ mod tests {
             plan.moves[0].detail
         );
         let (before, after) = (&plan.before[0], &plan.after[0]);
-        assert_eq!((before.tenants, before.dedicated), (12, 2));
-        assert_eq!((after.tenants, after.dedicated), (12, 2), "one in, one out");
+        assert_eq!((before.tenants, before.dedicated), (62, 2));
+        assert_eq!((after.tenants, after.dedicated), (62, 2), "one in, one out");
         assert_eq!(before.score, after.score);
     }
 

@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod query;
 pub mod record;
 pub mod schema;
+pub mod tier;
 pub mod time;
 pub mod tokens;
 

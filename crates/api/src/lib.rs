@@ -297,6 +297,32 @@ pub struct MoveView {
     pub started_by: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How the copy paces itself by its neighbours' latency, while the server that runs the
+    /// move copies or compares (absent on other servers, and before and after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<Box<MovePace>>,
+}
+
+/// A move's pace: the share of time its copy runs, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MovePace {
+    /// Share of time the copy works (the rest it rests): between the floor and the ceiling.
+    pub duty: f64,
+    /// `unwatched` (no neighbour requests to judge by), `measuring` (a baseline, at the
+    /// floor), `slowing`, `holding` or `rising`.
+    pub state: String,
+    /// The neighbours the decision turned on: `file` (tenants on the moving tenant's pool or
+    /// bridge file, either side) or `domain` (tenants on either side's domain).
+    pub group: Option<String>,
+    /// Their p99 over the last window, in milliseconds, and before the move.
+    pub p99_ms: Option<f64>,
+    pub baseline_ms: Option<f64>,
+    /// `p99_ms / baseline_ms`; the copy slows down above `target_ratio`.
+    pub ratio: Option<f64>,
+    pub target_ratio: f64,
+    /// Neighbour requests in the window.
+    pub samples: u64,
+    pub reason: String,
 }
 
 /// `POST /v1/tenants/{t}/members`: by the identity provider's `(issuer, sub)`, or by email

@@ -62,6 +62,7 @@ pub(crate) async fn run(args: &FloodArgs, url: &str) -> anyhow::Result<()> {
             let tier = TierSpec {
                 retention: Default::default(),
                 placement: Default::default(),
+                pace: Default::default(),
                 isolation: Isolation::Pool,
                 domains: vec![domain],
                 monthly_price: Default::default(),

@@ -53,6 +53,7 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
                     promote_factor: None,
                     demote_to: None,
                 },
+                pace: Default::default(),
             },
         )
         .await?;

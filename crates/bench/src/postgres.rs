@@ -451,6 +451,7 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
     let tier = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation: Isolation::Pool,
         domains: vec![domain],
         monthly_price: Default::default(),

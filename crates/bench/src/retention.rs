@@ -94,6 +94,7 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<()> {
                 )]),
                 isolation: Isolation::Pool,
                 placement: Default::default(),
+                pace: Default::default(),
                 domains: Vec::new(),
                 monthly_price: Default::default(),
                 currency: Default::default(),

@@ -83,6 +83,7 @@ async fn postgres_domain(admin: &Client) -> anyhow::Result<bulkhead_pg_testkit::
         let tier = TierSpec {
             retention: Default::default(),
             placement: Default::default(),
+            pace: Default::default(),
             isolation,
             domains: vec![domain.clone()],
             monthly_price: Default::default(),

@@ -223,6 +223,14 @@ pub struct ServeArgs {
     /// remainder so neighbours keep their latency [default: 0.75].
     #[arg(long, env = "BULKHEAD_MOVE_DUTY")]
     pub move_duty: Option<f64>,
+    /// A move slows its copy down while its neighbours' p99 is over this many times their
+    /// p99 just before the move (a tier's `pace.target_ratio` overrides it) [default: 1.5].
+    #[arg(long, env = "BULKHEAD_MOVE_PACE_TARGET")]
+    pub move_pace_target: Option<f64>,
+    /// The least share of time a move's copy works, however slow its neighbours get, so it
+    /// always finishes (a tier's `pace.floor` overrides it) [default: 0.05].
+    #[arg(long, env = "BULKHEAD_MOVE_PACE_FLOOR")]
+    pub move_pace_floor: Option<f64>,
     /// Records per page a move copies and compares [default: 500].
     #[arg(long, env = "BULKHEAD_MOVE_CHUNK")]
     pub move_chunk: Option<u32>,
@@ -443,6 +451,8 @@ impl Config {
                 freeze_wait: Duration::from_millis(args.move_freeze_wait_ms.unwrap_or(5_000)),
                 copy_rate: args.move_copy_rate.filter(|r| *r > 0),
                 duty: args.move_duty.unwrap_or(0.75),
+                pace_target: args.move_pace_target.unwrap_or(1.5),
+                pace_floor: args.move_pace_floor.unwrap_or(0.05),
                 chunk: args.move_chunk.unwrap_or(500),
                 drain_grace: Duration::from_millis(args.move_drain_grace_ms.unwrap_or(6_000)),
                 hold: move_hold()?,
@@ -575,6 +585,12 @@ impl Config {
         }
         if !(self.moves.duty > 0.0 && self.moves.duty <= 1.0) {
             bail!("move_duty must be above 0 and at most 1");
+        }
+        if !(self.moves.pace_target > 1.0 && self.moves.pace_target <= 100.0) {
+            bail!("move_pace_target must be above 1 and at most 100");
+        }
+        if !(self.moves.pace_floor > 0.0 && self.moves.pace_floor <= 1.0) {
+            bail!("move_pace_floor must be above 0 and at most 1");
         }
         if self.moves.freeze_wait.is_zero() {
             bail!("move_freeze_wait_ms must be at least 1");

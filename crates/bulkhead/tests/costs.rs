@@ -39,6 +39,7 @@ async fn a_domains_cost_is_split_by_its_rule_and_set_against_prices() {
         let tier_spec = TierSpec {
             retention: Default::default(),
             placement: Default::default(),
+            pace: Default::default(),
             isolation,
             domains: vec![east.clone()],
             monthly_price: Amount::parse(price).unwrap(),

@@ -33,6 +33,7 @@ async fn put_tier(
     let spec = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation,
         domains: domains.iter().map(|d| domain(d)).collect(),
         monthly_price: Default::default(),

@@ -48,6 +48,7 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
         let tier = TierSpec {
             retention: Default::default(),
             placement: Default::default(),
+            pace: Default::default(),
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
             monthly_price: Default::default(),

@@ -205,6 +205,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     let gold = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation: Isolation::Silo,
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
         monthly_price: bulkhead_core::money::Amount::parse("999").unwrap(),
@@ -230,6 +231,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     let pooled = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation: Isolation::Pool,
         ..gold.clone()
     };
@@ -241,6 +243,7 @@ async fn tiers_can_be_defined_and_domains_listed() {
     let bad = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         domains: vec![bulkhead_core::DomainName::parse("mars").unwrap()],
         ..gold
     };

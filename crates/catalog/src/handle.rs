@@ -93,7 +93,7 @@ impl Catalog {
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
             .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
         Catalog::tag_tenant(&tenant);
-        crate::usage::RequestTenant::note_model(route.placement.isolation);
+        crate::usage::RequestTenant::note_placement(&route.placement);
         if admit == Admit::Continuation {
             return Ok((scope, route));
         }

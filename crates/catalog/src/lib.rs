@@ -215,6 +215,9 @@ pub(crate) struct Inner {
     pub auth_failures: auth_failures::AuthFailures,
     /// Not-found answers on record ids being counted per principal (`probes`).
     pub probes: probes::Probes,
+    /// Recent data requests' latency per domain and file, which paced work (a move's copy)
+    /// watches.
+    pub latency: Arc<bulkhead_pace::Board>,
     /// This server's backups, and the fence storage removals wait at while one runs.
     pub backups: backup::Backups,
     /// The process's access authority, split by room: each wrapper's authority can be used
@@ -300,6 +303,7 @@ impl Catalog {
                 moves: moves::Registry::default(),
                 auth_failures: auth_failures::AuthFailures::default(),
                 probes: probes::Probes::default(),
+                latency: Arc::default(),
                 backups: backup::Backups::default(),
                 rollout_wake: Arc::default(),
                 spares_wake: Arc::default(),
@@ -419,7 +423,7 @@ impl Catalog {
                     [("free", Isolation::Pool, 0), ("standard", Isolation::Bridge, 49), ("premium", Isolation::Silo, 499)]
                 {
                     let monthly_price = bulkhead_core::money::Amount::of(price.into()).map_err(store::malformed)?;
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default(), retention: Default::default(), placement: Default::default() };
+                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default(), retention: Default::default(), placement: Default::default(), pace: Default::default() };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],

@@ -100,6 +100,7 @@ impl Catalog {
             None,
         )?;
         spec.placement.validate()?;
+        spec.pace.validate()?;
         let collections = self.collections_snapshot();
         for (collection, rule) in &spec.retention {
             rule.validate(collection, collections.get(collection).map(|c| c.as_ref()))?;

@@ -119,6 +119,7 @@ async fn put_tier(
     let spec = TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation,
         domains: domains.iter().map(|d| name(d)).collect(),
         monthly_price: Default::default(),

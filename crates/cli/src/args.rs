@@ -355,6 +355,14 @@ pub enum TierCmd {
         /// The placement planner proposes an idle bridge or silo tenant for this model.
         #[arg(long, value_enum)]
         demote_to: Option<IsolationArg>,
+        /// A live move of this tier's tenants keeps its neighbours' p99 within this many
+        /// times their p99 before the move [default: the server's, 1.5].
+        #[arg(long)]
+        pace_target: Option<f64>,
+        /// The least share of time such a move's copy runs, however slow its neighbours
+        /// get [default: the server's, 0.05].
+        #[arg(long)]
+        pace_floor: Option<f64>,
     },
 }
 

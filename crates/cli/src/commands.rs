@@ -206,8 +206,14 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
             promote_to,
             promote_factor,
             demote_to,
+            pace_target,
+            pace_floor,
         } => {
             let spec = TierSpec {
+                pace: bulkhead_core::model::PacePolicy {
+                    target_ratio: pace_target,
+                    floor: pace_floor,
+                },
                 retention: retention.into_iter().collect(),
                 placement: bulkhead_core::model::PlacementPolicy {
                     promote_to: promote_to.map(Into::into),

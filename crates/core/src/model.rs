@@ -165,7 +165,8 @@ pub struct Tenant {
 }
 
 pub use crate::tier::{
-    DEFAULT_PROMOTE_FACTOR, MAX_HOT_DAYS, PlacementPolicy, Retention, TierLimits, TierSpec,
+    DEFAULT_PROMOTE_FACTOR, MAX_HOT_DAYS, PacePolicy, PlacementPolicy, Retention, TierLimits,
+    TierSpec,
 };
 
 /// A storage target placements live in: a local data directory (`sqlite`) or a PostgreSQL

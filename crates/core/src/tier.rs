@@ -41,6 +41,48 @@ pub struct TierSpec {
     /// What the placement planner may propose for this tier's tenants.
     #[serde(default, skip_serializing_if = "PlacementPolicy::is_default")]
     pub placement: PlacementPolicy,
+    /// How a live move of this tier's tenants paces its copy by its neighbours' latency;
+    /// unset settings take the server's.
+    #[serde(default, skip_serializing_if = "PacePolicy::is_default")]
+    pub pace: PacePolicy,
+}
+
+/// How a live move paces itself: it keeps its neighbours' p99 within `target_ratio` times
+/// what it was just before the move, and never copies less than `floor` of the time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacePolicy {
+    /// Above 1, at most 100 (server default 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ratio: Option<f64>,
+    /// The least share of time the copy runs: above 0, at most 1 (server default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
+}
+
+impl PacePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PacePolicy::default()
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |message: String| Error::bad_request("invalid_tier", message);
+        if let Some(r) = self.target_ratio
+            && !(r > 1.0 && r <= 100.0)
+        {
+            return Err(invalid(format!(
+                "pace.target_ratio: must be above 1 and at most 100 (got {r})"
+            )));
+        }
+        if let Some(f) = self.floor
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(invalid(format!(
+                "pace.floor: must be above 0 and at most 1 (got {f})"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the placement planner (`bulkhead placement plan`) may propose for a tier's tenants:

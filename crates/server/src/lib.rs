@@ -231,6 +231,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         )
         .await;
     if let Some(acted) = &acted {
+        acted.finished(started.elapsed());
         state.http_metrics.record(
             route.as_ref(),
             &method,

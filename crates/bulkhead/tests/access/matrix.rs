@@ -111,6 +111,7 @@ async fn foreign_ids_look_missing_on_postgres_pool_bridge_and_silo() {
         let spec = TierSpec {
             retention: Default::default(),
             placement: Default::default(),
+            pace: Default::default(),
             isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
             monthly_price: Default::default(),

@@ -295,6 +295,7 @@ pub async fn put_pg_tier(
     let tier = bulkhead_core::model::TierSpec {
         retention: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         isolation,
         domains: vec![bulkhead_core::DomainName::parse("pg").unwrap()],
         monthly_price: Default::default(),

@@ -7,6 +7,7 @@
 mod common;
 
 mod crash;
+mod pace;
 mod postgres;
 mod shared;
 mod workload;

@@ -49,6 +49,7 @@ pub async fn setup(admin: &Client, isolation: Isolation) {
         limits: Default::default(),
         ceiling: Default::default(),
         placement: Default::default(),
+        pace: Default::default(),
         retention: BTreeMap::from([(
             signals(),
             Retention {

@@ -21,6 +21,7 @@ use bulkhead_engine::{BulkOp, Engine, EngineError, Keyset, ListQuery, PlacementR
 use crate::Catalog;
 
 use super::lane::Lane;
+use super::pace::Pacer;
 
 /// Ids fetched per query when syncing or re-checking given records.
 const ID_BATCH: usize = 500;
@@ -30,23 +31,6 @@ const ID_BATCH: usize = 500;
 /// The move's own scans are not metered per row (a tier's limits are for its queries).
 fn budget() -> QueryBudget {
     QueryBudget::unmetered(Duration::from_secs(600))
-}
-
-/// Rests after each unit of work so that work takes at most `duty` of the time.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pacer {
-    pub duty: f64,
-}
-
-impl Pacer {
-    pub async fn rest_after(&self, busy: Duration) {
-        if self.duty > 0.0 && self.duty < 1.0 {
-            let rest = busy.mul_f64((1.0 - self.duty) / self.duty);
-            tokio::time::sleep(rest).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// The two placements of a moving tenant.
@@ -346,7 +330,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    async fn peek(&mut self, pacer: Pacer, lane: &Lane) -> Result<Option<&Record>, Error> {
+    async fn peek(&mut self, pacer: &Pacer, lane: &Lane) -> Result<Option<&Record>, Error> {
         if self.buffer.is_empty() && !self.done {
             let started = std::time::Instant::now();
             let (engine, scope, collection) = (
@@ -374,7 +358,7 @@ pub(crate) async fn compare(
     sides: &Sides,
     collection: &Arc<Collection>,
     chunk: u32,
-    pacer: Pacer,
+    pacer: &Pacer,
     lane: &Lane,
 ) -> Result<Comparison, Error> {
     let cursor = |engine: &Arc<dyn Engine>, scope: &TenantScope| Cursor {

@@ -18,6 +18,7 @@ mod catchup;
 mod copy;
 mod gate;
 mod lane;
+mod pace;
 mod run;
 pub(crate) mod shared;
 
@@ -51,9 +52,16 @@ pub struct MoveSettings {
     pub chunk: u32,
     /// Upper bound on copied records per second (`None`: as fast as the engines go).
     pub copy_rate: Option<u64>,
-    /// Share of time the copy and the comparison may work (0 < duty ≤ 1): after each page
-    /// they rest in proportion, so neighbours on the same cores and files get their turn.
+    /// Most share of time the copy and the comparison may work (0 < duty ≤ 1): after each
+    /// page they rest in proportion, so neighbours on the same cores and files get their
+    /// turn. Below it, the pace follows the neighbours' latency (`pace.rs`).
     pub duty: f64,
+    /// A move keeps its neighbours' p99 within this many times their p99 before it (a
+    /// tier's `pace.target_ratio` overrides it).
+    pub pace_target: f64,
+    /// The least share of time the copy works, however slow its neighbours get (a tier's
+    /// `pace.floor` overrides it).
+    pub pace_floor: f64,
     /// How long reads that resolved the old placement get before the source is removed.
     pub drain_grace: Duration,
     /// For crash tests: pause this long on entering this phase.
@@ -73,6 +81,8 @@ impl Default for MoveSettings {
             chunk: 500,
             copy_rate: None,
             duty: 0.75,
+            pace_target: 1.5,
+            pace_floor: 0.05,
             drain_grace: Duration::from_secs(6),
             hold: None,
             lease: Duration::from_secs(3),
@@ -93,6 +103,8 @@ pub(crate) struct Live {
     pub phase: Mutex<Option<MovePhase>>,
     /// When the copy began, and how long it took once done.
     pub copy_clock: Mutex<(Option<Instant>, Option<Duration>)>,
+    /// The copy's pace, while it copies and compares.
+    pub pace: Mutex<Option<pace::Pacer>>,
 }
 
 impl Live {
@@ -236,6 +248,15 @@ fn view(row: MoveRow, live: Option<&Live>) -> MoveView {
         verified = verified.max(live.verified.load(Ordering::Relaxed));
         rate = live.rate();
     }
+    let pace = live
+        .and_then(|l| l.pace.lock().clone())
+        .filter(|_| {
+            matches!(
+                row.phase,
+                MovePhase::Copying | MovePhase::CatchingUp | MovePhase::Verifying
+            )
+        })
+        .map(|p| Box::new(p.view()));
     // Records created during the copy are copied too: the total counted at its start grows.
     total = total.max(copied);
     let eta_seconds = (row.phase <= MovePhase::Copying && rate > 0.0)
@@ -257,6 +278,7 @@ fn view(row: MoveRow, live: Option<&Live>) -> MoveView {
         started_by: row.started_by,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        pace,
     }
 }
 

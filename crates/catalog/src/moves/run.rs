@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::copy::{self, Sides};
 use super::lane::Lane;
+use super::pace::Pacer;
 use super::{Live, MoveRow, phase_error, read_move};
 use crate::Catalog;
 use crate::audit::AuditEvent;
@@ -125,9 +126,6 @@ impl Catalog {
 
     async fn drive(&self, row: &mut MoveRow, live: &Live) -> Result<(), Error> {
         let settings = self.inner().options.moves.clone();
-        let pacer = copy::Pacer {
-            duty: settings.duty,
-        };
         let gate = self.inner().moves.gates.get(&row.tenant);
         let lane = Lane::new(self.inner().main.clone());
         let (tenant, source_placement) = self
@@ -203,6 +201,22 @@ impl Catalog {
             ));
         }
 
+        // The neighbours' baseline is the moments before the copy.
+        let tier_name = tenant.tier.clone();
+        let tier_pace = self
+            .blocking(move |store| store.read(|tx| crate::rows::tiers::read_tier(tx, &tier_name)))
+            .await?
+            .map(|t| t.pace)
+            .unwrap_or_default();
+        let pacer = Pacer::for_move(
+            Arc::clone(&self.inner().latency),
+            row.tenant.as_str(),
+            &source_placement,
+            &row.target,
+            &tier_pace,
+            &settings,
+        );
+        *live.pace.lock() = Some(pacer.clone());
         self.enter_phase(row, MovePhase::Copying, live).await?;
         let mut total = 0;
         for c in sides.defs.iter() {
@@ -279,7 +293,7 @@ impl Catalog {
         let mut checks = serde_json::Map::new();
         for c in sides.defs.iter().cloned() {
             Catalog::check_cancel(live)?;
-            let cmp = copy::compare(&sides, &c, settings.chunk, pacer, &lane).await?;
+            let cmp = copy::compare(&sides, &c, settings.chunk, &pacer, &lane).await?;
             // Every difference must be a record written since the comparison began (it is
             // in the journal, and the next catch-up copies it). Any other is a copy fault.
             let journal = self.drain_journal(&gate, &row.tenant).await?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bulkhead_core::TenantId;
-use bulkhead_core::model::Isolation;
+use bulkhead_core::model::{Isolation, Placement};
 use bulkhead_core::time::Timestamp;
 use parking_lot::Mutex;
 
@@ -221,6 +221,8 @@ struct Acted {
     catalog: Catalog,
     tenant: OnceLock<TenantId>,
     model: OnceLock<Isolation>,
+    /// The domain and file (namespace) of the tenant's placement.
+    place: OnceLock<(String, String)>,
     received: AtomicU64,
     sent: AtomicU64,
 }
@@ -253,6 +255,7 @@ impl RequestTenant {
             catalog: catalog.clone(),
             tenant: OnceLock::new(),
             model: OnceLock::new(),
+            place: OnceLock::new(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
         }))
@@ -284,9 +287,32 @@ impl RequestTenant {
         let _ = REQUEST_TENANT.try_with(|slot| slot.tenant.set(tenant.clone()));
     }
 
-    /// Notes the isolation model the current request's tenant is placed with.
-    pub(crate) fn note_model(model: Isolation) {
-        let _ = REQUEST_TENANT.try_with(|slot| slot.model.set(model));
+    /// Notes the placement the current request's tenant is on (its isolation model, domain
+    /// and file).
+    pub(crate) fn note_placement(placement: &Placement) {
+        let _ = REQUEST_TENANT.try_with(|slot| {
+            let _ = slot.model.set(placement.isolation);
+            if slot.place.get().is_none() {
+                let _ = slot.place.set((
+                    placement.domain.as_str().to_owned(),
+                    placement.namespace.clone(),
+                ));
+            }
+        });
+    }
+
+    /// The request ended after `latency` (its answer's head ready): a data request's
+    /// latency goes on the board paced work watches, under its tenant's domain and file.
+    pub fn finished(&self, latency: Duration) {
+        if let (Some(tenant), Some((domain, file))) = (self.0.tenant.get(), self.0.place.get()) {
+            self.0.catalog.inner().latency.record(
+                domain,
+                file,
+                tenant.as_str(),
+                latency,
+                std::time::Instant::now(),
+            );
+        }
     }
 }
 

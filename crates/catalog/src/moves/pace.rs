@@ -1,0 +1,99 @@
+//! A move's pace: its copy and comparison rest after each page for as long as its
+//! neighbours' latency asks (`bulkhead-pace`).
+//!
+//! The neighbours are the other tenants' data requests, in two groups each with a baseline
+//! of its own: those on the moving tenant's files (its pool or bridge file on the source
+//! side, and the one it moves into), and those on either side's domain. The settings come
+//! from the moving tenant's tier (`pace`) over the server's (`--move-pace-target`,
+//! `--move-pace-floor`), with the server's `--move-duty` as the ceiling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_api::MovePace;
+use bulkhead_core::model::{PacePolicy, Placement};
+use bulkhead_pace::{Board, Place, Settings, Throttle};
+
+use super::MoveSettings;
+
+/// The groups of neighbours a move watches, in the order the source reports them.
+const GROUPS: [&str; 2] = ["file", "domain"];
+
+#[derive(Clone)]
+pub(crate) struct Pacer {
+    throttle: Arc<Throttle>,
+}
+
+impl Pacer {
+    /// The pace of `tenant`'s move from `source` to `target`, its neighbours' baseline taken
+    /// now from the requests of the moments before.
+    pub fn for_move(
+        board: Arc<Board>,
+        tenant: &str,
+        source: &Placement,
+        target: &Placement,
+        tier: &PacePolicy,
+        server: &MoveSettings,
+    ) -> Self {
+        let floor = tier.floor.unwrap_or(server.pace_floor);
+        let settings = Settings::new(
+            tier.target_ratio.unwrap_or(server.pace_target),
+            floor,
+            server.duty.max(floor),
+        );
+        let place = |p: &Placement| (p.domain.as_str().to_owned(), p.namespace.clone());
+        let (sides, tenant) = ([place(source), place(target)], tenant.to_owned());
+        let source = move |since: Instant, until: Instant| {
+            let files: Vec<Place<'_>> = sides
+                .iter()
+                .map(|(domain, file)| Place {
+                    domain,
+                    file: Some(file),
+                })
+                .collect();
+            let domains: Vec<Place<'_>> = sides
+                .iter()
+                .map(|(domain, _)| Place { domain, file: None })
+                .collect();
+            vec![
+                board.observe(&files, &tenant, since, until),
+                board.observe(&domains, &tenant, since, until),
+            ]
+        };
+        Pacer {
+            throttle: Arc::new(Throttle::new(
+                settings,
+                &GROUPS,
+                Arc::new(source),
+                Arc::new(Instant::now),
+            )),
+        }
+    }
+
+    /// Rests after a step that kept the work busy for `busy`, as long as the pace asks.
+    pub async fn rest_after(&self, busy: Duration) {
+        let rest = self.throttle.rest_after(busy);
+        if rest.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(rest).await;
+        }
+    }
+
+    /// The pace as `GET /v1/moves/{id}` shows it.
+    pub fn view(&self) -> MovePace {
+        let pace = self.throttle.pace();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        MovePace {
+            duty: pace.duty,
+            state: pace.state.as_str().to_owned(),
+            group: pace.group.map(str::to_owned),
+            p99_ms: pace.p99.map(ms),
+            baseline_ms: pace.baseline.map(ms),
+            ratio: pace.ratio,
+            target_ratio: pace.target_ratio,
+            samples: pace.samples as u64,
+            reason: pace.reason,
+        }
+    }
+}

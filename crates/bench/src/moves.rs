@@ -4,8 +4,10 @@
 //! Reported, per direction: total time; the copy rate as a share of the rate at which the same
 //! records were ingested over HTTP bulk into the same engine in the same run; the moving
 //! tenant's write latencies during the move (the pause its clients see: p99 and max, plus how
-//! long the executor held writes); and the neighbours' write p99 during the move against their
-//! p99 over the same length of time without one.
+//! long the executor held writes); the neighbours' write p99 during the move against their
+//! p99 under the same load just before it, with the tenant still where the move takes it
+//! from (`--baseline-secs`; also the moments the move's pace takes its baseline from), and
+//! for reference their p99 just after it; and the copy's mean duty as its pace set it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,12 +34,27 @@ pub struct MoveArgs {
     /// Writes per second on the moving tenant, and on each neighbour, during the runs.
     #[arg(long, default_value_t = 100)]
     write_rate: u64,
-    /// Share of time the move's copy may work (`serve --move-duty`).
+    /// Most share of time the move's copy may work (`serve --move-duty`); below it the copy
+    /// paces itself by the neighbours' latency.
     #[arg(long, default_value_t = 0.75)]
     duty: f64,
     /// Records per copy page (`serve --move-chunk`).
     #[arg(long, default_value_t = 500)]
     chunk: u32,
+    /// The neighbours' p99 a move keeps within, as a multiple of their p99 before it
+    /// (`serve --move-pace-target`).
+    #[arg(long, default_value_t = 1.5)]
+    pace_target: f64,
+    /// The least share of time the copy works (`serve --move-pace-floor`).
+    #[arg(long, default_value_t = 0.05)]
+    pace_floor: f64,
+    /// Seconds of the same load without a move, just before it (the neighbours' baseline)
+    /// and just after it (shown).
+    #[arg(long, default_value_t = 30)]
+    baseline_secs: u64,
+    /// Print the move's pace and why, every second.
+    #[arg(long)]
+    show_pace: bool,
     /// Which moves to measure (`to-pool` first moves the tenant to a silo, unmeasured).
     #[arg(long, value_enum, default_value_t = Direction::Both)]
     direction: Direction,
@@ -178,6 +195,8 @@ impl Load {
 pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     let server = InProcess::start_with(bulkhead::config::ServeArgs {
         move_duty: Some(args.duty),
+        move_pace_target: Some(args.pace_target),
+        move_pace_floor: Some(args.pace_floor),
         move_chunk: Some(args.chunk),
         move_drain_grace_ms: Some(1_000),
         ..Default::default()
@@ -213,9 +232,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| direction | total | copy rate | copy / ingest | writes held (executor) | mover write p99 / max during move | 503s | neighbour p99 without → with move | ratio |"
+        "| direction | total | copy rate | copy / ingest | writes held (executor) | mover write p99 / max during move | 503s | neighbour p99 before → during move | ratio | neighbour p99 after | during / worse of before and after | copy's mean duty (time slowing) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mover_id = TenantId::parse("mover")?;
     if args.direction == Direction::ToPool {
         let view = admin
@@ -231,9 +250,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    for (from, to, round, base_round) in [
-        (Isolation::Pool, Isolation::Silo, "a", "x"),
-        (Isolation::Silo, Isolation::Pool, "b", "y"),
+    for (from, to, round, base_round, after_round) in [
+        (Isolation::Pool, Isolation::Silo, "a", "x", "xa"),
+        (Isolation::Silo, Isolation::Pool, "b", "y", "ya"),
     ] {
         let measured = match args.direction {
             Direction::Both => true,
@@ -243,6 +262,11 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
         if !measured {
             continue;
         }
+        // The same load without a move first, with the tenant where the move takes it from:
+        // the neighbours' baseline (and the moments the move's pace takes its own from).
+        let base = Load::start(Some(&mover), &neighbours, args.write_rate, base_round);
+        tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
+        let (_, _, without) = base.finish().await?;
         let started = Instant::now();
         let load = Load::start(Some(&mover), &neighbours, args.write_rate, round);
         let moved = admin
@@ -255,10 +279,26 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             )
             .await?;
         let progress = bar(args.records, &format!("moving to {to}"));
+        let (mut duties, mut slowing) = (Vec::new(), 0usize);
         let view = loop {
             let view = admin.get_move(&moved.id).await?;
             progress.set_position(view.rows_copied);
-            progress.set_message(view.phase.to_string());
+            match &view.pace {
+                Some(pace) => {
+                    if args.show_pace && duties.len() % 10 == 0 {
+                        eprintln!(
+                            "{:6.1} s  duty {:.2}  {}",
+                            started.elapsed().as_secs_f64(),
+                            pace.duty,
+                            pace.reason
+                        );
+                    }
+                    duties.push(pace.duty);
+                    slowing += usize::from(pace.state == "slowing");
+                    progress.set_message(format!("{}, duty {:.2}", view.phase, pace.duty));
+                }
+                None => progress.set_message(view.phase.to_string()),
+            }
             if view.phase.is_final() || view.phase >= MovePhase::Cleaning {
                 break view;
             }
@@ -280,13 +320,15 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let total = started.elapsed();
-        // The same steady load without a move, for as long as the move took.
-        let base = Load::start(Some(&mover), &neighbours, args.write_rate, base_round);
-        tokio::time::sleep(switched_after).await;
-        let (_, _, without) = base.finish().await?;
+        // And after, with the tenant where the move put it (shown, not compared: the
+        // neighbours' load differs once the mover left or joined their file).
+        let after = Load::start(Some(&mover), &neighbours, args.write_rate, after_round);
+        tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
+        let (_, _, after) = after.finish().await?;
         let (p_with, p_without) = (percentile(&during, 0.99), percentile(&without, 0.99));
+        let p_after = percentile(&after, 0.99);
         println!(
-            "| {from} → {to} | {:.1} s to switch, {:.1} s done | {:.0} rows/s | {:.2} | {} ms | {:.1} / {:.1} ms | {held_out} | {p_without:.1} → {p_with:.1} ms | {:.2}× |",
+            "| {from} → {to} | {:.1} s to switch, {:.1} s done | {:.0} rows/s | {:.2} | {} ms | {:.1} / {:.1} ms | {held_out} | {p_without:.1} → {p_with:.1} ms | {:.2}× | {p_after:.1} ms | {:.2}× | {:.2} ({:.0} %) |",
             switched_after.as_secs_f64(),
             total.as_secs_f64(),
             done.rate,
@@ -295,6 +337,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             percentile(&mover_lat, 0.99),
             mover_lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
             p_with / p_without.max(1e-9),
+            p_with / p_without.max(p_after).max(1e-9),
+            duties.iter().sum::<f64>() / duties.len().max(1) as f64,
+            slowing as f64 * 100.0 / duties.len().max(1) as f64,
         );
     }
     server.stop().await

@@ -35,6 +35,9 @@ pub(crate) async fn follow(client: &Client, out: &Printer, id: &str) -> anyhow::
         if let Some(ms) = view.freeze_ms {
             msg.push_str(&format!(" writes held {ms} ms"));
         }
+        if let Some(pace) = &view.pace {
+            msg.push_str(&format!(" pace {:.0}% ({})", pace.duty * 100.0, pace.state));
+        }
         bar.set_message(msg);
         if view.phase.is_final() {
             break view;

@@ -139,6 +139,13 @@ pub fn moved(m: &MoveView) -> String {
     if let Some(ms) = m.freeze_ms {
         rows.push(("writes held", format!("{ms} ms")));
     }
+    if let Some(pace) = &m.pace {
+        rows.push((
+            "pace",
+            format!("{:.0} % of the time ({})", pace.duty * 100.0, pace.state),
+        ));
+        rows.push(("why", pace.reason.clone()));
+    }
     if let Some(error) = &m.error {
         rows.push(("error", error.clone()));
     }

@@ -13,9 +13,10 @@
 //!
 //! A group with requests but no baseline (its tenants were idle before the work began) gets
 //! one: the work runs at the floor for one window and the p99 seen then is taken. A group
-//! still over target after `rebase_after` at the floor has a new load of its own — the work
-//! at its floor cannot be what slows it — so its baseline is measured again there. The work
-//! never stops: the duty is at least `floor`.
+//! that leaves the work no room to grow for `rebase_after` while it runs at the floor has a
+//! new load of its own, or its file changed (a pool growing with the records moved into it) —
+//! the work at its floor is not what slows it — so its baseline is measured again there.
+//! The work never stops: the duty is at least `floor`.
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,8 @@ pub struct Settings {
     pub before: Duration,
     /// Fewer requests than this in a window say nothing.
     pub min_samples: usize,
-    /// A group over target for this long at the floor gets its baseline measured again.
+    /// A group that leaves no room to grow this long at the floor gets its baseline
+    /// measured again.
     pub rebase_after: Duration,
     /// Baselines are taken as at least this (sub-millisecond jitter is not a slowdown).
     pub min_baseline: Duration,
@@ -61,7 +63,7 @@ impl Settings {
             window: Duration::from_secs(2),
             before: Duration::from_secs(10),
             min_samples: 20,
-            rebase_after: Duration::from_secs(30),
+            rebase_after: Duration::from_secs(15),
             min_baseline: Duration::from_micros(500),
         }
     }
@@ -311,16 +313,17 @@ impl Controller {
             ms(baseline),
             s.target_ratio
         );
-        if ratio > s.target_ratio {
-            if self.duty <= s.floor {
-                let since = *self.groups[i].over_at_floor_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= s.rebase_after {
-                    // At the floor this long and still over: their own load changed.
-                    self.groups[i].baseline = Some(p99.max(s.min_baseline));
-                    self.groups[i].over_at_floor_since = None;
-                    return self.set(State::Holding, observed, samples, format!("{detail}; over target at the floor pace for {:.0} s, so their own load changed: baseline measured again", s.rebase_after.as_secs_f64()));
-                }
+        // At the floor without room to grow, for long: the neighbours' own load changed
+        // (or the state of their file did: a pool growing with the records moved into it).
+        if ratio >= s.target_ratio * ROOM && self.duty <= s.floor {
+            let since = *self.groups[i].over_at_floor_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= s.rebase_after {
+                self.groups[i].baseline = Some(p99.max(s.min_baseline));
+                self.groups[i].over_at_floor_since = None;
+                return self.set(State::Holding, observed, samples, format!("{detail}; no room at the floor pace for {:.0} s, so their own load changed: baseline measured again", s.rebase_after.as_secs_f64()));
             }
+        }
+        if ratio > s.target_ratio {
             self.duty = (self.duty * DECREASE).max(s.floor);
             return self.set(
                 State::Slowing,
@@ -329,8 +332,8 @@ impl Controller {
                 format!("{detail}: slowing down"),
             );
         }
-        self.groups[i].over_at_floor_since = None;
         if ratio < s.target_ratio * ROOM {
+            self.groups[i].over_at_floor_since = None;
             self.duty = (self.duty + STEP).min(s.ceiling);
             return self.set(
                 State::Rising,
@@ -471,8 +474,8 @@ mod tests {
         }
         let k = rebased.expect("rebased");
         assert!(
-            (30..=40).contains(&k),
-            "rebased after about 30 s at the floor: {k}"
+            (15..=25).contains(&k),
+            "rebased after about 15 s at the floor: {k}"
         );
         let now = t0 + Duration::from_secs(k + 1);
         assert_eq!(c.step(now, &[obs(5.0, 100)]).state, State::Rising);

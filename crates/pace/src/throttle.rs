@@ -22,6 +22,10 @@ pub struct Throttle {
 
 impl Throttle {
     /// Measures the groups' baselines over `settings.before` up to now, and starts.
+    ///
+    /// A baseline is the median of the p99s of the windows that make up `before` (those
+    /// with enough requests), so one burst just before the work — a cold cache, another
+    /// job's tail — does not set it.
     pub fn new(
         settings: Settings,
         groups: &[&'static str],
@@ -29,8 +33,31 @@ impl Throttle {
         clock: Arc<Clock>,
     ) -> Self {
         let now = clock();
-        let since = now.checked_sub(settings.before).unwrap_or(now);
-        let before = source(since, now);
+        let window = settings.window.max(Duration::from_millis(1));
+        let mut windows: Vec<Vec<Observation>> = Vec::new();
+        let mut until = now;
+        while now.saturating_duration_since(until) < settings.before {
+            let Some(since) = until.checked_sub(window) else {
+                break;
+            };
+            windows.push(source(since, until));
+            until = since;
+        }
+        let before: Vec<Observation> = (0..groups.len())
+            .map(|g| {
+                let seen: Vec<Observation> = windows
+                    .iter()
+                    .filter_map(|w| w.get(g).copied())
+                    .filter(|o| o.samples >= settings.min_samples)
+                    .collect();
+                let mut p99s: Vec<Duration> = seen.iter().filter_map(|o| o.p99).collect();
+                p99s.sort();
+                Observation {
+                    p99: p99s.get(p99s.len().saturating_sub(1) / 2).copied(),
+                    samples: seen.iter().map(|o| o.samples).sum(),
+                }
+            })
+            .collect();
         Throttle {
             controller: Mutex::new(Controller::new(settings, groups, &before)),
             source,
@@ -139,6 +166,35 @@ mod tests {
             }
             ratios
         }
+    }
+
+    #[test]
+    fn the_baseline_is_the_median_window_before_the_work() {
+        let now = Instant::now();
+        // Five windows of 2 s before now; the oldest had a burst.
+        let source = move |since: Instant, _until: Instant| {
+            let age = now.saturating_duration_since(since).as_secs();
+            let p99_ms = match age {
+                10 => 40.0,
+                8 => 2.0,
+                6 => 3.0,
+                4 => 2.5,
+                _ => 2.2,
+            };
+            vec![Observation {
+                p99: Some(Duration::from_secs_f64(p99_ms / 1e3)),
+                samples: 100,
+            }]
+        };
+        let throttle = Throttle::new(
+            Settings::new(1.5, 0.05, 0.75),
+            &["file"],
+            Arc::new(source),
+            Arc::new(move || now),
+        );
+        throttle.rest_after(Duration::from_millis(1));
+        let pace = throttle.pace();
+        assert_eq!(pace.baseline, Some(Duration::from_micros(2500)), "{pace:?}");
     }
 
     #[test]

@@ -230,7 +230,7 @@ pub struct Delivery {
 }
 
 /// The event types a webhook may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 15] = [
+pub const WEBHOOK_EVENTS: [&str; 16] = [
     "tenant.created",
     "tenant.updated",
     "tenant.suspended",
@@ -246,4 +246,5 @@ pub const WEBHOOK_EVENTS: [&str; 15] = [
     "key.revoked",
     "finding.opened",
     "webhook.disabled",
+    "placement.planned",
 ];

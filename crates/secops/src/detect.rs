@@ -55,6 +55,14 @@ pub(crate) fn lifecycle(e: &AuditEntry) -> Option<Event> {
         "key.create" => "key.created",
         "key.revoke" => "key.revoked",
         "webhook.disabled" => "webhook.disabled",
+        // A plan that proposes moves (the moves it starts are `move.*` events of their own).
+        "placement.plan"
+            if detail_json(e)["moves"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty()) =>
+        {
+            "placement.planned"
+        }
         _ => return None,
     };
     Some(Event {
@@ -334,4 +342,46 @@ pub(crate) fn event_data(e: &AuditEntry) -> Value {
         "request_id": e.request_id,
         "detail": detail_json(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str, detail: Value) -> AuditEntry {
+        AuditEntry {
+            seq: 1,
+            at: Timestamp::from_micros(0),
+            actor: "key:k1".into(),
+            action: action.into(),
+            target: "placement".into(),
+            tenant: None,
+            outcome: "ok".into(),
+            request_id: "r1".into(),
+            detail: Some(detail.to_string()),
+            source: None,
+            prev_hash: None,
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn a_plan_with_moves_is_an_event_and_an_empty_one_is_not() {
+        let planned = entry(
+            "placement.plan",
+            json!({"window_days": 7, "moves": [{"tenant": "acme", "reason": "promote"}]}),
+        );
+        assert_eq!(
+            lifecycle(&planned).map(|e| e.kind),
+            Some("placement.planned")
+        );
+        let empty = entry("placement.plan", json!({"window_days": 7, "moves": []}));
+        assert_eq!(lifecycle(&empty), None);
+        let refused = AuditEntry {
+            outcome: "denied:forbidden".into(),
+            ..planned
+        };
+        assert_eq!(lifecycle(&refused), None);
+        assert!(bulkhead_api::WEBHOOK_EVENTS.contains(&"placement.planned"));
+    }
 }

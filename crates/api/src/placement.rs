@@ -6,13 +6,17 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
-/// `GET /v1/placement/plan?window_days=`.
+/// `GET /v1/placement/plan?window_days=&hold_hours=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanQuery {
     /// Days of usage the plan reads (default 7, at most 90).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_days: Option<u32>,
+    /// A tenant whose last move started or ended within this many hours is not proposed
+    /// (default 24, 0 for no hold, at most 8,760).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_hours: Option<u32>,
 }
 
 /// A plan: the moves it proposes, and each domain's load before and after them.
@@ -23,6 +27,17 @@ pub struct PlacementPlan {
     pub moves: Vec<PlannedMove>,
     pub domains_before: Vec<DomainLoad>,
     pub domains_after: Vec<DomainLoad>,
+    /// Moves the plan would propose but holds back: the tenant moved within the hold.
+    #[serde(default)]
+    pub held: Vec<HeldMove>,
+}
+
+/// A move held back by the hold period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldMove {
+    pub proposal: PlannedMove,
+    /// When the tenant's last move started or ended.
+    pub placed_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

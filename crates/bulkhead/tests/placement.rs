@@ -145,3 +145,115 @@ async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
         .unwrap();
     assert!(plans.items.len() >= 3, "{:?}", plans.items);
 }
+
+/// A tenant moved within the hold is not proposed again: the plan lists it as held, with
+/// what it would have proposed; without a hold it is proposed and applied; a hold out of
+/// range is 400; a tenant created since the window began is not demoted for being idle.
+#[tokio::test]
+async fn a_tenant_moved_within_the_hold_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    for args in [
+        &[
+            "tier",
+            "put",
+            "grow",
+            "--isolation",
+            "pool",
+            "--promote-to",
+            "silo",
+            "--promote-factor",
+            "2",
+        ][..],
+        &[
+            "tier",
+            "put",
+            "shrink",
+            "--isolation",
+            "silo",
+            "--demote-to",
+            "pool",
+        ][..],
+    ] {
+        let (ok, text) = cli(&server, args);
+        assert!(ok, "{text}");
+    }
+    for (id, writes) in [("quiet-a", 3), ("quiet-b", 3), ("heavy", 60)] {
+        create_tenant(&admin, id, "grow").await;
+        let client = server.client(&key(&admin, id, TenantRole::Member).await);
+        for i in 0..writes {
+            client
+                .create_record(&items(), &json!({"title": format!("{id} {i}")}))
+                .await
+                .unwrap();
+        }
+    }
+    // Idle, but created a moment ago: not demoted (it was not there for the window).
+    create_tenant(&admin, "newcomer", "shrink").await;
+    let plan_json = |args: &[&str]| {
+        let mut all = vec!["--json", "placement", "plan"];
+        all.extend_from_slice(args);
+        let (ok, text) = cli(&server, &all);
+        assert!(ok, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let plan = plan_json(&[]);
+    assert_eq!(plan["moves"].as_array().unwrap().len(), 1, "{plan:#}");
+    assert_eq!(plan["moves"][0]["tenant"], "heavy");
+
+    // Moved by hand to a bridge and back just now: its promotion is held for 24 h.
+    for to in ["bridge", "pool"] {
+        let (ok, text) = cli(&server, &["tenant", "move", "heavy", "--to", to, "--wait"]);
+        assert!(ok, "{text}");
+    }
+    let plan = plan_json(&[]);
+    assert_eq!(plan["moves"], json!([]), "{plan:#}");
+    assert_eq!(plan["held"].as_array().unwrap().len(), 1, "{plan:#}");
+    assert_eq!(plan["held"][0]["proposal"]["tenant"], "heavy", "{plan:#}");
+    assert_eq!(plan["held"][0]["proposal"]["reason"], "promote");
+    assert!(plan["held"][0]["placed_at"].is_string(), "{plan:#}");
+    let (ok, text) = cli(&server, &["placement", "plan"]);
+    assert!(
+        ok && text.contains("held") && text.contains("heavy"),
+        "{text}"
+    );
+    let (ok, text) = cli(&server, &["placement", "apply", "--yes"]);
+    assert!(ok && text.contains("nothing to move"), "{text}");
+
+    // Without a hold it is proposed, and applied.
+    assert_eq!(
+        plan_json(&["--hold-hours", "0"])["moves"][0]["tenant"],
+        "heavy"
+    );
+    let (ok, text) = cli(
+        &server,
+        &["placement", "apply", "--yes", "--hold-hours", "0"],
+    );
+    assert!(ok && text.contains("1 moved"), "{text}");
+    let view = admin.get_tenant(&tid("heavy")).await.unwrap();
+    assert_eq!(view.placement.isolation, Isolation::Silo);
+
+    // A hold out of range names the problem; the plans' audit records the hold.
+    let (ok, text) = cli(&server, &["placement", "plan", "--hold-hours", "9000"]);
+    assert!(
+        !ok && text.contains("invalid_hold") && text.contains("hold_hours"),
+        "{text}"
+    );
+    let plans = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some("placement.plan".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        plans.items.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("\"held\":[\"heavy\"]"))),
+        "{:?}",
+        plans.items
+    );
+}

@@ -1,6 +1,8 @@
 //! The placement planner: `bulkhead placement plan` shows the moves proposed from each
 //! tenant's load over a window; `bulkhead placement apply` starts them as live moves, a
-//! number at a time per domain, and follows them to their end.
+//! number at a time per domain, and follows them to their end — once, or again every N
+//! minutes (`--every`, the automatic mode). Tenants moved within the hold (`--hold-hours`,
+//! default 24) are not moved again; the server's plan lists them as held.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -23,12 +25,24 @@ pub enum PlacementCmd {
         /// Days of usage to read [default: 7].
         #[arg(long)]
         window_days: Option<u32>,
+        /// Hold back tenants whose last move started or ended within this many hours
+        /// (0: none) [default: 24].
+        #[arg(long)]
+        hold_hours: Option<u32>,
     },
     /// Plan afresh, then start the proposed moves, a number at a time per domain they
     /// leave, and follow them to their end.
     Apply {
         #[arg(long)]
         window_days: Option<u32>,
+        /// Hold back tenants whose last move started or ended within this many hours
+        /// (0: none) [default: 24].
+        #[arg(long)]
+        hold_hours: Option<u32>,
+        /// Keep going: plan and apply again every this many minutes, until stopped (the
+        /// automatic mode; the hold keeps a tenant from moving back and forth).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        every: Option<u64>,
         /// Moves running at once per domain they leave.
         #[arg(long, default_value_t = 1)]
         per_domain: usize,
@@ -44,47 +58,83 @@ pub(crate) async fn placement(
     cmd: PlacementCmd,
 ) -> anyhow::Result<()> {
     match cmd {
-        PlacementCmd::Plan { window_days } => {
-            let plan = client.placement_plan(&PlanQuery { window_days }).await?;
+        PlacementCmd::Plan {
+            window_days,
+            hold_hours,
+        } => {
+            let plan = client
+                .placement_plan(&PlanQuery {
+                    window_days,
+                    hold_hours,
+                })
+                .await?;
             out.show(&plan, plan_text)
         }
         PlacementCmd::Apply {
             window_days,
+            hold_hours,
+            every,
             per_domain,
             yes,
         } => {
-            let plan = client.placement_plan(&PlanQuery { window_days }).await?;
-            if !out.json {
-                println!("{}", plan_text(&plan));
-            }
-            if plan.moves.is_empty() {
-                return out.show(&Applied::default(), |_| "nothing to move".to_owned());
-            }
+            let query = PlanQuery {
+                window_days,
+                hold_hours,
+            };
+            let Some(minutes) = every else {
+                return round(client, out, &query, per_domain, yes).await;
+            };
             if !yes {
-                anyhow::bail!(
-                    "{} moves proposed; run again with --yes to start them",
-                    plan.moves.len()
-                );
+                anyhow::bail!("--every starts moves on its own: add --yes");
             }
-            let applied = apply(client, out, &plan, per_domain.max(1)).await?;
-            out.show(&applied, |a| {
-                let mut text = format!(
-                    "{} moved, {} rolled back, {} not started",
-                    a.done.len(),
-                    a.rolled_back.len(),
-                    a.not_started.len()
-                );
-                for (tenant, why) in &a.not_started {
-                    text.push_str(&format!("\n{tenant}: {why}"));
+            loop {
+                if let Err(e) = round(client, out, &query, per_domain, yes).await {
+                    eprintln!("placement round: {e:#}");
                 }
-                text
-            })?;
-            if !applied.rolled_back.is_empty() || !applied.not_started.is_empty() {
-                anyhow::bail!("not every proposed move was made");
+                tokio::time::sleep(Duration::from_secs(minutes * 60)).await;
             }
-            Ok(())
         }
     }
+}
+
+/// One plan, and its moves made (with `yes`).
+async fn round(
+    client: &Client,
+    out: &Printer,
+    query: &PlanQuery,
+    per_domain: usize,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let plan = client.placement_plan(query).await?;
+    if !out.json {
+        println!("{}", plan_text(&plan));
+    }
+    if plan.moves.is_empty() {
+        return out.show(&Applied::default(), |_| "nothing to move".to_owned());
+    }
+    if !yes {
+        anyhow::bail!(
+            "{} moves proposed; run again with --yes to start them",
+            plan.moves.len()
+        );
+    }
+    let applied = apply(client, out, &plan, per_domain.max(1)).await?;
+    out.show(&applied, |a| {
+        let mut text = format!(
+            "{} moved, {} rolled back, {} not started",
+            a.done.len(),
+            a.rolled_back.len(),
+            a.not_started.len()
+        );
+        for (tenant, why) in &a.not_started {
+            text.push_str(&format!("\n{tenant}: {why}"));
+        }
+        text
+    })?;
+    if !applied.rolled_back.is_empty() || !applied.not_started.is_empty() {
+        anyhow::bail!("not every proposed move was made");
+    }
+    Ok(())
 }
 
 /// What `apply` did: the moves done (by id), rolled back, and those that did not start.
@@ -190,6 +240,19 @@ fn plan_text(plan: &PlacementPlan) -> String {
                 reason(m.reason).to_owned(),
                 format!("{:.0}", m.load.score),
                 m.detail.clone(),
+            ]);
+        }
+        text.push_str(&format!("{t}\n"));
+    }
+    if !plan.held.is_empty() {
+        let mut t = table(&["held", "would go to", "reason", "last moved"]);
+        for h in &plan.held {
+            let m = &h.proposal;
+            t.add_row(vec![
+                m.tenant.to_string(),
+                format!("{} {:?}", m.to.domain, m.to.isolation).to_lowercase(),
+                reason(m.reason).to_owned(),
+                h.placed_at.to_string(),
             ]);
         }
         text.push_str(&format!("{t}\n"));

@@ -69,7 +69,10 @@ impl Client {
     ) -> Result<bulkhead_api::PlacementPlan, ClientError> {
         let url = self.url(
             &["v1", "placement", "plan"],
-            &[("window_days", query.window_days.map(|d| d.to_string()))],
+            &[
+                ("window_days", query.window_days.map(|d| d.to_string())),
+                ("hold_hours", query.hold_hours.map(|h| h.to_string())),
+            ],
         )?;
         self.call(Method::GET, url, None, None).await
     }

@@ -19,8 +19,12 @@ use model::{DomainState, TenantState};
 /// The default window, and the longest.
 pub const DEFAULT_WINDOW_DAYS: u32 = 7;
 pub const MAX_WINDOW_DAYS: u32 = 90;
+/// A tenant moved within this many hours is held by default; the longest hold is a year.
+pub const DEFAULT_HOLD_HOURS: u32 = 24;
+pub const MAX_HOLD_HOURS: u32 = 8_760;
 
 const DAY_MICROS: i64 = 86_400_000_000;
+const HOUR_MICROS: i64 = 3_600_000_000;
 
 /// `GET /v1/placement/plan`.
 pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<PlacementPlan, Error> {
@@ -31,8 +35,17 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
             format!("window_days: 1 to {MAX_WINDOW_DAYS} (got {days})"),
         ));
     }
+    let hold_hours = query.hold_hours.unwrap_or(DEFAULT_HOLD_HOURS);
+    if hold_hours > MAX_HOLD_HOURS {
+        return Err(Error::bad_request(
+            "invalid_hold",
+            format!("hold_hours: 0 to {MAX_HOLD_HOURS} (got {hold_hours})"),
+        ));
+    }
     let door = catalog.door();
     let to = door.now();
+    let hold_since = (hold_hours > 0)
+        .then(|| Timestamp::from_micros(to.as_micros() - i64::from(hold_hours) * HOUR_MICROS));
     let from = Timestamp::from_micros(to.as_micros() - i64::from(days) * DAY_MICROS);
     let mut views = Vec::new();
     let mut cursor: Option<String> = None;
@@ -68,6 +81,7 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
         })
         .collect();
     let mut loads = catalog.usage_totals(ctx, from, to).await?;
+    let last_moves = catalog.last_moves(ctx).await?;
     let tenants: Vec<TenantState> = views
         .into_iter()
         .filter(|t| t.status == TenantStatus::Active)
@@ -77,20 +91,25 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
                 domain: t.placement.domain,
                 isolation: t.placement.isolation,
             },
+            placed: last_moves.get(&t.id).copied(),
+            whole_window: t.created_at <= from,
             id: t.id,
             tier: t.tier,
         })
         .collect();
-    let planned = model::plan(&tenants, &tiers, &domains);
+    let planned = model::plan(&tenants, &tiers, &domains, hold_since);
     let plan = PlacementPlan {
         from,
         to,
         moves: planned.moves,
         domains_before: planned.before,
         domains_after: planned.after,
+        held: planned.held,
     };
     let detail = serde_json::json!({
         "window_days": days,
+        "hold_hours": hold_hours,
+        "held": plan.held.iter().map(|h| h.proposal.tenant.as_str()).collect::<Vec<_>>(),
         "tenants": tenants.len(),
         "moves": plan.moves.iter().map(|m| serde_json::json!({
             "tenant": m.tenant, "reason": m.reason, "to": m.to,

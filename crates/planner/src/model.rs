@@ -6,19 +6,24 @@
 //!    least) goes to
 //!    the tier's `promote_to` model — on its own domain when it may, else on the least
 //!    loaded domain that may take it.
-//! 2. **Demote idle.** A bridge or silo tenant with no request and no write over the window
-//!    goes to its tier's `demote_to` model.
+//! 2. **Demote idle.** A bridge or silo tenant that existed for the whole window with no
+//!    request and no write in it goes to its tier's `demote_to` model.
 //! 3. **Over capacity.** A domain with more bridge and silo tenants than its capacity sends
 //!    its lightest ones to the least loaded domain that may take them.
 //!
 //! A domain may take a tenant in a model when the tenant's tier lists it (or lists none), it
 //! is not dedicated to another tenant, it holds silos if the model is silo, and — for bridge
 //! and silo — it has room under its capacity.
+//!
+//! **Hysteresis.** A tenant whose last move started or ended after the hold's start is not
+//! moved: what would be proposed for it is listed as held, and the plan goes on as if
+//! it stays (a domain over capacity then sends its next lightest tenant).
 
 use std::collections::BTreeMap;
 
-use bulkhead_api::{DomainLoad, MoveReason, PlannedMove, Spot, TenantLoad};
+use bulkhead_api::{DomainLoad, HeldMove, MoveReason, PlannedMove, Spot, TenantLoad};
 use bulkhead_core::model::{Isolation, TierSpec};
+use bulkhead_core::time::Timestamp;
 use bulkhead_core::{DomainName, TenantId, TierName};
 
 /// An active tenant, where it is, and its load.
@@ -28,6 +33,11 @@ pub struct TenantState {
     pub tier: TierName,
     pub spot: Spot,
     pub load: TenantLoad,
+    /// When its last move started or ended, if it ever moved.
+    pub placed: Option<Timestamp>,
+    /// Whether it existed for the whole window (a tenant created since is not idle for
+    /// having done nothing yet).
+    pub whole_window: bool,
 }
 
 /// What placing on a domain depends on.
@@ -43,6 +53,7 @@ pub struct DomainState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub moves: Vec<PlannedMove>,
+    pub held: Vec<HeldMove>,
     pub before: Vec<DomainLoad>,
     pub after: Vec<DomainLoad>,
 }
@@ -54,12 +65,17 @@ struct Planner<'a> {
     /// Where each tenant is once the moves so far are made.
     spots: BTreeMap<TenantId, Spot>,
     moves: Vec<PlannedMove>,
+    held: Vec<HeldMove>,
+    /// Tenants that moved at or after this are held.
+    hold_since: Option<Timestamp>,
 }
 
+/// The plan for `tenants`; those that moved at or after `hold_since` are held.
 pub fn plan(
     tenants: &[TenantState],
     tiers: &BTreeMap<TierName, TierSpec>,
     domains: &BTreeMap<DomainName, DomainState>,
+    hold_since: Option<Timestamp>,
 ) -> Plan {
     let mut planner = Planner {
         tenants,
@@ -70,6 +86,8 @@ pub fn plan(
             .map(|t| (t.id.clone(), t.spot.clone()))
             .collect(),
         moves: Vec::new(),
+        held: Vec::new(),
+        hold_since,
     };
     let before = planner.loads();
     planner.promote();
@@ -78,14 +96,17 @@ pub fn plan(
     let after = planner.loads();
     Plan {
         moves: planner.moves,
+        held: planner.held,
         before,
         after,
     }
 }
 
 impl Planner<'_> {
+    /// Whether the plan already proposes (or holds) a move of `tenant`.
     fn moved(&self, tenant: &TenantId) -> bool {
         self.moves.iter().any(|m| &m.tenant == tenant)
+            || self.held.iter().any(|h| &h.proposal.tenant == tenant)
     }
 
     fn loads(&self) -> Vec<DomainLoad> {
@@ -172,8 +193,9 @@ impl Planner<'_> {
             .cloned()
     }
 
-    fn push(&mut self, tenant: &TenantState, to: Spot, reason: MoveReason, detail: String) {
-        self.moves.push(PlannedMove {
+    /// Proposes moving `tenant` to `to`, or holds it (then `false`: it stays).
+    fn push(&mut self, tenant: &TenantState, to: Spot, reason: MoveReason, detail: String) -> bool {
+        let proposal = PlannedMove {
             tenant: tenant.id.clone(),
             tier: tenant.tier.clone(),
             from: self.spots[&tenant.id].clone(),
@@ -181,8 +203,19 @@ impl Planner<'_> {
             reason,
             detail,
             load: tenant.load.clone(),
-        });
+        };
+        if let (Some(since), Some(at)) = (self.hold_since, tenant.placed)
+            && at >= since
+        {
+            self.held.push(HeldMove {
+                proposal,
+                placed_at: at,
+            });
+            return false;
+        }
+        self.moves.push(proposal);
         self.spots.insert(tenant.id.clone(), to);
+        true
     }
 
     fn promote(&mut self) {
@@ -246,7 +279,11 @@ impl Planner<'_> {
             else {
                 continue;
             };
-            if isolation >= t.spot.isolation || t.load.requests > 0 || t.load.records_written > 0 {
+            if isolation >= t.spot.isolation
+                || !t.whole_window
+                || t.load.requests > 0
+                || t.load.records_written > 0
+            {
                 continue;
             }
             let Some(to) = self.target(t, isolation, Some(&t.spot.domain)) else {
@@ -310,7 +347,7 @@ impl Planner<'_> {
                     self.dedicated_on(domain, None),
                     d.capacity
                 );
-                self.push(
+                if self.push(
                     t,
                     Spot {
                         domain: to,
@@ -318,8 +355,9 @@ impl Planner<'_> {
                     },
                     MoveReason::OverCapacity,
                     detail,
-                );
-                excess -= 1;
+                ) {
+                    excess -= 1;
+                }
             }
         }
     }
@@ -370,6 +408,8 @@ mod tests {
                 bytes: requests * 100,
                 score: requests as f64,
             },
+            placed: None,
+            whole_window: true,
         }
     }
 
@@ -435,7 +475,7 @@ mod tests {
         // A bridge tenant idle all week, and a busy one.
         tenants.push(tenant("idle", "plus", "local", Isolation::Bridge, 0));
         tenants.push(tenant("busy", "plus", "local", Isolation::Bridge, 50));
-        let plan = plan(&tenants, &tiers, &domains(&[("local", 0, true)]));
+        let plan = plan(&tenants, &tiers, &domains(&[("local", 0, true)]), None);
         let moves: Vec<(&str, Isolation, MoveReason)> = plan
             .moves
             .iter()
@@ -481,6 +521,7 @@ mod tests {
                 ("quiet", 10, true),
                 ("tiny", 1, true),
             ]),
+            None,
         );
         let moves: Vec<(&str, &str, MoveReason)> = plan
             .moves
@@ -517,11 +558,69 @@ mod tests {
             &tenants,
             &tiers,
             &domains(&[("pg", 0, false), ("local", 0, true), ("other", 0, true)]),
+            None,
         );
         assert_eq!(plan.moves.len(), 1);
         assert_eq!(plan.moves[0].to.domain.as_str(), "other");
         // Without any domain that may take it, nothing is proposed.
-        let plan2 = super::plan(&tenants, &tiers, &domains(&[("pg", 0, false)]));
+        let plan2 = super::plan(&tenants, &tiers, &domains(&[("pg", 0, false)]), None);
         assert!(plan2.moves.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_moved_within_the_hold_is_held_and_the_plan_goes_on_without_it() {
+        let tiers = BTreeMap::from([(
+            TierName::parse("plus").unwrap(),
+            tier(
+                Isolation::Bridge,
+                PlacementPolicy {
+                    promote_to: None,
+                    promote_factor: None,
+                    demote_to: Some(Isolation::Pool),
+                },
+            ),
+        )]);
+        let hold_since = Timestamp::from_micros(1_000);
+        let (just, long_ago) = (
+            Some(Timestamp::from_micros(5_000)),
+            Some(Timestamp::from_micros(10)),
+        );
+        // Three bridge tenants on a domain with room for one: the two lightest must go,
+        // and the lightest of all moved a moment ago.
+        let mut tenants = vec![
+            tenant("a-light", "plus", "full", Isolation::Bridge, 1),
+            tenant("b-mid", "plus", "full", Isolation::Bridge, 5),
+            tenant("c-heavy", "plus", "full", Isolation::Bridge, 9),
+            tenant("idle", "plus", "spare", Isolation::Bridge, 0),
+        ];
+        tenants[0].placed = just;
+        tenants[1].placed = long_ago;
+        tenants[3].placed = just;
+        let doms = domains(&[("full", 1, true), ("spare", 0, true)]);
+        let plan = plan(&tenants, &tiers, &doms, Some(hold_since));
+        let moved: Vec<&str> = plan.moves.iter().map(|m| m.tenant.as_str()).collect();
+        assert_eq!(moved, ["b-mid", "c-heavy"], "{plan:#?}");
+        let held: Vec<(&str, MoveReason)> = plan
+            .held
+            .iter()
+            .map(|h| (h.proposal.tenant.as_str(), h.proposal.reason))
+            .collect();
+        assert_eq!(
+            held,
+            [
+                ("idle", MoveReason::DemoteIdle),
+                ("a-light", MoveReason::OverCapacity)
+            ]
+        );
+        assert_eq!(plan.held[0].placed_at, Timestamp::from_micros(5_000));
+        // Without a hold, the lightest two move and the idle one is demoted.
+        let free = super::plan(&tenants, &tiers, &doms, None);
+        let moved: Vec<&str> = free.moves.iter().map(|m| m.tenant.as_str()).collect();
+        assert_eq!(moved, ["idle", "a-light", "b-mid"]);
+        assert!(free.held.is_empty());
+        // A tenant created since the window began is not idle for having done nothing yet.
+        tenants[3].whole_window = false;
+        let fresh = super::plan(&tenants, &tiers, &doms, None);
+        assert!(fresh.moves.iter().all(|m| m.tenant.as_str() != "idle"), "{fresh:#?}");
     }
 }

@@ -492,6 +492,33 @@ impl Catalog {
             .collect())
     }
 
+    /// When each tenant's last move that did not roll back started or ended (its latest
+    /// change), for the placement planner's hold (tenants that never moved are absent).
+    pub async fn last_moves(
+        &self,
+        ctx: &Ctx,
+    ) -> Result<std::collections::BTreeMap<TenantId, Timestamp>, Error> {
+        self.authorize(ctx, ControlAction::ReadTenants, "move.list", "moves", None)?;
+        let rows = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    tx.query(
+                        "SELECT tenant_id, MAX(updated_at) FROM moves WHERE phase <> 'rolled_back' GROUP BY tenant_id",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| {
+                        let tenant = TenantId::parse(&r.get::<String>(0)?)
+                            .map_err(|e| malformed(e.message))?;
+                        Ok((tenant, Timestamp::from_micros(r.get(1)?)))
+                    })
+                    .collect::<StoreResult<std::collections::BTreeMap<_, _>>>()
+                })
+            })
+            .await?;
+        Ok(rows)
+    }
+
     /// `POST /v1/moves/{move}/cancel`: rolls the move back, if it has not switched yet.
     pub async fn cancel_move(&self, ctx: &Ctx, id: &str) -> Result<MoveView, Error> {
         self.authorize(ctx, ControlAction::ManageTenants, "move.cancel", id, None)?;

@@ -621,6 +621,9 @@ mod tests {
         // A tenant created since the window began is not idle for having done nothing yet.
         tenants[3].whole_window = false;
         let fresh = super::plan(&tenants, &tiers, &doms, None);
-        assert!(fresh.moves.iter().all(|m| m.tenant.as_str() != "idle"), "{fresh:#?}");
+        assert!(
+            fresh.moves.iter().all(|m| m.tenant.as_str() != "idle"),
+            "{fresh:#?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use bulkhead::{config, serve};
 use bulkhead_cli::{ClientCommand, ClientOptions};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +37,26 @@ enum Command {
     Man,
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// The client's options that mean nothing to `serve` (it keeps `--data-dir`).
+const CLIENT_ONLY: [&str; 5] = ["url", "token", "tenant", "json", "ca_cert"];
+
+/// The grammar, with the client's global options left out of `serve --help` (they are
+/// still accepted there, and ignored, so a shared environment does not break it).
+fn grammar() -> clap::Command {
+    let mut cmd = Cli::command();
+    // Global options reach the subcommands when the grammar is built.
+    cmd.build();
+    cmd.mut_subcommand("serve", |serve| {
+        serve.mut_args(|arg| {
+            if CLIENT_ONLY.contains(&arg.get_id().as_str()) {
+                arg.hide(true)
+            } else {
+                arg
+            }
+        })
+    })
 }
 
 /// Logs to stderr (text or JSON), and traces to an OTLP collector when one is configured.
@@ -87,11 +107,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(cmd) => bulkhead::backup::run(&cli.options, cmd).await,
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "bulkhead", &mut out);
+            clap_complete::generate(shell, &mut grammar(), "bulkhead", &mut out);
             Ok(())
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+            clap_mangen::Man::new(grammar()).render(&mut std::io::stdout().lock())?;
             Ok(())
         }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,
@@ -141,7 +161,7 @@ fn report(err: &anyhow::Error, json: bool) {
 
 fn main() {
     quiet_on_closed_pipe();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&grammar().get_matches()).unwrap_or_else(|e| e.exit());
     let json = cli.options.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

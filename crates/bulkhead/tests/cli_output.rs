@@ -1,5 +1,6 @@
-//! The CLI as the shell sees it: completion scripts and a manual page, errors as JSON under
-//! `--json`, and a reader that stops reading (`| head`) ending the output quietly.
+//! The CLI as the shell sees it: completion scripts and a manual page, `serve --help` with
+//! the server's options only, errors as JSON under `--json`, and a reader that stops reading
+//! (`| head`) ending the output quietly.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -50,6 +51,31 @@ fn completion_scripts_and_the_manual_page_are_generated() {
     let text = String::from_utf8(man.stdout).unwrap();
     assert!(text.contains(".TH bulkhead 1"), "{text}");
     assert!(text.contains("multi\\-tenant"), "{text}");
+}
+
+#[test]
+fn serve_help_lists_only_what_the_server_uses() {
+    let text = |args: &[&str]| {
+        let out = bulkhead(args);
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let serve = text(&["serve", "--help"]);
+    for server_option in ["--listen", "--data-dir", "--move-pace-target"] {
+        assert!(serve.contains(server_option), "{server_option}:\n{serve}");
+    }
+    for client_option in ["--url", "--token", "--tenant", "--json", "--ca-cert"] {
+        assert!(!serve.contains(client_option), "{client_option}:\n{serve}");
+    }
+    // Client commands still list them, and they still parse anywhere.
+    let list = text(&["tenant", "list", "--help"]);
+    for client_option in ["--url", "--token", "--json"] {
+        assert!(list.contains(client_option), "{client_option}:\n{list}");
+    }
+    let out = bulkhead(&["tenant", "list", "--url", "http://127.0.0.1:9", "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("unexpected argument"), "{err}");
 }
 
 #[test]

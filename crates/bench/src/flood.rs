@@ -60,19 +60,12 @@ pub(crate) async fn run(args: &FloodArgs, url: &str) -> anyhow::Result<()> {
         let (admin, domain, tier_name) = (admin.clone(), domain.clone(), tier_name.clone());
         async move {
             let tier = TierSpec {
-                retention: Default::default(),
-                placement: Default::default(),
-                pace: Default::default(),
-                isolation: Isolation::Pool,
                 domains: vec![domain],
-                monthly_price: Default::default(),
-                currency: Default::default(),
-                description: String::new(),
                 limits: TierLimits {
                     max_domain_connections: share.and_then(NonZeroU32::new),
                     ..Default::default()
                 },
-                ceiling: Default::default(),
+                ..TierSpec::new(Isolation::Pool)
             };
             admin.put_tier(&tier_name, &tier).await
         }

@@ -40,20 +40,12 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
         .put_tier(
             &tier,
             &TierSpec {
-                isolation: Isolation::Pool,
-                domains: Vec::new(),
-                monthly_price: Default::default(),
-                currency: Default::default(),
-                description: String::new(),
-                limits: Default::default(),
-                ceiling: Default::default(),
-                retention: Default::default(),
                 placement: PlacementPolicy {
                     promote_to: Some(Isolation::Silo),
                     promote_factor: None,
                     demote_to: None,
                 },
-                pace: Default::default(),
+                ..TierSpec::new(Isolation::Pool)
             },
         )
         .await?;

@@ -449,16 +449,8 @@ async fn http(args: &PostgresArgs, url: &str) -> anyhow::Result<()> {
     };
     admin.put_domain(&domain, &spec).await?;
     let tier = TierSpec {
-        retention: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
-        isolation: Isolation::Pool,
         domains: vec![domain],
-        monthly_price: Default::default(),
-        currency: Default::default(),
-        description: String::new(),
-        limits: Default::default(),
-        ceiling: Default::default(),
+        ..TierSpec::new(Isolation::Pool)
     };
     admin.put_tier(&TierName::parse("pg-free")?, &tier).await?;
     let collection = CollectionName::parse("bench")?;

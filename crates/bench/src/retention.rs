@@ -92,15 +92,7 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<()> {
                         hot_days: 30.try_into()?,
                     },
                 )]),
-                isolation: Isolation::Pool,
-                placement: Default::default(),
-                pace: Default::default(),
-                domains: Vec::new(),
-                monthly_price: Default::default(),
-                currency: Default::default(),
-                description: String::new(),
-                limits: Default::default(),
-                ceiling: Default::default(),
+                ..TierSpec::new(Isolation::Pool)
             },
         )
         .await?;

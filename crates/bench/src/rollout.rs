@@ -81,16 +81,8 @@ async fn postgres_domain(admin: &Client) -> anyhow::Result<bulkhead_pg_testkit::
         ("pg-silo", Isolation::Silo),
     ] {
         let tier = TierSpec {
-            retention: Default::default(),
-            placement: Default::default(),
-            pace: Default::default(),
-            isolation,
             domains: vec![domain.clone()],
-            monthly_price: Default::default(),
-            currency: Default::default(),
-            description: String::new(),
-            limits: Default::default(),
-            ceiling: Default::default(),
+            ..TierSpec::new(isolation)
         };
         admin.put_tier(&TierName::parse(name)?, &tier).await?;
     }

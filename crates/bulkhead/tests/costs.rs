@@ -37,16 +37,9 @@ async fn a_domains_cost_is_split_by_its_rule_and_set_against_prices() {
         ("east-silo", Isolation::Silo, "730"),
     ] {
         let tier_spec = TierSpec {
-            retention: Default::default(),
-            placement: Default::default(),
-            pace: Default::default(),
-            isolation,
             domains: vec![east.clone()],
             monthly_price: Amount::parse(price).unwrap(),
-            currency: Default::default(),
-            description: String::new(),
-            limits: Default::default(),
-            ceiling: Default::default(),
+            ..TierSpec::new(isolation)
         };
         admin
             .put_tier(&TierName::parse(tier).unwrap(), &tier_spec)

@@ -31,16 +31,8 @@ async fn put_tier(
     domains: &[&str],
 ) {
     let spec = TierSpec {
-        retention: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
-        isolation,
         domains: domains.iter().map(|d| domain(d)).collect(),
-        monthly_price: Default::default(),
-        currency: Default::default(),
-        description: String::new(),
-        limits: Default::default(),
-        ceiling: Default::default(),
+        ..TierSpec::new(isolation)
     };
     admin
         .put_tier(&TierName::parse(name).unwrap(), &spec)

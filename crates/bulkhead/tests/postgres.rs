@@ -46,16 +46,8 @@ async fn every_model_on_a_postgres_domain_works_and_isolates() {
     assert!(view.available);
     for (isolation, name) in MODELS {
         let tier = TierSpec {
-            retention: Default::default(),
-            placement: Default::default(),
-            pace: Default::default(),
-            isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
-            monthly_price: Default::default(),
-            currency: Default::default(),
-            description: String::new(),
-            limits: Default::default(),
-            ceiling: Default::default(),
+            ..TierSpec::new(isolation)
         };
         admin
             .put_tier(&TierName::parse(&format!("pg-{name}")).unwrap(), &tier)

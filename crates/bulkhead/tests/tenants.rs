@@ -203,16 +203,10 @@ async fn tiers_can_be_defined_and_domains_listed() {
         ]
     );
     let gold = TierSpec {
-        retention: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
-        isolation: Isolation::Silo,
         domains: vec![bulkhead_core::DomainName::parse("local").unwrap()],
         monthly_price: bulkhead_core::money::Amount::parse("999").unwrap(),
-        currency: Default::default(),
         description: "gold".into(),
-        limits: Default::default(),
-        ceiling: Default::default(),
+        ..TierSpec::new(Isolation::Silo)
     };
     admin
         .put_tier(&TierName::parse("gold").unwrap(), &gold)

@@ -423,7 +423,7 @@ impl Catalog {
                     [("free", Isolation::Pool, 0), ("standard", Isolation::Bridge, 49), ("premium", Isolation::Silo, 499)]
                 {
                     let monthly_price = bulkhead_core::money::Amount::of(price.into()).map_err(store::malformed)?;
-                    let spec = TierSpec { isolation, domains: Vec::new(), monthly_price, currency: Default::default(), description: String::new(), limits: TierLimits::default(), ceiling: Default::default(), retention: Default::default(), placement: Default::default(), pace: Default::default() };
+                    let spec = TierSpec { monthly_price, ..TierSpec::new(isolation) };
                     tx.execute(
                         "INSERT INTO tiers (name, spec, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                         store::params![name, serde_json::to_string(&spec).map_err(store::malformed)?, now.as_micros()],

@@ -11,7 +11,7 @@ use bulkhead_api::{CreatePlatformKey, CreateTenant, TierSpec};
 use bulkhead_catalog::{Catalog, CatalogOptions, Ctx, EngineFactory, Engines};
 use bulkhead_core::access::PlatformRole;
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::model::{DomainSpec, Isolation, TierLimits};
+use bulkhead_core::model::{DomainSpec, Isolation};
 use bulkhead_core::time::SystemClock;
 use bulkhead_core::{CollectionName, DomainName, RecordId, TenantId, TierName};
 use bulkhead_engine::Engine;
@@ -117,16 +117,8 @@ async fn put_tier(
     domains: &[&str],
 ) {
     let spec = TierSpec {
-        retention: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
-        isolation,
         domains: domains.iter().map(|d| name(d)).collect(),
-        monthly_price: Default::default(),
-        currency: Default::default(),
-        description: String::new(),
-        limits: TierLimits::default(),
-        ceiling: Default::default(),
+        ..TierSpec::new(isolation)
     };
     catalog
         .put_tier(ctx, &TierName::parse(tier).unwrap(), spec)

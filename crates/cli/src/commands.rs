@@ -220,7 +220,6 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     promote_factor,
                     demote_to: demote_to.map(Into::into),
                 },
-                isolation: isolation.into(),
                 domains,
                 monthly_price: price,
                 currency,
@@ -240,6 +239,7 @@ async fn tier(client: &Client, out: &Printer, cmd: TierCmd) -> anyhow::Result<()
                     forbid: forbid.into_iter().collect(),
                     custom_roles: !no_custom_roles,
                 },
+                ..TierSpec::new(isolation.into())
             };
             let tier = client.put_tier(&name, &spec).await?;
             out.show(&tier, |t| output::tiers(std::slice::from_ref(t)))

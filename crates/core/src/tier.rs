@@ -85,6 +85,26 @@ impl PacePolicy {
     }
 }
 
+impl TierSpec {
+    /// A tier placing tenants in `isolation`, with every other setting at its default: any
+    /// domain, no price, the server's limits, no ceiling, no retention, no placement policy,
+    /// the server's pace.
+    pub fn new(isolation: Isolation) -> Self {
+        TierSpec {
+            isolation,
+            domains: Vec::new(),
+            monthly_price: Default::default(),
+            currency: Default::default(),
+            description: String::new(),
+            limits: TierLimits::default(),
+            ceiling: Ceiling::default(),
+            retention: BTreeMap::new(),
+            placement: PlacementPolicy::default(),
+            pace: PacePolicy::default(),
+        }
+    }
+}
+
 /// What the placement planner (`bulkhead placement plan`) may propose for a tier's tenants:
 /// nothing unless set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

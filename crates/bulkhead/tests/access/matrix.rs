@@ -109,16 +109,8 @@ async fn foreign_ids_look_missing_on_postgres_pool_bridge_and_silo() {
         (Isolation::Silo, "pg-silo"),
     ] {
         let spec = TierSpec {
-            retention: Default::default(),
-            placement: Default::default(),
-            pace: Default::default(),
-            isolation,
             domains: vec![DomainName::parse("pg").unwrap()],
-            monthly_price: Default::default(),
-            currency: Default::default(),
-            description: String::new(),
-            limits: Default::default(),
-            ceiling: Default::default(),
+            ..TierSpec::new(isolation)
         };
         admin
             .put_tier(&TierName::parse(tier).unwrap(), &spec)

@@ -293,16 +293,9 @@ pub async fn put_pg_tier(
     limits: bulkhead_core::model::TierLimits,
 ) {
     let tier = bulkhead_core::model::TierSpec {
-        retention: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
-        isolation,
         domains: vec![bulkhead_core::DomainName::parse("pg").unwrap()],
-        monthly_price: Default::default(),
-        currency: Default::default(),
-        description: String::new(),
         limits,
-        ceiling: Default::default(),
+        ..bulkhead_core::model::TierSpec::new(isolation)
     };
     admin
         .put_tier(&TierName::parse(name).unwrap(), &tier)

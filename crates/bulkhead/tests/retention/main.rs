@@ -41,15 +41,6 @@ pub async fn setup(admin: &Client, isolation: Isolation) {
     .unwrap();
     admin.put_collection(&signals(), &spec).await.unwrap();
     let tier = TierSpec {
-        isolation,
-        domains: Vec::new(),
-        monthly_price: Default::default(),
-        currency: Default::default(),
-        description: String::new(),
-        limits: Default::default(),
-        ceiling: Default::default(),
-        placement: Default::default(),
-        pace: Default::default(),
         retention: BTreeMap::from([(
             signals(),
             Retention {
@@ -57,6 +48,7 @@ pub async fn setup(admin: &Client, isolation: Isolation) {
                 hot_days: 30.try_into().unwrap(),
             },
         )]),
+        ..TierSpec::new(isolation)
     };
     admin
         .put_tier(&TierName::parse("iot").unwrap(), &tier)

@@ -134,9 +134,9 @@ impl Catalog {
                     let g = crate::rows::collections::generation(tx)?;
                     let collections = crate::rows::collections::read_collections(tx)?;
                     let rows = tx.query(
-                        "SELECT t.id, t.tier, t.labels FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                        &format!("SELECT t.id, t.tier, t.labels FROM tenants t JOIN placements p ON p.tenant_id = t.id \
                          WHERE p.schema_version < ?1 AND t.status NOT IN ('provisioning', 'deleting') \
-                         AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back')) ORDER BY t.id",
+                         {} ORDER BY t.id", crate::rows::rollouts::NOT_MOVING),
                         params![g],
                     )?;
                     let mut behind = Vec::new();

@@ -11,8 +11,11 @@ use crate::store::{StoreResult, Tx, malformed, params};
 /// left out when `moving` is false (their move brings them up).
 const LIVE: &str = "FROM placements p JOIN tenants t ON t.id = p.tenant_id \
      WHERE t.status NOT IN ('provisioning', 'deleting')";
-const NOT_MOVING: &str =
-    "AND t.id NOT IN (SELECT tenant_id FROM moves WHERE phase NOT IN ('done', 'rolled_back'))";
+/// A tenant is moving when a move of its current life has not ended: a move of an earlier
+/// life under the same id (still cleaning up after the deletion) does not hold back the
+/// new life's placement, which the rollout must bring up itself.
+pub(crate) const NOT_MOVING: &str = "AND NOT EXISTS (SELECT 1 FROM moves m WHERE m.tenant_id = t.id \
+     AND m.phase NOT IN ('done', 'rolled_back') AND m.created_at >= t.created_at)";
 
 /// Live placements behind `generation`, moving tenants left out.
 pub(crate) fn behind(tx: &dyn Tx, generation: i64) -> StoreResult<i64> {

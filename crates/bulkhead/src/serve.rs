@@ -122,6 +122,7 @@ pub async fn open(
             config.findings.enumeration_not_found,
             std::time::Duration::from_secs(config.findings.enumeration_window_secs),
         ),
+        watch: config.watch,
         cold_dir: Some(
             config
                 .cold_dir

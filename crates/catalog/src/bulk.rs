@@ -157,6 +157,23 @@ impl Catalog {
             }
             return None;
         }
+        // A watched collection: the chunk is ordered against its other changes, and the
+        // records it replaces or deletes are read first, for the change feed.
+        let watched = match self
+            .inner()
+            .feeds
+            .batch(engine, scope, collection, &ops)
+            .await
+        {
+            Ok(watched) => watched,
+            Err(error) => {
+                ticket.after(&collection.name, ids.iter()).await;
+                for (line, id) in numbers {
+                    out.push(failed(line, id, &error));
+                }
+                return None;
+            }
+        };
         // The storage quota: the records past what fits fail alone, before the engine.
         let adds = ops.iter().filter(|op| !op.removes()).count() as u64;
         let (hold, allowed) = match self.quota_admit(scope, engine, adds, adds > 0).await {
@@ -209,6 +226,9 @@ impl Catalog {
                 other => break other,
             }
         };
+        if let (Some(watched), Ok(results)) = (watched, &applied) {
+            watched.publish(results);
+        }
         ticket.after(&collection.name, ids.iter()).await;
         let moved = (definition.version != collection.version).then_some(definition);
         if let Some(hold) = hold {

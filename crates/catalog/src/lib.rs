@@ -44,6 +44,7 @@ mod tenants;
 mod tiers;
 mod tokens;
 mod usage;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
 pub use usage::RequestTenant;
+pub use watch::{REAUTH_EVERY, WatchEvent, WatchSettings, Watcher};
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
 #[derive(Debug, Clone)]
@@ -218,6 +220,8 @@ pub(crate) struct Inner {
     /// Recent data requests' latency per domain and file, which paced work (a move's copy)
     /// watches.
     pub latency: Arc<bulkhead_pace::Board>,
+    /// The change feeds watched on this server (`watch`).
+    pub feeds: watch::Feeds,
     /// This server's backups, and the fence storage removals wait at while one runs.
     pub backups: backup::Backups,
     /// The process's access authority, split by room: each wrapper's authority can be used
@@ -276,6 +280,7 @@ impl Catalog {
         }
         let audit = audit::spawn_writer(Arc::clone(&store));
         let fresh = caches::Freshness::default();
+        let watch = options.watch;
         let started_at = clock.now().as_micros();
         let catalog = Catalog {
             inner: Arc::new(Inner {
@@ -304,6 +309,7 @@ impl Catalog {
                 auth_failures: auth_failures::AuthFailures::default(),
                 probes: probes::Probes::default(),
                 latency: Arc::default(),
+                feeds: watch::Feeds::new(watch),
                 backups: backup::Backups::default(),
                 rollout_wake: Arc::default(),
                 spares_wake: Arc::default(),

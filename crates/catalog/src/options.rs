@@ -53,6 +53,8 @@ pub struct CatalogOptions {
     /// Where tenants' cold archives live (retention); a deletion removes the life's part.
     /// `None`: the server keeps no cold archive.
     pub cold_dir: Option<std::path::PathBuf>,
+    /// How change feeds keep events and admit watchers.
+    pub watch: crate::WatchSettings,
 }
 
 impl std::fmt::Debug for CatalogOptions {
@@ -79,6 +81,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("audit_watch_every", &self.audit_watch_every)
             .field("enumeration", &self.enumeration)
             .field("cold_dir", &self.cold_dir)
+            .field("watch", &self.watch)
             .finish()
     }
 }
@@ -104,6 +107,7 @@ impl Default for CatalogOptions {
             audit_watch_every: Some(std::time::Duration::from_secs(60)),
             enumeration: (50, std::time::Duration::from_secs(60)),
             cold_dir: None,
+            watch: crate::WatchSettings::default(),
         }
     }
 }

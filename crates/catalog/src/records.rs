@@ -98,6 +98,8 @@ impl Catalog {
             }
         }
         let id = record.id.clone();
+        // Ordered (and published) for the change feed when the collection is watched.
+        let watched = tenant.watched(&collection, &id, false).await?;
         let hold = self.quota(tenant.scope(), tenant.engine(), 1, true).await?;
         tenant.before(&collection.name, &id).await?;
         let created = tenant
@@ -105,6 +107,9 @@ impl Catalog {
             .insert(tenant.scope(), &collection, vec![record])
             .instrument(tracing::info_span!("engine", op = "insert"))
             .await;
+        if let (Some(watched), Ok(records)) = (watched, &created) {
+            watched.publish(&id, records.first());
+        }
         tenant.after(&collection.name, &id).await;
         if let Some(hold) = hold {
             hold.settle(u64::from(created.is_ok()), 0);
@@ -220,6 +225,7 @@ impl Catalog {
                     Some(expected.unwrap_or(existing.version))
                 }
             };
+            let watched = tenant.watched(&collection, id, true).await?;
             // A replace or patch adds no record, but may add data.
             let hold = self.quota(tenant.scope(), tenant.engine(), 0, true).await?;
             tenant.before(&collection.name, id).await?;
@@ -228,6 +234,9 @@ impl Catalog {
                 .update(tenant.scope(), &collection, id, change.clone(), guarded)
                 .instrument(tracing::info_span!("engine", op = "update"))
                 .await;
+            if let (Some(watched), Ok(record)) = (watched, &updated) {
+                watched.publish(id, Some(record));
+            }
             tenant.after(&collection.name, id).await;
             if let Some(hold) = hold {
                 hold.settle(0, 0);
@@ -287,6 +296,7 @@ impl Catalog {
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
+            let watched = tenant.watched(&collection, id, true).await?;
             // Never refused (a tenant over its quota may delete); counted.
             let hold = self
                 .quota(tenant.scope(), tenant.engine(), 0, false)
@@ -297,6 +307,9 @@ impl Catalog {
                 .delete(tenant.scope(), &collection, id, guarded)
                 .instrument(tracing::info_span!("engine", op = "delete"))
                 .await;
+            if let (Some(watched), Ok(())) = (watched, &deleted) {
+                watched.publish(id, None);
+            }
             tenant.after(&collection.name, id).await;
             if let Some(hold) = hold {
                 hold.settle(0, u64::from(deleted.is_ok()));

@@ -117,6 +117,9 @@ impl Catalog {
             hold.settle(if restored.is_ok() { count } else { 0 }, 0);
         }
         tenant.written(&collection.name, restored)?;
+        self.inner()
+            .feeds
+            .resync(tenant.scope().storage_key(), &collection.name, "restored");
         Ok(RestoredRecords { restored: count })
     }
 }

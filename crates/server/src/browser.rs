@@ -35,6 +35,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
             header::IF_MATCH,
             HeaderName::from_static("bulkhead-tenant"),
             HeaderName::from_static("traceparent"),
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             HeaderName::from_static("x-request-id"),

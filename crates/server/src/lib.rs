@@ -319,5 +319,11 @@ pub async fn serve(
         header_timeout: state.config.header_timeout,
         tls: state.config.tls.clone(),
     };
+    // Change feeds never end on their own: they end first, so the drain does not wait.
+    let catalog = state.catalog.clone();
+    let shutdown = async move {
+        shutdown.await;
+        catalog.close_watchers();
+    };
     listen::serve(listener, router(state), limits, shutdown).await
 }

@@ -82,6 +82,16 @@ pub struct ServeArgs {
     /// Where tenants' cold archives are kept [default: <data dir>/cold].
     #[arg(long, env = "BULKHEAD_COLD_DIR")]
     pub cold_dir: Option<PathBuf>,
+    /// Change-feed events kept per tenant and collection for resumption (`Last-Event-ID`);
+    /// also how far a watcher may fall behind before it is told to resync [default: 4096].
+    #[arg(long, env = "BULKHEAD_WATCH_BUFFER")]
+    pub watch_buffer: Option<usize>,
+    /// Seconds change-feed events are kept for resumption [default: 300].
+    #[arg(long, env = "BULKHEAD_WATCH_RETENTION_SECS")]
+    pub watch_retention_secs: Option<u64>,
+    /// Change feeds one tenant may have open on this server [default: 256].
+    #[arg(long, env = "BULKHEAD_MAX_WATCHERS_PER_TENANT")]
+    pub max_watchers_per_tenant: Option<usize>,
     /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
     #[arg(long, env = "BULKHEAD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -145,6 +145,8 @@ pub struct Config {
     pub webhooks: bulkhead_secops::WebhookSettings,
     /// The cold archive's root; `None`: `<data dir>/cold`.
     pub cold_dir: Option<PathBuf>,
+    /// Change feeds: events kept, retention, watchers per tenant.
+    pub watch: bulkhead_catalog::WatchSettings,
     pub retention: bulkhead_cold::ColdSettings,
     /// Origins browsers may call from (see `ServerConfig::cors_origins`).
     pub cors_origins: Vec<String>,
@@ -350,6 +352,11 @@ impl Config {
                     .unwrap_or(file.webhooks.allow_private),
             },
             cold_dir: args.cold_dir.clone().or(file.retention.dir.clone()),
+            watch: bulkhead_catalog::WatchSettings {
+                buffer: args.watch_buffer.unwrap_or(4096),
+                retention: Duration::from_secs(args.watch_retention_secs.unwrap_or(300)),
+                per_tenant: args.max_watchers_per_tenant.unwrap_or(256),
+            },
             retention: bulkhead_cold::ColdSettings {
                 every: match args
                     .retention_minutes
@@ -416,6 +423,15 @@ impl Config {
                     "--catalog must be a postgres:// URL (leave it unset for the embedded catalog)"
                 );
             }
+        }
+        if self.watch.buffer == 0 || self.watch.buffer > 1_000_000 {
+            bail!("watch_buffer must be between 1 and 1000000");
+        }
+        if self.watch.retention.is_zero() {
+            bail!("watch_retention_secs must be at least 1");
+        }
+        if self.watch.per_tenant == 0 {
+            bail!("max_watchers_per_tenant must be at least 1");
         }
         if self.moves.chunk == 0 || self.moves.chunk > 10_000 {
             bail!("move_chunk must be between 1 and 10000");

@@ -33,6 +33,89 @@ pub fn router() -> Router<AppState> {
         .route("/v1/collections/{collection}/aggregate", post(aggregate))
         .route("/v1/collections/{collection}/access", get(access))
         .route("/v1/collections/{collection}/records:export", get(export))
+        .route("/v1/collections/{collection}/records:watch", get(watch))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchQuery {
+    filter: Option<String>,
+}
+
+/// Server-sent events: the caller's tenant's changes on the collection, as the caller may
+/// see them (`catalog::watch`). A refusal is a plain error response; once streaming, access
+/// that ends sends one `closed` event with the error body.
+async fn watch(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    NamedTenant(named): NamedTenant,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use bulkhead_catalog::WatchEvent;
+
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    let collection = CollectionName::parse(&collection)?;
+    let last = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            bulkhead_core::error::Error::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID must be an event id this feed sent",
+            )
+        })?),
+    };
+    let watcher = state
+        .catalog
+        .watch_records(
+            &ctx,
+            named.as_ref(),
+            &collection,
+            query.filter.as_deref().unwrap_or_default(),
+            last,
+        )
+        .await?;
+    let request_id = ctx.request_id.clone();
+    let events = futures_util::stream::unfold(watcher, move |mut watcher| {
+        let request_id = request_id.clone();
+        async move {
+            let event = match watcher.next().await? {
+                WatchEvent::Ready { position } => Event::default()
+                    .event("ready")
+                    .id(position)
+                    .retry(std::time::Duration::from_secs(1))
+                    .data("{}"),
+                WatchEvent::Created { position, record } => Event::default()
+                    .event("created")
+                    .id(position)
+                    .data(record.to_json().to_string()),
+                WatchEvent::Updated { position, record } => Event::default()
+                    .event("updated")
+                    .id(position)
+                    .data(record.to_json().to_string()),
+                WatchEvent::Deleted { position, id } => Event::default()
+                    .event("deleted")
+                    .id(position)
+                    .data(serde_json::json!({ "id": id }).to_string()),
+                WatchEvent::Resync { position, reason } => Event::default()
+                    .event("resync")
+                    .id(position)
+                    .data(serde_json::json!({ "reason": reason }).to_string()),
+                WatchEvent::Closed { error } => Event::default().event("closed").data(
+                    serde_json::json!({"error": {
+                        "code": error.code, "message": error.message, "request_id": request_id,
+                    }})
+                    .to_string(),
+                ),
+            };
+            Some((Ok::<_, std::convert::Infallible>(event), watcher))
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

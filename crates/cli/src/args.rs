@@ -564,6 +564,22 @@ pub enum PlatformKeyCmd {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum RecordCmd {
+    /// Follow the collection's changes as they happen (server-sent events): one line per
+    /// created, updated or deleted record, as your credential may see it. Reconnects on its
+    /// own, resuming after the last event it printed.
+    Watch {
+        #[arg(value_parser = CollectionName::parse)]
+        collection: CollectionName,
+        /// Only records matching this filter.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Resume after this event id (printed with each event under --json).
+        #[arg(long, value_name = "EVENT_ID")]
+        after: Option<String>,
+        /// Stop after this many record events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Export every record you may export, as NDJSON on standard output (id order).
     Export {
         #[arg(value_parser = CollectionName::parse)]

@@ -373,6 +373,12 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
                 output::record,
             )
         }
+        RecordCmd::Watch {
+            collection,
+            filter,
+            after,
+            count,
+        } => crate::watch::follow(client, out, &collection, filter.as_deref(), after, count).await,
         RecordCmd::Export { collection, filter } => {
             // Each line goes out as it arrives: memory stays flat however many records.
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());

@@ -25,6 +25,7 @@ mod printer;
 mod rollouts;
 mod secops;
 mod usage;
+mod watch;
 
 use std::path::Path;
 

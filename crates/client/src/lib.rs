@@ -18,6 +18,7 @@ mod error;
 mod members;
 mod routes;
 mod secops;
+mod watch;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use error::ClientError;
 /// HTTP methods for [`Client::raw`].
 pub use reqwest::Method;
 pub use routes::{ListRecords, TenantUpdated};
+pub use watch::{FeedEvent, SseEvent, SseParser, Watch};
 
 /// How long to wait for a TCP connection before reporting the server unreachable. There is no
 /// overall request timeout: deleting or moving a large tenant may legitimately take a while.

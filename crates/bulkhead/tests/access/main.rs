@@ -11,6 +11,7 @@ mod matrix;
 mod members;
 mod rules;
 mod tokens;
+mod watch;
 
 use std::path::Path;
 

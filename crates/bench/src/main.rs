@@ -28,6 +28,7 @@ mod query;
 mod retention;
 mod rollout;
 mod secops;
+mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +80,8 @@ enum BenchKind {
     /// Authentication + authorization per request (keys, JWTs, custom roles, tenant tokens)
     /// as a share of a get-by-id request.
     Auth(crate::auth::AuthArgs),
+    /// Change feeds: event delivery latency with many watchers, and what watching costs writes.
+    Watch(crate::watch::WatchArgs),
     /// A collection change rolled out to many SQLite silos, and a neighbour's reads meanwhile.
     Rollout(crate::rollout::RolloutArgs),
     /// Tenant creation per tier with the ready pool and without it; many silos in one run.
@@ -112,6 +115,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Postgres(args) => crate::postgres::run(args).await,
         BenchKind::Move(args) => crate::moves::run(args).await,
         BenchKind::Auth(args) => crate::auth::run(args).await,
+        BenchKind::Watch(args) => crate::watch::run(args).await,
         BenchKind::Rollout(args) => crate::rollout::run(args).await,
         BenchKind::Onboard(args) => crate::onboard::run(args).await,
         BenchKind::Limit(args) => crate::limit::run(args).await,

@@ -112,6 +112,17 @@ async fn requests_by_route_and_model_and_the_heaviest_tenants_with_the_rest_as_o
             .any(|k| k.starts_with("bulkhead_engine_open_handles{domain=\"local\""))
     );
     assert!(s.contains_key("bulkhead_audit_queue_depth"));
+    assert_eq!(value(&s, "bulkhead_watchers"), 0.0);
+
+    // Open change feeds: two on one tenant's collection share one stream.
+    let _one = clients["ta"].watch(&items(), None, None).await.unwrap();
+    let _two = clients["ta"]
+        .watch(&items(), Some("n > 1"), None)
+        .await
+        .unwrap();
+    let s = samples(&server.client(TOKEN).metrics().await.unwrap());
+    assert_eq!(value(&s, "bulkhead_watchers"), 2.0);
+    assert_eq!(value(&s, "bulkhead_feed_streams"), 1.0);
 
     // Who may scrape.
     assert!(admin.metrics().await.is_ok(), "platform admins may");

@@ -92,6 +92,9 @@ pub struct Observed {
     pub engines: Vec<EngineFigures>,
     pub audit_queued: u64,
     pub audit_dropped: u64,
+    /// Change feeds open on this server, and the streams they (and the recently left) keep.
+    pub watchers: u64,
+    pub feed_streams: u64,
     /// Moves this server runs, by phase.
     pub moves: BTreeMap<String, u64>,
     /// Seconds since this server last applied the shared catalog's changes (`None`: the
@@ -133,6 +136,7 @@ impl Catalog {
             })
             .collect();
         (out.audit_queued, out.audit_dropped) = self.inner().audit.depth();
+        (out.watchers, out.feed_streams) = self.inner().feeds.counts();
         for live in self.inner().moves.live.lock().values() {
             let phase = live
                 .phase

@@ -114,6 +114,11 @@ impl Feeds {
         self.feed.watchers()
     }
 
+    /// Watchers open, and streams kept (watched, or within their retention).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.feed.watchers() as u64, self.feed.streams() as u64)
+    }
+
     fn admit(&self, tenant: &TenantId) -> Result<WatcherSlot, Error> {
         let mut counts = self.watchers.lock();
         let count = counts.entry(tenant.clone()).or_default();

@@ -308,6 +308,20 @@ fn render(http: &HttpMetrics, observed: &Observed) -> Result<String, std::fmt::E
         "Audit events waiting to be written",
         queued,
     );
+    let watchers = Gauge::<i64>::default();
+    watchers.set(i64::try_from(observed.watchers).unwrap_or(i64::MAX));
+    registry.register(
+        "watchers",
+        "Change feeds (records:watch) open on this server",
+        watchers,
+    );
+    let streams = Gauge::<i64>::default();
+    streams.set(i64::try_from(observed.feed_streams).unwrap_or(i64::MAX));
+    registry.register(
+        "feed_streams",
+        "Change-feed streams kept (a tenant's collection watched now or within the retention)",
+        streams,
+    );
     let dropped = Counter::<u64>::default();
     dropped.inc_by(observed.audit_dropped);
     registry.register(

@@ -650,6 +650,16 @@ pub enum RecordCmd {
         /// Lines per request.
         #[arg(long, default_value_t = 5000)]
         batch: usize,
+        /// Go on with an import of this file that stopped (killed, connection lost), after
+        /// the lines it had imported, without duplicating one.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Import the whole file again, forgetting an unfinished import of it.
+        #[arg(long)]
+        restart: bool,
+        /// Where the import keeps its progress [default: <file>.import-state].
+        #[arg(long, value_name = "PATH")]
+        state: Option<std::path::PathBuf>,
     },
     /// Change some fields of a record.
     Patch {

@@ -483,7 +483,20 @@ async fn record(client: &Client, out: &Printer, cmd: RecordCmd) -> anyhow::Resul
             collection,
             file,
             batch,
-        } => crate::import::run(client, out, &collection, &file, batch.max(1)).await,
+            resume,
+            restart,
+            state,
+        } => {
+            let args = crate::import::ImportArgs {
+                collection: &collection,
+                file: &file,
+                batch: batch.max(1),
+                resume,
+                restart,
+                state,
+            };
+            crate::import::run(client, out, args).await
+        }
         RecordCmd::Patch {
             collection,
             id,

@@ -37,6 +37,29 @@ async fn raw(url: &str, request: &str) -> (u16, HashMap<String, String>, Vec<u8>
     (status, headers, buf[split + 4..].to_vec())
 }
 
+/// A chunked body's bytes, without the chunk framing.
+fn unchunk(body: &[u8]) -> Vec<u8> {
+    let mut joined = Vec::new();
+    let mut rest = body;
+    loop {
+        let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return joined;
+        }
+        joined.extend_from_slice(&rest[end + 2..end + 2 + size]);
+        rest = &rest[end + 2 + size + 2..];
+    }
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
 fn preflight(origin: &str) -> String {
     format!(
         "OPTIONS /v1/collections/items/records HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
@@ -122,21 +145,7 @@ async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_s
         Some("gzip")
     );
     // The body is chunked: strip the chunk framing, then gunzip.
-    let mut joined = Vec::new();
-    let mut rest = body.as_slice();
-    loop {
-        let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        joined.extend_from_slice(&rest[end + 2..end + 2 + size]);
-        rest = &rest[end + 2 + size + 2..];
-    }
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(joined.as_slice())
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = gunzip(&unchunk(&body));
     let page: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 30);
     // Not asked: not compressed.
@@ -156,6 +165,73 @@ async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_s
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Streamed answers compress whole — an empty export too (its stream was polled again after
+/// its end, which panicked and left the client with no answer) — and change feeds go out
+/// uncompressed, event by event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_compress_and_change_feeds_do_not() {
+    use bulkhead_core::access::TenantRole;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_items(&admin).await;
+    common::create_tenant(&admin, "acme", "free").await;
+    let token = common::key(&admin, "acme", TenantRole::Member).await;
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let export = "/v1/collections/items/records:export";
+    let (status, headers, body) = raw(&server.url, &get(export)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    assert_eq!(gunzip(&unchunk(&body)), "", "an empty export");
+    let acme = server.client(&token);
+    for i in 0..3 {
+        acme.create_record(
+            &common::items(),
+            &serde_json::json!({"title": format!("t{i}")}),
+        )
+        .await
+        .unwrap();
+    }
+    let (status, _, body) = raw(&server.url, &get(export)).await;
+    assert_eq!(status, 200);
+    assert_eq!(gunzip(&unchunk(&body)).lines().count(), 3);
+    // The audit export of an empty window, the same.
+    let empty_window = format!(
+        "GET /v1/audit/export?from=2999-01-01T00:00:00Z HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        common::ADMIN_KEY
+    );
+    let (status, headers, body) = raw(&server.url, &empty_window).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-encoding").map(String::as_str), Some("gzip"));
+    assert_eq!(gunzip(&unchunk(&body)), "");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+
+    // A feed never ends: read its head only.
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(get("/v1/collections/items/records:watch").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 512];
+        let n = stream.read(&mut byte).await.unwrap();
+        assert!(n > 0, "the feed closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&byte[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(!head.contains("content-encoding"), "{head}");
 }
 
 /// HTTPS: the server serves TLS with its certificate; the CLI speaks it, trusting the CA

@@ -78,7 +78,9 @@ async fn export_audit(
                 }
             }
         });
-    let mut response = axum::body::Body::from_stream(pages).into_response();
+    // Fused, as the records export: gzip polls an ended body again.
+    let mut response =
+        axum::body::Body::from_stream(futures_util::StreamExt::fuse(pages)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

@@ -113,7 +113,7 @@ async fn watch(
             Some((Ok::<_, std::convert::Infallible>(event), watcher))
         }
     });
-    Ok(Sse::new(events)
+    Ok(Sse::new(futures_util::StreamExt::fuse(events))
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response())
 }
@@ -187,7 +187,10 @@ async fn export(
             }
         },
     );
-    let mut response = axum::body::Body::from_stream(pages).into_response();
+    // Fused: a layer that polls the body again after its end (gzip does, at the end of an
+    // empty export) gets the end again instead of a panic.
+    let mut response =
+        axum::body::Body::from_stream(futures_util::StreamExt::fuse(pages)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

@@ -259,25 +259,14 @@ impl Client {
             .send()
             .await
             .map_err(|e| ClientError::transport(&e))?;
-        let status = response.status();
-        let request_id = response
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
         let body = response
             .bytes()
             .await
             .map_err(|e| ClientError::transport(&e))?;
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            Err(ClientError::from_response(
-                status.as_u16(),
-                &body,
-                request_id.as_deref(),
-            ))
-        }
+        Ok(body.to_vec())
     }
 
     /// Sends a request whose answer is NDJSON and hands each line (without its newline) to
@@ -294,22 +283,13 @@ impl Client {
             .send()
             .await
             .map_err(|e| ClientError::transport(&e))?;
-        let status = response.status();
         let request_id = response
             .headers()
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        if !status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| ClientError::transport(&e))?;
-            return Err(ClientError::from_response(
-                status.as_u16(),
-                &body,
-                request_id.as_deref(),
-            ));
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
         }
         let mut pending = Vec::new();
         let mut lines = 0;
@@ -390,6 +370,21 @@ fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
 
 /// Encodes a request body. Wire types always encode; the error exists for foreign `Value`s
 /// only in theory, but is reported rather than unwrapped.
+/// The server's error for a non-2xx answer (its body and request id), or the transport
+/// error that cut the body short.
+pub(crate) async fn refusal(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let request_id = response
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match response.bytes().await {
+        Ok(body) => ClientError::from_response(status, &body, request_id.as_deref()),
+        Err(e) => ClientError::transport(&e),
+    }
+}
+
 fn json_body<T: Serialize + ?Sized>(value: &T) -> Result<Option<Vec<u8>>, ClientError> {
     serde_json::to_vec(value)
         .map(Some)

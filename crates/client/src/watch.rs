@@ -4,8 +4,6 @@
 use reqwest::Method;
 use reqwest::header::ACCEPT;
 
-use bulkhead_api::REQUEST_ID_HEADER;
-
 use crate::{Client, ClientError};
 
 /// One event of a change feed: `ready`, `created`, `updated`, `deleted`, `resync` or
@@ -48,22 +46,8 @@ impl Client {
             .send()
             .await
             .map_err(|e| ClientError::transport(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let request_id = response
-                .headers()
-                .get(REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| ClientError::transport(&e))?;
-            return Err(ClientError::from_response(
-                status.as_u16(),
-                &body,
-                request_id.as_deref(),
-            ));
+        if !response.status().is_success() {
+            return Err(crate::refusal(response).await);
         }
         Ok(Watch {
             response,

@@ -129,6 +129,9 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
 
 fn main() {
     let what = BenchKind::parse();
+    // The benchmarks' own plain HTTP clients: reqwest is built without a default TLS
+    // provider (the client crate passes its own), so one is installed for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -44,9 +44,14 @@ pub struct MeteringArgs {
     /// Only these ops of the overhead part (`get`, `bulk`).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
-    /// Seconds the neighbour reads, with and without sampling.
+    /// Seconds the neighbour reads without sampling (with it: as long as it runs).
     #[arg(long, default_value_t = 10)]
     neighbour_seconds: u64,
+    /// The paced sampling pass's target ratio and floor.
+    #[arg(long, default_value_t = 1.2)]
+    sample_pace_target: f64,
+    #[arg(long, default_value_t = 0.1)]
+    sample_pace_floor: f64,
 }
 
 fn empty() -> Sample {
@@ -200,26 +205,44 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                 anyhow::Ok(all)
             }
         };
-        let quiet = neighbour(args.neighbour_seconds).await?;
-        // The scheduled sampler's path (the background runtime), timed to its end.
-        let catalog = server.catalog.clone();
-        let sampling = tokio::spawn(async move {
-            let started = Instant::now();
-            let done = catalog.sample_storage_detached(None).await;
-            (started.elapsed(), done)
-        });
-        let busy = neighbour(args.neighbour_seconds).await?;
-        let (took, done) = sampling.await?;
-        let done = done?;
-        println!(
-            "storage of {} tenants ({} failed) sampled in {:.1} s; a neighbour's get p99 {:.2} ms meanwhile vs {:.2} ms without ({:.2}x)",
-            done.tenants,
-            done.failed,
-            took.as_secs_f64(),
-            percentile(&busy, 0.99),
-            percentile(&quiet, 0.99),
-            percentile(&busy, 0.99) / percentile(&quiet, 0.99),
-        );
+        // Unpaced, then paced by the neighbours' latency (the server's default), each
+        // beside a neighbour that reads; a quiet spell of its own before each.
+        let paces = [
+            ("full speed", None),
+            (
+                "paced",
+                Some(bulkhead_catalog::SamplePace {
+                    target_ratio: args.sample_pace_target,
+                    floor: args.sample_pace_floor,
+                }),
+            ),
+        ];
+        for (name, pace) in paces {
+            let quiet = neighbour(args.neighbour_seconds).await?;
+            // The scheduled sampler's path (the background runtime), timed to its end.
+            let catalog = server.catalog.clone();
+            let sampling = tokio::spawn(async move {
+                let started = Instant::now();
+                let done = catalog.sample_storage_paced(None, pace).await;
+                (started.elapsed(), done)
+            });
+            let mut busy = Vec::new();
+            while !sampling.is_finished() {
+                busy.extend(neighbour(1).await?);
+            }
+            busy.sort();
+            let (took, done) = sampling.await?;
+            let done = done?;
+            println!(
+                "{name}: storage of {} tenants ({} failed) sampled in {:.1} s; a neighbour's get p99 {:.2} ms meanwhile vs {:.2} ms without ({:.2}x)",
+                done.tenants,
+                done.failed,
+                took.as_secs_f64(),
+                percentile(&busy, 0.99),
+                percentile(&quiet, 0.99),
+                percentile(&busy, 0.99) / percentile(&quiet, 0.99),
+            );
+        }
     }
     server.stop().await
 }

@@ -44,6 +44,8 @@ pub struct CatalogOptions {
     pub rollout_canary_count: usize,
     /// How often every tenant's storage is measured; `None`: only on demand.
     pub storage_sample_every: Option<std::time::Duration>,
+    /// How storage sampling paces itself by its neighbours' latency; `None`: full speed.
+    pub storage_sample_pace: Option<crate::SamplePace>,
     /// How often the audit chain's new entries are checked and its head logged; `None`:
     /// never (only on demand).
     pub audit_watch_every: Option<std::time::Duration>,
@@ -78,6 +80,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("rollout_max_failure_ratio", &self.rollout_max_failure_ratio)
             .field("rollout_canary_count", &self.rollout_canary_count)
             .field("storage_sample_every", &self.storage_sample_every)
+            .field("storage_sample_pace", &self.storage_sample_pace)
             .field("audit_watch_every", &self.audit_watch_every)
             .field("enumeration", &self.enumeration)
             .field("cold_dir", &self.cold_dir)
@@ -104,6 +107,10 @@ impl Default for CatalogOptions {
             rollout_max_failure_ratio: None,
             rollout_canary_count: 0,
             storage_sample_every: None,
+            storage_sample_pace: Some(crate::SamplePace {
+                target_ratio: 1.2,
+                floor: 0.1,
+            }),
             audit_watch_every: Some(std::time::Duration::from_secs(60)),
             enumeration: (50, std::time::Duration::from_secs(60)),
             cold_dir: None,

@@ -626,8 +626,18 @@ impl Engine for SqliteEngine {
         placements: &[PlacementRef],
         collections: &[Collection],
     ) -> EngineResult<Vec<bulkhead_engine::Measured>> {
+        self.measure_paced(placements, collections, Arc::new(bulkhead_engine::NoRest))
+            .await
+    }
+
+    async fn measure_paced(
+        &self,
+        placements: &[PlacementRef],
+        collections: &[Collection],
+        rest: Arc<dyn bulkhead_engine::Rest>,
+    ) -> EngineResult<Vec<bulkhead_engine::Measured>> {
         let (placements, collections) = (placements.to_vec(), collections.to_vec());
-        self.blocking(move |inner| inner.measure(&placements, &collections))
+        self.blocking(move |inner| inner.measure(&placements, &collections, rest.as_ref()))
             .await
     }
 

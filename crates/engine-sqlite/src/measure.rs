@@ -4,6 +4,7 @@
 //! pooled table's b-trees, in proportion to the bytes of its rows (one pass per table).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use bulkhead_core::model::Isolation;
 use bulkhead_core::schema::Collection;
@@ -60,16 +61,23 @@ fn count(conn: &Connection, table: &TableName) -> Result<u64, StorageError> {
 }
 
 impl Inner {
+    /// Measures `placements`, resting after each silo, each bridge file and each page of a
+    /// pooled table as `rest` says (on this blocking thread).
     pub(crate) fn measure(
         &self,
         placements: &[PlacementRef],
         collections: &[Collection],
+        rest: &dyn bulkhead_engine::Rest,
     ) -> Result<Vec<Measured>, StorageError> {
         let mut out = Vec::new();
         let mut shared: BTreeMap<(Isolation, &str), Vec<&PlacementRef>> = BTreeMap::new();
         for p in placements {
             match p.isolation {
-                Isolation::Silo => out.extend(self.measure_silo(p, collections)?),
+                Isolation::Silo => {
+                    let began = Instant::now();
+                    out.extend(self.measure_silo(p, collections)?);
+                    pause(rest, began);
+                }
                 isolation => shared.entry((isolation, &p.namespace)).or_default().push(p),
             }
         }
@@ -78,10 +86,12 @@ impl Inner {
                 continue;
             }
             let db = self.shared_db(isolation, namespace)?;
+            let began = Instant::now();
             out.extend(match isolation {
-                Isolation::Pool => measure_pool(&db, &members, collections)?,
+                Isolation::Pool => measure_pool(&db, &members, collections, rest)?,
                 _ => db.read(|conn| measure_bridge(conn, &members, collections))?,
             });
+            pause(rest, began);
         }
         Ok(out)
     }
@@ -212,10 +222,19 @@ fn pool_rows_page(
 
 /// A pool's tenants: each pooled table's b-trees read once, its rows a page of tenants per
 /// read transaction (so the pass never holds a reader for long, and yields between pages).
+/// Rests as `rest` says after work that began at `began`.
+fn pause(rest: &dyn bulkhead_engine::Rest, began: Instant) {
+    let rest = rest.rest_after(began.elapsed());
+    if !rest.is_zero() {
+        std::thread::sleep(rest);
+    }
+}
+
 fn measure_pool(
     db: &crate::db::Db,
     members: &[&PlacementRef],
     collections: &[Collection],
+    rest: &dyn bulkhead_engine::Rest,
 ) -> Result<Vec<Measured>, StorageError> {
     let mut found: BTreeMap<StorageKey, Measured> = members
         .iter()
@@ -252,6 +271,7 @@ fn measure_pool(
         };
         let (mut all, mut mine, mut after) = (0u64, Vec::new(), String::new());
         loop {
+            let began = Instant::now();
             let page = db.read(|conn| pool_rows_page(conn, &table, indexes, &after))?;
             for (key, n, bytes) in &page {
                 all += bytes;
@@ -263,6 +283,7 @@ fn measure_pool(
                 Some((last, _, _)) if page.len() == POOL_PAGE => after.clone_from(last),
                 _ => break,
             }
+            pause(rest, began);
             std::thread::yield_now();
         }
         for (key, n, bytes) in mine {

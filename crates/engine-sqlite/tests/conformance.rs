@@ -43,6 +43,46 @@ conformance_tests!(
     an_added_text_field_is_searchable_on_every_row,
 );
 
+/// The storage sampler's pace: a paced measure rests after each silo (and each page of a
+/// pooled table) as long as its `Rest` says, and measures the same.
+#[tokio::test]
+async fn a_paced_measure_rests_between_silos() {
+    use bulkhead_core::model::Isolation;
+    use bulkhead_engine::{Engine, Rest};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    struct Counting(AtomicUsize);
+    impl Rest for Counting {
+        fn rest_after(&self, _busy: Duration) -> Duration {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Duration::from_millis(30)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir);
+    let c = conformance::items_collection();
+    let mut placements = Vec::new();
+    for i in 0..4 {
+        let t = conformance::tenant(&format!("s{i}"));
+        let target = conformance::target(&t, Isolation::Silo);
+        engine
+            .provision(&target, std::slice::from_ref(&c))
+            .await
+            .expect("provision");
+        placements.push(target);
+    }
+    let rest = Arc::new(Counting(AtomicUsize::new(0)));
+    let started = Instant::now();
+    let paced = engine
+        .measure_paced(&placements, std::slice::from_ref(&c), rest.clone())
+        .await
+        .expect("paced");
+    assert!(rest.0.load(Ordering::Relaxed) >= 4, "a rest after each silo");
+    assert!(started.elapsed() >= Duration::from_millis(120), "and it rested");
+    assert_eq!(paced.len(), 4);
+}
+
 #[tokio::test]
 async fn many_silos_work_with_a_bounded_number_of_open_files() {
     use bulkhead_core::access::DataAction;

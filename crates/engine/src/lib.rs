@@ -20,6 +20,7 @@ use bulkhead_core::record::{FieldValue, NewRecord, Record, RecordChange};
 use bulkhead_core::schema::{Collection, FieldType};
 use bulkhead_core::{CollectionName, FieldName, RecordId, StorageKey, TenantId};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors an engine reports. `Storage` carries detail for the log, never for the caller.
@@ -419,6 +420,21 @@ pub enum BulkOutcome {
     Deleted(RecordId),
 }
 
+/// How long a paced background scan rests after a unit of work that kept it busy for `busy`
+/// (the catalog's pace, from the neighbours' latency).
+pub trait Rest: Send + Sync {
+    fn rest_after(&self, busy: Duration) -> Duration;
+}
+
+/// No rest: work at full speed.
+pub struct NoRest;
+
+impl Rest for NoRest {
+    fn rest_after(&self, _: Duration) -> Duration {
+        Duration::ZERO
+    }
+}
+
 /// One piece of tenant storage an engine holds, as found in its files or databases (not as
 /// the catalog believes it to be): what `bulkhead doctor` compares with the live placements.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -633,6 +649,20 @@ pub trait Engine: Send + Sync + 'static {
         placements: &[PlacementRef],
         collections: &[Collection],
     ) -> EngineResult<Vec<Measured>>;
+
+    /// [`Engine::measure`], resting between units of work (a file, a page of a pooled
+    /// table) as long as `rest` says, so a scan of every tenant's storage spares the
+    /// requests meanwhile. Engines whose measurement is a few catalog queries on a database
+    /// server measure at once (the default).
+    async fn measure_paced(
+        &self,
+        placements: &[PlacementRef],
+        collections: &[Collection],
+        rest: Arc<dyn Rest>,
+    ) -> EngineResult<Vec<Measured>> {
+        let _ = rest;
+        self.measure(placements, collections).await
+    }
 
     /// Writes a copy of every database this engine keeps into `dest` (same relative paths as
     /// under its own directory), each one consistent as of one moment (one read transaction,

@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// `bulkhead usage`); 0: only on demand (`bulkhead usage sample`) [default: 60].
     #[arg(long, env = "BULKHEAD_STORAGE_SAMPLE_MINUTES")]
     pub storage_sample_minutes: Option<u64>,
+    /// Storage sampling slows down while the requests on the domain it measures see their
+    /// p99 over this many times their p99 just before; 0: sample at full speed [default: 1.2].
+    #[arg(long, env = "BULKHEAD_SAMPLE_PACE_TARGET")]
+    pub sample_pace_target: Option<f64>,
+    /// The least share of time storage sampling works, so a pass always ends [default: 0.1].
+    #[arg(long, env = "BULKHEAD_SAMPLE_PACE_FLOOR")]
+    pub sample_pace_floor: Option<f64>,
     /// Seconds between two checks of the audit log's hash chain (each logs the chain's
     /// head; a break is audited and raised as a finding); 0: only on demand [default: 60].
     #[arg(long, env = "BULKHEAD_AUDIT_WATCH_SECS")]

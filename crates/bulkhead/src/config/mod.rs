@@ -139,6 +139,8 @@ pub struct Config {
     pub rollout_canary_count: usize,
     /// See `CatalogOptions::storage_sample_every`.
     pub storage_sample_every: Option<Duration>,
+    /// See `CatalogOptions::storage_sample_pace`.
+    pub storage_sample_pace: Option<bulkhead_catalog::SamplePace>,
     /// See `CatalogOptions::audit_watch_every`.
     pub audit_watch_every: Option<Duration>,
     pub findings: bulkhead_secops::FindingRules,
@@ -327,6 +329,13 @@ impl Config {
                 0 => None,
                 minutes => Some(Duration::from_secs(minutes.saturating_mul(60))),
             },
+            storage_sample_pace: match args.sample_pace_target.unwrap_or(1.2) {
+                0.0 => None,
+                target_ratio => Some(bulkhead_catalog::SamplePace {
+                    target_ratio,
+                    floor: args.sample_pace_floor.unwrap_or(0.1),
+                }),
+            },
             audit_watch_every: match args.audit_watch_secs.unwrap_or(60) {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
@@ -422,6 +431,14 @@ impl Config {
                 bail!(
                     "--catalog must be a postgres:// URL (leave it unset for the embedded catalog)"
                 );
+            }
+        }
+        if let Some(pace) = self.storage_sample_pace {
+            if !(pace.target_ratio > 1.0 && pace.target_ratio <= 100.0) {
+                bail!("sample_pace_target must be 0 (no pacing), or above 1 and at most 100");
+            }
+            if !(pace.floor > 0.0 && pace.floor <= 1.0) {
+                bail!("sample_pace_floor must be above 0 and at most 1");
             }
         }
         if self.watch.buffer == 0 || self.watch.buffer > 1_000_000 {

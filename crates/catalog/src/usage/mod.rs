@@ -5,6 +5,8 @@
 mod meter;
 mod storage;
 
+pub use storage::SamplePace;
+
 use std::collections::BTreeMap;
 
 use bulkhead_api::{

@@ -25,6 +25,45 @@ const TENANT_PAGE: i64 = 1_000;
 /// Placements measured per engine call.
 const MEASURE_BATCH: usize = 200;
 
+/// How the storage sampler paces itself by the latency of the requests on the domain it
+/// measures (`bulkhead-pace`): it keeps their p99 within `target_ratio` of their p99 just
+/// before, working at least `floor` of the time so a pass always ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplePace {
+    pub target_ratio: f64,
+    pub floor: f64,
+}
+
+impl SamplePace {
+    fn throttle(self, board: Arc<bulkhead_pace::Board>, domain: &DomainName) -> PacedScan {
+        let settings = bulkhead_pace::Settings::new(self.target_ratio, self.floor, 1.0);
+        let domain = domain.as_str().to_owned();
+        // Every tenant's requests on the domain: the sampler works for none of them.
+        let source = move |since: Instant, until: Instant| {
+            let places = [bulkhead_pace::Place {
+                domain: &domain,
+                file: None,
+            }];
+            vec![board.observe(&places, "", since, until)]
+        };
+        PacedScan(bulkhead_pace::Throttle::new(
+            settings,
+            &["domain"],
+            Arc::new(source),
+            Arc::new(Instant::now),
+        ))
+    }
+}
+
+/// A sampling pass's rests between files and pages.
+struct PacedScan(bulkhead_pace::Throttle);
+
+impl bulkhead_engine::Rest for PacedScan {
+    fn rest_after(&self, busy: Duration) -> Duration {
+        self.0.rest_after(busy)
+    }
+}
+
 /// Samples every `every` (first after one `every`) until the catalog is dropped.
 pub(crate) fn spawn_sampler(inner: Weak<Inner>, every: Duration) {
     crate::background::spawn(async move {
@@ -163,10 +202,21 @@ impl Catalog {
         &self,
         only: Option<TenantId>,
     ) -> Result<StorageSampled, Error> {
+        let pace = self.inner().options.storage_sample_pace;
+        self.sample_storage_paced(only, pace).await
+    }
+
+    /// [`Catalog::sample_storage_detached`] with the pace given here (target ratio and floor;
+    /// `None`: at full speed) instead of the server's: for benchmarks comparing the two.
+    pub async fn sample_storage_paced(
+        &self,
+        only: Option<TenantId>,
+        pace: Option<SamplePace>,
+    ) -> Result<StorageSampled, Error> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let catalog = self.clone();
         crate::background::spawn(async move {
-            let _ = done.send(catalog.sample_storage(only.as_ref()).await);
+            let _ = done.send(catalog.sample_storage_with(only.as_ref(), pace).await);
         });
         answer.await.map_err(|_| {
             Error::internal().with_message("storage sampling stopped before it finished")
@@ -174,10 +224,20 @@ impl Catalog {
     }
 
     /// Measures the storage of every live tenant (or of `only`) and records it for this
-    /// hour. A domain that fails is logged and counted; the others are still measured.
+    /// hour, at the server's pace. A domain that fails is logged and counted; the others are
+    /// still measured.
     pub(crate) async fn sample_storage(
         &self,
         only: Option<&TenantId>,
+    ) -> Result<StorageSampled, Error> {
+        let pace = self.inner().options.storage_sample_pace;
+        self.sample_storage_with(only, pace).await
+    }
+
+    async fn sample_storage_with(
+        &self,
+        only: Option<&TenantId>,
+        pace: Option<SamplePace>,
     ) -> Result<StorageSampled, Error> {
         let started = Instant::now();
         let collections: Vec<_> = self
@@ -227,6 +287,12 @@ impl Catalog {
         }
         for (domain, placements) in by_domain {
             let engine = self.engine(&domain)?;
+            // Each domain's pass rests as its requests' latency asks, from a baseline of the
+            // moments just before it.
+            let rest: Arc<dyn bulkhead_engine::Rest> = match pace {
+                Some(pace) => Arc::new(pace.throttle(Arc::clone(&self.inner().latency), &domain)),
+                None => Arc::new(bulkhead_engine::NoRest),
+            };
             let (pooled, dedicated): (Vec<_>, Vec<_>) = placements
                 .into_iter()
                 .partition(|(_, p)| p.isolation == bulkhead_core::model::Isolation::Pool);
@@ -239,7 +305,10 @@ impl Catalog {
                     .iter()
                     .map(|(t, p)| (p.key.clone(), t.clone()))
                     .collect();
-                let measured = match engine.measure(&refs, &collections).await {
+                let measured = match engine
+                    .measure_paced(&refs, &collections, Arc::clone(&rest))
+                    .await
+                {
                     Ok(measured) => measured,
                     Err(e) => {
                         tracing::warn!(domain = %domain, error = %e, "storage could not be measured");

@@ -51,6 +51,19 @@ pub async fn measure_counts_records_and_bytes_per_model(engine: &dyn Engine) {
                 .find(|m| m.key == placements[i].key)
                 .unwrap_or_else(|| panic!("{isolation}: {} not measured", placements[i].key))
         };
+        // Paced, the same answer (engines that pace rest between units; others ignore it).
+        let mut paced = engine
+            .measure_paced(
+                &placements,
+                std::slice::from_ref(&c),
+                std::sync::Arc::new(crate::NoRest),
+            )
+            .await
+            .expect("measure paced");
+        let mut plain = measured.clone();
+        paced.sort_by(|a, b| a.key.cmp(&b.key));
+        plain.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(paced, plain, "{isolation}: paced and unpaced measures differ");
         let (h, l) = (of(0), of(1));
         assert_eq!(h.records.get(&c.name), Some(&600), "{isolation}: {h:?}");
         assert_eq!(l.records.get(&c.name), Some(&60), "{isolation}: {l:?}");

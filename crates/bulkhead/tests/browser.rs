@@ -211,7 +211,10 @@ async fn streamed_answers_compress_and_change_feeds_do_not() {
     );
     let (status, headers, body) = raw(&server.url, &empty_window).await;
     assert_eq!(status, 200);
-    assert_eq!(headers.get("content-encoding").map(String::as_str), Some("gzip"));
+    assert_eq!(
+        headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
     assert_eq!(gunzip(&unchunk(&body)), "");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 

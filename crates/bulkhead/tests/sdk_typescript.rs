@@ -47,7 +47,10 @@ fn the_typescript_sdk_passes_its_tests_against_the_binary() {
     );
     if !sdk().join("node_modules/typescript").exists() {
         let (ok, text) = run("npm", &["ci", "--no-audit", "--no-fund"]);
-        assert!(ok, "npm ci failed (the registry must be reachable once):\n{text}");
+        assert!(
+            ok,
+            "npm ci failed (the registry must be reachable once):\n{text}"
+        );
     }
     let (ok, text) = run("npm", &["run", "build"]);
     assert!(ok, "the SDK does not type-check:\n{text}");

@@ -78,8 +78,14 @@ async fn a_paced_measure_rests_between_silos() {
         .measure_paced(&placements, std::slice::from_ref(&c), rest.clone())
         .await
         .expect("paced");
-    assert!(rest.0.load(Ordering::Relaxed) >= 4, "a rest after each silo");
-    assert!(started.elapsed() >= Duration::from_millis(120), "and it rested");
+    assert!(
+        rest.0.load(Ordering::Relaxed) >= 4,
+        "a rest after each silo"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(120),
+        "and it rested"
+    );
     assert_eq!(paced.len(), 4);
 }
 

@@ -63,7 +63,10 @@ pub async fn measure_counts_records_and_bytes_per_model(engine: &dyn Engine) {
         let mut plain = measured.clone();
         paced.sort_by(|a, b| a.key.cmp(&b.key));
         plain.sort_by(|a, b| a.key.cmp(&b.key));
-        assert_eq!(paced, plain, "{isolation}: paced and unpaced measures differ");
+        assert_eq!(
+            paced, plain,
+            "{isolation}: paced and unpaced measures differ"
+        );
         let (h, l) = (of(0), of(1));
         assert_eq!(h.records.get(&c.name), Some(&600), "{isolation}: {h:?}");
         assert_eq!(l.records.get(&c.name), Some(&60), "{isolation}: {l:?}");

@@ -1,7 +1,8 @@
 //! `bulkhead record import --resume`: an import killed right after the server applied a
 //! batch (before the CLI recorded it) goes on where it stopped, without duplicating a line —
 //! lines without ids, lines with ids and create envelopes alike — while a genuine conflict in
-//! the replayed batch is still reported; and a file that changed is never skipped into.
+//! the replayed batch is still reported; and a file that changed, another tenant, or a
+//! tenant deleted and re-created meanwhile is never skipped into.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -159,4 +160,33 @@ async fn a_changed_file_or_another_tenant_is_not_resumed() {
         .unwrap();
     assert!(!stdin.status.success());
     assert!(String::from_utf8_lossy(&stdin.stderr).contains("standard input"));
+
+    // The tenant deleted and re-created while the import was stopped: the lines already
+    // imported went with the old life, so resuming (with the new life's key) is refused.
+    let other_file = dir.path().join("again.ndjson");
+    std::fs::write(&other_file, &text).unwrap();
+    assert_eq!(
+        import(&server, &acme, &other_file, &[], Some(2))
+            .status
+            .code(),
+        Some(137)
+    );
+    admin.delete_tenant(&common::tid("acme")).await.unwrap();
+    create_tenant(&admin, "acme", "free").await;
+    let reborn = key(&admin, "acme", TenantRole::Member).await;
+    let gone = import(&server, &reborn, &other_file, &["--resume"], None);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("is gone"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    let again = import(&server, &reborn, &other_file, &["--restart"], None);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let all = server.client(&reborn).export(&items(), None).await.unwrap();
+    assert_eq!(all.len(), 300, "the new life has every line once");
 }

@@ -109,6 +109,11 @@ struct State {
     done_sha256: String,
     /// The batch sent and not yet acknowledged.
     in_flight: Option<InFlight>,
+    /// A record an acknowledged batch wrote and no later line removed: on resume it must
+    /// still be there, or the tenant was deleted (maybe re-created) or emptied since, and
+    /// skipping the lines already imported would lose them.
+    #[serde(default)]
+    probe: Option<String>,
     summary: Summary,
 }
 
@@ -261,6 +266,18 @@ pub async fn run(client: &Client, out: &Printer, args: ImportArgs<'_>) -> anyhow
                     saved.done_lines
                 );
             }
+            if let Some(probe) = &saved.probe {
+                let id = RecordId::parse(probe)?;
+                match client.get_record(collection, &id).await {
+                    Ok(_) => {}
+                    Err(e) if e.status() == Some(404) => bail!(
+                        "record {probe}, which this import wrote, is gone: the tenant was deleted \
+                         (or emptied) since the import stopped, so the lines already imported are \
+                         not there any more; --restart to import the whole file"
+                    ),
+                    Err(e) => return Err(e.into()),
+                }
+            }
             saved
         }
         _ => {
@@ -281,6 +298,7 @@ pub async fn run(client: &Client, out: &Printer, args: ImportArgs<'_>) -> anyhow
                 done_lines: 0,
                 done_sha256: hex::encode(Sha256::new().finalize()),
                 in_flight: None,
+                probe: None,
                 summary: Summary::default(),
             }
         }
@@ -372,6 +390,9 @@ pub async fn run(client: &Client, out: &Printer, args: ImportArgs<'_>) -> anyhow
             std::process::exit(137);
         }
         let replayed = replay.take().is_some();
+        let failed: std::collections::HashSet<u64> =
+            report.results.iter().map(|r| r.line).collect();
+        state.probe = probe_after(state.probe.take(), &lines, &failed);
         record(
             client,
             collection,
@@ -427,6 +448,41 @@ pub async fn run(client: &Client, out: &Printer, args: ImportArgs<'_>) -> anyhow
         bail!("{failed} lines were not imported (the others were)");
     }
     Ok(())
+}
+
+/// The record to look for on resume after this batch: the last one it created or replaced
+/// (a line that did not fail) that no later line of it deletes; the previous probe unless
+/// this batch deletes it.
+fn probe_after(
+    previous: Option<String>,
+    lines: &[Line],
+    failed: &std::collections::HashSet<u64>,
+) -> Option<String> {
+    let ops: Vec<(Option<String>, bool)> = lines
+        .iter()
+        .map(|line| match serde_json::from_slice::<Value>(&line.sent) {
+            Ok(Value::Object(o)) => {
+                let delete = o.get("op").and_then(Value::as_str) == Some("delete");
+                let id = o
+                    .get("id")
+                    .or_else(|| o.get("record").and_then(|r| r.get("id")))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (id, delete)
+            }
+            _ => (None, false),
+        })
+        .collect();
+    let deleted = |id: &str, after: usize| {
+        ops[after..]
+            .iter()
+            .any(|(other, delete)| *delete && other.as_deref() == Some(id))
+    };
+    let fresh = ops.iter().enumerate().rev().find_map(|(i, (id, delete))| {
+        let id = id.as_deref()?;
+        (!delete && !failed.contains(&(i as u64 + 1)) && !deleted(id, i + 1)).then(|| id.to_owned())
+    });
+    fresh.or_else(|| previous.filter(|p| !deleted(p, 0)))
 }
 
 fn fresh_nonce(out: &mut [u8; 8]) {

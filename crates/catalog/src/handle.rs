@@ -464,21 +464,6 @@ impl TenantHandle {
         }
     }
 
-    /// The change feed's hold on a write to one record (its order, and its state before when
-    /// `read_before`), when the collection is watched; publish once the write succeeded.
-    pub(crate) async fn watched(
-        &self,
-        collection: &Collection,
-        id: &RecordId,
-        read_before: bool,
-    ) -> Result<Option<crate::watch::Publisher>, Error> {
-        self.catalog
-            .inner()
-            .feeds
-            .one(self.engine(), &self.scope, collection, id, read_before)
-            .await
-    }
-
     fn ticket(&self) -> Result<&WriteTicket, Error> {
         self.ticket.as_ref().ok_or_else(|| {
             tracing::error!(op = self.op, "a write through a handle opened for reading");

@@ -99,7 +99,7 @@ impl Catalog {
         }
         let id = record.id.clone();
         // Ordered (and published) for the change feed when the collection is watched.
-        let watched = tenant.watched(&collection, &id, false).await?;
+        let watched = self.watched(tenant, &collection, &id, false).await?;
         let hold = self.quota(tenant.scope(), tenant.engine(), 1, true).await?;
         tenant.before(&collection.name, &id).await?;
         let created = tenant
@@ -225,7 +225,7 @@ impl Catalog {
                     Some(expected.unwrap_or(existing.version))
                 }
             };
-            let watched = tenant.watched(&collection, id, true).await?;
+            let watched = self.watched(tenant, &collection, id, true).await?;
             // A replace or patch adds no record, but may add data.
             let hold = self.quota(tenant.scope(), tenant.engine(), 0, true).await?;
             tenant.before(&collection.name, id).await?;
@@ -296,7 +296,7 @@ impl Catalog {
                     Some(if_match.unwrap_or(existing.version))
                 }
             };
-            let watched = tenant.watched(&collection, id, true).await?;
+            let watched = self.watched(tenant, &collection, id, true).await?;
             // Never refused (a tenant over its quota may delete); counted.
             let hold = self
                 .quota(tenant.scope(), tenant.engine(), 0, false)

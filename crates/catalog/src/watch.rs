@@ -324,6 +324,22 @@ impl View {
 }
 
 impl Catalog {
+    /// The change feed's hold on a write to one record of `tenant` (its order, and its state
+    /// before when `read_before`), when the collection is watched; publish once the write
+    /// succeeded.
+    pub(crate) async fn watched(
+        &self,
+        tenant: &crate::handle::TenantHandle,
+        collection: &Collection,
+        id: &RecordId,
+        read_before: bool,
+    ) -> Result<Option<Publisher>, Error> {
+        self.inner()
+            .feeds
+            .one(tenant.engine(), tenant.scope(), collection, id, read_before)
+            .await
+    }
+
     /// Ends every change feed open on this server (it is shutting down).
     pub fn close_watchers(&self) {
         self.inner().feeds.close();

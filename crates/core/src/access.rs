@@ -12,10 +12,7 @@
 //! no tenant context is an error, never "all tenants".
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
 use crate::ids::{Incarnation, KeyId, StorageKey, TenantId, TierName, UserId};
@@ -31,73 +28,7 @@ mod tenant_admin;
 pub use authority::{AccessAuthority, Demolition};
 pub use tenant_admin::{Membership, authorize_tenant_admin};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlatformRole {
-    /// Everything, including tenant data when the tenant is named explicitly (audited).
-    Admin,
-    /// Tenants and tiers, never tenant records or credentials.
-    Operator,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum TenantRole {
-    Viewer,
-    Member,
-    Admin,
-    Owner,
-}
-
-impl FromStr for TenantRole {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "viewer" => Ok(TenantRole::Viewer),
-            "member" => Ok(TenantRole::Member),
-            "admin" => Ok(TenantRole::Admin),
-            "owner" => Ok(TenantRole::Owner),
-            other => Err(Error::bad_request(
-                "invalid_role",
-                format!("unknown tenant role {other:?}; expected owner, admin, member or viewer"),
-            )),
-        }
-    }
-}
-
-impl FromStr for PlatformRole {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "admin" => Ok(PlatformRole::Admin),
-            "operator" => Ok(PlatformRole::Operator),
-            other => Err(Error::bad_request(
-                "invalid_role",
-                format!("unknown platform role {other:?}; expected admin or operator"),
-            )),
-        }
-    }
-}
-
-impl TenantRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantRole::Viewer => "viewer",
-            TenantRole::Member => "member",
-            TenantRole::Admin => "admin",
-            TenantRole::Owner => "owner",
-        }
-    }
-}
-
-impl PlatformRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PlatformRole::Admin => "admin",
-            PlatformRole::Operator => "operator",
-        }
-    }
-}
+pub use crate::roles::{PlatformRole, TenantRole};
 
 /// Whose key it is, as the catalog stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod money;
 pub mod permissions;
 pub mod query;
 pub mod record;
+pub mod roles;
 pub mod schema;
 pub mod tier;
 pub mod time;

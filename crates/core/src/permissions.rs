@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::TenantRole;
 use crate::error::Error;
 use crate::ids::{CollectionName, FieldName, RoleName};
 use crate::query::ast::Expr;
 use crate::query::vars::{UserVars, bind};
 use crate::query::{self, Column, Predicate, SystemField};
 use crate::record::Record;
+use crate::roles::TenantRole;
 use crate::schema::Collection;
 
 /// What a request does with a collection's records.

@@ -21,6 +21,7 @@ pub mod schema;
 pub mod tier;
 pub mod time;
 pub mod tokens;
+pub mod value;
 
 pub use connection_url::ConnectionUrl;
 pub use error::{Error, ErrorKind};

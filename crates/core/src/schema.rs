@@ -5,7 +5,6 @@
 //! or must be refused because it would lose or invalidate data.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,31 +15,7 @@ use crate::ids::{CollectionName, FieldName};
 pub const SYSTEM_FIELDS: [&str; 5] = ["id", "created_at", "updated_at", "version", "tenant_id"];
 pub const MAX_FIELDS: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldType {
-    String,
-    Text,
-    Integer,
-    Float,
-    Boolean,
-    Timestamp,
-    Json,
-}
-
-impl fmt::Display for FieldType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FieldType::String => "string",
-            FieldType::Text => "text",
-            FieldType::Integer => "integer",
-            FieldType::Float => "float",
-            FieldType::Boolean => "boolean",
-            FieldType::Timestamp => "timestamp",
-            FieldType::Json => "json",
-        })
-    }
-}
+pub use crate::value::FieldType;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +91,7 @@ impl CollectionSpec {
                         format!("fields.{name}.default: null is not a default; omit it instead"),
                     ));
                 }
-                crate::record::coerce(spec.field_type, default).map_err(|why| {
+                crate::value::coerce(spec.field_type, default).map_err(|why| {
                     Error::bad_request("invalid_schema", format!("fields.{name}.default: {why}"))
                 })?;
             }

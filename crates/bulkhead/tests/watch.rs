@@ -1,6 +1,7 @@
 //! The change feed (`GET /v1/collections/{c}/records:watch`) through the binary: resuming
 //! with `Last-Event-ID`, resync when a position cannot be resumed, a live move under a
-//! watcher, revocation, deletion and re-creation, the per-tenant cap and shutdown. Rules,
+//! watcher, revocation, deletion and re-creation, the per-tenant cap and shutdown, a reader
+//! that falls behind (resync, never a silent gap). Rules,
 //! hidden fields and neighbours on every model are in `tests/access/watch.rs`.
 #![allow(clippy::unwrap_used)]
 
@@ -381,5 +382,104 @@ async fn watchers_are_capped_per_tenant_and_end_at_shutdown() {
     if let Ok(Some(event)) = last {
         assert_eq!(event.event, "closed");
         assert_eq!(event.data["error"]["code"], "server_closing");
+    }
+}
+
+/// A client that stops reading while its tenant writes far more than the feed keeps: when it
+/// reads again it gets `resync` (then live events), never a silent gap. With a buffer of 64
+/// events and 20,000 writes of 1 KB (20 MB of events), the socket buffers cannot hide the lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_is_told_to_resync() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_WATCH_BUFFER", "64")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let token = key(&admin, "acme", TenantRole::Member).await;
+    let acme = server.client(&token);
+
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/collections/items/records:watch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut parser = bulkhead_client::SseParser::default();
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Until `ready`, then stop reading.
+    while !events
+        .iter()
+        .any(|e: &bulkhead_client::SseEvent| e.event == "ready")
+    {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        events.extend(parser.push(&buf[..n]));
+    }
+    for round in 0..20 {
+        let lines: String = (0..1_000)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    json!({"id": format!("r{round:02}-{i:04}"), "title": "x".repeat(1_000)})
+                )
+            })
+            .collect();
+        let report = acme.bulk(&items(), lines.into_bytes(), true).await.unwrap();
+        assert_eq!(report.failed, 0);
+    }
+    acme.create_record(&items(), &json!({"id": "zz-end", "title": "end"}))
+        .await
+        .unwrap();
+    // Read again: either every event, or a resync before the end; never a silent gap.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the feed went silent")
+            .unwrap();
+        assert!(n > 0, "the feed ended");
+        events.extend(parser.push(&buf[..n]));
+        if events.iter().any(|e| e.data.contains("zz-end")) {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    let created = events.iter().filter(|e| e.event == "created").count();
+    let resynced = events
+        .iter()
+        .any(|e| e.event == "resync" && e.data.contains("lagged"));
+    assert!(
+        resynced || created == 20_001,
+        "{created} created events and no resync: events were lost silently"
+    );
+    assert!(
+        resynced,
+        "20,000 writes against a buffer of 64 must lag ({created} created)"
+    );
+    // After the resync the feed goes on live.
+    acme.create_record(&items(), &json!({"id": "zz-after", "title": "after"}))
+        .await
+        .unwrap();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the feed went silent after its resync")
+            .unwrap();
+        assert!(n > 0);
+        if parser
+            .push(&buf[..n])
+            .iter()
+            .any(|e| e.data.contains("zz-after"))
+        {
+            break;
+        }
     }
 }

@@ -170,7 +170,6 @@ pub(crate) fn bench_collection() -> anyhow::Result<bulkhead_core::schema::Collec
     Ok(plan_change(&CollectionName::parse("bench")?, None, &spec)?.collection)
 }
 
-/// Creates a tenant on `tier` and returns a member key of it.
 /// The collection the HTTP comparisons use: a title, an indexed number and an indexed status.
 pub(crate) fn items_spec() -> anyhow::Result<bulkhead_core::schema::CollectionSpec> {
     Ok(serde_json::from_value(json!({"fields": {
@@ -180,6 +179,7 @@ pub(crate) fn items_spec() -> anyhow::Result<bulkhead_core::schema::CollectionSp
     }}))?)
 }
 
+/// Creates a tenant on `tier` and returns a member key of it.
 pub(crate) async fn member_key(admin: &Client, tenant: &str, tier: &str) -> anyhow::Result<String> {
     let id = TenantId::parse(tenant)?;
     admin

@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulkhead_api::CreateKey;
 use bulkhead_client::Client;
-use bulkhead_core::access::TenantRole;
+use bulkhead_core::CollectionName;
 use bulkhead_core::schema::CollectionSpec;
-use bulkhead_core::{CollectionName, TenantId, TierName};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -63,26 +61,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     admin.put_collection(&items, &spec).await?;
     let mut clients = Vec::new();
     for t in 0..args.tenants {
-        let id = TenantId::parse(&format!("w{t:03}"))?;
-        admin
-            .create_tenant(&bulkhead_api::CreateTenant {
-                id: id.clone(),
-                name: id.to_string(),
-                tier: TierName::parse("free")?,
-                labels: Default::default(),
-            })
-            .await?;
-        let key = admin
-            .create_key(
-                &id,
-                &CreateKey {
-                    name: "bench".into(),
-                    role: TenantRole::Member,
-                    expires_in: None,
-                },
-            )
-            .await?
-            .key;
+        let key = crate::member_key(&admin, &format!("w{t:03}"), "free").await?;
         clients.push(Client::new(&server.url, &key)?);
     }
     println!(

@@ -7,6 +7,7 @@
 
 mod db;
 mod dialect;
+mod error;
 mod files;
 mod inventory;
 mod layout;
@@ -15,6 +16,8 @@ mod search;
 mod snapshot;
 mod sql;
 mod write;
+
+pub use error::StorageError;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -28,7 +31,7 @@ use bulkhead_core::model::Isolation;
 use bulkhead_core::record::{NewRecord, Record, RecordChange, apply_change};
 use bulkhead_core::schema::Collection;
 use bulkhead_core::time::Clock;
-use bulkhead_core::{FieldName, RecordId, StorageKey};
+use bulkhead_core::{RecordId, StorageKey};
 use bulkhead_engine::{
     AggregateQuery, BulkOp, BulkOutcome, Engine, EngineError, EngineResult, EngineStats, GroupRow,
     Hit, ListQuery, PlacementRef, StoredPlacement,
@@ -56,66 +59,6 @@ use write::{create, fetch, insert_exact, remove, replace};
 
 /// Idle readers a shared (pool or bridge) file keeps at least.
 const SHARED_READERS: usize = 32;
-
-/// Failures inside the engine, converted to [`EngineError`] at the trait boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("database file {0} does not exist")]
-    Missing(String),
-    #[error("namespace {0:?} does not name a placement of this engine")]
-    BadNamespace(String),
-    #[error("stored data does not match its schema: {0}")]
-    Corrupt(String),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-}
-
-impl StorageError {
-    /// Whether this is a write refused by a primary key or unique index.
-    fn is_constraint(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-        )
-    }
-}
-
-impl From<StorageError> for EngineError {
-    fn from(err: StorageError) -> Self {
-        use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
-        match err {
-            StorageError::Engine(e) => e,
-            StorageError::Missing(what) => EngineError::PlacementMissing(what),
-            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, msg)) => {
-                match (e.extended_code, msg) {
-                    (SQLITE_CONSTRAINT_PRIMARYKEY, _) => EngineError::DuplicateId,
-                    (SQLITE_CONSTRAINT_UNIQUE, Some(msg)) => unique_field(&msg).map_or_else(
-                        || EngineError::Storage(msg.clone()),
-                        |f| EngineError::UniqueViolation(Some(f)),
-                    ),
-                    (_, Some(msg)) if msg.starts_with("no such table") => {
-                        EngineError::PlacementMissing(msg)
-                    }
-                    (_, msg) => EngineError::Storage(format!("{e}: {}", msg.unwrap_or_default())),
-                }
-            }
-            other => EngineError::Storage(other.to_string()),
-        }
-    }
-}
-
-/// `UNIQUE constraint failed: c_items.tenant_id, c_items.f_sku` → `sku`.
-fn unique_field(msg: &str) -> Option<FieldName> {
-    let last = msg.rsplit(", ").next()?;
-    let column = last.rsplit('.').next()?;
-    FieldName::parse(column.strip_prefix("f_")?).ok()
-}
 
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {

@@ -21,7 +21,8 @@ use bulkhead_client::{Client, Method};
 use bulkhead_core::DomainName;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase};
-use common::{Server, audit_rows, create_tenant, key, put_items, tid};
+use common::{Server, audit_rows, create_tenant, items, key, put_items, tid};
+use serde_json::json;
 
 /// Test servers wait only briefly before removing a moved tenant's old placement, and log
 /// what the move executor does (catch-up rounds, starved steps) for a failure to show.
@@ -53,7 +54,7 @@ async fn wait_or_show(
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             panic!(
-                "move stuck in {}; the server's log ends:\n{}",
+                "move stuck in {}: {view:?}; the server's log ends:\n{}",
                 view.phase,
                 tail.join("\n")
             );
@@ -214,6 +215,74 @@ async fn every_direction_under_concurrent_writers_loses_nothing() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "silo file left behind: {left:?}");
+}
+
+/// Writers that keep creating ids past the copy's cursor (time-ordered ids, as UUIDv7 and the
+/// server's own are) faster than the copy takes a page once kept a move in `copying` for
+/// good: every page came back full. The copy now stops at the highest id there was when it
+/// began; the catch-up brings what was written since.
+#[tokio::test]
+async fn a_slow_copy_does_not_chase_writers_appending_ids_past_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = FAST.to_vec();
+    // Half a second a page of 50: the writers create far more than that meanwhile.
+    env.extend([
+        ("BULKHEAD_MOVE_CHUNK", "50"),
+        ("BULKHEAD_MOVE_COPY_RATE", "100"),
+    ]);
+    let server = Server::start_with(dir.path(), &env);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "mover", "free").await;
+    let mover = server.client(&key(&admin, "mover", TenantRole::Member).await);
+    let seeded = workload::seed(&mover, "m", 120).await;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // One move: the appenders would leave a second one far more to copy at this rate.
+    for to in [Isolation::Silo] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let appenders: Vec<_> = (0..3)
+            .map(|_| {
+                let (client, stop, next) = (mover.clone(), Arc::clone(&stop), Arc::clone(&next));
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let id = format!("z-{n:08}");
+                        match client
+                            .create_record(&items(), &json!({"id": id, "title": "new", "n": n}))
+                            .await
+                        {
+                            Ok(_) => acknowledged.push(id),
+                            Err(e) if e.code() == Some("tenant_moving") => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = start(&admin, "mover", to, None).await;
+        let done = wait_or_show(&admin, &started.id, None, || server.log()).await;
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(done.phase, MovePhase::Done, "{done:?}");
+        let mut acknowledged = Vec::new();
+        for a in appenders {
+            acknowledged.extend(a.await.unwrap());
+        }
+        let stored = workload::stored(&mover).await;
+        let lost: Vec<_> = seeded
+            .keys()
+            .chain(acknowledged.iter())
+            .filter(|id| !stored.contains_key(*id))
+            .take(5)
+            .collect();
+        assert!(lost.is_empty(), "lost after the move to {to}: {lost:?}");
+        assert!(
+            done.rows_copied < 2_000,
+            "the copy chased the writers: {done:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bulkhead_core::RecordId;
 use bulkhead_core::access::TenantScope;
 use bulkhead_core::error::{Error, ErrorKind};
-use bulkhead_core::query::{Column, Operand, Predicate, SystemField};
+use bulkhead_core::query::{CmpOp, Column, Operand, Predicate, SortKey, SystemField};
 use bulkhead_core::record::{FieldValue, Record};
 use bulkhead_core::schema::Collection;
 use bulkhead_engine::{BulkOp, Engine, EngineError, Keyset, ListQuery, PlacementRef, QueryBudget};
@@ -47,15 +47,44 @@ pub(crate) struct Sides {
     pub defs: Arc<Vec<Arc<Collection>>>,
 }
 
-/// One page of records in id order, after `after`.
+/// The highest record id in the collection now, if it holds any: where the copy stops.
+/// Records written after tracking began are journaled and reach the target in the catch-up,
+/// so the copy need not chase writers that keep adding ids past its cursor (without the
+/// bound, a writer creating ids above the cursor faster than a page is copied kept the move
+/// in `copying` for good).
+pub(crate) async fn last_id(
+    engine: &dyn Engine,
+    scope: &TenantScope,
+    collection: &Collection,
+) -> Result<Option<RecordId>, Error> {
+    let query = ListQuery {
+        sort: vec![SortKey {
+            column: Column::System(SystemField::Id),
+            descending: true,
+        }],
+        limit: 1,
+        budget: budget(),
+        ..Default::default()
+    };
+    let hits = engine.list(scope, collection, &query).await?;
+    Ok(hits.into_iter().next().map(|h| h.record.id))
+}
+
+/// One page of records in id order, after `after` and up to `upto` if given.
 pub(crate) async fn page(
     engine: &dyn Engine,
     scope: &TenantScope,
     collection: &Collection,
     after: Option<&RecordId>,
+    upto: Option<&RecordId>,
     limit: u32,
 ) -> Result<Vec<Record>, Error> {
     let query = ListQuery {
+        filter: upto.map(|upto| Predicate::Compare {
+            operand: Operand::Column(Column::System(SystemField::Id)),
+            op: CmpOp::Le,
+            value: FieldValue::Text(upto.as_str().to_owned()),
+        }),
         after: after.map(|id| Keyset {
             values: Vec::new(),
             score: None,
@@ -341,7 +370,15 @@ impl Cursor {
             let (after, chunk) = (self.after.clone(), self.chunk);
             let page = lane
                 .bulk(async move {
-                    page(engine.as_ref(), &scope, &collection, after.as_ref(), chunk).await
+                    page(
+                        engine.as_ref(),
+                        &scope,
+                        &collection,
+                        after.as_ref(),
+                        None,
+                        chunk,
+                    )
+                    .await
                 })
                 .await?;
             self.done = page.len() < self.chunk as usize;

@@ -233,13 +233,25 @@ impl Catalog {
         live.copy_clock.lock().0 = Some(Instant::now());
         let mut saved = Instant::now();
         for c in sides.defs.iter() {
+            let (engine, scope, collection) = (
+                Arc::clone(&sides.source_engine),
+                sides.source.clone(),
+                Arc::clone(c),
+            );
+            let Some(upto) = lane
+                .bulk(async move { copy::last_id(engine.as_ref(), &scope, &collection).await })
+                .await?
+            else {
+                continue;
+            };
             let mut after = None;
             loop {
                 Catalog::check_cancel(live)?;
                 let started = Instant::now();
                 // One page read from the source and restored into the target: a bulk step.
                 let (catalog, step_sides) = (self.clone(), sides.clone());
-                let (collection, from, chunk) = (Arc::clone(c), after.take(), settings.chunk);
+                let (collection, from, bound, chunk) =
+                    (Arc::clone(c), after.take(), upto.clone(), settings.chunk);
                 let (n, last) = lane
                     .bulk(async move {
                         let page = copy::page(
@@ -247,6 +259,7 @@ impl Catalog {
                             &step_sides.source,
                             &collection,
                             from.as_ref(),
+                            Some(&bound),
                             chunk,
                         )
                         .await?;
@@ -257,6 +270,8 @@ impl Catalog {
                         Ok((n, last))
                     })
                     .await?;
+                // The work the step did, for the pace: not the waits below.
+                let busy = started.elapsed();
                 after = last;
                 live.copied.fetch_add(n as u64, Ordering::Relaxed);
                 if saved.elapsed() > Duration::from_secs(1) {
@@ -267,15 +282,15 @@ impl Catalog {
                 }
                 if let Some(rate) = settings.copy_rate.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(n as f64 / rate as f64);
-                    if let Some(rest) = due.checked_sub(started.elapsed()) {
+                    if let Some(rest) = due.checked_sub(busy) {
                         tokio::time::sleep(rest).await;
                     }
                 }
-                if n < settings.chunk as usize {
+                if n < settings.chunk as usize || after.as_ref() == Some(&upto) {
                     break;
                 }
                 // Let the neighbours' requests in between pages.
-                pacer.rest_after(started.elapsed()).await;
+                pacer.rest_after(busy).await;
             }
         }
         let took = {

@@ -6,7 +6,7 @@ use bulkhead_core::{CollectionName, Incarnation, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/tenants/{tenant}/archives`: the tenant's cold archive, by collection and month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchiveListing {
     pub tenant: TenantId,
     pub incarnation: Incarnation,
@@ -17,7 +17,7 @@ pub struct ArchiveListing {
 }
 
 /// One collection's archive of one month (UTC, by the retention field).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchiveMonth {
     pub collection: CollectionName,
     /// `YYYY-MM`.
@@ -33,7 +33,7 @@ pub struct ArchiveMonth {
 /// `POST /v1/tenants/{tenant}/archives:restore`: brings the records of `collection` whose
 /// retention field is in `[from, to)` back into the hot store, and keeps them there for
 /// `hold_days` (default 30) before retention may archive them again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreArchive {
     pub collection: CollectionName,
@@ -44,7 +44,7 @@ pub struct RestoreArchive {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchiveRestored {
     pub tenant: TenantId,
     pub collection: CollectionName,
@@ -60,7 +60,7 @@ pub struct ArchiveRestored {
 
 /// `POST /v1/retention:run`: one retention pass now, over every tenant or one (one pass at a
 /// time per server: `409 retention_running` names the one under way).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRetention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +69,7 @@ pub struct RunRetention {
 
 /// A retention pass on one server: `POST /v1/retention:run` answers `202` with it, and
 /// `GET /v1/retention/runs/{id}` follows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetentionRun {
     pub id: String,
     pub state: RunState,
@@ -86,7 +86,7 @@ pub struct RetentionRun {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
@@ -95,7 +95,7 @@ pub enum RunState {
 }
 
 /// What a retention pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetentionReport {
     /// Tenant collections looked at.
     pub collections: u64,

@@ -5,14 +5,14 @@ use bulkhead_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/backups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBackup {
     /// An absolute directory on the server's machine, missing or empty.
     pub dir: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupState {
     Running,
@@ -21,7 +21,7 @@ pub enum BackupState {
 }
 
 /// What a backup holds of one domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupDomain {
     pub name: String,
     pub engine: String,
@@ -30,7 +30,7 @@ pub struct BackupDomain {
 }
 
 /// A backup, while it runs and after.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupView {
     pub id: String,
     pub dir: String,
@@ -46,7 +46,7 @@ pub struct BackupView {
 }
 
 /// One file of a backup, relative to its directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupFile {
     pub path: String,
     pub bytes: u64,
@@ -56,7 +56,7 @@ pub struct BackupFile {
 
 /// `manifest.json` of a backup directory, written last: a directory without it is not a
 /// finished backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupManifest {
     /// This layout's version.
     pub format: u32,
@@ -76,14 +76,14 @@ pub const BACKUP_FORMAT: u32 = 1;
 
 /// `POST /v1/tenants/{tenant}/records:restore`: records written exactly as given (each with
 /// `id`, `created_at`, `updated_at` and `version`), replacing any with the same id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRecords {
     pub collection: bulkhead_core::CollectionName,
     pub records: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestoredRecords {
     pub restored: u64,
 }

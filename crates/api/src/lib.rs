@@ -36,12 +36,12 @@ pub const TENANT_HEADER: &str = "bulkhead-tenant";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// `{"error": {...}}`, the only error body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -49,13 +49,13 @@ pub struct ErrorDetail {
 }
 
 /// A page of a listing; pass `next_cursor` back as `cursor` for the next page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub id: TenantId,
@@ -65,7 +65,7 @@ pub struct CreateTenant {
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ pub struct UpdateTenant {
     pub labels: Option<Labels>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: TenantId,
     pub name: String,
@@ -90,14 +90,14 @@ pub struct TenantView {
     pub placement: Placement,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TierView {
     pub name: TierName,
     #[serde(flatten)]
     pub spec: TierSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainView {
     pub name: DomainName,
     /// The domain's spec with `url` and `data_url` redacted (passwords shown as `***`).
@@ -115,7 +115,7 @@ pub struct DomainView {
     pub spares_ready: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CollectionView {
     pub name: CollectionName,
     pub version: i64,
@@ -133,7 +133,7 @@ pub struct CollectionView {
 /// A collection change's rollout to every placement, as `GET /v1/rollouts/{id}` shows it.
 /// Progress is read from each placement's recorded generation (the ledger), so it is exact
 /// after a crash and on every server sharing the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutView {
     pub id: String,
     pub collection: CollectionName,
@@ -166,7 +166,7 @@ pub struct RolloutView {
     pub finished_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -176,7 +176,7 @@ pub struct CreateKey {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlatformKey {
     pub name: String,
@@ -186,7 +186,7 @@ pub struct CreatePlatformKey {
 }
 
 /// A key as listed: never the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: KeyId,
     pub name: String,
@@ -201,14 +201,14 @@ pub struct KeyView {
 }
 
 /// Answer to a key creation: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
     pub key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` (`/healthz`); `ready` or `degraded` (`/readyz`: serving, with problems listed).
     pub status: String,
@@ -222,14 +222,14 @@ pub struct Health {
 }
 
 /// A page of aggregation groups, each a flat object of group keys and metrics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AggregatePage {
     pub groups: Vec<Map<String, Value>>,
     pub next_cursor: Option<String>,
 }
 
 /// What a bulk request did, line by line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkReport {
     pub created: u64,
     pub updated: u64,
@@ -241,7 +241,7 @@ pub struct BulkReport {
     pub results_truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkLine {
     /// 1-based line number in the request body.
     pub line: u64,
@@ -255,7 +255,7 @@ pub struct BulkLine {
 }
 
 /// Why a line failed: the error code and message a single request would have returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineError {
     pub code: String,
     pub message: String,
@@ -263,7 +263,7 @@ pub struct LineError {
 
 /// `POST /v1/tenants/{tenant}/moves`: where to move the tenant. At least one of the two; a
 /// missing one keeps the tenant's current value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartMove {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,7 +273,7 @@ pub struct StartMove {
 }
 
 /// A live move, as `GET /v1/moves/{move}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MoveView {
     pub id: String,
     pub tenant: TenantId,
@@ -304,7 +304,7 @@ pub struct MoveView {
 }
 
 /// A move's pace: the share of time its copy runs, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MovePace {
     /// Share of time the copy works (the rest it rests): between the floor and the ceiling.
     pub duty: f64,
@@ -327,7 +327,7 @@ pub struct MovePace {
 
 /// `POST /v1/tenants/{t}/members`: by the identity provider's `(issuer, sub)`, or by email
 /// (an invitation the person claims with their first token whose email is verified).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     /// The issuer's configured name or its exact `iss`.
@@ -340,14 +340,14 @@ pub struct AddMember {
     pub role: MemberRole,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
     pub role: MemberRole,
 }
 
 /// A tenant member as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub user_id: UserId,
     pub tenant: TenantId,
@@ -362,7 +362,7 @@ pub struct MemberView {
 }
 
 /// A user as platform admins see them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: UserId,
     pub issuer: Option<String>,
@@ -373,21 +373,21 @@ pub struct UserView {
     pub memberships: Vec<MembershipView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MembershipView {
     pub tenant: TenantId,
     pub role: MemberRole,
 }
 
 /// `PATCH /v1/users/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub disabled: bool,
 }
 
 /// A tenant's custom role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoleView {
     pub tenant: TenantId,
     pub name: RoleName,
@@ -397,7 +397,7 @@ pub struct RoleView {
 }
 
 /// `POST /v1/tokens`: a short-lived token narrower than the credential minting it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintToken {
     /// Collections the token may touch; all the parent may touch when absent.
@@ -412,7 +412,7 @@ pub struct MintToken {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MintedToken {
     pub token: String,
     pub tenant: TenantId,
@@ -420,7 +420,7 @@ pub struct MintedToken {
 }
 
 /// `GET /v1/me`: who the credential is and where it may go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MeView {
     pub actor: String,
     /// `platform_admin`, `platform_operator`, `tenant_key`, `user` or `tenant_token`.
@@ -433,7 +433,7 @@ pub struct MeView {
 }
 
 /// `GET /v1/collections/{c}/access`: what this credential may do on a collection (for UIs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessView {
     pub tenant: TenantId,
     pub collection: CollectionName,
@@ -445,7 +445,7 @@ pub struct AccessView {
 }
 
 /// One entry of the audit log (`GET /v1/audit`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Position in the log: a later entry has a larger number.
     pub seq: i64,
@@ -536,7 +536,7 @@ impl AuditEntry {
 }
 
 /// `GET /v1/audit/verify`: the hash chain walked from its anchor to its newest entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     /// True when every link holds (and the published head given, if any, is still there).
     pub ok: bool,
@@ -551,7 +551,7 @@ pub struct AuditVerification {
 }
 
 /// The query of `GET /v1/audit/verify`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditVerifyQuery {
     /// A published head, `seq:hash`, the log must still hold.
@@ -560,7 +560,7 @@ pub struct AuditVerifyQuery {
 }
 
 /// The query of `GET /v1/audit/export`: entries oldest first as NDJSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditExportQuery {
     #[serde(default)]
@@ -571,7 +571,7 @@ pub struct AuditExportQuery {
 
 /// The filters of `GET /v1/audit`, all optional; an entry is listed when it matches every
 /// one given. Entries come newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries about this tenant (it may since have been deleted).
@@ -600,7 +600,7 @@ pub struct AuditQuery {
 /// Tenant storage that no live tenant incarnation owns (`GET /v1/doctor`): left by a crash
 /// between a purge's steps, an interrupted move, or a write that raced a deletion on another
 /// server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StorageOrphan {
     pub domain: DomainName,
     pub isolation: Isolation,
@@ -616,7 +616,7 @@ pub struct StorageOrphan {
 }
 
 /// What `bulkhead doctor` found (and, after `POST /v1/doctor/clean`, removed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct DoctorReport {
     pub orphans: Vec<StorageOrphan>,
     /// Domains whose engine is not open here, so their storage was not inspected.

@@ -7,7 +7,7 @@ use bulkhead_core::{DomainName, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/placement/plan?window_days=&hold_hours=`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanQuery {
     /// Days of usage the plan reads (default 7, at most 90).
@@ -20,7 +20,7 @@ pub struct PlanQuery {
 }
 
 /// A plan: the moves it proposes, and each domain's load before and after them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlacementPlan {
     pub from: Timestamp,
     pub to: Timestamp,
@@ -33,14 +33,14 @@ pub struct PlacementPlan {
 }
 
 /// A move held back by the hold period.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeldMove {
     pub proposal: PlannedMove,
     /// When the tenant's last move started or ended.
     pub placed_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedMove {
     pub tenant: TenantId,
     pub tier: TierName,
@@ -53,13 +53,13 @@ pub struct PlannedMove {
 }
 
 /// Where a placement is: a domain and an isolation model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Spot {
     pub domain: DomainName,
     pub isolation: Isolation,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveReason {
     /// A pooled tenant much heavier than its pool's mean (the tier's `promote_to`).
@@ -72,7 +72,7 @@ pub enum MoveReason {
 
 /// A tenant's load over the window: requests, records written and query time, and its
 /// storage at the last sample. `score` is requests + records written + query milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantLoad {
     pub requests: u64,
     pub records_written: u64,
@@ -82,7 +82,7 @@ pub struct TenantLoad {
 }
 
 /// A domain's tenants and load.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainLoad {
     pub domain: DomainName,
     pub tenants: u64,

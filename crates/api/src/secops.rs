@@ -6,7 +6,19 @@ use bulkhead_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// What a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// A burst of denied requests from one principal or one client address.
@@ -92,7 +104,9 @@ impl std::fmt::Display for FindingKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -112,7 +126,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingState {
     Open,
@@ -121,7 +135,7 @@ pub enum FindingState {
 
 /// One finding: repeats of the same kind, tenant and principal fold into it while it is
 /// open. Never holds record contents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Finding {
     pub id: String,
     pub kind: FindingKind,
@@ -143,7 +157,7 @@ pub struct Finding {
 }
 
 /// The filters of `GET /v1/findings`, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FindingQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +173,7 @@ pub struct FindingQuery {
 }
 
 /// How a webhook's body is shaped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookFormat {
     /// `{"type", "timestamp", "data"}`, signed per the Standard Webhooks specification.
@@ -170,7 +184,7 @@ pub enum WebhookFormat {
 }
 
 /// `PUT /v1/webhooks/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// `http://` or `https://`; loopback and private targets are refused unless the server
@@ -193,7 +207,7 @@ pub struct WebhookSpec {
 }
 
 /// A webhook as the API shows it: never its secret, only a fingerprint of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub name: String,
     pub url: String,
@@ -216,7 +230,7 @@ pub struct WebhookView {
 }
 
 /// One delivery attempt, from a webhook's delivery log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The message id (`webhook-id`), the same on every attempt.
     pub message: String,

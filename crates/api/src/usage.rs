@@ -6,7 +6,7 @@ use bulkhead_core::{CollectionName, DomainName, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
 /// How `GET /v1/usage` groups its counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
     #[default]
@@ -15,7 +15,7 @@ pub enum Granularity {
 }
 
 /// The filters of `GET /v1/usage`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// One tenant's usage (it may since have been deleted).
@@ -37,7 +37,7 @@ pub struct UsageQuery {
 }
 
 /// What one tenant used in one period (UTC hours or days), newest period first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsagePeriod {
     pub tenant: TenantId,
     pub from: Timestamp,
@@ -73,7 +73,7 @@ pub struct UsagePeriod {
 }
 
 /// Requests refused in a period, by the limit they hit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refusals {
     /// Over the tier's request rate (`429 rate_limited`).
     pub rate: u64,
@@ -86,7 +86,7 @@ pub struct Refusals {
 }
 
 /// What `GET /v1/usage/top` ranks tenants by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TopBy {
     /// Records written in the window (each bulk line counts).
@@ -108,7 +108,7 @@ pub enum TopBy {
 }
 
 /// The filters of `GET /v1/usage/top`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
     pub by: TopBy,
@@ -124,7 +124,7 @@ pub struct TopQuery {
 }
 
 /// The heaviest tenants by one measure, heaviest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageTop {
     pub by: TopBy,
     pub from: Timestamp,
@@ -132,14 +132,14 @@ pub struct UsageTop {
     pub items: Vec<TopTenant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopTenant {
     pub tenant: TenantId,
     pub value: f64,
 }
 
 /// The window of `GET /v1/costs` (default: the last 30 days).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +151,7 @@ pub struct CostQuery {
 /// `GET /v1/costs`: each domain's cost over a window split among its tenants by its rule;
 /// each tenant's attributed cost, its tier's price and the margin; each tier's totals and
 /// the marginal cost of one more tenant. Amounts are decimal strings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostReport {
     pub from: Timestamp,
     pub to: Timestamp,
@@ -162,7 +162,7 @@ pub struct CostReport {
     pub tiers: Vec<TierCost>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainCost {
     pub domain: DomainName,
     /// The domain's cost over the window.
@@ -174,7 +174,7 @@ pub struct DomainCost {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantCost {
     pub tenant: TenantId,
     pub tier: TierName,
@@ -194,7 +194,7 @@ pub struct TenantCost {
     pub query_ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TierCost {
     pub tier: TierName,
     pub tenants: u64,
@@ -211,7 +211,7 @@ pub struct TierCost {
 }
 
 /// `GET /v1/quota`: what a tenant uses of its tier's storage quota.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuotaView {
     pub tenant: TenantId,
     /// The tier's `max_records` (`None`: no limit).
@@ -226,7 +226,7 @@ pub struct QuotaView {
 }
 
 /// What `POST /v1/usage/storage` measured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StorageSampled {
     /// Tenants measured.
     pub tenants: u64,
@@ -236,7 +236,7 @@ pub struct StorageSampled {
 }
 
 /// What a tenant's data occupies, measured on its placement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StorageUse {
     /// When it was measured.
     pub sampled_at: Timestamp,

@@ -76,7 +76,9 @@ pub fn hash(fields: &Fields<'_>, prev_hash: &str) -> String {
 }
 
 /// How a link is broken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakKind {
     /// The entry's content does not match its hash: a field, or its position, was changed.
@@ -109,7 +111,7 @@ impl std::fmt::Display for BreakKind {
 }
 
 /// The first broken link found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Break {
     /// The entry where the chain breaks (for a cut tail: the published head's position).
     pub seq: i64,
@@ -118,7 +120,7 @@ pub struct Break {
 }
 
 /// A position in the chain and the hash there.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Link {
     pub seq: i64,
     pub hash: String,

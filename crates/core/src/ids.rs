@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::Error;
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $code:literal, $check:path) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $code:literal, $check:path, $pattern:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
@@ -54,6 +54,19 @@ macro_rules! id_type {
                 $name::parse(&raw).map_err(|e| serde::de::Error::custom(e.message))
             }
         }
+
+        /// In the API description: a string of the id's grammar.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .description(Some(concat!("The ", $what, ".")))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -147,41 +160,41 @@ fn check_role_name(raw: &str) -> Result<(), &'static str> {
 
 id_type!(
     /// A tenant's immutable id.
-    TenantId, "tenant id", "invalid_tenant_id", check_slug
+    TenantId, "tenant id", "invalid_tenant_id", check_slug, "^[a-z0-9][a-z0-9-]{1,62}$"
 );
 id_type!(
     /// A tier's name (`free`, `standard`, `premium`, or one an operator defines).
-    TierName, "tier name", "invalid_tier_name", check_slug
+    TierName, "tier name", "invalid_tier_name", check_slug, "^[a-z0-9][a-z0-9-]{1,62}$"
 );
 id_type!(
     /// A storage domain's name.
-    DomainName, "domain name", "invalid_domain_name", check_slug
+    DomainName, "domain name", "invalid_domain_name", check_slug, "^[a-z0-9][a-z0-9-]{1,62}$"
 );
 id_type!(
     /// A collection's name.
-    CollectionName, "collection name", "invalid_collection_name", check_snake
+    CollectionName, "collection name", "invalid_collection_name", check_snake, "^[a-z][a-z0-9_]{0,62}$"
 );
 id_type!(
     /// A field's name inside a collection.
-    FieldName, "field name", "invalid_field_name", check_snake
+    FieldName, "field name", "invalid_field_name", check_snake, "^[a-z][a-z0-9_]{0,62}$"
 );
 id_type!(
     /// A record's id, unique per tenant and collection.
-    RecordId, "record id", "invalid_record_id", check_record_id
+    RecordId, "record id", "invalid_record_id", check_record_id, "^[A-Za-z0-9_-]{1,128}$"
 );
 id_type!(
     /// The public id of an API key (the secret part is never stored).
-    KeyId, "key id", "invalid_key_id", check_key_id
+    KeyId, "key id", "invalid_key_id", check_key_id, "^k[0-9a-f]{16}$"
 );
 
 id_type!(
     /// A user known to the catalog: an identity provider's `(issuer, sub)`, or an invitation
     /// by email not yet claimed.
-    UserId, "user id", "invalid_user_id", check_user_id
+    UserId, "user id", "invalid_user_id", check_user_id, "^u[0-9a-f]{16}$"
 );
 id_type!(
     /// The name of a tenant's custom role.
-    RoleName, "role name", "invalid_role_name", check_role_name
+    RoleName, "role name", "invalid_role_name", check_role_name, "^[a-z0-9][a-z0-9-]{1,62}$"
 );
 
 /// `0` (a tenant created before incarnations existed) or 32 lowercase hex digits.
@@ -207,7 +220,7 @@ id_type!(
     /// One life of a tenant. Each creation of a tenant gets a new one; storage, credentials
     /// and background jobs belong to it, so nothing of an earlier life under the same id
     /// (a key, a token, a move's clean-up, a bulk still running) can reach a later one.
-    Incarnation, "incarnation", "invalid_incarnation", check_incarnation
+    Incarnation, "incarnation", "invalid_incarnation", check_incarnation, "^(0|[0-9a-f]{32})$"
 );
 
 impl Incarnation {

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod chain;
 pub mod connection_url;
+mod described;
 pub mod error;
 pub mod ids;
 pub mod keys;

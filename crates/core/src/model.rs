@@ -12,7 +12,19 @@ use crate::ids::{DomainName, TenantId, TierName};
 use crate::time::Timestamp;
 
 /// How a tenant's data is separated from its neighbours'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// Shared tables; `tenant_id` leads every key and index.
@@ -25,7 +37,7 @@ pub enum Isolation {
 
 /// Whether a placement accepts writes. Moves freeze a placement; `read_only` is an operator's
 /// choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteState {
     Open,
@@ -33,7 +45,7 @@ pub enum WriteState {
     ReadOnly,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     Provisioning,
@@ -84,7 +96,19 @@ str_enum!(TenantStatus {
 /// Up to and including `frozen`, the source placement is the tenant's only home and a failure
 /// (or a restart) rolls back to it; from `switched` on, the target is, and a restart finishes
 /// the move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MovePhase {
     Planned,
@@ -129,7 +153,7 @@ impl MovePhase {
 
 /// A tenant's entry in the routing table: where its data lives and whether it takes writes.
 /// `epoch` grows with every change to the entry; caches keep the highest epoch they have seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Placement {
     pub domain: DomainName,
     pub isolation: Isolation,
@@ -153,7 +177,7 @@ impl Placement {
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -173,7 +197,7 @@ pub use crate::tier::{
 /// server (`postgres`). Registered by the server at start (`local`) or with
 /// `PUT /v1/domains/{name}`; stored in the catalog with its connection URLs, which every view
 /// shows redacted ([`DomainSpec::redacted`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainSpec {
     /// `sqlite` for a local data directory, `postgres` for a PostgreSQL server.
@@ -232,7 +256,7 @@ pub struct DomainSpec {
 
 /// How a domain's cost is split among its tenants: each tenant's share of the domain's
 /// stored bytes, requests and query time, weighted (default: storage only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CostRule {
     #[serde(default)]

@@ -28,7 +28,19 @@ use crate::roles::TenantRole;
 use crate::schema::Collection;
 
 /// What a request does with a collection's records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Read,
@@ -97,7 +109,7 @@ pub const MAX_ROLE_ENTRIES: usize = 64;
 
 /// What a custom role may do on one collection (or, under the key `*`, on every collection
 /// without an entry of its own).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionGrant {
     pub actions: BTreeSet<Action>,
@@ -109,7 +121,7 @@ pub struct CollectionGrant {
 }
 
 /// A tenant's custom role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
     #[serde(default)]
@@ -165,7 +177,7 @@ impl RoleSpec {
 }
 
 /// What a tier allows at most, whatever its tenants' roles say (like an AWS SCP).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ceiling {
     /// Actions no credential of this tier's tenants may perform.
@@ -263,7 +275,7 @@ pub fn builtin_actions(role: TenantRole) -> BTreeSet<Action> {
 }
 
 /// How a tenant token narrows its parent credential.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Narrowing {
     /// `None`: every collection the parent may use.
     pub collections: Option<BTreeSet<CollectionName>>,

@@ -17,7 +17,7 @@ pub const MAX_FIELDS: usize = 200;
 
 pub use crate::value::FieldType;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     #[serde(rename = "type")]
@@ -45,14 +45,14 @@ impl FieldSpec {
 }
 
 /// The body of `PUT /v1/collections/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionSpec {
     pub fields: BTreeMap<FieldName, FieldSpec>,
 }
 
 /// A collection as the catalog stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Collection {
     pub name: CollectionName,
     pub version: i64,

@@ -11,7 +11,7 @@ use crate::model::Isolation;
 use crate::permissions::Ceiling;
 
 /// A tier: the policy a tenant is placed and limited by.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierSpec {
     pub isolation: Isolation,
@@ -49,7 +49,7 @@ pub struct TierSpec {
 
 /// How a live move paces itself: it keeps its neighbours' p99 within `target_ratio` times
 /// what it was just before the move, and never copies less than `floor` of the time.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PacePolicy {
     /// Above 1, at most 100 (server default 1.5).
@@ -107,7 +107,7 @@ impl TierSpec {
 
 /// What the placement planner (`bulkhead placement plan`) may propose for a tier's tenants:
 /// nothing unless set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementPolicy {
     /// A pooled tenant whose load over the window is over `promote_factor` times the mean
@@ -160,12 +160,13 @@ impl PlacementPolicy {
 
 /// Retention of one collection: records whose `field` is older than `hot_days` days go to the
 /// cold archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// A `timestamp` field of the collection, or `created_at` / `updated_at`.
     pub field: crate::FieldName,
     /// Days a record stays hot, counted from `field` (1 to 36,500).
+    #[schema(value_type = u32, minimum = 1)]
     pub hot_days: NonZeroU32,
 }
 
@@ -211,7 +212,7 @@ impl Retention {
 }
 
 /// Per-tier request limits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierLimits {
     /// Wall-clock budget of one query (list, search, aggregation), in milliseconds.
@@ -226,19 +227,23 @@ pub struct TierLimits {
     /// Data requests one tenant may start per second on each server, sustained; beyond it
     /// `429 rate_limited` with `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub requests_per_second: Option<NonZeroU32>,
     /// Requests a tenant may start at once before its rate applies (default: one second's
     /// worth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub request_burst: Option<NonZeroU32>,
     /// Data requests one tenant may have in flight at once on each server (a streamed
     /// export counts until it ends); beyond it `429 too_many_concurrent_requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub max_concurrent_requests: Option<NonZeroU32>,
     /// Connections of a shared database server (a PostgreSQL domain's pool) one tenant may
     /// hold at once; its further work waits for its own, never for its neighbours'. Default:
     /// a quarter of the domain's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub max_domain_connections: Option<NonZeroU32>,
     /// Records one tenant may hold, over all collections; a write past it is refused with
     /// `507 quota_exceeded` (reads and deletes still work).

@@ -32,7 +32,7 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The credential a token was minted from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenParent {
     Key(KeyId),
@@ -49,7 +49,7 @@ impl fmt::Display for TokenParent {
 }
 
 /// What a token carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenClaims {
     pub id: String,
     pub tenant: TenantId,

@@ -16,7 +16,7 @@ use crate::Secops;
 
 /// Thresholds of the detectors that count (`[findings]` in the configuration file), and the
 /// kinds switched off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FindingRules {
     /// Denied requests from one principal or one address within the window.

@@ -14,7 +14,7 @@ use bulkhead_store::{Row, StoreResult, Tx, malformed, params};
 use crate::{Secops, sign, target};
 
 /// Server-wide webhook settings (`[webhooks]` in the configuration file).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     /// Deliver to loopback and private addresses too (tests, private networks).
@@ -29,7 +29,7 @@ const ROTATION_OVERLAP_SECS: i64 = 24 * 3_600;
 const MAX_NAME: usize = 64;
 
 /// A signing secret and, for a replaced one, when it stops signing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Secret {
     pub secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,7 +37,7 @@ pub(crate) struct Secret {
 }
 
 /// What is stored of a webhook's spec (its secrets are kept apart).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Stored {
     pub url: String,
     pub events: Vec<String>,

@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::ast::{Expr, Literal, Spanned, Test, TestOp};
 
 /// The values `@user.*` variables read.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct UserVars {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

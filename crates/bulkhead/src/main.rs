@@ -35,6 +35,9 @@ enum Command {
     },
     /// Print the manual page (roff: `bulkhead man | man -l -`).
     Man,
+    /// Print the API description (OpenAPI 3.1, JSON) a server of this version serves at
+    /// `/v1/openapi.json`.
+    Openapi,
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -112,6 +115,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Man => {
             clap_mangen::Man::new(grammar()).render(&mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Command::Openapi => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &bulkhead_server::api_description())?;
+            writeln!(out)?;
             Ok(())
         }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod listen;
 mod metered;
 pub mod metrics;
+mod openapi;
 mod routes;
 
 use std::future::Future;
@@ -29,6 +30,8 @@ use bulkhead_catalog::{Catalog, RequestTenant};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{REQUEST_ID, error_response, kind_of};
 
@@ -89,20 +92,23 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::scrape))
-        .merge(routes::control::router())
-        .merge(routes::audit::router())
-        .merge(routes::secops::router())
-        .merge(routes::backups::router())
-        .merge(routes::archives::router())
-        .merge(routes::placement::router())
-        .merge(routes::records::router())
-        .merge(routes::members::router())
-        .merge(routes::storage::router())
-        .merge(routes::usage::router())
+    let (routes, api) = described_routes().split_for_parts();
+    let description = std::sync::Arc::new(
+        serde_json::to_string(&openapi::finish(api)).unwrap_or_else(|_| "{}".to_owned()),
+    );
+    routes
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let description = std::sync::Arc::clone(&description);
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        description.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -127,6 +133,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Every route but the description itself, each with its part of the description.
+fn described_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::scrape))
+        .merge(routes::control::router())
+        .merge(routes::audit::router().into())
+        .merge(routes::secops::router().into())
+        .merge(routes::backups::router().into())
+        .merge(routes::archives::router().into())
+        .merge(routes::placement::router().into())
+        .merge(routes::records::router().into())
+        .merge(routes::members::router().into())
+        .merge(routes::storage::router().into())
+        .merge(routes::usage::router().into())
+}
+
+/// The API description as the server serves it at `GET /v1/openapi.json`.
+pub fn api_description() -> utoipa::openapi::OpenApi {
+    openapi::finish(described_routes().into_openapi())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(Health {
         status: "ok".into(),
@@ -135,6 +166,11 @@ async fn healthz() -> impl IntoResponse {
     })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Ready (`ready`) or serving with problems (`degraded`)", body = Health),
+        (status = 503, description = "The catalog is not ready", body = bulkhead_api::ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.catalog.is_initialized().await {
         Ok(true) => {

@@ -376,6 +376,9 @@ fn has_token(parts: &Parts, token: Option<&str>) -> bool {
         })
 }
 
+/// `GET /metrics`: a platform key (admin or operator) or the metrics token.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition (OpenMetrics)", content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn scrape(State(state): State<AppState>, mut parts: Parts) -> ApiResult<Response> {
     if !has_token(&parts, state.metrics_config.token.as_deref()) {
         let Auth(ctx) = Auth::from_request_parts(&mut parts, &state).await?;

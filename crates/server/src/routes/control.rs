@@ -1,64 +1,65 @@
 //! Control-plane routes: tenants, tiers, domains, collections, keys. Each handler extracts,
 //! calls one catalog operation and maps the result.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use bulkhead_api::{CreateKey, CreatePlatformKey, CreateTenant, Page, StartMove, UpdateTenant};
+use bulkhead_api::{
+    CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey, DomainView, KeyView,
+    MoveView, Page, RolloutView, StartMove, TenantView, TierView, UpdateTenant,
+};
 use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::CollectionSpec;
 use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/v1/tenants/{tenant}",
-            get(get_tenant).patch(update_tenant).delete(delete_tenant),
-        )
-        .route("/v1/tenants/{tenant}/keys", get(list_keys).post(create_key))
-        .route(
-            "/v1/tenants/{tenant}/moves",
-            get(list_moves).post(start_move),
-        )
-        .route("/v1/moves/{move}", get(get_move))
-        .route("/v1/moves/{move}/cancel", post(cancel_move))
-        .route("/v1/rollouts", get(list_rollouts))
-        .route("/v1/rollouts/{rollout}", get(get_rollout))
-        .route("/v1/rollouts/{rollout}/resume", post(resume_rollout))
-        .route("/v1/rollouts/{rollout}/cancel", post(cancel_rollout))
-        .route("/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
-        .route(
-            "/v1/platform-keys",
-            get(list_platform_keys).post(create_platform_key),
-        )
-        .route("/v1/platform-keys/{key}", delete(revoke_platform_key))
-        .route("/v1/tiers", get(list_tiers))
-        .route("/v1/tiers/{tier}", put(put_tier))
-        .route("/v1/domains", get(list_domains))
-        .route("/v1/domains/{domain}", put(put_domain))
-        .route("/v1/collections", get(list_collections))
-        .route(
-            "/v1/collections/{collection}",
-            get(get_collection).put(put_collection),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(get_tenant, update_tenant, delete_tenant))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(list_moves, start_move))
+        .routes(routes!(get_move))
+        .routes(routes!(cancel_move))
+        .routes(routes!(list_rollouts))
+        .routes(routes!(get_rollout))
+        .routes(routes!(resume_rollout))
+        .routes(routes!(cancel_rollout))
+        .routes(routes!(revoke_key))
+        .routes(routes!(list_platform_keys, create_platform_key))
+        .routes(routes!(revoke_platform_key))
+        .routes(routes!(list_tiers))
+        .routes(routes!(put_tier))
+        .routes(routes!(list_domains))
+        .routes(routes!(put_domain))
+        .routes(routes!(list_collections))
+        .routes(routes!(get_collection, put_collection))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = TenantView),
+        (status = 200, description = "Already created with this body (an idempotent replay)", body = TenantView),
+        (status = 202, description = "Provisioning is still under way", body = TenantView),
+    )
+)]
 async fn create_tenant(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -76,6 +77,10 @@ async fn create_tenant(
     Ok((status, axum::Json(tenant)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
+    responses((status = 200, description = "A page of tenants", body = Page<TenantView>))
+)]
 async fn list_tenants(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -89,6 +94,10 @@ async fn list_tenants(
     Ok(axum::Json(page).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant", body = TenantView))
+)]
 async fn get_tenant(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -98,6 +107,14 @@ async fn get_tenant(
     Ok(axum::Json(state.catalog.get_tenant(&ctx, &tenant).await?).into_response())
 }
 
+#[utoipa::path(
+    patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    request_body = UpdateTenant,
+    responses(
+        (status = 200, description = "Applied", body = TenantView),
+        (status = 202, description = "A tier change that needs another isolation: the move it started", body = MoveView),
+    )
+)]
 async fn update_tenant(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -115,6 +132,11 @@ async fn update_tenant(
     )
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant}/moves", tag = "moves", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    request_body = StartMove,
+    responses((status = 202, description = "The move, started", body = MoveView))
+)]
 async fn start_move(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -126,6 +148,10 @@ async fn start_move(
     Ok((StatusCode::ACCEPTED, axum::Json(started)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant}/moves", tag = "moves", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's moves", body = Page<MoveView>))
+)]
 async fn list_moves(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -140,6 +166,10 @@ async fn list_moves(
     .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/moves/{move}", tag = "moves", params(("move" = String, Path, description = "The move's id")),
+    responses((status = 200, description = "Where the move stands", body = MoveView))
+)]
 async fn get_move(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -148,6 +178,10 @@ async fn get_move(
     Ok(axum::Json(state.catalog.get_move(&ctx, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/rollouts/{rollout}", tag = "rollouts", params(("rollout" = String, Path, description = "The rollout's id")),
+    responses((status = 200, description = "Where the rollout stands", body = RolloutView))
+)]
 async fn get_rollout(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -156,6 +190,10 @@ async fn get_rollout(
     Ok(axum::Json(state.catalog.get_rollout(&ctx, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout}/resume", tag = "rollouts", params(("rollout" = String, Path, description = "The rollout's id")),
+    responses((status = 200, description = "Resumed", body = RolloutView))
+)]
 async fn resume_rollout(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -164,6 +202,10 @@ async fn resume_rollout(
     Ok(axum::Json(state.catalog.resume_rollout(&ctx, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout}/cancel", tag = "rollouts", params(("rollout" = String, Path, description = "The rollout's id")),
+    responses((status = 200, description = "Cancelled", body = RolloutView))
+)]
 async fn cancel_rollout(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -172,10 +214,18 @@ async fn cancel_rollout(
     Ok(axum::Json(state.catalog.cancel_rollout(&ctx, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/rollouts", tag = "rollouts",
+    responses((status = 200, description = "Collection rollouts", body = Page<RolloutView>))
+)]
 async fn list_rollouts(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_rollouts(&ctx).await?).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/moves/{move}/cancel", tag = "moves", params(("move" = String, Path, description = "The move's id")),
+    responses((status = 200, description = "Cancelled (rolled back to the source)", body = MoveView))
+)]
 async fn cancel_move(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -184,6 +234,10 @@ async fn cancel_move(
     Ok(axum::Json(state.catalog.cancel_move(&ctx, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    responses((status = 204, description = "Deleted, with its data, keys and storage"))
+)]
 async fn delete_tenant(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -194,6 +248,11 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant}/keys", tag = "keys", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    request_body = CreateKey,
+    responses((status = 201, description = "The key; its secret is shown only here", body = CreatedKey))
+)]
 async fn create_key(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -205,6 +264,10 @@ async fn create_key(
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant}/keys", tag = "keys", params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's keys (never their secrets)", body = Page<KeyView>))
+)]
 async fn list_keys(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -214,6 +277,10 @@ async fn list_keys(
     Ok(axum::Json(state.catalog.list_tenant_keys(&ctx, &tenant).await?).into_response())
 }
 
+#[utoipa::path(
+    delete, path = "/v1/tenants/{tenant}/keys/{key}", tag = "keys", params(("tenant" = TenantId, Path, description = "The tenant's id"), ("key" = KeyId, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"))
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -225,6 +292,11 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/v1/platform-keys", tag = "keys",
+    request_body = CreatePlatformKey,
+    responses((status = 201, description = "The key; its secret is shown only here", body = CreatedKey))
+)]
 async fn create_platform_key(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -234,10 +306,18 @@ async fn create_platform_key(
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/platform-keys", tag = "keys",
+    responses((status = 200, description = "Platform keys (never their secrets)", body = Page<KeyView>))
+)]
 async fn list_platform_keys(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_platform_keys(&ctx).await?).into_response())
 }
 
+#[utoipa::path(
+    delete, path = "/v1/platform-keys/{key}", tag = "keys", params(("key" = KeyId, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"))
+)]
 async fn revoke_platform_key(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -248,10 +328,19 @@ async fn revoke_platform_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get, path = "/v1/tiers", tag = "tiers",
+    responses((status = 200, description = "Tiers", body = Page<TierView>))
+)]
 async fn list_tiers(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_tiers(&ctx).await?).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/v1/tiers/{tier}", tag = "tiers", params(("tier" = TierName, Path, description = "The tier's name")),
+    request_body = TierSpec,
+    responses((status = 200, description = "The tier as stored", body = TierView))
+)]
 async fn put_tier(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -262,10 +351,19 @@ async fn put_tier(
     Ok(axum::Json(state.catalog.put_tier(&ctx, &tier, spec).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/domains", tag = "domains",
+    responses((status = 200, description = "Storage domains", body = Page<DomainView>))
+)]
 async fn list_domains(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_domains(&ctx).await?).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/v1/domains/{domain}", tag = "domains", params(("domain" = DomainName, Path, description = "The domain's name")),
+    request_body = DomainSpec,
+    responses((status = 200, description = "The domain as stored", body = DomainView))
+)]
 async fn put_domain(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -276,6 +374,15 @@ async fn put_domain(
     Ok(axum::Json(state.catalog.put_domain(&ctx, &domain, spec).await?).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/v1/collections/{collection}", tag = "collections", params(("collection" = CollectionName, Path, description = "The collection's name")),
+    request_body = CollectionSpec,
+    responses(
+        (status = 201, description = "Created", body = CollectionView),
+        (status = 200, description = "Changed (or unchanged), applied everywhere", body = CollectionView),
+        (status = 202, description = "Changed; its rollout is under way", body = CollectionView),
+    )
+)]
 async fn put_collection(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -300,6 +407,10 @@ async fn put_collection(
     Ok((status, axum::Json(view)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}", tag = "collections", params(("collection" = CollectionName, Path, description = "The collection's name")),
+    responses((status = 200, description = "The collection", body = CollectionView))
+)]
 async fn get_collection(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -309,6 +420,10 @@ async fn get_collection(
     Ok(axum::Json(state.catalog.get_collection(&ctx, &collection).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections", tag = "collections",
+    responses((status = 200, description = "Collections", body = Page<CollectionView>))
+)]
 async fn list_collections(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(axum::Json(state.catalog.list_collections(&ctx).await?).into_response())
 }

@@ -1,0 +1,123 @@
+//! The API description (OpenAPI 3.1), served at `GET /v1/openapi.json`.
+//!
+//! Routes are registered through `utoipa_axum`'s `routes!`, which takes each handler's
+//! `#[utoipa::path]` and mounts the handler in one step: a route the server answers is a route
+//! the description lists, with no list to keep in step by hand. Bodies are the wire types of
+//! `bulkhead-api` and `bulkhead-core`, whose schemas are derived from the same serde
+//! definitions the server (de)serializes with. What every operation shares is added here
+//! once: the error body for every status the operation does not list, and who may call it.
+
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi as _, ToSchema};
+
+use bulkhead_api::ErrorBody;
+
+/// The credentials a request may carry, each as `Authorization: Bearer <secret>`.
+pub const SCHEMES: [(&str, &str); 4] = [
+    (
+        "platformKey",
+        "A platform key (`bk_…`, role admin or operator): the control plane; an admin also \
+         reaches one tenant's data by naming it in the `Bulkhead-Tenant` header.",
+    ),
+    (
+        "tenantKey",
+        "A tenant's API key (`bk_…`): that tenant's data, with the key's role.",
+    ),
+    (
+        "userJwt",
+        "A JWT from an identity provider the server trusts, for a user who is a member of \
+         the tenant it names.",
+    ),
+    (
+        "tenantToken",
+        "A short-lived tenant token minted with `POST /v1/tokens`, narrowed to what its \
+         parent allows (for browsers).",
+    ),
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bulkhead",
+        description = "A multi-tenant data server for B2B SaaS. Every error answers with \
+                       the one error body (`ErrorBody`); its codes are listed in docs/errors.md.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Shared),
+)]
+pub struct ApiDoc;
+
+struct Shared;
+
+impl Modify for Shared {
+    fn modify(&self, api: &mut OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        for (name, description) in SCHEMES {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(description.to_owned());
+            if name == "userJwt" || name == "tenantToken" {
+                http.bearer_format = Some("JWT".to_owned());
+            }
+            components.add_security_scheme(name, SecurityScheme::Http(http));
+        }
+        // Any one of the credentials; operations that need none say so with `security(())`.
+        api.security = Some(
+            SCHEMES
+                .iter()
+                .map(|(name, _)| SecurityRequirement::new(*name, Vec::<String>::new()))
+                .collect(),
+        );
+    }
+}
+
+/// The description of `routes` (the server's router, split): the shared parts added to each
+/// operation.
+pub fn finish(mut api: OpenApi) -> OpenApi {
+    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    api.openapi = utoipa::openapi::OpenApiVersion::Version31;
+    let error = ResponseBuilder::new()
+        .description(
+            "An error: `error.code` names it (docs/errors.md lists every code with its status).",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    ErrorBody::name(),
+                ))))
+                .build(),
+        )
+        .build();
+    for item in api.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.responses
+                .responses
+                .entry("default".to_owned())
+                .or_insert_with(|| RefOr::T(error.clone()));
+        }
+    }
+    api
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+        item.head.as_mut(),
+        item.options.as_mut(),
+        item.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The description the router starts from (info, security schemes, shared schemas).
+pub fn base() -> OpenApi {
+    ApiDoc::openapi()
+}

@@ -353,6 +353,44 @@ async fn an_unknown_field_in_a_tenant_body_is_a_400_naming_the_field() {
     assert_eq!(missing.code(), Some("tenant_not_found"));
 }
 
+/// serde reads a struct from an array of its fields in order; no client means that, and a
+/// PATCH of `[null, null]` once answered 200 having changed nothing.
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_a_400_and_changes_nothing() {
+    let (_dir, server, acme, _) = common::acme_and_globex(&[]).await;
+    let admin = server.admin();
+    let before = admin.get_tenant(&tid("acme")).await.unwrap();
+    for body in [
+        json!([null, null]),
+        json!(["Renamed"]),
+        json!("x"),
+        json!(7),
+        json!(null),
+    ] {
+        let resp = json_to(&admin, "PATCH", "/v1/tenants/acme", &body).await;
+        let message = error(&resp, 400, "invalid_body");
+        assert!(message.contains("JSON object"), "{body}: {message}");
+        let resp = json_to(&acme, "POST", "/v1/collections/items/records", &body).await;
+        error(&resp, 400, "validation_failed");
+    }
+    let after = admin.get_tenant(&tid("acme")).await.unwrap();
+    assert_eq!(
+        (after.name, after.updated_at),
+        (before.name, before.updated_at)
+    );
+    assert_eq!(all_items(&acme).await, Vec::<Value>::new());
+    // Not JSON at all is still named as such.
+    let resp = send(
+        &admin,
+        "PATCH",
+        "/v1/tenants/acme",
+        Some(b"{nope".to_vec()),
+        Some("application/json"),
+    )
+    .await;
+    error(&resp, 400, "invalid_json");
+}
+
 #[tokio::test]
 async fn an_invalid_tenant_id_is_a_400_naming_the_id() {
     let (_dir, server, _, _) = common::acme_and_globex(&[]).await;

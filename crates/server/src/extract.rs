@@ -121,18 +121,59 @@ impl<S: Send + Sync> FromRequestParts<S> for NamedTenant {
     }
 }
 
-/// JSON body with rejections mapped to the standard error body.
+/// A JSON object body, with rejections mapped to the standard error body. Every body the API
+/// takes is an object: serde would also read a struct from an array of its fields in order
+/// (`[null, "x"]`), which no client means, so anything but an object is refused.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned + 'static, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError(json_rejection(
+                JsonRejection::MissingJsonContentType(Default::default()),
+            )));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(json_rejection(JsonRejection::BytesRejection(e))))?;
+        // A JSON value other than an object; anything else that is not JSON is left to serde,
+        // whose message names the position. A record body is read as any value: the record
+        // layer refuses a non-object itself (`validation_failed` at `$`).
+        let any_value = std::any::TypeId::of::<T>() == std::any::TypeId::of::<serde_json::Value>();
+        if let Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') =
+            bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && !any_value
+        {
+            return Err(ApiError(Error::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            )));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),
         }
     }
+}
+
+/// `application/json` or any `+json` type, as axum's own extractor accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(rejection: JsonRejection) -> Error {

@@ -403,12 +403,14 @@ pub struct MintToken {
     /// Collections the token may touch; all the parent may touch when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<Vec<CollectionName>>,
+    #[schema(min_items = 1)]
     pub actions: Vec<Action>,
     /// An extra record rule, ANDed with the parent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Seconds; default 600, at most 86400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in: Option<u64>,
 }
 
@@ -551,27 +553,55 @@ pub struct AuditVerification {
 }
 
 /// The query of `GET /v1/audit/verify`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditVerifyQuery {
     /// A published head, `seq:hash`, the log must still hold.
     #[serde(default)]
+    #[param(pattern = "^[0-9]{1,18}:[0-9a-fA-F]{64}$")]
     pub head: Option<String>,
 }
 
 /// The query of `GET /v1/audit/export`: entries oldest first as NDJSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditExportQuery {
+    /// From the first entry at or after this time.
     #[serde(default)]
     pub from: Option<Timestamp>,
+    /// Entries before this time (exclusive).
     #[serde(default)]
     pub to: Option<Timestamp>,
 }
 
 /// The filters of `GET /v1/audit`, all optional; an entry is listed when it matches every
 /// one given. Entries come newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries about this tenant (it may since have been deleted).

@@ -7,7 +7,18 @@ use bulkhead_core::{DomainName, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/placement/plan?window_days=&hold_hours=`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PlanQuery {
     /// Days of usage the plan reads (default 7, at most 90).

@@ -15,7 +15,10 @@ pub enum Granularity {
 }
 
 /// The filters of `GET /v1/usage`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// One tenant's usage (it may since have been deleted).
@@ -29,6 +32,7 @@ pub struct UsageQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(inline)]
     pub granularity: Option<Granularity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -108,7 +112,8 @@ pub enum TopBy {
 }
 
 /// The filters of `GET /v1/usage/top`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
     pub by: TopBy,
@@ -139,11 +144,16 @@ pub struct TopTenant {
 }
 
 /// The window of `GET /v1/costs` (default: the last 30 days).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
+    /// Start of the window (default: 30 days before its end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Timestamp>,
+    /// End of the window (default: now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Timestamp>,
 }

@@ -25,9 +25,11 @@ pub struct AggregateRequest {
     #[serde(default)]
     pub bucket: Option<BucketSpec>,
     #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     pub metrics: Vec<MetricSpec>,
     /// Groups per page (default 1000, at most 10000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
     #[serde(default)]
     pub cursor: Option<String>,

@@ -7,6 +7,8 @@
 //! definitions the server (de)serializes with. What every operation shares is added here
 //! once: the error body for every status the operation does not list, and who may call it.
 
+pub(crate) mod records;
+
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
@@ -73,9 +75,88 @@ impl Modify for Shared {
     }
 }
 
-/// The description of `routes` (the server's router, split): the shared parts added to each
-/// operation.
-pub fn finish(mut api: OpenApi) -> OpenApi {
+/// The description of `routes` (the server's router, split), with the shared parts added to
+/// each operation, as the JSON the server serves.
+pub fn finish(api: OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(with_defaults(api)).unwrap_or_default();
+    open_flattened(&mut json);
+    describe_itself(&mut json);
+    json
+}
+
+/// `GET /v1/openapi.json` is served from the finished description, so it is added to it here.
+fn describe_itself(json: &mut serde_json::Value) {
+    let error = json
+        .pointer("/paths/~1healthz/get/responses/default")
+        .cloned()
+        .unwrap_or_default();
+    if let Some(paths) = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        paths.insert(
+            "/v1/openapi.json".to_owned(),
+            serde_json::json!({"get": {
+                "tags": ["health"],
+                "operationId": "openapi",
+                "summary": "This description (OpenAPI 3.1).",
+                "security": [{}],
+                "responses": {
+                    "200": {
+                        "description": "The API description",
+                        "content": {"application/json": {"schema": {"type": "object"}}}
+                    },
+                    "default": error
+                }
+            }}),
+        );
+    }
+}
+
+/// A body that flattens another type (`DomainView` holds a `DomainSpec` and adds its own
+/// fields) is described as `allOf` the two; the flattened type refuses unknown fields as a
+/// request body (`additionalProperties: false`), which would refuse the other part's fields
+/// in the answer. Schemas used inside an `allOf` leave additional properties open.
+fn open_flattened(json: &mut serde_json::Value) {
+    let mut flattened = std::collections::BTreeSet::new();
+    collect_all_of_refs(json, &mut flattened);
+    let Some(schemas) = json
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for name in flattened {
+        if let Some(schema) = schemas.get_mut(&name).and_then(|s| s.as_object_mut())
+            && schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
+        {
+            schema.remove("additionalProperties");
+        }
+    }
+}
+
+fn collect_all_of_refs(json: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match json {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(parts)) = map.get("allOf") {
+                for part in parts {
+                    if let Some(name) = part
+                        .get("$ref")
+                        .and_then(|r| r.as_str())
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        out.insert(name.to_owned());
+                    }
+                }
+            }
+            map.values().for_each(|v| collect_all_of_refs(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_all_of_refs(v, out)),
+        _ => {}
+    }
+}
+
+fn with_defaults(mut api: OpenApi) -> OpenApi {
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     api.openapi = utoipa::openapi::OpenApiVersion::Version31;
     let error = ResponseBuilder::new()

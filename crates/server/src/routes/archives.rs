@@ -2,33 +2,41 @@
 //! archive, `POST /v1/tenants/{tenant}/archives:restore` brings a range back, and `POST
 //! /v1/retention:run` runs a retention pass now.
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bulkhead_api::{RestoreArchive, RunRetention};
+use bulkhead_api::{ArchiveListing, ArchiveRestored, RestoreArchive, RetentionRun, RunRetention};
 use bulkhead_core::{CollectionName, TenantId};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/archives", get(list))
-        .route("/v1/tenants/{tenant}/archives:restore", post(restore))
-        .route("/v1/retention:run", post(run))
-        .route("/v1/retention/runs/{id}", get(run_progress))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(restore))
+        .routes(routes!(run))
+        .routes(routes!(run_progress))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    /// One collection's archive.
+    #[param(value_type = Option<CollectionName>)]
     collection: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant}/archives", operation_id = "list_archives", tag = "archives",
+    params(("tenant" = TenantId, Path, description = "The tenant's id"), ListParams),
+    responses((status = 200, description = "The tenant's cold archive, by collection and month", body = ArchiveListing))
+)]
 async fn list(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -46,6 +54,12 @@ async fn list(
     Ok(axum::Json(listing).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant}/archives:restore", operation_id = "restore_archive", tag = "archives",
+    params(("tenant" = TenantId, Path, description = "The tenant's id")),
+    request_body = RestoreArchive,
+    responses((status = 200, description = "The range, back in the hot store", body = ArchiveRestored))
+)]
 async fn restore(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -57,6 +71,11 @@ async fn restore(
     Ok(axum::Json(done).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/retention:run", operation_id = "run_retention", tag = "retention",
+    request_body = RunRetention,
+    responses((status = 202, description = "The pass, started; follow it at `GET /v1/retention/runs/{id}`", body = RetentionRun))
+)]
 async fn run(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -66,6 +85,11 @@ async fn run(
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(run)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/retention/runs/{id}", operation_id = "get_retention_run", tag = "retention",
+    params(("id" = String, Path, description = "The retention run's id")),
+    responses((status = 200, description = "Where the pass stands", body = RetentionRun))
+)]
 async fn run_progress(
     State(state): State<AppState>,
     Auth(ctx): Auth,

@@ -2,25 +2,31 @@
 //! (`GET /v1/audit/verify`) and an NDJSON export that verifies offline
 //! (`GET /v1/audit/export`). Platform admins and operators.
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use bulkhead_api::{AuditEntry, AuditExportQuery, AuditQuery, AuditVerifyQuery};
+use bulkhead_api::{
+    AuditEntry, AuditExportQuery, AuditQuery, AuditVerification, AuditVerifyQuery, Page,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::Auth;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit", get(list_audit))
-        .route("/v1/audit/verify", get(verify_audit))
-        .route("/v1/audit/export", get(export_audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_audit))
+        .routes(routes!(verify_audit))
+        .routes(routes!(export_audit))
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit", operation_id = "list_audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "A page of entries, newest first", body = Page<AuditEntry>))
+)]
 async fn list_audit(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -30,6 +36,10 @@ async fn list_audit(
     Ok(axum::Json(state.catalog.list_audit(&ctx, &query).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/verify", operation_id = "verify_audit", tag = "audit", params(AuditVerifyQuery),
+    responses((status = 200, description = "The chain, walked from its anchor", body = AuditVerification))
+)]
 async fn verify_audit(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -52,6 +62,17 @@ fn ndjson(entries: &[AuditEntry]) -> Vec<u8> {
 /// Entries oldest first, one JSON object per line, with their hashes. The first page is
 /// read before answering (a refusal is a plain error); an error later ends the stream with
 /// one `{"error": {...}}` line, which offline verification rejects.
+#[utoipa::path(
+    get, path = "/v1/audit/export", operation_id = "export_audit", tag = "audit", params(AuditExportQuery),
+    responses((
+        status = 200,
+        description = "NDJSON: one entry per line, oldest first, with its hashes. An error \
+                       after the first page ends the stream with one line holding an \
+                       `ErrorBody`.",
+        content_type = "application/x-ndjson",
+        body = AuditEntry,
+    ))
+)]
 async fn export_audit(
     State(state): State<AppState>,
     Auth(ctx): Auth,

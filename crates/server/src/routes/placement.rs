@@ -1,21 +1,25 @@
 //! The placement planner: `GET /v1/placement/plan?window_days=` proposes live moves from
 //! each tenant's load (`bulkhead-planner`).
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use bulkhead_api::PlanQuery;
+use bulkhead_api::{PlacementPlan, PlanQuery};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::Auth;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/placement/plan", get(plan))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(plan))
 }
 
+#[utoipa::path(
+    get, path = "/v1/placement/plan", operation_id = "placement_plan", tag = "placement", params(PlanQuery),
+    responses((status = 200, description = "The moves proposed (none is started), and each domain's load before and after", body = PlacementPlan))
+)]
 async fn plan(
     State(state): State<AppState>,
     Auth(ctx): Auth,

@@ -1,47 +1,62 @@
 //! Data-plane routes: records of a collection, for the tenant the credential implies (or the
 //! tenant a platform admin names explicitly).
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bulkhead_api::Page;
+use bulkhead_api::{AccessView, AggregatePage, BulkReport, Page};
 use bulkhead_catalog::{BulkResults, Ctx, ListParams, UpdateKind};
 use bulkhead_core::query::aggregate::AggregateRequest;
 use bulkhead_core::record::Record;
 use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json, NamedTenant, Writer};
+use crate::openapi::records::{
+    CollectionPath, IfMatchHeader, RecordInputSchema, RecordPath, RecordSchema, TenantHeader,
+    WatchEventSchema,
+};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/collections/{collection}/records",
-            get(list).post(create),
-        )
-        .route(
-            "/v1/collections/{collection}/records/{id}",
-            get(read).put(replace).patch(patch).delete(remove),
-        )
-        .route("/v1/collections/{collection}/records:bulk", post(bulk))
-        .route("/v1/collections/{collection}/aggregate", post(aggregate))
-        .route("/v1/collections/{collection}/access", get(access))
-        .route("/v1/collections/{collection}/records:export", get(export))
-        .route("/v1/collections/{collection}/records:watch", get(watch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, replace, patch, remove))
+        .routes(routes!(bulk))
+        .routes(routes!(aggregate))
+        .routes(routes!(access))
+        .routes(routes!(export))
+        .routes(routes!(watch))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WatchQuery {
+    /// Only changes to records this filter holds for (docs/query.md).
     filter: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}/records:watch", tag = "records",
+    operation_id = "watch_records",
+    summary = "Follow the collection's changes as server-sent events",
+    description = "The caller's tenant's changes, each record as the caller may see it. A refusal is an ordinary error answer; once streaming, access that ends sends one `closed` event with the error body.",
+    params(
+        CollectionPath,
+        WatchQuery,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+            description = "Resume after this event (an event id this feed sent)"),
+        TenantHeader,
+    ),
+    responses((status = 200, description = "Server-sent events: `ready`, `created`, `updated`, `deleted`, `resync` and a final `closed` (docs/watch.md)", body = WatchEventSchema, content_type = "text/event-stream"))
+)]
 /// Server-sent events: the caller's tenant's changes on the collection, as the caller may
 /// see them (`catalog::watch`). A refusal is a plain error response; once streaming, access
 /// that ends sends one `closed` event with the error body.
@@ -118,9 +133,11 @@ async fn watch(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
+    /// Only records this filter holds for (docs/query.md).
     filter: Option<String>,
 }
 
@@ -134,6 +151,14 @@ fn ndjson(records: &[Record]) -> Vec<u8> {
     out
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}/records:export", tag = "records",
+    operation_id = "export_records",
+    summary = "Every record the credential may export, as NDJSON",
+    description = "In id order. A refusal is an ordinary error answer; an error after the first page ends the stream with one `{\"error\": {...}}` line.",
+    params(CollectionPath, ExportQuery, TenantHeader),
+    responses((status = 200, description = "NDJSON: one record (as `Record`) per line, in id order; an error after the first page ends it with one `{\"error\": {...}}` line", body = String, content_type = "application/x-ndjson"))
+)]
 /// NDJSON of every record the credential may export, in id order. The first page is read
 /// before answering (so a refusal is a plain error response); later pages stream, each
 /// authorized afresh. An error after the first page ends the stream with one
@@ -198,6 +223,12 @@ async fn export(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}/access", tag = "records",
+    operation_id = "get_access",
+    params(CollectionPath, TenantHeader),
+    responses((status = 200, description = "What this credential may do on the collection", body = AccessView))
+)]
 /// What this credential may do on the collection.
 async fn access(
     State(state): State<AppState>,
@@ -213,22 +244,41 @@ async fn access(
     Ok(axum::Json(view).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only records this filter holds for (docs/query.md), e.g. `status = "open" && n > 3`.
     filter: Option<String>,
+    /// Fields to order by, `-` for descending, e.g. `-created_at,title`.
     sort: Option<String>,
+    /// Full-text search over the collection's `text` fields.
     q: Option<String>,
+    /// Schema fields to return, comma-separated (system fields always come back).
     fields: Option<String>,
+    /// Records per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct BulkQuery {
+    /// Which lines the report lists: `all` (the default) or only the failed ones (`errors`).
     #[serde(default)]
+    #[param(schema_with = bulk_results_schema)]
     results: BulkResults,
+}
+
+fn bulk_results_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from(Type::String))
+        .enum_values(Some(["all", "errors"]))
+        .default(Some(Value::from("all")))
+        .into()
 }
 
 fn with_etag(status: StatusCode, record: &Record) -> Response {
@@ -253,6 +303,14 @@ fn ids(collection: &str, id: &str) -> ApiResult<(CollectionName, RecordId)> {
     Ok((CollectionName::parse(collection)?, RecordId::parse(id)?))
 }
 
+#[utoipa::path(
+    post, path = "/v1/collections/{collection}/records", tag = "records",
+    operation_id = "create_record",
+    params(CollectionPath, TenantHeader),
+    request_body = RecordInputSchema,
+    responses((status = 201, description = "Created", body = RecordSchema,
+        headers(("ETag" = String, description = "The record's version, quoted"), ("Location" = String, description = "The record's URL path"))))
+)]
 async fn create(
     State(state): State<AppState>,
     Writer(ctx): Writer,
@@ -275,6 +333,12 @@ async fn create(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "get_record",
+    params(RecordPath, TenantHeader),
+    responses((status = 200, description = "The record", body = RecordSchema, headers(("ETag" = String, description = "The record's version, quoted"))))
+)]
 async fn read(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -315,6 +379,13 @@ async fn update(
     Ok(with_etag(StatusCode::OK, &record))
 }
 
+#[utoipa::path(
+    put, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "replace_record",
+    params(RecordPath, IfMatchHeader, TenantHeader),
+    request_body(content = RecordInputSchema, description = "The record's new fields, all of them"),
+    responses((status = 200, description = "Replaced", body = RecordSchema, headers(("ETag" = String, description = "The record's version, quoted"))))
+)]
 async fn replace(
     State(state): State<AppState>,
     Writer(ctx): Writer,
@@ -326,6 +397,13 @@ async fn replace(
     update(state, ctx, named, headers, path, UpdateKind::Replace, body).await
 }
 
+#[utoipa::path(
+    patch, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "patch_record",
+    params(RecordPath, IfMatchHeader, TenantHeader),
+    request_body(content = RecordInputSchema, description = "Fields to set; `null` removes an optional field (a top-level merge patch)"),
+    responses((status = 200, description = "Patched", body = RecordSchema, headers(("ETag" = String, description = "The record's version, quoted"))))
+)]
 async fn patch(
     State(state): State<AppState>,
     Writer(ctx): Writer,
@@ -337,6 +415,12 @@ async fn patch(
     update(state, ctx, named, headers, path, UpdateKind::Patch, body).await
 }
 
+#[utoipa::path(
+    delete, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "delete_record",
+    params(RecordPath, IfMatchHeader, TenantHeader),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn remove(
     State(state): State<AppState>,
     Writer(ctx): Writer,
@@ -353,6 +437,12 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get, path = "/v1/collections/{collection}/records", tag = "records",
+    operation_id = "list_records",
+    params(CollectionPath, ListQuery, TenantHeader),
+    responses((status = 200, description = "A page of records", body = Page<RecordSchema>))
+)]
 async fn list(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -385,6 +475,13 @@ async fn list(
     Ok(axum::Json(body).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/collections/{collection}/aggregate", tag = "records",
+    operation_id = "aggregate_records",
+    params(CollectionPath, TenantHeader),
+    request_body = AggregateRequest,
+    responses((status = 200, description = "A page of groups", body = AggregatePage))
+)]
 async fn aggregate(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -400,6 +497,16 @@ async fn aggregate(
     Ok(axum::Json(page).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/collections/{collection}/records:bulk", tag = "records",
+    operation_id = "bulk_records",
+    summary = "Create, upsert and delete records from an NDJSON body",
+    description = "Each line is validated and applied on its own and reports its own result; the body may be at most the tenant's tier's bulk size.",
+    params(CollectionPath, BulkQuery, TenantHeader),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "NDJSON (also accepted as `application/ndjson`, `application/jsonl`, `application/json-lines`, `application/x-jsonlines`): each line a record to create, or `{\"op\": \"create\" | \"upsert\" | \"delete\", \"id\": ..., \"record\": {...}}`"),
+    responses((status = 200, description = "What each line did (a failed line fails alone)", body = BulkReport))
+)]
 /// NDJSON bulk ingest. The caller and its tier are resolved before the body is read, and the
 /// body is never read past the tier's size limit.
 async fn bulk(

@@ -2,28 +2,35 @@
 //! `GET /v1/usage/top` (the heaviest tenants by one measure) and `POST /v1/usage/storage`
 //! (measure every tenant's storage now, or one tenant's with `?tenant=`).
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bulkhead_api::{CostQuery, TopQuery, UsageQuery};
+use bulkhead_api::{
+    CostQuery, CostReport, Page, QuotaView, StorageSampled, TopQuery, UsagePeriod, UsageQuery,
+    UsageTop,
+};
 use bulkhead_core::TenantId;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Auth, NamedTenant};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/usage", get(list_usage))
-        .route("/v1/usage/top", get(top))
-        .route("/v1/usage/storage", post(sample_storage))
-        .route("/v1/quota", get(quota))
-        .route("/v1/costs", get(costs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_usage))
+        .routes(routes!(top))
+        .routes(routes!(sample_storage))
+        .routes(routes!(quota))
+        .routes(routes!(costs))
 }
 
+#[utoipa::path(
+    get, path = "/v1/usage", operation_id = "list_usage", tag = "usage", params(UsageQuery),
+    responses((status = 200, description = "A page of tenant periods, newest period first", body = Page<UsagePeriod>))
+)]
 async fn list_usage(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -33,6 +40,10 @@ async fn list_usage(
     Ok(axum::Json(state.catalog.list_usage(&ctx, &query).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/usage/top", operation_id = "usage_top", tag = "usage", params(TopQuery),
+    responses((status = 200, description = "The heaviest tenants, heaviest first", body = UsageTop))
+)]
 async fn top(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -42,12 +53,18 @@ async fn top(
     Ok(axum::Json(state.catalog.usage_top(&ctx, &query).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SampleQuery {
+    /// Only this tenant's storage (default: every tenant's).
     tenant: Option<TenantId>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/usage/storage", operation_id = "sample_storage", tag = "usage", params(SampleQuery),
+    responses((status = 200, description = "Measured", body = StorageSampled))
+)]
 async fn sample_storage(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -63,6 +80,11 @@ async fn sample_storage(
 
 /// A tenant's use of its storage quota: a tenant credential's own, or the tenant a platform
 /// admin names with the `bulkhead-tenant` header.
+#[utoipa::path(
+    get, path = "/v1/quota", operation_id = "quota", tag = "usage",
+    params(("Bulkhead-Tenant" = Option<TenantId>, Header, nullable = false, description = "The tenant, for a platform admin (a tenant credential's own tenant otherwise)")),
+    responses((status = 200, description = "The tenant's use of its tier's storage quota", body = QuotaView))
+)]
 async fn quota(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -71,6 +93,10 @@ async fn quota(
     Ok(axum::Json(state.catalog.quota_view(&ctx, named.as_ref()).await?).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/costs", operation_id = "cost_report", tag = "costs", params(CostQuery),
+    responses((status = 200, description = "Costs, prices and margins over the window", body = CostReport))
+)]
 async fn costs(
     State(state): State<AppState>,
     Auth(ctx): Auth,

@@ -189,6 +189,8 @@ fn schemathesis(server: &Server, credential: &str, what: &str) {
         // The same cases every run, and no example database left in the source tree.
         .args(["--max-examples", "20", "--seed", "20261205"])
         .args(["--generation-database", "none"])
+        // Its crash cache goes to the working directory: the test's, not the source tree.
+        .current_dir(server.data_dir.parent().unwrap())
         .args(["--request-timeout", "20", "--no-color", "--warnings", "off"])
         .output()
         .unwrap();

@@ -285,6 +285,44 @@ async fn a_slow_copy_does_not_chase_writers_appending_ids_past_its_cursor() {
     }
 }
 
+/// Writers whose ids interleave below the copy's bound (four writers, each its own id
+/// sequence) add rows ahead of its cursor faster than a page a half-second copies them. Once
+/// the copy has copied well past what there was, it drops its pace and rate and finishes.
+#[tokio::test]
+async fn a_copy_chasing_writers_below_its_bound_stops_pacing_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = FAST.to_vec();
+    env.extend([
+        ("BULKHEAD_MOVE_CHUNK", "50"),
+        ("BULKHEAD_MOVE_COPY_RATE", "100"),
+    ]);
+    let server = Server::start_with(dir.path(), &env);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "mover", "free").await;
+    create_tenant(&admin, "neighbour", "free").await;
+    let mover = server.client(&key(&admin, "mover", TenantRole::Member).await);
+    let neighbour = server.client(&key(&admin, "neighbour", TenantRole::Member).await);
+    let mut m = workload::seed(&mover, "m", 120).await;
+    let mut n = workload::seed(&neighbour, "nb", 50).await;
+    let done = move_under_load(
+        &server,
+        &admin,
+        (&mover, &mut m),
+        (&neighbour, &mut n),
+        Isolation::Silo,
+        None,
+    )
+    .await;
+    assert_eq!(done.target.isolation, Isolation::Silo);
+    assert!(
+        server
+            .log()
+            .contains("the copy is chasing the tenant's writers"),
+        "the copy did not chase: {done:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_tier_change_moves_the_tenant_and_sets_the_tier_at_the_switch() {
     let dir = tempfile::tempdir().unwrap();

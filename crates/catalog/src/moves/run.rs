@@ -232,6 +232,7 @@ impl Catalog {
         live.total.store(total, Ordering::Relaxed);
         live.copy_clock.lock().0 = Some(Instant::now());
         let mut saved = Instant::now();
+        let mut warned_chase = false;
         for c in sides.defs.iter() {
             let (engine, scope, collection) = (
                 Arc::clone(&sides.source_engine),
@@ -247,29 +248,42 @@ impl Catalog {
             let mut after = None;
             loop {
                 Catalog::check_cancel(live)?;
+                // Writers adding ids between the cursor and the bound faster than the paced
+                // copy takes them would keep it copying for good. Once it has copied well past
+                // what there was, it stops resting and runs at normal priority: the move must
+                // finish (its neighbours come first only while it can).
+                let chasing =
+                    live.copied.load(Ordering::Relaxed) > chase_after(total, settings.chunk);
+                if chasing && !warned_chase {
+                    warned_chase = true;
+                    tracing::info!(tenant = %row.tenant, copied = live.copied.load(Ordering::Relaxed), total, "the copy is chasing the tenant's writers: no more pacing until it ends");
+                }
                 let started = Instant::now();
                 // One page read from the source and restored into the target: a bulk step.
                 let (catalog, step_sides) = (self.clone(), sides.clone());
                 let (collection, from, bound, chunk) =
                     (Arc::clone(c), after.take(), upto.clone(), settings.chunk);
-                let (n, last) = lane
-                    .bulk(async move {
-                        let page = copy::page(
-                            step_sides.source_engine.as_ref(),
-                            &step_sides.source,
-                            &collection,
-                            from.as_ref(),
-                            Some(&bound),
-                            chunk,
-                        )
-                        .await?;
-                        let (n, last) = (page.len(), page.last().map(|r| r.id.clone()));
-                        if n > 0 {
-                            copy::restore(&catalog, &step_sides, &collection, page).await?;
-                        }
-                        Ok((n, last))
-                    })
+                let step = async move {
+                    let page = copy::page(
+                        step_sides.source_engine.as_ref(),
+                        &step_sides.source,
+                        &collection,
+                        from.as_ref(),
+                        Some(&bound),
+                        chunk,
+                    )
                     .await?;
+                    let (n, last) = (page.len(), page.last().map(|r| r.id.clone()));
+                    if n > 0 {
+                        copy::restore(&catalog, &step_sides, &collection, page).await?;
+                    }
+                    Ok((n, last))
+                };
+                let (n, last) = if chasing {
+                    lane.normal(step).await?
+                } else {
+                    lane.bulk(step).await?
+                };
                 // The work the step did, for the pace: not the waits below.
                 let busy = started.elapsed();
                 after = last;
@@ -280,7 +294,7 @@ impl Catalog {
                     self.save_progress(row, None).await?;
                     saved = Instant::now();
                 }
-                if let Some(rate) = settings.copy_rate.filter(|r| *r > 0) {
+                if let Some(rate) = settings.copy_rate.filter(|r| *r > 0 && !chasing) {
                     let due = Duration::from_secs_f64(n as f64 / rate as f64);
                     if let Some(rest) = due.checked_sub(busy) {
                         tokio::time::sleep(rest).await;
@@ -290,7 +304,9 @@ impl Catalog {
                     break;
                 }
                 // Let the neighbours' requests in between pages.
-                pacer.rest_after(busy).await;
+                if !chasing {
+                    pacer.rest_after(busy).await;
+                }
             }
         }
         let took = {
@@ -660,4 +676,10 @@ impl Drop for Untrack<'_> {
     fn drop(&mut self) {
         self.0.untrack();
     }
+}
+
+/// Rows copied past which a copy is chasing its tenant's writers rather than copying what
+/// there was: a quarter more than the count at the start, and four pages.
+fn chase_after(total: u64, chunk: u32) -> u64 {
+    total + total / 4 + 4 * u64::from(chunk)
 }

@@ -2,7 +2,8 @@
 //! answer with is listed with each status it comes with, and nothing listed is made nowhere.
 //! The sources are scanned for the places codes are made: `Error::bad_request|not_found|
 //! conflict|forbidden("code", …)`, `Error::new(ErrorKind::…, "code", …)`, the server's
-//! `error_response(StatusCode::…, "code", …)` and its table of layer-made answers.
+//! `error_response(StatusCode::…, "code", …)`, its table of layer-made answers, and the id
+//! types' `id_type!(…, "code", …)`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,10 @@ fn made() -> BTreeMap<String, BTreeMap<u16, String>> {
     let response =
         regex::Regex::new(r#"error_response\(\s*StatusCode::(\w+),\s*"([a-z_0-9]+)""#).unwrap();
     let table = regex::Regex::new(r#"(\d{3}) => \(\s*ErrorKind::\w+,\s*"([a-z_0-9]+)""#).unwrap();
+    // `core::ids`: each id type's parse error (`id_type!(Name, "what", "code", check, …)`).
+    let id_type =
+        regex::Regex::new(r#"id_type!\(\s*(?:///[^\n]*\n\s*)*\w+,\s*"[^"]*",\s*"([a-z_0-9]+)""#)
+            .unwrap();
     let mut out: BTreeMap<String, BTreeMap<u16, String>> = BTreeMap::new();
     for (path, text) in sources() {
         let place = path
@@ -102,6 +107,9 @@ fn made() -> BTreeMap<String, BTreeMap<u16, String>> {
         }
         for c in table.captures_iter(&text) {
             add(&c[2], c[1].parse().unwrap());
+        }
+        for c in id_type.captures_iter(&text) {
+            add(&c[1], 400);
         }
     }
     out

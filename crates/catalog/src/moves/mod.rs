@@ -282,10 +282,6 @@ fn view(row: MoveRow, live: Option<&Live>) -> MoveView {
     }
 }
 
-fn conflict(code: &'static str, message: String) -> Error {
-    Error::conflict(code, message)
-}
-
 /// What a new move asks for, after defaults.
 pub(crate) struct MoveRequest {
     pub isolation: Option<Isolation>,
@@ -370,13 +366,13 @@ impl Catalog {
                 match current.status {
                     TenantStatus::Active => {}
                     TenantStatus::Moving => {
-                        return Err(conflict("move_in_progress", format!("tenant '{tenant_id}' is already moving; see GET /v1/tenants/{tenant_id}/moves")).into());
+                        return Err(Error::conflict("move_in_progress", format!("tenant '{tenant_id}' is already moving; see GET /v1/tenants/{tenant_id}/moves")).into());
                     }
                     TenantStatus::Deleting => {
                         return Err(Error::not_found("tenant_not_found", "tenant not found").into());
                     }
                     other => {
-                        return Err(conflict("tenant_not_active", format!("only an active tenant can move; this one is {other}")).into());
+                        return Err(Error::conflict("tenant_not_active", format!("only an active tenant can move; this one is {other}")).into());
                     }
                 }
                 let tier_name = request.target_tier.clone().unwrap_or(current.tier.clone());
@@ -389,7 +385,7 @@ impl Catalog {
                     None => tier.domains.clone(),
                 };
                 if isolation == source.isolation && domains == [source.domain.clone()] {
-                    return Err(conflict(
+                    return Err(Error::conflict(
                         "already_placed",
                         format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain),
                     )
@@ -400,7 +396,7 @@ impl Catalog {
                 // The target belongs to the same life of the tenant as the source.
                 let target = crate::placement::allocate(tx, &tenant_id, &source.incarnation, &spec, generation)?;
                 if target.domain == source.domain && target.isolation == source.isolation {
-                    return Err(conflict("already_placed", format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain)).into());
+                    return Err(Error::conflict("already_placed", format!("tenant '{tenant_id}' is already in {isolation} on domain '{}'", source.domain)).into());
                 }
                 tx.execute(
                     &format!("INSERT INTO moves ({MOVE_COLUMNS}) VALUES (?1, ?2, 'planned', ?3, ?4, ?5, ?6, ?7, 0, 0, 0, NULL, NULL, ?8, ?9, ?9, NULL)"),
@@ -524,13 +520,13 @@ impl Catalog {
         self.authorize(ctx, ControlAction::ManageTenants, "move.cancel", id, None)?;
         let row = self.read_move(id).await?.ok_or_else(move_not_found)?;
         if row.phase.is_final() {
-            return Err(conflict(
+            return Err(Error::conflict(
                 "move_finished",
                 format!("move '{id}' has already ended ({})", row.phase),
             ));
         }
         if row.phase.is_switched() {
-            return Err(conflict(
+            return Err(Error::conflict(
                 "move_past_switch",
                 format!(
                     "move '{id}' has switched the tenant to its target; it can no longer be cancelled"

@@ -144,6 +144,25 @@ async fn the_description_is_served_to_anyone_and_describes_every_operation() {
             );
         }
     }
+    // The error body names every code of the catalogue.
+    let codes = &api["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"];
+    let catalogue = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/errors.md"),
+    )
+    .unwrap();
+    let listed = catalogue.lines().filter(|l| l.starts_with("| `")).count();
+    assert_eq!(codes.as_array().map(Vec::len), Some(listed));
+    for code in [
+        "tenant_not_found",
+        "quota_exceeded",
+        "invalid_body",
+        "route_not_found",
+    ] {
+        assert!(
+            codes.as_array().unwrap().iter().any(|c| c == code),
+            "{code}"
+        );
+    }
     // Public routes need no credential; the rest name the schemes.
     assert_eq!(
         api["paths"]["/healthz"]["get"]["security"],

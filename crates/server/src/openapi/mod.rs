@@ -81,7 +81,44 @@ pub fn finish(api: OpenApi) -> serde_json::Value {
     let mut json = serde_json::to_value(with_defaults(api)).unwrap_or_default();
     open_flattened(&mut json);
     describe_itself(&mut json);
+    list_error_codes(&mut json);
     json
+}
+
+/// The error catalogue: every code the server answers with, its status and meaning (a test,
+/// `tests/error_catalogue.rs`, holds it to the code).
+const CATALOGUE: &str = include_str!("../../../../docs/errors.md");
+
+/// `ErrorDetail.code` names the codes of the catalogue, each with its status and meaning.
+fn list_error_codes(json: &mut serde_json::Value) {
+    let rows: Vec<(&str, &str, &str)> = CATALOGUE
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix("| `")?.splitn(3, '|');
+            let code = cells.next()?.trim().trim_end_matches('`');
+            let status = cells.next()?.trim();
+            let meaning = cells.next()?.trim().trim_end_matches('|').trim();
+            Some((code, status, meaning))
+        })
+        .collect();
+    let description: String = std::iter::once(
+        "Stable, for programs (the message is for people). Each code with its status and \
+         meaning:"
+            .to_owned(),
+    )
+    .chain(
+        rows.iter()
+            .map(|(code, status, meaning)| format!("- `{code}` ({status}): {meaning}")),
+    )
+    .collect::<Vec<_>>()
+    .join("\n");
+    if let Some(code) = json.pointer_mut("/components/schemas/ErrorDetail/properties/code") {
+        *code = serde_json::json!({
+            "type": "string",
+            "enum": rows.iter().map(|(code, _, _)| *code).collect::<Vec<_>>(),
+            "description": description,
+        });
+    }
 }
 
 /// `GET /v1/openapi.json` is served from the finished description, so it is added to it here.

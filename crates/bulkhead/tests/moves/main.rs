@@ -31,6 +31,29 @@ pub const FAST: &[(&str, &str)] = &[
     ("BULKHEAD_LOG", "warn,bulkhead_catalog::moves=debug"),
 ];
 
+/// The admin, and member clients of tenants `mover` and `neighbour` (tier free, collection
+/// `items`).
+pub async fn mover_and_neighbour(server: &Server) -> (Client, Client, Client) {
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "mover", "free").await;
+    create_tenant(&admin, "neighbour", "free").await;
+    let mover = server.client(&key(&admin, "mover", TenantRole::Member).await);
+    let neighbour = server.client(&key(&admin, "neighbour", TenantRole::Member).await);
+    (admin, mover, neighbour)
+}
+
+/// [`FAST`], with a copy of half a second a page of 50 records: writers create far more than
+/// that meanwhile.
+fn slow_copy() -> Vec<(&'static str, &'static str)> {
+    let mut env = FAST.to_vec();
+    env.extend([
+        ("BULKHEAD_MOVE_CHUNK", "50"),
+        ("BULKHEAD_MOVE_COPY_RATE", "100"),
+    ]);
+    env
+}
+
 /// Polls a move until it has ended (or `phase` is reached).
 pub async fn wait_for(admin: &Client, id: &str, phase: Option<MovePhase>) -> MoveView {
     wait_or_show(admin, id, phase, String::new).await
@@ -142,12 +165,7 @@ pub async fn move_under_load(
 async fn every_direction_under_concurrent_writers_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), FAST);
-    let admin = server.admin();
-    put_items(&admin).await;
-    create_tenant(&admin, "mover", "free").await;
-    create_tenant(&admin, "neighbour", "free").await;
-    let mover = server.client(&key(&admin, "mover", TenantRole::Member).await);
-    let neighbour = server.client(&key(&admin, "neighbour", TenantRole::Member).await);
+    let (admin, mover, neighbour) = mover_and_neighbour(&server).await;
     let mut m = workload::seed(&mover, "m", 3000).await;
     let mut n = workload::seed(&neighbour, "nb", 500).await;
     let chain = [
@@ -224,12 +242,7 @@ async fn every_direction_under_concurrent_writers_loses_nothing() {
 #[tokio::test]
 async fn a_slow_copy_does_not_chase_writers_appending_ids_past_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = FAST.to_vec();
-    // Half a second a page of 50: the writers create far more than that meanwhile.
-    env.extend([
-        ("BULKHEAD_MOVE_CHUNK", "50"),
-        ("BULKHEAD_MOVE_COPY_RATE", "100"),
-    ]);
+    let env = slow_copy();
     let server = Server::start_with(dir.path(), &env);
     let admin = server.admin();
     put_items(&admin).await;
@@ -291,18 +304,9 @@ async fn a_slow_copy_does_not_chase_writers_appending_ids_past_its_cursor() {
 #[tokio::test]
 async fn a_copy_chasing_writers_below_its_bound_stops_pacing_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = FAST.to_vec();
-    env.extend([
-        ("BULKHEAD_MOVE_CHUNK", "50"),
-        ("BULKHEAD_MOVE_COPY_RATE", "100"),
-    ]);
+    let env = slow_copy();
     let server = Server::start_with(dir.path(), &env);
-    let admin = server.admin();
-    put_items(&admin).await;
-    create_tenant(&admin, "mover", "free").await;
-    create_tenant(&admin, "neighbour", "free").await;
-    let mover = server.client(&key(&admin, "mover", TenantRole::Member).await);
-    let neighbour = server.client(&key(&admin, "neighbour", TenantRole::Member).await);
+    let (admin, mover, neighbour) = mover_and_neighbour(&server).await;
     let mut m = workload::seed(&mover, "m", 120).await;
     let mut n = workload::seed(&neighbour, "nb", 50).await;
     let done = move_under_load(

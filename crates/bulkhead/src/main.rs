@@ -119,9 +119,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             use std::io::Write as _;
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &bulkhead_server::api_description())?;
-            writeln!(out)?;
+            // Written as one io write, so a reader that stops (`| head`) ends it quietly.
+            let text = serde_json::to_string_pretty(&bulkhead_server::api_description())?;
+            writeln!(std::io::stdout().lock(), "{text}")?;
             Ok(())
         }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,

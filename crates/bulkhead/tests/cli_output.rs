@@ -80,26 +80,28 @@ fn serve_help_lists_only_what_the_server_uses() {
 
 #[test]
 fn a_reader_that_stops_reading_ends_the_output_quietly() {
-    // A completion script is far larger than a pipe's buffer, so writing it meets the
-    // closed pipe.
-    let mut child = Command::new(common::binary())
-        .args(["completions", "bash"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 64];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{:?}: {stderr}", out.status);
-    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    // A completion script and the API description are far larger than a pipe's buffer, so
+    // writing them meets the closed pipe.
+    for args in [&["completions", "bash"][..], &["openapi"]] {
+        let mut child = Command::new(common::binary())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?}: nothing on stderr: {stderr}");
+    }
 }
 
 #[test]

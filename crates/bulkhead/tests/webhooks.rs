@@ -205,11 +205,22 @@ async fn a_failing_receiver_and_a_kill_lose_nothing_double_nothing_and_keep_each
         admin.get_webhook("billing").await.unwrap().pending >= 12
     })
     .await;
-    // The kill comes once deliveries were attempted (and refused), not merely queued.
-    wait_until("a delivery refused", Duration::from_secs(20), async || {
-        *receiver.refused.lock() > 0
-    })
+    // The kill comes once a delivery was attempted, refused and its attempt recorded, not
+    // merely queued (an attempt the kill cuts short is retried, and never logged).
+    wait_until(
+        "a refused delivery recorded",
+        Duration::from_secs(20),
+        async || {
+            admin
+                .webhook_deliveries("billing", Some(500))
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.status == Some(503))
+        },
+    )
     .await;
+    assert!(*receiver.refused.lock() > 0, "deliveries were attempted");
     server.kill_hard();
     let server = Server::start_with(dir.path(), &allow_private());
     let admin = server.admin();

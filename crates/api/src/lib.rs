@@ -16,8 +16,10 @@ use std::collections::BTreeMap;
 
 mod archive;
 mod backup;
+mod listing;
 mod placement;
 pub use archive::*;
+pub use listing::*;
 pub use placement::*;
 mod secops;
 pub use backup::*;

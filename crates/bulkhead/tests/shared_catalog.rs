@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bulkhead_api::{CreateTenant, UpdateTenant};
+use bulkhead_api::{CreateTenant, TenantListQuery, UpdateTenant};
 use bulkhead_client::Client;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, TenantStatus};
@@ -141,6 +141,54 @@ async fn two_servers_share_one_postgres_catalog() {
     for model in [Isolation::Pool, Isolation::Bridge, Isolation::Silo] {
         assert!(models.contains(&model), "{model} placed");
     }
+    // Filters run in the catalog's SQL, on PostgreSQL too: `q` ignores case, its `_` is no
+    // wildcard, and a filtered listing pages with its cursor.
+    let matching = |query: TenantListQuery| {
+        let admin = admin_b.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = admin
+                    .list_tenants_matching(&TenantListQuery {
+                        cursor,
+                        ..query.clone()
+                    })
+                    .await
+                    .unwrap();
+                ids.extend(page.items.into_iter().map(|t| t.id.to_string()));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return ids,
+                }
+            }
+        }
+    };
+    let search = |q: &str| TenantListQuery {
+        q: Some(q.to_owned()),
+        limit: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(matching(search("TENANT 1")).await, ["t01", "t10", "t11"]);
+    assert!(matching(search("_")).await.is_empty());
+    assert_eq!(
+        matching(TenantListQuery {
+            tier: Some(TierName::parse("standard").unwrap()),
+            status: Some(TenantStatus::Active),
+            ..search("tenant 1")
+        })
+        .await,
+        ["t01", "t10"]
+    );
+    assert_eq!(
+        matching(TenantListQuery {
+            isolation: Some(Isolation::Silo),
+            domain: Some(bulkhead_core::DomainName::parse("local").unwrap()),
+            ..Default::default()
+        })
+        .await,
+        ["t02", "t05", "t08", "t11"]
+    );
 
     // A key minted on A works on B; data written through A is read through B, and the
     // neighbour sees none of it through either server.

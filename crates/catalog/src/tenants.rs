@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use bulkhead_api::{CreateTenant, Page, TenantView, UpdateTenant};
+use bulkhead_api::{
+    CreateTenant, MAX_TENANT_SEARCH_CHARS, Page, TenantListQuery, TenantView, UpdateTenant,
+};
 use bulkhead_core::access::{self, ControlAction, TenantRoute};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::{
@@ -19,11 +21,33 @@ use bulkhead_engine::PlacementRef;
 use crate::moves::MoveRequest;
 use crate::placement::allocate;
 use crate::rows::paging::{list_cursor, list_position, page_limit};
-use crate::rows::tenants::{read_tenant, set_status, tenant_not_found, write_placement};
+use crate::rows::tenants::{
+    TenantFilter, read_tenant, set_status, tenant_not_found, write_placement,
+};
 use crate::rows::tiers::read_tier;
 use crate::spares::Spares;
 use crate::store::{malformed, params};
 use crate::{Catalog, Ctx, RouteEntry};
+
+/// The filters of a tenant listing, checked: `q` is at most
+/// [`MAX_TENANT_SEARCH_CHARS`] characters (an empty one matches every tenant).
+fn tenant_filter(query: &TenantListQuery) -> Result<TenantFilter, Error> {
+    if let Some(q) = &query.q
+        && q.chars().count() > MAX_TENANT_SEARCH_CHARS
+    {
+        return Err(Error::bad_request(
+            "invalid_filter",
+            format!("q must be at most {MAX_TENANT_SEARCH_CHARS} characters"),
+        ));
+    }
+    Ok(TenantFilter {
+        search: query.q.clone().filter(|q| !q.is_empty()),
+        tier: query.tier.clone(),
+        status: query.status,
+        domain: query.domain.clone(),
+        isolation: query.isolation,
+    })
+}
 
 /// What a `PATCH /v1/tenants/{id}` did: applied the change, or (a tier in another isolation
 /// model) started the live move that applies it.
@@ -284,11 +308,11 @@ impl Catalog {
         Ok(view(tenant, placement))
     }
 
+    /// `GET /v1/tenants`: a page of the tenants that pass the query's filters, in id order.
     pub async fn list_tenants(
         &self,
         ctx: &Ctx,
-        limit: Option<u32>,
-        cursor: Option<&str>,
+        query: &TenantListQuery,
     ) -> Result<Page<TenantView>, Error> {
         self.authorize(
             ctx,
@@ -297,14 +321,20 @@ impl Catalog {
             "tenants",
             None,
         )?;
-        let limit = page_limit(limit)?;
-        let after = cursor
+        let filter = tenant_filter(query)?;
+        let limit = page_limit(query.limit)?;
+        // The cursor is a position in id order, so it holds with any filters.
+        let after = query
+            .cursor
+            .as_deref()
             .map(|c| list_position("tenants", c))
             .transpose()?
             .unwrap_or_default();
         let rows = self
             .blocking(move |store| {
-                store.read(|tx| crate::rows::tenants::list_after(tx, &after, i64::from(limit) + 1))
+                store.read(|tx| {
+                    crate::rows::tenants::list_after(tx, &filter, &after, i64::from(limit) + 1)
+                })
             })
             .await?;
         let more = rows.len() > limit as usize;

@@ -6,7 +6,8 @@ use std::io::Write as _;
 
 use anyhow::bail;
 use bulkhead_api::{
-    CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, StartMove, TierSpec, UpdateTenant,
+    CreateKey, CreatePlatformKey, CreateTenant, DomainSpec, StartMove, TenantListQuery, TierSpec,
+    UpdateTenant,
 };
 use bulkhead_client::{Client, ListRecords, TenantUpdated};
 use bulkhead_core::model::TenantStatus;
@@ -85,9 +86,23 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
             };
             out.show(&client.create_tenant(&request).await?, output::tenant)
         }
-        TenantCmd::List(page) => {
-            let tenants = all_pages(&page, |limit, cursor| async move {
-                client.list_tenants(limit, cursor.as_deref()).await
+        TenantCmd::List(args) => {
+            let query = TenantListQuery {
+                q: args.search,
+                tier: args.tier,
+                status: args.status.map(Into::into),
+                domain: args.domain,
+                isolation: args.isolation.map(Into::into),
+                limit: None,
+                cursor: None,
+            };
+            let tenants = all_pages(&args.page, |limit, cursor| {
+                let query = TenantListQuery {
+                    limit,
+                    cursor,
+                    ..query.clone()
+                };
+                async move { client.list_tenants_matching(&query).await }
             })
             .await?;
             out.page(&tenants, output::tenants)

@@ -164,10 +164,32 @@ mod tests {
         assert_eq!(tier.as_str(), "free");
         assert_eq!(labels.len(), 2);
 
-        assert!(matches!(
-            parse("tenant list --limit 5").unwrap().command,
-            ClientCommand::Tenant(TenantCmd::List(ListArgs { limit: Some(5), .. }))
-        ));
+        let ClientCommand::Tenant(TenantCmd::List(listed)) =
+            parse("tenant list --limit 5").unwrap().command
+        else {
+            panic!("wrong command");
+        };
+        assert!(matches!(listed.page, ListArgs { limit: Some(5), .. }));
+        assert_eq!(listed.search, None);
+        let ClientCommand::Tenant(TenantCmd::List(listed)) = parse(
+            "tenant list --search acme --tier free --status suspended --domain local \
+             --isolation silo",
+        )
+        .unwrap()
+        .command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(listed.search.as_deref(), Some("acme"));
+        assert_eq!(listed.tier.map(|t| t.to_string()).as_deref(), Some("free"));
+        assert_eq!(listed.status, Some(args::TenantStatusArg::Suspended));
+        assert_eq!(
+            listed.domain.map(|d| d.to_string()).as_deref(),
+            Some("local")
+        );
+        assert_eq!(listed.isolation, Some(args::IsolationArg::Silo));
+        assert!(parse("tenant list --status frozen").is_err());
+        assert!(parse("tenant list --isolation cluster").is_err());
         assert!(matches!(
             parse("tenant delete acme --yes").unwrap().command,
             ClientCommand::Tenant(TenantCmd::Delete { yes: true, .. })

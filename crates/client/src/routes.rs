@@ -4,8 +4,8 @@
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
     CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
-    MoveView, Page, RolloutView, StartMove, StorageSampled, TenantView, TierSpec, TierView,
-    TopQuery, UpdateTenant, UsagePeriod, UsageQuery, UsageTop,
+    MoveView, Page, RolloutView, StartMove, StorageSampled, TenantListQuery, TenantView, TierSpec,
+    TierView, TopQuery, UpdateTenant, UsagePeriod, UsageQuery, UsageTop,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -90,9 +90,31 @@ impl Client {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page<TenantView>, ClientError> {
+        self.list_tenants_matching(&TenantListQuery {
+            limit,
+            cursor: cursor.map(str::to_owned),
+            ..TenantListQuery::default()
+        })
+        .await
+    }
+
+    /// One page of the tenants that pass `query`'s filters (`GET /v1/tenants?q=…&tier=…`),
+    /// in id order; pass the page's `next_cursor` back in the same query for the next one.
+    pub async fn list_tenants_matching(
+        &self,
+        query: &TenantListQuery,
+    ) -> Result<Page<TenantView>, ClientError> {
         let query = [
-            ("limit", limit.map(|l| l.to_string())),
-            ("cursor", cursor.map(str::to_owned)),
+            ("q", query.q.clone()),
+            ("tier", query.tier.as_ref().map(|t| t.as_str().to_owned())),
+            ("status", query.status.map(|s| s.as_str().to_owned())),
+            (
+                "domain",
+                query.domain.as_ref().map(|d| d.as_str().to_owned()),
+            ),
+            ("isolation", query.isolation.map(|i| i.as_str().to_owned())),
+            ("limit", query.limit.map(|l| l.to_string())),
+            ("cursor", query.cursor.clone()),
         ];
         let url = self.url(&["v1", "tenants"], &query)?;
         self.call(Method::GET, url, None, None).await

@@ -8,7 +8,7 @@ pub mod model;
 
 use std::collections::BTreeMap;
 
-use bulkhead_api::{PlacementPlan, PlanQuery, Spot};
+use bulkhead_api::{PlacementPlan, PlanQuery, Spot, TenantListQuery};
 use bulkhead_catalog::{Catalog, Ctx, append_audit};
 use bulkhead_core::error::Error;
 use bulkhead_core::model::TenantStatus;
@@ -50,9 +50,12 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
     let mut views = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = catalog
-            .list_tenants(ctx, Some(1_000), cursor.as_deref())
-            .await?;
+        let query = TenantListQuery {
+            limit: Some(1_000),
+            cursor: cursor.take(),
+            ..Default::default()
+        };
+        let page = catalog.list_tenants(ctx, &query).await?;
         views.extend(page.items);
         match page.next_cursor {
             Some(next) => cursor = Some(next),

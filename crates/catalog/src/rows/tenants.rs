@@ -1,10 +1,11 @@
 //! Tenant and placement rows: the routing table as stored.
 
 use bulkhead_core::error::Error;
-use bulkhead_core::model::{Placement, Tenant, TenantStatus};
+use bulkhead_core::model::{Isolation, Placement, Tenant, TenantStatus};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, Incarnation, TenantId};
+use bulkhead_core::{DomainName, Incarnation, TenantId, TierName};
 
+use super::paging::{Where, contains_pattern};
 use super::parse;
 use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
 
@@ -123,17 +124,59 @@ pub(crate) fn set_status(
     Ok(())
 }
 
-/// Up to `limit` tenants with ids after `after`, in id order.
+/// What a tenant listing keeps: every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TenantFilter {
+    /// Text the id or the name contains, ignoring case (as the catalog's `lower()` folds it).
+    pub search: Option<String>,
+    pub tier: Option<TierName>,
+    pub status: Option<TenantStatus>,
+    pub domain: Option<DomainName>,
+    pub isolation: Option<Isolation>,
+}
+
+/// Up to `limit` tenants that pass `filter` with ids after `after`, in id order.
 pub(crate) fn list_after(
     tx: &dyn Tx,
+    filter: &TenantFilter,
     after: &str,
     limit: i64,
 ) -> StoreResult<Vec<(Tenant, Placement)>> {
+    let mut w = Where::default();
+    let after = w.param(after);
+    w.and(format!("t.id > {after}"));
+    if let Some(search) = &filter.search {
+        // Both sides through the database's `lower()`, so SQLite and PostgreSQL each fold
+        // the text and the pattern alike. The cast gives PostgreSQL the parameter's type.
+        let pattern = w.param(contains_pattern(search).as_str());
+        w.and(format!(
+            "lower(t.id) LIKE lower(CAST({pattern} AS TEXT)) ESCAPE '\\' \
+             OR lower(t.name) LIKE lower(CAST({pattern} AS TEXT)) ESCAPE '\\'"
+        ));
+    }
+    if let Some(tier) = &filter.tier {
+        let tier = w.param(tier.as_str());
+        w.and(format!("t.tier = {tier}"));
+    }
+    if let Some(status) = filter.status {
+        let status = w.param(status.as_str());
+        w.and(format!("t.status = {status}"));
+    }
+    if let Some(domain) = &filter.domain {
+        let domain = w.param(domain.as_str());
+        w.and(format!("p.domain = {domain}"));
+    }
+    if let Some(isolation) = filter.isolation {
+        let isolation = w.param(isolation.as_str());
+        w.and(format!("p.isolation = {isolation}"));
+    }
+    let limit = w.param(limit);
     let sql = format!(
         "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
-         WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
+         {} ORDER BY t.id LIMIT {limit}",
+        w.clause()
     );
-    tx.query(&sql, params![after, limit])?
+    tx.query(&sql, w.values())?
         .iter()
         .map(|r| decode(read_row(r)))
         .collect()

@@ -259,7 +259,12 @@ impl Catalog {
                         Some(id) => Ok(crate::rows::tenants::read_tenant(tx, id)?
                             .into_iter()
                             .collect()),
-                        None => crate::rows::tenants::list_after(tx, &cursor, TENANT_PAGE),
+                        None => crate::rows::tenants::list_after(
+                            tx,
+                            &crate::rows::tenants::TenantFilter::default(),
+                            &cursor,
+                            TENANT_PAGE,
+                        ),
                     })
                 })
                 .await?;

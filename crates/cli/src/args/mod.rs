@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use bulkhead_core::TenantId;
 use bulkhead_core::access::{PlatformRole, TenantRole};
-use bulkhead_core::model::Isolation;
+use bulkhead_core::model::{Isolation, TenantStatus};
 use clap::{Args, Subcommand, ValueEnum};
 
 pub use crate::printer::ListArgs;
@@ -166,6 +166,27 @@ impl From<IsolationArg> for Isolation {
             IsolationArg::Pool => Isolation::Pool,
             IsolationArg::Bridge => Isolation::Bridge,
             IsolationArg::Silo => Isolation::Silo,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TenantStatusArg {
+    Provisioning,
+    Active,
+    Suspended,
+    Moving,
+    Deleting,
+}
+
+impl From<TenantStatusArg> for TenantStatus {
+    fn from(arg: TenantStatusArg) -> Self {
+        match arg {
+            TenantStatusArg::Provisioning => TenantStatus::Provisioning,
+            TenantStatusArg::Active => TenantStatus::Active,
+            TenantStatusArg::Suspended => TenantStatus::Suspended,
+            TenantStatusArg::Moving => TenantStatus::Moving,
+            TenantStatusArg::Deleting => TenantStatus::Deleting,
         }
     }
 }

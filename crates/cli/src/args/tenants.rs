@@ -1,9 +1,9 @@
 //! Tenants: their lifecycle, moves and API keys.
 
 use bulkhead_core::{DomainName, KeyId, TenantId, TierName};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
-use super::{IsolationArg, ListArgs, TenantRoleArg};
+use super::{IsolationArg, ListArgs, TenantRoleArg, TenantStatusArg};
 use crate::input::parse_label;
 
 #[derive(Debug, Clone, Subcommand)]
@@ -21,8 +21,8 @@ pub enum TenantCmd {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// List tenants (all of them, unless --limit is given).
-    List(ListArgs),
+    /// List tenants in id order (all that match, unless --limit is given).
+    List(TenantListArgs),
     /// Show one tenant and its placement.
     Get {
         #[arg(value_parser = TenantId::parse)]
@@ -98,6 +98,28 @@ pub enum TenantCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `tenant list`: filters (each one given must match) and paging.
+#[derive(Debug, Clone, Args)]
+pub struct TenantListArgs {
+    /// Only tenants whose id or name contains this text, ignoring case.
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Only tenants on this tier.
+    #[arg(long, value_parser = TierName::parse)]
+    pub tier: Option<TierName>,
+    /// Only tenants in this status.
+    #[arg(long, value_enum)]
+    pub status: Option<TenantStatusArg>,
+    /// Only tenants placed on this storage domain.
+    #[arg(long, value_parser = DomainName::parse)]
+    pub domain: Option<DomainName>,
+    /// Only tenants placed in this isolation model.
+    #[arg(long, value_enum)]
+    pub isolation: Option<IsolationArg>,
+    #[command(flatten)]
+    pub page: ListArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]

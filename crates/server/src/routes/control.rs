@@ -1,18 +1,18 @@
 //! Control-plane routes: tenants, tiers, domains, collections, keys. Each handler extracts,
 //! calls one catalog operation and maps the result.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bulkhead_api::{
     CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey, DomainView, KeyView,
-    MoveView, Page, RolloutView, StartMove, TenantView, TierView, UpdateTenant,
+    MoveView, Page, RolloutView, StartMove, TenantListQuery, TenantView, TierView, UpdateTenant,
 };
 use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
 use bulkhead_core::schema::CollectionSpec;
 use bulkhead_core::{CollectionName, DomainName, KeyId, TenantId, TierName};
-use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -43,14 +43,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_collection, put_collection))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
 #[utoipa::path(
     post, path = "/v1/tenants", tag = "tenants",
     request_body = CreateTenant,
@@ -77,21 +69,20 @@ async fn create_tenant(
     Ok((status, axum::Json(tenant)).into_response())
 }
 
+/// Tenants in id order, a page at a time. Filters narrow the listing (each one given must
+/// match): `q` finds text in the id or name, ignoring case; `tier`, `status`, `domain` and
+/// `isolation` match exactly. A page's `next_cursor` continues the same filtered listing.
 #[utoipa::path(
-    get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
+    get, path = "/v1/tenants", tag = "tenants", params(TenantListQuery),
     responses((status = 200, description = "A page of tenants", body = Page<TenantView>))
 )]
 async fn list_tenants(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<TenantListQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(crate::routes::query_error)?;
-    let page = state
-        .catalog
-        .list_tenants(&ctx, query.limit, query.cursor.as_deref())
-        .await?;
-    Ok(axum::Json(page).into_response())
+    Ok(axum::Json(state.catalog.list_tenants(&ctx, &query).await?).into_response())
 }
 
 #[utoipa::path(

@@ -1,8 +1,9 @@
-//! Query strings of the control plane's filtered listings: `GET /v1/tenants`. Every filter is optional; an item is listed when it matches every one
+//! Query strings of the control plane's filtered listings: `GET /v1/tenants` and
+//! `GET /v1/moves`. Every filter is optional; an item is listed when it matches every one
 //! given. Unknown parameters are refused (`400 invalid_query`), like every listing's.
 
 use bulkhead_core::model::{Isolation, TenantStatus};
-use bulkhead_core::{DomainName, TierName};
+use bulkhead_core::{DomainName, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
 /// Longest `q` of `GET /v1/tenants`, in characters.
@@ -42,6 +43,35 @@ pub struct TenantListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (of the same filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/moves`: moves of every tenant, newest first, filtered.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MoveListQuery {
+    /// `true`: only moves that have not ended (neither `done` nor `rolled_back`); `false`:
+    /// only those that have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// Only this tenant's moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }

@@ -53,6 +53,11 @@ pub async fn execute(client: &Client, json: bool, command: ClientCommand) -> any
                 out.show(&client.get_move(&id).await?, output::moved)
             }
             MoveCmd::Cancel { id } => out.show(&client.cancel_move(&id).await?, output::moved),
+            MoveCmd::List {
+                active,
+                tenant_id,
+                page,
+            } => crate::moves::list(client, &out, active, tenant_id, &page).await,
         },
         ClientCommand::Member(cmd) => crate::members::member(client, &out, cmd).await,
         ClientCommand::Role(cmd) => crate::members::role(client, &out, cmd).await,

@@ -191,6 +191,16 @@ mod tests {
         assert!(parse("tenant list --status frozen").is_err());
         assert!(parse("tenant list --isolation cluster").is_err());
         assert!(matches!(
+            parse("move list --active --tenant-id acme")
+                .unwrap()
+                .command,
+            ClientCommand::Move(args::MoveCmd::List {
+                active: true,
+                tenant_id: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
             parse("tenant delete acme --yes").unwrap().command,
             ClientCommand::Tenant(TenantCmd::Delete { yes: true, .. })
         ));

@@ -1,15 +1,44 @@
-//! Following a live move: a progress bar of rows copied (with rate and ETA) and the current
-//! phase, until the move ends.
+//! Live moves: listing them across tenants (`move list`), and following one with a progress
+//! bar of rows copied (with rate and ETA) and the current phase, until the move ends.
 
 use std::time::Duration;
 
 use anyhow::bail;
+use bulkhead_api::MoveListQuery;
 use bulkhead_client::Client;
+use bulkhead_core::TenantId;
 use bulkhead_core::model::MovePhase;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output;
-use crate::printer::Printer;
+use crate::printer::{ListArgs, Printer, all_pages};
+
+/// `bulkhead move list [--active] [--tenant-id T]`: every tenant's moves (or one's), newest
+/// first; `--active` keeps those not ended.
+pub(crate) async fn list(
+    client: &Client,
+    out: &Printer,
+    active: bool,
+    tenant: Option<TenantId>,
+    page: &ListArgs,
+) -> anyhow::Result<()> {
+    let query = MoveListQuery {
+        active: active.then_some(true),
+        tenant,
+        limit: None,
+        cursor: None,
+    };
+    let moves = all_pages(page, |limit, cursor| {
+        let query = MoveListQuery {
+            limit,
+            cursor,
+            ..query.clone()
+        };
+        async move { client.list_all_moves(&query).await }
+    })
+    .await?;
+    out.page(&moves, output::moves)
+}
 
 /// Polls the move until it is done or rolled back, drawing its progress; a rolled-back move
 /// is an error (exit code 1) naming why.

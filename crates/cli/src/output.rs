@@ -161,6 +161,7 @@ pub fn moves(moves: &[MoveView]) -> String {
     }
     let mut table = table(&[
         "id",
+        "tenant",
         "phase",
         "from",
         "to",
@@ -171,6 +172,7 @@ pub fn moves(moves: &[MoveView]) -> String {
     for m in moves {
         table.add_row(vec![
             m.id.clone(),
+            m.tenant.to_string(),
             m.phase.to_string(),
             where_(&m.source),
             where_(&m.target),

@@ -4,8 +4,8 @@
 use bulkhead_api::{
     AuditEntry, AuditQuery, CollectionSpec, CollectionView, CreateKey, CreatePlatformKey,
     CreateTenant, CreatedKey, DoctorReport, DomainSpec, DomainView, Granularity, Health, KeyView,
-    MoveView, Page, RolloutView, StartMove, StorageSampled, TenantListQuery, TenantView, TierSpec,
-    TierView, TopQuery, UpdateTenant, UsagePeriod, UsageQuery, UsageTop,
+    MoveListQuery, MoveView, Page, RolloutView, StartMove, StorageSampled, TenantListQuery,
+    TenantView, TierSpec, TierView, TopQuery, UpdateTenant, UsagePeriod, UsageQuery, UsageTop,
 };
 use bulkhead_core::{CollectionName, DomainName, KeyId, RecordId, TenantId, TierName};
 use reqwest::Method;
@@ -148,6 +148,25 @@ impl Client {
     /// `GET /v1/tenants/{id}/moves`: the tenant's moves, newest first.
     pub async fn list_moves(&self, id: &TenantId) -> Result<Page<MoveView>, ClientError> {
         let url = self.url(&["v1", "tenants", id.as_str(), "moves"], &[])?;
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `GET /v1/moves`: one page of every tenant's moves (or `query.tenant`'s), newest first;
+    /// `active: Some(true)` keeps those not ended.
+    pub async fn list_all_moves(
+        &self,
+        query: &MoveListQuery,
+    ) -> Result<Page<MoveView>, ClientError> {
+        let query = [
+            ("active", query.active.map(|a| a.to_string())),
+            (
+                "tenant",
+                query.tenant.as_ref().map(|t| t.as_str().to_owned()),
+            ),
+            ("limit", query.limit.map(|l| l.to_string())),
+            ("cursor", query.cursor.clone()),
+        ];
+        let url = self.url(&["v1", "moves"], &query)?;
         self.call(Method::GET, url, None, None).await
     }
 

@@ -1,12 +1,14 @@
 //! Live moves, black box through the binary: every direction under concurrent writers on the
 //! moving tenant and its neighbour (0 lost, 0 duplicated, 0 misplaced), `kill -9` in every
-//! phase, writes held at the switch, cancel, and the API's refusals.
+//! phase, writes held at the switch, cancel, the API's refusals, and the listing of every
+//! tenant's moves.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod crash;
+mod listing;
 mod pace;
 mod postgres;
 mod shared;

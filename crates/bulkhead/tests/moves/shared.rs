@@ -1,11 +1,12 @@
 //! Moves on a shared PostgreSQL catalog: several `serve` processes take writes for the moving
-//! tenant while one of them runs the move.
+//! tenant while one of them runs the move, and both list the moves.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bulkhead_api::MoveListQuery;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::{Isolation, MovePhase, TenantStatus};
 
@@ -132,6 +133,38 @@ async fn moves_run_on_one_server_while_both_take_writes_and_nothing_is_lost() {
             (t.placement.isolation, t.status),
             (to, TenantStatus::Active)
         );
+    }
+    // Both servers list both moves from the one catalog, newest first, a page at a time;
+    // none is active any more.
+    for admin in [&admin_a, &admin_b] {
+        let mut listed = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = admin
+                .list_all_moves(&MoveListQuery {
+                    tenant: Some(tid("mover")),
+                    limit: Some(1),
+                    cursor,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            listed.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let targets: Vec<Isolation> = listed.iter().map(|m| m.target.isolation).collect();
+        assert_eq!(targets, [Isolation::Pool, Isolation::Bridge], "{listed:?}");
+        let active = admin
+            .list_all_moves(&MoveListQuery {
+                active: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(active.items.is_empty(), "{active:?}");
     }
     // The one audit log has every phase of both moves, and nothing servers exchanged about
     // them is left behind.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bulkhead_api::{MoveView, StartMove};
+use bulkhead_api::{MoveListQuery, MoveView, Page, StartMove};
 use bulkhead_core::access::ControlAction;
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, MovePhase, Placement, TenantStatus, TierSpec, WriteState};
@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 pub(crate) use gate::{Gates, WriteTicket, tenant_moving};
 pub(crate) use shared::CatalogJournal;
 
+use crate::rows::paging::{Where, list_cursor, list_position, page_limit};
 use crate::rows::parse;
 use crate::rows::tenants::read_tenant;
 use crate::store::{Row, StoreResult, Tx, malformed, params};
@@ -229,6 +230,56 @@ pub(super) fn unfinished(tx: &dyn Tx) -> StoreResult<Vec<MoveRow>> {
         "SELECT {MOVE_COLUMNS} FROM moves WHERE phase NOT IN ('done', 'rolled_back') ORDER BY created_at"
     );
     tx.query(&sql, &[])?.iter().map(decode).collect()
+}
+
+/// Up to `limit` moves, newest first (by `created_at`, then id), after `before` in that
+/// order: those not ended (`active`), or ended (`!active`), of `tenant`, as given.
+fn list_page(
+    tx: &dyn Tx,
+    active: Option<bool>,
+    tenant: Option<&TenantId>,
+    before: Option<&(i64, String)>,
+    limit: i64,
+) -> StoreResult<Vec<MoveRow>> {
+    let mut w = Where::default();
+    // The phases `MovePhase::is_final` names.
+    match active {
+        Some(true) => w.and("phase NOT IN ('done', 'rolled_back')".to_owned()),
+        Some(false) => w.and("phase IN ('done', 'rolled_back')".to_owned()),
+        None => {}
+    }
+    if let Some(tenant) = tenant {
+        let tenant = w.param(tenant.as_str());
+        w.and(format!("tenant_id = {tenant}"));
+    }
+    if let Some((at, id)) = before {
+        let (at, id) = (w.param(*at), w.param(id.as_str()));
+        w.and(format!(
+            "created_at < {at} OR (created_at = {at} AND id < {id})"
+        ));
+    }
+    let limit = w.param(limit);
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM moves {} ORDER BY created_at DESC, id DESC LIMIT {limit}",
+        w.clause()
+    );
+    tx.query(&sql, w.values())?.iter().map(decode).collect()
+}
+
+/// A cursor of `GET /v1/moves`: the last listed move's creation time and id.
+fn moves_cursor(row: &MoveView) -> String {
+    list_cursor(
+        "moves",
+        &format!("{}:{}", row.created_at.as_micros(), row.id),
+    )
+}
+
+fn moves_position(cursor: &str) -> Result<(i64, String), Error> {
+    let position = list_position("moves", cursor)?;
+    position
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
+        .ok_or_else(|| Error::bad_request("invalid_cursor", "cursor is not one this server issued"))
 }
 
 fn move_not_found() -> Error {
@@ -486,6 +537,52 @@ impl Catalog {
                 view(r, l.as_deref())
             })
             .collect())
+    }
+
+    /// `GET /v1/moves`: moves of every tenant (or of `query.tenant`), newest first.
+    pub async fn list_all_moves(
+        &self,
+        ctx: &Ctx,
+        query: &MoveListQuery,
+    ) -> Result<Page<MoveView>, Error> {
+        let tenant = query.tenant.clone();
+        let target = tenant.as_ref().map_or("moves", TenantId::as_str);
+        self.authorize(
+            ctx,
+            ControlAction::ReadTenants,
+            "move.list",
+            target,
+            tenant.as_ref(),
+        )?;
+        let limit = page_limit(query.limit)?;
+        let before = query.cursor.as_deref().map(moves_position).transpose()?;
+        let active = query.active;
+        let rows = self
+            .blocking(move |store| {
+                store.read(|tx| {
+                    list_page(
+                        tx,
+                        active,
+                        tenant.as_ref(),
+                        before.as_ref(),
+                        i64::from(limit) + 1,
+                    )
+                })
+            })
+            .await?;
+        let more = rows.len() > limit as usize;
+        let items: Vec<MoveView> = {
+            let live = self.inner().moves.live.lock();
+            rows.into_iter()
+                .take(limit as usize)
+                .map(|r| {
+                    let l = live.get(&r.id).map(Arc::as_ref);
+                    view(r, l)
+                })
+                .collect()
+        };
+        let next_cursor = more.then(|| items.last().map(moves_cursor)).flatten();
+        Ok(Page { items, next_cursor })
     }
 
     /// When each tenant's last move that did not roll back started or ended (its latest

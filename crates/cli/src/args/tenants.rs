@@ -124,6 +124,17 @@ pub struct TenantListArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum MoveCmd {
+    /// List moves of every tenant, newest first (all of them, unless --limit is given).
+    List {
+        /// Only moves still under way (not done or rolled back).
+        #[arg(long)]
+        active: bool,
+        /// Only this tenant's moves.
+        #[arg(long, value_parser = TenantId::parse)]
+        tenant_id: Option<TenantId>,
+        #[command(flatten)]
+        page: ListArgs,
+    },
     /// Show a move: phase, rows copied, rate, ETA, freeze time.
     Get {
         id: String,

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bulkhead_api::{
     CollectionView, CreateKey, CreatePlatformKey, CreateTenant, CreatedKey, DomainView, KeyView,
-    MoveView, Page, RolloutView, StartMove, TenantListQuery, TenantView, TierView, UpdateTenant,
+    MoveListQuery, MoveView, Page, RolloutView, StartMove, TenantListQuery, TenantView, TierView,
+    UpdateTenant,
 };
 use bulkhead_catalog::TenantUpdate;
 use bulkhead_core::model::{DomainSpec, TierSpec};
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_tenant, update_tenant, delete_tenant))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(list_moves, start_move))
+        .routes(routes!(list_all_moves))
         .routes(routes!(get_move))
         .routes(routes!(cancel_move))
         .routes(routes!(list_rollouts))
@@ -155,6 +157,21 @@ async fn list_moves(
         next_cursor: None,
     })
     .into_response())
+}
+
+/// Moves of every tenant, newest first, a page at a time: `active=true` keeps those still
+/// under way (not `done` or `rolled_back`), `tenant` one tenant's.
+#[utoipa::path(
+    get, path = "/v1/moves", tag = "moves", params(MoveListQuery),
+    responses((status = 200, description = "A page of moves, newest first", body = Page<MoveView>))
+)]
+async fn list_all_moves(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    query: Result<Query<MoveListQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
+    Ok(axum::Json(state.catalog.list_all_moves(&ctx, &query).await?).into_response())
 }
 
 #[utoipa::path(

@@ -107,6 +107,8 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        // The operator console: static files speaking the API above with a platform key.
+        .merge(bulkhead_console::router())
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })

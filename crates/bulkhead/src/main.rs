@@ -38,6 +38,10 @@ enum Command {
     /// Print the API description (OpenAPI 3.1, JSON) a server of this version serves at
     /// `/v1/openapi.json`.
     Openapi,
+    /// Run a multi-tenant workload with faults (kill -9, drains, moves, re-creations,
+    /// suspensions, revocations) against a server, and check the history: nothing lost,
+    /// doubled or crossed. Exits non-zero on any violation.
+    Simulate(Box<bulkhead_simulate::SimulateArgs>),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -122,6 +126,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Written as one io write, so a reader that stops (`| head`) ends it quietly.
             let text = serde_json::to_string_pretty(&bulkhead_server::api_description())?;
             writeln!(std::io::stdout().lock(), "{text}")?;
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            let report = bulkhead_simulate::run(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            if !report.passed() {
+                anyhow::bail!(
+                    "{} violations (history: {})",
+                    report.verdict.violations.len(),
+                    report.history.display()
+                );
+            }
             Ok(())
         }
         Command::Client(command) => bulkhead_cli::run(&cli.options, command).await,

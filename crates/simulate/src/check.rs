@@ -1,0 +1,559 @@
+//! The checker: reads a history and lists every violation of what Bulkhead promises.
+//!
+//! Each record id is written by one worker only, one operation at a time, so its history is
+//! a sequence. The checker follows it keeping the set of states the record may be in: an
+//! acknowledged write leaves exactly its state, a refused one changes nothing, one with no
+//! answer adds its state to the possibilities; a successful read must see one of them and
+//! then pins it. A record of another tenant, or of another life of this tenant id, seen
+//! anywhere is a crossing; an id listed twice in one listing is a double.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::history::{Event, Op, Outcome, Seen};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `version`, `suspended_write`,
+    /// `revocation`, `audit`, `quota`.
+    pub kind: &'static str,
+    pub tenant: String,
+    pub seq: u64,
+    pub detail: String,
+}
+
+/// What the checker found, and how much it read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    pub events: u64,
+    pub acknowledged_writes: u64,
+    pub records_checked: u64,
+    pub violations: Vec<Violation>,
+}
+
+/// The states one record may be in: absent, or holding the value `n` at `version` (a
+/// version is known once a write was acknowledged or a read saw it).
+type State = Option<(i64, Option<i64>)>;
+
+struct RecordModel {
+    possible: BTreeSet<State>,
+}
+
+impl Default for RecordModel {
+    /// A record no write has touched yet: absent.
+    fn default() -> Self {
+        RecordModel {
+            possible: BTreeSet::from([None]),
+        }
+    }
+}
+
+impl RecordModel {
+    fn admits(&self, seen: &Option<Seen>) -> bool {
+        self.possible.iter().any(|state| match (state, seen) {
+            (None, None) => true,
+            (Some((n, version)), Some(s)) => *n == s.n && version.is_none_or(|v| v == s.version),
+            _ => false,
+        })
+    }
+
+    fn pin(&mut self, seen: &Option<Seen>) {
+        self.possible = BTreeSet::from([seen.as_ref().map(|s| (s.n, Some(s.version)))]);
+    }
+
+    fn describe(&self) -> String {
+        let states: Vec<String> = self
+            .possible
+            .iter()
+            .map(|s| match s {
+                None => "absent".to_owned(),
+                Some((n, Some(v))) => format!("n={n} v{v}"),
+                Some((n, None)) => format!("n={n}"),
+            })
+            .collect();
+        states.join(" or ")
+    }
+}
+
+fn show(seen: &Option<Seen>) -> String {
+    match seen {
+        None => "absent".to_owned(),
+        Some(s) => format!("n={} v{}", s.n, s.version),
+    }
+}
+
+/// Checks `events` (in any order: they are sorted by `seq`).
+pub fn check(events: &[Event]) -> Verdict {
+    let mut events: Vec<&Event> = events.iter().collect();
+    events.sort_by_key(|e| e.seq);
+    let mut verdict = Verdict {
+        events: events.len() as u64,
+        ..Verdict::default()
+    };
+    let mut records: BTreeMap<(String, u32, String), RecordModel> = BTreeMap::new();
+    // Suspensions: (tenant, life) → acknowledged-at of the suspension, until resumed.
+    let mut suspended: BTreeMap<(String, u32), Vec<(u64, u64)>> = BTreeMap::new();
+    let mut open_suspension: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let mut found = |v: &mut Verdict, kind: &'static str, e: &Event, detail: String| {
+        v.violations.push(Violation {
+            kind,
+            tenant: e.tenant.clone(),
+            seq: e.seq,
+            detail,
+        });
+    };
+
+    for e in &events {
+        let key = |id: &str| (e.tenant.clone(), e.life, id.to_owned());
+        match &e.op {
+            Op::Write {
+                id,
+                kind,
+                n,
+                version,
+                ..
+            } => {
+                let model = records.entry(key(id)).or_default();
+                let after: State = match kind {
+                    crate::history::WriteKind::Delete => None,
+                    _ => n.map(|n| (n, *version)),
+                };
+                match e.outcome {
+                    Outcome::Ok => {
+                        verdict.acknowledged_writes += 1;
+                        model.possible = BTreeSet::from([after]);
+                    }
+                    Outcome::Refused => {}
+                    Outcome::Unknown => {
+                        model.possible.insert(after.map(|(n, _)| (n, None)));
+                    }
+                }
+            }
+            Op::Read { id, seen } => {
+                if e.outcome != Outcome::Ok {
+                    continue;
+                }
+                if let Some(s) = seen
+                    && (s.owner != e.tenant || s.life != e.life)
+                {
+                    crossed(&mut verdict, e, s, &mut found);
+                    continue;
+                }
+                let model = records.entry(key(id)).or_default();
+                if !model.admits(seen) {
+                    let kind = if seen.is_none() { "lost" } else { "stale" };
+                    let detail = format!(
+                        "{id}: a read saw {}, but the acknowledged history allows {}",
+                        show(seen),
+                        model.describe()
+                    );
+                    found(&mut verdict, kind, e, detail);
+                }
+                model.pin(seen);
+            }
+            Op::List { seen, complete } => {
+                if e.outcome != Outcome::Ok {
+                    continue;
+                }
+                let mut ids = BTreeSet::new();
+                for s in seen {
+                    if s.owner != e.tenant || s.life != e.life {
+                        crossed(&mut verdict, e, s, &mut found);
+                        continue;
+                    }
+                    if !ids.insert(s.id.clone()) {
+                        let detail = format!("{} listed twice in one listing", s.id);
+                        found(&mut verdict, "doubled", e, detail);
+                    }
+                }
+                if *complete {
+                    // The final export: every record this life wrote is checked against it.
+                    let by_id: BTreeMap<&str, &Seen> =
+                        seen.iter().map(|s| (s.id.as_str(), s)).collect();
+                    for ((tenant, life, id), model) in records.iter_mut() {
+                        if *tenant != e.tenant || *life != e.life {
+                            continue;
+                        }
+                        verdict.records_checked += 1;
+                        let observed = by_id.get(id.as_str()).map(|s| (*s).clone());
+                        if !model.admits(&observed) {
+                            let kind = if observed.is_none() { "lost" } else { "stale" };
+                            let detail = format!(
+                                "{id}: the final export has {}, but the acknowledged history allows {}",
+                                show(&observed),
+                                model.describe()
+                            );
+                            found(&mut verdict, kind, e, detail);
+                        }
+                        model.pin(&observed);
+                    }
+                    for s in seen {
+                        if !records.contains_key(&(e.tenant.clone(), e.life, s.id.clone())) {
+                            let detail =
+                                format!("{}: exported, but no write of this life made it", s.id);
+                            found(&mut verdict, "stale", e, detail);
+                        }
+                    }
+                }
+            }
+            Op::Suspended if e.outcome == Outcome::Ok => {
+                open_suspension.insert((e.tenant.clone(), e.life), e.end_ms);
+            }
+            Op::Resumed => {
+                if let Some(from) = open_suspension.remove(&(e.tenant.clone(), e.life)) {
+                    suspended
+                        .entry((e.tenant.clone(), e.life))
+                        .or_default()
+                        .push((from, e.start_ms));
+                }
+            }
+            Op::Revoked { status_after }
+                if e.outcome == Outcome::Ok && *status_after != Some(401) =>
+            {
+                let detail = format!(
+                    "a request with the revoked key, right after its revocation, got {status_after:?} (expected 401)"
+                );
+                found(&mut verdict, "revocation", e, detail);
+            }
+            Op::AuditVerified { ok, checked } if e.outcome == Outcome::Ok && !ok => {
+                let detail = format!("the audit chain does not verify ({checked} entries)");
+                found(&mut verdict, "audit", e, detail);
+            }
+            Op::Quota { counted, real } if e.outcome == Outcome::Ok && counted != real => {
+                let detail =
+                    format!("the quota counter says {counted} records, the tenant has {real}");
+                found(&mut verdict, "quota", e, detail);
+            }
+            _ => {}
+        }
+    }
+
+    // No write is acknowledged while its tenant is suspended.
+    for e in &events {
+        if !matches!(e.op, Op::Write { .. }) || e.outcome != Outcome::Ok {
+            continue;
+        }
+        let windows = suspended
+            .get(&(e.tenant.clone(), e.life))
+            .into_iter()
+            .flatten();
+        for (from, to) in windows {
+            if e.start_ms > *from && e.end_ms < *to {
+                let detail = format!(
+                    "a write invoked at {} ms and acknowledged at {} ms, while the tenant was suspended ({from}–{to} ms)",
+                    e.start_ms, e.end_ms
+                );
+                found(&mut verdict, "suspended_write", e, detail);
+            }
+        }
+    }
+    verdict
+}
+
+fn crossed(
+    verdict: &mut Verdict,
+    e: &Event,
+    s: &Seen,
+    found: &mut impl FnMut(&mut Verdict, &'static str, &Event, String),
+) {
+    let (kind, detail) = if s.owner != e.tenant {
+        (
+            "crossed",
+            format!("{} of tenant {} seen by tenant {}", s.id, s.owner, e.tenant),
+        )
+    } else {
+        (
+            "old_life",
+            format!(
+                "{} of life {} of {} seen in its life {}",
+                s.id, s.life, s.owner, e.life
+            ),
+        )
+    };
+    found(verdict, kind, e, detail);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::WriteKind;
+
+    fn event(seq: u64, life: u32, outcome: Outcome, op: Op) -> Event {
+        Event {
+            seq,
+            start_ms: seq * 10,
+            end_ms: seq * 10 + 5,
+            worker: "w0".into(),
+            tenant: "acme".into(),
+            life,
+            outcome,
+            status: None,
+            op,
+        }
+    }
+
+    fn write(seq: u64, kind: WriteKind, n: Option<i64>, version: i64, outcome: Outcome) -> Event {
+        event(
+            seq,
+            1,
+            outcome,
+            Op::Write {
+                id: "r1".into(),
+                kind,
+                n,
+                if_match: None,
+                version: (outcome == Outcome::Ok).then_some(version),
+            },
+        )
+    }
+
+    fn seen(n: i64, version: i64) -> Seen {
+        Seen {
+            id: "r1".into(),
+            owner: "acme".into(),
+            life: 1,
+            n,
+            version,
+        }
+    }
+
+    fn export(seq: u64, records: Vec<Seen>) -> Event {
+        event(
+            seq,
+            1,
+            Outcome::Ok,
+            Op::List {
+                seen: records,
+                complete: true,
+            },
+        )
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        check(events).violations.iter().map(|v| v.kind).collect()
+    }
+
+    #[test]
+    fn an_acknowledged_history_that_was_kept_has_no_violation() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            write(2, WriteKind::Replace, Some(2), 2, Outcome::Ok),
+            event(
+                3,
+                1,
+                Outcome::Ok,
+                Op::Read {
+                    id: "r1".into(),
+                    seen: Some(seen(2, 2)),
+                },
+            ),
+            write(4, WriteKind::Patch, Some(3), 3, Outcome::Refused),
+            export(5, vec![seen(2, 2)]),
+        ];
+        let verdict = check(&events);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.acknowledged_writes, 2);
+        assert_eq!(verdict.records_checked, 1);
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_is_found() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            export(2, vec![]),
+        ];
+        assert_eq!(kinds(&events), ["lost"]);
+    }
+
+    #[test]
+    fn an_overwritten_value_coming_back_is_stale() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            write(2, WriteKind::Replace, Some(2), 2, Outcome::Ok),
+            event(
+                3,
+                1,
+                Outcome::Ok,
+                Op::Read {
+                    id: "r1".into(),
+                    seen: Some(seen(1, 1)),
+                },
+            ),
+        ];
+        assert_eq!(kinds(&events), ["stale"]);
+    }
+
+    #[test]
+    fn a_write_with_no_answer_may_or_may_not_have_happened() {
+        for final_state in [vec![], vec![seen(1, 1)]] {
+            let events = vec![
+                write(1, WriteKind::Create, Some(1), 1, Outcome::Unknown),
+                export(2, final_state),
+            ];
+            assert!(kinds(&events).is_empty());
+        }
+        // But not both: once a read saw it, it stays.
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Unknown),
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::Read {
+                    id: "r1".into(),
+                    seen: Some(seen(1, 1)),
+                },
+            ),
+            export(3, vec![]),
+        ];
+        assert_eq!(kinds(&events), ["lost"]);
+    }
+
+    #[test]
+    fn a_refused_write_that_shows_up_is_stale() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            write(2, WriteKind::Delete, None, 0, Outcome::Refused),
+            export(3, vec![]),
+        ];
+        assert_eq!(kinds(&events), ["lost"]);
+    }
+
+    #[test]
+    fn a_wrong_version_is_found() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            export(2, vec![seen(1, 7)]),
+        ];
+        assert_eq!(kinds(&events), ["stale"]);
+    }
+
+    #[test]
+    fn another_tenants_record_or_an_old_life_is_a_crossing() {
+        let mut foreign = seen(1, 1);
+        foreign.owner = "globex".into();
+        let mut old = seen(1, 1);
+        old.life = 0;
+        let events = vec![
+            event(
+                1,
+                1,
+                Outcome::Ok,
+                Op::List {
+                    seen: vec![foreign.clone()],
+                    complete: false,
+                },
+            ),
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::Read {
+                    id: "r1".into(),
+                    seen: Some(old),
+                },
+            ),
+        ];
+        assert_eq!(kinds(&events), ["crossed", "old_life"]);
+    }
+
+    #[test]
+    fn an_id_listed_twice_is_doubled() {
+        let events = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::List {
+                    seen: vec![seen(1, 1), seen(1, 1)],
+                    complete: false,
+                },
+            ),
+        ];
+        assert_eq!(kinds(&events), ["doubled"]);
+    }
+
+    #[test]
+    fn a_write_acknowledged_while_suspended_is_found() {
+        let events = vec![
+            event(1, 1, Outcome::Ok, Op::Suspended),
+            write(2, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            event(3, 1, Outcome::Ok, Op::Resumed),
+        ];
+        assert_eq!(kinds(&events), ["suspended_write"]);
+    }
+
+    #[test]
+    fn a_revoked_key_that_still_works_and_a_broken_chain_are_found() {
+        let events = vec![
+            event(
+                1,
+                1,
+                Outcome::Ok,
+                Op::Revoked {
+                    status_after: Some(200),
+                },
+            ),
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::AuditVerified {
+                    ok: false,
+                    checked: 9,
+                },
+            ),
+            event(
+                3,
+                1,
+                Outcome::Ok,
+                Op::Quota {
+                    counted: 3,
+                    real: 2,
+                },
+            ),
+        ];
+        assert_eq!(kinds(&events), ["revocation", "audit", "quota"]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence of acknowledged writes, the record's true final state is
+        /// accepted and any other value is not.
+        #[test]
+        fn the_true_final_state_is_the_only_one_accepted(ops in proptest::collection::vec((0u8..4, proptest::bool::ANY), 1..30)) {
+            let mut events = Vec::new();
+            let mut state: Option<(i64, i64)> = None;
+            let mut version = 0;
+            for (seq, (op, acknowledged)) in ops.into_iter().enumerate() {
+                let seq = seq as u64 + 1;
+                let n = seq as i64;
+                let outcome = if acknowledged { Outcome::Ok } else { Outcome::Refused };
+                let (kind, value) = match (op, state) {
+                    (_, None) => (WriteKind::Create, Some(n)),
+                    (0, Some(_)) => (WriteKind::Delete, None),
+                    (1, Some(_)) => (WriteKind::Patch, Some(n)),
+                    (2, Some(_)) => (WriteKind::Upsert, Some(n)),
+                    _ => (WriteKind::Replace, Some(n)),
+                };
+                if acknowledged {
+                    version += 1;
+                    state = value.map(|v| (v, version));
+                }
+                events.push(write(seq, kind, value, version, outcome));
+            }
+            let truth: Vec<Seen> = state.map(|(n, v)| seen(n, v)).into_iter().collect();
+            let mut good = events.clone();
+            good.push(export(1000, truth));
+            proptest::prop_assert!(check(&good).violations.is_empty());
+            let wrong = match state {
+                Some(_) => vec![],
+                None => vec![seen(-1, 1)],
+            };
+            let mut bad = events;
+            bad.push(export(1000, wrong));
+            proptest::prop_assert_eq!(check(&bad).violations.len(), 1);
+        }
+    }
+}

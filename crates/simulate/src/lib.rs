@@ -1,0 +1,441 @@
+//! `bulkhead simulate`: runs a multi-tenant workload against a real server while a seeded
+//! schedule moves, re-creates, suspends tenants, revokes keys, and kills or drains the
+//! server; records every operation; then checks the whole history (`check`): every
+//! acknowledged write present exactly once with its content and version unless an
+//! acknowledged operation later changed it, no record of another tenant or of an earlier life
+//! of the same tenant id seen anywhere, no write acknowledged while suspended, revoked keys
+//! refused at once, the audit chain intact, quota counters equal to the real counts.
+
+pub mod check;
+pub mod history;
+mod ops;
+pub mod schedule;
+mod server;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bulkhead_api::{CreateKey, CreateTenant};
+use bulkhead_client::Client;
+use bulkhead_core::roles::TenantRole;
+use bulkhead_core::schema::CollectionSpec;
+use bulkhead_core::{TenantId, TierName};
+use serde::Serialize;
+
+use crate::history::Event;
+use crate::schedule::{Counts, Planned, Rng};
+use crate::workload::{Shared, TenantState};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The seed: the same seed and settings replay the same schedule of faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long the workload runs, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Tenants, spread over the tiers in turn.
+    #[arg(long, default_value_t = 9)]
+    pub tenants: usize,
+    /// The tiers to spread tenants over (by default the built-in pool, bridge and silo tiers).
+    #[arg(long, value_delimiter = ',', default_value = "free,standard,premium")]
+    pub tiers: Vec<String>,
+    /// Writers per tenant (each owns its own records).
+    #[arg(long, default_value_t = 2)]
+    pub writers: usize,
+    /// Records each writer owns.
+    #[arg(long, default_value_t = 20)]
+    pub records: usize,
+    /// `kill -9` faults (and restarts) of the server.
+    #[arg(long, default_value_t = 3)]
+    pub kills: u32,
+    /// `SIGTERM` drains (and restarts) of the server.
+    #[arg(long, default_value_t = 1)]
+    pub drains: u32,
+    /// Live moves to a random isolation model.
+    #[arg(long, default_value_t = 4)]
+    pub moves: u32,
+    /// Tenants deleted and created again under the same id.
+    #[arg(long, default_value_t = 2)]
+    pub recreations: u32,
+    /// Tenants suspended for a moment, then resumed.
+    #[arg(long, default_value_t = 2)]
+    pub suspensions: u32,
+    /// Keys minted, used, revoked and tried again at once.
+    #[arg(long, default_value_t = 2)]
+    pub revocations: u32,
+    /// Changes to the collection (each adds a field): schema rollouts racing the rest.
+    #[arg(long, default_value_t = 1)]
+    pub rollouts: u32,
+    /// Run against this server instead of starting one (no kill or drain faults then).
+    #[arg(long, requires = "admin_key")]
+    pub target: Option<String>,
+    /// The platform admin key of `--target`.
+    #[arg(long, env = "BULKHEAD_SIMULATE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Where to save the history (NDJSON; default: a file in the temporary directory).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Check a saved history instead of running (`--history` of an earlier run).
+    #[arg(long, conflicts_with = "target")]
+    pub check: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run did and what the checker found.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub duration_s: f64,
+    pub operations: u64,
+    pub operations_per_s: f64,
+    pub by_op: std::collections::BTreeMap<String, [u64; 3]>,
+    pub faults: Vec<Planned>,
+    pub faults_done: u64,
+    pub check_ms: f64,
+    pub check_ms_per_million: f64,
+    pub history: PathBuf,
+    #[serde(flatten)]
+    pub verdict: check::Verdict,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.verdict.violations.is_empty()
+    }
+
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "seed {}: {} operations in {:.1} s ({:.0}/s), {} of {} scheduled operations and faults done",
+            self.seed,
+            self.operations,
+            self.duration_s,
+            self.operations_per_s,
+            self.faults_done,
+            self.faults.len()
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9} {:>9}",
+            "operation", "ok", "refused", "unknown"
+        );
+        for (op, [ok, refused, unknown]) in &self.by_op {
+            let _ = writeln!(out, "{op:<16} {ok:>9} {refused:>9} {unknown:>9}");
+        }
+        let _ = writeln!(
+            out,
+            "checked {} acknowledged writes over {} records in {:.1} ms ({:.0} ms per million operations)",
+            self.verdict.acknowledged_writes,
+            self.verdict.records_checked,
+            self.check_ms,
+            self.check_ms_per_million
+        );
+        let _ = writeln!(out, "history: {}", self.history.display());
+        if self.passed() {
+            let _ = writeln!(out, "no violation: nothing lost, doubled or crossed");
+        } else {
+            let _ = writeln!(out, "{} VIOLATIONS:", self.verdict.violations.len());
+            for v in self.verdict.violations.iter().take(50) {
+                let _ = writeln!(out, "  {} [{}] #{}: {}", v.kind, v.tenant, v.seq, v.detail);
+            }
+        }
+        out
+    }
+}
+
+/// Runs the simulation (or checks a saved history) and returns the report.
+pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
+    if let Some(path) = &args.check {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let events: Vec<Event> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}", path.display(), i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        return Ok(report(args, &events, Vec::new(), 0, 0.0, path.clone()));
+    }
+    if args.tenants == 0 || args.writers == 0 || args.records == 0 || args.tiers.is_empty() {
+        bail!("--tenants, --writers, --records and --tiers must each be at least one");
+    }
+    let mut rng = Rng::new(args.seed);
+    let duration_ms = args.duration.max(1) * 1000;
+    let counts = Counts {
+        kills: args.kills,
+        drains: args.drains,
+        moves: args.moves,
+        recreations: args.recreations,
+        suspensions: args.suspensions,
+        revocations: args.revocations,
+        rollouts: args.rollouts,
+    };
+    if args.target.is_some() && (args.kills > 0 || args.drains > 0) {
+        bail!(
+            "--kills and --drains need a server the simulator starts itself; set them to 0 with --target"
+        );
+    }
+    let plan = schedule::plan(&mut rng, counts, args.tenants, duration_ms);
+
+    // The server: started here (killable), or the one given.
+    let workdir = tempfile::Builder::new()
+        .prefix("bulkhead-simulate-")
+        .tempdir()?;
+    let (local, url, admin_key) = match &args.target {
+        Some(url) => (
+            None,
+            url.clone(),
+            args.admin_key.clone().unwrap_or_default(),
+        ),
+        None => {
+            let key = format!("sim-{:016x}{:016x}", rng.next_u64(), random_u64());
+            let exe = std::env::current_exe()?;
+            let local = server::Local::start(&exe, &workdir.path().join("data"), &key)?;
+            let url = local.url();
+            (Some(local), url, key)
+        }
+    };
+    let admin = Client::new(&url, admin_key)?;
+    let run_id = format!("{:06x}", random_u64() & 0xff_ffff);
+    let tenants = set_up(&admin, args, &run_id).await?;
+    let shared = Arc::new(Shared::new(url, admin, tenants));
+
+    let bar = indicatif::ProgressBar::new(args.duration.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} simulating [{bar:30}] {pos}/{len} s {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for tenant in &shared.tenants {
+        for w in 0..args.writers {
+            workers.spawn(workload::writer(
+                Arc::clone(&shared),
+                Arc::clone(tenant),
+                w,
+                args.records,
+                rng.fork(),
+            ));
+        }
+    }
+    let local = Arc::new(std::sync::Mutex::new(local));
+    let operations = tokio::spawn(ops::execute(
+        Arc::clone(&shared),
+        Arc::clone(&local),
+        plan.clone(),
+    ));
+    while started.elapsed() < Duration::from_millis(duration_ms) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bar.set_position(started.elapsed().as_secs().min(args.duration));
+        bar.set_message(format!("{} operations", shared.history.lock().await.len()));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let faults_done = operations.await.context("the operations task")??;
+    while let Some(done) = workers.join_next().await {
+        done.context("a writer")?;
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+
+    ops::settle(&shared).await?;
+    let events = shared.history.lock().await.clone();
+    let path = args.history.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("bulkhead-simulate-{}-{run_id}.ndjson", args.seed))
+    });
+    save(&path, &events)?;
+    let report = report(args, &events, plan, faults_done, elapsed, path);
+    if !report.passed()
+        && let Some(local) = local.lock().ok().and_then(|mut l| l.take())
+    {
+        // Keep the server's data and log for a look.
+        let kept = workdir.keep();
+        eprintln!(
+            "violations found: the server's data and log are kept in {} ({})",
+            kept.display(),
+            local.log().display()
+        );
+    }
+    Ok(report)
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+fn report(
+    args: &SimulateArgs,
+    events: &[Event],
+    faults: Vec<Planned>,
+    faults_done: u64,
+    elapsed: f64,
+    history: PathBuf,
+) -> Report {
+    let began = Instant::now();
+    let verdict = check::check(events);
+    let check_ms = began.elapsed().as_secs_f64() * 1000.0;
+    let mut by_op: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    for e in events {
+        let name = match &e.op {
+            history::Op::Write { kind, .. } => format!("{kind:?}").to_lowercase(),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        let slot = by_op.entry(name).or_default();
+        slot[match e.outcome {
+            history::Outcome::Ok => 0,
+            history::Outcome::Refused => 1,
+            history::Outcome::Unknown => 2,
+        }] += 1;
+    }
+    let operations = events.len() as u64;
+    Report {
+        seed: args.seed,
+        duration_s: elapsed,
+        operations,
+        operations_per_s: if elapsed > 0.0 {
+            operations as f64 / elapsed
+        } else {
+            0.0
+        },
+        by_op,
+        faults,
+        faults_done,
+        check_ms,
+        check_ms_per_million: if operations > 0 {
+            check_ms * 1_000_000.0 / operations as f64
+        } else {
+            0.0
+        },
+        history,
+        verdict,
+    }
+}
+
+fn save(path: &std::path::Path, events: &[Event]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+    );
+    for e in events {
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The simulator's collection; with `extra`, the fields rollouts `0..extra` added too.
+pub(crate) fn collection_spec(extra: Option<u32>) -> anyhow::Result<CollectionSpec> {
+    let mut fields = serde_json::json!({
+        "owner": {"type": "string", "required": true},
+        "life": {"type": "integer", "required": true},
+        "n": {"type": "integer", "required": true, "index": true},
+        "w": {"type": "integer"}
+    });
+    if let Some(extra) = extra {
+        for k in 0..=extra {
+            fields[format!("extra_{k}")] = serde_json::json!({"type": "string"});
+        }
+    }
+    Ok(serde_json::from_value(
+        serde_json::json!({ "fields": fields }),
+    )?)
+}
+
+/// The collection and the tenants (`sim-<run>-<n>`), each with a key.
+async fn set_up(
+    admin: &Client,
+    args: &SimulateArgs,
+    run_id: &str,
+) -> anyhow::Result<Vec<Arc<TenantState>>> {
+    let spec = collection_spec(None)?;
+    admin
+        .put_collection(&workload::collection(), &spec)
+        .await
+        .context("defining the simulator's collection")?;
+    let mut tenants = Vec::new();
+    for i in 0..args.tenants {
+        let id = format!("sim-{run_id}-{i}");
+        let tier = args.tiers[i % args.tiers.len()].clone();
+        let key = create(admin, &id, &tier).await?;
+        tenants.push(Arc::new(TenantState {
+            id,
+            tier,
+            current: tokio::sync::RwLock::new((1, key)),
+        }));
+    }
+    Ok(tenants)
+}
+
+/// Creates tenant `id` on `tier` (waiting while it provisions) and a member key for it.
+pub(crate) async fn create(admin: &Client, id: &str, tier: &str) -> anyhow::Result<String> {
+    let tenant = TenantId::parse(id).map_err(|e| anyhow::anyhow!(e.message))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let made = admin
+            .create_tenant(&CreateTenant {
+                id: tenant.clone(),
+                name: format!("simulated {id}"),
+                tier: TierName::parse(tier).map_err(|e| anyhow::anyhow!(e.message))?,
+                labels: Default::default(),
+            })
+            .await;
+        match made {
+            Ok(view) if view.status != bulkhead_core::model::TenantStatus::Provisioning => break,
+            Ok(_) => {}
+            Err(e)
+                if e.status().is_some_and(|s| {
+                    (400..500).contains(&s) && s != 409 && s != 408 && s != 429
+                }) =>
+            {
+                bail!("creating tenant {id}: {e}")
+            }
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            bail!("tenant {id} was not created within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let key = admin
+            .create_key(
+                &tenant,
+                &CreateKey {
+                    name: "simulate".into(),
+                    role: TenantRole::Member,
+                    expires_in: None,
+                },
+            )
+            .await;
+        match key {
+            Ok(created) => return Ok(created.key),
+            Err(e)
+                if e.status()
+                    .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) =>
+            {
+                bail!("a key for {id}: {e}")
+            }
+            Err(_) if Instant::now() > deadline => bail!("no key for {id} within 120 s"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The scheduled operations and faults, run one after another at their planned moments, and
+//! the settling at the end: the server up, moves finished, every tenant exported and its
+//! quota counter compared, the audit chain verified.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bulkhead_api::{CreateKey, StartMove, UpdateTenant};
+use bulkhead_client::{Client, ClientError};
+use bulkhead_core::TenantId;
+use bulkhead_core::model::{Isolation, MovePhase, TenantStatus};
+use bulkhead_core::roles::TenantRole;
+
+use crate::history::{Op, Outcome};
+use crate::schedule::{Action, Planned};
+use crate::server::Local;
+use crate::workload::{Shared, collection, seen};
+
+type Server = Arc<Mutex<Option<Local>>>;
+
+fn tid(id: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(id).map_err(|e| anyhow::anyhow!(e.message))
+}
+
+fn answered<T>(answer: &Result<T, ClientError>) -> (Option<u16>, Outcome) {
+    let status = match answer {
+        Ok(_) => Some(200),
+        Err(e) => e.status(),
+    };
+    (status, Outcome::of_status(status))
+}
+
+/// Runs `plan` in order, each at its moment; returns how many were carried out.
+pub async fn execute(
+    shared: Arc<Shared>,
+    server: Server,
+    plan: Vec<Planned>,
+) -> anyhow::Result<u64> {
+    let mut done = 0;
+    for planned in plan {
+        let wait = planned.at_ms.saturating_sub(shared.now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        run_one(&shared, &server, &planned.action).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::Result<()> {
+    let admin = &shared.admin;
+    match action {
+        Action::Kill | Action::Drain => {
+            let kind = if *action == Action::Kill {
+                "kill -9"
+            } else {
+                "SIGTERM drain"
+            };
+            let start = shared.now_ms();
+            let server = Arc::clone(server);
+            let kill = *action == Action::Kill;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut guard = server
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the server handle"))?;
+                if let Some(local) = guard.as_mut() {
+                    if kill {
+                        local.kill()?;
+                    } else {
+                        local.drain()?;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    local.restart()?;
+                }
+                Ok(())
+            })
+            .await??;
+            let op = Op::Fault { kind: kind.into() };
+            shared
+                .record("faults", "-", 0, start, None, Outcome::Ok, op)
+                .await;
+        }
+        Action::Move { tenant, isolation } => {
+            let tenant = &shared.tenants[*tenant];
+            let life = tenant.current.read().await.0;
+            let start = shared.now_ms();
+            let mut isolation_value: Isolation = isolation
+                .parse()
+                .map_err(|e: bulkhead_core::error::Error| anyhow::anyhow!(e.message))?;
+            // A move to where the tenant already is would be refused: take the next model.
+            if let Ok(view) = admin.get_tenant(&tid(&tenant.id)?).await
+                && view.placement.isolation == isolation_value
+            {
+                isolation_value = match isolation_value {
+                    Isolation::Pool => Isolation::Bridge,
+                    Isolation::Bridge => Isolation::Silo,
+                    Isolation::Silo => Isolation::Pool,
+                };
+            }
+            let answer = admin
+                .start_move(
+                    &tid(&tenant.id)?,
+                    &StartMove {
+                        isolation: Some(isolation_value),
+                        domain: None,
+                    },
+                )
+                .await;
+            let (status, outcome) = answered(&answer);
+            let op = Op::Move {
+                isolation: isolation_value.as_str().to_owned(),
+            };
+            shared
+                .record("operations", &tenant.id, life, start, status, outcome, op)
+                .await;
+        }
+        Action::Recreate { tenant } => {
+            let tenant = &shared.tenants[*tenant];
+            let id = tid(&tenant.id)?;
+            // Holding the tenant's state: writers finish their current request with the old
+            // key and wait for the new life's.
+            let mut current = tenant.current.write().await;
+            let life = current.0;
+            let start = shared.now_ms();
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "tenant {} could not be deleted within 120 s",
+                    tenant.id
+                );
+                let answer = admin.delete_tenant(&id).await;
+                let (status, outcome) = answered(&answer);
+                let gone = outcome == Outcome::Ok || status == Some(404);
+                if gone {
+                    shared
+                        .record(
+                            "operations",
+                            &tenant.id,
+                            life,
+                            start,
+                            status,
+                            Outcome::Ok,
+                            Op::Deleted,
+                        )
+                        .await;
+                    break;
+                }
+                // A refusal (a move under way holds a deletion back?) or no answer: retry.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let start = shared.now_ms();
+            let key = crate::create(admin, &tenant.id, &tenant.tier).await?;
+            *current = (life + 1, key);
+            shared
+                .record(
+                    "operations",
+                    &tenant.id,
+                    life + 1,
+                    start,
+                    Some(201),
+                    Outcome::Ok,
+                    Op::Created,
+                )
+                .await;
+        }
+        Action::Suspend { tenant } => {
+            let tenant = &shared.tenants[*tenant];
+            let id = tid(&tenant.id)?;
+            let life = tenant.current.read().await.0;
+            let start = shared.now_ms();
+            let answer = admin
+                .update_tenant(
+                    &id,
+                    &UpdateTenant {
+                        status: Some(TenantStatus::Suspended),
+                        ..UpdateTenant::default()
+                    },
+                )
+                .await;
+            let (status, outcome) = answered(&answer);
+            shared
+                .record(
+                    "operations",
+                    &tenant.id,
+                    life,
+                    start,
+                    status,
+                    outcome,
+                    Op::Suspended,
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            // The window ends when the first attempt to resume begins.
+            let start = shared.now_ms();
+            loop {
+                let answer = admin
+                    .update_tenant(
+                        &id,
+                        &UpdateTenant {
+                            status: Some(TenantStatus::Active),
+                            ..UpdateTenant::default()
+                        },
+                    )
+                    .await;
+                let (status, outcome) = answered(&answer);
+                if outcome != Outcome::Unknown {
+                    shared
+                        .record(
+                            "operations",
+                            &tenant.id,
+                            life,
+                            start,
+                            status,
+                            outcome,
+                            Op::Resumed,
+                        )
+                        .await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Action::Rollout { field } => {
+            let start = shared.now_ms();
+            let spec = crate::collection_spec(Some(*field))?;
+            let answer = admin.put_collection(&collection(), &spec).await;
+            let version = answer.as_ref().ok().map(|c| c.version);
+            let (status, outcome) = answered(&answer);
+            let op = Op::Rollout { version };
+            shared
+                .record("operations", "-", 0, start, status, outcome, op)
+                .await;
+        }
+        Action::Revoke { tenant } => {
+            let tenant = &shared.tenants[*tenant];
+            let id = tid(&tenant.id)?;
+            let life = tenant.current.read().await.0;
+            let Ok(key) = admin
+                .create_key(
+                    &id,
+                    &CreateKey {
+                        name: "revoked-soon".into(),
+                        role: TenantRole::Member,
+                        expires_in: None,
+                    },
+                )
+                .await
+            else {
+                return Ok(());
+            };
+            let user = Client::new(&shared.url, key.key.clone())?;
+            let _ = user.me().await;
+            let start = shared.now_ms();
+            let answer = admin.revoke_key(&id, &key.view.id).await;
+            let (status, outcome) = answered(&answer);
+            // Right after: the revoked key must be refused (asked again while the server is away).
+            let mut after = None;
+            for _ in 0..600 {
+                match user.me().await {
+                    Ok(_) => after = Some(200),
+                    Err(e) => after = e.status(),
+                }
+                if after.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let op = Op::Revoked {
+                status_after: after,
+            };
+            shared
+                .record("operations", &tenant.id, life, start, status, outcome, op)
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// After the workload: waits for moves to end, exports every tenant, compares its quota
+/// counter with the real count, and verifies the audit chain.
+pub async fn settle(shared: &Shared) -> anyhow::Result<()> {
+    let admin = &shared.admin;
+    for tenant in &shared.tenants {
+        let id = tid(&tenant.id)?;
+        for _ in 0..1200 {
+            match admin.list_moves(&id).await {
+                Ok(page)
+                    if page
+                        .items
+                        .iter()
+                        .all(|m| matches!(m.phase, MovePhase::Done | MovePhase::RolledBack)) =>
+                {
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    for tenant in &shared.tenants {
+        let (life, _) = tenant.current.read().await.clone();
+        let scoped = admin.with_tenant(tid(&tenant.id)?);
+        let start = shared.now_ms();
+        let records = scoped
+            .export(&collection(), None)
+            .await
+            .with_context(|| format!("exporting {} at the end", tenant.id))?;
+        let found: Vec<_> = records.iter().filter_map(seen).collect();
+        let real = records.len() as u64;
+        let op = Op::List {
+            seen: found,
+            complete: true,
+        };
+        shared
+            .record(
+                "settle",
+                &tenant.id,
+                life,
+                start,
+                Some(200),
+                Outcome::Ok,
+                op,
+            )
+            .await;
+        let start = shared.now_ms();
+        let quota = scoped
+            .quota()
+            .await
+            .with_context(|| format!("the quota of {}", tenant.id))?;
+        let op = Op::Quota {
+            counted: quota.records,
+            real,
+        };
+        shared
+            .record(
+                "settle",
+                &tenant.id,
+                life,
+                start,
+                Some(200),
+                Outcome::Ok,
+                op,
+            )
+            .await;
+    }
+    let start = shared.now_ms();
+    let verified = admin
+        .verify_audit(None)
+        .await
+        .context("verifying the audit chain")?;
+    let op = Op::AuditVerified {
+        ok: verified.ok,
+        checked: verified.checked,
+    };
+    shared
+        .record("settle", "-", 0, start, Some(200), Outcome::Ok, op)
+        .await;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use crate::history::{Event, Op, Outcome, Seen};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `version`, `suspended_write`,
+    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `rule`, `suspended_write`,
     /// `revocation`, `audit`, `quota`.
     pub kind: &'static str,
     pub tenant: String,
@@ -197,6 +197,19 @@ pub fn check(events: &[Event]) -> Verdict {
                     }
                 }
             }
+            Op::TokenList { w, seen } if e.outcome == Outcome::Ok => {
+                for s in seen {
+                    if s.owner != e.tenant || s.life != e.life {
+                        crossed(&mut verdict, e, s, &mut found);
+                    } else if s.w != Some(*w) {
+                        let detail = format!(
+                            "{} (writer {:?}) shown to a token whose rule is w = {w}",
+                            s.id, s.w
+                        );
+                        found(&mut verdict, "rule", e, detail);
+                    }
+                }
+            }
             Op::Suspended if e.outcome == Outcome::Ok => {
                 open_suspension.insert((e.tenant.clone(), e.life), e.end_ms);
             }
@@ -315,6 +328,7 @@ mod tests {
             life: 1,
             n,
             version,
+            w: Some(0),
         }
     }
 
@@ -456,6 +470,22 @@ mod tests {
             ),
         ];
         assert_eq!(kinds(&events), ["crossed", "old_life"]);
+    }
+
+    #[test]
+    fn a_record_outside_a_tokens_rule_is_found() {
+        let mut other_writer = seen(1, 1);
+        other_writer.w = Some(1);
+        let events = vec![event(
+            1,
+            1,
+            Outcome::Ok,
+            Op::TokenList {
+                w: 0,
+                seen: vec![seen(1, 1), other_writer],
+            },
+        )];
+        assert_eq!(kinds(&events), ["rule"]);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Seen {
     pub life: u32,
     pub n: i64,
     pub version: i64,
+    /// The writer that owns it (a tenant token's rule selects by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,11 @@ pub enum Op {
     Read {
         id: String,
         seen: Option<Seen>,
+    },
+    /// A page read with a tenant token whose record rule is `w = <w>`.
+    TokenList {
+        w: i64,
+        seen: Vec<Seen>,
     },
     /// A page of the tenant's records (or the final export): every record returned.
     List {

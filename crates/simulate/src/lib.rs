@@ -222,6 +222,11 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for tenant in &shared.tenants {
+        workers.spawn(workload::token_reader(
+            Arc::clone(&shared),
+            Arc::clone(tenant),
+            rng.fork(),
+        ));
         for w in 0..args.writers {
             workers.spawn(workload::writer(
                 Arc::clone(&shared),
@@ -243,8 +248,9 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         bar.set_position(started.elapsed().as_secs().min(args.duration));
         bar.set_message(format!("{} operations", shared.history.lock().await.len()));
     }
-    shared.stop.store(true, Ordering::Relaxed);
+    // Every scheduled action runs under load: the writers go on until the last is done.
     let faults_done = operations.await.context("the operations task")??;
+    shared.stop.store(true, Ordering::Relaxed);
     while let Some(done) = workers.join_next().await {
         done.context("a writer")?;
     }

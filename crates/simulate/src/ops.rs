@@ -41,9 +41,6 @@ pub async fn execute(
     for planned in plan {
         let wait = planned.at_ms.saturating_sub(shared.now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
         run_one(&shared, &server, &planned.action).await?;
         done += 1;
     }

@@ -100,6 +100,7 @@ pub fn seen(value: &Value) -> Option<Seen> {
         life: u32::try_from(value.get("life")?.as_i64()?).ok()?,
         n: value.get("n")?.as_i64()?,
         version: value.get("version")?.as_i64()?,
+        w: value.get("w").and_then(Value::as_i64),
     })
 }
 
@@ -388,4 +389,60 @@ async fn written(
         .record(worker, tenant, life, start, status, outcome, op)
         .await;
     outcome == Outcome::Unknown && status.is_none()
+}
+
+/// A reader of one tenant through a tenant token minted from its key with the record rule
+/// `w = 0`: every record it is shown must be writer 0's, of this tenant and life.
+pub async fn token_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng: Rng) {
+    let name = format!("{}/token", tenant.id);
+    let collection = collection();
+    let mut token: Option<(u32, Client)> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (life, key) = tenant.current.read().await.clone();
+        if token.as_ref().is_none_or(|(l, _)| *l != life) {
+            let Ok(parent) = Client::new(&shared.url, key) else {
+                return;
+            };
+            let request = bulkhead_api::MintToken {
+                collections: Some(vec![collection.clone()]),
+                actions: vec![bulkhead_core::permissions::Action::Read],
+                rule: Some("w = 0".into()),
+                expires_in: Some(3600),
+            };
+            match parent.mint_token(&request).await {
+                Ok(minted) => match Client::new(&shared.url, minted.token) {
+                    Ok(client) => token = Some((life, client)),
+                    Err(_) => return,
+                },
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let Some((_, client)) = &token else { continue };
+        let start = shared.now_ms();
+        let query = ListRecords {
+            limit: Some(50),
+            ..ListRecords::default()
+        };
+        let answer = client.list_records(&collection, &query).await;
+        let (status, outcome, found) = match &answer {
+            Ok(page) => (
+                Some(200),
+                Outcome::Ok,
+                page.items.iter().filter_map(seen).collect(),
+            ),
+            Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
+        };
+        if matches!(status, Some(401)) {
+            // The token's life is over (a re-created tenant): mint another.
+            token = None;
+        }
+        let op = Op::TokenList { w: 0, seen: found };
+        shared
+            .record(&name, &tenant.id, life, start, status, outcome, op)
+            .await;
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(70))).await;
+    }
 }

@@ -15,7 +15,7 @@ use crate::history::{Event, Op, Outcome, Seen};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `rule`, `suspended_write`,
+    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `rule`, `hidden_field`, `suspended_write`,
     /// `revocation`, `audit`, `quota`.
     pub kind: &'static str,
     pub tenant: String,
@@ -208,6 +208,27 @@ pub fn check(events: &[Event]) -> Verdict {
                         );
                         found(&mut verdict, "rule", e, detail);
                     }
+                }
+            }
+            Op::UserList {
+                w,
+                seen,
+                shown_hidden,
+            } if e.outcome == Outcome::Ok => {
+                for s in seen {
+                    if s.owner != e.tenant || s.life != e.life {
+                        crossed(&mut verdict, e, s, &mut found);
+                    } else if s.w != Some(*w) {
+                        let detail = format!(
+                            "{} (writer {:?}) shown to a user whose role's rule is w = {w}",
+                            s.id, s.w
+                        );
+                        found(&mut verdict, "rule", e, detail);
+                    }
+                }
+                for id in shown_hidden {
+                    let detail = format!("{id} shown with the field n its role hides");
+                    found(&mut verdict, "hidden_field", e, detail);
                 }
             }
             Op::Suspended if e.outcome == Outcome::Ok => {
@@ -486,6 +507,21 @@ mod tests {
             },
         )];
         assert_eq!(kinds(&events), ["rule"]);
+    }
+
+    #[test]
+    fn a_hidden_field_shown_to_a_user_is_found() {
+        let events = vec![event(
+            1,
+            1,
+            Outcome::Ok,
+            Op::UserList {
+                w: 0,
+                seen: vec![seen(1, 1)],
+                shown_hidden: vec!["r1".into()],
+            },
+        )];
+        assert_eq!(kinds(&events), ["hidden_field"]);
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub enum Op {
         id: String,
         seen: Option<Seen>,
     },
+    /// A page read by a JWT user whose custom role has the rule `w = <w>` and hides `n`:
+    /// `shown_hidden` lists the records that came with `n` anyway.
+    UserList {
+        w: i64,
+        seen: Vec<Seen>,
+        shown_hidden: Vec<String>,
+    },
     /// A page read with a tenant token whose record rule is `w = <w>`.
     TokenList {
         w: i64,

@@ -193,6 +193,14 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let workdir = tempfile::Builder::new()
         .prefix("bulkhead-simulate-")
         .tempdir()?;
+    let idp = workload::Idp {
+        secret: format!(
+            "{:016x}{:016x}{:016x}",
+            random_u64(),
+            random_u64(),
+            random_u64()
+        ),
+    };
     let (local, url, admin_key) = match &args.target {
         Some(url) => (
             None,
@@ -202,15 +210,20 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         None => {
             let key = format!("sim-{:016x}{:016x}", rng.next_u64(), random_u64());
             let exe = std::env::current_exe()?;
-            let local = server::Local::start(&exe, &workdir.path().join("data"), &key)?;
+            let config = workdir.path().join("bulkhead.toml");
+            std::fs::write(&config, idp.config())?;
+            let local =
+                server::Local::start(&exe, &workdir.path().join("data"), &key, Some(&config))?;
             let url = local.url();
             (Some(local), url, key)
         }
     };
     let admin = Client::new(&url, admin_key)?;
     let run_id = format!("{:06x}", random_u64() & 0xff_ffff);
-    let tenants = set_up(&admin, args, &run_id).await?;
-    let shared = Arc::new(Shared::new(url, admin, tenants));
+    // JWT users only where the simulator configured the server to trust its issuer.
+    let idp = args.target.is_none().then_some(idp);
+    let tenants = set_up(&admin, args, &run_id, idp.is_some()).await?;
+    let shared = Arc::new(Shared::new(url, idp, admin, tenants));
 
     let bar = indicatif::ProgressBar::new(args.duration.max(1));
     bar.set_style(
@@ -222,6 +235,11 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for tenant in &shared.tenants {
+        workers.spawn(workload::user_reader(
+            Arc::clone(&shared),
+            Arc::clone(tenant),
+            rng.fork(),
+        ));
         workers.spawn(workload::token_reader(
             Arc::clone(&shared),
             Arc::clone(tenant),
@@ -371,6 +389,7 @@ async fn set_up(
     admin: &Client,
     args: &SimulateArgs,
     run_id: &str,
+    users: bool,
 ) -> anyhow::Result<Vec<Arc<TenantState>>> {
     let spec = collection_spec(None)?;
     admin
@@ -381,18 +400,25 @@ async fn set_up(
     for i in 0..args.tenants {
         let id = format!("sim-{run_id}-{i}");
         let tier = args.tiers[i % args.tiers.len()].clone();
-        let key = create(admin, &id, &tier).await?;
+        let key = create(admin, &id, &tier, users).await?;
         tenants.push(Arc::new(TenantState {
             id,
             tier,
+            users,
             current: tokio::sync::RwLock::new((1, key)),
         }));
     }
     Ok(tenants)
 }
 
-/// Creates tenant `id` on `tier` (waiting while it provisions) and a member key for it.
-pub(crate) async fn create(admin: &Client, id: &str, tier: &str) -> anyhow::Result<String> {
+/// Creates tenant `id` on `tier` (waiting while it provisions) and a member key for it; with
+/// `users`, also its custom role `sim-reader` and the JWT user holding it.
+pub(crate) async fn create(
+    admin: &Client,
+    id: &str,
+    tier: &str,
+    users: bool,
+) -> anyhow::Result<String> {
     let tenant = TenantId::parse(id).map_err(|e| anyhow::anyhow!(e.message))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -433,7 +459,12 @@ pub(crate) async fn create(admin: &Client, id: &str, tier: &str) -> anyhow::Resu
             )
             .await;
         match key {
-            Ok(created) => return Ok(created.key),
+            Ok(created) => {
+                if users {
+                    add_user(admin, &tenant).await?;
+                }
+                return Ok(created.key);
+            }
             Err(e)
                 if e.status()
                     .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) =>
@@ -441,6 +472,49 @@ pub(crate) async fn create(admin: &Client, id: &str, tier: &str) -> anyhow::Resu
                 bail!("a key for {id}: {e}")
             }
             Err(_) if Instant::now() > deadline => bail!("no key for {id} within 120 s"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The tenant's role `sim-reader` (read `sim_records` where `w = 1`, `n` hidden) and the JWT
+/// user `reader-<tenant>` of the simulator's issuer holding it.
+async fn add_user(admin: &Client, tenant: &TenantId) -> anyhow::Result<()> {
+    let spec: bulkhead_core::permissions::RoleSpec = serde_json::from_value(serde_json::json!({
+        "description": "the simulator's JWT reader",
+        "collections": {workload::COLLECTION: {"actions": ["read"], "rule": "w = 1", "hidden_fields": ["n"]}}
+    }))?;
+    let role = bulkhead_core::RoleName::parse(workload::USER_ROLE)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = async {
+            admin.put_role(tenant, &role, &spec).await?;
+            admin
+                .add_member(
+                    tenant,
+                    &bulkhead_api::AddMember {
+                        issuer: Some("sim".into()),
+                        sub: Some(format!("reader-{}", tenant.as_str())),
+                        email: None,
+                        role: bulkhead_core::permissions::MemberRole::Custom(role.clone()),
+                    },
+                )
+                .await
+        }
+        .await;
+        match done {
+            Ok(_) => return Ok(()),
+            Err(e) if e.status() == Some(409) => return Ok(()),
+            Err(e)
+                if e.status()
+                    .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) =>
+            {
+                bail!("the JWT user of {}: {e}", tenant.as_str())
+            }
+            Err(_) if Instant::now() > deadline => {
+                bail!("no JWT user for {} within 120 s", tenant.as_str())
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

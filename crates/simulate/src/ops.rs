@@ -150,7 +150,7 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let start = shared.now_ms();
-            let key = crate::create(admin, &tenant.id, &tenant.tier).await?;
+            let key = crate::create(admin, &tenant.id, &tenant.tier, tenant.users).await?;
             *current = (life + 1, key);
             shared
                 .record(

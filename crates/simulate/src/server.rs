@@ -15,12 +15,18 @@ pub struct Local {
     log: PathBuf,
     port: u16,
     admin_key: String,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Local {
     /// Starts `exe serve` on a free port with `data_dir`, and waits until it is ready.
-    pub fn start(exe: &Path, data_dir: &Path, admin_key: &str) -> anyhow::Result<Local> {
+    pub fn start(
+        exe: &Path,
+        data_dir: &Path,
+        admin_key: &str,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Local> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -30,6 +36,7 @@ impl Local {
             log: data_dir.with_extension("log"),
             port,
             admin_key: admin_key.to_owned(),
+            config: config.map(Path::to_owned),
             child: None,
         };
         local.restart()?;
@@ -50,14 +57,19 @@ impl Local {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        if let Some(config) = &self.config {
+            command.env("BULKHEAD_CONFIG", config);
+        } else {
+            command.env_remove("BULKHEAD_CONFIG");
+        }
+        let child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("BULKHEAD_ADMIN_KEY", &self.admin_key)
             .env("BULKHEAD_LOG", "warn")
             .env("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100")
-            .env_remove("BULKHEAD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

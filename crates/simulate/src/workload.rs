@@ -20,12 +20,53 @@ pub const COLLECTION: &str = "sim_records";
 pub struct TenantState {
     pub id: String,
     pub tier: String,
+    /// Whether each life gets the JWT user (the simulator's own server only).
+    pub users: bool,
     pub current: RwLock<(u32, String)>,
+}
+
+/// The identity provider the simulator plays when it starts its own server: an HS256
+/// issuer the server is configured to trust, whose users are members of each tenant with a
+/// custom role (rule `w = 1`, field `n` hidden).
+pub struct Idp {
+    pub secret: String,
+}
+
+pub const ISSUER: &str = "https://simulate.bulkhead.invalid/";
+pub const AUDIENCE: &str = "bulkhead";
+pub const USER_ROLE: &str = "sim-reader";
+
+impl Idp {
+    /// The server's configuration naming this issuer.
+    pub fn config(&self) -> String {
+        format!(
+            "[[issuers]]\nname = \"sim\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             algorithms = [\"HS256\"]\nhs256_secret = \"{}\"\ntenant_claim = \"org\"\n",
+            self.secret
+        )
+    }
+
+    /// A JWT for the reader of `tenant`, valid for ten minutes.
+    pub fn token(&self, tenant: &str) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": format!("reader-{tenant}"), "org": tenant,
+            "iat": now, "exp": now + 600,
+        });
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )?)
+    }
 }
 
 /// What every task shares: the server, the history, the clock.
 pub struct Shared {
     pub url: String,
+    pub idp: Option<Idp>,
     pub admin: Client,
     pub tenants: Vec<Arc<TenantState>>,
     pub history: Mutex<Vec<Event>>,
@@ -36,9 +77,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(url: String, admin: Client, tenants: Vec<Arc<TenantState>>) -> Shared {
+    pub fn new(
+        url: String,
+        idp: Option<Idp>,
+        admin: Client,
+        tenants: Vec<Arc<TenantState>>,
+    ) -> Shared {
         Shared {
             url,
+            idp,
             admin,
             tenants,
             history: Mutex::new(Vec::new()),
@@ -440,6 +487,64 @@ pub async fn token_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng
             token = None;
         }
         let op = Op::TokenList { w: 0, seen: found };
+        shared
+            .record(&name, &tenant.id, life, start, status, outcome, op)
+            .await;
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(70))).await;
+    }
+}
+
+/// A JWT user of one tenant, member with the custom role `sim-reader` (rule `w = 1`, `n`
+/// hidden): every record it is shown must be writer 1's, of this tenant and life, without `n`.
+pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng: Rng) {
+    let Some(idp) = &shared.idp else { return };
+    let name = format!("{}/user", tenant.id);
+    let collection = collection();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let life = tenant.current.read().await.0;
+        let Ok(jwt) = idp.token(&tenant.id) else {
+            return;
+        };
+        let Ok(client) = Client::new(&shared.url, jwt) else {
+            return;
+        };
+        let start = shared.now_ms();
+        let query = ListRecords {
+            limit: Some(50),
+            ..ListRecords::default()
+        };
+        let answer = client.list_records(&collection, &query).await;
+        let (status, outcome, found, shown_hidden) = match &answer {
+            Ok(page) => {
+                let shown_hidden = page
+                    .items
+                    .iter()
+                    .filter(|r| r.get("n").is_some())
+                    .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect();
+                let found = page
+                    .items
+                    .iter()
+                    .filter_map(|r| {
+                        let mut with_n = r.clone();
+                        with_n["n"] = json!(-1);
+                        seen(&with_n)
+                    })
+                    .collect();
+                (Some(200), Outcome::Ok, found, shown_hidden)
+            }
+            Err(e) => (
+                status_of(e),
+                Outcome::of_status(status_of(e)),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+        let op = Op::UserList {
+            w: 1,
+            seen: found,
+            shown_hidden,
+        };
         shared
             .record(&name, &tenant.id, life, start, status, outcome, op)
             .await;

@@ -15,7 +15,8 @@ use crate::history::{Event, Op, Outcome, Seen};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `rule`, `hidden_field`, `suspended_write`,
+    /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `filter`, `count`, `rule`,
+    /// `hidden_field`, `suspended_write`,
     /// `revocation`, `audit`, `quota`.
     pub kind: &'static str,
     pub tenant: String,
@@ -208,6 +209,47 @@ pub fn check(events: &[Event]) -> Verdict {
                         );
                         found(&mut verdict, "rule", e, detail);
                     }
+                }
+            }
+            Op::Snapshot { ids, seen } if e.outcome == Outcome::Ok => {
+                let by_id: BTreeMap<&str, &Seen> =
+                    seen.iter().map(|s| (s.id.as_str(), s)).collect();
+                for s in seen {
+                    if s.owner != e.tenant || s.life != e.life {
+                        crossed(&mut verdict, e, s, &mut found);
+                    } else if !ids.contains(&s.id) {
+                        let detail =
+                            format!("{} matched a filter on another writer's records", s.id);
+                        found(&mut verdict, "filter", e, detail);
+                    }
+                }
+                for id in ids {
+                    let observed = by_id.get(id.as_str()).map(|s| (*s).clone());
+                    let model = records.entry(key(id)).or_default();
+                    if !model.admits(&observed) {
+                        let kind = if observed.is_none() { "lost" } else { "stale" };
+                        let detail = format!(
+                            "{id}: a filtered listing saw {}, but the acknowledged history allows {}",
+                            show(&observed),
+                            model.describe()
+                        );
+                        found(&mut verdict, kind, e, detail);
+                    }
+                    model.pin(&observed);
+                }
+            }
+            Op::Count { ids, count } if e.outcome == Outcome::Ok => {
+                let (mut least, mut most) = (0u64, 0u64);
+                for id in ids {
+                    let model = records.entry(key(id)).or_default();
+                    least += u64::from(!model.possible.contains(&None));
+                    most += u64::from(model.possible.iter().any(Option::is_some));
+                }
+                if !(least..=most).contains(count) {
+                    let detail = format!(
+                        "a count of the writer's records gave {count}, but its history allows {least} to {most}"
+                    );
+                    found(&mut verdict, "count", e, detail);
                 }
             }
             Op::UserList {
@@ -522,6 +564,48 @@ mod tests {
             },
         )];
         assert_eq!(kinds(&events), ["hidden_field"]);
+    }
+
+    #[test]
+    fn a_filtered_listing_and_a_count_are_held_to_the_history() {
+        let ids = vec!["r1".to_owned(), "r2".to_owned()];
+        let created = write(1, WriteKind::Create, Some(1), 1, Outcome::Ok);
+        let good = vec![
+            created.clone(),
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::Snapshot {
+                    ids: ids.clone(),
+                    seen: vec![seen(1, 1)],
+                },
+            ),
+            event(
+                3,
+                1,
+                Outcome::Ok,
+                Op::Count {
+                    ids: ids.clone(),
+                    count: 1,
+                },
+            ),
+        ];
+        assert!(kinds(&good).is_empty());
+        let bad = vec![
+            created,
+            event(
+                2,
+                1,
+                Outcome::Ok,
+                Op::Snapshot {
+                    ids: ids.clone(),
+                    seen: vec![],
+                },
+            ),
+            event(3, 1, Outcome::Ok, Op::Count { ids, count: 2 }),
+        ];
+        assert_eq!(kinds(&bad), ["lost", "count"]);
     }
 
     #[test]

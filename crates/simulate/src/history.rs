@@ -68,6 +68,17 @@ pub enum Op {
         id: String,
         seen: Option<Seen>,
     },
+    /// The writer's own records, listed with the filter `w = <w>`: `ids` are all it owns,
+    /// `seen` what the listing returned.
+    Snapshot {
+        ids: Vec<String>,
+        seen: Vec<Seen>,
+    },
+    /// `count` of the writer's records, aggregated with the filter `w = <w>` over its `ids`.
+    Count {
+        ids: Vec<String>,
+        count: u64,
+    },
     /// A page read by a JWT user whose custom role has the rule `w = <w>` and hides `n`:
     /// `shown_hidden` lists the records that came with `n` anyway.
     UserList {

@@ -299,7 +299,67 @@ pub async fn writer(
                     return;
                 };
                 let roll = rng.below(100);
-                if roll < 10 {
+                if roll < 4 && ids.len() <= 100 {
+                    // The writer's own records through a filter: each as its history allows.
+                    let query = ListRecords {
+                        filter: Some(format!("w = {w}")),
+                        limit: Some(100),
+                        ..ListRecords::default()
+                    };
+                    let answer = client.list_records(&collection, &query).await;
+                    let (status, outcome, found) = match &answer {
+                        Ok(page) => (
+                            Some(200),
+                            Outcome::Ok,
+                            page.items.iter().filter_map(seen).collect(),
+                        ),
+                        Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
+                    };
+                    transport_trouble = outcome == Outcome::Unknown;
+                    if outcome == Outcome::Ok {
+                        for id in &ids {
+                            let state = found
+                                .iter()
+                                .find(|s: &&Seen| &s.id == id)
+                                .map_or(Known::Absent, |s| Known::Present { version: s.version });
+                            known.insert(id.clone(), state);
+                        }
+                    }
+                    let op = Op::Snapshot {
+                        ids: ids.clone(),
+                        seen: found,
+                    };
+                    shared
+                        .record(&name, &tenant.id, life, start, status, outcome, op)
+                        .await;
+                } else if roll < 6 {
+                    // How many records the writer has, by an aggregation.
+                    let request: Result<bulkhead_api::AggregateRequest, _> = serde_json::from_value(
+                        json!({"filter": format!("w = {w}"), "metrics": [{"op": "count"}]}),
+                    );
+                    let Ok(request) = request else { return };
+                    let answer = client.aggregate(&collection, &request).await;
+                    let (status, outcome, count) = match &answer {
+                        Ok(page) => (
+                            Some(200),
+                            Outcome::Ok,
+                            page.groups
+                                .first()
+                                .and_then(|g| g.get("count"))
+                                .and_then(Value::as_u64)
+                                .unwrap_or(0),
+                        ),
+                        Err(e) => (status_of(e), Outcome::of_status(status_of(e)), 0),
+                    };
+                    transport_trouble = outcome == Outcome::Unknown;
+                    let op = Op::Count {
+                        ids: ids.clone(),
+                        count,
+                    };
+                    shared
+                        .record(&name, &tenant.id, life, start, status, outcome, op)
+                        .await;
+                } else if roll < 10 {
                     // A page of the tenant's records: none may be another tenant's or life's.
                     let query = ListRecords {
                         limit: Some(50),

@@ -137,3 +137,68 @@ fn bad_settings_are_refused_in_words() {
     assert!(!ok);
     assert!(err.contains("--kills and --drains"), "{err}");
 }
+
+/// Two servers sharing a PostgreSQL catalog, tenants on a PostgreSQL domain in every model,
+/// one server killed, the other drained, PostgreSQL itself restarted: nothing lost, doubled
+/// or crossed.
+#[test]
+fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_restart() {
+    let Some(pg) = bulkhead_pg_testkit::require("simulate_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.ndjson");
+    let restart = pg.restart_command();
+    let (ok, out, err) = simulate(&[
+        "--seed",
+        "20261206",
+        "--duration",
+        "25",
+        "--tenants",
+        "6",
+        "--servers",
+        "2",
+        "--postgres",
+        &pg.url("postgres"),
+        "--kills",
+        "2",
+        "--drains",
+        "1",
+        "--pg-restarts",
+        "1",
+        "--pg-restart-command",
+        &restart,
+        "--moves",
+        "3",
+        "--recreations",
+        "1",
+        "--suspensions",
+        "1",
+        "--revocations",
+        "1",
+        "--rollouts",
+        "1",
+        "--history",
+        history.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        ok,
+        "the simulation failed:\n{out}\n{err}\n--- postgres ---\n{}",
+        pg.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["violations"], serde_json::json!([]), "{out}");
+    assert_eq!(
+        report["by_op"]["fault"][0], 4,
+        "two kills, a drain, a restart: {out}"
+    );
+    assert!(
+        report["acknowledged_writes"].as_u64().unwrap() > 200,
+        "{out}"
+    );
+    assert!(
+        report["by_op"]["user_list"][0].as_u64().unwrap_or(0) > 0,
+        "{out}"
+    );
+}

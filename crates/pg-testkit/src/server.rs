@@ -126,6 +126,24 @@ impl PgServer {
         self.pg_ctl_start().map(drop)
     }
 
+    /// A shell command line that restarts the server in place (`pg_ctl restart -m fast`,
+    /// as the server's user when we are root): for tools that take a restart command.
+    pub fn restart_command(&self) -> String {
+        let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+        let runner = if self.as_root {
+            "setpriv --reuid=postgres --regid=postgres --init-groups -- "
+        } else {
+            ""
+        };
+        format!(
+            "cd {} && {runner}{} -w -t 60 -m fast -D {} -l {} restart",
+            quote(self.dir.path()),
+            quote(&self.bin_dir.join("pg_ctl")),
+            quote(&self.data_dir()),
+            quote(&self.log_file()),
+        )
+    }
+
     /// The TCP port the server listens on.
     pub fn port(&self) -> u16 {
         self.port

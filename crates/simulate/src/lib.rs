@@ -71,6 +71,21 @@ pub struct SimulateArgs {
     /// Changes to the collection (each adds a field): schema rollouts racing the rest.
     #[arg(long, default_value_t = 1)]
     pub rollouts: u32,
+    /// Servers to start, sharing one catalog (more than one needs `--postgres`).
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
+    /// A PostgreSQL server (superuser URL, e.g. `postgres://postgres@127.0.0.1:5432/postgres`)
+    /// holding the servers' shared catalog and the domain `pg` the tenants are placed on
+    /// (tiers `sim-pool`, `sim-bridge`, `sim-silo` are put there).
+    #[arg(long, env = "BULKHEAD_SIMULATE_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// PostgreSQL restarts (needs `--pg-restart-command`).
+    #[arg(long, default_value_t = 0)]
+    pub pg_restarts: u32,
+    /// A shell command that restarts the PostgreSQL server of `--postgres` (for example
+    /// `pg_ctl -D /var/lib/postgresql/data -m fast restart`).
+    #[arg(long)]
+    pub pg_restart_command: Option<String>,
     /// Run against this server instead of starting one (no kill or drain faults then).
     #[arg(long, requires = "admin_key")]
     pub target: Option<String>,
@@ -101,6 +116,10 @@ pub struct Report {
     pub check_ms: f64,
     pub check_ms_per_million: f64,
     pub history: PathBuf,
+    /// The servers the workload spread over.
+    pub servers: Vec<String>,
+    /// Each tenant's id and tier.
+    pub tenants: Vec<(String, String)>,
     #[serde(flatten)]
     pub verdict: check::Verdict,
 }
@@ -181,13 +200,28 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         suspensions: args.suspensions,
         revocations: args.revocations,
         rollouts: args.rollouts,
+        pg_restarts: args.pg_restarts,
     };
     if args.target.is_some() && (args.kills > 0 || args.drains > 0) {
         bail!(
             "--kills and --drains need a server the simulator starts itself; set them to 0 with --target"
         );
     }
-    let plan = schedule::plan(&mut rng, counts, args.tenants, duration_ms);
+    if args.servers == 0 || (args.servers > 1 && args.postgres.is_none()) {
+        bail!("--servers must be at least 1, and more than one share a catalog: give --postgres");
+    }
+    if args.pg_restarts > 0 && (args.pg_restart_command.is_none() || args.postgres.is_none()) {
+        bail!("--pg-restarts needs --postgres and --pg-restart-command");
+    }
+    if args.target.is_some() && (args.servers > 1 || args.postgres.is_some()) {
+        bail!("--servers and --postgres start servers; they do not go with --target");
+    }
+    let servers = if args.target.is_some() {
+        1
+    } else {
+        args.servers
+    };
+    let plan = schedule::plan(&mut rng, counts, args.tenants, servers, duration_ms);
 
     // The server: started here (killable), or the one given.
     let workdir = tempfile::Builder::new()
@@ -201,10 +235,10 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
             random_u64()
         ),
     };
-    let (local, url, admin_key) = match &args.target {
+    let (locals, urls, admin_key) = match &args.target {
         Some(url) => (
-            None,
-            url.clone(),
+            Vec::new(),
+            vec![url.clone()],
             args.admin_key.clone().unwrap_or_default(),
         ),
         None => {
@@ -212,18 +246,40 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
             let exe = std::env::current_exe()?;
             let config = workdir.path().join("bulkhead.toml");
             std::fs::write(&config, idp.config())?;
-            let local =
-                server::Local::start(&exe, &workdir.path().join("data"), &key, Some(&config))?;
-            let url = local.url();
-            (Some(local), url, key)
+            let env: Vec<(String, String)> = args
+                .postgres
+                .iter()
+                .map(|url| ("BULKHEAD_CATALOG".to_owned(), url.clone()))
+                .collect();
+            let mut locals = Vec::new();
+            for n in 0..servers {
+                let data = workdir.path().join(format!("data-{n}"));
+                locals.push(server::Local::start(
+                    &exe,
+                    &data,
+                    &key,
+                    Some(&config),
+                    &env,
+                )?);
+            }
+            let urls = locals.iter().map(server::Local::url).collect();
+            (locals, urls, key)
         }
     };
-    let admin = Client::new(&url, admin_key)?;
+    let admin = Client::new(&urls[0], admin_key)?;
+    let mut args = args.clone();
+    if let Some(pg) = &args.postgres {
+        put_pg_tiers(&admin, pg).await?;
+        if args.tiers == ["free", "standard", "premium"] {
+            args.tiers = vec!["sim-pool".into(), "sim-bridge".into(), "sim-silo".into()];
+        }
+    }
+    let args = &args;
     let run_id = format!("{:06x}", random_u64() & 0xff_ffff);
     // JWT users only where the simulator configured the server to trust its issuer.
     let idp = args.target.is_none().then_some(idp);
     let tenants = set_up(&admin, args, &run_id, idp.is_some()).await?;
-    let shared = Arc::new(Shared::new(url, idp, admin, tenants));
+    let shared = Arc::new(Shared::new(urls, idp, admin, tenants));
 
     let bar = indicatif::ProgressBar::new(args.duration.max(1));
     bar.set_style(
@@ -234,31 +290,37 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     );
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for tenant in &shared.tenants {
+    for (slot, tenant) in shared.tenants.iter().enumerate() {
         workers.spawn(workload::user_reader(
             Arc::clone(&shared),
             Arc::clone(tenant),
+            slot,
             rng.fork(),
         ));
         workers.spawn(workload::token_reader(
             Arc::clone(&shared),
             Arc::clone(tenant),
+            slot,
             rng.fork(),
         ));
         for w in 0..args.writers {
             workers.spawn(workload::writer(
                 Arc::clone(&shared),
                 Arc::clone(tenant),
+                slot,
                 w,
                 args.records,
                 rng.fork(),
             ));
         }
     }
-    let local = Arc::new(std::sync::Mutex::new(local));
+    let servers_handle = Arc::new(ops::Servers {
+        locals: std::sync::Mutex::new(locals),
+        pg_restart: args.pg_restart_command.clone(),
+    });
     let operations = tokio::spawn(ops::execute(
         Arc::clone(&shared),
-        Arc::clone(&local),
+        Arc::clone(&servers_handle),
         plan.clone(),
     ));
     while started.elapsed() < Duration::from_millis(duration_ms) {
@@ -281,16 +343,25 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         std::env::temp_dir().join(format!("bulkhead-simulate-{}-{run_id}.ndjson", args.seed))
     });
     save(&path, &events)?;
-    let report = report(args, &events, plan, faults_done, elapsed, path);
-    if !report.passed()
-        && let Some(local) = local.lock().ok().and_then(|mut l| l.take())
-    {
-        // Keep the server's data and log for a look.
+    let mut report = report(args, &events, plan, faults_done, elapsed, path);
+    report.servers = shared.urls.clone();
+    report.tenants = shared
+        .tenants
+        .iter()
+        .map(|t| (t.id.clone(), t.tier.clone()))
+        .collect();
+    let locals = servers_handle
+        .locals
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    if !report.passed() && !locals.is_empty() {
+        // Keep the servers' data and logs for a look.
+        drop(locals);
         let kept = workdir.keep();
         eprintln!(
-            "violations found: the server's data and log are kept in {} ({})",
-            kept.display(),
-            local.log().display()
+            "violations found: the servers' data and logs are kept in {}",
+            kept.display()
         );
     }
     Ok(report)
@@ -349,6 +420,8 @@ fn report(
             0.0
         },
         history,
+        servers: Vec::new(),
+        tenants: Vec::new(),
         verdict,
     }
 }
@@ -382,6 +455,39 @@ pub(crate) fn collection_spec(extra: Option<u32>) -> anyhow::Result<CollectionSp
     Ok(serde_json::from_value(
         serde_json::json!({ "fields": fields }),
     )?)
+}
+
+/// The domain `pg` on the PostgreSQL server at `url` (silos allowed), and a tier per model
+/// placing tenants there.
+async fn put_pg_tiers(admin: &Client, url: &str) -> anyhow::Result<()> {
+    use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+    let domain = bulkhead_core::DomainName::parse("pg").map_err(|e| anyhow::anyhow!(e.message))?;
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(bulkhead_core::ConnectionUrl::new(url)),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin
+        .put_domain(&domain, &spec)
+        .await
+        .context("registering the domain pg")?;
+    for (name, isolation) in [
+        ("sim-pool", Isolation::Pool),
+        ("sim-bridge", Isolation::Bridge),
+        ("sim-silo", Isolation::Silo),
+    ] {
+        let tier = TierSpec {
+            domains: vec![domain.clone()],
+            ..TierSpec::new(isolation)
+        };
+        let name = TierName::parse(name).map_err(|e| anyhow::anyhow!(e.message))?;
+        admin
+            .put_tier(&name, &tier)
+            .await
+            .with_context(|| format!("the tier {}", name.as_str()))?;
+    }
+    Ok(())
 }
 
 /// The collection and the tenants (`sim-<run>-<n>`), each with a key.

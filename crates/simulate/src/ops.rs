@@ -17,7 +17,14 @@ use crate::schedule::{Action, Planned};
 use crate::server::Local;
 use crate::workload::{Shared, collection, seen};
 
-type Server = Arc<Mutex<Option<Local>>>;
+/// The servers the simulator started (none against `--target`), and how to restart
+/// PostgreSQL.
+pub struct Servers {
+    pub locals: Mutex<Vec<Local>>,
+    pub pg_restart: Option<String>,
+}
+
+type Server = Arc<Servers>;
 
 fn tid(id: &str) -> anyhow::Result<TenantId> {
     TenantId::parse(id).map_err(|e| anyhow::anyhow!(e.message))
@@ -50,20 +57,18 @@ pub async fn execute(
 async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::Result<()> {
     let admin = &shared.admin;
     match action {
-        Action::Kill | Action::Drain => {
-            let kind = if *action == Action::Kill {
-                "kill -9"
-            } else {
-                "SIGTERM drain"
-            };
+        Action::Kill { server: which } | Action::Drain { server: which } => {
+            let kill = matches!(action, Action::Kill { .. });
+            let kind = if kill { "kill -9" } else { "SIGTERM drain" };
             let start = shared.now_ms();
-            let server = Arc::clone(server);
-            let kill = *action == Action::Kill;
+            let servers = Arc::clone(server);
+            let which = *which;
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut guard = server
+                let mut locals = servers
+                    .locals
                     .lock()
-                    .map_err(|_| anyhow::anyhow!("the server handle"))?;
-                if let Some(local) = guard.as_mut() {
+                    .map_err(|_| anyhow::anyhow!("the server handles"))?;
+                if let Some(local) = locals.get_mut(which) {
                     if kill {
                         local.kill()?;
                     } else {
@@ -75,7 +80,32 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 Ok(())
             })
             .await??;
-            let op = Op::Fault { kind: kind.into() };
+            let op = Op::Fault {
+                kind: format!("{kind} of server {which}"),
+            };
+            shared
+                .record("faults", "-", 0, start, None, Outcome::Ok, op)
+                .await;
+        }
+        Action::PgRestart => {
+            let Some(command) = server.pg_restart.clone() else {
+                return Ok(());
+            };
+            let start = shared.now_ms();
+            let out = tokio::process::Command::new("sh")
+                .args(["-c", &command])
+                .output()
+                .await
+                .context("running --pg-restart-command")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "--pg-restart-command failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let op = Op::Fault {
+                kind: "postgres restart".into(),
+            };
             shared
                 .record("faults", "-", 0, start, None, Outcome::Ok, op)
                 .await;
@@ -249,7 +279,7 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
             else {
                 return Ok(());
             };
-            let user = Client::new(&shared.url, key.key.clone())?;
+            let user = Client::new(shared.url(0), key.key.clone())?;
             let _ = user.me().await;
             let start = shared.now_ms();
             let answer = admin.revoke_key(&id, &key.view.id).await;

@@ -40,10 +40,12 @@ impl Rng {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// `kill -9` the server, then start it again.
-    Kill,
-    /// `SIGTERM` (a drain), then start it again.
-    Drain,
+    /// `kill -9` a server, then start it again.
+    Kill { server: usize },
+    /// `SIGTERM` (a drain) to a server, then start it again.
+    Drain { server: usize },
+    /// Restart the PostgreSQL server (the catalog and the `pg` domain).
+    PgRestart,
     /// A live move of a tenant to another isolation model.
     Move { tenant: usize, isolation: String },
     /// Delete a tenant and create it again under the same id (a new life).
@@ -73,26 +75,41 @@ pub struct Counts {
     pub suspensions: u32,
     pub revocations: u32,
     pub rollouts: u32,
+    pub pg_restarts: u32,
 }
 
 /// The schedule over a run of `duration_ms` on `tenants` tenants (the first and last tenth of
 /// the run are left quiet, so the run starts and ends with a settled server).
-pub fn plan(rng: &mut Rng, counts: Counts, tenants: usize, duration_ms: u64) -> Vec<Planned> {
+pub fn plan(
+    rng: &mut Rng,
+    counts: Counts,
+    tenants: usize,
+    servers: usize,
+    duration_ms: u64,
+) -> Vec<Planned> {
     let mut out = Vec::new();
     let span = duration_ms * 8 / 10;
     let start = duration_ms / 10;
     let at = |rng: &mut Rng| start + rng.below(span.max(1));
     let models = ["pool", "bridge", "silo"];
     for _ in 0..counts.kills {
+        let server = rng.below(servers as u64) as usize;
         out.push(Planned {
             at_ms: at(rng),
-            action: Action::Kill,
+            action: Action::Kill { server },
         });
     }
     for _ in 0..counts.drains {
+        let server = rng.below(servers as u64) as usize;
         out.push(Planned {
             at_ms: at(rng),
-            action: Action::Drain,
+            action: Action::Drain { server },
+        });
+    }
+    for _ in 0..counts.pg_restarts {
+        out.push(Planned {
+            at_ms: at(rng),
+            action: Action::PgRestart,
         });
     }
     for _ in 0..counts.moves {
@@ -146,17 +163,18 @@ mod tests {
         suspensions: 2,
         revocations: 2,
         rollouts: 1,
+        pg_restarts: 1,
     };
 
     #[test]
     fn the_same_seed_plans_the_same_schedule_and_another_seed_another() {
-        let a = plan(&mut Rng::new(7), COUNTS, 9, 60_000);
-        let b = plan(&mut Rng::new(7), COUNTS, 9, 60_000);
-        let c = plan(&mut Rng::new(8), COUNTS, 9, 60_000);
+        let a = plan(&mut Rng::new(7), COUNTS, 9, 2, 60_000);
+        let b = plan(&mut Rng::new(7), COUNTS, 9, 2, 60_000);
+        let c = plan(&mut Rng::new(8), COUNTS, 9, 2, 60_000);
         let show = |p: &[Planned]| serde_json::to_string(p).unwrap_or_default();
         assert_eq!(show(&a), show(&b));
         assert_ne!(show(&a), show(&c));
-        assert_eq!(a.len(), 15);
+        assert_eq!(a.len(), 16);
         assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert!(a.iter().all(|p| (6_000..54_000).contains(&p.at_ms)));
     }

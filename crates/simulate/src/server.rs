@@ -16,6 +16,7 @@ pub struct Local {
     port: u16,
     admin_key: String,
     config: Option<PathBuf>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -26,6 +27,7 @@ impl Local {
         data_dir: &Path,
         admin_key: &str,
         config: Option<&Path>,
+        env: &[(String, String)],
     ) -> anyhow::Result<Local> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -37,6 +39,7 @@ impl Local {
             port,
             admin_key: admin_key.to_owned(),
             config: config.map(Path::to_owned),
+            env: env.to_vec(),
             child: None,
         };
         local.restart()?;
@@ -47,10 +50,6 @@ impl Local {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
     /// Starts the server again on the same port and data directory; waits until ready.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
@@ -58,6 +57,7 @@ impl Local {
             .append(true)
             .open(&self.log)?;
         let mut command = Command::new(&self.exe);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(config) = &self.config {
             command.env("BULKHEAD_CONFIG", config);
         } else {

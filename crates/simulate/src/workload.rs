@@ -65,7 +65,8 @@ impl Idp {
 
 /// What every task shares: the server, the history, the clock.
 pub struct Shared {
-    pub url: String,
+    /// Every server's URL (the first is the admin's).
+    pub urls: Vec<String>,
     pub idp: Option<Idp>,
     pub admin: Client,
     pub tenants: Vec<Arc<TenantState>>,
@@ -78,13 +79,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        url: String,
+        urls: Vec<String>,
         idp: Option<Idp>,
         admin: Client,
         tenants: Vec<Arc<TenantState>>,
     ) -> Shared {
         Shared {
-            url,
+            urls,
             idp,
             admin,
             tenants,
@@ -94,6 +95,11 @@ impl Shared {
             stop: AtomicBool::new(false),
             value: AtomicI64::new(1),
         }
+    }
+
+    /// The server a worker numbered `n` talks to.
+    pub fn url(&self, n: usize) -> &str {
+        &self.urls[n % self.urls.len().max(1)]
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -170,6 +176,7 @@ enum Known {
 pub async fn writer(
     shared: Arc<Shared>,
     tenant: Arc<TenantState>,
+    slot: usize,
     w: usize,
     records: usize,
     mut rng: Rng,
@@ -186,7 +193,7 @@ pub async fn writer(
             known = ids.iter().map(|id| (id.clone(), Known::Absent)).collect();
             life_seen = life;
         }
-        let Ok(client) = Client::new(&shared.url, key) else {
+        let Ok(client) = Client::new(shared.url(slot + w), key) else {
             return;
         };
         let id = ids[rng.below(ids.len() as u64) as usize].clone();
@@ -500,14 +507,19 @@ async fn written(
 
 /// A reader of one tenant through a tenant token minted from its key with the record rule
 /// `w = 0`: every record it is shown must be writer 0's, of this tenant and life.
-pub async fn token_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng: Rng) {
+pub async fn token_reader(
+    shared: Arc<Shared>,
+    tenant: Arc<TenantState>,
+    slot: usize,
+    mut rng: Rng,
+) {
     let name = format!("{}/token", tenant.id);
     let collection = collection();
     let mut token: Option<(u32, Client)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let (life, key) = tenant.current.read().await.clone();
         if token.as_ref().is_none_or(|(l, _)| *l != life) {
-            let Ok(parent) = Client::new(&shared.url, key) else {
+            let Ok(parent) = Client::new(shared.url(slot + 1), key) else {
                 return;
             };
             let request = bulkhead_api::MintToken {
@@ -517,7 +529,7 @@ pub async fn token_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng
                 expires_in: Some(3600),
             };
             match parent.mint_token(&request).await {
-                Ok(minted) => match Client::new(&shared.url, minted.token) {
+                Ok(minted) => match Client::new(shared.url(slot + 1), minted.token) {
                     Ok(client) => token = Some((life, client)),
                     Err(_) => return,
                 },
@@ -556,7 +568,7 @@ pub async fn token_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng
 
 /// A JWT user of one tenant, member with the custom role `sim-reader` (rule `w = 1`, `n`
 /// hidden): every record it is shown must be writer 1's, of this tenant and life, without `n`.
-pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng: Rng) {
+pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, slot: usize, mut rng: Rng) {
     let Some(idp) = &shared.idp else { return };
     let name = format!("{}/user", tenant.id);
     let collection = collection();
@@ -565,7 +577,7 @@ pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, mut rng:
         let Ok(jwt) = idp.token(&tenant.id) else {
             return;
         };
-        let Ok(client) = Client::new(&shared.url, jwt) else {
+        let Ok(client) = Client::new(shared.url(slot + 2), jwt) else {
             return;
         };
         let start = shared.now_ms();

@@ -308,20 +308,8 @@ pub async fn writer(
                 let roll = rng.below(100);
                 if roll < 4 && ids.len() <= 100 {
                     // The writer's own records through a filter: each as its history allows.
-                    let query = ListRecords {
-                        filter: Some(format!("w = {w}")),
-                        limit: Some(100),
-                        ..ListRecords::default()
-                    };
-                    let answer = client.list_records(&collection, &query).await;
-                    let (status, outcome, found) = match &answer {
-                        Ok(page) => (
-                            Some(200),
-                            Outcome::Ok,
-                            page.items.iter().filter_map(seen).collect(),
-                        ),
-                        Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
-                    };
+                    let (status, outcome, found) =
+                        list_seen(&client, &collection, Some(format!("w = {w}")), 100).await;
                     transport_trouble = outcome == Outcome::Unknown;
                     if outcome == Outcome::Ok {
                         for id in &ids {
@@ -368,19 +356,7 @@ pub async fn writer(
                         .await;
                 } else if roll < 10 {
                     // A page of the tenant's records: none may be another tenant's or life's.
-                    let query = ListRecords {
-                        limit: Some(50),
-                        ..ListRecords::default()
-                    };
-                    let answer = client.list_records(&collection, &query).await;
-                    let (status, outcome, found) = match &answer {
-                        Ok(page) => (
-                            Some(200),
-                            Outcome::Ok,
-                            page.items.iter().filter_map(seen).collect(),
-                        ),
-                        Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
-                    };
+                    let (status, outcome, found) = list_seen(&client, &collection, None, 50).await;
                     transport_trouble = outcome == Outcome::Unknown;
                     let op = Op::List {
                         seen: found,
@@ -454,6 +430,28 @@ pub async fn writer(
         if transport_trouble {
             tokio::time::sleep(Duration::from_millis(20 + rng.below(30))).await;
         }
+    }
+}
+
+/// A page of `collection` (through `filter`), as the simulator's records it holds.
+async fn list_seen(
+    client: &Client,
+    collection: &CollectionName,
+    filter: Option<String>,
+    limit: u32,
+) -> (Option<u16>, Outcome, Vec<Seen>) {
+    let query = ListRecords {
+        filter,
+        limit: Some(limit),
+        ..ListRecords::default()
+    };
+    match client.list_records(collection, &query).await {
+        Ok(page) => (
+            Some(200),
+            Outcome::Ok,
+            page.items.iter().filter_map(seen).collect(),
+        ),
+        Err(e) => (status_of(&e), Outcome::of_status(status_of(&e)), Vec::new()),
     }
 }
 
@@ -541,19 +539,7 @@ pub async fn token_reader(
         }
         let Some((_, client)) = &token else { continue };
         let start = shared.now_ms();
-        let query = ListRecords {
-            limit: Some(50),
-            ..ListRecords::default()
-        };
-        let answer = client.list_records(&collection, &query).await;
-        let (status, outcome, found) = match &answer {
-            Ok(page) => (
-                Some(200),
-                Outcome::Ok,
-                page.items.iter().filter_map(seen).collect(),
-            ),
-            Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
-        };
+        let (status, outcome, found) = list_seen(client, &collection, None, 50).await;
         if matches!(status, Some(401)) {
             // The token's life is over (a re-created tenant): mint another.
             token = None;

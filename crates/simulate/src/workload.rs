@@ -186,16 +186,21 @@ pub async fn writer(
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut life_seen = 0;
     let collection = collection();
+    // One client per life (a client is costly to build: its TLS set-up reads the system's
+    // certificates).
+    let mut client = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let (life, key) = tenant.current.read().await.clone();
-        if life != life_seen {
+        if life != life_seen || client.is_none() {
             // A new life starts empty.
             known = ids.iter().map(|id| (id.clone(), Known::Absent)).collect();
             life_seen = life;
+            let Ok(made) = Client::new(shared.url(slot + w), key) else {
+                return;
+            };
+            client = Some(made);
         }
-        let Ok(client) = Client::new(shared.url(slot + w), key) else {
-            return;
-        };
+        let Some(client) = &client else { return };
         let id = ids[rng.below(ids.len() as u64) as usize].clone();
         let state = known.get(&id).copied().unwrap_or(Known::Unsure);
         let start = shared.now_ms();
@@ -309,7 +314,7 @@ pub async fn writer(
                 if roll < 4 && ids.len() <= 100 {
                     // The writer's own records through a filter: each as its history allows.
                     let (status, outcome, found) =
-                        list_seen(&client, &collection, Some(format!("w = {w}")), 100).await;
+                        list_seen(client, &collection, Some(format!("w = {w}")), 100).await;
                     transport_trouble = outcome == Outcome::Unknown;
                     if outcome == Outcome::Ok {
                         for id in &ids {
@@ -356,7 +361,7 @@ pub async fn writer(
                         .await;
                 } else if roll < 10 {
                     // A page of the tenant's records: none may be another tenant's or life's.
-                    let (status, outcome, found) = list_seen(&client, &collection, None, 50).await;
+                    let (status, outcome, found) = list_seen(client, &collection, None, 50).await;
                     transport_trouble = outcome == Outcome::Unknown;
                     let op = Op::List {
                         seen: found,
@@ -558,14 +563,23 @@ pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, slot: us
     let Some(idp) = &shared.idp else { return };
     let name = format!("{}/user", tenant.id);
     let collection = collection();
+    // A fresh JWT (and client) every minute; each is valid for ten.
+    let mut client: Option<(Instant, Client)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let life = tenant.current.read().await.0;
-        let Ok(jwt) = idp.token(&tenant.id) else {
-            return;
-        };
-        let Ok(client) = Client::new(shared.url(slot + 2), jwt) else {
-            return;
-        };
+        if client
+            .as_ref()
+            .is_none_or(|(made, _)| made.elapsed() > Duration::from_secs(60))
+        {
+            let Ok(jwt) = idp.token(&tenant.id) else {
+                return;
+            };
+            let Ok(made) = Client::new(shared.url(slot + 2), jwt) else {
+                return;
+            };
+            client = Some((Instant::now(), made));
+        }
+        let Some((_, client)) = &client else { return };
         let start = shared.now_ms();
         let query = ListRecords {
             limit: Some(50),

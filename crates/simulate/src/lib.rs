@@ -71,6 +71,13 @@ pub struct SimulateArgs {
     /// Changes to the collection (each adds a field): schema rollouts racing the rest.
     #[arg(long, default_value_t = 1)]
     pub rollouts: u32,
+    /// Records written to each tenant before the workload starts (bulk, in chunks of 1,000),
+    /// so moves have something to copy; each is checked like any other write.
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
+    /// Interrupt every move: kill the server once the move reaches a phase the seed picks.
+    #[arg(long)]
+    pub interrupt_moves: bool,
     /// Servers to start, sharing one catalog (more than one needs `--postgres`).
     #[arg(long, default_value_t = 1)]
     pub servers: usize,
@@ -201,8 +208,9 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         revocations: args.revocations,
         rollouts: args.rollouts,
         pg_restarts: args.pg_restarts,
+        interrupt_moves: args.interrupt_moves,
     };
-    if args.target.is_some() && (args.kills > 0 || args.drains > 0) {
+    if args.target.is_some() && (args.kills > 0 || args.drains > 0 || args.interrupt_moves) {
         bail!(
             "--kills and --drains need a server the simulator starts itself; set them to 0 with --target"
         );
@@ -280,6 +288,9 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let idp = args.target.is_none().then_some(idp);
     let tenants = set_up(&admin, args, &run_id, idp.is_some()).await?;
     let shared = Arc::new(Shared::new(urls, idp, admin, tenants));
+    if args.preload > 0 {
+        workload::preload(&shared, args.preload).await?;
+    }
 
     let bar = indicatif::ProgressBar::new(args.duration.max(1));
     bar.set_style(

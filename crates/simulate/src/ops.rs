@@ -110,7 +110,11 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 .record("faults", "-", 0, start, None, Outcome::Ok, op)
                 .await;
         }
-        Action::Move { tenant, isolation } => {
+        Action::Move {
+            tenant,
+            isolation,
+            interrupt,
+        } => {
             let tenant = &shared.tenants[*tenant];
             let life = tenant.current.read().await.0;
             let start = shared.now_ms();
@@ -143,6 +147,9 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
             shared
                 .record("operations", &tenant.id, life, start, status, outcome, op)
                 .await;
+            if let (Some(phase), Ok(started)) = (interrupt, &answer) {
+                interrupt_move(shared, server, &started.id, phase).await?;
+            }
         }
         Action::Recreate { tenant } => {
             let tenant = &shared.tenants[*tenant];
@@ -304,6 +311,52 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 .await;
         }
     }
+    Ok(())
+}
+
+/// Waits until move `id` reaches `phase` (or ends), then kills the server that accepted it
+/// (`kill -9`) and starts it again: a move interrupted in that phase.
+async fn interrupt_move(
+    shared: &Shared,
+    server: &Server,
+    id: &str,
+    phase: &str,
+) -> anyhow::Result<()> {
+    let order = |p: &str| crate::schedule::MOVE_PHASES.iter().position(|q| *q == p);
+    let wanted = order(phase).unwrap_or(0);
+    let start = shared.now_ms();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = String::from("unknown");
+    while std::time::Instant::now() < deadline {
+        if let Ok(view) = shared.admin.get_move(id).await {
+            seen = view.phase.as_str().to_owned();
+            let ended = matches!(view.phase, MovePhase::Done | MovePhase::RolledBack);
+            if ended || order(&seen).is_some_and(|at| at >= wanted) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let servers = Arc::clone(server);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut locals = servers
+            .locals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the server handles"))?;
+        if let Some(local) = locals.get_mut(0) {
+            local.kill()?;
+            std::thread::sleep(Duration::from_millis(200));
+            local.restart()?;
+        }
+        Ok(())
+    })
+    .await??;
+    let op = Op::Fault {
+        kind: format!("kill -9 of server 0 with a move in phase {seen} (aimed at {phase})"),
+    };
+    shared
+        .record("faults", "-", 0, start, None, Outcome::Ok, op)
+        .await;
     Ok(())
 }
 

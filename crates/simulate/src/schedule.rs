@@ -46,8 +46,14 @@ pub enum Action {
     Drain { server: usize },
     /// Restart the PostgreSQL server (the catalog and the `pg` domain).
     PgRestart,
-    /// A live move of a tenant to another isolation model.
-    Move { tenant: usize, isolation: String },
+    /// A live move of a tenant to another isolation model; with `interrupt`, the server is
+    /// killed (`kill -9`) once the move reaches that phase, and started again.
+    Move {
+        tenant: usize,
+        isolation: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interrupt: Option<String>,
+    },
     /// Delete a tenant and create it again under the same id (a new life).
     Recreate { tenant: usize },
     /// Suspend a tenant for a moment, then resume it.
@@ -76,7 +82,19 @@ pub struct Counts {
     pub revocations: u32,
     pub rollouts: u32,
     pub pg_restarts: u32,
+    /// Whether each move is interrupted by a kill in a phase chosen by the seed.
+    pub interrupt_moves: bool,
 }
+
+/// The phases a move can be interrupted in.
+pub const MOVE_PHASES: [&str; 6] = [
+    "provisioning",
+    "copying",
+    "catching_up",
+    "verifying",
+    "switched",
+    "cleaning",
+];
 
 /// The schedule over a run of `duration_ms` on `tenants` tenants (the first and last tenth of
 /// the run are left quiet, so the run starts and ends with a settled server).
@@ -115,9 +133,16 @@ pub fn plan(
     for _ in 0..counts.moves {
         let tenant = rng.below(tenants as u64) as usize;
         let isolation = models[rng.below(3) as usize].to_owned();
+        let interrupt = counts
+            .interrupt_moves
+            .then(|| MOVE_PHASES[rng.below(MOVE_PHASES.len() as u64) as usize].to_owned());
         out.push(Planned {
             at_ms: at(rng),
-            action: Action::Move { tenant, isolation },
+            action: Action::Move {
+                tenant,
+                isolation,
+                interrupt,
+            },
         });
     }
     for _ in 0..counts.recreations {
@@ -164,6 +189,7 @@ mod tests {
         revocations: 2,
         rollouts: 1,
         pg_restarts: 1,
+        interrupt_moves: true,
     };
 
     #[test]

@@ -623,3 +623,51 @@ pub async fn user_reader(shared: Arc<Shared>, tenant: Arc<TenantState>, slot: us
         tokio::time::sleep(Duration::from_millis(30 + rng.below(70))).await;
     }
 }
+
+/// Writes `count` records (`preload-<k>`, writer 999) to every tenant in bulk chunks, each
+/// line recorded as a write the checker holds to account.
+pub async fn preload(shared: &Shared, count: usize) -> anyhow::Result<()> {
+    let collection = collection();
+    for (slot, tenant) in shared.tenants.iter().enumerate() {
+        let (life, key) = tenant.current.read().await.clone();
+        let client = Client::new(shared.url(slot), key)?;
+        for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+            let lines: Vec<(String, i64)> = chunk
+                .iter()
+                .map(|k| (format!("preload-{k}"), shared.fresh()))
+                .collect();
+            let ndjson: String = lines
+                .iter()
+                .map(|(id, n)| {
+                    let record = json!({"owner": tenant.id, "life": life, "n": n, "w": 999});
+                    format!("{}\n", json!({"op": "upsert", "id": id, "record": record}))
+                })
+                .collect();
+            let start = shared.now_ms();
+            let answer = client.bulk(&collection, ndjson.into_bytes(), false).await;
+            for (i, (id, n)) in lines.iter().enumerate() {
+                let (status, version) = match &answer {
+                    Ok(report) => report
+                        .results
+                        .iter()
+                        .find(|r| r.line == i as u64 + 1)
+                        .map(|r| (Some(r.status), r.version))
+                        .unwrap_or((None, None)),
+                    Err(e) => (status_of(e), None),
+                };
+                let op = Op::Write {
+                    id: id.clone(),
+                    kind: WriteKind::Upsert,
+                    n: Some(*n),
+                    if_match: None,
+                    version,
+                };
+                let outcome = Outcome::of_status(status);
+                shared
+                    .record("preload", &tenant.id, life, start, status, outcome, op)
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -173,6 +173,14 @@ pub fn plan(
         });
     }
     out.sort_by_key(|p| p.at_ms);
+    // Each rollout adds one field to the last one's: number them in the order they run.
+    let mut next = 0;
+    for planned in &mut out {
+        if let Action::Rollout { field } = &mut planned.action {
+            *field = next;
+            next += 1;
+        }
+    }
     out
 }
 

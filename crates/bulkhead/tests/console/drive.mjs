@@ -198,11 +198,32 @@ async function walk() {
   check(actions.some((a) => a.startsWith('move.')), `the audit lists the move (got ${actions})`);
   await shot(page, 'audit');
 
+  step('A collection change shows as a rollout on the collections page.');
+  const changed = await fetch(`${url}/v1/collections/notes`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ fields: { title: { type: 'string', required: true }, n: { type: 'integer' }, tag: { type: 'string' } } }),
+  });
+  check(changed.ok, `changing the collection answered ${changed.status}`);
+  await goHash(page, '#/collections');
+  await waitText(page, '[data-testid=rollouts] td', 'notes v2');
+  await shot(page, 'collections');
+
+  step('The admin reads of tenant data raised findings; one is acknowledged from its page.');
+  await goHash(page, '#/findings');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=findings] button')].some((b) => b.textContent === 'Acknowledge'), { timeout: 20000, polling: 200 });
+  const unacknowledged = await page.$$eval('[data-testid=findings] button', (bs) => bs.filter((b) => b.textContent === 'Acknowledge').length);
+  await page.$$eval('[data-testid=findings] button', (bs) => bs.find((b) => b.textContent === 'Acknowledge').click());
+  await page.waitForFunction(
+    (before) => [...document.querySelectorAll('[data-testid=findings] button')].filter((b) => b.textContent === 'Acknowledge').length === before - 1,
+    { timeout: 10000, polling: 100 },
+    unacknowledged,
+  );
+  await shot(page, 'findings');
+
   for (const [hash, selector, name] of [
     ['#/', 'main svg.chart rect', 'overview'],
     ['#/platform', '[data-testid=domains]', 'platform'],
-    ['#/collections', '[data-testid=collections]', 'collections'],
-    ['#/findings', '[data-testid=findings], [data-testid=findings-empty]', 'findings'],
     ['#/costs', '[data-testid=cost-tiers]', 'costs'],
   ]) {
     await goHash(page, hash);

@@ -16,7 +16,7 @@ use crate::history::{Event, Op, Outcome, Seen};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `filter`, `count`, `rule`,
-    /// `hidden_field`, `suspended_write`,
+    /// `hidden_field`, `suspended_write`, `usage`,
     /// `revocation`, `audit`, `quota`.
     pub kind: &'static str,
     pub tenant: String,
@@ -302,6 +302,39 @@ pub fn check(events: &[Event]) -> Verdict {
                 found(&mut verdict, "quota", e, detail);
             }
             _ => {}
+        }
+    }
+
+    // Metered records written: never more than the writes that may have happened; with no
+    // kill (a kill loses the meter's last unflushed seconds by design), never fewer than the
+    // acknowledged ones.
+    let killed = events
+        .iter()
+        .any(|e| matches!(&e.op, Op::Fault { kind } if kind.contains("kill")));
+    for e in &events {
+        let Op::Usage { metered } = &e.op else {
+            continue;
+        };
+        if e.outcome != Outcome::Ok {
+            continue;
+        }
+        let writes = events
+            .iter()
+            .filter(|w| w.tenant == e.tenant && matches!(w.op, Op::Write { .. }));
+        let (mut acked, mut maybe) = (0u64, 0u64);
+        for w in writes {
+            match w.outcome {
+                Outcome::Ok => acked += 1,
+                Outcome::Unknown => maybe += 1,
+                Outcome::Refused => {}
+            }
+        }
+        if *metered > acked + maybe || (!killed && *metered < acked) {
+            let detail = format!(
+                "usage metered {metered} records written; the history has {acked} acknowledged and {maybe} unanswered writes{}",
+                if killed { "" } else { " and no kill" }
+            );
+            found(&mut verdict, "usage", e, detail);
         }
     }
 
@@ -606,6 +639,30 @@ mod tests {
             event(3, 1, Outcome::Ok, Op::Count { ids, count: 2 }),
         ];
         assert_eq!(kinds(&bad), ["lost", "count"]);
+    }
+
+    #[test]
+    fn metered_writes_are_held_to_the_history() {
+        let usage = |metered| event(9, 1, Outcome::Ok, Op::Usage { metered });
+        let writes = vec![
+            write(1, WriteKind::Create, Some(1), 1, Outcome::Ok),
+            write(2, WriteKind::Replace, Some(2), 2, Outcome::Unknown),
+        ];
+        let with = |extra: Vec<Event>| [writes.clone(), extra].concat();
+        assert!(kinds(&with(vec![usage(1)])).is_empty());
+        assert!(kinds(&with(vec![usage(2)])).is_empty());
+        assert_eq!(kinds(&with(vec![usage(3)])), ["usage"]);
+        assert_eq!(kinds(&with(vec![usage(0)])), ["usage"]);
+        // After a kill the meter may have lost its last seconds: fewer is allowed.
+        let kill = event(
+            5,
+            0,
+            Outcome::Ok,
+            Op::Fault {
+                kind: "kill -9 of server 0".into(),
+            },
+        );
+        assert!(kinds(&with(vec![kill, usage(0)])).is_empty());
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub enum Op {
         ok: bool,
         checked: u64,
     },
+    /// Records written to the tenant id (all its lives) as its metered usage counts them.
+    Usage {
+        metered: u64,
+    },
     /// The tenant's quota counter against the real count of its records.
     Quota {
         counted: u64,

@@ -426,6 +426,39 @@ pub async fn settle(shared: &Shared) -> anyhow::Result<()> {
             )
             .await;
     }
+    for tenant in &shared.tenants {
+        let start = shared.now_ms();
+        let mut metered = 0;
+        let mut query = bulkhead_api::UsageQuery {
+            tenant: Some(tid(&tenant.id)?),
+            granularity: Some(bulkhead_api::Granularity::Day),
+            ..bulkhead_api::UsageQuery::default()
+        };
+        loop {
+            let page = admin
+                .list_usage(&query)
+                .await
+                .with_context(|| format!("the usage of {}", tenant.id))?;
+            metered += page.items.iter().map(|p| p.records_written).sum::<u64>();
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        let life = tenant.current.read().await.0;
+        let op = Op::Usage { metered };
+        shared
+            .record(
+                "settle",
+                &tenant.id,
+                life,
+                start,
+                Some(200),
+                Outcome::Ok,
+                op,
+            )
+            .await;
+    }
     let start = shared.now_ms();
     let verified = admin
         .verify_audit(None)

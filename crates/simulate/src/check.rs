@@ -16,7 +16,7 @@ use crate::history::{Event, Op, Outcome, Seen};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     /// `lost`, `stale`, `crossed`, `old_life`, `doubled`, `filter`, `count`, `rule`,
-    /// `hidden_field`, `suspended_write`, `usage`,
+    /// `hidden_field`, `search`, `suspended_write`, `usage`,
     /// `revocation`, `audit`, `quota`.
     pub kind: &'static str,
     pub tenant: String,
@@ -234,6 +234,44 @@ pub fn check(events: &[Event]) -> Verdict {
                             model.describe()
                         );
                         found(&mut verdict, kind, e, detail);
+                    }
+                    model.pin(&observed);
+                }
+            }
+            Op::Search { id, n, seen } if e.outcome == Outcome::Ok => {
+                for s in seen {
+                    if s.owner != e.tenant || s.life != e.life {
+                        crossed(&mut verdict, e, s, &mut found);
+                    } else if s.n != *n {
+                        let detail = format!(
+                            "{} (n={}) found by a search for the word of n={n}",
+                            s.id, s.n
+                        );
+                        found(&mut verdict, "search", e, detail);
+                    }
+                }
+                // A record certain to hold `n` must be found; one found must be allowed to.
+                let model = records.entry(key(id)).or_default();
+                let hit = seen.iter().find(|s| s.id == *id).cloned();
+                let certain = !model.possible.is_empty()
+                    && model
+                        .possible
+                        .iter()
+                        .all(|p| p.is_some_and(|(value, _)| value == *n));
+                if hit.is_none() && certain {
+                    let detail =
+                        format!("{id}: holds n={n} but a search for its word did not find it");
+                    found(&mut verdict, "search", e, detail);
+                }
+                if let Some(hit) = hit {
+                    let observed = Some(hit);
+                    if !model.admits(&observed) {
+                        let detail = format!(
+                            "{id}: a search found {}, but the acknowledged history allows {}",
+                            show(&observed),
+                            model.describe()
+                        );
+                        found(&mut verdict, "stale", e, detail);
                     }
                     model.pin(&observed);
                 }
@@ -663,6 +701,29 @@ mod tests {
             },
         );
         assert!(kinds(&with(vec![kill, usage(0)])).is_empty());
+    }
+
+    #[test]
+    fn a_search_must_find_what_a_record_surely_holds_and_only_that() {
+        let created = write(1, WriteKind::Create, Some(1), 1, Outcome::Ok);
+        let search = |seq, seen| {
+            event(
+                seq,
+                1,
+                Outcome::Ok,
+                Op::Search {
+                    id: "r1".into(),
+                    n: 1,
+                    seen,
+                },
+            )
+        };
+        assert!(kinds(&[created.clone(), search(2, vec![seen(1, 1)])]).is_empty());
+        assert_eq!(kinds(&[created.clone(), search(2, vec![])]), ["search"]);
+        assert_eq!(
+            kinds(&[created, search(2, vec![seen(2, 1)])]),
+            ["search", "stale"]
+        );
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub enum Op {
         ids: Vec<String>,
         seen: Vec<Seen>,
     },
+    /// A full-text search for the word of value `n`, which record `id` was last set to.
+    Search {
+        id: String,
+        n: i64,
+        seen: Vec<Seen>,
+    },
     /// `count` of the writer's records, aggregated with the filter `w = <w>` over its `ids`.
     Count {
         ids: Vec<String>,

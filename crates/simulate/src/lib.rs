@@ -456,7 +456,8 @@ pub(crate) fn collection_spec(extra: Option<u32>) -> anyhow::Result<CollectionSp
         "owner": {"type": "string", "required": true},
         "life": {"type": "integer", "required": true},
         "n": {"type": "integer", "required": true, "index": true},
-        "w": {"type": "integer"}
+        "w": {"type": "integer"},
+        "title": {"type": "text"}
     });
     if let Some(extra) = extra {
         for k in 0..=extra {

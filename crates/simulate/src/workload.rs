@@ -161,12 +161,18 @@ pub fn status_of(error: &ClientError) -> Option<u16> {
     error.status()
 }
 
+/// The word a record holding `n` is found by in a full-text search.
+pub fn word(n: i64) -> String {
+    format!("v{n}")
+}
+
 /// What a writer believes of one of its records.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Known {
     Absent,
     Present {
         version: i64,
+        n: i64,
     },
     /// An answer was lost or surprising: read it before writing again.
     Unsure,
@@ -204,7 +210,8 @@ pub async fn writer(
         let id = ids[rng.below(ids.len() as u64) as usize].clone();
         let state = known.get(&id).copied().unwrap_or(Known::Unsure);
         let start = shared.now_ms();
-        let body = |n: i64| json!({"owner": tenant.id, "life": life, "n": n, "w": w});
+        let body =
+            |n: i64| json!({"owner": tenant.id, "life": life, "n": n, "w": w, "title": word(n)});
         let transport_trouble;
         match state {
             Known::Unsure => {
@@ -224,7 +231,10 @@ pub async fn writer(
                     known.insert(
                         id.clone(),
                         match &found {
-                            Some(s) => Known::Present { version: s.version },
+                            Some(s) => Known::Present {
+                                version: s.version,
+                                n: s.n,
+                            },
                             None => Known::Absent,
                         },
                     );
@@ -270,7 +280,7 @@ pub async fn writer(
                     known.insert(
                         line_id.clone(),
                         match (outcome, version) {
-                            (Outcome::Ok, Some(v)) => Known::Present { version: v },
+                            (Outcome::Ok, Some(v)) => Known::Present { version: v, n: *n },
                             _ => Known::Unsure,
                         },
                     );
@@ -306,7 +316,10 @@ pub async fn writer(
                 )
                 .await;
             }
-            Known::Present { version } => {
+            Known::Present {
+                version,
+                n: current,
+            } => {
                 let Ok(record_id) = RecordId::parse(&id) else {
                     return;
                 };
@@ -318,10 +331,13 @@ pub async fn writer(
                     transport_trouble = outcome == Outcome::Unknown;
                     if outcome == Outcome::Ok {
                         for id in &ids {
-                            let state = found
-                                .iter()
-                                .find(|s: &&Seen| &s.id == id)
-                                .map_or(Known::Absent, |s| Known::Present { version: s.version });
+                            let state = found.iter().find(|s: &&Seen| &s.id == id).map_or(
+                                Known::Absent,
+                                |s| Known::Present {
+                                    version: s.version,
+                                    n: s.n,
+                                },
+                            );
                             known.insert(id.clone(), state);
                         }
                     }
@@ -370,6 +386,31 @@ pub async fn writer(
                     shared
                         .record(&name, &tenant.id, life, start, status, outcome, op)
                         .await;
+                } else if roll < 14 {
+                    // A full-text search for the word of the value the writer last set.
+                    let query = ListRecords {
+                        q: Some(word(current)),
+                        limit: Some(10),
+                        ..ListRecords::default()
+                    };
+                    let answer = client.list_records(&collection, &query).await;
+                    let (status, outcome, found) = match &answer {
+                        Ok(page) => (
+                            Some(200),
+                            Outcome::Ok,
+                            page.items.iter().filter_map(seen).collect(),
+                        ),
+                        Err(e) => (status_of(e), Outcome::of_status(status_of(e)), Vec::new()),
+                    };
+                    transport_trouble = outcome == Outcome::Unknown;
+                    let op = Op::Search {
+                        id: id.clone(),
+                        n: current,
+                        seen: found,
+                    };
+                    shared
+                        .record(&name, &tenant.id, life, start, status, outcome, op)
+                        .await;
                 } else if roll < 20 {
                     known.insert(id.clone(), Known::Unsure);
                     transport_trouble = false;
@@ -395,7 +436,12 @@ pub async fn writer(
                 } else if roll < 85 {
                     let n = shared.fresh();
                     let answer = client
-                        .patch_record(&collection, &record_id, &json!({"n": n}), Some(version))
+                        .patch_record(
+                            &collection,
+                            &record_id,
+                            &json!({"n": n, "title": word(n)}),
+                            Some(version),
+                        )
                         .await;
                     transport_trouble = written(
                         &shared,
@@ -487,7 +533,10 @@ async fn written(
     let outcome = Outcome::of_status(status);
     let next = match (outcome, kind, version) {
         (Outcome::Ok, WriteKind::Delete, _) => Known::Absent,
-        (Outcome::Ok, _, Some(v)) => Known::Present { version: v },
+        (Outcome::Ok, _, Some(v)) => Known::Present {
+            version: v,
+            n: n.unwrap_or_default(),
+        },
         // Suspended, or the key's life is over: nothing changed.
         (Outcome::Refused, _, _) if matches!(status, Some(401 | 403 | 423 | 429)) => {
             known.get(id).copied().unwrap_or(Known::Unsure)
@@ -639,7 +688,7 @@ pub async fn preload(shared: &Shared, count: usize) -> anyhow::Result<()> {
             let ndjson: String = lines
                 .iter()
                 .map(|(id, n)| {
-                    let record = json!({"owner": tenant.id, "life": life, "n": n, "w": 999});
+                    let record = json!({"owner": tenant.id, "life": life, "n": n, "w": 999, "title": word(*n)});
                     format!("{}\n", json!({"op": "upsert", "id": id, "record": record}))
                 })
                 .collect();

@@ -77,7 +77,18 @@ fn a_seeded_run_with_faults_finds_nothing_and_its_history_replays() {
     );
     assert!(report["records_checked"].as_u64().unwrap() > 100, "{out}");
     for op in [
-        "create", "replace", "patch", "delete", "upsert", "read", "list",
+        "create",
+        "replace",
+        "patch",
+        "delete",
+        "upsert",
+        "read",
+        "list",
+        "snapshot",
+        "search",
+        "token_list",
+        "user_list",
+        "usage",
     ] {
         assert!(
             report["by_op"][op][0].as_u64().unwrap_or(0) > 0,

@@ -224,3 +224,51 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
         "{out}"
     );
 }
+
+/// The long PostgreSQL run of BENCHMARKS.md: two servers on a shared catalog, every model on
+/// a PostgreSQL domain, kills of either server, PostgreSQL restarts and interrupted moves.
+/// A measurement run by name (`BULKHEAD_SIMULATE_SECONDS`, default 300).
+#[test]
+#[ignore = "long: cargo test -p bulkhead --test simulate long_postgres -- --ignored --nocapture"]
+fn a_long_run_on_postgres() {
+    let Some(pg) = bulkhead_pg_testkit::require("simulate_long_postgres") else {
+        return;
+    };
+    let seconds = std::env::var("BULKHEAD_SIMULATE_SECONDS").unwrap_or_else(|_| "300".into());
+    let restart = pg.restart_command();
+    let (ok, out, err) = simulate(&[
+        "--seed",
+        "20261207",
+        "--duration",
+        &seconds,
+        "--tenants",
+        "12",
+        "--servers",
+        "2",
+        "--postgres",
+        &pg.url("postgres"),
+        "--preload",
+        "2000",
+        "--kills",
+        "40",
+        "--drains",
+        "4",
+        "--pg-restarts",
+        "6",
+        "--pg-restart-command",
+        &restart,
+        "--moves",
+        "20",
+        "--interrupt-moves",
+        "--recreations",
+        "4",
+        "--suspensions",
+        "4",
+        "--revocations",
+        "4",
+        "--rollouts",
+        "2",
+    ]);
+    println!("{out}\n{err}");
+    assert!(ok, "the simulation failed:\n{out}\n{err}");
+}

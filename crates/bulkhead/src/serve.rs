@@ -302,7 +302,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Claimed first thing: nothing else in this process turns facts into scopes.
     let authority = AccessAuthority::claim()
         .context("the access authority was already claimed in this process")?;
-    let node = open(&config, Arc::new(SystemClock), authority).await?;
+    let clock: Arc<dyn Clock> = if config.clock_skew_ms == 0 {
+        Arc::new(SystemClock)
+    } else {
+        tracing::warn!(
+            skew_ms = config.clock_skew_ms,
+            "the catalog's clock is set off the system's (BULKHEAD_CLOCK_SKEW_MS): for fault injection only"
+        );
+        Arc::new(bulkhead_core::time::SkewedClock {
+            offset_micros: config.clock_skew_ms.saturating_mul(1000),
+        })
+    };
+    let node = open(&config, clock, authority).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -182,6 +182,8 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
         "2",
         "--postgres",
         &pg.url("postgres"),
+        "--clock-skew-ms",
+        "1500",
         "--kills",
         "2",
         "--drains",
@@ -226,8 +228,9 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
 }
 
 /// The long PostgreSQL run of BENCHMARKS.md: two servers on a shared catalog, every model on
-/// a PostgreSQL domain, kills of either server, PostgreSQL restarts and interrupted moves.
-/// A measurement run by name (`BULKHEAD_SIMULATE_SECONDS`, default 300).
+/// a PostgreSQL domain, kills of either server, PostgreSQL restarts, interrupted moves and
+/// clock skew between the servers. A measurement run by name (`BULKHEAD_SIMULATE_SECONDS`,
+/// default 300; `BULKHEAD_SIMULATE_SKEW_MS`, default 1500).
 #[test]
 #[ignore = "long: cargo test -p bulkhead --test simulate long_postgres -- --ignored --nocapture"]
 fn a_long_run_on_postgres() {
@@ -235,6 +238,7 @@ fn a_long_run_on_postgres() {
         return;
     };
     let seconds = std::env::var("BULKHEAD_SIMULATE_SECONDS").unwrap_or_else(|_| "300".into());
+    let skew = std::env::var("BULKHEAD_SIMULATE_SKEW_MS").unwrap_or_else(|_| "1500".into());
     let restart = pg.restart_command();
     let (ok, out, err) = simulate(&[
         "--seed",
@@ -247,6 +251,8 @@ fn a_long_run_on_postgres() {
         "2",
         "--postgres",
         &pg.url("postgres"),
+        "--clock-skew-ms",
+        &skew,
         "--preload",
         "2000",
         "--kills",

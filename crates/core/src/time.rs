@@ -111,6 +111,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock set off by a fixed amount: fault injection (clock skew between servers).
+#[derive(Debug, Clone, Copy)]
+pub struct SkewedClock {
+    pub offset_micros: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemClock.now().0.saturating_add(self.offset_micros))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,10 @@ pub struct SimulateArgs {
     /// `pg_ctl -D /var/lib/postgresql/data -m fast restart`).
     #[arg(long)]
     pub pg_restart_command: Option<String>,
+    /// Clock skew: server n's catalog clock runs n × this many milliseconds ahead of the
+    /// system's (`BULKHEAD_CLOCK_SKEW_MS`; negative: behind).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub clock_skew_ms: i64,
     /// Run against this server instead of starting one (no kill or drain faults then).
     #[arg(long, requires = "admin_key")]
     pub target: Option<String>,

@@ -161,6 +161,20 @@ pub struct Config {
     pub metrics_top_tenants: usize,
     /// JWT issuers (from the configuration file).
     pub issuers: Vec<bulkhead_identity::IssuerConfig>,
+    /// `BULKHEAD_CLOCK_SKEW_MS`: how far this server's catalog clock is set off the system's
+    /// (fault injection: clock skew between servers sharing a catalog; never in production).
+    pub clock_skew_ms: i64,
+}
+
+/// `BULKHEAD_CLOCK_SKEW_MS=<ms>` (may be negative): the catalog's clock runs that far off
+/// the system's, for simulations of clock skew between servers.
+fn clock_skew_ms() -> anyhow::Result<i64> {
+    let Ok(raw) = std::env::var("BULKHEAD_CLOCK_SKEW_MS") else {
+        return Ok(0);
+    };
+    raw.parse().map_err(|_| {
+        anyhow::anyhow!("BULKHEAD_CLOCK_SKEW_MS: {raw:?} is not a number of milliseconds")
+    })
 }
 
 /// `BULKHEAD_MOVE_HOLD=<phase>:<ms>`: a move pauses that long on entering that phase. For
@@ -301,6 +315,7 @@ impl Config {
                 silent_after: Duration::from_millis(args.server_silent_ms.unwrap_or(10_000)),
             },
             issuers: file.issuers,
+            clock_skew_ms: clock_skew_ms()?,
             deletion_hold: deletion_hold()?,
             rollout_tier_order: args.rollout_tier_order.clone(),
             rollout_parallelism: args.rollout_parallelism.unwrap_or(4),

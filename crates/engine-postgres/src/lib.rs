@@ -127,6 +127,9 @@ impl From<PgError> for EngineError {
                         Some(name) => EngineError::UniqueViolation(unique_field(name)),
                         None => EngineError::Storage(db.to_string()),
                     },
+                    c if *c == SqlState::DISK_FULL => {
+                        EngineError::StorageFull(db.message().to_owned())
+                    }
                     c if *c == SqlState::UNDEFINED_TABLE
                         || *c == SqlState::INVALID_SCHEMA_NAME
                         || *c == SqlState::INVALID_CATALOG_NAME =>

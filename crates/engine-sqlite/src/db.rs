@@ -119,7 +119,33 @@ pub struct DbOptions {
 /// transaction, in a savepoint of its own, and hands back how to answer its caller once the
 /// group's commit succeeded or failed.
 type Joined = Box<dyn FnOnce(&Connection) -> Answer + Send>;
-type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Answer = Box<dyn FnOnce(Result<(), GroupFailed>) + Send>;
+
+/// Why a group commit wrote nothing: whether the disk was full, and the detail.
+#[derive(Debug, Clone)]
+struct GroupFailed {
+    full: bool,
+    detail: String,
+}
+
+impl GroupFailed {
+    fn new(what: &str, e: &rusqlite::Error) -> Self {
+        GroupFailed {
+            full: matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull),
+            detail: format!("{what}: {e}"),
+        }
+    }
+}
+
+impl From<GroupFailed> for StorageError {
+    fn from(failed: GroupFailed) -> Self {
+        if failed.full {
+            EngineError::StorageFull(failed.detail).into()
+        } else {
+            EngineError::Storage(failed.detail).into()
+        }
+    }
+}
 
 /// Writes one group commit holds at most.
 const GROUP_MAX: usize = 256;
@@ -188,10 +214,10 @@ impl Db {
         let (answer, answered) = std::sync::mpsc::sync_channel::<Result<T, StorageError>>(1);
         let joined: Joined = Box::new(move |conn: &Connection| {
             let outcome = in_savepoint(conn, f);
-            Box::new(move |committed: Result<(), String>| {
+            Box::new(move |committed: Result<(), GroupFailed>| {
                 let result = match committed {
                     Ok(()) => outcome,
-                    Err(why) => Err(EngineError::Storage(why).into()),
+                    Err(why) => Err(why.into()),
                 };
                 let _ = answer.send(result);
             })
@@ -371,7 +397,7 @@ fn in_savepoint<T>(
 
 /// One group commit: every write of `batch` in one immediate transaction. Returns whether it
 /// committed (the error's text when not) and each write's answer.
-fn run_group(conn: &Connection, batch: Vec<Joined>) -> (Result<(), String>, Vec<Answer>) {
+fn run_group(conn: &Connection, batch: Vec<Joined>) -> (Result<(), GroupFailed>, Vec<Answer>) {
     if batch.is_empty() {
         return (Ok(()), Vec::new());
     }
@@ -387,7 +413,7 @@ fn run_group(conn: &Connection, batch: Vec<Joined>) -> (Result<(), String>, Vec<
         // reports that its write never began.
         drop(batch);
         return (
-            Err(format!("could not begin a write transaction: {e}")),
+            Err(GroupFailed::new("could not begin a write transaction", &e)),
             Vec::new(),
         );
     }
@@ -408,7 +434,7 @@ fn run_group(conn: &Connection, batch: Vec<Joined>) -> (Result<(), String>, Vec<
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
         .map(drop)
-        .map_err(|e| format!("the group commit failed: {e}"));
+        .map_err(|e| GroupFailed::new("the group commit failed", &e));
     if committed.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }

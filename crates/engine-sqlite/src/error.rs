@@ -39,6 +39,11 @@ impl From<StorageError> for EngineError {
         match err {
             StorageError::Engine(e) => e,
             StorageError::Missing(what) => EngineError::PlacementMissing(what),
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, msg))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                EngineError::StorageFull(format!("{e}: {}", msg.unwrap_or_default()))
+            }
             StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, msg)) => {
                 match (e.extended_code, msg) {
                     (SQLITE_CONSTRAINT_PRIMARYKEY, _) => EngineError::DuplicateId,
@@ -62,4 +67,33 @@ fn unique_field(msg: &str) -> Option<FieldName> {
     let last = msg.rsplit(", ").next()?;
     let column = last.rsplit('.').next()?;
     FieldName::parse(column.strip_prefix("f_")?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that finds the database's storage full (SQLite's `SQLITE_FULL`, here forced by
+    /// a page limit) is `StorageFull`, which clients see as `507 storage_full`.
+    #[test]
+    fn a_full_disk_is_storage_full() {
+        let db = rusqlite::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        db.execute_batch("PRAGMA max_page_count = 8; CREATE TABLE t (v BLOB);")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut failure = None;
+        for _ in 0..100 {
+            if let Err(e) = db.execute("INSERT INTO t VALUES (zeroblob(4000))", []) {
+                failure = Some(e);
+                break;
+            }
+        }
+        let failure = failure.unwrap_or_else(|| panic!("the page limit never filled"));
+        let engine = EngineError::from(StorageError::Sqlite(failure));
+        assert!(matches!(engine, EngineError::StorageFull(_)), "{engine:?}");
+        let error = bulkhead_core::Error::from(engine);
+        assert_eq!(
+            (error.kind.status(), error.code.as_ref()),
+            (507, "storage_full")
+        );
+    }
 }

@@ -44,6 +44,9 @@ pub enum EngineError {
     TooExpensive(BudgetHit),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The disk (or filesystem) under the placement is full: nothing was written.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
     /// The collection's table was changed to definition version `stored` after the caller
     /// chose the definition it passed (an older one): nothing was written. The caller
     /// retries with the definition of version `stored` (the schema fence, see
@@ -113,6 +116,15 @@ impl From<EngineError> for Error {
                 "this tenant's storage is being brought to the collection's new definition; \
                  retry shortly (Retry-After)",
             ),
+            EngineError::StorageFull(detail) => {
+                tracing::warn!(error = %detail, "storage full");
+                Error::new(
+                    ErrorKind::QuotaExceeded,
+                    "storage_full",
+                    "the storage holding this tenant's data is full, so nothing was written; \
+                     the platform must free space on its domain (reads still work)",
+                )
+            }
             EngineError::Storage(detail) => {
                 // The caller sees a generic error; the detail is logged once, here.
                 tracing::error!(error = %detail, "storage failure");

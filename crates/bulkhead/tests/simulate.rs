@@ -278,3 +278,72 @@ fn a_long_run_on_postgres() {
     println!("{out}\n{err}");
     assert!(ok, "the simulation failed:\n{out}\n{err}");
 }
+
+/// A domain's disk fills up (a 2 MB tmpfs under the SQLite domain `full`), then is grown:
+/// writes there are refused with `507 storage_full` while it is full, nothing acknowledged is
+/// lost, and writes go through again once it has room. Needs root (a tmpfs mount).
+#[test]
+fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.ndjson");
+    let (ok, out, err) = simulate(&[
+        "--seed",
+        "20261208",
+        "--duration",
+        "20",
+        "--tenants",
+        "8",
+        "--preload",
+        "300",
+        "--full-disk-mb",
+        "2",
+        "--kills",
+        "1",
+        "--history",
+        history.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        ok,
+        "the simulation failed (it mounts a tmpfs: run as root):\n{out}\n{err}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["violations"], serde_json::json!([]), "{out}");
+    let full: Vec<String> = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t[1] == "sim-full")
+        .map(|t| t[0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(full.len(), 2, "{out}");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let freed = events
+        .iter()
+        .find(|e| e["op"] == "fault" && e["kind"].as_str().unwrap().contains("full disk"))
+        .expect("the disk was grown")["end_ms"]
+        .as_u64()
+        .unwrap();
+    let on_full = |e: &&serde_json::Value| {
+        e["op"] == "write" && full.iter().any(|t| e["tenant"] == t.as_str())
+    };
+    let refused_full = events
+        .iter()
+        .filter(on_full)
+        .filter(|e| e["status"] == 507 && e["start_ms"].as_u64().unwrap() < freed)
+        .count();
+    let written_after = events
+        .iter()
+        .filter(on_full)
+        .filter(|e| e["outcome"] == "ok" && e["start_ms"].as_u64().unwrap() > freed)
+        .count();
+    assert!(refused_full > 0, "no write met the full disk");
+    assert!(
+        written_after > 0,
+        "no write went through once the disk had room"
+    );
+}

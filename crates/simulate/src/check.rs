@@ -24,6 +24,10 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// How long servers sharing a catalog may take to learn of a change to a tenant (its
+/// suspension) from the catalog's change feed, in milliseconds.
+pub const PROPAGATION_MS: u64 = 1_000;
+
 /// What the checker found, and how much it read.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Verdict {
@@ -376,7 +380,17 @@ pub fn check(events: &[Event]) -> Verdict {
         }
     }
 
-    // No write is acknowledged while its tenant is suspended.
+    // No write is acknowledged while its tenant is suspended. Servers sharing a catalog learn
+    // of a suspension through its change feed: a write to another server may still be
+    // accepted for that long after the suspension was acknowledged.
+    let servers = events
+        .iter()
+        .find_map(|e| match e.op {
+            Op::Started { servers } => Some(servers),
+            _ => None,
+        })
+        .unwrap_or(1);
+    let propagation = if servers > 1 { PROPAGATION_MS } else { 0 };
     for e in &events {
         if !matches!(e.op, Op::Write { .. }) || e.outcome != Outcome::Ok {
             continue;
@@ -386,7 +400,7 @@ pub fn check(events: &[Event]) -> Verdict {
             .into_iter()
             .flatten();
         for (from, to) in windows {
-            if e.start_ms > *from && e.end_ms < *to {
+            if e.start_ms > from + propagation && e.end_ms < *to {
                 let detail = format!(
                     "a write invoked at {} ms and acknowledged at {} ms, while the tenant was suspended ({from}–{to} ms)",
                     e.start_ms, e.end_ms
@@ -751,6 +765,31 @@ mod tests {
             event(3, 1, Outcome::Ok, Op::Resumed),
         ];
         assert_eq!(kinds(&events), ["suspended_write"]);
+    }
+
+    #[test]
+    fn several_servers_may_take_the_change_feed_s_time_to_learn_of_a_suspension() {
+        let late = |at: u64| {
+            let mut e = write(2, WriteKind::Create, Some(1), 1, Outcome::Ok);
+            (e.start_ms, e.end_ms) = (at, at + 5);
+            e
+        };
+        let mut suspended = event(1, 1, Outcome::Ok, Op::Suspended);
+        suspended.end_ms = 100;
+        let mut resumed = event(3, 1, Outcome::Ok, Op::Resumed);
+        resumed.start_ms = 5_000;
+        let started = |servers| event(0, 0, Outcome::Ok, Op::Started { servers });
+        let run = |servers, at| {
+            kinds(&[
+                started(servers),
+                suspended.clone(),
+                late(at),
+                resumed.clone(),
+            ])
+        };
+        assert_eq!(run(1, 150), ["suspended_write"]);
+        assert!(run(2, 150).is_empty());
+        assert_eq!(run(2, 100 + PROPAGATION_MS + 10), ["suspended_write"]);
     }
 
     #[test]

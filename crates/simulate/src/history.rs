@@ -102,6 +102,10 @@ pub enum Op {
         seen: Vec<Seen>,
         complete: bool,
     },
+    /// The run began on this many servers (sharing one catalog when more than one).
+    Started {
+        servers: usize,
+    },
     /// A tenant's life began (created, or created again under the same id).
     Created,
     /// The tenant was deleted (its life ended).

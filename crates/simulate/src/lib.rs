@@ -93,6 +93,11 @@ pub struct SimulateArgs {
     /// `pg_ctl -D /var/lib/postgresql/data -m fast restart`).
     #[arg(long)]
     pub pg_restart_command: Option<String>,
+    /// A full disk: the SQLite domain `full` (tier `sim-full`, pool, one tenant in four) starts
+    /// on a filesystem of this many megabytes, which fills up; at 60 % of the run it grows
+    /// eightfold. Needs root (a tmpfs mount) and one server.
+    #[arg(long)]
+    pub full_disk_mb: Option<u64>,
     /// Clock skew: server n's catalog clock runs n × this many milliseconds ahead of the
     /// system's (`BULKHEAD_CLOCK_SKEW_MS`; negative: behind).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -213,6 +218,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         rollouts: args.rollouts,
         pg_restarts: args.pg_restarts,
         interrupt_moves: args.interrupt_moves,
+        full_disk: args.full_disk_mb.is_some(),
     };
     if args.target.is_some() && (args.kills > 0 || args.drains > 0 || args.interrupt_moves) {
         bail!(
@@ -247,6 +253,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
             random_u64()
         ),
     };
+    let mut disk = None;
     let (locals, urls, admin_key) = match &args.target {
         Some(url) => (
             Vec::new(),
@@ -264,6 +271,12 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
                 .map(|url| ("BULKHEAD_CATALOG".to_owned(), url.clone()))
                 .collect();
             let mut locals = Vec::new();
+            if let Some(megabytes) = args.full_disk_mb {
+                disk = Some((
+                    server::SmallDisk::mount(&workdir.path().join("data-0"), megabytes)?,
+                    megabytes,
+                ));
+            }
             for n in 0..servers {
                 let data = workdir.path().join(format!("data-{n}"));
                 locals.push(server::Local::start(
@@ -286,12 +299,30 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
             args.tiers = vec!["sim-pool".into(), "sim-bridge".into(), "sim-silo".into()];
         }
     }
+    if disk.is_some() {
+        put_full_tier(&admin).await?;
+        args.tiers.push("sim-full".into());
+    }
     let args = &args;
     let run_id = format!("{:06x}", random_u64() & 0xff_ffff);
     // JWT users only where the simulator configured the server to trust its issuer.
     let idp = args.target.is_none().then_some(idp);
     let tenants = set_up(&admin, args, &run_id, idp.is_some()).await?;
     let shared = Arc::new(Shared::new(urls, idp, admin, tenants));
+    let servers_count = shared.urls.len();
+    shared
+        .record(
+            "simulate",
+            "-",
+            0,
+            0,
+            None,
+            history::Outcome::Ok,
+            history::Op::Started {
+                servers: servers_count,
+            },
+        )
+        .await;
     if args.preload > 0 {
         workload::preload(&shared, args.preload).await?;
     }
@@ -332,6 +363,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let servers_handle = Arc::new(ops::Servers {
         locals: std::sync::Mutex::new(locals),
         pg_restart: args.pg_restart_command.clone(),
+        disk,
     });
     let operations = tokio::spawn(ops::execute(
         Arc::clone(&shared),
@@ -471,6 +503,27 @@ pub(crate) fn collection_spec(extra: Option<u32>) -> anyhow::Result<CollectionSp
     Ok(serde_json::from_value(
         serde_json::json!({ "fields": fields }),
     )?)
+}
+
+/// The SQLite domain `full` (on the small disk) and the pool tier `sim-full` placing there.
+async fn put_full_tier(admin: &Client) -> anyhow::Result<()> {
+    use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
+    let domain =
+        bulkhead_core::DomainName::parse("full").map_err(|e| anyhow::anyhow!(e.message))?;
+    admin
+        .put_domain(&domain, &DomainSpec::sqlite())
+        .await
+        .context("registering the domain full")?;
+    let tier = TierSpec {
+        domains: vec![domain],
+        ..TierSpec::new(Isolation::Pool)
+    };
+    let name = TierName::parse("sim-full").map_err(|e| anyhow::anyhow!(e.message))?;
+    admin
+        .put_tier(&name, &tier)
+        .await
+        .context("the tier sim-full")?;
+    Ok(())
 }
 
 /// The domain `pg` on the PostgreSQL server at `url` (silos allowed), and a tier per model

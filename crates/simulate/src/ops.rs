@@ -22,6 +22,8 @@ use crate::workload::{Shared, collection, seen};
 pub struct Servers {
     pub locals: Mutex<Vec<Local>>,
     pub pg_restart: Option<String>,
+    /// The small disk under the domain `full`, and its size in megabytes.
+    pub disk: Option<(crate::server::SmallDisk, u64)>,
 }
 
 type Server = Arc<Servers>;
@@ -45,10 +47,27 @@ pub async fn execute(
     plan: Vec<Planned>,
 ) -> anyhow::Result<u64> {
     let mut done = 0;
+    // Freeing the full disk runs on its own clock: other actions (a deletion on that disk)
+    // may wait for it.
+    let (free, plan): (Vec<Planned>, Vec<Planned>) =
+        plan.into_iter().partition(|p| p.action == Action::FreeDisk);
+    let mut freeing = Vec::new();
+    for planned in free {
+        let (shared, server) = (Arc::clone(&shared), Arc::clone(&server));
+        freeing.push(tokio::spawn(async move {
+            let wait = planned.at_ms.saturating_sub(shared.now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            run_one(&shared, &server, &planned.action).await
+        }));
+    }
     for planned in plan {
         let wait = planned.at_ms.saturating_sub(shared.now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
         run_one(&shared, &server, &planned.action).await?;
+        done += 1;
+    }
+    for task in freeing {
+        task.await??;
         done += 1;
     }
     Ok(done)
@@ -82,6 +101,22 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
             .await??;
             let op = Op::Fault {
                 kind: format!("{kind} of server {which}"),
+            };
+            shared
+                .record("faults", "-", 0, start, None, Outcome::Ok, op)
+                .await;
+        }
+        Action::FreeDisk => {
+            let Some((disk, megabytes)) = &server.disk else {
+                return Ok(());
+            };
+            let start = shared.now_ms();
+            disk.grow(megabytes * 8)?;
+            let op = Op::Fault {
+                kind: format!(
+                    "the full disk of domain full grown from {megabytes} MB to {} MB",
+                    megabytes * 8
+                ),
             };
             shared
                 .record("faults", "-", 0, start, None, Outcome::Ok, op)

@@ -46,6 +46,8 @@ pub enum Action {
     Drain { server: usize },
     /// Restart the PostgreSQL server (the catalog and the `pg` domain).
     PgRestart,
+    /// Give the full disk of the domain `full` room again (its filesystem grown eightfold).
+    FreeDisk,
     /// A live move of a tenant to another isolation model; with `interrupt`, the server is
     /// killed (`kill -9`) once the move reaches that phase, and started again.
     Move {
@@ -84,6 +86,8 @@ pub struct Counts {
     pub pg_restarts: u32,
     /// Whether each move is interrupted by a kill in a phase chosen by the seed.
     pub interrupt_moves: bool,
+    /// Whether a domain starts on a small filesystem that fills up, freed at 60 % of the run.
+    pub full_disk: bool,
 }
 
 /// The phases a move can be interrupted in.
@@ -173,6 +177,12 @@ pub fn plan(
         });
     }
     out.sort_by_key(|p| p.at_ms);
+    if counts.full_disk {
+        out.push(Planned {
+            at_ms: duration_ms * 6 / 10,
+            action: Action::FreeDisk,
+        });
+    }
     // Each rollout adds one field to the last one's: number them in the order they run.
     let mut next = 0;
     for planned in &mut out {
@@ -198,6 +208,7 @@ mod tests {
         rollouts: 1,
         pg_restarts: 1,
         interrupt_moves: true,
+        full_disk: false,
     };
 
     #[test]

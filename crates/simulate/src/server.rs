@@ -152,3 +152,56 @@ impl Drop for Local {
         }
     }
 }
+
+/// A small filesystem (tmpfs) mounted where a server keeps the SQLite domain `full`, so the
+/// domain's disk fills up; grown later to free it. Needs root (`mount`). Unmounted on drop.
+pub struct SmallDisk {
+    at: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(data_dir: &Path, megabytes: u64) -> anyhow::Result<SmallDisk> {
+        let at = data_dir.join("domains").join("full");
+        std::fs::create_dir_all(&at)?;
+        // The server keeps its data directory private (it refuses to start otherwise).
+        for dir in [data_dir.to_owned(), data_dir.join("domains")] {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        let size = format!("size={megabytes}m,mode=0700");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "bulkhead-simulate-full"])
+            .arg(&at)
+            .output()
+            .context(
+                "running mount (a full disk needs root and a system that allows tmpfs mounts)",
+            )?;
+        if !out.status.success() {
+            bail!(
+                "mounting a small filesystem for the full disk failed (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(SmallDisk { at })
+    }
+
+    /// Grows the filesystem to `megabytes`: the disk has room again.
+    pub fn grow(&self, megabytes: u64) -> anyhow::Result<()> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(&self.at)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "growing the full disk failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).output();
+    }
+}

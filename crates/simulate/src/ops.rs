@@ -222,7 +222,7 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let start = shared.now_ms();
-            let key = crate::create(admin, &tenant.id, &tenant.tier, tenant.users).await?;
+            let key = crate::setup::create(admin, &tenant.id, &tenant.tier, tenant.users).await?;
             *current = (life + 1, key);
             shared
                 .record(
@@ -295,7 +295,7 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
         }
         Action::Rollout { field } => {
             let start = shared.now_ms();
-            let spec = crate::collection_spec(Some(*field))?;
+            let spec = crate::setup::collection_spec(Some(*field))?;
             let answer = admin.put_collection(&collection(), &spec).await;
             let version = answer.as_ref().ok().map(|c| c.version);
             let (status, outcome) = answered(&answer);

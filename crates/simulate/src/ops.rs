@@ -80,25 +80,8 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
             let kill = matches!(action, Action::Kill { .. });
             let kind = if kill { "kill -9" } else { "SIGTERM drain" };
             let start = shared.now_ms();
-            let servers = Arc::clone(server);
             let which = *which;
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut locals = servers
-                    .locals
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("the server handles"))?;
-                if let Some(local) = locals.get_mut(which) {
-                    if kill {
-                        local.kill()?;
-                    } else {
-                        local.drain()?;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                    local.restart()?;
-                }
-                Ok(())
-            })
-            .await??;
+            bounce(server, which, kill).await?;
             let op = Op::Fault {
                 kind: format!("{kind} of server {which}"),
             };
@@ -372,20 +355,7 @@ async fn interrupt_move(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let servers = Arc::clone(server);
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut locals = servers
-            .locals
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the server handles"))?;
-        if let Some(local) = locals.get_mut(0) {
-            local.kill()?;
-            std::thread::sleep(Duration::from_millis(200));
-            local.restart()?;
-        }
-        Ok(())
-    })
-    .await??;
+    bounce(server, 0, true).await?;
     let op = Op::Fault {
         kind: format!("kill -9 of server 0 with a move in phase {seen} (aimed at {phase})"),
     };
@@ -393,6 +363,29 @@ async fn interrupt_move(
         .record("faults", "-", 0, start, None, Outcome::Ok, op)
         .await;
     Ok(())
+}
+
+/// Stops server `which` (`kill -9`, or SIGTERM when `kill` is false) and starts it again on
+/// the same port and data.
+async fn bounce(servers: &Server, which: usize, kill: bool) -> anyhow::Result<()> {
+    let servers = Arc::clone(servers);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut locals = servers
+            .locals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the server handles"))?;
+        if let Some(local) = locals.get_mut(which) {
+            if kill {
+                local.kill()?;
+            } else {
+                local.drain()?;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            local.restart()?;
+        }
+        Ok(())
+    })
+    .await?
 }
 
 /// After the workload: waits for moves to end, exports every tenant, compares its quota

@@ -267,15 +267,7 @@ pub async fn writer(
                 transport_trouble =
                     answer.is_err() && answer.as_ref().err().and_then(status_of).is_none();
                 for (i, (line_id, n)) in lines.iter().enumerate() {
-                    let (status, version) = match &answer {
-                        Ok(report) => report
-                            .results
-                            .iter()
-                            .find(|r| r.line == i as u64 + 1)
-                            .map(|r| (Some(r.status), r.version))
-                            .unwrap_or((None, None)),
-                        Err(e) => (status_of(e), None),
-                    };
+                    let (status, version) = bulk_line(&answer, i);
                     let outcome = Outcome::of_status(status);
                     known.insert(
                         line_id.clone(),
@@ -484,6 +476,23 @@ pub async fn writer(
     }
 }
 
+/// The status and version a bulk request gave its line `i` (0-based); the request's own
+/// status for every line when it failed whole.
+fn bulk_line(
+    answer: &Result<bulkhead_api::BulkReport, ClientError>,
+    i: usize,
+) -> (Option<u16>, Option<i64>) {
+    match answer {
+        Ok(report) => report
+            .results
+            .iter()
+            .find(|r| r.line == i as u64 + 1)
+            .map(|r| (Some(r.status), r.version))
+            .unwrap_or((None, None)),
+        Err(e) => (status_of(e), None),
+    }
+}
+
 /// A page of `collection` (through `filter`), as the simulator's records it holds.
 pub(crate) async fn list_seen(
     client: &Client,
@@ -579,15 +588,7 @@ pub async fn preload(shared: &Shared, count: usize) -> anyhow::Result<()> {
             let start = shared.now_ms();
             let answer = client.bulk(&collection, ndjson.into_bytes(), false).await;
             for (i, (id, n)) in lines.iter().enumerate() {
-                let (status, version) = match &answer {
-                    Ok(report) => report
-                        .results
-                        .iter()
-                        .find(|r| r.line == i as u64 + 1)
-                        .map(|r| (Some(r.status), r.version))
-                        .unwrap_or((None, None)),
-                    Err(e) => (status_of(e), None),
-                };
+                let (status, version) = bulk_line(&answer, i);
                 let op = Op::Write {
                     id: id.clone(),
                     kind: WriteKind::Upsert,

@@ -324,3 +324,57 @@ async fn a_silent_executor_is_adopted_and_a_silent_writer_rolls_the_move_back() 
     let t = admin_b.get_tenant(&tid("mover")).await.unwrap();
     assert_eq!(t.placement.isolation, Isolation::Bridge);
 }
+
+/// The shared catalog goes away while a move copies (its PostgreSQL server stopped): the move
+/// fails, and so does its first attempt to roll back, since the rollback is written to the
+/// catalog. The server keeps trying: once the catalog is back the move ends rolled back, with
+/// no restart, and the tenant is served from where it was with every acknowledged write.
+#[tokio::test]
+async fn a_move_whose_rollback_meets_a_catalog_outage_ends_once_the_catalog_is_back() {
+    let Some(pg) = bulkhead_pg_testkit::require("move_rollback_during_outage") else {
+        return;
+    };
+    pg.psql("postgres", "CREATE DATABASE bulkhead").unwrap();
+    let catalog = pg.url("bulkhead");
+    let dir = tempfile::tempdir().unwrap();
+    let a = server(
+        dir.path(),
+        "a",
+        &catalog,
+        &[("BULKHEAD_MOVE_HOLD", "copying:3000")],
+    );
+    let admin = a.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "mover", "free").await;
+    let token = key(&admin, "mover", TenantRole::Member).await;
+    let tenant = a.client(&token);
+    let seeded = workload::seed(&tenant, "m", 200).await;
+
+    let started = start(&admin, "mover", Isolation::Bridge, None).await;
+    wait_for(&admin, &started.id, Some(MovePhase::Copying)).await;
+    pg.pause().unwrap();
+    // The hold ends while the catalog is away: the move fails, and its rollback with it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        a.log().contains("could not end the move; retrying"),
+        "the rollback met the outage:\n{}",
+        a.log()
+    );
+    pg.resume().unwrap();
+    let ended = wait_for(&admin, &started.id, None).await;
+    assert_eq!(ended.phase, MovePhase::RolledBack, "{ended:?}\n{}", a.log());
+    let t = admin.get_tenant(&tid("mover")).await.unwrap();
+    assert_eq!(
+        (t.placement.isolation, t.status),
+        (Isolation::Pool, TenantStatus::Active)
+    );
+    workload::assert_matches(
+        "after the rollback",
+        &workload::stored(&tenant).await,
+        &seeded,
+    );
+    // The tenant moves again once the catalog is back.
+    let again = start(&admin, "mover", Isolation::Bridge, None).await;
+    let ended = wait_for(&admin, &again.id, None).await;
+    assert_eq!(ended.phase, MovePhase::Done, "{ended:?}\n{}", a.log());
+}

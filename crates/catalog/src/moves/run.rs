@@ -23,6 +23,10 @@ use crate::store::params;
 /// Attempts to take the freeze before the move gives up.
 const FREEZE_ATTEMPTS: usize = 3;
 
+/// The first and the longest wait between attempts to end a move whose storage failed.
+const END_RETRY_FIRST: Duration = Duration::from_millis(200);
+const END_RETRY_MAX: Duration = Duration::from_secs(15);
+
 impl Catalog {
     /// A move's audit record; its detail always names the tenant's life the move belongs to.
     fn move_event(&self, row: &MoveRow, action: &str, mut detail: serde_json::Value) -> AuditEvent {
@@ -96,28 +100,45 @@ impl Catalog {
         }
     }
 
-    /// Runs a move to its end: done, or rolled back with the reason.
+    /// Runs a move to its end: done, or rolled back with the reason. When storage fails while
+    /// the move ends (the catalog's or a domain's server restarting), ending it is retried
+    /// until it succeeds: a move never stays unfinished while its server runs.
     pub(crate) async fn run_move(self, id: String, live: Arc<Live>) {
         self.watch_cancel(&id, &live);
-        let outcome = match self.read_move(&id).await {
+        match self.read_move(&id).await {
             Ok(Some(mut row)) => match self.drive(&mut row, &live).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {}
                 Err(e) if row.phase.is_switched() => {
-                    tracing::error!(r#move = %id, error = %e, "cleaning after the switch failed; retried at next start");
-                    Ok(())
+                    tracing::warn!(r#move = %id, error = %e, "cleaning after the switch failed; retrying");
+                    self.until_ended(&id, || self.clean_source(&row)).await;
                 }
                 Err(e) => {
                     tracing::warn!(r#move = %id, phase = %row.phase, error = %e, "move failed; rolling back");
-                    self.roll_back(&row, &e.message).await
+                    self.until_ended(&id, || self.roll_back(&row, &e.message))
+                        .await;
                 }
             },
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
-            tracing::error!(r#move = %id, error = %e, "move could not be rolled back; retried at next start");
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(r#move = %id, error = %e, "could not read the move; retried at next start");
+            }
         }
         self.inner().moves.live.lock().remove(&id);
+    }
+
+    /// Runs `end` (a rollback or the cleaning after a switch) until it succeeds, waiting
+    /// longer between attempts (up to [`END_RETRY_MAX`]).
+    async fn until_ended<F, Fut>(&self, id: &str, mut end: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), Error>>,
+    {
+        let mut wait = END_RETRY_FIRST;
+        while let Err(e) = end().await {
+            tracing::error!(r#move = %id, error = %e, retry_in = ?wait, "could not end the move; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(END_RETRY_MAX);
+        }
     }
 
     fn collections(&self) -> Vec<Arc<Collection>> {
@@ -577,10 +598,14 @@ impl Catalog {
         let id = row.id.clone();
         self.blocking(move |store| {
             store.write(|tx| {
-                tx.execute(
-                    "UPDATE moves SET phase = 'done', updated_at = ?2 WHERE id = ?1",
+                let ended = tx.execute(
+                    "UPDATE moves SET phase = 'done', updated_at = ?2 WHERE id = ?1 AND phase <> 'done'",
                     params![&id, now.as_micros()],
                 )?;
+                // Once: an earlier attempt may have committed with its answer lost.
+                if ended == 0 {
+                    return Ok(());
+                }
                 crate::rows::audit::insert(tx, &event)
             })
         })
@@ -614,9 +639,13 @@ impl Catalog {
                     // Adopted by another server, which ends it.
                     return Ok(());
                 }
-                forget_move_state(tx, &id, &tenant)?;
                 // Only the move still in force may touch the routing entry.
                 let current = read_move(tx, &id)?;
+                if current.as_ref().is_some_and(|m| m.phase.is_final()) {
+                    // Ended already (an earlier attempt committed, but its answer was lost).
+                    return Ok(());
+                }
+                forget_move_state(tx, &id, &tenant)?;
                 if current.is_some_and(|m| !m.phase.is_switched() && !m.phase.is_final())
                     && let Some((t, _)) = read_tenant(tx, &tenant)?
                         .filter(|(_, p)| p.incarnation == source_life)

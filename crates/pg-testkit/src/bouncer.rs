@@ -23,13 +23,16 @@ pub fn pgbouncer_bin() -> Option<PathBuf> {
 
 /// A running PgBouncer on 127.0.0.1 (transaction pooling, trust auth, `default_pool_size=4`;
 /// `postgres` may use the admin console, database `pgbouncer`, e.g. `SHOW POOLS`).
-/// Dropping it kills the process and deletes its directory.
+/// Dropping it kills the process (and one started by [`PgBouncer::restart_command`]) and
+/// deletes its directory.
 #[derive(Debug)]
 pub struct PgBouncer {
     child: Child,
     dir: TempDir,
     port: u16,
     psql_bin: PathBuf,
+    bin: PathBuf,
+    as_root: bool,
 }
 
 impl PgBouncer {
@@ -63,10 +66,13 @@ impl PgBouncer {
         std::fs::write(&auth_file, auth).context("writing auth_file")?;
         let port = free_port()?;
         let config = dir.path().join("pgbouncer.ini");
-        std::fs::write(&config, config_text(server.port(), port, &auth_file))?;
-        // No `logfile`: in the foreground pgbouncer logs to stderr, which goes to this file, so
-        // even errors from before the config is read end up in it.
-        let log = std::fs::File::create(dir.path().join("pgbouncer.log"))?;
+        std::fs::write(
+            &config,
+            config_text(server.port(), port, dir.path(), &auth_file),
+        )?;
+        // Errors from before the config is read only reach stderr; the rest goes to the
+        // `logfile` too, which a restarted (daemonised) pgbouncer goes on writing.
+        let log = std::fs::File::create(dir.path().join("pgbouncer.stderr"))?;
         let child = command(as_root, bin)
             .arg(&config)
             .current_dir(dir.path())
@@ -79,7 +85,30 @@ impl PgBouncer {
             dir,
             port,
             psql_bin: server.psql_bin(),
+            bin: bin.to_owned(),
+            as_root,
         })
+    }
+
+    /// A shell command line that restarts pgbouncer in place, as a fault would: every client
+    /// and server connection is cut (SIGTERM, pgbouncer's fast exit), then a new pgbouncer
+    /// (daemonised, same configuration and port) starts. For tools that take a restart command.
+    pub fn restart_command(&self) -> String {
+        let quote = crate::shell_quote;
+        let runner = crate::shell_runner(self.as_root);
+        let pidfile = quote(&self.pidfile());
+        format!(
+            "cd {dir} && kill -TERM \"$(cat {pidfile})\" && i=0 && \
+             while [ -e {pidfile} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done && \
+             {runner}{bin} -d {config}",
+            dir = quote(self.dir.path()),
+            bin = quote(&self.bin),
+            config = quote(&self.dir.path().join("pgbouncer.ini")),
+        )
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("pgbouncer.pid")
     }
 
     /// The TCP port pgbouncer listens on.
@@ -97,11 +126,19 @@ impl PgBouncer {
         crate::psql(&self.psql_bin, self.port, user, db, sql)
     }
 
-    /// The pgbouncer log, for failure messages.
+    /// The pgbouncer log (of every pgbouncer started here), for failure messages; with what
+    /// the first one wrote to stderr when that is all there is.
     pub fn log(&self) -> String {
-        let file = self.dir.path().join("pgbouncer.log");
-        std::fs::read_to_string(&file)
-            .unwrap_or_else(|error| format!("(no pgbouncer log at {}: {error})", file.display()))
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        match read("pgbouncer.log") {
+            Ok(log) if !log.is_empty() => log,
+            _ => read("pgbouncer.stderr").unwrap_or_else(|error| {
+                format!(
+                    "(no pgbouncer log in {}: {error})",
+                    self.dir.path().display()
+                )
+            }),
+        }
     }
 
     fn wait_until_ready(&mut self) -> Result<()> {
@@ -128,7 +165,7 @@ impl PgBouncer {
     }
 }
 
-fn config_text(server_port: u16, port: u16, auth_file: &Path) -> String {
+fn config_text(server_port: u16, port: u16, dir: &Path, auth_file: &Path) -> String {
     format!(
         "[databases]\n\
          * = host=127.0.0.1 port={server_port}\n\
@@ -140,11 +177,15 @@ fn config_text(server_port: u16, port: u16, auth_file: &Path) -> String {
          auth_type = trust\n\
          admin_users = postgres\n\
          auth_file = {auth}\n\
+         pidfile = {pidfile}\n\
+         logfile = {logfile}\n\
          pool_mode = transaction\n\
          default_pool_size = 4\n\
          max_client_conn = 500\n\
          ignore_startup_parameters = extra_float_digits,options\n",
-        auth = auth_file.display()
+        auth = auth_file.display(),
+        pidfile = dir.join("pgbouncer.pid").display(),
+        logfile = dir.join("pgbouncer.log").display(),
     )
 }
 
@@ -152,5 +193,16 @@ impl Drop for PgBouncer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A pgbouncer started by the restart command is nobody's child: stop it by its pid.
+        if let Ok(pid) = std::fs::read_to_string(self.pidfile())
+            && pid
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|p| p != self.child.id())
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", pid.trim()])
+                .status();
+        }
     }
 }

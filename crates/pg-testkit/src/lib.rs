@@ -91,6 +91,20 @@ fn command(as_root: bool, program: &Path) -> Command {
     cmd
 }
 
+/// `path` quoted for a POSIX shell command line.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// What a shell command line puts before a server program to run it like [`command`] does.
+fn shell_runner(as_root: bool) -> String {
+    if as_root {
+        format!("setpriv --reuid={SERVER_USER} --regid={SERVER_USER} --init-groups -- ")
+    } else {
+        String::new()
+    }
+}
+
 /// A new temporary directory, and whether we are root — the owner of a directory we just
 /// created is our effective uid. When root, the directory is handed to [`SERVER_USER`].
 fn server_tempdir(prefix: &str) -> Result<(TempDir, bool)> {

@@ -129,12 +129,8 @@ impl PgServer {
     /// A shell command line that restarts the server in place (`pg_ctl restart -m fast`,
     /// as the server's user when we are root): for tools that take a restart command.
     pub fn restart_command(&self) -> String {
-        let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
-        let runner = if self.as_root {
-            "setpriv --reuid=postgres --regid=postgres --init-groups -- "
-        } else {
-            ""
-        };
+        let quote = crate::shell_quote;
+        let runner = crate::shell_runner(self.as_root);
         format!(
             "cd {} && {runner}{} -w -t 60 -m fast -D {} -l {} restart",
             quote(self.dir.path()),

@@ -160,17 +160,29 @@ fn bad_settings_are_refused_in_words() {
     assert!(err.contains("--kills and --drains"), "{err}");
 }
 
-/// Two servers sharing a PostgreSQL catalog, tenants on a PostgreSQL domain in every model,
-/// one server killed, the other drained, PostgreSQL itself restarted: nothing lost, doubled
-/// or crossed.
+/// Two servers sharing a PostgreSQL catalog, tenants on a PostgreSQL domain in every model
+/// whose queries go through PgBouncer in transaction mode, one server killed, the other
+/// drained, PostgreSQL itself restarted and PgBouncer restarted: nothing lost, doubled or
+/// crossed.
 #[test]
-fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_restart() {
+fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_postgres_and_pgbouncer_restarts() {
     let Some(pg) = bulkhead_pg_testkit::require("simulate_postgres") else {
+        return;
+    };
+    pg.psql(
+        "postgres",
+        "CREATE ROLE bulkhead_data LOGIN NOSUPERUSER NOBYPASSRLS",
+    )
+    .unwrap();
+    let Some(bouncer) =
+        bulkhead_pg_testkit::require_pgbouncer("simulate_postgres", &pg, &["bulkhead_data"])
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history.ndjson");
     let restart = pg.restart_command();
+    let bouncer_restart = bouncer.restart_command();
     let (ok, out, err) = simulate(&[
         "--seed",
         "20261206",
@@ -192,6 +204,12 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
         "1",
         "--pg-restart-command",
         &restart,
+        "--pgbouncer",
+        &bouncer.url("bulkhead_data", "postgres"),
+        "--pgbouncer-restarts",
+        "1",
+        "--pgbouncer-restart-command",
+        &bouncer_restart,
         "--moves",
         "3",
         "--recreations",
@@ -208,14 +226,20 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
     ]);
     assert!(
         ok,
-        "the simulation failed:\n{out}\n{err}\n--- postgres ---\n{}",
-        pg.log()
+        "the simulation failed:\n{out}\n{err}\n--- postgres ---\n{}\n--- pgbouncer ---\n{}",
+        pg.log(),
+        bouncer.log()
     );
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["violations"], serde_json::json!([]), "{out}");
     assert_eq!(
-        report["by_op"]["fault"][0], 4,
-        "two kills, a drain, a restart: {out}"
+        report["by_op"]["fault"][0], 5,
+        "two kills, a drain, a postgres and a pgbouncer restart: {out}"
+    );
+    let log = bouncer.log();
+    assert!(
+        log.contains("user=bulkhead_data") && log.contains("got SIGTERM"),
+        "the tenants' queries went through pgbouncer, which was restarted:\n{log}"
     );
     assert!(
         report["acknowledged_writes"].as_u64().unwrap() > 200,
@@ -228,7 +252,8 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_a_postgres_rest
 }
 
 /// The long PostgreSQL run of BENCHMARKS.md: two servers on a shared catalog, every model on
-/// a PostgreSQL domain, kills of either server, PostgreSQL restarts, interrupted moves and
+/// a PostgreSQL domain behind PgBouncer, kills of either server, PostgreSQL and PgBouncer
+/// restarts, interrupted moves and
 /// clock skew between the servers. A measurement run by name (`BULKHEAD_SIMULATE_SECONDS`,
 /// default 300; `BULKHEAD_SIMULATE_SKEW_MS`, default 1500).
 #[test]
@@ -237,6 +262,17 @@ fn a_long_run_on_postgres() {
     let Some(pg) = bulkhead_pg_testkit::require("simulate_long_postgres") else {
         return;
     };
+    pg.psql(
+        "postgres",
+        "CREATE ROLE bulkhead_data LOGIN NOSUPERUSER NOBYPASSRLS",
+    )
+    .unwrap();
+    let Some(bouncer) =
+        bulkhead_pg_testkit::require_pgbouncer("simulate_long_postgres", &pg, &["bulkhead_data"])
+    else {
+        return;
+    };
+    let bouncer_restart = bouncer.restart_command();
     let seconds = std::env::var("BULKHEAD_SIMULATE_SECONDS").unwrap_or_else(|_| "300".into());
     let skew = std::env::var("BULKHEAD_SIMULATE_SKEW_MS").unwrap_or_else(|_| "1500".into());
     let restart = pg.restart_command();
@@ -263,6 +299,12 @@ fn a_long_run_on_postgres() {
         "6",
         "--pg-restart-command",
         &restart,
+        "--pgbouncer",
+        &bouncer.url("bulkhead_data", "postgres"),
+        "--pgbouncer-restarts",
+        "6",
+        "--pgbouncer-restart-command",
+        &bouncer_restart,
         "--moves",
         "20",
         "--interrupt-moves",

@@ -91,6 +91,24 @@ pub struct SimulateArgs {
     /// `pg_ctl -D /var/lib/postgresql/data -m fast restart`).
     #[arg(long)]
     pub pg_restart_command: Option<String>,
+    /// A transaction-mode pooler (PgBouncer) in front of `--postgres`: the domain `pg` sends
+    /// its tenants' queries through it, as the data role this URL names, which must exist
+    /// (for example `postgres://bulkhead_data@127.0.0.1:6432/postgres`; schema changes and
+    /// the catalog still go straight to the server).
+    #[arg(
+        long,
+        requires = "postgres",
+        env = "BULKHEAD_SIMULATE_PGBOUNCER",
+        hide_env_values = true
+    )]
+    pub pgbouncer: Option<String>,
+    /// Pooler restarts (needs `--pgbouncer` and `--pgbouncer-restart-command`).
+    #[arg(long, default_value_t = 0)]
+    pub pgbouncer_restarts: u32,
+    /// A shell command that restarts the pooler of `--pgbouncer` (for example
+    /// `systemctl restart pgbouncer`).
+    #[arg(long)]
+    pub pgbouncer_restart_command: Option<String>,
     /// A full disk: the SQLite domain `full` (tier `sim-full`, pool, one tenant in four) starts
     /// on a filesystem of this many megabytes, which fills up; at 60 % of the run it grows
     /// eightfold. Needs root (a tmpfs mount) and one server.
@@ -215,6 +233,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         revocations: args.revocations,
         rollouts: args.rollouts,
         pg_restarts: args.pg_restarts,
+        pgbouncer_restarts: args.pgbouncer_restarts,
         interrupt_moves: args.interrupt_moves,
         full_disk: args.full_disk_mb.is_some(),
     };
@@ -228,6 +247,11 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     }
     if args.pg_restarts > 0 && (args.pg_restart_command.is_none() || args.postgres.is_none()) {
         bail!("--pg-restarts needs --postgres and --pg-restart-command");
+    }
+    if args.pgbouncer_restarts > 0
+        && (args.pgbouncer_restart_command.is_none() || args.pgbouncer.is_none())
+    {
+        bail!("--pgbouncer-restarts needs --pgbouncer and --pgbouncer-restart-command");
     }
     if args.target.is_some() && (args.servers > 1 || args.postgres.is_some()) {
         bail!("--servers and --postgres start servers; they do not go with --target");
@@ -292,7 +316,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let admin = Client::new(&urls[0], admin_key)?;
     let mut args = args.clone();
     if let Some(pg) = &args.postgres {
-        setup::put_pg_tiers(&admin, pg).await?;
+        setup::put_pg_tiers(&admin, pg, args.pgbouncer.as_deref()).await?;
         if args.tiers == ["free", "standard", "premium"] {
             args.tiers = vec!["sim-pool".into(), "sim-bridge".into(), "sim-silo".into()];
         }
@@ -361,6 +385,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let servers_handle = Arc::new(ops::Servers {
         locals: std::sync::Mutex::new(locals),
         pg_restart: args.pg_restart_command.clone(),
+        pgbouncer_restart: args.pgbouncer_restart_command.clone(),
         disk,
     });
     let operations = tokio::spawn(ops::execute(

@@ -18,15 +18,19 @@ use crate::server::Local;
 use crate::workload::{Shared, collection, seen};
 
 /// The servers the simulator started (none against `--target`), and how to restart
-/// PostgreSQL.
+/// PostgreSQL and its pooler.
 pub struct Servers {
     pub locals: Mutex<Vec<Local>>,
     pub pg_restart: Option<String>,
+    pub pgbouncer_restart: Option<String>,
     /// The small disk under the domain `full`, and its size in megabytes.
     pub disk: Option<(crate::server::SmallDisk, u64)>,
 }
 
 type Server = Arc<Servers>;
+
+/// How long the end of a run waits for the moves still running to end.
+const SETTLE_MOVES: Duration = Duration::from_secs(120);
 
 fn tid(id: &str) -> anyhow::Result<TenantId> {
     TenantId::parse(id).map_err(|e| anyhow::anyhow!(e.message))
@@ -106,27 +110,15 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                 .await;
         }
         Action::PgRestart => {
-            let Some(command) = server.pg_restart.clone() else {
-                return Ok(());
-            };
-            let start = shared.now_ms();
-            let out = tokio::process::Command::new("sh")
-                .args(["-c", &command])
-                .output()
-                .await
-                .context("running --pg-restart-command")?;
-            anyhow::ensure!(
-                out.status.success(),
-                "--pg-restart-command failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let op = Op::Fault {
-                kind: "postgres restart".into(),
-            };
-            shared
-                .record("faults", "-", 0, start, None, Outcome::Ok, op)
-                .await;
+            if let Some(command) = &server.pg_restart {
+                restart(shared, command, "--pg-restart-command", "postgres restart").await?;
+            }
+        }
+        Action::PgBouncerRestart => {
+            if let Some(command) = &server.pgbouncer_restart {
+                let flag = "--pgbouncer-restart-command";
+                restart(shared, command, flag, "pgbouncer restart").await?;
+            }
         }
         Action::Move {
             tenant,
@@ -332,6 +324,27 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
     Ok(())
 }
 
+/// Runs a restart command (`flag` names where it came from) and records the fault as `kind`.
+async fn restart(shared: &Shared, command: &str, flag: &str, kind: &str) -> anyhow::Result<()> {
+    let start = shared.now_ms();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .await
+        .with_context(|| format!("running {flag}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{flag} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op = Op::Fault { kind: kind.into() };
+    shared
+        .record("faults", "-", 0, start, None, Outcome::Ok, op)
+        .await;
+    Ok(())
+}
+
 /// Waits until move `id` reaches `phase` (or ends), then kills the server that accepted it
 /// (`kill -9`) and starts it again: a move interrupted in that phase.
 async fn interrupt_move(
@@ -394,18 +407,30 @@ pub async fn settle(shared: &Shared) -> anyhow::Result<()> {
     let admin = &shared.admin;
     for tenant in &shared.tenants {
         let id = tid(&tenant.id)?;
-        for _ in 0..1200 {
-            match admin.list_moves(&id).await {
-                Ok(page)
-                    if page
-                        .items
-                        .iter()
-                        .all(|m| matches!(m.phase, MovePhase::Done | MovePhase::RolledBack)) =>
-                {
-                    break;
+        let deadline = std::time::Instant::now() + SETTLE_MOVES;
+        loop {
+            let unfinished = match admin.list_moves(&id).await {
+                Ok(page) => page.items.into_iter().find(|m| !m.phase.is_final()),
+                Err(e) => {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the moves of {} could not be listed at the end: {e}",
+                        tenant.id
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+            };
+            let Some(unfinished) = unfinished else { break };
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "move {} of {} is still in phase {} {SETTLE_MOVES:?} after the workload ended: \
+                 a move that never ends",
+                unfinished.id,
+                tenant.id,
+                unfinished.phase
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     for tenant in &shared.tenants {

@@ -46,6 +46,8 @@ pub enum Action {
     Drain { server: usize },
     /// Restart the PostgreSQL server (the catalog and the `pg` domain).
     PgRestart,
+    /// Restart the pooler (PgBouncer) the `pg` domain's data connections go through.
+    PgBouncerRestart,
     /// Give the full disk of the domain `full` room again (its filesystem grown eightfold).
     FreeDisk,
     /// A live move of a tenant to another isolation model; with `interrupt`, the server is
@@ -84,6 +86,7 @@ pub struct Counts {
     pub revocations: u32,
     pub rollouts: u32,
     pub pg_restarts: u32,
+    pub pgbouncer_restarts: u32,
     /// Whether each move is interrupted by a kill in a phase chosen by the seed.
     pub interrupt_moves: bool,
     /// Whether a domain starts on a small filesystem that fills up, freed at 60 % of the run.
@@ -132,6 +135,12 @@ pub fn plan(
         out.push(Planned {
             at_ms: at(rng),
             action: Action::PgRestart,
+        });
+    }
+    for _ in 0..counts.pgbouncer_restarts {
+        out.push(Planned {
+            at_ms: at(rng),
+            action: Action::PgBouncerRestart,
         });
     }
     for _ in 0..counts.moves {
@@ -207,6 +216,7 @@ mod tests {
         revocations: 2,
         rollouts: 1,
         pg_restarts: 1,
+        pgbouncer_restarts: 1,
         interrupt_moves: true,
         full_disk: false,
     };

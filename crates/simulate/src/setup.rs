@@ -54,14 +54,21 @@ pub(crate) async fn put_full_tier(admin: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The domain `pg` on the PostgreSQL server at `url` (silos allowed), and a tier per model
-/// placing tenants there.
-pub(crate) async fn put_pg_tiers(admin: &Client, url: &str) -> anyhow::Result<()> {
+/// The domain `pg` on the PostgreSQL server at `url` (silos allowed; with `pooler`, its data
+/// connections go through that transaction-mode pooler), and a tier per model placing
+/// tenants there.
+pub(crate) async fn put_pg_tiers(
+    admin: &Client,
+    url: &str,
+    pooler: Option<&str>,
+) -> anyhow::Result<()> {
     use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
     let domain = bulkhead_core::DomainName::parse("pg").map_err(|e| anyhow::anyhow!(e.message))?;
     let spec = DomainSpec {
         engine: "postgres".into(),
         url: Some(bulkhead_core::ConnectionUrl::new(url)),
+        data_url: pooler.map(bulkhead_core::ConnectionUrl::new),
+        transaction_pooler: pooler.is_some(),
         silos: true,
         ..DomainSpec::sqlite()
     };

@@ -94,6 +94,22 @@ async fn begin<'a>(
     cache: bool,
 ) -> Result<Transaction<'a>, PgError> {
     let tx = client.transaction().await?;
+    if !cache {
+        // Behind a transaction-mode pooler the server connection is shared with other
+        // clients, and prepared statements outlive transactions: one whose client went away
+        // between preparing and closing it (a cancelled request, a killed process) stays on
+        // the connection and collides with the same name prepared later (42P05). Dropping
+        // them all first, in the same simple-protocol round trip as the setup, makes that
+        // impossible and costs no extra round trip.
+        tx.batch_execute(&format!(
+            "DEALLOCATE ALL; SELECT set_config('{TENANT_SETTING}', {}, true), \
+             set_config('bulkhead.examined', '0', true), set_config('statement_timeout', '{}', true)",
+            literal(tenant.as_str()),
+            timeout.as_millis().max(1),
+        ))
+        .await?;
+        return Ok(tx);
+    }
     let setup = Statement {
         sql: format!(
             "SELECT set_config('{TENANT_SETTING}', $1, true), set_config('bulkhead.examined', '0', true), \
@@ -106,6 +122,11 @@ async fn begin<'a>(
     };
     query(&tx, &setup, cache).await?;
     Ok(tx)
+}
+
+/// `text` as an SQL string literal (standard-conforming: quotes doubled, backslashes plain).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Maps the two ways PostgreSQL stops a query over its budget.

@@ -28,13 +28,7 @@ pub(crate) async fn commit_fenced(
         ),
         params: vec![PgValue::Text(table.versions_key())],
     };
-    let statement = if cache {
-        tx.prepare_cached(&read.sql).await?
-    } else {
-        tx.prepare(&read.sql).await?
-    };
-    let stored: Option<i64> = tx
-        .query(&statement, &crate::value::refs(&read.params))
+    let stored: Option<i64> = crate::engine::query(&tx, &read, cache)
         .await?
         .first()
         .map(|row| row.try_get(0))

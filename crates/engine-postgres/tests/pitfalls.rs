@@ -219,8 +219,9 @@ async fn without_the_tenant_setting_the_data_role_sees_nothing() {
 
 /// (a) Through PgBouncer in transaction mode (four server connections shared by every
 /// client), two tenants run thousands of interleaved transactions, many cancelled mid-query
-/// by dropping them: not one row of the wrong tenant comes back, and no tenant setting
-/// survives its transaction on a shared server connection.
+/// by dropping them: not one row of the wrong tenant comes back, no tenant setting survives
+/// its transaction on a shared server connection, and prepared statements left on those
+/// connections (by another process, or by a cancelled request) never collide with ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_transaction_mode_never_mixes_tenants() {
     let Some(server) = bulkhead_pg_testkit::require("pgbouncer_pitfall") else {
@@ -327,6 +328,55 @@ async fn pgbouncer_transaction_mode_never_mixes_tenants() {
             "0",
             "a leftover tenant setting on a server connection"
         );
+    }
+    // Another process (or this one before a restart) left prepared statements on every
+    // shared server connection under the names this process's client uses next (`s<n>`):
+    // four sessions hold a transaction each, so the four server connections are all seeded.
+    // Reads and writes go on without a name collision (42P05).
+    let seeds = (0..4).map(|_| {
+        let url = bouncer.url("bulkhead_data", "postgres");
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client
+                .batch_execute(
+                    "BEGIN; DO $$ BEGIN FOR n IN 0..20000 LOOP \
+                     BEGIN EXECUTE format('PREPARE s%s AS SELECT 1', n); \
+                     EXCEPTION WHEN duplicate_prepared_statement THEN NULL; END; \
+                     END LOOP; END $$",
+                )
+                .await
+                .expect("seed");
+            client
+        })
+    });
+    let mut seeded = Vec::new();
+    for seed in seeds {
+        seeded.push(seed.await.expect("seed task"));
+    }
+    for client in &seeded {
+        client.batch_execute("COMMIT").await.expect("commit");
+    }
+    drop(seeded);
+    for i in 0..100usize {
+        let t = &tenants[i % 2];
+        let name = t.as_str().trim_end_matches("-pool");
+        let r = scope(t, Isolation::Pool, DataAction::Write);
+        let q = ListQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        engine
+            .list(&r, &c, &q)
+            .await
+            .expect("a read after the seeding");
+        let id = RecordId::parse(&format!("{name}after{i}")).expect("id");
+        engine
+            .insert(&r, &c, vec![record(&c, id.as_str(), name)])
+            .await
+            .expect("a write after the seeding");
     }
     // And every write landed with its own tenant.
     for (t, name) in tenants.iter().zip(["alpha", "beta"]) {

@@ -379,3 +379,59 @@ async fn the_cli_puts_and_lists_domains_and_takes_the_url_from_the_environment()
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
 }
+
+/// A server starts while its PostgreSQL domain is down: the domain's tenants get `503
+/// domain_unavailable` (the rest of the server works), and once PostgreSQL is back the
+/// server opens the domain by itself — no restart, no second `PUT` — and serves them again.
+#[tokio::test]
+async fn a_postgres_domain_down_at_start_is_opened_once_it_is_back() {
+    let Some(pg) = bulkhead_pg_testkit::require("domain_down_at_start") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    common::put_pg_tier(&admin, "on-pg", Isolation::Pool, Default::default()).await;
+    put_items(&admin).await;
+    create_tenant(&admin, "late", "on-pg").await;
+    let token = key(&admin, "late", TenantRole::Member).await;
+    server
+        .client(&token)
+        .create_record(&items(), &json!({"id": "r1", "title": "kept"}))
+        .await
+        .unwrap();
+    server.stop();
+
+    pg.pause().unwrap();
+    let server = Server::start(dir.path());
+    let member = server.client(&token);
+    let r1 = RecordId::parse("r1").unwrap();
+    let refused = member.get_record(&items(), &r1).await.unwrap_err();
+    assert_eq!(refused.status(), Some(503), "{refused}");
+    assert!(
+        refused.to_string().contains("domain_unavailable"),
+        "{refused}"
+    );
+    server.admin().list_tiers().await.unwrap();
+
+    pg.resume().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match member.get_record(&items(), &r1).await {
+            Ok(record) => {
+                assert_eq!(record["title"], "kept");
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the domain was not reopened: {e}\n{}",
+                server.log()
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let listed = server.admin().list_domains().await.unwrap();
+    let pg_domain = listed.items.iter().find(|d| d.name.as_str() == "pg");
+    assert!(pg_domain.is_some_and(|d| d.available), "{listed:?}");
+}

@@ -4,11 +4,12 @@
 //! Invariants kept here: a domain is stored only after its engine opened (an unreachable
 //! server is refused, nothing half-registered); connection URLs leave the catalog only
 //! redacted — in views, audit records and error messages; a domain that cannot be opened at
-//! start does not stop the server, its tenants get `503 domain_unavailable` until it is
-//! reachable and put again.
+//! start does not stop the server: its tenants get `503 domain_unavailable` while the server
+//! keeps trying to open it in the background, until it opens (or is put again).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bulkhead_api::{DomainView, Page};
 use bulkhead_core::DomainName;
@@ -21,7 +22,12 @@ use parking_lot::RwLock;
 use crate::rows::domains::{read_domain, read_domains};
 use crate::rows::parse;
 use crate::store::{StoreResult, Tx, malformed, params};
-use crate::{Catalog, Ctx, Engines};
+use crate::{Catalog, Ctx, Engines, Inner};
+
+/// The first and the longest wait between attempts to open a domain that was unreachable at
+/// start.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(30);
 
 /// Opens the engine of a domain from its spec. The binary implements it: it alone knows
 /// concrete engines.
@@ -185,11 +191,13 @@ impl Catalog {
     }
 
     /// At start: opens every stored domain the binary did not pre-register. One that fails
-    /// is logged and left unavailable; the server starts anyway.
-    pub(crate) async fn open_stored_domains(&self) -> Result<(), Error> {
+    /// is logged and left unavailable, and the server starts anyway; returns those, for
+    /// [`spawn_reopener`].
+    pub(crate) async fn open_stored_domains(&self) -> Result<Vec<DomainName>, Error> {
         let stored = self
             .blocking(|store| store.read(|tx| read_domains(tx)))
             .await?;
+        let mut unreachable = Vec::new();
         for (name, spec) in stored {
             if self.inner().engines.contains(&name) {
                 continue;
@@ -201,14 +209,51 @@ impl Catalog {
                         .swap(name.clone(), spec.clone(), engine);
                     tracing::info!(domain = %name, engine = %spec.engine, "domain opened");
                 }
-                Err(e) => tracing::error!(
-                    domain = %name,
-                    error = %e.message,
-                    "cannot open domain; its tenants get 503 until it is reachable and put again"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        domain = %name,
+                        error = %e.message,
+                        "cannot open domain; its tenants get 503 until it is reachable (retrying)"
+                    );
+                    unreachable.push(name);
+                }
             }
         }
-        Ok(())
+        Ok(unreachable)
+    }
+
+    /// Tries once more to open a domain that was unreachable at start. True when there is
+    /// nothing left to do: it opened, someone put it meanwhile, or it is no longer stored.
+    async fn reopen(&self, name: &DomainName) -> bool {
+        let _domains = self.inner().domain_lock.lock().await;
+        if self.inner().engines.contains(name) {
+            return true;
+        }
+        let key = name.clone();
+        let stored = match self
+            .blocking(move |store| store.read(|tx| read_domain(tx, &key)))
+            .await
+        {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(domain = %name, error = %e, "cannot read an unreachable domain; retrying");
+                return false;
+            }
+        };
+        match self.open_through_factory(name, &stored).await {
+            Ok(engine) => {
+                self.inner()
+                    .engines
+                    .swap(name.clone(), stored.clone(), engine);
+                tracing::info!(domain = %name, engine = %stored.engine, "domain reachable again: opened");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(domain = %name, error = %e.message, "domain still unreachable; retrying");
+                false
+            }
+        }
     }
 
     /// After another server changed a domain: opens its engine with the stored spec when it
@@ -388,4 +433,37 @@ impl Catalog {
         }
         Ok(view(name.clone(), &spec, tenants, true))
     }
+}
+
+/// Keeps trying to open the domains that were unreachable at start, waiting longer between
+/// rounds (up to [`REOPEN_MAX`]); once one opens, the work that waited for it (provisioning,
+/// deletions, rollouts) is resumed.
+pub(crate) fn spawn_reopener(inner: Weak<Inner>, mut unreachable: Vec<DomainName>) {
+    if unreachable.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut wait = REOPEN_FIRST;
+        while !unreachable.is_empty() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(REOPEN_MAX);
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let catalog = Catalog { inner: strong };
+            let before = unreachable.len();
+            let mut left = Vec::new();
+            for name in unreachable {
+                if !catalog.reopen(&name).await {
+                    left.push(name);
+                }
+            }
+            unreachable = left;
+            if unreachable.len() < before
+                && let Err(e) = catalog.reconcile().await
+            {
+                tracing::warn!(error = %e, "resuming work on a reopened domain failed; retried at the next start");
+            }
+        }
+    });
 }

@@ -325,10 +325,11 @@ impl Catalog {
         };
         catalog.seed().await?;
         let changes = sync::start(&catalog).await?;
-        catalog.open_stored_domains().await?;
+        let unreachable = catalog.open_stored_domains().await?;
         catalog.load_collections().await?;
         catalog.reconcile().await?;
         catalog.recover_moves().await?;
+        domains::spawn_reopener(Arc::downgrade(&catalog.inner), unreachable);
         if let Some(changes) = changes {
             changes.run();
         }

@@ -257,7 +257,7 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_postgres_and_pg
 /// clock skew between the servers. A measurement run by name (`BULKHEAD_SIMULATE_SECONDS`,
 /// default 300; `BULKHEAD_SIMULATE_SKEW_MS`, default 1500).
 #[test]
-#[ignore = "long: cargo test -p bulkhead --test simulate long_postgres -- --ignored --nocapture"]
+#[ignore = "long: cargo test -p bulkhead --test simulate long_run_on_postgres -- --ignored --nocapture"]
 fn a_long_run_on_postgres() {
     let Some(pg) = bulkhead_pg_testkit::require("simulate_long_postgres") else {
         return;

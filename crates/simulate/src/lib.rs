@@ -264,9 +264,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
     let plan = schedule::plan(&mut rng, counts, args.tenants, servers, duration_ms);
 
     // The server: started here (killable), or the one given.
-    let workdir = tempfile::Builder::new()
-        .prefix("bulkhead-simulate-")
-        .tempdir()?;
+    let workdir = server::Workdir::new()?;
     let idp = workload::Idp {
         secret: format!(
             "{:016x}{:016x}{:016x}",
@@ -425,15 +423,9 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Report> {
         .lock()
         .map(|mut l| std::mem::take(&mut *l))
         .unwrap_or_default();
-    if !report.passed() && !locals.is_empty() {
-        // Keep the servers' data and logs for a look.
-        drop(locals);
-        let kept = workdir.keep();
-        eprintln!(
-            "violations found: the servers' data and logs are kept in {}",
-            kept.display()
-        );
-    }
+    // The servers stop first; their data and logs stay for a look if anything was found.
+    drop(locals);
+    workdir.finish(!report.passed());
     Ok(report)
 }
 

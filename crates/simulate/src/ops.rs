@@ -170,13 +170,17 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
             let life = current.0;
             let start = shared.now_ms();
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut last = String::new();
             loop {
                 anyhow::ensure!(
                     std::time::Instant::now() < deadline,
-                    "tenant {} could not be deleted within 120 s",
+                    "tenant {} could not be deleted within 120 s; the last answer: {last}",
                     tenant.id
                 );
                 let answer = admin.delete_tenant(&id).await;
+                if let Err(e) = &answer {
+                    last = e.to_string();
+                }
                 let (status, outcome) = answered(&answer);
                 let gone = outcome == Outcome::Ok || status == Some(404);
                 if gone {

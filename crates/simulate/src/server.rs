@@ -155,6 +155,53 @@ impl Drop for Local {
 
 /// A small filesystem (tmpfs) mounted where a server keeps the SQLite domain `full`, so the
 /// domain's disk fills up; grown later to free it. Needs root (`mount`). Unmounted on drop.
+/// The run's working directory (the servers' configuration, data and logs). A run that ends
+/// cleanly removes it; one that stops with an error, or finds a violation, keeps it and says
+/// where.
+pub struct Workdir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    pub fn new() -> anyhow::Result<Workdir> {
+        let dir = tempfile::Builder::new()
+            .prefix("bulkhead-simulate-")
+            .tempdir()?;
+        Ok(Workdir { dir: Some(dir) })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("."), |d| d.path())
+    }
+
+    /// The run ended with a report: keep the directory if `violations`, else remove it.
+    pub fn finish(mut self, violations: bool) {
+        // Without violations the directory is removed as `dir` goes out of scope.
+        if let Some(dir) = self.dir.take()
+            && violations
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "violations found: the servers' data and logs are kept in {}",
+                kept.display()
+            );
+        }
+    }
+}
+
+impl Drop for Workdir {
+    /// Reached without [`Workdir::finish`]: the run stopped on an error.
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let kept = dir.keep();
+            eprintln!(
+                "the run stopped early: the servers' data and logs are kept in {}",
+                kept.display()
+            );
+        }
+    }
+}
+
 pub struct SmallDisk {
     at: PathBuf,
 }

@@ -13,7 +13,9 @@ impl Inner {
     /// Lets go of this engine's handle on a silo file (the file's WAL is folded into it
     /// when the last handle closes).
     pub(crate) fn release(&self, path: &Path) {
-        self.silos.lock().pop(path);
+        // Closed after the lock is let go: closing folds the WAL into the file.
+        let released = self.silos.lock().pop(path);
+        drop(released);
     }
 
     /// Renames the spare silo's file (and a WAL a crash left beside it) to the target's.
@@ -60,7 +62,8 @@ impl Inner {
         match target.isolation {
             Isolation::Silo => {
                 // Close our handle first; then remove the file and its WAL and shared memory.
-                self.silos.lock().pop(&path);
+                let closed = self.silos.lock().pop(&path);
+                drop(closed);
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let file = PathBuf::from(format!("{}{suffix}", path.display()));
                     match std::fs::remove_file(&file) {

@@ -174,25 +174,38 @@ impl Inner {
         if isolation != Isolation::Silo {
             return self.open_shared(path, isolation, create);
         }
-        let mut silos = self.silos.lock();
-        if let Some(db) = silos.get(&path) {
+        if let Some(db) = self.silos.lock().get(&path) {
             return Ok(Arc::clone(db));
         }
+        // Opening a file (and closing the one it replaces, which folds that file's WAL into
+        // it) takes milliseconds: done outside the lock, so a rollout or a burst of cold silos
+        // never holds up the requests of silos already open.
         let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
-        if silos.len() >= silos.cap().get() {
-            // Prefer closing an idle handle. Closing a busy one is still safe: its request
-            // finishes on it, and SQLite's file locks serialise the brief second writer.
-            let idle = silos
-                .iter()
-                .rev()
-                .find(|(_, db)| Arc::strong_count(db) == 1)
-                .map(|(k, _)| k.clone());
-            match idle {
-                Some(key) => drop(silos.pop(&key)),
-                None => drop(silos.pop_lru()),
+        let evicted = {
+            let mut silos = self.silos.lock();
+            if let Some(raced) = silos.get(&path) {
+                // Another request opened it meanwhile: use that one (ours closes unused).
+                return Ok(Arc::clone(raced));
             }
-        }
-        silos.put(path, Arc::clone(&db));
+            let evicted = if silos.len() >= silos.cap().get() {
+                // Prefer closing an idle handle. Closing a busy one is still safe: its request
+                // finishes on it, and SQLite's file locks serialise the brief second writer.
+                let idle = silos
+                    .iter()
+                    .rev()
+                    .find(|(_, db)| Arc::strong_count(db) == 1)
+                    .map(|(k, _)| k.clone());
+                match idle {
+                    Some(key) => silos.pop(&key),
+                    None => silos.pop_lru().map(|(_, db)| db),
+                }
+            } else {
+                None
+            };
+            silos.put(path, Arc::clone(&db));
+            evicted
+        };
+        drop(evicted);
         Ok(db)
     }
 

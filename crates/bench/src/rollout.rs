@@ -22,9 +22,10 @@ pub struct RolloutArgs {
     /// SQLite silo tenants the change rolls out to.
     #[arg(long, default_value_t = 2_000)]
     silos: usize,
-    /// Placements changed at once (the server's `--rollout-parallelism`).
-    #[arg(long, default_value_t = 4)]
-    parallelism: usize,
+    /// Placements changed at once (the server's `--rollout-parallelism`; default: the
+    /// server's, half the CPUs).
+    #[arg(long)]
+    parallelism: Option<usize>,
     /// PostgreSQL bridge tenants (a schema each) on a throwaway PostgreSQL server.
     #[arg(long, default_value_t = 0)]
     pg_bridges: usize,
@@ -34,6 +35,10 @@ pub struct RolloutArgs {
     /// Run the server without fsync (to see what the rollout's syncs cost its neighbours).
     #[arg(long)]
     no_fsync: bool,
+    /// The neighbour's tier: `free` (pool) or `premium` (a silo of its own, sharing the
+    /// engine's open-file cache with the silos the rollout changes).
+    #[arg(long, default_value = "free")]
+    neighbour_tier: String,
 }
 
 /// Creates `count` tenants `<prefix>-NNNNN` on `tier`, 8 at a time, with a progress bar.
@@ -108,7 +113,7 @@ async fn reads(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Dura
 
 pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let server = InProcess::start_with(bulkhead::config::ServeArgs {
-        rollout_parallelism: Some(args.parallelism.max(1)),
+        rollout_parallelism: args.parallelism.map(|p| p.max(1)),
         fsync: args.no_fsync.then_some(false),
         ..Default::default()
     })
@@ -129,8 +134,8 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    // The neighbour: a pool tenant with 1,000 records, read by id.
-    let key = member_key(&admin, "neighbour", "free").await?;
+    // The neighbour: a tenant with 1,000 records (pooled by default), read by id.
+    let key = member_key(&admin, "neighbour", &args.neighbour_tier).await?;
     let neighbour = Client::new(&server.url, key)?;
     let body: Vec<u8> = (0..1000)
         .flat_map(|i| format!("{{\"id\":\"r{i:04}\",\"title\":\"t{i}\",\"n\":{i}}}\n").into_bytes())
@@ -177,7 +182,11 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     println!(
         "rollout of an added indexed field to {} SQLite silos, {} PostgreSQL bridge schemas and {} PostgreSQL silo databases (+1 pool), parallelism {}",
-        args.silos, args.pg_bridges, args.pg_silos, args.parallelism
+        args.silos,
+        args.pg_bridges,
+        args.pg_silos,
+        args.parallelism
+            .map_or_else(|| "the server's default".to_owned(), |p| p.to_string())
     );
     println!(
         "  PUT answered (202) in {:.1} ms",

@@ -51,7 +51,8 @@ pub struct ServeArgs {
     /// labelled `canary=true`), e.g. `free,standard,premium`; tiers not named follow by name.
     #[arg(long, env = "BULKHEAD_ROLLOUT_TIER_ORDER", value_delimiter = ',', value_parser = bulkhead_core::TierName::parse)]
     pub rollout_tier_order: Vec<bulkhead_core::TierName>,
-    /// Placements a schema rollout changes at once on each domain [default: 4].
+    /// Placements a schema rollout changes at once on each domain [default: half the CPUs,
+    /// at least 1: a rollout is background work, and its neighbours come first].
     #[arg(long, env = "BULKHEAD_ROLLOUT_PARALLELISM")]
     pub rollout_parallelism: Option<usize>,
     /// A schema rollout pass with more failures than this stops the rollout (placements left

@@ -318,7 +318,9 @@ impl Config {
             clock_skew_ms: clock_skew_ms()?,
             deletion_hold: deletion_hold()?,
             rollout_tier_order: args.rollout_tier_order.clone(),
-            rollout_parallelism: args.rollout_parallelism.unwrap_or(4),
+            rollout_parallelism: args.rollout_parallelism.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            }),
             rollout_max_failures: args.rollout_max_failures,
             rollout_max_failure_ratio: args.rollout_max_failure_ratio,
             rollout_canary_count: args.rollout_canary_count.unwrap_or(0),

@@ -160,23 +160,31 @@ fn bad_settings_are_refused_in_words() {
     assert!(err.contains("--kills and --drains"), "{err}");
 }
 
+/// A throwaway PostgreSQL server with the data role `bulkhead_data`, and a PgBouncer in
+/// transaction mode in front of it that lets that role in.
+fn postgres_behind_pgbouncer(
+    test: &str,
+) -> Option<(
+    bulkhead_pg_testkit::PgServer,
+    bulkhead_pg_testkit::PgBouncer,
+)> {
+    let pg = bulkhead_pg_testkit::require(test)?;
+    pg.psql(
+        "postgres",
+        "CREATE ROLE bulkhead_data LOGIN NOSUPERUSER NOBYPASSRLS",
+    )
+    .unwrap();
+    let bouncer = bulkhead_pg_testkit::require_pgbouncer(test, &pg, &["bulkhead_data"])?;
+    Some((pg, bouncer))
+}
+
 /// Two servers sharing a PostgreSQL catalog, tenants on a PostgreSQL domain in every model
 /// whose queries go through PgBouncer in transaction mode, one server killed, the other
 /// drained, PostgreSQL itself restarted and PgBouncer restarted: nothing lost, doubled or
 /// crossed.
 #[test]
 fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_postgres_and_pgbouncer_restarts() {
-    let Some(pg) = bulkhead_pg_testkit::require("simulate_postgres") else {
-        return;
-    };
-    pg.psql(
-        "postgres",
-        "CREATE ROLE bulkhead_data LOGIN NOSUPERUSER NOBYPASSRLS",
-    )
-    .unwrap();
-    let Some(bouncer) =
-        bulkhead_pg_testkit::require_pgbouncer("simulate_postgres", &pg, &["bulkhead_data"])
-    else {
+    let Some((pg, bouncer)) = postgres_behind_pgbouncer("simulate_postgres") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -259,17 +267,7 @@ fn two_servers_on_a_shared_postgres_catalog_lose_nothing_through_postgres_and_pg
 #[test]
 #[ignore = "long: cargo test -p bulkhead --test simulate long_run_on_postgres -- --ignored --nocapture"]
 fn a_long_run_on_postgres() {
-    let Some(pg) = bulkhead_pg_testkit::require("simulate_long_postgres") else {
-        return;
-    };
-    pg.psql(
-        "postgres",
-        "CREATE ROLE bulkhead_data LOGIN NOSUPERUSER NOBYPASSRLS",
-    )
-    .unwrap();
-    let Some(bouncer) =
-        bulkhead_pg_testkit::require_pgbouncer("simulate_long_postgres", &pg, &["bulkhead_data"])
-    else {
+    let Some((pg, bouncer)) = postgres_behind_pgbouncer("simulate_long_postgres") else {
         return;
     };
     let bouncer_restart = bouncer.restart_command();

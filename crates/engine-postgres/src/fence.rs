@@ -28,7 +28,7 @@ pub(crate) async fn commit_fenced(
         ),
         params: vec![PgValue::Text(table.versions_key())],
     };
-    let stored: Option<i64> = crate::engine::query(&tx, &read, cache)
+    let stored: Option<i64> = crate::tx::query(&tx, &read, cache)
         .await?
         .first()
         .map(|row| row.try_get(0))

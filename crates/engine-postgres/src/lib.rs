@@ -24,6 +24,7 @@ mod placements;
 mod records;
 mod search;
 mod shares;
+mod tx;
 mod value;
 
 use std::time::Duration;

@@ -16,6 +16,7 @@
 
 mod catchup;
 mod copy;
+mod end;
 mod gate;
 mod lane;
 mod pace;

@@ -12,24 +12,26 @@ use bulkhead_engine::PlacementRef;
 use serde_json::json;
 
 use super::copy::{self, Sides};
+use super::end::forget_move_state;
 use super::lane::Lane;
 use super::pace::Pacer;
 use super::{Live, MoveRow, phase_error, read_move};
 use crate::Catalog;
 use crate::audit::AuditEvent;
-use crate::rows::tenants::{next_epoch, read_tenant, write_placement};
+use crate::rows::tenants::{next_epoch, write_placement};
 use crate::store::params;
 
 /// Attempts to take the freeze before the move gives up.
 const FREEZE_ATTEMPTS: usize = 3;
 
-/// The first and the longest wait between attempts to end a move whose storage failed.
-const END_RETRY_FIRST: Duration = Duration::from_millis(200);
-const END_RETRY_MAX: Duration = Duration::from_secs(15);
-
 impl Catalog {
     /// A move's audit record; its detail always names the tenant's life the move belongs to.
-    fn move_event(&self, row: &MoveRow, action: &str, mut detail: serde_json::Value) -> AuditEvent {
+    pub(super) fn move_event(
+        &self,
+        row: &MoveRow,
+        action: &str,
+        mut detail: serde_json::Value,
+    ) -> AuditEvent {
         if let Some(fields) = detail.as_object_mut() {
             fields.insert("incarnation".into(), json!(row.source.incarnation));
         }
@@ -124,21 +126,6 @@ impl Catalog {
             }
         }
         self.inner().moves.live.lock().remove(&id);
-    }
-
-    /// Runs `end` (a rollback or the cleaning after a switch) until it succeeds, waiting
-    /// longer between attempts (up to [`END_RETRY_MAX`]).
-    async fn until_ended<F, Fut>(&self, id: &str, mut end: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), Error>>,
-    {
-        let mut wait = END_RETRY_FIRST;
-        while let Err(e) = end().await {
-            tracing::error!(r#move = %id, error = %e, retry_in = ?wait, "could not end the move; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(END_RETRY_MAX);
-        }
     }
 
     fn collections(&self) -> Vec<Arc<Collection>> {
@@ -582,111 +569,6 @@ impl Catalog {
         self.load_tenant(&row.tenant).await?;
         Ok(freeze_ms)
     }
-
-    /// After the switch: removes the source placement and ends the move.
-    pub(crate) async fn clean_source(&self, row: &MoveRow) -> Result<(), Error> {
-        let _removal = self.inner().backups.removal().await;
-        self.engine(&row.source.domain)?
-            .destroy(&self.inner().move_authority.demolish_source(row))
-            .await?;
-        let now = self.inner().clock.now();
-        let event = self.move_event(
-            row,
-            "move.done",
-            json!({"move": row.id, "freeze_ms": row.freeze_ms}),
-        );
-        let id = row.id.clone();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                let ended = tx.execute(
-                    "UPDATE moves SET phase = 'done', updated_at = ?2 WHERE id = ?1 AND phase <> 'done'",
-                    params![&id, now.as_micros()],
-                )?;
-                // Once: an earlier attempt may have committed with its answer lost.
-                if ended == 0 {
-                    return Ok(());
-                }
-                crate::rows::audit::insert(tx, &event)
-            })
-        })
-        .await
-    }
-
-    /// Before the switch: removes the target, reopens the source for writes, ends the move.
-    pub(crate) async fn roll_back(&self, row: &MoveRow, why: &str) -> Result<(), Error> {
-        // Stop tracking first, so a new move of this tenant starts with a fresh journal.
-        self.inner().moves.gates.get(&row.tenant).untrack();
-        let _removal = self.inner().backups.removal().await;
-        if let Err(e) = self
-            .engine(&row.target.domain)?
-            .destroy(&self.inner().move_authority.demolish_target(row))
-            .await
-        {
-            tracing::error!(r#move = %row.id, error = %e, "could not remove the move's target placement");
-        }
-        let now = self.inner().clock.now();
-        let event = self.move_event(
-            row,
-            "move.rolled_back",
-            json!({"move": row.id, "phase": row.phase, "error": why}),
-        );
-        let (id, tenant, why) = (row.id.clone(), row.tenant.clone(), why.to_owned());
-        let source_life = row.source.incarnation.clone();
-        let me = self.server_id().to_owned();
-        self.blocking(move |store| {
-            store.write(|tx| {
-                if !Catalog::runs_move(tx, &id, &me)? {
-                    // Adopted by another server, which ends it.
-                    return Ok(());
-                }
-                // Only the move still in force may touch the routing entry.
-                let current = read_move(tx, &id)?;
-                if current.as_ref().is_some_and(|m| m.phase.is_final()) {
-                    // Ended already (an earlier attempt committed, but its answer was lost).
-                    return Ok(());
-                }
-                forget_move_state(tx, &id, &tenant)?;
-                if current.is_some_and(|m| !m.phase.is_switched() && !m.phase.is_final())
-                    && let Some((t, _)) = read_tenant(tx, &tenant)?
-                        .filter(|(_, p)| p.incarnation == source_life)
-                {
-                    tx.execute(
-                        "UPDATE placements SET write_state = 'open', epoch = ?2 WHERE tenant_id = ?1",
-                        params![tenant.as_str(), next_epoch(tx)?],
-                    )?;
-                    if t.status == TenantStatus::Moving {
-                        tx.execute("UPDATE tenants SET status = 'active', updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
-                    }
-                    crate::store::changed(tx, "route", tenant.as_str())?;
-                }
-                tx.execute(
-                    "UPDATE moves SET phase = 'rolled_back', error = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![&id, &why, now.as_micros()],
-                )?;
-                crate::rows::audit::insert(tx, &event)
-            })
-        })
-        .await?;
-        self.load_tenant(&row.tenant).await?;
-        Ok(())
-    }
-}
-
-/// Drops what servers exchanged about the move (shared catalog): its acknowledgements and
-/// the tenant's remote journal.
-fn forget_move_state(
-    tx: &dyn crate::store::Tx,
-    move_id: &str,
-    tenant: &bulkhead_core::TenantId,
-) -> crate::store::StoreResult<()> {
-    if tx.shared() {
-        tx.execute("DELETE FROM move_acks WHERE move_id = ?1", params![move_id])?;
-        tx.execute(
-            "DELETE FROM move_journal WHERE tenant_id = ?1",
-            params![tenant.as_str()],
-        )?;
-    }
-    Ok(())
 }
 
 fn route(tenant: &bulkhead_core::model::Tenant, placement: &Placement) -> TenantRoute {

@@ -222,13 +222,16 @@ impl Catalog {
         Ok(unreachable)
     }
 
-    /// Tries once more to open a domain that was unreachable at start. True when there is
-    /// nothing left to do: it opened, someone put it meanwhile, or it is no longer stored.
-    async fn reopen(&self, name: &DomainName) -> bool {
-        let _domains = self.inner().domain_lock.lock().await;
-        if self.inner().engines.contains(name) {
+    /// Opens a domain's engine with its stored spec when that differs from the live one (or
+    /// none is live): after another server changed the domain, or when it was unreachable at
+    /// start. A domain that cannot be opened keeps its old engine (or stays unavailable).
+    /// True when there is nothing left to do: the live engine is the stored spec's, or the
+    /// domain is no longer stored.
+    pub(crate) async fn refresh_domain(&self, name: &DomainName) -> bool {
+        if self.inner().preconfigured.by_domain.contains_key(name) {
             return true;
         }
+        let _domains = self.inner().domain_lock.lock().await;
         let key = name.clone();
         let stored = match self
             .blocking(move |store| store.read(|tx| read_domain(tx, &key)))
@@ -237,46 +240,12 @@ impl Catalog {
             Ok(Some(spec)) => spec,
             Ok(None) => return true,
             Err(e) => {
-                tracing::warn!(domain = %name, error = %e, "cannot read an unreachable domain; retrying");
+                tracing::warn!(domain = %name, error = %e, "cannot read a domain");
                 return false;
             }
         };
-        match self.open_through_factory(name, &stored).await {
-            Ok(engine) => {
-                self.inner()
-                    .engines
-                    .swap(name.clone(), stored.clone(), engine);
-                tracing::info!(domain = %name, engine = %stored.engine, "domain reachable again: opened");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(domain = %name, error = %e.message, "domain still unreachable; retrying");
-                false
-            }
-        }
-    }
-
-    /// After another server changed a domain: opens its engine with the stored spec when it
-    /// differs from the live one. A domain that cannot be opened keeps its old engine.
-    pub(crate) async fn refresh_domain(&self, name: &DomainName) {
-        if self.inner().preconfigured.by_domain.contains_key(name) {
-            return;
-        }
-        let _domains = self.inner().domain_lock.lock().await;
-        let key = name.clone();
-        let stored = match self
-            .blocking(move |store| store.read(|tx| read_domain(tx, &key)))
-            .await
-        {
-            Ok(Some(spec)) => spec,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(domain = %name, error = %e, "cannot read a changed domain");
-                return;
-            }
-        };
         if self.inner().engines.spec(name).as_ref() == Some(&stored) {
-            return;
+            return true;
         }
         match self.open_through_factory(name, &stored).await {
             Ok(engine) => {
@@ -284,13 +253,15 @@ impl Catalog {
                     .inner()
                     .engines
                     .swap(name.clone(), stored.clone(), engine);
-                tracing::info!(domain = %name, engine = %stored.engine, "domain opened after a change by another server");
+                tracing::info!(domain = %name, engine = %stored.engine, "domain opened with its stored spec");
                 if let Some(old) = old {
                     old.shutdown().await;
                 }
+                true
             }
             Err(e) => {
-                tracing::error!(domain = %name, error = %e.message, "cannot open a domain another server changed")
+                tracing::error!(domain = %name, error = %e.message, "cannot open the domain with its stored spec");
+                false
             }
         }
     }
@@ -454,7 +425,7 @@ pub(crate) fn spawn_reopener(inner: Weak<Inner>, mut unreachable: Vec<DomainName
             let before = unreachable.len();
             let mut left = Vec::new();
             for name in unreachable {
-                if !catalog.reopen(&name).await {
+                if !catalog.refresh_domain(&name).await {
                     left.push(name);
                 }
             }

@@ -229,7 +229,7 @@ mod tests {
         let show = |p: &[Planned]| serde_json::to_string(p).unwrap_or_default();
         assert_eq!(show(&a), show(&b));
         assert_ne!(show(&a), show(&c));
-        assert_eq!(a.len(), 16);
+        assert_eq!(a.len(), 17);
         assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert!(a.iter().all(|p| (6_000..54_000).contains(&p.at_ms)));
     }

@@ -166,6 +166,12 @@ pub struct RolloutView {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// How the pass paces itself by the latency of the requests on the domain it works on
+    /// (the domain that asked for the longest rest last), while the server answering runs
+    /// it (absent on other servers, and between passes). Same shape as a move's pace, with
+    /// `group` `domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<Box<MovePace>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -211,7 +211,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             ("full speed", None),
             (
                 "paced",
-                Some(bulkhead_catalog::SamplePace {
+                Some(bulkhead_catalog::DomainPace {
                     target_ratio: args.sample_pace_target,
                     floor: args.sample_pace_floor,
                 }),

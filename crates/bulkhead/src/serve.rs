@@ -118,6 +118,7 @@ pub async fn open(
         rollout_canary_count: config.rollout_canary_count,
         storage_sample_every: config.storage_sample_every,
         storage_sample_pace: config.storage_sample_pace,
+        rollout_pace: config.rollout_pace,
         audit_watch_every: config.audit_watch_every,
         enumeration: (
             config.findings.enumeration_not_found,

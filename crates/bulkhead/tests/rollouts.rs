@@ -365,3 +365,104 @@ async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
         .await
         .unwrap();
 }
+
+/// A rollout paces itself by the latency of its domain's requests (the same controller as a
+/// move's copy): while they are far slower than just before it, it slows down, says why in
+/// `GET /v1/rollouts/{id}`, and still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_slows_down_while_its_domains_requests_are_slower_than_before_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("BULKHEAD_ROLLOUT_PARALLELISM", "1"),
+            ("BULKHEAD_ROLLOUT_PACE_TARGET", "1.3"),
+            ("BULKHEAD_ROLLOUT_PACE_FLOOR", "0.05"),
+        ],
+    );
+    let admin = server.admin();
+    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    for i in 0..40 {
+        tenant(&admin, &format!("silo-{i:02}"), "premium", false).await;
+    }
+    // A neighbour in the pool, on the same domain, with enough records for a slow query.
+    common::create_tenant(&admin, "neighbour", "free").await;
+    let neighbour = server.client(
+        &common::key(
+            &admin,
+            "neighbour",
+            bulkhead_core::access::TenantRole::Admin,
+        )
+        .await,
+    );
+    let body: Vec<u8> = (0..20_000)
+        .flat_map(|i| {
+            format!(
+                "{{\"id\":\"r{i:05}\",\"title\":\"t{}\"}}\n",
+                i * 7919 % 20_000
+            )
+            .into_bytes()
+        })
+        .collect();
+    neighbour.bulk(&notes(), body, true).await.unwrap();
+    // 0: fast reads by id; 1: a full-text search matching thousands; 2: stop.
+    let mode = Arc::new(AtomicU8::new(0));
+    let traffic = {
+        let (neighbour, mode) = (neighbour.clone(), Arc::clone(&mode));
+        tokio::spawn(async move {
+            let mut i = 0;
+            loop {
+                match mode.load(Ordering::Relaxed) {
+                    0 => {
+                        let id =
+                            bulkhead_core::RecordId::parse(&format!("r{:05}", i % 1000)).unwrap();
+                        neighbour.get_record(&notes(), &id).await.unwrap();
+                    }
+                    1 => {
+                        let query = bulkhead_client::ListRecords {
+                            q: Some("t1*".into()),
+                            limit: Some(200),
+                            ..Default::default()
+                        };
+                        neighbour.list_records(&notes(), &query).await.unwrap();
+                    }
+                    _ => return,
+                }
+                i += 1;
+            }
+        })
+    };
+    // The baseline: the 10 s before the rollout's pass, mostly fast reads.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    mode.store(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rollout = admin
+        .submit_collection(&notes(), &spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &rollout.id, &mut seen).await;
+    mode.store(2, Ordering::Relaxed);
+    traffic.await.unwrap();
+    assert_eq!(done.placements_left, 0);
+    assert!(done.pace.is_none(), "no pace once done: {done:?}");
+    let slowed: Vec<_> = seen
+        .iter()
+        .filter_map(|v| v.pace.as_deref())
+        .filter(|p| p.ratio.is_some_and(|r| r > p.target_ratio) && p.duty < 0.5)
+        .collect();
+    let paces: Vec<_> = seen.iter().filter_map(|v| v.pace.as_deref()).collect();
+    assert!(
+        !slowed.is_empty(),
+        "the rollout never slowed down for its neighbours: {paces:?}"
+    );
+    let pace = slowed.last().unwrap();
+    assert_eq!(pace.group.as_deref(), Some("domain"), "{pace:?}");
+    assert_eq!(pace.target_ratio, 1.3);
+    assert!(pace.reason.contains("neighbours on the domain"), "{pace:?}");
+}

@@ -28,6 +28,7 @@ mod members;
 mod moves;
 mod observe;
 mod options;
+mod paced;
 mod placement;
 mod probes;
 mod query;
@@ -66,12 +67,12 @@ pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
 pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
 pub use options::CatalogOptions;
+pub use paced::DomainPace;
 pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
 pub use usage::RequestTenant;
-pub use usage::SamplePace;
 pub use watch::{REAUTH_EVERY, WatchEvent, WatchSettings, Watcher};
 
 /// Who is asking, and the id of the request (carried into audit records and logs).
@@ -212,6 +213,8 @@ pub(crate) struct Inner {
     pub synced_at: std::sync::atomic::AtomicI64,
     /// Wakes the background rollout retrier (`rollout`).
     pub rollout_wake: Arc<tokio::sync::Notify>,
+    /// The pace of the rollout pass running on this server, if one is.
+    pub rollout_pace: parking_lot::Mutex<Option<bulkhead_api::MovePace>>,
     /// Wakes the ready pool's keeper (`spares`).
     pub spares_wake: Arc<tokio::sync::Notify>,
     /// Failed authentications being counted per source and reason.
@@ -313,6 +316,7 @@ impl Catalog {
                 feeds: watch::Feeds::new(watch),
                 backups: backup::Backups::default(),
                 rollout_wake: Arc::default(),
+                rollout_pace: parking_lot::Mutex::new(None),
                 spares_wake: Arc::default(),
                 fresh,
                 verifier: identity::Verifier::new(authority.clone()),

@@ -42,10 +42,13 @@ pub struct CatalogOptions {
     pub rollout_max_failure_ratio: Option<f64>,
     /// The first this many dedicated placements (by tenant id) join the canary wave.
     pub rollout_canary_count: usize,
+    /// How a rollout paces itself on each domain by the latency of the domain's requests;
+    /// `None`: full speed.
+    pub rollout_pace: Option<crate::DomainPace>,
     /// How often every tenant's storage is measured; `None`: only on demand.
     pub storage_sample_every: Option<std::time::Duration>,
     /// How storage sampling paces itself by its neighbours' latency; `None`: full speed.
-    pub storage_sample_pace: Option<crate::SamplePace>,
+    pub storage_sample_pace: Option<crate::DomainPace>,
     /// How often the audit chain's new entries are checked and its head logged; `None`:
     /// never (only on demand).
     pub audit_watch_every: Option<std::time::Duration>,
@@ -79,6 +82,7 @@ impl std::fmt::Debug for CatalogOptions {
             .field("rollout_max_failures", &self.rollout_max_failures)
             .field("rollout_max_failure_ratio", &self.rollout_max_failure_ratio)
             .field("rollout_canary_count", &self.rollout_canary_count)
+            .field("rollout_pace", &self.rollout_pace)
             .field("storage_sample_every", &self.storage_sample_every)
             .field("storage_sample_pace", &self.storage_sample_pace)
             .field("audit_watch_every", &self.audit_watch_every)
@@ -106,8 +110,12 @@ impl Default for CatalogOptions {
             rollout_max_failures: None,
             rollout_max_failure_ratio: None,
             rollout_canary_count: 0,
+            rollout_pace: Some(crate::DomainPace {
+                target_ratio: 1.3,
+                floor: 0.2,
+            }),
             storage_sample_every: None,
-            storage_sample_pace: Some(crate::SamplePace {
+            storage_sample_pace: Some(crate::DomainPace {
                 target_ratio: 1.2,
                 floor: 0.1,
             }),

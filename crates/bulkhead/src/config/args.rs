@@ -68,6 +68,14 @@ pub struct ServeArgs {
     /// those labelled `canary=true` [default: 0].
     #[arg(long, env = "BULKHEAD_ROLLOUT_CANARY_COUNT")]
     pub rollout_canary_count: Option<usize>,
+    /// A schema rollout slows down while the requests on the domain it changes see their p99
+    /// over this many times their p99 just before it; 0: roll out at full speed
+    /// [default: 1.3].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_PACE_TARGET")]
+    pub rollout_pace_target: Option<f64>,
+    /// The least share of time a schema rollout works, so it always ends [default: 0.2].
+    #[arg(long, env = "BULKHEAD_ROLLOUT_PACE_FLOOR")]
+    pub rollout_pace_floor: Option<f64>,
     /// Minutes between two measurements of every tenant's storage (records and bytes, for
     /// `bulkhead usage`); 0: only on demand (`bulkhead usage sample`) [default: 60].
     #[arg(long, env = "BULKHEAD_STORAGE_SAMPLE_MINUTES")]

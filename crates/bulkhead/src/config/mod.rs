@@ -140,7 +140,9 @@ pub struct Config {
     /// See `CatalogOptions::storage_sample_every`.
     pub storage_sample_every: Option<Duration>,
     /// See `CatalogOptions::storage_sample_pace`.
-    pub storage_sample_pace: Option<bulkhead_catalog::SamplePace>,
+    pub storage_sample_pace: Option<bulkhead_catalog::DomainPace>,
+    /// See `CatalogOptions::rollout_pace`.
+    pub rollout_pace: Option<bulkhead_catalog::DomainPace>,
     /// See `CatalogOptions::audit_watch_every`.
     pub audit_watch_every: Option<Duration>,
     pub findings: bulkhead_secops::FindingRules,
@@ -348,9 +350,16 @@ impl Config {
             },
             storage_sample_pace: match args.sample_pace_target.unwrap_or(1.2) {
                 0.0 => None,
-                target_ratio => Some(bulkhead_catalog::SamplePace {
+                target_ratio => Some(bulkhead_catalog::DomainPace {
                     target_ratio,
                     floor: args.sample_pace_floor.unwrap_or(0.1),
+                }),
+            },
+            rollout_pace: match args.rollout_pace_target.unwrap_or(1.3) {
+                0.0 => None,
+                target_ratio => Some(bulkhead_catalog::DomainPace {
+                    target_ratio,
+                    floor: args.rollout_pace_floor.unwrap_or(0.2),
                 }),
             },
             audit_watch_every: match args.audit_watch_secs.unwrap_or(60) {
@@ -450,12 +459,16 @@ impl Config {
                 );
             }
         }
-        if let Some(pace) = self.storage_sample_pace {
+        for (pace, name) in [
+            (self.storage_sample_pace, "sample_pace"),
+            (self.rollout_pace, "rollout_pace"),
+        ] {
+            let Some(pace) = pace else { continue };
             if !(pace.target_ratio > 1.0 && pace.target_ratio <= 100.0) {
-                bail!("sample_pace_target must be 0 (no pacing), or above 1 and at most 100");
+                bail!("{name}_target must be 0 (no pacing), or above 1 and at most 100");
             }
             if !(pace.floor > 0.0 && pace.floor <= 1.0) {
-                bail!("sample_pace_floor must be above 0 and at most 1");
+                bail!("{name}_floor must be above 0 and at most 1");
             }
         }
         if self.watch.buffer == 0 || self.watch.buffer > 1_000_000 {
@@ -581,6 +594,39 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./bulkhead-data"), "default");
         let config = Config::load(&args, Some(Path::new("/tmp/x")), None).expect("valid");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_rollout_paces_itself_by_default_and_bad_paces_are_refused_by_name() {
+        let config = Config::load(&ServeArgs::default(), None, None).expect("valid");
+        assert_eq!(
+            config.rollout_pace,
+            Some(bulkhead_catalog::DomainPace {
+                target_ratio: 1.3,
+                floor: 0.2
+            })
+        );
+        let off = ServeArgs {
+            rollout_pace_target: Some(0.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&off, None, None).expect("valid").rollout_pace,
+            None
+        );
+        for (target, floor, named) in [
+            (Some(0.9), None, "rollout_pace_target"),
+            (None, Some(0.0), "rollout_pace_floor"),
+            (None, Some(1.5), "rollout_pace_floor"),
+        ] {
+            let args = ServeArgs {
+                rollout_pace_target: target,
+                rollout_pace_floor: floor,
+                ..Default::default()
+            };
+            let e = Config::load(&args, None, None).expect_err("refused");
+            assert!(e.to_string().contains(named), "{e}");
+        }
     }
 
     #[test]

@@ -82,18 +82,6 @@ impl Pacer {
 
     /// The pace as `GET /v1/moves/{id}` shows it.
     pub fn view(&self) -> MovePace {
-        let pace = self.throttle.pace();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        MovePace {
-            duty: pace.duty,
-            state: pace.state.as_str().to_owned(),
-            group: pace.group.map(str::to_owned),
-            p99_ms: pace.p99.map(ms),
-            baseline_ms: pace.baseline.map(ms),
-            ratio: pace.ratio,
-            target_ratio: pace.target_ratio,
-            samples: pace.samples as u64,
-            reason: pace.reason,
-        }
+        crate::paced::view(self.throttle.pace())
     }
 }

@@ -116,9 +116,14 @@ impl Catalog {
     /// A rollout as it stands (progress counted from the placements).
     pub(crate) async fn rollout_view(&self, id: &str) -> Result<bulkhead_api::RolloutView, Error> {
         let (id, now) = (id.to_owned(), self.inner().clock.now());
-        self.blocking(move |store| store.read(|tx| crate::rows::rollouts::read(tx, &id, now)))
+        let mut view = self
+            .blocking(move |store| store.read(|tx| crate::rows::rollouts::read(tx, &id, now)))
             .await?
-            .ok_or_else(|| Error::not_found("rollout_not_found", "rollout not found"))
+            .ok_or_else(|| Error::not_found("rollout_not_found", "rollout not found"))?;
+        if view.state == "running" {
+            view.pace = self.inner().rollout_pace.lock().clone().map(Box::new);
+        }
+        Ok(view)
     }
 
     /// `GET /v1/rollouts/{id}`.

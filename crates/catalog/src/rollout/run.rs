@@ -77,6 +77,15 @@ struct Tally {
     last_error: Option<String>,
 }
 
+/// The pace `GET /v1/rollouts/{id}` shows while a pass runs here; cleared however it ends.
+struct PaceShown<'a>(&'a parking_lot::Mutex<Option<bulkhead_api::MovePace>>);
+
+impl Drop for PaceShown<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
+}
+
 /// Whether the newest rollout was stopped or cancelled: a pass then applies nothing.
 fn halted(tx: &dyn crate::store::Tx) -> crate::store::StoreResult<bool> {
     Ok(matches!(
@@ -164,6 +173,10 @@ impl Catalog {
         let collections = Arc::new(collections);
         let policy = FailurePolicy::of(&self.inner().options);
         let mut tally = Tally::default();
+        // Each domain's pace, from its requests' latency just before the pass.
+        let pace = self.inner().options.rollout_pace;
+        let mut throttles: BTreeMap<DomainName, bulkhead_pace::Throttle> = BTreeMap::new();
+        let _shown = PaceShown(&self.inner().rollout_pace);
         'waves: for (index, wave) in waves.iter().enumerate() {
             if policy.stops(&tally) {
                 break;
@@ -189,8 +202,16 @@ impl Catalog {
             let domains: std::collections::BTreeSet<&DomainName> =
                 in_wave.iter().map(|u| &u.placement.domain).collect();
             let width = per_domain * domains.len();
+            if let Some(pace) = pace {
+                for domain in &domains {
+                    throttles.entry((*domain).clone()).or_insert_with(|| {
+                        pace.throttle(Arc::clone(&self.inner().latency), domain)
+                    });
+                }
+            }
             for chunk in in_wave.chunks(width * CHUNK_ROUNDS) {
-                let _schema = self.lock_schema().await?;
+                let schema = self.lock_schema().await?;
+                let began = std::time::Instant::now();
                 let planned: Vec<(TenantId, i64)> = chunk
                     .iter()
                     .flat_map(|u| u.tenants.iter().cloned())
@@ -267,8 +288,24 @@ impl Catalog {
                         }
                     }
                 }
+                drop(schema);
                 if policy.stops(&tally) {
                     break 'waves;
+                }
+                // Rest as the chunk's busiest domain asks, outside the schema lock.
+                let busy = began.elapsed();
+                let busy_domains: std::collections::BTreeSet<&DomainName> =
+                    chunk.iter().map(|unit| &unit.placement.domain).collect();
+                let slowest = busy_domains
+                    .into_iter()
+                    .filter_map(|domain| throttles.get(domain))
+                    .map(|throttle| (throttle.rest_after(busy), throttle))
+                    .max_by_key(|(rest, _)| *rest);
+                let rest = slowest.map(|(rest, _)| rest).unwrap_or_default();
+                *self.inner().rollout_pace.lock() =
+                    slowest.map(|(_, throttle)| crate::paced::view(throttle.pace()));
+                if !rest.is_zero() {
+                    tokio::time::sleep(rest).await;
                 }
             }
         }

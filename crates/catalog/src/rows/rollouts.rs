@@ -172,6 +172,7 @@ fn view(tx: &dyn Tx, row: &crate::store::Row, now: Timestamp) -> StoreResult<Rol
         created_at,
         updated_at: Timestamp::from_micros(row.get(11)?),
         finished_at,
+        pace: None,
     })
 }
 

@@ -5,8 +5,6 @@
 mod meter;
 mod storage;
 
-pub use storage::SamplePace;
-
 use std::collections::BTreeMap;
 
 use bulkhead_api::{

@@ -18,42 +18,12 @@ use bulkhead_engine::{Measured, PlacementRef};
 
 use super::meter::HOUR_MICROS;
 use crate::store::{Row, StoreResult, Tx, Val, malformed, params};
-use crate::{Catalog, Ctx, Inner};
+use crate::{Catalog, Ctx, DomainPace, Inner};
 
 /// Tenants read from the catalog at a time.
 const TENANT_PAGE: i64 = 1_000;
 /// Placements measured per engine call.
 const MEASURE_BATCH: usize = 200;
-
-/// How the storage sampler paces itself by the latency of the requests on the domain it
-/// measures (`bulkhead-pace`): it keeps their p99 within `target_ratio` of their p99 just
-/// before, working at least `floor` of the time so a pass always ends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SamplePace {
-    pub target_ratio: f64,
-    pub floor: f64,
-}
-
-impl SamplePace {
-    fn throttle(self, board: Arc<bulkhead_pace::Board>, domain: &DomainName) -> PacedScan {
-        let settings = bulkhead_pace::Settings::new(self.target_ratio, self.floor, 1.0);
-        let domain = domain.as_str().to_owned();
-        // Every tenant's requests on the domain: the sampler works for none of them.
-        let source = move |since: Instant, until: Instant| {
-            let places = [bulkhead_pace::Place {
-                domain: &domain,
-                file: None,
-            }];
-            vec![board.observe(&places, "", since, until)]
-        };
-        PacedScan(bulkhead_pace::Throttle::new(
-            settings,
-            &["domain"],
-            Arc::new(source),
-            Arc::new(Instant::now),
-        ))
-    }
-}
 
 /// A sampling pass's rests between files and pages.
 struct PacedScan(bulkhead_pace::Throttle);
@@ -211,7 +181,7 @@ impl Catalog {
     pub async fn sample_storage_paced(
         &self,
         only: Option<TenantId>,
-        pace: Option<SamplePace>,
+        pace: Option<DomainPace>,
     ) -> Result<StorageSampled, Error> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let catalog = self.clone();
@@ -237,7 +207,7 @@ impl Catalog {
     async fn sample_storage_with(
         &self,
         only: Option<&TenantId>,
-        pace: Option<SamplePace>,
+        pace: Option<DomainPace>,
     ) -> Result<StorageSampled, Error> {
         let started = Instant::now();
         let collections: Vec<_> = self
@@ -295,7 +265,9 @@ impl Catalog {
             // Each domain's pass rests as its requests' latency asks, from a baseline of the
             // moments just before it.
             let rest: Arc<dyn bulkhead_engine::Rest> = match pace {
-                Some(pace) => Arc::new(pace.throttle(Arc::clone(&self.inner().latency), &domain)),
+                Some(pace) => Arc::new(PacedScan(
+                    pace.throttle(Arc::clone(&self.inner().latency), &domain),
+                )),
                 None => Arc::new(bulkhead_engine::NoRest),
             };
             let (pooled, dedicated): (Vec<_>, Vec<_>) = placements

@@ -1,7 +1,7 @@
 //! `bulkhead-bench rollout`: a collection change rolled out to many SQLite silos (an added
 //! indexed field), timed from the `PUT` to the rollout's end, while a neighbour tenant in
-//! the pool reads by id. Its latency during the rollout is compared with the same reads just
-//! before it, in the same run.
+//! the pool reads by id. Its latency during the rollout is compared with the same reads
+//! without it, just before and just after, in the same run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,16 @@ pub struct RolloutArgs {
     /// engine's open-file cache with the silos the rollout changes).
     #[arg(long, default_value = "free")]
     neighbour_tier: String,
+    /// Seconds of the neighbour's reads without a rollout, both before it and after it
+    /// (its p99 without the rollout is taken over both).
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// The server's `--rollout-pace-target` (0: full speed) [default: the server's].
+    #[arg(long)]
+    pace_target: Option<f64>,
+    /// The server's `--rollout-pace-floor` [default: the server's].
+    #[arg(long)]
+    pace_floor: Option<f64>,
 }
 
 /// Creates `count` tenants `<prefix>-NNNNN` on `tier`, 8 at a time, with a progress bar.
@@ -115,6 +125,8 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let server = InProcess::start_with(bulkhead::config::ServeArgs {
         rollout_parallelism: args.parallelism.map(|p| p.max(1)),
         fsync: args.no_fsync.then_some(false),
+        rollout_pace_target: args.pace_target,
+        rollout_pace_floor: args.pace_floor,
         ..Default::default()
     })
     .await?;
@@ -141,12 +153,18 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         .flat_map(|i| format!("{{\"id\":\"r{i:04}\",\"title\":\"t{i}\",\"n\":{i}}}\n").into_bytes())
         .collect();
     neighbour.bulk(&collection, body, true).await?;
-    // Idle: the same reads for as long as the rollout will take, at most 10 s.
-    let stop = Arc::new(AtomicBool::new(false));
-    let idle = tokio::spawn(reads(neighbour.clone(), Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let idle = idle.await??;
+    // Without the rollout: the same reads for `idle_seconds` before it (and after it).
+    let quiet = |seconds: u64| {
+        let neighbour = neighbour.clone();
+        async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let reading = tokio::spawn(reads(neighbour, Arc::clone(&stop)));
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+            reading.await?
+        }
+    };
+    let quiet_before = quiet(args.idle_seconds).await?;
     // The change, and the reads during its rollout.
     let after: CollectionSpec = serde_json::from_value(json!({"fields": {
         "title": {"type": "string", "required": true},
@@ -180,6 +198,9 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let during = during.await??;
     progress.finish_and_clear();
+    let quiet_after = quiet(args.idle_seconds).await?;
+    let mut idle: Vec<Duration> = quiet_before.iter().chain(&quiet_after).copied().collect();
+    idle.sort();
     println!(
         "rollout of an added indexed field to {} SQLite silos, {} PostgreSQL bridge schemas and {} PostgreSQL silo databases (+1 pool), parallelism {}",
         args.silos,
@@ -208,8 +229,14 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         during.len()
     );
     println!(
-        "  neighbour p99 during / idle: {:.2}x",
-        percentile(&during, 0.99) / percentile(&idle, 0.99)
+        "  neighbour p99 without the rollout: {:.2} ms before it, {:.2} ms after it",
+        percentile(&quiet_before, 0.99),
+        percentile(&quiet_after, 0.99),
+    );
+    println!(
+        "  neighbour p99 during / without (before and after): {:.2}x; during / before: {:.2}x",
+        percentile(&during, 0.99) / percentile(&idle, 0.99),
+        percentile(&during, 0.99) / percentile(&quiet_before, 0.99)
     );
     server.stop().await?;
     drop(pg);

@@ -1,17 +1,10 @@
 //! A runtime for background work that must not starve requests: live moves' copies.
 //!
 //! Its threads (one worker, and its own blocking pool, which is where engines run their
-//! storage calls) run at the lowest CPU priority: Linux's `SCHED_IDLE` policy, or nice 19
-//! where that cannot be set. When requests want the CPU they get it first; when the machine
-//! is otherwise idle, the background work runs at full speed. One per process, started on
-//! first use; if it cannot be started (or the priority cannot be lowered), the work runs on
-//! the caller's runtime as before.
-//!
-//! Why `SCHED_IDLE` over nice 19 (BENCHMARKS.md, schema rollouts): a request thread woken on
-//! a CPU where a nice-19 thread runs may wait for that thread's time slice to end, while a
-//! `SCHED_IDLE` thread gives the CPU up at once, and the scheduler places woken threads on
-//! CPUs that run only idle-policy work as if they were free. During a rollout over 10,000
-//! silos that took a neighbour's p99 from 0.65–0.77 ms to 0.55 ms.
+//! storage calls) run at the lowest CPU priority (nice 19 on Linux). When requests want the
+//! CPU they get it first; when the machine is otherwise idle, the background work runs at
+//! full speed. One per process, started on first use; if it cannot be started (or the
+//! priority cannot be lowered), the work runs on the caller's runtime as before.
 //!
 //! Low priority must not mean no progress: on a machine busy with requests the background
 //! threads may wait for a CPU far longer than they run. [`sched`] reads how long they ran
@@ -102,30 +95,14 @@ fn own_schedstat() -> Option<PathBuf> {
 }
 
 fn on_start() {
-    if let Err(e) = lower_priority() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
         tracing::debug!(error = ?e, "could not lower a background thread's priority");
         return;
     }
     if let Some(path) = own_schedstat() {
         THREADS.lock().push(path);
     }
-}
-
-/// `SCHED_IDLE` where the system has it, else the lowest nice value.
-fn lower_priority() -> Result<(), thread_priority::Error> {
-    use thread_priority::{ThreadPriority, set_current_thread_priority};
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle).is_ok() {
-            return Ok(());
-        }
-    }
-    set_current_thread_priority(ThreadPriority::Min)
 }
 
 fn on_stop() {
@@ -193,29 +170,6 @@ mod tests {
         };
         let after = Sched { ran: 15, waited: 5 };
         assert_eq!(before.since(after), Sched { ran: 5, waited: 0 });
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn background_work_runs_under_the_idle_policy() {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        spawn(async move {
-            let worker = thread_schedule_policy().ok();
-            let blocking = tokio::task::spawn_blocking(|| thread_schedule_policy().ok())
-                .await
-                .ok()
-                .flatten();
-            let _ = tx.send((worker, blocking));
-        });
-        let (worker, blocking) = rx.await.unwrap();
-        let idle = Some(ThreadSchedulePolicy::Normal(
-            NormalThreadSchedulePolicy::Idle,
-        ));
-        assert_eq!(worker, idle, "the worker thread");
-        assert_eq!(blocking, idle, "the blocking pool, where engines run");
     }
 
     #[test]

@@ -110,10 +110,7 @@ impl Default for CatalogOptions {
             rollout_max_failures: None,
             rollout_max_failure_ratio: None,
             rollout_canary_count: 0,
-            rollout_pace: Some(crate::DomainPace {
-                target_ratio: 1.3,
-                floor: 0.2,
-            }),
+            rollout_pace: None,
             storage_sample_every: None,
             storage_sample_pace: Some(crate::DomainPace {
                 target_ratio: 1.2,

@@ -69,8 +69,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BULKHEAD_ROLLOUT_CANARY_COUNT")]
     pub rollout_canary_count: Option<usize>,
     /// A schema rollout slows down while the requests on the domain it changes see their p99
-    /// over this many times their p99 just before it; 0: roll out at full speed
-    /// [default: 1.3].
+    /// over this many times their p99 just before it, e.g. `1.3`; 0: roll out at full speed
+    /// [default: 0].
     #[arg(long, env = "BULKHEAD_ROLLOUT_PACE_TARGET")]
     pub rollout_pace_target: Option<f64>,
     /// The least share of time a schema rollout works, so it always ends [default: 0.2].

@@ -355,7 +355,7 @@ impl Config {
                     floor: args.sample_pace_floor.unwrap_or(0.1),
                 }),
             },
-            rollout_pace: match args.rollout_pace_target.unwrap_or(1.3) {
+            rollout_pace: match args.rollout_pace_target.unwrap_or(0.0) {
                 0.0 => None,
                 target_ratio => Some(bulkhead_catalog::DomainPace {
                     target_ratio,
@@ -597,27 +597,26 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_paces_itself_by_default_and_bad_paces_are_refused_by_name() {
+    fn a_rollout_paces_itself_when_asked_and_bad_paces_are_refused_by_name() {
         let config = Config::load(&ServeArgs::default(), None, None).expect("valid");
+        assert_eq!(config.rollout_pace, None, "full speed by default");
+        let paced = ServeArgs {
+            rollout_pace_target: Some(1.3),
+            ..Default::default()
+        };
         assert_eq!(
-            config.rollout_pace,
+            Config::load(&paced, None, None)
+                .expect("valid")
+                .rollout_pace,
             Some(bulkhead_catalog::DomainPace {
                 target_ratio: 1.3,
                 floor: 0.2
             })
         );
-        let off = ServeArgs {
-            rollout_pace_target: Some(0.0),
-            ..Default::default()
-        };
-        assert_eq!(
-            Config::load(&off, None, None).expect("valid").rollout_pace,
-            None
-        );
         for (target, floor, named) in [
             (Some(0.9), None, "rollout_pace_target"),
-            (None, Some(0.0), "rollout_pace_floor"),
-            (None, Some(1.5), "rollout_pace_floor"),
+            (Some(1.3), Some(0.0), "rollout_pace_floor"),
+            (Some(1.3), Some(1.5), "rollout_pace_floor"),
         ] {
             let args = ServeArgs {
                 rollout_pace_target: target,

@@ -108,6 +108,10 @@ pub async fn start(
 
 /// One move of `mover` to `to` under writers on it and on `neighbour`; then both tenants
 /// hold exactly what their acknowledged writes imply.
+/// One move under writers at a time in this binary: each such test races a paced copy against
+/// its own writers, and on two cores several at once leave none of them the rates they assume.
+static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub async fn move_under_load(
     server: &Server,
     admin: &Client,
@@ -116,6 +120,7 @@ pub async fn move_under_load(
     to: Isolation,
     domain: Option<&str>,
 ) -> MoveView {
+    let _alone = UNDER_LOAD.lock().await;
     let stop = Arc::new(AtomicBool::new(false));
     let a = tokio::spawn(workload::run(
         mover.clone(),

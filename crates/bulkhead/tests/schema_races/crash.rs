@@ -113,7 +113,21 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
         ready.problems.iter().any(|p| p.contains("schema rollout")),
         "the crash came after the rollout finished; the test did not race it: {ready:?}"
     );
+    // The late creation's answer was cut off by the crash: if it reached the catalog, the
+    // background pass finishes it (until then it is `provisioning`, answering 503 with
+    // Retry-After, as a creation in progress does), and from then on it serves like the rest.
     if admin.get_tenant(&common::tid("late")).await.is_ok() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while admin.get_tenant(&common::tid("late")).await.unwrap().status
+            == bulkhead_core::model::TenantStatus::Provisioning
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the late creation was not finished in the background\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tenants.push("late".into());
     }
     // Every tenant serves the collection at once (with the definition its storage has), and

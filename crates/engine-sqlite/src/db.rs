@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bulkhead_engine::{BudgetHit, EngineError, QueryBudget};
@@ -111,7 +111,7 @@ pub struct DbOptions {
     pub busy_timeout: Duration,
     /// Idle readers kept for the next read (more may be open at once; those close after).
     pub max_readers: usize,
-    /// WAL pages after which a commit checkpoints (SQLite's `wal_autocheckpoint`).
+    /// WAL pages after which a commit is followed by a checkpoint ([`Db::checkpoint_if_due`]).
     pub checkpoint_pages: u32,
 }
 
@@ -159,6 +159,10 @@ pub struct Db {
     /// Writes waiting for the writer connection (background work yields to them).
     waiting: AtomicUsize,
     readers: Mutex<Vec<Reader>>,
+    /// Frames in the WAL after the writer's last commit (its WAL hook sets them).
+    wal_pages: Arc<AtomicU32>,
+    /// Held by the one checkpoint that runs at a time.
+    checkpointing: Mutex<()>,
 }
 
 impl Db {
@@ -171,10 +175,22 @@ impl Db {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let writer = Connection::open_with_flags(path, flags)?;
+        let mut writer = Connection::open_with_flags(path, flags)?;
         configure(&writer, &options)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages)?;
+        // A commit on the writer never checkpoints (SQLite's automatic checkpoint runs inside
+        // the commit, so every write of the file waited behind its copying and syncing, on a
+        // pool other tenants' writes): the hook, which replaces the automatic checkpoint, only
+        // notes the WAL's length, and the checkpoint runs after the commit on a connection of
+        // its own, outside the writer ([`Db::checkpoint_if_due`]).
+        let wal_pages = Arc::new(AtomicU32::new(0));
+        let noted = Arc::clone(&wal_pages);
+        writer.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                noted.store(u32::try_from(pages).unwrap_or(0), Ordering::Release);
+                Ok(())
+            },
+        ))?;
         Ok(Db {
             path: path.to_owned(),
             options,
@@ -182,6 +198,8 @@ impl Db {
             group: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
+            wal_pages,
+            checkpointing: Mutex::new(()),
         })
     }
 
@@ -194,10 +212,14 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut conn = self.lock_writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let out = {
+            let mut conn = self.lock_writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            out
+        };
+        self.checkpoint_if_due(self.options.checkpoint_pages);
         Ok(out)
     }
 
@@ -249,6 +271,9 @@ impl Db {
             for answer in answers {
                 answer(committed.clone());
             }
+            // The group's leader checkpoints, once the others are answered and the writer is
+            // free for the next group.
+            self.checkpoint_if_due(self.options.checkpoint_pages);
             if let Some(result) = settled() {
                 return result;
             }
@@ -273,8 +298,8 @@ impl Db {
     /// item, not by a whole batch, while it still commits in large transactions when no one
     /// else writes. Not atomic as a whole: for work that is idempotent and checked afterwards.
     ///
-    /// With `checkpoint_pages`, these commits checkpoint once the WAL holds that many pages
-    /// (other writes keep [`DbOptions::checkpoint_pages`]). `begin` runs first in each
+    /// With `checkpoint_pages`, each of these commits is followed by a checkpoint once the WAL
+    /// holds that many pages (other writes keep [`DbOptions::checkpoint_pages`]). `begin` runs first in each
     /// transaction; what it returns is handed to `f` with each item of that transaction.
     pub fn write_yielding<T, S>(
         &self,
@@ -295,15 +320,9 @@ impl Db {
                     break;
                 }
             }
-            if let Some(pages) = checkpoint_pages {
-                tx.pragma_update(None, "wal_autocheckpoint", pages)?;
-            }
-            let committed = tx.commit();
-            if checkpoint_pages.is_some() {
-                conn.pragma_update(None, "wal_autocheckpoint", self.options.checkpoint_pages)?;
-            }
-            committed?;
+            tx.commit()?;
             parking_lot::MutexGuard::unlock_fair(conn);
+            self.checkpoint_if_due(checkpoint_pages.unwrap_or(self.options.checkpoint_pages));
         }
         Ok(())
     }
@@ -313,7 +332,41 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        f(&mut self.lock_writer())
+        let out = f(&mut self.lock_writer());
+        self.checkpoint_if_due(self.options.checkpoint_pages);
+        out
+    }
+
+    /// After a commit, outside the writer: once the WAL holds `pages` pages or more, copies
+    /// what it can back into the main file (a passive checkpoint) on a connection opened for
+    /// it, while the writer goes on taking other writes. One checkpoint runs at a time; a
+    /// commit that finds one running leaves it to it. A checkpoint that fails is logged and
+    /// tried again after a later commit (the WAL keeps every commit meanwhile).
+    pub(crate) fn checkpoint_if_due(&self, pages: u32) {
+        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+            return;
+        }
+        let Some(_alone) = self.checkpointing.try_lock() else {
+            return;
+        };
+        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+            return;
+        }
+        let done = (|| -> Result<(), StorageError> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&self.path, flags)?;
+            configure(&conn, &self.options)?;
+            conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
+            Ok(())
+        })();
+        match done {
+            // The next commit notes the WAL's length again (a short one once the writer
+            // restarted it from the beginning).
+            Ok(()) => self.wal_pages.store(0, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "a checkpoint failed; tried again after a later commit")
+            }
+        }
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection.
@@ -610,9 +663,73 @@ mod tests {
             wal < 200 * 4096,
             "the batch's commits checkpointed ({wal} bytes of WAL)"
         );
-        let setting: i64 = db
-            .with_writer(|c| Ok(c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+        // Single writes keep the file's own threshold (1000 pages): 300 of them grow the WAL.
+        for _ in 0..300 {
+            db.write(|tx| {
+                tx.execute("INSERT INTO t VALUES (?1)", [&blob])
+                    .map(drop)
+                    .map_err(Into::into)
+            })
             .unwrap();
-        assert_eq!(setting, 1000, "other writes keep the file's own threshold");
+        }
+        let wal = std::fs::metadata(format!("{}-wal", path.display()))
+            .unwrap()
+            .len();
+        assert!(
+            wal > 250 * 4096,
+            "other writes checkpointed at 50 pages ({wal} bytes of WAL)"
+        );
+    }
+
+    /// A commit never checkpoints on the writer: while a checkpoint runs (here: is held),
+    /// writes go on and the WAL grows past the threshold; the first commit after it ends
+    /// checkpoints, and the writer then starts the WAL over.
+    #[test]
+    fn commits_leave_the_checkpoint_to_a_connection_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let db = Db::open(
+            &path,
+            DbOptions {
+                checkpoint_pages: 100,
+                ..options()
+            },
+            true,
+        )
+        .unwrap();
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+            .unwrap();
+        let blob = vec![7u8; 3000];
+        let insert = |db: &Db| {
+            db.write_grouped({
+                let blob = blob.clone();
+                move |tx| {
+                    tx.execute("INSERT INTO t VALUES (?1)", [blob])
+                        .map(drop)
+                        .map_err(Into::into)
+                }
+            })
+            .unwrap()
+        };
+        {
+            let _running = db.checkpointing.lock();
+            for _ in 0..150 {
+                insert(&db);
+            }
+            let pages = db.wal_pages.load(Ordering::Acquire);
+            assert!(
+                pages >= 150,
+                "a commit checkpointed on the writer ({pages} pages)"
+            );
+        }
+        insert(&db);
+        assert_eq!(db.wal_pages.load(Ordering::Acquire), 0, "no checkpoint ran");
+        insert(&db);
+        let pages = db.wal_pages.load(Ordering::Acquire);
+        assert!(pages < 10, "the WAL was not started over ({pages} pages)");
+        let rows: i64 = db
+            .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(rows, 152);
     }
 }

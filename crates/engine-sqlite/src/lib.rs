@@ -43,11 +43,11 @@ use rusqlite::params_from_iter;
 use db::{Db, DbOptions};
 pub use layout::db_path;
 
-/// WAL pages after which a move's restore into a shared file checkpoints. A checkpoint
-/// stalls the file's writes while it copies pages back and fsyncs, and on a shared file those
-/// are other tenants' writes: in smaller steps, a move into a pool roughly halves its
-/// neighbours' p99 (BENCHMARKS.md). Only the move's own commits use it; at 256 for every
-/// commit, bulk ingest into a pool fell from 0.88 to 0.65–0.77 of raw SQLite.
+/// WAL pages after which a move's restore into a shared file checkpoints (on the move's own
+/// thread, outside the writer: `Db::checkpoint_if_due`). Smaller steps keep the WAL, and so
+/// what readers of the shared file search through, short while a move fills it. Only the
+/// move's own commits use it; at 256 for every commit, bulk ingest into a pool fell from
+/// 0.88 to 0.65–0.77 of raw SQLite (measured when checkpoints still ran on the writer).
 const SHARED_RESTORE_CHECKPOINT_PAGES: u32 = 256;
 /// Most records per transaction when a move restores into a file other tenants write to
 /// (a transaction ends sooner when one of their writes waits: `Db::write_yielding`).

@@ -1,0 +1,336 @@
+//! One SQLite database file: a single writer connection, a small pool of read connections,
+//! WAL, `busy_timeout` set first. All methods block; the engine calls them from
+//! `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bulkhead_engine::{EngineError, QueryBudget};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::StorageError;
+
+mod group;
+mod reader;
+
+use group::{GROUP_MAX, GroupFailed, Joined, in_savepoint, run_group};
+pub use reader::EXAMINE_FN;
+use reader::Reader;
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// `synchronous=FULL` (fsync every commit) instead of `NORMAL` (durable across a process
+    /// crash; the last commits may be lost on power failure).
+    pub fsync: bool,
+    /// Overwrite deleted content with zeros, so purging a tenant from a shared file leaves no
+    /// bytes behind.
+    pub secure_delete: bool,
+    pub busy_timeout: Duration,
+    /// Idle readers kept for the next read (more may be open at once; those close after).
+    pub max_readers: usize,
+    /// WAL pages after which a commit is followed by a checkpoint ([`Db::checkpoint_if_due`]).
+    pub checkpoint_pages: u32,
+}
+
+pub struct Db {
+    path: PathBuf,
+    options: DbOptions,
+    writer: Mutex<Connection>,
+    /// Writes waiting for the next group commit.
+    group: Mutex<Vec<Joined>>,
+    /// Writes waiting for the writer connection (background work yields to them).
+    waiting: AtomicUsize,
+    readers: Mutex<Vec<Reader>>,
+    /// Frames in the WAL after the writer's last commit (its WAL hook sets them).
+    wal_pages: Arc<AtomicU32>,
+    /// Held by the one checkpoint that runs at a time.
+    checkpointing: Mutex<()>,
+}
+
+impl Db {
+    /// Opens (and with `create`, creates) the database file.
+    pub fn open(path: &Path, options: DbOptions, create: bool) -> Result<Db, StorageError> {
+        if !create && !path.exists() {
+            return Err(StorageError::Missing(path.display().to_string()));
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let mut writer = Connection::open_with_flags(path, flags)?;
+        configure(&writer, &options)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        // A commit on the writer never checkpoints (SQLite's automatic checkpoint runs inside
+        // the commit, so every write of the file waited behind its copying and syncing, on a
+        // pool other tenants' writes): the hook, which replaces the automatic checkpoint, only
+        // notes the WAL's length, and the checkpoint runs after the commit on a connection of
+        // its own, outside the writer ([`Db::checkpoint_if_due`]).
+        let wal_pages = Arc::new(AtomicU32::new(0));
+        let noted = Arc::clone(&wal_pages);
+        writer.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                noted.store(u32::try_from(pages).unwrap_or(0), Ordering::Release);
+                Ok(())
+            },
+        ))?;
+        Ok(Db {
+            path: path.to_owned(),
+            options,
+            writer: Mutex::new(writer),
+            group: Mutex::new(Vec::new()),
+            waiting: AtomicUsize::new(0),
+            readers: Mutex::new(Vec::new()),
+            wal_pages,
+            checkpointing: Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in an immediate write transaction on the one writer connection and commits.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let out = {
+            let mut conn = self.lock_writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            out
+        };
+        self.checkpoint_if_due(self.options.checkpoint_pages);
+        Ok(out)
+    }
+
+    /// Runs `f` as one write of a group commit: the writes that wait for the writer meanwhile
+    /// share one transaction (and one WAL append and, with `fsync`, one sync), each in a
+    /// savepoint of its own, so one that fails (a duplicate id, a stale definition) rolls back
+    /// alone. Each caller is answered only after the group's commit: with its own result when
+    /// the commit succeeded, with an error when it did not (then nothing of the group was
+    /// written). Whoever takes the writer runs what is queued, up to [`GROUP_MAX`] writes.
+    pub fn write_grouped<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (answer, answered) = std::sync::mpsc::sync_channel::<Result<T, StorageError>>(1);
+        let joined: Joined = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), GroupFailed>| {
+                let result = match committed {
+                    Ok(()) => outcome,
+                    Err(why) => Err(why.into()),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        self.group.lock().push(joined);
+        let settled = || match answered.try_recv() {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(EngineError::Storage(
+                "the write did not run: its group could not begin a transaction, or it panicked"
+                    .into(),
+            )
+            .into())),
+        };
+        loop {
+            let conn = self.lock_writer();
+            // A group led by another write may have taken this one already.
+            if let Some(result) = settled() {
+                return result;
+            }
+            let batch: Vec<Joined> = {
+                let mut queued = self.group.lock();
+                let n = queued.len().min(GROUP_MAX);
+                queued.drain(..n).collect()
+            };
+            let answers = run_group(&conn, batch);
+            parking_lot::MutexGuard::unlock_fair(conn);
+            let (committed, answers) = answers;
+            for answer in answers {
+                answer(committed.clone());
+            }
+            // The group's leader checkpoints, once the others are answered and the writer is
+            // free for the next group.
+            self.checkpoint_if_due(self.options.checkpoint_pages);
+            if let Some(result) = settled() {
+                return result;
+            }
+        }
+    }
+
+    /// The writer connection, counted in [`Db::waiting`] while it is awaited.
+    fn lock_writer(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        if let Some(conn) = self.writer.try_lock() {
+            return conn;
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let conn = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        conn
+    }
+
+    /// Applies `items` in transactions of at most `per_tx` items each. A transaction also
+    /// ends early, after the item in hand, as soon as another write is waiting for the file,
+    /// and the writer is handed to it (a fair unlock). Background work on a file other
+    /// tenants write to (a move copying into a pool) then delays their writes by about one
+    /// item, not by a whole batch, while it still commits in large transactions when no one
+    /// else writes. Not atomic as a whole: for work that is idempotent and checked afterwards.
+    ///
+    /// With `checkpoint_pages`, each of these commits is followed by a checkpoint once the WAL
+    /// holds that many pages (other writes keep [`DbOptions::checkpoint_pages`]). `begin` runs first in each
+    /// transaction; what it returns is handed to `f` with each item of that transaction.
+    pub fn write_yielding<T, S>(
+        &self,
+        items: Vec<T>,
+        per_tx: usize,
+        checkpoint_pages: Option<u32>,
+        mut begin: impl FnMut(&Transaction<'_>) -> Result<S, StorageError>,
+        mut f: impl FnMut(&Transaction<'_>, &mut S, T) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut conn = self.lock_writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut state = begin(&tx)?;
+            for item in items.by_ref().take(per_tx.max(1)) {
+                f(&tx, &mut state, item)?;
+                if self.waiting.load(Ordering::Acquire) > 0 {
+                    break;
+                }
+            }
+            tx.commit()?;
+            parking_lot::MutexGuard::unlock_fair(conn);
+            self.checkpoint_if_due(checkpoint_pages.unwrap_or(self.options.checkpoint_pages));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the writer connection outside a transaction (DDL that manages its own).
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let out = f(&mut self.lock_writer());
+        self.checkpoint_if_due(self.options.checkpoint_pages);
+        out
+    }
+
+    /// After a commit, outside the writer: once the WAL holds `pages` pages or more, copies
+    /// what it can back into the main file (a passive checkpoint) on a connection opened for
+    /// it, while the writer goes on taking other writes. One checkpoint runs at a time; a
+    /// commit that finds one running leaves it to it. A checkpoint that fails is logged and
+    /// tried again after a later commit (the WAL keeps every commit meanwhile).
+    pub(crate) fn checkpoint_if_due(&self, pages: u32) {
+        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+            return;
+        }
+        let Some(_alone) = self.checkpointing.try_lock() else {
+            return;
+        };
+        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+            return;
+        }
+        let done = (|| -> Result<(), StorageError> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&self.path, flags)?;
+            configure(&conn, &self.options)?;
+            conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
+            Ok(())
+        })();
+        match done {
+            // The next commit notes the WAL's length again (a short one once the writer
+            // restarted it from the beginning).
+            Ok(()) => self.wal_pages.store(0, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "a checkpoint failed; tried again after a later commit")
+            }
+        }
+    }
+
+    /// Runs `f` in a read transaction on a pooled read-only connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.read_within(None, f)
+    }
+
+    /// Like [`Db::read`], but the queries `f` runs are stopped once they use up `budget`:
+    /// the time, or the rows counted by [`EXAMINE_FN`]. Then the result is
+    /// [`EngineError::TooExpensive`], whatever error SQLite reported.
+    pub fn read_within<T>(
+        &self,
+        budget: Option<&QueryBudget>,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let pooled = self.readers.lock().pop();
+        let reader = match pooled {
+            Some(reader) => reader,
+            None => Reader::open(&self.path, &self.options)?,
+        };
+        if let Some(budget) = budget {
+            reader.budget.arm(budget);
+        }
+        // The read transaction's two statements are prepared once per reader: `BEGIN` and
+        // `ROLLBACK` through `execute_batch` were parsed again on every read (a few per cent
+        // of a get by id, BENCHMARKS.md, issue 24).
+        let result = (|| {
+            reader.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+            let out = f(&reader.conn);
+            if !reader.conn.is_autocommit() {
+                reader.conn.prepare_cached("ROLLBACK")?.execute([])?;
+            }
+            out
+        })();
+        let (hit, examined) = reader.budget.disarm();
+        if let Some(budget) = budget {
+            budget.examined.add(examined);
+        }
+        // A reader is kept only outside any transaction (an error could leave one open).
+        if reader.conn.is_autocommit() {
+            let mut readers = self.readers.lock();
+            if readers.len() < self.options.max_readers {
+                readers.push(reader);
+            }
+        }
+        match (result, hit) {
+            (Err(_), Some(hit)) => Err(EngineError::TooExpensive(hit).into()),
+            (result, _) => result,
+        }
+    }
+
+    /// Writes the WAL back into the main file and truncates it (after purges, at shutdown).
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let conn = self.writer.lock();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+fn configure(conn: &Connection, options: &DbOptions) -> Result<(), StorageError> {
+    // busy_timeout first: every later statement may meet a lock.
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if options.fsync { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(
+        None,
+        "secure_delete",
+        if options.secure_delete { "ON" } else { "OFF" },
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

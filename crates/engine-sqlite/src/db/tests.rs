@@ -1,0 +1,220 @@
+//! The file's writer, group commits, yielding batches, checkpoints and reads, on real files.
+
+use super::*;
+
+fn options() -> DbOptions {
+    DbOptions {
+        fsync: false,
+        secure_delete: false,
+        busy_timeout: Duration::from_secs(5),
+        max_readers: 2,
+        checkpoint_pages: 1000,
+    }
+}
+
+/// Concurrent writes share commits; one that fails (a unique value taken) rolls back
+/// alone, and every other is answered only once it is committed.
+#[test]
+fn grouped_writes_commit_together_and_a_failing_one_rolls_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let db = Arc::new(Db::open(&path, options(), true).unwrap());
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER UNIQUE, w INTEGER)")?))
+        .unwrap();
+    let threads: Vec<_> = (0..32)
+        .map(|i: i64| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                // 7 and 8 both write v = 7: one of them must fail, alone.
+                let v = if i == 8 { 7 } else { i };
+                db.write_grouped(move |tx| {
+                    tx.execute("INSERT INTO t VALUES (?1, ?2)", [v, i])?;
+                    // Two statements: a failure after the first must undo it too.
+                    tx.execute("UPDATE t SET w = w + 100 WHERE v = ?1", [v])?;
+                    Ok(i)
+                })
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    // Acknowledged means committed: a fresh connection sees each answered write whole.
+    let check = Connection::open(&path).unwrap();
+    let rows: i64 = check
+        .query_row("SELECT count(*) FROM t WHERE w >= 100", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 31);
+    let all: i64 = check
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(all, 31, "the failed write left nothing");
+}
+
+/// A write that panics inside a group fails alone; the writer stays usable.
+#[test]
+fn a_panicking_grouped_write_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("p.db"), options(), true).unwrap());
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+        .unwrap();
+    let panicked = db.write_grouped(|tx| -> Result<(), StorageError> {
+        tx.execute("INSERT INTO t VALUES (1)", [])?;
+        panic!("a bug in a write");
+    });
+    assert!(panicked.is_err());
+    db.write_grouped(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?))
+        .unwrap();
+    let rows: Vec<i64> = db
+        .read(|conn| {
+            let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    assert_eq!(rows, vec![2], "the panicking write left nothing");
+}
+
+#[test]
+fn background_batches_step_aside_for_a_waiting_write_and_still_apply_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("t.db"), options(), true).unwrap());
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let total = 2000;
+    let batch = {
+        let (db, done) = (Arc::clone(&db), Arc::clone(&done));
+        std::thread::spawn(move || {
+            // One transaction's worth, if nobody else came.
+            db.write_yielding(
+                (0..total).collect(),
+                total,
+                None,
+                |_| Ok(()),
+                |tx, (), i| {
+                    tx.execute("INSERT INTO t VALUES (?1)", [i as i64])?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(200));
+                    Ok(())
+                },
+            )
+        })
+    };
+    while done.load(Ordering::SeqCst) < 10 {
+        std::thread::yield_now();
+    }
+    // The foreground write gets in while the batch is still going.
+    let seen = db
+        .write(|tx| {
+            tx.execute("INSERT INTO t VALUES (-1)", [])?;
+            Ok(done.load(Ordering::SeqCst))
+        })
+        .unwrap();
+    batch.join().unwrap().unwrap();
+    assert!(
+        seen < total,
+        "the waiting write ran only after all {total} items ({seen})"
+    );
+    let rows: i64 = db
+        .read(|tx| Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(rows, total as i64 + 1);
+}
+
+#[test]
+fn a_batch_checkpoints_at_its_own_threshold_and_leaves_other_writes_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let db = Db::open(&path, options(), true).unwrap();
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+        .unwrap();
+    let blob = vec![1u8; 3000];
+    // Without a checkpoint, 600 single-record transactions leave 600+ pages in the WAL.
+    db.write_yielding(
+        (0..600).collect(),
+        1,
+        Some(50),
+        |_| Ok(()),
+        |tx, (), _: i32| {
+            tx.execute("INSERT INTO t VALUES (?1)", [&blob])?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .unwrap()
+        .len();
+    assert!(
+        wal < 200 * 4096,
+        "the batch's commits checkpointed ({wal} bytes of WAL)"
+    );
+    // Single writes keep the file's own threshold (1000 pages): 300 of them grow the WAL.
+    for _ in 0..300 {
+        db.write(|tx| {
+            tx.execute("INSERT INTO t VALUES (?1)", [&blob])
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .unwrap();
+    }
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .unwrap()
+        .len();
+    assert!(
+        wal > 250 * 4096,
+        "other writes checkpointed at 50 pages ({wal} bytes of WAL)"
+    );
+}
+
+/// A commit never checkpoints on the writer: while a checkpoint runs (here: is held),
+/// writes go on and the WAL grows past the threshold; the first commit after it ends
+/// checkpoints, and the writer then starts the WAL over.
+#[test]
+fn commits_leave_the_checkpoint_to_a_connection_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let db = Db::open(
+        &path,
+        DbOptions {
+            checkpoint_pages: 100,
+            ..options()
+        },
+        true,
+    )
+    .unwrap();
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+        .unwrap();
+    let blob = vec![7u8; 3000];
+    let insert = |db: &Db| {
+        db.write_grouped({
+            let blob = blob.clone();
+            move |tx| {
+                tx.execute("INSERT INTO t VALUES (?1)", [blob])
+                    .map(drop)
+                    .map_err(Into::into)
+            }
+        })
+        .unwrap()
+    };
+    {
+        let _running = db.checkpointing.lock();
+        for _ in 0..150 {
+            insert(&db);
+        }
+        let pages = db.wal_pages.load(Ordering::Acquire);
+        assert!(
+            pages >= 150,
+            "a commit checkpointed on the writer ({pages} pages)"
+        );
+    }
+    insert(&db);
+    assert_eq!(db.wal_pages.load(Ordering::Acquire), 0, "no checkpoint ran");
+    insert(&db);
+    let pages = db.wal_pages.load(Ordering::Acquire);
+    assert!(pages < 10, "the WAL was not started over ({pages} pages)");
+    let rows: i64 = db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(rows, 152);
+}

@@ -307,7 +307,10 @@ impl Db {
     }
 
     /// Writes the WAL back into the main file and truncates it (after purges, at shutdown).
+    /// It waits for a checkpoint after a commit to end first: SQLite refuses a second
+    /// checkpoint while one runs, without waiting, and a purge's must not be skipped.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let _alone = self.checkpointing.lock();
         let conn = self.writer.lock();
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())

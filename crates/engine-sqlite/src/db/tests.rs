@@ -218,3 +218,42 @@ fn commits_leave_the_checkpoint_to_a_connection_of_its_own() {
         .unwrap();
     assert_eq!(rows, 152);
 }
+
+/// A purge's checkpoint waits for a checkpoint after a commit to end (SQLite would refuse it
+/// at once, and the purge's zeroed pages would stay in the WAL), then empties the WAL.
+#[test]
+fn a_purges_checkpoint_waits_for_a_running_one_and_empties_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let db = Arc::new(Db::open(&path, options(), true).unwrap());
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+        .unwrap();
+    db.write(|tx| {
+        tx.execute("INSERT INTO t VALUES (?1)", [vec![3u8; 20_000]])
+            .map(drop)
+            .map_err(Into::into)
+    })
+    .unwrap();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (held, release) = std::sync::mpsc::channel::<()>();
+    let running = {
+        let (db, ended) = (Arc::clone(&db), Arc::clone(&ended));
+        std::thread::spawn(move || {
+            let _running = db.checkpointing.lock();
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            ended.store(true, Ordering::SeqCst);
+        })
+    };
+    release.recv().unwrap();
+    db.checkpoint().unwrap();
+    assert!(
+        ended.load(Ordering::SeqCst),
+        "the purge's checkpoint ran beside another"
+    );
+    running.join().unwrap();
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .unwrap()
+        .len();
+    assert_eq!(wal, 0, "the WAL was not emptied");
+}

@@ -257,3 +257,48 @@ fn a_purges_checkpoint_waits_for_a_running_one_and_empties_the_wal() {
         .len();
     assert_eq!(wal, 0, "the WAL was not emptied");
 }
+
+/// A cached read with a range on an indexed column is prepared once, not again on every
+/// use (issue 24: SQLite marked such a statement stale each time it went back to the cache).
+#[test]
+fn a_cached_filtered_read_is_not_prepared_again_on_each_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("q.db"), options(), true).unwrap();
+    db.write(|tx| {
+        tx.execute_batch(
+            "CREATE TABLE t (tenant TEXT NOT NULL, id TEXT NOT NULL, n INTEGER, \
+             PRIMARY KEY (tenant, id)) WITHOUT ROWID; \
+             CREATE INDEX t_n ON t (tenant, n, id);",
+        )?;
+        for i in 0..200 {
+            tx.execute(
+                "INSERT INTO t VALUES ('a', ?1, ?2)",
+                rusqlite::params![format!("r{i:04}"), i % 100],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let sql = "SELECT id FROM t WHERE tenant = ?1 AND n > ?2 ORDER BY id LIMIT ?3";
+    let mut reprepared = Vec::new();
+    for (floor, limit) in [(90i64, 21i64), (50, 5), (90, 21), (10, 100)] {
+        let (rows, count) = db
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let rows = stmt
+                    .query_map(rusqlite::params!["a", floor, limit], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((
+                    rows.len(),
+                    stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                ))
+            })
+            .unwrap();
+        let expected = (200 - 2 * (floor + 1)).min(limit);
+        assert_eq!(rows as i64, expected, "floor {floor}, limit {limit}");
+        reprepared.push(count);
+    }
+    assert_eq!(reprepared, [0, 0, 0, 0], "the statement was prepared again");
+}

@@ -29,41 +29,53 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with exactly six fractional digits, so text order equals time order.
     pub fn to_rfc3339(self) -> String {
+        match self.rfc3339_ascii() {
+            Some(text) => text.iter().map(|&b| char::from(b)).collect(),
+            None => self.to_rfc3339_slow(),
+        }
+    }
+
+    /// [`Timestamp::to_rfc3339`] without allocating, for the years 0..=9999 (all that parsing
+    /// yields): written digit by digit, since every record of every answer has two of these
+    /// and `format!` was a few per cent of a listed page (issue 24).
+    fn rfc3339_ascii(self) -> Option<[u8; 27]> {
+        let nanos = i128::from(self.0) * 1_000;
+        let t = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()?
+            .to_offset(UtcOffset::UTC);
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u32::from(u8::from(t.month())));
+        put(8, 2, u32::from(t.day()));
+        put(11, 2, u32::from(t.hour()));
+        put(14, 2, u32::from(t.minute()));
+        put(17, 2, u32::from(t.second()));
+        put(20, 6, t.microsecond());
+        Some(out)
+    }
+
+    fn to_rfc3339_slow(self) -> String {
         let nanos = i128::from(self.0) * 1_000;
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             Ok(t) => {
                 let t = t.to_offset(UtcOffset::UTC);
-                match u32::try_from(t.year()) {
-                    // Written digit by digit: every record of every answer has two of these,
-                    // and `format!` was a few per cent of a listed page (issue 24).
-                    Ok(year) if year <= 9999 => {
-                        let mut out = *b"0000-00-00T00:00:00.000000Z";
-                        let mut put = |at: usize, width: usize, mut value: u32| {
-                            for i in (at..at + width).rev() {
-                                out[i] = b'0' + (value % 10) as u8;
-                                value /= 10;
-                            }
-                        };
-                        put(0, 4, year);
-                        put(5, 2, u32::from(u8::from(t.month())));
-                        put(8, 2, u32::from(t.day()));
-                        put(11, 2, u32::from(t.hour()));
-                        put(14, 2, u32::from(t.minute()));
-                        put(17, 2, u32::from(t.second()));
-                        put(20, 6, t.microsecond());
-                        out.iter().map(|&b| char::from(b)).collect()
-                    }
-                    _ => format!(
-                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                        t.year(),
-                        u8::from(t.month()),
-                        t.day(),
-                        t.hour(),
-                        t.minute(),
-                        t.second(),
-                        t.microsecond()
-                    ),
-                }
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.microsecond()
+                )
             }
             // Only reachable for values outside years -9999..9999, which parsing never yields.
             Err(_) => format!("{}us", self.0),
@@ -83,7 +95,11 @@ impl fmt::Display for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        match self.rfc3339_ascii() {
+            // ASCII digits and separators only.
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => s.serialize_str(&self.to_rfc3339_slow()),
+        }
     }
 }
 

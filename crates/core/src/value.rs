@@ -67,6 +67,21 @@ impl FieldValue {
     }
 }
 
+/// The same JSON as [`FieldValue::to_json`], written without building it.
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Text(text) => s.serialize_str(text),
+            FieldValue::Integer(i) => s.serialize_i64(*i),
+            FieldValue::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            FieldValue::Float(_) => s.serialize_unit(),
+            FieldValue::Boolean(b) => s.serialize_bool(*b),
+            FieldValue::Timestamp(t) => t.serialize(s),
+            FieldValue::Json(v) => v.serialize(s),
+        }
+    }
+}
+
 /// Converts one JSON value to the field's type, or says what was expected.
 pub fn coerce(field_type: FieldType, value: &Value) -> Result<FieldValue, String> {
     let got = || json_kind(value);

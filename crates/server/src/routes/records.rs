@@ -144,8 +144,8 @@ struct ExportQuery {
 fn ndjson(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
-        // Serialising a JSON value cannot fail.
-        let _ = serde_json::to_writer(&mut out, &record.to_json());
+        // Serialising a record into memory cannot fail.
+        let _ = serde_json::to_writer(&mut out, record);
         out.push(b'\n');
     }
     out
@@ -282,7 +282,7 @@ fn bulk_results_schema() -> Schema {
 }
 
 fn with_etag(status: StatusCode, record: &Record) -> Response {
-    let mut response = (status, axum::Json(record.to_json())).into_response();
+    let mut response = (status, axum::Json(record)).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -464,12 +464,9 @@ async fn list(
         .catalog
         .list_records(&ctx, named.as_ref(), &collection, params)
         .await?;
+    // Records go to text straight from the rows (`impl Serialize for Record`).
     let body = Page {
-        items: page
-            .items
-            .iter()
-            .map(|hit| hit.record.to_json())
-            .collect::<Vec<_>>(),
+        items: page.items.iter().map(|hit| &hit.record).collect::<Vec<_>>(),
         next_cursor: page.next_cursor,
     };
     Ok(axum::Json(body).into_response())

@@ -34,6 +34,11 @@ pub struct LimitArgs {
     /// `synchronous = FULL`), as a deployment that must survive power loss runs.
     #[arg(long)]
     fsync: bool,
+    /// The bare handler's connections keep their plans whatever the bound values
+    /// (`SQLITE_DBCONFIG_ENABLE_QPSG`), as Bulkhead's do: without it a cached statement with a
+    /// range on an indexed field (the filtered page) is prepared again on every use.
+    #[arg(long)]
+    bare_stable_plans: bool,
     /// Only these ops (create, get, list, bulk), e.g. to profile one.
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
@@ -217,7 +222,11 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    let bare = bare::Bare::start(args.fsync).await?;
+    let bare = bare::Bare::start(bare::Options {
+        fsync: args.fsync,
+        stable_plans: args.bare_stable_plans,
+    })
+    .await?;
     let targets = [
         bulkhead_target(&bulkhead.url).await?,
         bare_target(&bare.url)?,

@@ -49,8 +49,22 @@ impl Db {
     }
 }
 
-fn open(path: &std::path::Path, fsync: bool) -> rusqlite::Result<Connection> {
+/// How the bare handler opens its file.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `synchronous = FULL` (every commit synced) rather than `NORMAL`.
+    pub fsync: bool,
+    /// `SQLITE_DBCONFIG_ENABLE_QPSG` on every connection, as Bulkhead's engine sets it.
+    pub stable_plans: bool,
+}
+
+fn open(path: &std::path::Path, options: Options) -> rusqlite::Result<Connection> {
+    let fsync = options.fsync;
     let conn = Connection::open(path)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        options.stable_plans,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
@@ -263,13 +277,13 @@ pub struct Bare {
 }
 
 impl Bare {
-    pub async fn start(fsync: bool) -> anyhow::Result<Bare> {
+    pub async fn start(options: Options) -> anyhow::Result<Bare> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("bare.db");
-        let writer = open(&path, fsync)?;
+        let writer = open(&path, options)?;
         writer.execute_batch(DDL)?;
         let readers = (0..4)
-            .map(|_| open(&path, fsync).map(Mutex::new))
+            .map(|_| open(&path, options).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let db: Shared = Arc::new(Db {
             writer: Mutex::new(writer),

@@ -7,13 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::AppState;
 use crate::error::error_response;
 
 /// The budget counts KiB.
@@ -50,24 +48,33 @@ fn reserved(request: &Request, body_limit: u64) -> u64 {
     }
 }
 
-pub async fn bodies_in_flight(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let bytes = reserved(&request, state.config.body_limit as u64);
-    if bytes == 0 {
-        return next.run(request).await;
-    }
-    let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
-    let Ok(permit) = Arc::clone(&state.body_budget).try_acquire_many_owned(units) else {
-        return error_response(
+/// The server's budget for bodies is spent: answered `503 busy`, nothing read.
+pub struct Busy;
+
+impl axum::response::IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "this server holds as many request bodies as its memory budget allows; retry shortly",
-        );
-    };
-    let response = next.run(request).await;
-    drop(permit);
-    response
+        )
+    }
+}
+
+/// Reserves what `request` may hold of its body in memory (nothing when it has none). The
+/// permit is held until the request is answered.
+pub fn admit(
+    budget: &Arc<Semaphore>,
+    body_limit: u64,
+    request: &Request,
+) -> Result<Option<OwnedSemaphorePermit>, Busy> {
+    let bytes = reserved(request, body_limit);
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+    Arc::clone(budget)
+        .try_acquire_many_owned(units)
+        .map(Some)
+        .map_err(|_| Busy)
 }

@@ -118,11 +118,10 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            budget::bodies_in_flight,
-        ))
-        .layer(middleware::from_fn(normalise_errors))
+        // One middleware function for the request's id, span, metering and logging, the
+        // body budget and error normalisation: each `from_fn` layer clones the whole stack
+        // inside it on every request, so three of them cost a get by id several per cent
+        // (issue 24).
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,
@@ -248,13 +247,18 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     };
     let (request, leftover) = drain::share(request);
     let tenant = acted.clone();
+    let (budget, body_limit) = (
+        std::sync::Arc::clone(&state.body_budget),
+        state.config.body_limit as u64,
+    );
     let mut response = REQUEST_ID
         .scope(
             request_id,
             async move {
+                let inner = admitted(budget, body_limit, request, next);
                 let response = match tenant {
-                    Some(tenant) => tenant.scope(next.run(request)).await,
-                    None => next.run(request).await,
+                    Some(tenant) => tenant.scope(inner).await,
+                    None => inner.await,
                 };
                 tracing::info!(
                     status = response.status().as_u16(),
@@ -307,11 +311,27 @@ impl opentelemetry::propagation::Extractor for TraceHeaders<'_> {
     }
 }
 
+/// The request within its context: its body reserved from the server's budget
+/// ([`budget::admit`]) while it runs, and its error answers normalised.
+async fn admitted(
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    body_limit: u64,
+    request: Request,
+    next: Next,
+) -> Response {
+    let permit = match budget::admit(&budget, body_limit, &request) {
+        Ok(permit) => permit,
+        Err(busy) => return busy.into_response(),
+    };
+    let response = next.run(request).await;
+    drop(permit);
+    normalise_errors(response).await
+}
+
 /// Error responses made by layers or by axum's own rejections (timeouts, panics, wrong
 /// methods, undecodable paths) get the standard body. A short plain-text message from axum is
 /// kept, since it names the problem.
-async fn normalise_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn normalise_errors(response: Response) -> Response {
     let status = response.status();
     let content_type = response
         .headers()

@@ -379,7 +379,7 @@ impl Engine for SqliteEngine {
             let db = inner.scoped_db(&scope)?;
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
-            db.read(|tx| fetch(tx, &sql, &id))
+            db.read_statement(None, |tx| fetch(tx, &sql, &id))
         })
         .await
     }
@@ -457,7 +457,7 @@ impl Engine for SqliteEngine {
             let table = table_of(&scope, &collection);
             let sql = RecordSql::new(&table, scope.storage_key().as_str(), &collection);
             let statement = sql.list(&query)?;
-            db.read_within(Some(&query.budget), |tx| {
+            db.read_statement(Some(&query.budget), |tx| {
                 let mut stmt = tx.prepare_cached(&statement.sql)?;
                 let mut rows = stmt.query(params_from_iter(statement.params.iter()))?;
                 let mut out = Vec::new();

@@ -271,6 +271,28 @@ impl Db {
         budget: Option<&QueryBudget>,
         f: impl FnOnce(&Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        self.read_on_reader(budget, true, f)
+    }
+
+    /// Like [`Db::read_within`] for `f` that runs **one** statement: SQLite reads a statement
+    /// run outside a transaction in a read transaction of its own, from its first step until
+    /// it is reset, so the `BEGIN` and `ROLLBACK` around it (two statements more, a third of a
+    /// get by id's time in SQLite, issue 24) are left out. Two statements in `f` would each
+    /// see their own snapshot: use [`Db::read`] for those.
+    pub fn read_statement<T>(
+        &self,
+        budget: Option<&QueryBudget>,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.read_on_reader(budget, false, f)
+    }
+
+    fn read_on_reader<T>(
+        &self,
+        budget: Option<&QueryBudget>,
+        transaction: bool,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let pooled = self.readers.lock().pop();
         let reader = match pooled {
             Some(reader) => reader,
@@ -283,7 +305,9 @@ impl Db {
         // `ROLLBACK` through `execute_batch` were parsed again on every read (a few per cent
         // of a get by id, BENCHMARKS.md, issue 24).
         let result = (|| {
-            reader.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+            if transaction {
+                reader.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+            }
             let out = f(&reader.conn);
             if !reader.conn.is_autocommit() {
                 reader.conn.prepare_cached("ROLLBACK")?.execute([])?;

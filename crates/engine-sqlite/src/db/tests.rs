@@ -302,3 +302,46 @@ fn a_cached_filtered_read_is_not_prepared_again_on_each_use() {
     }
     assert_eq!(reprepared, [0, 0, 0, 0], "the statement was prepared again");
 }
+
+/// A one-statement read, left half-stepped, ends its snapshot when it returns: the reader
+/// goes back to the pool outside any transaction, so a checkpoint can still empty the WAL.
+#[test]
+fn a_one_statement_read_holds_no_snapshot_once_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let db = Db::open(&path, options(), true).unwrap();
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+        .unwrap();
+    db.write(|tx| Ok(tx.execute_batch("INSERT INTO t VALUES (1), (2), (3)")?))
+        .unwrap();
+    let first = db
+        .read_statement(None, |conn| {
+            let mut stmt = conn.prepare_cached("SELECT v FROM t ORDER BY v")?;
+            let mut rows = stmt.query([])?;
+            // One row of three: the statement is not stepped to its end.
+            Ok(rows.next()?.map(|row| row.get::<_, i64>(0)).transpose()?)
+        })
+        .unwrap();
+    assert_eq!(first, Some(1));
+    assert_eq!(
+        db.readers.lock().len(),
+        1,
+        "the reader went back to the pool"
+    );
+    db.write(|tx| Ok(tx.execute_batch("INSERT INTO t VALUES (4)")?))
+        .unwrap();
+    db.checkpoint().unwrap();
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .unwrap()
+        .len();
+    assert_eq!(
+        wal, 0,
+        "a snapshot was still held, so the WAL could not be emptied"
+    );
+    let count = db
+        .read_statement(None, |conn| {
+            Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+        })
+        .unwrap();
+    assert_eq!(count, 4);
+}

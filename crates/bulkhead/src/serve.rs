@@ -17,7 +17,7 @@ use bulkhead_core::model::{DomainSpec, ENGINE_POSTGRES};
 use bulkhead_core::time::{Clock, SystemClock};
 use bulkhead_engine::Engine;
 use bulkhead_engine_sqlite::SqliteEngine;
-use bulkhead_server::{AppState, ServerConfig};
+use bulkhead_server::{AppState, Handles, ServerConfig};
 
 use crate::config::Config;
 use crate::domains;
@@ -173,7 +173,7 @@ pub async fn open(
         },
     );
     secops.spawn();
-    let state = AppState {
+    let state = AppState::new(Handles {
         catalog: catalog.clone(),
         cold,
         secops,
@@ -194,7 +194,7 @@ pub async fn open(
             token: config.metrics_token.as_ref().map(|t| t.expose().to_owned()),
             top_tenants: config.metrics_top_tenants,
         },
-    };
+    });
     Ok(Node {
         catalog,
         state,

@@ -91,10 +91,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    /// Stores what the catalog holds right after this server's own committed change
-    /// (newer than any fill in flight, so no ticket is needed).
+    /// Stores what the catalog holds right after this server's own committed change. It
+    /// counts as an invalidation: a fill that read before the change is refused after it.
     pub(crate) fn put(&self, key: K, value: V) {
-        self.map.write().insert(key, value);
+        let mut map = self.map.write();
+        self.fresh.bump();
+        map.insert(key, value);
     }
 
     /// Drops one entry (a change to it committed).
@@ -163,6 +165,16 @@ mod tests {
         let ticket = fresh.ticket();
         assert_eq!(routes.fill(ticket, 1, "fresh", |_, _| false), "fresh");
         assert_eq!(routes.get(&1), Some("fresh"));
+    }
+
+    #[test]
+    fn a_fill_that_read_before_a_put_does_not_overwrite_it() {
+        let fresh = Freshness::default();
+        let routes: Cache<u32, &str> = fresh.map();
+        let before = fresh.ticket();
+        routes.put(1, "suspended");
+        assert_eq!(routes.fill(before, 1, "active", |_, _| false), "active");
+        assert_eq!(routes.get(&1), Some("suspended"));
     }
 
     #[test]

@@ -291,7 +291,12 @@ impl Catalog {
     }
 
     /// Re-reads a tenant from the catalog and publishes its route (after a change).
+    /// The tenant as the catalog holds it right after this server committed a change to
+    /// it. The cached route is dropped first: that counts as an invalidation, so a request
+    /// that read the row before the change and fills the cache after this refresh cannot put
+    /// the old status back (a suspension that did not hold, found by `bulkhead simulate`).
     async fn refresh(&self, id: &TenantId) -> Result<TenantView, Error> {
+        self.inner().routes.forget(id);
         let (tenant, placement) = self.load_tenant(id).await?.ok_or_else(tenant_not_found)?;
         Ok(view(tenant, placement))
     }

@@ -28,6 +28,8 @@ impl Inner {
         let from = db_path(dir, Isolation::Silo, &spare.namespace, &spare.key)?;
         let to = db_path(dir, Isolation::Silo, &target.namespace, &target.key)?;
         self.release(&from);
+        self.memo.lock().forget(&from);
+        self.memo.lock().forget(&to);
         if !from.exists() {
             return Ok(false);
         }
@@ -64,6 +66,7 @@ impl Inner {
                 // Close our handle first; then remove the file and its WAL and shared memory.
                 let closed = self.silos.lock().pop(&path);
                 drop(closed);
+                self.memo.lock().forget(&path);
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let file = PathBuf::from(format!("{}{suffix}", path.display()));
                     match std::fs::remove_file(&file) {

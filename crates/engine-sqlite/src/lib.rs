@@ -93,6 +93,8 @@ struct Inner {
     /// Pool and bridge files, keyed by path.
     shared: Mutex<HashMap<PathBuf, Arc<Db>>>,
     silos: Mutex<LruCache<PathBuf, Arc<Db>>>,
+    /// What the last storage measurements found, for the next pass to reuse.
+    memo: Mutex<measure::Memo>,
 }
 
 impl SqliteEngine {
@@ -105,6 +107,7 @@ impl SqliteEngine {
                 clock,
                 shared: Mutex::new(HashMap::new()),
                 silos: Mutex::new(LruCache::new(cap)),
+                memo: Mutex::new(measure::Memo::default()),
             }),
         })
     }

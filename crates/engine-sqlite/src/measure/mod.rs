@@ -3,17 +3,22 @@
 //! index in the shared file, from SQLite's `dbstat`; a pool tenant is its share of each
 //! pooled table's b-trees, in proportion to the bytes of its rows (one pass per table).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+mod memo;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Instant, SystemTime};
 
 use bulkhead_core::model::Isolation;
 use bulkhead_core::schema::Collection;
 use bulkhead_core::{CollectionName, StorageKey};
 use bulkhead_engine::{Measured, PlacementRef, pool_share};
+use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::layout::{TableName, db_path};
 use crate::{Inner, StorageError};
+pub(crate) use memo::Memo;
+use memo::{PooledRows, RowsMark, SiloMark};
 
 /// What a b-tree cell costs beyond its payload (header, pointer), roughly.
 const CELL_BYTES: u64 = 12;
@@ -88,7 +93,7 @@ impl Inner {
             let db = self.shared_db(isolation, namespace)?;
             let began = Instant::now();
             out.extend(match isolation {
-                Isolation::Pool => measure_pool(&db, &members, collections, rest)?,
+                Isolation::Pool => measure_pool(&db, &self.memo, &members, collections, rest)?,
                 _ => db.read(|conn| measure_bridge(conn, &members, collections))?,
             });
             pause(rest, began);
@@ -97,25 +102,39 @@ impl Inner {
     }
 
     /// A silo, read through a connection of its own: measuring every silo must not push the
-    /// busy ones out of the open-handle cache.
+    /// busy ones out of the open-handle cache. A silo whose files have not changed since it
+    /// was last measured is not read again (see [`memo`]).
     fn measure_silo(
         &self,
         p: &PlacementRef,
         collections: &[Collection],
     ) -> Result<Option<Measured>, StorageError> {
         let path = db_path(&self.config.dir, Isolation::Silo, &p.namespace, &p.key)?;
-        if !path.exists() {
+        let began = SystemTime::now();
+        let Some(mark) = SiloMark::of(&path)? else {
+            self.memo.lock().forget(&path);
             return Ok(None);
+        };
+        let names: Vec<CollectionName> = collections.iter().map(|c| c.name.clone()).collect();
+        if let Some((records, bytes)) = self.memo.lock().silo(&path, &mark, &names) {
+            return Ok(Some(Measured {
+                key: p.key.clone(),
+                records,
+                bytes,
+            }));
         }
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // One snapshot for the counts and the pages.
+        conn.execute_batch("BEGIN")?;
+        let tables = table_names(&conn)?;
         let mut records = BTreeMap::new();
         for c in collections {
             let table = TableName::new(Isolation::Silo, &p.key, &c.name);
-            if exists(&conn, &table)? {
+            if tables.contains(&table.raw) {
                 records.insert(c.name.clone(), count(&conn, &table)?);
             }
         }
@@ -127,12 +146,25 @@ impl Inner {
         };
         let used = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
         let bytes = used * pragma("page_size")?;
+        conn.execute_batch("COMMIT")?;
+        drop(conn);
+        let after = SiloMark::of(&path)?;
+        self.memo
+            .lock()
+            .keep_silo(&path, began, mark, after, &names, &records, bytes);
         Ok(Some(Measured {
             key: p.key.clone(),
             records,
             bytes,
         }))
     }
+}
+
+/// The names of the tables in the database.
+fn table_names(conn: &Connection) -> Result<HashSet<String>, StorageError> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(names.collect::<Result<_, _>>()?)
 }
 
 fn measure_bridge(
@@ -167,61 +199,127 @@ fn measure_bridge(
 /// Tenants (groups) read from a pooled table per read transaction.
 const POOL_PAGE: usize = 1_000;
 
-/// Each tenant's rows of a pooled table, a page of tenants after `after` at a time: (storage
-/// key, records, bytes of its rows), in key order.
-fn pool_rows_page(
-    conn: &Connection,
-    table: &TableName,
-    indexes: usize,
-    after: &str,
-) -> Result<Vec<(String, u64, u64)>, StorageError> {
-    let columns: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-        let names = stmt.query_map([&table.raw], |r| r.get::<_, String>(0))?;
-        names.collect::<Result<_, _>>()?
-    };
-    // A value's stored size: `length` of text and blobs; 8 for numbers (SQLite stores
-    // integers in up to 8 bytes and floats in 8); 0 for NULL.
-    let size = columns
-        .iter()
-        .map(|c| {
-            format!(
-                "(CASE typeof(\"{c}\") WHEN 'null' THEN 0 WHEN 'integer' THEN 8 WHEN 'real' THEN 8 \
-                 ELSE length(CAST(\"{c}\" AS BLOB)) END)"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" + ");
-    // Each row also costs a cell header, and an entry in each index: the indexed value (in
-    // the row's size already) with the tenant and id as its key.
-    let overhead =
-        format!("{CELL_BYTES} + {indexes} * ({CELL_BYTES} + length(tenant_id) + length(id))");
-    let mut stmt = conn.prepare(&format!(
-        "SELECT tenant_id, count(*), sum({size} + {overhead}) FROM {} WHERE tenant_id > ?1 \
-         GROUP BY tenant_id ORDER BY tenant_id LIMIT {POOL_PAGE}",
-        table.quoted()
-    ))?;
-    let rows = stmt.query_map([after], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (key, n, bytes) = row?;
-        out.push((
-            key,
-            u64::try_from(n).unwrap_or(0),
-            u64::try_from(bytes).unwrap_or(0),
-        ));
-    }
-    Ok(out)
+/// The statements that measure a pooled table: its tenants' marks a page at a time, the same
+/// with each tenant's bytes, and one tenant's mark and bytes. A tenant's bytes are its rows'
+/// values (`length` of text and blobs, 8 for numbers, which SQLite stores in up to 8 bytes)
+/// plus a cell header per row and an entry in each index (the indexed value, in the row's
+/// size already, with the tenant and id as its key).
+struct PoolSql {
+    marks: String,
+    sized: String,
+    one: String,
 }
 
-/// A pool's tenants: each pooled table's b-trees read once, its rows a page of tenants per
-/// read transaction (so the pass never holds a reader for long, and yields between pages).
+/// A pooled tenant's mark, then its rows' bytes (`sized`), from column `first`.
+const MARK: &str = "count(*), max(updated_at), sum(version), total(updated_at)";
+
+impl PoolSql {
+    fn new(conn: &Connection, table: &TableName, indexes: usize) -> Result<Self, StorageError> {
+        let columns: Vec<String> = {
+            let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+            let names = stmt.query_map([&table.raw], |r| r.get::<_, String>(0))?;
+            names.collect::<Result<_, _>>()?
+        };
+        let size = columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "(CASE typeof(\"{c}\") WHEN 'null' THEN 0 WHEN 'integer' THEN 8 WHEN 'real' THEN 8 \
+                     ELSE length(CAST(\"{c}\" AS BLOB)) END)"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let overhead =
+            format!("{CELL_BYTES} + {indexes} * ({CELL_BYTES} + length(tenant_id) + length(id))");
+        let t = table.quoted();
+        let page = |what: &str| {
+            format!(
+                "SELECT tenant_id, {what} FROM {t} WHERE tenant_id > ?1 \
+                 GROUP BY tenant_id ORDER BY tenant_id LIMIT {POOL_PAGE}"
+            )
+        };
+        Ok(PoolSql {
+            marks: page(MARK),
+            sized: page(&format!("{MARK}, sum({size} + {overhead})")),
+            one: format!("SELECT {MARK}, sum({size} + {overhead}) FROM {t} WHERE tenant_id = ?1"),
+        })
+    }
+}
+
+fn mark_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RowsMark> {
+    Ok(RowsMark {
+        rows: u64::try_from(r.get::<_, i64>(first)?).unwrap_or(0),
+        newest: r.get::<_, Option<i64>>(first + 1)?.unwrap_or(0),
+        versions: r.get::<_, Option<i64>>(first + 2)?.unwrap_or(0),
+        stamps: r.get::<_, f64>(first + 3)?,
+    })
+}
+
+fn bytes_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
+}
+
+/// One page of a pooled table's tenants after `after`, in key order, each with its rows'
+/// mark and bytes: taken from `kept` where the mark has not moved, measured otherwise (the
+/// whole page in one scan when most of it must be). Returns the page and how many tenants
+/// were measured. One read transaction: marks and bytes are of the same moment.
+fn pool_page(
+    conn: &Connection,
+    sql: &PoolSql,
+    after: &str,
+    kept: &HashMap<String, PooledRows>,
+    memo: &Mutex<Memo>,
+) -> Result<(Vec<(String, PooledRows)>, u64), StorageError> {
+    let sized = |conn: &Connection| -> Result<Vec<(String, PooledRows)>, StorageError> {
+        let mut stmt = conn.prepare_cached(&sql.sized)?;
+        let rows = stmt.query_map([after], |r| {
+            Ok((r.get::<_, String>(0)?, mark_at(r, 1)?, bytes_at(r, 5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, mark, bytes) = row?;
+            out.push((key, PooledRows::new(mark, bytes)));
+        }
+        Ok(out)
+    };
+    if kept.is_empty() {
+        let page = sized(conn)?;
+        let n = page.len() as u64;
+        return Ok((page, n));
+    }
+    let marks: Vec<(String, RowsMark)> = {
+        let mut stmt = conn.prepare_cached(&sql.marks)?;
+        let rows = stmt.query_map([after], |r| Ok((r.get::<_, String>(0)?, mark_at(r, 1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let still: Vec<Option<PooledRows>> = {
+        let memo = memo.lock();
+        marks
+            .iter()
+            .map(|(key, mark)| kept.get(key).filter(|k| memo.still(k, mark)).copied())
+            .collect()
+    };
+    let stale = still.iter().filter(|k| k.is_none()).count();
+    if stale * 2 > marks.len() {
+        let page = sized(conn)?;
+        let n = page.len() as u64;
+        return Ok((page, n));
+    }
+    let mut one = conn.prepare_cached(&sql.one)?;
+    let mut out = Vec::with_capacity(marks.len());
+    for ((key, _), still) in marks.into_iter().zip(still) {
+        let rows = match still {
+            Some(rows) => rows,
+            None => one.query_row([&key], |r| {
+                Ok(PooledRows::new(mark_at(r, 0)?, bytes_at(r, 4)?))
+            })?,
+        };
+        out.push((key, rows));
+    }
+    Ok((out, stale as u64))
+}
+
 /// Rests as `rest` says after work that began at `began`.
 fn pause(rest: &dyn bulkhead_engine::Rest, began: Instant) {
     let rest = rest.rest_after(began.elapsed());
@@ -230,8 +328,12 @@ fn pause(rest: &dyn bulkhead_engine::Rest, began: Instant) {
     }
 }
 
+/// A pool's tenants: each pooled table's b-trees read once, its tenants a page at a time per
+/// read transaction (so the pass never holds a reader for long, and rests between pages),
+/// each tenant's rows sized only when they changed since the last pass.
 fn measure_pool(
     db: &crate::db::Db,
+    memo: &Mutex<Memo>,
     members: &[&PlacementRef],
     collections: &[Collection],
     rest: &dyn bulkhead_engine::Rest,
@@ -257,35 +359,49 @@ fn measure_pool(
             break;
         };
         let table = TableName::new(Isolation::Pool, &first.key, &c.name);
-        let Some((total, indexes)) = db.read(|conn| {
+        let Some((total, sql)) = db.read(|conn| {
             if !exists(conn, &table)? {
                 return Ok(None);
             }
             let btrees = btree_bytes(conn)?;
             let ix = table.index_prefix();
             let indexes = btrees.keys().filter(|name| name.starts_with(&ix)).count();
-            Ok(Some((table_bytes(&btrees, &table), indexes)))
+            Ok(Some((
+                table_bytes(&btrees, &table),
+                PoolSql::new(conn, &table, indexes)?,
+            )))
         })?
         else {
             continue;
         };
+        let kept = memo.lock().take_pooled(db.path(), &table.raw);
+        let mut now_kept = HashMap::with_capacity(kept.len());
         let (mut all, mut mine, mut after) = (0u64, Vec::new(), String::new());
+        let (mut read, mut reused) = (0u64, 0u64);
         loop {
             let began = Instant::now();
-            let page = db.read(|conn| pool_rows_page(conn, &table, indexes, &after))?;
-            for (key, n, bytes) in &page {
-                all += bytes;
-                if let Some(key) = wanted.get(key.as_str()) {
-                    mine.push(((*key).clone(), *n, *bytes));
-                }
+            let (page, measured) = db.read(|conn| pool_page(conn, &sql, &after, &kept, memo))?;
+            read += measured;
+            reused += page.len() as u64 - measured;
+            let full = page.len() == POOL_PAGE;
+            if let Some((last, _)) = page.last() {
+                after.clone_from(last);
             }
-            match page.last() {
-                Some((last, _, _)) if page.len() == POOL_PAGE => after.clone_from(last),
-                _ => break,
+            for (key, rows) in page {
+                all += rows.bytes;
+                if let Some(key) = wanted.get(key.as_str()) {
+                    mine.push(((*key).clone(), rows.mark.rows, rows.bytes));
+                }
+                now_kept.insert(key, rows);
+            }
+            if !full {
+                break;
             }
             pause(rest, began);
             std::thread::yield_now();
         }
+        memo.lock()
+            .put_pooled(db.path(), &table.raw, now_kept, read, reused);
         for (key, n, bytes) in mine {
             if let Some(m) = found.get_mut(&key) {
                 m.records.insert(c.name.clone(), n);
@@ -295,3 +411,6 @@ fn measure_pool(
     }
     Ok(found.into_values().collect())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! What a measuring pass learned, kept for the next: a silo whose files have not changed
+//! since, or a pooled tenant whose rows have not, is not read again. An hourly pass over ten
+//! thousand mostly idle silos then costs a `stat` of each instead of opening it, and a pool
+//! pass one cheap scan of its keys instead of sizing every row (issue 16).
+//!
+//! A silo's mark is its database file's and write-ahead log's inode, length and modification
+//! time (not the status change time: SQLite running as root changes the owner of the log it
+//! opens, which moves that time without a write). A measurement is kept only when the files had rested `settle` before it began and did not
+//! change while it ran: a write in the same tick of the file system's clock as the
+//! measurement would leave the mark unchanged (git's "racily clean" index entries). A pooled
+//! tenant's mark is its rows' count, newest update, and sums of versions and update times,
+//! read in the same snapshot as its size: any create, delete, replace or patch moves it.
+//! Whatever the marks say, a kept measurement serves at most `max_age`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use bulkhead_core::CollectionName;
+
+/// How long a file must rest after its last change before a measurement of it is kept.
+const SETTLE: Duration = Duration::from_secs(2);
+/// How long a kept measurement serves before the storage is read again regardless.
+const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// One file's identity, length and times (`None` from [`FileMark::of`]: the file is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileMark {
+    inode: u64,
+    len: u64,
+    modified: SystemTime,
+}
+
+impl FileMark {
+    fn of(path: &Path) -> std::io::Result<Option<Self>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileMark {
+                inode: m.ino(),
+                len: m.len(),
+                modified: m.modified()?,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A silo's database file and its write-ahead log (`None`: absent or empty, which a reader
+/// opening the file may create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SiloMark {
+    db: FileMark,
+    wal: Option<FileMark>,
+}
+
+impl SiloMark {
+    /// The mark of the silo at `db` (`None`: it has no file).
+    pub(crate) fn of(db: &Path) -> std::io::Result<Option<Self>> {
+        let Some(file) = FileMark::of(db)? else {
+            return Ok(None);
+        };
+        let wal =
+            FileMark::of(&PathBuf::from(format!("{}-wal", db.display())))?.filter(|w| w.len > 0);
+        Ok(Some(SiloMark { db: file, wal }))
+    }
+
+    /// Whether both files last changed `settle` or more before `began`.
+    fn settled(&self, began: SystemTime, settle: Duration) -> bool {
+        let last = self
+            .wal
+            .map_or(self.db.modified, |w| w.modified.max(self.db.modified));
+        last.checked_add(settle).is_some_and(|t| t <= began)
+    }
+}
+
+/// A pooled tenant's rows in one table: count, newest `updated_at`, and the sums of `version`
+/// and of `updated_at` (as SQLite's `total`, a float, so it cannot overflow).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RowsMark {
+    pub rows: u64,
+    pub newest: i64,
+    pub versions: i64,
+    pub stamps: f64,
+}
+
+/// A pooled tenant's rows as last measured: their mark and the bytes of the rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PooledRows {
+    pub mark: RowsMark,
+    pub bytes: u64,
+    at: Instant,
+}
+
+impl PooledRows {
+    pub(crate) fn new(mark: RowsMark, bytes: u64) -> Self {
+        PooledRows {
+            mark,
+            bytes,
+            at: Instant::now(),
+        }
+    }
+}
+
+struct KeptSilo {
+    mark: SiloMark,
+    collections: Vec<CollectionName>,
+    records: BTreeMap<CollectionName, u64>,
+    bytes: u64,
+    at: Instant,
+}
+
+/// This engine's kept measurements (see the module's documentation).
+pub(crate) struct Memo {
+    pub(crate) settle: Duration,
+    pub(crate) max_age: Duration,
+    silos: HashMap<PathBuf, KeptSilo>,
+    /// Per pooled table (file, table): each tenant key's rows.
+    pooled: HashMap<(PathBuf, String), HashMap<String, PooledRows>>,
+    /// Silos and pooled tenants read, and those answered from what was kept.
+    pub(crate) read: u64,
+    pub(crate) reused: u64,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            settle: SETTLE,
+            max_age: MAX_AGE,
+            silos: HashMap::new(),
+            pooled: HashMap::new(),
+            read: 0,
+            reused: 0,
+        }
+    }
+}
+
+impl Memo {
+    /// The kept measurement of the silo at `path` if its files still have `mark` and it
+    /// counted the same `collections`: (records per collection, bytes).
+    pub(crate) fn silo(
+        &mut self,
+        path: &Path,
+        mark: &SiloMark,
+        collections: &[CollectionName],
+    ) -> Option<(BTreeMap<CollectionName, u64>, u64)> {
+        let kept = self.silos.get(path)?;
+        let fresh = kept.mark == *mark
+            && kept.collections == collections
+            && kept.at.elapsed() < self.max_age;
+        if !fresh {
+            self.silos.remove(path);
+            return None;
+        }
+        self.reused += 1;
+        Some((kept.records.clone(), kept.bytes))
+    }
+
+    /// Keeps a silo's measurement when its files rested before `began` and are the same
+    /// after (`mark` before, `after` after).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn keep_silo(
+        &mut self,
+        path: &Path,
+        began: SystemTime,
+        mark: SiloMark,
+        after: Option<SiloMark>,
+        collections: &[CollectionName],
+        records: &BTreeMap<CollectionName, u64>,
+        bytes: u64,
+    ) {
+        self.read += 1;
+        if after != Some(mark) || !mark.settled(began, self.settle) {
+            self.silos.remove(path);
+            return;
+        }
+        self.silos.insert(
+            path.to_owned(),
+            KeptSilo {
+                mark,
+                collections: collections.to_vec(),
+                records: records.clone(),
+                bytes,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets whatever was kept of the storage at `path` (a silo removed or replaced).
+    pub(crate) fn forget(&mut self, path: &Path) {
+        self.silos.remove(path);
+        self.pooled.retain(|(file, _), _| file != path);
+    }
+
+    /// Takes the kept rows of every tenant in a pooled table, for a pass to reuse and then
+    /// hand back ([`Memo::put_pooled`]).
+    pub(crate) fn take_pooled(&mut self, file: &Path, table: &str) -> HashMap<String, PooledRows> {
+        self.pooled
+            .remove(&(file.to_owned(), table.to_owned()))
+            .unwrap_or_default()
+    }
+
+    /// Keeps what a pass measured or reused of a pooled table (the tenants it found there).
+    pub(crate) fn put_pooled(
+        &mut self,
+        file: &Path,
+        table: &str,
+        rows: HashMap<String, PooledRows>,
+        read: u64,
+        reused: u64,
+    ) {
+        self.read += read;
+        self.reused += reused;
+        self.pooled
+            .insert((file.to_owned(), table.to_owned()), rows);
+    }
+
+    /// Whether `kept` still answers for rows now marked `mark`.
+    pub(crate) fn still(&self, kept: &PooledRows, mark: &RowsMark) -> bool {
+        kept.mark == *mark && kept.at.elapsed() < self.max_age
+    }
+}

@@ -1,0 +1,198 @@
+//! A pass reuses what the last one measured only where nothing changed: it answers exactly
+//! as a pass from nothing would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_core::access::DataAction;
+use bulkhead_core::model::Isolation;
+use bulkhead_core::record::{NewRecord, RecordChange, validate_full};
+use bulkhead_core::schema::Collection;
+use bulkhead_core::time::SystemClock;
+use bulkhead_core::{RecordId, TenantId};
+use bulkhead_engine::{Engine, Measured, PlacementRef, conformance};
+use serde_json::json;
+
+use crate::{SqliteConfig, SqliteEngine};
+
+fn engine(dir: &tempfile::TempDir, settle: Duration) -> SqliteEngine {
+    let engine = SqliteEngine::open(SqliteConfig::new(dir.path()), Arc::new(SystemClock))
+        .expect("open engine");
+    engine.inner.memo.lock().settle = settle;
+    engine
+}
+
+fn record(c: &Collection, id: &str, title: &str) -> NewRecord {
+    let body = json!({"id": id, "title": title});
+    let (id, fields, _) = validate_full(c, &body, None).expect("valid body");
+    NewRecord {
+        id: id.expect("id"),
+        fields,
+    }
+}
+
+fn counters(engine: &SqliteEngine) -> (u64, u64) {
+    let memo = engine.inner.memo.lock();
+    (memo.read, memo.reused)
+}
+
+async fn measure(engine: &SqliteEngine, all: &[PlacementRef], c: &Collection) -> Vec<Measured> {
+    let mut out = engine
+        .measure(all, std::slice::from_ref(c))
+        .await
+        .expect("measure");
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+#[tokio::test]
+async fn a_silo_unchanged_since_its_last_measure_is_not_opened_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir, Duration::ZERO);
+    let c = conformance::items_collection();
+    let t = conformance::tenant("solo");
+    let target = conformance::target(&t, Isolation::Silo);
+    engine
+        .provision(&target, std::slice::from_ref(&c))
+        .await
+        .expect("provision");
+    let w = conformance::scope(&t, Isolation::Silo, DataAction::Write);
+    let three = (0..3).map(|i| record(&c, &format!("r{i}"), "x")).collect();
+    engine.insert(&w, &c, three).await.expect("insert");
+    let all = [target];
+    let first = measure(&engine, &all, &c).await;
+    assert_eq!(first[0].records.get(&c.name), Some(&3));
+    assert_eq!(counters(&engine), (1, 0));
+    let again = measure(&engine, &all, &c).await;
+    assert_eq!(again, first);
+    assert_eq!(
+        counters(&engine),
+        (1, 1),
+        "the unchanged silo is not read again"
+    );
+    // A write changes the files: the next pass reads the silo again and sees it.
+    let one = vec![record(&c, "r9", "y")];
+    engine.insert(&w, &c, one).await.expect("insert");
+    let after = measure(&engine, &all, &c).await;
+    assert_eq!(after[0].records.get(&c.name), Some(&4));
+    assert_eq!(counters(&engine), (2, 1));
+}
+
+#[tokio::test]
+async fn a_silo_measured_within_its_settling_time_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir, Duration::from_secs(3600));
+    let c = conformance::items_collection();
+    let t = conformance::tenant("fresh");
+    let target = conformance::target(&t, Isolation::Silo);
+    engine
+        .provision(&target, std::slice::from_ref(&c))
+        .await
+        .expect("provision");
+    let all = [target];
+    let first = measure(&engine, &all, &c).await;
+    let again = measure(&engine, &all, &c).await;
+    assert_eq!(again, first);
+    assert_eq!(
+        counters(&engine),
+        (2, 0),
+        "files changed within the settling time may change again unseen in the same clock tick"
+    );
+}
+
+/// Rounds of creates, replaces and deletes on some tenants of a pool and of silos; after
+/// each, the pass that reuses what it can answers exactly as a new engine's pass does.
+#[tokio::test]
+async fn a_pass_that_reuses_answers_as_a_pass_from_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warm = engine(&dir, Duration::ZERO);
+    let c = conformance::items_collection();
+    let mut tenants: Vec<(TenantId, Isolation)> = Vec::new();
+    for i in 0..6 {
+        tenants.push((conformance::tenant(&format!("p{i}")), Isolation::Pool));
+    }
+    for i in 0..3 {
+        tenants.push((conformance::tenant(&format!("s{i}")), Isolation::Silo));
+    }
+    let mut all = Vec::new();
+    for (t, isolation) in &tenants {
+        let target = conformance::target(t, *isolation);
+        warm.provision(&target, std::slice::from_ref(&c))
+            .await
+            .expect("provision");
+        all.push(target);
+    }
+    let mut next = 0u64;
+    let mut ids: Vec<Vec<String>> = vec![Vec::new(); tenants.len()];
+    let batch_ids = |batch: &[NewRecord]| -> Vec<String> {
+        batch.iter().map(|r| r.id.as_str().to_owned()).collect()
+    };
+    let mut reused_before = 0;
+    for round in 0..8usize {
+        // Touch a different few each round (every one in some), in every way a write can
+        // change a tenant.
+        for (k, (t, isolation)) in tenants.iter().enumerate() {
+            let everyone = round % 4 == 3;
+            if !everyone && (k + round) % 3 != 0 {
+                continue;
+            }
+            let w = conformance::scope(t, *isolation, DataAction::Write);
+            // Rounds 0-1 add records; later ones replace one (the count stays), delete one
+            // and add one (the count stays), or add several.
+            let kind = if round < 2 { 0 } else { (k + round) % 3 };
+            let adds = match kind {
+                0 => 1 + (k + round) % 4,
+                1 => 0,
+                _ => 1,
+            };
+            let batch: Vec<NewRecord> = (0..adds)
+                .map(|j| {
+                    next += 1;
+                    record(
+                        &c,
+                        &format!("r{next}"),
+                        &"t".repeat(1 + (j * 37 + round * 11) % 300),
+                    )
+                })
+                .collect();
+            let oldest = ids[k].first().cloned();
+            if !batch.is_empty() {
+                ids[k].extend(batch_ids(&batch));
+                warm.insert(&w, &c, batch).await.expect("insert");
+            }
+            let Some(oldest) = oldest else {
+                continue;
+            };
+            let id = RecordId::parse(&oldest).expect("id");
+            match kind {
+                1 => {
+                    let body = json!({"title": "z".repeat(round * 40)});
+                    let (_, fields, _) = validate_full(&c, &body, None).expect("valid");
+                    warm.update(&w, &c, &id, RecordChange::Replace(fields), None)
+                        .await
+                        .expect("replace");
+                }
+                2 => {
+                    warm.delete(&w, &c, &id, None).await.expect("delete");
+                    ids[k].remove(0);
+                }
+                _ => {}
+            }
+        }
+        let reused = measure(&warm, &all, &c).await;
+        let cold = engine(&dir, Duration::ZERO);
+        let fresh = measure(&cold, &all, &c).await;
+        assert_eq!(reused, fresh, "round {round}");
+        assert_eq!(counters(&cold).1, 0);
+        if round > 0 && round % 4 != 3 {
+            let now = counters(&warm).1;
+            assert!(
+                now > reused_before,
+                "round {round}: the untouched are reused"
+            );
+            reused_before = now;
+        } else {
+            reused_before = counters(&warm).1;
+        }
+    }
+}

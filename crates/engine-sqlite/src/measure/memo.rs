@@ -115,8 +115,8 @@ pub(crate) struct Memo {
     pub(crate) settle: Duration,
     pub(crate) max_age: Duration,
     silos: HashMap<PathBuf, KeptSilo>,
-    /// Per pooled table (file, table): each tenant key's rows.
-    pooled: HashMap<(PathBuf, String), HashMap<String, PooledRows>>,
+    /// Per pooled table (file, table): how its rows were sized, and each tenant key's rows.
+    pooled: HashMap<(PathBuf, String), (String, HashMap<String, PooledRows>)>,
     /// Silos and pooled tenants read, and those answered from what was kept.
     pub(crate) read: u64,
     pub(crate) reused: u64,
@@ -193,11 +193,19 @@ impl Memo {
     }
 
     /// Takes the kept rows of every tenant in a pooled table, for a pass to reuse and then
-    /// hand back ([`Memo::put_pooled`]).
-    pub(crate) fn take_pooled(&mut self, file: &Path, table: &str) -> HashMap<String, PooledRows> {
-        self.pooled
-            .remove(&(file.to_owned(), table.to_owned()))
-            .unwrap_or_default()
+    /// hand back ([`Memo::put_pooled`]). `sizing` is how the pass sizes rows (its
+    /// statement): rows sized another way (before a column or an index was added) are not
+    /// reused.
+    pub(crate) fn take_pooled(
+        &mut self,
+        file: &Path,
+        table: &str,
+        sizing: &str,
+    ) -> HashMap<String, PooledRows> {
+        match self.pooled.remove(&(file.to_owned(), table.to_owned())) {
+            Some((how, rows)) if how == sizing => rows,
+            _ => HashMap::new(),
+        }
     }
 
     /// Keeps what a pass measured or reused of a pooled table (the tenants it found there).
@@ -205,14 +213,17 @@ impl Memo {
         &mut self,
         file: &Path,
         table: &str,
+        sizing: &str,
         rows: HashMap<String, PooledRows>,
         read: u64,
         reused: u64,
     ) {
         self.read += read;
         self.reused += reused;
-        self.pooled
-            .insert((file.to_owned(), table.to_owned()), rows);
+        self.pooled.insert(
+            (file.to_owned(), table.to_owned()),
+            (sizing.to_owned(), rows),
+        );
     }
 
     /// Whether `kept` still answers for rows now marked `mark`.

@@ -374,7 +374,7 @@ fn measure_pool(
         else {
             continue;
         };
-        let kept = memo.lock().take_pooled(db.path(), &table.raw);
+        let kept = memo.lock().take_pooled(db.path(), &table.raw, &sql.one);
         let mut now_kept = HashMap::with_capacity(kept.len());
         let (mut all, mut mine, mut after) = (0u64, Vec::new(), String::new());
         let (mut read, mut reused) = (0u64, 0u64);
@@ -401,7 +401,7 @@ fn measure_pool(
             std::thread::yield_now();
         }
         memo.lock()
-            .put_pooled(db.path(), &table.raw, now_kept, read, reused);
+            .put_pooled(db.path(), &table.raw, &sql.one, now_kept, read, reused);
         for (key, n, bytes) in mine {
             if let Some(m) = found.get_mut(&key) {
                 m.records.insert(c.name.clone(), n);

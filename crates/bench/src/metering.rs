@@ -52,6 +52,10 @@ pub struct MeteringArgs {
     sample_pace_target: f64,
     #[arg(long, default_value_t = 0.1)]
     sample_pace_floor: f64,
+    /// The sampling passes, in order: `full` (at full speed) or `paced`. The first pass reads
+    /// every tenant's storage; later ones reuse what did not change since.
+    #[arg(long, value_delimiter = ',', default_value = "paced,paced,full")]
+    passes: Vec<String>,
 }
 
 fn empty() -> Sample {
@@ -205,18 +209,21 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                 anyhow::Ok(all)
             }
         };
-        // Unpaced, then paced by the neighbours' latency (the server's default), each
+        // Paced by the neighbours' latency (the server's default) or at full speed, each
         // beside a neighbour that reads; a quiet spell of its own before each.
-        let paces = [
-            ("full speed", None),
-            (
-                "paced",
-                Some(bulkhead_catalog::DomainPace {
+        let mut paces = Vec::new();
+        for (i, pass) in args.passes.iter().enumerate() {
+            let pace = match pass.as_str() {
+                "full" => None,
+                "paced" => Some(bulkhead_catalog::DomainPace {
                     target_ratio: args.sample_pace_target,
                     floor: args.sample_pace_floor,
                 }),
-            ),
-        ];
+                other => anyhow::bail!("unknown pass {other:?}: full or paced"),
+            };
+            let when = if i == 0 { "first pass" } else { "again" };
+            paces.push((format!("{pass}, {when}"), pace));
+        }
         for (name, pace) in paces {
             let quiet = neighbour(args.neighbour_seconds).await?;
             // The scheduled sampler's path (the background runtime), timed to its end.

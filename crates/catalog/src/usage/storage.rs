@@ -24,6 +24,8 @@ use crate::{Catalog, Ctx, DomainPace, Inner};
 const TENANT_PAGE: i64 = 1_000;
 /// Placements measured per engine call.
 const MEASURE_BATCH: usize = 200;
+/// Samples recorded per catalog transaction.
+const WRITE_BATCH: usize = 500;
 
 /// A sampling pass's rests between files and pages.
 struct PacedScan(bulkhead_pace::Throttle);
@@ -304,10 +306,25 @@ impl Catalog {
                 }
                 let now = self.inner().clock.now();
                 let zero: Vec<TenantId> = samples.iter().map(|(t, _)| t.clone()).collect();
-                let written = self
-                    .blocking(move |store| store.write(|tx| write_samples(tx, now, &samples)))
-                    .await?;
-                tenants += written as u64;
+                // A few hundred samples per catalog transaction: a pool's ten thousand
+                // tenants in one would hold the catalog's writer from requests meanwhile.
+                let mut left = samples;
+                while !left.is_empty() {
+                    let tail = left.split_off(left.len().min(WRITE_BATCH));
+                    let chunk = std::mem::replace(&mut left, tail);
+                    let began = Instant::now();
+                    let written = self
+                        .blocking(move |store| store.write(|tx| write_samples(tx, now, &chunk)))
+                        .await?;
+                    tenants += written as u64;
+                    // Recording rests as measuring does: the pass's catalog work is paced too.
+                    let pause = rest.rest_after(began.elapsed());
+                    if pause.is_zero() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
                 // Every sampled tenant has a usage row for the hour, so listings show it.
                 for tenant in &zero {
                     self.count(tenant, &[]);

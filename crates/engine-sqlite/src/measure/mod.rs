@@ -123,32 +123,30 @@ impl Inner {
                 bytes,
             }));
         }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // One snapshot for the counts and the pages.
-        conn.execute_batch("BEGIN")?;
-        let tables = table_names(&conn)?;
-        let mut records = BTreeMap::new();
-        for c in collections {
-            let table = TableName::new(Isolation::Silo, &p.key, &c.name);
-            if tables.contains(&table.raw) {
-                records.insert(c.name.clone(), count(&conn, &table)?);
+        let (mut mark, mut began, mut tries) = (mark, began, 0);
+        let counted = loop {
+            match count_silo(&path, &p.key, collections) {
+                Ok(counted) => break counted,
+                // Removed under the pass (SQLite then fails to read it): left out of the
+                // pass. Removed and made again: the new file measured (a few times at most).
+                Err(e) => match SiloMark::of(&path)? {
+                    None => {
+                        self.memo.lock().forget(&path);
+                        return Ok(None);
+                    }
+                    Some(now) if now != mark && tries < 3 => {
+                        (mark, began, tries) = (now, SystemTime::now(), tries + 1);
+                    }
+                    Some(_) => return Err(e),
+                },
             }
-        }
-        // Pages in use: what deleting records gives back counts at once (the file keeps
-        // its free pages for later writes, and the write-ahead log is transient).
-        let pragma = |name: &str| -> Result<u64, StorageError> {
-            let n: i64 = conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
         };
-        let used = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
-        let bytes = used * pragma("page_size")?;
-        conn.execute_batch("COMMIT")?;
-        drop(conn);
+        let (records, bytes) = counted;
         let after = SiloMark::of(&path)?;
+        if after.is_none() {
+            self.memo.lock().forget(&path);
+            return Ok(None);
+        }
         self.memo
             .lock()
             .keep_silo(&path, began, mark, after, &names, &records, bytes);
@@ -158,6 +156,38 @@ impl Inner {
             bytes,
         }))
     }
+}
+
+/// Records per collection and pages in use of the silo at `path`, in one snapshot.
+fn count_silo(
+    path: &std::path::Path,
+    key: &StorageKey,
+    collections: &[Collection],
+) -> Result<(BTreeMap<CollectionName, u64>, u64), StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("BEGIN")?;
+    let tables = table_names(&conn)?;
+    let mut records = BTreeMap::new();
+    for c in collections {
+        let table = TableName::new(Isolation::Silo, key, &c.name);
+        if tables.contains(&table.raw) {
+            records.insert(c.name.clone(), count(&conn, &table)?);
+        }
+    }
+    // Pages in use: what deleting records gives back counts at once (the file keeps its free
+    // pages for later writes, and the write-ahead log is transient).
+    let pragma = |name: &str| -> Result<u64, StorageError> {
+        let n: i64 = conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let used = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
+    let bytes = used * pragma("page_size")?;
+    conn.execute_batch("COMMIT")?;
+    Ok((records, bytes))
 }
 
 /// The names of the tables in the database.

@@ -215,3 +215,44 @@ async fn a_pass_that_reuses_answers_as_a_pass_from_nothing() {
         }
     }
 }
+
+/// Silos destroyed and provisioned again while passes measure them: a pass never fails for
+/// a silo that went away under it (it is left out), and never reports a file that is gone.
+#[tokio::test]
+async fn a_pass_racing_deletion_and_recreation_never_fails() {
+    use bulkhead_core::Incarnation;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(engine(&dir, Duration::ZERO));
+    let c = conformance::items_collection();
+    let t = conformance::tenant("churn");
+    let life = conformance::target(&t, Isolation::Silo);
+    engine
+        .provision(&life, std::slice::from_ref(&c))
+        .await
+        .expect("provision");
+    let churn = {
+        let (engine, c, t, life) = (Arc::clone(&engine), c.clone(), t.clone(), life.clone());
+        tokio::spawn(async move {
+            for _ in 0..150 {
+                let gone = conformance::demolition_of(&t, &Incarnation::legacy(), Isolation::Silo);
+                engine.destroy(&gone).await.expect("destroy");
+                engine
+                    .provision(&life, std::slice::from_ref(&c))
+                    .await
+                    .expect("provision");
+            }
+        })
+    };
+    let mut passes = 0;
+    while !churn.is_finished() {
+        let measured = engine
+            .measure(std::slice::from_ref(&life), std::slice::from_ref(&c))
+            .await
+            .expect("a pass racing deletion does not fail");
+        assert!(measured.len() <= 1);
+        passes += 1;
+    }
+    churn.await.expect("churn");
+    assert!(passes > 0);
+}

@@ -93,6 +93,10 @@ async fn watch(
         )
         .await?;
     let request_id = ctx.request_id.clone();
+    // A record's JSON text straight from the record, as the other routes write it.
+    fn record_json(record: &bulkhead_core::record::Record) -> String {
+        serde_json::to_string(record).unwrap_or_else(|_| record.to_json().to_string())
+    }
     let events = futures_util::stream::unfold(watcher, move |mut watcher| {
         let request_id = request_id.clone();
         async move {
@@ -105,11 +109,11 @@ async fn watch(
                 WatchEvent::Created { position, record } => Event::default()
                     .event("created")
                     .id(position)
-                    .data(record.to_json().to_string()),
+                    .data(record_json(&record)),
                 WatchEvent::Updated { position, record } => Event::default()
                     .event("updated")
                     .id(position)
-                    .data(record.to_json().to_string()),
+                    .data(record_json(&record)),
                 WatchEvent::Deleted { position, id } => Event::default()
                     .event("deleted")
                     .id(position)

@@ -52,8 +52,10 @@ pub struct MeteringArgs {
     sample_pace_target: f64,
     #[arg(long, default_value_t = 0.1)]
     sample_pace_floor: f64,
-    /// The sampling passes, in order: `full` (at full speed) or `paced`. The first pass reads
-    /// every tenant's storage; later ones reuse what did not change since.
+    /// The sampling passes, in order: `full` (at full speed), `paced`, or `restart` (the
+    /// server stopped and started again on its data, then a paced pass). The first pass reads
+    /// every tenant's storage; later ones reuse what did not change since, also across a
+    /// restart.
     #[arg(long, value_delimiter = ',', default_value = "paced,paced,full")]
     passes: Vec<String>,
 }
@@ -68,13 +70,16 @@ fn empty() -> Sample {
 }
 
 pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
-    let server = InProcess::start_with(bulkhead::config::ServeArgs {
+    let serve_args = || bulkhead::config::ServeArgs {
         bulk_in_flight: Some(args.connections.max(16)),
         metrics_token: Some(METRICS_TOKEN.into()),
         ..Default::default()
-    })
-    .await?;
-    let target = bulkhead_target(&server.url).await?;
+    };
+    // The server's data outlives a restart (`--passes …,restart`).
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().join("data");
+    let mut server = InProcess::start_in(serve_args(), Some(data_dir.clone())).await?;
+    let mut target = bulkhead_target(&server.url).await?;
     let seeded = 10_000;
     seed(&target, seeded).await?;
     println!(
@@ -194,7 +199,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                 .await?;
             println!("{} silo tenants created at {rate:.0}/s", args.silos);
         }
-        let neighbour = |seconds: u64| {
+        let neighbour = |target: &crate::limit::Target, seconds: u64| {
             let target = target.clone();
             async move {
                 let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -215,17 +220,27 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         for (i, pass) in args.passes.iter().enumerate() {
             let pace = match pass.as_str() {
                 "full" => None,
-                "paced" => Some(bulkhead_catalog::DomainPace {
+                "paced" | "restart" => Some(bulkhead_catalog::DomainPace {
                     target_ratio: args.sample_pace_target,
                     floor: args.sample_pace_floor,
                 }),
-                other => anyhow::bail!("unknown pass {other:?}: full or paced"),
+                other => anyhow::bail!("unknown pass {other:?}: full, paced or restart"),
             };
             let when = if i == 0 { "first pass" } else { "again" };
-            paces.push((format!("{pass}, {when}"), pace));
+            paces.push((format!("{pass}, {when}"), pace, pass == "restart"));
         }
-        for (name, pace) in paces {
-            let quiet = neighbour(args.neighbour_seconds).await?;
+        for (name, pace, restart) in paces {
+            if restart {
+                server.stop().await?;
+                let started = Instant::now();
+                server = InProcess::start_in(serve_args(), Some(data_dir.clone())).await?;
+                target = bulkhead_target(&server.url).await?;
+                println!(
+                    "restarted on the same data in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let quiet = neighbour(&target, args.neighbour_seconds).await?;
             // The scheduled sampler's path (the background runtime), timed to its end.
             let catalog = server.catalog.clone();
             let sampling = tokio::spawn(async move {
@@ -235,7 +250,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             });
             let mut busy = Vec::new();
             while !sampling.is_finished() {
-                busy.extend(neighbour(1).await?);
+                busy.extend(neighbour(&target, 1).await?);
             }
             busy.sort();
             let (took, done) = sampling.await?;

@@ -95,6 +95,8 @@ struct Inner {
     silos: Mutex<LruCache<PathBuf, Arc<Db>>>,
     /// What the last storage measurements found, for the next pass to reuse.
     memo: Mutex<measure::Memo>,
+    /// Held while what the memo keeps is written to its file (one writer at a time).
+    saving: Mutex<()>,
 }
 
 impl SqliteEngine {
@@ -103,11 +105,12 @@ impl SqliteEngine {
         let cap = NonZeroUsize::new(config.silo_handle_cap.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(SqliteEngine {
             inner: Arc::new(Inner {
-                config,
                 clock,
                 shared: Mutex::new(HashMap::new()),
                 silos: Mutex::new(LruCache::new(cap)),
-                memo: Mutex::new(measure::Memo::default()),
+                memo: Mutex::new(measure::Memo::load(&config.dir)),
+                saving: Mutex::new(()),
+                config,
             }),
         })
     }
@@ -122,6 +125,13 @@ impl SqliteEngine {
             Ok(result) => result.map_err(EngineError::from),
             Err(join) => Err(EngineError::Storage(format!("storage task failed: {join}"))),
         }
+    }
+}
+
+impl Drop for Inner {
+    /// What the storage passes kept is written for the next start.
+    fn drop(&mut self) {
+        self.save_memo(std::time::Duration::ZERO);
     }
 }
 
@@ -628,6 +638,7 @@ impl Engine for SqliteEngine {
                         tracing::warn!(path = %db.path().display(), error = %e, "checkpoint at shutdown failed");
                     }
                 }
+                inner.save_memo(std::time::Duration::ZERO);
                 Ok(())
             })
             .await;

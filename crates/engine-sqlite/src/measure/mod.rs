@@ -3,7 +3,7 @@
 //! index in the shared file, from SQLite's `dbstat`; a pool tenant is its share of each
 //! pooled table's b-trees, in proportion to the bytes of its rows (one pass per table).
 
-mod memo;
+pub(crate) mod memo;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime};
@@ -98,7 +98,18 @@ impl Inner {
             });
             pause(rest, began);
         }
+        self.save_memo(memo::SAVE_EVERY);
         Ok(out)
+    }
+
+    /// Writes what the passes kept to the engine's directory, when something changed and
+    /// `every` has passed since the last time.
+    pub(crate) fn save_memo(&self, every: std::time::Duration) {
+        let _alone = self.saving.lock();
+        let contents = self.memo.lock().due_contents(&self.config.dir, every);
+        if let Some(contents) = contents {
+            memo::save(&self.config.dir, &contents);
+        }
     }
 
     /// A silo, read through a connection of its own: measuring every silo must not push the

@@ -23,6 +23,16 @@ fn engine(dir: &tempfile::TempDir, settle: Duration) -> SqliteEngine {
     engine
 }
 
+/// An engine on `dir` that starts from nothing (what earlier engines kept is not read).
+fn fresh(dir: &tempfile::TempDir) -> SqliteEngine {
+    let engine = engine(dir, Duration::ZERO);
+    let mut memo = engine.inner.memo.lock();
+    *memo = crate::measure::Memo::default();
+    memo.settle = Duration::ZERO;
+    drop(memo);
+    engine
+}
+
 fn record(c: &Collection, id: &str, title: &str) -> NewRecord {
     let body = json!({"id": id, "title": title});
     let (id, fields, _) = validate_full(c, &body, None).expect("valid body");
@@ -199,7 +209,7 @@ async fn a_pass_that_reuses_answers_as_a_pass_from_nothing() {
             }
         }
         let reused = measure(&warm, &all, &c).await;
-        let cold = engine(&dir, Duration::ZERO);
+        let cold = fresh(&dir);
         let fresh = measure(&cold, &all, &c).await;
         assert_eq!(reused, fresh, "round {round}");
         assert_eq!(counters(&cold).1, 0);
@@ -255,4 +265,116 @@ async fn a_pass_racing_deletion_and_recreation_never_fails() {
     }
     churn.await.expect("churn");
     assert!(passes > 0);
+}
+
+/// Silos and pooled tenants with a few records each, written by one engine, then measured
+/// by another that is then closed. (Closing the engine that wrote checkpoints the silos it
+/// had open, which changes their files: that is a change the next pass must see.)
+async fn measured_then_closed(
+    dir: &tempfile::TempDir,
+    c: &Collection,
+) -> (Vec<PlacementRef>, Vec<Measured>) {
+    let first = engine(dir, Duration::ZERO);
+    let mut all = Vec::new();
+    for (i, isolation) in [
+        Isolation::Silo,
+        Isolation::Silo,
+        Isolation::Pool,
+        Isolation::Pool,
+    ]
+    .into_iter()
+    .cycle()
+    .take(8)
+    .enumerate()
+    {
+        let t = conformance::tenant(&format!("t{i}"));
+        let target = conformance::target(&t, isolation);
+        first
+            .provision(&target, std::slice::from_ref(c))
+            .await
+            .expect("provision");
+        let w = conformance::scope(&t, isolation, DataAction::Write);
+        let batch = (0..=i).map(|j| record(c, &format!("r{j}"), "x")).collect();
+        first.insert(&w, c, batch).await.expect("insert");
+        all.push(target);
+    }
+    drop(first);
+    let second = engine(dir, Duration::ZERO);
+    let measured = measure(&second, &all, c).await;
+    assert_eq!(counters(&second), (8, 0));
+    drop(second);
+    (all, measured)
+}
+
+#[tokio::test]
+async fn the_first_pass_after_a_restart_reads_only_what_changed_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = conformance::items_collection();
+    let (all, before) = measured_then_closed(&dir, &c).await;
+    assert!(dir.path().join(crate::measure::memo::FILE).exists());
+
+    // A restart with nothing written meanwhile: nothing is read.
+    let second = engine(&dir, Duration::ZERO);
+    let again = measure(&second, &all, &c).await;
+    assert_eq!(again, before);
+    assert_eq!(counters(&second), (0, 8), "everything kept is reused");
+    drop(second);
+
+    // Written while no pass ran (by an engine that measures nothing): one silo and one
+    // pooled tenant change, and the first pass of the next start reads those two only.
+    let writer = engine(&dir, Duration::ZERO);
+    for i in [0usize, 2] {
+        let t = conformance::tenant(&format!("t{i}"));
+        let isolation = if i == 0 {
+            Isolation::Silo
+        } else {
+            Isolation::Pool
+        };
+        let w = conformance::scope(&t, isolation, DataAction::Write);
+        let batch = vec![record(&c, "extra", "y")];
+        writer.insert(&w, &c, batch).await.expect("insert");
+    }
+    drop(writer);
+    let third = engine(&dir, Duration::ZERO);
+    let after = measure(&third, &all, &c).await;
+    assert_eq!(counters(&third), (2, 6), "only the two written are read");
+    let of = |m: &[Measured], p: &PlacementRef| {
+        m.iter()
+            .find(|m| m.key == p.key)
+            .and_then(|m| m.records.get(&c.name).copied())
+    };
+    for (i, p) in all.iter().enumerate() {
+        let written = u64::from(i == 0 || i == 2);
+        assert_eq!(
+            of(&after, p),
+            of(&before, p).map(|n| n + written),
+            "tenant {i}"
+        );
+    }
+    let cold = fresh(&dir);
+    assert_eq!(
+        after,
+        measure(&cold, &all, &c).await,
+        "as a pass from nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_or_foreign_file_of_kept_measurements_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = conformance::items_collection();
+    let (all, before) = measured_then_closed(&dir, &c).await;
+    let file = dir.path().join(crate::measure::memo::FILE);
+    let kept = std::fs::read(&file).expect("kept");
+    for garbage in [
+        b"{not json".to_vec(),
+        kept[..kept.len() / 2].to_vec(),
+        br#"{"version": 99, "silos": [], "pooled": []}"#.to_vec(),
+        Vec::new(),
+    ] {
+        std::fs::write(&file, &garbage).expect("write");
+        let next = engine(&dir, Duration::ZERO);
+        assert_eq!(measure(&next, &all, &c).await, before);
+        assert_eq!(counters(&next), (8, 0), "everything is read again");
+    }
 }

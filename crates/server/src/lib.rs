@@ -11,6 +11,7 @@ mod drain;
 pub mod error;
 pub mod extract;
 pub mod listen;
+mod matched;
 mod metered;
 pub mod metrics;
 mod openapi;
@@ -19,7 +20,6 @@ mod routes;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -109,11 +109,18 @@ pub struct Handles {
     pub metrics_config: metrics::MetricsConfig,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole server as one service: the layers wrap the router once (see [`matched`]).
+pub type App = tower::util::BoxCloneSyncService<
+    axum::http::Request<hyper::body::Incoming>,
+    Response,
+    std::convert::Infallible,
+>;
+
+pub fn router(state: AppState) -> App {
     let config = state.config.clone();
     let (routes, api) = described_routes().split_for_parts();
     let description = std::sync::Arc::new(openapi::finish(api).to_string());
-    routes
+    let routes = routes
         .route(
             "/v1/openapi.json",
             get(move || {
@@ -128,27 +135,31 @@ pub fn router(state: AppState) -> Router {
         )
         // The operator console: static files speaking the API above with a platform key.
         .merge(bulkhead_console::router())
+        .route_layer(matched::NoteRouteLayer)
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
+        .with_state(state.clone());
+    // Outermost first.
+    let app = tower::ServiceBuilder::new()
+        .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
+        .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
+        .layer(browser::cors(&config.cors_origins))
+        // Answers are compressed when the client asks (`Accept-Encoding: gzip`).
+        .layer(tower_http::compression::CompressionLayer::new())
         // One middleware function for the request's id, span, metering and logging, the
         // body budget and error normalisation: each `from_fn` layer clones the whole stack
         // inside it on every request, so three of them cost a get by id several per cent
         // (issue 24).
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
+        .layer(middleware::from_fn_with_state(state, request_context))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
         ))
-        // Answers are compressed when the client asks (`Accept-Encoding: gzip`).
-        .layer(tower_http::compression::CompressionLayer::new())
-        .layer(browser::cors(&config.cors_origins))
-        .with_state(state)
+        .layer(CatchPanicLayer::new())
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .service(routes);
+    tower::util::BoxCloneSyncService::new(app)
 }
 
 /// Every route but the description itself, each with its part of the description.
@@ -248,10 +259,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     }
     let started = Instant::now();
     let id = request_id.clone();
-    let (route, method) = (
-        request.extensions().get::<MatchedPath>().cloned(),
-        request.method().clone(),
-    );
+    let method = request.method().clone();
     // Bytes in and out, metered for the tenant the request turns out to act on.
     // (Off only while `bulkhead-bench metering` measures what metering costs.)
     let acted = state
@@ -292,7 +300,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     if let Some(acted) = &acted {
         acted.finished(started.elapsed());
         state.http_metrics.record(
-            route.as_ref(),
+            response.extensions().get::<MatchedPath>(),
             &method,
             response.status().as_u16(),
             acted.model(),

@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -47,7 +46,7 @@ pub struct Limits {
 
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::App,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -120,7 +119,7 @@ pub async fn serve(
 /// What serves each connection: the router, with the client's address.
 type Service = TowerToHyperService<
     tower_http::add_extension::AddExtension<
-        Router,
+        crate::App,
         axum::extract::ConnectInfo<std::net::SocketAddr>,
     >,
 >;

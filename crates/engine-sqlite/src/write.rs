@@ -17,9 +17,12 @@ pub(crate) fn fetch(
     sql: &RecordSql<'_>,
     id: &RecordId,
 ) -> Result<Option<Record>, StorageError> {
-    let (text, params) = sql.get(id);
+    let text = sql.get_text();
     let mut stmt = tx.prepare_cached(&text)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
+    let mut rows = match sql.pooled_tenant() {
+        Some(tenant) => stmt.query((tenant, id.as_str()))?,
+        None => stmt.query((id.as_str(),))?,
+    };
     match rows.next()? {
         Some(row) => Ok(Some(sql.decode(row)?)),
         None => Ok(None),

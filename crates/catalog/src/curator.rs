@@ -403,11 +403,11 @@ impl Curator {
                 return Err(busy(life));
             }
         }
-        Ok((ticket, route))
+        Ok((ticket, TenantRoute::clone(&route)))
     }
 
     /// The life's route (cached), or `409 tenant_life_ended` when the life has ended.
-    async fn route(&self, life: &Life) -> Result<TenantRoute, Error> {
+    async fn route(&self, life: &Life) -> Result<std::sync::Arc<TenantRoute>, Error> {
         let route = match self.catalog.route(&life.tenant).await {
             Ok(route) => route,
             Err(e) if e.kind == bulkhead_core::ErrorKind::NotFound => return Err(ended(life)),
@@ -420,7 +420,7 @@ impl Curator {
     }
 
     /// The life's route read from the catalog now.
-    async fn fresh_route(&self, life: &Life) -> Result<TenantRoute, Error> {
+    async fn fresh_route(&self, life: &Life) -> Result<std::sync::Arc<TenantRoute>, Error> {
         self.catalog.inner().routes.forget(&life.tenant);
         self.route(life).await
     }

@@ -76,7 +76,7 @@ impl Catalog {
         op: &str,
         target: &str,
         admit: Admit,
-    ) -> Result<(TenantScope, TenantRoute), Error> {
+    ) -> Result<(TenantScope, Arc<TenantRoute>), Error> {
         let tenant = access::data_tenant(&ctx.principal, named, &ctx.memberships)
             .map_err(|e| self.denied(ctx, op, target, named, e))?;
         let route = self

@@ -190,9 +190,9 @@ impl Catalog {
                 if stored.revoked || stored.expires_at.is_some_and(|at| at <= now) {
                     return Err("tenant token: parent key is revoked or expired".into());
                 }
-                match stored.owner {
-                    access::KeyOwner::Tenant(tenant, role) if tenant == claims.tenant => {
-                        (MemberRole::Builtin(role), None)
+                match &stored.owner {
+                    access::KeyOwner::Tenant(tenant, role) if *tenant == claims.tenant => {
+                        (MemberRole::Builtin(*role), None)
                     }
                     _ => return Err("tenant token: parent key is not of its tenant".into()),
                 }

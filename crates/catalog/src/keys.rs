@@ -4,6 +4,8 @@
 //! Verified keys are cached in memory; revoking a key updates the cache in the same step as
 //! the catalog row, so a revoked key fails on the very next request.
 
+use std::sync::Arc;
+
 use bulkhead_api::{CreateKey, CreatePlatformKey, CreatedKey, KeyView, Page};
 use bulkhead_core::access::{self, ControlAction, KeyOwner, PlatformRole, StoredKey, TenantRole};
 use bulkhead_core::error::Error;
@@ -165,7 +167,7 @@ impl Catalog {
         let deny = |e| self.denied(ctx, op, target, Some(tenant), e);
         // A missing tenant and a foreign one answer the same 404 (`tenant_not_found`).
         let route = self.route(tenant).await.map_err(deny)?;
-        let incarnation = route.placement.incarnation;
+        let incarnation = route.placement.incarnation.clone();
         access::authorize_tenant_admin(
             &ctx.principal,
             tenant,
@@ -177,7 +179,7 @@ impl Catalog {
     }
 
     /// A key by id: from the cache, or from the catalog (then cached).
-    pub(crate) async fn stored_key(&self, id: &KeyId) -> Result<Option<StoredKey>, Error> {
+    pub(crate) async fn stored_key(&self, id: &KeyId) -> Result<Option<Arc<StoredKey>>, Error> {
         if let Some(key) = self.inner().keys.get(id) {
             return Ok(Some(key));
         }
@@ -189,7 +191,7 @@ impl Catalog {
         Ok(row.map(|row| {
             self.inner()
                 .keys
-                .fill(ticket, id.clone(), row.stored, |_, _| true)
+                .fill(ticket, id.clone(), Arc::new(row.stored), |_, _| true)
         }))
     }
 
@@ -427,7 +429,7 @@ impl Catalog {
         .await?;
         // Replace the cached entry with the committed row, so the next request sees the revocation.
         if let Some(row) = self.read_key_row(id).await? {
-            self.inner().keys.put(id.clone(), row.stored);
+            self.inner().keys.put(id.clone(), Arc::new(row.stored));
         }
         Ok(())
     }

@@ -154,11 +154,8 @@ pub(crate) struct SchemaGuard<'a> {
     _local: tokio::sync::MutexGuard<'a, ()>,
 }
 
-/// A routing-table entry as cached in memory.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteEntry {
-    pub route: TenantRoute,
-}
+/// A routing-table entry as cached in memory, shared with the requests that read it.
+pub(crate) type RouteEntry = TenantRoute;
 
 /// Handle to the catalog; cheap to clone.
 #[derive(Clone)]
@@ -180,7 +177,7 @@ pub(crate) struct Inner {
     pub routes: caches::Cache<TenantId, Arc<RouteEntry>>,
     pub collections: caches::Slot<Arc<collections::Definitions>>,
     /// Verified keys by id; revocation updates it in the same step as the catalog row.
-    pub keys: caches::Cache<KeyId, StoredKey>,
+    pub keys: caches::Cache<KeyId, Arc<StoredKey>>,
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
     /// collection at its latest version. Taken through [`Catalog::lock_schema`], which also
     /// takes the catalog-wide lock when servers share the catalog.

@@ -148,7 +148,7 @@ impl Catalog {
     }
 
     async fn custom_roles_allowed(&self, tenant: &TenantId) -> Result<(), Error> {
-        let tier = self.route(tenant).await?.tier;
+        let tier = self.route(tenant).await?.tier.clone();
         if self.tier_policy(&tier).await?.ceiling.custom_roles {
             Ok(())
         } else {

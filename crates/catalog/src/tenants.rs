@@ -27,7 +27,7 @@ use crate::rows::tenants::{
 use crate::rows::tiers::read_tier;
 use crate::spares::Spares;
 use crate::store::{malformed, params};
-use crate::{Catalog, Ctx, RouteEntry};
+use crate::{Catalog, Ctx};
 
 /// The filters of a tenant listing, checked: `q` is at most
 /// [`MAX_TENANT_SEARCH_CHARS`] characters (an empty one matches every tenant).
@@ -268,26 +268,26 @@ impl Catalog {
         self.inner().routes.fill(
             ticket,
             route.tenant.clone(),
-            Arc::new(RouteEntry { route }),
-            |cached, read| cached.route.placement.epoch > read.route.placement.epoch,
+            Arc::new(route),
+            |cached, read| cached.placement.epoch > read.placement.epoch,
         );
     }
 
     /// Resolves a tenant's routing entry: from the cache, or from the catalog.
-    pub(crate) async fn route(&self, tenant: &TenantId) -> Result<TenantRoute, Error> {
+    pub(crate) async fn route(&self, tenant: &TenantId) -> Result<Arc<TenantRoute>, Error> {
         if let Some(entry) = self.inner().routes.get(tenant) {
-            return Ok(entry.route.clone());
+            return Ok(entry);
         }
         let (tenant_row, placement) = self
             .load_tenant(tenant)
             .await?
             .ok_or_else(tenant_not_found)?;
-        Ok(TenantRoute {
+        Ok(Arc::new(TenantRoute {
             tenant: tenant_row.id,
             tier: tenant_row.tier,
             status: tenant_row.status,
             placement,
-        })
+        }))
     }
 
     /// Re-reads a tenant from the catalog and publishes its route (after a change).

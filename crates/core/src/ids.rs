@@ -12,12 +12,12 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $code:literal, $check:path, $pattern:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub fn parse(raw: &str) -> Result<Self, Error> {
                 match $check(raw) {
-                    Ok(()) => Ok($name(raw.to_owned())),
+                    Ok(()) => Ok($name(raw.into())),
                     Err(why) => Err(Error::bad_request(
                         $code,
                         format!("invalid {} {:?}: {}", $what, truncate(raw), why),
@@ -226,16 +226,16 @@ id_type!(
 impl Incarnation {
     /// A fresh incarnation: a UUIDv7 (time-ordered, 74 random bits), never reused.
     pub fn generate() -> Self {
-        Incarnation(uuid::Uuid::now_v7().simple().to_string())
+        Incarnation(uuid::Uuid::now_v7().simple().to_string().into())
     }
 
     /// The incarnation of tenants created before incarnations existed.
     pub fn legacy() -> Self {
-        Incarnation(LEGACY_INCARNATION.to_owned())
+        Incarnation(LEGACY_INCARNATION.into())
     }
 
     pub fn is_legacy(&self) -> bool {
-        self.0 == LEGACY_INCARNATION
+        &*self.0 == LEGACY_INCARNATION
     }
 }
 
@@ -254,21 +254,21 @@ pub const SPARE_TENANT: &str = "bk-spare";
 /// key with `_` is never a legacy key, and two incarnations never share a key. Engines name
 /// files, tables, schemas, databases, pooled rows and pooled search tokens by this key only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StorageKey(String);
+pub struct StorageKey(std::sync::Arc<str>);
 
 impl StorageKey {
     pub fn of(tenant: &TenantId, incarnation: &Incarnation) -> Self {
         if incarnation.is_legacy() {
-            StorageKey(tenant.as_str().to_owned())
+            StorageKey(tenant.as_str().into())
         } else {
-            StorageKey(format!("{tenant}_{incarnation}"))
+            StorageKey(format!("{tenant}_{incarnation}").into())
         }
     }
 
     /// The storage of an empty placement kept ready for a tenant not yet created (the ready
     /// pool): `bk-spare_<id>`. A tenant's storage takes a key of its own when it adopts one.
     pub fn spare(id: &Incarnation) -> Self {
-        StorageKey(format!("{SPARE_TENANT}_{id}"))
+        StorageKey(format!("{SPARE_TENANT}_{id}").into())
     }
 
     /// Whether this key names ready-pool storage rather than a tenant's.
@@ -316,20 +316,20 @@ impl UserId {
     pub fn generate() -> Result<Self, Error> {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).map_err(|_| Error::internal())?;
-        Ok(UserId(format!("u{}", hex::encode(bytes))))
+        Ok(UserId(format!("u{}", hex::encode(bytes)).into()))
     }
 }
 
 impl RecordId {
     /// A fresh, time-ordered id (UUIDv7, 32 hex digits), so new records append to the index.
     pub fn generate() -> Self {
-        RecordId(uuid::Uuid::now_v7().simple().to_string())
+        RecordId(uuid::Uuid::now_v7().simple().to_string().into())
     }
 }
 
 impl KeyId {
     pub(crate) fn from_random(bytes: [u8; 8]) -> Self {
-        KeyId(format!("k{}", hex::encode(bytes)))
+        KeyId(format!("k{}", hex::encode(bytes)).into())
     }
 }
 

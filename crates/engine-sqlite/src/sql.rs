@@ -4,8 +4,6 @@
 //! to build record SQL in this crate.
 
 use std::collections::BTreeSet;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, LazyLock};
 
 use bulkhead_core::query::aggregate::AggregatePlan;
 use bulkhead_core::record::{FieldValue, Fields, Record};
@@ -14,8 +12,6 @@ use bulkhead_core::time::Timestamp;
 use bulkhead_core::{FieldName, RecordId};
 use bulkhead_engine::sql::{self as q, Dialect, OrderKey, Params, SqlParam};
 use bulkhead_engine::{AggregateQuery, EngineError, ListQuery};
-use lru::LruCache;
-use parking_lot::Mutex;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, Row, Transaction};
 
@@ -24,6 +20,8 @@ use crate::db::EXAMINE_FN;
 use crate::dialect::Sqlite;
 use crate::layout::{TableName, column};
 use crate::search::{ensure_search_index, match_expression, search_tokens};
+
+mod get;
 
 fn sql_type(field_type: FieldType) -> &'static str {
     match field_type {
@@ -315,13 +313,6 @@ pub struct RecordSql<'a> {
     pub search: bool,
 }
 
-/// A kept [`RecordSql::get_text`].
-struct GetText {
-    pooled: bool,
-    fields: Vec<FieldName>,
-    text: Arc<str>,
-}
-
 /// The select list shared by every read, in the order [`RecordSql::decode`] expects.
 fn select_list(collection: &Collection) -> String {
     let mut cols = String::from("id, created_at, updated_at, version");
@@ -411,50 +402,6 @@ impl<'a> RecordSql<'a> {
             params.push(seq.map_or(SqlValue::Null, SqlValue::Integer));
         }
         params
-    }
-
-    /// The statement reading one record by id: `?1` the tenant's key in a pooled table (then
-    /// `?2` the id), else `?1` the id. Its text depends only on the table and its fields, so
-    /// it is built once per table and field list and shared (issue 24: building it cost a
-    /// get by id eight allocations).
-    pub fn get_text(&self) -> Arc<str> {
-        static TEXTS: LazyLock<Mutex<LruCache<String, GetText>>> = LazyLock::new(|| {
-            Mutex::new(LruCache::new(
-                NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
-            ))
-        });
-        let fields = self.collection.fields.keys();
-        if let Some(kept) = TEXTS.lock().get(self.table.raw.as_str())
-            && kept.pooled == self.table.pooled
-            && kept.fields.iter().eq(fields.clone())
-        {
-            return Arc::clone(&kept.text);
-        }
-        let pred = if self.table.pooled {
-            "tenant_id = ?1 AND id = ?2"
-        } else {
-            "id = ?1"
-        };
-        let text: Arc<str> = format!(
-            "SELECT {} FROM {} WHERE {pred}",
-            select_list(self.collection),
-            self.table.quoted()
-        )
-        .into();
-        TEXTS.lock().put(
-            self.table.raw.clone(),
-            GetText {
-                pooled: self.table.pooled,
-                fields: fields.cloned().collect(),
-                text: Arc::clone(&text),
-            },
-        );
-        text
-    }
-
-    /// The tenant's key, bound as `?1` in a pooled table's statements.
-    pub fn pooled_tenant(&self) -> Option<&str> {
-        self.table.pooled.then_some(self.tenant)
     }
 
     pub fn update(

@@ -95,7 +95,7 @@ fn bulk_body(from: usize, ids: bool) -> Vec<u8> {
     body
 }
 
-async fn send(target: &Target, op: Op, i: usize, seeded: usize) -> anyhow::Result<()> {
+pub(crate) async fn send(target: &Target, op: Op, i: usize, seeded: usize) -> anyhow::Result<()> {
     let http = &target.http;
     let request = match op {
         Op::Create => http

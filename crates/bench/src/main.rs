@@ -203,6 +203,32 @@ pub(crate) async fn member_key(admin: &Client, tenant: &str, tier: &str) -> anyh
     Ok(key.key)
 }
 
+/// Registers a throwaway PostgreSQL server as domain `pg` (silos allowed) with one tier on it
+/// per `(name, isolation)`.
+pub(crate) async fn postgres_domain(
+    admin: &Client,
+    tiers: &[(&str, Isolation)],
+) -> anyhow::Result<bulkhead_pg_testkit::PgServer> {
+    use bulkhead_core::model::{DomainSpec, TierSpec};
+    let pg = bulkhead_pg_testkit::PgServer::start()?;
+    let domain = bulkhead_core::DomainName::parse("pg")?;
+    let spec = DomainSpec {
+        engine: "postgres".into(),
+        url: Some(bulkhead_core::ConnectionUrl::new(pg.url("postgres"))),
+        silos: true,
+        ..DomainSpec::sqlite()
+    };
+    admin.put_domain(&domain, &spec).await?;
+    for (name, isolation) in tiers {
+        let tier = TierSpec {
+            domains: vec![domain.clone()],
+            ..TierSpec::new(*isolation)
+        };
+        admin.put_tier(&TierName::parse(name)?, &tier).await?;
+    }
+    Ok(pg)
+}
+
 pub(crate) fn row(i: usize) -> serde_json::Value {
     json!({"id": format!("r{i:09}"), "title": format!("record number {i} with some text"), "n": i as i64 % 1000, "score": i as f64 * 0.5})
 }

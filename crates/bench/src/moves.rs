@@ -1,5 +1,6 @@
 //! `bulkhead-bench move`: a tenant of N records moved pool → silo and back under a steady write
-//! load, on an in-process server with the embedded engine.
+//! load, on an in-process server with the embedded engine (or, with `--postgres`, on a
+//! throwaway PostgreSQL server).
 //!
 //! Reported, per direction: total time; the copy rate as a share of the rate at which the same
 //! records were ingested over HTTP bulk into the same engine in the same run; the moving
@@ -21,7 +22,7 @@ use bulkhead_core::{CollectionName, RecordId, TenantId};
 use serde_json::json;
 
 use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
-use crate::{bar, bench_collection, member_key, percentile, row};
+use crate::{bar, bench_collection, member_key, percentile, postgres_domain, row};
 
 #[derive(Debug, clap::Args)]
 pub struct MoveArgs {
@@ -58,6 +59,10 @@ pub struct MoveArgs {
     /// Which moves to measure (`to-pool` first moves the tenant to a silo, unmeasured).
     #[arg(long, value_enum, default_value_t = Direction::Both)]
     direction: Direction,
+    /// Place all three tenants on a throwaway PostgreSQL server (domain `pg`: its pool
+    /// database, and a database of its own for a silo) instead of the embedded engine.
+    #[arg(long)]
+    postgres: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,9 +79,9 @@ struct Tenant {
     client: Client,
 }
 
-async fn tenant(admin: &Client, url: &str, id: &str) -> anyhow::Result<Tenant> {
+async fn tenant(admin: &Client, url: &str, id: &str, tier: &str) -> anyhow::Result<Tenant> {
     Ok(Tenant {
-        client: Client::new(url, member_key(admin, id, "free").await?)?,
+        client: Client::new(url, member_key(admin, id, tier).await?)?,
     })
 }
 
@@ -213,18 +218,31 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    let mover = tenant(&admin, &url, "mover").await?;
+    // On PostgreSQL the tenants start in the `pg` domain's pool; a move keeps its domain.
+    let (_pg, tier) = if args.postgres {
+        let pg = postgres_domain(&admin, &[("pg-pool", Isolation::Pool)]).await?;
+        (Some(pg), "pg-pool")
+    } else {
+        (None, "free")
+    };
+    let mover = tenant(&admin, &url, "mover", tier).await?;
     let neighbours = vec![
-        tenant(&admin, &url, "nb-one").await?,
-        tenant(&admin, &url, "nb-two").await?,
+        tenant(&admin, &url, "nb-one", tier).await?,
+        tenant(&admin, &url, "nb-two", tier).await?,
     ];
     for n in &neighbours {
         ingest(&n.client, args.neighbour_records, "seeding neighbours").await?;
     }
     let ingest_rate = ingest(&mover.client, args.records, "ingesting the moving tenant").await?;
     println!(
-        "bench move: {} records, HTTP bulk ingest into the pool {:.0} records/s",
-        args.records, ingest_rate
+        "bench move: {} records on {}, HTTP bulk ingest into the pool {:.0} records/s",
+        args.records,
+        if args.postgres {
+            "a PostgreSQL 15 domain"
+        } else {
+            "the embedded SQLite domain"
+        },
+        ingest_rate
     );
     println!(
         "steady load: {} writes/s on the moving tenant and on each of 2 neighbours ({} records each)",

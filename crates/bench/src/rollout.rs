@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use bulkhead_api::CreateTenant;
 use bulkhead_client::Client;
+use bulkhead_core::model::Isolation;
 use bulkhead_core::schema::CollectionSpec;
 use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
 use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::pocketbase::in_process::{ADMIN_KEY, InProcess};
-use crate::{bar, member_key, percentile};
+use crate::{bar, member_key, percentile, postgres_domain};
 
 #[derive(Debug, clap::Args)]
 pub struct RolloutArgs {
@@ -79,31 +80,6 @@ async fn create_many(admin: &Client, prefix: &str, tier: &str, count: usize) -> 
     Ok(())
 }
 
-/// Registers a throwaway PostgreSQL server as domain `pg` with a bridge and a silo tier.
-async fn postgres_domain(admin: &Client) -> anyhow::Result<bulkhead_pg_testkit::PgServer> {
-    use bulkhead_core::model::{DomainSpec, Isolation, TierSpec};
-    let pg = bulkhead_pg_testkit::PgServer::start()?;
-    let domain = bulkhead_core::DomainName::parse("pg")?;
-    let spec = DomainSpec {
-        engine: "postgres".into(),
-        url: Some(bulkhead_core::ConnectionUrl::new(pg.url("postgres"))),
-        silos: true,
-        ..DomainSpec::sqlite()
-    };
-    admin.put_domain(&domain, &spec).await?;
-    for (name, isolation) in [
-        ("pg-bridge", Isolation::Bridge),
-        ("pg-silo", Isolation::Silo),
-    ] {
-        let tier = TierSpec {
-            domains: vec![domain.clone()],
-            ..TierSpec::new(isolation)
-        };
-        admin.put_tier(&TierName::parse(name)?, &tier).await?;
-    }
-    Ok(pg)
-}
-
 /// The neighbour's reads for as long as `stop` is not set: latencies, sorted.
 async fn reads(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Duration>> {
     let collection = CollectionName::parse("bench")?;
@@ -139,7 +115,14 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     admin.put_collection(&collection, &before).await?;
     create_many(&admin, "silo", "premium", args.silos).await?;
     let pg = if args.pg_bridges + args.pg_silos > 0 {
-        let pg = postgres_domain(&admin).await?;
+        let pg = postgres_domain(
+            &admin,
+            &[
+                ("pg-bridge", Isolation::Bridge),
+                ("pg-silo", Isolation::Silo),
+            ],
+        )
+        .await?;
         create_many(&admin, "pgb", "pg-bridge", args.pg_bridges).await?;
         create_many(&admin, "pgs", "pg-silo", args.pg_silos).await?;
         Some(pg)

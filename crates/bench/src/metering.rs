@@ -3,7 +3,9 @@
 //! 1. **Overhead**: get by id and a 1,000-line bulk on a pool tenant over HTTP (32
 //!    connections), in alternating rounds with metering on and off in the same server
 //!    (`Catalog::set_metering`: usage counts, bytes in and out, query work, request metrics).
-//!    Reports throughput and server CPU µs per request each way, and the cost in per cent.
+//!    Reports throughput and server CPU µs per request each way, and the cost in per cent:
+//!    the median of each round's on/off ratio (a paired comparison; the host's own swings
+//!    between rounds are larger than the cost).
 //! 2. **Scrape**: `GET /metrics` with `--tenants` tenants that each made a request.
 //! 3. **Storage sampling**: every tenant's storage measured (`POST /v1/usage/storage`) with
 //!    `--silos` silo tenants besides the pool ones, while a neighbour reads; the neighbour's
@@ -28,8 +30,9 @@ pub struct MeteringArgs {
     requests: usize,
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Rounds per op (on/off alternate: on off, off on, …); the cost is the median of the
-    /// rounds' CPU per request, each way.
+    /// Rounds per op (on/off alternate: on off, off on, …). Each round's two halves run back
+    /// to back, so the host's slower drift touches both alike: the cost is the median over
+    /// the rounds of the ratio of their CPU per request (shown with its interquartile range).
     #[arg(long, default_value_t = 16)]
     rounds: usize,
     /// Pool tenants that each make one request before the scrape (0: skip the scrape).
@@ -47,6 +50,11 @@ pub struct MeteringArgs {
     /// Seconds the neighbour reads without sampling (with it: as long as it runs).
     #[arg(long, default_value_t = 10)]
     neighbour_seconds: u64,
+    /// The neighbour's gets per second, sent on a schedule whatever the answers' pace (an
+    /// open loop, as a service's traffic arrives). 0: as fast as 8 connections go, one
+    /// request each at a time (a closed loop that keeps both cores busy).
+    #[arg(long, default_value_t = 0)]
+    neighbour_rate: u64,
     /// The paced sampling pass's target ratio and floor.
     #[arg(long, default_value_t = 1.2)]
     sample_pace_target: f64,
@@ -83,7 +91,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let seeded = 10_000;
     seed(&target, seeded).await?;
     println!(
-        "Metering on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way",
+        "Metering on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way; cost: the median of the rounds' on/off ratios (interquartile range)",
         if args.aa { "on (noise floor)" } else { "off" },
         args.connections,
         args.rounds
@@ -128,9 +136,17 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
+        let mut ratios: Vec<f64> = per_round[0]
+            .iter()
+            .zip(&per_round[1])
+            .map(|(on, off)| on / off)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let quartile = |q: usize| (ratios[(ratios.len() - 1) * q / 4] - 1.0) * 100.0;
+        let (cost, low, high) = (quartile(2), quartile(1), quartile(3));
         let (on, off) = (median(&mut per_round[0]), median(&mut per_round[1]));
         println!(
-            "{:<18} {:>10.0} {:>10.0} {:>6.2} / {:<6.2} {:>7.0} / {:<7.0} {:>7.1}%",
+            "{:<18} {:>10.0} {:>10.0} {:>6.2} / {:<6.2} {:>7.0} / {:<7.0} {:>7.1}% ({low:.1}% … {high:.1}%)",
             op.name(),
             rate(&samples[0]),
             rate(&samples[1]),
@@ -138,7 +154,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             percentile(&samples[1].latencies, 0.99),
             on,
             off,
-            (on / off - 1.0) * 100.0,
+            cost,
         );
     }
 
@@ -199,17 +215,23 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                 .await?;
             println!("{} silo tenants created at {rate:.0}/s", args.silos);
         }
+        let rate = args.neighbour_rate;
         let neighbour = |target: &crate::limit::Target, seconds: u64| {
             let target = target.clone();
             async move {
                 let deadline = Instant::now() + Duration::from_secs(seconds);
-                let mut all = Vec::new();
-                let mut k = 0;
-                while Instant::now() < deadline {
-                    let part = measure(&target, Op::Get, 500, 8, seeded, k).await?;
-                    k += 500;
-                    all.extend(part.latencies);
-                }
+                let mut all = if rate > 0 {
+                    steady_gets(&target, rate, deadline, seeded).await?
+                } else {
+                    let mut all = Vec::new();
+                    let mut k = 0;
+                    while Instant::now() < deadline {
+                        let part = measure(&target, Op::Get, 500, 8, seeded, k).await?;
+                        k += 500;
+                        all.extend(part.latencies);
+                    }
+                    all
+                };
                 all.sort();
                 anyhow::Ok(all)
             }
@@ -267,6 +289,35 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         }
     }
     server.stop().await
+}
+
+/// Gets by id at `rate` a second until `deadline`, each sent on schedule (not waiting for
+/// the ones before it); their latencies.
+async fn steady_gets(
+    target: &crate::limit::Target,
+    rate: u64,
+    deadline: Instant,
+    seeded: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = tokio::task::JoinSet::new();
+    let mut k = 0usize;
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let target = target.clone();
+        k += 1;
+        sent.spawn(async move {
+            let started = Instant::now();
+            crate::limit::send(&target, Op::Get, k, seeded).await?;
+            anyhow::Ok(started.elapsed())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = sent.join_next().await {
+        out.push(done??);
+    }
+    Ok(out)
 }
 
 async fn create(admin: &Client, id: &TenantId, tier: &str) -> anyhow::Result<()> {

@@ -319,7 +319,10 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     }
     match &acted {
         Some(acted) => {
-            response.map(|body| metered::Counted::wrap(body, acted, metered::Side::Sent))
+            let response =
+                response.map(|body| metered::Counted::wrap(body, acted, metered::Side::Sent));
+            acted.settle();
+            response
         }
         None => response,
     }

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bulkhead_core::TenantId;
 use bulkhead_core::model::{Isolation, Placement};
 use bulkhead_core::time::Timestamp;
+use bulkhead_core::{DomainName, TenantId};
 use parking_lot::Mutex;
 
 use crate::store::{StoreResult, Tx, Val};
@@ -137,6 +137,18 @@ impl Meter {
         book.since_start.add(by);
     }
 
+    /// Adds `counts` to `tenant`'s counts of the hour of `at` (one lock for all of them).
+    fn add_all(&self, tenant: &TenantId, at: Timestamp, counts: &Counts) {
+        let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let mut books = self.books.lock();
+        let book = match books.tenants.get_mut(tenant) {
+            Some(book) => book,
+            None => books.tenants.entry(tenant.clone()).or_default(),
+        };
+        book.hour(hour).merge(counts);
+        book.since_start.merge(counts);
+    }
+
     /// Every tenant's counts since this server started.
     pub(crate) fn since_start(&self) -> Vec<(TenantId, Counts)> {
         let books = self.books.lock();
@@ -214,28 +226,47 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
     });
 }
 
-/// What a request turned out to act on (its tenant and the tenant's isolation model) and
-/// the body bytes it moved; the bytes go to the tenant's counts once the last holder lets go
-/// (the answer sent, or the connection gone).
+/// What a request turned out to act on (its tenant and the tenant's isolation model), the
+/// body bytes it moved, and what it counted for its tenant meanwhile. They go to the meter
+/// together, in one lock, when the request settles ([`RequestTenant::settle`]: its answer's
+/// head is ready); bytes still streaming after that go once the last holder lets go (the
+/// answer sent, or the connection gone).
 struct Acted {
     catalog: Catalog,
     tenant: OnceLock<TenantId>,
     model: OnceLock<Isolation>,
     /// The domain and file (namespace) of the tenant's placement.
-    place: OnceLock<(String, String)>,
+    place: OnceLock<(DomainName, String)>,
     received: AtomicU64,
     sent: AtomicU64,
+    /// Counts made for `tenant` during the request, not yet in the meter.
+    pending: Mutex<Counts>,
+}
+
+impl Acted {
+    fn settle(&self) {
+        let Some(tenant) = self.tenant.get() else {
+            return;
+        };
+        let mut counts = std::mem::take(&mut *self.pending.lock());
+        let n = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        counts.add(&[
+            (
+                Counter::BytesIn,
+                n(self.received.swap(0, Ordering::Relaxed)),
+            ),
+            (Counter::BytesOut, n(self.sent.swap(0, Ordering::Relaxed))),
+        ]);
+        if counts != Counts::default() {
+            let inner = self.catalog.inner();
+            inner.meter.add_all(tenant, inner.clock.now(), &counts);
+        }
+    }
 }
 
 impl Drop for Acted {
     fn drop(&mut self) {
-        if let Some(tenant) = self.tenant.get() {
-            self.catalog.count_bytes(
-                tenant,
-                self.received.load(Ordering::Relaxed),
-                self.sent.load(Ordering::Relaxed),
-            );
-        }
+        self.settle();
     }
 }
 
@@ -258,7 +289,15 @@ impl RequestTenant {
             place: OnceLock::new(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            pending: Mutex::new(Counts::default()),
         }))
+    }
+
+    /// Adds what the request counted so far (its admission, records, query work, bytes) to
+    /// the meter. Called once the answer's head is ready; bytes of a body still streaming
+    /// follow when it ends.
+    pub fn settle(&self) {
+        self.0.settle();
     }
 
     pub async fn scope<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -293,10 +332,9 @@ impl RequestTenant {
         let _ = REQUEST_TENANT.try_with(|slot| {
             let _ = slot.model.set(placement.isolation);
             if slot.place.get().is_none() {
-                let _ = slot.place.set((
-                    placement.domain.as_str().to_owned(),
-                    placement.namespace.clone(),
-                ));
+                let _ = slot
+                    .place
+                    .set((placement.domain.clone(), placement.namespace.clone()));
             }
         });
     }
@@ -306,7 +344,7 @@ impl RequestTenant {
     pub fn finished(&self, latency: Duration) {
         if let (Some(tenant), Some((domain, file))) = (self.0.tenant.get(), self.0.place.get()) {
             self.0.catalog.inner().latency.record(
-                domain,
+                domain.as_str(),
                 file,
                 tenant.as_str(),
                 latency,
@@ -329,12 +367,24 @@ impl Catalog {
         self.inner().metering.store(on, Ordering::Relaxed);
     }
 
-    /// Adds to `tenant`'s counts of this hour.
+    /// Adds to `tenant`'s counts of this hour: kept with the current HTTP request if it acts
+    /// on `tenant` (they reach the meter together when it settles), else at once.
     pub(crate) fn count(&self, tenant: &TenantId, by: &[(Counter, i64)]) {
         if !self.metering() {
             return;
         }
-        self.inner().meter.add(tenant, self.inner().clock.now(), by);
+        let kept = REQUEST_TENANT
+            .try_with(|slot| {
+                let mine = slot.tenant.get() == Some(tenant);
+                if mine {
+                    slot.pending.lock().add(by);
+                }
+                mine
+            })
+            .unwrap_or(false);
+        if !kept {
+            self.inner().meter.add(tenant, self.inner().clock.now(), by);
+        }
     }
 
     /// Records a write created, replaced, patched or deleted.
@@ -345,18 +395,6 @@ impl Catalog {
                 Counter::RecordsWritten,
                 i64::try_from(records).unwrap_or(i64::MAX),
             )],
-        );
-    }
-
-    /// The bytes of one HTTP request and its answer, for the tenant it acted on.
-    pub fn count_bytes(&self, tenant: &TenantId, received: u64, sent: u64) {
-        let n = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
-        self.count(
-            tenant,
-            &[
-                (Counter::BytesIn, n(received)),
-                (Counter::BytesOut, n(sent)),
-            ],
         );
     }
 

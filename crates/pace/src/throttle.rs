@@ -78,6 +78,15 @@ impl Throttle {
         controller.rest(busy)
     }
 
+    /// How large the work's next step should be, as a share of its full size: 1 at the
+    /// ceiling, down to the floor's share of it as the work slows. A request that arrives
+    /// while a step runs waits behind it, so a slowed work takes shorter steps as well as
+    /// fewer.
+    pub fn step_share(&self) -> f64 {
+        let controller = self.controller.lock();
+        (controller.duty() / controller.settings().ceiling).clamp(0.0, 1.0)
+    }
+
     /// The pace now, and why.
     pub fn pace(&self) -> Pace {
         self.controller.lock().pace().clone()
@@ -235,5 +244,38 @@ mod tests {
         let rested = sim.throttle.rest_after(Duration::from_millis(20));
         assert!(rested <= Duration::from_millis(20 * 19), "{rested:?}");
         assert!(sim.now.lock().saturating_duration_since(before) >= Duration::from_secs(90));
+    }
+
+    #[test]
+    fn the_step_share_follows_the_duty() {
+        let settings = Settings::new(1.5, 0.05, 0.75);
+        let slow = Arc::new(AtomicU64::new(1));
+        let seen = Arc::clone(&slow);
+        let source: Arc<Source> = Arc::new(move |_, _| {
+            let ms = seen.load(Ordering::Relaxed);
+            vec![Observation::of(vec![Duration::from_millis(ms); 100])]
+        });
+        let t0 = Instant::now();
+        let now = Arc::new(AtomicU64::new(0));
+        let at = Arc::clone(&now);
+        let clock: Arc<Clock> =
+            Arc::new(move || t0 + Duration::from_millis(at.load(Ordering::Relaxed)));
+        let throttle = Throttle::new(settings, &["domain"], source, clock);
+        let start = throttle.step_share();
+        assert!(
+            start > 0.0 && start < 1.0,
+            "starts between floor and ceiling: {start}"
+        );
+        // The neighbours turn ten times slower: the duty, and with it the step, shrinks.
+        slow.store(10, Ordering::Relaxed);
+        for i in 1..=20 {
+            now.store(i * 600, Ordering::Relaxed);
+            throttle.rest_after(Duration::from_millis(10));
+        }
+        let slowed = throttle.step_share();
+        assert!(
+            (slowed - 0.05 / 0.75).abs() < 1e-9,
+            "at the floor the step is the floor's share of the ceiling: {slowed}"
+        );
     }
 }

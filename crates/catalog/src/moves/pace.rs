@@ -19,6 +19,14 @@ use super::MoveSettings;
 /// The groups of neighbours a move watches, in the order the source reports them.
 const GROUPS: [&str; 2] = ["file", "domain"];
 
+/// The fewest records a paced copy step takes (unless the configured page is smaller).
+pub(crate) const MIN_PAGE: u32 = 50;
+
+fn page_for(chunk: u32, share: f64) -> u32 {
+    let scaled = (f64::from(chunk) * share.clamp(0.0, 1.0)).round() as u32;
+    scaled.clamp(MIN_PAGE.min(chunk), chunk)
+}
+
 #[derive(Clone)]
 pub(crate) struct Pacer {
     throttle: Arc<Throttle>,
@@ -80,8 +88,42 @@ impl Pacer {
         }
     }
 
+    /// The records the next copy step takes: `chunk` while the pace is at its ceiling,
+    /// fewer as it slows (in proportion to the duty), never under [`MIN_PAGE`].
+    pub fn page(&self, chunk: u32) -> u32 {
+        page_for(chunk, self.throttle.step_share())
+    }
+
     /// The pace as `GET /v1/moves/{id}` shows it.
     pub fn view(&self) -> MovePace {
         crate::paced::view(self.throttle.pace())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slowed_copy_takes_shorter_pages_but_never_tiny_ones() {
+        assert_eq!(
+            page_for(500, 1.0),
+            500,
+            "at the ceiling: the configured page"
+        );
+        assert_eq!(page_for(500, 0.5), 250);
+        assert_eq!(page_for(500, 0.2), 100);
+        assert_eq!(
+            page_for(500, 0.05 / 0.75),
+            MIN_PAGE,
+            "at the floor: the least page"
+        );
+        assert_eq!(page_for(500, 0.0), MIN_PAGE);
+        assert_eq!(page_for(500, 7.0), 500, "never past the configured page");
+        assert_eq!(
+            page_for(20, 0.1),
+            20,
+            "a page set below the least stays as set"
+        );
     }
 }

@@ -267,10 +267,15 @@ impl Catalog {
                     tracing::info!(tenant = %row.tenant, copied = live.copied.load(Ordering::Relaxed), total, "the copy is chasing the tenant's writers: no more pacing until it ends");
                 }
                 let started = Instant::now();
-                // One page read from the source and restored into the target: a bulk step.
+                // One page read from the source and restored into the target: a bulk step,
+                // shorter while the pace is slowed.
+                let chunk = if chasing {
+                    settings.chunk
+                } else {
+                    pacer.page(settings.chunk)
+                };
                 let (catalog, step_sides) = (self.clone(), sides.clone());
-                let (collection, from, bound, chunk) =
-                    (Arc::clone(c), after.take(), upto.clone(), settings.chunk);
+                let (collection, from, bound) = (Arc::clone(c), after.take(), upto.clone());
                 let step = async move {
                     let page = copy::page(
                         step_sides.source_engine.as_ref(),
@@ -308,7 +313,7 @@ impl Catalog {
                         tokio::time::sleep(rest).await;
                     }
                 }
-                if n < settings.chunk as usize || after.as_ref() == Some(&upto) {
+                if n < chunk as usize || after.as_ref() == Some(&upto) {
                     break;
                 }
                 // Let the neighbours' requests in between pages.

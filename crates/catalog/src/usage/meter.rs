@@ -127,17 +127,12 @@ impl Meter {
     /// Adds `by` of each counter to `tenant`'s counts of the hour of `at`. Allocates only
     /// for a tenant's first count since the last flush.
     pub(crate) fn add(&self, tenant: &TenantId, at: Timestamp, by: &[(Counter, i64)]) {
-        let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
-        let mut books = self.books.lock();
-        let book = match books.tenants.get_mut(tenant) {
-            Some(book) => book,
-            None => books.tenants.entry(tenant.clone()).or_default(),
-        };
-        book.hour(hour).add(by);
-        book.since_start.add(by);
+        let mut counts = Counts::default();
+        counts.add(by);
+        self.add_all(tenant, at, &counts);
     }
 
-    /// Adds `counts` to `tenant`'s counts of the hour of `at` (one lock for all of them).
+    /// Adds `counts` to `tenant`'s counts of the hour of `at`, in one lock.
     fn add_all(&self, tenant: &TenantId, at: Timestamp, counts: &Counts) {
         let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
         let mut books = self.books.lock();

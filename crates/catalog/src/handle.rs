@@ -92,8 +92,9 @@ impl Catalog {
             .authorize(&ctx.principal, &route, action, facts)
             .map_err(|e| self.denied(ctx, op, target, Some(&tenant), e))?
             .with_connection_cap(policy.limits.max_domain_connections.map(|n| n.get()));
+        // The route first: the request's slot then needs no copy of the tenant's id.
+        crate::usage::RequestTenant::note_route(&route);
         Catalog::tag_tenant(&tenant);
-        crate::usage::RequestTenant::note_placement(&route.placement);
         if admit == Admit::Continuation {
             return Ok((scope, route));
         }

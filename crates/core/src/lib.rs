@@ -19,6 +19,7 @@ pub mod query;
 pub mod record;
 pub mod roles;
 pub mod schema;
+pub mod shard;
 pub mod tier;
 pub mod time;
 pub mod tokens;

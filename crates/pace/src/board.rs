@@ -1,19 +1,21 @@
 //! Recent request latencies, per domain, tagged with the file and tenant each request used.
 //!
-//! Each domain keeps a ring of its latest samples (bounded: at most [`CAPACITY`] per domain,
-//! so memory stays flat at any request rate; at high rates a window holds the latest
-//! samples only). Recording costs one short lock of the domain's ring; files and tenants are
-//! kept as 64-bit hashes, so nothing is allocated per request.
+//! Each domain keeps a ring of its latest samples (bounded: at most [`CAPACITY`] per domain
+//! and thread shard, so memory stays flat at any request rate; at high rates a window holds
+//! the latest samples only). The rings are kept per thread shard
+//! ([`bulkhead_core::shard`]): recording costs one short lock of the calling thread's own
+//! shard, which no other core is writing, and files and tenants are kept as 64-bit hashes,
+//! so nothing is allocated per request. Observing merges the shards.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use bulkhead_core::shard::{Padded, SHARDS};
+use parking_lot::Mutex;
 
-/// Samples kept per domain.
+/// Samples kept per domain and thread shard.
 pub const CAPACITY: usize = 16_384;
 
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +59,12 @@ impl Observation {
     }
 }
 
+/// One thread shard's rings, by domain.
+type Rings = HashMap<String, VecDeque<Sample>>;
+
 /// Recent request latencies of every domain.
 pub struct Board {
-    domains: RwLock<HashMap<String, Arc<Mutex<VecDeque<Sample>>>>>,
+    shards: [Padded<Mutex<Rings>>; SHARDS],
     hasher: std::collections::hash_map::RandomState,
     capacity: usize,
 }
@@ -73,7 +78,7 @@ impl Default for Board {
 impl Board {
     pub fn with_capacity(capacity: usize) -> Self {
         Board {
-            domains: RwLock::new(HashMap::new()),
+            shards: Default::default(),
             hasher: Default::default(),
             capacity: capacity.max(1),
         }
@@ -85,10 +90,6 @@ impl Board {
         std::hash::Hasher::finish(&h)
     }
 
-    fn ring(&self, domain: &str) -> Option<Arc<Mutex<VecDeque<Sample>>>> {
-        self.domains.read().get(domain).cloned()
-    }
-
     /// Records one request of `tenant` on `file` of `domain` that took `latency`, ended `at`.
     pub fn record(&self, domain: &str, file: &str, tenant: &str, latency: Duration, at: Instant) {
         let sample = Sample {
@@ -97,16 +98,13 @@ impl Board {
             file: self.hash(file),
             tenant: self.hash(tenant),
         };
-        let ring = match self.ring(domain) {
+        let mut shard = self.shards[bulkhead_core::shard::this_thread()].lock();
+        let ring = match shard.get_mut(domain) {
             Some(ring) => ring,
-            None => Arc::clone(
-                self.domains
-                    .write()
-                    .entry(domain.to_owned())
-                    .or_insert_with(|| Arc::new(Mutex::new(VecDeque::with_capacity(1024)))),
-            ),
+            None => shard
+                .entry(domain.to_owned())
+                .or_insert_with(|| VecDeque::with_capacity(1024)),
         };
-        let mut ring = ring.lock();
         if ring.len() == self.capacity {
             ring.pop_front();
         }
@@ -136,21 +134,23 @@ impl Board {
                 .filter(|p| p.domain == place.domain)
                 .map(|p| p.file.map(|f| self.hash(f)))
                 .collect();
-            let Some(ring) = self.ring(place.domain) else {
-                continue;
-            };
-            let ring = ring.lock();
-            // Samples are in the order they were recorded, which is nearly the order they
-            // ended: scan back from the newest until well before the window.
-            for s in ring.iter().rev() {
-                if s.at < since {
-                    break;
-                }
-                if s.at >= until || s.tenant == exclude {
+            for shard in &self.shards {
+                let shard = shard.lock();
+                let Some(ring) = shard.get(place.domain) else {
                     continue;
-                }
-                if files.as_ref().is_none_or(|f| f.contains(&s.file)) {
-                    latencies.push(Duration::from_micros(u64::from(s.micros)));
+                };
+                // Samples are in the order they were recorded, which is nearly the order
+                // they ended: scan back from the newest until well before the window.
+                for s in ring.iter().rev() {
+                    if s.at < since {
+                        break;
+                    }
+                    if s.at >= until || s.tenant == exclude {
+                        continue;
+                    }
+                    if files.as_ref().is_none_or(|f| f.contains(&s.file)) {
+                        latencies.push(Duration::from_micros(u64::from(s.micros)));
+                    }
                 }
             }
         }
@@ -230,6 +230,32 @@ mod tests {
             file: None,
         }];
         assert_eq!(board.observe(&none, "acme", at(0), at(9)).samples, 0);
+    }
+
+    #[test]
+    fn samples_recorded_on_many_threads_are_all_observed() {
+        let board = std::sync::Arc::new(Board::default());
+        let t0 = Instant::now();
+        let threads: Vec<_> = (0..4u64)
+            .map(|i| {
+                let board = std::sync::Arc::clone(&board);
+                std::thread::spawn(move || {
+                    for n in 0..100 {
+                        board.record("local", "pool_0", "globex", ms(i * 100 + n), t0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let domain = [Place {
+            domain: "local",
+            file: None,
+        }];
+        let seen = board.observe(&domain, "acme", t0, t0 + ms(1));
+        assert_eq!(seen.samples, 400, "every thread's samples are merged");
+        assert_eq!(seen.p99, Some(ms(395)));
     }
 
     #[test]

@@ -19,11 +19,11 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_catalog::{OTHER, Observed, REFUSAL_KINDS};
 use bulkhead_core::model::Isolation;
+use bulkhead_core::shard::{Padded, SHARDS};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
@@ -65,10 +65,64 @@ fn interned(route: &str) -> &'static str {
     }
 }
 
-type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+/// One label set's latencies: each bucket's own count (not cumulative; the last one is
+/// past every bound), their sum and count.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
 
-fn histogram() -> Histogram {
-    Histogram::new(BUCKETS)
+impl Tally {
+    fn observe(&mut self, seconds: f64) {
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+type Tallies = std::collections::HashMap<RequestLabels, Tally>;
+
+/// The request histograms as one scrape shows them: every shard's tallies merged.
+#[derive(Debug)]
+struct RequestHistograms(Vec<(RequestLabels, Tally)>);
+
+impl prometheus_client::encoding::EncodeMetric for RequestHistograms {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for (labels, tally) in &self.0 {
+            let bounds = BUCKETS.iter().copied().chain(std::iter::once(f64::MAX));
+            let buckets: Vec<(f64, u64)> = bounds.zip(tally.buckets).collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    tally.sum,
+                    tally.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 /// Who may scrape, and how many tenants get series of their own.
@@ -89,17 +143,24 @@ impl Default for MetricsConfig {
     }
 }
 
-/// The request latencies recorded so far; cheap to clone (shared).
-#[derive(Clone)]
+/// The request latencies recorded so far; cheap to clone (shared). Kept per thread shard
+/// ([`bulkhead_core::shard`]), so recording a request takes a lock no other core is
+/// writing; a scrape merges the shards.
+#[derive(Clone, Default)]
 pub struct HttpMetrics {
-    requests: Histograms,
+    shards: std::sync::Arc<[Padded<parking_lot::Mutex<Tallies>>; SHARDS]>,
 }
 
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        HttpMetrics {
-            requests: Family::new_with_constructor(histogram),
+impl HttpMetrics {
+    /// Every shard's tallies, merged.
+    fn merged(&self) -> RequestHistograms {
+        let mut all = Tallies::new();
+        for shard in self.shards.iter() {
+            for (labels, tally) in shard.lock().iter() {
+                all.entry(*labels).or_default().merge(tally);
+            }
         }
+        RequestHistograms(all.into_iter().collect())
     }
 }
 
@@ -141,8 +202,10 @@ impl HttpMetrics {
                 None => "none",
             },
         };
-        self.requests
-            .get_or_create(&labels)
+        self.shards[bulkhead_core::shard::this_thread()]
+            .lock()
+            .entry(labels)
+            .or_default()
             .observe(took.as_secs_f64());
     }
 }
@@ -183,7 +246,7 @@ fn render(http: &HttpMetrics, observed: &Observed) -> Result<String, std::fmt::E
     registry.register(
         "http_request_duration_seconds",
         "Requests answered, by route template, method, status class and the tenant's isolation model",
-        http.requests.clone(),
+        http.merged(),
     );
     let per_tenant = |name: &str,
                       help: &str,

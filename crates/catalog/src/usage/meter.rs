@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bulkhead_core::model::{Isolation, Placement};
+use bulkhead_core::TenantId;
+use bulkhead_core::access::TenantRoute;
+use bulkhead_core::model::Isolation;
+use bulkhead_core::shard::{Padded, SHARDS};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId};
 use parking_lot::Mutex;
 
 use crate::store::{StoreResult, Tx, Val};
@@ -81,9 +83,17 @@ impl Counts {
 
 /// Counts not yet in the catalog, by tenant and hour; and each tenant's counts since this
 /// server started (for metrics).
+///
+/// New counts go to one shard per thread slot ([`bulkhead_core::shard`]), so two cores
+/// counting at once do not take turns on one lock. Each flush empties the shards: the hours
+/// go to the catalog and the counts since the last flush into `totals`, so the shards hold
+/// only the tenants active since (memory stays one entry per tenant, whatever the cores).
+/// A reader of the totals merges the shards' counts not yet folded in.
 #[derive(Default)]
 pub(crate) struct Meter {
-    books: Mutex<Books>,
+    shards: [Padded<Mutex<Books>>; SHARDS],
+    /// Each tenant's counts since this server started, up to the last flush.
+    totals: Mutex<HashMap<TenantId, Counts>>,
     /// Serialises flushes, so counts taken out are in the catalog before the next flush
     /// reports done.
     flushing: tokio::sync::Mutex<()>,
@@ -94,11 +104,11 @@ struct Books {
     tenants: HashMap<TenantId, Book>,
 }
 
-/// One tenant's counts: by hour until flushed (usually one hour), and since start.
+/// One tenant's counts since the last flush: by hour (usually one hour), and in all.
 #[derive(Default)]
 struct Book {
     hours: Vec<(i64, Counts)>,
-    since_start: Counts,
+    all: Counts,
 }
 
 impl Counts {
@@ -132,43 +142,62 @@ impl Meter {
         self.add_all(tenant, at, &counts);
     }
 
-    /// Adds `counts` to `tenant`'s counts of the hour of `at`, in one lock.
+    /// Adds `counts` to `tenant`'s counts of the hour of `at`, in one lock (of the calling
+    /// thread's shard).
     fn add_all(&self, tenant: &TenantId, at: Timestamp, counts: &Counts) {
         let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
-        let mut books = self.books.lock();
+        let mut books = self.shards[bulkhead_core::shard::this_thread()].lock();
         let book = match books.tenants.get_mut(tenant) {
             Some(book) => book,
             None => books.tenants.entry(tenant.clone()).or_default(),
         };
         book.hour(hour).merge(counts);
-        book.since_start.merge(counts);
+        book.all.merge(counts);
     }
 
     /// Every tenant's counts since this server started.
     pub(crate) fn since_start(&self) -> Vec<(TenantId, Counts)> {
-        let books = self.books.lock();
-        books
-            .tenants
-            .iter()
-            .map(|(t, b)| (t.clone(), b.since_start))
-            .collect()
-    }
-
-    /// Takes the counts not yet flushed.
-    fn take_pending(&self) -> Vec<((TenantId, i64), Counts)> {
-        let mut books = self.books.lock();
-        let mut out = Vec::new();
-        for (tenant, book) in &mut books.tenants {
-            for (hour, counts) in book.hours.drain(..) {
-                out.push(((tenant.clone(), hour), counts));
+        // Held while the shards are read, as a flush holds it while it empties them.
+        let totals = self.totals.lock();
+        let mut all = totals.clone();
+        for shard in &self.shards {
+            for (tenant, book) in &shard.lock().tenants {
+                match all.get_mut(tenant) {
+                    Some(sum) => sum.merge(&book.all),
+                    None => {
+                        all.insert(tenant.clone(), book.all);
+                    }
+                }
             }
         }
-        out
+        all.into_iter().collect()
     }
 
-    /// Puts back counts a flush could not write.
+    /// Takes the counts not yet flushed, one entry per tenant and hour, and folds them into
+    /// the totals since start. The shards are left empty.
+    fn take_pending(&self) -> Vec<((TenantId, i64), Counts)> {
+        let mut hours: HashMap<(TenantId, i64), Counts> = HashMap::new();
+        // The totals' lock is held while the shards are emptied, so a reader of the totals
+        // never sees a count twice or not at all.
+        let mut totals = self.totals.lock();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut shard.lock().tenants);
+            for (tenant, book) in taken {
+                for (hour, counts) in book.hours {
+                    hours
+                        .entry((tenant.clone(), hour))
+                        .or_default()
+                        .merge(&counts);
+                }
+                totals.entry(tenant).or_default().merge(&book.all);
+            }
+        }
+        hours.into_iter().collect()
+    }
+
+    /// Puts back counts a flush could not write (to the hours only: they are in the totals).
     fn put_back(&self, batch: &[((TenantId, i64), Counts)]) {
-        let mut books = self.books.lock();
+        let mut books = self.shards[bulkhead_core::shard::this_thread()].lock();
         for ((tenant, hour), c) in batch {
             books
                 .tenants
@@ -181,9 +210,17 @@ impl Meter {
 
     #[cfg(test)]
     pub(crate) fn pending(&self, tenant: &TenantId, hour: i64) -> Option<Counts> {
-        let books = self.books.lock();
-        let book = books.tenants.get(tenant)?;
-        book.hours.iter().find(|(h, _)| *h == hour).map(|(_, c)| *c)
+        let mut found: Option<Counts> = None;
+        for shard in &self.shards {
+            let books = shard.lock();
+            let Some(book) = books.tenants.get(tenant) else {
+                continue;
+            };
+            if let Some((_, c)) = book.hours.iter().find(|(h, _)| *h == hour) {
+                found.get_or_insert_with(Counts::default).merge(c);
+            }
+        }
+        found
     }
 }
 
@@ -228,10 +265,10 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
 /// answer sent, or the connection gone).
 struct Acted {
     catalog: Catalog,
+    /// The tenant a control request named (a data request's is its route's).
     tenant: OnceLock<TenantId>,
-    model: OnceLock<Isolation>,
-    /// The domain and file (namespace) of the tenant's placement.
-    place: OnceLock<(DomainName, String)>,
+    /// Where a data request's tenant is: its isolation model, domain and file (namespace).
+    route: OnceLock<Arc<TenantRoute>>,
     received: AtomicU64,
     sent: AtomicU64,
     /// Counts made for `tenant` during the request, not yet in the meter.
@@ -239,8 +276,15 @@ struct Acted {
 }
 
 impl Acted {
+    fn tenant(&self) -> Option<&TenantId> {
+        match self.route.get() {
+            Some(route) => Some(&route.tenant),
+            None => self.tenant.get(),
+        }
+    }
+
     fn settle(&self) {
-        let Some(tenant) = self.tenant.get() else {
+        let Some(tenant) = self.tenant() else {
             return;
         };
         let mut counts = std::mem::take(&mut *self.pending.lock());
@@ -280,8 +324,7 @@ impl RequestTenant {
         RequestTenant(Arc::new(Acted {
             catalog: catalog.clone(),
             tenant: OnceLock::new(),
-            model: OnceLock::new(),
-            place: OnceLock::new(),
+            route: OnceLock::new(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             pending: Mutex::new(Counts::default()),
@@ -300,12 +343,12 @@ impl RequestTenant {
     }
 
     pub fn get(&self) -> Option<&TenantId> {
-        self.0.tenant.get()
+        self.0.tenant()
     }
 
     /// The isolation model of the tenant's placement, once a data request resolved it.
     pub fn model(&self) -> Option<Isolation> {
-        self.0.model.get().copied()
+        self.0.route.get().map(|route| route.placement.isolation)
     }
 
     pub fn received(&self, bytes: u64) {
@@ -316,20 +359,22 @@ impl RequestTenant {
         self.0.sent.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Notes `tenant` as the current request's, if it runs inside a scope.
+    /// Notes `tenant` as the current request's, if it runs inside a scope and no data route
+    /// was noted first.
     pub(crate) fn note(tenant: &TenantId) {
-        let _ = REQUEST_TENANT.try_with(|slot| slot.tenant.set(tenant.clone()));
+        let _ = REQUEST_TENANT.try_with(|slot| {
+            if slot.route.get().is_none() {
+                let _ = slot.tenant.set(tenant.clone());
+            }
+        });
     }
 
-    /// Notes the placement the current request's tenant is on (its isolation model, domain
-    /// and file).
-    pub(crate) fn note_placement(placement: &Placement) {
+    /// Notes the route of the current request's data: its tenant, and the placement it is on
+    /// (isolation model, domain and file). The first route noted stays.
+    pub(crate) fn note_route(route: &Arc<TenantRoute>) {
         let _ = REQUEST_TENANT.try_with(|slot| {
-            let _ = slot.model.set(placement.isolation);
-            if slot.place.get().is_none() {
-                let _ = slot
-                    .place
-                    .set((placement.domain.clone(), placement.namespace.clone()));
+            if slot.tenant.get().is_none_or(|t| *t == route.tenant) {
+                let _ = slot.route.set(Arc::clone(route));
             }
         });
     }
@@ -337,11 +382,11 @@ impl RequestTenant {
     /// The request ended after `latency` (its answer's head ready): a data request's
     /// latency goes on the board paced work watches, under its tenant's domain and file.
     pub fn finished(&self, latency: Duration) {
-        if let (Some(tenant), Some((domain, file))) = (self.0.tenant.get(), self.0.place.get()) {
+        if let Some(route) = self.0.route.get() {
             self.0.catalog.inner().latency.record(
-                domain.as_str(),
-                file,
-                tenant.as_str(),
+                route.placement.domain.as_str(),
+                &route.placement.namespace,
+                route.tenant.as_str(),
                 latency,
                 std::time::Instant::now(),
             );
@@ -370,7 +415,7 @@ impl Catalog {
         }
         let kept = REQUEST_TENANT
             .try_with(|slot| {
-                let mine = slot.tenant.get() == Some(tenant);
+                let mine = slot.tenant() == Some(tenant);
                 if mine {
                     slot.pending.lock().add(by);
                 }
@@ -457,6 +502,49 @@ mod tests {
             ),
             (0, 1)
         );
+    }
+
+    #[test]
+    fn counts_from_many_threads_are_flushed_once_and_kept_in_the_totals() {
+        let meter = Arc::new(Meter::default());
+        let acme = TenantId::parse("acme").unwrap();
+        let at = Timestamp::from_micros(HOUR_MICROS + 5);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (meter, acme) = (Arc::clone(&meter), acme.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..250 {
+                        meter.add(&acme, at, &[(Counter::Requests, 1)]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let requests = |all: Vec<(TenantId, Counts)>| -> Vec<i64> {
+            all.iter().map(|(_, c)| c.get(Counter::Requests)).collect()
+        };
+        assert_eq!(requests(meter.since_start()), vec![1000]);
+
+        let batch = meter.take_pending();
+        assert_eq!(
+            batch.len(),
+            1,
+            "one entry per tenant and hour, whatever the shards"
+        );
+        assert_eq!(batch[0].1.get(Counter::Requests), 1000);
+        assert!(meter.take_pending().is_empty(), "nothing is flushed twice");
+        assert_eq!(requests(meter.since_start()), vec![1000]);
+
+        // A flush that failed puts its hours back; the totals are not counted again.
+        meter.put_back(&batch);
+        meter.add(&acme, at, &[(Counter::Requests, 1)]);
+        assert_eq!(requests(meter.since_start()), vec![1001]);
+        let again = meter.take_pending();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.get(Counter::Requests), 1001);
+        assert_eq!(requests(meter.since_start()), vec![1001]);
     }
 
     #[test]

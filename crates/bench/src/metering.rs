@@ -44,6 +44,10 @@ pub struct MeteringArgs {
     /// Both "modes" with metering on: the noise floor of the comparison.
     #[arg(long)]
     aa: bool,
+    /// Both "modes" with metering off: for profiling the path without it beside a run with
+    /// `--aa`.
+    #[arg(long, conflicts_with = "aa")]
+    bb: bool,
     /// Only these ops of the overhead part (`get`, `bulk`).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
@@ -92,7 +96,11 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     seed(&target, seeded).await?;
     println!(
         "Metering on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way; cost: the median of the rounds' on/off ratios (interquartile range)",
-        if args.aa { "on (noise floor)" } else { "off" },
+        match (args.aa, args.bb) {
+            (true, _) => "on (noise floor)",
+            (_, true) => "off (here both halves off)",
+            _ => "off",
+        },
         args.connections,
         args.rounds
     );
@@ -116,7 +124,9 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds.max(2) {
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for mode in order {
-                server.catalog.set_metering(mode == 0 || args.aa);
+                server
+                    .catalog
+                    .set_metering((mode == 0 || args.aa) && !args.bb);
                 let part = measure(&target, op, requests, args.connections, seeded, offset).await?;
                 offset += requests;
                 per_round[mode].push(part.cpu * 1e6 / part.requests as f64);

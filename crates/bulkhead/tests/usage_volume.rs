@@ -292,3 +292,63 @@ async fn on_postgres_a_pool_tenants_share_is_within_ten_percent_of_its_records_a
     };
     pool_share_within_ten_percent(Some(&pg)).await;
 }
+
+/// A bulk body the client stops sending midway still counts what arrived, for its tenant:
+/// the server gives up waiting for the rest (408), and the bytes it read are metered. (A
+/// request dropped unfinished is covered in the catalog's `request_slot` test.)
+#[tokio::test]
+async fn a_body_stalled_midway_is_metered_for_what_arrived() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bulkhead.toml");
+    std::fs::write(&config, "[limits]\nrequest_timeout_secs = 1\n").unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_CONFIG", config.to_str().unwrap())]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "stalled", "free").await;
+    let token = key(&admin, "stalled", TenantRole::Member).await;
+
+    let part = lines("x", 200, 100);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/collections/items/records:bulk HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {token}\r\ncontent-type: application/x-ndjson\r\n\
+         content-length: {}\r\n\r\n",
+        part.len() * 10
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&part).await.unwrap();
+    stream.flush().await.unwrap();
+    // Nothing more is sent: the server stops waiting and answers.
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the request timeout answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(stream);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = admin
+            .list_usage(&UsageQuery {
+                tenant: Some(tid("stalled")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let bytes_in: u64 = page.items.iter().map(|p| p.bytes_in).sum();
+        if bytes_in == part.len() as u64 {
+            break;
+        }
+        assert!(
+            bytes_in < part.len() as u64 && std::time::Instant::now() < deadline,
+            "bytes in {bytes_in}, sent {}",
+            part.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

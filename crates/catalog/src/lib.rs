@@ -72,7 +72,7 @@ pub use query::ListParams;
 pub use records::{UpdateKind, parse_if_match};
 pub use store::{Location, StoreError};
 pub use tenants::TenantUpdate;
-pub use usage::RequestTenant;
+pub use usage::{BodyBytes, RequestTenant};
 pub use watch::{REAUTH_EVERY, WatchEvent, WatchSettings, Watcher};
 
 /// Who is asking, and the id of the request (carried into audit records and logs).

@@ -262,49 +262,46 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     let method = request.method().clone();
     // Bytes in and out, metered for the tenant the request turns out to act on.
     // (Off only while `bulkhead-bench metering` measures what metering costs.)
-    let acted = state
-        .catalog
-        .metering()
-        .then(|| RequestTenant::new(&state.catalog));
-    let request = match &acted {
-        Some(acted) => {
-            request.map(|body| metered::Counted::wrap(body, acted, metered::Side::Received))
-        }
+    let mut acted = state.catalog.metering().then(RequestTenant::new);
+    let request = match &mut acted {
+        Some(acted) => request.map(|body| {
+            metered::Counted::wrap(body, acted, &state.catalog, metered::Side::Received)
+        }),
         None => request,
     };
     let (request, leftover) = drain::share(request);
-    let tenant = acted.clone();
     let (budget, body_limit) = (
         std::sync::Arc::clone(&state.body_budget),
         state.config.body_limit as u64,
     );
-    let mut response = REQUEST_ID
+    let (mut response, acted) = REQUEST_ID
         .scope(
             request_id,
             async move {
                 let inner = admitted(budget, body_limit, request, next);
-                let response = match tenant {
-                    Some(tenant) => tenant.scope(inner).await,
-                    None => inner.await,
+                let (response, acted) = match acted {
+                    Some(mut acted) => (acted.scope(inner).await, Some(acted)),
+                    None => (inner.await, None),
                 };
                 tracing::info!(
                     status = response.status().as_u16(),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                     "request done"
                 );
-                response
+                (response, acted)
             }
             .instrument(span),
         )
         .await;
     if let Some(acted) = &acted {
-        acted.finished(started.elapsed());
+        let elapsed = started.elapsed();
+        acted.finished(&state.catalog, elapsed);
         state.http_metrics.record(
             response.extensions().get::<MatchedPath>(),
             &method,
             response.status().as_u16(),
             acted.model(),
-            started.elapsed(),
+            elapsed,
         );
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -317,11 +314,12 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    match &acted {
-        Some(acted) => {
-            let response =
-                response.map(|body| metered::Counted::wrap(body, acted, metered::Side::Sent));
-            acted.settle();
+    match acted {
+        Some(mut acted) => {
+            let response = response.map(|body| {
+                metered::Counted::wrap(body, &mut acted, &state.catalog, metered::Side::Sent)
+            });
+            acted.settle(&state.catalog);
             response
         }
         None => response,

@@ -1,13 +1,14 @@
 //! Bytes in and out per tenant: each request's body and its answer's body are counted
 //! (`RequestTenant`), and once both are done (the answer sent, or the connection gone) the
-//! bytes go to the meter of the tenant the request acted on — if it named one. A body of
-//! known size is counted at once; only streamed bodies are wrapped to count as they pass.
+//! bytes go to the meter of the tenant the request acted on — if it named one. An answer of
+//! known size is counted at once; only streamed bodies are wrapped to count as they pass
+//! (the request's own body too: what counts is what was read of it).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use bulkhead_catalog::RequestTenant;
+use bulkhead_catalog::{BodyBytes, Catalog, RequestTenant};
 use http_body::{Frame, SizeHint};
 
 #[derive(Clone, Copy)]
@@ -19,12 +20,12 @@ pub(crate) enum Side {
 /// A streamed body whose data bytes are added to one side of a request's counts.
 pub(crate) struct Counted {
     inner: Body,
-    counts: RequestTenant,
+    counts: BodyBytes,
     side: Side,
 }
 
 impl Counted {
-    fn add(counts: &RequestTenant, side: Side, n: u64) {
+    fn add(counts: &BodyBytes, side: Side, n: u64) {
         match side {
             Side::Received => counts.received(n),
             Side::Sent => counts.sent(n),
@@ -33,7 +34,7 @@ impl Counted {
 
     /// `inner`, counted: at once when its size is known (a full body), else as it streams.
     /// An empty body is left as it is.
-    pub fn wrap(inner: Body, counts: &RequestTenant, side: Side) -> Body {
+    pub fn wrap(inner: Body, request: &mut RequestTenant, catalog: &Catalog, side: Side) -> Body {
         use http_body::Body as _;
         if inner.is_end_stream() {
             return inner;
@@ -41,12 +42,12 @@ impl Counted {
         if let Some(n) = inner.size_hint().exact()
             && matches!(side, Side::Sent)
         {
-            Counted::add(counts, side, n);
+            request.sent_sized(n);
             return inner;
         }
         Body::new(Counted {
             inner,
-            counts: counts.clone(),
+            counts: request.streamed(catalog),
             side,
         })
     }

@@ -2,6 +2,7 @@
 //! to the catalog's `usage` table every couple of seconds (and at shutdown) by a flusher task.
 //! Servers sharing a catalog each add their own counts, so the table holds the sum.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -258,24 +259,22 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
     });
 }
 
-/// What a request turned out to act on (its tenant and the tenant's isolation model), the
-/// body bytes it moved, and what it counted for its tenant meanwhile. They go to the meter
-/// together, in one lock, when the request settles ([`RequestTenant::settle`]: its answer's
-/// head is ready); bytes still streaming after that go once the last holder lets go (the
-/// answer sent, or the connection gone).
-struct Acted {
-    catalog: Catalog,
+/// What the current request acts on, once the catalog knows: the tenant a control request
+/// named, or the route of a data request's tenant. It lives in a task-local while the request
+/// runs ([`RequestTenant::scope`]) and goes back to the HTTP layer after, so a request that
+/// sends and receives no streamed body allocates nothing for its metering.
+#[derive(Default)]
+struct Acting {
     /// The tenant a control request named (a data request's is its route's).
-    tenant: OnceLock<TenantId>,
+    tenant: OnceCell<TenantId>,
     /// Where a data request's tenant is: its isolation model, domain and file (namespace).
-    route: OnceLock<Arc<TenantRoute>>,
-    received: AtomicU64,
-    sent: AtomicU64,
-    /// Counts made for `tenant` during the request, not yet in the meter.
-    pending: Mutex<Counts>,
+    route: OnceCell<Arc<TenantRoute>>,
+    /// The bytes of the request's streamed bodies, told the tenant as soon as it is known
+    /// (so they are metered even if the request is cancelled).
+    streamed: Option<Arc<Streamed>>,
 }
 
-impl Acted {
+impl Acting {
     fn tenant(&self) -> Option<&TenantId> {
         match self.route.get() {
             Some(route) => Some(&route.tenant),
@@ -283,74 +282,70 @@ impl Acted {
         }
     }
 
-    fn settle(&self) {
-        let Some(tenant) = self.tenant() else {
-            return;
-        };
-        let mut counts = std::mem::take(&mut *self.pending.lock());
+    fn tell_streamed(&self) {
+        if let (Some(streamed), Some(tenant)) = (&self.streamed, self.tenant()) {
+            let _ = streamed.tenant.set(tenant.clone());
+        }
+    }
+}
+
+/// Bytes of bodies that stream (a request's body as the handler reads it, an answer sent in
+/// pieces): counted as they pass, metered at the request's settling and, for what passes
+/// after, once the last holder lets go (the body read or sent, or the connection gone).
+struct Streamed {
+    catalog: Catalog,
+    tenant: OnceLock<TenantId>,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Streamed {
+    fn take(&self) -> [(Counter, i64); 2] {
         let n = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
-        counts.add(&[
+        [
             (
                 Counter::BytesIn,
                 n(self.received.swap(0, Ordering::Relaxed)),
             ),
             (Counter::BytesOut, n(self.sent.swap(0, Ordering::Relaxed))),
-        ]);
-        if counts != Counts::default() {
-            let inner = self.catalog.inner();
-            inner.meter.add_all(tenant, inner.clock.now(), &counts);
-        }
+        ]
     }
 }
 
-impl Drop for Acted {
+impl Drop for Streamed {
     fn drop(&mut self) {
-        self.settle();
+        let Some(tenant) = self.tenant.get() else {
+            return;
+        };
+        let bytes = self.take();
+        if bytes.iter().any(|(_, n)| *n != 0) {
+            self.catalog.count(tenant, &bytes);
+        }
     }
 }
 
 tokio::task_local! {
     /// What the current HTTP request acts on, once a data scope names it.
-    static REQUEST_TENANT: Arc<Acted>;
+    static REQUEST_TENANT: Acting;
 }
 
 /// One request's slot: the HTTP layer runs the request inside [`RequestTenant::scope`],
-/// counts its bytes here, and labels its metrics with the model found here.
+/// counts its bytes here, and labels its metrics with the model found here. Usage the
+/// request causes meanwhile (its admission, records, query work) goes to the meter as it
+/// happens; the bytes go when the request settles.
+#[derive(Default)]
+pub struct RequestTenant {
+    /// Here before and after the scope; in the task-local during it.
+    acting: Option<Acting>,
+    /// Bytes of a known size, counted at once.
+    sized: u64,
+}
+
+/// Counts the bytes of one streamed body of a request ([`RequestTenant::streamed`]).
 #[derive(Clone)]
-pub struct RequestTenant(Arc<Acted>);
+pub struct BodyBytes(Arc<Streamed>);
 
-impl RequestTenant {
-    pub fn new(catalog: &Catalog) -> Self {
-        RequestTenant(Arc::new(Acted {
-            catalog: catalog.clone(),
-            tenant: OnceLock::new(),
-            route: OnceLock::new(),
-            received: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            pending: Mutex::new(Counts::default()),
-        }))
-    }
-
-    /// Adds what the request counted so far (its admission, records, query work, bytes) to
-    /// the meter. Called once the answer's head is ready; bytes of a body still streaming
-    /// follow when it ends.
-    pub fn settle(&self) {
-        self.0.settle();
-    }
-
-    pub async fn scope<F: std::future::Future>(&self, f: F) -> F::Output {
-        REQUEST_TENANT.scope(Arc::clone(&self.0), f).await
-    }
-
-    pub fn get(&self) -> Option<&TenantId> {
-        self.0.tenant()
-    }
-
-    /// The isolation model of the tenant's placement, once a data request resolved it.
-    pub fn model(&self) -> Option<Isolation> {
-        self.0.route.get().map(|route| route.placement.isolation)
-    }
-
+impl BodyBytes {
     pub fn received(&self, bytes: u64) {
         self.0.received.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -358,13 +353,86 @@ impl RequestTenant {
     pub fn sent(&self, bytes: u64) {
         self.0.sent.fetch_add(bytes, Ordering::Relaxed);
     }
+}
+
+impl RequestTenant {
+    pub fn new() -> Self {
+        RequestTenant::default()
+    }
+
+    fn acting(&mut self) -> &mut Acting {
+        self.acting.get_or_insert_with(Acting::default)
+    }
+
+    /// The counter of this request's streamed bodies (made on first use).
+    pub fn streamed(&mut self, catalog: &Catalog) -> BodyBytes {
+        let acting = self.acting();
+        let streamed = acting.streamed.get_or_insert_with(|| {
+            Arc::new(Streamed {
+                catalog: catalog.clone(),
+                tenant: OnceLock::new(),
+                received: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+            })
+        });
+        let bytes = BodyBytes(Arc::clone(streamed));
+        acting.tell_streamed();
+        bytes
+    }
+
+    /// An answer body of known size: its bytes are counted at once.
+    pub fn sent_sized(&mut self, bytes: u64) {
+        self.sized = self.sized.saturating_add(bytes);
+    }
+
+    /// Runs the request inside this slot: what the catalog learns of its tenant lands here.
+    pub async fn scope<F: std::future::Future>(&mut self, f: F) -> F::Output {
+        let acting = self.acting.take().unwrap_or_default();
+        let mut scoped = std::pin::pin!(REQUEST_TENANT.scope(acting, f));
+        let out = (&mut scoped).await;
+        self.acting = scoped.as_mut().take_value();
+        out
+    }
+
+    pub fn get(&self) -> Option<&TenantId> {
+        self.acting.as_ref().and_then(Acting::tenant)
+    }
+
+    /// The isolation model of the tenant's placement, once a data request resolved it.
+    pub fn model(&self) -> Option<Isolation> {
+        let route = self.acting.as_ref()?.route.get()?;
+        Some(route.placement.isolation)
+    }
+
+    /// Adds the bytes counted so far (a known-size answer, what streamed until now) to the
+    /// meter of the request's tenant. Called once the answer's head is ready; bytes of a body
+    /// still streaming follow when it ends.
+    pub fn settle(&mut self, catalog: &Catalog) {
+        let sized = std::mem::take(&mut self.sized);
+        let Some(acting) = &self.acting else {
+            return;
+        };
+        let Some(tenant) = acting.tenant() else {
+            return;
+        };
+        let mut bytes = match &acting.streamed {
+            Some(streamed) => streamed.take(),
+            None => [(Counter::BytesIn, 0), (Counter::BytesOut, 0)],
+        };
+        bytes[1].1 = bytes[1]
+            .1
+            .saturating_add(i64::try_from(sized).unwrap_or(i64::MAX));
+        if bytes.iter().any(|(_, n)| *n != 0) {
+            catalog.count(tenant, &bytes);
+        }
+    }
 
     /// Notes `tenant` as the current request's, if it runs inside a scope and no data route
     /// was noted first.
     pub(crate) fn note(tenant: &TenantId) {
         let _ = REQUEST_TENANT.try_with(|slot| {
-            if slot.route.get().is_none() {
-                let _ = slot.tenant.set(tenant.clone());
+            if slot.route.get().is_none() && slot.tenant.set(tenant.clone()).is_ok() {
+                slot.tell_streamed();
             }
         });
     }
@@ -373,17 +441,19 @@ impl RequestTenant {
     /// (isolation model, domain and file). The first route noted stays.
     pub(crate) fn note_route(route: &Arc<TenantRoute>) {
         let _ = REQUEST_TENANT.try_with(|slot| {
-            if slot.tenant.get().is_none_or(|t| *t == route.tenant) {
-                let _ = slot.route.set(Arc::clone(route));
+            if slot.tenant.get().is_none_or(|t| *t == route.tenant)
+                && slot.route.set(Arc::clone(route)).is_ok()
+            {
+                slot.tell_streamed();
             }
         });
     }
 
     /// The request ended after `latency` (its answer's head ready): a data request's
     /// latency goes on the board paced work watches, under its tenant's domain and file.
-    pub fn finished(&self, latency: Duration) {
-        if let Some(route) = self.0.route.get() {
-            self.0.catalog.inner().latency.record(
+    pub fn finished(&self, catalog: &Catalog, latency: Duration) {
+        if let Some(route) = self.acting.as_ref().and_then(|a| a.route.get()) {
+            catalog.inner().latency.record(
                 route.placement.domain.as_str(),
                 &route.placement.namespace,
                 route.tenant.as_str(),
@@ -407,24 +477,12 @@ impl Catalog {
         self.inner().metering.store(on, Ordering::Relaxed);
     }
 
-    /// Adds to `tenant`'s counts of this hour: kept with the current HTTP request if it acts
-    /// on `tenant` (they reach the meter together when it settles), else at once.
+    /// Adds to `tenant`'s counts of this hour.
     pub(crate) fn count(&self, tenant: &TenantId, by: &[(Counter, i64)]) {
         if !self.metering() {
             return;
         }
-        let kept = REQUEST_TENANT
-            .try_with(|slot| {
-                let mine = slot.tenant() == Some(tenant);
-                if mine {
-                    slot.pending.lock().add(by);
-                }
-                mine
-            })
-            .unwrap_or(false);
-        if !kept {
-            self.inner().meter.add(tenant, self.inner().clock.now(), by);
-        }
+        self.inner().meter.add(tenant, self.inner().clock.now(), by);
     }
 
     /// Records a write created, replaced, patched or deleted.

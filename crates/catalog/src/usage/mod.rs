@@ -19,7 +19,7 @@ use crate::rows::paging::{list_cursor, list_position, page_limit};
 use crate::store::{Row, StoreResult, Val};
 use crate::{Catalog, Ctx};
 
-pub use meter::RequestTenant;
+pub use meter::{BodyBytes, RequestTenant};
 use meter::{COLUMNS, HOUR_MICROS};
 pub(crate) use meter::{Counter, Counts, Meter, spawn_flusher};
 pub(crate) use storage::spawn_sampler;

@@ -18,6 +18,15 @@ pub fn this_thread() -> usize {
     SLOT.with(|slot| *slot)
 }
 
+/// A map for what every request records: keys hashed with foldhash (fast, and seeded per
+/// map) rather than the standard SipHash, which costs more than the rest of a lookup on
+/// short keys. Its keys are our own (tenant ids, route templates, label sets), never text an
+/// anonymous caller chooses.
+pub type HotMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The set kind of [`HotMap`].
+pub type HotSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// A value aligned to its own cache lines, so neighbouring shards do not share one.
 #[derive(Debug, Default)]
 #[repr(align(128))]

@@ -7,7 +7,6 @@
 //! shard, which no other core is writing, and files and tenants are kept as 64-bit hashes,
 //! so nothing is allocated per request. Observing merges the shards.
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
@@ -60,12 +59,12 @@ impl Observation {
 }
 
 /// One thread shard's rings, by domain.
-type Rings = HashMap<String, VecDeque<Sample>>;
+type Rings = bulkhead_core::shard::HotMap<String, VecDeque<Sample>>;
 
 /// Recent request latencies of every domain.
 pub struct Board {
     shards: [Padded<Mutex<Rings>>; SHARDS],
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     capacity: usize,
 }
 

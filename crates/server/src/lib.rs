@@ -297,7 +297,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         let elapsed = started.elapsed();
         acted.finished(&state.catalog, elapsed);
         state.http_metrics.record(
-            response.extensions().get::<MatchedPath>(),
+            response.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
             &method,
             response.status().as_u16(),
             acted.model(),

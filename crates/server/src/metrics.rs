@@ -13,13 +13,13 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_catalog::{OTHER, Observed, REFUSAL_KINDS};
 use bulkhead_core::model::Isolation;
-use bulkhead_core::shard::{Padded, SHARDS};
+use bulkhead_core::shard::{HotMap, HotSet, Padded, SHARDS};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,7 +35,7 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The labels of one request: all `'static`, so recording one allocates nothing.
+/// The labels of one series of request latencies.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
@@ -44,25 +44,80 @@ struct RequestLabels {
     model: &'static str,
 }
 
-/// Each route template once, for the life of the process: there are as many as the router
-/// has routes.
-fn interned(route: &str) -> &'static str {
-    static ROUTES: std::sync::OnceLock<
-        parking_lot::RwLock<std::collections::HashSet<&'static str>>,
-    > = std::sync::OnceLock::new();
-    let routes = ROUTES.get_or_init(Default::default);
-    if let Some(known) = routes.read().get(route) {
-        return known;
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+];
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const MODELS: [&str; 4] = ["pool", "bridge", "silo", "none"];
+
+/// [`RequestLabels`] as a request records them: the route template by its interned text,
+/// compared and hashed by address (each template is interned once, so equal addresses are
+/// equal texts), the rest by index. Recording one allocates nothing and hashes no text.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    route: Option<&'static str>,
+    method: u8,
+    status: u8,
+    model: u8,
+}
+
+impl Key {
+    fn address(&self) -> usize {
+        self.route.map_or(0, |r| r.as_ptr() as usize)
     }
-    let mut routes = routes.write();
-    match routes.get(route) {
-        Some(known) => known,
-        None => {
-            let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
-            routes.insert(leaked);
-            leaked
+
+    fn labels(&self) -> RequestLabels {
+        RequestLabels {
+            route: self.route.unwrap_or("unmatched"),
+            method: METHODS[usize::from(self.method)],
+            status: STATUSES[usize::from(self.status)],
+            model: MODELS[usize::from(self.model)],
         }
     }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.address() == other.address()
+            && (self.method, self.status, self.model) == (other.method, other.status, other.model)
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.address());
+        state.write_u32(
+            u32::from(self.method) | u32::from(self.status) << 8 | u32::from(self.model) << 16,
+        );
+    }
+}
+
+/// Each route template once, for the life of the process: there are as many as the router
+/// has routes. A thread finds the ones it has seen in its own set, without the shared lock.
+fn interned(route: &str) -> &'static str {
+    thread_local! {
+        static SEEN: std::cell::RefCell<HotSet<&'static str>> = Default::default();
+    }
+    if let Some(known) = SEEN.with_borrow(|seen| seen.get(route).copied()) {
+        return known;
+    }
+    static ROUTES: std::sync::OnceLock<parking_lot::Mutex<HotSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let known = {
+        let mut routes = ROUTES.get_or_init(Default::default).lock();
+        match routes.get(route) {
+            Some(known) => *known,
+            None => {
+                let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+                routes.insert(leaked);
+                leaked
+            }
+        }
+    };
+    SEEN.with_borrow_mut(|seen| seen.insert(known));
+    known
 }
 
 /// One label set's latencies: each bucket's own count (not cumulative; the last one is
@@ -94,7 +149,7 @@ impl Tally {
     }
 }
 
-type Tallies = std::collections::HashMap<RequestLabels, Tally>;
+type Tallies = HotMap<Key, Tally>;
 
 /// The request histograms as one scrape shows them: every shard's tallies merged.
 #[derive(Debug)]
@@ -154,13 +209,13 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Every shard's tallies, merged.
     fn merged(&self) -> RequestHistograms {
-        let mut all = Tallies::new();
+        let mut all = Tallies::default();
         for shard in self.shards.iter() {
-            for (labels, tally) in shard.lock().iter() {
-                all.entry(*labels).or_default().merge(tally);
+            for (key, tally) in shard.lock().iter() {
+                all.entry(*key).or_default().merge(tally);
             }
         }
-        RequestHistograms(all.into_iter().collect())
+        RequestHistograms(all.iter().map(|(key, t)| (key.labels(), *t)).collect())
     }
 }
 
@@ -169,37 +224,37 @@ impl HttpMetrics {
     /// raw paths, so ids never become labels.
     pub(crate) fn record(
         &self,
-        route: Option<&MatchedPath>,
+        route: Option<&str>,
         method: &Method,
         status: u16,
         model: Option<Isolation>,
         took: Duration,
     ) {
         let method = match *method {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            Method::PUT => "PUT",
-            Method::PATCH => "PATCH",
-            Method::DELETE => "DELETE",
-            Method::HEAD => "HEAD",
-            Method::OPTIONS => "OPTIONS",
-            _ => "other",
+            Method::GET => 0,
+            Method::POST => 1,
+            Method::PUT => 2,
+            Method::PATCH => 3,
+            Method::DELETE => 4,
+            Method::HEAD => 5,
+            Method::OPTIONS => 6,
+            _ => 7,
         };
-        let labels = RequestLabels {
-            route: route.map_or("unmatched", |r| interned(r.as_str())),
+        let labels = Key {
+            route: route.map(interned),
             method,
             status: match status / 100 {
-                1 => "1xx",
-                2 => "2xx",
-                3 => "3xx",
-                4 => "4xx",
-                _ => "5xx",
+                1 => 0,
+                2 => 1,
+                3 => 2,
+                4 => 3,
+                _ => 4,
             },
             model: match model {
-                Some(Isolation::Pool) => "pool",
-                Some(Isolation::Bridge) => "bridge",
-                Some(Isolation::Silo) => "silo",
-                None => "none",
+                Some(Isolation::Pool) => 0,
+                Some(Isolation::Bridge) => 1,
+                Some(Isolation::Silo) => 2,
+                None => 3,
             },
         };
         self.shards[bulkhead_core::shard::this_thread()]
@@ -490,4 +545,76 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         .route("/metrics", axum::routing::get(scrape_open))
         .with_state(state);
     axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(metrics: &HttpMetrics) -> Vec<(RequestLabels, u64)> {
+        let mut all: Vec<_> = metrics
+            .merged()
+            .0
+            .into_iter()
+            .map(|(labels, tally)| (labels, tally.count))
+            .collect();
+        all.sort_by_key(|(l, _)| (l.route, l.method, l.status, l.model));
+        all
+    }
+
+    #[test]
+    fn requests_from_many_threads_land_in_one_series_per_label_set() {
+        let metrics = HttpMetrics::default();
+        // Templates arrive as fresh text each time (as axum hands them out); equal texts
+        // are one series, whichever thread saw them first.
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    let get = String::from("/v1/collections/{collection}/records/{id}");
+                    for _ in 0..10 {
+                        metrics.record(
+                            Some(&get),
+                            &Method::GET,
+                            200,
+                            Some(Isolation::Pool),
+                            Duration::from_micros(300),
+                        );
+                    }
+                    metrics.record(
+                        None,
+                        &Method::from_bytes(b"PROPFIND").unwrap(),
+                        404,
+                        None,
+                        Duration::from_millis(i + 1),
+                    );
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        metrics.record(
+            Some("/v1/collections/{collection}/records/{id}"),
+            &Method::GET,
+            503,
+            Some(Isolation::Silo),
+            Duration::from_millis(2),
+        );
+        let labels = |route, method, status, model| RequestLabels {
+            route,
+            method,
+            status,
+            model,
+        };
+        let route = "/v1/collections/{collection}/records/{id}";
+        assert_eq!(
+            series(&metrics),
+            vec![
+                (labels(route, "GET", "2xx", "pool"), 40),
+                (labels(route, "GET", "5xx", "silo"), 1),
+                (labels("unmatched", "other", "4xx", "none"), 4),
+            ]
+        );
+    }
 }

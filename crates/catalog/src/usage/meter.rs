@@ -11,7 +11,7 @@ use std::time::Duration;
 use bulkhead_core::TenantId;
 use bulkhead_core::access::TenantRoute;
 use bulkhead_core::model::Isolation;
-use bulkhead_core::shard::{Padded, SHARDS};
+use bulkhead_core::shard::{HotMap, Padded, SHARDS};
 use bulkhead_core::time::Timestamp;
 use parking_lot::Mutex;
 
@@ -102,7 +102,7 @@ pub(crate) struct Meter {
 
 #[derive(Default)]
 struct Books {
-    tenants: HashMap<TenantId, Book>,
+    tenants: HotMap<TenantId, Book>,
 }
 
 /// One tenant's counts since the last flush: by hour (usually one hour), and in all.

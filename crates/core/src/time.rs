@@ -121,9 +121,15 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Microseconds since the Unix epoch, straight from the system time (no calendar
+    /// fields are worked out: a request reads the clock several times).
     fn now(&self) -> Timestamp {
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        Timestamp((nanos / 1_000) as i64)
+        let micros = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
+            // A clock set before 1970.
+            Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
+        };
+        Timestamp(micros)
     }
 }
 
@@ -142,6 +148,18 @@ impl Clock for SkewedClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_reads_the_same_time_as_the_calendar_clock() {
+        let calendar = || (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64;
+        let before = calendar();
+        let now = SystemClock.now().as_micros();
+        let after = calendar();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
 
     proptest::proptest! {
         /// The digit-by-digit text is what `format!` of the same fields writes, and parses

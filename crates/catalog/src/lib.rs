@@ -473,7 +473,7 @@ impl Catalog {
         &self,
         token: Option<&str>,
         request_id: &str,
-        source: Option<&str>,
+        source: Option<Arc<str>>,
     ) -> Result<Ctx, Error> {
         let unauthenticated = |code: &'static str, msg: &str| {
             Error::new(ErrorKind::Unauthenticated, code, msg.to_owned())
@@ -512,11 +512,11 @@ impl Catalog {
             Ok(mut ctx) => {
                 ctx.request_id = request_id.to_owned();
                 ctx.credential = Some(Credential(Arc::from(token)));
-                ctx.source = source.map(Arc::from);
+                ctx.source = source;
                 Ok(ctx)
             }
             Err(why) => {
-                self.audit_auth_failure(source.unwrap_or("unknown"), &why, request_id);
+                self.audit_auth_failure(source.as_deref().unwrap_or("unknown"), &why, request_id);
                 Err(unauthenticated(
                     "invalid_credentials",
                     "the credential is not valid",

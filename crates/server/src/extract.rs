@@ -64,11 +64,11 @@ impl FromRequestParts<AppState> for Auth {
         let token = bearer(parts)?;
         let source = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| peer.0.ip().to_string());
+            .get::<crate::listen::Peer>()
+            .map(|peer| std::sync::Arc::clone(&peer.0));
         let authenticated = state
             .catalog
-            .authenticate_from(token, &request_id, source.as_deref())
+            .authenticate_from(token, &request_id, source)
             .instrument(tracing::info_span!("auth"))
             .await?;
         Ok(Auth(authenticated))

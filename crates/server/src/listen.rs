@@ -78,7 +78,7 @@ pub async fn serve(
         // Handlers see the client's address (failed authentications are audited per source).
         let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
             app.clone(),
-            axum::extract::ConnectInfo(peer),
+            Peer(Arc::from(peer.ip().to_string())),
         ));
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
@@ -116,13 +116,13 @@ pub async fn serve(
     Ok(())
 }
 
+/// The client's address as text (audit records name the source), written once per
+/// connection rather than for each of its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer(pub(crate) Arc<str>);
+
 /// What serves each connection: the router, with the client's address.
-type Service = TowerToHyperService<
-    tower_http::add_extension::AddExtension<
-        crate::App,
-        axum::extract::ConnectInfo<std::net::SocketAddr>,
-    >,
->;
+type Service = TowerToHyperService<tower_http::add_extension::AddExtension<crate::App, Peer>>;
 
 /// One HTTP/1.1 connection over `stream` (plain or TLS).
 fn connection<S>(

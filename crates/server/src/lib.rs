@@ -278,10 +278,15 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .scope(
             request_id,
             async move {
-                let inner = admitted(budget, body_limit, request, next);
                 let (response, acted) = match acted {
-                    Some(mut acted) => (acted.scope(inner).await, Some(acted)),
-                    None => (inner.await, None),
+                    Some(mut acted) => {
+                        let inner = admitted(budget, body_limit, request, next);
+                        let mut scoped = std::pin::pin!(acted.enter(inner));
+                        let response = scoped.as_mut().await;
+                        acted.leave(scoped);
+                        (response, Some(acted))
+                    }
+                    None => (admitted(budget, body_limit, request, next).await, None),
                 };
                 tracing::info!(
                     status = response.status().as_u16(),
@@ -294,10 +299,14 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         )
         .await;
     if let Some(acted) = &acted {
-        let elapsed = started.elapsed();
-        acted.finished(&state.catalog, elapsed);
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        acted.finished(&state.catalog, elapsed, now);
         state.http_metrics.record(
-            response.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+            response
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str),
             &method,
             response.status().as_u16(),
             acted.model(),

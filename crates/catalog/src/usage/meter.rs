@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use bulkhead_core::model::Isolation;
 use bulkhead_core::shard::{HotMap, Padded, SHARDS};
 use bulkhead_core::time::Timestamp;
 use parking_lot::Mutex;
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::store::{StoreResult, Tx, Val};
 use crate::{Catalog, Inner};
@@ -135,25 +137,18 @@ impl Book {
 }
 
 impl Meter {
-    /// Adds `by` of each counter to `tenant`'s counts of the hour of `at`. Allocates only
-    /// for a tenant's first count since the last flush.
+    /// Adds `by` of each counter to `tenant`'s counts of the hour of `at`, in one lock (of
+    /// the calling thread's shard). Allocates only for a tenant's first count since the last
+    /// flush.
     pub(crate) fn add(&self, tenant: &TenantId, at: Timestamp, by: &[(Counter, i64)]) {
-        let mut counts = Counts::default();
-        counts.add(by);
-        self.add_all(tenant, at, &counts);
-    }
-
-    /// Adds `counts` to `tenant`'s counts of the hour of `at`, in one lock (of the calling
-    /// thread's shard).
-    fn add_all(&self, tenant: &TenantId, at: Timestamp, counts: &Counts) {
         let hour = at.as_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
         let mut books = self.shards[bulkhead_core::shard::this_thread()].lock();
         let book = match books.tenants.get_mut(tenant) {
             Some(book) => book,
             None => books.tenants.entry(tenant.clone()).or_default(),
         };
-        book.hour(hour).merge(counts);
-        book.all.merge(counts);
+        book.hour(hour).add(by);
+        book.all.add(by);
     }
 
     /// Every tenant's counts since this server started.
@@ -264,7 +259,7 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
 /// runs ([`RequestTenant::scope`]) and goes back to the HTTP layer after, so a request that
 /// sends and receives no streamed body allocates nothing for its metering.
 #[derive(Default)]
-struct Acting {
+pub struct Acting {
     /// The tenant a control request named (a data request's is its route's).
     tenant: OnceCell<TenantId>,
     /// Where a data request's tenant is: its isolation model, domain and file (namespace).
@@ -385,12 +380,23 @@ impl RequestTenant {
         self.sized = self.sized.saturating_add(bytes);
     }
 
-    /// Runs the request inside this slot: what the catalog learns of its tenant lands here.
+    /// The request's future, run inside this slot: what the catalog learns of its tenant
+    /// lands here. Once it is done, [`RequestTenant::leave`] takes the slot back.
+    pub fn enter<F: std::future::Future>(&mut self, f: F) -> TaskLocalFuture<Acting, F> {
+        REQUEST_TENANT.scope(self.acting.take().unwrap_or_default(), f)
+    }
+
+    /// Takes the slot back from the request's future (see [`RequestTenant::enter`]).
+    pub fn leave<F: std::future::Future>(&mut self, done: Pin<&mut TaskLocalFuture<Acting, F>>) {
+        self.acting = done.take_value();
+    }
+
+    /// Runs the request inside this slot ([`RequestTenant::enter`], then
+    /// [`RequestTenant::leave`]).
     pub async fn scope<F: std::future::Future>(&mut self, f: F) -> F::Output {
-        let acting = self.acting.take().unwrap_or_default();
-        let mut scoped = std::pin::pin!(REQUEST_TENANT.scope(acting, f));
-        let out = (&mut scoped).await;
-        self.acting = scoped.as_mut().take_value();
+        let mut scoped = std::pin::pin!(self.enter(f));
+        let out = scoped.as_mut().await;
+        self.leave(scoped);
         out
     }
 
@@ -449,16 +455,16 @@ impl RequestTenant {
         });
     }
 
-    /// The request ended after `latency` (its answer's head ready): a data request's
+    /// The request ended `at`, after `latency` (its answer's head ready): a data request's
     /// latency goes on the board paced work watches, under its tenant's domain and file.
-    pub fn finished(&self, catalog: &Catalog, latency: Duration) {
+    pub fn finished(&self, catalog: &Catalog, latency: Duration, at: std::time::Instant) {
         if let Some(route) = self.acting.as_ref().and_then(|a| a.route.get()) {
             catalog.inner().latency.record(
                 route.placement.domain.as_str(),
                 &route.placement.namespace,
                 route.tenant.as_str(),
                 latency,
-                std::time::Instant::now(),
+                at,
             );
         }
     }

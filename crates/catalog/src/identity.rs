@@ -394,11 +394,11 @@ pub(crate) fn kind(principal: &VerifiedPrincipal) -> &'static str {
 /// The access authority, for verifying credentials only: a stored key against its secret, the
 /// bootstrap admin key, a tenant token's signature, a user whose JWT the identity providers
 /// verified. Only this room reads the authority inside.
-pub(crate) struct Verifier(access::AccessAuthority);
+pub(crate) struct Verifier(access::AccessAuthority, bulkhead_core::keys::SecretMemo);
 
 impl Verifier {
     pub(crate) fn new(authority: access::AccessAuthority) -> Self {
-        Verifier(authority)
+        Verifier(authority, Default::default())
     }
 
     pub(crate) fn key(
@@ -407,7 +407,7 @@ impl Verifier {
         stored: &access::StoredKey,
         now: bulkhead_core::time::Timestamp,
     ) -> Result<VerifiedPrincipal, access::Rejection> {
-        access::verify_key(&self.0, secret, stored, now)
+        access::verify_key_remembered(&self.0, secret, stored, now, &self.1)
     }
 
     pub(crate) fn bootstrap(&self, token: &str, expected_hash: &str) -> Option<VerifiedPrincipal> {

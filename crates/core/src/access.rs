@@ -189,12 +189,35 @@ impl fmt::Display for Rejection {
 
 /// Checks a presented secret against the stored key.
 pub fn verify_key(
-    _authority: &AccessAuthority,
+    authority: &AccessAuthority,
     secret: &str,
     stored: &StoredKey,
     now: Timestamp,
 ) -> Result<VerifiedPrincipal, Rejection> {
-    if !keys::secret_matches(secret, &stored.secret_hash) {
+    let matches = keys::secret_matches(secret, &stored.secret_hash);
+    verified_key(authority, matches, stored, now)
+}
+
+/// [`verify_key`], the secret checked through `memo` (a key's repeated requests skip the
+/// SHA-256; see [`keys::SecretMemo`]).
+pub fn verify_key_remembered(
+    authority: &AccessAuthority,
+    secret: &str,
+    stored: &StoredKey,
+    now: Timestamp,
+    memo: &keys::SecretMemo,
+) -> Result<VerifiedPrincipal, Rejection> {
+    let matches = memo.matches(secret, &stored.secret_hash);
+    verified_key(authority, matches, stored, now)
+}
+
+fn verified_key(
+    _authority: &AccessAuthority,
+    secret_matches: bool,
+    stored: &StoredKey,
+    now: Timestamp,
+) -> Result<VerifiedPrincipal, Rejection> {
+    if !secret_matches {
         return Err(Rejection::WrongSecret);
     }
     if stored.revoked {

@@ -63,6 +63,63 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     hex[..].ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// Secrets already checked against their stored hash, so a key's later requests skip the
+/// SHA-256: each is remembered by a 128-bit tag (two SipHashes under keys drawn at random per
+/// memo, never stored or shown), filed under the stored hash it matched. A secret presented
+/// again matches if its tag equals the one filed under the key's current stored hash; a new
+/// secret (a rotated key) has a new stored hash and is checked in full. Finding another secret
+/// with the same tag takes about 2^127 guesses at keys the guesser never sees. Kept per
+/// thread shard ([`crate::shard`]); a shard forgets everything once it holds
+/// [`SecretMemo::CAPACITY`] entries.
+#[derive(Debug, Default)]
+pub struct SecretMemo {
+    tags: [std::collections::hash_map::RandomState; 2],
+    shards: [crate::shard::Padded<std::sync::Mutex<Tags>>; crate::shard::SHARDS],
+}
+
+/// Tags of matched secrets, by the stored hash they matched.
+type Tags = crate::shard::HotMap<String, [u64; 2]>;
+
+impl SecretMemo {
+    pub const CAPACITY: usize = 4096;
+
+    fn tag(&self, secret: &str) -> [u64; 2] {
+        use std::hash::BuildHasher as _;
+        [
+            self.tags[0].hash_one(secret.as_bytes()),
+            self.tags[1].hash_one(secret.as_bytes()),
+        ]
+    }
+
+    fn shard(&self) -> std::sync::MutexGuard<'_, Tags> {
+        let shard = &self.shards[crate::shard::this_thread()];
+        shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `secret` matches `stored_hash` ([`secret_matches`]), remembered for next time.
+    pub fn matches(&self, secret: &str, stored_hash: &str) -> bool {
+        let tag = self.tag(secret);
+        if let Some(known) = self.shard().get(stored_hash) {
+            let same = known[0].to_le_bytes().ct_eq(&tag[0].to_le_bytes())
+                & known[1].to_le_bytes().ct_eq(&tag[1].to_le_bytes());
+            if bool::from(same) {
+                return true;
+            }
+        }
+        if !secret_matches(secret, stored_hash) {
+            return false;
+        }
+        let mut shard = self.shard();
+        if shard.len() >= SecretMemo::CAPACITY {
+            shard.clear();
+        }
+        shard.insert(stored_hash.to_owned(), tag);
+        true
+    }
+}
+
 /// The first 16 hex characters of the SHA-256 of a secret: what is shown instead of it (a
 /// webhook's signing secret), so a declared secret can be compared with a stored one.
 pub fn fingerprint(secret: &str) -> String {
@@ -73,6 +130,33 @@ pub fn fingerprint(secret: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_remembered_secret_matches_only_itself_and_only_its_stored_hash() {
+        let memo = SecretMemo::default();
+        let key = generate().unwrap();
+        let (_, secret) = parse_token(&key.token).unwrap();
+        for _ in 0..3 {
+            assert!(memo.matches(secret, &key.secret_hash));
+        }
+        assert!(!memo.matches("wrong", &key.secret_hash));
+        let tampered = format!("{secret}x");
+        assert!(!memo.matches(&tampered, &key.secret_hash));
+        // The key rotated: its stored hash is another; the old secret no longer matches.
+        let rotated = generate().unwrap();
+        assert!(!memo.matches(secret, &rotated.secret_hash));
+        let (_, new_secret) = parse_token(&rotated.token).unwrap();
+        assert!(memo.matches(new_secret, &rotated.secret_hash));
+        assert!(memo.matches(secret, &key.secret_hash));
+        // A full memo starts over and still answers right.
+        for _ in 0..SecretMemo::CAPACITY + 1 {
+            let other = generate().unwrap();
+            let (_, s) = parse_token(&other.token).unwrap();
+            assert!(memo.matches(s, &other.secret_hash));
+        }
+        assert!(memo.matches(secret, &key.secret_hash));
+        assert!(!memo.matches("wrong", &key.secret_hash));
+    }
 
     #[test]
     fn generated_keys_parse_and_verify() {
@@ -97,6 +181,20 @@ mod tests {
             bytes[flip] = if bytes[flip] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(bytes).unwrap();
             prop_assert!(!secret_matches(&tampered, &key.secret_hash));
+        }
+
+        #[test]
+        fn the_memo_agrees_with_the_full_check(presented in ".{0,60}", right in proptest::bool::ANY) {
+            let memo = SecretMemo::default();
+            let key = generate().unwrap();
+            let (_, secret) = parse_token(&key.token).unwrap();
+            // The right secret is remembered first; then whatever is presented.
+            prop_assert!(memo.matches(secret, &key.secret_hash));
+            let presented = if right { secret.to_owned() } else { presented };
+            prop_assert_eq!(
+                memo.matches(&presented, &key.secret_hash),
+                secret_matches(&presented, &key.secret_hash)
+            );
         }
     }
 }

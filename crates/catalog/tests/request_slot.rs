@@ -82,7 +82,7 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
 
     // Settled: a body read in part before the tenant is known, the rest after; an answer of
     // known size.
-    let mut slot = RequestTenant::new();
+    let mut slot = RequestTenant::new("req".into());
     let body = slot.streamed(&catalog);
     body.received(100);
     slot.scope(async {
@@ -103,7 +103,7 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
     );
 
     // Dropped unfinished: the request names its tenant, then waits forever for its body.
-    let mut slot = RequestTenant::new();
+    let mut slot = RequestTenant::new("req".into());
     let body = slot.streamed(&catalog);
     body.received(500);
     let waited = tokio::time::timeout(
@@ -124,7 +124,7 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
     );
 
     // A request that never names a tenant meters nothing.
-    let mut slot = RequestTenant::new();
+    let mut slot = RequestTenant::new("req".into());
     let body = slot.streamed(&catalog);
     body.received(9);
     slot.scope(async {}).await;

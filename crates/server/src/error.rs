@@ -5,13 +5,10 @@ use axum::response::{IntoResponse, Response};
 use bulkhead_api::{ErrorBody, ErrorDetail};
 use bulkhead_core::error::{Error, ErrorKind};
 
-tokio::task_local! {
-    /// The current request's id, set by the request middleware for everything the request runs.
-    pub static REQUEST_ID: String;
-}
-
+/// The current request's id, set by the request middleware for everything the request runs
+/// (it lives in the request's slot, `RequestTenant`).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    bulkhead_catalog::RequestTenant::current_id()
 }
 
 /// The status of an error kind (the table is `ErrorKind::status`).

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{REQUEST_ID, error_response, kind_of};
+use crate::error::{error_response, kind_of};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -260,45 +260,37 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     let started = Instant::now();
     let id = request_id.clone();
     let method = request.method().clone();
-    // Bytes in and out, metered for the tenant the request turns out to act on.
-    // (Off only while `bulkhead-bench metering` measures what metering costs.)
-    let mut acted = state.catalog.metering().then(RequestTenant::new);
-    let request = match &mut acted {
-        Some(acted) => request.map(|body| {
-            metered::Counted::wrap(body, acted, &state.catalog, metered::Side::Received)
-        }),
-        None => request,
+    // The request's slot: its id for everything it runs, and what it turns out to act on
+    // (its tenant, whose meter gets its bytes in and out). Metering is off only while
+    // `bulkhead-bench metering` measures what it costs.
+    let metering = state.catalog.metering();
+    let mut acted = RequestTenant::new(request_id);
+    let request = if metering {
+        request.map(|body| {
+            metered::Counted::wrap(body, &mut acted, &state.catalog, metered::Side::Received)
+        })
+    } else {
+        request
     };
     let (request, leftover) = drain::share(request);
     let (budget, body_limit) = (
         std::sync::Arc::clone(&state.body_budget),
         state.config.body_limit as u64,
     );
-    let (mut response, acted) = REQUEST_ID
-        .scope(
-            request_id,
-            async move {
-                let (response, acted) = match acted {
-                    Some(mut acted) => {
-                        let inner = admitted(budget, body_limit, request, next);
-                        let mut scoped = std::pin::pin!(acted.enter(inner));
-                        let response = scoped.as_mut().await;
-                        acted.leave(scoped);
-                        (response, Some(acted))
-                    }
-                    None => (admitted(budget, body_limit, request, next).await, None),
-                };
-                tracing::info!(
-                    status = response.status().as_u16(),
-                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "request done"
-                );
-                (response, acted)
-            }
-            .instrument(span),
-        )
-        .await;
-    if let Some(acted) = &acted {
+    let (mut response, mut acted) = async move {
+        let mut scoped = std::pin::pin!(acted.enter(admitted(budget, body_limit, request, next)));
+        let response = scoped.as_mut().await;
+        acted.leave(scoped);
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request done"
+        );
+        (response, acted)
+    }
+    .instrument(span)
+    .await;
+    if metering {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
         acted.finished(&state.catalog, elapsed, now);
@@ -323,16 +315,13 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    match acted {
-        Some(mut acted) => {
-            let response = response.map(|body| {
-                metered::Counted::wrap(body, &mut acted, &state.catalog, metered::Side::Sent)
-            });
-            acted.settle(&state.catalog);
-            response
-        }
-        None => response,
+    if !metering {
+        return response;
     }
+    let response = response
+        .map(|body| metered::Counted::wrap(body, &mut acted, &state.catalog, metered::Side::Sent));
+    acted.settle(&state.catalog);
+    response
 }
 
 /// A request's headers as OpenTelemetry's propagators read them.

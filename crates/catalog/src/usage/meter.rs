@@ -260,6 +260,8 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
 /// sends and receives no streamed body allocates nothing for its metering.
 #[derive(Default)]
 pub struct Acting {
+    /// The request's id (error bodies and audit records carry it).
+    request_id: String,
     /// The tenant a control request named (a data request's is its route's).
     tenant: OnceCell<TenantId>,
     /// Where a data request's tenant is: its isolation model, domain and file (namespace).
@@ -324,10 +326,11 @@ tokio::task_local! {
     static REQUEST_TENANT: Acting;
 }
 
-/// One request's slot: the HTTP layer runs the request inside [`RequestTenant::scope`],
-/// counts its bytes here, and labels its metrics with the model found here. Usage the
-/// request causes meanwhile (its admission, records, query work) goes to the meter as it
-/// happens; the bytes go when the request settles.
+/// One request's slot: the HTTP layer runs the request inside it ([`RequestTenant::enter`]),
+/// which gives everything the request runs its id, counts its bytes here, and labels its
+/// metrics with the model found here. Usage the request causes meanwhile (its admission,
+/// records, query work) goes to the meter as it happens; the bytes go when the request
+/// settles.
 #[derive(Default)]
 pub struct RequestTenant {
     /// Here before and after the scope; in the task-local during it.
@@ -351,8 +354,21 @@ impl BodyBytes {
 }
 
 impl RequestTenant {
-    pub fn new() -> Self {
-        RequestTenant::default()
+    pub fn new(request_id: String) -> Self {
+        RequestTenant {
+            acting: Some(Acting {
+                request_id,
+                ..Acting::default()
+            }),
+            sized: 0,
+        }
+    }
+
+    /// The id of the request running now (empty outside one).
+    pub fn current_id() -> String {
+        REQUEST_TENANT
+            .try_with(|slot| slot.request_id.clone())
+            .unwrap_or_default()
     }
 
     fn acting(&mut self) -> &mut Acting {

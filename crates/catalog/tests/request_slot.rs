@@ -85,11 +85,14 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
     let mut slot = RequestTenant::new("req".into());
     let body = slot.streamed(&catalog);
     body.received(100);
-    slot.scope(async {
-        catalog.get_tenant(&ctx, &acme).await.unwrap();
-        body.received(20);
-    })
-    .await;
+    {
+        let mut scoped = std::pin::pin!(slot.enter(async {
+            catalog.get_tenant(&ctx, &acme).await.unwrap();
+            body.received(20);
+        }));
+        scoped.as_mut().await;
+        slot.leave(scoped);
+    }
     assert_eq!(slot.get(), Some(&acme));
     slot.sent_sized(7);
     slot.settle(&catalog);
@@ -108,7 +111,7 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
     body.received(500);
     let waited = tokio::time::timeout(
         Duration::from_millis(50),
-        slot.scope(async {
+        slot.enter(async {
             catalog.get_tenant(&ctx, &acme).await.unwrap();
             std::future::pending::<()>().await;
         }),
@@ -127,7 +130,9 @@ async fn streamed_bytes_reach_the_tenant_whether_the_request_settles_or_is_dropp
     let mut slot = RequestTenant::new("req".into());
     let body = slot.streamed(&catalog);
     body.received(9);
-    slot.scope(async {}).await;
+    let mut scoped = std::pin::pin!(slot.enter(async {}));
+    scoped.as_mut().await;
+    slot.leave(scoped);
     slot.sent_sized(9);
     slot.settle(&catalog);
     drop((slot, body));

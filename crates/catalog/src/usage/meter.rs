@@ -331,7 +331,6 @@ tokio::task_local! {
 /// metrics with the model found here. Usage the request causes meanwhile (its admission,
 /// records, query work) goes to the meter as it happens; the bytes go when the request
 /// settles.
-#[derive(Default)]
 pub struct RequestTenant {
     /// Here before and after the scope; in the task-local during it.
     acting: Option<Acting>,
@@ -405,15 +404,6 @@ impl RequestTenant {
     /// Takes the slot back from the request's future (see [`RequestTenant::enter`]).
     pub fn leave<F: std::future::Future>(&mut self, done: Pin<&mut TaskLocalFuture<Acting, F>>) {
         self.acting = done.take_value();
-    }
-
-    /// Runs the request inside this slot ([`RequestTenant::enter`], then
-    /// [`RequestTenant::leave`]).
-    pub async fn scope<F: std::future::Future>(&mut self, f: F) -> F::Output {
-        let mut scoped = std::pin::pin!(self.enter(f));
-        let out = scoped.as_mut().await;
-        self.leave(scoped);
-        out
     }
 
     pub fn get(&self) -> Option<&TenantId> {

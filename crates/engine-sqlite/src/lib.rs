@@ -15,9 +15,11 @@ mod measure;
 mod search;
 mod snapshot;
 mod sql;
+mod upkeep;
 mod write;
 
 pub use error::StorageError;
+pub use upkeep::{SearchUpkeep, UpkeepReport};
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -69,6 +71,9 @@ pub struct SqliteConfig {
     pub silo_handle_cap: usize,
     pub readers_per_db: usize,
     pub busy_timeout: Duration,
+    /// How the shared files' search indexes are kept merged in the background
+    /// ([`SearchUpkeep`]); `None`: only as FTS5 merges during writes.
+    pub search_upkeep: Option<SearchUpkeep>,
 }
 
 impl SqliteConfig {
@@ -79,6 +84,7 @@ impl SqliteConfig {
             silo_handle_cap: 256,
             readers_per_db: 4,
             busy_timeout: Duration::from_secs(5),
+            search_upkeep: Some(SearchUpkeep::default()),
         }
     }
 }
@@ -97,22 +103,45 @@ struct Inner {
     memo: Mutex<measure::Memo>,
     /// Held while what the memo keeps is written to its file (one writer at a time).
     saving: Mutex<()>,
+    /// Set when the engine shuts down or is dropped: background upkeep stops.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Search indexes the background upkeep has merged since the engine opened.
+    upkeep_merged: std::sync::atomic::AtomicU64,
 }
 
 impl SqliteEngine {
     pub fn open(config: SqliteConfig, clock: Arc<dyn Clock>) -> Result<Self, StorageError> {
         std::fs::create_dir_all(config.dir.join("silos"))?;
         let cap = NonZeroUsize::new(config.silo_handle_cap.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Ok(SqliteEngine {
-            inner: Arc::new(Inner {
-                clock,
-                shared: Mutex::new(HashMap::new()),
-                silos: Mutex::new(LruCache::new(cap)),
-                memo: Mutex::new(measure::Memo::load(&config.dir)),
-                saving: Mutex::new(()),
-                config,
-            }),
-        })
+        let upkeep = config.search_upkeep.clone();
+        let inner = Arc::new(Inner {
+            clock,
+            shared: Mutex::new(HashMap::new()),
+            silos: Mutex::new(LruCache::new(cap)),
+            memo: Mutex::new(measure::Memo::load(&config.dir)),
+            saving: Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            upkeep_merged: std::sync::atomic::AtomicU64::new(0),
+            config,
+        });
+        if let Some(upkeep) = upkeep {
+            upkeep::spawn(Arc::downgrade(&inner), upkeep);
+        }
+        Ok(SqliteEngine { inner })
+    }
+
+    /// Search indexes the background upkeep has merged since the engine opened.
+    pub fn search_upkeep_merges(&self) -> u64 {
+        self.inner
+            .upkeep_merged
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Merges the search indexes of every open shared file now, paced as the background
+    /// upkeep is (its settings, or the defaults when it is off), whatever their schedule.
+    pub async fn upkeep_search(&self) -> EngineResult<UpkeepReport> {
+        let upkeep = self.inner.config.search_upkeep.clone().unwrap_or_default();
+        self.blocking(move |inner| inner.upkeep_all(&upkeep)).await
     }
 
     /// Runs blocking work on the blocking pool and flattens its errors.
@@ -125,6 +154,16 @@ impl SqliteEngine {
             Ok(result) => result.map_err(EngineError::from),
             Err(join) => Err(EngineError::Storage(format!("storage task failed: {join}"))),
         }
+    }
+}
+
+impl Drop for SqliteEngine {
+    /// Background upkeep ends with the engine (it holds the engine's state weakly, but a
+    /// round in progress would otherwise run to its end).
+    fn drop(&mut self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -624,6 +663,9 @@ impl Engine for SqliteEngine {
     async fn shutdown(&self) {
         let result = self
             .blocking(|inner| {
+                inner
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::Release);
                 let shared: Vec<_> = inner.shared.lock().drain().map(|(_, db)| db).collect();
                 let silos: Vec<_> = {
                     let mut lru = inner.silos.lock();

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bulkhead_engine::{EngineError, QueryBudget};
@@ -51,6 +51,9 @@ pub struct Db {
     /// after commits run on, opened by the first of them and kept (opening and configuring
     /// one per checkpoint was a tenth of a create's CPU under 32 writers, issue 24).
     checkpointing: Mutex<Option<Connection>>,
+    /// Times the writer was taken for a write: the search upkeep ([`crate::upkeep`]) reads
+    /// it to tell a file written since its last look, and a quiet one, without a clock.
+    writes: AtomicU64,
 }
 
 impl Db {
@@ -88,6 +91,7 @@ impl Db {
             readers: Mutex::new(Vec::new()),
             wal_pages,
             checkpointing: Mutex::new(None),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -170,6 +174,7 @@ impl Db {
 
     /// The writer connection, counted in [`Db::waiting`] while it is awaited.
     fn lock_writer(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         if let Some(conn) = self.writer.try_lock() {
             return conn;
         }
@@ -177,6 +182,32 @@ impl Db {
         let conn = self.writer.lock();
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         conn
+    }
+
+    /// Writes taken on this file since it was opened (see [`Db::upkeep_step`]).
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// One step of background upkeep on the writer, without counting as a write: `f` runs
+    /// in an immediate transaction that commits. A write that waits meanwhile gets the
+    /// writer next (a fair unlock), so upkeep delays it by one step at most.
+    pub(crate) fn upkeep_step<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.writer.lock();
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        parking_lot::MutexGuard::unlock_fair(conn);
+        if out.is_ok() {
+            self.checkpoint_if_due(self.options.checkpoint_pages);
+        }
+        out
     }
 
     /// Applies `items` in transactions of at most `per_tx` items each. A transaction also

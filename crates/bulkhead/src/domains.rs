@@ -24,6 +24,9 @@ pub fn sqlite_config(config: &Config, dir: std::path::PathBuf) -> SqliteConfig {
     engine_config.fsync = config.fsync;
     engine_config.silo_handle_cap = config.silo_handle_cap;
     engine_config.readers_per_db = config.readers_per_db;
+    if !config.search_upkeep {
+        engine_config.search_upkeep = None;
+    }
     engine_config
 }
 

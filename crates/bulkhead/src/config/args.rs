@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// fsync every commit, for durability across power loss (not only process crashes).
     #[arg(long, env = "BULKHEAD_FSYNC")]
     pub fsync: Option<bool>,
+    /// Merge the search indexes of pool and bridge files in the background, in pauses
+    /// between writes and paced (see docs/operations.md) [default: true].
+    #[arg(long, env = "BULKHEAD_SEARCH_UPKEEP")]
+    pub search_upkeep: Option<bool>,
     /// Silo database files kept open at once [default: 256].
     #[arg(long, env = "BULKHEAD_SILO_HANDLE_CAP")]
     pub silo_handle_cap: Option<usize>,

@@ -67,6 +67,7 @@ pub struct StorageFile {
     pub fsync: Option<bool>,
     pub silo_handle_cap: Option<usize>,
     pub readers_per_db: Option<usize>,
+    pub search_upkeep: Option<bool>,
     pub bridge_tenants_per_file: Option<u32>,
 }
 
@@ -111,6 +112,8 @@ pub struct Config {
     pub fsync: bool,
     pub silo_handle_cap: usize,
     pub readers_per_db: usize,
+    /// The SQLite engine's background search upkeep (`bulkhead_engine_sqlite::SearchUpkeep`).
+    pub search_upkeep: bool,
     pub bridge_tenants_per_file: u32,
     /// The local domain's `ready_silos`; `None`: the engine's default.
     pub ready_silos: Option<u32>,
@@ -254,6 +257,10 @@ impl Config {
                 .or(file.storage.silo_handle_cap)
                 .unwrap_or(256),
             readers_per_db: file.storage.readers_per_db.unwrap_or(4),
+            search_upkeep: args
+                .search_upkeep
+                .or(file.storage.search_upkeep)
+                .unwrap_or(true),
             bridge_tenants_per_file: args
                 .bridge_tenants_per_file
                 .or(file.storage.bridge_tenants_per_file)

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::{bar, percentile};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
     /// Tenants in the pool.
     #[arg(long, default_value_t = 10_000)]
@@ -33,6 +33,29 @@ pub struct QueryArgs {
     /// Queries per measurement (each run on pool and silo).
     #[arg(long, default_value_t = 2_000)]
     queries: usize,
+    /// Records per write transaction while filling the pool (tenants take turns); fewer
+    /// per transaction leave the shared full-text index in more segments.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// After measuring, run the search upkeep on the pool (`SqliteEngine::upkeep_search`)
+    /// this many times, each beside paced writers to pool tenants and between two spells of
+    /// the same writers without it, then measure the queries again.
+    #[arg(long, default_value_t = 0)]
+    upkeep_rounds: usize,
+    /// Writers beside the upkeep, each writing one record every `--writer-interval-ms`.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    #[arg(long, default_value_t = 5)]
+    writer_interval_ms: u64,
+    /// Index pages each upkeep step merges, and the share of time the upkeep holds the
+    /// writer (`SearchUpkeep::step_pages`, `::duty`).
+    #[arg(long, default_value_t = bulkhead_engine_sqlite::SearchUpkeep::default().step_pages)]
+    step_pages: u32,
+    #[arg(long, default_value_t = bulkhead_engine_sqlite::SearchUpkeep::default().duty)]
+    duty: f64,
+    /// Seconds of each spell of writers without the upkeep.
+    #[arg(long, default_value_t = 4)]
+    spell_secs: u64,
 }
 
 fn collection() -> anyhow::Result<Collection> {
@@ -90,7 +113,16 @@ impl Timings {
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let engine = SqliteEngine::open(SqliteConfig::new(dir.path()), Arc::new(SystemClock))?;
+    // The upkeep runs only where this bench calls it, not on its own schedule.
+    let mut config = SqliteConfig::new(dir.path());
+    config.search_upkeep = Some(bulkhead_engine_sqlite::SearchUpkeep {
+        // A tick far longer than the run: the schedule never starts a round itself.
+        tick: Duration::from_secs(365 * 24 * 3600),
+        step_pages: args.step_pages,
+        duty: args.duty,
+        ..Default::default()
+    });
+    let engine = Arc::new(SqliteEngine::open(config, Arc::new(SystemClock))?);
     let c = collection()?;
     let tenants: Vec<TenantId> = (0..args.tenants)
         .map(|t| TenantId::parse(&format!("pool{t:05}")))
@@ -103,13 +135,18 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .await?;
     let progress = bar(args.tenants, "filling the pool");
     let started = Instant::now();
-    for (t, tenant) in tenants.iter().enumerate() {
-        let scope = conformance::scope(tenant, Isolation::Pool, DataAction::Write);
-        let rows = (0..args.rows)
-            .map(|i| record(&c, t, i))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        engine.insert(&scope, &c, rows).await?;
-        progress.inc(1);
+    let batch = args.batch.unwrap_or(args.rows).max(1);
+    for start in (0..args.rows).step_by(batch) {
+        for (t, tenant) in tenants.iter().enumerate() {
+            let scope = conformance::scope(tenant, Isolation::Pool, DataAction::Write);
+            let rows = (start..(start + batch).min(args.rows))
+                .map(|i| record(&c, t, i))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            engine.insert(&scope, &c, rows).await?;
+            if start + batch >= args.rows {
+                progress.inc(1);
+            }
+        }
     }
     progress.finish_and_clear();
     let fill = started.elapsed();
@@ -175,41 +212,198 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         limit: 1000,
         budget: QueryBudget::default(),
     };
-    for (what, list) in [
-        ("filtered, sorted page (indexed)", Some(&page)),
-        ("full-text search, 2 words", Some(&search)),
-        ("full-text search + filter", Some(&search_filtered)),
-        ("aggregation: status x hour", None),
-    ] {
-        let mut timings = Timings {
-            pool: Vec::with_capacity(args.queries),
-            silo: Vec::with_capacity(args.queries),
-        };
-        let progress = bar(args.queries, what);
-        let mut sizes = (0, 0);
-        for _ in 0..args.queries {
-            for (scope, out, size) in [
-                (&pool_read, &mut timings.pool, &mut sizes.0),
-                (&silo_read, &mut timings.silo, &mut sizes.1),
-            ] {
-                let t = Instant::now();
-                *size = match list {
-                    Some(q) => engine.list(scope, &c, q).await?.len(),
-                    None => engine.aggregate(scope, &c, &aggregation).await?.len(),
-                };
-                out.push(t.elapsed());
+    for pass in 0..2 {
+        if pass == 1 {
+            if args.upkeep_rounds == 0 {
+                break;
             }
-            progress.inc(1);
+            upkeep_beside_writers(&engine, &c, &tenants, &args).await?;
+            println!("\nafter the upkeep:");
         }
-        progress.finish_and_clear();
-        anyhow::ensure!(
-            sizes.0 == sizes.1 && sizes.0 > 0,
-            "{what}: pool returned {} rows, silo {}",
-            sizes.0,
-            sizes.1
-        );
-        timings.report(what);
+        for (what, list) in [
+            ("filtered, sorted page (indexed)", Some(&page)),
+            ("full-text search, 2 words", Some(&search)),
+            ("full-text search + filter", Some(&search_filtered)),
+            ("aggregation: status x hour", None),
+        ] {
+            let mut timings = Timings {
+                pool: Vec::with_capacity(args.queries),
+                silo: Vec::with_capacity(args.queries),
+            };
+            let progress = bar(args.queries, what);
+            let mut sizes = (0, 0);
+            for _ in 0..args.queries {
+                for (scope, out, size) in [
+                    (&pool_read, &mut timings.pool, &mut sizes.0),
+                    (&silo_read, &mut timings.silo, &mut sizes.1),
+                ] {
+                    let t = Instant::now();
+                    *size = match list {
+                        Some(q) => engine.list(scope, &c, q).await?.len(),
+                        None => engine.aggregate(scope, &c, &aggregation).await?.len(),
+                    };
+                    out.push(t.elapsed());
+                }
+                progress.inc(1);
+            }
+            progress.finish_and_clear();
+            anyhow::ensure!(
+                sizes.0 == sizes.1 && sizes.0 > 0,
+                "{what}: pool returned {} rows, silo {}",
+                sizes.0,
+                sizes.1
+            );
+            timings.report(what);
+        }
     }
     engine.shutdown().await;
+    Ok(())
+}
+
+/// Writes one record at a time to random pool tenants, each writer every `interval`, until
+/// `until` says stop; the latency of each write.
+async fn writers(
+    engine: &Arc<SqliteEngine>,
+    c: &Collection,
+    tenants: &[TenantId],
+    args: &QueryArgs,
+    until: impl Fn() -> bool + Clone + Send + 'static,
+    salt: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut tasks = Vec::new();
+    for w in 0..args.writers {
+        let (engine, c, until) = (Arc::clone(engine), c.clone(), until.clone());
+        let tenants = tenants.to_vec();
+        let interval = Duration::from_millis(args.writer_interval_ms.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut i = 0usize;
+            while !until() {
+                tick.tick().await;
+                // Never the measured (middle) tenant, whose twin silo gets no writes.
+                let mut t = (w * 7919 + i * 104_729 + salt) % tenants.len();
+                if t == tenants.len() / 2 {
+                    t = (t + 1) % tenants.len();
+                }
+                let scope = conformance::scope(&tenants[t], Isolation::Pool, DataAction::Write);
+                let mut row = record(&c, t, i)?;
+                row.id = RecordId::generate();
+                let started = Instant::now();
+                engine.insert(&scope, &c, vec![row]).await?;
+                out.push(started.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort();
+    Ok(all)
+}
+
+/// Rounds of: writers alone for a spell, then the same writers beside one upkeep round on
+/// the pool; then writers alone once more. Prints each spell's p50/p99 and what the upkeep
+/// did.
+async fn upkeep_beside_writers(
+    engine: &Arc<SqliteEngine>,
+    c: &Collection,
+    tenants: &[TenantId],
+    args: &QueryArgs,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    println!(
+        "\nwriters: {} x one record every {} ms to random pool tenants (write latency, ms)",
+        args.writers, args.writer_interval_ms
+    );
+    println!(
+        "{:<22} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>9}",
+        "spell", "writes", "p50", "p99", "segments", "after", "steps", "secs", "step max"
+    );
+    let spell = Duration::from_secs(args.spell_secs);
+    let (mut alone, mut beside) = (Vec::new(), Vec::new());
+    for round in 0..=args.upkeep_rounds {
+        let end = Instant::now() + spell;
+        let quiet = writers(
+            engine,
+            c,
+            tenants,
+            args,
+            move || Instant::now() >= end,
+            round,
+        )
+        .await?;
+        println!(
+            "{:<22} {:>7} {:>8.3} {:>8.3}",
+            "without upkeep",
+            quiet.len(),
+            percentile(&quiet, 0.5),
+            percentile(&quiet, 0.99)
+        );
+        alone.push(percentile(&quiet, 0.99));
+        if round == args.upkeep_rounds {
+            break;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let writing = {
+            let (engine, c, tenants) = (Arc::clone(engine), c.clone(), tenants.to_vec());
+            let args = args.clone();
+            tokio::spawn(async move {
+                writers(
+                    &engine,
+                    &c,
+                    &tenants,
+                    &args,
+                    move || flag.load(Ordering::Acquire),
+                    round + 1000,
+                )
+                .await
+            })
+        };
+        let started = Instant::now();
+        let report = engine.upkeep_search().await;
+        done.store(true, Ordering::Release);
+        let during = writing.await??;
+        let report = report?;
+        println!(
+            "{:<22} {:>7} {:>8.3} {:>8.3} {:>9} {:>9} {:>8} {:>8.1} {:>9.1}",
+            "beside the upkeep",
+            during.len(),
+            percentile(&during, 0.5),
+            percentile(&during, 0.99),
+            report.segments_before,
+            report.segments_after,
+            report.steps,
+            started.elapsed().as_secs_f64(),
+            report.longest.as_secs_f64() * 1e3
+        );
+        beside.push(percentile(&during, 0.99));
+    }
+    let started = Instant::now();
+    let last = engine.upkeep_search().await?;
+    println!(
+        "{:<22} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8.1} {:>9.1}",
+        "upkeep, no writers",
+        0,
+        "-",
+        "-",
+        last.segments_before,
+        last.segments_after,
+        last.steps,
+        started.elapsed().as_secs_f64(),
+        last.longest.as_secs_f64() * 1e3
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "writers' p99 beside the upkeep / without it: {:.2}x (means of {} and {} spells)",
+        mean(&beside) / mean(&alone),
+        beside.len(),
+        alone.len()
+    );
     Ok(())
 }

@@ -144,7 +144,7 @@ pub fn router(state: AppState) -> App {
     let app = tower::ServiceBuilder::new()
         .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
         .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
-        .layer(browser::cors(&config.cors_origins))
+        .option_layer(browser::cors(&config.cors_origins))
         // Answers are compressed when the client asks (`Accept-Encoding: gzip`).
         .layer(tower_http::compression::CompressionLayer::new())
         // One middleware function for the request's id, span, metering and logging, the

@@ -20,6 +20,9 @@ use crate::{percentile, timed};
 
 #[derive(Debug, clap::Args)]
 pub struct LimitArgs {
+    /// Bulkhead without its background search-index upkeep (`--search-upkeep false`).
+    #[arg(long)]
+    no_search_upkeep: bool,
     /// Requests per system, op and round (bulk: a tenth of it, of 1,000 lines each).
     #[arg(long, default_value_t = 4_000)]
     requests: usize,
@@ -219,6 +222,7 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
     let bulkhead = InProcess::start_with(bulkhead::config::ServeArgs {
         bulk_in_flight: Some(args.connections.max(16)),
         fsync: args.fsync.then_some(true),
+        search_upkeep: args.no_search_upkeep.then_some(false),
         ..Default::default()
     })
     .await?;

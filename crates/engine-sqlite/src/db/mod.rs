@@ -137,14 +137,18 @@ impl Db {
             })
         });
         self.group.lock().push(joined);
-        let settled = || match answered.try_recv() {
-            Ok(result) => Some(result),
-            Err(std::sync::mpsc::TryRecvError::Empty) => None,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(EngineError::Storage(
+        // Its answer's sender dropped unanswered: the group never began, or the write panicked.
+        let never_ran = || -> Result<T, StorageError> {
+            Err(EngineError::Storage(
                 "the write did not run: its group could not begin a transaction, or it panicked"
                     .into(),
             )
-            .into())),
+            .into())
+        };
+        let settled = || match answered.try_recv() {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(never_ran()),
         };
         loop {
             let conn = self.lock_writer();
@@ -157,6 +161,15 @@ impl Db {
                 let n = queued.len().min(GROUP_MAX);
                 queued.drain(..n).collect()
             };
+            if batch.is_empty() {
+                // Nothing queued, not answered: a group led by another write holds this one
+                // and has let the writer go, its answers on their way. Wait for ours without
+                // the writer (taking it again and again meanwhile, as every write of that
+                // group did, spun on the lock: thousands of turns a write under 32
+                // connections, issue 24).
+                drop(conn);
+                return answered.recv().unwrap_or_else(|_| never_ran());
+            }
             let answers = run_group(&conn, batch);
             parking_lot::MutexGuard::unlock_fair(conn);
             let (committed, answers) = answers;

@@ -51,6 +51,53 @@ fn grouped_writes_commit_together_and_a_failing_one_rolls_back_alone() {
     assert_eq!(all, 31, "the failed write left nothing");
 }
 
+/// A write whose group another write leads waits for its answer, not for the writer: here
+/// the test is the leader. It holds the writer while a write joins, takes that write into
+/// its group, commits it, lets the writer go and answers only 100 ms later. Meanwhile the
+/// write takes the writer once more at most (it took it again and again before: thousands
+/// of turns a write under 32 connections, issue 24); it returns once answered.
+#[test]
+fn a_grouped_write_led_by_another_waits_for_its_answer_without_spinning_on_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let db = Arc::new(Db::open(&path, options(), true).unwrap());
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER)")?))
+        .unwrap();
+    let leader = db.writer.lock();
+    let follower = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            db.write_grouped(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?))
+        })
+    };
+    while db.group.lock().is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let batch: Vec<Joined> = db.group.lock().drain(..).collect();
+    let (committed, answers) = run_group(&leader, batch);
+    committed.unwrap();
+    let before = db.writes();
+    drop(leader);
+    std::thread::sleep(Duration::from_millis(100));
+    let turns = db.writes() - before;
+    assert!(
+        !follower.is_finished(),
+        "answered before its answer was sent"
+    );
+    assert!(
+        turns <= 1,
+        "{turns} turns on the writer while waiting for its answer"
+    );
+    for answer in answers {
+        answer(Ok(()));
+    }
+    follower.join().unwrap().unwrap();
+    let rows: i64 = db
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
 /// A write that panics inside a group fails alone; the writer stays usable.
 #[test]
 fn a_panicking_grouped_write_fails_alone() {

@@ -111,6 +111,26 @@ async fn requests_by_route_and_model_and_the_heaviest_tenants_with_the_rest_as_o
         s.keys()
             .any(|k| k.starts_with("bulkhead_engine_open_handles{domain=\"local\""))
     );
+    // Six single-record writes left the pool's search index in six segments: once the
+    // pool file has been quiet for a second, the search upkeep merges it (docs/query.md).
+    let merges = |s: &BTreeMap<String, f64>| {
+        s.iter()
+            .filter(|(k, _)| k.starts_with("bulkhead_engine_search_merges_total{domain=\"local\""))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = server.client(TOKEN).metrics().await.unwrap();
+        if merges(&samples(&text)) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no search merge counted within 20 s: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert!(s.contains_key("bulkhead_audit_queue_depth"));
     assert_eq!(value(&s, "bulkhead_watchers"), 0.0);
 

@@ -80,6 +80,8 @@ pub struct EngineFigures {
     pub domain: String,
     pub engine: &'static str,
     pub open_handles: u64,
+    /// Search indexes its background upkeep merged since it opened.
+    pub search_merges: u64,
 }
 
 /// Everything `GET /metrics` shows of the catalog.
@@ -129,10 +131,14 @@ impl Catalog {
             .engines
             .snapshot()
             .into_iter()
-            .map(|(domain, engine)| EngineFigures {
-                domain: domain.as_str().to_owned(),
-                engine: engine.kind(),
-                open_handles: engine.stats().open_handles as u64,
+            .map(|(domain, engine)| {
+                let stats = engine.stats();
+                EngineFigures {
+                    domain: domain.as_str().to_owned(),
+                    engine: engine.kind(),
+                    open_handles: stats.open_handles as u64,
+                    search_merges: stats.search_merges,
+                }
             })
             .collect();
         (out.audit_queued, out.audit_dropped) = self.inner().audit.depth();

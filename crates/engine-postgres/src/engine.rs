@@ -573,6 +573,7 @@ impl Engine for PgEngine {
     fn stats(&self) -> EngineStats {
         EngineStats {
             open_handles: self.pools.open_pools(),
+            search_merges: 0,
         }
     }
 

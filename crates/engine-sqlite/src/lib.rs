@@ -613,6 +613,7 @@ impl Engine for SqliteEngine {
     fn stats(&self) -> EngineStats {
         EngineStats {
             open_handles: self.inner.shared.lock().len() + self.inner.silos.lock().len(),
+            search_merges: self.search_upkeep_merges(),
         }
     }
 

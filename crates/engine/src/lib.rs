@@ -223,6 +223,9 @@ pub fn pool_share(table_bytes: u64, tenant_row_bytes: u64, all_row_bytes: u64) -
 pub struct EngineStats {
     /// Database handles currently open.
     pub open_handles: usize,
+    /// Search indexes merged by the engine's background upkeep since it opened (SQLite's
+    /// shared files; PostgreSQL keeps its indexes itself, so none there).
+    pub search_merges: u64,
 }
 
 #[async_trait]

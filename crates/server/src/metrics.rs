@@ -419,6 +419,20 @@ fn render(http: &HttpMetrics, observed: &Observed) -> Result<String, std::fmt::E
         "Storage handles each domain's engine holds open (SQLite files, PostgreSQL pools)",
         handles,
     );
+    let merges = Family::<EngineLabels, Counter>::default();
+    for e in &observed.engines {
+        merges
+            .get_or_create(&EngineLabels {
+                domain: e.domain.clone(),
+                engine: e.engine.to_owned(),
+            })
+            .inc_by(e.search_merges);
+    }
+    registry.register(
+        "engine_search_merges",
+        "Search indexes each domain's engine merged in the background since it opened (SQLite pool and bridge files)",
+        merges,
+    );
     let queued = Gauge::<i64>::default();
     queued.set(i64::try_from(observed.audit_queued).unwrap_or(i64::MAX));
     registry.register(

@@ -15,6 +15,10 @@
 //! between steps so that it holds the writer for [`SearchUpkeep::duty`] of the time at most.
 //! A step is an FTS5 `merge` command: all or nothing, so a crash leaves the index as before
 //! or after the step, and a search reads the same rows whatever the segments.
+//!
+//! The thread keeps normal priority, unlike the catalog's background runtime (nice 19): a
+//! step holds the file's writer, and a low-priority thread preempted mid-step would hold
+//! back every write to the file behind it. The duty cycle bounds its share of a CPU instead.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -26,20 +26,31 @@ pub fn db_path(
     namespace: &str,
     tenant: &StorageKey,
 ) -> Result<PathBuf, StorageError> {
-    let bad = || StorageError::BadNamespace(namespace.to_owned());
-    match isolation {
-        Isolation::Pool if namespace == "pool" => Ok(dir.join("pool.db")),
-        Isolation::Bridge => {
-            let n = namespace.strip_prefix("bridge-").ok_or_else(bad)?;
-            if n.len() != 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            Ok(dir.join(format!("{namespace}.db")))
-        }
-        Isolation::Silo if namespace == format!("silo-{tenant}") => {
-            Ok(dir.join("silos").join(format!("{tenant}.db")))
-        }
-        _ => Err(bad()),
+    if isolation != Isolation::Silo {
+        check_shared(isolation, namespace)?;
+        return Ok(dir.join(format!("{namespace}.db")));
+    }
+    if namespace.strip_prefix("silo-") == Some(tenant.as_str()) {
+        Ok(dir.join("silos").join(format!("{tenant}.db")))
+    } else {
+        Err(StorageError::BadNamespace(namespace.to_owned()))
+    }
+}
+
+/// Checks that `namespace` names a shared file of `isolation`: `pool` for the pool,
+/// `bridge-NNNN` for a bridge file. The file is `<dir>/<namespace>.db`.
+pub fn check_shared(isolation: Isolation, namespace: &str) -> Result<(), StorageError> {
+    let shared = match isolation {
+        Isolation::Pool => namespace == "pool",
+        Isolation::Bridge => namespace
+            .strip_prefix("bridge-")
+            .is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit())),
+        Isolation::Silo => false,
+    };
+    if shared {
+        Ok(())
+    } else {
+        Err(StorageError::BadNamespace(namespace.to_owned()))
     }
 }
 
@@ -106,4 +117,44 @@ pub fn bridge_prefix(tenant: &StorageKey) -> String {
 
 pub fn column(field: &FieldName) -> String {
     format!("\"f_{field}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each model's namespace names its own kind of file and no other: a pool namespace
+    /// given as a bridge, a bridge one as the pool, a malformed bridge number or another
+    /// tenant's silo is refused before any file is looked up.
+    #[test]
+    fn a_namespace_names_only_its_own_kind_of_file() {
+        let dir = Path::new("/d");
+        let key = StorageKey::read("acme").unwrap();
+        let path = |i, ns: &str| db_path(dir, i, ns, &key).ok();
+        assert_eq!(path(Isolation::Pool, "pool"), Some(dir.join("pool.db")));
+        assert_eq!(
+            path(Isolation::Bridge, "bridge-0007"),
+            Some(dir.join("bridge-0007.db"))
+        );
+        assert_eq!(
+            path(Isolation::Silo, "silo-acme"),
+            Some(dir.join("silos").join("acme.db"))
+        );
+        for (isolation, ns) in [
+            (Isolation::Pool, "bridge-0007"),
+            (Isolation::Pool, "pool2"),
+            (Isolation::Bridge, "pool"),
+            (Isolation::Bridge, "bridge-07"),
+            (Isolation::Bridge, "bridge-00a7"),
+            (Isolation::Bridge, "bridge-0007/../pool"),
+            (Isolation::Silo, "silo-other"),
+            (Isolation::Silo, "pool"),
+            (Isolation::Silo, "silo-acme2"),
+        ] {
+            assert!(path(isolation, ns).is_none(), "{isolation:?} {ns}");
+            if isolation != Isolation::Silo {
+                assert!(check_shared(isolation, ns).is_err(), "{isolation:?} {ns}");
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@ mod write;
 pub use error::StorageError;
 pub use upkeep::{SearchUpkeep, UpkeepReport};
 
-use std::collections::HashMap;
+use bulkhead_core::shard::HotMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,8 +96,10 @@ pub struct SqliteEngine {
 struct Inner {
     config: SqliteConfig,
     clock: Arc<dyn Clock>,
-    /// Pool and bridge files, keyed by path.
-    shared: Mutex<HashMap<PathBuf, Arc<Db>>>,
+    /// Pool and bridge files, keyed by namespace (`pool`, `bridge-0001`): the file is
+    /// `<dir>/<namespace>.db`. Found per request by the namespace's text, without building
+    /// the path or hashing it (issue 24).
+    shared: Mutex<HotMap<Box<str>, Arc<Db>>>,
     silos: Mutex<LruCache<PathBuf, Arc<Db>>>,
     /// What the last storage measurements found, for the next pass to reuse.
     memo: Mutex<measure::Memo>,
@@ -116,7 +118,7 @@ impl SqliteEngine {
         let upkeep = config.search_upkeep.clone();
         let inner = Arc::new(Inner {
             clock,
-            shared: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HotMap::default()),
             silos: Mutex::new(LruCache::new(cap)),
             memo: Mutex::new(measure::Memo::load(&config.dir)),
             saving: Mutex::new(()),
@@ -195,22 +197,22 @@ impl Inner {
 
     /// An existing pool or bridge file, by its namespace.
     fn shared_db(&self, isolation: Isolation, namespace: &str) -> Result<Arc<Db>, StorageError> {
-        let path = self.config.dir.join(format!("{namespace}.db"));
-        self.open_shared(path, isolation, false)
+        self.open_shared(namespace, isolation, false)
     }
 
     fn open_shared(
         &self,
-        path: PathBuf,
+        namespace: &str,
         isolation: Isolation,
         create: bool,
     ) -> Result<Arc<Db>, StorageError> {
         let mut shared = self.shared.lock();
-        if let Some(db) = shared.get(&path) {
+        if let Some(db) = shared.get(namespace) {
             return Ok(Arc::clone(db));
         }
+        let path = self.config.dir.join(format!("{namespace}.db"));
         let db = Arc::new(Db::open(&path, self.options(isolation), create)?);
-        shared.insert(path, Arc::clone(&db));
+        shared.insert(namespace.into(), Arc::clone(&db));
         Ok(db)
     }
 
@@ -222,10 +224,11 @@ impl Inner {
         tenant: &StorageKey,
         create: bool,
     ) -> Result<Arc<Db>, StorageError> {
-        let path = db_path(&self.config.dir, isolation, namespace, tenant)?;
         if isolation != Isolation::Silo {
-            return self.open_shared(path, isolation, create);
+            layout::check_shared(isolation, namespace)?;
+            return self.open_shared(namespace, isolation, create);
         }
+        let path = db_path(&self.config.dir, isolation, namespace, tenant)?;
         if let Some(db) = self.silos.lock().get(&path) {
             return Ok(Arc::clone(db));
         }

@@ -262,8 +262,8 @@ fn run(inner: &Weak<Inner>, upkeep: &SearchUpkeep) {
         let files: Vec<(PathBuf, Arc<Db>)> = inner
             .shared
             .lock()
-            .iter()
-            .map(|(p, db)| (p.clone(), Arc::clone(db)))
+            .values()
+            .map(|db| (db.path().to_owned(), Arc::clone(db)))
             .collect();
         seen.retain(|path, _| files.iter().any(|(p, _)| p == path));
         let stop = || inner.stopping.load(Ordering::Acquire);

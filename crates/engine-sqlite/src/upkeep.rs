@@ -238,6 +238,33 @@ struct Seen {
     round: Instant,
 }
 
+impl Seen {
+    /// A file seen for the first time, with `writes` so far: written, as far as anyone
+    /// knows, so it gets a round once quiet.
+    fn first(writes: u64, now: Instant) -> Seen {
+        Seen {
+            at_tick: writes,
+            settled: u64::MAX,
+            round: now,
+        }
+    }
+
+    /// At a tick, with the file's write count now: whether it gets a round. It does when it
+    /// was written since its last round began and either had no write since the last tick
+    /// or its last round ended `every` ago. A round begins at once, so its writes count
+    /// from now.
+    fn due(&mut self, writes: u64, now: Instant, every: Duration) -> bool {
+        let quiet = writes == self.at_tick;
+        self.at_tick = writes;
+        let due =
+            writes != self.settled && (quiet || now.saturating_duration_since(self.round) >= every);
+        if due {
+            self.settled = writes;
+        }
+        due
+    }
+}
+
 /// Starts the engine's upkeep thread. It holds the engine weakly and ends when the engine
 /// is dropped or shut down.
 pub(crate) fn spawn(inner: Weak<Inner>, upkeep: SearchUpkeep) {
@@ -271,22 +298,12 @@ fn run(inner: &Weak<Inner>, upkeep: &SearchUpkeep) {
             let writes = db.writes();
             let Some(file) = seen.get_mut(&path) else {
                 // A file opened since the last tick: its first round waits for quiet.
-                seen.insert(
-                    path,
-                    Seen {
-                        at_tick: writes,
-                        settled: u64::MAX,
-                        round: Instant::now(),
-                    },
-                );
+                seen.insert(path, Seen::first(writes, Instant::now()));
                 continue;
             };
-            let quiet = writes == file.at_tick;
-            file.at_tick = writes;
-            if writes == file.settled || !(quiet || file.round.elapsed() >= upkeep.every) {
+            if !file.due(writes, Instant::now(), upkeep.every) {
                 continue;
             }
-            file.settled = writes;
             match upkeep_file(&db, upkeep, &stop) {
                 Ok(report) if report.merged > 0 => {
                     inner
@@ -313,5 +330,39 @@ fn run(inner: &Weak<Inner>, upkeep: &SearchUpkeep) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schedule: a written file gets a round once a tick passes without a write, a file
+    /// never quiet gets one `every` after its last round, and a file with no write since its
+    /// last round began gets none.
+    #[test]
+    fn a_written_file_gets_a_round_when_quiet_or_at_the_latest_every() {
+        let every = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut file = Seen::first(10, t0);
+        // Written before it was first seen, then quiet: a round.
+        assert!(file.due(10, at(1), every));
+        // Nothing written since that round began: none, however long it stays so.
+        assert!(!file.due(10, at(2), every));
+        assert!(!file.due(10, at(500), every));
+        file.round = at(500);
+        // Written at every tick: no round while the writes go on...
+        assert!(!file.due(11, at(501), every));
+        assert!(!file.due(12, at(502), every));
+        assert!(!file.due(40, at(559), every));
+        // ...until `every` after the last round, even though still written.
+        assert!(file.due(41, at(560), every));
+        file.round = at(561);
+        // Writes during that round and then a quiet tick: the next round.
+        assert!(!file.due(45, at(562), every));
+        assert!(file.due(45, at(563), every));
+        file.round = at(563);
+        assert!(!file.due(45, at(564), every));
     }
 }

@@ -132,20 +132,6 @@ impl SqliteEngine {
         Ok(SqliteEngine { inner })
     }
 
-    /// Search indexes the background upkeep has merged since the engine opened.
-    pub fn search_upkeep_merges(&self) -> u64 {
-        self.inner
-            .upkeep_merged
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Merges the search indexes of every open shared file now, paced as the background
-    /// upkeep is (its settings, or the defaults when it is off), whatever their schedule.
-    pub async fn upkeep_search(&self) -> EngineResult<UpkeepReport> {
-        let upkeep = self.inner.config.search_upkeep.clone().unwrap_or_default();
-        self.blocking(move |inner| inner.upkeep_all(&upkeep)).await
-    }
-
     /// Runs blocking work on the blocking pool and flattens its errors.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -156,16 +142,6 @@ impl SqliteEngine {
             Ok(result) => result.map_err(EngineError::from),
             Err(join) => Err(EngineError::Storage(format!("storage task failed: {join}"))),
         }
-    }
-}
-
-impl Drop for SqliteEngine {
-    /// Background upkeep ends with the engine (it holds the engine's state weakly, but a
-    /// round in progress would otherwise run to its end).
-    fn drop(&mut self) {
-        self.inner
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

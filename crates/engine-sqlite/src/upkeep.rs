@@ -27,7 +27,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
-use crate::{Inner, StorageError};
+use bulkhead_engine::EngineResult;
+
+use crate::{Inner, SqliteEngine, StorageError};
 
 /// How the search indexes of shared files are kept merged.
 #[derive(Debug, Clone)]
@@ -225,6 +227,28 @@ impl Inner {
             report.add(&upkeep_file(&db, upkeep, &stop)?);
         }
         Ok(report)
+    }
+}
+
+impl SqliteEngine {
+    /// Search indexes the background upkeep has merged since the engine opened.
+    pub fn search_upkeep_merges(&self) -> u64 {
+        self.inner.upkeep_merged.load(Ordering::Relaxed)
+    }
+
+    /// Merges the search indexes of every open shared file now, paced as the background
+    /// upkeep is (its settings, or the defaults when it is off), whatever their schedule.
+    pub async fn upkeep_search(&self) -> EngineResult<UpkeepReport> {
+        let upkeep = self.inner.config.search_upkeep.clone().unwrap_or_default();
+        self.blocking(move |inner| inner.upkeep_all(&upkeep)).await
+    }
+}
+
+impl Drop for SqliteEngine {
+    /// Background upkeep ends with the engine (it holds the engine's state weakly, but a
+    /// round in progress would otherwise run to its end).
+    fn drop(&mut self) {
+        self.inner.stopping.store(true, Ordering::Release);
     }
 }
 

@@ -44,6 +44,14 @@ pub struct MeteringArgs {
     /// Both "modes" with metering on: the noise floor of the comparison.
     #[arg(long)]
     aa: bool,
+    /// Print this many of the neighbour's slowest gets during each sampling pass, with when
+    /// they were sent from the pass's start (with `--neighbour-rate 0`, when their batch of
+    /// 500 began).
+    #[arg(long, default_value_t = 0)]
+    show_slowest: usize,
+    /// The server without its background search-index upkeep (`--search-upkeep false`).
+    #[arg(long)]
+    no_search_upkeep: bool,
     /// Both "modes" with metering off: for profiling the path without it beside a run with
     /// `--aa`.
     #[arg(long, conflicts_with = "aa")]
@@ -85,6 +93,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let serve_args = || bulkhead::config::ServeArgs {
         bulk_in_flight: Some(args.connections.max(16)),
         metrics_token: Some(METRICS_TOKEN.into()),
+        search_upkeep: args.no_search_upkeep.then_some(false),
         ..Default::default()
     };
     // The server's data outlives a restart (`--passes …,restart`).
@@ -236,13 +245,14 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                     let mut all = Vec::new();
                     let mut k = 0;
                     while Instant::now() < deadline {
+                        let started = Instant::now();
                         let part = measure(&target, Op::Get, 500, 8, seeded, k).await?;
                         k += 500;
-                        all.extend(part.latencies);
+                        all.extend(part.latencies.into_iter().map(|l| (started, l)));
                     }
                     all
                 };
-                all.sort();
+                all.sort_by_key(|&(_, latency)| latency);
                 anyhow::Ok(all)
             }
         };
@@ -272,9 +282,14 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                     started.elapsed().as_secs_f64()
                 );
             }
-            let quiet = neighbour(&target, args.neighbour_seconds).await?;
+            let quiet: Vec<Duration> = neighbour(&target, args.neighbour_seconds)
+                .await?
+                .into_iter()
+                .map(|(_, latency)| latency)
+                .collect();
             // The scheduled sampler's path (the background runtime), timed to its end.
             let catalog = server.catalog.clone();
+            let pass_started = Instant::now();
             let sampling = tokio::spawn(async move {
                 let started = Instant::now();
                 let done = catalog.sample_storage_paced(None, pace).await;
@@ -284,9 +299,24 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             while !sampling.is_finished() {
                 busy.extend(neighbour(&target, 1).await?);
             }
-            busy.sort();
+            busy.sort_by_key(|&(_, latency)| latency);
             let (took, done) = sampling.await?;
             let done = done?;
+            // When the slowest gets were sent, from the pass's start: a few stalls at one
+            // moment of the pass and a tail spread over all of it call for different cures.
+            let slowest: Vec<String> = busy
+                .iter()
+                .rev()
+                .take(args.show_slowest)
+                .map(|&(sent, latency)| {
+                    format!(
+                        "{:.1} ms at +{:.0} ms",
+                        latency.as_secs_f64() * 1e3,
+                        sent.saturating_duration_since(pass_started).as_secs_f64() * 1e3
+                    )
+                })
+                .collect();
+            let busy: Vec<Duration> = busy.into_iter().map(|(_, latency)| latency).collect();
             println!(
                 "{name}: storage of {} tenants ({} failed) sampled in {:.1} s; a neighbour's get p99 {:.2} ms meanwhile vs {:.2} ms without ({:.2}x)",
                 done.tenants,
@@ -296,6 +326,9 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
                 percentile(&quiet, 0.99),
                 percentile(&busy, 0.99) / percentile(&quiet, 0.99),
             );
+            if !slowest.is_empty() {
+                println!("  slowest gets meanwhile: {}", slowest.join(", "));
+            }
         }
     }
     server.stop().await
@@ -308,7 +341,7 @@ async fn steady_gets(
     rate: u64,
     deadline: Instant,
     seeded: usize,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Vec<(Instant, Duration)>> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = tokio::task::JoinSet::new();
@@ -320,7 +353,7 @@ async fn steady_gets(
         sent.spawn(async move {
             let started = Instant::now();
             crate::limit::send(&target, Op::Get, k, seeded).await?;
-            anyhow::Ok(started.elapsed())
+            anyhow::Ok((started, started.elapsed()))
         });
     }
     let mut out = Vec::new();

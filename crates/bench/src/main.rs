@@ -16,6 +16,7 @@
 
 mod auth;
 mod flood;
+mod hiccup;
 mod lifecycle;
 mod limit;
 mod metering;
@@ -101,6 +102,9 @@ enum BenchKind {
     Retention(crate::retention::RetentionArgs),
     /// How long a placement plan over many tenants takes.
     Planner(crate::planner::PlannerArgs),
+    /// How late a sleeping thread wakes with nothing else running: the machine's own floor
+    /// under the p99 figures of the other benches.
+    Hiccup(crate::hiccup::HiccupArgs),
 }
 
 async fn run(what: BenchKind) -> anyhow::Result<()> {
@@ -124,6 +128,7 @@ async fn run(what: BenchKind) -> anyhow::Result<()> {
         BenchKind::Lifecycle(args) => crate::lifecycle::run(args).await,
         BenchKind::Retention(args) => crate::retention::run(args).await,
         BenchKind::Planner(args) => crate::planner::run(args).await,
+        BenchKind::Hiccup(args) => crate::hiccup::run(args).await,
     }
 }
 

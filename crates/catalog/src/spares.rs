@@ -32,7 +32,7 @@ const PREPARING_STALE: Duration = Duration::from_secs(300);
 
 /// Runs the keeper for as long as the catalog lives; its first pass starts at once.
 pub(crate) fn spawn(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
-    crate::background::spawn(async move {
+    crate::background::spawn(crate::background::Priority::Idle, async move {
         let mut first = true;
         loop {
             let Some(strong) = inner.upgrade() else {

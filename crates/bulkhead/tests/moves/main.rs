@@ -30,7 +30,10 @@ use serde_json::json;
 /// what the move executor does (catch-up rounds, starved steps) for a failure to show.
 pub const FAST: &[(&str, &str)] = &[
     ("BULKHEAD_MOVE_DRAIN_GRACE_MS", "100"),
-    ("BULKHEAD_LOG", "warn,bulkhead_catalog::moves=debug"),
+    (
+        "BULKHEAD_LOG",
+        "warn,bulkhead_catalog::moves=debug,bulkhead_catalog::background=debug",
+    ),
 ];
 
 /// The admin, and member clients of tenants `mover` and `neighbour` (tier free, collection

@@ -11,8 +11,8 @@ use bulkhead_core::schema::Collection;
 use super::Live;
 use super::copy::{self, Sides};
 use super::gate::{Gate, Journal};
-use super::lane::Lane;
 use crate::Catalog;
+use crate::background::Lane;
 
 /// Catch-up rounds stop once fewer ids than this are pending (the rest waits for the freeze).
 const SMALL_ENOUGH: usize = 500;

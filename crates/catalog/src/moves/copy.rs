@@ -20,8 +20,8 @@ use bulkhead_engine::{BulkOp, Engine, EngineError, Keyset, ListQuery, PlacementR
 
 use crate::Catalog;
 
-use super::lane::Lane;
 use super::pace::Pacer;
+use crate::background::Lane;
 
 /// Ids fetched per query when syncing or re-checking given records.
 const ID_BATCH: usize = 500;

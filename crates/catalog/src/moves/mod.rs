@@ -18,7 +18,6 @@ mod catchup;
 mod copy;
 mod end;
 mod gate;
-mod lane;
 mod pace;
 mod run;
 pub(crate) mod shared;
@@ -298,7 +297,9 @@ impl Catalog {
             .insert(id.clone(), Arc::clone(&live));
         let catalog = self.clone();
         let run_id = id.clone();
-        crate::background::spawn(async move { catalog.run_move(run_id, live).await });
+        crate::background::spawn(crate::background::Priority::Low, async move {
+            catalog.run_move(run_id, live).await
+        });
         self.move_view(&id).await
     }
 

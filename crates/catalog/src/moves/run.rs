@@ -13,11 +13,11 @@ use serde_json::json;
 
 use super::copy::{self, Sides};
 use super::end::forget_move_state;
-use super::lane::Lane;
 use super::pace::Pacer;
 use super::{Live, MoveRow, phase_error, read_move};
 use crate::Catalog;
 use crate::audit::AuditEvent;
+use crate::background::{Lane, Priority};
 use crate::rows::tenants::{next_epoch, write_placement};
 use crate::store::params;
 
@@ -135,7 +135,7 @@ impl Catalog {
     async fn drive(&self, row: &mut MoveRow, live: &Live) -> Result<(), Error> {
         let settings = self.inner().options.moves.clone();
         let gate = self.inner().moves.gates.get(&row.tenant);
-        let lane = Lane::new(self.inner().main.clone());
+        let lane = Lane::new(self.inner().main.clone(), Priority::Low);
         let (tenant, source_placement) = self
             .load_tenant(&row.tenant)
             .await?

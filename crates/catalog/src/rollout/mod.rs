@@ -23,7 +23,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the retrier for as long as the catalog lives; its first pass starts at once.
 pub(crate) fn spawn(inner: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify>) {
-    crate::background::spawn(async move {
+    crate::background::spawn(crate::background::Priority::Idle, async move {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let Some(strong) = inner.upgrade() else {

@@ -38,7 +38,7 @@ impl bulkhead_engine::Rest for PacedScan {
 
 /// Samples every `every` (first after one `every`) until the catalog is dropped.
 pub(crate) fn spawn_sampler(inner: Weak<Inner>, every: Duration) {
-    crate::background::spawn(async move {
+    crate::background::spawn(crate::background::Priority::Low, async move {
         loop {
             tokio::time::sleep(every).await;
             let Some(inner) = inner.upgrade() else {
@@ -187,7 +187,7 @@ impl Catalog {
     ) -> Result<StorageSampled, Error> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let catalog = self.clone();
-        crate::background::spawn(async move {
+        crate::background::spawn(crate::background::Priority::Low, async move {
             let _ = done.send(catalog.sample_storage_with(only.as_ref(), pace).await);
         });
         answer.await.map_err(|_| {

@@ -1,17 +1,17 @@
-//! Where a move's work runs.
+//! Where background work runs, step by step.
 //!
-//! The executor runs on the background runtime, at the lowest CPU priority, so requests come
-//! first. Two kinds of work must not stay there:
+//! A lane's bulk steps run on a background runtime ([`Priority`]), so requests come first.
+//! When that runtime's threads are starved — during a step they waited for a CPU several
+//! times longer than they ran — the following steps run at normal priority for a while,
+//! still paced by their caller, then low priority is tried again. So the work also finishes
+//! on a machine that requests keep saturated.
 //!
-//! - Work that writes race or wait on — the catch-up rounds and everything inside the
-//!   freeze — always runs at normal priority ([`Lane::normal`]). At low priority, the
-//!   catch-up falls behind writers that run at normal priority and never converges; inside
-//!   the freeze, held writes would wait on a starved thread.
-//! - Bulk work (the copy, the full comparison) runs at low priority while that gets a CPU
-//!   ([`Lane::bulk`]). When the background threads are starved — during a step they waited
-//!   for a CPU several times longer than they ran — the following steps run at normal
-//!   priority for a while, still paced by the duty cycle, then low priority is tried again.
-//!   So a move also finishes on a machine that requests keep saturated.
+//! Live moves (on [`Priority::Low`]) also run at normal priority, always, the work that
+//! writes race or wait on — the catch-up rounds and everything inside the freeze
+//! ([`Lane::normal`]). At low priority, the catch-up falls behind writers that run at normal
+//! priority and never converges; inside the freeze, held writes would wait on a starved
+//! thread. Schema rollouts (on [`Priority::Idle`]) take each placement's change as a bulk
+//! step, and at normal priority while a request waits for the schema lock the rollout holds.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use bulkhead_core::error::Error;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use crate::background::{self, Sched};
+use super::{Priority, Sched};
 
 /// A step is starved when its threads waited this many times longer than they ran...
 const STARVED_RATIO: u64 = 4;
@@ -32,16 +32,20 @@ const RAISED_FOR: Duration = Duration::from_secs(5);
 
 pub(crate) struct Lane {
     main: Handle,
+    /// Where bulk steps run while they are not raised.
+    home: Priority,
     raised_until: Mutex<Option<Instant>>,
     /// Bulk steps taken at normal priority (reported when the move ends).
     raised_steps: AtomicU64,
 }
 
 impl Lane {
-    /// `main`: the server's runtime, where requests run.
-    pub fn new(main: Handle) -> Self {
+    /// `main`: the server's runtime, where requests run; `home`: the runtime the lane's
+    /// caller runs on, whose threads' starvation raises the lane.
+    pub fn new(main: Handle, home: Priority) -> Self {
         Lane {
             main,
+            home,
             raised_until: Mutex::new(None),
             raised_steps: AtomicU64::new(0),
         }
@@ -55,7 +59,7 @@ impl Lane {
         self.main
             .spawn(work)
             .await
-            .map_err(|e| Error::internal().with_message(format!("move task: {e}")))?
+            .map_err(|e| Error::internal().with_message(format!("background task: {e}")))?
     }
 
     /// Runs one step of bulk work: at low priority, or at normal priority while the
@@ -68,15 +72,25 @@ impl Lane {
             self.raised_steps.fetch_add(1, Ordering::Relaxed);
             return self.normal(work).await;
         }
-        let before = background::sched();
+        let before = super::sched(self.home);
         let out = work.await;
-        if let (Some(before), Some(after)) = (before, background::sched())
+        if let (Some(before), Some(after)) = (before, super::sched(self.home))
             && starved(before.since(after))
         {
-            tracing::debug!("a move's background work is starved; raising it for a while");
+            tracing::debug!(home = ?self.home, "background work is starved; raising it for a while");
             *self.raised_until.lock() = Some(Instant::now() + RAISED_FOR);
         }
         out
+    }
+
+    /// Runs one step of bulk work at normal priority because a request waits for it;
+    /// counted with the raised steps.
+    pub async fn urgent<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.raised_steps.fetch_add(1, Ordering::Relaxed);
+        self.normal(work).await
     }
 
     fn is_raised(&self) -> bool {
@@ -118,7 +132,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn bulk_work_runs_and_a_raise_expires() {
-        let lane = Lane::new(Handle::current());
+        let lane = Lane::new(Handle::current(), Priority::Low);
         assert_eq!(lane.bulk(async { Ok(7) }).await.unwrap(), 7);
         assert_eq!(lane.raised_steps(), 0);
         *lane.raised_until.lock() = Some(Instant::now() + Duration::from_secs(60));

@@ -38,6 +38,7 @@ mod records;
 mod restore;
 mod rollout;
 mod rows;
+mod schema_lock;
 mod spares;
 mod store;
 mod sync;
@@ -147,13 +148,6 @@ impl Engines {
     }
 }
 
-/// Held while provisioning or rolling out schema (see [`Catalog::lock_schema`]).
-pub(crate) struct SchemaGuard<'a> {
-    // Dropped first: the catalog-wide lock is released before this server's.
-    _shared: Option<bulkhead_store::postgres::SchemaGuard>,
-    _local: tokio::sync::MutexGuard<'a, ()>,
-}
-
 /// A routing-table entry as cached in memory, shared with the requests that read it.
 pub(crate) type RouteEntry = TenantRoute;
 
@@ -181,7 +175,7 @@ pub(crate) struct Inner {
     /// Serialises provisioning and schema rollouts, so every placement ends up with every
     /// collection at its latest version. Taken through [`Catalog::lock_schema`], which also
     /// takes the catalog-wide lock when servers share the catalog.
-    pub schema_lock: tokio::sync::Mutex<()>,
+    pub schema_lock: schema_lock::SchemaLock,
     /// Serialises `PUT /v1/domains/{name}` (taken before `schema_lock`, never after it).
     pub domain_lock: tokio::sync::Mutex<()>,
     pub audit: AuditQueue,
@@ -293,7 +287,7 @@ impl Catalog {
                 routes: fresh.map(),
                 collections: fresh.slot(Arc::default()),
                 keys: fresh.map(),
-                schema_lock: tokio::sync::Mutex::new(()),
+                schema_lock: schema_lock::SchemaLock::default(),
                 main: tokio::runtime::Handle::current(),
                 domain_lock: tokio::sync::Mutex::new(()),
                 audit,
@@ -386,8 +380,9 @@ impl Catalog {
     /// Takes the schema lock: this server's, then (shared catalog) the catalog-wide one,
     /// after which the collections are re-read so work done under the lock sees every
     /// change another server committed.
-    pub(crate) async fn lock_schema(&self) -> Result<SchemaGuard<'_>, Error> {
-        let local = self.inner.schema_lock.lock().await;
+    pub(crate) async fn lock_schema(&self) -> Result<schema_lock::SchemaGuard<'_>, Error> {
+        let local = &self.inner.schema_lock;
+        let local = local.lock_counted().await;
         let shared = match self.inner.store.postgres() {
             Some(pg) => {
                 let guard = pg.lock_schema().await?;
@@ -396,13 +391,19 @@ impl Catalog {
             }
             None => None,
         };
-        Ok(SchemaGuard {
-            _shared: shared,
-            _local: local,
-        })
+        Ok(schema_lock::SchemaGuard::new(shared, local))
     }
 
-    /// Runs catalog I/O on the blocking pool.
+    /// Whether someone waits for the schema lock on this server right now.
+    pub(crate) fn schema_wanted(&self) -> bool {
+        self.inner.schema_lock.wanted()
+    }
+
+    /// Runs catalog I/O on the blocking pool of the caller's runtime: background work
+    /// ([`background`]) writes the catalog at its own priority. Run on the server's runtime,
+    /// a rollout's line in the ledger per placement (a catalog commit each) made its
+    /// neighbours' p99 during a 10,000-silo rollout worse (BENCHMARKS.md); a step
+    /// starved for a CPU is raised to normal priority with its catalog write ([`background::Lane`]).
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&store::Store) -> store::StoreResult<T> + Send + 'static,

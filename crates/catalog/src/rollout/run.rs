@@ -177,6 +177,11 @@ impl Catalog {
         let pace = self.inner().options.rollout_pace;
         let mut throttles: BTreeMap<DomainName, bulkhead_pace::Throttle> = BTreeMap::new();
         let _shown = PaceShown(&self.inner().rollout_pace);
+        // Steps run here, on the idle-priority runtime, unless that is starved.
+        let lane = crate::background::Lane::new(
+            self.inner().main.clone(),
+            crate::background::Priority::Idle,
+        );
         'waves: for (index, wave) in waves.iter().enumerate() {
             if policy.stops(&tally) {
                 break;
@@ -251,27 +256,41 @@ impl Catalog {
                         )
                     })
                     .collect();
+                let lane = &lane;
                 let mut results = futures_util::stream::iter(work.into_iter().map(|unit| {
                     let limit = Arc::clone(&limits[&unit.placement.domain]);
                     (self.clone(), Arc::clone(&collections), limit, unit)
                 }))
                 .map(|(catalog, collections, limit, unit)| async move {
                     let _permit = limit.acquire_owned().await;
-                    let first = unit.tenants[0].0.clone();
-                    let outcome = catalog
-                        .ensure_all(&first, &unit.placement, &collections)
-                        .await;
-                    (unit.tenants, outcome)
+                    let Unit {
+                        tenants, placement, ..
+                    } = unit;
+                    let (first, wanted) = (tenants[0].0.clone(), catalog.schema_wanted());
+                    // The change and its line in the ledger, in one step: where the step
+                    // runs (idle or normal priority), the catalog write runs too.
+                    let step = {
+                        let tenants = tenants.clone();
+                        async move {
+                            catalog.ensure_all(&first, &placement, &collections).await?;
+                            catalog.applied(&tenants, generation).await
+                        }
+                    };
+                    // While a request waits for the schema lock this pass holds (a tenant
+                    // being created or deleted), its steps do not wait for an idle CPU.
+                    let outcome = if wanted {
+                        lane.urgent(step).await
+                    } else {
+                        lane.bulk(step).await
+                    };
+                    (tenants, outcome)
                 })
                 .buffer_unordered(width);
                 while let Some((tenants, outcome)) = results.next().await {
                     let stopped = policy.stops(&tally);
                     match outcome {
                         // Stopped: what is still running finishes and is recorded.
-                        Ok(()) => {
-                            tally.done += 1;
-                            self.applied(&tenants, generation).await?;
-                        }
+                        Ok(()) => tally.done += 1,
                         Err(_) if stopped => tally.failed += 1,
                         Err(e) => {
                             tally.failed += 1;
@@ -336,6 +355,13 @@ impl Catalog {
                 "rollout.failure",
                 "placements",
                 format!("{} more failures in this pass", failed - AUDITED_FAILURES),
+            );
+        }
+        if lane.raised_steps() > 0 {
+            tracing::info!(
+                generation,
+                steps = lane.raised_steps(),
+                "schema rollout steps taken at normal priority (the background was starved, or a request waited for the schema lock)"
             );
         }
         let wave = (failed > 0).then(|| waves.last().cloned()).flatten();

@@ -11,20 +11,8 @@ use std::time::{Duration, Instant};
 use bulkhead_api::{CreateTenant, RolloutView};
 use bulkhead_client::Client;
 use bulkhead_core::{CollectionName, TierName};
-use common::{Server, audit_rows, tid};
+use common::{Server, audit_rows, notes, notes_spec, tid};
 use serde_json::json;
-
-fn notes() -> CollectionName {
-    CollectionName::parse("notes").unwrap()
-}
-
-fn spec(extra: bool) -> bulkhead_api::CollectionSpec {
-    let mut fields = json!({"title": {"type": "text"}});
-    if extra {
-        fields["kind"] = json!({"type": "string", "default": "k", "index": true});
-    }
-    serde_json::from_value(json!({ "fields": fields })).unwrap()
-}
 
 async fn tenant(admin: &Client, id: &str, tier: &str, canary: bool) {
     let mut labels = BTreeMap::new();
@@ -67,7 +55,10 @@ async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_
         ],
     );
     let admin = server.admin();
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     for (tier, n) in [("free", 3), ("standard", 3), ("premium", 6)] {
         for i in 0..n {
             tenant(
@@ -84,7 +75,7 @@ async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_
         .raw(
             bulkhead_client::Method::PUT,
             "/v1/collections/notes",
-            Some(serde_json::to_vec(&spec(true)).unwrap()),
+            Some(serde_json::to_vec(&notes_spec(true)).unwrap()),
             Some("application/json"),
         )
         .await
@@ -141,7 +132,7 @@ async fn a_change_answers_202_and_rolls_out_in_waves_canary_first_then_tiers_in_
     }
     // A rollout nobody has to wait for (no tenant is behind) is done as it is made.
     let again = admin
-        .put_collection(&CollectionName::parse("empty").unwrap(), &spec(false))
+        .put_collection(&CollectionName::parse("empty").unwrap(), &notes_spec(false))
         .await
         .unwrap();
     let r = again.rollout.unwrap();
@@ -166,7 +157,10 @@ async fn a_rollout_cut_off_by_kill_9_goes_on_after_the_restart_from_the_ledger()
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
     let admin = server.admin();
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     for i in 0..80 {
         let id = format!("s-{i:02}");
         tenant(&admin, &id, "premium", false).await;
@@ -251,14 +245,17 @@ async fn past_its_failure_limit_a_rollout_stops_until_resumed() {
         Default::default(),
     )
     .await;
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     for i in 0..3 {
         tenant(&admin, &format!("pg-{i}"), "pg-bridge", false).await;
         tenant(&admin, &format!("local-{i}"), "premium", false).await;
     }
     pg.pause().unwrap();
     let rollout = admin
-        .submit_collection(&notes(), &spec(true))
+        .submit_collection(&notes(), &notes_spec(true))
         .await
         .unwrap()
         .rollout
@@ -325,7 +322,10 @@ async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), &[("BULKHEAD_ROLLOUT_PARALLELISM", "1")]);
     let admin = server.admin();
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     let mut creating = tokio::task::JoinSet::new();
     for chunk in 0..8 {
         let admin = admin.clone();
@@ -339,7 +339,7 @@ async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
         done.unwrap();
     }
     let rollout = admin
-        .submit_collection(&notes(), &spec(true))
+        .submit_collection(&notes(), &notes_spec(true))
         .await
         .unwrap()
         .rollout
@@ -384,7 +384,10 @@ async fn a_rollout_slows_down_while_its_domains_requests_are_slower_than_before_
         ],
     );
     let admin = server.admin();
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     for i in 0..40 {
         tenant(&admin, &format!("silo-{i:02}"), "premium", false).await;
     }
@@ -440,7 +443,7 @@ async fn a_rollout_slows_down_while_its_domains_requests_are_slower_than_before_
     mode.store(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let rollout = admin
-        .submit_collection(&notes(), &spec(true))
+        .submit_collection(&notes(), &notes_spec(true))
         .await
         .unwrap()
         .rollout

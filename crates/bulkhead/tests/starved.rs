@@ -14,21 +14,9 @@ use std::time::{Duration, Instant};
 
 use bulkhead_api::CreateTenant;
 use bulkhead_client::Client;
-use bulkhead_core::{CollectionName, TierName};
-use common::{Server, tid};
+use bulkhead_core::TierName;
+use common::{Server, notes, notes_spec, tid};
 use serde_json::json;
-
-fn notes() -> CollectionName {
-    CollectionName::parse("notes").unwrap()
-}
-
-fn spec(extra: bool) -> bulkhead_api::CollectionSpec {
-    let mut fields = json!({"title": {"type": "text"}});
-    if extra {
-        fields["kind"] = json!({"type": "string", "default": "k", "index": true});
-    }
-    serde_json::from_value(json!({ "fields": fields })).unwrap()
-}
 
 async fn silo(admin: &Client, id: &str) {
     admin
@@ -87,14 +75,17 @@ async fn a_rollout_on_a_machine_kept_busy_is_raised_and_finishes() {
         ],
     );
     let admin = server.admin();
-    admin.put_collection(&notes(), &spec(false)).await.unwrap();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
     for i in 0..40 {
         silo(&admin, &format!("silo-{i:02}")).await;
     }
 
     let busy = Busy::start();
     let rollout = admin
-        .submit_collection(&notes(), &spec(true))
+        .submit_collection(&notes(), &notes_spec(true))
         .await
         .unwrap()
         .rollout

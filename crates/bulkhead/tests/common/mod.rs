@@ -347,3 +347,17 @@ pub fn cli(server: &Server, args: &[&str]) -> (bool, String) {
     }
     (out.status.success(), text)
 }
+
+/// The collection the rollout tests change: `notes`.
+pub fn notes() -> CollectionName {
+    CollectionName::parse("notes").unwrap()
+}
+
+/// `notes` with a `title`, and with `extra` an indexed `kind` (default `"k"`) too.
+pub fn notes_spec(extra: bool) -> bulkhead_api::CollectionSpec {
+    let mut fields = json!({"title": {"type": "text"}});
+    if extra {
+        fields["kind"] = json!({"type": "string", "default": "k", "index": true});
+    }
+    serde_json::from_value(json!({ "fields": fields })).unwrap()
+}

@@ -381,8 +381,7 @@ impl Catalog {
     /// after which the collections are re-read so work done under the lock sees every
     /// change another server committed.
     pub(crate) async fn lock_schema(&self) -> Result<schema_lock::SchemaGuard<'_>, Error> {
-        let local = &self.inner.schema_lock;
-        let local = local.lock_counted().await;
+        let local = self.inner.schema_lock.lock_counted().await;
         let shared = match self.inner.store.postgres() {
             Some(pg) => {
                 let guard = pg.lock_schema().await?;

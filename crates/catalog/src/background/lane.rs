@@ -35,7 +35,7 @@ pub(crate) struct Lane {
     /// Where bulk steps run while they are not raised.
     home: Priority,
     raised_until: Mutex<Option<Instant>>,
-    /// Bulk steps taken at normal priority (reported when the move ends).
+    /// Steps taken at normal priority (logged when the move or rollout pass ends).
     raised_steps: AtomicU64,
 }
 
@@ -99,7 +99,7 @@ impl Lane {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Bulk steps that ran at normal priority because low priority was starved.
+    /// Steps that ran at normal priority: raised while the lane was starved, or urgent.
     pub fn raised_steps(&self) -> u64 {
         self.raised_steps.load(Ordering::Relaxed)
     }

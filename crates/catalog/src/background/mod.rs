@@ -67,10 +67,20 @@ impl Priority {
         }
     }
 
+    /// The name of the runtime's threads (at this priority).
     fn name(self) -> &'static str {
         match self {
             Priority::Low => "bulkhead-bg",
             Priority::Idle => "bulkhead-idle",
+        }
+    }
+
+    /// The name of the thread that holds the runtime (it only waits, at normal priority;
+    /// 15 bytes at most, as Linux keeps them).
+    fn holder(self) -> &'static str {
+        match self {
+            Priority::Low => "bulkhead-bg-rt",
+            Priority::Idle => "bulkhead-idl-rt",
         }
     }
 
@@ -194,7 +204,7 @@ fn on_stop(priority: Priority) {
 fn start(priority: Priority) -> Option<Handle> {
     let (ready, handle) = std::sync::mpsc::channel();
     let started = std::thread::Builder::new()
-        .name(priority.name().into())
+        .name(priority.holder().into())
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

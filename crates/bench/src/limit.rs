@@ -45,6 +45,10 @@ pub struct LimitArgs {
     /// Only these ops (create, get, list, bulk), e.g. to profile one.
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
+    /// Every request carries this `Accept-Encoding` (e.g. `gzip`, as browsers, `fetch` and
+    /// Python's `requests` send by default). The bare handler compresses nothing.
+    #[arg(long)]
+    accept_encoding: Option<String>,
 }
 
 /// One system as the load sees it.
@@ -162,6 +166,20 @@ pub(crate) async fn measure(
     })
 }
 
+/// The load's HTTP client: `accept_encoding` on every request when given.
+fn http_client(accept_encoding: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = accept_encoding {
+        headers.insert(
+            reqwest::header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value)?,
+        );
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 pub(crate) async fn bulkhead_target(url: &str) -> anyhow::Result<Target> {
     let admin = Client::new(url, ADMIN_KEY)?;
     let spec: CollectionSpec = crate::items_spec()?;
@@ -183,17 +201,42 @@ pub(crate) async fn bulkhead_target(url: &str) -> anyhow::Result<Target> {
     })
 }
 
-fn bare_target(url: &str) -> anyhow::Result<Target> {
+fn bare_target(url: &str, accept_encoding: Option<&str>) -> anyhow::Result<Target> {
     Ok(Target {
         label: "bare",
         threads: bare::THREAD_NAME,
-        http: reqwest::Client::new(),
+        http: http_client(accept_encoding)?,
         auth: HeaderValue::from_str(&format!("Bearer {}", bare::TOKEN))?,
         create: format!("{url}/items"),
         get_prefix: format!("{url}/items/"),
         list: format!("{url}/items?min_n=90&limit=20"),
         bulk: format!("{url}/items:bulk"),
     })
+}
+
+/// The `Content-Encoding` of `target`'s answer to a get of `url` ("none" without one).
+async fn answer_encoding(
+    http: &reqwest::Client,
+    target: &Target,
+    url: &str,
+) -> anyhow::Result<String> {
+    let response = http
+        .get(url)
+        .header(AUTHORIZATION, target.auth.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{} {url}: {}",
+        target.label,
+        response.status()
+    );
+    Ok(response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned())
 }
 
 /// Seeds `count` records with ids `s0000000…` through each target's bulk route.
@@ -231,9 +274,13 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
         stable_plans: args.bare_stable_plans,
     })
     .await?;
+    let encoding = args.accept_encoding.as_deref();
     let targets = [
-        bulkhead_target(&bulkhead.url).await?,
-        bare_target(&bare.url)?,
+        Target {
+            http: http_client(encoding)?,
+            ..bulkhead_target(&bulkhead.url).await?
+        },
+        bare_target(&bare.url, encoding)?,
     ];
     let seeded = args.seed.div_ceil(1000).max(1) * 1000;
     for target in &targets {
@@ -243,6 +290,21 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
         "Bulkhead (pool tenant, tenant key) vs a bare axum + rusqlite handler, {} connections, {} rounds, {seeded} records seeded",
         args.connections, args.rounds
     );
+    if let Some(asked) = encoding {
+        for target in &targets {
+            println!(
+                "  Accept-Encoding: {asked}: {} answers a get with Content-Encoding {} and a page with {}",
+                target.label,
+                answer_encoding(
+                    &target.http,
+                    target,
+                    &format!("{}s0000000", target.get_prefix)
+                )
+                .await?,
+                answer_encoding(&target.http, target, &target.list).await?,
+            );
+        }
+    }
     println!(
         "{:<18} {:>12} {:>12} {:>9} {:>16} {:>16} {:>20}",
         "op",

@@ -1,6 +1,6 @@
 //! Browsers: CORS answers only for the configured origins (preflight and actual requests,
-//! never with credentials), none when no origin is configured; answers compressed with gzip
-//! when the client asks.
+//! never with credentials), none when no origin is configured; answers of 1 KiB or more
+//! compressed with gzip when the client asks.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -129,7 +129,7 @@ async fn cors_answers_only_the_configured_origins_and_never_with_credentials() {
 }
 
 #[tokio::test]
-async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_start() {
+async fn answers_not_small_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let admin = server.admin();
@@ -155,6 +155,21 @@ async fn answers_are_gzip_compressed_when_asked_and_a_bad_origin_is_refused_at_s
     // Not asked: not compressed.
     let (_, headers, _) = raw(&server.url, &request("")).await;
     assert!(!headers.contains_key("content-encoding"));
+    // Asked, but a small answer (one tenant): not worth a compressor, sent as it is.
+    let one = format!(
+        "GET /v1/tenants/t00 HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        common::ADMIN_KEY
+    );
+    let (status, headers, body) = raw(&server.url, &one).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.len() < usize::from(bulkhead_server::COMPRESS_FROM_BYTES),
+        "{}",
+        body.len()
+    );
+    assert!(!headers.contains_key("content-encoding"), "{headers:?}");
+    let tenant: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tenant["id"], "t00");
 
     let out = std::process::Command::new(common::binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -145,8 +145,9 @@ pub fn router(state: AppState) -> App {
         .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
         .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
         .option_layer(browser::cors(&config.cors_origins))
-        // Answers are compressed when the client asks (`Accept-Encoding: gzip`).
-        .layer(tower_http::compression::CompressionLayer::new())
+        // Answers are compressed when the client asks (`Accept-Encoding: gzip`) and they are
+        // not small (see [`compress_when`]).
+        .layer(tower_http::compression::CompressionLayer::new().compress_when(compress_when()))
         // One middleware function for the request's id, span, metering and logging, the
         // body budget and error normalisation: each `from_fn` layer clones the whole stack
         // inside it on every request, so three of them cost a get by id several per cent
@@ -160,6 +161,23 @@ pub fn router(state: AppState) -> App {
         .layer(DefaultBodyLimit::max(config.body_limit))
         .service(routes);
     tower::util::BoxCloneSyncService::new(app)
+}
+
+/// Answers shorter than this go out uncompressed even when the client accepts gzip: they fit
+/// in one packet either way, and starting a compressor for one (its state is a few hundred KiB
+/// to set up) doubled a get by id's CPU (BENCHMARKS.md, issue 24). Answers of unknown length
+/// (streams: exports, bulk reports) are compressed.
+pub const COMPRESS_FROM_BYTES: u16 = 1024;
+
+/// What gets compressed: answers of [`COMPRESS_FROM_BYTES`] or more (or of unknown length),
+/// except change feeds (event by event) and images.
+fn compress_when() -> impl tower_http::compression::Predicate {
+    use tower_http::compression::Predicate as _;
+    use tower_http::compression::predicate::{NotForContentType, SizeAbove};
+    SizeAbove::new(COMPRESS_FROM_BYTES)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE)
 }
 
 /// Every route but the description itself, each with its part of the description.

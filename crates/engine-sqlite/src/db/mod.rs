@@ -47,6 +47,10 @@ pub struct Db {
     readers: Mutex<Vec<Reader>>,
     /// Frames in the WAL after the writer's last commit (its WAL hook sets them).
     wal_pages: Arc<AtomicU32>,
+    /// Frames of the WAL the last checkpoint after a commit wrote back (counted from the
+    /// WAL's start): the next is due once the WAL holds the threshold's worth of frames past
+    /// them, or, once the WAL started over, the threshold's worth in all.
+    checkpointed: AtomicU32,
     /// Held by the one checkpoint that runs at a time, with the connection checkpoints
     /// after commits run on, opened by the first of them and kept (opening and configuring
     /// one per checkpoint was a tenth of a create's CPU under 32 writers, issue 24).
@@ -54,6 +58,8 @@ pub struct Db {
     /// Times the writer was taken for a write: the search upkeep ([`crate::upkeep`]) reads
     /// it to tell a file written since its last look, and a quiet one, without a clock.
     writes: AtomicU64,
+    /// Checkpoints after commits that ran (see [`Db::checkpoint_if_due`]).
+    checkpoints: AtomicU64,
 }
 
 impl Db {
@@ -90,8 +96,10 @@ impl Db {
             waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
             wal_pages,
+            checkpointed: AtomicU32::new(0),
             checkpointing: Mutex::new(None),
             writes: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
         })
     }
 
@@ -188,6 +196,11 @@ impl Db {
     /// The writer connection, counted in [`Db::waiting`] while it is awaited.
     fn lock_writer(&self) -> parking_lot::MutexGuard<'_, Connection> {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        self.hold_writer()
+    }
+
+    /// The writer connection, counted in [`Db::waiting`] while it is awaited, not as a write.
+    fn hold_writer(&self) -> parking_lot::MutexGuard<'_, Connection> {
         if let Some(conn) = self.writer.try_lock() {
             return conn;
         }
@@ -269,22 +282,34 @@ impl Db {
         out
     }
 
-    /// After a commit, outside the writer: once the WAL holds `pages` pages or more, copies
-    /// what it can back into the main file (a passive checkpoint) on a connection opened for
-    /// it, while the writer goes on taking other writes. One checkpoint runs at a time; a
-    /// commit that finds one running leaves it to it. A checkpoint that fails is logged and
-    /// tried again after a later commit (the WAL keeps every commit meanwhile).
+    /// After a commit, outside the writer: once the WAL holds `pages` pages past what the last
+    /// checkpoint wrote back, copies what it can back into the main file (a passive
+    /// checkpoint) on a connection opened for it, while the writer goes on taking other
+    /// writes. One checkpoint runs at a time; a commit that finds one running leaves it to it.
+    /// A checkpoint that fails is logged and tried again after a later commit (the WAL keeps
+    /// every commit meanwhile).
+    ///
+    /// The writer starts the WAL over only at a transaction that begins with all of it
+    /// written back, which writes that never pause, landing during each checkpoint, would
+    /// put off for ever: due by the WAL's length alone, a checkpoint then ran after every
+    /// commit, writing the same hot pages back again and again, and the WAL grew without
+    /// bound (issue 24). So the threshold counts pages since the last checkpoint, and once
+    /// the WAL is twice the threshold long the checkpoint, after writing back what it finds,
+    /// holds the writer to write back what was committed meanwhile (a short pass), which
+    /// lets the next write start the WAL over.
     pub(crate) fn checkpoint_if_due(&self, pages: u32) {
-        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+        let pages = pages.max(1);
+        if !self.checkpoint_due(pages) {
             return;
         }
         let Some(mut checkpointer) = self.checkpointing.try_lock() else {
             return;
         };
-        if self.wal_pages.load(Ordering::Acquire) < pages.max(1) {
+        if !self.checkpoint_due(pages) {
             return;
         }
-        let done = (|| -> Result<(), StorageError> {
+        let overdue = self.wal_pages.load(Ordering::Acquire) >= pages.saturating_mul(2);
+        let done = (|| -> Result<i32, StorageError> {
             let conn = match checkpointer.take() {
                 Some(conn) => conn,
                 None => {
@@ -294,19 +319,47 @@ impl Db {
                     conn
                 }
             };
-            conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
+            let passive =
+                || conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE);
+            let (_, mut written_back) = passive()?;
+            if overdue {
+                // Beside the writer, the pass above wrote back the bulk (and synced it); with
+                // the writer held, this one writes back only the commits landed meanwhile.
+                let _writer = self.hold_writer();
+                (_, written_back) = passive()?;
+            }
+            self.checkpoints.fetch_add(1, Ordering::Relaxed);
             // Kept only after a checkpoint that worked: one that failed opens afresh.
             *checkpointer = Some(conn);
-            Ok(())
+            Ok(written_back)
         })();
         match done {
             // The next commit notes the WAL's length again (a short one once the writer
             // restarted it from the beginning).
-            Ok(()) => self.wal_pages.store(0, Ordering::Release),
+            Ok(written_back) => {
+                self.checkpointed
+                    .store(u32::try_from(written_back).unwrap_or(0), Ordering::Release);
+                self.wal_pages.store(0, Ordering::Release);
+            }
             Err(e) => {
                 tracing::warn!(file = %self.path.display(), error = %e, "a checkpoint failed; tried again after a later commit")
             }
         }
+    }
+
+    /// Whether the WAL holds `pages` pages past what the last checkpoint wrote back (all of
+    /// it counts once it is shorter than that: the writer started it over since).
+    fn checkpoint_due(&self, pages: u32) -> bool {
+        let (wal, written_back) = (
+            self.wal_pages.load(Ordering::Acquire),
+            self.checkpointed.load(Ordering::Acquire),
+        );
+        let new = if wal < written_back {
+            wal
+        } else {
+            wal - written_back
+        };
+        new >= pages
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection.

@@ -392,3 +392,69 @@ fn a_one_statement_read_holds_no_snapshot_once_it_returns() {
         .unwrap();
     assert_eq!(count, 4);
 }
+
+/// Under writers that never pause, a checkpoint runs once per `checkpoint_pages` pages
+/// written, not after every commit: checkpoints run beside the writer, so the WAL seldom
+/// starts over, and its length alone stays past the threshold.
+#[test]
+fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let db = Arc::new(
+        Db::open(
+            &path,
+            DbOptions {
+                checkpoint_pages: 100,
+                ..options()
+            },
+            true,
+        )
+        .unwrap(),
+    );
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+        .unwrap();
+    let (threads, each) = (16, 150);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    db.write_grouped(|tx| {
+                        tx.execute("INSERT INTO t VALUES (?1)", [vec![5u8; 3000]])
+                            .map(drop)
+                            .map_err(Into::into)
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let rows = threads * each;
+    let checkpoints = db.checkpoints.load(Ordering::Relaxed);
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .unwrap()
+        .len();
+    // Each row is a page of its own, and each commit adds a page or two more: some 2,400 to
+    // 5,000 pages in all, so 25 to 50 checkpoints of 100 pages. Due by the WAL's length, a
+    // checkpoint ran after nearly every commit (211 here) and the WAL never started over
+    // (4,622 pages long at the end).
+    assert!(
+        checkpoints <= (rows / 25) as u64,
+        "{checkpoints} checkpoints for {rows} rows"
+    );
+    // Started over whenever it reached twice the threshold (some 330 pages at the longest
+    // here: that, plus what was written during a checkpoint); half the rows' pages, allowing
+    // for a checkpoint that lost its CPU on a busy machine.
+    let longest = wal / 4096;
+    assert!(
+        longest <= (rows / 2) as u64,
+        "the WAL grew to {longest} pages"
+    );
+    let count: i64 = db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(count, rows as i64);
+}

@@ -47,9 +47,9 @@ pub struct Db {
     readers: Mutex<Vec<Reader>>,
     /// Frames in the WAL after the writer's last commit (its WAL hook sets them).
     wal_pages: Arc<AtomicU32>,
-    /// Frames of the WAL the last checkpoint after a commit wrote back (counted from the
-    /// WAL's start): the next is due once the WAL holds the threshold's worth of frames past
-    /// them, or, once the WAL started over, the threshold's worth in all.
+    /// The WAL's length (in frames) when the last checkpoint after a commit ran: the next is
+    /// due once the WAL holds the threshold's worth of frames past it, or, once the WAL
+    /// started over, the threshold's worth in all.
     checkpointed: AtomicU32,
     /// Held by the one checkpoint that runs at a time, with the connection checkpoints
     /// after commits run on, opened by the first of them and kept (opening and configuring
@@ -282,8 +282,8 @@ impl Db {
         out
     }
 
-    /// After a commit, outside the writer: once the WAL holds `pages` pages past what the last
-    /// checkpoint wrote back, copies what it can back into the main file (a passive
+    /// After a commit, outside the writer: once the WAL holds `pages` pages past its length
+    /// at the last checkpoint, copies what it can back into the main file (a passive
     /// checkpoint) on a connection opened for it, while the writer goes on taking other
     /// writes. One checkpoint runs at a time; a commit that finds one running leaves it to it.
     /// A checkpoint that fails is logged and tried again after a later commit (the WAL keeps
@@ -293,7 +293,8 @@ impl Db {
     /// written back, which writes that never pause, landing during each checkpoint, would
     /// put off for ever: due by the WAL's length alone, a checkpoint then ran after every
     /// commit, writing the same hot pages back again and again, and the WAL grew without
-    /// bound (issue 24). So the threshold counts pages since the last checkpoint, and once
+    /// bound (issue 24); and while a read holds an old snapshot, a checkpoint cannot write
+    /// back past it either. So the threshold counts pages since the last checkpoint, and once
     /// the WAL is twice the threshold long the checkpoint, after writing back what it finds,
     /// holds the writer to write back what was committed meanwhile (a short pass), which
     /// lets the next write start the WAL over.
@@ -321,24 +322,27 @@ impl Db {
             };
             let passive =
                 || conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE);
-            let (_, mut written_back) = passive()?;
-            if overdue {
-                // Beside the writer, the pass above wrote back the bulk (and synced it); with
-                // the writer held, this one writes back only the commits landed meanwhile.
+            let (seen, written_back) = passive()?;
+            // Beside the writer, that pass wrote back the bulk (and synced it). If it wrote
+            // back all it saw (no read holds an older snapshot), a pass with the writer held
+            // writes back the commits landed meanwhile, and the next write starts the WAL
+            // over; a read that holds a snapshot would keep the pass from that, so it waits
+            // for a later checkpoint rather than hold the writer for nothing.
+            if overdue && written_back == seen {
                 let _writer = self.hold_writer();
-                (_, written_back) = passive()?;
+                passive()?;
             }
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             // Kept only after a checkpoint that worked: one that failed opens afresh.
             *checkpointer = Some(conn);
-            Ok(written_back)
+            Ok(seen)
         })();
         match done {
             // The next commit notes the WAL's length again (a short one once the writer
             // restarted it from the beginning).
-            Ok(written_back) => {
+            Ok(seen) => {
                 self.checkpointed
-                    .store(u32::try_from(written_back).unwrap_or(0), Ordering::Release);
+                    .store(u32::try_from(seen).unwrap_or(0), Ordering::Release);
                 self.wal_pages.store(0, Ordering::Release);
             }
             Err(e) => {
@@ -347,18 +351,14 @@ impl Db {
         }
     }
 
-    /// Whether the WAL holds `pages` pages past what the last checkpoint wrote back (all of
-    /// it counts once it is shorter than that: the writer started it over since).
+    /// Whether the WAL holds `pages` pages past its length at the last checkpoint (all of it
+    /// counts once it is shorter than that: the writer started it over since).
     fn checkpoint_due(&self, pages: u32) -> bool {
-        let (wal, written_back) = (
+        let (wal, seen) = (
             self.wal_pages.load(Ordering::Acquire),
             self.checkpointed.load(Ordering::Acquire),
         );
-        let new = if wal < written_back {
-            wal
-        } else {
-            wal - written_back
-        };
+        let new = if wal < seen { wal } else { wal - seen };
         new >= pages
     }
 

@@ -458,3 +458,79 @@ fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
         .unwrap();
     assert_eq!(count, rows as i64);
 }
+
+/// A read holding an old snapshot keeps checkpoints from writing back past it, and the WAL
+/// from starting over; checkpoints still run once per threshold of pages written, not after
+/// every commit, and every write and the read itself complete.
+#[test]
+fn a_read_holding_an_old_snapshot_does_not_make_every_commit_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let db = Arc::new(
+        Db::open(
+            &path,
+            DbOptions {
+                checkpoint_pages: 100,
+                ..options()
+            },
+            true,
+        )
+        .unwrap(),
+    );
+    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
+        .unwrap();
+    let insert = |db: &Db| {
+        db.write_grouped(|tx| {
+            tx.execute("INSERT INTO t VALUES (?1)", [vec![6u8; 3000]])
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .unwrap();
+    };
+    for _ in 0..20 {
+        insert(&db);
+    }
+    let (holding, held) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            db.read(|conn| {
+                let seen: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+                holding.send(()).unwrap();
+                released.recv().unwrap();
+                let again: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+                Ok((seen, again))
+            })
+            .unwrap()
+        })
+    };
+    held.recv().unwrap();
+    let (threads, each) = (16, 150);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    insert(&db);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let checkpoints = db.checkpoints.load(Ordering::Relaxed);
+    release.send(()).unwrap();
+    // The read kept its snapshot throughout.
+    assert_eq!(reader.join().unwrap(), (20, 20));
+    let rows = threads * each;
+    assert!(
+        checkpoints <= (rows / 25) as u64,
+        "{checkpoints} checkpoints for {rows} rows"
+    );
+    let count: i64 = db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(count, (rows + 20) as i64);
+}

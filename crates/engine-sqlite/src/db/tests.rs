@@ -220,34 +220,11 @@ fn a_batch_checkpoints_at_its_own_threshold_and_leaves_other_writes_theirs() {
 #[test]
 fn commits_leave_the_checkpoint_to_a_connection_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.db");
-    let db = Db::open(
-        &path,
-        DbOptions {
-            checkpoint_pages: 100,
-            ..options()
-        },
-        true,
-    )
-    .unwrap();
-    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
-        .unwrap();
-    let blob = vec![7u8; 3000];
-    let insert = |db: &Db| {
-        db.write_grouped({
-            let blob = blob.clone();
-            move |tx| {
-                tx.execute("INSERT INTO t VALUES (?1)", [blob])
-                    .map(drop)
-                    .map_err(Into::into)
-            }
-        })
-        .unwrap()
-    };
+    let db = steady_db(dir.path());
     {
         let _running = db.checkpointing.lock();
         for _ in 0..150 {
-            insert(&db);
+            insert_page(&db);
         }
         let pages = db.wal_pages.load(Ordering::Acquire);
         assert!(
@@ -255,15 +232,12 @@ fn commits_leave_the_checkpoint_to_a_connection_of_its_own() {
             "a commit checkpointed on the writer ({pages} pages)"
         );
     }
-    insert(&db);
+    insert_page(&db);
     assert_eq!(db.wal_pages.load(Ordering::Acquire), 0, "no checkpoint ran");
-    insert(&db);
+    insert_page(&db);
     let pages = db.wal_pages.load(Ordering::Acquire);
     assert!(pages < 10, "the WAL was not started over ({pages} pages)");
-    let rows: i64 = db
-        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-        .unwrap();
-    assert_eq!(rows, 152);
+    assert_eq!(rows_in(&db), 152);
 }
 
 /// A purge's checkpoint waits for a checkpoint after a commit to end (SQLite would refuse it
@@ -393,38 +367,41 @@ fn a_one_statement_read_holds_no_snapshot_once_it_returns() {
     assert_eq!(count, 4);
 }
 
-/// Under writers that never pause, a checkpoint runs once per `checkpoint_pages` pages
-/// written, not after every commit: checkpoints run beside the writer, so the WAL seldom
-/// starts over, and its length alone stays past the threshold.
-#[test]
-fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let db = Arc::new(
-        Db::open(
-            &path,
-            DbOptions {
-                checkpoint_pages: 100,
-                ..options()
-            },
-            true,
-        )
-        .unwrap(),
-    );
+/// A file whose checkpoints are due every 100 pages, with a table of one-page rows.
+fn steady_db(dir: &std::path::Path) -> Arc<Db> {
+    let db = Db::open(
+        &dir.join("s.db"),
+        DbOptions {
+            checkpoint_pages: 100,
+            ..options()
+        },
+        true,
+    )
+    .unwrap();
     db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
         .unwrap();
+    Arc::new(db)
+}
+
+/// One grouped write of a row a page long.
+fn insert_page(db: &Db) {
+    db.write_grouped(|tx| {
+        tx.execute("INSERT INTO t VALUES (?1)", [vec![5u8; 3000]])
+            .map(drop)
+            .map_err(Into::into)
+    })
+    .unwrap();
+}
+
+/// 16 threads writing 150 such rows each without a pause; the rows written.
+fn write_steadily(db: &Arc<Db>) -> usize {
     let (threads, each) = (16, 150);
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let db = Arc::clone(&db);
+            let db = Arc::clone(db);
             std::thread::spawn(move || {
                 for _ in 0..each {
-                    db.write_grouped(|tx| {
-                        tx.execute("INSERT INTO t VALUES (?1)", [vec![5u8; 3000]])
-                            .map(drop)
-                            .map_err(Into::into)
-                    })
-                    .unwrap();
+                    insert_page(&db);
                 }
             })
         })
@@ -432,9 +409,26 @@ fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
     for worker in workers {
         worker.join().unwrap();
     }
-    let rows = threads * each;
+    threads * each
+}
+
+fn rows_in(db: &Db) -> usize {
+    let count: i64 = db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+        .unwrap();
+    usize::try_from(count).unwrap()
+}
+
+/// Under writers that never pause, a checkpoint runs once per `checkpoint_pages` pages
+/// written, not after every commit: checkpoints run beside the writer, so the WAL seldom
+/// starts over, and its length alone stays past the threshold.
+#[test]
+fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = steady_db(dir.path());
+    let rows = write_steadily(&db);
     let checkpoints = db.checkpoints.load(Ordering::Relaxed);
-    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+    let wal = std::fs::metadata(dir.path().join("s.db-wal"))
         .unwrap()
         .len();
     // Each row is a page of its own, and each commit adds a page or two more: some 2,400 to
@@ -453,42 +447,19 @@ fn steady_writers_checkpoint_once_per_threshold_of_pages_not_per_commit() {
         longest <= (rows / 2) as u64,
         "the WAL grew to {longest} pages"
     );
-    let count: i64 = db
-        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-        .unwrap();
-    assert_eq!(count, rows as i64);
+    assert_eq!(rows_in(&db), rows);
 }
 
 /// A read holding an old snapshot keeps checkpoints from writing back past it, and the WAL
 /// from starting over; checkpoints still run once per threshold of pages written, not after
-/// every commit, and every write and the read itself complete.
+/// every commit (909 checkpoints here when the next was counted from what the last one
+/// wrote back), and every write and the read itself complete.
 #[test]
 fn a_read_holding_an_old_snapshot_does_not_make_every_commit_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r.db");
-    let db = Arc::new(
-        Db::open(
-            &path,
-            DbOptions {
-                checkpoint_pages: 100,
-                ..options()
-            },
-            true,
-        )
-        .unwrap(),
-    );
-    db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v BLOB)")?))
-        .unwrap();
-    let insert = |db: &Db| {
-        db.write_grouped(|tx| {
-            tx.execute("INSERT INTO t VALUES (?1)", [vec![6u8; 3000]])
-                .map(drop)
-                .map_err(Into::into)
-        })
-        .unwrap();
-    };
+    let db = steady_db(dir.path());
     for _ in 0..20 {
-        insert(&db);
+        insert_page(&db);
     }
     let (holding, held) = std::sync::mpsc::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -506,31 +477,14 @@ fn a_read_holding_an_old_snapshot_does_not_make_every_commit_checkpoint() {
         })
     };
     held.recv().unwrap();
-    let (threads, each) = (16, 150);
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let db = Arc::clone(&db);
-            std::thread::spawn(move || {
-                for _ in 0..each {
-                    insert(&db);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+    let rows = write_steadily(&db);
     let checkpoints = db.checkpoints.load(Ordering::Relaxed);
     release.send(()).unwrap();
     // The read kept its snapshot throughout.
     assert_eq!(reader.join().unwrap(), (20, 20));
-    let rows = threads * each;
     assert!(
         checkpoints <= (rows / 25) as u64,
         "{checkpoints} checkpoints for {rows} rows"
     );
-    let count: i64 = db
-        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-        .unwrap();
-    assert_eq!(count, (rows + 20) as i64);
+    assert_eq!(rows_in(&db), rows + 20);
 }

@@ -322,7 +322,7 @@ impl Db {
             };
             let passive =
                 || conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE);
-            let (seen, written_back) = passive()?;
+            let (mut seen, written_back) = passive()?;
             // Beside the writer, that pass wrote back the bulk (and synced it). If it wrote
             // back all it saw (no read holds an older snapshot), a pass with the writer held
             // writes back the commits landed meanwhile, and the next write starts the WAL
@@ -330,7 +330,7 @@ impl Db {
             // for a later checkpoint rather than hold the writer for nothing.
             if overdue && written_back == seen {
                 let _writer = self.hold_writer();
-                passive()?;
+                (seen, _) = passive()?;
             }
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             // Kept only after a checkpoint that worked: one that failed opens afresh.

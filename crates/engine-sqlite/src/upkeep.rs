@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::db::Db;
 use bulkhead_engine::EngineResult;
+use rusqlite::OptionalExtension;
 
 use crate::{Inner, SqliteEngine, StorageError};
 
@@ -131,7 +132,8 @@ const AUTOMERGE: i64 = 4;
 /// steps, tens of milliseconds each. So the first step turns `automerge` off and the last
 /// turns it back on, in their own transactions: while a round runs, writes only add
 /// segments (FTS5 still merges a level that reaches sixteen, its `crisismerge`). A round a
-/// crash cut short leaves it off until the next round on that file ends.
+/// crash cut short leaves it off until the next round on that file, which turns it back on
+/// whether or not the index needs merging.
 fn merge_down(
     db: &Db,
     fts: &str,
@@ -174,6 +176,27 @@ fn merge_down(
     Ok((steps, busy, longest))
 }
 
+/// Turns `automerge` back on where a round cut short left it off; reads only otherwise.
+fn restore_automerge(db: &Db, fts: &str) -> Result<(), StorageError> {
+    let config = quote(&format!("{fts}_config"));
+    let off = db.read(|tx| {
+        let v: Option<i64> = tx
+            .query_row(
+                &format!("SELECT v FROM {config} WHERE k = 'automerge'"),
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v == Some(0))
+    })?;
+    if off {
+        let table = quote(fts);
+        let sql = format!("INSERT INTO {table}({table}, rank) VALUES ('automerge', ?1)");
+        db.upkeep_step(|tx| Ok(tx.execute(&sql, [AUTOMERGE])?))?;
+    }
+    Ok(())
+}
+
 /// One round over a file: each of its indexes with `min_segments` segments or more is
 /// merged down. An index dropped meanwhile (its tenant purged, its collection removed) is
 /// passed over.
@@ -194,7 +217,13 @@ pub(crate) fn upkeep_file(
         };
         report.indexes += 1;
         if before < upkeep.min_segments.max(2) {
-            continue;
+            // A round a crash cut short after its last merge step left `automerge` off on
+            // an index that now needs no merge: this round ends it.
+            match restore_automerge(db, &fts) {
+                Ok(()) => continue,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            }
         }
         let (steps, busy, longest) = match merge_down(db, &fts, upkeep, stop) {
             Ok(done) => done,

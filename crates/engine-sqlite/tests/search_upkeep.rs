@@ -365,6 +365,43 @@ async fn upkeep_racing_writes_deletion_recreation_and_a_schema_change_loses_and_
     engine.shutdown().await;
 }
 
+/// A kill between a round's last merge step and the step that turns `automerge` back on
+/// leaves an index merged down to one segment with `automerge` off. The next round has
+/// nothing to merge there and still turns it back on (CI once caught the kill test in
+/// exactly that window).
+#[tokio::test]
+async fn a_round_turns_automerge_back_on_where_nothing_needs_merging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path(), None);
+    let c = notes();
+    let tenant = conformance::tenant("kept");
+    engine
+        .provision(&target(&tenant, Isolation::Pool), std::slice::from_ref(&c))
+        .await
+        .expect("provision");
+    let w = scope(&tenant, Isolation::Pool, DataAction::Write);
+    engine
+        .insert(&w, &c, vec![new_record(&c, "r001", &title(1))])
+        .await
+        .expect("insert");
+    pool_file(dir.path())
+        .execute_batch(&format!(
+            "INSERT INTO \"{FTS}\"(\"{FTS}\", rank) VALUES ('automerge', 0)"
+        ))
+        .expect("a round cut short");
+    assert_eq!(check_index(dir.path()), 0);
+    assert_eq!(segments(dir.path()), 1, "nothing to merge");
+
+    let report = engine.upkeep_search().await.expect("upkeep");
+    assert_eq!(report.merged, 0, "{report:?}");
+    assert_eq!(check_index(dir.path()), 4, "automerge is back on");
+    let again = engine.upkeep_search().await.expect("upkeep");
+    assert_eq!(again, report, "a round with nothing to do changes nothing");
+    let r = scope(&tenant, Isolation::Pool, DataAction::Read);
+    assert_eq!(found(&engine, &r, &c, WORDS[1]).await.len(), 1);
+    engine.shutdown().await;
+}
+
 /// `kill -9` during rounds: the child process (this test binary again) writes records one
 /// at a time into a pool beside the eager upkeep and prints each id once acknowledged; the
 /// parent kills it mid-way, opens the file again and finds every acknowledged record by its

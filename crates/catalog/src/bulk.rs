@@ -111,6 +111,7 @@ impl Catalog {
             report: BulkReport::default(),
             refused: Vec::new(),
             refused_count: 0,
+            stopped: None,
         })
     }
 
@@ -295,6 +296,8 @@ pub struct BulkSession {
     /// Lines refused for the caller's rights (403): audited once, when the request ends.
     refused: Vec<(u64, String)>,
     refused_count: u64,
+    /// Why the request stopped, once its credential failed again between chunks.
+    stopped: Option<Error>,
 }
 
 /// Refused lines an audit entry names at most (it counts them all).
@@ -345,24 +348,39 @@ impl BulkSession {
         let chunk = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let mut out = Vec::with_capacity(chunk.len());
-        let entered = self
-            .catalog
-            .write_scope_as(
-                &self.ctx,
-                self.named.as_ref(),
-                "record.bulk",
-                self.collection.name.as_str(),
-                crate::handle::Admit::Continuation,
-            )
-            .await
-            .and_then(|(scope, ticket)| {
-                // Another life of the tenant id is another tenant: the request ends here.
-                if scope.placement().incarnation != self.scope.placement().incarnation {
-                    return Err(crate::rows::tenants::tenant_not_found());
-                }
-                let engine = self.catalog.engine(&scope.placement().domain)?;
-                Ok((scope, ticket, engine))
-            });
+        // The credential is checked again for each chunk (and the context it gives is the
+        // one this chunk writes with): a key revoked, a token expired or a member removed
+        // while the body streams in stops the request here, as a new request would stop.
+        // Once it has failed, every later line fails the same way without asking again.
+        let ctx = match &self.stopped {
+            Some(error) => Err(error.clone()),
+            None => self.catalog.reauthenticate(&self.ctx).await,
+        };
+        if let Err(error) = &ctx {
+            self.stopped = Some(error.clone());
+        }
+        let entered = match ctx {
+            Ok(ctx) => {
+                self.catalog
+                    .write_scope_as(
+                        &ctx,
+                        self.named.as_ref(),
+                        "record.bulk",
+                        self.collection.name.as_str(),
+                        crate::handle::Admit::Continuation,
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        }
+        .and_then(|(scope, ticket)| {
+            // Another life of the tenant id is another tenant: the request ends here.
+            if scope.placement().incarnation != self.scope.placement().incarnation {
+                return Err(crate::rows::tenants::tenant_not_found());
+            }
+            let engine = self.catalog.engine(&scope.placement().domain)?;
+            Ok((scope, ticket, engine))
+        });
         match entered {
             Ok((scope, ticket, engine)) => {
                 let moved = self

@@ -64,6 +64,7 @@ pub use bulk::{BULK_CHUNK_BYTES, BulkResults, BulkSession};
 pub use curator::{Curator, Life, Retained, life_dir};
 pub use domains::EngineFactory;
 pub use door::{Door, WeakDoor, append_audit, audit_after, list_cursor, list_position, page_limit};
+pub use export::ExportCursor;
 pub use identity::{ExternalIdentity, IdentityProviders};
 pub use moves::MoveSettings;
 pub use observe::{EngineFigures, OTHER, Observed, REFUSAL_KINDS, TenantFigures};
@@ -536,6 +537,24 @@ impl Catalog {
                     "the credential is not valid",
                 ))
             }
+        }
+    }
+
+    /// The request's credential checked again, for work that runs on after the request was
+    /// let in (an export's later pages, a bulk body's later chunks): revoked, expired, of a
+    /// member removed or of a deleted life, it fails now as a new request would. A context
+    /// built in process, without a presented credential, stands as it is.
+    pub(crate) async fn reauthenticate(&self, ctx: &Ctx) -> Result<Ctx, Error> {
+        match &ctx.credential {
+            Some(credential) => {
+                self.authenticate_from(
+                    Some(credential.expose()),
+                    &ctx.request_id,
+                    ctx.source.clone(),
+                )
+                .await
+            }
+            None => Ok(ctx.clone()),
         }
     }
 

@@ -251,11 +251,23 @@ pub fn slow_export(
     first: usize,
     between: impl FnOnce(),
 ) -> (String, String) {
+    slow_export_as(url, token, None, first, between)
+}
+
+/// [`slow_export`] naming the tenant in `Bulkhead-Tenant` (as a platform key or a user must).
+pub fn slow_export_as(
+    url: &str,
+    token: &str,
+    tenant: Option<&str>,
+    first: usize,
+    between: impl FnOnce(),
+) -> (String, String) {
     let addr = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let named = tenant.map_or_else(String::new, |t| format!("Bulkhead-Tenant: {t}\r\n"));
     let request = format!(
         "GET /v1/collections/items/records:export HTTP/1.1\r\nHost: {addr}\r\n\
-         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+         Authorization: Bearer {token}\r\n{named}Connection: close\r\n\r\n"
     );
     std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
     let mut head = vec![0u8; first];

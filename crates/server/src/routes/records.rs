@@ -200,9 +200,9 @@ async fn export(
                         (None, after, done),
                     ));
                 }
-                let after = after.filter(|_| !done)?;
+                let cursor = after.filter(|_| !done)?;
                 match catalog
-                    .export_page(&ctx, named.as_ref(), &collection, &filter, Some(after))
+                    .export_page(&ctx, named.as_ref(), &collection, &filter, Some(cursor))
                     .await
                 {
                     Ok((records, next)) => Some((Ok(ndjson(&records)), (None, next, false))),

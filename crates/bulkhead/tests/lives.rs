@@ -14,7 +14,7 @@ use bulkhead_api::{StartMove, TenantView};
 use bulkhead_client::{Client, ListRecords};
 use bulkhead_core::RecordId;
 use bulkhead_core::access::TenantRole;
-use bulkhead_core::model::{Isolation, MovePhase};
+use bulkhead_core::model::{Isolation, MovePhase, TenantStatus};
 use common::{
     Server, audit_rows, create_tenant, items, key, last_json_line, put_items, slow_export, tid,
 };
@@ -597,6 +597,76 @@ async fn a_bulk_stops_at_its_next_chunk_once_its_key_is_revoked() {
             report.results.first()
         );
     }
+}
+
+/// `kill -9` at any moment of deletions, on the embedded catalog, in every isolation model:
+/// after the restart each tenant is either whole (its deletion had not begun) or gone with
+/// every byte of its storage (a deletion begun is finished at the start), and a tenant
+/// re-created under its id starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_cut_by_kill_9_are_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    put_items(&server.admin()).await;
+    let (mut whole, mut gone) = (0, 0);
+    for (round, delay_ms) in [0u64, 3, 8, 15, 30, 60].into_iter().enumerate() {
+        let admin = server.admin();
+        let ids: Vec<String> = ["free", "standard", "premium"]
+            .iter()
+            .map(|tier| format!("kd{round}-{tier}"))
+            .collect();
+        for (id, tier) in ids.iter().zip(["free", "standard", "premium"]) {
+            create_tenant(&admin, id, tier).await;
+            admin
+                .with_tenant(tid(id))
+                .bulk(&items(), ndjson(2_000, "earlier life"), true)
+                .await
+                .unwrap();
+        }
+        let deleting: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (admin, id) = (admin.clone(), id.clone());
+                tokio::spawn(async move { admin.delete_tenant(&tid(&id)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        server.kill_hard();
+        for d in deleting {
+            let _ = d.await;
+        }
+        server = Server::start(dir.path());
+        let admin = server.admin();
+        for (id, tier) in ids.iter().zip(["free", "standard", "premium"]) {
+            let client = admin.with_tenant(tid(id));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match admin.get_tenant(&tid(id)).await {
+                    Ok(view) if view.status == TenantStatus::Active => {
+                        assert_eq!(all_titles(&client).await.len(), 2_000, "{id}: whole");
+                        whole += 1;
+                        break;
+                    }
+                    Err(e) if e.to_string().contains("tenant_not_found") => {
+                        // Finished at the start (or finishing: a re-creation waits for it).
+                        create_tenant(&admin, id, tier).await;
+                        assert!(all_titles(&client).await.is_empty(), "{id}: starts empty");
+                        gone += 1;
+                        break;
+                    }
+                    other => {
+                        assert!(Instant::now() < deadline, "{id}: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        gone > 0,
+        "some deletions had begun ({whole} whole, {gone} gone)"
+    );
+    assert_no_orphans(&server.admin()).await;
 }
 
 /// `bulkhead doctor` through the CLI: storage whose catalog entry vanished (here: removed

@@ -317,7 +317,8 @@ pub struct MovePace {
     /// Share of time the copy works (the rest it rests): between the floor and the ceiling.
     pub duty: f64,
     /// `unwatched` (no neighbour requests to judge by), `measuring` (a baseline, at the
-    /// floor), `slowing`, `holding` or `rising`.
+    /// floor), `slowing`, `holding` or `rising`; a rollout's pace is `waiting` while a backup
+    /// runs (no placement changes until it is done).
     pub state: String,
     /// The neighbours the decision turned on: `file` (tenants on the moving tenant's pool or
     /// bridge file, either side) or `domain` (tenants on either side's domain).

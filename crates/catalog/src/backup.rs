@@ -6,7 +6,11 @@
 //! database. Whatever the catalog's copy routes to exists when it is taken and is copied
 //! after, so it is in the backup — as long as nothing is removed meanwhile: while a backup
 //! runs, every removal of tenant storage (a deletion's purge, a move's clean-up of the side
-//! it left, a doctor removal, a spare discarded) waits at the backup fence. Storage created
+//! it left, a doctor removal, a spare discarded) waits at the backup fence. So does every
+//! change to the schema of storage the catalog knows (a rollout's placements, a move bringing
+//! its tenant to the newest schema, a ready spare brought up): a database copied after the
+//! catalog is never ahead of the definitions and the ledger the catalog's copy holds, so the
+//! restored server writes to every tenant. Storage created
 //! meanwhile (a new tenant, a spare) may be copied without its catalog row: an orphan the
 //! restored server's doctor lists, never a route to missing data. Every write acknowledged
 //! before the backup began is in it: each database is copied, in one read transaction, after
@@ -58,6 +62,18 @@ impl Backups {
     /// Held by every removal of tenant storage: waits while a backup runs.
     pub(crate) async fn removal(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
         Arc::clone(&self.fence).read_owned().await
+    }
+
+    /// Held by every change to the schema of storage the catalog knows: waits while a backup
+    /// runs. (Nothing that holds the fence waits for the schema lock, so a caller may wait
+    /// here holding it; a rollout does not, see [`Backups::schema_change_now`].)
+    pub(crate) async fn schema_change(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.fence).read_owned().await
+    }
+
+    /// [`Backups::schema_change`] without waiting: `None` while a backup runs or is about to.
+    pub(crate) fn schema_change_now(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        Arc::clone(&self.fence).try_read_owned().ok()
     }
 }
 

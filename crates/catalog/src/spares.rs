@@ -257,6 +257,8 @@ impl Spares<'_> {
         let Ok(engine) = self.0.engine(&spare.domain) else {
             return;
         };
+        // Not while a backup runs: its catalog has the spare at the older generation.
+        let _no_backup = self.0.inner().backups.schema_change().await;
         if let Err(e) = engine
             .prepare_spare(&PlacementRef::spare(&spare.id), collections)
             .await

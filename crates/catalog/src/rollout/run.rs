@@ -215,7 +215,7 @@ impl Catalog {
                 }
             }
             for chunk in in_wave.chunks(width * CHUNK_ROUNDS) {
-                let schema = self.lock_schema().await?;
+                let (schema, _no_backup) = self.lock_schema_between_backups().await?;
                 let began = std::time::Instant::now();
                 let planned: Vec<(TenantId, i64)> = chunk
                     .iter()
@@ -525,6 +525,7 @@ impl Catalog {
             return Ok(placement);
         }
         tracing::info!(tenant = %tenant, from = placement.schema_version, to = generation, "bringing a placement to the newest schema before its move");
+        let _no_backup = self.inner().backups.schema_change().await;
         self.ensure_all(tenant, &placement, &collections).await?;
         self.applied(&[(tenant.clone(), placement.epoch)], generation)
             .await?;
@@ -532,6 +533,43 @@ impl Catalog {
             schema_version: generation,
             ..placement
         })
+    }
+
+    /// The schema lock for a chunk of a pass, taken while no backup runs (see
+    /// `backup.rs`): the placements' storage must not get ahead of a backup's catalog. While a
+    /// backup runs the pass waits without the schema lock, so creations and deletions go on,
+    /// and its view says why.
+    async fn lock_schema_between_backups(
+        &self,
+    ) -> Result<
+        (
+            crate::schema_lock::SchemaGuard<'_>,
+            tokio::sync::OwnedRwLockReadGuard<()>,
+        ),
+        Error,
+    > {
+        loop {
+            let schema = self.lock_schema().await?;
+            if let Some(no_backup) = self.inner().backups.schema_change_now() {
+                return Ok((schema, no_backup));
+            }
+            drop(schema);
+            tracing::info!("schema rollout waits for a running backup");
+            let shown = self.inner().rollout_pace.lock().take();
+            *self.inner().rollout_pace.lock() = Some(bulkhead_api::MovePace {
+                duty: 0.0,
+                state: "waiting".into(),
+                group: None,
+                p99_ms: None,
+                baseline_ms: None,
+                ratio: None,
+                target_ratio: shown.as_ref().map_or(0.0, |p| p.target_ratio),
+                samples: 0,
+                reason: "a backup is running: placements change once it is done".into(),
+            });
+            drop(self.inner().backups.schema_change().await);
+            *self.inner().rollout_pace.lock() = shown;
+        }
     }
 
     async fn ensure_all(

@@ -366,6 +366,118 @@ async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
         .unwrap();
 }
 
+/// An operator changes a collection again while the first change still rolls out, and a
+/// tenant is deleted and re-created under its id meanwhile: the runner brings every placement
+/// (pool, bridge and silo) to the newest definition, each change's fields with their defaults
+/// on the records written before either, both rollouts end `done`, and the re-created tenant
+/// starts empty on the newest definition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_change_and_a_re_creation_during_a_rollout_leave_every_tenant_on_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_ROLLOUT_PARALLELISM", "1")]);
+    let admin = server.admin();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push((format!("pool-{i}"), "free"));
+        ids.push((format!("bridge-{i}"), "standard"));
+    }
+    for chunk in 0..6 {
+        for i in 0..40 {
+            ids.push((format!("silo-{chunk}-{i:02}"), "premium"));
+        }
+    }
+    let mut creating = tokio::task::JoinSet::new();
+    for part in ids.chunks(ids.len().div_ceil(8)) {
+        let (admin, part) = (admin.clone(), part.to_vec());
+        creating.spawn(async move {
+            for (id, tier) in part {
+                tenant(&admin, &id, tier, false).await;
+                admin
+                    .with_tenant(tid(&id))
+                    .create_record(&notes(), &json!({"id": "before", "title": "t"}))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.unwrap();
+    }
+    let first = admin
+        .submit_collection(&notes(), &notes_spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    let again = "silo-4-17";
+    admin.delete_tenant(&tid(again)).await.unwrap();
+    tenant(&admin, again, "premium", false).await;
+    let mut newest = notes_spec(true);
+    newest.fields.insert(
+        bulkhead_core::FieldName::parse("size").unwrap(),
+        serde_json::from_value(json!({"type": "integer", "default": 7, "index": true})).unwrap(),
+    );
+    let second = admin
+        .submit_collection(&notes(), &newest)
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    let meanwhile = admin.get_rollout(&first.id).await.unwrap();
+    assert!(
+        meanwhile.placements_left > 50,
+        "the second change came while the first rolled out: {meanwhile:?}"
+    );
+    assert_ne!(first.id, second.id);
+    let mut seen = Vec::new();
+    let done = until_done(&admin, &second.id, &mut seen).await;
+    assert_eq!(done.placements_failed, 0, "{done:?}");
+    let first_done = until_done(&admin, &first.id, &mut seen).await;
+    assert_eq!(first_done.placements_left, 0, "{first_done:?}");
+    assert_eq!(
+        admin
+            .get_collection(&notes())
+            .await
+            .unwrap()
+            .placements_behind,
+        Some(0)
+    );
+    for (id, _) in &ids {
+        let client = admin.with_tenant(tid(id));
+        client
+            .create_record(
+                &notes(),
+                &json!({"id": "after", "title": "t", "kind": "x", "size": 3}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{id}: the newest fields are served: {e}"));
+        let page = client
+            .list_records(
+                &notes(),
+                &bulkhead_client::ListRecords {
+                    filter: Some("size = 7 && kind = \"k\"".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let found: Vec<&str> = page
+            .items
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if id == again { &[] } else { &["before"] };
+        assert_eq!(
+            found, expected,
+            "{id}: records written before both changes have both defaults; a re-created tenant starts empty"
+        );
+    }
+}
+
 /// A rollout paces itself by the latency of its domain's requests (the same controller as a
 /// move's copy): while they are far slower than just before it, it slows down, says why in
 /// `GET /v1/rollouts/{id}`, and still finishes.

@@ -81,6 +81,12 @@ pub const BACKUP_FORMAT: u32 = 1;
 pub struct RestoreRecords {
     pub collection: bulkhead_core::CollectionName,
     pub records: Vec<serde_json::Value>,
+    /// The life of the tenant the records are for (its `placement.incarnation`): when the
+    /// tenant id names another life by now (deleted, re-created or not), the answer is
+    /// `409 tenant_life_ended` and nothing is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub incarnation: Option<bulkhead_core::Incarnation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -224,3 +224,243 @@ async fn a_truncated_edited_or_wrong_version_archive_is_refused_with_nothing_wri
     );
     assert!(ok, "{out}");
 }
+
+/// `n` records of `items` as NDJSON, each with a title of ~300 hard-to-compress bytes.
+fn bulky(n: usize, tag: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..n {
+        let mut noise = String::with_capacity(300);
+        while noise.len() < 300 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            noise.push_str(&format!("{:016x}", x));
+        }
+        body.extend_from_slice(
+            format!("{{\"id\": \"r{i:07}\", \"title\": \"{tag} {noise}\", \"n\": {i}}}\n")
+                .as_bytes(),
+        );
+    }
+    body
+}
+
+/// A restore or a deletion that names a tenant's life touches that life only: once the id
+/// names another, `409 tenant_life_ended` and nothing is written or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_or_deletion_naming_an_ended_life_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    for tier in ["free", "standard", "premium"] {
+        let id = tid(&format!("life-{tier}"));
+        create_tenant(&admin, id.as_str(), tier).await;
+        let old = admin.get_tenant(&id).await.unwrap().placement.incarnation;
+        admin.delete_tenant(&id).await.unwrap();
+        create_tenant(&admin, id.as_str(), tier).await;
+        let new = admin.get_tenant(&id).await.unwrap().placement.incarnation;
+        assert_ne!(old, new);
+        let record = json!({"id": "x1", "title": "from the old life", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "version": 1});
+        let refused = admin
+            .restore_records(
+                &id,
+                &bulkhead_api::RestoreRecords {
+                    collection: items(),
+                    records: vec![record.clone()],
+                    incarnation: Some(old.clone()),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("tenant_life_ended"),
+            "{refused}"
+        );
+        let refused = admin.delete_tenant_life(&id, &old).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("tenant_life_ended"),
+            "{refused}"
+        );
+        assert!(records(&server, id.as_str()).await.is_empty(), "{tier}");
+        assert_eq!(
+            admin.get_tenant(&id).await.unwrap().placement.incarnation,
+            new,
+            "{tier}: the new life stands"
+        );
+        // Its own life: both work.
+        admin
+            .restore_records(
+                &id,
+                &bulkhead_api::RestoreRecords {
+                    collection: items(),
+                    records: vec![record],
+                    incarnation: Some(new.clone()),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(records(&server, id.as_str()).await.len(), 1);
+        admin.delete_tenant_life(&id, &new).await.unwrap();
+        assert!(admin.get_tenant(&id).await.is_err());
+    }
+    let (ok, out) = bulkhead(&server, &["doctor"]);
+    assert!(ok && !out.contains("life-"), "{out}");
+}
+
+/// The bug this guards: `bulkhead tenant import` restored by tenant id, so a tenant deleted
+/// and re-created by someone else during an import received the rest of the archive, and the
+/// import's clean-up then deleted that new tenant. Now the import writes to the life it
+/// created only, fails, and leaves the new tenant as its owner made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_racing_deletion_and_re_creation_never_reaches_the_new_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "source", "free").await;
+    admin
+        .with_tenant(tid("source"))
+        .bulk(&items(), bulky(40_000, "archived"), true)
+        .await
+        .unwrap();
+    let archive = dir.path().join("source.bkt.gz");
+    let (ok, out) = bulkhead(
+        &server,
+        &[
+            "tenant",
+            "export",
+            "source",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    for tier in ["free", "premium"] {
+        let target = format!("target-{tier}");
+        let import = {
+            let (url, archive, target) = (server.url.clone(), archive.clone(), target.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(common::binary())
+                    .args([
+                        "tenant",
+                        "import",
+                        archive.to_str().unwrap(),
+                        "--as",
+                        &target,
+                    ])
+                    .args(["--tier", tier])
+                    .env("BULKHEAD_URL", url)
+                    .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                        + &String::from_utf8_lossy(&out.stderr),
+                )
+            })
+        };
+        // Once the import has written some records, its tenant is deleted and made again.
+        let data = admin.with_tenant(tid(&target));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let page = data
+                .list_records(
+                    &items(),
+                    &bulkhead_client::ListRecords {
+                        limit: Some(1),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            if page.is_ok_and(|p| !p.items.is_empty()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the import never wrote"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        admin.delete_tenant(&tid(&target)).await.unwrap();
+        create_tenant(&admin, &target, tier).await;
+        data.create_record(&items(), &json!({"id": "mine", "title": "the new owner's"}))
+            .await
+            .unwrap();
+        let (ok, out) = import.await.unwrap();
+        assert!(!ok, "{tier}: the import fails: {out}");
+        assert!(out.contains("tenant_life_ended"), "{tier}: {out}");
+        let now = records(&server, &target).await;
+        assert_eq!(
+            now.iter()
+                .map(|r| r["id"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["mine"],
+            "{tier}: nothing of the archive reached the new tenant, which stands"
+        );
+    }
+    let (ok, out) = bulkhead(&server, &["doctor"]);
+    assert!(ok && !out.contains("target-"), "{out}");
+}
+
+/// `bulkhead tenant export` while its tenant is deleted and re-created: the archive would
+/// hold two lives, so the export fails and leaves no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_racing_deletion_and_re_creation_leaves_no_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    admin
+        .put_collection(&common::notes(), &common::notes_spec(false))
+        .await
+        .unwrap();
+    create_tenant(&admin, "moving-target", "premium").await;
+    let data = admin.with_tenant(tid("moving-target"));
+    data.bulk(&items(), bulky(40_000, "earlier"), true)
+        .await
+        .unwrap();
+    let archive = dir.path().join("out.bkt.gz");
+    let export = {
+        let (url, archive) = (server.url.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(common::binary())
+                .args(["tenant", "export", "moving-target", "-o"])
+                .arg(&archive)
+                .env("BULKHEAD_URL", url)
+                .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        })
+    };
+    // Once the archive has grown past its header, the tenant is deleted and made again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&archive).map_or(0, |m| m.len()) < 256 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export never wrote"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    admin.delete_tenant(&tid("moving-target")).await.unwrap();
+    create_tenant(&admin, "moving-target", "premium").await;
+    data.create_record(&items(), &json!({"id": "zz-later", "title": "LATER"}))
+        .await
+        .unwrap();
+    data.create_record(&common::notes(), &json!({"title": "LATER"}))
+        .await
+        .unwrap();
+    let (ok, out) = export.await.unwrap();
+    assert!(!ok, "the export fails: {out}");
+    assert!(
+        out.contains("deleted while it was exported") || out.contains("tenant_not_found"),
+        "{out}"
+    );
+    assert!(!archive.exists(), "no archive of two lives is left: {out}");
+}

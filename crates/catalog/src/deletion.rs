@@ -45,7 +45,14 @@ const DRAIN_WAIT: Duration = Duration::from_secs(10);
 impl Catalog {
     /// `DELETE /v1/tenants/{id}`: ends the tenant's current life and purges its storage
     /// before answering. A tenant already `deleting` (its deleter died) is finished here.
-    pub async fn delete_tenant(&self, ctx: &Ctx, id: &TenantId) -> Result<(), Error> {
+    /// With `only`, only that life: when the id names another by now (the tenant was deleted
+    /// and re-created meanwhile), `409 tenant_life_ended` and nothing is touched.
+    pub async fn delete_tenant(
+        &self,
+        ctx: &Ctx,
+        id: &TenantId,
+        only: Option<&Incarnation>,
+    ) -> Result<(), Error> {
         self.authorize(
             ctx,
             ControlAction::DeleteTenants,
@@ -56,7 +63,7 @@ impl Catalog {
         let _schema = self.lock_schema().await?;
         let now = self.inner().clock.now();
         let event = self.event(ctx, "tenant.delete", id.as_str(), Some(id), None);
-        let tenant = id.clone();
+        let (tenant, only) = (id.clone(), only.cloned());
         let refused = |e: Error| {
             if e.code == "tenant_moving" {
                 self.audit_denied(
@@ -76,6 +83,15 @@ impl Catalog {
                 store.write(|tx| {
                     let (current, placement) =
                         read_tenant(tx, &tenant)?.ok_or_else(tenant_not_found)?;
+                    if let Some(only) = only
+                        && only != placement.incarnation
+                    {
+                        return Err(crate::curator::ended(&crate::Life {
+                            tenant: tenant.clone(),
+                            incarnation: only,
+                        })
+                        .into());
+                    }
                     match current.status {
                         TenantStatus::Moving => {
                             return Err(Error::conflict(

@@ -63,6 +63,14 @@ impl Catalog {
                 request.collection.as_str(),
             )
             .await?;
+        if let Some(life) = &request.incarnation
+            && life != &handle.scope().placement().incarnation
+        {
+            return Err(crate::curator::ended(&crate::Life {
+                tenant: tenant.clone(),
+                incarnation: life.clone(),
+            }));
+        }
         let collection = request.collection.clone();
         handle
             .fenced(&collection, || self.restore_in(&handle, &request))

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use bulkhead_api::{CreateTenant, RestoreRecords};
 use bulkhead_client::{Client, ClientError};
 use bulkhead_core::schema::FieldSpec;
-use bulkhead_core::{CollectionName, FieldName, TenantId, TierName};
+use bulkhead_core::{CollectionName, FieldName, Incarnation, TenantId, TierName};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -117,18 +117,42 @@ pub(crate) async fn export(
         engine,
         exported_at: bulkhead_core::time::Clock::now(&bulkhead_core::time::SystemClock)
             .to_rfc3339(),
-        collections: collections.clone(),
+        collections,
     };
+    // An archive that could not be finished is removed: a file is either whole or absent.
+    let end = match write_archive(client, id, &tenant.placement.incarnation, &header, file).await {
+        Ok(end) => end,
+        Err(e) => {
+            let _ = std::fs::remove_file(file);
+            return Err(e);
+        }
+    };
+    let total: u64 = end.records.values().sum();
+    out.show(
+        &serde_json::json!({"tenant": id, "file": file.display().to_string(), "records": end.records}),
+        |_| format!("exported {total} records of tenant {id} to {}", file.display()),
+    )
+}
+
+/// Writes the archive of `id`'s life `life` to `file`: the header, each collection's records
+/// as they stream in, and the end line; fails if the tenant's life changed meanwhile.
+async fn write_archive(
+    client: &Client,
+    id: &TenantId,
+    life: &Incarnation,
+    header: &Header,
+    file: &Path,
+) -> anyhow::Result<End> {
     let written =
         std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(written), Compression::default());
-    serde_json::to_writer(&mut gz, &header)?;
+    serde_json::to_writer(&mut gz, header)?;
     gz.write_all(b"\n")?;
     let data = client.with_tenant(id.clone());
     let bar = spinner("exporting");
     let mut hasher = Sha256::new();
     let mut counts = BTreeMap::new();
-    for c in &collections {
+    for c in &header.collections {
         let prefix = format!("{{\"collection\":\"{}\",\"record\":", c.name);
         let mut n = 0u64;
         data.export_each(&c.name, None, |record| {
@@ -141,8 +165,22 @@ pub(crate) async fn export(
             bar.inc(1);
             Ok(())
         })
-        .await?;
+        .await
+        .with_context(|| format!("exporting collection {} of tenant {id}", c.name))?;
         counts.insert(c.name.clone(), n);
+    }
+    // Each collection's stream stays in one life of the tenant; the same life before and
+    // after all of them means the archive holds that one life only.
+    let after = match client.get_tenant(id).await {
+        Ok(now) => Some(now.placement.incarnation),
+        Err(ClientError::Api { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if after.as_ref() != Some(life) {
+        bail!(
+            "tenant {id} was deleted while it was exported (its life {life} ended): the archive would not be one tenant's, so {} was removed",
+            file.display()
+        );
     }
     let end = End {
         records: counts,
@@ -153,11 +191,7 @@ pub(crate) async fn export(
     let inner = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
     inner.sync_all()?;
     bar.finish_and_clear();
-    let total: u64 = end.records.values().sum();
-    out.show(
-        &serde_json::json!({"tenant": id, "file": file.display().to_string(), "records": end.records}),
-        |_| format!("exported {total} records of tenant {id} to {}", file.display()),
-    )
+    Ok(end)
 }
 
 /// What the first pass found in an archive.
@@ -282,7 +316,7 @@ pub(crate) async fn import(
         Err(ClientError::Api { status: 404, .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    client
+    let created = client
         .create_tenant(&CreateTenant {
             id: id.clone(),
             name: header.name.clone(),
@@ -290,14 +324,21 @@ pub(crate) async fn import(
             labels: Default::default(),
         })
         .await?;
+    // Every write names the life this import created: if the tenant is deleted (and maybe
+    // re-created by someone else) meanwhile, nothing reaches the other life.
+    let life = created.placement.incarnation;
     let total: u64 = end.records.values().sum();
-    let restored = restore_all(client, file, &id, total).await;
+    let restored = restore_all(client, file, &id, &life, total).await;
     if let Err(e) = restored {
-        // Nothing half-done: the tenant the import made goes again.
-        let _ = client.delete_tenant(&id).await;
-        return Err(e.context(format!(
-            "import into {id} failed; the tenant was removed again"
-        )));
+        // Nothing half-done: the tenant the import made goes again (that life only).
+        return Err(match client.delete_tenant_life(&id, &life).await {
+            Ok(()) => e.context(format!(
+                "import into {id} failed; the tenant was removed again"
+            )),
+            Err(gone) => e.context(format!(
+                "import into {id} failed; the tenant it created was not removed ({gone})"
+            )),
+        });
     }
     out.show(
         &serde_json::json!({"tenant": id, "records": end.records}),
@@ -314,6 +355,7 @@ async fn restore_all(
     client: &Client,
     file: &Path,
     id: &TenantId,
+    life: &Incarnation,
     total: u64,
 ) -> anyhow::Result<()> {
     let bar = ProgressBar::new(total);
@@ -364,12 +406,13 @@ async fn restore_all(
                 bar.inc(done??);
             }
         }
-        let (client, id) = (client.clone(), id.clone());
+        let (client, id, life) = (client.clone(), id.clone(), life.clone());
         inflight.spawn(async move {
             let n = records.len() as u64;
             let request = RestoreRecords {
                 collection,
                 records,
+                incarnation: Some(life),
             };
             client.restore_records(&id, &request).await?;
             Ok::<u64, ClientError>(n)

@@ -282,6 +282,20 @@ impl Client {
         self.send(Method::DELETE, url, None, None).await.map(drop)
     }
 
+    /// `DELETE /v1/tenants/{id}?incarnation=…`: deletes only that life of the tenant; when
+    /// the id names another by now, `409 tenant_life_ended` and nothing is deleted.
+    pub async fn delete_tenant_life(
+        &self,
+        id: &TenantId,
+        incarnation: &bulkhead_core::Incarnation,
+    ) -> Result<(), ClientError> {
+        let url = self.url(
+            &["v1", "tenants", id.as_str()],
+            &[("incarnation", Some(incarnation.as_str().to_owned()))],
+        )?;
+        self.send(Method::DELETE, url, None, None).await.map(drop)
+    }
+
     /// `GET /v1/doctor`: tenant storage no live tenant incarnation owns.
     pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
         self.call(Method::GET, self.url(&["v1", "doctor"], &[])?, None, None)

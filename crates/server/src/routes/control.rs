@@ -242,17 +242,36 @@ async fn cancel_move(
     Ok(axum::Json(state.catalog.cancel_move(&ctx, &id).await?).into_response())
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct DeleteTenantQuery {
+    /// Delete only this life of the tenant (its `placement.incarnation`): when the id names
+    /// another life by now, the answer is `409 tenant_life_ended` and nothing is deleted.
+    #[param(value_type = Option<String>)]
+    incarnation: Option<bulkhead_core::Incarnation>,
+}
+
 #[utoipa::path(
-    delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = TenantId, Path, description = "The tenant's id")),
-    responses((status = 204, description = "Deleted, with its data, keys and storage"))
+    delete, path = "/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = TenantId, Path, description = "The tenant's id"), DeleteTenantQuery),
+    responses(
+        (status = 204, description = "Deleted, with its data, keys and storage"),
+        (status = 409, description = "`tenant_moving`, or `tenant_life_ended` (the id names another life than `incarnation`)", body = bulkhead_api::ErrorBody),
+    )
 )]
 async fn delete_tenant(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Path(tenant): Path<String>,
+    query: Result<Query<DeleteTenantQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
+    let Query(query) = query.map_err(crate::routes::query_error)?;
     let tenant = TenantId::parse(&tenant)?;
-    state.catalog.delete_tenant(&ctx, &tenant).await?;
+    state
+        .catalog
+        .delete_tenant(&ctx, &tenant, query.incarnation.as_ref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

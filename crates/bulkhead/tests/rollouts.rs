@@ -478,6 +478,95 @@ async fn a_second_change_and_a_re_creation_during_a_rollout_leave_every_tenant_o
     }
 }
 
+/// A write that needs what a rollout has not brought to its tenant yet (a new field, a new
+/// collection) does not answer `503 schema_rolling_out`: its tenant's placement goes first,
+/// ahead of the rollout, and the write lands. Single writes and a bulk body, silo and pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_needing_what_a_rollout_has_not_brought_yet_brings_its_tenant_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_ROLLOUT_PARALLELISM", "1")]);
+    let admin = server.admin();
+    admin
+        .put_collection(&notes(), &notes_spec(false))
+        .await
+        .unwrap();
+    let mut creating = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let admin = admin.clone();
+        creating.spawn(async move {
+            for i in 0..25 {
+                tenant(&admin, &format!("silo-{chunk}-{i:02}"), "premium", false).await;
+            }
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.unwrap();
+    }
+    tenant(&admin, "zz-silo", "premium", false).await;
+    tenant(&admin, "zz-pool", "free", false).await;
+    let field = admin
+        .submit_collection(&notes(), &notes_spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    // The new field, on tenants the rollout reaches last.
+    for id in ["zz-silo", "zz-pool"] {
+        admin
+            .with_tenant(tid(id))
+            .create_record(&notes(), &json!({"title": "t", "kind": "new"}))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    // And a bulk body using it, on a tenant the rollout has not reached either.
+    let report = admin
+        .with_tenant(tid("silo-7-24"))
+        .bulk(
+            &notes(),
+            b"{\"title\": \"b\", \"kind\": \"x\"}\n".to_vec(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.created, report.failed), (1, 0), "{report:?}");
+    let meanwhile = admin.get_rollout(&field.id).await.unwrap();
+    assert!(
+        meanwhile.placements_left > 50,
+        "the writes went ahead of the rollout: {meanwhile:?}"
+    );
+    let mut seen = Vec::new();
+    until_done(&admin, &field.id, &mut seen).await;
+    // A new collection, by a bulk body, likewise.
+    let fresh = CollectionName::parse("fresh").unwrap();
+    let added = admin
+        .submit_collection(&fresh, &notes_spec(true))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    for id in ["zz-silo", "zz-pool"] {
+        let report = admin
+            .with_tenant(tid(id))
+            .bulk(
+                &fresh,
+                b"{\"title\": \"a\"}\n{\"title\": \"b\", \"kind\": \"x\"}\n".to_vec(),
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!((report.created, report.failed), (2, 0), "{id}: {report:?}");
+    }
+    let meanwhile = admin.get_rollout(&added.id).await.unwrap();
+    assert!(meanwhile.placements_left > 50, "{meanwhile:?}");
+    let done = until_done(&admin, &added.id, &mut seen).await;
+    assert_eq!(done.placements_failed, 0, "{done:?}");
+    admin
+        .with_tenant(tid("silo-0-00"))
+        .create_record(&fresh, &json!({"title": "t", "kind": "k2"}))
+        .await
+        .unwrap();
+}
+
 /// A rollout paces itself by the latency of its domain's requests (the same controller as a
 /// move's copy): while they are far slower than just before it, it slows down, says why in
 /// `GET /v1/rollouts/{id}`, and still finishes.

@@ -80,10 +80,31 @@ impl Catalog {
         collection: &CollectionName,
         which: BulkResults,
     ) -> Result<BulkSession, Error> {
-        let (scope, ticket) = self
+        let (mut scope, ticket) = self
             .write_scope(ctx, named, "record.bulk", collection.as_str())
             .await?;
         drop(ticket);
+        // A collection (or a version of it) the tenant's placement does not have yet: the
+        // placement goes first (bounded), so the body is read with the newest definition.
+        let behind = match self.definition(collection, scope.placement().schema_version, None) {
+            Ok(there) => self
+                .collection(collection)
+                .is_ok_and(|latest| latest.version > there.version),
+            Err(e) => e.code == "schema_rolling_out",
+        };
+        if behind && self.roll_out_first(&scope).await {
+            let (again, ticket) = self
+                .write_scope_as(
+                    ctx,
+                    named,
+                    "record.bulk",
+                    collection.as_str(),
+                    crate::handle::Admit::Continuation,
+                )
+                .await?;
+            drop(ticket);
+            scope = again;
+        }
         let permission = scope.permission(collection);
         if ![Action::Create, Action::Update, Action::Delete]
             .into_iter()

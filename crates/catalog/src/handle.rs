@@ -355,7 +355,9 @@ impl TenantHandle {
 
     /// Runs `write` (choose the definition, validate, write) until the storage takes it: a
     /// write refused by the schema fence because the collection's table moved to a newer
-    /// definition meanwhile runs again with that definition, at most [`SCHEMA_RETRIES`] times.
+    /// definition meanwhile runs again with that definition, at most [`SCHEMA_RETRIES`] times;
+    /// a write needing a collection or field the placement does not have yet brings the
+    /// placement up first ([`Catalog::roll_out_first`]).
     pub(crate) async fn fenced<T, F, Fut>(
         &self,
         collection: &CollectionName,
@@ -373,6 +375,12 @@ impl TenantHandle {
                 Err(e) if e.code == "schema_rolling_out" && attempt < SCHEMA_RETRIES => {
                     if self.learned.lock().get(collection).copied() != before
                         || self.caught_up(collection).await
+                    {
+                        continue;
+                    }
+                    // Not there yet: this tenant's placement goes first, within a bound.
+                    if self.catalog.roll_out_first(&self.scope).await
+                        && self.caught_up(collection).await
                     {
                         continue;
                     }

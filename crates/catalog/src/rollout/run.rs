@@ -29,6 +29,9 @@ const AUDITED_FAILURES: usize = 20;
 /// A chunk of a wave is this many rounds of the wave's parallelism: what runs under one
 /// holding of the schema lock.
 const CHUNK_ROUNDS: usize = 8;
+/// How long a request for a collection or field its tenant's storage does not have yet waits
+/// for its own placement to be brought up ahead of the rollout ([`Catalog::roll_out_first`]).
+const FIRST_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// A failure ratio is judged only once this many units were tried in the pass.
 const RATIO_AFTER: usize = 10;
 
@@ -533,6 +536,43 @@ impl Catalog {
             schema_version: generation,
             ..placement
         })
+    }
+
+    /// A request needs a collection or field its tenant's placement does not have yet (a
+    /// change is rolling out and has not reached it): that placement is brought to the newest
+    /// schema now, ahead of the rollout, so the request goes on instead of answering
+    /// `503 schema_rolling_out`. Within [`FIRST_WITHIN`]; not for a moving tenant (its move
+    /// brings its target up), nor for another life or placement than the request's, nor
+    /// while a backup runs (beyond the wait). True when the placement is now at the newest
+    /// generation: the caller resolves its tenant again.
+    pub(crate) async fn roll_out_first(&self, scope: &bulkhead_core::access::TenantScope) -> bool {
+        let (tenant, seen) = (scope.tenant().clone(), scope.placement().clone());
+        let run = async {
+            let _schema = self.lock_schema().await.ok()?;
+            let id = tenant.clone();
+            let current = self
+                .blocking(move |store| store.read(|tx| crate::rows::tenants::read_tenant(tx, &id)))
+                .await
+                .ok()??;
+            let (row, placement) = current;
+            if placement.incarnation != seen.incarnation
+                || placement.epoch != seen.epoch
+                || !matches!(
+                    row.status,
+                    bulkhead_core::model::TenantStatus::Active
+                        | bulkhead_core::model::TenantStatus::Suspended
+                )
+            {
+                return None;
+            }
+            tracing::info!(tenant = %tenant, from = placement.schema_version, "a request brings its tenant's placement up ahead of the rollout");
+            self.bring_to_newest_schema(&tenant, placement).await.ok()
+        };
+        let done = matches!(tokio::time::timeout(FIRST_WITHIN, run).await, Ok(Some(_)));
+        if done {
+            self.inner().routes.forget(scope.tenant());
+        }
+        done
     }
 
     /// The schema lock for a chunk of a pass, taken while no backup runs (see

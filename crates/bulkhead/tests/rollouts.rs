@@ -30,6 +30,22 @@ async fn tenant(admin: &Client, id: &str, tier: &str, canary: bool) {
         .unwrap();
 }
 
+/// `chunks × per` premium silo tenants, `silo-{chunk}-{i:02}`, made by `chunks` tasks at once.
+async fn silos(admin: &Client, chunks: usize, per: usize) {
+    let mut creating = tokio::task::JoinSet::new();
+    for chunk in 0..chunks {
+        let admin = admin.clone();
+        creating.spawn(async move {
+            for i in 0..per {
+                tenant(&admin, &format!("silo-{chunk}-{i:02}"), "premium", false).await;
+            }
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.unwrap();
+    }
+}
+
 async fn until_done(admin: &Client, id: &str, seen: &mut Vec<RolloutView>) -> RolloutView {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -326,18 +342,7 @@ async fn tenants_are_created_and_deleted_while_a_long_rollout_runs() {
         .put_collection(&notes(), &notes_spec(false))
         .await
         .unwrap();
-    let mut creating = tokio::task::JoinSet::new();
-    for chunk in 0..8 {
-        let admin = admin.clone();
-        creating.spawn(async move {
-            for i in 0..60 {
-                tenant(&admin, &format!("silo-{chunk}-{i:02}"), "premium", false).await;
-            }
-        });
-    }
-    while let Some(done) = creating.join_next().await {
-        done.unwrap();
-    }
+    silos(&admin, 8, 60).await;
     let rollout = admin
         .submit_collection(&notes(), &notes_spec(true))
         .await
@@ -490,18 +495,7 @@ async fn a_write_needing_what_a_rollout_has_not_brought_yet_brings_its_tenant_fi
         .put_collection(&notes(), &notes_spec(false))
         .await
         .unwrap();
-    let mut creating = tokio::task::JoinSet::new();
-    for chunk in 0..8 {
-        let admin = admin.clone();
-        creating.spawn(async move {
-            for i in 0..25 {
-                tenant(&admin, &format!("silo-{chunk}-{i:02}"), "premium", false).await;
-            }
-        });
-    }
-    while let Some(done) = creating.join_next().await {
-        done.unwrap();
-    }
+    silos(&admin, 8, 25).await;
     tenant(&admin, "zz-silo", "premium", false).await;
     tenant(&admin, "zz-pool", "free", false).await;
     let field = admin

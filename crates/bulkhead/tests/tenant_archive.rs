@@ -14,9 +14,14 @@ use common::{Server, create_tenant, items, key, put_items, put_pg_domain, put_pg
 use serde_json::{Value, json};
 
 fn bulkhead(server: &Server, args: &[&str]) -> (bool, String) {
+    cli(&server.url, args)
+}
+
+/// The CLI as the platform admin against the server at `url`: success, and its output.
+fn cli(url: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(common::binary())
         .args(args)
-        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_URL", url)
         .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
         .output()
         .unwrap();
@@ -341,23 +346,10 @@ async fn an_import_racing_deletion_and_re_creation_never_reaches_the_new_tenant(
         let import = {
             let (url, archive, target) = (server.url.clone(), archive.clone(), target.clone());
             tokio::task::spawn_blocking(move || {
-                let out = std::process::Command::new(common::binary())
-                    .args([
-                        "tenant",
-                        "import",
-                        archive.to_str().unwrap(),
-                        "--as",
-                        &target,
-                    ])
-                    .args(["--tier", tier])
-                    .env("BULKHEAD_URL", url)
-                    .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
-                    .output()
-                    .unwrap();
-                (
-                    out.status.success(),
-                    String::from_utf8_lossy(&out.stdout).into_owned()
-                        + &String::from_utf8_lossy(&out.stderr),
+                let file = archive.to_str().unwrap();
+                cli(
+                    &url,
+                    &["tenant", "import", file, "--as", &target, "--tier", tier],
                 )
             })
         };
@@ -425,18 +417,8 @@ async fn an_export_racing_deletion_and_re_creation_leaves_no_archive() {
     let export = {
         let (url, archive) = (server.url.clone(), archive.clone());
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(common::binary())
-                .args(["tenant", "export", "moving-target", "-o"])
-                .arg(&archive)
-                .env("BULKHEAD_URL", url)
-                .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
+            let file = archive.to_str().unwrap();
+            cli(&url, &["tenant", "export", "moving-target", "-o", file])
         })
     };
     // Once the archive has grown past its header, the tenant is deleted and made again.

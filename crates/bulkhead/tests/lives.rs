@@ -395,7 +395,7 @@ async fn an_open_export_ends_with_an_error_line_when_its_tenant_is_deleted_or_it
     .unwrap();
     let last = last_json_line(&rest);
     assert!(
-        last.contains("invalid_credentials"),
+        last.contains("invalid_credentials") && last.contains("\"status\":401"),
         "a revoked key's export ends with an error line: {}",
         &last[..last.len().min(300)]
     );
@@ -456,7 +456,7 @@ async fn a_platform_keys_export_never_crosses_into_a_re_created_tenant() {
         );
         let last = last_json_line(&rest);
         assert!(
-            last.contains("tenant_not_found"),
+            last.contains("tenant_not_found") && last.contains("\"status\":404"),
             "{id}: the stream ends with an error line, not silently: {}",
             &last[..last.len().min(300)]
         );

@@ -445,4 +445,8 @@ async fn an_export_racing_deletion_and_re_creation_leaves_no_archive() {
         "{out}"
     );
     assert!(!archive.exists(), "no archive of two lives is left: {out}");
+    assert!(
+        !out.contains("HTTP 500"),
+        "a refusal mid-stream keeps its status: {out}"
+    );
 }

@@ -307,7 +307,18 @@ impl Client {
                     continue;
                 }
                 if text.starts_with(b"{\"error\"") {
-                    return Err(ClientError::from_response(500, text, request_id.as_deref()));
+                    // The status the refusal would have had, which the line carries (500 when
+                    // it does not say).
+                    let status = serde_json::from_slice::<serde_json::Value>(text)
+                        .ok()
+                        .and_then(|v| v["error"]["status"].as_u64())
+                        .and_then(|s| u16::try_from(s).ok())
+                        .unwrap_or(500);
+                    return Err(ClientError::from_response(
+                        status,
+                        text,
+                        request_id.as_deref(),
+                    ));
                 }
                 line(text)?;
                 lines += 1;

@@ -490,7 +490,10 @@ export class Records<T extends object> {
         if (!line) continue;
         const value = JSON.parse(line);
         if (value && typeof value === "object" && "error" in value && !("id" in value)) {
-          throw errorFor(500, value, undefined);
+          // The line carries the status the refusal would have had (the response's own
+          // status went out with the first page).
+          const status = typeof value.error?.status === "number" ? value.error.status : 500;
+          throw errorFor(status, value, undefined);
         }
         yield value;
       }
@@ -571,10 +574,13 @@ export class Records<T extends object> {
 }
 
 /** The error a `closed` event carries, typed by its code. */
-function closedError(data: { error?: { code?: string } }): BulkheadError {
+function closedError(data: { error?: { code?: string; status?: number } }): BulkheadError {
   const code = data?.error?.code ?? "closed";
+  // The server says the status (older servers did not: then it is told by the code).
   const status =
-    code === "invalid_credentials" || code === "unauthenticated"
+    typeof data?.error?.status === "number"
+      ? data.error.status
+      : code === "invalid_credentials" || code === "unauthenticated"
       ? 401
       : code.endsWith("_not_found")
         ? 404

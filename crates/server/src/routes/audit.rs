@@ -92,7 +92,8 @@ async fn export_audit(
                     Ok((entries, next)) => Some((Ok(ndjson(&entries)), (None, next))),
                     Err(e) => {
                         let line = serde_json::json!({"error": {
-                            "code": e.code, "message": e.message, "request_id": ctx.request_id
+                            "code": e.code, "message": e.message, "request_id": ctx.request_id,
+                            "status": e.kind.status(),
                         }});
                         Some((Ok(format!("{line}\n").into_bytes()), (None, None)))
                     }

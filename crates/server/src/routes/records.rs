@@ -125,6 +125,7 @@ async fn watch(
                 WatchEvent::Closed { error } => Event::default().event("closed").data(
                     serde_json::json!({"error": {
                         "code": error.code, "message": error.message, "request_id": request_id,
+                        "status": error.kind.status(),
                     }})
                     .to_string(),
                 ),
@@ -207,8 +208,11 @@ async fn export(
                 {
                     Ok((records, next)) => Some((Ok(ndjson(&records)), (None, next, false))),
                     Err(e) => {
+                        // The status line went out with the first page: the line carries the
+                        // status the same refusal would have had.
                         let line = serde_json::json!({"error": {
-                            "code": e.code, "message": e.message, "request_id": request_id
+                            "code": e.code, "message": e.message, "request_id": request_id,
+                            "status": e.kind.status(),
                         }});
                         Some((Ok(format!("{line}\n").into_bytes()), (None, None, true)))
                     }

@@ -373,3 +373,32 @@ pub fn notes_spec(extra: bool) -> bulkhead_api::CollectionSpec {
     }
     serde_json::from_value(json!({ "fields": fields })).unwrap()
 }
+
+/// `lines` records of `items` as an NDJSON bulk body: ids `b0000000`…, titles `{title} {i}`.
+pub fn ndjson(lines: usize, title: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..lines {
+        body.extend_from_slice(
+            format!("{{\"id\": \"b{i:07}\", \"title\": \"{title} {i}\", \"n\": {i}}}\n").as_bytes(),
+        );
+    }
+    body
+}
+
+/// Waits (60 s at most) until move `id` is in `phase`; panics if it ends elsewhere first.
+pub async fn wait_for_phase(admin: &Client, id: &str, phase: bulkhead_core::model::MovePhase) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = admin.get_move(id).await.unwrap();
+        if view.phase == phase {
+            return;
+        }
+        assert!(
+            !view.phase.is_final() || phase.is_final(),
+            "move ended in {} before {phase}",
+            view.phase
+        );
+        assert!(Instant::now() < deadline, "move stuck in {}", view.phase);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

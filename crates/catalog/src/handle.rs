@@ -445,10 +445,24 @@ impl TenantHandle {
         let tenant = self.scope.tenant();
         self.catalog
             .count_query(tenant, budget.examined.get() - before, started.elapsed());
-        if let Err(bulkhead_engine::EngineError::TooExpensive(_)) = &result {
-            self.catalog.count(tenant, &[(Counter::RefusedBudget, 1)]);
+        match result {
+            Ok(found) => Ok(found),
+            Err(e @ bulkhead_engine::EngineError::TooExpensive(_)) => {
+                self.catalog.count(tenant, &[(Counter::RefusedBudget, 1)]);
+                Err(e.into())
+            }
+            Err(e) => Err(self.read_failed(e).await),
         }
-        Ok(result?)
+    }
+
+    /// A read's engine error, unless the tenant's life ended meanwhile: a read racing the
+    /// deletion (whose purge may remove the storage under it) answers `404 tenant_not_found`,
+    /// as a read arriving a moment later does, not an internal error.
+    pub(crate) async fn read_failed(&self, error: bulkhead_engine::EngineError) -> Error {
+        match self.catalog.still_current(&self.scope).await {
+            Err(ended) => ended,
+            Ok(()) => error.into(),
+        }
     }
 
     /// How much work one query may do: the tenant's tier's budget.

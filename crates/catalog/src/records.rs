@@ -345,11 +345,16 @@ async fn visible(
     id: &RecordId,
     rule: Option<&bulkhead_core::query::Predicate>,
 ) -> Result<Record, Error> {
-    tenant
+    let found = match tenant
         .engine()
         .get(tenant.scope(), collection, id)
         .instrument(tracing::info_span!("engine", op = "get"))
-        .await?
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => return Err(tenant.read_failed(e).await),
+    };
+    found
         .filter(|r| rule.is_none_or(|rule| eval::matches(rule, r)))
         .ok_or_else(record_not_found)
 }

@@ -608,31 +608,35 @@ async fn a_rollout_slows_down_while_its_domains_requests_are_slower_than_before_
     neighbour.bulk(&notes(), body, true).await.unwrap();
     // 0: fast reads by id; 1: a full-text search matching thousands; 2: stop.
     let mode = Arc::new(AtomicU8::new(0));
-    let traffic = {
-        let (neighbour, mode) = (neighbour.clone(), Arc::clone(&mode));
-        tokio::spawn(async move {
-            let mut i = 0;
-            loop {
-                match mode.load(Ordering::Relaxed) {
-                    0 => {
-                        let id =
-                            bulkhead_core::RecordId::parse(&format!("r{:05}", i % 1000)).unwrap();
-                        neighbour.get_record(&notes(), &id).await.unwrap();
+    // Four loops, so the pace has enough neighbour requests to judge by even when the searches
+    // are slow (other tests of this binary share the two CPUs).
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let (neighbour, mode) = (neighbour.clone(), Arc::clone(&mode));
+            tokio::spawn(async move {
+                let mut i = 0;
+                loop {
+                    match mode.load(Ordering::Relaxed) {
+                        0 => {
+                            let id = bulkhead_core::RecordId::parse(&format!("r{:05}", i % 1000))
+                                .unwrap();
+                            neighbour.get_record(&notes(), &id).await.unwrap();
+                        }
+                        1 => {
+                            let query = bulkhead_client::ListRecords {
+                                q: Some("t1*".into()),
+                                limit: Some(200),
+                                ..Default::default()
+                            };
+                            neighbour.list_records(&notes(), &query).await.unwrap();
+                        }
+                        _ => return,
                     }
-                    1 => {
-                        let query = bulkhead_client::ListRecords {
-                            q: Some("t1*".into()),
-                            limit: Some(200),
-                            ..Default::default()
-                        };
-                        neighbour.list_records(&notes(), &query).await.unwrap();
-                    }
-                    _ => return,
+                    i += 1;
                 }
-                i += 1;
-            }
+            })
         })
-    };
+        .collect();
     // The baseline: the 10 s before the rollout's pass, mostly fast reads.
     tokio::time::sleep(Duration::from_secs(8)).await;
     mode.store(1, Ordering::Relaxed);
@@ -646,7 +650,9 @@ async fn a_rollout_slows_down_while_its_domains_requests_are_slower_than_before_
     let mut seen = Vec::new();
     let done = until_done(&admin, &rollout.id, &mut seen).await;
     mode.store(2, Ordering::Relaxed);
-    traffic.await.unwrap();
+    for t in traffic {
+        t.await.unwrap();
+    }
     assert_eq!(done.placements_left, 0);
     assert!(done.pace.is_none(), "no pace once done: {done:?}");
     let slowed: Vec<_> = seen

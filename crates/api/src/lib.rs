@@ -278,6 +278,11 @@ pub struct StartMove {
     pub isolation: Option<Isolation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<DomainName>,
+    /// Move only this life of the tenant: when the id names another by now (the tenant was
+    /// deleted and re-created since the caller looked), `409 tenant_life_ended` and nothing
+    /// starts. `bulkhead placement apply` sends the life its plan measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
 }
 
 /// A live move, as `GET /v1/moves/{move}` shows it.

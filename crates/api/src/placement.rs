@@ -3,7 +3,7 @@
 
 use bulkhead_core::model::Isolation;
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId, TierName};
+use bulkhead_core::{DomainName, Incarnation, TenantId, TierName};
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/placement/plan?window_days=&hold_hours=`.
@@ -54,6 +54,8 @@ pub struct HeldMove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedMove {
     pub tenant: TenantId,
+    /// The life of the tenant the plan measured; its load counts only this life's usage.
+    pub incarnation: Incarnation,
     pub tier: TierName,
     pub from: Spot,
     pub to: Spot,

@@ -261,6 +261,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
                 &StartMove {
                     isolation: Some(Isolation::Silo),
                     domain: None,
+                    incarnation: None,
                 },
             )
             .await?;
@@ -293,6 +294,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
                 &StartMove {
                     isolation: Some(to),
                     domain: None,
+                    incarnation: None,
                 },
             )
             .await?;

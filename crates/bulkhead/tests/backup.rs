@@ -86,6 +86,7 @@ async fn a_backup_under_writes_and_a_move_restores_every_acknowledged_write() {
             &StartMove {
                 isolation: Some(Isolation::Silo),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

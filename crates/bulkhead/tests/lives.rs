@@ -75,6 +75,7 @@ async fn deleting_during_a_moves_clean_up_purges_both_copies_and_the_late_clean_
                 &StartMove {
                     isolation: Some(to),
                     domain: None,
+                    incarnation: None,
                 },
             )
             .await

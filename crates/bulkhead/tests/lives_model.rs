@@ -357,6 +357,7 @@ impl World {
                 &StartMove {
                     isolation: Some(isolation),
                     domain: Some(DomainName::parse(&domain).unwrap()),
+                    incarnation: None,
                 },
             )
             .await;

@@ -199,6 +199,7 @@ async fn a_platform_keys_export_never_crosses_into_a_re_created_tenant() {
                             &StartMove {
                                 isolation: Some(Isolation::Silo),
                                 domain: None,
+                                incarnation: None,
                             },
                         )
                         .await

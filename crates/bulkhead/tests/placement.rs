@@ -257,3 +257,115 @@ async fn a_tenant_moved_within_the_hold_is_held() {
         plans.items
     );
 }
+
+/// A plan measures one life of each tenant, and its moves are for that life only. A heavy
+/// tenant is proposed for a silo; it is deleted and re-created under the same id before the
+/// plan is applied. The planned move answers `409 tenant_life_ended` and the new tenant stays
+/// where its tier put it. A fresh plan (and the cost report) counts none of the deleted
+/// life's work, though both lives wrote within the same hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_is_for_the_life_it_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    let (ok, text) = cli(
+        &server,
+        &[
+            "tier",
+            "put",
+            "grow",
+            "--isolation",
+            "pool",
+            "--promote-to",
+            "silo",
+            "--promote-factor",
+            "2",
+        ],
+    );
+    assert!(ok, "{text}");
+    let write = |id: &'static str, writes: usize| {
+        let admin = admin.clone();
+        let server = &server;
+        async move {
+            let client = server.client(&key(&admin, id, TenantRole::Member).await);
+            for i in 0..writes {
+                client
+                    .create_record(&items(), &json!({"title": format!("{id} {i}")}))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    for (id, writes) in [
+        ("quiet-a", 3),
+        ("quiet-b", 3),
+        ("quiet-c", 3),
+        ("heavy", 120),
+    ] {
+        create_tenant(&admin, id, "grow").await;
+        write(id, writes).await;
+    }
+    let old_life = admin
+        .get_tenant(&tid("heavy"))
+        .await
+        .unwrap()
+        .placement
+        .incarnation;
+    let plan = admin
+        .placement_plan(&bulkhead_api::PlanQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(plan.moves.len(), 1, "{plan:?}");
+    let planned = &plan.moves[0];
+    assert_eq!(planned.tenant, tid("heavy"));
+    assert_eq!(planned.incarnation, old_life);
+
+    admin.delete_tenant(&tid("heavy")).await.unwrap();
+    create_tenant(&admin, "heavy", "grow").await;
+    write("heavy", 3).await;
+    let refused = admin
+        .start_move(
+            &tid("heavy"),
+            &bulkhead_api::StartMove {
+                isolation: Some(planned.to.isolation),
+                domain: Some(planned.to.domain.clone()),
+                incarnation: Some(planned.incarnation.clone()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, bulkhead_client::ClientError::Api { status: 409, code, .. } if code == "tenant_life_ended"),
+        "{refused}"
+    );
+    let view = admin.get_tenant(&tid("heavy")).await.unwrap();
+    assert_eq!(view.placement.isolation, Isolation::Pool);
+    assert_ne!(view.placement.incarnation, old_life);
+    assert!(
+        admin
+            .list_moves(&tid("heavy"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // The new life did what the quiet ones did: nothing to promote.
+    let plan = admin
+        .placement_plan(&bulkhead_api::PlanQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(plan.moves, vec![], "{plan:?}");
+    let costs = admin.cost_report(&Default::default()).await.unwrap();
+    let requests = |id: &str| {
+        costs
+            .tenants
+            .iter()
+            .find(|t| t.tenant.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} in {costs:?}"))
+            .requests
+    };
+    assert_eq!(requests("heavy"), requests("quiet-a"), "{costs:?}");
+    assert!(requests("heavy") < 10, "{costs:?}");
+}

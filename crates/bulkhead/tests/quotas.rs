@@ -211,6 +211,7 @@ async fn the_count_is_exact_after_kill_dash_nine_during_ingest_and_after_a_move(
             &StartMove {
                 isolation: Some(Isolation::Silo),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

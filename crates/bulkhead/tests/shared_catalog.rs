@@ -595,6 +595,7 @@ async fn lives_stay_apart_when_one_server_streams_or_moves_and_the_other_deletes
             &bulkhead_api::StartMove {
                 isolation: Some(Isolation::Bridge),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

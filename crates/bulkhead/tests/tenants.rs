@@ -581,6 +581,7 @@ async fn a_move_meeting_a_record_with_nul_fails_naming_it_and_rolls_back() {
             &bulkhead_api::StartMove {
                 isolation: Some(Isolation::Silo),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

@@ -147,6 +147,7 @@ async fn populate(server: &Server) -> Manifest {
             &StartMove {
                 isolation: Some(Isolation::Silo),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

@@ -226,6 +226,7 @@ async fn a_feed_follows_its_tenant_through_live_moves() {
                 &StartMove {
                     isolation: Some(to),
                     domain: None,
+                    incarnation: None,
                 },
             )
             .await

@@ -74,13 +74,16 @@ impl Catalog {
                         })
                         .collect::<crate::store::StoreResult<_>>()?;
                     // Live tenants created before the window's end, with their usage in it
-                    // and their last storage sample of this life in it (or before it).
+                    // of this life (`bucket >= created_at`, see `meter::add_counts`), and
+                    // their last storage sample of this life in it (or before it).
                     let rows = tx.query(
                         "SELECT t.id, t.tier, t.status, t.created_at, p.domain, p.isolation, \
                          COALESCE((SELECT CAST(SUM(u.requests) AS BIGINT) FROM usage u \
-                           WHERE u.tenant_id = t.id AND u.bucket >= ?1 AND u.bucket < ?2), 0), \
+                           WHERE u.tenant_id = t.id AND u.bucket >= ?1 AND u.bucket < ?2 \
+                           AND u.bucket >= t.created_at), 0), \
                          COALESCE((SELECT CAST(SUM(u.query_micros) AS BIGINT) FROM usage u \
-                           WHERE u.tenant_id = t.id AND u.bucket >= ?1 AND u.bucket < ?2), 0), \
+                           WHERE u.tenant_id = t.id AND u.bucket >= ?1 AND u.bucket < ?2 \
+                           AND u.bucket >= t.created_at), 0), \
                          COALESCE((SELECT s.bytes FROM storage_usage s WHERE s.tenant_id = t.id \
                            AND s.sampled_at >= t.created_at AND s.bucket < ?2 \
                            ORDER BY s.bucket DESC LIMIT 1), 0), \

@@ -170,6 +170,9 @@ impl Catalog {
             request_id: String::new(),
             detail: Some(json!({"incarnation": life, "placements": placements}).to_string()),
         };
+        // What this server counted of the life goes to its rows before the id can name
+        // another (`usage` rows are told apart by the life's `created_at`).
+        self.flush_usage().await;
         let (tenant, expected) = (id.clone(), life.clone());
         let (destroyed, purged_at) = (placements.clone(), self.inner().clock.now());
         self.blocking(move |store| {

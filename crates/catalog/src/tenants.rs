@@ -419,7 +419,7 @@ impl Catalog {
                             )
                             .into());
                         }
-                        move_to = Some(tier_name.clone());
+                        move_to = Some((tier_name.clone(), placement.incarnation.clone()));
                     } else {
                         tx.execute("UPDATE tenants SET tier = ?2 WHERE id = ?1", params![tenant.as_str(), tier_name.as_str()])?;
                     }
@@ -439,11 +439,14 @@ impl Catalog {
         })
         .await?;
         match move_to {
-            Some(tier) => {
+            Some((tier, life)) => {
+                // The move is for the life this change read: if the tenant was deleted and
+                // re-created meanwhile, the new life is not moved to the old one's tier.
                 let request = MoveRequest {
                     isolation: None,
                     domain: None,
                     target_tier: Some(tier),
+                    only: Some(life),
                 };
                 Ok(TenantUpdate::Moving(
                     self.begin_move(ctx, id, request).await?,

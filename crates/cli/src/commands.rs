@@ -157,6 +157,7 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
             let request = StartMove {
                 isolation: to.map(Into::into),
                 domain,
+                incarnation: None,
             };
             let started = client.start_move(&id, &request).await?;
             if wait {

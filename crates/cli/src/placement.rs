@@ -179,6 +179,7 @@ async fn apply(
                         &StartMove {
                             isolation: Some(m.to.isolation),
                             domain: Some(m.to.domain.clone()),
+                            incarnation: Some(m.incarnation.clone()),
                         },
                     )
                     .await;

@@ -96,6 +96,7 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
             },
             placed: last_moves.get(&t.id).copied(),
             whole_window: t.created_at <= from,
+            incarnation: t.placement.incarnation,
             id: t.id,
             tier: t.tier,
         })

@@ -24,12 +24,14 @@ use std::collections::BTreeMap;
 use bulkhead_api::{DomainLoad, HeldMove, MoveReason, PlannedMove, Spot, TenantLoad};
 use bulkhead_core::model::{Isolation, TierSpec};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId, TierName};
+use bulkhead_core::{DomainName, Incarnation, TenantId, TierName};
 
 /// An active tenant, where it is, and its load.
 #[derive(Debug, Clone)]
 pub struct TenantState {
     pub id: TenantId,
+    /// The life its load was measured in.
+    pub incarnation: Incarnation,
     pub tier: TierName,
     pub spot: Spot,
     pub load: TenantLoad,
@@ -197,6 +199,7 @@ impl Planner<'_> {
     fn push(&mut self, tenant: &TenantState, to: Spot, reason: MoveReason, detail: String) -> bool {
         let proposal = PlannedMove {
             tenant: tenant.id.clone(),
+            incarnation: tenant.incarnation.clone(),
             tier: tenant.tier.clone(),
             from: self.spots[&tenant.id].clone(),
             to: to.clone(),
@@ -396,6 +399,7 @@ mod tests {
     ) -> TenantState {
         TenantState {
             id: id(name),
+            incarnation: Incarnation::default(),
             tier: TierName::parse(tier).unwrap(),
             spot: Spot {
                 domain: domain(on),

@@ -147,6 +147,7 @@ async fn run_one(shared: &Shared, server: &Server, action: &Action) -> anyhow::R
                     &StartMove {
                         isolation: Some(isolation_value),
                         domain: None,
+                        incarnation: None,
                     },
                 )
                 .await;

@@ -103,6 +103,7 @@ pub async fn start(
             &StartMove {
                 isolation: Some(isolation),
                 domain: domain.map(|d| DomainName::parse(d).unwrap()),
+                incarnation: None,
             },
         )
         .await

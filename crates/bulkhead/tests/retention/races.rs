@@ -263,6 +263,7 @@ async fn a_moving_tenant_waits_for_the_next_pass_and_a_schema_change_is_carried_
             &StartMove {
                 isolation: Some(Isolation::Silo),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

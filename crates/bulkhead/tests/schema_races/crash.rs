@@ -92,6 +92,7 @@ async fn abandoned_change_and_crash(pg: Option<&bulkhead_pg_testkit::PgServer>, 
             &bulkhead_api::StartMove {
                 isolation: Some(Isolation::Pool),
                 domain: None,
+                incarnation: None,
             },
         )
         .await

@@ -113,6 +113,7 @@ async fn change_during_each_move_phase(
                 &StartMove {
                     isolation: Some(to),
                     domain: to_domain.clone(),
+                    incarnation: None,
                 },
             )
             .await

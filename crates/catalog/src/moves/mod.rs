@@ -33,7 +33,7 @@ use bulkhead_core::access::ControlAction;
 use bulkhead_core::error::{Error, ErrorKind};
 use bulkhead_core::model::{Isolation, MovePhase, TenantStatus, TierSpec};
 use bulkhead_core::time::Timestamp;
-use bulkhead_core::{DomainName, TenantId, TierName};
+use bulkhead_core::{DomainName, Incarnation, TenantId, TierName};
 use parking_lot::Mutex;
 
 pub(crate) use gate::{Gates, WriteTicket, tenant_moving};
@@ -148,6 +148,8 @@ pub(crate) struct MoveRequest {
     pub isolation: Option<Isolation>,
     pub domain: Option<DomainName>,
     pub target_tier: Option<TierName>,
+    /// Only this life of the tenant (`409 tenant_life_ended` for another).
+    pub only: Option<Incarnation>,
 }
 
 impl Catalog {
@@ -175,6 +177,7 @@ impl Catalog {
             isolation: request.isolation,
             domain: request.domain,
             target_tier: None,
+            only: request.incarnation,
         };
         self.begin_move(ctx, tenant, request).await
     }
@@ -224,6 +227,15 @@ impl Catalog {
                 }
                 let (current, source) = read_tenant(tx, &tenant_id)?
                     .ok_or_else(|| Error::not_found("tenant_not_found", "tenant not found"))?;
+                if let Some(only) = &request.only
+                    && *only != source.incarnation
+                {
+                    return Err(crate::curator::ended(&crate::Life {
+                        tenant: tenant_id.clone(),
+                        incarnation: only.clone(),
+                    })
+                    .into());
+                }
                 match current.status {
                     TenantStatus::Active => {}
                     TenantStatus::Moving => {

@@ -220,6 +220,13 @@ impl Meter {
     }
 }
 
+/// Adds counts to `usage`, each to its tenant's row of the hour; for a tenant whose current
+/// life began within that hour, to the row starting when it began. So the rows of a life are
+/// those with `bucket >= created_at`, to the microsecond: counts of a deleted life are in the
+/// rows before (its deletion flushes what this server counted before it ends). A count can
+/// cross only if it is flushed after the next life is created: a request of the old life
+/// still settling then, or counts another server sharing the catalog had not flushed yet (it
+/// flushes every two seconds).
 fn add_counts(tx: &dyn Tx, batch: &[((TenantId, i64), Counts)]) -> StoreResult<()> {
     let names = COLUMNS.join(", ");
     let values: Vec<String> = (0..COUNTERS).map(|i| format!("?{}", i + 3)).collect();
@@ -227,8 +234,11 @@ fn add_counts(tx: &dyn Tx, batch: &[((TenantId, i64), Counts)]) -> StoreResult<(
         .iter()
         .map(|c| format!("{c} = usage.{c} + excluded.{c}"))
         .collect();
+    // Queries by hour group by `(bucket / hour) * hour`.
     let sql = format!(
-        "INSERT INTO usage (tenant_id, bucket, {names}) VALUES (?1, ?2, {}) \
+        "INSERT INTO usage (tenant_id, bucket, {names}) VALUES (?1, \
+         COALESCE((SELECT created_at FROM tenants WHERE id = ?1 AND created_at > ?2 \
+         AND created_at < ?2 + {HOUR_MICROS}), ?2), {}) \
          ON CONFLICT (tenant_id, bucket) DO UPDATE SET {}",
         values.join(", "),
         sums.join(", ")

@@ -300,14 +300,21 @@ impl Catalog {
             COLUMNS[Counter::RecordsWritten as usize],
             COLUMNS[Counter::QueryMicros as usize],
         );
+        // Only the current life's: its usage rows (`bucket >= created_at`, see
+        // `meter::add_counts`) and storage sampled since it was created.
         let sums = format!(
-            "SELECT tenant_id, CAST(SUM({requests}) AS BIGINT), CAST(SUM({written}) AS BIGINT), \
-             CAST(SUM({query}) AS BIGINT) FROM usage WHERE bucket >= ?1 AND bucket < ?2 \
-             GROUP BY tenant_id"
+            "SELECT u.tenant_id, CAST(SUM(u.{requests}) AS BIGINT), \
+             CAST(SUM(u.{written}) AS BIGINT), CAST(SUM(u.{query}) AS BIGINT) \
+             FROM usage u JOIN tenants t ON t.id = u.tenant_id \
+             WHERE u.bucket >= ?1 AND u.bucket < ?2 \
+             AND u.bucket >= t.created_at \
+             GROUP BY u.tenant_id"
         );
         let stored = "SELECT s.tenant_id, s.bytes FROM storage_usage s JOIN \
-             (SELECT tenant_id, MAX(bucket) AS b FROM storage_usage \
-              WHERE bucket >= ?1 AND bucket < ?2 GROUP BY tenant_id) l \
+             (SELECT su.tenant_id, MAX(su.bucket) AS b FROM storage_usage su \
+              JOIN tenants t ON t.id = su.tenant_id \
+              WHERE su.bucket >= ?1 AND su.bucket < ?2 AND su.sampled_at >= t.created_at \
+              GROUP BY su.tenant_id) l \
              ON l.tenant_id = s.tenant_id AND l.b = s.bucket";
         self.flush_usage().await;
         self.blocking(move |store| {

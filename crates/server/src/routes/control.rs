@@ -128,7 +128,10 @@ async fn update_tenant(
 #[utoipa::path(
     post, path = "/v1/tenants/{tenant}/moves", tag = "moves", params(("tenant" = TenantId, Path, description = "The tenant's id")),
     request_body = StartMove,
-    responses((status = 202, description = "The move, started", body = MoveView))
+    responses(
+        (status = 202, description = "The move, started", body = MoveView),
+        (status = 409, description = "`move_in_progress`, `already_placed`, `tenant_not_active`, or `tenant_life_ended` (the id names another life than `incarnation`)", body = bulkhead_api::ErrorBody),
+    )
 )]
 async fn start_move(
     State(state): State<AppState>,

@@ -9,19 +9,16 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bulkhead_client::Client;
 use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::Isolation;
 use common::{Server, cli, create_tenant, items, key, put_items, tid};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
-    let admin = server.admin();
-    put_items(&admin).await;
+/// Tier `grow`: pooled tenants, promoted to a silo past twice their pool's mean load.
+fn put_grow_tier(server: &Server) {
     let (ok, text) = cli(
-        &server,
+        server,
         &[
             "tier",
             "put",
@@ -35,24 +32,38 @@ async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
         ],
     );
     assert!(ok, "{text}");
-    let mut clients = Vec::new();
-    for (id, writes) in [
-        ("quiet-a", 3),
-        ("quiet-b", 3),
-        ("quiet-c", 3),
-        ("heavy", 120),
-    ] {
-        create_tenant(&admin, id, "grow").await;
-        let client = server.client(&key(&admin, id, TenantRole::Member).await);
-        for i in 0..writes {
-            client
-                .create_record(&items(), &json!({"title": format!("{id} {i}")}))
-                .await
-                .unwrap();
-        }
-        clients.push(client);
+}
+
+/// `writes` records written by a member of `id`; its client.
+async fn writes(server: &Server, admin: &Client, id: &str, writes: usize) -> Client {
+    let client = server.client(&key(admin, id, TenantRole::Member).await);
+    for i in 0..writes {
+        client
+            .create_record(&items(), &json!({"title": format!("{id} {i}")}))
+            .await
+            .unwrap();
     }
-    let heavy = clients.pop().unwrap();
+    client
+}
+
+/// Three quiet `grow` tenants (3 writes each) and a heavy one (120); the heavy one's client.
+async fn grow_tenants(server: &Server, admin: &Client) -> Client {
+    for id in ["quiet-a", "quiet-b", "quiet-c"] {
+        create_tenant(admin, id, "grow").await;
+        writes(server, admin, id, 3).await;
+    }
+    create_tenant(admin, "heavy", "grow").await;
+    writes(server, admin, "heavy", 120).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_AUDIT_WATCH_SECS", "0")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    put_grow_tier(&server);
+    let heavy = grow_tenants(&server, &admin).await;
 
     let (ok, text) = cli(&server, &["--json", "placement", "plan"]);
     assert!(ok, "{text}");
@@ -180,15 +191,9 @@ async fn a_tenant_moved_within_the_hold_is_held() {
         let (ok, text) = cli(&server, args);
         assert!(ok, "{text}");
     }
-    for (id, writes) in [("quiet-a", 3), ("quiet-b", 3), ("heavy", 60)] {
+    for (id, n) in [("quiet-a", 3), ("quiet-b", 3), ("heavy", 60)] {
         create_tenant(&admin, id, "grow").await;
-        let client = server.client(&key(&admin, id, TenantRole::Member).await);
-        for i in 0..writes {
-            client
-                .create_record(&items(), &json!({"title": format!("{id} {i}")}))
-                .await
-                .unwrap();
-        }
+        writes(&server, &admin, id, n).await;
     }
     // Idle, but created a moment ago: not demoted (it was not there for the window).
     create_tenant(&admin, "newcomer", "shrink").await;
@@ -269,43 +274,8 @@ async fn a_plan_is_for_the_life_it_measured() {
     let server = Server::start(dir.path());
     let admin = server.admin();
     put_items(&admin).await;
-    let (ok, text) = cli(
-        &server,
-        &[
-            "tier",
-            "put",
-            "grow",
-            "--isolation",
-            "pool",
-            "--promote-to",
-            "silo",
-            "--promote-factor",
-            "2",
-        ],
-    );
-    assert!(ok, "{text}");
-    let write = |id: &'static str, writes: usize| {
-        let admin = admin.clone();
-        let server = &server;
-        async move {
-            let client = server.client(&key(&admin, id, TenantRole::Member).await);
-            for i in 0..writes {
-                client
-                    .create_record(&items(), &json!({"title": format!("{id} {i}")}))
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    for (id, writes) in [
-        ("quiet-a", 3),
-        ("quiet-b", 3),
-        ("quiet-c", 3),
-        ("heavy", 120),
-    ] {
-        create_tenant(&admin, id, "grow").await;
-        write(id, writes).await;
-    }
+    put_grow_tier(&server);
+    grow_tenants(&server, &admin).await;
     let old_life = admin
         .get_tenant(&tid("heavy"))
         .await
@@ -323,7 +293,7 @@ async fn a_plan_is_for_the_life_it_measured() {
 
     admin.delete_tenant(&tid("heavy")).await.unwrap();
     create_tenant(&admin, "heavy", "grow").await;
-    write("heavy", 3).await;
+    writes(&server, &admin, "heavy", 3).await;
     let refused = admin
         .start_move(
             &tid("heavy"),

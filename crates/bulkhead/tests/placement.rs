@@ -240,6 +240,16 @@ async fn a_tenant_moved_within_the_hold_is_held() {
     let view = admin.get_tenant(&tid("heavy")).await.unwrap();
     assert_eq!(view.placement.isolation, Isolation::Silo);
 
+    // The hold is the life's: re-created under the id and as heavy again, the tenant is
+    // proposed at once, though its old life moved a moment ago.
+    admin.delete_tenant(&tid("heavy")).await.unwrap();
+    create_tenant(&admin, "heavy", "grow").await;
+    writes(&server, &admin, "heavy", 60).await;
+    let plan = plan_json(&[]);
+    assert_eq!(plan["held"], json!([]), "{plan:#}");
+    assert_eq!(plan["moves"].as_array().unwrap().len(), 1, "{plan:#}");
+    assert_eq!(plan["moves"][0]["tenant"], "heavy");
+
     // A hold out of range names the problem; the plans' audit records the hold.
     let (ok, text) = cli(&server, &["placement", "plan", "--hold-hours", "9000"]);
     assert!(

@@ -94,7 +94,12 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
                 domain: t.placement.domain,
                 isolation: t.placement.isolation,
             },
-            placed: last_moves.get(&t.id).copied(),
+            // Only this life's moves hold it: a tenant re-created under the id of one moved
+            // within the hold is not held for the old life's move.
+            placed: last_moves
+                .get(&t.id)
+                .copied()
+                .filter(|at| *at >= t.created_at),
             whole_window: t.created_at <= from,
             incarnation: t.placement.incarnation,
             id: t.id,

@@ -256,6 +256,24 @@ async fn a_failing_receiver_and_a_kill_lose_nothing_double_nothing_and_keep_each
             ],
             "{t}: in order"
         );
+        // `tenant.created` names the life it began.
+        let life = admin
+            .get_tenant(&tid(t))
+            .await
+            .unwrap()
+            .placement
+            .incarnation;
+        let created = got
+            .iter()
+            .find(|g| g.body["type"] == "tenant.created" && g.body["data"]["tenant"] == t)
+            .unwrap();
+        let detail = &created.body["data"]["detail"];
+        assert_eq!(detail["incarnation"], life.to_string(), "{detail}");
+        assert_eq!(
+            (&detail["tier"], &detail["isolation"]),
+            (&json!("free"), &json!("pool")),
+            "{detail}"
+        );
     }
     let view = admin.get_webhook("billing").await.unwrap();
     assert_eq!((view.pending, view.failures), (0, 0), "{view:?}");

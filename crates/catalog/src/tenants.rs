@@ -187,6 +187,18 @@ impl Catalog {
                         ],
                     )?;
                     write_placement(tx, &req.id, &placement)?;
+                    // The life it begins, as `tenant.delete` names the life it ends: the
+                    // audit log and the `tenant.created` / `tenant.deleted` webhooks pair up.
+                    let mut event = event;
+                    event.detail = Some(
+                        serde_json::json!({
+                            "incarnation": placement.incarnation,
+                            "tier": req.tier,
+                            "isolation": placement.isolation,
+                            "domain": placement.domain,
+                        })
+                        .to_string(),
+                    );
                     crate::rows::audit::insert(tx, &event)?;
                     Ok(Ok((placement, spare)))
                 })

@@ -121,6 +121,20 @@ async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
     assert!(text.contains("\"done\""), "{text}");
     let view = admin.get_tenant(&tid("heavy")).await.unwrap();
     assert_eq!(view.placement.isolation, Isolation::Silo);
+    // The move's start names the life it moved (as its `move.started` webhook does).
+    let started = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some("move.start".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail: Value = serde_json::from_str(started.items[0].detail.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        detail["incarnation"],
+        view.placement.incarnation.to_string(),
+        "{detail}"
+    );
     let all: Vec<String> = heavy
         .export(&items(), None)
         .await

@@ -200,15 +200,8 @@ impl Catalog {
             "isolation": request.isolation,
             "domain": request.domain,
             "tier": request.target_tier,
-        })
-        .to_string();
-        let event = self.event(
-            ctx,
-            "move.start",
-            tenant.as_str(),
-            Some(tenant),
-            Some(detail),
-        );
+        });
+        let event = self.event(ctx, "move.start", tenant.as_str(), Some(tenant), None);
         let (tenant_id, actor, move_id, me) = (
             tenant.clone(),
             ctx.principal.actor().to_owned(),
@@ -296,6 +289,11 @@ impl Catalog {
                     tx.execute("DELETE FROM move_journal WHERE tenant_id = ?1", params![tenant_id.as_str()])?;
                     crate::store::changed(tx, "move", &format!("{move_id}:track"))?;
                 }
+                // The life it moves (a `move.started` webhook names it).
+                let mut detail = detail;
+                detail["incarnation"] = serde_json::json!(source.incarnation);
+                let mut event = event;
+                event.detail = Some(detail.to_string());
                 crate::rows::audit::insert(tx, &event)
             })
         })

@@ -363,3 +363,49 @@ async fn a_plan_is_for_the_life_it_measured() {
     assert_eq!(requests("heavy"), requests("quiet-a"), "{costs:?}");
     assert!(requests("heavy") < 10, "{costs:?}");
 }
+
+/// The automatic mode (`placement apply --every`) runs as a service with a platform key. Once
+/// that key is revoked, every round would be refused: the command stops with the refusal
+/// instead of failing every round for ever.
+#[tokio::test]
+async fn the_automatic_mode_stops_once_its_key_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let created = admin
+        .create_platform_key(&bulkhead_api::CreatePlatformKey {
+            name: "planner".into(),
+            role: bulkhead_core::access::PlatformRole::Admin,
+            expires_in: None,
+        })
+        .await
+        .unwrap();
+    admin.revoke_platform_key(&created.view.id).await.unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .args(["placement", "apply", "--yes", "--every", "1"])
+        .env("BULKHEAD_URL", &server.url)
+        .env("BULKHEAD_TOKEN", &created.key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("placement apply --every still running 30 s after its key was revoked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("invalid_credentials") && err.contains("stops"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bulkhead_api::{MoveReason, PlacementPlan, PlanQuery, PlannedMove, StartMove};
-use bulkhead_client::Client;
+use bulkhead_client::{Client, ClientError};
 use bulkhead_core::DomainName;
 use bulkhead_core::model::MovePhase;
 use clap::Subcommand;
@@ -89,6 +89,16 @@ pub(crate) async fn placement(
             }
             loop {
                 if let Err(e) = round(client, out, &query, per_domain, yes).await {
+                    // A credential refused (revoked, expired, or its role no longer allowed
+                    // to plan or move) stays refused: stop rather than fail every round.
+                    if let Some(ClientError::Api {
+                        status: 401 | 403, ..
+                    }) = e.downcast_ref::<ClientError>()
+                    {
+                        return Err(
+                            e.context("the automatic mode stops: its credential is refused")
+                        );
+                    }
                     eprintln!("placement round: {e:#}");
                 }
                 tokio::time::sleep(Duration::from_secs(minutes * 60)).await;

@@ -256,13 +256,25 @@ async fn a_failing_receiver_and_a_kill_lose_nothing_double_nothing_and_keep_each
             ],
             "{t}: in order"
         );
-        // `tenant.created` names the life it began.
+        // `tenant.created` names the life it began, and the updates the life they changed.
         let life = admin
             .get_tenant(&tid(t))
             .await
             .unwrap()
             .placement
             .incarnation;
+        for kind in ["tenant.suspended", "tenant.updated"] {
+            let event = got
+                .iter()
+                .find(|g| g.body["type"] == kind && g.body["data"]["tenant"] == t)
+                .unwrap();
+            assert_eq!(
+                event.body["data"]["detail"]["incarnation"],
+                life.to_string(),
+                "{kind}: {}",
+                event.body
+            );
+        }
         let created = got
             .iter()
             .find(|g| g.body["type"] == "tenant.created" && g.body["data"]["tenant"] == t)

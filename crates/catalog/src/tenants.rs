@@ -388,8 +388,9 @@ impl Catalog {
             validate_labels(labels)?;
         }
         let now = self.inner().clock.now();
-        let detail = serde_json::to_string(&update).ok();
-        let event = self.event(ctx, "tenant.update", id.as_str(), Some(id), detail);
+        let detail = serde_json::to_value(&update)
+            .map_err(|e| Error::internal().with_message(e.to_string()))?;
+        let event = self.event(ctx, "tenant.update", id.as_str(), Some(id), None);
         let tenant = id.clone();
         let shared = self.is_shared();
         let move_to = self.blocking(move |store| {
@@ -445,6 +446,11 @@ impl Catalog {
                 }
                 tx.execute("UPDATE tenants SET updated_at = ?2 WHERE id = ?1", params![tenant.as_str(), now.as_micros()])?;
                 crate::store::changed(tx, "route", tenant.as_str())?;
+                // The life it changed (its `tenant.updated` / `tenant.suspended` webhooks name it).
+                let mut detail = detail;
+                detail["incarnation"] = serde_json::json!(placement.incarnation);
+                let mut event = event;
+                event.detail = Some(detail.to_string());
                 crate::rows::audit::insert(tx, &event)?;
                 Ok(move_to)
             })

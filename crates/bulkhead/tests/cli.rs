@@ -340,6 +340,59 @@ async fn a_tenant_deleted_and_onboarded_again_under_the_same_id_starts_empty_and
     assert_eq!(created["title"], "after");
 }
 
+/// `tenant move` and `tenant delete` can name the life they are for: a script holding the
+/// incarnation it saw never moves or deletes a tenant someone re-created under the id since.
+#[tokio::test]
+async fn a_move_or_deletion_naming_an_ended_life_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let operator = Cli {
+        cwd: dir.path(),
+        url: server.url.as_str(),
+        token: Some(common::ADMIN_KEY),
+    };
+    let life = |operator: &Cli| {
+        json(&operator.ok("tenant get acme --json"))["placement"]["incarnation"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    operator.ok("tenant create acme --name Acme --tier free");
+    let old = life(&operator);
+    operator.ok("tenant delete acme --yes");
+    operator.ok("tenant create acme --name Acme --tier free");
+    let new = life(&operator);
+    assert_ne!(old, new);
+
+    for command in [
+        format!("tenant move acme --to silo --incarnation {old}"),
+        format!("tenant delete acme --yes --incarnation {old}"),
+    ] {
+        let err = operator.fails(&command);
+        assert!(err.contains("tenant_life_ended"), "{command}: {err}");
+    }
+    let view = json(&operator.ok("tenant get acme --json"));
+    assert_eq!(
+        (view["placement"]["isolation"].as_str(), life(&operator)),
+        (Some("pool"), new.clone())
+    );
+    // A malformed life is a usage error (exit 2) naming the argument; nothing is sent.
+    let bad = operator.run("tenant delete acme --yes --incarnation not-a-life");
+    let err = stderr(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("--incarnation"), "{err}");
+
+    operator.ok(&format!(
+        "tenant move acme --to bridge --incarnation {new} --wait"
+    ));
+    operator.ok(&format!("tenant delete acme --yes --incarnation {new}"));
+    assert!(
+        operator
+            .fails("tenant get acme")
+            .contains("tenant_not_found")
+    );
+}
+
 /// A server started without `BULKHEAD_ADMIN_KEY`, its stdout kept in a file.
 struct FirstStart {
     child: Child,

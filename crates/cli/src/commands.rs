@@ -150,6 +150,7 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
             to,
             domain,
             wait,
+            incarnation,
         } => {
             if to.is_none() && domain.is_none() {
                 bail!("name the target: --to pool|bridge|silo, --domain NAME, or both");
@@ -157,7 +158,7 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
             let request = StartMove {
                 isolation: to.map(Into::into),
                 domain,
-                incarnation: None,
+                incarnation,
             };
             let started = client.start_move(&id, &request).await?;
             if wait {
@@ -173,14 +174,21 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
         TenantCmd::Import { file, rename, tier } => {
             crate::archive::import(client, out, &file, rename, tier).await
         }
-        TenantCmd::Delete { id, yes } => {
+        TenantCmd::Delete {
+            id,
+            yes,
+            incarnation,
+        } => {
             if !yes {
                 bail!(
                     "refusing to delete tenant {id} without --yes: deleting purges every byte of \
                      the tenant's data and cannot be undone"
                 );
             }
-            client.delete_tenant(&id).await?;
+            match &incarnation {
+                Some(life) => client.delete_tenant_life(&id, life).await?,
+                None => client.delete_tenant(&id).await?,
+            }
             out.done("tenant", id.as_str())
         }
     }

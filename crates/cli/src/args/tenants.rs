@@ -1,6 +1,6 @@
 //! Tenants: their lifecycle, moves and API keys.
 
-use bulkhead_core::{DomainName, KeyId, TenantId, TierName};
+use bulkhead_core::{DomainName, Incarnation, KeyId, TenantId, TierName};
 use clap::{Args, Subcommand};
 
 use super::{IsolationArg, ListArgs, TenantRoleArg, TenantStatusArg};
@@ -54,6 +54,10 @@ pub enum TenantCmd {
         /// Follow the move with a progress bar until it ends; exits non-zero if it rolls back.
         #[arg(long)]
         wait: bool,
+        /// Move only this life of the tenant (its `placement.incarnation`): if the id names
+        /// another by now, the move is refused (409 tenant_life_ended) and nothing starts.
+        #[arg(long, value_parser = Incarnation::parse)]
+        incarnation: Option<Incarnation>,
     },
     /// List a tenant's moves, newest first.
     Moves {
@@ -97,6 +101,11 @@ pub enum TenantCmd {
         /// Confirm that every byte of the tenant's data is to be purged.
         #[arg(long)]
         yes: bool,
+        /// Delete only this life of the tenant (its `placement.incarnation`): if the id names
+        /// another by now (deleted and created again meanwhile), nothing is deleted (409
+        /// tenant_life_ended).
+        #[arg(long, value_parser = Incarnation::parse)]
+        incarnation: Option<Incarnation>,
     },
 }
 

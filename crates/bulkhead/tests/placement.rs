@@ -314,6 +314,20 @@ async fn a_plan_is_for_the_life_it_measured() {
     let planned = &plan.moves[0];
     assert_eq!(planned.tenant, tid("heavy"));
     assert_eq!(planned.incarnation, old_life);
+    // Its audit entry (and `placement.planned` webhook) names the life too.
+    let audited = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some("placement.plan".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail: Value = serde_json::from_str(audited.items[0].detail.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        detail["moves"][0]["incarnation"],
+        old_life.to_string(),
+        "{detail}"
+    );
 
     admin.delete_tenant(&tid("heavy")).await.unwrap();
     create_tenant(&admin, "heavy", "grow").await;

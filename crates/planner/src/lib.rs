@@ -121,7 +121,7 @@ pub async fn plan(catalog: &Catalog, ctx: &Ctx, query: &PlanQuery) -> Result<Pla
         "held": plan.held.iter().map(|h| h.proposal.tenant.as_str()).collect::<Vec<_>>(),
         "tenants": tenants.len(),
         "moves": plan.moves.iter().map(|m| serde_json::json!({
-            "tenant": m.tenant, "reason": m.reason, "to": m.to,
+            "tenant": m.tenant, "incarnation": m.incarnation, "reason": m.reason, "to": m.to,
         })).collect::<Vec<_>>(),
     });
     let event = door.event(

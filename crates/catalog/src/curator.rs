@@ -536,14 +536,8 @@ pub(crate) fn forget_cold(
 }
 
 /// `409 tenant_life_ended`: the life a job worked for is over.
-pub fn ended(life: &Life) -> Error {
-    Error::conflict(
-        "tenant_life_ended",
-        format!(
-            "tenant '{}' of incarnation {} no longer exists",
-            life.tenant, life.incarnation
-        ),
-    )
+fn ended(life: &Life) -> Error {
+    crate::rows::tenants::life_ended(&life.tenant, &life.incarnation)
 }
 
 fn busy(life: &Life) -> Error {

@@ -86,10 +86,7 @@ impl Catalog {
                     if let Some(only) = only
                         && only != placement.incarnation
                     {
-                        return Err(crate::curator::ended(&crate::Life {
-                            tenant: tenant.clone(),
-                            incarnation: only,
-                        })
+                        return Err(crate::rows::tenants::life_ended(&tenant, &only)
                         .into());
                     }
                     match current.status {

@@ -66,10 +66,7 @@ impl Catalog {
         if let Some(life) = &request.incarnation
             && life != &handle.scope().placement().incarnation
         {
-            return Err(crate::curator::ended(&crate::Life {
-                tenant: tenant.clone(),
-                incarnation: life.clone(),
-            }));
+            return Err(crate::rows::tenants::life_ended(tenant, life));
         }
         let collection = request.collection.clone();
         handle

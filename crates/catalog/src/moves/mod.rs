@@ -223,10 +223,7 @@ impl Catalog {
                 if let Some(only) = &request.only
                     && *only != source.incarnation
                 {
-                    return Err(crate::curator::ended(&crate::Life {
-                        tenant: tenant_id.clone(),
-                        incarnation: only.clone(),
-                    })
+                    return Err(crate::rows::tenants::life_ended(&tenant_id, only)
                     .into());
                 }
                 match current.status {

@@ -13,6 +13,15 @@ pub(crate) fn tenant_not_found() -> Error {
     Error::not_found("tenant_not_found", "tenant not found")
 }
 
+/// `409 tenant_life_ended`: the id no longer names life `incarnation` of `tenant` (a job or a
+/// request for that life finds it deleted, maybe re-created).
+pub(crate) fn life_ended(tenant: &TenantId, incarnation: &Incarnation) -> Error {
+    Error::conflict(
+        "tenant_life_ended",
+        format!("tenant '{tenant}' of incarnation {incarnation} no longer exists"),
+    )
+}
+
 const TENANT_COLUMNS: &str = "t.id, t.name, t.tier, t.status, t.labels, t.created_at, t.updated_at, \
      p.domain, p.isolation, p.namespace, p.write_state, p.epoch, p.schema_version, p.incarnation";
 

@@ -46,6 +46,19 @@ async fn writes(server: &Server, admin: &Client, id: &str, writes: usize) -> Cli
     client
 }
 
+/// The JSON detail of the newest audit entry with `action`.
+async fn latest_audit_detail(admin: &Client, action: &str) -> Value {
+    let entries = admin
+        .list_audit(&bulkhead_api::AuditQuery {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail = entries.items[0].detail.as_deref();
+    serde_json::from_str(detail.unwrap_or_else(|| panic!("{action} has no detail"))).unwrap()
+}
+
 /// Three quiet `grow` tenants (3 writes each) and a heavy one (120); the heavy one's client.
 async fn grow_tenants(server: &Server, admin: &Client) -> Client {
     for id in ["quiet-a", "quiet-b", "quiet-c"] {
@@ -122,14 +135,7 @@ async fn a_heavy_pooled_tenant_is_promoted_live_with_nothing_lost() {
     let view = admin.get_tenant(&tid("heavy")).await.unwrap();
     assert_eq!(view.placement.isolation, Isolation::Silo);
     // The move's start names the life it moved (as its `move.started` webhook does).
-    let started = admin
-        .list_audit(&bulkhead_api::AuditQuery {
-            action: Some("move.start".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let detail: Value = serde_json::from_str(started.items[0].detail.as_deref().unwrap()).unwrap();
+    let detail = latest_audit_detail(&admin, "move.start").await;
     assert_eq!(
         detail["incarnation"],
         view.placement.incarnation.to_string(),
@@ -315,14 +321,7 @@ async fn a_plan_is_for_the_life_it_measured() {
     assert_eq!(planned.tenant, tid("heavy"));
     assert_eq!(planned.incarnation, old_life);
     // Its audit entry (and `placement.planned` webhook) names the life too.
-    let audited = admin
-        .list_audit(&bulkhead_api::AuditQuery {
-            action: Some("placement.plan".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let detail: Value = serde_json::from_str(audited.items[0].detail.as_deref().unwrap()).unwrap();
+    let detail = latest_audit_detail(&admin, "placement.plan").await;
     assert_eq!(
         detail["moves"][0]["incarnation"],
         old_life.to_string(),

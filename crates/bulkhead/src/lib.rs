@@ -6,16 +6,21 @@
 //! - [`serve`]: [`serve::open`] opens a data directory into a [`serve::Node`] (catalog and the
 //!   HTTP state to hand to `bulkhead_server::serve`), and [`serve::run`] is `bulkhead serve`.
 //!
+//! - [`logging`]: the process's log (stderr through a writer thread that never holds a request,
+//!   OTLP traces when configured), installed by `bulkhead serve`.
+//!
 //! The `bulkhead-bench` crate (crates/bench) uses exactly these to run its in-process server.
 //! Everything else — `domains` (the `EngineFactory` mapping a domain's engine kind to a
-//! concrete engine), `identity` (JWT issuers as the catalog's identity providers) and
-//! `private` (umask, data-directory permissions, open-files limit) — stays private.
+//! concrete engine), `identity` (JWT issuers as the catalog's identity providers),
+//! `telemetry` (the OTLP exporter) and `private` (umask, data-directory permissions,
+//! open-files limit) — stays private.
 
 pub mod backup;
 pub mod config;
+pub mod logging;
 pub mod serve;
-pub mod telemetry;
 
 mod domains;
 mod identity;
 mod private;
+mod telemetry;

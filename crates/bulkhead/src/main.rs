@@ -66,49 +66,14 @@ fn grammar() -> clap::Command {
     })
 }
 
-/// Logs to stderr (text or JSON), and traces to an OTLP collector when one is configured.
-fn init_logging(config: &config::Config) -> anyhow::Result<Option<bulkhead::telemetry::Traces>> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let fmt = match config.log_format {
-        config::LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
-        config::LogFormat::Text => fmt.boxed(),
-    };
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
-    match &config.otlp_endpoint {
-        Some(endpoint) => {
-            let (otel, traces) = bulkhead::telemetry::layer(endpoint)?;
-            registry.with(otel).init();
-            Ok(Some(traces))
-        }
-        None => {
-            registry.init();
-            Ok(None)
-        }
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let admin_key = std::env::var("BULKHEAD_ADMIN_KEY").ok();
             let config = config::Config::load(&args, cli.options.data_dir.as_deref(), admin_key)?;
-            let traces = init_logging(&config)?;
+            let logging = bulkhead::logging::init(&config)?;
             let served = serve::run(config).await;
-            if let Some(traces) = traces {
-                tokio::task::spawn_blocking(move || traces.shutdown()).await?;
-            }
+            tokio::task::spawn_blocking(move || logging.shutdown()).await?;
             served
         }
         Command::Backup(cmd) => bulkhead::backup::run(&cli.options, cmd).await,

@@ -1,7 +1,8 @@
 //! `GET /metrics`: requests by route template, method, status class and isolation model;
 //! the heaviest tenants each on their own and the rest as `_other`, so the number of series
 //! stays bounded with 10,000 tenants; who may scrape (the metrics token, platform admins and
-//! operators; not tenants, not anonymous callers); and the separate metrics listener.
+//! operators; not tenants, not anonymous callers); the separate metrics listener; and log
+//! lines dropped, not requests held, when stderr's reader stops reading.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -244,4 +245,109 @@ async fn with_ten_thousand_tenants_the_series_stay_bounded() {
         s.len()
     );
     eprintln!("{} samples, {} bytes with {n} tenants", s.len(), text.len());
+}
+
+/// A server whose stderr nobody reads (a full pipe: a stalled log shipper, `bulkhead serve 2>&1
+/// | a-reader-that-stopped`) keeps answering: its log lines wait in a bounded buffer, then are
+/// dropped and counted, never holding a request; once the reader is back it is told how many
+/// it missed. Before, every request stopped at its log line as soon as the pipe's 64 KiB were
+/// full, about 360 requests in, and the server answered nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_log_reader_holds_no_request_and_its_missed_lines_are_counted() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    /// Killed however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(common::binary())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("BULKHEAD_ADMIN_KEY", common::ADMIN_KEY)
+        // A line for every request.
+        .env("BULKHEAD_LOG", "info")
+        .env_remove("BULKHEAD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and not read until the end: the pipe fills and stays full.
+    let mut stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+    let admin = Client::new(&url, common::ADMIN_KEY).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin.health().await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // More lines than the buffer holds (`bulkhead::logging::BUFFERED_LINES`), each request
+    // with a deadline of its own.
+    let requests = bulkhead::logging::BUFFERED_LINES + 4_000;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (admin, next) = (admin.clone(), std::sync::Arc::clone(&next));
+        workers.spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                tokio::time::timeout(Duration::from_secs(10), admin.health())
+                    .await
+                    .expect("a request was held by the log")
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+    let s = samples(&admin.metrics().await.unwrap());
+    let dropped = value(&s, "bulkhead_log_lines_dropped_total");
+    assert!(dropped > 0.0, "{dropped} lines dropped");
+    // The reader comes back: the lines buffered arrive, then a warning naming the missed ones.
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 64 * 1024];
+        let mut text = String::new();
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            if text.contains("log lines dropped") {
+                let _ = lines.send(text);
+                break;
+            }
+        }
+    });
+    let text = read
+        .recv_timeout(Duration::from_secs(40))
+        .expect("no warning about the dropped lines");
+    let warning = text
+        .lines()
+        .find(|l| l.contains("log lines dropped"))
+        .unwrap();
+    assert!(
+        warning.contains("WARN") && warning.contains("total="),
+        "{warning}"
+    );
+    assert!(
+        text.matches("request done").count() >= bulkhead::logging::BUFFERED_LINES / 2,
+        "the buffered lines were written once the reader was back"
+    );
 }

@@ -180,6 +180,24 @@ impl prometheus_client::encoding::EncodeMetric for RequestHistograms {
     }
 }
 
+/// Reads how many log lines this process dropped (see [`count_log_drops`]).
+type LogDrops = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The process's log writer, which drops lines when stderr's reader falls behind (the
+/// `bulkhead` binary's logging). One per process, as the log itself is.
+static LOG_DROPS: std::sync::OnceLock<LogDrops> = std::sync::OnceLock::new();
+
+/// Has `/metrics` report `bulkhead_log_lines_dropped` from `read`. The first call wins: the
+/// process has one log.
+pub fn count_log_drops(read: LogDrops) {
+    let _ = LOG_DROPS.set(read);
+}
+
+/// Log lines dropped so far by this process (0 when its log drops nothing).
+fn log_lines_dropped() -> u64 {
+    LOG_DROPS.get().map_or(0, |read| read())
+}
+
 /// Who may scrape, and how many tenants get series of their own.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -460,6 +478,13 @@ fn render(http: &HttpMetrics, observed: &Observed) -> Result<String, std::fmt::E
         "audit_dropped",
         "Audit events dropped because the queue was full (each drop is logged in the audit)",
         dropped,
+    );
+    let log_dropped = Counter::<u64>::default();
+    log_dropped.inc_by(log_lines_dropped());
+    registry.register(
+        "log_lines_dropped",
+        "Log lines dropped because stderr's reader did not keep up (requests are never held for the log)",
+        log_dropped,
     );
     let moves = Family::<Phase, Gauge>::default();
     for (phase, n) in &observed.moves {

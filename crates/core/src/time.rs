@@ -19,12 +19,22 @@ impl Timestamp {
         self.0
     }
 
-    /// Parses an RFC 3339 timestamp with any offset; returns `None` when it is not one or is
-    /// out of the representable range.
+    /// The earliest time Bulkhead keeps: 0000-01-01T00:00:00Z.
+    pub const EARLIEST: Timestamp = Timestamp(-62_167_219_200_000_000);
+    /// The latest: 9999-12-31T23:59:59.999999Z.
+    pub const LATEST: Timestamp = Timestamp(253_402_300_799_999_999);
+
+    /// Parses an RFC 3339 timestamp with any offset; returns `None` when it is not one, or when
+    /// its UTC form falls outside the years 0000 to 9999 ([`Timestamp::EARLIEST`] to
+    /// [`Timestamp::LATEST`]): an offset could otherwise take a valid text to year -1 or
+    /// 10000, whose canonical text would not parse again.
     pub fn parse_rfc3339(raw: &str) -> Option<Self> {
         let parsed = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
         let micros = parsed.unix_timestamp_nanos() / 1_000;
-        i64::try_from(micros).ok().map(Timestamp)
+        i64::try_from(micros)
+            .ok()
+            .map(Timestamp)
+            .filter(|t| (Self::EARLIEST..=Self::LATEST).contains(t))
     }
 
     /// RFC 3339 in UTC with exactly six fractional digits, so text order equals time order.
@@ -179,6 +189,49 @@ mod tests {
             proptest::prop_assert_eq!(&text, &expected);
             proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&text).unwrap(), t);
         }
+    }
+
+    proptest::proptest! {
+        /// Whatever parses — any date of years 0000 to 9999 with any offset up to ±23:59 — is
+        /// within the kept range and its canonical text parses back to it, so an answer never
+        /// holds a time a write of it would refuse.
+        #[test]
+        fn any_time_that_parses_round_trips_through_its_text(
+            year in 0u32..=9999, month in 1u32..=12, day in 1u32..=28,
+            hour in 0u32..=23, minute in 0u32..=59, second in 0u32..=59,
+            east in proptest::bool::ANY, off_h in 0u32..=23, off_m in 0u32..=59,
+        ) {
+            let sign = if east { '+' } else { '-' };
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{sign}{off_h:02}:{off_m:02}"
+            );
+            if let Some(t) = Timestamp::parse_rfc3339(&text) {
+                proptest::prop_assert!((Timestamp::EARLIEST..=Timestamp::LATEST).contains(&t));
+                proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+            } else {
+                // Refused only when the offset takes it out of the years 0000 to 9999.
+                proptest::prop_assert!(year == 0 || year == 9999, "{} refused", text);
+            }
+        }
+    }
+
+    #[test]
+    fn times_an_offset_takes_out_of_years_0000_to_9999_are_refused() {
+        for text in [
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+            "0000-01-01T00:00:00+00:01",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(text), None, "{text}");
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("9999-12-31T23:59:59.999999Z"),
+            Some(Timestamp::LATEST)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("0000-01-01T00:00:00Z"),
+            Some(Timestamp::EARLIEST)
+        );
     }
 
     #[test]

@@ -498,3 +498,127 @@ async fn a_tenant_flooding_a_postgres_domain_holds_only_its_share_of_the_pool() 
         }
     }
 }
+
+/// Values at the edges of 64 bits and of the years 0000 to 9999 get the same answer on every
+/// engine and model, never a 500:
+/// - a sum past `i64::MAX`, or a float sum or average past `f64::MAX`, is
+///   `422 out_of_range` (SQLite raised "integer overflow", a 500, and summed floats to
+///   infinity, answered as `null`, which reads as "no value");
+/// - a timestamp an offset takes past 9999 or before 0000 is refused on write, as a filter
+///   refuses it (it was stored, then answered in a form a write of it refused);
+/// - a restore refuses a version past 2^53 − 1; a record restored at that version is read
+///   and deleted, and a change of it is `422 out_of_range` (it panicked on an overflow).
+#[tokio::test]
+async fn values_at_the_edges_get_the_same_answer_on_every_engine() {
+    let Some(pg) = bulkhead_pg_testkit::require("postgres_edges") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
+    common::put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
+    let spec = serde_json::from_value(json!({"fields": {
+        "title": {"type": "text", "required": true},
+        "n": {"type": "integer"},
+        "score": {"type": "float"},
+        "due": {"type": "timestamp"}
+    }}))
+    .unwrap();
+    admin.put_collection(&items(), &spec).await.unwrap();
+    let max_version = bulkhead_core::record::Record::MAX_VERSION;
+    for (tenant, tier) in [
+        ("edge-pool", "free"),
+        ("edge-silo", "premium"),
+        ("edge-pg", "pg-pool"),
+    ] {
+        create_tenant(&admin, tenant, tier).await;
+        let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
+        for (id, n) in [("big", i64::MAX), ("one", 1)] {
+            client
+                .create_record(
+                    &items(),
+                    &json!({"id": id, "title": "t", "n": n, "score": 1e308}),
+                )
+                .await
+                .unwrap();
+        }
+        for (op, field) in [("sum", "n"), ("sum", "score"), ("avg", "score")] {
+            let request: AggregateRequest =
+                serde_json::from_value(json!({"metrics": [{"op": op, "field": field}]})).unwrap();
+            let err = client.aggregate(&items(), &request).await.unwrap_err();
+            assert_eq!(
+                (err.status(), err.code()),
+                (Some(422), Some("out_of_range")),
+                "{tenant} {op}({field}): {err}"
+            );
+        }
+        // Within range, the same sums answer.
+        let request: AggregateRequest = serde_json::from_value(
+            json!({"filter": "n = 1", "metrics": [{"op": "sum", "field": "n"}, {"op": "sum", "field": "score"}]}),
+        )
+        .unwrap();
+        let page = client.aggregate(&items(), &request).await.unwrap();
+        let group = serde_json::to_value(&page.groups[0]).unwrap();
+        assert_eq!(group["sum_n"], json!(1), "{tenant}: {group}");
+        assert_eq!(group["sum_score"], json!(1e308), "{tenant}: {group}");
+
+        for due in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            let err = client
+                .create_record(&items(), &json!({"title": "t", "due": due}))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(400), "{tenant} {due}: {err}");
+            assert!(err.to_string().contains("due"), "{tenant}: {err}");
+        }
+        let at = "9999-12-31T23:59:59+00:00";
+        let kept = client
+            .create_record(&items(), &json!({"title": "t", "due": at}))
+            .await
+            .unwrap();
+        assert_eq!(
+            kept["due"],
+            json!("9999-12-31T23:59:59.000000Z"),
+            "{tenant}"
+        );
+
+        let restore = |version: i64| bulkhead_api::RestoreRecords {
+            collection: items(),
+            records: vec![json!({
+                "id": "restored", "title": "t", "version": version,
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+            })],
+            incarnation: None,
+        };
+        let err = admin
+            .restore_records(&tid(tenant), &restore(max_version + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (Some(400), Some("invalid_record")),
+            "{tenant}: {err}"
+        );
+        admin
+            .restore_records(&tid(tenant), &restore(max_version))
+            .await
+            .unwrap();
+        let restored = rid("restored");
+        let read = client.get_record(&items(), &restored).await.unwrap();
+        assert_eq!(read["version"], json!(max_version), "{tenant}");
+        let err = client
+            .patch_record(&items(), &restored, &json!({"title": "u"}), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (Some(422), Some("out_of_range")),
+            "{tenant}: {err}"
+        );
+        client
+            .delete_record(&items(), &restored, None)
+            .await
+            .unwrap();
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}

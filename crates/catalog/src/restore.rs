@@ -91,8 +91,11 @@ impl Catalog {
             let version = pre
                 .version
                 .ok_or_else(|| bad(line, "version is required"))?;
-            if version < 1 {
-                return Err(bad(line, "version must be at least 1"));
+            if !(1..=Record::MAX_VERSION).contains(&version) {
+                return Err(bad(
+                    line,
+                    format!("version must be from 1 to {}", Record::MAX_VERSION),
+                ));
             }
             records.push(Record {
                 id,

@@ -48,6 +48,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// The largest version a record may have: 2^53 − 1, the largest integer a JavaScript
+    /// client (the TypeScript SDK, a browser) reads exactly. A restore refuses a version past
+    /// it; from a version at most this, no count of updates reaches `i64::MAX`.
+    pub const MAX_VERSION: i64 = (1 << 53) - 1;
+
+    /// The version a change of this record gets, or `None` once the record is at
+    /// [`Record::MAX_VERSION`] (only reachable through a restore made before the limit).
+    pub fn next_version(&self) -> Option<i64> {
+        self.version
+            .checked_add(1)
+            .filter(|next| *next <= Self::MAX_VERSION)
+    }
+
     /// The record as definition `newer` of its collection would hold it, when it was written
     /// with `older`: the fields `newer` added take their defaults, as `ALTER TABLE … ADD
     /// COLUMN … DEFAULT` gives the rows already in a table. A default that does not fit its

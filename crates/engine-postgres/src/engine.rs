@@ -163,7 +163,9 @@ impl PgEngine {
         fields: bulkhead_core::record::Fields,
     ) -> Result<Record, PgError> {
         let now = self.clock.now();
-        let version = current.version + 1;
+        let version = current
+            .next_version()
+            .ok_or_else(|| bulkhead_engine::version_out_of_range(&current))?;
         execute(
             tx,
             &sql.update(&current.id, now, version, &fields),

@@ -128,6 +128,10 @@ impl From<PgError> for EngineError {
                         Some(name) => EngineError::UniqueViolation(unique_field(name)),
                         None => EngineError::Storage(db.to_string()),
                     },
+                    // A sum of integers cast back to bigint, or of floats, past 64 bits.
+                    c if *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE => {
+                        EngineError::OutOfRange(bulkhead_engine::SUM_OUT_OF_RANGE.into())
+                    }
                     c if *c == SqlState::DISK_FULL => {
                         EngineError::StorageFull(db.message().to_owned())
                     }

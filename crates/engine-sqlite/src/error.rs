@@ -54,6 +54,10 @@ impl From<StorageError> for EngineError {
                     (_, Some(msg)) if msg.starts_with("no such table") => {
                         EngineError::PlacementMissing(msg)
                     }
+                    // `sum()` past a 64-bit integer.
+                    (_, Some(msg)) if msg == "integer overflow" => {
+                        EngineError::OutOfRange(bulkhead_engine::SUM_OUT_OF_RANGE.into())
+                    }
                     (_, msg) => EngineError::Storage(format!("{e}: {}", msg.unwrap_or_default())),
                 }
             }

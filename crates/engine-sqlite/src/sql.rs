@@ -637,10 +637,17 @@ impl<'a> RecordSql<'a> {
         }
         let mut metrics = Vec::with_capacity(plan.metrics.len());
         for (i, m) in plan.metrics.iter().enumerate() {
-            metrics.push(from_sql(
-                m.value_type(),
-                row.get_ref(plan.groups.len() + i)?,
-            )?);
+            let value = from_sql(m.value_type(), row.get_ref(plan.groups.len() + i)?)?;
+            // SQLite sums floats past f64::MAX to infinity, which JSON cannot carry (it would
+            // read as "no value"); PostgreSQL refuses the same sum.
+            if let Some(FieldValue::Float(f)) = &value
+                && !f.is_finite()
+            {
+                return Err(
+                    EngineError::OutOfRange(bulkhead_engine::SUM_OUT_OF_RANGE.into()).into(),
+                );
+            }
+            metrics.push(value);
         }
         Ok(bulkhead_engine::GroupRow { key, metrics })
     }

@@ -91,7 +91,9 @@ pub(crate) fn replace(
     fields: Fields,
     now: Timestamp,
 ) -> Result<Record, StorageError> {
-    let version = current.version + 1;
+    let version = current
+        .next_version()
+        .ok_or_else(|| bulkhead_engine::version_out_of_range(&current))?;
     let (text, params) = sql.update(&current.id, now, version, &fields);
     tx.prepare_cached(&text)?
         .execute(params_from_iter(params))?;

@@ -26,6 +26,11 @@ pub enum EngineError {
     TooExpensive(BudgetHit),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A value is beyond what 64 bits hold: a sum or average (see [`SUM_OUT_OF_RANGE`]), or
+    /// the version of a record restored at [`bulkhead_core::record::Record::MAX_VERSION`].
+    /// The text is the client's message.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The disk (or filesystem) under the placement is full: nothing was written.
     #[error("storage is full: {0}")]
     StorageFull(String),
@@ -98,6 +103,9 @@ impl From<EngineError> for Error {
                 "this tenant's storage is being brought to the collection's new definition; \
                  retry shortly (Retry-After)",
             ),
+            EngineError::OutOfRange(message) => {
+                Error::new(ErrorKind::Unprocessable, "out_of_range", message.clone())
+            }
             EngineError::StorageFull(detail) => {
                 tracing::warn!(error = %detail, "storage full");
                 Error::new(
@@ -117,6 +125,19 @@ impl From<EngineError> for Error {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// The message of a sum or average past 64 bits, alike on every engine.
+pub const SUM_OUT_OF_RANGE: &str = "a sum or average is beyond what a 64-bit integer or float \
+     holds; narrow the query with a filter, or aggregate a float field";
+
+/// The refusal to change a record at the largest version a record may have.
+pub fn version_out_of_range(record: &bulkhead_core::record::Record) -> EngineError {
+    EngineError::OutOfRange(format!(
+        "record {} is at version {}, the largest a record may have: it can be read and \
+         deleted, not changed",
+        record.id, record.version
+    ))
+}
 
 fn unique_message(field: Option<&FieldName>) -> String {
     match field {

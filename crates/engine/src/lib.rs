@@ -12,7 +12,7 @@ mod error;
 mod query;
 pub mod sql;
 
-pub use error::{BudgetHit, EngineError, EngineResult};
+pub use error::{BudgetHit, EngineError, EngineResult, SUM_OUT_OF_RANGE, version_out_of_range};
 pub use query::{AggregateQuery, Examined, GroupRow, Hit, Keyset, ListQuery, QueryBudget};
 
 use async_trait::async_trait;

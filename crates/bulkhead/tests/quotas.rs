@@ -1,6 +1,7 @@
 //! Storage quotas: a tier's `max_records` refuses what would pass it with `507
 //! quota_exceeded` naming the limit and the use — a single write, concurrent writes (which
-//! never pass it together), a bulk (only the lines past it fail) — in every model, while
+//! never pass it together), a bulk (only the lines past it fail; an upsert of a record that
+//! exists adds none, as a `PUT` of it adds none) — in every model, while
 //! reads and deletes go on. The count is exact without a count per write: after `kill -9`
 //! during ingest, after a restart and after a move it equals a real count.
 #![allow(clippy::unwrap_used)]
@@ -141,6 +142,39 @@ async fn writes_past_max_records_are_refused_in_every_model_and_reads_and_delete
         let view = quota(&client).await;
         assert_eq!((view.records, view.max_records), (10, Some(10)), "{model}");
         assert_eq!(real_count(&client).await, 10, "{model}");
+        // At the limit, a bulk upsert of records that exist replaces them (as a `PUT` of
+        // them does); one of a record that does not exist fails alone, as often as named.
+        let upserts = |lines: &[&str]| -> Vec<u8> {
+            lines
+                .iter()
+                .flat_map(|id| {
+                    format!(
+                        "{{\"op\":\"upsert\",\"id\":\"{id}\",\"record\":{{\"title\":\"u\"}}}}\n"
+                    )
+                    .into_bytes()
+                })
+                .collect()
+        };
+        let report = client
+            .bulk(&items(), upserts(&["r5", "new1", "b0", "new1"]), false)
+            .await
+            .unwrap();
+        let statuses: Vec<u16> = report.results.iter().map(|l| l.status).collect();
+        assert_eq!(statuses, [200, 507, 200, 507], "{model}: {report:?}");
+        // With room for one: the first new record lands, its second line replaces it, the
+        // next new one fails.
+        client
+            .delete_record(&items(), &RecordId::parse("r5").unwrap(), None)
+            .await
+            .unwrap();
+        let report = client
+            .bulk(&items(), upserts(&["b1", "m0", "m0", "m1"]), false)
+            .await
+            .unwrap();
+        let statuses: Vec<u16> = report.results.iter().map(|l| l.status).collect();
+        assert_eq!(statuses, [200, 201, 200, 507], "{model}: {report:?}");
+        assert_eq!(real_count(&client).await, 10, "{model}");
+        assert_eq!(quota(&client).await.records, 10, "{model}");
     }
     // Refusals are metered as quota refusals.
     let usage = admin

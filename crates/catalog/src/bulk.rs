@@ -16,6 +16,7 @@ use bulkhead_engine::{BulkOp, BulkOutcome, EngineError};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::quota::Adds;
 use crate::{Catalog, Ctx};
 
 /// Operations per transaction of a bulk request.
@@ -196,11 +197,25 @@ impl Catalog {
                 return None;
             }
         };
-        // The storage quota: the records past what fits fail alone, before the engine.
-        let adds = ops.iter().filter(|op| !op.removes()).count() as u64;
-        let (hold, allowed) = match self.quota_admit(scope, engine, adds, adds > 0).await {
-            Ok(Some((hold, allowed))) => (Some(hold), allowed),
-            Ok(None) => (None, adds),
+        // The storage quota: the records past what fits fail alone, before the engine. An
+        // upsert of a record that exists adds none (as a `PUT` of it adds none); which do is
+        // read only when the chunk would not fit were every upsert a new record.
+        let worst = ops.iter().filter(|op| !op.removes()).count() as u64;
+        let admitted = match self
+            .bulk_adding(scope, engine, collection, &ops, worst)
+            .await
+        {
+            Ok(adding) => {
+                let adds = adding.iter().filter(|a| **a == Adds::Yes).count() as u64;
+                self.quota_admit(scope, engine, adds, worst > 0)
+                    .await
+                    .map(|held| (held, adding, adds))
+            }
+            Err(error) => Err(error),
+        };
+        let (hold, allowed, adding, adds) = match admitted {
+            Ok((Some((hold, allowed)), adding, adds)) => (Some(hold), allowed, adding, adds),
+            Ok((None, adding, adds)) => (None, adds, adding, adds),
             Err(error) => {
                 ticket.after(&collection.name, ids.iter()).await;
                 for (line, id) in numbers {
@@ -213,9 +228,15 @@ impl Catalog {
         if allowed < adds {
             let error = self.quota_refused(scope).await;
             let (mut kept_ops, mut kept_numbers, mut admitted) = (Vec::new(), Vec::new(), 0);
-            for (op, number) in ops.into_iter().zip(numbers) {
-                let adding = !op.removes();
+            let mut refused_ids = std::collections::HashSet::new();
+            for ((op, number), adds) in ops.into_iter().zip(numbers).zip(adding) {
+                let adding = match adds {
+                    Adds::Yes => true,
+                    Adds::No => false,
+                    Adds::AsEarlier => refused_ids.contains(op.id()),
+                };
                 if adding && admitted >= allowed {
+                    refused_ids.insert(op.id().clone());
                     refused.push(failed(number.0, number.1, &error));
                     continue;
                 }

@@ -12,7 +12,7 @@
 //! The counters are this server's: with a shared catalog each server counts its own writes
 //! on top of its own exact count (documented in docs/usage.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bulkhead_core::StorageKey;
@@ -20,7 +20,8 @@ use bulkhead_core::error::{Error, ErrorKind};
 use parking_lot::Mutex;
 
 use bulkhead_core::access::TenantScope;
-use bulkhead_engine::Engine;
+use bulkhead_core::schema::Collection;
+use bulkhead_engine::{BulkOp, Engine};
 
 use crate::Catalog;
 use crate::usage::Counter;
@@ -50,6 +51,16 @@ struct Books {
     /// The last storage sample's bytes and records, and the records added since.
     sampled: Option<(u64, u64)>,
     added_since_sample: i64,
+}
+
+/// Whether a line of a bulk chunk adds a record (see [`Catalog::bulk_adding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Adds {
+    No,
+    Yes,
+    /// A later line for a record an earlier line of the chunk adds: it adds one only if
+    /// that line was refused.
+    AsEarlier,
 }
 
 /// A write's hold on its tenant's quota, from before it goes to the engine until it is
@@ -216,6 +227,59 @@ impl Catalog {
             },
             allowed,
         )))
+    }
+
+    /// Which of a bulk chunk's `ops` add a record ([`Adds`]): creates, and upserts of a record
+    /// that does not exist; an upsert of a record an earlier line of the chunk adds adds one
+    /// only if that line is refused. Records are read only
+    /// when the tier limits them and the chunk's `worst` case (every upsert a new record)
+    /// would not fit beside what the tenant has and what writes in flight hold; otherwise
+    /// every op that does not remove a record counts, as before. An upsert whose record is
+    /// deleted by another request between this read and the write adds one the deletion
+    /// freed.
+    pub(crate) async fn bulk_adding(
+        &self,
+        scope: &TenantScope,
+        engine: &dyn Engine,
+        collection: &Collection,
+        ops: &[BulkOp],
+        worst: u64,
+    ) -> Result<Vec<Adds>, Error> {
+        let every = || {
+            ops.iter()
+                .map(|op| if op.removes() { Adds::No } else { Adds::Yes })
+                .collect()
+        };
+        let Some(max) = self.tier_limits(scope.tier()).await?.max_records else {
+            return Ok(every());
+        };
+        let quota = self.inner().quotas.of(scope.storage_key());
+        self.count_once(scope, engine, &quota).await?;
+        let fits = {
+            let books = quota.books.lock();
+            books.records.unwrap_or(0) + books.reserved + worst <= max
+        };
+        if fits || !ops.iter().any(|op| matches!(op, BulkOp::Upsert(_))) {
+            return Ok(every());
+        }
+        let mut added = HashSet::new();
+        let mut adding = Vec::with_capacity(ops.len());
+        for op in ops {
+            adding.push(match op {
+                BulkOp::Create(r) if !added.insert(r.id.clone()) => Adds::AsEarlier,
+                BulkOp::Create(_) => Adds::Yes,
+                BulkOp::Upsert(r) if added.contains(&r.id) => Adds::AsEarlier,
+                BulkOp::Upsert(r) => match engine.get(scope, collection, &r.id).await? {
+                    Some(_) => Adds::No,
+                    None => {
+                        added.insert(r.id.clone());
+                        Adds::Yes
+                    }
+                },
+                BulkOp::Delete(_) | BulkOp::Retire { .. } => Adds::No,
+            });
+        }
+        Ok(adding)
     }
 
     /// The refusal of a write past `scope`'s tenant's quota, naming the limit and the use.

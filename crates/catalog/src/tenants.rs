@@ -30,15 +30,22 @@ use crate::store::{malformed, params};
 use crate::{Catalog, Ctx};
 
 /// The filters of a tenant listing, checked: `q` is at most
-/// [`MAX_TENANT_SEARCH_CHARS`] characters (an empty one matches every tenant).
+/// [`MAX_TENANT_SEARCH_CHARS`] characters (an empty one matches every tenant) and holds no
+/// NUL, which no tenant id or name holds (SQLite's text matching would stop reading at it).
 fn tenant_filter(query: &TenantListQuery) -> Result<TenantFilter, Error> {
-    if let Some(q) = &query.q
-        && q.chars().count() > MAX_TENANT_SEARCH_CHARS
-    {
-        return Err(Error::bad_request(
-            "invalid_filter",
-            format!("q must be at most {MAX_TENANT_SEARCH_CHARS} characters"),
-        ));
+    if let Some(q) = &query.q {
+        if q.chars().count() > MAX_TENANT_SEARCH_CHARS {
+            return Err(Error::bad_request(
+                "invalid_filter",
+                format!("q must be at most {MAX_TENANT_SEARCH_CHARS} characters"),
+            ));
+        }
+        if q.contains('\0') {
+            return Err(Error::bad_request(
+                "invalid_filter",
+                format!("q: {}", bulkhead_core::query::parse::NUL_REFUSED),
+            ));
+        }
     }
     Ok(TenantFilter {
         search: query.q.clone().filter(|q| !q.is_empty()),

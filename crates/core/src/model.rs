@@ -458,6 +458,13 @@ pub fn validate_labels(labels: &Labels) -> Result<(), Error> {
                 format!("label {key:?}: value longer than 256 bytes"),
             ));
         }
+        // A PostgreSQL catalog cannot store a NUL; no label needs a control character.
+        if value.chars().any(char::is_control) {
+            return Err(Error::bad_request(
+                "invalid_labels",
+                format!("label {key:?}: value must be printable text (no control characters)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -486,6 +493,19 @@ mod tests {
     fn field_of(err: Error) -> String {
         assert_eq!(err.code, "invalid_domain");
         err.message.split(':').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn label_values_are_printable_text() {
+        let labels = |value: &str| -> Labels { [("plan".to_owned(), value.to_owned())].into() };
+        assert!(validate_labels(&labels("gold, eu-west / 2")).is_ok());
+        assert!(validate_labels(&labels("")).is_ok());
+        // A PostgreSQL catalog cannot store a NUL; no label needs a control character.
+        for bad in ["a\u{0}b", "tab\there", "line\n", "\u{7f}"] {
+            let err = validate_labels(&labels(bad)).unwrap_err();
+            assert_eq!(err.code, "invalid_labels", "{bad:?}");
+            assert!(err.message.contains("\"plan\""), "{}", err.message);
+        }
     }
 
     #[test]

@@ -89,6 +89,27 @@ impl Catalog {
                 })
             })
             .collect();
+        // The rule is typed against the collections it narrows as they are now, so a rule that
+        // names what they do not have is refused here rather than on every use: it must fit
+        // each collection the token names, or (a token over every collection) at least one.
+        if let Some(rule) = &request.rule {
+            let collections = self.collections_snapshot();
+            let checks: Vec<Result<(), Error>> = named
+                .iter()
+                .filter_map(|name| {
+                    let collection = collections.get(name)?;
+                    Some(scope.permission(name).check_rule(rule, collection))
+                })
+                .collect();
+            let fits_one = checks.iter().any(Result::is_ok);
+            for check in checks {
+                if let Err(e) = check
+                    && (request.collections.is_some() || !fits_one)
+                {
+                    return Err(e);
+                }
+            }
+        }
         if !lacking.is_empty() {
             return Err(Error::bad_request(
                 "token_exceeds_parent",

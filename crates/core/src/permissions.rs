@@ -418,6 +418,27 @@ impl Permission {
         &self.hidden
     }
 
+    /// Whether `rule`, a narrowing asked for a token of this caller, fits `collection` as it
+    /// is now (typed as [`Permission::rule`] types it at each use): a rule that would refuse
+    /// every use of the token is `400 invalid_rule` when the token is asked for.
+    pub fn check_rule(&self, rule: &str, collection: &Collection) -> Result<(), Error> {
+        let expr = parse_rule(rule)?;
+        let Some(bound) = bind(&expr, &self.user) else {
+            return Ok(());
+        };
+        query::check::check_filter(&bound, collection)
+            .map(|_| ())
+            .map_err(|e| {
+                Error::bad_request(
+                    "invalid_rule",
+                    format!(
+                        "the rule does not fit collection '{}': {}",
+                        collection.name, e.message
+                    ),
+                )
+            })
+    }
+
     /// The record rules, bound to the caller and typed against the full collection (a rule
     /// may read fields the role cannot see), as one predicate. `None` when no rule applies.
     /// A rule whose variables have no value for this caller matches nothing; a rule that no

@@ -128,6 +128,40 @@ async fn tenant_tokens_only_narrow_and_die_with_their_parent() {
     );
     assert_eq!(expect_err(browser.list_members(&tid("acme")).await).0, 403);
 
+    // A rule that does not fit what the token names is refused when asked for, not on every
+    // use: a field the collection lacks, a comparison of the wrong type, `tenant_id` (not a
+    // field; the token's tenant is its parent's). Over every collection, a rule must fit
+    // one of them (`n` is a field of items, not of deals).
+    for (collections, rule, named) in [
+        (Some(&["items"][..]), "tenant_id = \"globex\"", "tenant_id"),
+        (Some(&["items"][..]), "nope = 1", "nope"),
+        (Some(&["items"][..]), "n = \"five\"", "n is an integer"),
+        (Some(&["items", "deals"][..]), "n > 5", "deals"),
+        (None, "nope = 1", "nope"),
+    ] {
+        let (status, code) = expect_err(
+            member
+                .mint_token(&mint(&[Action::Read], collections, Some(rule)))
+                .await,
+        );
+        assert_eq!((status, code.as_str()), (400, "invalid_rule"), "{rule}");
+        let err = member
+            .mint_token(&mint(&[Action::Read], collections, Some(rule)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(named), "{rule}: {err}");
+    }
+    let over_all = member
+        .mint_token(&mint(&[Action::Read], None, Some("n > 5")))
+        .await
+        .unwrap();
+    let over_all = env.server.client(&over_all.token);
+    let page = over_all
+        .list_records(&items(), &ListRecords::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+
     // A token that may write does so on every write path, within its rule.
     let writer = member
         .mint_token(&mint(

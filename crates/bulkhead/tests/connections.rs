@@ -327,3 +327,35 @@ async fn requests_refused_below_the_router_get_a_whole_answer_then_a_closed_conn
     }
     server.admin().health().await.unwrap();
 }
+
+/// An HTTP/2 client with prior knowledge (its preface over plain TCP) gets HTTP/2's own
+/// refusal: an empty SETTINGS frame, then GOAWAY with `HTTP_1_1_REQUIRED` (0xd), then the
+/// connection closes. It used to be closed without a byte. HTTP/1.1 goes on as before.
+#[tokio::test]
+async fn an_http2_client_is_told_in_http2_to_use_http_1_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        // The client's own SETTINGS frame, as a real client sends it.
+        s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.len() >= 9 + 9 + 8, "{answer:?}");
+    // SETTINGS: empty, stream 0.
+    assert_eq!(answer[..9], [0, 0, 0, 0x4, 0, 0, 0, 0, 0], "{answer:?}");
+    // GOAWAY on stream 0: last stream 0, error code HTTP_1_1_REQUIRED.
+    let goaway = &answer[9..];
+    let length = usize::from(goaway[1]) << 8 | usize::from(goaway[2]);
+    assert_eq!((goaway[3], &goaway[5..9]), (0x7, &[0u8, 0, 0, 0][..]));
+    assert_eq!(goaway.len(), 9 + length, "{answer:?}");
+    assert_eq!(goaway[9..17], [0, 0, 0, 0, 0, 0, 0, 0xd], "{answer:?}");
+    server.admin().health().await.unwrap();
+}

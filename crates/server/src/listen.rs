@@ -16,6 +16,9 @@
 //!   (no handler ever sees such a request).
 //! - Shutdown stops accepting, asks every connection to finish its request in flight, and
 //!   waits for them.
+//! - A client speaking HTTP/2 with prior knowledge (its connection preface over plain TCP)
+//!   gets HTTP/2's own refusal, a GOAWAY with `HTTP_1_1_REQUIRED`, rather than a closed
+//!   connection without a byte.
 //! - With a TLS configuration every connection is TLS: its handshake must finish within
 //!   `header_timeout` too; one that fails is closed.
 
@@ -85,11 +88,18 @@ pub async fn serve(
         let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             let served = match tls {
-                None => {
-                    watcher
-                        .watch(connection(stream, service, header_timeout))
-                        .await
-                }
+                None => match first_bytes(&stream, header_timeout).await {
+                    First::Http2 => {
+                        refuse_http2(stream).await;
+                        Ok(())
+                    }
+                    First::Nothing => Ok(()),
+                    First::Http1 => {
+                        watcher
+                            .watch(connection(stream, service, header_timeout))
+                            .await
+                    }
+                },
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
@@ -114,6 +124,63 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The start of the preface an HTTP/2 client sends first over plain TCP ("prior knowledge",
+/// RFC 9113 §3.3); no HTTP/1.1 request of this API starts so.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection's first bytes say, looked at without reading them.
+enum First {
+    Http1,
+    /// The start of an HTTP/2 preface.
+    Http2,
+    /// Nothing within the header timeout (or the connection closed): it is closed, as hyper
+    /// would close it.
+    Nothing,
+}
+
+async fn first_bytes(stream: &tokio::net::TcpStream, header_timeout: Duration) -> First {
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n >= 3 && HTTP2_PREFACE.starts_with(&first[..n]) => First::Http2,
+        Ok(Ok(n)) if n > 0 => First::Http1,
+        // A peek that fails is left to hyper, which reads the same error.
+        Ok(Err(_)) => First::Http1,
+        Ok(Ok(_)) | Err(_) => First::Nothing,
+    }
+}
+
+/// Answers an HTTP/2 client in its own protocol that this server speaks HTTP/1.1 only: an
+/// empty SETTINGS frame and a GOAWAY with `HTTP_1_1_REQUIRED` (RFC 9113 §7), which clients
+/// such as curl take as a cue to retry over HTTP/1.1. Hyper alone closed such a connection
+/// without a byte, which read as a crash.
+async fn refuse_http2(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const WAIT: Duration = Duration::from_secs(1);
+    // What the client sent is read first, so closing does not reset the connection before the
+    // client has read the answer.
+    let mut preface = [0u8; 24];
+    let _ = tokio::time::timeout(WAIT, stream.read(&mut preface)).await;
+    let debug = b"this server speaks HTTP/1.1 only";
+    let mut frames = Vec::with_capacity(9 + 9 + 8 + debug.len());
+    // SETTINGS: length 0, type 0x4, no flags, stream 0.
+    frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    // GOAWAY: type 0x7, stream 0; last stream 0, error HTTP_1_1_REQUIRED (0xd), debug text.
+    let length = u32::try_from(8 + debug.len()).unwrap_or(8).to_be_bytes();
+    frames.extend_from_slice(&[length[1], length[2], length[3], 0x7, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0xd]);
+    frames.extend_from_slice(debug);
+    let _ = tokio::time::timeout(WAIT, async {
+        stream.write_all(&frames).await?;
+        stream.shutdown().await?;
+        // Until the client closes its side (or the wait ends), whatever else it sends is read
+        // and dropped.
+        let mut rest = [0u8; 1024];
+        while stream.read(&mut rest).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// The client's address as text (audit records name the source), written once per

@@ -97,6 +97,19 @@ async fn traffic(server: &Server) -> (Expected, Expected) {
         let none = globex.get_record(&items(), &missing).await.unwrap_err();
         assert_eq!(none.status(), Some(404));
     }
+    // Requests naming a tenant that does not exist are usage of no tenant: no row is kept for
+    // the id they named (rows of ids that never were used to pile up, one per typo).
+    for path in [
+        "/v1/tenants/ghost",
+        "/v1/tenants/ghost/moves",
+        "/v1/tenants/ghost/archives",
+    ] {
+        let answer = admin
+            .raw(bulkhead_client::Method::GET, path, None, None)
+            .await
+            .unwrap();
+        assert!(answer.status >= 400, "{path}: {}", answer.status);
+    }
     let theirs = Expected {
         requests: 4,
         ..Expected::default()
@@ -106,6 +119,10 @@ async fn traffic(server: &Server) -> (Expected, Expected) {
 
 async fn check(admin: &Client, acme: &Expected, globex: &Expected) {
     let hours = all(admin, &UsageQuery::default(), 1000).await;
+    assert!(
+        hours.iter().all(|p| p.tenant.as_str() != "ghost"),
+        "{hours:?}"
+    );
     assert_eq!(&sum(&hours, "acme"), acme);
     assert_eq!(&sum(&hours, "globex"), globex);
     for p in &hours {

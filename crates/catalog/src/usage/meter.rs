@@ -226,7 +226,9 @@ impl Meter {
 /// rows before (its deletion flushes what this server counted before it ends). A count can
 /// cross only if it is flushed after the next life is created: a request of the old life
 /// still settling then, or counts another server sharing the catalog had not flushed yet (it
-/// flushes every two seconds).
+/// flushes every two seconds). Counts of an id no tenant has (a platform request naming a
+/// tenant that does not exist, or one whose deletion has finished) are dropped: usage is kept
+/// for tenants, not for every id a request named.
 fn add_counts(tx: &dyn Tx, batch: &[((TenantId, i64), Counts)]) -> StoreResult<()> {
     let names = COLUMNS.join(", ");
     let values: Vec<String> = (0..COUNTERS).map(|i| format!("?{}", i + 3)).collect();
@@ -244,6 +246,13 @@ fn add_counts(tx: &dyn Tx, batch: &[((TenantId, i64), Counts)]) -> StoreResult<(
         sums.join(", ")
     );
     for ((tenant, hour), c) in batch {
+        let known = tx.query_opt(
+            "SELECT 1 FROM tenants WHERE id = ?1",
+            &[Val::from(tenant.as_str())],
+        )?;
+        if known.is_none() {
+            continue;
+        }
         let mut params = vec![Val::from(tenant.as_str()), Val::Int(*hour)];
         params.extend(c.0.iter().map(|n| Val::Int(*n)));
         tx.execute(&sql, &params)?;

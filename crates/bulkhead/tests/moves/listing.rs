@@ -1,5 +1,6 @@
 //! `GET /v1/moves`: every tenant's moves, newest first, paged; `active=true` keeps those
-//! under way, `tenant` one tenant's; who may list; and `bulkhead move list`.
+//! under way, `tenant` one tenant's (every life); who may list; `bulkhead move list`; and a
+//! tenant's own listing, of its current life.
 
 use bulkhead_api::{CreatePlatformKey, MoveListQuery};
 use bulkhead_client::Client;
@@ -144,4 +145,47 @@ async fn moves_of_every_tenant_list_newest_first_and_active_keeps_the_running_on
         ..Default::default()
     };
     assert!(all_ids(&admin, &active).await.is_empty());
+
+    // A tenant's own listing is of its current life: re-created, the neighbour has no move
+    // there, while the listing of every move keeps the old life's (named by its source).
+    let old_life = admin
+        .get_tenant(&tid("neighbour"))
+        .await
+        .unwrap()
+        .placement
+        .incarnation;
+    assert_eq!(
+        admin
+            .list_moves(&tid("neighbour"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    admin.delete_tenant(&tid("neighbour")).await.unwrap();
+    crate::common::create_tenant(&admin, "neighbour", "free").await;
+    assert!(
+        admin
+            .list_moves(&tid("neighbour"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let history = admin
+        .list_all_moves(&MoveListQuery {
+            tenant: Some(tid("neighbour")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.items.len(), 1);
+    assert_eq!(history.items[0].source.incarnation, old_life);
+    // An id no tenant has is not found, as its keys and members are.
+    let err = admin.list_moves(&tid("nobody")).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("tenant_not_found"))
+    );
 }

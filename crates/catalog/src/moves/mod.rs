@@ -328,7 +328,9 @@ impl Catalog {
         self.move_view(id).await
     }
 
-    /// `GET /v1/tenants/{tenant}/moves`: the tenant's moves, newest first.
+    /// `GET /v1/tenants/{tenant}/moves`: the moves of the tenant's current life, newest first
+    /// (`404 tenant_not_found` for an id no tenant has; `GET /v1/moves?tenant=` lists every
+    /// life's).
     pub async fn list_moves(&self, ctx: &Ctx, tenant: &TenantId) -> Result<Vec<MoveView>, Error> {
         self.authorize(
             ctx,
@@ -337,6 +339,7 @@ impl Catalog {
             tenant.as_str(),
             Some(tenant),
         )?;
+        let life = self.route(tenant).await?.placement.incarnation.clone();
         let t = tenant.clone();
         let rows = self
             .blocking(move |store| {
@@ -351,6 +354,7 @@ impl Catalog {
         let live = self.inner().moves.live.lock().clone();
         Ok(rows
             .into_iter()
+            .filter(|r| r.source.incarnation == life)
             .map(|r| {
                 let l = live.get(&r.id).cloned();
                 view(r, l.as_deref())

@@ -359,3 +359,20 @@ async fn an_http2_client_is_told_in_http2_to_use_http_1_1() {
     assert_eq!(goaway[9..17], [0, 0, 0, 0, 0, 0, 0, 0xd], "{answer:?}");
     server.admin().health().await.unwrap();
 }
+
+/// A connection that has sent nothing yet does not hold up a graceful shutdown: it is closed
+/// at once, as one waiting for its next request is (it waited for the header timeout, 30 s).
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_up_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    // The server has accepted it (an answered request on another connection comes after).
+    server.admin().health().await.unwrap();
+    let asked = Instant::now();
+    server.stop();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(closed_by_server(&mut silent, Duration::from_secs(5)));
+}

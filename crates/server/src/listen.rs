@@ -55,6 +55,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Set when shutdown begins: a connection whose first bytes have not come yet is closed
+    // then, as hyper closes one waiting for its first request.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -86,9 +89,13 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
         let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             let served = match tls {
-                None => match first_bytes(&stream, header_timeout).await {
+                None => match tokio::select! {
+                    first = first_bytes(&stream, header_timeout) => first,
+                    _ = closed.wait_for(|closing| *closing) => First::Nothing,
+                } {
                     First::Http2 => {
                         refuse_http2(stream).await;
                         Ok(())
@@ -122,6 +129,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing.send(true);
     graceful.shutdown().await;
     Ok(())
 }

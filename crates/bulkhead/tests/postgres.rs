@@ -332,22 +332,46 @@ async fn long_collection_and_field_names_work_on_postgres_and_never_meet() {
 /// a whole PostgreSQL bulk batch, and made SQLite tenants holding it unmovable. Now NUL is
 /// refused with a 400 naming where it is, on every engine, in values, JSON keys and filters,
 /// and a bulk line holding it fails alone.
+/// A server with a PostgreSQL domain beside its SQLite one, tier `pg-pool` pooling tenants
+/// there, and `items` with `fields`: for comparing the engines request by request.
+struct Beside {
+    server: Server,
+    _dir: tempfile::TempDir,
+    _pg: bulkhead_pg_testkit::PgServer,
+}
+
+impl Beside {
+    async fn start(test: &str, fields: serde_json::Value) -> Option<Beside> {
+        let pg = bulkhead_pg_testkit::require(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let admin = server.admin();
+        common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
+        common::put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
+        let spec = serde_json::from_value(json!({ "fields": fields })).unwrap();
+        admin.put_collection(&items(), &spec).await.unwrap();
+        Some(Beside {
+            server,
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+}
+
 #[tokio::test]
 async fn nul_is_refused_alike_on_every_engine_and_a_bulk_line_with_it_fails_alone() {
-    let Some(pg) = bulkhead_pg_testkit::require("postgres_nul") else {
+    let Some(edge) = Beside::start(
+        "postgres_nul",
+        json!({
+            "title": {"type": "text", "required": true},
+            "meta": {"type": "json"}
+        }),
+    )
+    .await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let admin = server.admin();
-    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
-    common::put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
-    let spec = serde_json::from_value(json!({"fields": {
-        "title": {"type": "text", "required": true},
-        "meta": {"type": "json"}
-    }}))
-    .unwrap();
-    admin.put_collection(&items(), &spec).await.unwrap();
+    let (server, admin) = (&edge.server, edge.server.admin());
     for (tenant, tier) in [("nul-sqlite", "free"), ("nul-pg", "pg-pool")] {
         create_tenant(&admin, tenant, tier).await;
         let client = server.client(&key(&admin, tenant, TenantRole::Member).await);
@@ -510,22 +534,20 @@ async fn a_tenant_flooding_a_postgres_domain_holds_only_its_share_of_the_pool() 
 ///   and deleted, and a change of it is `422 out_of_range` (it panicked on an overflow).
 #[tokio::test]
 async fn values_at_the_edges_get_the_same_answer_on_every_engine() {
-    let Some(pg) = bulkhead_pg_testkit::require("postgres_edges") else {
+    let Some(edge) = Beside::start(
+        "postgres_edges",
+        json!({
+            "title": {"type": "text", "required": true},
+            "n": {"type": "integer"},
+            "score": {"type": "float"},
+            "due": {"type": "timestamp"}
+        }),
+    )
+    .await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let admin = server.admin();
-    common::put_pg_domain(&admin, &pg.url("postgres"), None).await;
-    common::put_pg_tier(&admin, "pg-pool", Isolation::Pool, Default::default()).await;
-    let spec = serde_json::from_value(json!({"fields": {
-        "title": {"type": "text", "required": true},
-        "n": {"type": "integer"},
-        "score": {"type": "float"},
-        "due": {"type": "timestamp"}
-    }}))
-    .unwrap();
-    admin.put_collection(&items(), &spec).await.unwrap();
+    let (server, admin) = (&edge.server, edge.server.admin());
     let max_version = bulkhead_core::record::Record::MAX_VERSION;
     for (tenant, tier) in [
         ("edge-pool", "free"),

@@ -382,6 +382,13 @@ mod tests {
             "{}",
             err.message
         );
+        // `-0` is read as a float: the message says so rather than "a fraction".
+        let body: serde_json::Value = serde_json::from_str(r#"{"title": "x", "n": -0}"#).unwrap();
+        let err = validate_full(&c, &body, None).unwrap_err();
+        assert_eq!(
+            err.message,
+            "n: expected integer, got -0 (a float to JSON parsers); send 0"
+        );
         let err = validate_full(&c, &json!({"title": "x", "nope": 1}), None).unwrap_err();
         assert!(err.message.starts_with("nope: unknown field"));
         let err =

@@ -101,6 +101,13 @@ pub fn coerce(field_type: FieldType, value: &Value) -> Result<FieldValue, String
         },
         FieldType::Integer => match value.as_i64() {
             Some(i) => Ok(FieldValue::Integer(i)),
+            // JSON parsers read `-0` as a float (negative zero).
+            None if value
+                .as_f64()
+                .is_some_and(|f| f == 0.0 && f.is_sign_negative()) =>
+            {
+                Err("expected integer, got -0 (a float to JSON parsers); send 0".into())
+            }
             None if value.is_number() => {
                 Err("expected integer, got a fraction or out-of-range number".into())
             }

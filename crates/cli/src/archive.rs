@@ -85,8 +85,21 @@ pub(crate) async fn export(
     out: &Printer,
     id: &TenantId,
     file: &Path,
+    hot_only: bool,
 ) -> anyhow::Result<()> {
     let tenant = client.get_tenant(id).await?;
+    // Records retention moved to the cold archive are not in a tenant archive: an export that
+    // left them out silently was lost data after a delete and an import.
+    let cold = client.list_archives(id, None).await?;
+    if cold.records > 0 && cold.incarnation == tenant.placement.incarnation && !hot_only {
+        anyhow::bail!(
+            "tenant {id} has {} records in the cold archive, which a tenant archive does not \
+             hold: bring them back first (`bulkhead archive restore {id} COLLECTION --from … \
+             --to …`, see `bulkhead archive list {id}`), or pass --hot-only to export the hot \
+             records alone",
+            cold.records
+        );
+    }
     let domain = tenant.placement.domain.clone();
     let engine = client
         .list_domains()

@@ -170,7 +170,11 @@ async fn tenant(client: &Client, out: &Printer, cmd: TenantCmd) -> anyhow::Resul
         TenantCmd::Moves { id } => out.page(&client.list_moves(&id).await?, output::moves),
         TenantCmd::Suspend { id } => set_status(client, out, &id, TenantStatus::Suspended).await,
         TenantCmd::Resume { id } => set_status(client, out, &id, TenantStatus::Active).await,
-        TenantCmd::Export { id, output } => crate::archive::export(client, out, &id, &output).await,
+        TenantCmd::Export {
+            id,
+            output,
+            hot_only,
+        } => crate::archive::export(client, out, &id, &output, hot_only).await,
         TenantCmd::Import { file, rename, tier } => {
             crate::archive::import(client, out, &file, rename, tier).await
         }

@@ -516,6 +516,32 @@ async fn a_backup_carries_the_cold_archive_to_the_restored_server() {
     assert_eq!(report(&server, &[])["archived"], 24);
     let before = admin.list_archives(&tid("acme"), None).await.unwrap();
 
+    // A tenant archive holds hot records only: exporting a tenant with cold records is
+    // refused, naming them, unless asked for the hot ones alone (an export → delete → import
+    // lost them silently).
+    let file = dir.path().join("acme.bkt");
+    let (ok, text) = cli(
+        &server,
+        &["tenant", "export", "acme", "-o", file.to_str().unwrap()],
+    );
+    assert!(
+        !ok && text.contains("24 records in the cold archive"),
+        "{text}"
+    );
+    assert!(!file.exists());
+    let (ok, text) = cli(
+        &server,
+        &[
+            "tenant",
+            "export",
+            "acme",
+            "-o",
+            file.to_str().unwrap(),
+            "--hot-only",
+        ],
+    );
+    assert!(ok && text.contains("exported 0 records"), "{text}");
+
     let backup = dir.path().join("backup");
     let (ok, text) = cli(&server, &["backup", "create", backup.to_str().unwrap()]);
     assert!(ok, "{text}");

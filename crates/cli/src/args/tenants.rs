@@ -81,6 +81,10 @@ pub enum TenantCmd {
         id: TenantId,
         #[arg(short = 'o', long)]
         output: std::path::PathBuf,
+        /// Export the hot records alone when the tenant also has records in the cold archive
+        /// (which an archive does not hold; without this, such an export is refused).
+        #[arg(long)]
+        hot_only: bool,
     },
     /// Create a tenant from an archive `tenant export` wrote, in whatever model its tier
     /// gives, with every record exactly as it was. The archive is checked whole first; a

@@ -42,13 +42,52 @@ pub(crate) fn check(url: &str, allow_private: bool) -> Result<Target, String> {
         if lower == "localhost" || lower.ends_with(".localhost") {
             return Err(private(&target.host));
         }
-        if let Ok(ip) = lower.parse::<IpAddr>()
-            && is_private(ip)
-        {
+        let literal = lower
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| legacy_ipv4(lower).map(IpAddr::V4));
+        if literal.is_some_and(is_private) {
             return Err(private(&target.host));
         }
     }
     Ok(target)
+}
+
+/// The IPv4 address a host written in a legacy numeric form names, read as the system's
+/// resolver (`inet_aton`) reads it when delivering: one to four parts, each decimal, octal (a
+/// leading `0`) or hexadecimal (`0x`), the last filling the bytes left. `2130706433`,
+/// `0x7f000001`, `0177.0.0.1` and `127.1` are all 127.0.0.1; they are refused when the webhook
+/// is saved, as the dotted form is, rather than only at each delivery.
+fn legacy_ipv4(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) = match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            Some(hex) => (hex, 16),
+            None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+            None => (*part, 10),
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        values.push(u64::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|v| *v > 255) {
+        return None;
+    }
+    let room = 8 * (4 - leading.len() as u32);
+    if *last >= 1u64 << room {
+        return None;
+    }
+    let high = leading
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, v)| acc | v << (24 - 8 * i as u32));
+    u32::try_from(high | last).ok().map(Ipv4Addr::from)
 }
 
 fn private(host: &str) -> String {
@@ -125,6 +164,15 @@ mod tests {
             "https://[fe80::1]/",
             "https://[::ffff:127.0.0.1]/",
             "https://0.0.0.0/",
+            // Legacy numeric forms the resolver reads as inward addresses.
+            "https://2130706433/x",
+            "https://0x7f000001/x",
+            "https://0177.0.0.1/x",
+            "https://127.1/x",
+            "https://10.1/x",
+            "https://012.0.0.1/x",
+            "https://0xA9.0xFE.169.254/",
+            "https://0/",
         ] {
             assert!(check(bad, false).is_err(), "{bad}");
             assert!(check(bad, true).is_ok(), "{bad} allowed");
@@ -137,6 +185,25 @@ mod tests {
         ] {
             assert!(check(bad, true).is_err(), "{bad}");
         }
+        assert_eq!(legacy_ipv4("2130706433"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(legacy_ipv4("1.2.772"), Some(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(
+            legacy_ipv4("0x5d.0270.0xd822"),
+            Some(Ipv4Addr::new(93, 184, 216, 34))
+        );
+        for name in [
+            "hooks.example.com",
+            "1.2.3.4.5",
+            "256.1",
+            "08",
+            "0x",
+            "1..2",
+            "4294967296",
+        ] {
+            assert_eq!(legacy_ipv4(name), None, "{name}");
+        }
+        // A public address in a numeric form is a target like any other.
+        assert!(check("https://1572395042/", false).is_ok());
         let ok = check("https://hooks.example.com:8443/in", false).unwrap();
         assert_eq!((ok.host.as_str(), ok.port), ("hooks.example.com", 8443));
         assert_eq!(check("http://93.184.216.34/", false).unwrap().port, 80);

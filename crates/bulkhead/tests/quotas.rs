@@ -322,6 +322,13 @@ async fn past_max_bytes_writes_that_add_data_are_refused_and_deletes_make_room()
         assert_eq!(e.code(), Some("quota_exceeded"), "{e}");
         assert!(e.to_string().contains(&format!("{max} bytes")), "{e}");
     }
+    // A bulk upsert of a record that exists is refused too, as its patch is, also when the
+    // tier's record limit leaves no room either (then which upserts replace is not asked).
+    set_limits(&admin, "premium", |l| l.max_records = Some(400)).await;
+    let upsert = b"{\"op\":\"upsert\",\"id\":\"r001\",\"record\":{\"title\":\"u\"}}\n".to_vec();
+    let report = client.bulk(&items(), upsert, false).await.unwrap();
+    assert_eq!(report.results[0].status, 507, "{report:?}");
+    set_limits(&admin, "premium", |l| l.max_records = None).await;
     // Deletes go on, and make room: at once by the estimate, exactly at the next sample.
     for i in 0..300 {
         client

@@ -234,7 +234,8 @@ impl Catalog {
     /// only if that line is refused. Records are read only
     /// when the tier limits them and the chunk's `worst` case (every upsert a new record)
     /// would not fit beside what the tenant has and what writes in flight hold; otherwise
-    /// every op that does not remove a record counts, as before. An upsert whose record is
+    /// every op that does not remove a record counts, as before (and while the tenant is past
+    /// its `max_bytes`, when every write that may add data is refused). An upsert whose record is
     /// deleted by another request between this read and the write adds one the deletion
     /// freed.
     pub(crate) async fn bulk_adding(
@@ -250,7 +251,8 @@ impl Catalog {
                 .map(|op| if op.removes() { Adds::No } else { Adds::Yes })
                 .collect()
         };
-        let Some(max) = self.tier_limits(scope.tier()).await?.max_records else {
+        let limits = self.tier_limits(scope.tier()).await?;
+        let Some(max) = limits.max_records else {
             return Ok(every());
         };
         let quota = self.inner().quotas.of(scope.storage_key());
@@ -259,7 +261,13 @@ impl Catalog {
             let books = quota.books.lock();
             books.records.unwrap_or(0) + books.reserved + worst <= max
         };
-        if fits || !ops.iter().any(|op| matches!(op, BulkOp::Upsert(_))) {
+        // Past its bytes, a tenant's replaces are refused too (as a `PUT` is): no need to
+        // tell them apart.
+        let over_bytes = matches!(
+            (limits.max_bytes, quota.bytes()),
+            (Some(max_bytes), Some(used)) if used >= max_bytes
+        );
+        if fits || over_bytes || !ops.iter().any(|op| matches!(op, BulkOp::Upsert(_))) {
             return Ok(every());
         }
         let mut added = HashSet::new();

@@ -1,7 +1,10 @@
 //! Security operations on the wire: findings raised from the audit stream, and webhooks
 //! that deliver findings and lifecycle events.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bulkhead_core::TenantId;
+use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +218,86 @@ pub struct WebhookSpec {
     /// `true` re-enables a disabled webhook (its waiting messages are then delivered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+/// The longest webhook name.
+pub const MAX_WEBHOOK_NAME: usize = 64;
+
+/// The prefix of a webhook secret.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+/// Checks a webhook's name: 1 to 64 of a-z, 0-9, `-` and `_`.
+pub fn validate_webhook_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_WEBHOOK_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(
+            "invalid_webhook_name",
+            format!("a webhook name is 1 to {MAX_WEBHOOK_NAME} of a-z, 0-9, - and _"),
+        ))
+    }
+}
+
+/// The key bytes of a `whsec_` secret, or why it is not one.
+pub fn webhook_secret_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix(WEBHOOK_SECRET_PREFIX)
+        .ok_or_else(|| format!("a webhook secret starts with {WEBHOOK_SECRET_PREFIX}"))?;
+    let key = STANDARD
+        .decode(encoded)
+        .map_err(|_| "a webhook secret is whsec_ and base64".to_owned())?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "a webhook secret encodes 24 to 64 bytes, not {}",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+impl WebhookSpec {
+    /// Checks what the spec alone decides: its events, secret and `disable_after`. The URL
+    /// is checked by the server, which alone knows whether private targets are allowed.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.events.is_empty() {
+            return Err(Error::bad_request(
+                "invalid_webhook_events",
+                format!(
+                    "events: name one or more of {}, or *",
+                    WEBHOOK_EVENTS.join(", ")
+                ),
+            ));
+        }
+        if let Some(unknown) = self
+            .events
+            .iter()
+            .find(|e| *e != "*" && !WEBHOOK_EVENTS.contains(&e.as_str()))
+        {
+            return Err(Error::bad_request(
+                "invalid_webhook_events",
+                format!(
+                    "events: {unknown:?} is not one of {}, or *",
+                    WEBHOOK_EVENTS.join(", ")
+                ),
+            ));
+        }
+        if let Some(secret) = &self.secret {
+            webhook_secret_key(secret)
+                .map_err(|why| Error::bad_request("invalid_webhook_secret", why))?;
+        }
+        if self.disable_after == Some(0) {
+            return Err(Error::bad_request(
+                "invalid_webhook_spec",
+                "disable_after must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A webhook as the API shows it: never its secret, only a fingerprint of it.

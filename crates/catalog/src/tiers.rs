@@ -99,12 +99,8 @@ impl Catalog {
             name.as_str(),
             None,
         )?;
-        spec.placement.validate()?;
-        spec.pace.validate()?;
         let collections = self.collections_snapshot();
-        for (collection, rule) in &spec.retention {
-            rule.validate(collection, collections.get(collection).map(|c| c.as_ref()))?;
-        }
+        spec.validate(|c| collections.get(c).map(|c| c.as_ref()))?;
         // Operators tune tiers but never loosen what protects tenants: a weaker ceiling or a
         // higher (or removed) limit is for platform admins.
         if ctx.principal.platform_role() == Some(bulkhead_core::access::PlatformRole::Operator) {

@@ -8,11 +8,13 @@
 //! URL need not be written in the file.
 //!
 //! The plan is made from the live state with the server's own rules (the same schema planner
-//! the server runs), and `apply` changes nothing unless every change is allowed: a lossy
-//! schema change, an isolation change of a tier tenants use, an engine change of a domain
-//! tenants are placed on, a change to a domain the server configures itself, or a tier naming
-//! a domain that exists nowhere is refused by name. Unchanged items are not sent, so applying
-//! twice changes nothing the second time.
+//! and spec checks the server runs), and `apply` changes nothing unless every change is
+//! allowed: a lossy schema change, an isolation change of a tier tenants use, an engine change
+//! of a domain tenants are placed on, a change to a domain the server configures itself, a
+//! tier naming a domain that exists nowhere, or a spec the server would refuse is refused by
+//! name. Unchanged items are not sent, so applying twice changes nothing the second time.
+//! What only the server can judge (a webhook URL's private target) is sent first; a refusal
+//! mid-way names what was and was not applied.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,67 +237,24 @@ impl Live {
 /// stored, but not put through the API.
 const SERVER_DOMAINS: &[&str] = &["local"];
 
-/// Compares `declared` with `live`: one item per declared tier, domain and collection.
+/// Compares `declared` with `live`: one item per declared webhook, domain, tier and
+/// collection, in the order `apply` sends them. Each is checked as the server checks it
+/// (a tier's retention rules against its collections as the file leaves them), so `apply`
+/// refuses before it changes anything.
 pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
     let mut items = Vec::new();
     let placements: u64 = live.tenants.values().sum();
-    for (name, spec) in &declared.domains {
-        let spec = spec.clone().with_engine_defaults();
-        let item = |action, detail: String| PlanItem {
-            kind: "domain",
-            name: name.to_string(),
-            action,
-            detail,
-        };
-        items.push(match live.domains.get(name) {
-            None => item(Action::Create, format!("{} domain", spec.engine)),
-            // Views redact URLs: compare the redacted forms.
-            Some((current, _)) if *current == spec.redacted() => {
-                item(Action::Unchanged, String::new())
-            }
-            Some(_) if SERVER_DOMAINS.contains(&name.as_str()) => item(
-                Action::Refused,
-                "configured by the server at start (its settings come from the server's configuration)".into(),
-            ),
-            Some((current, placed)) if current.engine != spec.engine && *placed > 0 => item(
-                Action::Refused,
-                format!(
-                    "{placed} tenants are placed on it; its engine cannot change from {} to {}",
-                    current.engine, spec.engine
-                ),
-            ),
-            Some((current, _)) => item(Action::Change, differences(current, &spec.redacted())),
-        });
-    }
-    for (name, spec) in &declared.tiers {
-        let item = |action, detail: String| PlanItem {
-            kind: "tier",
-            name: name.to_string(),
-            action,
-            detail,
-        };
-        let missing = spec
-            .domains
-            .iter()
-            .find(|d| !live.domains.contains_key(*d) && !declared.domains.contains_key(*d));
-        let used = live.tenants.get(name).copied().unwrap_or(0);
-        items.push(match (live.tiers.get(name), missing) {
-            (_, Some(domain)) => item(
-                Action::Refused,
-                format!("names domain '{domain}', which is neither live nor declared"),
-            ),
-            (None, None) => item(Action::Create, format!("{} tier", spec.isolation)),
-            (Some(current), None) if current == spec => item(Action::Unchanged, String::new()),
-            (Some(current), None) if current.isolation != spec.isolation && used > 0 => item(
-                Action::Refused,
-                format!(
-                    "{used} tenants use it; its isolation cannot change from {} to {} under them \
-                     (move them to another tier first)",
-                    current.isolation, spec.isolation
-                ),
-            ),
-            (Some(current), None) => item(Action::Change, differences(current, spec)),
-        });
+    let changes: BTreeMap<&CollectionName, _> = declared
+        .collections
+        .iter()
+        .map(|(name, spec)| (name, plan_change(name, live.collections.get(name), spec)))
+        .collect();
+    // The collections as they are once the file is applied.
+    let mut after: BTreeMap<CollectionName, Collection> = live.collections.clone();
+    for (name, change) in &changes {
+        if let Ok(plan) = change {
+            after.insert((*name).clone(), plan.collection.clone());
+        }
     }
     for (name, spec) in &declared.webhooks {
         let item = |action, detail: String| PlanItem {
@@ -304,12 +263,16 @@ pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
             action,
             detail,
         };
-        items.push(match live.webhooks.get(name) {
-            None => item(
+        let invalid = bulkhead_api::validate_webhook_name(name)
+            .and_then(|()| spec.validate())
+            .err();
+        items.push(match (invalid, live.webhooks.get(name)) {
+            (Some(e), _) => item(Action::Refused, e.message),
+            (None, None) => item(
                 Action::Create,
                 format!("to {} for {}", spec.url, spec.events.join(",")),
             ),
-            Some(current) => {
+            (None, Some(current)) => {
                 let mut changed = Vec::new();
                 if current.url != spec.url {
                     changed.push(format!("url {} → {}", current.url, spec.url));
@@ -354,7 +317,70 @@ pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
             }
         });
     }
-    for (name, spec) in &declared.collections {
+    for (name, spec) in &declared.domains {
+        let spec = spec.clone().with_engine_defaults();
+        let item = |action, detail: String| PlanItem {
+            kind: "domain",
+            name: name.to_string(),
+            action,
+            detail,
+        };
+        items.push(match live.domains.get(name) {
+            None => item(Action::Create, format!("{} domain", spec.engine)),
+            // Views redact URLs: compare the redacted forms.
+            Some((current, _)) if *current == spec.redacted() => {
+                item(Action::Unchanged, String::new())
+            }
+            Some(_) if SERVER_DOMAINS.contains(&name.as_str()) => item(
+                Action::Refused,
+                "configured by the server at start (its settings come from the server's configuration)".into(),
+            ),
+            Some((current, placed)) if current.engine != spec.engine && *placed > 0 => item(
+                Action::Refused,
+                format!(
+                    "{placed} tenants are placed on it; its engine cannot change from {} to {}",
+                    current.engine, spec.engine
+                ),
+            ),
+            Some((current, _)) => item(Action::Change, differences(current, &spec.redacted())),
+        });
+    }
+    for (name, spec) in &declared.tiers {
+        let item = |action, detail: String| PlanItem {
+            kind: "tier",
+            name: name.to_string(),
+            action,
+            detail,
+        };
+        let missing = spec
+            .domains
+            .iter()
+            .find(|d| !live.domains.contains_key(*d) && !declared.domains.contains_key(*d));
+        let used = live.tenants.get(name).copied().unwrap_or(0);
+        let invalid = spec.validate(|c| after.get(c)).err();
+        items.push(match (live.tiers.get(name), missing) {
+            _ if invalid.is_some() => item(
+                Action::Refused,
+                invalid.map(|e| e.message).unwrap_or_default(),
+            ),
+            (_, Some(domain)) => item(
+                Action::Refused,
+                format!("names domain '{domain}', which is neither live nor declared"),
+            ),
+            (None, None) => item(Action::Create, format!("{} tier", spec.isolation)),
+            (Some(current), None) if current == spec => item(Action::Unchanged, String::new()),
+            (Some(current), None) if current.isolation != spec.isolation && used > 0 => item(
+                Action::Refused,
+                format!(
+                    "{used} tenants use it; its isolation cannot change from {} to {} under them \
+                     (move them to another tier first)",
+                    current.isolation, spec.isolation
+                ),
+            ),
+            (Some(current), None) => item(Action::Change, differences(current, spec)),
+        });
+    }
+    for name in declared.collections.keys() {
         let item = |action, detail: String| PlanItem {
             kind: "collection",
             name: name.to_string(),
@@ -362,8 +388,8 @@ pub(crate) fn plan(declared: &Platform, live: &Live) -> Vec<PlanItem> {
             detail,
         };
         let current = live.collections.get(name);
-        items.push(match plan_change(name, current, spec) {
-            Err(e) => item(Action::Refused, e.message),
+        items.push(match &changes[name] {
+            Err(e) => item(Action::Refused, e.message.clone()),
             Ok(plan) if !plan.changed => item(Action::Unchanged, String::new()),
             Ok(plan) => {
                 let steps: Vec<String> = plan.steps.iter().map(step).collect();
@@ -482,37 +508,42 @@ pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> an
             .collect();
         bail!("nothing applied; refused:\n  {}", names.join("\n  "));
     }
-    let wanted = |kind: &str, name: &str| {
-        items.iter().any(|i| {
-            i.kind == kind && i.name == name && matches!(i.action, Action::Create | Action::Change)
-        })
-    };
-    // Domains first (tiers name them), then tiers, webhooks, collections.
-    for (name, spec) in &declared.domains {
-        if wanted("domain", name.as_str()) {
-            client.put_domain(name, spec).await?;
-        }
-    }
-    for (name, spec) in &declared.tiers {
-        if wanted("tier", name.as_str()) {
-            client.put_tier(name, spec).await?;
-        }
-    }
-    // Webhooks before collections, so they hear of what the rest of the apply starts.
-    for (name, spec) in &declared.webhooks {
-        if wanted("webhook", name) {
-            let view = client.put_webhook(name, spec).await?;
-            if let Some(secret) = view.secret {
-                eprintln!("webhook {name}: signing secret (shown once): {secret}");
-            }
-        }
-    }
+    // In the plan's order: webhooks first (they hear of everything the rest starts, and
+    // only the server knows whether their URL may be private), then domains, tiers (which
+    // name domains) and collections.
+    let mut done: Vec<String> = Vec::new();
     let mut rollouts = Vec::new();
-    for (name, spec) in &declared.collections {
-        if wanted("collection", name.as_str()) {
-            let view = client.submit_collection(name, spec).await?;
-            if let Some(rollout) = view.rollout.filter(|r| r.placements_left > 0) {
-                rollouts.push(rollout.id);
+    let todo: Vec<&PlanItem> = items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Create | Action::Change))
+        .collect();
+    for (at, item) in todo.iter().enumerate() {
+        let sent = send(client, &declared, item).await;
+        match sent {
+            Ok(rollout) => {
+                rollouts.extend(rollout);
+                done.push(format!("{} {}", item.kind, item.name));
+            }
+            Err(e) => {
+                let left: Vec<String> = todo[at + 1..]
+                    .iter()
+                    .map(|i| format!("{} {}", i.kind, i.name))
+                    .collect();
+                let list = |names: &[String]| {
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                };
+                bail!(
+                    "{} {} was refused: {e:#}\n  applied before it: {}\n  not applied: {}\n\
+                     (apply the file again once it is fixed: what is applied shows as unchanged)",
+                    item.kind,
+                    item.name,
+                    list(&done),
+                    list(&left)
+                );
             }
         }
     }
@@ -528,6 +559,40 @@ pub(crate) async fn apply(client: &Client, out: &Printer, args: ApplyArgs) -> an
         );
     }
     Ok(())
+}
+
+/// Sends one planned change; a collection change answers the rollout it starts, if any.
+async fn send(
+    client: &Client,
+    declared: &Platform,
+    item: &PlanItem,
+) -> anyhow::Result<Option<String>> {
+    let name = item.name.as_str();
+    match item.kind {
+        "webhook" => {
+            let view = client.put_webhook(name, &declared.webhooks[name]).await?;
+            if let Some(secret) = view.secret {
+                eprintln!("webhook {name}: signing secret (shown once): {secret}");
+            }
+        }
+        "domain" => {
+            let key = DomainName::parse(name)?;
+            client.put_domain(&key, &declared.domains[&key]).await?;
+        }
+        "tier" => {
+            let key = TierName::parse(name)?;
+            client.put_tier(&key, &declared.tiers[&key]).await?;
+        }
+        "collection" => {
+            let key = CollectionName::parse(name)?;
+            let view = client
+                .submit_collection(&key, &declared.collections[&key])
+                .await?;
+            return Ok(view.rollout.filter(|r| r.placements_left > 0).map(|r| r.id));
+        }
+        other => bail!("a plan item of unknown kind {other}"),
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -565,6 +630,83 @@ mod tests {
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
         let err = Platform::parse("[webhooks.x]\n", &env).unwrap_err();
         assert!(format!("{err:#}").contains("webhooks"), "{err:#}");
+    }
+
+    fn empty_live() -> Live {
+        Live {
+            tiers: BTreeMap::new(),
+            domains: BTreeMap::new(),
+            collections: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
+        }
+    }
+
+    fn refusals(text: &str) -> Vec<(String, String)> {
+        let declared = Platform::parse(text, &env).unwrap();
+        plan(&declared, &empty_live())
+            .into_iter()
+            .filter(|i| i.action == Action::Refused)
+            .map(|i| (format!("{} {}", i.kind, i.name), i.detail))
+            .collect()
+    }
+
+    /// What the server would refuse is refused by the plan, so `apply` stops before it
+    /// changes anything: a retention rule on a field the file declares as text, a webhook
+    /// event that does not exist, a malformed secret.
+    #[test]
+    fn the_plan_refuses_what_the_server_would() {
+        let text = r#"
+            [tiers.gold]
+            isolation = "silo"
+            retention.notes = { field = "title", hot_days = 30 }
+
+            [collections.notes.fields]
+            title = { type = "text" }
+            seen = { type = "timestamp" }
+
+            [webhooks.billing]
+            url = "https://hooks.example.com/in"
+            events = ["tenant.exploded"]
+
+            [webhooks.Bad]
+            url = "https://hooks.example.com/in"
+            events = ["*"]
+
+            [webhooks.short]
+            url = "https://hooks.example.com/in"
+            events = ["*"]
+            secret = "whsec_c2hvcnQ="
+        "#;
+        let refused = refusals(text);
+        let names: Vec<&str> = refused.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "webhook Bad",
+                "webhook billing",
+                "webhook short",
+                "tier gold"
+            ],
+            "{refused:?}"
+        );
+        assert!(refused[0].1.contains("a-z"), "{refused:?}");
+        assert!(refused[1].1.contains("tenant.exploded"), "{refused:?}");
+        assert!(refused[2].1.contains("24 to 64 bytes"), "{refused:?}");
+        assert!(
+            refused[3].1.contains("title is a text field"),
+            "{refused:?}"
+        );
+        // The same rule on the timestamp field the file declares is fine.
+        let fixed = text
+            .replace("field = \"title\"", "field = \"seen\"")
+            .replace("tenant.exploded", "tenant.created")
+            .replace("[webhooks.Bad]", "[webhooks.bad]")
+            .replace(
+                "whsec_c2hvcnQ=",
+                "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3",
+            );
+        assert_eq!(refusals(&fixed), []);
     }
 
     proptest::proptest! {

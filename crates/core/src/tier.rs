@@ -47,6 +47,23 @@ pub struct TierSpec {
     pub pace: PacePolicy,
 }
 
+impl TierSpec {
+    /// Checks what the spec decides by itself: its placement and pace policies, and each
+    /// retention rule against the collection `definition` gives (a collection it does not
+    /// know is checked when defined). The server also checks that its domains exist.
+    pub fn validate<'a>(
+        &self,
+        definition: impl Fn(&crate::CollectionName) -> Option<&'a crate::schema::Collection>,
+    ) -> Result<(), Error> {
+        self.placement.validate()?;
+        self.pace.validate()?;
+        for (collection, rule) in &self.retention {
+            rule.validate(collection, definition(collection))?;
+        }
+        Ok(())
+    }
+}
+
 /// How a live move paces itself: it keeps its neighbours' p99 within `target_ratio` times
 /// what it was just before the move, and never copies less than `floor` of the time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

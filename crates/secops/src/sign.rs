@@ -7,25 +7,10 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The prefix of a webhook secret.
-pub(crate) const PREFIX: &str = "whsec_";
+use bulkhead_api::WEBHOOK_SECRET_PREFIX as PREFIX;
 
 /// The key bytes of a `whsec_` secret, or why it is not one.
-pub(crate) fn key(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix(PREFIX)
-        .ok_or_else(|| format!("a webhook secret starts with {PREFIX}"))?;
-    let key = STANDARD
-        .decode(encoded)
-        .map_err(|_| "a webhook secret is whsec_ and base64".to_owned())?;
-    if !(24..=64).contains(&key.len()) {
-        return Err(format!(
-            "a webhook secret encodes 24 to 64 bytes, not {}",
-            key.len()
-        ));
-    }
-    Ok(key)
-}
+pub(crate) use bulkhead_api::webhook_secret_key as key;
 
 /// A new secret: 32 random bytes.
 pub(crate) fn generate() -> Result<String, getrandom::Error> {

@@ -2,7 +2,7 @@
 //! only: a webhook holds a signing secret and sends events out). Messages for them are
 //! written to the outbox by the findings reader, in the transaction that reads the event.
 
-use bulkhead_api::{Delivery, WEBHOOK_EVENTS, WebhookFormat, WebhookSpec, WebhookView};
+use bulkhead_api::{Delivery, WebhookFormat, WebhookSpec, WebhookView, validate_webhook_name};
 use bulkhead_core::access::ControlAction;
 use bulkhead_core::error::Error;
 use bulkhead_core::time::Timestamp;
@@ -25,8 +25,6 @@ pub struct WebhookSettings {
 pub(crate) const DISABLE_AFTER: u32 = 50;
 /// How long a replaced secret keeps signing.
 const ROTATION_OVERLAP_SECS: i64 = 24 * 3_600;
-/// Longest webhook name.
-const MAX_NAME: usize = 64;
 
 /// A signing secret and, for a replaced one, when it stops signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -140,57 +138,12 @@ fn view(tx: &dyn Tx, w: &Webhook, secret: Option<String>) -> StoreResult<Webhook
     })
 }
 
-fn check_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_request(
-            "invalid_webhook_name",
-            format!("a webhook name is 1 to {MAX_NAME} of a-z, 0-9, - and _"),
-        ))
-    }
-}
-
+/// The server's checks of a webhook: the spec's own, then its URL against the server's
+/// setting for private targets.
 fn check_spec(spec: &WebhookSpec, allow_private: bool) -> Result<(), Error> {
     target::check(&spec.url, allow_private)
         .map_err(|why| Error::bad_request("invalid_webhook_url", why))?;
-    if spec.events.is_empty() {
-        return Err(Error::bad_request(
-            "invalid_webhook_events",
-            format!(
-                "events: name one or more of {}, or *",
-                WEBHOOK_EVENTS.join(", ")
-            ),
-        ));
-    }
-    if let Some(unknown) = spec
-        .events
-        .iter()
-        .find(|e| *e != "*" && !WEBHOOK_EVENTS.contains(&e.as_str()))
-    {
-        return Err(Error::bad_request(
-            "invalid_webhook_events",
-            format!(
-                "events: {unknown:?} is not one of {}, or *",
-                WEBHOOK_EVENTS.join(", ")
-            ),
-        ));
-    }
-    if let Some(secret) = &spec.secret {
-        sign::key(secret).map_err(|why| Error::bad_request("invalid_webhook_secret", why))?;
-    }
-    if spec.disable_after == Some(0) {
-        return Err(Error::bad_request(
-            "invalid_webhook_spec",
-            "disable_after must be at least 1",
-        ));
-    }
-    Ok(())
+    spec.validate()
 }
 
 impl Secops {
@@ -210,7 +163,7 @@ impl Secops {
             name,
             None,
         )?;
-        check_name(name)?;
+        validate_webhook_name(name)?;
         check_spec(&spec, self.settings.webhooks.allow_private)?;
         let generated = match &spec.secret {
             Some(_) => None,

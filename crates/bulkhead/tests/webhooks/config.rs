@@ -188,3 +188,60 @@ async fn webhooks_in_the_platform_file_plan_and_apply() {
     let (ok, out) = run("apply", None);
     assert!(!ok && out.contains("HOOK_SECRET"), "{out}");
 }
+
+/// Only the server knows whether a webhook may deliver inward, so `apply` sends webhooks
+/// first: one it refuses stops the apply before any tier, domain or collection of the file
+/// changes, and the error says what was applied and what was not.
+#[tokio::test]
+async fn a_webhook_the_server_refuses_stops_apply_before_anything_else_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let file = dir.path().join("platform.toml");
+    let text = "[tiers.silver]\nisolation = \"bridge\"\n\n\
+                [collections.notes.fields]\ntitle = { type = \"text\" }\n\n\
+                [webhooks.inward]\nurl = \"http://127.0.0.1:9/in\"\nevents = [\"*\"]\n";
+    std::fs::write(&file, text).unwrap();
+    let apply = || {
+        std::process::Command::new(common::binary())
+            .args(["apply", "-f", file.to_str().unwrap()])
+            .env("BULKHEAD_URL", &server.url)
+            .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+            .output()
+            .unwrap()
+    };
+    let out = apply();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("webhook inward was refused")
+            && err.contains("applied before it: none")
+            && err.contains("not applied: tier silver, collection notes"),
+        "{err}"
+    );
+    assert!(admin.list_webhooks().await.unwrap().is_empty());
+    assert!(
+        !admin
+            .list_tiers()
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|t| t.name.as_str() == "silver")
+    );
+    assert!(admin.list_collections().await.unwrap().items.is_empty());
+
+    std::fs::write(
+        &file,
+        text.replace("http://127.0.0.1:9/in", "https://hooks.example.com/in"),
+    )
+    .unwrap();
+    let out = apply();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(admin.list_webhooks().await.unwrap().len(), 1);
+    assert_eq!(admin.list_collections().await.unwrap().items.len(), 1);
+}

@@ -36,12 +36,20 @@ pub async fn run(options: &ClientOptions, cmd: BackupCmd) -> anyhow::Result<()> 
         BackupCmd::Create { dir, no_wait } => create(options, &dir, no_wait).await,
         BackupCmd::Verify { dir } => {
             let manifest = tokio::task::spawn_blocking(move || verify(&dir)).await??;
-            println!(
-                "backup intact: {} files, catalog schema {}, taken {}",
-                manifest.files.len(),
-                manifest.catalog_schema,
-                manifest.created_at
-            );
+            if options.json {
+                let files = manifest.files.len();
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": true, "files": files, "manifest": manifest})
+                );
+            } else {
+                println!(
+                    "backup intact: {} files, catalog schema {}, taken {}",
+                    manifest.files.len(),
+                    manifest.catalog_schema,
+                    manifest.created_at
+                );
+            }
             Ok(())
         }
         BackupCmd::Restore { dir } => {
@@ -52,11 +60,15 @@ pub async fn run(options: &ClientOptions, cmd: BackupCmd) -> anyhow::Result<()> 
             };
             let to = into.clone();
             tokio::task::spawn_blocking(move || restore(&dir, &to)).await??;
-            println!(
-                "restored into {}; start it with: bulkhead serve --data-dir {}",
-                into.display(),
-                into.display()
-            );
+            if options.json {
+                println!("{}", serde_json::json!({"restored_into": into}));
+            } else {
+                println!(
+                    "restored into {}; start it with: bulkhead serve --data-dir {}",
+                    into.display(),
+                    into.display()
+                );
+            }
             Ok(())
         }
     }
@@ -70,7 +82,11 @@ async fn create(options: &ClientOptions, dir: &Path, no_wait: bool) -> anyhow::R
         .await
         .map_err(anyhow::Error::from)?;
     if no_wait {
-        println!("{}", started.id);
+        if options.json {
+            println!("{}", serde_json::to_string(&started)?);
+        } else {
+            println!("{}", started.id);
+        }
         return Ok(());
     }
     let bar = indicatif::ProgressBar::new(0);
@@ -88,6 +104,10 @@ async fn create(options: &ClientOptions, dir: &Path, no_wait: bool) -> anyhow::R
             BackupState::Running => tokio::time::sleep(Duration::from_millis(200)).await,
             BackupState::Done => {
                 bar.finish_and_clear();
+                if options.json {
+                    println!("{}", serde_json::to_string(&view)?);
+                    return Ok(());
+                }
                 println!(
                     "backup {} done: {} files, {} bytes in {}",
                     view.id, view.files_done, view.bytes, view.dir

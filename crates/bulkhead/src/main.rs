@@ -154,9 +154,41 @@ fn report(err: &anyhow::Error, json: bool) {
     eprintln!("{body}");
 }
 
+/// A command line clap cannot read: its own message and usage, or with `--json` anywhere on
+/// the line a JSON object (`usage_error`), as other errors are. Help and version are printed
+/// as they are.
+fn usage_error(err: clap::Error) -> ! {
+    let json = std::env::args_os().any(|arg| arg == "--json");
+    if !json || !err.use_stderr() {
+        err.exit();
+    }
+    let text = err.render().to_string();
+    // The message runs to the first blank line (a missing argument lists each one).
+    let message = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let usage = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage: "))
+        .map(str::to_owned);
+    let body = serde_json::json!({"error": {
+        "code": "usage_error", "message": message, "usage": usage,
+    }});
+    eprintln!("{body}");
+    std::process::exit(err.exit_code());
+}
+
 fn main() {
     quiet_on_closed_pipe();
-    let cli = Cli::from_arg_matches(&grammar().get_matches()).unwrap_or_else(|e| e.exit());
+    let cli = grammar()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|e| usage_error(e));
     let json = cli.options.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

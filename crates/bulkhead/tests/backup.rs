@@ -445,3 +445,79 @@ async fn a_change_during_a_backup_rolls_out_after_it_and_the_backup_restores_wri
         );
     }
 }
+
+/// Under `--json`, each backup command prints one JSON value on stdout (the finished backup,
+/// the verified manifest, where it restored), its errors a JSON object on stderr, and a
+/// command line clap cannot read is a JSON `usage_error` too.
+#[tokio::test]
+async fn backup_commands_answer_json_under_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .arg("--json")
+            .env_remove("BULKHEAD_DATA_DIR")
+            .env("BULKHEAD_URL", &server.url)
+            .env("BULKHEAD_TOKEN", common::ADMIN_KEY)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let parse = |text: &str| -> serde_json::Value {
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+    };
+    let backup = dir.path().join("backup");
+    let (code, out, err) = run(&["backup", "create", backup.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let view = parse(&out);
+    assert_eq!(view["state"], "done", "{view}");
+    assert!(view["files_done"].as_u64().unwrap() >= 1, "{view}");
+
+    let (code, out, err) = run(&["backup", "verify", backup.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let verified = parse(&out);
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["files"], view["files_done"], "{verified}");
+
+    let into = dir.path().join("restored");
+    let (code, out, err) = run(&[
+        "backup",
+        "restore",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        into.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(parse(&out)["restored_into"], into.to_str().unwrap());
+
+    let missing = dir.path().join("no-such-backup");
+    let (code, out, err) = run(&["backup", "verify", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "{out}");
+    let error = parse(&err);
+    assert_eq!(error["error"]["code"], "cli_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json"),
+        "{error}"
+    );
+
+    let (code, _, err) = run(&["backup", "create"]);
+    assert_eq!(code, Some(2));
+    let error = parse(&err);
+    assert_eq!(error["error"]["code"], "usage_error", "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("<DIR>"),
+        "{error}"
+    );
+}

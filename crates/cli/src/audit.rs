@@ -145,7 +145,11 @@ pub(crate) async fn audit(client: &Client, out: &Printer, cmd: AuditCmd) -> anyh
                 let lines = client
                     .export_audit(&query, &mut std::io::BufWriter::new(file))
                     .await?;
-                eprintln!("{lines} audit entries written to {}", output.display());
+                if out.json {
+                    println!("{}", serde_json::json!({"entries": lines, "file": output}));
+                } else {
+                    eprintln!("{lines} audit entries written to {}", output.display());
+                }
             }
             return Ok(());
         }

@@ -517,7 +517,10 @@ async fn backup_commands_answer_json_under_json() {
     let error = parse(&err);
     assert_eq!(error["error"]["code"], "usage_error", "{error}");
     assert!(
-        error["error"]["message"].as_str().unwrap().contains("<DIR>"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<DIR>"),
         "{error}"
     );
 }

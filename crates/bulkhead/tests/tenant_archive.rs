@@ -12,6 +12,7 @@ use bulkhead_core::access::TenantRole;
 use bulkhead_core::model::Isolation;
 use common::{Server, create_tenant, items, key, put_items, put_pg_domain, put_pg_tier, tid};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 fn bulkhead(server: &Server, args: &[&str]) -> (bool, String) {
     cli(&server.url, args)
@@ -213,6 +214,32 @@ async fn a_truncated_edited_or_wrong_version_archive_is_refused_with_nothing_wri
     );
     let out = refused(&newer, "format");
     assert!(out.contains("format 2"), "{out}");
+    // A record line repeated, with counts and checksum made to match: it would be restored
+    // once and reported twice.
+    let mut doubled: Vec<&str> = lines.clone();
+    doubled.insert(2, lines[1]);
+    let records = &doubled[1..doubled.len() - 1];
+    let mut sum = sha2::Sha256::new();
+    for line in records {
+        sum.update(line.as_bytes());
+        sum.update(b"\n");
+    }
+    let end = json!({"end": {
+        "records": {"items": records.len()},
+        "sha256": sum.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    }});
+    let end = end.to_string();
+    let mut with_end = doubled[..doubled.len() - 1].to_vec();
+    with_end.push(&end);
+    let repeated = dir.path().join("repeated.bkt");
+    gzip(&repeated, &(with_end.join("\n") + "\n"));
+    let out = refused(&repeated, "a repeated record");
+    assert!(out.contains("repeats record"), "{out}");
+    // Two archives one after the other (`cat a b`): gzip members are all read.
+    let twice = dir.path().join("twice.bkt");
+    std::fs::write(&twice, [bytes.clone(), bytes.clone()].concat()).unwrap();
+    let out = refused(&twice, "two archives");
+    assert!(out.contains("follows the end line"), "{out}");
     // Not an archive at all.
     let junk = dir.path().join("junk.bkt");
     std::fs::write(&junk, "hello").unwrap();

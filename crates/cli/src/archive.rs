@@ -20,7 +20,7 @@ use bulkhead_client::{Client, ClientError};
 use bulkhead_core::schema::FieldSpec;
 use bulkhead_core::{CollectionName, FieldName, Incarnation, TenantId, TierName};
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -216,7 +216,9 @@ struct Checked {
 fn lines(file: &Path) -> anyhow::Result<impl Iterator<Item = std::io::Result<String>>> {
     let reader =
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    Ok(BufReader::new(GzDecoder::new(BufReader::new(reader))).lines())
+    // Every gzip member is read: an archive with another appended (`cat a b`) shows its
+    // second header after the end line and is refused, rather than read in part.
+    Ok(BufReader::new(MultiGzDecoder::new(BufReader::new(reader))).lines())
 }
 
 /// Reads the whole archive and checks it: format, every line, counts and checksum.
@@ -247,6 +249,8 @@ fn check(file: &Path) -> anyhow::Result<Checked> {
     let known: Vec<&CollectionName> = header.collections.iter().map(|c| &c.name).collect();
     let mut hasher = Sha256::new();
     let mut counts: BTreeMap<CollectionName, u64> = BTreeMap::new();
+    // 16 bytes of the SHA-256 of each (collection, record id): about 50 bytes a record.
+    let mut ids: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
     let mut end = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| damaged(format!("line {}: {e}", n + 2)))?;
@@ -269,6 +273,29 @@ fn check(file: &Path) -> anyhow::Result<Checked> {
             return Err(damaged(format!(
                 "line {} is of collection {}, which the header does not list",
                 n + 2,
+                parsed.collection
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        let record: Id<'_> = serde_json::from_str(parsed.record.get())
+            .map_err(|e| damaged(format!("line {}: record: {e}", n + 2)))?;
+        // A record twice would be restored once and counted twice.
+        let key: [u8; 16] = Sha256::new()
+            .chain_update(parsed.collection.as_str())
+            .chain_update([0])
+            .chain_update(record.id.as_bytes())
+            .finalize()[..16]
+            .try_into()
+            .map_err(|_| damaged("record key".into()))?;
+        if !ids.insert(key) {
+            return Err(damaged(format!(
+                "line {} repeats record {} of collection {}",
+                n + 2,
+                record.id,
                 parsed.collection
             )));
         }

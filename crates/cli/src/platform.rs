@@ -33,7 +33,8 @@ use crate::printer::Printer;
 
 #[derive(Debug, Clone, Args)]
 pub struct PlatformArgs {
-    /// The platform file (TOML): `[tiers.NAME]`, `[domains.NAME]`, `[collections.NAME]`.
+    /// The platform file (TOML): `[tiers.NAME]`, `[domains.NAME]`, `[webhooks.NAME]`,
+    /// `[collections.NAME]`.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
 }

@@ -144,11 +144,12 @@ pub enum ClientCommand {
     Cost(crate::cost::CostCmd),
     /// Find tenant storage that no live tenant owns (left by crashes or races), and remove it.
     Doctor(crate::doctor::DoctorArgs),
-    /// Show how the tiers, domains and collections a platform file declares differ from
-    /// what is live (create / change / unchanged / refused), changing nothing.
+    /// Show how the webhooks, domains, tiers and collections a platform file declares differ
+    /// from what is live (create / change / unchanged / refused), changing nothing.
     Plan(crate::platform::PlatformArgs),
-    /// Make the tiers, domains and collections a platform file declares live; refuses (and
-    /// changes nothing) when any change would lose data or pull something from under tenants.
+    /// Make the webhooks, domains, tiers and collections a platform file declares live;
+    /// refuses (and changes nothing) when any change would lose data, pull something from
+    /// under tenants, or be refused by the server's checks.
     Apply(crate::platform::ApplyArgs),
 }
 

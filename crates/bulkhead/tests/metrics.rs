@@ -351,3 +351,41 @@ async fn a_stalled_log_reader_holds_no_request_and_its_missed_lines_are_counted(
         "the buffered lines were written once the reader was back"
     );
 }
+
+/// Each request's log line names its tenant once, however many times the request looks it
+/// up (a bulk request resolves its tenant for its quota, its chunks and its answer).
+#[tokio::test]
+async fn a_request_log_line_names_its_tenant_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_LOG", "info")]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let acme = server.client(&key(&admin, "acme", TenantRole::Member).await);
+    let body: String = (0..1_000)
+        .map(|i| format!("{{\"title\": \"t{i}\"}}\n"))
+        .collect();
+    let report = acme.bulk(&items(), body.into_bytes(), true).await.unwrap();
+    assert_eq!(report.created, 1_000);
+    let id = RecordId::parse("missing").unwrap();
+    assert!(acme.get_record(&items(), &id).await.is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("request done") && l.contains("/v1/collections/items/"))
+            .collect();
+        if lines.len() >= 2 {
+            for line in lines {
+                assert_eq!(line.matches("tenant=\"acme\"").count(), 1, "{line}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request lines in the log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -615,7 +615,9 @@ impl Catalog {
 
     /// Names the tenant on the current request span, for logs.
     pub(crate) fn tag_tenant(tenant: &TenantId) {
-        tracing::Span::current().record("tenant", tenant.as_str());
+        if usage::RequestTenant::first_tag() {
+            tracing::Span::current().record("tenant", tenant.as_str());
+        }
         usage::RequestTenant::note(tenant);
     }
 

@@ -288,6 +288,8 @@ pub struct Acting {
     /// The bytes of the request's streamed bodies, told the tenant as soon as it is known
     /// (so they are metered even if the request is cancelled).
     streamed: Option<Arc<Streamed>>,
+    /// Whether the request's log span has its tenant (a field recorded twice is logged twice).
+    logged: std::cell::Cell<bool>,
 }
 
 impl Acting {
@@ -456,6 +458,14 @@ impl RequestTenant {
         if bytes.iter().any(|(_, n)| *n != 0) {
             catalog.count(tenant, &bytes);
         }
+    }
+
+    /// True the first time it is asked within a request (and always outside one): the
+    /// request's log span is then given its tenant, once.
+    pub(crate) fn first_tag() -> bool {
+        REQUEST_TENANT
+            .try_with(|slot| !slot.logged.replace(true))
+            .unwrap_or(true)
     }
 
     /// Notes `tenant` as the current request's, if it runs inside a scope and no data route

@@ -56,7 +56,7 @@ pub struct LimitArgs {
 pub(crate) struct Target {
     label: &'static str,
     /// Name prefix of the server's threads, for its CPU time.
-    threads: &'static str,
+    pub(crate) threads: &'static str,
     http: reqwest::Client,
     auth: HeaderValue,
     create: String,

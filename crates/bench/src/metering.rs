@@ -41,6 +41,12 @@ pub struct MeteringArgs {
     /// Silo tenants besides them for the storage sampling (0 with --tenants 0: skip it).
     #[arg(long, default_value_t = 10_000)]
     silos: usize,
+    /// What the overhead part turns on and off between rounds: `metering`, or `log` (the
+    /// log lines `bulkhead serve` writes at its default level `info`, through its own log
+    /// writer, against the level `off`; metering stays on). Run `--compare log` with stderr
+    /// sent where a server's log goes (`2>/dev/null`, or a file).
+    #[arg(long, value_enum, default_value_t = Compare::Metering)]
+    compare: Compare,
     /// Both "modes" with metering on: the noise floor of the comparison.
     #[arg(long)]
     aa: bool,
@@ -80,6 +86,12 @@ pub struct MeteringArgs {
     passes: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compare {
+    Metering,
+    Log,
+}
+
 fn empty() -> Sample {
     Sample {
         requests: 0,
@@ -103,8 +115,27 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let mut target = bulkhead_target(&server.url).await?;
     let seeded = 10_000;
     seed(&target, seeded).await?;
+    // `--compare log`: the server's own log (stderr, its writer thread), level set per round.
+    let logging = match args.compare {
+        Compare::Metering => None,
+        Compare::Log => {
+            let dir = tempfile::tempdir()?;
+            let config = bulkhead::config::Config::load(
+                &bulkhead::config::ServeArgs::default(),
+                Some(&dir.path().join("data")),
+                Some(ADMIN_KEY.into()),
+            )?;
+            // The log's writer thread (`bulkhead-log`) counts as the server's.
+            target.threads = "bulkhead-";
+            Some(bulkhead::logging::init(&config)?)
+        }
+    };
     println!(
-        "Metering on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way; cost: the median of the rounds' on/off ratios (interquartile range)",
+        "{} on vs {}, one server, {} connections, {} rounds; CPU per request: the median round each way; cost: the median of the rounds' on/off ratios (interquartile range)",
+        match args.compare {
+            Compare::Metering => "Metering",
+            Compare::Log => "Log lines at info (metering on in both)",
+        },
         match (args.aa, args.bb) {
             (true, _) => "on (noise floor)",
             (_, true) => "off (here both halves off)",
@@ -133,9 +164,11 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds.max(2) {
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for mode in order {
-                server
-                    .catalog
-                    .set_metering((mode == 0 || args.aa) && !args.bb);
+                let on = (mode == 0 || args.aa) && !args.bb;
+                match &logging {
+                    None => server.catalog.set_metering(on),
+                    Some(log) => log.set_level(if on { "info" } else { "off" })?,
+                }
                 let part = measure(&target, op, requests, args.connections, seeded, offset).await?;
                 offset += requests;
                 per_round[mode].push(part.cpu * 1e6 / part.requests as f64);

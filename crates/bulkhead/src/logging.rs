@@ -16,6 +16,9 @@ use crate::config;
 /// Lines waiting for stderr's reader before new ones are dropped (a few MiB at most).
 pub const BUFFERED_LINES: usize = 16_384;
 
+/// Bytes of lines the writer thread gathers into one write.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// How often dropped lines are looked for, to be reported in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -25,12 +28,25 @@ pub struct Logging {
     writer: Option<WorkerGuard>,
     traces: Option<crate::telemetry::Traces>,
     dropped: ErrorCounter,
+    level: LevelHandle,
 }
+
+/// Changes the level filter of the installed log.
+type LevelHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
 
 impl Logging {
     /// Lines dropped so far because stderr's reader fell behind.
     pub fn dropped_lines(&self) -> u64 {
         u64::try_from(self.dropped.dropped_lines()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets the level filter (`info`, `off`, `bulkhead=debug,info`, as `--log-level` takes),
+    /// while serving: `bulkhead-bench metering --compare log` measures what the log costs.
+    pub fn set_level(&self, directives: &str) -> anyhow::Result<()> {
+        let filter = tracing_subscriber::EnvFilter::try_new(directives)?;
+        self.level.reload(filter)?;
+        Ok(())
     }
 
     /// Exports the last traces and writes out the lines still waiting.
@@ -50,9 +66,14 @@ pub fn init(config: &config::Config) -> anyhow::Result<Logging> {
         .buffered_lines_limit(BUFFERED_LINES)
         .lossy(true)
         .thread_name("bulkhead-log")
-        .finish(std::io::stderr());
+        // The writer thread writes what waits in one go and flushes once the queue is empty:
+        // a busy server makes one write for many lines, a quiet one writes each at once.
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let dropped = writer.error_counter();
-    let traces = install(config, writer)?;
+    let (traces, level) = install(config, writer)?;
     let counter = dropped.clone();
     bulkhead_server::metrics::count_log_drops(Box::new(move || {
         u64::try_from(counter.dropped_lines()).unwrap_or(u64::MAX)
@@ -62,18 +83,20 @@ pub fn init(config: &config::Config) -> anyhow::Result<Logging> {
         writer: Some(guard),
         traces,
         dropped,
+        level,
     })
 }
 
 fn install(
     config: &config::Config,
     writer: tracing_appender::non_blocking::NonBlocking,
-) -> anyhow::Result<Option<crate::telemetry::Traces>> {
+) -> anyhow::Result<(Option<crate::telemetry::Traces>, LevelHandle)> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, level) = tracing_subscriber::reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
@@ -91,11 +114,11 @@ fn install(
         Some(endpoint) => {
             let (otel, traces) = crate::telemetry::layer(endpoint)?;
             registry.with(otel).init();
-            Ok(Some(traces))
+            Ok((Some(traces), level))
         }
         None => {
             registry.init();
-            Ok(None)
+            Ok((None, level))
         }
     }
 }

@@ -113,6 +113,7 @@ fn install(
     match &config.otlp_endpoint {
         Some(endpoint) => {
             let (otel, traces) = crate::telemetry::layer(endpoint)?;
+            bulkhead_catalog::trace_steps();
             registry.with(otel).init();
             Ok((Some(traces), level))
         }

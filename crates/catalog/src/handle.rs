@@ -439,9 +439,11 @@ impl TenantHandle {
     ) -> Result<T, Error> {
         let started = std::time::Instant::now();
         let before = budget.examined.get();
-        let result =
-            tracing::Instrument::instrument(query, tracing::info_span!("engine", op = "query"))
-                .await;
+        let result = tracing::Instrument::instrument(
+            query,
+            crate::step_span(|| tracing::info_span!("engine", op = "query")),
+        )
+        .await;
         let tenant = self.scope.tenant();
         self.catalog
             .count_query(tenant, budget.examined.get() - before, started.elapsed());

@@ -105,7 +105,9 @@ impl Catalog {
         let created = tenant
             .engine()
             .insert(tenant.scope(), &collection, vec![record])
-            .instrument(tracing::info_span!("engine", op = "insert"))
+            .instrument(crate::step_span(|| {
+                tracing::info_span!("engine", op = "insert")
+            }))
             .await;
         if let (Some(watched), Ok(records)) = (watched, &created) {
             watched.publish(&id, records.first());
@@ -232,7 +234,9 @@ impl Catalog {
             let updated = tenant
                 .engine()
                 .update(tenant.scope(), &collection, id, change.clone(), guarded)
-                .instrument(tracing::info_span!("engine", op = "update"))
+                .instrument(crate::step_span(|| {
+                    tracing::info_span!("engine", op = "update")
+                }))
                 .await;
             if let (Some(watched), Ok(record)) = (watched, &updated) {
                 watched.publish(id, Some(record));
@@ -305,7 +309,9 @@ impl Catalog {
             let deleted = tenant
                 .engine()
                 .delete(tenant.scope(), &collection, id, guarded)
-                .instrument(tracing::info_span!("engine", op = "delete"))
+                .instrument(crate::step_span(|| {
+                    tracing::info_span!("engine", op = "delete")
+                }))
                 .await;
             if let (Some(watched), Ok(())) = (watched, &deleted) {
                 watched.publish(id, None);
@@ -348,7 +354,9 @@ async fn visible(
     let found = match tenant
         .engine()
         .get(tenant.scope(), collection, id)
-        .instrument(tracing::info_span!("engine", op = "get"))
+        .instrument(crate::step_span(|| {
+            tracing::info_span!("engine", op = "get")
+        }))
         .await
     {
         Ok(found) => found,

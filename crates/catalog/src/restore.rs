@@ -116,7 +116,9 @@ impl Catalog {
         let restored = tenant
             .engine()
             .restore(tenant.scope(), &collection, records)
-            .instrument(tracing::info_span!("engine", op = "restore"))
+            .instrument(crate::step_span(|| {
+                tracing::info_span!("engine", op = "restore")
+            }))
             .await;
         for id in &ids {
             tenant.after(&collection.name, id).await;

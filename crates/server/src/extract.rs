@@ -69,7 +69,7 @@ impl FromRequestParts<AppState> for Auth {
         let authenticated = state
             .catalog
             .authenticate_from(token, &request_id, source)
-            .instrument(tracing::info_span!("auth"))
+            .instrument(bulkhead_catalog::step_span(|| tracing::info_span!("auth")))
             .await?;
         Ok(Auth(authenticated))
     }

@@ -383,3 +383,112 @@ async fn a_tenant_created_again_starts_with_an_empty_count_and_no_sample_of_its_
         100
     );
 }
+
+/// A count read while the tier sets no quota is not kept: writes then go uncounted, so when
+/// the tier (or the tenant's tier) gains a `max_records`, the count is made again and the
+/// limit holds.
+#[tokio::test]
+async fn a_quota_added_later_holds_whatever_was_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "early", "free").await;
+    let client = server.client(&key(&admin, "early", TenantRole::Member).await);
+    assert_eq!(quota(&client).await.records, 0);
+    let body: Vec<u8> = (0..30)
+        .flat_map(|i| format!("{{\"title\":\"{i}\"}}\n").into_bytes())
+        .collect();
+    assert_eq!(client.bulk(&items(), body, true).await.unwrap().created, 30);
+    client
+        .create_record(&items(), &json!({"title": "one more"}))
+        .await
+        .unwrap();
+    assert_eq!(quota(&client).await.records, 31, "read again, not kept");
+    cap(&admin, "free", 40).await;
+    let mut created = 0;
+    for i in 0..15 {
+        match client
+            .create_record(&items(), &json!({"title": format!("late {i}")}))
+            .await
+        {
+            Ok(_) => created += 1,
+            Err(e) => assert_eq!(e.status(), Some(507), "{e}"),
+        }
+    }
+    assert_eq!(created, 9);
+    assert_eq!(real_count(&client).await, 40);
+    assert_eq!(quota(&client).await.records, 40);
+}
+
+/// Writes whose clients go away mid-request (the connection closed right after the request
+/// is sent) run to their end: no reservation is left behind, the count stays exact, and the
+/// tenant can fill exactly to its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_cut_off_by_their_clients_leave_the_count_exact() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    put_items(&admin).await;
+    cap(&admin, "free", 300).await;
+    create_tenant(&admin, "flaky", "free").await;
+    let token = key(&admin, "flaky", TenantRole::Member).await;
+    let client = server.client(&token);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut threads = Vec::new();
+    for t in 0..8 {
+        let (address, token) = (address.clone(), token.clone());
+        threads.push(std::thread::spawn(move || {
+            for i in 0..25 {
+                let one = format!("{{\"title\":\"t{t} {i}\"}}\n");
+                let (path, body, kind) = if i % 5 == 0 {
+                    // A bulk of 40 lines.
+                    (
+                        "/v1/collections/items/records:bulk",
+                        one.repeat(40),
+                        "application/x-ndjson",
+                    )
+                } else {
+                    ("/v1/collections/items/records", one, "application/json")
+                };
+                let request = format!(
+                    "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut stream = std::net::TcpStream::connect(&address).unwrap();
+                stream.write_all(request.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_micros(((t * 25 + i) % 7 * 300) as u64));
+                drop(stream);
+            }
+        }));
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    // What was sent settles (it runs to its end), then the count is the real one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let real = loop {
+        let real = real_count(&client).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if real_count(&client).await == real || std::time::Instant::now() > deadline {
+            break real;
+        }
+    };
+    assert!(real > 0 && real <= 300, "{real}");
+    assert_eq!(quota(&client).await.records, real);
+    // Filling up: exactly what is left fits.
+    let mut created = 0;
+    for i in 0..(300 - real + 5) {
+        match client
+            .create_record(&items(), &json!({"title": format!("fill {i}")}))
+            .await
+        {
+            Ok(_) => created += 1,
+            Err(e) => assert_eq!(e.status(), Some(507), "{e}"),
+        }
+    }
+    assert_eq!(created, 300 - real);
+    assert_eq!(real_count(&client).await, 300);
+}

@@ -71,17 +71,35 @@ pub(crate) struct QuotaHold {
     reserved: u64,
     /// The tenant's bytes were over its quota: nothing that adds data may go.
     over_bytes: bool,
+    /// Settled with what the write did (else it was cut off, see `Drop`).
+    settled: bool,
 }
 
 impl QuotaHold {
     /// What the write did: records it created and deleted.
-    pub fn settle(self, created: u64, deleted: u64) {
+    pub fn settle(mut self, created: u64, deleted: u64) {
+        self.settled = true;
         let mut books = self.quota.books.lock();
         books.reserved -= self.reserved;
         if let Some(records) = &mut books.records {
             *records = (*records + created).saturating_sub(deleted);
         }
         books.added_since_sample += created as i64 - deleted as i64;
+    }
+}
+
+/// A hold dropped unsettled belongs to a write cut off mid-way (its request timed out, or was
+/// cancelled before its answer): what it reserved goes back, and since it cannot say what it
+/// wrote, the counter is counted exactly again before the next write that needs it. (A
+/// refused write settles its hold with nothing done.)
+impl Drop for QuotaHold {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut books = self.quota.books.lock();
+        books.reserved -= self.reserved;
+        books.records = None;
     }
 }
 
@@ -114,6 +132,13 @@ impl Quotas {
     /// A deleted tenant life's counter goes.
     pub(crate) fn forget(&self, key: &StorageKey) {
         self.0.lock().remove(key);
+    }
+
+    /// `key`'s writes go uncounted (its tier sets no quota): a count it has is no longer kept.
+    pub(crate) fn unmaintained(&self, key: &StorageKey) {
+        if let Some(q) = self.0.lock().get(key) {
+            q.books.lock().records = None;
+        }
     }
 
     /// A new storage sample of `key`: bytes are exact again.
@@ -151,7 +176,7 @@ impl Catalog {
             Some((hold, allowed))
                 if allowed < adds || (grows && allowed == 0 && hold.over_bytes) =>
             {
-                drop(hold);
+                hold.settle(0, 0);
                 Err(self.quota_refused(scope).await)
             }
             Some((hold, _)) => Ok(Some(hold)),
@@ -170,6 +195,9 @@ impl Catalog {
     ) -> Result<Option<(QuotaHold, u64)>, Error> {
         let limits = self.tier_limits(scope.tier()).await?;
         if limits.max_records.is_none() && limits.max_bytes.is_none() {
+            // Not kept while the tier sets no quota: a count made before (a quota read, or
+            // the tier limited then) is counted again when next needed.
+            self.inner().quotas.unmaintained(scope.storage_key());
             return Ok(None);
         }
         let quota = self.inner().quotas.of(scope.storage_key());
@@ -224,6 +252,7 @@ impl Catalog {
                 _writing: writing,
                 reserved: allowed,
                 over_bytes,
+                settled: false,
             },
             allowed,
         )))

@@ -295,7 +295,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         std::sync::Arc::clone(&state.body_budget),
         state.config.body_limit as u64,
     );
-    let (mut response, mut acted) = async move {
+    let work = async move {
         let mut scoped = std::pin::pin!(acted.enter(admitted(budget, body_limit, request, next)));
         let response = scoped.as_mut().await;
         acted.leave(scoped);
@@ -306,8 +306,26 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         );
         (response, acted)
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    // A change runs to its end even when its client goes away (a reset connection drops this
+    // future): cut off between the engine and its bookkeeping, a write would leave its quota
+    // reservation, move ticket or feed order unsettled. Reads stop with their client.
+    let (mut response, mut acted) = if runs_to_end(&method) {
+        match tokio::spawn(work).await {
+            Ok(done) => done,
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            // Cancelled: only when the runtime shuts down.
+            Err(_) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_closing",
+                    "the server is shutting down; retry",
+                );
+            }
+        }
+    } else {
+        work.await
+    };
     if metering {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
@@ -340,6 +358,12 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map(|body| metered::Counted::wrap(body, &mut acted, &state.catalog, metered::Side::Sent));
     acted.settle(&state.catalog);
     response
+}
+
+/// Whether a request with this method changes something, and so runs to its end once begun.
+fn runs_to_end(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }
 
 /// A request's headers as OpenTelemetry's propagators read them.

@@ -281,3 +281,42 @@ async fn cancel_before_the_switch_rolls_back_and_after_it_is_refused() {
     wait_for(&admin, &again.id, None).await;
     admin.delete_tenant(&tid("acme")).await.unwrap();
 }
+
+/// A cancel asked for while the move is frozen (writes held, the final sync running) rolls it
+/// back: the tenant stays where it was with every record and the write held meanwhile, and
+/// the audit says the cancel took effect. (Before, the answer said 200 while the move
+/// switched anyway.)
+#[tokio::test]
+async fn a_cancel_while_frozen_rolls_the_move_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [FAST[0], ("BULKHEAD_MOVE_HOLD", "frozen:1500")];
+    let server = Server::start_with(dir.path(), &env);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "acme", "free").await;
+    let client = server.client(&key(&admin, "acme", TenantRole::Member).await);
+    workload::seed(&client, "a", 50).await;
+    let started = start(&admin, "acme", Isolation::Silo, None).await;
+    wait_for(&admin, &started.id, Some(MovePhase::Frozen)).await;
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .create_record(&items(), &json!({"id": "during", "title": "held"}))
+                .await
+        })
+    };
+    let cancelled = admin.cancel_move(&started.id).await.unwrap();
+    assert_eq!(cancelled.phase, MovePhase::RolledBack, "{cancelled:?}");
+    writer.await.unwrap().unwrap();
+    let tenant = admin.get_tenant(&tid("acme")).await.unwrap();
+    assert_eq!(tenant.placement.isolation, Isolation::Pool);
+    let (rows, silo) = homes(&server, "acme");
+    assert_eq!(rows, 51, "every record and the held write, in the pool");
+    assert!(!silo, "the target was removed");
+    let cancels = audit_rows(&server.data_dir, |r| r.1 == "move.cancel");
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert_eq!(cancels[0].4, "ok", "{cancels:?}");
+    let moves = audit_rows(&server.data_dir, |r| r.1.starts_with("move."));
+    assert!(!moves.iter().any(|r| r.1 == "move.switched"), "{moves:?}");
+}

@@ -461,24 +461,39 @@ impl Catalog {
             (None, Some(pg)) => shared::request_cancel(pg, id, &why).await?,
             (None, None) => {}
         }
-        let event = self.event(
+        // The executor notices between pages; wait (briefly) so the answer shows the outcome.
+        let mut current = self.move_view(id).await?;
+        for _ in 0..100 {
+            if current.phase.is_final() || current.phase.is_switched() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            current = self.move_view(id).await?;
+        }
+        // The switch can win the race with the cancel (it was already committing): the move
+        // then goes on to its end, and the cancel is refused as it is past the switch.
+        let too_late = current.phase.is_switched() || current.phase == MovePhase::Done;
+        let mut event = self.event(
             ctx,
             "move.cancel",
             row.tenant.as_str(),
             Some(&row.tenant),
             Some(id.to_owned()),
         );
+        if too_late {
+            event.outcome = "denied:move_past_switch".into();
+        }
         self.blocking(move |store| store.write(|tx| crate::rows::audit::insert(tx, &event)))
             .await?;
-        // The executor notices between pages; wait (briefly) so the answer shows the outcome.
-        for _ in 0..100 {
-            let current = self.move_view(id).await?;
-            if current.phase.is_final() || current.phase.is_switched() {
-                return Ok(current);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if too_late {
+            return Err(Error::conflict(
+                "move_past_switch",
+                format!(
+                    "move '{id}' switched the tenant to its target before the cancel took hold; it can no longer be cancelled"
+                ),
+            ));
         }
-        self.move_view(id).await
+        Ok(current)
     }
 
     /// At start: a move a stopped server left before its switch is rolled back (its write

@@ -463,6 +463,8 @@ impl Catalog {
             })
             .await?;
         live.verified.fetch_add(rechecked, Ordering::Relaxed);
+        // A cancel asked for while frozen is honoured: the move rolls back rather than switch.
+        Catalog::check_cancel(live)?;
         let freeze_ms = self.switch(row, live, started).await?;
         if let Some((MovePhase::Switched, wait)) = self.inner().options.moves.hold {
             // Crash tests: stop right after the switch, with writes still held.

@@ -174,3 +174,70 @@ async fn bulk_bodies_stream_with_bounded_memory_and_clear_limits() {
     assert_eq!(report.results.len(), 10_000);
     assert!(report.results_truncated);
 }
+
+/// A bulk that would outlast the request's time limit stops reading lines in time to answer:
+/// 200 with every line it applied reported, and one last failed line (`time_limit`) saying
+/// where it stopped, instead of a 408 that hid the lines already applied. Sending the rest
+/// again applies it.
+#[tokio::test]
+async fn a_bulk_past_the_time_limit_reports_what_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bulkhead.toml");
+    std::fs::write(&config, "[limits]\nrequest_timeout_secs = 2\n").unwrap();
+    let server = Server::start_with(dir.path(), &[("BULKHEAD_CONFIG", config.to_str().unwrap())]);
+    let admin = server.admin();
+    put_items(&admin).await;
+    create_tenant(&admin, "slow", "free").await;
+    let token = key(&admin, "slow", TenantRole::Member).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/collections/items/records:bulk HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {token}\r\ncontent-type: application/x-ndjson\r\n\
+         transfer-encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A line every 100 ms: past 1.5 s (the 2 s limit less its margin) the rest is not read.
+    let mut sent = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2_500) {
+        let line = format!("{{\"id\":\"s{sent:03}\",\"title\":\"slow\"}}\n");
+        if s.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    let body = if answer
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk holds the report.
+        body.lines().nth(1).unwrap_or("").to_owned()
+    } else {
+        body.to_owned()
+    };
+    let report: BulkReport =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let last = report.results.last().unwrap();
+    let error = last.error.as_ref().unwrap();
+    assert_eq!(error.code, "time_limit", "{answer}");
+    let applied = report.created as usize;
+    assert!(applied >= 5 && applied < sent, "{applied} of {sent}");
+    // What it reports as created is there.
+    let client = server.client(&token);
+    let listed = client
+        .list_records(&items(), &ListRecords::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), applied);
+}

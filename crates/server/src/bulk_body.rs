@@ -21,17 +21,42 @@ fn line_too_long(max_line: usize) -> Error {
     )
 }
 
+/// The line at which a bulk stops because its request's time ran out.
+fn time_limit(seconds: u64) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "time_limit",
+        format!(
+            "the request's time limit ({seconds} s) ran out here; the lines before this one were \
+             applied, the rest was not read: send them again (or in smaller bodies)"
+        ),
+    )
+}
+
+/// Feeds `body` to `session` until it ends, or until `deadline`: then the report ends with
+/// one failed line (`time_limit`) saying where it stopped, and is answered before the
+/// request's own time runs out (which would answer 408 with no report of what was applied).
 pub async fn feed(
     body: axum::body::Body,
     limit: usize,
     max_line: usize,
+    deadline: (tokio::time::Instant, u64),
     session: &mut BulkSession,
 ) {
+    let (deadline, seconds) = deadline;
     let mut stream = body.into_data_stream();
     let mut buffer: Vec<u8> = Vec::new();
     let mut skipping = false;
     let mut read = 0usize;
-    while let Some(next) = stream.next().await {
+    loop {
+        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(_) => {
+                session.fail_line(&time_limit(seconds));
+                return;
+            }
+        };
         let data = match next {
             Ok(data) => data,
             Err(_) => {
@@ -61,6 +86,10 @@ pub async fn feed(
             if skipping {
                 skipping = false;
                 continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                session.fail_line(&time_limit(seconds));
+                return;
             }
             if buffer.len() + line.len() > max_line {
                 session.fail_line(&line_too_long(max_line));

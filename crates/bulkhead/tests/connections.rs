@@ -193,9 +193,10 @@ async fn stalled_and_excess_connections_cannot_take_the_server_down() {
         .unwrap();
 }
 
-/// Request bodies in flight share a server-wide memory budget: clients that declare large
-/// bodies and send them slowly cannot make the server hold more than it, and one more body
-/// gets `503 busy` with `Retry-After` while requests without a body go on.
+/// Request bodies in flight share a server-wide memory budget, counted as their bytes
+/// arrive: clients that send large bodies slowly cannot make the server hold more than it,
+/// and one more body gets `503 busy` while requests without a body go on; clients that only
+/// declare large bodies and stall hold nothing, so they cannot keep other tenants' writes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_in_flight_share_a_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,26 +210,47 @@ async fn request_bodies_in_flight_share_a_memory_budget() {
     let admin = server.admin();
     put_items(&admin).await;
     create_tenant(&admin, "acme", "free").await;
+    create_tenant(&admin, "globex", "free").await;
     let token = key(&admin, "acme", TenantRole::Member).await;
     let acme = server.client(&token);
+    let globex = server.client(&key(&admin, "globex", TenantRole::Member).await);
     let addr = server.url.trim_start_matches("http://").to_owned();
-    // Two uploads that declare a whole body limit each and stall after their head.
-    let stalled: Vec<TcpStream> = (0..2)
+    let head = |s: &mut TcpStream| {
+        write!(
+            s,
+            "POST /v1/collections/items/records HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: 1048576\r\n\r\n{{\"title\": \""
+        )
+        .unwrap();
+    };
+    // A hundred uploads that declare a whole body limit each and stall after their head:
+    // they hold nothing, and another tenant's write goes through.
+    let idle: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
-            write!(
-                s,
-                "POST /v1/collections/items/records HTTP/1.1\r\nHost: x\r\n\
-                 Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-                 Content-Length: 1048576\r\n\r\n{{\"title\": \""
-            )
-            .unwrap();
+            head(&mut s);
             s
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    globex
+        .create_record(&items(), &serde_json::json!({"title": "not kept out"}))
+        .await
+        .unwrap();
+    drop(idle);
+    // Two uploads that send most of a body limit each, then stall.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            head(&mut s);
+            s.write_all(&vec![b'x'; 1_000_000]).unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let busy = acme
-        .create_record(&items(), &serde_json::json!({"title": "one more"}))
+        .create_record(&items(), &serde_json::json!({"title": "x".repeat(200_000)}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -245,7 +267,7 @@ async fn request_bodies_in_flight_share_a_memory_budget() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match acme
-            .create_record(&items(), &serde_json::json!({"title": "now"}))
+            .create_record(&items(), &serde_json::json!({"title": "x".repeat(200_000)}))
             .await
         {
             Ok(_) => break,

@@ -387,12 +387,17 @@ async fn admitted(
     request: Request,
     next: Next,
 ) -> Response {
-    let permit = match budget::admit(&budget, body_limit, &request) {
-        Ok(permit) => permit,
+    let (request, held) = match budget::admit(&budget, body_limit, request) {
+        Ok(admitted) => admitted,
         Err(busy) => return busy.into_response(),
     };
     let response = next.run(request).await;
-    drop(permit);
+    let refused = held.refused();
+    held.release();
+    if refused {
+        // The body outgrew what the budget had left: nothing was applied from it.
+        return budget::Busy.into_response();
+    }
     normalise_errors(response).await
 }
 

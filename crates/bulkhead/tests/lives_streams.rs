@@ -314,3 +314,63 @@ async fn a_bulk_stops_at_its_next_chunk_once_its_key_is_revoked() {
         );
     }
 }
+
+/// A listing cursor names the life it was issued in: the same tenant id created again
+/// refuses it (400 `invalid_cursor`) rather than paging the new life from the old one's
+/// position; within one life it survives a move (the life's storage key does not change).
+#[tokio::test]
+async fn a_cursor_is_refused_by_the_next_life_of_its_tenant_and_kept_across_a_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin().with_tenant(tid("cur"));
+    let platform = server.admin();
+    put_items(&platform).await;
+    create_tenant(&platform, "cur", "free").await;
+    for i in 0..5 {
+        admin
+            .create_record(&items(), &json!({"id": format!("r{i}"), "title": "old"}))
+            .await
+            .unwrap();
+    }
+    let first = ListRecords {
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = admin.list_records(&items(), &first).await.unwrap();
+    let cursor = page.next_cursor.unwrap();
+    let next = ListRecords {
+        limit: Some(2),
+        cursor: Some(cursor.clone()),
+        ..Default::default()
+    };
+    // Kept across a move of the same life.
+    let moved = platform
+        .start_move(
+            &tid("cur"),
+            &StartMove {
+                isolation: Some(Isolation::Silo),
+                domain: None,
+                incarnation: None,
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !platform.get_move(&moved.id).await.unwrap().phase.is_final() {
+        assert!(Instant::now() < deadline, "the move did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after_move = admin.list_records(&items(), &next).await.unwrap();
+    assert_eq!(after_move.items.len(), 2);
+    // Refused by the next life.
+    platform.delete_tenant(&tid("cur")).await.unwrap();
+    create_tenant(&platform, "cur", "free").await;
+    for i in 0..5 {
+        admin
+            .create_record(&items(), &json!({"id": format!("r{i}"), "title": "new"}))
+            .await
+            .unwrap();
+    }
+    let refused = admin.list_records(&items(), &next).await.unwrap_err();
+    assert_eq!(refused.code(), Some("invalid_cursor"), "{refused}");
+}

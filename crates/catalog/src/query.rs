@@ -2,9 +2,9 @@
 //! and aggregations (bulk ingest is in `bulk`). Text from the caller is parsed and typed here (by
 //! `bulkhead_core::query`), so an engine only ever sees checked queries.
 //!
-//! Cursors are keyset positions (the last row's sort values and id), bound to the tenant and
-//! to the query that produced them: replaying one against another tenant or another query is a
-//! 400, never someone else's page.
+//! Cursors are keyset positions (the last row's sort values and id), bound to the tenant's
+//! life and to the query that produced them: replaying one against another tenant, the same id
+//! created again, or another query is a 400, never someone else's page.
 
 use base64::Engine as _;
 use bulkhead_api::{AggregatePage, Page};
@@ -19,7 +19,7 @@ use bulkhead_core::query::sort::{parse_fields, parse_sort};
 use bulkhead_core::query::{self, SortKey};
 use bulkhead_core::record::{FieldValue, coerce};
 use bulkhead_core::schema::FieldType;
-use bulkhead_core::{CollectionName, RecordId, TenantId, TierName};
+use bulkhead_core::{CollectionName, RecordId, StorageKey, TenantId, TierName};
 use bulkhead_engine::{AggregateQuery, Hit, Keyset, ListQuery, QueryBudget};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -43,7 +43,7 @@ pub struct ListParams {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CursorBody {
-    /// The binding: tenant, collection and query.
+    /// The binding: the tenant's life, the collection and the query.
     b: String,
     /// Sort-key values (or group-key values).
     v: Vec<Value>,
@@ -53,8 +53,10 @@ struct CursorBody {
     id: Option<String>,
 }
 
-fn binding(tenant: &TenantId, collection: &CollectionName, query: &[&str]) -> String {
-    let mut text = format!("{tenant}\u{0}{collection}");
+/// What a cursor is bound to: the tenant's life (its storage key: the same across moves, new
+/// when the id is created again), the collection and the query.
+fn binding(life: &StorageKey, collection: &CollectionName, query: &[&str]) -> String {
+    let mut text = format!("{life}\u{0}{collection}");
     for part in query {
         text.push('\u{0}');
         text.push_str(part);
@@ -78,7 +80,9 @@ fn decode_cursor(binding: &str, cursor: &str) -> Result<CursorBody, Error> {
         .map_err(|_| foreign())?;
     let body: CursorBody = serde_json::from_slice(&bytes).map_err(|_| foreign())?;
     if body.b != binding {
-        return Err(bad_cursor("belongs to another tenant or another query"));
+        return Err(bad_cursor(
+            "belongs to another tenant (or an earlier life of this one) or another query",
+        ));
     }
     Ok(body)
 }
@@ -212,7 +216,7 @@ impl Catalog {
             None => None,
         };
         let bound = binding(
-            tenant.tenant(),
+            tenant.scope().storage_key(),
             &collection.name,
             &["list", &filter_text, &sort_text, &q_text],
         );
@@ -308,7 +312,11 @@ impl Catalog {
             ..request.clone()
         })
         .unwrap_or_default();
-        let bound = binding(tenant.tenant(), &collection.name, &["aggregate", &shape]);
+        let bound = binding(
+            tenant.scope().storage_key(),
+            &collection.name,
+            &["aggregate", &shape],
+        );
         let after = match request.cursor.as_deref() {
             None => None,
             Some(cursor) => {
@@ -370,11 +378,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_are_bound_to_tenant_collection_and_query() {
-        let (a, b) = (
-            TenantId::parse("acme").unwrap(),
-            TenantId::parse("globex").unwrap(),
-        );
+    fn cursors_are_bound_to_the_tenants_life_collection_and_query() {
+        let acme = TenantId::parse("acme").unwrap();
+        let life = |id: &TenantId| StorageKey::of(id, &bulkhead_core::Incarnation::generate());
+        let (a, b) = (life(&acme), life(&TenantId::parse("globex").unwrap()));
         let items = CollectionName::parse("items").unwrap();
         let bound = binding(&a, &items, &["list", "n = 1", "", ""]);
         let cursor = encode_cursor(&CursorBody {
@@ -395,6 +402,9 @@ mod tests {
                 .message
                 .contains("another tenant")
         );
+        // The same id created again: its cursors are its own.
+        let again = binding(&life(&acme), &items, &["list", "n = 1", "", ""]);
+        assert!(decode_cursor(&again, &cursor).is_err());
         let other_query = binding(&a, &items, &["list", "n = 2", "", ""]);
         assert!(decode_cursor(&other_query, &cursor).is_err());
         assert!(decode_cursor(&bound, "garbage!").is_err());

@@ -298,9 +298,11 @@ fn b64(bytes: &[u8]) -> String {
 /// A cursor whose binding is right for `tenant` and the query, with hostile contents. Cursors
 /// are not signed (their binding is a plain hash), so a client can write one: the server must
 /// still answer 400, never 500.
-fn forged(tenant: &str, filter: &str, sort: &str, body: Value) -> String {
+/// A cursor written by hand for the life `life` (the tenant's storage key: a cursor is bound
+/// to its tenant's life).
+fn forged(life: &str, filter: &str, sort: &str, body: Value) -> String {
     let binding = bulkhead_core::keys::hash_secret(&format!(
-        "{tenant}\u{0}notes\u{0}list\u{0}{filter}\u{0}{sort}\u{0}"
+        "{life}\u{0}notes\u{0}list\u{0}{filter}\u{0}{sort}\u{0}"
     ))[..24]
         .to_owned();
     let mut body = body;
@@ -454,7 +456,17 @@ async fn cursors_are_bound_to_tenant_collection_and_query() {
         ];
         // A control: the same binding with a fitting position is taken (so the hostile ones
         // above are refused for their contents, not their binding).
-        let fitting = forged(&p.me, filter, sort, json!({"v": [5], "id": "r03"}));
+        let placement = admin
+            .get_tenant(&bulkhead_core::TenantId::parse(&p.me).unwrap())
+            .await
+            .unwrap()
+            .placement;
+        let life = bulkhead_core::StorageKey::of(
+            &bulkhead_core::TenantId::parse(&p.me).unwrap(),
+            &placement.incarnation,
+        )
+        .to_string();
+        let fitting = forged(&life, filter, sort, json!({"v": [5], "id": "r03"}));
         let resp = get(&p.mine, &path(filter, sort, &fitting)).await;
         assert_eq!(
             resp.status,
@@ -465,7 +477,7 @@ async fn cursors_are_bound_to_tenant_collection_and_query() {
         let page: Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(page["items"][0]["id"], "r01", "{model}");
         for body in hostile {
-            let forged = forged(&p.me, filter, sort, body.clone());
+            let forged = forged(&life, filter, sort, body.clone());
             let resp = get(&p.mine, &path(filter, sort, &forged)).await;
             assert_eq!(
                 resp.status,
